@@ -1,0 +1,11 @@
+//! Types and pure helpers shared by the XDP datapath and the controller.
+//!
+//! Everything here is `no_std`, `#[repr(C)]` with explicit padding, and keeps
+//! network-order fields as byte arrays behind accessors, so both sides read
+//! the same bytes the same way.
+#![no_std]
+
+pub mod checksum;
+pub mod maps;
+
+pub use maps::*;

@@ -1,0 +1,282 @@
+//! Map keys, values and sizes: the contract between controller and datapath.
+
+/// Services the datapath can hold at once.
+pub const MAX_SERVICES: u32 = 1024;
+/// Real servers over all services.
+pub const MAX_REALS: u32 = 8192;
+/// Slots in one half of a service's scheduling ring.
+pub const RING_SLOTS: u32 = 512;
+/// Entries in the connection table (both directions of a NAT flow count).
+pub const CONN_TABLE_SIZE: u32 = 262_144;
+/// Interfaces the datapath may redirect to.
+pub const MAX_INTERFACES: u32 = 64;
+
+/// Index of the first ring slot of `half` (0 or 1) of service `index`.
+/// The controller fills the idle half, then flips the service to it.
+#[inline(always)]
+pub const fn ring_base(service_index: u32, half: u32) -> u32 {
+    (service_index * 2 + half) * RING_SLOTS
+}
+
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+
+/// How a connection reaches its real server (IPVS `IP_VS_CONN_F_FWD_MASK`).
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    Nat = 0,
+    Tunnel = 2,
+    Route = 3,
+}
+
+impl Method {
+    pub const fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            0 => Some(Self::Nat),
+            2 => Some(Self::Tunnel),
+            3 => Some(Self::Route),
+            _ => None,
+        }
+    }
+}
+
+/// `SERVICES` key: protocol, virtual address and port.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServiceKey {
+    addr: [u8; 4],
+    port: [u8; 2],
+    proto: u8,
+    _pad: u8,
+}
+
+impl ServiceKey {
+    pub const fn new(addr: [u8; 4], port: u16, proto: u8) -> Self {
+        Self { addr, port: port.to_be_bytes(), proto, _pad: 0 }
+    }
+    /// Built straight from header bytes, with no byte-order conversion.
+    #[inline(always)]
+    pub const fn from_wire(addr: [u8; 4], port: [u8; 2], proto: u8) -> Self {
+        Self { addr, port, proto, _pad: 0 }
+    }
+    pub const fn addr(&self) -> [u8; 4] {
+        self.addr
+    }
+    pub const fn port(&self) -> u16 {
+        u16::from_be_bytes(self.port)
+    }
+    pub const fn proto(&self) -> u8 {
+        self.proto
+    }
+}
+
+/// `SERVICES` value: where the service's counters and published ring live.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Service {
+    /// Index into the per-service arrays (counters, cursor, ring halves).
+    pub index: u32,
+    /// First slot of the live ring (`ring_base(index, half)`).
+    pub ring_base: u32,
+    /// Live picks in the ring; 0 means no real server can be chosen.
+    pub ring_len: u32,
+    /// Cursor value at which this ring was published.
+    pub cursor_origin: u32,
+}
+
+/// `REALS` value, indexed by the controller-assigned real server index.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Real {
+    addr: [u8; 4],
+    port: [u8; 2],
+    pub method: u8,
+    _pad: u8,
+}
+
+impl Real {
+    pub const fn new(addr: [u8; 4], port: u16, method: Method) -> Self {
+        Self { addr, port: port.to_be_bytes(), method: method as u8, _pad: 0 }
+    }
+    pub const fn addr(&self) -> [u8; 4] {
+        self.addr
+    }
+    pub const fn port_wire(&self) -> [u8; 2] {
+        self.port
+    }
+    pub const fn port(&self) -> u16 {
+        u16::from_be_bytes(self.port)
+    }
+}
+
+/// `CONNS` key: a packet's 5-tuple as it is on the wire.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    src: [u8; 4],
+    dst: [u8; 4],
+    sport: [u8; 2],
+    dport: [u8; 2],
+    proto: u8,
+    _pad: [u8; 3],
+}
+
+impl FlowKey {
+    #[inline(always)]
+    pub const fn from_wire(src: [u8; 4], dst: [u8; 4], sport: [u8; 2], dport: [u8; 2], proto: u8) -> Self {
+        Self { src, dst, sport, dport, proto, _pad: [0; 3] }
+    }
+    pub const fn src(&self) -> [u8; 4] {
+        self.src
+    }
+    pub const fn dst(&self) -> [u8; 4] {
+        self.dst
+    }
+    pub const fn sport(&self) -> u16 {
+        u16::from_be_bytes(self.sport)
+    }
+    pub const fn dport(&self) -> u16 {
+        u16::from_be_bytes(self.dport)
+    }
+    pub const fn proto(&self) -> u8 {
+        self.proto
+    }
+}
+
+/// Which way a `CONNS` entry rewrites.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// Client to virtual service: rewrite the destination to the real server.
+    Inbound = 0,
+    /// Real server back to client (NAT only): rewrite the source to the VIP.
+    Outbound = 1,
+}
+
+/// `CONNS` value. `addr`/`port` are what the packet's destination (inbound)
+/// or source (outbound) becomes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conn {
+    addr: [u8; 4],
+    port: [u8; 2],
+    pub direction: u8,
+    pub method: u8,
+    pub service_index: u32,
+    pub real_index: u32,
+    /// `bpf_ktime_get_ns` of the last packet, for the controller's sweeper.
+    pub last_seen_ns: u64,
+}
+
+impl Conn {
+    #[inline(always)]
+    pub const fn new(addr: [u8; 4], port: [u8; 2], direction: Direction, method: u8, service_index: u32, real_index: u32, now: u64) -> Self {
+        Self { addr, port, direction: direction as u8, method, service_index, real_index, last_seen_ns: now }
+    }
+    pub const fn addr(&self) -> [u8; 4] {
+        self.addr
+    }
+    pub const fn port_wire(&self) -> [u8; 2] {
+        self.port
+    }
+    pub const fn port(&self) -> u16 {
+        u16::from_be_bytes(self.port)
+    }
+}
+
+/// Per-CPU traffic counters, one per service and one per real server
+/// (`ipvsadm --stats` columns).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Counters {
+    pub conns: u64,
+    pub in_packets: u64,
+    pub out_packets: u64,
+    pub in_bytes: u64,
+    pub out_bytes: u64,
+}
+
+impl Counters {
+    pub fn add(&mut self, other: &Counters) {
+        let Counters { conns, in_packets, out_packets, in_bytes, out_bytes } = *other;
+        self.conns += conns;
+        self.in_packets += in_packets;
+        self.out_packets += out_packets;
+        self.in_bytes += in_bytes;
+        self.out_bytes += out_bytes;
+    }
+}
+
+/// Why the datapath let a packet go the way it did; indexes `VERDICTS`.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Not IPv4 (ARP, IPv6, VLAN-tagged, ...).
+    PassNotIpv4 = 0,
+    /// IPv4 but not for a virtual service or a tracked flow.
+    PassNoService = 1,
+    /// TCP segment for a service without SYN and without an entry (IPVS accepts it).
+    PassNotSyn = 2,
+    /// Fragment, or a protocol the director does not balance.
+    PassUnsupported = 3,
+    /// Header shorter than it claims; left to the kernel.
+    PassMalformed = 4,
+    /// Next hop not resolved yet (or TTL expiring): the kernel forwards it.
+    PassToKernel = 5,
+    /// No real server can be chosen (IPVS drops too).
+    DropNoDestination = 6,
+    /// Sent out through the devmap.
+    Redirect = 7,
+    /// Connection table insert failed.
+    DropTableFull = 8,
+}
+
+pub const VERDICT_COUNT: u32 = 9;
+
+impl Verdict {
+    pub const ALL: [Verdict; VERDICT_COUNT as usize] = [
+        Verdict::PassNotIpv4,
+        Verdict::PassNoService,
+        Verdict::PassNotSyn,
+        Verdict::PassUnsupported,
+        Verdict::PassMalformed,
+        Verdict::PassToKernel,
+        Verdict::DropNoDestination,
+        Verdict::Redirect,
+        Verdict::DropTableFull,
+    ];
+    pub const fn name(self) -> &'static str {
+        match self {
+            Verdict::PassNotIpv4 => "pass_not_ipv4",
+            Verdict::PassNoService => "pass_no_service",
+            Verdict::PassNotSyn => "pass_not_syn",
+            Verdict::PassUnsupported => "pass_unsupported",
+            Verdict::PassMalformed => "pass_malformed",
+            Verdict::PassToKernel => "pass_to_kernel",
+            Verdict::DropNoDestination => "drop_no_destination",
+            Verdict::Redirect => "redirect",
+            Verdict::DropTableFull => "drop_table_full",
+        }
+    }
+}
+
+const _: () = assert!(core::mem::size_of::<ServiceKey>() == 8);
+const _: () = assert!(core::mem::size_of::<Service>() == 16);
+const _: () = assert!(core::mem::size_of::<Real>() == 8);
+const _: () = assert!(core::mem::size_of::<FlowKey>() == 16);
+const _: () = assert!(core::mem::size_of::<Conn>() == 24);
+const _: () = assert!(core::mem::size_of::<Counters>() == 40);
+const _: () = assert!(ring_base(MAX_SERVICES - 1, 1) + RING_SLOTS == MAX_SERVICES * 2 * RING_SLOTS);
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are repr(C), Copy, and have no implicit padding
+    // (checked by the size assertions above).
+    unsafe impl aya::Pod for super::ServiceKey {}
+    unsafe impl aya::Pod for super::Service {}
+    unsafe impl aya::Pod for super::Real {}
+    unsafe impl aya::Pod for super::FlowKey {}
+    unsafe impl aya::Pod for super::Conn {}
+    unsafe impl aya::Pod for super::Counters {}
+}

@@ -1,0 +1,132 @@
+//! Header views over the frame. Fields stay in network order as byte arrays;
+//! `Packet::parse` is the only place that checks bounds.
+
+use aya_ebpf::programs::XdpContext;
+use core::mem::size_of;
+use lvs_common::{FlowKey, Verdict, IPPROTO_TCP, IPPROTO_UDP};
+
+pub const ETH_P_IPV4: [u8; 2] = [0x08, 0x00];
+
+#[repr(C)]
+pub struct Ethernet {
+    pub dst: [u8; 6],
+    pub src: [u8; 6],
+    pub ethertype: [u8; 2],
+}
+
+#[repr(C)]
+pub struct Ipv4 {
+    pub version_ihl: u8,
+    pub tos: u8,
+    pub total_len: [u8; 2],
+    pub id: [u8; 2],
+    pub frag: [u8; 2],
+    pub ttl: u8,
+    pub proto: u8,
+    pub check: [u8; 2],
+    pub src: [u8; 4],
+    pub dst: [u8; 4],
+}
+
+impl Ipv4 {
+    /// More-fragments set or a non-zero offset: ports are not in this packet.
+    #[inline(always)]
+    pub fn is_fragment(&self) -> bool {
+        (self.frag[0] & 0x3f) != 0 || self.frag[1] != 0
+    }
+}
+
+/// The first eight bytes of TCP and UDP: ports, then fields we do not touch.
+#[repr(C)]
+pub struct Ports {
+    pub src: [u8; 2],
+    pub dst: [u8; 2],
+}
+
+pub const TCP_HEADER_LEN: usize = 20;
+pub const UDP_HEADER_LEN: usize = 8;
+/// Checksum offsets within the transport header.
+pub const TCP_CHECK_OFFSET: usize = 16;
+pub const UDP_CHECK_OFFSET: usize = 6;
+const TCP_FLAGS_OFFSET: usize = 13;
+const TCP_SYN: u8 = 0x02;
+const TCP_RST: u8 = 0x04;
+
+/// A parsed IPv4 TCP or UDP frame: pointers are valid for the program run.
+pub struct Packet {
+    pub eth: *mut Ethernet,
+    pub ip: *mut Ipv4,
+    pub ports: *mut Ports,
+    /// Transport checksum, already bounds-checked.
+    pub l4_check: *mut [u8; 2],
+    pub proto: u8,
+    /// TCP flags byte (0 for UDP).
+    pub tcp_flags: u8,
+}
+
+#[inline(always)]
+fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*mut T, Verdict> {
+    let start = ctx.data();
+    if start + offset + size_of::<T>() > ctx.data_end() {
+        return Err(Verdict::PassMalformed);
+    }
+    Ok((start + offset) as *mut T)
+}
+
+impl Packet {
+    #[inline(always)]
+    pub fn parse(ctx: &XdpContext) -> Result<Self, Verdict> {
+        let eth: *mut Ethernet = ptr_at(ctx, 0).map_err(|_| Verdict::PassNotIpv4)?;
+        // SAFETY: bounds checked by ptr_at.
+        if unsafe { (*eth).ethertype } != ETH_P_IPV4 {
+            return Err(Verdict::PassNotIpv4);
+        }
+        let ip: *mut Ipv4 = ptr_at(ctx, size_of::<Ethernet>())?;
+        // SAFETY: bounds checked by ptr_at.
+        let ipr = unsafe { &*ip };
+        let ihl = (ipr.version_ihl & 0x0f) as usize * 4;
+        if ipr.version_ihl >> 4 != 4 || ihl < size_of::<Ipv4>() {
+            return Err(Verdict::PassMalformed);
+        }
+        if ipr.is_fragment() {
+            return Err(Verdict::PassUnsupported);
+        }
+        let l4 = size_of::<Ethernet>() + ihl;
+        let proto = ipr.proto;
+        let (check_offset, header_len) = match proto {
+            IPPROTO_TCP => (TCP_CHECK_OFFSET, TCP_HEADER_LEN),
+            IPPROTO_UDP => (UDP_CHECK_OFFSET, UDP_HEADER_LEN),
+            _ => return Err(Verdict::PassUnsupported),
+        };
+        // The whole fixed transport header must be present.
+        ptr_at::<u8>(ctx, l4 + header_len - 1)?;
+        let ports: *mut Ports = ptr_at(ctx, l4)?;
+        let l4_check: *mut [u8; 2] = ptr_at(ctx, l4 + check_offset)?;
+        let tcp_flags = if proto == IPPROTO_TCP {
+            // SAFETY: inside the header checked above.
+            unsafe { *ptr_at::<u8>(ctx, l4 + TCP_FLAGS_OFFSET)? }
+        } else {
+            0
+        };
+        Ok(Self { eth, ip, ports, l4_check, proto, tcp_flags })
+    }
+
+    #[inline(always)]
+    pub fn flow_key(&self) -> FlowKey {
+        // SAFETY: pointers validated by parse.
+        let (ip, ports) = unsafe { (&*self.ip, &*self.ports) };
+        FlowKey::from_wire(ip.src, ip.dst, ports.src, ports.dst, self.proto)
+    }
+
+    /// IPVS schedules TCP only on SYN without RST; UDP always.
+    #[inline(always)]
+    pub fn may_schedule(&self) -> bool {
+        self.proto != IPPROTO_TCP || (self.tcp_flags & (TCP_SYN | TCP_RST)) == TCP_SYN
+    }
+
+    #[inline(always)]
+    pub fn ip_len(&self) -> u64 {
+        // SAFETY: validated by parse.
+        u16::from_be_bytes(unsafe { (*self.ip).total_len }) as u64
+    }
+}

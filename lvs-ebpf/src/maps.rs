@@ -1,0 +1,41 @@
+//! Every map the datapath shares with the controller. Names are the ones the
+//! controller opens (`lvs-userspace/src/datapath`).
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
+};
+use lvs_common::{
+    Conn, Counters, FlowKey, Real, Service, ServiceKey, CONN_TABLE_SIZE, MAX_INTERFACES, MAX_REALS,
+    MAX_SERVICES, RING_SLOTS, VERDICT_COUNT,
+};
+
+#[map]
+pub static SERVICES: HashMap<ServiceKey, Service> = HashMap::with_max_entries(MAX_SERVICES, 0);
+
+/// Both halves of every service's published ring of real server indexes.
+#[map]
+pub static RINGS: Array<u32> = Array::with_max_entries(MAX_SERVICES * 2 * RING_SLOTS, 0);
+
+/// Per-service pick counter, advanced atomically by every CPU.
+#[map]
+pub static CURSORS: Array<u32> = Array::with_max_entries(MAX_SERVICES, 0);
+
+#[map]
+pub static REALS: Array<Real> = Array::with_max_entries(MAX_REALS, 0);
+
+#[map]
+pub static CONNS: LruHashMap<FlowKey, Conn> = LruHashMap::with_max_entries(CONN_TABLE_SIZE, 0);
+
+/// Interfaces we may transmit on, keyed by ifindex.
+#[map]
+pub static EGRESS: DevMapHash = DevMapHash::with_max_entries(MAX_INTERFACES, 0);
+
+#[map]
+pub static SERVICE_STATS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(MAX_SERVICES, 0);
+
+#[map]
+pub static REAL_STATS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(MAX_REALS, 0);
+
+#[map]
+pub static VERDICTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(VERDICT_COUNT, 0);

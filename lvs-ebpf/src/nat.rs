@@ -1,0 +1,66 @@
+//! NAT rewrites: DNAT towards the real server, SNAT back to the VIP.
+
+use aya_ebpf::programs::XdpContext;
+use lvs_common::{checksum, Conn, Direction, Method, Verdict, IPPROTO_UDP};
+
+use crate::{
+    forward,
+    headers::Packet,
+    stats::{self, Way},
+};
+
+/// Forward a packet of a flow the table already knows.
+#[inline(always)]
+pub fn rewrite_tracked(ctx: &XdpContext, packet: &Packet, conn: &Conn) -> Result<Verdict, Verdict> {
+    let bytes = packet.ip_len();
+    if conn.direction == Direction::Outbound as u8 {
+        stats::count_packet(conn.service_index, conn.real_index, Way::Out, bytes, false);
+        rewrite_source(packet, conn.addr(), conn.port_wire());
+    } else {
+        stats::count_packet(conn.service_index, conn.real_index, Way::In, bytes, false);
+        if conn.method != Method::Nat as u8 {
+            return Err(Verdict::PassUnsupported);
+        }
+        rewrite_destination(packet, conn.addr(), conn.port_wire());
+    }
+    forward::route(ctx, packet)
+}
+
+/// DNAT: destination address and port become the real server's.
+#[inline(always)]
+pub fn rewrite_destination(packet: &Packet, addr: [u8; 4], port: [u8; 2]) {
+    // SAFETY: pointers validated by Packet::parse.
+    let (ip, ports) = unsafe { (&mut *packet.ip, &mut *packet.ports) };
+    let old_addr = ip.dst;
+    let old_port = ports.dst;
+    ip.dst = addr;
+    ports.dst = port;
+    patch_checksums(packet, old_addr, addr, old_port, port);
+}
+
+/// SNAT: source address and port become the virtual service's.
+#[inline(always)]
+pub fn rewrite_source(packet: &Packet, addr: [u8; 4], port: [u8; 2]) {
+    // SAFETY: pointers validated by Packet::parse.
+    let (ip, ports) = unsafe { (&mut *packet.ip, &mut *packet.ports) };
+    let old_addr = ip.src;
+    let old_port = ports.src;
+    ip.src = addr;
+    ports.src = port;
+    patch_checksums(packet, old_addr, addr, old_port, port);
+}
+
+#[inline(always)]
+fn patch_checksums(packet: &Packet, old_addr: [u8; 4], addr: [u8; 4], old_port: [u8; 2], port: [u8; 2]) {
+    // SAFETY: pointers validated by Packet::parse.
+    let (ip, l4_check) = unsafe { (&mut *packet.ip, &mut *packet.l4_check) };
+    ip.check = checksum::replace_addr(u16::from_be_bytes(ip.check), old_addr, addr).to_be_bytes();
+    let original = u16::from_be_bytes(*l4_check);
+    // The transport checksum covers the pseudo-header's addresses and the port.
+    let mut patched = checksum::replace_addr(original, old_addr, addr);
+    patched = checksum::replace_u16(patched, u16::from_be_bytes(old_port), u16::from_be_bytes(port));
+    if packet.proto == IPPROTO_UDP {
+        patched = checksum::udp_fixup(original, patched);
+    }
+    *l4_check = patched.to_be_bytes();
+}

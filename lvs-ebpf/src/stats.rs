@@ -1,0 +1,51 @@
+//! Per-CPU counters: no atomics, the controller sums the CPUs.
+
+use aya_ebpf::helpers::bpf_ktime_get_ns;
+use lvs_common::{Verdict, Counters};
+
+use crate::maps::{REAL_STATS, SERVICE_STATS, VERDICTS};
+
+#[inline(always)]
+pub fn now() -> u64 {
+    // SAFETY: a plain helper call with no arguments.
+    unsafe { bpf_ktime_get_ns() }
+}
+
+#[inline(always)]
+pub fn count_verdict(verdict: Verdict) {
+    if let Some(slot) = VERDICTS.get_ptr_mut(verdict as u32) {
+        // SAFETY: per-CPU slot from a successful lookup.
+        unsafe { *slot += 1 };
+    }
+}
+
+/// Which way a packet travels, for the in/out columns.
+#[derive(Clone, Copy)]
+pub enum Way {
+    In,
+    Out,
+}
+
+#[inline(always)]
+pub fn count_packet(service_index: u32, real_index: u32, way: Way, bytes: u64, new_conn: bool) {
+    for slot in [SERVICE_STATS.get_ptr_mut(service_index), REAL_STATS.get_ptr_mut(real_index)]
+        .into_iter()
+        .flatten()
+    {
+        // SAFETY: per-CPU slot from a successful lookup.
+        let c: &mut Counters = unsafe { &mut *slot };
+        if new_conn {
+            c.conns += 1;
+        }
+        match way {
+            Way::In => {
+                c.in_packets += 1;
+                c.in_bytes += bytes;
+            }
+            Way::Out => {
+                c.out_packets += 1;
+                c.out_bytes += bytes;
+            }
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! `lvsadm`: ipvsadm's command line, spoken to `lvsd` over its socket.
+
+use std::{io::Read, path::PathBuf, process::ExitCode};
+
+use lvs::{
+    api::{self, Request, Response, DEFAULT_SOCKET},
+    ipvsadm::{self, format, Action},
+};
+
+const USAGE: &str = "lvsadm: ipvsadm-compatible administration of lvsd
+  lvsadm -A|E -t|u service-address [-s scheduler]
+  lvsadm -D -t|u service-address
+  lvsadm -C
+  lvsadm -R < rules
+  lvsadm -S [-n]
+  lvsadm -a|e -t|u service-address -r server-address [-g|i|m] [-w weight] [-x upper] [-y lower]
+  lvsadm -d -t|u service-address -r server-address
+  lvsadm -L|l [-n] [--stats] [--exact] [-t|u service-address]
+  lvsadm -Z [-t|u service-address]
+Extra: --json (machine-readable output), --socket PATH (or LVSADM_SOCKET).";
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lvsadm: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let mut socket = std::env::var_os("LVSADM_SOCKET").map(PathBuf::from).unwrap_or_else(|| DEFAULT_SOCKET.into());
+    if let Some(pos) = args.iter().position(|a| a == "--socket") {
+        let path = args.get(pos + 1).ok_or_else(|| anyhow::anyhow!("option `--socket` needs a value"))?.clone();
+        socket = path.into();
+        args.drain(pos..pos + 2);
+    }
+    let invocation = ipvsadm::parse(&args)?;
+    let request = match &invocation.action {
+        Action::Help => {
+            println!("{USAGE}");
+            return Ok(());
+        }
+        Action::Version => {
+            println!("lvsadm {} (ipvsadm v1.31 syntax)", env!("CARGO_PKG_VERSION"));
+            return Ok(());
+        }
+        Action::Apply(commands) => Request::Apply { commands: commands.clone() },
+        Action::Restore => {
+            let mut text = String::new();
+            std::io::stdin().read_to_string(&mut text)?;
+            Request::Apply { commands: ipvsadm::parse_restore(&text)? }
+        }
+        Action::Zero(service) => Request::Zero { service: *service },
+        Action::List(_) | Action::Save => Request::List,
+    };
+    match api::call(&socket, &request)? {
+        Response::Error { message } => anyhow::bail!("{message}"),
+        Response::Ok => Ok(()),
+        Response::Snapshot(mut snapshot) => {
+            if let Action::List(options) = &invocation.action {
+                if let Some(id) = options.service {
+                    if !snapshot.services.iter().any(|s| s.spec.id == id) {
+                        anyhow::bail!("no such service {id}");
+                    }
+                    snapshot.services.retain(|s| s.spec.id == id);
+                }
+                if invocation.json {
+                    println!("{}", serde_json::to_string_pretty(&snapshot)?);
+                } else {
+                    print!("{}", format::list(&snapshot, options));
+                }
+            } else if invocation.json {
+                println!("{}", serde_json::to_string_pretty(&snapshot.services)?);
+            } else {
+                print!("{}", format::save(&snapshot));
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! `lvsd`'s event loop, mini-redis style: `run` serves the control socket
+//! until the shutdown future resolves, then returns so the caller can
+//! detach cleanly.
+
+use std::{
+    future::Future,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+};
+
+use tokio::{
+    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
+    net::{UnixListener, UnixStream},
+};
+
+use crate::{
+    api::{Request, Response},
+    controller::Controller,
+    datapath::Datapath,
+};
+
+pub type Shared<D> = Arc<Mutex<Controller<D>>>;
+
+/// Bind the control socket: its directory root-only, the socket 0600, a
+/// stale socket replaced, a live one refused.
+pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            anyhow::bail!("another lvsd is already listening on {}", path.display());
+        }
+        std::fs::remove_file(path).map_err(|e| anyhow::anyhow!("removing stale socket {}: {e}", path.display()))?;
+    }
+    let listener = UnixListener::bind(path).map_err(|e| anyhow::anyhow!("bind {}: {e}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| anyhow::anyhow!("chmod {}: {e}", path.display()))?;
+    Ok(listener)
+}
+
+/// Serve requests until `shutdown` completes.
+pub async fn run<D: Datapath + 'static>(controller: Shared<D>, listener: UnixListener, shutdown: impl Future) {
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let controller = controller.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = serve(controller, stream).await {
+                            tracing::warn!("control connection: {e}");
+                        }
+                    });
+                }
+                Err(e) => tracing::warn!("accept on control socket: {e}"),
+            },
+        }
+    }
+}
+
+async fn serve<D: Datapath + 'static>(controller: Shared<D>, stream: UnixStream) -> std::io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read).lines();
+    while let Some(line) = lines.next_line().await? {
+        let response = match serde_json::from_str::<Request>(&line) {
+            Ok(request) => {
+                let controller = controller.clone();
+                tokio::task::spawn_blocking(move || handle(&controller, request))
+                    .await
+                    .unwrap_or_else(|e| Response::Error { message: format!("request handler failed: {e}") })
+            }
+            Err(e) => Response::Error { message: format!("malformed request: {e}") },
+        };
+        let mut out = serde_json::to_string(&response).expect("responses serialize");
+        out.push('\n');
+        write.write_all(out.as_bytes()).await?;
+    }
+    Ok(())
+}
+
+/// One request against the controller.
+pub fn handle<D: Datapath>(controller: &Mutex<Controller<D>>, request: Request) -> Response {
+    let mut c = controller.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let result = match request {
+        Request::Apply { commands } => {
+            let r = c.apply(&commands).map(|()| Response::Ok);
+            if r.is_ok() {
+                tracing::info!(?commands, "applied");
+            }
+            r
+        }
+        Request::Zero { service } => c.zero(service).map(|()| Response::Ok),
+        Request::List => c.snapshot().map(Response::Snapshot),
+    };
+    result.unwrap_or_else(|e| Response::Error { message: e.to_string() })
+}
+
+/// Remove the socket file on the way out.
+pub fn unbind(path: &PathBuf) {
+    let _ = std::fs::remove_file(path);
+}

@@ -1,0 +1,166 @@
+//! The real datapath: the embedded XDP object, attached to interfaces, and
+//! its maps. Each error names the map or interface and the failing call.
+
+use aya::{
+    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues, xdp::DevMapHash},
+    programs::{Xdp, XdpMode},
+    Ebpf,
+};
+use lvs_common::{Counters, Real, Service, ServiceKey, Verdict};
+use serde::Serialize;
+
+use super::{Datapath, DatapathError};
+
+/// The compiled `lvs-ebpf` object (built by this crate's build script).
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("LVS_EBPF_OBJECT"));
+
+const DIRECTOR: &str = "lvs_director";
+
+/// How the program ended up attached to one interface.
+#[derive(Clone, Debug, Serialize)]
+pub struct Attachment {
+    pub iface: String,
+    pub ifindex: u32,
+    /// "native" or "generic".
+    pub mode: &'static str,
+}
+
+pub struct KernelDatapath {
+    /// Owns the program and its links: dropping it detaches everywhere.
+    _ebpf: Ebpf,
+    services: HashMap<MapData, ServiceKey, Service>,
+    rings: Array<MapData, u32>,
+    cursors: Array<MapData, u32>,
+    reals: Array<MapData, Real>,
+    service_stats: PerCpuArray<MapData, Counters>,
+    real_stats: PerCpuArray<MapData, Counters>,
+    verdicts: PerCpuArray<MapData, u64>,
+    cpus: usize,
+    pub attachments: Vec<Attachment>,
+}
+
+fn take(ebpf: &mut Ebpf, map: &'static str) -> Result<aya::maps::Map, DatapathError> {
+    ebpf.take_map(map).ok_or(DatapathError::MissingMap { map })
+}
+
+macro_rules! typed {
+    ($ebpf:expr, $ty:ty, $name:literal) => {
+        <$ty>::try_from(take($ebpf, $name)?)
+            .map_err(|source| DatapathError::Map { op: "open", map: $name, source })?
+    };
+}
+
+impl KernelDatapath {
+    /// Load the object and attach the director to every interface, native
+    /// mode first, generic as the fallback. Nothing stays attached on error.
+    pub fn attach(ifaces: &[String]) -> Result<Self, DatapathError> {
+        let ifindexes = ifaces
+            .iter()
+            .map(|iface| {
+                nix::net::if_::if_nametoindex(iface.as_str()).map_err(|e| DatapathError::NoInterface {
+                    iface: iface.clone(),
+                    call: "if_nametoindex",
+                    source: e.into(),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let cpus = aya::util::nr_cpus().map_err(|(call, source)| DatapathError::Cpus { call, source })?;
+        let mut ebpf = Ebpf::load(EBPF_OBJECT)?;
+        let mut egress: DevMapHash<MapData> = typed!(&mut ebpf, DevMapHash<MapData>, "EGRESS");
+        for (iface, &ifindex) in ifaces.iter().zip(&ifindexes) {
+            egress
+                .insert(ifindex, ifindex, None, 0)
+                .map_err(|source| DatapathError::Egress { iface: iface.clone(), source })?;
+        }
+        let services = typed!(&mut ebpf, HashMap<MapData, ServiceKey, Service>, "SERVICES");
+        let rings = typed!(&mut ebpf, Array<MapData, u32>, "RINGS");
+        let cursors = typed!(&mut ebpf, Array<MapData, u32>, "CURSORS");
+        let reals = typed!(&mut ebpf, Array<MapData, Real>, "REALS");
+        let service_stats = typed!(&mut ebpf, PerCpuArray<MapData, Counters>, "SERVICE_STATS");
+        let real_stats = typed!(&mut ebpf, PerCpuArray<MapData, Counters>, "REAL_STATS");
+        let verdicts = typed!(&mut ebpf, PerCpuArray<MapData, u64>, "VERDICTS");
+
+        let program: &mut Xdp = ebpf
+            .program_mut(DIRECTOR)
+            .ok_or(DatapathError::MissingMap { map: DIRECTOR })?
+            .try_into()
+            .map_err(|source| DatapathError::Program { program: DIRECTOR, source })?;
+        program.load().map_err(|source| DatapathError::Program { program: DIRECTOR, source })?;
+        let mut attachments = Vec::new();
+        for (iface, &ifindex) in ifaces.iter().zip(&ifindexes) {
+            let mode = match program.attach(iface, XdpMode::Driver) {
+                Ok(_) => "native",
+                Err(_) => {
+                    program
+                        .attach(iface, XdpMode::Skb)
+                        .map_err(|source| DatapathError::Attach { iface: iface.clone(), source })?;
+                    "generic"
+                }
+            };
+            attachments.push(Attachment { iface: iface.clone(), ifindex, mode });
+        }
+        // Keep the devmap alive with the object: the program refers to it.
+        drop(egress);
+        Ok(Self { _ebpf: ebpf, services, rings, cursors, reals, service_stats, real_stats, verdicts, cpus, attachments })
+    }
+
+    fn zeroed<T: aya::Pod + Default>(&self) -> PerCpuValues<T> {
+        PerCpuValues::try_from(vec![T::default(); self.cpus]).expect("one value per CPU")
+    }
+}
+
+fn map_err(op: &'static str, map: &'static str) -> impl FnOnce(aya::maps::MapError) -> DatapathError {
+    move |source| DatapathError::Map { op, map, source }
+}
+
+impl Datapath for KernelDatapath {
+    fn set_service(&mut self, key: ServiceKey, value: Service) -> Result<(), DatapathError> {
+        self.services.insert(key, value, 0).map_err(map_err("bpf_map_update_elem", "SERVICES"))
+    }
+    fn remove_service(&mut self, key: ServiceKey) -> Result<(), DatapathError> {
+        self.services.remove(&key).map_err(map_err("bpf_map_delete_elem", "SERVICES"))
+    }
+    fn set_real(&mut self, index: u32, real: Real) -> Result<(), DatapathError> {
+        self.reals.set(index, real, 0).map_err(map_err("bpf_map_update_elem", "REALS"))
+    }
+    fn write_ring(&mut self, base: u32, picks: &[u32]) -> Result<(), DatapathError> {
+        for (i, pick) in picks.iter().enumerate() {
+            self.rings.set(base + i as u32, pick, 0).map_err(map_err("bpf_map_update_elem", "RINGS"))?;
+        }
+        Ok(())
+    }
+    fn cursor(&self, index: u32) -> Result<u32, DatapathError> {
+        self.cursors.get(&index, 0).map_err(map_err("bpf_map_lookup_elem", "CURSORS"))
+    }
+    fn service_counters(&self, index: u32) -> Result<Counters, DatapathError> {
+        sum(self.service_stats.get(&index, 0).map_err(map_err("bpf_map_lookup_elem", "SERVICE_STATS"))?)
+    }
+    fn real_counters(&self, index: u32) -> Result<Counters, DatapathError> {
+        sum(self.real_stats.get(&index, 0).map_err(map_err("bpf_map_lookup_elem", "REAL_STATS"))?)
+    }
+    fn reset_service_counters(&mut self, index: u32) -> Result<(), DatapathError> {
+        let zero = self.zeroed();
+        self.service_stats.set(index, zero, 0).map_err(map_err("bpf_map_update_elem", "SERVICE_STATS"))
+    }
+    fn reset_real_counters(&mut self, index: u32) -> Result<(), DatapathError> {
+        let zero = self.zeroed();
+        self.real_stats.set(index, zero, 0).map_err(map_err("bpf_map_update_elem", "REAL_STATS"))
+    }
+    fn verdicts(&self) -> Result<Vec<(Verdict, u64)>, DatapathError> {
+        Verdict::ALL
+            .iter()
+            .map(|v| {
+                let per_cpu = self.verdicts.get(&(*v as u32), 0).map_err(map_err("bpf_map_lookup_elem", "VERDICTS"))?;
+                Ok((*v, per_cpu.iter().sum()))
+            })
+            .collect()
+    }
+}
+
+fn sum(per_cpu: PerCpuValues<Counters>) -> Result<Counters, DatapathError> {
+    let mut total = Counters::default();
+    for c in per_cpu.iter() {
+        total.add(c);
+    }
+    Ok(total)
+}

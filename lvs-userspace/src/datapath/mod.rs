@@ -1,0 +1,50 @@
+//! Every BPF syscall the controller makes goes through [`Datapath`]. The
+//! kernel implementation (`kernel.rs`) loads, attaches and writes maps; the
+//! fake (`fake.rs`, tests only) lets the controller's logic run without root.
+
+mod kernel;
+
+#[cfg(test)]
+pub mod fake;
+
+pub use kernel::{Attachment, KernelDatapath};
+
+use lvs_common::{Counters, Real, Service, ServiceKey, Verdict};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DatapathError {
+    #[error("interface `{iface}` not found ({call}: {source})")]
+    NoInterface { iface: String, call: &'static str, source: std::io::Error },
+    #[error("attaching XDP to `{iface}` failed in native and generic mode: {source}")]
+    Attach { iface: String, source: aya::programs::ProgramError },
+    #[error("loading the XDP object failed: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("loading program `{program}` failed: {source}")]
+    Program { program: &'static str, source: aya::programs::ProgramError },
+    #[error("map `{map}` missing from the XDP object")]
+    MissingMap { map: &'static str },
+    #[error("{op} on map `{map}` failed: {source}")]
+    Map { op: &'static str, map: &'static str, source: aya::maps::MapError },
+    #[error("adding `{iface}` to the egress devmap failed: {source}")]
+    Egress { iface: String, source: aya::maps::xdp::XdpMapError },
+    #[error("counting CPUs failed ({call}: {source})")]
+    Cpus { call: &'static str, source: std::io::Error },
+}
+
+/// The map operations the controller needs.
+pub trait Datapath: Send {
+    fn set_service(&mut self, key: ServiceKey, value: Service) -> Result<(), DatapathError>;
+    fn remove_service(&mut self, key: ServiceKey) -> Result<(), DatapathError>;
+    fn set_real(&mut self, index: u32, real: Real) -> Result<(), DatapathError>;
+    /// Write `picks` into consecutive ring slots from `base`.
+    fn write_ring(&mut self, base: u32, picks: &[u32]) -> Result<(), DatapathError>;
+    /// How many picks the datapath has claimed from service `index`, ever.
+    fn cursor(&self, index: u32) -> Result<u32, DatapathError>;
+    /// Counters summed over CPUs.
+    fn service_counters(&self, index: u32) -> Result<Counters, DatapathError>;
+    fn real_counters(&self, index: u32) -> Result<Counters, DatapathError>;
+    /// Zero the counters of a newly allocated service or real index.
+    fn reset_service_counters(&mut self, index: u32) -> Result<(), DatapathError>;
+    fn reset_real_counters(&mut self, index: u32) -> Result<(), DatapathError>;
+    fn verdicts(&self) -> Result<Vec<(Verdict, u64)>, DatapathError>;
+}

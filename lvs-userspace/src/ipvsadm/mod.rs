@@ -1,0 +1,8 @@
+//! ipvsadm compatibility: its command line (`parse`) and its output
+//! formats (`format`), so that an LVS administrator's commands and saved rule
+//! files work unchanged.
+
+pub mod format;
+pub mod parse;
+
+pub use parse::{parse, parse_restore, Action, Invocation, ListOptions, ParseError};

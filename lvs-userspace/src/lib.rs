@@ -1,0 +1,20 @@
+//! lvs: the Linux Virtual Server director on XDP — controller library.
+//!
+//! Where a decision is made:
+//! * `model`: the desired state (services, real servers) and its validation;
+//! * `sched`: the IPVS scheduling algorithms, in plain Rust;
+//! * `publish`: turns a scheduler into the ring of picks the datapath reads;
+//! * `controller`: applies commands transactionally and writes the maps;
+//! * `datapath`: every BPF syscall (load, attach, map access) in one place;
+//! * `config`, `api`, `ipvsadm`: the ways commands come in;
+//! * `daemon`: `lvsd`'s event loop.
+
+pub mod api;
+pub mod config;
+pub mod controller;
+pub mod daemon;
+pub mod datapath;
+pub mod ipvsadm;
+pub mod model;
+pub mod publish;
+pub mod sched;

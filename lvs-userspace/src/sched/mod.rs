@@ -1,0 +1,185 @@
+//! The IPVS scheduling algorithms, run by the controller (never in XDP).
+//!
+//! Each scheduler sees its service's real servers in IPVS list order (newest
+//! first) and keeps its own state between picks, exactly as the kernel's
+//! `ip_vs_*_schedule` functions do. `publish` drives them to produce rings.
+
+mod rr;
+mod wrr;
+
+use serde::{Deserialize, Serialize};
+use std::{fmt, str::FromStr};
+
+use crate::model::ModelError;
+
+/// What a scheduler needs to know about one real server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dest {
+    /// Stable identity (the datapath's real index), so state survives edits.
+    pub id: u32,
+    pub weight: u32,
+    pub overloaded: bool,
+}
+
+impl Dest {
+    /// Not quiescent and not over its threshold.
+    pub const fn eligible(&self) -> bool {
+        self.weight > 0 && !self.overloaded
+    }
+}
+
+pub trait Scheduler: Send + fmt::Debug {
+    /// The server list changed (IPVS's add/del/upd_dest hooks); `old` is the
+    /// list before the change.
+    fn update(&mut self, old: &[Dest], new: &[Dest]);
+    /// One scheduling decision: an index into `dests`, or `None`.
+    fn pick(&mut self, dests: &[Dest]) -> Option<usize>;
+    fn clone_box(&self) -> Box<dyn Scheduler>;
+    /// Equal states schedule identically from here on (used to find periods).
+    fn same_state(&self, other: &dyn Scheduler) -> bool;
+    fn as_any(&self) -> &dyn std::any::Any;
+}
+
+impl Clone for Box<dyn Scheduler> {
+    fn clone(&self) -> Self {
+        self.clone_box()
+    }
+}
+
+/// The ten IPVS scheduler names `-s` accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum SchedulerName {
+    Rr,
+    Wrr,
+    Lc,
+    Wlc,
+    Lblc,
+    Lblcr,
+    Dh,
+    Sh,
+    Sed,
+    Nq,
+}
+
+impl SchedulerName {
+    pub const ALL: [SchedulerName; 10] = [
+        Self::Rr,
+        Self::Wrr,
+        Self::Lc,
+        Self::Wlc,
+        Self::Lblc,
+        Self::Lblcr,
+        Self::Dh,
+        Self::Sh,
+        Self::Sed,
+        Self::Nq,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Rr => "rr",
+            Self::Wrr => "wrr",
+            Self::Lc => "lc",
+            Self::Wlc => "wlc",
+            Self::Lblc => "lblc",
+            Self::Lblcr => "lblcr",
+            Self::Dh => "dh",
+            Self::Sh => "sh",
+            Self::Sed => "sed",
+            Self::Nq => "nq",
+        }
+    }
+
+    /// Names are accepted before their algorithm lands; this refuses them.
+    pub fn ensure_supported(self) -> Result<(), ModelError> {
+        match self {
+            Self::Rr | Self::Wrr => Ok(()),
+            Self::Lc | Self::Wlc | Self::Lblc | Self::Lblcr | Self::Dh | Self::Sh | Self::Sed | Self::Nq => {
+                Err(ModelError::SchedulerNotSupported(self.as_str().to_string()))
+            }
+        }
+    }
+
+    /// A fresh scheduler state (IPVS `init_service`).
+    pub fn instantiate(self, dests: &[Dest]) -> Box<dyn Scheduler> {
+        match self {
+            Self::Wrr => Box::new(wrr::Wrr::new(dests)),
+            // Unsupported names never reach here (ensure_supported); rr is
+            // the neutral choice should one slip through.
+            _ => Box::new(rr::Rr::default()),
+        }
+    }
+}
+
+impl fmt::Display for SchedulerName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("unknown scheduler `{0}` (expected one of rr, wrr, lc, wlc, lblc, lblcr, dh, sh, sed, nq)")]
+pub struct UnknownScheduler(pub String);
+
+impl FromStr for SchedulerName {
+    type Err = UnknownScheduler;
+    fn from_str(s: &str) -> Result<Self, UnknownScheduler> {
+        Self::ALL.into_iter().find(|n| n.as_str() == s).ok_or_else(|| UnknownScheduler(s.to_string()))
+    }
+}
+
+impl TryFrom<String> for SchedulerName {
+    type Error = UnknownScheduler;
+    fn try_from(s: String) -> Result<Self, UnknownScheduler> {
+        s.parse()
+    }
+}
+
+impl From<SchedulerName> for String {
+    fn from(n: SchedulerName) -> String {
+        n.as_str().to_string()
+    }
+}
+
+/// Walk order shared by rr and wrr: the position after `cursor` (`None` is
+/// the list head, so the walk starts at the first element).
+fn after(cursor: Option<u32>, dests: &[Dest]) -> usize {
+    cursor.and_then(|id| dests.iter().position(|d| d.id == id)).map_or(0, |i| i + 1)
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+
+    /// Build a list from `(label, weight, overloaded)` in IPVS order; ids are
+    /// the label's letter.
+    pub fn dests(spec: &[(char, u32, bool)]) -> Vec<Dest> {
+        spec.iter().map(|&(c, weight, overloaded)| Dest { id: c as u32, weight, overloaded }).collect()
+    }
+
+    pub fn run(s: &mut dyn Scheduler, d: &[Dest], n: usize) -> String {
+        (0..n)
+            .map(|_| s.pick(d).map_or('-', |i| char::from_u32(d[i].id).unwrap()))
+            .collect()
+    }
+
+    /// A freshly configured service: the scheduler initialised with the
+    /// whole list, as the reference's worked examples assume.
+    pub fn configured(name: SchedulerName, list: &[Dest]) -> Box<dyn Scheduler> {
+        name.instantiate(list)
+    }
+
+    /// A service configured the way ipvsadm does it: created empty, then
+    /// servers added one by one (each to the front), firing the hook.
+    pub fn added_one_by_one(name: SchedulerName, list: &[Dest]) -> Box<dyn Scheduler> {
+        let mut s = name.instantiate(&[]);
+        let mut current: Vec<Dest> = Vec::new();
+        for d in list.iter().rev() {
+            let old = current.clone();
+            current.insert(0, *d);
+            s.update(&old, &current);
+        }
+        s
+    }
+}
