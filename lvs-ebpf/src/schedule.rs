@@ -28,8 +28,10 @@ pub fn new_flow(ctx: &XdpContext, packet: &Packet, flow: &FlowKey) -> Result<Ver
         return Err(Verdict::DropNoDestination);
     }
     let cursor = CURSORS.get_ptr_mut(service.index).ok_or(Verdict::DropNoDestination)?;
+    // SeqCst, not Relaxed: for a relaxed add LLVM 22's BPF backend emits a
+    // plain locked add and the fetched ticket is lost (every flow got slot 1).
     // SAFETY: a 4-byte aligned u32 slot in an array map, live for the run.
-    let ticket = unsafe { atomic_xadd::<u32, u32, { AtomicOrdering::Relaxed }>(cursor, 1) };
+    let ticket = unsafe { atomic_xadd::<u32, u32, { AtomicOrdering::SeqCst }>(cursor, 1) };
     let slot = service.ring_base + ticket.wrapping_sub(service.cursor_origin) % service.ring_len;
     let real_index = *RINGS.get(slot).ok_or(Verdict::DropNoDestination)?;
     let real = *REALS.get(real_index).ok_or(Verdict::DropNoDestination)?;

@@ -28,24 +28,29 @@ pub enum Way {
 
 #[inline(always)]
 pub fn count_packet(service_index: u32, real_index: u32, way: Way, bytes: u64, new_conn: bool) {
-    for slot in [SERVICE_STATS.get_ptr_mut(service_index), REAL_STATS.get_ptr_mut(real_index)]
-        .into_iter()
-        .flatten()
-    {
+    if let Some(c) = SERVICE_STATS.get_ptr_mut(service_index) {
         // SAFETY: per-CPU slot from a successful lookup.
-        let c: &mut Counters = unsafe { &mut *slot };
-        if new_conn {
-            c.conns += 1;
+        bump(unsafe { &mut *c }, way, bytes, new_conn);
+    }
+    if let Some(c) = REAL_STATS.get_ptr_mut(real_index) {
+        // SAFETY: per-CPU slot from a successful lookup.
+        bump(unsafe { &mut *c }, way, bytes, new_conn);
+    }
+}
+
+#[inline(always)]
+fn bump(c: &mut Counters, way: Way, bytes: u64, new_conn: bool) {
+    if new_conn {
+        c.conns += 1;
+    }
+    match way {
+        Way::In => {
+            c.in_packets += 1;
+            c.in_bytes += bytes;
         }
-        match way {
-            Way::In => {
-                c.in_packets += 1;
-                c.in_bytes += bytes;
-            }
-            Way::Out => {
-                c.out_packets += 1;
-                c.out_bytes += bytes;
-            }
+        Way::Out => {
+            c.out_packets += 1;
+            c.out_bytes += bytes;
         }
     }
 }

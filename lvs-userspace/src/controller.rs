@@ -98,6 +98,10 @@ impl<D: Datapath> Controller<D> {
         &self.state
     }
 
+    pub fn datapath(&self) -> &D {
+        &self.datapath
+    }
+
     #[cfg(test)]
     pub fn datapath_mut(&mut self) -> &mut D {
         &mut self.datapath

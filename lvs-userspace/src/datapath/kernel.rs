@@ -16,6 +16,14 @@ pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("LVS_EBPF_OBJEC
 
 const DIRECTOR: &str = "lvs_director";
 
+/// One `BPF_PROG_TEST_RUN` outcome.
+#[derive(Debug)]
+pub struct TestRun {
+    pub action: u32,
+    pub frame: Vec<u8>,
+    pub duration: std::time::Duration,
+}
+
 /// How the program ended up attached to one interface.
 #[derive(Clone, Debug, Serialize)]
 pub struct Attachment {
@@ -102,6 +110,25 @@ impl KernelDatapath {
         // Keep the devmap alive with the object: the program refers to it.
         drop(egress);
         Ok(Self { _ebpf: ebpf, services, rings, cursors, reals, service_stats, real_stats, verdicts, cpus, attachments })
+    }
+
+    /// Run the director once on `frame` with `BPF_PROG_TEST_RUN`: the XDP
+    /// action and the frame as the program left it. For fixtures and bench.
+    pub fn test_run(&self, frame: &[u8]) -> Result<TestRun, DatapathError> {
+        use aya::programs::{TestRun as _, TestRunOptions};
+        let program: &Xdp = self
+            ._ebpf
+            .program(DIRECTOR)
+            .ok_or(DatapathError::MissingMap { map: DIRECTOR })?
+            .try_into()
+            .map_err(|source| DatapathError::Program { program: DIRECTOR, source })?;
+        // Room for encapsulation growth.
+        let mut out = vec![0u8; frame.len() + 256];
+        let result = program
+            .test_run(TestRunOptions { data_in: Some(frame), data_out: Some(&mut out), ..Default::default() })
+            .map_err(|source| DatapathError::Program { program: "BPF_PROG_TEST_RUN", source })?;
+        out.truncate(result.data_size_out as usize);
+        Ok(TestRun { action: result.return_value, frame: out, duration: result.duration })
     }
 
     fn zeroed<T: aya::Pod + Default>(&self) -> PerCpuValues<T> {

@@ -7,7 +7,7 @@ mod kernel;
 #[cfg(test)]
 pub mod fake;
 
-pub use kernel::{Attachment, KernelDatapath};
+pub use kernel::{Attachment, KernelDatapath, TestRun};
 
 use lvs_common::{Counters, Real, Service, ServiceKey, Verdict};
 

@@ -1,0 +1,311 @@
+//! Tier 2: the real XDP object through `BPF_PROG_TEST_RUN`, byte for byte.
+//!
+//! Each test runs in a private network namespace (its own thread) with veth
+//! interfaces and permanent neighbours, so `bpf_fib_lookup` resolves exactly
+//! as on a router. Maps are seeded by the real controller from a config.
+//! Expected frames come from an oracle that rewrites the same fields and
+//! recomputes every checksum from scratch.
+//!
+//! Needs root: `cargo xtask test` runs these (they are `#[ignore]`d for a
+//! plain `cargo test`).
+
+use std::{net::Ipv4Addr, process::Command};
+
+use etherparse::PacketBuilder;
+use lvs::{
+    api::Snapshot,
+    config,
+    controller::Controller,
+    datapath::{KernelDatapath, TestRun},
+};
+use lvs_common::checksum;
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+const XDP_REDIRECT: u32 = 4;
+
+const CLIENT: [u8; 4] = [198, 18, 1, 2];
+const VIP: [u8; 4] = [198, 18, 0, 10];
+const CLIENT_MAC: [u8; 6] = [2, 0, 0, 0, 1, 2];
+const DIRECTOR_CLIENT_MAC: [u8; 6] = [2, 0, 0, 0, 1, 1];
+
+fn real_ip(i: u8) -> [u8; 4] {
+    [198, 18, 10 + i, 2]
+}
+fn real_mac(i: u8) -> [u8; 6] {
+    [2, 0, 0, 0, 0x10 + i, 2]
+}
+fn director_mac(i: u8) -> [u8; 6] {
+    [2, 0, 0, 0, 0x10 + i, 1]
+}
+fn mac_str(m: [u8; 6]) -> String {
+    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+fn sh(cmd: &str) {
+    let status = Command::new("sh").arg("-c").arg(cmd).status().expect("spawn sh");
+    assert!(status.success(), "`{cmd}` failed");
+}
+
+const CONFIG: &str = r#"
+[[service]]
+protocol = "tcp"
+address = "198.18.0.10:80"
+scheduler = "rr"
+[[service.real]]
+address = "198.18.11.2:8080"
+method = "nat"
+[[service.real]]
+address = "198.18.12.2:8080"
+method = "nat"
+[[service.real]]
+address = "198.18.13.2:8080"
+method = "nat"
+
+[[service]]
+protocol = "udp"
+address = "198.18.0.10:53"
+scheduler = "rr"
+[[service.real]]
+address = "198.18.11.2:5353"
+method = "nat"
+"#;
+
+/// A router in a private namespace: `cli0` towards the client, `srvN`
+/// towards real server N. Real server 3's neighbour is left unresolved when
+/// `resolve_all` is false.
+fn router(resolve_all: bool) -> Controller<KernelDatapath> {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
+    sh("ip link set lo up && sysctl -qw net.ipv4.ip_forward=1");
+    let mut links = vec![("cli0".to_string(), "198.18.1.1", DIRECTOR_CLIENT_MAC, "198.18.1.2".to_string(), CLIENT_MAC)];
+    for i in 1..=3u8 {
+        links.push((format!("srv{i}"), ["198.18.11.1", "198.18.12.1", "198.18.13.1"][i as usize - 1], director_mac(i), Ipv4Addr::from(real_ip(i)).to_string(), real_mac(i)));
+    }
+    for (name, addr, mac, peer, peer_mac) in &links {
+        sh(&format!(
+            "ip link add {name} address {} type veth peer name {name}p && ip addr add {addr}/24 dev {name} && ip link set {name} up && ip link set {name}p up",
+            mac_str(*mac)
+        ));
+        if resolve_all || name != "srv3" {
+            sh(&format!("ip neigh replace {peer} lladdr {} dev {name} nud permanent", mac_str(*peer_mac)));
+        }
+    }
+    let ifaces: Vec<String> = links.iter().map(|l| l.0.clone()).collect();
+    let mut controller = Controller::new(KernelDatapath::attach(&ifaces).expect("attach"));
+    controller.apply(&config::parse(CONFIG, "fixture.toml").unwrap()).expect("apply config");
+    controller
+}
+
+fn run(c: &Controller<KernelDatapath>, frame: &[u8]) -> TestRun {
+    c.datapath().test_run(frame).expect("BPF_PROG_TEST_RUN")
+}
+
+fn tcp(src: ([u8; 4], u16), dst: ([u8; 4], u16), flags: &str, payload: &[u8]) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(CLIENT_MAC, DIRECTOR_CLIENT_MAC).ipv4(src.0, dst.0, 64).tcp(src.1, dst.1, 1000, 64240);
+    let b = if flags.contains('S') { b.syn() } else { b };
+    let b = if flags.contains('A') { b.ack(1) } else { b };
+    let mut v = Vec::new();
+    b.write(&mut v, payload).unwrap();
+    v
+}
+
+fn udp(src: ([u8; 4], u16), dst: ([u8; 4], u16), payload: &[u8]) -> Vec<u8> {
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, DIRECTOR_CLIENT_MAC).ipv4(src.0, dst.0, 64).udp(src.1, dst.1).write(&mut v, payload).unwrap();
+    v
+}
+
+/// Rewrite the frame the slow, obvious way: set the fields, then recompute
+/// the IPv4 and transport checksums over the whole header and segment.
+fn oracle(frame: &[u8], src: Option<([u8; 4], u16)>, dst: Option<([u8; 4], u16)>, macs: Option<([u8; 6], [u8; 6])>) -> Vec<u8> {
+    let mut f = frame.to_vec();
+    let ihl = (f[14] & 0x0f) as usize * 4;
+    let l4 = 14 + ihl;
+    if let Some((smac, dmac)) = macs {
+        f[0..6].copy_from_slice(&dmac);
+        f[6..12].copy_from_slice(&smac);
+        f[22] -= 1;
+    }
+    if let Some((ip, port)) = src {
+        f[26..30].copy_from_slice(&ip);
+        f[l4..l4 + 2].copy_from_slice(&port.to_be_bytes());
+    }
+    if let Some((ip, port)) = dst {
+        f[30..34].copy_from_slice(&ip);
+        f[l4 + 2..l4 + 4].copy_from_slice(&port.to_be_bytes());
+    }
+    f[24..26].copy_from_slice(&[0, 0]);
+    let ip_check = checksum::full(&f[14..l4], 0);
+    f[24..26].copy_from_slice(&ip_check.to_be_bytes());
+    let proto = f[23];
+    let check_at = l4 + if proto == 6 { 16 } else { 6 };
+    f[check_at..check_at + 2].copy_from_slice(&[0, 0]);
+    let seg_len = f.len() - l4;
+    let mut pseudo = 0u32;
+    for w in f[26..34].chunks(2) {
+        pseudo += u16::from_be_bytes([w[0], w[1]]) as u32;
+    }
+    pseudo += proto as u32 + seg_len as u32;
+    let mut c = checksum::full(&f[l4..], pseudo);
+    if proto == 17 && c == 0 {
+        c = 0xffff;
+    }
+    f[check_at..check_at + 2].copy_from_slice(&c.to_be_bytes());
+    f
+}
+
+fn snapshot(c: &Controller<KernelDatapath>) -> Snapshot {
+    c.snapshot().unwrap()
+}
+
+fn verdict(c: &Controller<KernelDatapath>, name: &str) -> u64 {
+    snapshot(c).verdicts.iter().find(|(n, _)| n == name).map(|(_, v)| *v).unwrap()
+}
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn nat_tcp_inbound_and_reply_are_rewritten_exactly() {
+    let c = router(true);
+    let syn = tcp((CLIENT, 40000), (VIP, 80), "S", b"");
+    let out = run(&c, &syn);
+    assert_eq!(out.action, XDP_REDIRECT);
+    // rr over list order (newest first): 198.18.13.2 was added last.
+    assert_eq!(out.frame, oracle(&syn, None, Some((real_ip(3), 8080)), Some((director_mac(3), real_mac(3)))));
+
+    // The same flow keeps its server, with data.
+    let data = tcp((CLIENT, 40000), (VIP, 80), "A", b"GET / HTTP/1.0\r\n\r\n");
+    let out = run(&c, &data);
+    assert_eq!(out.action, XDP_REDIRECT);
+    assert_eq!(out.frame, oracle(&data, None, Some((real_ip(3), 8080)), Some((director_mac(3), real_mac(3)))));
+
+    // The reply is SNATed back to VIP:80 and routed to the client.
+    let reply = tcp((real_ip(3), 8080), (CLIENT, 40000), "SA", b"hello");
+    let out = run(&c, &reply);
+    assert_eq!(out.action, XDP_REDIRECT);
+    assert_eq!(out.frame, oracle(&reply, Some((VIP, 80)), None, Some((DIRECTOR_CLIENT_MAC, CLIENT_MAC))));
+
+    let snap = snapshot(&c);
+    let svc = &snap.services[0];
+    assert_eq!((svc.stats.conns, svc.stats.in_packets, svc.stats.out_packets), (1, 2, 1));
+    assert_eq!(svc.stats.in_bytes, (syn.len() - 14 + data.len() - 14) as u64);
+    assert_eq!(svc.stats.out_bytes, (reply.len() - 14) as u64);
+    let r3 = svc.reals.iter().find(|r| r.spec.server.addr.octets() == real_ip(3)).unwrap();
+    assert_eq!((r3.stats.conns, r3.stats.in_packets, r3.stats.out_packets), (1, 2, 1));
+    assert_eq!(verdict(&c, "redirect"), 3);
+}
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn nat_udp_inbound_and_reply_are_rewritten_exactly() {
+    let c = router(true);
+    let q = udp((CLIENT, 5000), (VIP, 53), b"query");
+    let out = run(&c, &q);
+    assert_eq!(out.action, XDP_REDIRECT);
+    assert_eq!(out.frame, oracle(&q, None, Some((real_ip(1), 5353)), Some((director_mac(1), real_mac(1)))));
+    let a = udp((real_ip(1), 5353), (CLIENT, 5000), b"answer!");
+    let out = run(&c, &a);
+    assert_eq!(out.action, XDP_REDIRECT);
+    assert_eq!(out.frame, oracle(&a, Some((VIP, 53)), None, Some((DIRECTOR_CLIENT_MAC, CLIENT_MAC))));
+}
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn new_flows_follow_the_published_rr_ring() {
+    let c = router(true);
+    let picked: Vec<[u8; 4]> = (0..6)
+        .map(|i| {
+            let out = run(&c, &tcp((CLIENT, 41000 + i), (VIP, 80), "S", b""));
+            assert_eq!(out.action, XDP_REDIRECT);
+            out.frame[30..34].try_into().unwrap()
+        })
+        .collect();
+    let order = [real_ip(3), real_ip(2), real_ip(1)];
+    assert_eq!(picked, [order, order].concat());
+}
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn traffic_not_for_a_service_passes_untouched() {
+    let c = router(true);
+    let other = tcp((CLIENT, 40000), ([198, 18, 0, 99], 80), "S", b"");
+    let wrong_port = tcp((CLIENT, 40000), (VIP, 81), "S", b"");
+    let mut arp = vec![0xff; 6];
+    arp.extend_from_slice(&CLIENT_MAC);
+    arp.extend_from_slice(&[0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 1]);
+    arp.extend_from_slice(&CLIENT_MAC);
+    arp.extend_from_slice(&CLIENT);
+    arp.extend_from_slice(&[0; 6]);
+    arp.extend_from_slice(&[198, 18, 1, 1]);
+    for frame in [&other, &wrong_port, &arp] {
+        let out = run(&c, frame);
+        assert_eq!((out.action, &out.frame), (XDP_PASS, frame));
+    }
+    assert_eq!(verdict(&c, "pass_no_service"), 2);
+    assert_eq!(verdict(&c, "pass_not_ipv4"), 1);
+    // A mid-flow segment for the VIP with no entry goes to the kernel, as in IPVS.
+    let ack = tcp((CLIENT, 40001), (VIP, 80), "A", b"x");
+    let out = run(&c, &ack);
+    assert_eq!((out.action, &out.frame), (XDP_PASS, &ack));
+    assert_eq!(verdict(&c, "pass_not_syn"), 1);
+}
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn truncated_headers_pass_uncorrupted_and_are_counted() {
+    let c = router(true);
+    let syn = tcp((CLIENT, 40000), (VIP, 80), "S", b"");
+    for cut in [14 + 10, 14 + 20 + 12] {
+        let frame = &syn[..cut];
+        let out = run(&c, frame);
+        assert_eq!((out.action, out.frame.as_slice()), (XDP_PASS, frame), "cut at {cut}");
+    }
+    assert_eq!(verdict(&c, "pass_malformed"), 2);
+    // Nothing was scheduled.
+    assert_eq!(snapshot(&c).services[0].stats.conns, 0);
+}
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn ipv4_options_are_forwarded_correctly() {
+    let c = router(true);
+    let plain = tcp((CLIENT, 40000), (VIP, 80), "S", b"");
+    // Insert four NOP option bytes: IHL 6, total length + 4.
+    let mut f = plain[..34].to_vec();
+    f.extend_from_slice(&[1, 1, 1, 1]);
+    f.extend_from_slice(&plain[34..]);
+    f[14] = 0x46;
+    let total = u16::from_be_bytes([f[16], f[17]]) + 4;
+    f[16..18].copy_from_slice(&total.to_be_bytes());
+    f[24..26].copy_from_slice(&[0, 0]);
+    let c0 = checksum::full(&f[14..38], 0);
+    f[24..26].copy_from_slice(&c0.to_be_bytes());
+    let out = run(&c, &f);
+    assert_eq!(out.action, XDP_REDIRECT);
+    assert_eq!(out.frame, oracle(&f, None, Some((real_ip(3), 8080)), Some((director_mac(3), real_mac(3)))));
+}
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn an_unresolved_neighbour_hands_the_rewritten_packet_to_the_kernel() {
+    let c = router(false);
+    let syn = tcp((CLIENT, 40000), (VIP, 80), "S", b"");
+    let out = run(&c, &syn);
+    // DNATed for real server 3, but MACs and TTL left for the kernel's own forwarding.
+    assert_eq!(out.action, XDP_PASS);
+    assert_eq!(out.frame, oracle(&syn, None, Some((real_ip(3), 8080)), None));
+    assert_eq!(verdict(&c, "pass_to_kernel"), 1);
+}
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn a_service_with_no_eligible_server_drops_new_flows() {
+    let mut c = router(true);
+    let cmds = lvs::ipvsadm::parse_restore(
+        "-e -t 198.18.0.10:80 -r 198.18.11.2:8080 -m -w 0\n-e -t 198.18.0.10:80 -r 198.18.12.2:8080 -m -w 0\n-e -t 198.18.0.10:80 -r 198.18.13.2:8080 -m -w 0\n",
+    )
+    .unwrap();
+    c.apply(&cmds).unwrap();
+    let out = run(&c, &tcp((CLIENT, 40000), (VIP, 80), "S", b""));
+    assert_eq!(out.action, XDP_DROP);
+    assert_eq!(verdict(&c, "drop_no_destination"), 1);
+}
