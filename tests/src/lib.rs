@@ -1,1 +1,146 @@
+//! The lab: network namespaces wired with veth pairs, real programs in
+//! them, and guards that remove every namespace and process on drop — also
+//! when a test panics. Shared by the end-to-end tests and `cargo xtask demo`.
+//!
+//! Addresses are all inside 198.18.0.0/15 (the benchmarking range) and only
+//! ever live inside namespaces this lab creates.
 
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+
+pub mod topology;
+pub use topology::{Lab, RealServer, VIP};
+
+/// Run a command to completion; fail with its stderr if it fails.
+pub fn run(program: &str, args: &[&str]) -> Result<Output> {
+    let out = Command::new(program).args(args).output().with_context(|| format!("spawning {program}"))?;
+    if !out.status.success() {
+        bail!("`{program} {}` failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(out)
+}
+
+/// Run a command to completion inside the namespace called `ns`.
+pub fn exec_in(ns: &str, args: &[&str]) -> Result<Output> {
+    let mut full = vec!["netns", "exec", ns];
+    full.extend_from_slice(args);
+    run("ip", &full)
+}
+
+/// A named network namespace, deleted (with everything in it) on drop.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(name: String) -> Result<Self> {
+        // A namespace left by a killed run with the same name goes first.
+        let _ = Command::new("ip").args(["netns", "del", &name]).stderr(Stdio::null()).status();
+        run("ip", &["netns", "add", &name])?;
+        let ns = Netns { name };
+        ns.exec(&["ip", "link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// Run a command inside the namespace to completion.
+    pub fn exec(&self, args: &[&str]) -> Result<Output> {
+        exec_in(&self.name, args)
+    }
+
+    /// Start a long-running command inside the namespace.
+    pub fn spawn(&self, args: &[&str], log: Option<&Path>) -> Result<Proc> {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.name]).args(args).stdin(Stdio::null());
+        match log {
+            Some(path) => {
+                let f = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+                cmd.stdout(f.try_clone()?).stderr(f);
+            }
+            None => {
+                cmd.stdout(Stdio::null()).stderr(Stdio::null());
+            }
+        }
+        let child = cmd.spawn().with_context(|| format!("spawning {} in {}", args.join(" "), self.name))?;
+        Ok(Proc { child: Some(child), name: args.join(" ") })
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Kill whatever still runs inside, then remove the namespace.
+        if let Ok(out) = Command::new("ip").args(["netns", "pids", &self.name]).output() {
+            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                if let Ok(pid) = pid.parse::<i32>() {
+                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                }
+            }
+        }
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+    }
+}
+
+/// A background process, stopped (SIGTERM, then SIGKILL) on drop.
+pub struct Proc {
+    child: Option<Child>,
+    pub name: String,
+}
+
+impl Proc {
+    /// Ask it to stop and wait (bounded) for it to exit.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        child.wait().ok()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Poll `check` every 50 ms until it holds or `limit` passes.
+pub fn wait_for(what: &str, limit: Duration, mut check: impl FnMut() -> bool) -> Result<()> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if check() {
+            return Ok(());
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    bail!("timed out after {limit:?} waiting for {what}")
+}
+
+/// Where the lab finds `lvsd`, `lvsadm` and `lvs-lab`: `LVS_BIN_DIR`, or
+/// the directory of the running executable's target profile.
+pub fn bin(name: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os("LVS_BIN_DIR") {
+        return PathBuf::from(dir).join(name);
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    let mut dir = exe.parent().expect("exe dir").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir.join(name)
+}

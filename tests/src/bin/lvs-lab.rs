@@ -1,0 +1,113 @@
+//! Tiny, bounded traffic programs for the lab: an HTTP server and a UDP
+//! server that answer with their name, and clients that report who answered.
+
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
+    time::Duration,
+};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+struct Args {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Answer every HTTP request with `NAME client=IP:PORT`.
+    HttpServer { listen: SocketAddr, name: String },
+    /// Answer every datagram with `NAME`.
+    UdpServer { listen: SocketAddr, name: String },
+    /// COUNT sequential requests, one connection each; print each answer's name.
+    HttpGet {
+        target: SocketAddr,
+        #[arg(long, default_value_t = 1)]
+        count: usize,
+        #[arg(long, default_value_t = 3000)]
+        timeout_ms: u64,
+    },
+    /// One datagram; print the answer's name and the address it came from.
+    UdpQuery {
+        target: SocketAddr,
+        #[arg(long, default_value_t = 3000)]
+        timeout_ms: u64,
+    },
+}
+
+fn main() -> Result<()> {
+    match Args::parse().command {
+        Cmd::HttpServer { listen, name } => http_server(listen, &name),
+        Cmd::UdpServer { listen, name } => udp_server(listen, &name),
+        Cmd::HttpGet { target, count, timeout_ms } => {
+            for i in 0..count {
+                let name = http_get(target, Duration::from_millis(timeout_ms)).with_context(|| format!("request {} of {count}", i + 1))?;
+                println!("{name}");
+            }
+            Ok(())
+        }
+        Cmd::UdpQuery { target, timeout_ms } => udp_query(target, Duration::from_millis(timeout_ms)),
+    }
+}
+
+fn http_server(listen: SocketAddr, name: &str) -> Result<()> {
+    let listener = TcpListener::bind(listen).with_context(|| format!("bind {listen}"))?;
+    for stream in listener.incoming() {
+        let Ok(mut stream) = stream else { continue };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+        let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+        let mut request = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 16384 {
+            match stream.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => request.extend_from_slice(&buf[..n]),
+            }
+        }
+        let body = format!("{name} client={peer}\n");
+        let reply = format!("HTTP/1.0 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+        let _ = stream.write_all(reply.as_bytes());
+    }
+    Ok(())
+}
+
+fn udp_server(listen: SocketAddr, name: &str) -> Result<()> {
+    let socket = UdpSocket::bind(listen).with_context(|| format!("bind {listen}"))?;
+    let mut buf = [0u8; 2048];
+    loop {
+        let (_, from) = socket.recv_from(&mut buf)?;
+        let _ = socket.send_to(name.as_bytes(), from);
+    }
+}
+
+fn http_get(target: SocketAddr, timeout: Duration) -> Result<String> {
+    let mut stream = TcpStream::connect_timeout(&target, timeout).with_context(|| format!("connect {target}"))?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    // The handshake completed with `target`, so replies came from it.
+    if stream.peer_addr()? != target {
+        bail!("connected to {} instead of {target}", stream.peer_addr()?);
+    }
+    stream.write_all(format!("GET / HTTP/1.0\r\nHost: {target}\r\n\r\n").as_bytes())?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).context("reading the response")?;
+    let body = response.split("\r\n\r\n").nth(1).context("response without a body")?;
+    if !response.starts_with("HTTP/1.0 200") {
+        bail!("unexpected response `{response}`");
+    }
+    let name = body.split_whitespace().next().context("empty body")?;
+    Ok(name.to_string())
+}
+
+fn udp_query(target: SocketAddr, timeout: Duration) -> Result<()> {
+    let socket = UdpSocket::bind("0.0.0.0:0")?;
+    socket.set_read_timeout(Some(timeout))?;
+    socket.send_to(b"who?", target)?;
+    let mut buf = [0u8; 2048];
+    let (n, from) = socket.recv_from(&mut buf).with_context(|| format!("no answer from {target}"))?;
+    println!("{} {from}", String::from_utf8_lossy(&buf[..n]));
+    Ok(())
+}

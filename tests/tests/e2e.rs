@@ -1,0 +1,170 @@
+//! Tier 3: end to end in network namespaces, real sockets through the real
+//! director. Needs root; `cargo xtask test` runs these (`--include-ignored`).
+
+use std::collections::BTreeMap;
+
+use lvs_lab::Lab;
+
+fn counts(names: &[String]) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for n in names {
+        *m.entry(n.clone()).or_default() += 1;
+    }
+    m
+}
+
+fn expect(pairs: &[(&str, usize)]) -> BTreeMap<String, usize> {
+    pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+}
+
+/// A lab with lvsd running and a NAT service VIP:80 → :8080 (rr) and a UDP
+/// service VIP:53 → :5353 (rr) over three real servers.
+fn nat_lab(tag: &str) -> Lab {
+    let mut lab = Lab::new(tag, 3).expect("building the lab");
+    lab.start_servers(8080, 5353).expect("starting real servers");
+    lab.start_lvsd(None).expect("starting lvsd");
+    let mut rules = String::from("-A -t 198.18.0.10:80 -s rr\n-A -u 198.18.0.10:53 -s rr\n");
+    for rs in &lab.reals {
+        rules += &format!("-a -t 198.18.0.10:80 -r {}:8080 -m -w 1\n", rs.addr);
+        rules += &format!("-a -u 198.18.0.10:53 -r {}:5353 -m -w 1\n", rs.addr);
+    }
+    let rules_file = lab.dir.join("rules");
+    std::fs::write(&rules_file, rules).unwrap();
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "{} --socket {} -R < {}",
+            lvs_lab::bin("lvsadm").display(),
+            lab.socket.display(),
+            rules_file.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "lvsadm -R: {}", String::from_utf8_lossy(&out.stderr));
+    lab
+}
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn rr_spreads_thirty_connections_ten_each_and_stats_show_them() {
+    let lab = nat_lab("lvs-e2e-rr");
+    let names = lab.http_gets("198.18.0.10:80", 30).unwrap_or_else(|e| panic!("{e:#}\n{}", lab.lvsd_log()));
+    assert_eq!(counts(&names), expect(&[("rs1", 10), ("rs2", 10), ("rs3", 10)]), "{names:?}");
+    // IPVS order is newest first: rs3 was added last, so it is picked first.
+    assert_eq!(&names[..3], ["rs3", "rs2", "rs1"]);
+
+    let stats = lab.lvsadm(&["-L", "-n", "--stats"]).unwrap();
+    let line = |prefix: &str| -> Vec<u64> {
+        let l = stats.lines().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("no `{prefix}` in\n{stats}"));
+        l[prefix.len()..].split_whitespace().map(|n| n.parse().unwrap()).collect()
+    };
+    let svc = line("TCP  198.18.0.10:80");
+    assert_eq!(svc[0], 30, "{stats}");
+    assert!(svc[1] >= 30 * 3 && svc[2] >= 30 * 2, "in/out packets: {stats}");
+    for rs in &lab.reals {
+        let r = line(&format!("  -> {}:8080", rs.addr));
+        assert_eq!(r[0], 10, "{stats}");
+        assert!(r[2] > 0, "replies counted: {stats}");
+    }
+    // The XDP program forwarded them itself, not the kernel.
+    let json = lab.lvsadm(&["-L", "-n", "--json"]).unwrap();
+    let redirects: u64 = json
+        .split("\"redirect\",")
+        .nth(1)
+        .and_then(|rest| rest.trim_start().split(|c: char| !c.is_ascii_digit()).next().map(|n| n.parse().unwrap()))
+        .unwrap_or_else(|| panic!("no redirect counter in {json}"));
+    assert!(redirects >= 30 * 4, "only {redirects} frames redirected by XDP");
+}
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn wrr_three_two_one_splits_sixty_connections_thirty_twenty_ten() {
+    let lab = nat_lab("lvs-e2e-wrr");
+    lab.lvsadm(&["-E", "-t", "198.18.0.10:80", "-s", "wrr"]).unwrap();
+    for (rs, w) in lab.reals.iter().zip(["1", "2", "3"]) {
+        let server = format!("{}:8080", rs.addr);
+        lab.lvsadm(&["-e", "-t", "198.18.0.10:80", "-r", &server, "-m", "-w", w]).unwrap();
+    }
+    let names = lab.http_gets("198.18.0.10:80", 60).unwrap_or_else(|e| panic!("{e:#}\n{}", lab.lvsd_log()));
+    assert_eq!(counts(&names), expect(&[("rs1", 10), ("rs2", 20), ("rs3", 30)]), "{names:?}");
+    let listing = lab.lvsadm(&["-L", "-n"]).unwrap();
+    assert!(listing.contains("TCP  198.18.0.10:80 wrr\n"), "{listing}");
+    assert!(listing.contains("  -> 198.18.13.2:8080             Masq    3      "), "{listing}");
+}
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn udp_request_and_response_go_through_the_vip() {
+    let lab = nat_lab("lvs-e2e-udp");
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let (name, from) = lab.udp_query("198.18.0.10:53").unwrap_or_else(|e| panic!("{e:#}\n{}", lab.lvsd_log()));
+        assert_eq!(from, "198.18.0.10:53", "the reply must come from the VIP");
+        seen.push(name);
+    }
+    seen.sort();
+    assert_eq!(seen, ["rs1", "rs2", "rs3"]);
+}
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn ping_to_a_real_server_is_routed_through_the_director() {
+    let lab = nat_lab("lvs-e2e-ping");
+    let out = lab.client.exec(&["ping", "-c", "2", "-W", "2", "198.18.11.2"]).expect("ping through the director");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("2 received"));
+}
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn bad_requests_change_nothing() {
+    let lab = nat_lab("lvs-e2e-bad");
+    let before = lab.lvsadm(&["-S", "-n"]).unwrap();
+    let cases: &[(&[&str], &str)] = &[
+        (&["-A", "-t", "198.18.0.10:80", "-s", "rr"], "already exists"),
+        (&["-A", "-t", "198.18.0.11:80", "-s", "fastest"], "unknown scheduler"),
+        (&["-A", "-t", "198.18.0.11:80", "-s", "lblc"], "not yet supported"),
+        (&["-A", "-t", "198.18.0:80", "-s", "rr"], "malformed address"),
+        (&["-a", "-t", "198.18.0.99:80", "-r", "198.18.11.2:8080", "-m"], "no such service"),
+    ];
+    for (args, message) in cases {
+        let err = lab.lvsadm(args).unwrap_err().to_string();
+        assert!(err.contains(message), "{args:?}: {err}");
+    }
+    assert_eq!(lab.lvsadm(&["-S", "-n"]).unwrap(), before);
+    // A restore with one bad line applies none of it.
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "printf -- '-A -t 198.18.0.20:80 -s rr\\n-a -t 198.18.0.21:80 -r 198.18.11.2 -m\\n' | {} --socket {} -R",
+            lvs_lab::bin("lvsadm").display(),
+            lab.socket.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert_eq!(lab.lvsadm(&["-S", "-n"]).unwrap(), before);
+}
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn lvsd_refuses_an_unknown_interface_and_a_bad_config() {
+    let lab = Lab::new("lvs-e2e-refuse", 1).unwrap();
+    let lvsd = lvs_lab::bin("lvsd").display().to_string();
+    let sock = lab.dir.join("x.sock").display().to_string();
+    let out = lab.director.exec(&[&lvsd, "-i", "nosuch0", "--socket", &sock]).unwrap_err().to_string();
+    assert!(out.contains("interface `nosuch0` not found"), "{out}");
+    let config = lab.dir.join("bad.toml");
+    std::fs::write(&config, "[[service]]\nprotocol = \"tcp\"\naddress = \"198.18.0.10:80\"\ncolour = \"blue\"\n").unwrap();
+    let config = config.display().to_string();
+    let out = lab.director.exec(&[&lvsd, "-i", "cli0", "--socket", &sock, "--config", &config]).unwrap_err().to_string();
+    assert!(out.contains("line 4") && out.contains("colour"), "{out}");
+    // Nothing stays attached after a refusal.
+    let links = lab.director.exec(&["ip", "link", "show", "cli0"]).unwrap();
+    assert!(!String::from_utf8_lossy(&links.stdout).contains("xdp"), "XDP left attached");
+    // And lvsadm without a daemon says so in one line.
+    let err = std::process::Command::new(lvs_lab::bin("lvsadm")).args(["--socket", &sock, "-L", "-n"]).output().unwrap();
+    assert!(!err.status.success());
+    let msg = String::from_utf8_lossy(&err.stderr);
+    assert_eq!(msg.lines().count(), 1, "{msg}");
+    assert!(msg.contains("cannot reach lvsd"), "{msg}");
+}
