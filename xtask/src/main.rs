@@ -1,1 +1,136 @@
-fn main() {}
+//! `cargo xtask`: set-up, build, run, demo, test and lint for lvs.
+//!
+//! Every subcommand runs `setup` first, so a fresh machine needs nothing but
+//! `cargo xtask demo` or `cargo xtask test` (as root).
+
+mod setup;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "Build, run and test lvs")]
+struct Args {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what is missing: nightly rust-src, bpf-linker, Debian packages.
+    Setup,
+    /// Build the XDP object and every binary.
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// Build (release) and start lvsd with ARGS, e.g. `-- -i eth0 --config lvs.toml`.
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// A self-contained lab in network namespaces that shows balancing.
+    Demo,
+    /// All three tiers: unit, datapath fixtures, end to end.
+    Test,
+    /// rustfmt and clippy on the userspace crates and the eBPF crate.
+    Lint,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let root = workspace_root();
+    setup::ensure()?;
+    match args.command {
+        Cmd::Setup => Ok(()),
+        Cmd::Build { release } => build(&root, release),
+        Cmd::Run { args } => {
+            build(&root, true)?;
+            let lvsd = root.join("target/release/lvsd");
+            let err = exec(&lvsd, &args);
+            bail!("exec {}: {err}", lvsd.display())
+        }
+        Cmd::Demo => {
+            require_root("the demo")?;
+            build(&root, false)?;
+            // Ctrl-C reaches the lab too; it cleans up and exits, we wait.
+            ignore_interrupts();
+            cargo(&root, &[], &["run", "--quiet", "-p", "lvs-tests", "--bin", "lvs-lab", "--", "demo"])
+        }
+        Cmd::Test => test(&root),
+        Cmd::Lint => lint(&root),
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+}
+
+fn require_root(what: &str) -> Result<()> {
+    if !is_root() {
+        bail!("{what} needs root (network namespaces, XDP, BPF_PROG_TEST_RUN): run it as root");
+    }
+    Ok(())
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn ignore_interrupts() {
+    // SAFETY: installing SIG_IGN for SIGINT is always sound.
+    unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
+}
+
+fn exec(program: &Path, args: &[String]) -> std::io::Error {
+    use std::os::unix::process::CommandExt;
+    Command::new(program).args(args).exec()
+}
+
+/// Run cargo (`toolchain` e.g. `["+nightly"]`) in `dir`; fail on failure.
+fn cargo(dir: &Path, toolchain: &[&str], args: &[&str]) -> Result<()> {
+    let status = Command::new("cargo")
+        .args(toolchain)
+        .args(args)
+        .current_dir(dir)
+        .status()
+        .with_context(|| format!("spawning cargo {}", args.join(" ")))?;
+    if !status.success() {
+        bail!("`cargo {} {}` failed ({status})", toolchain.join(" "), args.join(" "));
+    }
+    Ok(())
+}
+
+fn build(root: &Path, release: bool) -> Result<()> {
+    let mut args = vec!["build", "--workspace", "--bins"];
+    if release {
+        args.push("--release");
+    }
+    cargo(root, &[], &args)
+}
+
+fn test(root: &Path) -> Result<()> {
+    println!("== tier 1: unit tests (schedulers, config, CLI, checksums)");
+    cargo(root, &[], &["test", "-p", "lvs-common", "-p", "lvs-userspace", "-p", "xtask", "--lib", "--bins"])?;
+    require_root("the datapath and end-to-end tiers")?;
+    println!("== tier 2: datapath fixtures through BPF_PROG_TEST_RUN");
+    cargo(root, &[], &["test", "-p", "lvs-userspace", "--test", "datapath", "--", "--include-ignored"])?;
+    println!("== tier 3: end to end in network namespaces");
+    build(root, false)?;
+    cargo(root, &[], &["test", "-p", "lvs-tests", "--test", "e2e", "--", "--include-ignored", "--test-threads=1"])
+}
+
+fn lint(root: &Path) -> Result<()> {
+    cargo(root, &[], &["fmt", "--all", "--", "--check"])?;
+    cargo(root, &[], &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
+    let ebpf = root.join("lvs-ebpf");
+    setup::ensure_nightly_components(&["rustfmt", "clippy"])?;
+    cargo(&ebpf, &["+nightly"], &["fmt", "--", "--check"])?;
+    cargo(&ebpf, &["+nightly"], &["clippy", "--release", "--", "-D", "warnings"])
+}
