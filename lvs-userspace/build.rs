@@ -8,15 +8,27 @@ fn main() {
     let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").unwrap());
     let root = manifest.parent().unwrap();
     let ebpf = root.join("lvs-ebpf");
-    for watched in ["lvs-ebpf/src", "lvs-ebpf/Cargo.toml", "lvs-ebpf/.cargo/config.toml", "lvs-common/src"] {
+    for watched in [
+        "lvs-ebpf/src",
+        "lvs-ebpf/Cargo.toml",
+        "lvs-ebpf/.cargo/config.toml",
+        "lvs-common/src",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
     let target_dir = PathBuf::from(env::var_os("OUT_DIR").unwrap()).join("ebpf-target");
 
     let mut cmd = Command::new("rustup");
-    cmd.args(["run", "nightly", "cargo", "build", "--release", "--target-dir"])
-        .arg(&target_dir)
-        .current_dir(&ebpf);
+    cmd.args([
+        "run",
+        "nightly",
+        "cargo",
+        "build",
+        "--release",
+        "--target-dir",
+    ])
+    .arg(&target_dir)
+    .current_dir(&ebpf);
     // The outer build's toolchain and flags must not leak into the BPF build.
     for var in [
         "RUSTUP_TOOLCHAIN",
@@ -31,7 +43,9 @@ fn main() {
     ] {
         cmd.env_remove(var);
     }
-    let status = cmd.status().expect("running `rustup run nightly cargo build` for lvs-ebpf");
+    let status = cmd
+        .status()
+        .expect("running `rustup run nightly cargo build` for lvs-ebpf");
     if !status.success() {
         panic!("building lvs-ebpf failed ({status}); run `cargo xtask setup` to install nightly rust-src and bpf-linker");
     }

@@ -84,7 +84,11 @@ mod tests {
             let old_check = u16::from_be_bytes([before[10], before[11]]);
             let patched = replace_addr(old_check, old_dst, new_dst);
             let expected = ipv4_header(src, new_dst, 64);
-            assert_eq!(patched.to_be_bytes(), [expected[10], expected[11]], "{old_dst:?}->{new_dst:?}");
+            assert_eq!(
+                patched.to_be_bytes(),
+                [expected[10], expected[11]],
+                "{old_dst:?}->{new_dst:?}"
+            );
         }
     }
 
@@ -95,7 +99,11 @@ mod tests {
             let after = ipv4_header([1, 2, 3, 4], [5, 6, 7, 8], ttl - 1);
             let old_word = u16::from_be_bytes([ttl, 6]);
             let new_word = u16::from_be_bytes([ttl - 1, 6]);
-            let check = replace_u16(u16::from_be_bytes([before[10], before[11]]), old_word, new_word);
+            let check = replace_u16(
+                u16::from_be_bytes([before[10], before[11]]),
+                old_word,
+                new_word,
+            );
             assert_eq!(check.to_be_bytes(), [after[10], after[11]]);
         }
     }

@@ -53,12 +53,22 @@ pub struct ServiceKey {
 
 impl ServiceKey {
     pub const fn new(addr: [u8; 4], port: u16, proto: u8) -> Self {
-        Self { addr, port: port.to_be_bytes(), proto, _pad: 0 }
+        Self {
+            addr,
+            port: port.to_be_bytes(),
+            proto,
+            _pad: 0,
+        }
     }
     /// Built straight from header bytes, with no byte-order conversion.
     #[inline(always)]
     pub const fn from_wire(addr: [u8; 4], port: [u8; 2], proto: u8) -> Self {
-        Self { addr, port, proto, _pad: 0 }
+        Self {
+            addr,
+            port,
+            proto,
+            _pad: 0,
+        }
     }
     pub const fn addr(&self) -> [u8; 4] {
         self.addr
@@ -97,7 +107,12 @@ pub struct Real {
 
 impl Real {
     pub const fn new(addr: [u8; 4], port: u16, method: Method) -> Self {
-        Self { addr, port: port.to_be_bytes(), method: method as u8, _pad: 0 }
+        Self {
+            addr,
+            port: port.to_be_bytes(),
+            method: method as u8,
+            _pad: 0,
+        }
     }
     pub const fn addr(&self) -> [u8; 4] {
         self.addr
@@ -124,8 +139,21 @@ pub struct FlowKey {
 
 impl FlowKey {
     #[inline(always)]
-    pub const fn from_wire(src: [u8; 4], dst: [u8; 4], sport: [u8; 2], dport: [u8; 2], proto: u8) -> Self {
-        Self { src, dst, sport, dport, proto, _pad: [0; 3] }
+    pub const fn from_wire(
+        src: [u8; 4],
+        dst: [u8; 4],
+        sport: [u8; 2],
+        dport: [u8; 2],
+        proto: u8,
+    ) -> Self {
+        Self {
+            src,
+            dst,
+            sport,
+            dport,
+            proto,
+            _pad: [0; 3],
+        }
     }
     pub const fn src(&self) -> [u8; 4] {
         self.src
@@ -171,8 +199,24 @@ pub struct Conn {
 
 impl Conn {
     #[inline(always)]
-    pub const fn new(addr: [u8; 4], port: [u8; 2], direction: Direction, method: u8, service_index: u32, real_index: u32, now: u64) -> Self {
-        Self { addr, port, direction: direction as u8, method, service_index, real_index, last_seen_ns: now }
+    pub const fn new(
+        addr: [u8; 4],
+        port: [u8; 2],
+        direction: Direction,
+        method: u8,
+        service_index: u32,
+        real_index: u32,
+        now: u64,
+    ) -> Self {
+        Self {
+            addr,
+            port,
+            direction: direction as u8,
+            method,
+            service_index,
+            real_index,
+            last_seen_ns: now,
+        }
     }
     pub const fn addr(&self) -> [u8; 4] {
         self.addr
@@ -199,7 +243,13 @@ pub struct Counters {
 
 impl Counters {
     pub fn add(&mut self, other: &Counters) {
-        let Counters { conns, in_packets, out_packets, in_bytes, out_bytes } = *other;
+        let Counters {
+            conns,
+            in_packets,
+            out_packets,
+            in_bytes,
+            out_bytes,
+        } = *other;
         self.conns += conns;
         self.in_packets += in_packets;
         self.out_packets += out_packets;

@@ -38,13 +38,20 @@ pub fn route(ctx: &XdpContext, packet: &Packet) -> Result<Verdict, Verdict> {
 
     // SAFETY: fib is a valid, writable bpf_fib_lookup of the size passed.
     let rc = unsafe {
-        bpf_fib_lookup(ctx.ctx as *mut _, &mut fib as *mut _ as *mut _, size_of::<FibParams>() as i32, 0)
+        bpf_fib_lookup(
+            ctx.ctx as *mut _,
+            &mut fib as *mut _ as *mut _,
+            size_of::<FibParams>() as i32,
+            0,
+        )
     };
     if rc != BPF_FIB_LKUP_RET_SUCCESS as i64 {
         return Err(Verdict::PassToKernel);
     }
     // Commit to the redirect first: only then is the frame ours to finish.
-    EGRESS.redirect(fib.ifindex, 0).map_err(|_| Verdict::PassToKernel)?;
+    EGRESS
+        .redirect(fib.ifindex, 0)
+        .map_err(|_| Verdict::PassToKernel)?;
     // SAFETY: pointers validated by Packet::parse.
     let eth = unsafe { &mut *packet.eth };
     eth.dst = fib.dmac;

@@ -108,7 +108,14 @@ impl Packet {
         } else {
             0
         };
-        Ok(Self { eth, ip, ports, l4_check, proto, tcp_flags })
+        Ok(Self {
+            eth,
+            ip,
+            ports,
+            l4_check,
+            proto,
+            tcp_flags,
+        })
     }
 
     #[inline(always)]

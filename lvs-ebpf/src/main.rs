@@ -54,7 +54,7 @@ fn action(verdict: Verdict) -> u32 {
 fn director(ctx: &XdpContext) -> Result<Verdict, Verdict> {
     let packet = headers::Packet::parse(ctx)?;
     let flow = packet.flow_key();
-    if let Some(conn) = maps::CONNS.get_ptr_mut(&flow) {
+    if let Some(conn) = maps::CONNS.get_ptr_mut(flow) {
         // SAFETY: the pointer comes from a successful map lookup.
         let conn = unsafe { &mut *conn };
         conn.last_seen_ns = stats::now();

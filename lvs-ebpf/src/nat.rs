@@ -51,14 +51,24 @@ pub fn rewrite_source(packet: &Packet, addr: [u8; 4], port: [u8; 2]) {
 }
 
 #[inline(always)]
-fn patch_checksums(packet: &Packet, old_addr: [u8; 4], addr: [u8; 4], old_port: [u8; 2], port: [u8; 2]) {
+fn patch_checksums(
+    packet: &Packet,
+    old_addr: [u8; 4],
+    addr: [u8; 4],
+    old_port: [u8; 2],
+    port: [u8; 2],
+) {
     // SAFETY: pointers validated by Packet::parse.
     let (ip, l4_check) = unsafe { (&mut *packet.ip, &mut *packet.l4_check) };
     ip.check = checksum::replace_addr(u16::from_be_bytes(ip.check), old_addr, addr).to_be_bytes();
     let original = u16::from_be_bytes(*l4_check);
     // The transport checksum covers the pseudo-header's addresses and the port.
     let mut patched = checksum::replace_addr(original, old_addr, addr);
-    patched = checksum::replace_u16(patched, u16::from_be_bytes(old_port), u16::from_be_bytes(port));
+    patched = checksum::replace_u16(
+        patched,
+        u16::from_be_bytes(old_port),
+        u16::from_be_bytes(port),
+    );
     if packet.proto == IPPROTO_UDP {
         patched = checksum::udp_fixup(original, patched);
     }

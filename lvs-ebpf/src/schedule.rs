@@ -6,28 +6,30 @@
 
 use aya_ebpf::programs::XdpContext;
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
-use lvs_common::{Conn, Direction, FlowKey, Method, Verdict, ServiceKey};
+use lvs_common::{Conn, Direction, FlowKey, Method, ServiceKey, Verdict};
 
 use crate::{
+    forward,
     headers::Packet,
     maps::{CONNS, CURSORS, REALS, RINGS, SERVICES},
     nat,
     stats::{self, Way},
-    forward,
 };
 
 #[inline(always)]
 pub fn new_flow(ctx: &XdpContext, packet: &Packet, flow: &FlowKey) -> Result<Verdict, Verdict> {
     let service_key = ServiceKey::from_wire(flow.dst(), flow.dport().to_be_bytes(), packet.proto);
     // SAFETY: the value is copied out before any map update.
-    let service = *unsafe { SERVICES.get(&service_key) }.ok_or(Verdict::PassNoService)?;
+    let service = *unsafe { SERVICES.get(service_key) }.ok_or(Verdict::PassNoService)?;
     if !packet.may_schedule() {
         return Err(Verdict::PassNotSyn);
     }
     if service.ring_len == 0 {
         return Err(Verdict::DropNoDestination);
     }
-    let cursor = CURSORS.get_ptr_mut(service.index).ok_or(Verdict::DropNoDestination)?;
+    let cursor = CURSORS
+        .get_ptr_mut(service.index)
+        .ok_or(Verdict::DropNoDestination)?;
     // SeqCst, not Relaxed: for a relaxed add LLVM 22's BPF backend emits a
     // plain locked add and the fetched ticket is lost (every flow got slot 1).
     // SAFETY: a 4-byte aligned u32 slot in an array map, live for the run.
@@ -40,11 +42,37 @@ pub fn new_flow(ctx: &XdpContext, packet: &Packet, flow: &FlowKey) -> Result<Ver
     }
 
     let now = stats::now();
-    let inbound = Conn::new(real.addr(), real.port_wire(), Direction::Inbound, real.method, service.index, real_index, now);
-    CONNS.insert(flow, &inbound, 0).map_err(|_| Verdict::DropTableFull)?;
-    let reply = FlowKey::from_wire(real.addr(), flow.src(), real.port_wire(), flow.sport().to_be_bytes(), packet.proto);
-    let outbound = Conn::new(flow.dst(), flow.dport().to_be_bytes(), Direction::Outbound, real.method, service.index, real_index, now);
-    CONNS.insert(&reply, &outbound, 0).map_err(|_| Verdict::DropTableFull)?;
+    let inbound = Conn::new(
+        real.addr(),
+        real.port_wire(),
+        Direction::Inbound,
+        real.method,
+        service.index,
+        real_index,
+        now,
+    );
+    CONNS
+        .insert(flow, inbound, 0)
+        .map_err(|_| Verdict::DropTableFull)?;
+    let reply = FlowKey::from_wire(
+        real.addr(),
+        flow.src(),
+        real.port_wire(),
+        flow.sport().to_be_bytes(),
+        packet.proto,
+    );
+    let outbound = Conn::new(
+        flow.dst(),
+        flow.dport().to_be_bytes(),
+        Direction::Outbound,
+        real.method,
+        service.index,
+        real_index,
+        now,
+    );
+    CONNS
+        .insert(reply, outbound, 0)
+        .map_err(|_| Verdict::DropTableFull)?;
 
     stats::count_packet(service.index, real_index, Way::In, packet.ip_len(), true);
     nat::rewrite_destination(packet, real.addr(), real.port_wire());

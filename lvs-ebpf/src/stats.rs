@@ -1,7 +1,7 @@
 //! Per-CPU counters: no atomics, the controller sums the CPUs.
 
 use aya_ebpf::helpers::bpf_ktime_get_ns;
-use lvs_common::{Verdict, Counters};
+use lvs_common::{Counters, Verdict};
 
 use crate::maps::{REAL_STATS, SERVICE_STATS, VERDICTS};
 

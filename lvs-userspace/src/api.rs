@@ -47,7 +47,13 @@ pub struct Stats {
 
 impl Stats {
     pub fn since(raw: Counters, baseline: Option<&Counters>) -> Self {
-        let Counters { conns, in_packets, out_packets, in_bytes, out_bytes } = raw;
+        let Counters {
+            conns,
+            in_packets,
+            out_packets,
+            in_bytes,
+            out_bytes,
+        } = raw;
         let b = baseline.copied().unwrap_or_default();
         Self {
             conns: conns.saturating_sub(b.conns),
@@ -87,20 +93,35 @@ pub struct Snapshot {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot reach lvsd at {path}: {source} (is lvsd running? set --socket or LVSADM_SOCKET)")]
-    Connect { path: PathBuf, source: std::io::Error },
+    #[error(
+        "cannot reach lvsd at {path}: {source} (is lvsd running? set --socket or LVSADM_SOCKET)"
+    )]
+    Connect {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("talking to lvsd at {path} failed: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("lvsd sent a malformed response: {0}")]
     Decode(#[from] serde_json::Error),
 }
 
 /// Send one request and wait for its response.
 pub fn call(path: &Path, request: &Request) -> Result<Response, ClientError> {
-    let io = |source| ClientError::Io { path: path.to_path_buf(), source };
-    let mut stream =
-        UnixStream::connect(path).map_err(|source| ClientError::Connect { path: path.to_path_buf(), source })?;
-    stream.set_read_timeout(Some(Duration::from_secs(30))).map_err(io)?;
+    let io = |source| ClientError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut stream = UnixStream::connect(path).map_err(|source| ClientError::Connect {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .map_err(io)?;
     let mut line = serde_json::to_string(request)?;
     line.push('\n');
     stream.write_all(line.as_bytes()).map_err(io)?;

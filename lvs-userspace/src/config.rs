@@ -69,11 +69,19 @@ fn default_weight() -> Spanned<u32> {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path}: {message}")]
     Parse { path: String, message: String },
     #[error("{path}:{line}: field `{field}`: {message}")]
-    Invalid { path: String, line: usize, field: &'static str, message: String },
+    Invalid {
+        path: String,
+        line: usize,
+        field: &'static str,
+        message: String,
+    },
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -82,12 +90,18 @@ fn line_of(text: &str, offset: usize) -> usize {
 
 /// Read and check a config file; the result applies as one transaction.
 pub fn load(path: &Path) -> Result<Vec<Command>, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
     parse(&text, &path.display().to_string())
 }
 
 pub fn parse(text: &str, path: &str) -> Result<Vec<Command>, ConfigError> {
-    let file: File = toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_string(), message: e.to_string().trim_end().to_string() })?;
+    let file: File = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        path: path.to_string(),
+        message: e.to_string().trim_end().to_string(),
+    })?;
     let invalid = |span: std::ops::Range<usize>, field, message: String| ConfigError::Invalid {
         path: path.to_string(),
         line: line_of(text, span.start),
@@ -97,25 +111,53 @@ pub fn parse(text: &str, path: &str) -> Result<Vec<Command>, ConfigError> {
     let mut commands = Vec::new();
     let mut state = State::default();
     for svc in file.service {
-        let vip: Endpoint = svc.address.get_ref().parse().map_err(|e: crate::model::ModelError| invalid(svc.address.span(), "address", e.to_string()))?;
-        let id = ServiceId { protocol: svc.protocol, vip };
-        let add = Command::AddService(ServiceSpec { id, scheduler: svc.scheduler });
-        state.apply_all(std::slice::from_ref(&add)).map_err(|e| invalid(svc.address.span(), "address", e.to_string()))?;
+        let vip: Endpoint =
+            svc.address
+                .get_ref()
+                .parse()
+                .map_err(|e: crate::model::ModelError| {
+                    invalid(svc.address.span(), "address", e.to_string())
+                })?;
+        let id = ServiceId {
+            protocol: svc.protocol,
+            vip,
+        };
+        let add = Command::AddService(ServiceSpec {
+            id,
+            scheduler: svc.scheduler,
+        });
+        state
+            .apply_all(std::slice::from_ref(&add))
+            .map_err(|e| invalid(svc.address.span(), "address", e.to_string()))?;
         commands.push(add);
         for real in svc.real {
             let (addr, port) = Endpoint::parse_optional_port(real.address.get_ref())
                 .map_err(|e| invalid(real.address.span(), "address", e.to_string()))?;
             let spec = RealSpec {
-                server: Endpoint { addr, port: port.unwrap_or(vip.port) },
+                server: Endpoint {
+                    addr,
+                    port: port.unwrap_or(vip.port),
+                },
                 method: real.method,
                 weight: *real.weight.get_ref(),
                 u_threshold: real.u_threshold,
                 l_threshold: real.l_threshold,
             };
-            let add = Command::AddReal { service: id, real: spec };
+            let add = Command::AddReal {
+                service: id,
+                real: spec,
+            };
             state.apply_all(std::slice::from_ref(&add)).map_err(|e| {
-                let field = if matches!(e, crate::model::ModelError::WeightRange(_)) { "weight" } else { "address" };
-                let span = if field == "weight" { real.weight.span() } else { real.address.span() };
+                let field = if matches!(e, crate::model::ModelError::WeightRange(_)) {
+                    "weight"
+                } else {
+                    "address"
+                };
+                let span = if field == "weight" {
+                    real.weight.span()
+                } else {
+                    real.address.span()
+                };
                 invalid(span, field, e.to_string())
             })?;
             commands.push(add);
@@ -168,12 +210,23 @@ weight = 3
     fn semantic_errors_name_line_and_field() {
         let text = GOOD.replace("198.18.11.2:8080", "198.18.11:8080");
         let err = parse(&text, "lvs.toml").unwrap_err().to_string();
-        assert!(err.starts_with("lvs.toml:8: field `address`: malformed address"), "{err}");
+        assert!(
+            err.starts_with("lvs.toml:8: field `address`: malformed address"),
+            "{err}"
+        );
         let text = format!("{GOOD}\n[[service]]\nprotocol = \"tcp\"\naddress = \"198.18.0.10:80\"\nscheduler = \"rr\"\n");
         let err = parse(&text, "lvs.toml").unwrap_err().to_string();
-        assert!(err.starts_with("lvs.toml:18: field `address`: service TCP 198.18.0.10:80 already exists"), "{err}");
+        assert!(
+            err.starts_with(
+                "lvs.toml:18: field `address`: service TCP 198.18.0.10:80 already exists"
+            ),
+            "{err}"
+        );
         let text = GOOD.replace("scheduler = \"rr\"", "scheduler = \"fastest\"");
         let err = parse(&text, "lvs.toml").unwrap_err().to_string();
-        assert!(err.contains("line 5") && err.contains("unknown scheduler `fastest`"), "{err}");
+        assert!(
+            err.contains("line 5") && err.contains("unknown scheduler `fastest`"),
+            "{err}"
+        );
     }
 }

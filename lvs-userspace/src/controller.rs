@@ -7,7 +7,9 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use lvs_common::{ring_base, Counters, Real, Service, ServiceKey, Verdict, MAX_REALS, MAX_SERVICES, RING_SLOTS};
+use lvs_common::{
+    ring_base, Counters, Real, Service, ServiceKey, Verdict, MAX_REALS, MAX_SERVICES, RING_SLOTS,
+};
 
 use crate::{
     api::{RealView, ServiceView, Snapshot, Stats},
@@ -50,7 +52,9 @@ struct Slots {
 
 impl Slots {
     fn new(max: u32) -> Self {
-        Self { free: (0..max).collect() }
+        Self {
+            free: (0..max).collect(),
+        }
     }
     fn take(&mut self) -> Option<u32> {
         self.free.pop_first()
@@ -115,11 +119,17 @@ impl<D: Datapath> Controller<D> {
         let reals: usize = target.services.iter().map(|s| s.reals.len()).sum();
         let freed: usize = self.state.services.iter().map(|s| s.reals.len()).sum();
         if services > MAX_SERVICES {
-            return Err(ControlError::Capacity { what: "services", max: MAX_SERVICES });
+            return Err(ControlError::Capacity {
+                what: "services",
+                max: MAX_SERVICES,
+            });
         }
         // Indexes of removed servers are only freed at the end of the batch.
         if reals + freed > MAX_REALS as usize {
-            return Err(ControlError::Capacity { what: "real servers", max: MAX_REALS });
+            return Err(ControlError::Capacity {
+                what: "real servers",
+                max: MAX_REALS,
+            });
         }
 
         let mut touched = BTreeSet::new();
@@ -135,7 +145,12 @@ impl<D: Datapath> Controller<D> {
     }
 
     /// Scheduler hooks for one command's change.
-    fn run_hooks(&mut self, before: &State, after: &State, touched: &mut BTreeSet<ServiceId>) -> Result<(), ControlError> {
+    fn run_hooks(
+        &mut self,
+        before: &State,
+        after: &State,
+        touched: &mut BTreeSet<ServiceId>,
+    ) -> Result<(), ControlError> {
         for old in &before.services {
             if after.service(&old.spec.id).is_none() {
                 touched.insert(old.spec.id);
@@ -149,7 +164,10 @@ impl<D: Datapath> Controller<D> {
             }
             touched.insert(id);
             if !self.runtimes.contains_key(&id) {
-                let index = self.service_slots.take().ok_or(ControlError::Capacity { what: "services", max: MAX_SERVICES })?;
+                let index = self.service_slots.take().ok_or(ControlError::Capacity {
+                    what: "services",
+                    max: MAX_SERVICES,
+                })?;
                 self.datapath.reset_service_counters(index)?;
                 self.service_baseline.remove(&index);
                 let origin = self.datapath.cursor(index)?;
@@ -171,7 +189,12 @@ impl<D: Datapath> Controller<D> {
             if !rt.synced {
                 // Catch up with the picks the datapath made since publishing.
                 let now = self.datapath.cursor(rt.index)?;
-                publish::advance(rt.sched.as_mut(), &rt.dests, now.wrapping_sub(rt.cursor_origin), rt.ring_len as usize);
+                publish::advance(
+                    rt.sched.as_mut(),
+                    &rt.dests,
+                    now.wrapping_sub(rt.cursor_origin),
+                    rt.ring_len as usize,
+                );
                 rt.cursor_origin = now;
                 rt.synced = true;
             }
@@ -194,7 +217,10 @@ impl<D: Datapath> Controller<D> {
             let index = match self.real_index.get(&key) {
                 Some(&i) => i,
                 None => {
-                    let i = self.real_slots.take().ok_or(ControlError::Capacity { what: "real servers", max: MAX_REALS })?;
+                    let i = self.real_slots.take().ok_or(ControlError::Capacity {
+                        what: "real servers",
+                        max: MAX_REALS,
+                    })?;
                     self.datapath.reset_real_counters(i)?;
                     self.real_baseline.remove(&i);
                     self.real_index.insert(key, i);
@@ -202,7 +228,11 @@ impl<D: Datapath> Controller<D> {
                 }
             };
             self.datapath.set_real(index, datapath_real(real))?;
-            dests.push(Dest { id: index, weight: real.weight, overloaded: false });
+            dests.push(Dest {
+                id: index,
+                weight: real.weight,
+                overloaded: false,
+            });
         }
         Ok(dests)
     }
@@ -219,12 +249,20 @@ impl<D: Datapath> Controller<D> {
                 continue;
             };
             let live: Vec<Endpoint> = svc.reals.iter().map(|r| r.server).collect();
-            let rt = self.runtimes.get_mut(id).expect("touched services have runtimes");
+            let rt = self
+                .runtimes
+                .get_mut(id)
+                .expect("touched services have runtimes");
             let ring = publish::build_ring(rt.sched.as_ref(), &rt.dests, RING_SLOTS as usize);
             let half = 1 - rt.half;
             let base = ring_base(rt.index, half);
             self.datapath.write_ring(base, &ring.picks)?;
-            let value = Service { index: rt.index, ring_base: base, ring_len: ring.picks.len() as u32, cursor_origin: rt.cursor_origin };
+            let value = Service {
+                index: rt.index,
+                ring_base: base,
+                ring_len: ring.picks.len() as u32,
+                cursor_origin: rt.cursor_origin,
+            };
             self.datapath.set_service(service_key(id), value)?;
             rt.half = half;
             rt.ring_len = value.ring_len;
@@ -238,7 +276,12 @@ impl<D: Datapath> Controller<D> {
     }
 
     fn release_reals(&mut self, id: &ServiceId, keep: &[Endpoint]) {
-        let gone: Vec<_> = self.real_index.keys().filter(|(s, e)| s == id && !keep.contains(e)).copied().collect();
+        let gone: Vec<_> = self
+            .real_index
+            .keys()
+            .filter(|(s, e)| s == id && !keep.contains(e))
+            .copied()
+            .collect();
         for key in gone {
             if let Some(i) = self.real_index.remove(&key) {
                 self.real_slots.give(i);
@@ -288,10 +331,23 @@ impl<D: Datapath> Controller<D> {
                     stats: Stats::since(raw, self.real_baseline.get(&index)),
                 });
             }
-            services.push(ServiceView { spec: svc.spec.clone(), stats, reals });
+            services.push(ServiceView {
+                spec: svc.spec.clone(),
+                stats,
+                reals,
+            });
         }
-        let verdicts = self.datapath.verdicts()?.into_iter().map(|(v, n)| (Verdict::name(v).to_string(), n)).collect();
-        Ok(Snapshot { conn_table_size: lvs_common::CONN_TABLE_SIZE, services, verdicts })
+        let verdicts = self
+            .datapath
+            .verdicts()?
+            .into_iter()
+            .map(|(v, n)| (Verdict::name(v).to_string(), n))
+            .collect();
+        Ok(Snapshot {
+            conn_table_size: lvs_common::CONN_TABLE_SIZE,
+            services,
+            verdicts,
+        })
     }
 }
 
@@ -307,11 +363,20 @@ mod tests {
     };
 
     fn svc() -> ServiceId {
-        ServiceId { protocol: Protocol::Tcp, vip: Endpoint { addr: Ipv4Addr::new(198, 18, 0, 10), port: 80 } }
+        ServiceId {
+            protocol: Protocol::Tcp,
+            vip: Endpoint {
+                addr: Ipv4Addr::new(198, 18, 0, 10),
+                port: 80,
+            },
+        }
     }
     fn real(last: u8, weight: u32) -> RealSpec {
         RealSpec {
-            server: Endpoint { addr: Ipv4Addr::new(198, 18, 10 + last, 2), port: 8080 },
+            server: Endpoint {
+                addr: Ipv4Addr::new(198, 18, 10 + last, 2),
+                port: 8080,
+            },
             method: Method::Nat,
             weight,
             u_threshold: 0,
@@ -319,19 +384,34 @@ mod tests {
         }
     }
     fn add_real(last: u8, weight: u32) -> Command {
-        Command::AddReal { service: svc(), real: real(last, weight) }
+        Command::AddReal {
+            service: svc(),
+            real: real(last, weight),
+        }
     }
     fn setup(sched: SchedulerName, weights: &[u32]) -> Controller<FakeDatapath> {
         let mut c = Controller::new(FakeDatapath::default());
-        let mut cmds = vec![Command::AddService(ServiceSpec { id: svc(), scheduler: sched })];
-        cmds.extend(weights.iter().enumerate().map(|(i, &w)| add_real(i as u8 + 1, w)));
+        let mut cmds = vec![Command::AddService(ServiceSpec {
+            id: svc(),
+            scheduler: sched,
+        })];
+        cmds.extend(
+            weights
+                .iter()
+                .enumerate()
+                .map(|(i, &w)| add_real(i as u8 + 1, w)),
+        );
         c.apply(&cmds).unwrap();
         c
     }
     fn picks(c: &mut Controller<FakeDatapath>, n: usize) -> String {
         let key = service_key(&svc());
         (0..n)
-            .map(|_| c.datapath_mut().schedule(&key).map_or('-', |r| char::from(b'0' + r.addr()[2] - 10)))
+            .map(|_| {
+                c.datapath_mut()
+                    .schedule(&key)
+                    .map_or('-', |r| char::from(b'0' + r.addr()[2] - 10))
+            })
             .collect()
     }
 
@@ -345,7 +425,15 @@ mod tests {
     fn wrr_three_two_one_splits_sixty_as_thirty_twenty_ten() {
         let mut c = setup(SchedulerName::Wrr, &[1, 2, 3]);
         let seq = picks(&mut c, 60);
-        assert_eq!([seq.matches('3').count(), seq.matches('2').count(), seq.matches('1').count()], [30, 20, 10], "{seq}");
+        assert_eq!(
+            [
+                seq.matches('3').count(),
+                seq.matches('2').count(),
+                seq.matches('1').count()
+            ],
+            [30, 20, 10],
+            "{seq}"
+        );
     }
 
     #[test]
@@ -353,7 +441,11 @@ mod tests {
         let mut c = setup(SchedulerName::Rr, &[1, 1, 1]);
         assert_eq!(picks(&mut c, 2), "32");
         // Quiesce server 2 (weight 0): rotation carries on after it.
-        c.apply(&[Command::EditReal { service: svc(), real: real(2, 0) }]).unwrap();
+        c.apply(&[Command::EditReal {
+            service: svc(),
+            real: real(2, 0),
+        }])
+        .unwrap();
         assert_eq!(picks(&mut c, 4), "1313");
     }
 
@@ -370,7 +462,8 @@ mod tests {
     #[test]
     fn deleting_a_service_unpublishes_and_frees_indexes() {
         let mut c = setup(SchedulerName::Rr, &[1, 1]);
-        c.apply(&[Command::DeleteService { service: svc() }]).unwrap();
+        c.apply(&[Command::DeleteService { service: svc() }])
+            .unwrap();
         assert!(c.datapath_mut().services.is_empty());
         assert!(c.real_index.is_empty());
         assert_eq!(c.service_slots.free.len(), MAX_SERVICES as usize);

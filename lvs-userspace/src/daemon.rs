@@ -26,22 +26,29 @@ pub type Shared<D> = Arc<Mutex<Controller<D>>>;
 pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
     use std::os::unix::fs::PermissionsExt;
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
     }
     if path.exists() {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
             anyhow::bail!("another lvsd is already listening on {}", path.display());
         }
-        std::fs::remove_file(path).map_err(|e| anyhow::anyhow!("removing stale socket {}: {e}", path.display()))?;
+        std::fs::remove_file(path)
+            .map_err(|e| anyhow::anyhow!("removing stale socket {}: {e}", path.display()))?;
     }
-    let listener = UnixListener::bind(path).map_err(|e| anyhow::anyhow!("bind {}: {e}", path.display()))?;
+    let listener =
+        UnixListener::bind(path).map_err(|e| anyhow::anyhow!("bind {}: {e}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .map_err(|e| anyhow::anyhow!("chmod {}: {e}", path.display()))?;
     Ok(listener)
 }
 
 /// Serve requests until `shutdown` completes.
-pub async fn run<D: Datapath + 'static>(controller: Shared<D>, listener: UnixListener, shutdown: impl Future) {
+pub async fn run<D: Datapath + 'static>(
+    controller: Shared<D>,
+    listener: UnixListener,
+    shutdown: impl Future,
+) {
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -61,7 +68,10 @@ pub async fn run<D: Datapath + 'static>(controller: Shared<D>, listener: UnixLis
     }
 }
 
-async fn serve<D: Datapath + 'static>(controller: Shared<D>, stream: UnixStream) -> std::io::Result<()> {
+async fn serve<D: Datapath + 'static>(
+    controller: Shared<D>,
+    stream: UnixStream,
+) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read).lines();
     while let Some(line) = lines.next_line().await? {
@@ -70,9 +80,13 @@ async fn serve<D: Datapath + 'static>(controller: Shared<D>, stream: UnixStream)
                 let controller = controller.clone();
                 tokio::task::spawn_blocking(move || handle(&controller, request))
                     .await
-                    .unwrap_or_else(|e| Response::Error { message: format!("request handler failed: {e}") })
+                    .unwrap_or_else(|e| Response::Error {
+                        message: format!("request handler failed: {e}"),
+                    })
             }
-            Err(e) => Response::Error { message: format!("malformed request: {e}") },
+            Err(e) => Response::Error {
+                message: format!("malformed request: {e}"),
+            },
         };
         let mut out = serde_json::to_string(&response).expect("responses serialize");
         out.push('\n');
@@ -83,7 +97,9 @@ async fn serve<D: Datapath + 'static>(controller: Shared<D>, stream: UnixStream)
 
 /// One request against the controller.
 pub fn handle<D: Datapath>(controller: &Mutex<Controller<D>>, request: Request) -> Response {
-    let mut c = controller.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut c = controller
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let result = match request {
         Request::Apply { commands } => {
             let r = c.apply(&commands).map(|()| Response::Ok);
@@ -95,7 +111,9 @@ pub fn handle<D: Datapath>(controller: &Mutex<Controller<D>>, request: Request) 
         Request::Zero { service } => c.zero(service).map(|()| Response::Ok),
         Request::List => c.snapshot().map(Response::Snapshot),
     };
-    result.unwrap_or_else(|e| Response::Error { message: e.to_string() })
+    result.unwrap_or_else(|e| Response::Error {
+        message: e.to_string(),
+    })
 }
 
 /// Remove the socket file on the way out.

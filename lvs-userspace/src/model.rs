@@ -145,10 +145,21 @@ pub const MAX_WEIGHT: u32 = 65535;
 pub enum Command {
     AddService(ServiceSpec),
     EditService(ServiceSpec),
-    DeleteService { service: ServiceId },
-    AddReal { service: ServiceId, real: RealSpec },
-    EditReal { service: ServiceId, real: RealSpec },
-    DeleteReal { service: ServiceId, server: Endpoint },
+    DeleteService {
+        service: ServiceId,
+    },
+    AddReal {
+        service: ServiceId,
+        real: RealSpec,
+    },
+    EditReal {
+        service: ServiceId,
+        real: RealSpec,
+    },
+    DeleteReal {
+        service: ServiceId,
+        server: Endpoint,
+    },
     Clear,
 }
 
@@ -163,9 +174,15 @@ pub enum ModelError {
     #[error("no such service {0}")]
     NoSuchService(ServiceId),
     #[error("real server {server} already exists in service {service}")]
-    DuplicateReal { service: ServiceId, server: Endpoint },
+    DuplicateReal {
+        service: ServiceId,
+        server: Endpoint,
+    },
     #[error("no such real server {server} in service {service}")]
-    NoSuchReal { service: ServiceId, server: Endpoint },
+    NoSuchReal {
+        service: ServiceId,
+        server: Endpoint,
+    },
     #[error("weight {0} out of range 0..=65535")]
     WeightRange(u32),
     #[error("lower threshold {lower} is above upper threshold {upper}")]
@@ -197,7 +214,10 @@ impl State {
     }
 
     fn service_mut(&mut self, id: &ServiceId) -> Result<&mut Service, ModelError> {
-        self.services.iter_mut().find(|s| s.spec.id == *id).ok_or(ModelError::NoSuchService(*id))
+        self.services
+            .iter_mut()
+            .find(|s| s.spec.id == *id)
+            .ok_or(ModelError::NoSuchService(*id))
     }
 
     /// Apply a whole batch, or nothing: on error `self` is unchanged.
@@ -217,7 +237,10 @@ impl State {
                 if self.service(&spec.id).is_some() {
                     return Err(ModelError::DuplicateService(spec.id));
                 }
-                self.services.push(Service { spec: spec.clone(), reals: Vec::new() });
+                self.services.push(Service {
+                    spec: spec.clone(),
+                    reals: Vec::new(),
+                });
             }
             Command::EditService(spec) => {
                 validate_service(spec)?;
@@ -234,7 +257,10 @@ impl State {
                 validate_real(service, real)?;
                 let svc = self.service_mut(service)?;
                 if svc.reals.iter().any(|r| r.server == real.server) {
-                    return Err(ModelError::DuplicateReal { service: *service, server: real.server });
+                    return Err(ModelError::DuplicateReal {
+                        service: *service,
+                        server: real.server,
+                    });
                 }
                 svc.reals.insert(0, real.clone());
             }
@@ -245,7 +271,10 @@ impl State {
                     .reals
                     .iter_mut()
                     .find(|r| r.server == real.server)
-                    .ok_or(ModelError::NoSuchReal { service: *service, server: real.server })?;
+                    .ok_or(ModelError::NoSuchReal {
+                        service: *service,
+                        server: real.server,
+                    })?;
                 *slot = real.clone();
             }
             Command::DeleteReal { service, server } => {
@@ -253,7 +282,10 @@ impl State {
                 let before = svc.reals.len();
                 svc.reals.retain(|r| r.server != *server);
                 if svc.reals.len() == before {
-                    return Err(ModelError::NoSuchReal { service: *service, server: *server });
+                    return Err(ModelError::NoSuchReal {
+                        service: *service,
+                        server: *server,
+                    });
                 }
             }
             Command::Clear => self.services.clear(),
@@ -274,7 +306,10 @@ fn validate_real(service: &ServiceId, real: &RealSpec) -> Result<(), ModelError>
         return Err(ModelError::WeightRange(real.weight));
     }
     if real.l_threshold > real.u_threshold {
-        return Err(ModelError::ThresholdOrder { lower: real.l_threshold, upper: real.u_threshold });
+        return Err(ModelError::ThresholdOrder {
+            lower: real.l_threshold,
+            upper: real.u_threshold,
+        });
     }
     if real.server.port == 0 {
         return Err(ModelError::ZeroRealPort(*service));
@@ -290,11 +325,20 @@ mod tests {
     use super::*;
 
     fn svc(port: u16) -> ServiceId {
-        ServiceId { protocol: Protocol::Tcp, vip: Endpoint { addr: Ipv4Addr::new(198, 18, 0, 10), port } }
+        ServiceId {
+            protocol: Protocol::Tcp,
+            vip: Endpoint {
+                addr: Ipv4Addr::new(198, 18, 0, 10),
+                port,
+            },
+        }
     }
     fn real(last: u8, weight: u32) -> RealSpec {
         RealSpec {
-            server: Endpoint { addr: Ipv4Addr::new(198, 18, 11, last), port: 8080 },
+            server: Endpoint {
+                addr: Ipv4Addr::new(198, 18, 11, last),
+                port: 8080,
+            },
             method: Method::Nat,
             weight,
             u_threshold: 0,
@@ -302,7 +346,10 @@ mod tests {
         }
     }
     fn add(port: u16) -> Command {
-        Command::AddService(ServiceSpec { id: svc(port), scheduler: SchedulerName::Rr })
+        Command::AddService(ServiceSpec {
+            id: svc(port),
+            scheduler: SchedulerName::Rr,
+        })
     }
 
     #[test]
@@ -310,12 +357,25 @@ mod tests {
         let mut s = State::default();
         s.apply_all(&[
             add(80),
-            Command::AddReal { service: svc(80), real: real(1, 1) },
-            Command::AddReal { service: svc(80), real: real(2, 1) },
-            Command::AddReal { service: svc(80), real: real(3, 1) },
+            Command::AddReal {
+                service: svc(80),
+                real: real(1, 1),
+            },
+            Command::AddReal {
+                service: svc(80),
+                real: real(2, 1),
+            },
+            Command::AddReal {
+                service: svc(80),
+                real: real(3, 1),
+            },
         ])
         .unwrap();
-        let order: Vec<u8> = s.services[0].reals.iter().map(|r| r.server.addr.octets()[3]).collect();
+        let order: Vec<u8> = s.services[0]
+            .reals
+            .iter()
+            .map(|r| r.server.addr.octets()[3])
+            .collect();
         assert_eq!(order, [3, 2, 1]);
     }
 
@@ -325,7 +385,13 @@ mod tests {
         s.apply_all(&[add(80)]).unwrap();
         let before = s.clone();
         let err = s
-            .apply_all(&[Command::AddReal { service: svc(80), real: real(1, 1) }, add(80)])
+            .apply_all(&[
+                Command::AddReal {
+                    service: svc(80),
+                    real: real(1, 1),
+                },
+                add(80),
+            ])
             .unwrap_err();
         assert_eq!(err, ModelError::DuplicateService(svc(80)));
         assert_eq!(s, before);
@@ -335,25 +401,37 @@ mod tests {
     fn refusals() {
         let mut s = State::default();
         assert_eq!(
-            s.apply_all(&[Command::AddReal { service: svc(80), real: real(1, 1) }]),
+            s.apply_all(&[Command::AddReal {
+                service: svc(80),
+                real: real(1, 1)
+            }]),
             Err(ModelError::NoSuchService(svc(80)))
         );
         assert_eq!(s.apply_all(&[add(0)]), Err(ModelError::ZeroPort(svc(0))));
         s.apply_all(&[add(80)]).unwrap();
         assert_eq!(
-            s.apply_all(&[Command::AddReal { service: svc(80), real: real(1, 70000) }]),
+            s.apply_all(&[Command::AddReal {
+                service: svc(80),
+                real: real(1, 70000)
+            }]),
             Err(ModelError::WeightRange(70000))
         );
         let mut dr = real(1, 1);
         dr.method = Method::Route;
         assert_eq!(
-            s.apply_all(&[Command::AddReal { service: svc(80), real: dr }]),
+            s.apply_all(&[Command::AddReal {
+                service: svc(80),
+                real: dr
+            }]),
             Err(ModelError::MethodNotSupported(Method::Route))
         );
         let mut thresholds = real(1, 1);
         thresholds.l_threshold = 10;
         assert!(matches!(
-            s.apply_all(&[Command::AddReal { service: svc(80), real: thresholds }]),
+            s.apply_all(&[Command::AddReal {
+                service: svc(80),
+                real: thresholds
+            }]),
             Err(ModelError::ThresholdOrder { .. })
         ));
     }
@@ -361,7 +439,13 @@ mod tests {
     #[test]
     fn endpoints_parse_strictly() {
         assert_eq!("1.2.3.4:80".parse::<Endpoint>().unwrap().port, 80);
-        for bad in ["1.2.3:80", "1.2.3.4:", "1.2.3.4:99999", "host:80", "1.2.3.4"] {
+        for bad in [
+            "1.2.3:80",
+            "1.2.3.4:",
+            "1.2.3.4:99999",
+            "host:80",
+            "1.2.3.4",
+        ] {
             assert!(bad.parse::<Endpoint>().is_err(), "{bad}");
         }
     }

@@ -31,11 +31,13 @@ pub fn build_ring(sched: &dyn Scheduler, dests: &[Dest], capacity: usize) -> Rin
         states.push(s.clone_box());
     }
     if picks.len() < 2 * capacity {
-        return Ring { picks: Vec::new(), exact: true };
+        return Ring {
+            picks: Vec::new(),
+            exact: true,
+        };
     }
-    let period = (1..=capacity).find(|&p| {
-        picks[..p] == picks[p..2 * p] && states[p].same_state(states[2 * p].as_ref())
-    });
+    let period = (1..=capacity)
+        .find(|&p| picks[..p] == picks[p..2 * p] && states[p].same_state(states[2 * p].as_ref()));
     match period {
         Some(p) => {
             picks.truncate(p * (capacity / p));
@@ -43,7 +45,10 @@ pub fn build_ring(sched: &dyn Scheduler, dests: &[Dest], capacity: usize) -> Rin
         }
         None => {
             picks.truncate(capacity);
-            Ring { picks, exact: false }
+            Ring {
+                picks,
+                exact: false,
+            }
         }
     }
 }
@@ -83,7 +88,12 @@ mod tests {
         for spec in [
             vec![('A', 4, false), ('B', 3, false), ('C', 2, false)],
             vec![('A', 3, false), ('B', 6, false)],
-            vec![('A', 1, false), ('B', 0, false), ('C', 1, false), ('D', 1, true)],
+            vec![
+                ('A', 1, false),
+                ('B', 0, false),
+                ('C', 1, false),
+                ('D', 1, true),
+            ],
         ] {
             for name in [SchedulerName::Rr, SchedulerName::Wrr] {
                 let d = dests(&spec);
@@ -91,7 +101,11 @@ mod tests {
                 let ring = build_ring(s.as_ref(), &d, 64);
                 for k in 0..1000 {
                     let i = s.pick(&d).unwrap();
-                    assert_eq!(ring.picks[k % ring.picks.len()], d[i].id, "{name} {spec:?} pick {k}");
+                    assert_eq!(
+                        ring.picks[k % ring.picks.len()],
+                        d[i].id,
+                        "{name} {spec:?} pick {k}"
+                    );
                 }
             }
         }

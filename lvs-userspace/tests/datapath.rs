@@ -39,11 +39,18 @@ fn director_mac(i: u8) -> [u8; 6] {
     [2, 0, 0, 0, 0x10 + i, 1]
 }
 fn mac_str(m: [u8; 6]) -> String {
-    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 fn sh(cmd: &str) {
-    let status = Command::new("sh").arg("-c").arg(cmd).status().expect("spawn sh");
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .status()
+        .expect("spawn sh");
     assert!(status.success(), "`{cmd}` failed");
 }
 
@@ -77,9 +84,21 @@ method = "nat"
 fn router(resolve_all: bool) -> Controller<KernelDatapath> {
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
     sh("ip link set lo up && sysctl -qw net.ipv4.ip_forward=1");
-    let mut links = vec![("cli0".to_string(), "198.18.1.1", DIRECTOR_CLIENT_MAC, "198.18.1.2".to_string(), CLIENT_MAC)];
+    let mut links = vec![(
+        "cli0".to_string(),
+        "198.18.1.1",
+        DIRECTOR_CLIENT_MAC,
+        "198.18.1.2".to_string(),
+        CLIENT_MAC,
+    )];
     for i in 1..=3u8 {
-        links.push((format!("srv{i}"), ["198.18.11.1", "198.18.12.1", "198.18.13.1"][i as usize - 1], director_mac(i), Ipv4Addr::from(real_ip(i)).to_string(), real_mac(i)));
+        links.push((
+            format!("srv{i}"),
+            ["198.18.11.1", "198.18.12.1", "198.18.13.1"][i as usize - 1],
+            director_mac(i),
+            Ipv4Addr::from(real_ip(i)).to_string(),
+            real_mac(i),
+        ));
     }
     for (name, addr, mac, peer, peer_mac) in &links {
         sh(&format!(
@@ -87,12 +106,17 @@ fn router(resolve_all: bool) -> Controller<KernelDatapath> {
             mac_str(*mac)
         ));
         if resolve_all || name != "srv3" {
-            sh(&format!("ip neigh replace {peer} lladdr {} dev {name} nud permanent", mac_str(*peer_mac)));
+            sh(&format!(
+                "ip neigh replace {peer} lladdr {} dev {name} nud permanent",
+                mac_str(*peer_mac)
+            ));
         }
     }
     let ifaces: Vec<String> = links.iter().map(|l| l.0.clone()).collect();
     let mut controller = Controller::new(KernelDatapath::attach(&ifaces).expect("attach"));
-    controller.apply(&config::parse(CONFIG, "fixture.toml").unwrap()).expect("apply config");
+    controller
+        .apply(&config::parse(CONFIG, "fixture.toml").unwrap())
+        .expect("apply config");
     controller
 }
 
@@ -101,7 +125,9 @@ fn run(c: &Controller<KernelDatapath>, frame: &[u8]) -> TestRun {
 }
 
 fn tcp(src: ([u8; 4], u16), dst: ([u8; 4], u16), flags: &str, payload: &[u8]) -> Vec<u8> {
-    let b = PacketBuilder::ethernet2(CLIENT_MAC, DIRECTOR_CLIENT_MAC).ipv4(src.0, dst.0, 64).tcp(src.1, dst.1, 1000, 64240);
+    let b = PacketBuilder::ethernet2(CLIENT_MAC, DIRECTOR_CLIENT_MAC)
+        .ipv4(src.0, dst.0, 64)
+        .tcp(src.1, dst.1, 1000, 64240);
     let b = if flags.contains('S') { b.syn() } else { b };
     let b = if flags.contains('A') { b.ack(1) } else { b };
     let mut v = Vec::new();
@@ -111,13 +137,22 @@ fn tcp(src: ([u8; 4], u16), dst: ([u8; 4], u16), flags: &str, payload: &[u8]) ->
 
 fn udp(src: ([u8; 4], u16), dst: ([u8; 4], u16), payload: &[u8]) -> Vec<u8> {
     let mut v = Vec::new();
-    PacketBuilder::ethernet2(CLIENT_MAC, DIRECTOR_CLIENT_MAC).ipv4(src.0, dst.0, 64).udp(src.1, dst.1).write(&mut v, payload).unwrap();
+    PacketBuilder::ethernet2(CLIENT_MAC, DIRECTOR_CLIENT_MAC)
+        .ipv4(src.0, dst.0, 64)
+        .udp(src.1, dst.1)
+        .write(&mut v, payload)
+        .unwrap();
     v
 }
 
 /// Rewrite the frame the slow, obvious way: set the fields, then recompute
 /// the IPv4 and transport checksums over the whole header and segment.
-fn oracle(frame: &[u8], src: Option<([u8; 4], u16)>, dst: Option<([u8; 4], u16)>, macs: Option<([u8; 6], [u8; 6])>) -> Vec<u8> {
+fn oracle(
+    frame: &[u8],
+    src: Option<([u8; 4], u16)>,
+    dst: Option<([u8; 4], u16)>,
+    macs: Option<([u8; 6], [u8; 6])>,
+) -> Vec<u8> {
     let mut f = frame.to_vec();
     let ihl = (f[14] & 0x0f) as usize * 4;
     let l4 = 14 + ihl;
@@ -159,7 +194,12 @@ fn snapshot(c: &Controller<KernelDatapath>) -> Snapshot {
 }
 
 fn verdict(c: &Controller<KernelDatapath>, name: &str) -> u64 {
-    snapshot(c).verdicts.iter().find(|(n, _)| n == name).map(|(_, v)| *v).unwrap()
+    snapshot(c)
+        .verdicts
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| *v)
+        .unwrap()
 }
 
 #[test]
@@ -170,27 +210,64 @@ fn nat_tcp_inbound_and_reply_are_rewritten_exactly() {
     let out = run(&c, &syn);
     assert_eq!(out.action, XDP_REDIRECT);
     // rr over list order (newest first): 198.18.13.2 was added last.
-    assert_eq!(out.frame, oracle(&syn, None, Some((real_ip(3), 8080)), Some((director_mac(3), real_mac(3)))));
+    assert_eq!(
+        out.frame,
+        oracle(
+            &syn,
+            None,
+            Some((real_ip(3), 8080)),
+            Some((director_mac(3), real_mac(3)))
+        )
+    );
 
     // The same flow keeps its server, with data.
     let data = tcp((CLIENT, 40000), (VIP, 80), "A", b"GET / HTTP/1.0\r\n\r\n");
     let out = run(&c, &data);
     assert_eq!(out.action, XDP_REDIRECT);
-    assert_eq!(out.frame, oracle(&data, None, Some((real_ip(3), 8080)), Some((director_mac(3), real_mac(3)))));
+    assert_eq!(
+        out.frame,
+        oracle(
+            &data,
+            None,
+            Some((real_ip(3), 8080)),
+            Some((director_mac(3), real_mac(3)))
+        )
+    );
 
     // The reply is SNATed back to VIP:80 and routed to the client.
     let reply = tcp((real_ip(3), 8080), (CLIENT, 40000), "SA", b"hello");
     let out = run(&c, &reply);
     assert_eq!(out.action, XDP_REDIRECT);
-    assert_eq!(out.frame, oracle(&reply, Some((VIP, 80)), None, Some((DIRECTOR_CLIENT_MAC, CLIENT_MAC))));
+    assert_eq!(
+        out.frame,
+        oracle(
+            &reply,
+            Some((VIP, 80)),
+            None,
+            Some((DIRECTOR_CLIENT_MAC, CLIENT_MAC))
+        )
+    );
 
     let snap = snapshot(&c);
     let svc = &snap.services[0];
-    assert_eq!((svc.stats.conns, svc.stats.in_packets, svc.stats.out_packets), (1, 2, 1));
-    assert_eq!(svc.stats.in_bytes, (syn.len() - 14 + data.len() - 14) as u64);
+    assert_eq!(
+        (svc.stats.conns, svc.stats.in_packets, svc.stats.out_packets),
+        (1, 2, 1)
+    );
+    assert_eq!(
+        svc.stats.in_bytes,
+        (syn.len() - 14 + data.len() - 14) as u64
+    );
     assert_eq!(svc.stats.out_bytes, (reply.len() - 14) as u64);
-    let r3 = svc.reals.iter().find(|r| r.spec.server.addr.octets() == real_ip(3)).unwrap();
-    assert_eq!((r3.stats.conns, r3.stats.in_packets, r3.stats.out_packets), (1, 2, 1));
+    let r3 = svc
+        .reals
+        .iter()
+        .find(|r| r.spec.server.addr.octets() == real_ip(3))
+        .unwrap();
+    assert_eq!(
+        (r3.stats.conns, r3.stats.in_packets, r3.stats.out_packets),
+        (1, 2, 1)
+    );
     assert_eq!(verdict(&c, "redirect"), 3);
 }
 
@@ -201,11 +278,27 @@ fn nat_udp_inbound_and_reply_are_rewritten_exactly() {
     let q = udp((CLIENT, 5000), (VIP, 53), b"query");
     let out = run(&c, &q);
     assert_eq!(out.action, XDP_REDIRECT);
-    assert_eq!(out.frame, oracle(&q, None, Some((real_ip(1), 5353)), Some((director_mac(1), real_mac(1)))));
+    assert_eq!(
+        out.frame,
+        oracle(
+            &q,
+            None,
+            Some((real_ip(1), 5353)),
+            Some((director_mac(1), real_mac(1)))
+        )
+    );
     let a = udp((real_ip(1), 5353), (CLIENT, 5000), b"answer!");
     let out = run(&c, &a);
     assert_eq!(out.action, XDP_REDIRECT);
-    assert_eq!(out.frame, oracle(&a, Some((VIP, 53)), None, Some((DIRECTOR_CLIENT_MAC, CLIENT_MAC))));
+    assert_eq!(
+        out.frame,
+        oracle(
+            &a,
+            Some((VIP, 53)),
+            None,
+            Some((DIRECTOR_CLIENT_MAC, CLIENT_MAC))
+        )
+    );
 }
 
 #[test]
@@ -257,7 +350,11 @@ fn truncated_headers_pass_uncorrupted_and_are_counted() {
     for cut in [14 + 10, 14 + 20 + 12] {
         let frame = &syn[..cut];
         let out = run(&c, frame);
-        assert_eq!((out.action, out.frame.as_slice()), (XDP_PASS, frame), "cut at {cut}");
+        assert_eq!(
+            (out.action, out.frame.as_slice()),
+            (XDP_PASS, frame),
+            "cut at {cut}"
+        );
     }
     assert_eq!(verdict(&c, "pass_malformed"), 2);
     // Nothing was scheduled.
@@ -281,7 +378,15 @@ fn ipv4_options_are_forwarded_correctly() {
     f[24..26].copy_from_slice(&c0.to_be_bytes());
     let out = run(&c, &f);
     assert_eq!(out.action, XDP_REDIRECT);
-    assert_eq!(out.frame, oracle(&f, None, Some((real_ip(3), 8080)), Some((director_mac(3), real_mac(3)))));
+    assert_eq!(
+        out.frame,
+        oracle(
+            &f,
+            None,
+            Some((real_ip(3), 8080)),
+            Some((director_mac(3), real_mac(3)))
+        )
+    );
 }
 
 #[test]
@@ -292,7 +397,10 @@ fn an_unresolved_neighbour_hands_the_rewritten_packet_to_the_kernel() {
     let out = run(&c, &syn);
     // DNATed for real server 3, but MACs and TTL left for the kernel's own forwarding.
     assert_eq!(out.action, XDP_PASS);
-    assert_eq!(out.frame, oracle(&syn, None, Some((real_ip(3), 8080)), None));
+    assert_eq!(
+        out.frame,
+        oracle(&syn, None, Some((real_ip(3), 8080)), None)
+    );
     assert_eq!(verdict(&c, "pass_to_kernel"), 1);
 }
 

@@ -14,14 +14,22 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
+pub mod demo;
 pub mod topology;
 pub use topology::{Lab, RealServer, VIP};
 
 /// Run a command to completion; fail with its stderr if it fails.
 pub fn run(program: &str, args: &[&str]) -> Result<Output> {
-    let out = Command::new(program).args(args).output().with_context(|| format!("spawning {program}"))?;
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .with_context(|| format!("spawning {program}"))?;
     if !out.status.success() {
-        bail!("`{program} {}` failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "`{program} {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(out)
 }
@@ -41,7 +49,10 @@ pub struct Netns {
 impl Netns {
     pub fn new(name: String) -> Result<Self> {
         // A namespace left by a killed run with the same name goes first.
-        let _ = Command::new("ip").args(["netns", "del", &name]).stderr(Stdio::null()).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &name])
+            .stderr(Stdio::null())
+            .status();
         run("ip", &["netns", "add", &name])?;
         let ns = Netns { name };
         ns.exec(&["ip", "link", "set", "lo", "up"])?;
@@ -56,32 +67,48 @@ impl Netns {
     /// Start a long-running command inside the namespace.
     pub fn spawn(&self, args: &[&str], log: Option<&Path>) -> Result<Proc> {
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.name]).args(args).stdin(Stdio::null());
+        cmd.args(["netns", "exec", &self.name])
+            .args(args)
+            .stdin(Stdio::null());
         match log {
             Some(path) => {
-                let f = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+                let f = std::fs::File::create(path)
+                    .with_context(|| format!("creating {}", path.display()))?;
                 cmd.stdout(f.try_clone()?).stderr(f);
             }
             None => {
                 cmd.stdout(Stdio::null()).stderr(Stdio::null());
             }
         }
-        let child = cmd.spawn().with_context(|| format!("spawning {} in {}", args.join(" "), self.name))?;
-        Ok(Proc { child: Some(child), name: args.join(" ") })
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("spawning {} in {}", args.join(" "), self.name))?;
+        Ok(Proc {
+            child: Some(child),
+            name: args.join(" "),
+        })
     }
 }
 
 impl Drop for Netns {
     fn drop(&mut self) {
         // Kill whatever still runs inside, then remove the namespace.
-        if let Ok(out) = Command::new("ip").args(["netns", "pids", &self.name]).output() {
+        if let Ok(out) = Command::new("ip")
+            .args(["netns", "pids", &self.name])
+            .output()
+        {
             for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
                 if let Ok(pid) = pid.parse::<i32>() {
-                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
                 }
             }
         }
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
     }
 }
 
@@ -109,7 +136,9 @@ impl Proc {
     }
 
     pub fn is_running(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 }
 

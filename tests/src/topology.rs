@@ -42,7 +42,9 @@ pub struct Lab {
 }
 
 fn director_ifaces(n: usize) -> Vec<String> {
-    std::iter::once("cli0".to_string()).chain((1..=n).map(|i| format!("srv{i}"))).collect()
+    std::iter::once("cli0".to_string())
+        .chain((1..=n).map(|i| format!("srv{i}")))
+        .collect()
 }
 
 impl Lab {
@@ -53,34 +55,84 @@ impl Lab {
         std::fs::create_dir_all(&dir)?;
         let director = Netns::new(format!("{tag}-dir"))?;
         let client = Netns::new(format!("{tag}-cli"))?;
-        let mut lab = Lab { lvsd: None, reals: Vec::new(), client, director, socket: dir.join("lvsd.sock"), dir };
+        let mut lab = Lab {
+            lvsd: None,
+            reals: Vec::new(),
+            client,
+            director,
+            socket: dir.join("lvsd.sock"),
+            dir,
+        };
 
-        lab.link("cli0", "198.18.1.1/24", &lab.client.name.clone(), "198.18.1.2/24", "198.18.1.1")?;
+        lab.link(
+            "cli0",
+            "198.18.1.1/24",
+            &lab.client.name.clone(),
+            "198.18.1.2/24",
+            "198.18.1.1",
+        )?;
         for i in 1..=reals {
             let ns = Netns::new(format!("{tag}-rs{i}"))?;
             let gw = format!("198.18.{}.1", 10 + i);
-            lab.link(&format!("srv{i}"), &format!("{gw}/24"), &ns.name, &format!("198.18.{}.2/24", 10 + i), &gw)?;
-            lab.reals.push(RealServer { ns, addr: Ipv4Addr::new(198, 18, 10 + i as u8, 2), name: format!("rs{i}"), procs: Vec::new() });
+            lab.link(
+                &format!("srv{i}"),
+                &format!("{gw}/24"),
+                &ns.name,
+                &format!("198.18.{}.2/24", 10 + i),
+                &gw,
+            )?;
+            lab.reals.push(RealServer {
+                ns,
+                addr: Ipv4Addr::new(198, 18, 10 + i as u8, 2),
+                name: format!("rs{i}"),
+                procs: Vec::new(),
+            });
         }
-        lab.director.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+        lab.director
+            .exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
         Ok(lab)
     }
 
     /// A veth from the director (`dev`, `addr`) to `eth0` in `peer_ns`,
     /// whose default route goes back through `gateway`.
-    fn link(&self, dev: &str, addr: &str, peer_ns: &str, peer_addr: &str, gateway: &str) -> Result<()> {
+    fn link(
+        &self,
+        dev: &str,
+        addr: &str,
+        peer_ns: &str,
+        peer_addr: &str,
+        gateway: &str,
+    ) -> Result<()> {
         crate::run(
             "ip",
-            &["link", "add", dev, "netns", &self.director.name, "type", "veth", "peer", "name", "eth0", "netns", peer_ns],
+            &[
+                "link",
+                "add",
+                dev,
+                "netns",
+                &self.director.name,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                peer_ns,
+            ],
         )?;
-        self.director.exec(&["ip", "addr", "add", addr, "dev", dev])?;
+        self.director
+            .exec(&["ip", "addr", "add", addr, "dev", dev])?;
         self.director.exec(&["ip", "link", "set", dev, "up"])?;
         exec_in(peer_ns, &["ip", "addr", "add", peer_addr, "dev", "eth0"])?;
         exec_in(peer_ns, &["ip", "link", "set", "eth0", "up"])?;
         exec_in(peer_ns, &["ip", "route", "add", "default", "via", gateway])?;
         // veth drops XDP-redirected frames unless the receiving peer runs XDP
         // or has GRO on; and TX checksum offload would leave partial sums.
-        exec_in(peer_ns, &["ethtool", "-K", "eth0", "tx", "off", "gro", "on"]).map(|_| ())
+        exec_in(
+            peer_ns,
+            &["ethtool", "-K", "eth0", "tx", "off", "gro", "on"],
+        )
+        .map(|_| ())
     }
 
     /// Start `lvsd` on every director interface, optionally with a config.
@@ -95,9 +147,13 @@ impl Lab {
             args.extend(["--config".into(), c.display().to_string()]);
         }
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-        let mut proc = self.director.spawn(&argv, Some(&self.dir.join("lvsd.log")))?;
+        let mut proc = self
+            .director
+            .spawn(&argv, Some(&self.dir.join("lvsd.log")))?;
         let socket = self.socket.clone();
-        let ready = wait_for("lvsd's control socket", Duration::from_secs(20), || socket.exists() && self.lvsadm(&["-L", "-n"]).is_ok());
+        let ready = wait_for("lvsd's control socket", Duration::from_secs(20), || {
+            socket.exists() && self.lvsadm(&["-L", "-n"]).is_ok()
+        });
         if ready.is_err() || !proc.is_running() {
             bail!("lvsd did not start:\n{}", self.lvsd_log());
         }
@@ -117,7 +173,11 @@ impl Lab {
             .output()
             .context("spawning lvsadm")?;
         if !out.status.success() {
-            bail!("lvsadm {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+            bail!(
+                "lvsadm {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
@@ -128,14 +188,26 @@ impl Lab {
         for rs in &mut self.reals {
             let tcp = format!("0.0.0.0:{tcp_port}");
             let udp = format!("0.0.0.0:{udp_port}");
-            rs.procs.push(rs.ns.spawn(&[&lab_bin, "http-server", &tcp, &rs.name], None)?);
-            rs.procs.push(rs.ns.spawn(&[&lab_bin, "udp-server", &udp, &rs.name], None)?);
+            rs.procs.push(
+                rs.ns
+                    .spawn(&[&lab_bin, "http-server", &tcp, &rs.name], None)?,
+            );
+            rs.procs.push(
+                rs.ns
+                    .spawn(&[&lab_bin, "udp-server", &udp, &rs.name], None)?,
+            );
         }
         for rs in &self.reals {
             let probe = format!("{}:{tcp_port}", rs.addr);
-            wait_for(&format!("{}'s HTTP server", rs.name), Duration::from_secs(10), || {
-                rs.ns.exec(&[&lab_bin, "http-get", &probe, "--count", "1"]).is_ok()
-            })?;
+            wait_for(
+                &format!("{}'s HTTP server", rs.name),
+                Duration::from_secs(10),
+                || {
+                    rs.ns
+                        .exec(&[&lab_bin, "http-get", &probe, "--count", "1"])
+                        .is_ok()
+                },
+            )?;
         }
         Ok(())
     }
@@ -144,8 +216,13 @@ impl Lab {
     /// server names in order.
     pub fn http_gets(&self, target: &str, count: usize) -> Result<Vec<String>> {
         let lab_bin = bin("lvs-lab").display().to_string();
-        let out = self.client.exec(&[&lab_bin, "http-get", target, "--count", &count.to_string()])?;
-        Ok(String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect())
+        let out =
+            self.client
+                .exec(&[&lab_bin, "http-get", target, "--count", &count.to_string()])?;
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect())
     }
 
     /// One UDP request from the client: `(answering name, reply source)`.

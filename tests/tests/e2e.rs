@@ -21,7 +21,8 @@ fn expect(pairs: &[(&str, usize)]) -> BTreeMap<String, usize> {
 /// service VIP:53 → :5353 (rr) over three real servers.
 fn nat_lab(tag: &str) -> Lab {
     let mut lab = Lab::new(tag, 3).expect("building the lab");
-    lab.start_servers(8080, 5353).expect("starting real servers");
+    lab.start_servers(8080, 5353)
+        .expect("starting real servers");
     lab.start_lvsd(None).expect("starting lvsd");
     let mut rules = String::from("-A -t 198.18.0.10:80 -s rr\n-A -u 198.18.0.10:53 -s rr\n");
     for rs in &lab.reals {
@@ -40,7 +41,11 @@ fn nat_lab(tag: &str) -> Lab {
         ))
         .output()
         .unwrap();
-    assert!(out.status.success(), "lvsadm -R: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "lvsadm -R: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     lab
 }
 
@@ -48,19 +53,34 @@ fn nat_lab(tag: &str) -> Lab {
 #[ignore = "needs root; run by `cargo xtask test`"]
 fn rr_spreads_thirty_connections_ten_each_and_stats_show_them() {
     let lab = nat_lab("lvs-e2e-rr");
-    let names = lab.http_gets("198.18.0.10:80", 30).unwrap_or_else(|e| panic!("{e:#}\n{}", lab.lvsd_log()));
-    assert_eq!(counts(&names), expect(&[("rs1", 10), ("rs2", 10), ("rs3", 10)]), "{names:?}");
+    let names = lab
+        .http_gets("198.18.0.10:80", 30)
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.lvsd_log()));
+    assert_eq!(
+        counts(&names),
+        expect(&[("rs1", 10), ("rs2", 10), ("rs3", 10)]),
+        "{names:?}"
+    );
     // IPVS order is newest first: rs3 was added last, so it is picked first.
     assert_eq!(&names[..3], ["rs3", "rs2", "rs1"]);
 
     let stats = lab.lvsadm(&["-L", "-n", "--stats"]).unwrap();
     let line = |prefix: &str| -> Vec<u64> {
-        let l = stats.lines().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("no `{prefix}` in\n{stats}"));
-        l[prefix.len()..].split_whitespace().map(|n| n.parse().unwrap()).collect()
+        let l = stats
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no `{prefix}` in\n{stats}"));
+        l[prefix.len()..]
+            .split_whitespace()
+            .map(|n| n.parse().unwrap())
+            .collect()
     };
     let svc = line("TCP  198.18.0.10:80");
     assert_eq!(svc[0], 30, "{stats}");
-    assert!(svc[1] >= 30 * 3 && svc[2] >= 30 * 2, "in/out packets: {stats}");
+    assert!(
+        svc[1] >= 30 * 3 && svc[2] >= 30 * 2,
+        "in/out packets: {stats}"
+    );
     for rs in &lab.reals {
         let r = line(&format!("  -> {}:8080", rs.addr));
         assert_eq!(r[0], 10, "{stats}");
@@ -71,25 +91,44 @@ fn rr_spreads_thirty_connections_ten_each_and_stats_show_them() {
     let redirects: u64 = json
         .split("\"redirect\",")
         .nth(1)
-        .and_then(|rest| rest.trim_start().split(|c: char| !c.is_ascii_digit()).next().map(|n| n.parse().unwrap()))
+        .and_then(|rest| {
+            rest.trim_start()
+                .split(|c: char| !c.is_ascii_digit())
+                .next()
+                .map(|n| n.parse().unwrap())
+        })
         .unwrap_or_else(|| panic!("no redirect counter in {json}"));
-    assert!(redirects >= 30 * 4, "only {redirects} frames redirected by XDP");
+    assert!(
+        redirects >= 30 * 4,
+        "only {redirects} frames redirected by XDP"
+    );
 }
 
 #[test]
 #[ignore = "needs root; run by `cargo xtask test`"]
 fn wrr_three_two_one_splits_sixty_connections_thirty_twenty_ten() {
     let lab = nat_lab("lvs-e2e-wrr");
-    lab.lvsadm(&["-E", "-t", "198.18.0.10:80", "-s", "wrr"]).unwrap();
+    lab.lvsadm(&["-E", "-t", "198.18.0.10:80", "-s", "wrr"])
+        .unwrap();
     for (rs, w) in lab.reals.iter().zip(["1", "2", "3"]) {
         let server = format!("{}:8080", rs.addr);
-        lab.lvsadm(&["-e", "-t", "198.18.0.10:80", "-r", &server, "-m", "-w", w]).unwrap();
+        lab.lvsadm(&["-e", "-t", "198.18.0.10:80", "-r", &server, "-m", "-w", w])
+            .unwrap();
     }
-    let names = lab.http_gets("198.18.0.10:80", 60).unwrap_or_else(|e| panic!("{e:#}\n{}", lab.lvsd_log()));
-    assert_eq!(counts(&names), expect(&[("rs1", 10), ("rs2", 20), ("rs3", 30)]), "{names:?}");
+    let names = lab
+        .http_gets("198.18.0.10:80", 60)
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.lvsd_log()));
+    assert_eq!(
+        counts(&names),
+        expect(&[("rs1", 10), ("rs2", 20), ("rs3", 30)]),
+        "{names:?}"
+    );
     let listing = lab.lvsadm(&["-L", "-n"]).unwrap();
     assert!(listing.contains("TCP  198.18.0.10:80 wrr\n"), "{listing}");
-    assert!(listing.contains("  -> 198.18.13.2:8080             Masq    3      "), "{listing}");
+    assert!(
+        listing.contains("  -> 198.18.13.2:8080             Masq    3      "),
+        "{listing}"
+    );
 }
 
 #[test]
@@ -98,7 +137,9 @@ fn udp_request_and_response_go_through_the_vip() {
     let lab = nat_lab("lvs-e2e-udp");
     let mut seen = Vec::new();
     for _ in 0..3 {
-        let (name, from) = lab.udp_query("198.18.0.10:53").unwrap_or_else(|e| panic!("{e:#}\n{}", lab.lvsd_log()));
+        let (name, from) = lab
+            .udp_query("198.18.0.10:53")
+            .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.lvsd_log()));
         assert_eq!(from, "198.18.0.10:53", "the reply must come from the VIP");
         seen.push(name);
     }
@@ -110,7 +151,10 @@ fn udp_request_and_response_go_through_the_vip() {
 #[ignore = "needs root; run by `cargo xtask test`"]
 fn ping_to_a_real_server_is_routed_through_the_director() {
     let lab = nat_lab("lvs-e2e-ping");
-    let out = lab.client.exec(&["ping", "-c", "2", "-W", "2", "198.18.11.2"]).expect("ping through the director");
+    let out = lab
+        .client
+        .exec(&["ping", "-c", "2", "-W", "2", "198.18.11.2"])
+        .expect("ping through the director");
     assert!(String::from_utf8_lossy(&out.stdout).contains("2 received"));
 }
 
@@ -120,11 +164,26 @@ fn bad_requests_change_nothing() {
     let lab = nat_lab("lvs-e2e-bad");
     let before = lab.lvsadm(&["-S", "-n"]).unwrap();
     let cases: &[(&[&str], &str)] = &[
-        (&["-A", "-t", "198.18.0.10:80", "-s", "rr"], "already exists"),
-        (&["-A", "-t", "198.18.0.11:80", "-s", "fastest"], "unknown scheduler"),
-        (&["-A", "-t", "198.18.0.11:80", "-s", "lblc"], "not yet supported"),
-        (&["-A", "-t", "198.18.0:80", "-s", "rr"], "malformed address"),
-        (&["-a", "-t", "198.18.0.99:80", "-r", "198.18.11.2:8080", "-m"], "no such service"),
+        (
+            &["-A", "-t", "198.18.0.10:80", "-s", "rr"],
+            "already exists",
+        ),
+        (
+            &["-A", "-t", "198.18.0.11:80", "-s", "fastest"],
+            "unknown scheduler",
+        ),
+        (
+            &["-A", "-t", "198.18.0.11:80", "-s", "lblc"],
+            "not yet supported",
+        ),
+        (
+            &["-A", "-t", "198.18.0:80", "-s", "rr"],
+            "malformed address",
+        ),
+        (
+            &["-a", "-t", "198.18.0.99:80", "-r", "198.18.11.2:8080", "-m"],
+            "no such service",
+        ),
     ];
     for (args, message) in cases {
         let err = lab.lvsadm(args).unwrap_err().to_string();
@@ -151,18 +210,36 @@ fn lvsd_refuses_an_unknown_interface_and_a_bad_config() {
     let lab = Lab::new("lvs-e2e-refuse", 1).unwrap();
     let lvsd = lvs_lab::bin("lvsd").display().to_string();
     let sock = lab.dir.join("x.sock").display().to_string();
-    let out = lab.director.exec(&[&lvsd, "-i", "nosuch0", "--socket", &sock]).unwrap_err().to_string();
+    let out = lab
+        .director
+        .exec(&[&lvsd, "-i", "nosuch0", "--socket", &sock])
+        .unwrap_err()
+        .to_string();
     assert!(out.contains("interface `nosuch0` not found"), "{out}");
     let config = lab.dir.join("bad.toml");
-    std::fs::write(&config, "[[service]]\nprotocol = \"tcp\"\naddress = \"198.18.0.10:80\"\ncolour = \"blue\"\n").unwrap();
+    std::fs::write(
+        &config,
+        "[[service]]\nprotocol = \"tcp\"\naddress = \"198.18.0.10:80\"\ncolour = \"blue\"\n",
+    )
+    .unwrap();
     let config = config.display().to_string();
-    let out = lab.director.exec(&[&lvsd, "-i", "cli0", "--socket", &sock, "--config", &config]).unwrap_err().to_string();
+    let out = lab
+        .director
+        .exec(&[&lvsd, "-i", "cli0", "--socket", &sock, "--config", &config])
+        .unwrap_err()
+        .to_string();
     assert!(out.contains("line 4") && out.contains("colour"), "{out}");
     // Nothing stays attached after a refusal.
     let links = lab.director.exec(&["ip", "link", "show", "cli0"]).unwrap();
-    assert!(!String::from_utf8_lossy(&links.stdout).contains("xdp"), "XDP left attached");
+    assert!(
+        !String::from_utf8_lossy(&links.stdout).contains("xdp"),
+        "XDP left attached"
+    );
     // And lvsadm without a daemon says so in one line.
-    let err = std::process::Command::new(lvs_lab::bin("lvsadm")).args(["--socket", &sock, "-L", "-n"]).output().unwrap();
+    let err = std::process::Command::new(lvs_lab::bin("lvsadm"))
+        .args(["--socket", &sock, "-L", "-n"])
+        .output()
+        .unwrap();
     assert!(!err.status.success());
     let msg = String::from_utf8_lossy(&err.stderr);
     assert_eq!(msg.lines().count(), 1, "{msg}");

@@ -60,7 +60,20 @@ fn main() -> Result<()> {
             build(&root, false)?;
             // Ctrl-C reaches the lab too; it cleans up and exits, we wait.
             ignore_interrupts();
-            cargo(&root, &[], &["run", "--quiet", "-p", "lvs-tests", "--bin", "lvs-lab", "--", "demo"])
+            cargo(
+                &root,
+                &[],
+                &[
+                    "run",
+                    "--quiet",
+                    "-p",
+                    "lvs-tests",
+                    "--bin",
+                    "lvs-lab",
+                    "--",
+                    "demo",
+                ],
+            )
         }
         Cmd::Test => test(&root),
         Cmd::Lint => lint(&root),
@@ -68,7 +81,10 @@ fn main() -> Result<()> {
 }
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
 }
 
 fn require_root(what: &str) -> Result<()> {
@@ -102,7 +118,11 @@ fn cargo(dir: &Path, toolchain: &[&str], args: &[&str]) -> Result<()> {
         .status()
         .with_context(|| format!("spawning cargo {}", args.join(" ")))?;
     if !status.success() {
-        bail!("`cargo {} {}` failed ({status})", toolchain.join(" "), args.join(" "));
+        bail!(
+            "`cargo {} {}` failed ({status})",
+            toolchain.join(" "),
+            args.join(" ")
+        );
     }
     Ok(())
 }
@@ -117,20 +137,74 @@ fn build(root: &Path, release: bool) -> Result<()> {
 
 fn test(root: &Path) -> Result<()> {
     println!("== tier 1: unit tests (schedulers, config, CLI, checksums)");
-    cargo(root, &[], &["test", "-p", "lvs-common", "-p", "lvs-userspace", "-p", "xtask", "--lib", "--bins"])?;
+    cargo(
+        root,
+        &[],
+        &[
+            "test",
+            "-p",
+            "lvs-common",
+            "-p",
+            "lvs-userspace",
+            "-p",
+            "xtask",
+            "--lib",
+            "--bins",
+        ],
+    )?;
     require_root("the datapath and end-to-end tiers")?;
     println!("== tier 2: datapath fixtures through BPF_PROG_TEST_RUN");
-    cargo(root, &[], &["test", "-p", "lvs-userspace", "--test", "datapath", "--", "--include-ignored"])?;
+    cargo(
+        root,
+        &[],
+        &[
+            "test",
+            "-p",
+            "lvs-userspace",
+            "--test",
+            "datapath",
+            "--",
+            "--include-ignored",
+        ],
+    )?;
     println!("== tier 3: end to end in network namespaces");
     build(root, false)?;
-    cargo(root, &[], &["test", "-p", "lvs-tests", "--test", "e2e", "--", "--include-ignored", "--test-threads=1"])
+    cargo(
+        root,
+        &[],
+        &[
+            "test",
+            "-p",
+            "lvs-tests",
+            "--test",
+            "e2e",
+            "--",
+            "--include-ignored",
+            "--test-threads=1",
+        ],
+    )
 }
 
 fn lint(root: &Path) -> Result<()> {
     cargo(root, &[], &["fmt", "--all", "--", "--check"])?;
-    cargo(root, &[], &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
+    cargo(
+        root,
+        &[],
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    )?;
     let ebpf = root.join("lvs-ebpf");
     setup::ensure_nightly_components(&["rustfmt", "clippy"])?;
     cargo(&ebpf, &["+nightly"], &["fmt", "--", "--check"])?;
-    cargo(&ebpf, &["+nightly"], &["clippy", "--release", "--", "-D", "warnings"])
+    cargo(
+        &ebpf,
+        &["+nightly"],
+        &["clippy", "--release", "--", "-D", "warnings"],
+    )
 }

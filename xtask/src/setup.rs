@@ -27,12 +27,19 @@ pub fn ensure() -> Result<()> {
     ensure_nightly_components(&["rust-src"])?;
     ensure_bpf_linker()?;
     ensure_packages()?;
-    eprintln!("setup: toolchain and packages present ({:.1}s)", started.elapsed().as_secs_f64());
+    eprintln!(
+        "setup: toolchain and packages present ({:.1}s)",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
 fn output(program: &str, args: &[&str]) -> Result<String> {
-    let out = Command::new(program).args(args).stderr(Stdio::inherit()).output().with_context(|| format!("spawning {program}"))?;
+    let out = Command::new(program)
+        .args(args)
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("spawning {program}"))?;
     if !out.status.success() {
         bail!("`{program} {}` failed ({})", args.join(" "), out.status);
     }
@@ -51,14 +58,32 @@ pub fn ensure_nightly_components(components: &[&str]) -> Result<()> {
     let toolchains = output("rustup", &["toolchain", "list"])?;
     if !toolchains.lines().any(|l| l.starts_with("nightly")) {
         eprintln!("setup: installing the nightly toolchain");
-        run(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]))?;
+        run(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+        ]))?;
     }
-    let installed = output("rustup", &["component", "list", "--toolchain", "nightly", "--installed"])?;
-    let missing: Vec<&str> =
-        components.iter().copied().filter(|c| !installed.lines().any(|l| l.starts_with(&format!("{c}-")) || l == *c)).collect();
+    let installed = output(
+        "rustup",
+        &["component", "list", "--toolchain", "nightly", "--installed"],
+    )?;
+    let missing: Vec<&str> = components
+        .iter()
+        .copied()
+        .filter(|c| {
+            !installed
+                .lines()
+                .any(|l| l.starts_with(&format!("{c}-")) || l == *c)
+        })
+        .collect();
     if !missing.is_empty() {
         eprintln!("setup: adding {} to nightly", missing.join(", "));
-        run(Command::new("rustup").args(["component", "add", "--toolchain", "nightly"]).args(&missing))?;
+        run(Command::new("rustup")
+            .args(["component", "add", "--toolchain", "nightly"])
+            .args(&missing))?;
     }
     Ok(())
 }
@@ -66,7 +91,9 @@ pub fn ensure_nightly_components(components: &[&str]) -> Result<()> {
 fn cargo_home() -> PathBuf {
     std::env::var_os("CARGO_HOME")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cargo"))
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cargo")
+        })
 }
 
 fn ensure_bpf_linker() -> Result<()> {
@@ -79,42 +106,73 @@ fn ensure_bpf_linker() -> Result<()> {
         .to_string();
     let prefix = cargo_home().join(format!("lvs-llvm-{major}"));
     let stamp = prefix.join(format!("bpf-linker-{BPF_LINKER_VERSION}.stamp"));
-    let works = Command::new("bpf-linker").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
+    let works = Command::new("bpf-linker")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
     if works && stamp.exists() {
         return Ok(());
     }
     eprintln!("setup: building bpf-linker {BPF_LINKER_VERSION} against the nightly's LLVM {major} (1 to 3 minutes)");
-    let sysroot = output("rustc", &["+nightly", "--print", "sysroot"])?.trim().to_string();
+    let sysroot = output("rustc", &["+nightly", "--print", "sysroot"])?
+        .trim()
+        .to_string();
     let libdir = PathBuf::from(&sysroot).join("lib");
     let llvm = std::fs::read_dir(&libdir)
         .with_context(|| format!("reading {}", libdir.display()))?
         .filter_map(|e| e.ok())
         .map(|e| e.path())
-        .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("libLLVM.so.") || (n.starts_with("libLLVM-") && n.ends_with(".so"))))
+        .find(|p| {
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                n.starts_with("libLLVM.so.") || (n.starts_with("libLLVM-") && n.ends_with(".so"))
+            })
+        })
         .with_context(|| format!("no libLLVM in {}", libdir.display()))?;
     let lib = prefix.join("lib");
     std::fs::create_dir_all(&lib).with_context(|| format!("creating {}", lib.display()))?;
     // bpf-linker links against `libLLVM.so` and loads it by its soname
     // through the rpath, so both names must be there.
-    for name in [std::ffi::OsStr::new("libLLVM.so"), llvm.file_name().expect("a file")] {
+    for name in [
+        std::ffi::OsStr::new("libLLVM.so"),
+        llvm.file_name().expect("a file"),
+    ] {
         let link = lib.join(name);
         let _ = std::fs::remove_file(&link);
-        std::os::unix::fs::symlink(&llvm, &link).with_context(|| format!("symlinking {}", link.display()))?;
+        std::os::unix::fs::symlink(&llvm, &link)
+            .with_context(|| format!("symlinking {}", link.display()))?;
     }
     run(Command::new("cargo")
-        .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--force", "--no-default-features", "--features"])
+        .args([
+            "install",
+            "bpf-linker",
+            "--version",
+            BPF_LINKER_VERSION,
+            "--force",
+            "--no-default-features",
+            "--features",
+        ])
         .arg(format!("llvm-{major}"))
         .env("LLVM_PREFIX", &prefix))?;
-    std::fs::write(&stamp, format!("llvm {}\n", llvm.display())).with_context(|| format!("writing {}", stamp.display()))?;
+    std::fs::write(&stamp, format!("llvm {}\n", llvm.display()))
+        .with_context(|| format!("writing {}", stamp.display()))?;
     Ok(())
 }
 
 fn ensure_packages() -> Result<()> {
-    let missing: Vec<&str> = PACKAGES.iter().filter(|(_, file)| !std::path::Path::new(file).exists()).map(|(p, _)| *p).collect();
+    let missing: Vec<&str> = PACKAGES
+        .iter()
+        .filter(|(_, file)| !std::path::Path::new(file).exists())
+        .map(|(p, _)| *p)
+        .collect();
     if missing.is_empty() {
         return Ok(());
     }
     eprintln!("setup: installing Debian packages {}", missing.join(" "));
     run(Command::new("apt-get").arg("update").arg("-q"))?;
-    run(Command::new("apt-get").args(["install", "-y", "-q", "--no-install-recommends"]).args(&missing).env("DEBIAN_FRONTEND", "noninteractive"))
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
 }

@@ -31,9 +31,14 @@ fn main() -> ExitCode {
 
 fn run() -> anyhow::Result<()> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
-    let mut socket = std::env::var_os("LVSADM_SOCKET").map(PathBuf::from).unwrap_or_else(|| DEFAULT_SOCKET.into());
+    let mut socket = std::env::var_os("LVSADM_SOCKET")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| DEFAULT_SOCKET.into());
     if let Some(pos) = args.iter().position(|a| a == "--socket") {
-        let path = args.get(pos + 1).ok_or_else(|| anyhow::anyhow!("option `--socket` needs a value"))?.clone();
+        let path = args
+            .get(pos + 1)
+            .ok_or_else(|| anyhow::anyhow!("option `--socket` needs a value"))?
+            .clone();
         socket = path.into();
         args.drain(pos..pos + 2);
     }
@@ -44,14 +49,21 @@ fn run() -> anyhow::Result<()> {
             return Ok(());
         }
         Action::Version => {
-            println!("lvsadm {} (ipvsadm v1.31 syntax)", env!("CARGO_PKG_VERSION"));
+            println!(
+                "lvsadm {} (ipvsadm v1.31 syntax)",
+                env!("CARGO_PKG_VERSION")
+            );
             return Ok(());
         }
-        Action::Apply(commands) => Request::Apply { commands: commands.clone() },
+        Action::Apply(commands) => Request::Apply {
+            commands: commands.clone(),
+        },
         Action::Restore => {
             let mut text = String::new();
             std::io::stdin().read_to_string(&mut text)?;
-            Request::Apply { commands: ipvsadm::parse_restore(&text)? }
+            Request::Apply {
+                commands: ipvsadm::parse_restore(&text)?,
+            }
         }
         Action::Zero(service) => Request::Zero { service: *service },
         Action::List(_) | Action::Save => Request::List,

@@ -1,7 +1,10 @@
 //! `lvsd`: attach the director to the named interfaces, load the config,
 //! serve the control socket, detach on SIGINT/SIGTERM.
 
-use std::{path::PathBuf, sync::{Arc, Mutex}};
+use std::{
+    path::PathBuf,
+    sync::{Arc, Mutex},
+};
 
 use anyhow::Context;
 use clap::Parser;
@@ -25,8 +28,11 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = Args::parse();
 
@@ -45,6 +51,10 @@ async fn main() -> anyhow::Result<()> {
     };
     for a in &datapath.attachments {
         tracing::info!(iface = %a.iface, ifindex = a.ifindex, mode = a.mode, "attached XDP director");
+    }
+    // bpf_fib_lookup refuses to forward (and so does the kernel) without it.
+    if std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").is_ok_and(|v| v.trim() == "0") {
+        tracing::warn!("net.ipv4.ip_forward is 0: NAT traffic will not be forwarded (sysctl -w net.ipv4.ip_forward=1)");
     }
     let mut controller = Controller::new(datapath);
     if let Err(e) = controller.apply(&commands) {

@@ -2,7 +2,9 @@
 
 use std::collections::HashMap;
 
-use lvs_common::{Counters, Real, Service, ServiceKey, Verdict, MAX_REALS, MAX_SERVICES, RING_SLOTS};
+use lvs_common::{
+    Counters, Real, Service, ServiceKey, Verdict, MAX_REALS, MAX_SERVICES, RING_SLOTS,
+};
 
 use super::{Datapath, DatapathError};
 

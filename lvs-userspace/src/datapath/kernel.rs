@@ -2,7 +2,7 @@
 //! its maps. Each error names the map or interface and the failing call.
 
 use aya::{
-    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues, xdp::DevMapHash},
+    maps::{xdp::DevMapHash, Array, HashMap, MapData, PerCpuArray, PerCpuValues},
     programs::{Xdp, XdpMode},
     Ebpf,
 };
@@ -53,8 +53,11 @@ fn take(ebpf: &mut Ebpf, map: &'static str) -> Result<aya::maps::Map, DatapathEr
 
 macro_rules! typed {
     ($ebpf:expr, $ty:ty, $name:literal) => {
-        <$ty>::try_from(take($ebpf, $name)?)
-            .map_err(|source| DatapathError::Map { op: "open", map: $name, source })?
+        <$ty>::try_from(take($ebpf, $name)?).map_err(|source| DatapathError::Map {
+            op: "open",
+            map: $name,
+            source,
+        })?
     };
 }
 
@@ -65,20 +68,26 @@ impl KernelDatapath {
         let ifindexes = ifaces
             .iter()
             .map(|iface| {
-                nix::net::if_::if_nametoindex(iface.as_str()).map_err(|e| DatapathError::NoInterface {
-                    iface: iface.clone(),
-                    call: "if_nametoindex",
-                    source: e.into(),
+                nix::net::if_::if_nametoindex(iface.as_str()).map_err(|e| {
+                    DatapathError::NoInterface {
+                        iface: iface.clone(),
+                        call: "if_nametoindex",
+                        source: e.into(),
+                    }
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let cpus = aya::util::nr_cpus().map_err(|(call, source)| DatapathError::Cpus { call, source })?;
+        let cpus =
+            aya::util::nr_cpus().map_err(|(call, source)| DatapathError::Cpus { call, source })?;
         let mut ebpf = Ebpf::load(EBPF_OBJECT)?;
         let mut egress: DevMapHash<MapData> = typed!(&mut ebpf, DevMapHash<MapData>, "EGRESS");
         for (iface, &ifindex) in ifaces.iter().zip(&ifindexes) {
             egress
                 .insert(ifindex, ifindex, None, 0)
-                .map_err(|source| DatapathError::Egress { iface: iface.clone(), source })?;
+                .map_err(|source| DatapathError::Egress {
+                    iface: iface.clone(),
+                    source,
+                })?;
         }
         let services = typed!(&mut ebpf, HashMap<MapData, ServiceKey, Service>, "SERVICES");
         let rings = typed!(&mut ebpf, Array<MapData, u32>, "RINGS");
@@ -92,24 +101,48 @@ impl KernelDatapath {
             .program_mut(DIRECTOR)
             .ok_or(DatapathError::MissingMap { map: DIRECTOR })?
             .try_into()
-            .map_err(|source| DatapathError::Program { program: DIRECTOR, source })?;
-        program.load().map_err(|source| DatapathError::Program { program: DIRECTOR, source })?;
+            .map_err(|source| DatapathError::Program {
+                program: DIRECTOR,
+                source,
+            })?;
+        program.load().map_err(|source| DatapathError::Program {
+            program: DIRECTOR,
+            source,
+        })?;
         let mut attachments = Vec::new();
         for (iface, &ifindex) in ifaces.iter().zip(&ifindexes) {
             let mode = match program.attach(iface, XdpMode::Driver) {
                 Ok(_) => "native",
                 Err(_) => {
-                    program
-                        .attach(iface, XdpMode::Skb)
-                        .map_err(|source| DatapathError::Attach { iface: iface.clone(), source })?;
+                    program.attach(iface, XdpMode::Skb).map_err(|source| {
+                        DatapathError::Attach {
+                            iface: iface.clone(),
+                            source,
+                        }
+                    })?;
                     "generic"
                 }
             };
-            attachments.push(Attachment { iface: iface.clone(), ifindex, mode });
+            attachments.push(Attachment {
+                iface: iface.clone(),
+                ifindex,
+                mode,
+            });
         }
         // Keep the devmap alive with the object: the program refers to it.
         drop(egress);
-        Ok(Self { _ebpf: ebpf, services, rings, cursors, reals, service_stats, real_stats, verdicts, cpus, attachments })
+        Ok(Self {
+            _ebpf: ebpf,
+            services,
+            rings,
+            cursors,
+            reals,
+            service_stats,
+            real_stats,
+            verdicts,
+            cpus,
+            attachments,
+        })
     }
 
     /// Run the director once on `frame` with `BPF_PROG_TEST_RUN`: the XDP
@@ -121,14 +154,28 @@ impl KernelDatapath {
             .program(DIRECTOR)
             .ok_or(DatapathError::MissingMap { map: DIRECTOR })?
             .try_into()
-            .map_err(|source| DatapathError::Program { program: DIRECTOR, source })?;
+            .map_err(|source| DatapathError::Program {
+                program: DIRECTOR,
+                source,
+            })?;
         // Room for encapsulation growth.
         let mut out = vec![0u8; frame.len() + 256];
         let result = program
-            .test_run(TestRunOptions { data_in: Some(frame), data_out: Some(&mut out), ..Default::default() })
-            .map_err(|source| DatapathError::Program { program: "BPF_PROG_TEST_RUN", source })?;
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                ..Default::default()
+            })
+            .map_err(|source| DatapathError::Program {
+                program: "BPF_PROG_TEST_RUN",
+                source,
+            })?;
         out.truncate(result.data_size_out as usize);
-        Ok(TestRun { action: result.return_value, frame: out, duration: result.duration })
+        Ok(TestRun {
+            action: result.return_value,
+            frame: out,
+            duration: result.duration,
+        })
     }
 
     fn zeroed<T: aya::Pod + Default>(&self) -> PerCpuValues<T> {
@@ -136,48 +183,74 @@ impl KernelDatapath {
     }
 }
 
-fn map_err(op: &'static str, map: &'static str) -> impl FnOnce(aya::maps::MapError) -> DatapathError {
+fn map_err(
+    op: &'static str,
+    map: &'static str,
+) -> impl FnOnce(aya::maps::MapError) -> DatapathError {
     move |source| DatapathError::Map { op, map, source }
 }
 
 impl Datapath for KernelDatapath {
     fn set_service(&mut self, key: ServiceKey, value: Service) -> Result<(), DatapathError> {
-        self.services.insert(key, value, 0).map_err(map_err("bpf_map_update_elem", "SERVICES"))
+        self.services
+            .insert(key, value, 0)
+            .map_err(map_err("bpf_map_update_elem", "SERVICES"))
     }
     fn remove_service(&mut self, key: ServiceKey) -> Result<(), DatapathError> {
-        self.services.remove(&key).map_err(map_err("bpf_map_delete_elem", "SERVICES"))
+        self.services
+            .remove(&key)
+            .map_err(map_err("bpf_map_delete_elem", "SERVICES"))
     }
     fn set_real(&mut self, index: u32, real: Real) -> Result<(), DatapathError> {
-        self.reals.set(index, real, 0).map_err(map_err("bpf_map_update_elem", "REALS"))
+        self.reals
+            .set(index, real, 0)
+            .map_err(map_err("bpf_map_update_elem", "REALS"))
     }
     fn write_ring(&mut self, base: u32, picks: &[u32]) -> Result<(), DatapathError> {
         for (i, pick) in picks.iter().enumerate() {
-            self.rings.set(base + i as u32, pick, 0).map_err(map_err("bpf_map_update_elem", "RINGS"))?;
+            self.rings
+                .set(base + i as u32, pick, 0)
+                .map_err(map_err("bpf_map_update_elem", "RINGS"))?;
         }
         Ok(())
     }
     fn cursor(&self, index: u32) -> Result<u32, DatapathError> {
-        self.cursors.get(&index, 0).map_err(map_err("bpf_map_lookup_elem", "CURSORS"))
+        self.cursors
+            .get(&index, 0)
+            .map_err(map_err("bpf_map_lookup_elem", "CURSORS"))
     }
     fn service_counters(&self, index: u32) -> Result<Counters, DatapathError> {
-        sum(self.service_stats.get(&index, 0).map_err(map_err("bpf_map_lookup_elem", "SERVICE_STATS"))?)
+        sum(self
+            .service_stats
+            .get(&index, 0)
+            .map_err(map_err("bpf_map_lookup_elem", "SERVICE_STATS"))?)
     }
     fn real_counters(&self, index: u32) -> Result<Counters, DatapathError> {
-        sum(self.real_stats.get(&index, 0).map_err(map_err("bpf_map_lookup_elem", "REAL_STATS"))?)
+        sum(self
+            .real_stats
+            .get(&index, 0)
+            .map_err(map_err("bpf_map_lookup_elem", "REAL_STATS"))?)
     }
     fn reset_service_counters(&mut self, index: u32) -> Result<(), DatapathError> {
         let zero = self.zeroed();
-        self.service_stats.set(index, zero, 0).map_err(map_err("bpf_map_update_elem", "SERVICE_STATS"))
+        self.service_stats
+            .set(index, zero, 0)
+            .map_err(map_err("bpf_map_update_elem", "SERVICE_STATS"))
     }
     fn reset_real_counters(&mut self, index: u32) -> Result<(), DatapathError> {
         let zero = self.zeroed();
-        self.real_stats.set(index, zero, 0).map_err(map_err("bpf_map_update_elem", "REAL_STATS"))
+        self.real_stats
+            .set(index, zero, 0)
+            .map_err(map_err("bpf_map_update_elem", "REAL_STATS"))
     }
     fn verdicts(&self) -> Result<Vec<(Verdict, u64)>, DatapathError> {
         Verdict::ALL
             .iter()
             .map(|v| {
-                let per_cpu = self.verdicts.get(&(*v as u32), 0).map_err(map_err("bpf_map_lookup_elem", "VERDICTS"))?;
+                let per_cpu = self
+                    .verdicts
+                    .get(&(*v as u32), 0)
+                    .map_err(map_err("bpf_map_lookup_elem", "VERDICTS"))?;
                 Ok((*v, per_cpu.iter().sum()))
             })
             .collect()

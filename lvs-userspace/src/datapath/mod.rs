@@ -14,21 +14,41 @@ use lvs_common::{Counters, Real, Service, ServiceKey, Verdict};
 #[derive(Debug, thiserror::Error)]
 pub enum DatapathError {
     #[error("interface `{iface}` not found ({call}: {source})")]
-    NoInterface { iface: String, call: &'static str, source: std::io::Error },
+    NoInterface {
+        iface: String,
+        call: &'static str,
+        source: std::io::Error,
+    },
     #[error("attaching XDP to `{iface}` failed in native and generic mode: {source}")]
-    Attach { iface: String, source: aya::programs::ProgramError },
+    Attach {
+        iface: String,
+        source: aya::programs::ProgramError,
+    },
     #[error("loading the XDP object failed: {0}")]
     Load(#[from] aya::EbpfError),
     #[error("loading program `{program}` failed: {source}")]
-    Program { program: &'static str, source: aya::programs::ProgramError },
+    Program {
+        program: &'static str,
+        source: aya::programs::ProgramError,
+    },
     #[error("map `{map}` missing from the XDP object")]
     MissingMap { map: &'static str },
     #[error("{op} on map `{map}` failed: {source}")]
-    Map { op: &'static str, map: &'static str, source: aya::maps::MapError },
+    Map {
+        op: &'static str,
+        map: &'static str,
+        source: aya::maps::MapError,
+    },
     #[error("adding `{iface}` to the egress devmap failed: {source}")]
-    Egress { iface: String, source: aya::maps::xdp::XdpMapError },
+    Egress {
+        iface: String,
+        source: aya::maps::xdp::XdpMapError,
+    },
     #[error("counting CPUs failed ({call}: {source})")]
-    Cpus { call: &'static str, source: std::io::Error },
+    Cpus {
+        call: &'static str,
+        source: std::io::Error,
+    },
 }
 
 /// The map operations the controller needs.

@@ -12,10 +12,23 @@ fn header(out: &mut String, size: u32) {
 
 /// ipvsadm's default sort: services by protocol, address, port; servers by
 /// address, port.
-fn sorted(snapshot: &Snapshot, only: Option<&crate::model::ServiceId>) -> Vec<(ServiceView, Vec<RealView>)> {
-    let mut services: Vec<ServiceView> =
-        snapshot.services.iter().filter(|s| only.is_none_or(|id| s.spec.id == *id)).cloned().collect();
-    services.sort_by_key(|s| (s.spec.id.protocol.number(), s.spec.id.vip.addr, s.spec.id.vip.port));
+fn sorted(
+    snapshot: &Snapshot,
+    only: Option<&crate::model::ServiceId>,
+) -> Vec<(ServiceView, Vec<RealView>)> {
+    let mut services: Vec<ServiceView> = snapshot
+        .services
+        .iter()
+        .filter(|s| only.is_none_or(|id| s.spec.id == *id))
+        .cloned()
+        .collect();
+    services.sort_by_key(|s| {
+        (
+            s.spec.id.protocol.number(),
+            s.spec.id.vip.addr,
+            s.spec.id.vip.port,
+        )
+    });
     services
         .into_iter()
         .map(|s| {
@@ -34,7 +47,11 @@ fn service_name(s: &ServiceView) -> String {
 fn largenum(n: u64, exact: bool) -> String {
     if exact {
         let digits = n.to_string();
-        let width = if digits.len() > 8 { digits.len() + 1 } else { 9 };
+        let width = if digits.len() > 8 {
+            digits.len() + 1
+        } else {
+            9
+        };
         return format!("{digits:>width$}");
     }
     match n {
@@ -47,8 +64,17 @@ fn largenum(n: u64, exact: bool) -> String {
 }
 
 fn stats_columns(s: &Stats, exact: bool) -> String {
-    let Stats { conns, in_packets, out_packets, in_bytes, out_bytes } = *s;
-    [conns, in_packets, out_packets, in_bytes, out_bytes].into_iter().map(|n| largenum(n, exact)).collect()
+    let Stats {
+        conns,
+        in_packets,
+        out_packets,
+        in_bytes,
+        out_bytes,
+    } = *s;
+    [conns, in_packets, out_packets, in_bytes, out_bytes]
+        .into_iter()
+        .map(|n| largenum(n, exact))
+        .collect()
 }
 
 /// `ipvsadm -L -n` and `ipvsadm -L -n --stats`.
@@ -67,9 +93,19 @@ pub fn list(snapshot: &Snapshot, options: &ListOptions) -> String {
     }
     for (svc, reals) in sorted(snapshot, options.service.as_ref()) {
         if options.stats {
-            let _ = writeln!(out, "{:<33}{}", service_name(&svc), stats_columns(&svc.stats, options.exact));
+            let _ = writeln!(
+                out,
+                "{:<33}{}",
+                service_name(&svc),
+                stats_columns(&svc.stats, options.exact)
+            );
             for r in &reals {
-                let _ = writeln!(out, "  -> {:<28}{}", r.spec.server.to_string(), stats_columns(&r.stats, options.exact));
+                let _ = writeln!(
+                    out,
+                    "  -> {:<28}{}",
+                    r.spec.server.to_string(),
+                    stats_columns(&r.stats, options.exact)
+                );
             }
         } else {
             let _ = writeln!(out, "{} {}", service_name(&svc), svc.spec.scheduler);
@@ -96,7 +132,13 @@ pub fn save(snapshot: &Snapshot) -> String {
         let spec = format!("{} {}", svc.spec.id.protocol.flag(), svc.spec.id.vip);
         let _ = writeln!(out, "-A {spec} -s {}", svc.spec.scheduler);
         for r in &reals {
-            let _ = writeln!(out, "-a {spec} -r {} {} -w {}", r.spec.server, r.spec.method.flag(), r.spec.weight);
+            let _ = writeln!(
+                out,
+                "-a {spec} -r {} {} -w {}",
+                r.spec.server,
+                r.spec.method.flag(),
+                r.spec.weight
+            );
         }
     }
     out
@@ -108,9 +150,22 @@ mod tests {
     use crate::model::{Endpoint, Method, Protocol, RealSpec, ServiceId, ServiceSpec};
     use crate::sched::SchedulerName;
 
-    fn real(addr: &str, method: Method, weight: u32, active: u32, inactive: u32, stats: Stats) -> RealView {
+    fn real(
+        addr: &str,
+        method: Method,
+        weight: u32,
+        active: u32,
+        inactive: u32,
+        stats: Stats,
+    ) -> RealView {
         RealView {
-            spec: RealSpec { server: addr.parse().unwrap(), method, weight, u_threshold: 0, l_threshold: 0 },
+            spec: RealSpec {
+                server: addr.parse().unwrap(),
+                method,
+                weight,
+                u_threshold: 0,
+                l_threshold: 0,
+            },
             active_conns: active,
             inactive_conns: inactive,
             stats,
@@ -119,7 +174,13 @@ mod tests {
 
     fn snapshot() -> Snapshot {
         let svc = |proto, addr: &str, sched, reals| ServiceView {
-            spec: ServiceSpec { id: ServiceId { protocol: proto, vip: addr.parse::<Endpoint>().unwrap() }, scheduler: sched },
+            spec: ServiceSpec {
+                id: ServiceId {
+                    protocol: proto,
+                    vip: addr.parse::<Endpoint>().unwrap(),
+                },
+                scheduler: sched,
+            },
             stats: Stats::default(),
             reals,
         };
@@ -127,15 +188,28 @@ mod tests {
         Snapshot {
             conn_table_size: 4096,
             services: vec![
-                svc(Protocol::Udp, "192.168.0.100:53", SchedulerName::Rr, vec![real("10.0.0.1:53", Method::Tunnel, 1, 0, 87, z)]),
+                svc(
+                    Protocol::Udp,
+                    "192.168.0.100:53",
+                    SchedulerName::Rr,
+                    vec![real("10.0.0.1:53", Method::Tunnel, 1, 0, 87, z)],
+                ),
                 svc(
                     Protocol::Tcp,
                     "192.168.0.100:80",
                     SchedulerName::Wlc,
                     // IPVS order is newest first; the listing sorts by address.
-                    vec![real("10.0.0.2:80", Method::Route, 3, 40, 411, z), real("10.0.0.1:80", Method::Route, 1, 12, 150, z)],
+                    vec![
+                        real("10.0.0.2:80", Method::Route, 3, 40, 411, z),
+                        real("10.0.0.1:80", Method::Route, 1, 12, 150, z),
+                    ],
                 ),
-                svc(Protocol::Tcp, "192.168.0.100:443", SchedulerName::Rr, vec![real("10.0.0.1:443", Method::Nat, 1, 5, 9, z)]),
+                svc(
+                    Protocol::Tcp,
+                    "192.168.0.100:443",
+                    SchedulerName::Rr,
+                    vec![real("10.0.0.1:443", Method::Nat, 1, 5, 9, z)],
+                ),
             ],
             verdicts: vec![],
         }
@@ -163,9 +237,27 @@ mod tests {
         let mut snap = snapshot();
         snap.services.truncate(2);
         snap.services.remove(0);
-        snap.services[0].stats = Stats { conns: 1843, in_packets: 52011, out_packets: 48810, in_bytes: 3120765, out_bytes: 71230877 };
-        snap.services[0].reals[1].stats = Stats { conns: 600, in_packets: 17001, out_packets: 16000, in_bytes: 1020061, out_bytes: 23000000 };
-        snap.services[0].reals[0].stats = Stats { conns: 1243, in_packets: 35010, out_packets: 32810, in_bytes: 2100704, out_bytes: 48230877 };
+        snap.services[0].stats = Stats {
+            conns: 1843,
+            in_packets: 52011,
+            out_packets: 48810,
+            in_bytes: 3120765,
+            out_bytes: 71230877,
+        };
+        snap.services[0].reals[1].stats = Stats {
+            conns: 600,
+            in_packets: 17001,
+            out_packets: 16000,
+            in_bytes: 1020061,
+            out_bytes: 23000000,
+        };
+        snap.services[0].reals[0].stats = Stats {
+            conns: 1243,
+            in_packets: 35010,
+            out_packets: 32810,
+            in_bytes: 2100704,
+            out_bytes: 48230877,
+        };
         let expected = concat!(
             "IP Virtual Server version 1.2.1 (size=4096)\n",
             "Prot LocalAddress:Port               Conns   InPkts  OutPkts  InBytes OutBytes\n",
@@ -174,7 +266,16 @@ mod tests {
             "  -> 10.0.0.1:80                       600    17001    16000  1020061 23000000\n",
             "  -> 10.0.0.2:80                      1243    35010    32810  2100704 48230877\n",
         );
-        assert_eq!(list(&snap, &ListOptions { stats: true, ..Default::default() }), expected);
+        assert_eq!(
+            list(
+                &snap,
+                &ListOptions {
+                    stats: true,
+                    ..Default::default()
+                }
+            ),
+            expected
+        );
     }
 
     #[test]

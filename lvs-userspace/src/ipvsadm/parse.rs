@@ -95,10 +95,35 @@ const COMMANDS: &[(&str, &str, Cmd)] = &[
 
 /// Options that parse but belong to features that have not landed.
 const NOT_YET: &[&str] = &[
-    "-p", "--persistent", "-M", "--netmask", "-b", "--sched-flags", "-o", "--ops", "--pe", "-f",
-    "--fwmark-service", "-6", "--sctp-service", "-c", "--connection", "--rate", "--thresholds",
-    "--persistent-conn", "--timeout", "--daemon", "--set", "--start-daemon", "--stop-daemon",
-    "--tun-type", "--tun-port", "--tun-nocsum", "--tun-csum", "--tun-remcsum", "--tun-info",
+    "-p",
+    "--persistent",
+    "-M",
+    "--netmask",
+    "-b",
+    "--sched-flags",
+    "-o",
+    "--ops",
+    "--pe",
+    "-f",
+    "--fwmark-service",
+    "-6",
+    "--sctp-service",
+    "-c",
+    "--connection",
+    "--rate",
+    "--thresholds",
+    "--persistent-conn",
+    "--timeout",
+    "--daemon",
+    "--set",
+    "--start-daemon",
+    "--stop-daemon",
+    "--tun-type",
+    "--tun-port",
+    "--tun-nocsum",
+    "--tun-csum",
+    "--tun-remcsum",
+    "--tun-info",
 ];
 
 /// Parse one ipvsadm invocation (without the program name).
@@ -111,7 +136,9 @@ pub fn parse<S: AsRef<str>>(args: &[S]) -> Result<Invocation, ParseError> {
         let arg = args[i];
         i += 1;
         let mut value = |name: &str| -> Result<String, ParseError> {
-            let v = args.get(i).ok_or_else(|| usage(format!("option `{name}` needs a value")))?;
+            let v = args
+                .get(i)
+                .ok_or_else(|| usage(format!("option `{name}` needs a value")))?;
             i += 1;
             Ok(v.to_string())
         };
@@ -193,7 +220,11 @@ pub fn parse<S: AsRef<str>>(args: &[S]) -> Result<Invocation, ParseError> {
 }
 
 fn allow(o: &Opts, cmd: &str, allowed: &[&str]) -> Result<(), ParseError> {
-    match o.seen.iter().find(|k| !allowed.contains(k) && **k != "json") {
+    match o
+        .seen
+        .iter()
+        .find(|k| !allowed.contains(k) && **k != "json")
+    {
         Some(k) => Err(usage(format!("illegal {k} option with {cmd}"))),
         None => Ok(()),
     }
@@ -202,7 +233,9 @@ fn allow(o: &Opts, cmd: &str, allowed: &[&str]) -> Result<(), ParseError> {
 fn number(v: &Option<String>, what: &str, default: u32) -> Result<u32, ParseError> {
     match v {
         None => Ok(default),
-        Some(s) => s.parse().map_err(|_| usage(format!("illegal {what} specified: `{s}`"))),
+        Some(s) => s
+            .parse()
+            .map_err(|_| usage(format!("illegal {what} specified: `{s}`"))),
     }
 }
 
@@ -211,8 +244,15 @@ fn service(o: &Opts, required: bool) -> Result<Option<ServiceId>, ParseError> {
         None if required => Err(usage("a service (-t or -u) is required")),
         None => Ok(None),
         Some((protocol, text)) => {
-            let (addr, port) = Endpoint::parse_optional_port(text).map_err(|e| usage(e.to_string()))?;
-            Ok(Some(ServiceId { protocol: *protocol, vip: Endpoint { addr, port: port.unwrap_or(0) } }))
+            let (addr, port) =
+                Endpoint::parse_optional_port(text).map_err(|e| usage(e.to_string()))?;
+            Ok(Some(ServiceId {
+                protocol: *protocol,
+                vip: Endpoint {
+                    addr,
+                    port: port.unwrap_or(0),
+                },
+            }))
         }
     }
 }
@@ -220,15 +260,23 @@ fn service(o: &Opts, required: bool) -> Result<Option<ServiceId>, ParseError> {
 fn scheduler(o: &Opts) -> Result<SchedulerName, ParseError> {
     match &o.scheduler {
         None => Ok(SchedulerName::Wlc),
-        Some(s) => s.parse().map_err(|e: crate::sched::UnknownScheduler| usage(e.to_string())),
+        Some(s) => s
+            .parse()
+            .map_err(|e: crate::sched::UnknownScheduler| usage(e.to_string())),
     }
 }
 
 fn real(o: &Opts, svc: &ServiceId) -> Result<RealSpec, ParseError> {
-    let text = o.real.as_deref().ok_or_else(|| usage("a real server (-r) is required"))?;
+    let text = o
+        .real
+        .as_deref()
+        .ok_or_else(|| usage("a real server (-r) is required"))?;
     let (addr, port) = Endpoint::parse_optional_port(text).map_err(|e| usage(e.to_string()))?;
     Ok(RealSpec {
-        server: Endpoint { addr, port: port.unwrap_or(svc.vip.port) },
+        server: Endpoint {
+            addr,
+            port: port.unwrap_or(svc.vip.port),
+        },
         method: o.method.unwrap_or(Method::Route),
         weight: number(&o.weight, "weight", 1)?,
         u_threshold: number(&o.u_threshold, "upper threshold", 0)?,
@@ -237,21 +285,41 @@ fn real(o: &Opts, svc: &ServiceId) -> Result<RealSpec, ParseError> {
 }
 
 fn build(cmd: Option<Cmd>, o: Opts) -> Result<Action, ParseError> {
-    const SERVER_OPTS: &[&str] = &["service", "real-server", "method", "weight", "u-threshold", "l-threshold"];
+    const SERVER_OPTS: &[&str] = &[
+        "service",
+        "real-server",
+        "method",
+        "weight",
+        "u-threshold",
+        "l-threshold",
+    ];
     Ok(match cmd {
         // No command at all lists everything, like ipvsadm.
         None | Some(Cmd::List) => {
             allow(&o, "-L", &["service", "numeric", "stats", "exact", "sort"])?;
-            Action::List(ListOptions { service: service(&o, false)?, stats: o.stats, exact: o.exact })
+            Action::List(ListOptions {
+                service: service(&o, false)?,
+                stats: o.stats,
+                exact: o.exact,
+            })
         }
         Some(Cmd::AddService) | Some(Cmd::EditService) => {
             allow(&o, "-A/-E", &["service", "scheduler"])?;
-            let spec = ServiceSpec { id: service(&o, true)?.expect("required"), scheduler: scheduler(&o)? };
-            Action::Apply(vec![if cmd == Some(Cmd::AddService) { Command::AddService(spec) } else { Command::EditService(spec) }])
+            let spec = ServiceSpec {
+                id: service(&o, true)?.expect("required"),
+                scheduler: scheduler(&o)?,
+            };
+            Action::Apply(vec![if cmd == Some(Cmd::AddService) {
+                Command::AddService(spec)
+            } else {
+                Command::EditService(spec)
+            }])
         }
         Some(Cmd::DeleteService) => {
             allow(&o, "-D", &["service"])?;
-            Action::Apply(vec![Command::DeleteService { service: service(&o, true)?.expect("required") }])
+            Action::Apply(vec![Command::DeleteService {
+                service: service(&o, true)?.expect("required"),
+            }])
         }
         Some(Cmd::AddServer) | Some(Cmd::EditServer) => {
             allow(&o, "-a/-e", SERVER_OPTS)?;
@@ -267,7 +335,10 @@ fn build(cmd: Option<Cmd>, o: Opts) -> Result<Action, ParseError> {
             allow(&o, "-d", &["service", "real-server"])?;
             let svc = service(&o, true)?.expect("required");
             let server = real(&o, &svc)?.server;
-            Action::Apply(vec![Command::DeleteReal { service: svc, server }])
+            Action::Apply(vec![Command::DeleteReal {
+                service: svc,
+                server,
+            }])
         }
         Some(Cmd::Clear) => {
             allow(&o, "-C", &[])?;
@@ -303,10 +374,17 @@ pub fn parse_restore(text: &str) -> Result<Vec<Command>, ParseError> {
         if words.first() == Some(&"ipvsadm") {
             words.remove(0);
         }
-        let restore = |message: String| ParseError::Restore { line: n + 1, message };
+        let restore = |message: String| ParseError::Restore {
+            line: n + 1,
+            message,
+        };
         match parse(&words).map_err(|e| restore(e.to_string()))?.action {
             Action::Apply(cmds) => commands.extend(cmds),
-            _ => return Err(restore("only rule-changing commands may be restored".into())),
+            _ => {
+                return Err(restore(
+                    "only rule-changing commands may be restored".into(),
+                ))
+            }
         }
     }
     Ok(commands)
@@ -322,16 +400,29 @@ mod tests {
         parse(&line.split_whitespace().collect::<Vec<_>>()).map(|i| i.action)
     }
     fn vip() -> ServiceId {
-        ServiceId { protocol: Protocol::Tcp, vip: Endpoint { addr: Ipv4Addr::new(198, 18, 0, 10), port: 80 } }
+        ServiceId {
+            protocol: Protocol::Tcp,
+            vip: Endpoint {
+                addr: Ipv4Addr::new(198, 18, 0, 10),
+                port: 80,
+            },
+        }
     }
 
     #[test]
     fn add_service_and_server() {
         assert_eq!(
             p("-A -t 198.18.0.10:80 -s rr").unwrap(),
-            Action::Apply(vec![Command::AddService(ServiceSpec { id: vip(), scheduler: SchedulerName::Rr })])
+            Action::Apply(vec![Command::AddService(ServiceSpec {
+                id: vip(),
+                scheduler: SchedulerName::Rr
+            })])
         );
-        let Action::Apply(cmds) = p("-a -t 198.18.0.10:80 -r 198.18.11.2:8080 -m -w 3 -x 100 -y 50").unwrap() else { panic!() };
+        let Action::Apply(cmds) =
+            p("-a -t 198.18.0.10:80 -r 198.18.11.2:8080 -m -w 3 -x 100 -y 50").unwrap()
+        else {
+            panic!()
+        };
         assert_eq!(
             cmds,
             [Command::AddReal {
@@ -350,11 +441,26 @@ mod tests {
     #[test]
     fn ipvsadm_defaults() {
         // wlc scheduler, DR method, weight 1, the service's port for the server.
-        let Action::Apply(c) = p("--add-service --tcp-service 198.18.0.10:80").unwrap() else { panic!() };
-        assert_eq!(c, [Command::AddService(ServiceSpec { id: vip(), scheduler: SchedulerName::Wlc })]);
-        let Action::Apply(c) = p("-a -t 198.18.0.10:80 -r 198.18.11.2").unwrap() else { panic!() };
-        let Command::AddReal { real, .. } = &c[0] else { panic!() };
-        assert_eq!((real.method, real.weight, real.server.port), (Method::Route, 1, 80));
+        let Action::Apply(c) = p("--add-service --tcp-service 198.18.0.10:80").unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            c,
+            [Command::AddService(ServiceSpec {
+                id: vip(),
+                scheduler: SchedulerName::Wlc
+            })]
+        );
+        let Action::Apply(c) = p("-a -t 198.18.0.10:80 -r 198.18.11.2").unwrap() else {
+            panic!()
+        };
+        let Command::AddReal { real, .. } = &c[0] else {
+            panic!()
+        };
+        assert_eq!(
+            (real.method, real.weight, real.server.port),
+            (Method::Route, 1, 80)
+        );
     }
 
     #[test]
@@ -363,7 +469,11 @@ mod tests {
         assert_eq!(p("").unwrap(), Action::List(ListOptions::default()));
         assert_eq!(
             p("-L -n --stats -t 198.18.0.10:80").unwrap(),
-            Action::List(ListOptions { service: Some(vip()), stats: true, exact: false })
+            Action::List(ListOptions {
+                service: Some(vip()),
+                stats: true,
+                exact: false
+            })
         );
         assert_eq!(p("-S -n").unwrap(), Action::Save);
         assert_eq!(p("-Z").unwrap(), Action::Zero(None));
@@ -373,14 +483,38 @@ mod tests {
     #[test]
     fn refusals_are_clear() {
         assert_eq!(p("-A -t 198.18.0.10:80 -s fastest").unwrap_err().to_string(), "unknown scheduler `fastest` (expected one of rr, wrr, lc, wlc, lblc, lblcr, dh, sh, sed, nq)");
-        assert!(p("-A -t 198.18.0:80").unwrap_err().to_string().contains("malformed address"));
-        assert_eq!(p("-A -t 198.18.0.10:80 -p 60").unwrap_err(), ParseError::NotYetSupported("-p".into()));
-        assert!(p("-A -L").unwrap_err().to_string().contains("only one command"));
-        assert!(p("-A -t 198.18.0.10:80 -w 3").unwrap_err().to_string().contains("illegal weight option"));
-        assert!(p("-a -t 198.18.0.10:80 -r 1.2.3.4 -w x").unwrap_err().to_string().contains("illegal weight"));
-        assert!(p("-A -t 198.18.0.10:80 -s rr -s wrr").unwrap_err().to_string().contains("multiple scheduler"));
-        assert!(p("-a -t 198.18.0.10:80").unwrap_err().to_string().contains("-r"));
-        assert!(p("--frobnicate").unwrap_err().to_string().contains("unknown option"));
+        assert!(p("-A -t 198.18.0:80")
+            .unwrap_err()
+            .to_string()
+            .contains("malformed address"));
+        assert_eq!(
+            p("-A -t 198.18.0.10:80 -p 60").unwrap_err(),
+            ParseError::NotYetSupported("-p".into())
+        );
+        assert!(p("-A -L")
+            .unwrap_err()
+            .to_string()
+            .contains("only one command"));
+        assert!(p("-A -t 198.18.0.10:80 -w 3")
+            .unwrap_err()
+            .to_string()
+            .contains("illegal weight option"));
+        assert!(p("-a -t 198.18.0.10:80 -r 1.2.3.4 -w x")
+            .unwrap_err()
+            .to_string()
+            .contains("illegal weight"));
+        assert!(p("-A -t 198.18.0.10:80 -s rr -s wrr")
+            .unwrap_err()
+            .to_string()
+            .contains("multiple scheduler"));
+        assert!(p("-a -t 198.18.0.10:80")
+            .unwrap_err()
+            .to_string()
+            .contains("-r"));
+        assert!(p("--frobnicate")
+            .unwrap_err()
+            .to_string()
+            .contains("unknown option"));
     }
 
     #[test]
@@ -389,6 +523,9 @@ mod tests {
         let cmds = parse_restore(saved).unwrap();
         assert_eq!(cmds.len(), 2);
         let err = parse_restore("-A -t 198.18.0.10:80 -s rr\n-L -n\n").unwrap_err();
-        assert_eq!(err.to_string(), "restore line 2: only rule-changing commands may be restored");
+        assert_eq!(
+            err.to_string(),
+            "restore line 2: only rule-changing commands may be restored"
+        );
     }
 }

@@ -95,9 +95,14 @@ impl SchedulerName {
     pub fn ensure_supported(self) -> Result<(), ModelError> {
         match self {
             Self::Rr | Self::Wrr => Ok(()),
-            Self::Lc | Self::Wlc | Self::Lblc | Self::Lblcr | Self::Dh | Self::Sh | Self::Sed | Self::Nq => {
-                Err(ModelError::SchedulerNotSupported(self.as_str().to_string()))
-            }
+            Self::Lc
+            | Self::Wlc
+            | Self::Lblc
+            | Self::Lblcr
+            | Self::Dh
+            | Self::Sh
+            | Self::Sed
+            | Self::Nq => Err(ModelError::SchedulerNotSupported(self.as_str().to_string())),
         }
     }
 
@@ -125,7 +130,10 @@ pub struct UnknownScheduler(pub String);
 impl FromStr for SchedulerName {
     type Err = UnknownScheduler;
     fn from_str(s: &str) -> Result<Self, UnknownScheduler> {
-        Self::ALL.into_iter().find(|n| n.as_str() == s).ok_or_else(|| UnknownScheduler(s.to_string()))
+        Self::ALL
+            .into_iter()
+            .find(|n| n.as_str() == s)
+            .ok_or_else(|| UnknownScheduler(s.to_string()))
     }
 }
 
@@ -145,7 +153,9 @@ impl From<SchedulerName> for String {
 /// Walk order shared by rr and wrr: the position after `cursor` (`None` is
 /// the list head, so the walk starts at the first element).
 fn after(cursor: Option<u32>, dests: &[Dest]) -> usize {
-    cursor.and_then(|id| dests.iter().position(|d| d.id == id)).map_or(0, |i| i + 1)
+    cursor
+        .and_then(|id| dests.iter().position(|d| d.id == id))
+        .map_or(0, |i| i + 1)
 }
 
 #[cfg(test)]
@@ -155,7 +165,13 @@ pub(crate) mod testing {
     /// Build a list from `(label, weight, overloaded)` in IPVS order; ids are
     /// the label's letter.
     pub fn dests(spec: &[(char, u32, bool)]) -> Vec<Dest> {
-        spec.iter().map(|&(c, weight, overloaded)| Dest { id: c as u32, weight, overloaded }).collect()
+        spec.iter()
+            .map(|&(c, weight, overloaded)| Dest {
+                id: c as u32,
+                weight,
+                overloaded,
+            })
+            .collect()
     }
 
     pub fn run(s: &mut dyn Scheduler, d: &[Dest], n: usize) -> String {

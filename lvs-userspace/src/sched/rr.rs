@@ -17,15 +17,25 @@ impl Scheduler for Rr {
             return;
         }
         let pos = old.iter().position(|d| d.id == id).unwrap_or(0);
-        self.cursor = old[..pos].iter().rev().map(|d| d.id).find(|p| new.iter().any(|d| d.id == *p));
+        self.cursor = old[..pos]
+            .iter()
+            .rev()
+            .map(|d| d.id)
+            .find(|p| new.iter().any(|d| d.id == *p));
     }
 
     fn pick(&mut self, dests: &[Dest]) -> Option<usize> {
         let n = dests.len();
         let start = after(self.cursor, dests);
         // One lap at most; from the head there is no second pass.
-        let lap = if self.cursor.is_some() { n } else { n.saturating_sub(start) };
-        let chosen = (0..lap).map(|k| (start + k) % n.max(1)).find(|&i| dests[i].eligible())?;
+        let lap = if self.cursor.is_some() {
+            n
+        } else {
+            n.saturating_sub(start)
+        };
+        let chosen = (0..lap)
+            .map(|k| (start + k) % n.max(1))
+            .find(|&i| dests[i].eligible())?;
         self.cursor = Some(dests[chosen].id);
         Some(chosen)
     }
@@ -50,7 +60,12 @@ mod tests {
     #[test]
     fn reference_vector_skips_quiescent_and_overloaded() {
         // §2.1: list order A(w1), B(w0), C(w1), D(w1, OVERLOAD) picks A C A C ...
-        let d = dests(&[('A', 1, false), ('B', 0, false), ('C', 1, false), ('D', 1, true)]);
+        let d = dests(&[
+            ('A', 1, false),
+            ('B', 0, false),
+            ('C', 1, false),
+            ('D', 1, true),
+        ]);
         let mut s = configured(SchedulerName::Rr, &d);
         assert_eq!(run(s.as_mut(), &d, 6), "ACACAC");
     }

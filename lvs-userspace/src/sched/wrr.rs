@@ -23,7 +23,11 @@ fn gcd(a: i64, b: i64) -> i64 {
 }
 
 fn gcd_and_max(dests: &[Dest]) -> (i64, i64) {
-    let di = dests.iter().map(|d| d.weight as i64).filter(|&w| w > 0).fold(0, gcd);
+    let di = dests
+        .iter()
+        .map(|d| d.weight as i64)
+        .filter(|&w| w > 0)
+        .fold(0, gcd);
     let di = if di == 0 { 1 } else { di };
     let max = dests.iter().map(|d| d.weight as i64).max().unwrap_or(0);
     (di, max - (di - 1))
@@ -32,7 +36,12 @@ fn gcd_and_max(dests: &[Dest]) -> (i64, i64) {
 impl Wrr {
     pub fn new(dests: &[Dest]) -> Self {
         let (di, mw) = gcd_and_max(dests);
-        Self { cl: None, cw: mw, mw, di }
+        Self {
+            cl: None,
+            cw: mw,
+            mw,
+            di,
+        }
     }
 }
 
@@ -112,14 +121,32 @@ mod tests {
     #[test]
     fn reference_vectors() {
         // §2.2, every row of the table.
-        assert_eq!(sequence(&[('A', 4, false), ('B', 3, false), ('C', 2, false)], 18), "AABABCABC".repeat(2));
+        assert_eq!(
+            sequence(&[('A', 4, false), ('B', 3, false), ('C', 2, false)], 18),
+            "AABABCABC".repeat(2)
+        );
         assert_eq!(sequence(&[('A', 4, false), ('B', 2, false)], 6), "AABAAB");
-        assert_eq!(sequence(&[('A', 6, false), ('B', 4, false), ('C', 2, false)], 12), "AABABC".repeat(2));
+        assert_eq!(
+            sequence(&[('A', 6, false), ('B', 4, false), ('C', 2, false)], 12),
+            "AABABC".repeat(2)
+        );
         assert_eq!(sequence(&[('A', 3, false), ('B', 6, false)], 6), "BABBAB");
-        assert_eq!(sequence(&[('A', 5, false), ('B', 1, false), ('C', 1, false)], 14), "AAAAABC".repeat(2));
-        assert_eq!(sequence(&[('A', 2, false), ('B', 0, false), ('C', 1, false)], 6), "AACAAC");
-        assert_eq!(sequence(&[('A', 1, false), ('B', 1, false), ('C', 1, false)], 6), "ABCABC");
-        assert_eq!(sequence(&[('A', 4, false), ('B', 3, true), ('C', 2, false)], 12), "AAACAC".repeat(2));
+        assert_eq!(
+            sequence(&[('A', 5, false), ('B', 1, false), ('C', 1, false)], 14),
+            "AAAAABC".repeat(2)
+        );
+        assert_eq!(
+            sequence(&[('A', 2, false), ('B', 0, false), ('C', 1, false)], 6),
+            "AACAAC"
+        );
+        assert_eq!(
+            sequence(&[('A', 1, false), ('B', 1, false), ('C', 1, false)], 6),
+            "ABCABC"
+        );
+        assert_eq!(
+            sequence(&[('A', 4, false), ('B', 3, true), ('C', 2, false)], 12),
+            "AAACAC".repeat(2)
+        );
         assert_eq!(sequence(&[('A', 0, false), ('B', 0, false)], 3), "---");
     }
 

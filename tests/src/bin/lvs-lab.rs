@@ -18,6 +18,11 @@ struct Args {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// The `cargo xtask demo` lab.
+    Demo {
+        #[arg(long, default_value_t = 12)]
+        requests: usize,
+    },
     /// Answer every HTTP request with `NAME client=IP:PORT`.
     HttpServer { listen: SocketAddr, name: String },
     /// Answer every datagram with `NAME`.
@@ -40,16 +45,24 @@ enum Cmd {
 
 fn main() -> Result<()> {
     match Args::parse().command {
+        Cmd::Demo { requests } => lvs_lab::demo::run(requests),
         Cmd::HttpServer { listen, name } => http_server(listen, &name),
         Cmd::UdpServer { listen, name } => udp_server(listen, &name),
-        Cmd::HttpGet { target, count, timeout_ms } => {
+        Cmd::HttpGet {
+            target,
+            count,
+            timeout_ms,
+        } => {
             for i in 0..count {
-                let name = http_get(target, Duration::from_millis(timeout_ms)).with_context(|| format!("request {} of {count}", i + 1))?;
+                let name = http_get(target, Duration::from_millis(timeout_ms))
+                    .with_context(|| format!("request {} of {count}", i + 1))?;
                 println!("{name}");
             }
             Ok(())
         }
-        Cmd::UdpQuery { target, timeout_ms } => udp_query(target, Duration::from_millis(timeout_ms)),
+        Cmd::UdpQuery { target, timeout_ms } => {
+            udp_query(target, Duration::from_millis(timeout_ms))
+        }
     }
 }
 
@@ -58,7 +71,10 @@ fn http_server(listen: SocketAddr, name: &str) -> Result<()> {
     for stream in listener.incoming() {
         let Ok(mut stream) = stream else { continue };
         let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-        let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+        let peer = stream
+            .peer_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
         let mut request = Vec::new();
         let mut buf = [0u8; 1024];
         while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 16384 {
@@ -68,7 +84,10 @@ fn http_server(listen: SocketAddr, name: &str) -> Result<()> {
             }
         }
         let body = format!("{name} client={peer}\n");
-        let reply = format!("HTTP/1.0 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+        let reply = format!(
+            "HTTP/1.0 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
         let _ = stream.write_all(reply.as_bytes());
     }
     Ok(())
@@ -84,7 +103,8 @@ fn udp_server(listen: SocketAddr, name: &str) -> Result<()> {
 }
 
 fn http_get(target: SocketAddr, timeout: Duration) -> Result<String> {
-    let mut stream = TcpStream::connect_timeout(&target, timeout).with_context(|| format!("connect {target}"))?;
+    let mut stream = TcpStream::connect_timeout(&target, timeout)
+        .with_context(|| format!("connect {target}"))?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
     // The handshake completed with `target`, so replies came from it.
@@ -93,8 +113,13 @@ fn http_get(target: SocketAddr, timeout: Duration) -> Result<String> {
     }
     stream.write_all(format!("GET / HTTP/1.0\r\nHost: {target}\r\n\r\n").as_bytes())?;
     let mut response = String::new();
-    stream.read_to_string(&mut response).context("reading the response")?;
-    let body = response.split("\r\n\r\n").nth(1).context("response without a body")?;
+    stream
+        .read_to_string(&mut response)
+        .context("reading the response")?;
+    let body = response
+        .split("\r\n\r\n")
+        .nth(1)
+        .context("response without a body")?;
     if !response.starts_with("HTTP/1.0 200") {
         bail!("unexpected response `{response}`");
     }
@@ -107,7 +132,9 @@ fn udp_query(target: SocketAddr, timeout: Duration) -> Result<()> {
     socket.set_read_timeout(Some(timeout))?;
     socket.send_to(b"who?", target)?;
     let mut buf = [0u8; 2048];
-    let (n, from) = socket.recv_from(&mut buf).with_context(|| format!("no answer from {target}"))?;
+    let (n, from) = socket
+        .recv_from(&mut buf)
+        .with_context(|| format!("no answer from {target}"))?;
     println!("{} {from}", String::from_utf8_lossy(&buf[..n]));
     Ok(())
 }
