@@ -56,6 +56,13 @@ impl Netns {
         run("ip", &["netns", "add", &name])?;
         let ns = Netns { name };
         ns.exec(&["ip", "link", "set", "lo", "up"])?;
+        // IPv4 only: keeps IPv6 neighbour discovery out of the counters.
+        ns.exec(&[
+            "sysctl",
+            "-qw",
+            "net.ipv6.conf.all.disable_ipv6=1",
+            "net.ipv6.conf.default.disable_ipv6=1",
+        ])?;
         Ok(ns)
     }
 
