@@ -41,6 +41,17 @@ pub struct Lab {
     pub socket: PathBuf,
 }
 
+impl Drop for Lab {
+    fn drop(&mut self) {
+        // lvsd first (it detaches and removes its socket), then the files;
+        // the fields then drop the servers and the namespaces.
+        if let Some(mut lvsd) = self.lvsd.take() {
+            lvsd.stop();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 fn director_ifaces(n: usize) -> Vec<String> {
     std::iter::once("cli0".to_string())
         .chain((1..=n).map(|i| format!("srv{i}")))

@@ -245,3 +245,30 @@ fn lvsd_refuses_an_unknown_interface_and_a_bad_config() {
     assert_eq!(msg.lines().count(), 1, "{msg}");
     assert!(msg.contains("cannot reach lvsd"), "{msg}");
 }
+
+fn xdp_attached(lab: &Lab, iface: &str) -> bool {
+    let out = lab.director.exec(&["ip", "link", "show", iface]).unwrap();
+    String::from_utf8_lossy(&out.stdout).contains("xdp")
+}
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn sigterm_detaches_every_interface_and_removes_the_socket() {
+    let mut lab = nat_lab("lvs-e2e-term");
+    let ifaces = ["cli0", "srv1", "srv2", "srv3"];
+    assert!(ifaces.iter().all(|i| xdp_attached(&lab, i)));
+    let status = lab.lvsd.as_mut().unwrap().stop().expect("lvsd was running");
+    assert!(
+        status.success(),
+        "lvsd exited with {status}:\n{}",
+        lab.lvsd_log()
+    );
+    for iface in ifaces {
+        assert!(!xdp_attached(&lab, iface), "XDP still attached to {iface}");
+    }
+    assert!(!lab.socket.exists(), "control socket left behind");
+    // With the director gone, the kernel routes the real servers again.
+    lab.client
+        .exec(&["ping", "-c", "1", "-W", "2", "198.18.11.2"])
+        .expect("plain routing after detach");
+}

@@ -99,7 +99,7 @@ impl KernelDatapath {
 
         let program: &mut Xdp = ebpf
             .program_mut(DIRECTOR)
-            .ok_or(DatapathError::MissingMap { map: DIRECTOR })?
+            .ok_or(DatapathError::MissingProgram { program: DIRECTOR })?
             .try_into()
             .map_err(|source| DatapathError::Program {
                 program: DIRECTOR,
@@ -152,7 +152,7 @@ impl KernelDatapath {
         let program: &Xdp = self
             ._ebpf
             .program(DIRECTOR)
-            .ok_or(DatapathError::MissingMap { map: DIRECTOR })?
+            .ok_or(DatapathError::MissingProgram { program: DIRECTOR })?
             .try_into()
             .map_err(|source| DatapathError::Program {
                 program: DIRECTOR,

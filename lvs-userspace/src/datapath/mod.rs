@@ -31,6 +31,8 @@ pub enum DatapathError {
         program: &'static str,
         source: aya::programs::ProgramError,
     },
+    #[error("program `{program}` missing from the XDP object")]
+    MissingProgram { program: &'static str },
     #[error("map `{map}` missing from the XDP object")]
     MissingMap { map: &'static str },
     #[error("{op} on map `{map}` failed: {source}")]

@@ -28,16 +28,33 @@ impl Dest {
     }
 }
 
-pub trait Scheduler: Send + fmt::Debug {
+pub trait Scheduler: SchedulerState + Send + fmt::Debug {
     /// The server list changed (IPVS's add/del/upd_dest hooks); `old` is the
     /// list before the change.
     fn update(&mut self, old: &[Dest], new: &[Dest]);
     /// One scheduling decision: an index into `dests`, or `None`.
     fn pick(&mut self, dests: &[Dest]) -> Option<usize>;
+}
+
+/// Copying and comparing scheduler states behind `dyn Scheduler`; every
+/// `Clone + PartialEq` scheduler gets it for free.
+pub trait SchedulerState {
     fn clone_box(&self) -> Box<dyn Scheduler>;
     /// Equal states schedule identically from here on (used to find periods).
     fn same_state(&self, other: &dyn Scheduler) -> bool;
     fn as_any(&self) -> &dyn std::any::Any;
+}
+
+impl<T: Scheduler + Clone + PartialEq + 'static> SchedulerState for T {
+    fn clone_box(&self) -> Box<dyn Scheduler> {
+        Box::new(self.clone())
+    }
+    fn same_state(&self, other: &dyn Scheduler) -> bool {
+        other.as_any().downcast_ref::<T>() == Some(self)
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
 }
 
 impl Clone for Box<dyn Scheduler> {

@@ -39,18 +39,6 @@ impl Scheduler for Rr {
         self.cursor = Some(dests[chosen].id);
         Some(chosen)
     }
-
-    fn clone_box(&self) -> Box<dyn Scheduler> {
-        Box::new(self.clone())
-    }
-
-    fn same_state(&self, other: &dyn Scheduler) -> bool {
-        other.as_any().downcast_ref::<Rr>() == Some(self)
-    }
-
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
 }
 
 #[cfg(test)]

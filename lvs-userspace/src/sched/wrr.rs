@@ -94,18 +94,6 @@ impl Scheduler for Wrr {
             pos = 0;
         }
     }
-
-    fn clone_box(&self) -> Box<dyn Scheduler> {
-        Box::new(self.clone())
-    }
-
-    fn same_state(&self, other: &dyn Scheduler) -> bool {
-        other.as_any().downcast_ref::<Wrr>() == Some(self)
-    }
-
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
 }
 
 #[cfg(test)]
