@@ -15,15 +15,65 @@ use tokio::{
 
 use crate::{
     api::{Request, Response},
+    config,
     controller::Controller,
-    datapath::Datapath,
+    datapath::{Datapath, KernelDatapath},
 };
+
+/// What `lvsd` is asked to do.
+pub struct Options {
+    pub interfaces: Vec<String>,
+    pub config: Option<PathBuf>,
+    pub socket: PathBuf,
+}
+
+/// The whole daemon: check the config, bind the socket, attach, apply,
+/// serve until `shutdown`, then detach and remove the socket. Anything that
+/// fails before serving leaves nothing attached and no socket behind.
+pub async fn start(options: Options, shutdown: impl Future) -> anyhow::Result<()> {
+    use anyhow::Context;
+    // Everything that can be checked before touching the kernel is checked first.
+    let commands = match &options.config {
+        Some(path) => config::load(path)?,
+        None => Vec::new(),
+    };
+    let listener = bind(&options.socket)?;
+    let prepared = (|| {
+        let datapath = KernelDatapath::attach(&options.interfaces)?;
+        for a in &datapath.attachments {
+            tracing::info!(iface = %a.iface, ifindex = a.ifindex, mode = a.mode, "attached XDP director");
+        }
+        // bpf_fib_lookup refuses to forward (and so does the kernel) without it.
+        if std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").is_ok_and(|v| v.trim() == "0") {
+            tracing::warn!("net.ipv4.ip_forward is 0: NAT traffic will not be forwarded (sysctl -w net.ipv4.ip_forward=1)");
+        }
+        let mut controller = Controller::new(datapath);
+        controller
+            .apply(&commands)
+            .context("applying the configuration")?;
+        anyhow::Ok(controller)
+    })();
+    let controller = match prepared {
+        Ok(c) => c,
+        Err(e) => {
+            unbind(&options.socket);
+            return Err(e);
+        }
+    };
+    tracing::info!(socket = %options.socket.display(), services = controller.state().services.len(), "lvsd ready");
+    let shared = Arc::new(Mutex::new(controller));
+    run(shared.clone(), listener, shutdown).await;
+    unbind(&options.socket);
+    drop(shared);
+    tracing::info!("detached; bye");
+    Ok(())
+}
 
 pub type Shared<D> = Arc<Mutex<Controller<D>>>;
 
 /// Bind the control socket: its directory root-only, the socket 0600, a
 /// stale socket replaced, a live one refused.
-pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
+fn bind(path: &Path) -> anyhow::Result<UnixListener> {
     use std::os::unix::fs::PermissionsExt;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)
@@ -117,6 +167,6 @@ pub fn handle<D: Datapath>(controller: &Mutex<Controller<D>>, request: Request) 
 }
 
 /// Remove the socket file on the way out.
-pub fn unbind(path: &PathBuf) {
+fn unbind(path: &Path) {
     let _ = std::fs::remove_file(path);
 }

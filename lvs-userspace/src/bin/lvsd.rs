@@ -1,14 +1,10 @@
 //! `lvsd`: attach the director to the named interfaces, load the config,
 //! serve the control socket, detach on SIGINT/SIGTERM.
 
-use std::{
-    path::PathBuf,
-    sync::{Arc, Mutex},
-};
+use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::Parser;
-use lvs::{api::DEFAULT_SOCKET, config, controller::Controller, daemon, datapath::KernelDatapath};
+use lvs::{api::DEFAULT_SOCKET, daemon};
 use tokio::signal::unix::{signal, SignalKind};
 
 #[derive(Parser)]
@@ -34,35 +30,11 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let args = Args::parse();
-
-    // Everything that can be checked before touching the kernel is checked first.
-    let commands = match &args.config {
-        Some(path) => config::load(path)?,
-        None => Vec::new(),
-    };
-    let listener = daemon::bind(&args.socket)?;
-    let datapath = match KernelDatapath::attach(&args.interfaces) {
-        Ok(d) => d,
-        Err(e) => {
-            daemon::unbind(&args.socket);
-            return Err(e.into());
-        }
-    };
-    for a in &datapath.attachments {
-        tracing::info!(iface = %a.iface, ifindex = a.ifindex, mode = a.mode, "attached XDP director");
-    }
-    // bpf_fib_lookup refuses to forward (and so does the kernel) without it.
-    if std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").is_ok_and(|v| v.trim() == "0") {
-        tracing::warn!("net.ipv4.ip_forward is 0: NAT traffic will not be forwarded (sysctl -w net.ipv4.ip_forward=1)");
-    }
-    let mut controller = Controller::new(datapath);
-    if let Err(e) = controller.apply(&commands) {
-        daemon::unbind(&args.socket);
-        return Err(e).context("applying the configuration");
-    }
-    tracing::info!(socket = %args.socket.display(), services = controller.state().services.len(), "lvsd ready");
-
+    let Args {
+        interfaces,
+        config,
+        socket,
+    } = Args::parse();
     let mut term = signal(SignalKind::terminate())?;
     let shutdown = async move {
         tokio::select! {
@@ -70,10 +42,13 @@ async fn main() -> anyhow::Result<()> {
             _ = term.recv() => {}
         }
     };
-    let shared = Arc::new(Mutex::new(controller));
-    daemon::run(shared.clone(), listener, shutdown).await;
-    daemon::unbind(&args.socket);
-    drop(shared);
-    tracing::info!("detached; bye");
-    Ok(())
+    daemon::start(
+        daemon::Options {
+            interfaces,
+            config,
+            socket,
+        },
+        shutdown,
+    )
+    .await
 }
