@@ -305,6 +305,20 @@ fn nat_udp_inbound_and_reply_are_rewritten_exactly() {
 
 #[test]
 #[ignore = "needs root; run by `cargo xtask test`"]
+fn a_udp_datagram_without_checksum_keeps_none() {
+    let c = router(true);
+    let mut q = udp((CLIENT, 5001), (VIP, 53), b"no checksum");
+    q[40..42].copy_from_slice(&[0, 0]);
+    let out = run(&c, &q);
+    assert_eq!(out.action, XDP_REDIRECT);
+    // Addresses, port, MACs and TTL change; the UDP checksum stays 0 (RFC 768).
+    let mut expected = oracle(&q, None, Some((real_ip(1), 5353)), Some((director_mac(1), real_mac(1))));
+    expected[40..42].copy_from_slice(&[0, 0]);
+    assert_eq!(out.frame, expected);
+}
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
 fn new_flows_follow_the_published_rr_ring() {
     let c = router(true);
     let picked: Vec<[u8; 4]> = (0..6)
