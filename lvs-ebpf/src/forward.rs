@@ -1,6 +1,6 @@
 //! Egress: FIB lookup for the rewritten destination, then a devmap redirect.
-//! Anything the FIB cannot finish (unresolved neighbour, expiring TTL, an
-//! interface we do not own) goes to the kernel, which knows how to finish it.
+//! Anything the FIB cannot finish (unresolved neighbour, an interface we do
+//! not own) goes to the kernel, which knows how to finish it.
 
 use aya_ebpf::{
     bindings::{bpf_fib_lookup as FibParams, BPF_FIB_LKUP_RET_SUCCESS},
@@ -14,14 +14,11 @@ use crate::{headers::Packet, maps::EGRESS};
 
 const AF_INET: u8 = 2;
 
+/// Callers have checked `Packet::ttl_expiring` before rewriting anything.
 #[inline(always)]
 pub fn route(ctx: &XdpContext, packet: &Packet) -> Result<Verdict, Verdict> {
     // SAFETY: pointers validated by Packet::parse.
     let ip = unsafe { &mut *packet.ip };
-    if ip.ttl <= 1 {
-        // The kernel sends the ICMP time-exceeded.
-        return Err(Verdict::PassToKernel);
-    }
     // SAFETY: every field the helper reads is set below; the rest is zeroed.
     let mut fib: FibParams = unsafe { MaybeUninit::zeroed().assume_init() };
     fib.family = AF_INET;

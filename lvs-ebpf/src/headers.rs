@@ -88,6 +88,8 @@ impl Packet {
         if ipr.version_ihl >> 4 != 4 || ihl < size_of::<Ipv4>() {
             return Err(Verdict::PassMalformed);
         }
+        // Fragments carry no ports to look up; the kernel gets them as they
+        // are (a fragmented reply is therefore not SNATed: see README).
         if ipr.is_fragment() {
             return Err(Verdict::PassUnsupported);
         }
@@ -129,6 +131,14 @@ impl Packet {
     #[inline(always)]
     pub fn may_schedule(&self) -> bool {
         self.proto != IPPROTO_TCP || (self.tcp_flags & (TCP_SYN | TCP_RST)) == TCP_SYN
+    }
+
+    /// Forwarding would take the TTL to 0: the kernel must answer with ICMP
+    /// time-exceeded, quoting the packet as the client sent it.
+    #[inline(always)]
+    pub fn ttl_expiring(&self) -> bool {
+        // SAFETY: validated by parse.
+        unsafe { (*self.ip).ttl <= 1 }
     }
 
     #[inline(always)]

@@ -12,6 +12,9 @@ use crate::{
 /// Forward a packet of a flow the table already knows.
 #[inline(always)]
 pub fn rewrite_tracked(ctx: &XdpContext, packet: &Packet, conn: &Conn) -> Result<Verdict, Verdict> {
+    if packet.ttl_expiring() {
+        return Err(Verdict::PassToKernel);
+    }
     let bytes = packet.ip_len();
     if conn.direction == Direction::Outbound as u8 {
         stats::count_packet(conn.service_index, conn.real_index, Way::Out, bytes, false);

@@ -27,6 +27,9 @@ pub fn new_flow(ctx: &XdpContext, packet: &Packet, flow: &FlowKey) -> Result<Ver
     if service.ring_len == 0 {
         return Err(Verdict::DropNoDestination);
     }
+    if packet.ttl_expiring() {
+        return Err(Verdict::PassToKernel);
+    }
     let cursor = CURSORS
         .get_ptr_mut(service.index)
         .ok_or(Verdict::DropNoDestination)?;

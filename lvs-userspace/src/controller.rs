@@ -137,7 +137,16 @@ impl<D: Datapath> Controller<D> {
         for command in commands {
             let before = step.clone();
             step.apply_all(std::slice::from_ref(command))?;
-            self.run_hooks(&before, &step, &mut touched)?;
+            // IPVS runs the scheduler's update hook on every -a/-e/-d, even
+            // one that changes nothing the scheduler reads (wrr resets then).
+            let hooked = match command {
+                Command::AddReal { service, .. } | Command::EditReal { service, .. } => {
+                    Some(*service)
+                }
+                Command::DeleteReal { service, .. } => Some(*service),
+                _ => None,
+            };
+            self.run_hooks(&before, &step, hooked, &mut touched)?;
         }
         self.state = step;
         self.publish_touched(&touched)?;
@@ -149,6 +158,7 @@ impl<D: Datapath> Controller<D> {
         &mut self,
         before: &State,
         after: &State,
+        hooked: Option<ServiceId>,
         touched: &mut BTreeSet<ServiceId>,
     ) -> Result<(), ControlError> {
         for old in &before.services {
@@ -159,7 +169,7 @@ impl<D: Datapath> Controller<D> {
         for svc in &after.services {
             let id = svc.spec.id;
             let old = before.service(&id);
-            if old == Some(svc) {
+            if old == Some(svc) && hooked != Some(id) {
                 continue;
             }
             touched.insert(id);
@@ -188,6 +198,9 @@ impl<D: Datapath> Controller<D> {
             let rt = self.runtimes.get_mut(&id).expect("runtime created above");
             if !rt.synced {
                 // Catch up with the picks the datapath made since publishing.
+                // This cursor value becomes the new ring's origin: picks made
+                // from the old ring until the flip stand in for the new ring's
+                // first slots, so the sequence neither repeats nor skips.
                 let now = self.datapath.cursor(rt.index)?;
                 publish::advance(
                     rt.sched.as_mut(),
@@ -200,7 +213,7 @@ impl<D: Datapath> Controller<D> {
             }
             if old.is_some_and(|o| o.spec.scheduler != svc.spec.scheduler) {
                 rt.sched = svc.spec.scheduler.instantiate(&dests);
-            } else if rt.dests != dests {
+            } else if rt.dests != dests || hooked == Some(id) {
                 rt.sched.update(&rt.dests, &dests);
             }
             rt.dests = dests;
@@ -447,6 +460,19 @@ mod tests {
         }])
         .unwrap();
         assert_eq!(picks(&mut c, 4), "1313");
+    }
+
+    #[test]
+    fn an_edit_that_changes_nothing_still_runs_the_wrr_hook() {
+        // As in the kernel: -e resets wrr's cursor to the list head.
+        let mut c = setup(SchedulerName::Wrr, &[1, 1, 1]);
+        assert_eq!(picks(&mut c, 1), "3");
+        c.apply(&[Command::EditReal {
+            service: svc(),
+            real: real(1, 1),
+        }])
+        .unwrap();
+        assert_eq!(picks(&mut c, 3), "321");
     }
 
     #[test]

@@ -74,22 +74,33 @@ pub type Shared<D> = Arc<Mutex<Controller<D>>>;
 /// Bind the control socket: its directory root-only, the socket 0600, a
 /// stale socket replaced, a live one refused.
 fn bind(path: &Path) -> anyhow::Result<UnixListener> {
-    use std::os::unix::fs::PermissionsExt;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
+    use std::os::unix::fs::DirBuilderExt;
+    if let Some(dir) = path.parent().filter(|d| !d.exists()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
             .map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
     }
-    if path.exists() {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        use std::os::unix::fs::FileTypeExt;
+        if !meta.file_type().is_socket() {
+            anyhow::bail!(
+                "{} exists and is not a socket; refusing to replace it",
+                path.display()
+            );
+        }
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
             anyhow::bail!("another lvsd is already listening on {}", path.display());
         }
         std::fs::remove_file(path)
             .map_err(|e| anyhow::anyhow!("removing stale socket {}: {e}", path.display()))?;
     }
-    let listener =
-        UnixListener::bind(path).map_err(|e| anyhow::anyhow!("bind {}: {e}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| anyhow::anyhow!("chmod {}: {e}", path.display()))?;
+    // Root-only from the start: no window with the umask's permissions.
+    let previous = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+    let bound = UnixListener::bind(path);
+    nix::sys::stat::umask(previous);
+    let listener = bound.map_err(|e| anyhow::anyhow!("bind {}: {e}", path.display()))?;
     Ok(listener)
 }
 

@@ -19,38 +19,76 @@ pub struct Ring {
 
 /// The picks `sched` would make next, as a ring of at most `capacity`.
 pub fn build_ring(sched: &dyn Scheduler, dests: &[Dest], capacity: usize) -> Ring {
-    let mut s = sched.clone_box();
-    let mut picks = Vec::with_capacity(2 * capacity);
-    let mut states = vec![s.clone_box()];
-    for _ in 0..2 * capacity {
-        match s.pick(dests) {
-            Some(i) => picks.push(dests[i].id),
-            // With a fixed list a failed pick fails forever: nothing eligible.
-            None => break,
-        }
-        states.push(s.clone_box());
-    }
-    if picks.len() < 2 * capacity {
+    let Some((picks, period)) = simulate(sched, dests, capacity) else {
         return Ring {
             picks: Vec::new(),
             exact: true,
         };
+    };
+    if let Some(p) = period {
+        return Ring {
+            picks: picks[..p * (capacity / p)].to_vec(),
+            exact: true,
+        };
+    }
+    // The period is longer than the ring: a prefix of it would favour the
+    // servers a pass visits first (wrr 700:1 would never reach the 1). Keep
+    // the proportions instead, with weights scaled to fit half the ring.
+    let mut scaled_sched = sched.clone_box();
+    let scaled = scaled_weights(dests, capacity / 2);
+    scaled_sched.update(dests, &scaled);
+    match simulate(scaled_sched.as_ref(), &scaled, capacity) {
+        Some((scaled_picks, Some(p))) => Ring {
+            picks: scaled_picks[..p * (capacity / p)].to_vec(),
+            exact: false,
+        },
+        // More eligible servers than slots (rr over > capacity servers).
+        _ => Ring {
+            picks: picks[..capacity].to_vec(),
+            exact: false,
+        },
+    }
+}
+
+/// Run a copy of `sched` for `2 * capacity` picks: the picks, and the
+/// shortest period (at most `capacity`) after which picks and state repeat.
+/// `None` when nothing can be picked (with a fixed list, a failed pick
+/// fails forever).
+fn simulate(
+    sched: &dyn Scheduler,
+    dests: &[Dest],
+    capacity: usize,
+) -> Option<(Vec<u32>, Option<usize>)> {
+    let mut s = sched.clone_box();
+    let mut picks = Vec::with_capacity(2 * capacity);
+    let mut states = vec![s.clone_box()];
+    for _ in 0..2 * capacity {
+        picks.push(dests[s.pick(dests)?].id);
+        states.push(s.clone_box());
     }
     let period = (1..=capacity)
         .find(|&p| picks[..p] == picks[p..2 * p] && states[p].same_state(states[2 * p].as_ref()));
-    match period {
-        Some(p) => {
-            picks.truncate(p * (capacity / p));
-            Ring { picks, exact: true }
-        }
-        None => {
-            picks.truncate(capacity);
-            Ring {
-                picks,
-                exact: false,
-            }
-        }
-    }
+    Some((picks, period))
+}
+
+fn scaled_weights(dests: &[Dest], target: usize) -> Vec<Dest> {
+    let total: u64 = dests
+        .iter()
+        .filter(|d| d.eligible())
+        .map(|d| d.weight as u64)
+        .sum::<u64>()
+        .max(1);
+    dests
+        .iter()
+        .map(|d| Dest {
+            weight: if d.weight == 0 {
+                0
+            } else {
+                (d.weight as u64 * target as u64 / total).max(1) as u32
+            },
+            ..*d
+        })
+        .collect()
 }
 
 /// Move `sched` forward by the picks the datapath consumed from a ring of
@@ -59,7 +97,15 @@ pub fn advance(sched: &mut dyn Scheduler, dests: &[Dest], consumed: u32, ring_le
     if ring_len == 0 {
         return;
     }
-    for _ in 0..(consumed as usize % ring_len) {
+    let consumed = consumed as usize;
+    // The state after whole periods is the end-of-period state, which can
+    // differ from the state at publication (wrr starts at the list head).
+    let steps = if consumed < ring_len {
+        consumed
+    } else {
+        ring_len + consumed % ring_len
+    };
+    for _ in 0..steps {
         sched.pick(dests);
     }
 }
@@ -112,12 +158,28 @@ mod tests {
     }
 
     #[test]
-    fn long_periods_are_marked_approximate() {
-        let d = dests(&[('A', 1000, false), ('B', 999, false)]);
+    fn long_periods_keep_their_proportions() {
+        // Period 701 does not fit 64 slots: a prefix would be all A.
+        let d = dests(&[('A', 700, false), ('B', 1, false)]);
         let s = configured(SchedulerName::Wrr, &d);
         let ring = build_ring(s.as_ref(), &d, 64);
         assert!(!ring.exact);
-        assert_eq!(ring.picks.len(), 64);
+        let b = ring.picks.iter().filter(|&&id| id == 'B' as u32).count();
+        assert!(
+            b >= 1 && b * 20 <= ring.picks.len(),
+            "{}",
+            labels(&ring.picks)
+        );
+        let d = dests(&[('A', 1000, false), ('B', 999, false), ('C', 500, false)]);
+        let ring = build_ring(configured(SchedulerName::Wrr, &d).as_ref(), &d, 64);
+        let share = |c: char| {
+            ring.picks.iter().filter(|&&id| id == c as u32).count() as f64 / ring.picks.len() as f64
+        };
+        assert!(
+            (share('A') - 0.4).abs() < 0.05 && (share('C') - 0.2).abs() < 0.05,
+            "{}",
+            labels(&ring.picks)
+        );
     }
 
     #[test]
@@ -125,6 +187,26 @@ mod tests {
         let d = dests(&[('A', 0, false)]);
         let s = configured(SchedulerName::Rr, &d);
         assert!(build_ring(s.as_ref(), &d, 8).picks.is_empty());
+    }
+
+    #[test]
+    fn advancing_whole_periods_reaches_the_end_of_period_state() {
+        let d = dests(&[('A', 4, false), ('B', 3, false), ('C', 2, false)]);
+        let start = configured(SchedulerName::Wrr, &d);
+        let ring = build_ring(start.as_ref(), &d, 18);
+        assert_eq!(ring.picks.len(), 18);
+        for consumed in [9u32, 18, 27, 36] {
+            let mut direct = start.clone();
+            for _ in 0..consumed {
+                direct.pick(&d);
+            }
+            let mut advanced = start.clone();
+            advance(advanced.as_mut(), &d, consumed, ring.picks.len());
+            assert!(
+                advanced.same_state(direct.as_ref()),
+                "after {consumed}: {advanced:?} vs {direct:?}"
+            );
+        }
     }
 
     #[test]

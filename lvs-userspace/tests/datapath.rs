@@ -312,7 +312,12 @@ fn a_udp_datagram_without_checksum_keeps_none() {
     let out = run(&c, &q);
     assert_eq!(out.action, XDP_REDIRECT);
     // Addresses, port, MACs and TTL change; the UDP checksum stays 0 (RFC 768).
-    let mut expected = oracle(&q, None, Some((real_ip(1), 5353)), Some((director_mac(1), real_mac(1))));
+    let mut expected = oracle(
+        &q,
+        None,
+        Some((real_ip(1), 5353)),
+        Some((director_mac(1), real_mac(1))),
+    );
     expected[40..42].copy_from_slice(&[0, 0]);
     assert_eq!(out.frame, expected);
 }
@@ -418,6 +423,22 @@ fn an_unresolved_neighbour_hands_the_rewritten_packet_to_the_kernel() {
         oracle(&syn, None, Some((real_ip(3), 8080)), None)
     );
     assert_eq!(verdict(&c, "pass_to_kernel"), 1);
+}
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn an_expiring_ttl_goes_to_the_kernel_unrewritten() {
+    let c = router(true);
+    // The kernel's ICMP time-exceeded must quote what the client sent.
+    let mut syn = tcp((CLIENT, 40000), (VIP, 80), "S", b"");
+    syn[22] = 1;
+    syn[24..26].copy_from_slice(&[0, 0]);
+    let check = checksum::full(&syn[14..34], 0);
+    syn[24..26].copy_from_slice(&check.to_be_bytes());
+    let out = run(&c, &syn);
+    assert_eq!((out.action, &out.frame), (XDP_PASS, &syn));
+    assert_eq!(verdict(&c, "pass_to_kernel"), 1);
+    assert_eq!(snapshot(&c).services[0].stats.conns, 0);
 }
 
 #[test]

@@ -204,18 +204,27 @@ fn bad_requests_change_nothing() {
     assert_eq!(lab.lvsadm(&["-S", "-n"]).unwrap(), before);
 }
 
+/// Run lvsd in the director expecting a refusal; bounded, in case it starts.
+fn lvsd_refusal(lab: &Lab, args: &[&str]) -> String {
+    let lvsd = lvs_lab::bin("lvsd").display().to_string();
+    let mut argv = vec!["timeout", "20", lvsd.as_str()];
+    argv.extend_from_slice(args);
+    match lab.director.exec(&argv) {
+        Ok(_) => panic!("lvsd {args:?} started instead of refusing"),
+        Err(e) => e.to_string(),
+    }
+}
+
 #[test]
 #[ignore = "needs root; run by `cargo xtask test`"]
-fn lvsd_refuses_an_unknown_interface_and_a_bad_config() {
-    let lab = Lab::new("lvs-e2e-refuse", 1).unwrap();
-    let lvsd = lvs_lab::bin("lvsd").display().to_string();
-    let sock = lab.dir.join("x.sock").display().to_string();
-    let out = lab
-        .director
-        .exec(&[&lvsd, "-i", "nosuch0", "--socket", &sock])
-        .unwrap_err()
-        .to_string();
-    assert!(out.contains("interface `nosuch0` not found"), "{out}");
+fn lvsd_refuses_bad_interfaces_and_configs_and_leaves_nothing_behind() {
+    let mut lab = Lab::new("lvs-e2e-refuse", 1).unwrap();
+    lab.start_lvsd(None).unwrap();
+    let sock = lab.dir.join("second.sock").display().to_string();
+
+    let err = lvsd_refusal(&lab, &["-i", "nosuch0", "--socket", &sock]);
+    assert!(err.contains("interface `nosuch0` not found"), "{err}");
+
     let config = lab.dir.join("bad.toml");
     std::fs::write(
         &config,
@@ -223,18 +232,30 @@ fn lvsd_refuses_an_unknown_interface_and_a_bad_config() {
     )
     .unwrap();
     let config = config.display().to_string();
-    let out = lab
-        .director
-        .exec(&[&lvsd, "-i", "cli0", "--socket", &sock, "--config", &config])
-        .unwrap_err()
-        .to_string();
-    assert!(out.contains("line 4") && out.contains("colour"), "{out}");
-    // Nothing stays attached after a refusal.
-    let links = lab.director.exec(&["ip", "link", "show", "cli0"]).unwrap();
-    assert!(
-        !String::from_utf8_lossy(&links.stdout).contains("xdp"),
-        "XDP left attached"
+    let err = lvsd_refusal(
+        &lab,
+        &["-i", "cli0", "--socket", &sock, "--config", &config],
     );
+    assert!(err.contains("line 4") && err.contains("colour"), "{err}");
+
+    // A refusal after a successful attach: spare0 attaches, then cli0 is
+    // busy (the first lvsd holds it). The second lvsd must detach spare0.
+    lab.director
+        .exec(&[
+            "ip", "link", "add", "spare0", "type", "veth", "peer", "name", "spare1",
+        ])
+        .unwrap();
+    lab.director
+        .exec(&["ip", "link", "set", "spare0", "up"])
+        .unwrap();
+    let err = lvsd_refusal(&lab, &["-i", "spare0", "-i", "cli0", "--socket", &sock]);
+    assert!(err.contains("attaching XDP to `cli0` failed"), "{err}");
+    assert!(!xdp_attached(&lab, "spare0"), "XDP left attached to spare0");
+    assert!(!std::path::Path::new(&sock).exists(), "socket left behind");
+    // The first lvsd is untouched.
+    assert!(xdp_attached(&lab, "cli0"));
+    assert!(lab.lvsadm(&["-L", "-n"]).is_ok());
+
     // And lvsadm without a daemon says so in one line.
     let err = std::process::Command::new(lvs_lab::bin("lvsadm"))
         .args(["--socket", &sock, "-L", "-n"])

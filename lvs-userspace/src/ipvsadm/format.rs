@@ -11,10 +11,15 @@ fn header(out: &mut String, size: u32) {
 }
 
 /// ipvsadm's default sort: services by protocol, address, port; servers by
-/// address, port.
+/// address, port. Without `sort`, IPVS order (servers newest first).
+///
+/// ipvsadm compares addresses by subtracting them into an `int`, which sorts
+/// addresses 2^31 or more apart "backwards"; that comparator is not a total
+/// order, so the natural numeric order is used here instead.
 fn sorted(
     snapshot: &Snapshot,
     only: Option<&crate::model::ServiceId>,
+    sort: bool,
 ) -> Vec<(ServiceView, Vec<RealView>)> {
     let mut services: Vec<ServiceView> = snapshot
         .services
@@ -22,18 +27,22 @@ fn sorted(
         .filter(|s| only.is_none_or(|id| s.spec.id == *id))
         .cloned()
         .collect();
-    services.sort_by_key(|s| {
-        (
-            s.spec.id.protocol.number(),
-            s.spec.id.vip.addr,
-            s.spec.id.vip.port,
-        )
-    });
+    if sort {
+        services.sort_by_key(|s| {
+            (
+                s.spec.id.protocol.number(),
+                s.spec.id.vip.addr,
+                s.spec.id.vip.port,
+            )
+        });
+    }
     services
         .into_iter()
         .map(|s| {
             let mut reals = s.reals.clone();
-            reals.sort_by_key(|r| (r.spec.server.addr, r.spec.server.port));
+            if sort {
+                reals.sort_by_key(|r| (r.spec.server.addr, r.spec.server.port));
+            }
             (s, reals)
         })
         .collect()
@@ -91,7 +100,7 @@ pub fn list(snapshot: &Snapshot, options: &ListOptions) -> String {
         out.push_str("Prot LocalAddress:Port Scheduler Flags\n");
         out.push_str("  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n");
     }
-    for (svc, reals) in sorted(snapshot, options.service.as_ref()) {
+    for (svc, reals) in sorted(snapshot, options.service.as_ref(), options.sort) {
         if options.stats {
             let _ = writeln!(
                 out,
@@ -128,7 +137,7 @@ pub fn list(snapshot: &Snapshot, options: &ListOptions) -> String {
 /// `ipvsadm -S -n`: rules in `-R` format (thresholds are not saved).
 pub fn save(snapshot: &Snapshot) -> String {
     let mut out = String::new();
-    for (svc, reals) in sorted(snapshot, None) {
+    for (svc, reals) in sorted(snapshot, None, true) {
         let spec = format!("{} {}", svc.spec.id.protocol.flag(), svc.spec.id.vip);
         let _ = writeln!(out, "-A {spec} -s {}", svc.spec.scheduler);
         for r in &reals {
@@ -275,6 +284,34 @@ mod tests {
                 }
             ),
             expected
+        );
+    }
+
+    #[test]
+    fn nosort_keeps_ipvs_order() {
+        let out = list(
+            &snapshot(),
+            &ListOptions {
+                sort: false,
+                ..Default::default()
+            },
+        );
+        let order: Vec<&str> = out
+            .lines()
+            .filter(|l| l.starts_with("  -> 10.") || l.starts_with("TCP") || l.starts_with("UDP"))
+            .map(|l| l.split_whitespace().nth(1).unwrap())
+            .collect();
+        assert_eq!(
+            order,
+            [
+                "192.168.0.100:53",
+                "10.0.0.1:53",
+                "192.168.0.100:80",
+                "10.0.0.2:80",
+                "10.0.0.1:80",
+                "192.168.0.100:443",
+                "10.0.0.1:443"
+            ]
         );
     }
 

@@ -19,11 +19,24 @@ fn usage(msg: impl Into<String>) -> ParseError {
     ParseError::Usage(msg.into())
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ListOptions {
     pub service: Option<ServiceId>,
     pub stats: bool,
     pub exact: bool,
+    /// `--nosort` turns it off: services and servers in IPVS order.
+    pub sort: bool,
+}
+
+impl Default for ListOptions {
+    fn default() -> Self {
+        Self {
+            service: None,
+            stats: false,
+            exact: false,
+            sort: true,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -72,6 +85,7 @@ struct Opts {
     l_threshold: Option<String>,
     stats: bool,
     exact: bool,
+    nosort: bool,
     json: bool,
     seen: Vec<&'static str>,
 }
@@ -126,9 +140,45 @@ const NOT_YET: &[&str] = &[
     "--tun-info",
 ];
 
+/// Short options that take a value; in a bundle the rest is the value.
+const SHORT_WITH_VALUE: &str = "tusrwxyMbf";
+
+/// popt's conveniences, as ipvsadm accepts them: `-Ln` is `-L -n`,
+/// `-t1.2.3.4:80` is `-t 1.2.3.4:80`, `--weight=3` is `--weight 3`.
+fn expand(args: &[&str]) -> Vec<String> {
+    let mut out = Vec::new();
+    for arg in args {
+        if let Some(long) = arg.strip_prefix("--") {
+            match long.split_once('=') {
+                Some((name, value)) => out.extend([format!("--{name}"), value.to_string()]),
+                None => out.push(arg.to_string()),
+            }
+        } else if let Some(bundle) = arg
+            .strip_prefix('-')
+            .filter(|b| b.len() > 1 && !b.starts_with(|c: char| c.is_ascii_digit()))
+        {
+            for (i, c) in bundle.char_indices() {
+                out.push(format!("-{c}"));
+                if SHORT_WITH_VALUE.contains(c) {
+                    let rest = &bundle[i + c.len_utf8()..];
+                    if !rest.is_empty() {
+                        out.push(rest.to_string());
+                    }
+                    break;
+                }
+            }
+        } else {
+            out.push(arg.to_string());
+        }
+    }
+    out
+}
+
 /// Parse one ipvsadm invocation (without the program name).
 pub fn parse<S: AsRef<str>>(args: &[S]) -> Result<Invocation, ParseError> {
-    let args: Vec<&str> = args.iter().map(|s| s.as_ref()).collect();
+    let raw: Vec<&str> = args.iter().map(|s| s.as_ref()).collect();
+    let expanded = expand(&raw);
+    let args: Vec<&str> = expanded.iter().map(String::as_str).collect();
     let mut cmd: Option<Cmd> = None;
     let mut o = Opts::default();
     let mut i = 0;
@@ -195,6 +245,10 @@ pub fn parse<S: AsRef<str>>(args: &[S]) -> Result<Invocation, ParseError> {
             }
             "-n" | "--numeric" => "numeric",
             "--sort" => "sort",
+            "--nosort" => {
+                o.nosort = true;
+                "nosort"
+            }
             "--stats" => {
                 o.stats = true;
                 "stats"
@@ -296,11 +350,16 @@ fn build(cmd: Option<Cmd>, o: Opts) -> Result<Action, ParseError> {
     Ok(match cmd {
         // No command at all lists everything, like ipvsadm.
         None | Some(Cmd::List) => {
-            allow(&o, "-L", &["service", "numeric", "stats", "exact", "sort"])?;
+            allow(
+                &o,
+                "-L",
+                &["service", "numeric", "stats", "exact", "sort", "nosort"],
+            )?;
             Action::List(ListOptions {
                 service: service(&o, false)?,
                 stats: o.stats,
                 exact: o.exact,
+                sort: !o.nosort,
             })
         }
         Some(Cmd::AddService) | Some(Cmd::EditService) => {
@@ -472,12 +531,45 @@ mod tests {
             Action::List(ListOptions {
                 service: Some(vip()),
                 stats: true,
-                exact: false
+                ..Default::default()
             })
         );
         assert_eq!(p("-S -n").unwrap(), Action::Save);
         assert_eq!(p("-Z").unwrap(), Action::Zero(None));
         assert!(parse(&["-L", "--json"]).unwrap().json);
+    }
+
+    #[test]
+    fn bundled_and_attached_options_as_popt_allows() {
+        assert_eq!(p("-Ln").unwrap(), Action::List(ListOptions::default()));
+        assert_eq!(
+            p("-Ln --stats -t198.18.0.10:80").unwrap(),
+            Action::List(ListOptions {
+                service: Some(vip()),
+                stats: true,
+                ..Default::default()
+            })
+        );
+        assert_eq!(
+            p("-L --nosort").unwrap(),
+            Action::List(ListOptions {
+                sort: false,
+                ..Default::default()
+            })
+        );
+        let Action::Apply(c) =
+            p("-a --tcp-service=198.18.0.10:80 -r 198.18.11.2:8080 -mw 3").unwrap()
+        else {
+            panic!()
+        };
+        let Command::AddReal { real, .. } = &c[0] else {
+            panic!()
+        };
+        assert_eq!((real.method, real.weight), (Method::Nat, 3));
+        assert!(p("-Lq")
+            .unwrap_err()
+            .to_string()
+            .contains("unknown option `-q`"));
     }
 
     #[test]
