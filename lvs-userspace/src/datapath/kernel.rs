@@ -35,7 +35,7 @@ pub struct Attachment {
 
 pub struct KernelDatapath {
     /// Owns the program and its links: dropping it detaches everywhere.
-    _ebpf: Ebpf,
+    ebpf: Ebpf,
     services: HashMap<MapData, ServiceKey, Service>,
     rings: Array<MapData, u32>,
     cursors: Array<MapData, u32>,
@@ -132,7 +132,7 @@ impl KernelDatapath {
         // Keep the devmap alive with the object: the program refers to it.
         drop(egress);
         Ok(Self {
-            _ebpf: ebpf,
+            ebpf,
             services,
             rings,
             cursors,
@@ -150,7 +150,7 @@ impl KernelDatapath {
     pub fn test_run(&self, frame: &[u8]) -> Result<TestRun, DatapathError> {
         use aya::programs::{TestRun as _, TestRunOptions};
         let program: &Xdp = self
-            ._ebpf
+            .ebpf
             .program(DIRECTOR)
             .ok_or(DatapathError::MissingProgram { program: DIRECTOR })?
             .try_into()
