@@ -8,13 +8,14 @@
 use std::collections::{BTreeSet, HashMap};
 
 use lvs_common::{
-    ring_base, Counters, Real, Service, ServiceKey, Verdict, MAX_REALS, MAX_SERVICES, RING_SLOTS,
+    ring_base, Counters, Real, Service as ServiceValue, ServiceKey, Verdict, MAX_REALS,
+    MAX_SERVICES, RING_SLOTS,
 };
 
 use crate::{
     api::{RealView, ServiceView, Snapshot, Stats},
     datapath::{Datapath, DatapathError},
-    model::{Command, Endpoint, ModelError, RealSpec, ServiceId, State},
+    model::{Command, Endpoint, ModelError, RealSpec, Service, ServiceId, State},
     publish,
     sched::{Dest, Scheduler},
 };
@@ -115,115 +116,143 @@ impl<D: Datapath> Controller<D> {
     pub fn apply(&mut self, commands: &[Command]) -> Result<(), ControlError> {
         let mut target = self.state.clone();
         target.apply_all(commands)?;
-        let services = target.services.len() as u32;
-        let reals: usize = target.services.iter().map(|s| s.reals.len()).sum();
-        let freed: usize = self.state.services.iter().map(|s| s.reals.len()).sum();
-        if services > MAX_SERVICES {
+        // Indexes of removed objects are only freed at the end of the batch,
+        // so old and new objects count together, each once.
+        let services: BTreeSet<ServiceId> = self
+            .state
+            .services
+            .iter()
+            .chain(&target.services)
+            .map(|s| s.spec.id)
+            .collect();
+        if services.len() > MAX_SERVICES as usize {
             return Err(ControlError::Capacity {
                 what: "services",
                 max: MAX_SERVICES,
             });
         }
-        // Indexes of removed servers are only freed at the end of the batch.
-        if reals + freed > MAX_REALS as usize {
+        let reals: BTreeSet<(ServiceId, Endpoint)> = self
+            .state
+            .services
+            .iter()
+            .chain(&target.services)
+            .flat_map(|s| s.reals.iter().map(|r| (s.spec.id, r.server)))
+            .collect();
+        if reals.len() > MAX_REALS as usize {
             return Err(ControlError::Capacity {
                 what: "real servers",
                 max: MAX_REALS,
             });
         }
 
+        // The batch is valid: replay it command by command, running the
+        // scheduler hooks for the services each one changes, as IPVS would.
         let mut touched = BTreeSet::new();
         let mut step = self.state.clone();
         for command in commands {
-            let before = step.clone();
-            step.apply_all(std::slice::from_ref(command))?;
+            let before: Vec<(ServiceId, Option<Service>)> = step
+                .affected(command)
+                .into_iter()
+                .map(|id| (id, step.service(&id).cloned()))
+                .collect();
+            step.apply(command)?;
             // IPVS runs the scheduler's update hook on every -a/-e/-d, even
             // one that changes nothing the scheduler reads (wrr resets then).
-            let hooked = match command {
-                Command::AddReal { service, .. } | Command::EditReal { service, .. } => {
-                    Some(*service)
-                }
-                Command::DeleteReal { service, .. } => Some(*service),
-                _ => None,
-            };
-            self.run_hooks(&before, &step, hooked, &mut touched)?;
+            let hooked = matches!(
+                command,
+                Command::AddReal { .. } | Command::EditReal { .. } | Command::DeleteReal { .. }
+            );
+            for (id, old) in before {
+                self.run_hooks(id, old.as_ref(), step.service(&id), hooked, &mut touched)?;
+            }
         }
         self.state = step;
         self.publish_touched(&touched)?;
         Ok(())
     }
 
-    /// Scheduler hooks for one command's change.
+    /// Scheduler hooks for one service's change by one command.
     fn run_hooks(
         &mut self,
-        before: &State,
-        after: &State,
-        hooked: Option<ServiceId>,
+        id: ServiceId,
+        old: Option<&Service>,
+        new: Option<&Service>,
+        hooked: bool,
         touched: &mut BTreeSet<ServiceId>,
     ) -> Result<(), ControlError> {
-        for old in &before.services {
-            if after.service(&old.spec.id).is_none() {
-                touched.insert(old.spec.id);
-            }
-        }
-        for svc in &after.services {
-            let id = svc.spec.id;
-            let old = before.service(&id);
-            if old == Some(svc) && hooked != Some(id) {
-                continue;
-            }
+        let Some(svc) = new else {
+            // Deleted: unpublished at the end of the batch.
             touched.insert(id);
-            if !self.runtimes.contains_key(&id) {
-                let index = self.service_slots.take().ok_or(ControlError::Capacity {
-                    what: "services",
-                    max: MAX_SERVICES,
-                })?;
-                self.datapath.reset_service_counters(index)?;
-                self.service_baseline.remove(&index);
-                let origin = self.datapath.cursor(index)?;
-                self.runtimes.insert(
-                    id,
-                    Runtime {
-                        index,
-                        half: 1,
-                        ring_len: 0,
-                        cursor_origin: origin,
-                        sched: svc.spec.scheduler.instantiate(&[]),
-                        dests: Vec::new(),
-                        synced: true,
-                    },
-                );
-            }
-            let dests = self.dests_for(svc)?;
-            let rt = self.runtimes.get_mut(&id).expect("runtime created above");
-            if !rt.synced {
-                // Catch up with the picks the datapath made since publishing.
-                // This cursor value becomes the new ring's origin: picks made
-                // from the old ring until the flip stand in for the new ring's
-                // first slots, so the sequence neither repeats nor skips.
-                let now = self.datapath.cursor(rt.index)?;
-                publish::advance(
-                    rt.sched.as_mut(),
-                    &rt.dests,
-                    now.wrapping_sub(rt.cursor_origin),
-                    rt.ring_len as usize,
-                );
-                rt.cursor_origin = now;
-                rt.synced = true;
-            }
-            if old.is_some_and(|o| o.spec.scheduler != svc.spec.scheduler) {
-                rt.sched = svc.spec.scheduler.instantiate(&dests);
-            } else if rt.dests != dests || hooked == Some(id) {
-                rt.sched.update(&rt.dests, &dests);
-            }
-            rt.dests = dests;
+            return Ok(());
+        };
+        if old == Some(svc) && !hooked {
+            return Ok(());
         }
+        touched.insert(id);
+        if !self.runtimes.contains_key(&id) {
+            let index = self.service_slots.take().ok_or(ControlError::Capacity {
+                what: "services",
+                max: MAX_SERVICES,
+            })?;
+            self.datapath.reset_service_counters(index)?;
+            self.service_baseline.remove(&index);
+            let origin = self.datapath.cursor(index)?;
+            self.runtimes.insert(
+                id,
+                Runtime {
+                    index,
+                    half: 1,
+                    ring_len: 0,
+                    cursor_origin: origin,
+                    sched: svc.spec.scheduler.instantiate(&[]),
+                    dests: Vec::new(),
+                    synced: true,
+                },
+            );
+        }
+        let dests = self.dests_for(svc, old)?;
+        let rt = self.runtimes.get_mut(&id).expect("runtime created above");
+        if !rt.synced {
+            // Catch up with the picks the datapath made since publishing.
+            // This cursor value becomes the new ring's origin: picks made
+            // from the old ring until the flip stand in for the new ring's
+            // first slots, so the sequence neither repeats nor skips.
+            let now = self.datapath.cursor(rt.index)?;
+            publish::advance(
+                rt.sched.as_mut(),
+                &rt.dests,
+                now.wrapping_sub(rt.cursor_origin),
+                rt.ring_len as usize,
+            );
+            rt.cursor_origin = now;
+            rt.synced = true;
+        }
+        if old.is_some_and(|o| o.spec.scheduler != svc.spec.scheduler) {
+            rt.sched = svc.spec.scheduler.instantiate(&dests);
+        } else if rt.dests != dests || hooked {
+            rt.sched.update(&rt.dests, &dests);
+        }
+        rt.dests = dests;
         Ok(())
     }
 
     /// Real server indexes for a service's list (allocating new ones), in
     /// IPVS order, with their datapath entries written.
-    fn dests_for(&mut self, svc: &crate::model::Service) -> Result<Vec<Dest>, ControlError> {
+    fn dests_for(
+        &mut self,
+        svc: &Service,
+        old: Option<&Service>,
+    ) -> Result<Vec<Dest>, ControlError> {
+        // Only new or changed servers are written: one command must not cost
+        // a syscall per server of the service.
+        let written: HashMap<Endpoint, Real> = old
+            .map(|o| {
+                o.reals
+                    .iter()
+                    .map(|r| (r.server, datapath_real(r)))
+                    .collect()
+            })
+            .unwrap_or_default();
         let mut dests = Vec::with_capacity(svc.reals.len());
         for real in &svc.reals {
             let key = (svc.spec.id, real.server);
@@ -240,7 +269,10 @@ impl<D: Datapath> Controller<D> {
                     i
                 }
             };
-            self.datapath.set_real(index, datapath_real(real))?;
+            let entry = datapath_real(real);
+            if written.get(&real.server) != Some(&entry) {
+                self.datapath.set_real(index, entry)?;
+            }
             dests.push(Dest {
                 id: index,
                 weight: real.weight,
@@ -270,7 +302,7 @@ impl<D: Datapath> Controller<D> {
             let half = 1 - rt.half;
             let base = ring_base(rt.index, half);
             self.datapath.write_ring(base, &ring.picks)?;
-            let value = Service {
+            let value = ServiceValue {
                 index: rt.index,
                 ring_base: base,
                 ring_len: ring.picks.len() as u32,
@@ -473,6 +505,44 @@ mod tests {
         }])
         .unwrap();
         assert_eq!(picks(&mut c, 3), "321");
+    }
+
+    #[test]
+    fn capacity_counts_each_real_server_once() {
+        // Over half the table in use (520 services x 8 servers), then one
+        // more server: existing servers must not be counted twice.
+        let mut c = Controller::new(FakeDatapath::default());
+        let mut cmds = Vec::new();
+        for n in 0..520u16 {
+            let id = ServiceId {
+                protocol: Protocol::Udp,
+                vip: Endpoint {
+                    addr: Ipv4Addr::new(198, 18, 0, 10),
+                    port: 1000 + n,
+                },
+            };
+            cmds.push(Command::AddService(ServiceSpec {
+                id,
+                scheduler: SchedulerName::Rr,
+            }));
+            for last in 1..=8 {
+                cmds.push(Command::AddReal {
+                    service: id,
+                    real: real(last, 1),
+                });
+            }
+        }
+        c.apply(&cmds).unwrap();
+        const { assert!(520 * 8 > MAX_REALS / 2) };
+        c.apply(&[
+            Command::AddService(ServiceSpec {
+                id: svc(),
+                scheduler: SchedulerName::Rr,
+            }),
+            add_real(1, 1),
+        ])
+        .unwrap();
+        assert_eq!(c.state().services.len(), 521);
     }
 
     #[test]

@@ -230,7 +230,21 @@ impl State {
         Ok(())
     }
 
-    fn apply(&mut self, command: &Command) -> Result<(), ModelError> {
+    /// Services a command can change: its own, or all of them for `-C`.
+    pub fn affected(&self, command: &Command) -> Vec<ServiceId> {
+        match command {
+            Command::AddService(spec) | Command::EditService(spec) => vec![spec.id],
+            Command::DeleteService { service }
+            | Command::AddReal { service, .. }
+            | Command::EditReal { service, .. }
+            | Command::DeleteReal { service, .. } => vec![*service],
+            Command::Clear => self.services.iter().map(|s| s.spec.id).collect(),
+        }
+    }
+
+    /// One command, in place. On error `self` may be partly changed: callers
+    /// that need all-or-nothing use `apply_all`.
+    pub fn apply(&mut self, command: &Command) -> Result<(), ModelError> {
         match command {
             Command::AddService(spec) => {
                 validate_service(spec)?;
