@@ -88,19 +88,37 @@ fn rr_spreads_thirty_connections_ten_each_and_stats_show_them() {
     }
     // The XDP program forwarded them itself, not the kernel.
     let json = lab.lvsadm(&["-L", "-n", "--json"]).unwrap();
-    let redirects: u64 = json
-        .split("\"redirect\",")
-        .nth(1)
-        .and_then(|rest| {
-            rest.trim_start()
-                .split(|c: char| !c.is_ascii_digit())
-                .next()
-                .map(|n| n.parse().unwrap())
-        })
+    let snapshot: serde_json::Value = serde_json::from_str(&json).expect("lvsadm --json output");
+    let redirects = snapshot["verdicts"]
+        .as_array()
+        .and_then(|v| v.iter().find(|pair| pair[0] == "redirect"))
+        .and_then(|pair| pair[1].as_u64())
         .unwrap_or_else(|| panic!("no redirect counter in {json}"));
     assert!(
         redirects >= 30 * 4,
         "only {redirects} frames redirected by XDP"
+    );
+
+    // One service listed alone, and -Z zeroes what --stats shows.
+    let one = lab.lvsadm(&["-L", "-n", "-t", "198.18.0.10:80"]).unwrap();
+    assert!(
+        one.contains("TCP  198.18.0.10:80 rr") && !one.contains("UDP"),
+        "{one}"
+    );
+    lab.lvsadm(&["-Z"]).unwrap();
+    let zeroed = lab.lvsadm(&["-L", "-n", "--stats"]).unwrap();
+    let svc = zeroed
+        .lines()
+        .find(|l| l.starts_with("TCP  198.18.0.10:80"))
+        .unwrap();
+    assert!(svc.split_whitespace().skip(2).all(|n| n == "0"), "{zeroed}");
+    let real = zeroed
+        .lines()
+        .find(|l| l.starts_with("  -> 198.18.11.2:8080"))
+        .unwrap();
+    assert!(
+        real.split_whitespace().skip(2).all(|n| n == "0"),
+        "{zeroed}"
     );
 }
 
