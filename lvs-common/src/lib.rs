@@ -7,5 +7,7 @@
 
 pub mod checksum;
 pub mod maps;
+pub mod tcp_state;
 
 pub use maps::*;
+pub use tcp_state::ConnState;

@@ -195,6 +195,9 @@ pub struct Conn {
     pub real_index: u32,
     /// `bpf_ktime_get_ns` of the last packet, for the controller's sweeper.
     pub last_seen_ns: u64,
+    /// `ConnState` of the flow; a NAT flow keeps it on its inbound entry.
+    pub state: u8,
+    _pad: [u8; 7],
 }
 
 impl Conn {
@@ -216,6 +219,8 @@ impl Conn {
             service_index,
             real_index,
             last_seen_ns: now,
+            state: crate::ConnState::None as u8,
+            _pad: [0; 7],
         }
     }
     pub const fn addr(&self) -> [u8; 4] {
@@ -280,9 +285,15 @@ pub enum Verdict {
     Redirect = 7,
     /// Connection table insert failed.
     DropTableFull = 8,
+    /// Sent back out of the interface it came in on (DR or TUN on a one-armed director).
+    Transmit = 9,
+    /// Too big to tunnel with DF set: the client got ICMP fragmentation-needed.
+    IcmpTooBig = 10,
+    /// DR next hop not resolved: handed to the kernel's neighbour layer (tc), not lost.
+    PassResolveNeighbour = 11,
 }
 
-pub const VERDICT_COUNT: u32 = 9;
+pub const VERDICT_COUNT: u32 = 12;
 
 impl Verdict {
     pub const ALL: [Verdict; VERDICT_COUNT as usize] = [
@@ -295,6 +306,9 @@ impl Verdict {
         Verdict::DropNoDestination,
         Verdict::Redirect,
         Verdict::DropTableFull,
+        Verdict::Transmit,
+        Verdict::IcmpTooBig,
+        Verdict::PassResolveNeighbour,
     ];
     pub const fn name(self) -> &'static str {
         match self {
@@ -307,15 +321,61 @@ impl Verdict {
             Verdict::DropNoDestination => "drop_no_destination",
             Verdict::Redirect => "redirect",
             Verdict::DropTableFull => "drop_table_full",
+            Verdict::Transmit => "transmit",
+            Verdict::IcmpTooBig => "icmp_too_big",
+            Verdict::PassResolveNeighbour => "pass_resolve_neighbour",
         }
     }
 }
 
+/// `SETTINGS` value (one entry): datapath-wide knobs the controller sets.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Settings {
+    /// Outer source of tunnelled packets; all zero means "the address the
+    /// route towards the real server selects" (as IPVS does).
+    pub tunnel_source: [u8; 4],
+}
+
+/// Metadata the director leaves in front of a DR frame whose next hop is not
+/// resolved yet; the tc program `lvs_neigh` hands it to the neighbour layer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NeighMeta {
+    pub magic: [u8; 4],
+    pub next_hop: [u8; 4],
+    pub ifindex: u32,
+}
+
+impl NeighMeta {
+    /// Marks the metadata as ours ("LVSN").
+    pub const MAGIC: [u8; 4] = *b"LVSN";
+}
+
+/// What the real server's decapsulation program did; indexes `DECAP_STATS`.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecapVerdict {
+    /// IPIP stripped; the inner packet goes up the stack.
+    Decapsulated = 0,
+    /// Not IPv4-in-IPv4: untouched.
+    PassNotIpip = 1,
+    /// Claims to be IPIP but is truncated or not IPv4 inside: untouched.
+    PassMalformed = 2,
+}
+
+pub const DECAP_VERDICT_COUNT: u32 = 3;
+
+pub const IPPROTO_ICMP: u8 = 1;
+pub const IPPROTO_IPIP: u8 = 4;
+
 const _: () = assert!(core::mem::size_of::<ServiceKey>() == 8);
+const _: () = assert!(core::mem::size_of::<Settings>() == 4);
+const _: () = assert!(core::mem::size_of::<NeighMeta>() == 12);
 const _: () = assert!(core::mem::size_of::<Service>() == 16);
 const _: () = assert!(core::mem::size_of::<Real>() == 8);
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 16);
-const _: () = assert!(core::mem::size_of::<Conn>() == 24);
+const _: () = assert!(core::mem::size_of::<Conn>() == 32);
 const _: () = assert!(core::mem::size_of::<Counters>() == 40);
 const _: () = assert!(ring_base(MAX_SERVICES - 1, 1) + RING_SLOTS == MAX_SERVICES * 2 * RING_SLOTS);
 
@@ -329,4 +389,5 @@ mod pod {
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::Conn {}
     unsafe impl aya::Pod for super::Counters {}
+    unsafe impl aya::Pod for super::Settings {}
 }

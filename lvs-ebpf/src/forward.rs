@@ -1,37 +1,62 @@
-//! Egress: FIB lookup for the rewritten destination, then a devmap redirect.
-//! Anything the FIB cannot finish (unresolved neighbour, an interface we do
-//! not own) goes to the kernel, which knows how to finish it.
+//! Egress: one FIB lookup, then out of the ingress interface (`XDP_TX`) or
+//! through the devmap to another. Anything the FIB cannot finish (an
+//! unresolved neighbour, an interface we do not own) goes back to the caller,
+//! which knows whether the kernel can finish it.
 
 use aya_ebpf::{
-    bindings::{bpf_fib_lookup as FibParams, BPF_FIB_LKUP_RET_SUCCESS},
+    bindings::{
+        bpf_fib_lookup as FibParams, BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_NO_NEIGH,
+        BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LOOKUP_SRC,
+    },
     helpers::bpf_fib_lookup,
     programs::XdpContext,
 };
 use core::mem::{size_of, MaybeUninit};
-use lvs_common::{checksum, Verdict};
+use lvs_common::Verdict;
 
 use crate::{headers::Packet, maps::EGRESS};
 
 const AF_INET: u8 = 2;
 
-/// Callers have checked `Packet::ttl_expiring` before rewriting anything.
+/// What the FIB said about a destination.
+pub enum Lookup {
+    /// Next hop resolved: `params` holds the egress interface and both MACs.
+    Ready(FibParams),
+    /// Route found but the neighbour is not resolved; `params` holds the
+    /// egress interface and, when asked for, the source address.
+    NoNeighbour(FibParams),
+    /// The packet (of the length asked about) exceeds the route's MTU.
+    TooBig { mtu: u16 },
+    /// No usable route (unreachable, blackhole, forwarding disabled, ...).
+    Unroutable,
+}
+
+/// Where a destination goes. `tot_len` 0 skips the MTU check; `want_source`
+/// asks the kernel for the source address the route selects.
 #[inline(always)]
-pub fn route(ctx: &XdpContext, packet: &Packet) -> Result<Verdict, Verdict> {
+pub fn lookup(
+    ctx: &XdpContext,
+    packet: &Packet,
+    dst: [u8; 4],
+    tot_len: u16,
+    want_source: bool,
+) -> Lookup {
     // SAFETY: pointers validated by Packet::parse.
-    let ip = unsafe { &mut *packet.ip };
+    let (ip, ports) = unsafe { (&*packet.ip, &*packet.ports) };
     // SAFETY: every field the helper reads is set below; the rest is zeroed.
     let mut fib: FibParams = unsafe { MaybeUninit::zeroed().assume_init() };
     fib.family = AF_INET;
     fib.l4_protocol = packet.proto;
-    // SAFETY: pointers validated by Packet::parse.
-    let ports = unsafe { &*packet.ports };
     fib.sport = u16::from_ne_bytes(ports.src);
     fib.dport = u16::from_ne_bytes(ports.dst);
-    fib.__bindgen_anon_1.tot_len = u16::from_be_bytes(ip.total_len);
+    fib.__bindgen_anon_1.tot_len = tot_len;
     fib.ifindex = ctx.ingress_ifindex() as u32;
     fib.__bindgen_anon_2.tos = ip.tos;
-    fib.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(ip.src);
-    fib.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(ip.dst);
+    if !want_source {
+        fib.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(ip.src);
+    }
+    fib.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(dst);
+    let flags = if want_source { BPF_FIB_LOOKUP_SRC } else { 0 };
 
     // SAFETY: fib is a valid, writable bpf_fib_lookup of the size passed.
     let rc = unsafe {
@@ -39,23 +64,63 @@ pub fn route(ctx: &XdpContext, packet: &Packet) -> Result<Verdict, Verdict> {
             ctx.ctx as *mut _,
             &mut fib as *mut _ as *mut _,
             size_of::<FibParams>() as i32,
-            0,
+            flags,
         )
     };
-    if rc != BPF_FIB_LKUP_RET_SUCCESS as i64 {
-        return Err(Verdict::PassToKernel);
+    match rc as u32 {
+        BPF_FIB_LKUP_RET_SUCCESS => Lookup::Ready(fib),
+        BPF_FIB_LKUP_RET_NO_NEIGH => Lookup::NoNeighbour(fib),
+        // SAFETY: the helper wrote mtu_result for this return code.
+        BPF_FIB_LKUP_RET_FRAG_NEEDED => Lookup::TooBig {
+            mtu: unsafe { fib.__bindgen_anon_1.mtu_result },
+        },
+        _ => Lookup::Unroutable,
     }
-    // Commit to the redirect first: only then is the frame ours to finish.
+}
+
+/// The outer source the FIB selected, as wire bytes.
+#[inline(always)]
+pub fn selected_source(fib: &FibParams) -> [u8; 4] {
+    // SAFETY: ipv4_src is the member in use for AF_INET.
+    unsafe { fib.__bindgen_anon_3.ipv4_src }.to_ne_bytes()
+}
+
+/// Choose the way out for a resolved next hop: `XDP_TX` when it is the
+/// ingress interface, the devmap otherwise. Nothing in the frame has been
+/// touched yet when this fails.
+#[inline(always)]
+pub fn egress(ctx: &XdpContext, fib: &FibParams) -> Result<Verdict, Verdict> {
+    if fib.ifindex == ctx.ingress_ifindex() as u32 {
+        return Ok(Verdict::Transmit);
+    }
     EGRESS
         .redirect(fib.ifindex, 0)
-        .map_err(|_| Verdict::PassToKernel)?;
-    // SAFETY: pointers validated by Packet::parse.
+        .map(|_| Verdict::Redirect)
+        .map_err(|_| Verdict::PassToKernel)
+}
+
+/// Address the frame to the resolved next hop.
+#[inline(always)]
+pub fn set_macs(packet: &Packet, fib: &FibParams) {
+    // SAFETY: pointer validated by Packet::parse.
     let eth = unsafe { &mut *packet.eth };
     eth.dst = fib.dmac;
     eth.src = fib.smac;
-    let old = u16::from_be_bytes([ip.ttl, ip.proto]);
-    ip.ttl -= 1;
-    let new = u16::from_be_bytes([ip.ttl, ip.proto]);
-    ip.check = checksum::replace_u16(u16::from_be_bytes(ip.check), old, new).to_be_bytes();
-    Ok(Verdict::Redirect)
+}
+
+/// NAT after the rewrite: the destination is the real server (inbound) or
+/// the client (outbound). Callers have checked `Packet::ttl_expiring`; an
+/// unresolved neighbour leaves the rewritten packet to the kernel.
+#[inline(always)]
+pub fn route(ctx: &XdpContext, packet: &Packet) -> Result<Verdict, Verdict> {
+    // SAFETY: pointer validated by Packet::parse.
+    let dst = unsafe { (*packet.ip).dst };
+    // Too big or unresolved: the kernel forwards (or answers) the rewritten packet.
+    let Lookup::Ready(fib) = lookup(ctx, packet, dst, packet.ip_len() as u16, false) else {
+        return Err(Verdict::PassToKernel);
+    };
+    let verdict = egress(ctx, &fib)?;
+    set_macs(packet, &fib);
+    packet.decrement_ttl();
+    Ok(verdict)
 }

@@ -3,7 +3,10 @@
 
 use aya_ebpf::programs::XdpContext;
 use core::mem::size_of;
-use lvs_common::{FlowKey, Verdict, IPPROTO_TCP, IPPROTO_UDP};
+use lvs_common::{
+    tcp_state::{TCP_RST, TCP_SYN},
+    FlowKey, Verdict, IPPROTO_TCP, IPPROTO_UDP,
+};
 
 pub const ETH_P_IPV4: [u8; 2] = [0x08, 0x00];
 
@@ -34,7 +37,19 @@ impl Ipv4 {
     pub fn is_fragment(&self) -> bool {
         (self.frag[0] & 0x3f) != 0 || self.frag[1] != 0
     }
+    #[inline(always)]
+    pub fn dont_fragment(&self) -> bool {
+        self.frag[0] & 0x40 != 0
+    }
+    /// Header length in bytes.
+    #[inline(always)]
+    pub fn header_len(&self) -> usize {
+        (self.version_ihl & 0x0f) as usize * 4
+    }
 }
+
+pub const ETH_HEADER_LEN: usize = size_of::<Ethernet>();
+pub const IPV4_HEADER_LEN: usize = size_of::<Ipv4>();
 
 /// The first eight bytes of TCP and UDP: ports, then fields we do not touch.
 #[repr(C)]
@@ -49,8 +64,6 @@ pub const UDP_HEADER_LEN: usize = 8;
 pub const TCP_CHECK_OFFSET: usize = 16;
 pub const UDP_CHECK_OFFSET: usize = 6;
 const TCP_FLAGS_OFFSET: usize = 13;
-const TCP_SYN: u8 = 0x02;
-const TCP_RST: u8 = 0x04;
 
 /// A parsed IPv4 TCP or UDP frame: pointers are valid for the program run.
 pub struct Packet {
@@ -62,10 +75,12 @@ pub struct Packet {
     pub proto: u8,
     /// TCP flags byte (0 for UDP).
     pub tcp_flags: u8,
+    /// IPv4 header length in bytes (20 to 60).
+    pub ip_header_len: usize,
 }
 
 #[inline(always)]
-fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*mut T, Verdict> {
+pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*mut T, Verdict> {
     let start = ctx.data();
     if start + offset + size_of::<T>() > ctx.data_end() {
         return Err(Verdict::PassMalformed);
@@ -84,7 +99,7 @@ impl Packet {
         let ip: *mut Ipv4 = ptr_at(ctx, size_of::<Ethernet>())?;
         // SAFETY: bounds checked by ptr_at.
         let ipr = unsafe { &*ip };
-        let ihl = (ipr.version_ihl & 0x0f) as usize * 4;
+        let ihl = ipr.header_len();
         if ipr.version_ihl >> 4 != 4 || ihl < size_of::<Ipv4>() {
             return Err(Verdict::PassMalformed);
         }
@@ -117,6 +132,7 @@ impl Packet {
             l4_check,
             proto,
             tcp_flags,
+            ip_header_len: ihl,
         })
     }
 
@@ -139,6 +155,19 @@ impl Packet {
     pub fn ttl_expiring(&self) -> bool {
         // SAFETY: validated by parse.
         unsafe { (*self.ip).ttl <= 1 }
+    }
+
+    /// Decrement the TTL and patch the header checksum; callers have checked
+    /// `ttl_expiring`.
+    #[inline(always)]
+    pub fn decrement_ttl(&self) {
+        // SAFETY: validated by parse.
+        let ip = unsafe { &mut *self.ip };
+        let old = u16::from_be_bytes([ip.ttl, ip.proto]);
+        ip.ttl -= 1;
+        let new = u16::from_be_bytes([ip.ttl, ip.proto]);
+        ip.check =
+            lvs_common::checksum::replace_u16(u16::from_be_bytes(ip.check), old, new).to_be_bytes();
     }
 
     #[inline(always)]

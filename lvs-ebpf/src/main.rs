@@ -1,25 +1,40 @@
-//! The director's XDP programs.
+//! The XDP and tc programs.
 //!
-//! `lvs_director` is the datapath: one entry point, one place (`verdict`)
+//! `lvs_director` is the datapath: one entry point, one place (`action`)
 //! that turns every outcome into an XDP action. Each packet path lives in its
-//! own module: `nat_in` (client to real server), `nat_out` (real server back
-//! to client), `schedule` (first packet of a flow), `forward` (egress choice).
-//! `lvs_pass` is the no-op program: veth peers in tests and the bench floor.
+//! own module: `schedule` (first packet of a flow), `nat` (DNAT in, SNAT
+//! out), `direct` (DR), `tunnel` (IP-in-IP) with `icmp` (too big to tunnel),
+//! `forward` (egress choice) and `conntrack` (IPVS states and expiry).
+//! `lvs_neigh` (tc) finishes DR frames whose next hop was unresolved.
+//! `lvs_decap` runs on real servers; `lvs_pass` is the no-op program, for
+//! veth peers and the bench floor.
 #![no_std]
 #![no_main]
 // The BPF target has no core atomics; the cursor uses the intrinsic.
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
+mod conntrack;
+mod decap;
+mod direct;
 mod forward;
 mod headers;
+mod icmp;
 mod maps;
 mod nat;
+mod neigh;
 mod schedule;
 mod stats;
+mod tunnel;
 
-use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-use lvs_common::Verdict;
+use aya_ebpf::{
+    bindings::xdp_action,
+    macros::{classifier, xdp},
+    programs::{TcContext, XdpContext},
+};
+use lvs_common::{Conn, Direction, Method, Verdict};
+
+use crate::stats::Way;
 
 #[xdp]
 pub fn lvs_director(ctx: XdpContext) -> u32 {
@@ -28,6 +43,18 @@ pub fn lvs_director(ctx: XdpContext) -> u32 {
     };
     stats::count_verdict(verdict);
     action(verdict)
+}
+
+#[xdp]
+pub fn lvs_decap(ctx: XdpContext) -> u32 {
+    stats::count_decap(decap::decapsulate(&ctx));
+    // Decapsulated or not, the stack takes it from here.
+    xdp_action::XDP_PASS
+}
+
+#[classifier]
+pub fn lvs_neigh(ctx: TcContext) -> i32 {
+    neigh::finish(&ctx)
 }
 
 #[xdp]
@@ -40,13 +67,15 @@ pub fn lvs_pass(_ctx: XdpContext) -> u32 {
 fn action(verdict: Verdict) -> u32 {
     match verdict {
         Verdict::Redirect => xdp_action::XDP_REDIRECT,
+        Verdict::Transmit | Verdict::IcmpTooBig => xdp_action::XDP_TX,
         Verdict::DropNoDestination | Verdict::DropTableFull => xdp_action::XDP_DROP,
         Verdict::PassNotIpv4
         | Verdict::PassNoService
         | Verdict::PassNotSyn
         | Verdict::PassUnsupported
         | Verdict::PassMalformed
-        | Verdict::PassToKernel => xdp_action::XDP_PASS,
+        | Verdict::PassToKernel
+        | Verdict::PassResolveNeighbour => xdp_action::XDP_PASS,
     }
 }
 
@@ -54,13 +83,40 @@ fn action(verdict: Verdict) -> u32 {
 fn director(ctx: &XdpContext) -> Result<Verdict, Verdict> {
     let packet = headers::Packet::parse(ctx)?;
     let flow = packet.flow_key();
+    let now = stats::now();
     if let Some(conn) = maps::CONNS.get_ptr_mut(flow) {
         // SAFETY: the pointer comes from a successful map lookup.
         let conn = unsafe { &mut *conn };
-        conn.last_seen_ns = stats::now();
-        return nat::rewrite_tracked(ctx, &packet, conn);
+        if conn.direction == Direction::Outbound as u8 {
+            return nat::outbound(ctx, &packet, conn, now);
+        }
+        if !conntrack::expired(conn, now) {
+            if packet.ttl_expiring() {
+                return Err(Verdict::PassToKernel);
+            }
+            conntrack::update(conn, &packet, conntrack::input_table(conn.method), now);
+            let bytes = packet.ip_len();
+            stats::count_packet(conn.service_index, conn.real_index, Way::In, bytes, false);
+            return to_real_server(ctx, &packet, conn);
+        }
+        // Expired: IPVS would have freed it, so the packet starts a new flow.
     }
-    schedule::new_flow(ctx, &packet, &flow)
+    schedule::new_flow(ctx, &packet, &flow, now)
+}
+
+/// A client packet of a live connection, on its connection's method.
+#[inline(always)]
+fn to_real_server(
+    ctx: &XdpContext,
+    packet: &headers::Packet,
+    conn: &Conn,
+) -> Result<Verdict, Verdict> {
+    match Method::from_u8(conn.method) {
+        Some(Method::Nat) => nat::inbound(ctx, packet, conn),
+        Some(Method::Route) => direct::forward(ctx, packet, conn.addr()),
+        Some(Method::Tunnel) => tunnel::forward(ctx, packet, conn.addr()),
+        None => Err(Verdict::DropNoDestination),
+    }
 }
 
 #[cfg(not(test))]

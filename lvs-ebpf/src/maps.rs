@@ -6,8 +6,9 @@ use aya_ebpf::{
     maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
 };
 use lvs_common::{
-    Conn, Counters, FlowKey, Real, Service, ServiceKey, CONN_TABLE_SIZE, MAX_INTERFACES, MAX_REALS,
-    MAX_SERVICES, RING_SLOTS, VERDICT_COUNT,
+    tcp_state::STATE_COUNT, Conn, Counters, FlowKey, Real, Service, ServiceKey, Settings,
+    CONN_TABLE_SIZE, DECAP_VERDICT_COUNT, MAX_INTERFACES, MAX_REALS, MAX_SERVICES, RING_SLOTS,
+    VERDICT_COUNT,
 };
 
 #[map]
@@ -39,3 +40,14 @@ pub static REAL_STATS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(MAX
 
 #[map]
 pub static VERDICTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(VERDICT_COUNT, 0);
+
+/// Seconds a connection may idle in each `ConnState`.
+#[map]
+pub static TIMEOUTS: Array<u32> = Array::with_max_entries(STATE_COUNT, 0);
+
+#[map]
+pub static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
+
+/// The real server's decapsulation program counts here, not in `VERDICTS`.
+#[map]
+pub static DECAP_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DECAP_VERDICT_COUNT, 0);

@@ -1,31 +1,56 @@
 //! NAT rewrites: DNAT towards the real server, SNAT back to the VIP.
 
 use aya_ebpf::programs::XdpContext;
-use lvs_common::{checksum, Conn, Direction, Method, Verdict, IPPROTO_UDP};
+use lvs_common::{checksum, tcp_state::Table, Conn, FlowKey, Verdict, IPPROTO_UDP};
 
 use crate::{
-    forward,
+    conntrack, forward,
     headers::Packet,
+    maps::CONNS,
     stats::{self, Way},
 };
 
-/// Forward a packet of a flow the table already knows.
+/// A reply from the real server: SNAT back to the VIP. The flow's state
+/// lives on its inbound entry, which the reply moves through the OUTPUT table.
 #[inline(always)]
-pub fn rewrite_tracked(ctx: &XdpContext, packet: &Packet, conn: &Conn) -> Result<Verdict, Verdict> {
+pub fn outbound(
+    ctx: &XdpContext,
+    packet: &Packet,
+    conn: &mut Conn,
+    now: u64,
+) -> Result<Verdict, Verdict> {
     if packet.ttl_expiring() {
         return Err(Verdict::PassToKernel);
     }
-    let bytes = packet.ip_len();
-    if conn.direction == Direction::Outbound as u8 {
-        stats::count_packet(conn.service_index, conn.real_index, Way::Out, bytes, false);
-        rewrite_source(packet, conn.addr(), conn.port_wire());
-    } else {
-        stats::count_packet(conn.service_index, conn.real_index, Way::In, bytes, false);
-        if conn.method != Method::Nat as u8 {
-            return Err(Verdict::PassUnsupported);
-        }
-        rewrite_destination(packet, conn.addr(), conn.port_wire());
+    conn.last_seen_ns = now;
+    // SAFETY: pointers validated by Packet::parse.
+    let (ip, ports) = unsafe { (&*packet.ip, &*packet.ports) };
+    let inbound = FlowKey::from_wire(
+        ip.dst,
+        conn.addr(),
+        ports.dst,
+        conn.port_wire(),
+        packet.proto,
+    );
+    if let Some(forward) = CONNS.get_ptr_mut(inbound) {
+        // SAFETY: the pointer comes from a successful map lookup.
+        conntrack::update(unsafe { &mut *forward }, packet, Table::Output, now);
     }
+    stats::count_packet(
+        conn.service_index,
+        conn.real_index,
+        Way::Out,
+        packet.ip_len(),
+        false,
+    );
+    rewrite_source(packet, conn.addr(), conn.port_wire());
+    forward::route(ctx, packet)
+}
+
+/// Client to real server: DNAT, then route.
+#[inline(always)]
+pub fn inbound(ctx: &XdpContext, packet: &Packet, conn: &Conn) -> Result<Verdict, Verdict> {
+    rewrite_destination(packet, conn.addr(), conn.port_wire());
     forward::route(ctx, packet)
 }
 

@@ -1,9 +1,9 @@
 //! Per-CPU counters: no atomics, the controller sums the CPUs.
 
 use aya_ebpf::helpers::bpf_ktime_get_ns;
-use lvs_common::{Counters, Verdict};
+use lvs_common::{Counters, DecapVerdict, Verdict};
 
-use crate::maps::{REAL_STATS, SERVICE_STATS, VERDICTS};
+use crate::maps::{DECAP_STATS, REAL_STATS, SERVICE_STATS, VERDICTS};
 
 #[inline(always)]
 pub fn now() -> u64 {
@@ -14,6 +14,14 @@ pub fn now() -> u64 {
 #[inline(always)]
 pub fn count_verdict(verdict: Verdict) {
     if let Some(slot) = VERDICTS.get_ptr_mut(verdict as u32) {
+        // SAFETY: per-CPU slot from a successful lookup.
+        unsafe { *slot += 1 };
+    }
+}
+
+#[inline(always)]
+pub fn count_decap(verdict: DecapVerdict) {
+    if let Some(slot) = DECAP_STATS.get_ptr_mut(verdict as u32) {
         // SAFETY: per-CPU slot from a successful lookup.
         unsafe { *slot += 1 };
     }

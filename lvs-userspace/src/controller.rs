@@ -8,12 +8,13 @@
 use std::collections::{BTreeSet, HashMap};
 
 use lvs_common::{
-    ring_base, Counters, Real, Service as ServiceValue, ServiceKey, Verdict, MAX_REALS,
-    MAX_SERVICES, RING_SLOTS,
+    ring_base, tcp_state::DEFAULT_TIMEOUTS, Counters, FlowKey, Real, Service as ServiceValue,
+    ServiceKey, Verdict, MAX_REALS, MAX_SERVICES, RING_SLOTS,
 };
 
 use crate::{
     api::{RealView, ServiceView, Snapshot, Stats},
+    conntable::{self, Timeouts},
     datapath::{Datapath, DatapathError},
     model::{Command, Endpoint, ModelError, RealSpec, Service, ServiceId, State},
     publish,
@@ -75,6 +76,7 @@ pub struct Controller<D> {
     /// `-Z` subtracts these snapshots, as the kernel does.
     service_baseline: HashMap<u32, Counters>,
     real_baseline: HashMap<u32, Counters>,
+    timeouts: Timeouts,
 }
 
 fn service_key(id: &ServiceId) -> ServiceKey {
@@ -96,7 +98,30 @@ impl<D: Datapath> Controller<D> {
             real_slots: Slots::new(MAX_REALS),
             service_baseline: HashMap::new(),
             real_baseline: HashMap::new(),
+            timeouts: DEFAULT_TIMEOUTS,
         }
+    }
+
+    /// Remove connection entries that have expired (see `conntable`);
+    /// returns how many went.
+    pub fn sweep(&mut self) -> Result<usize, ControlError> {
+        let listed = self.datapath.connections()?;
+        let dead = conntable::dead_entries(&listed, self.datapath.now_ns()?, &self.timeouts);
+        let mut removed = 0;
+        for key in dead {
+            // A packet may have revived or replaced the entry since the listing.
+            let Some(conn) = self.datapath.connection(&key)? else {
+                continue;
+            };
+            let now = self.datapath.now_ns()?;
+            let datapath = &self.datapath;
+            let lookup = |k: &FlowKey| datapath.connection(k).ok().flatten();
+            if conntable::is_dead(&key, &conn, lookup, now, &self.timeouts) {
+                self.datapath.remove_connection(&key)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     pub fn state(&self) -> &State {

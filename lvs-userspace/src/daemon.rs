@@ -3,9 +3,12 @@
 //! detach cleanly.
 
 use std::{
+    collections::BTreeSet,
     future::Future,
+    net::Ipv4Addr,
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
+    time::Duration,
 };
 
 use tokio::{
@@ -18,13 +21,21 @@ use crate::{
     config,
     controller::Controller,
     datapath::{Datapath, KernelDatapath},
+    model::Method,
+    netconf,
 };
+
+/// How often expired connections are swept and neighbours reconciled. An
+/// expired entry is already dead to the datapath; the sweep frees its slot.
+const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What `lvsd` is asked to do.
 pub struct Options {
     pub interfaces: Vec<String>,
     pub config: Option<PathBuf>,
     pub socket: PathBuf,
+    /// Outer source address for IP-in-IP; `None` lets the route choose.
+    pub tunnel_source: Option<Ipv4Addr>,
 }
 
 /// The whole daemon: check the config, bind the socket, attach, apply,
@@ -39,7 +50,10 @@ pub async fn start(options: Options, shutdown: impl Future) -> anyhow::Result<()
     };
     let listener = bind(&options.socket)?;
     let prepared = (|| {
-        let datapath = KernelDatapath::attach(&options.interfaces)?;
+        let settings = lvs_common::Settings {
+            tunnel_source: options.tunnel_source.map_or([0; 4], |a| a.octets()),
+        };
+        let datapath = KernelDatapath::attach(&options.interfaces, settings)?;
         for a in &datapath.attachments {
             tracing::info!(iface = %a.iface, ifindex = a.ifindex, mode = a.mode, "attached XDP director");
         }
@@ -62,7 +76,13 @@ pub async fn start(options: Options, shutdown: impl Future) -> anyhow::Result<()
     };
     tracing::info!(socket = %options.socket.display(), services = controller.state().services.len(), "lvsd ready");
     let shared = Arc::new(Mutex::new(controller));
+    let (stop, stopped) = tokio::sync::oneshot::channel();
+    let maintenance = tokio::spawn(maintain(shared.clone(), stopped));
     run(shared.clone(), listener, shutdown).await;
+    let _ = stop.send(());
+    if let Ok(neighbours) = maintenance.await {
+        let _ = tokio::task::spawn_blocking(move || neighbours.forget_all()).await;
+    }
     unbind(&options.socket);
     drop(shared);
     tracing::info!("detached; bye");
@@ -175,6 +195,114 @@ pub fn handle<D: Datapath>(controller: &Mutex<Controller<D>>, request: Request) 
     result.unwrap_or_else(|e| Response::Error {
         message: e.to_string(),
     })
+}
+
+/// Once a second: sweep expired connections, and keep the next hops of DR
+/// and TUN real servers resolved. Returns the neighbours it manages, for
+/// the caller to forget on shutdown.
+async fn maintain<D: Datapath + 'static>(
+    controller: Shared<D>,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) -> Neighbours {
+    let mut neighbours = Neighbours::default();
+    let mut tick = tokio::time::interval(MAINTENANCE_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return neighbours,
+            _ = tick.tick() => {}
+        }
+        let shared = controller.clone();
+        let mut current = std::mem::take(&mut neighbours);
+        neighbours = tokio::task::spawn_blocking(move || {
+            let wanted = {
+                let mut c = shared.lock().unwrap_or_else(|p| p.into_inner());
+                match c.sweep() {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(removed = n, "swept expired connections"),
+                    Err(e) => tracing::warn!("sweeping the connection table: {e}"),
+                }
+                forwarded_reals(c.state())
+            };
+            current.reconcile(&wanted);
+            current
+        })
+        .await
+        .unwrap_or_default();
+    }
+}
+
+/// Real servers reached by DR or TUN: the datapath needs their next hop's MAC.
+fn forwarded_reals(state: &crate::model::State) -> BTreeSet<Ipv4Addr> {
+    state
+        .services
+        .iter()
+        .flat_map(|s| &s.reals)
+        .filter(|r| r.method != Method::Nat)
+        .map(|r| r.server.addr)
+        .collect()
+}
+
+/// Next hops lvsd asked the kernel to keep resolved ("managed" neighbours).
+/// The XDP FIB lookup then finds the MAC; until it does, DR frames go
+/// through `lvs_neigh` and TUN frames through the kernel, so none is lost.
+#[derive(Default)]
+struct Neighbours {
+    /// Real server -> (next hop, interface).
+    managed: std::collections::BTreeMap<Ipv4Addr, (Ipv4Addr, String)>,
+    /// Reported once, retried every pass.
+    failing: BTreeSet<Ipv4Addr>,
+}
+
+impl Neighbours {
+    fn reconcile(&mut self, wanted: &BTreeSet<Ipv4Addr>) {
+        for real in wanted {
+            if self.managed.contains_key(real) {
+                continue;
+            }
+            let result = netconf::next_hop(*real)
+                .and_then(|(hop, dev)| netconf::manage_neighbour(hop, &dev).map(|()| (hop, dev)));
+            match result {
+                Ok((hop, dev)) => {
+                    tracing::info!(%real, next_hop = %hop, %dev, "keeping next hop resolved");
+                    self.failing.remove(real);
+                    self.managed.insert(*real, (hop, dev));
+                }
+                Err(e) => {
+                    if self.failing.insert(*real) {
+                        tracing::warn!(%real, "cannot keep the next hop resolved: {e}");
+                    }
+                }
+            }
+        }
+        self.failing.retain(|real| wanted.contains(real));
+        let gone: Vec<Ipv4Addr> = self
+            .managed
+            .keys()
+            .filter(|real| !wanted.contains(real))
+            .copied()
+            .collect();
+        for real in gone {
+            if let Some(hop) = self.managed.remove(&real) {
+                self.release(hop);
+            }
+        }
+    }
+
+    /// Forget a next hop no remaining real server uses.
+    fn release(&self, (hop, dev): (Ipv4Addr, String)) {
+        if self.managed.values().any(|h| h.0 == hop && h.1 == dev) {
+            return;
+        }
+        if let Err(e) = netconf::forget_neighbour(hop, &dev) {
+            tracing::debug!("forgetting neighbour {hop} on {dev}: {e}");
+        }
+    }
+
+    fn forget_all(mut self) {
+        for hop in std::mem::take(&mut self.managed).into_values() {
+            self.release(hop);
+        }
+    }
 }
 
 /// Remove the socket file on the way out.

@@ -5,16 +5,22 @@
 //! * `sched`: the IPVS scheduling algorithms, in plain Rust;
 //! * `publish`: turns a scheduler into the ring of picks the datapath reads;
 //! * `controller`: applies commands transactionally and writes the maps;
+//! * `conntable`: when a connection entry has expired (the sweeper's rule);
+//! * `realserver`, `netconf`: preparing a real server for DR and TUN, and
+//!   every address, neighbour and sysctl change, in one place;
 //! * `datapath`: every BPF syscall (load, attach, map access) in one place;
 //! * `config`, `api`, `ipvsadm`: the ways commands come in;
 //! * `daemon`: `lvsd`'s event loop.
 
 pub mod api;
 pub mod config;
+pub mod conntable;
 pub mod controller;
 pub mod daemon;
 pub mod datapath;
 pub mod ipvsadm;
 pub mod model;
+pub mod netconf;
 pub mod publish;
+pub mod realserver;
 pub mod sched;

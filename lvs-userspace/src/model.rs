@@ -187,8 +187,12 @@ pub enum ModelError {
     WeightRange(u32),
     #[error("lower threshold {lower} is above upper threshold {upper}")]
     ThresholdOrder { lower: u32, upper: u32 },
-    #[error("forwarding method {0:?} is not yet supported (only -m, masquerading)")]
-    MethodNotSupported(Method),
+    #[error("real server {server} uses {} ({}), which cannot map ports: its port must be the service's port {port} (only -m, masquerading, rewrites ports)", .method.flag(), .method.label())]
+    PortMapping {
+        method: Method,
+        server: Endpoint,
+        port: u16,
+    },
     #[error("scheduler `{0}` is not yet supported (supported: rr, wrr)")]
     SchedulerNotSupported(String),
     #[error("port 0 is not a valid real server port for {0}")]
@@ -328,10 +332,16 @@ fn validate_real(service: &ServiceId, real: &RealSpec) -> Result<(), ModelError>
     if real.server.port == 0 {
         return Err(ModelError::ZeroRealPort(*service));
     }
-    match real.method {
-        Method::Nat => Ok(()),
-        other => Err(ModelError::MethodNotSupported(other)),
+    // Only NAT rewrites the port; ipvsadm forces DR and TUN servers onto the
+    // service's port, so a different one is a mistake worth naming.
+    if real.method != Method::Nat && real.server.port != service.vip.port {
+        return Err(ModelError::PortMapping {
+            method: real.method,
+            server: real.server,
+            port: service.vip.port,
+        });
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -437,8 +447,31 @@ mod tests {
                 service: svc(80),
                 real: dr
             }]),
-            Err(ModelError::MethodNotSupported(Method::Route))
+            Err(ModelError::PortMapping {
+                method: Method::Route,
+                server: dr.server,
+                port: 80
+            })
         );
+        assert!(ModelError::PortMapping {
+            method: Method::Tunnel,
+            server: dr.server,
+            port: 80
+        }
+        .to_string()
+        .contains("uses -i (Tunnel), which cannot map ports"));
+        // On the service's own port, DR and TUN servers are welcome.
+        for method in [Method::Route, Method::Tunnel] {
+            let mut same_port = real(1, 1);
+            same_port.server.port = 80;
+            same_port.method = method;
+            let mut t = s.clone();
+            t.apply_all(&[Command::AddReal {
+                service: svc(80),
+                real: same_port,
+            }])
+            .unwrap();
+        }
         let mut thresholds = real(1, 1);
         thresholds.l_threshold = 10;
         assert!(matches!(

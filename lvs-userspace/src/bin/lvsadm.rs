@@ -5,6 +5,7 @@ use std::{io::Read, path::PathBuf, process::ExitCode};
 use lvs::{
     api::{self, Request, Response, DEFAULT_SOCKET},
     ipvsadm::{self, format, Action},
+    realserver,
 };
 
 const USAGE: &str = "lvsadm: ipvsadm-compatible administration of lvsd
@@ -17,6 +18,8 @@ const USAGE: &str = "lvsadm: ipvsadm-compatible administration of lvsd
   lvsadm -d -t|u service-address -r server-address
   lvsadm -L|l [-n] [--stats] [--exact] [-t|u service-address]
   lvsadm -Z [-t|u service-address]
+  lvsadm realserver setup --vip VIP [--vip VIP...] [--decap xdp:IFACE|kernel]
+  lvsadm realserver teardown | status
 Extra: --json (machine-readable output), --socket PATH (or LVSADM_SOCKET).";
 
 fn main() -> ExitCode {
@@ -31,6 +34,9 @@ fn main() -> ExitCode {
 
 fn run() -> anyhow::Result<()> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().is_some_and(|a| a == "realserver") {
+        return realserver(&args[1..]);
+    }
     let mut socket = std::env::var_os("LVSADM_SOCKET")
         .map(PathBuf::from)
         .unwrap_or_else(|| DEFAULT_SOCKET.into());
@@ -92,4 +98,57 @@ fn run() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `lvsadm realserver`: prepare this host as a DR or TUN real server.
+#[derive(clap::Parser)]
+#[command(name = "lvsadm realserver")]
+enum RealServer {
+    /// Put the VIPs on `lo`, stop ARP replies for them, attach decapsulation.
+    Setup {
+        /// A virtual service address this server answers for (repeatable).
+        #[arg(long = "vip", required = true)]
+        vips: Vec<std::net::Ipv4Addr>,
+        /// For TUN: `xdp:IFACE` attaches lvs_decap to IFACE; `kernel` uses
+        /// the kernel's ipip module and tunl0.
+        #[arg(long, value_parser = parse_decap)]
+        decap: Option<realserver::Decap>,
+    },
+    /// Undo everything `setup` did in this network namespace.
+    Teardown,
+    /// Show what `setup` did in this network namespace.
+    Status,
+}
+
+fn parse_decap(text: &str) -> Result<realserver::Decap, String> {
+    match text.split_once(':') {
+        Some(("xdp", iface)) if !iface.is_empty() => Ok(realserver::Decap::Xdp {
+            iface: iface.to_string(),
+        }),
+        None if text == "kernel" => Ok(realserver::Decap::Kernel),
+        _ => Err(format!("`{text}`: expected xdp:IFACE or kernel")),
+    }
+}
+
+fn realserver(args: &[String]) -> anyhow::Result<()> {
+    use clap::Parser;
+    let command = RealServer::try_parse_from(
+        std::iter::once("lvsadm realserver".to_string()).chain(args.iter().cloned()),
+    )
+    .unwrap_or_else(|e| e.exit());
+    let (verb, steps) = match command {
+        RealServer::Setup { vips, decap } => (
+            "set up",
+            realserver::setup(&realserver::Plan { vips, decap })?,
+        ),
+        RealServer::Teardown => ("undid", realserver::teardown()?),
+        RealServer::Status => ("recorded", realserver::status()?),
+    };
+    if steps.is_empty() {
+        println!("nothing {verb}");
+    }
+    for step in steps {
+        println!("{verb}: {step}");
+    }
+    Ok(())
 }

@@ -19,6 +19,10 @@ struct Args {
     /// Control socket path.
     #[arg(long, default_value = DEFAULT_SOCKET)]
     socket: PathBuf,
+    /// Outer source address of IP-in-IP packets (default: the address the
+    /// route towards each real server selects).
+    #[arg(long, value_name = "ADDR")]
+    tunnel_source: Option<std::net::Ipv4Addr>,
 }
 
 #[tokio::main]
@@ -34,6 +38,7 @@ async fn main() -> anyhow::Result<()> {
         interfaces,
         config,
         socket,
+        tunnel_source,
     } = Args::parse();
     let mut term = signal(SignalKind::terminate())?;
     let shutdown = async move {
@@ -47,6 +52,7 @@ async fn main() -> anyhow::Result<()> {
             interfaces,
             config,
             socket,
+            tunnel_source,
         },
         shutdown,
     )

@@ -3,7 +3,8 @@
 use std::collections::HashMap;
 
 use lvs_common::{
-    Counters, Real, Service, ServiceKey, Verdict, MAX_REALS, MAX_SERVICES, RING_SLOTS,
+    tcp_state::STATE_COUNT, Conn, Counters, FlowKey, Real, Service, ServiceKey, Verdict, MAX_REALS,
+    MAX_SERVICES, RING_SLOTS,
 };
 
 use super::{Datapath, DatapathError};
@@ -16,6 +17,9 @@ pub struct FakeDatapath {
     pub cursors: HashMap<u32, u32>,
     pub service_stats: HashMap<u32, Counters>,
     pub real_stats: HashMap<u32, Counters>,
+    pub conns: HashMap<FlowKey, Conn>,
+    pub timeouts: [u32; STATE_COUNT as usize],
+    pub now_ns: u64,
 }
 
 impl FakeDatapath {
@@ -77,5 +81,22 @@ impl Datapath for FakeDatapath {
     }
     fn verdicts(&self) -> Result<Vec<(Verdict, u64)>, DatapathError> {
         Ok(Verdict::ALL.iter().map(|v| (*v, 0)).collect())
+    }
+    fn connections(&self) -> Result<Vec<(FlowKey, Conn)>, DatapathError> {
+        Ok(self.conns.iter().map(|(k, v)| (*k, *v)).collect())
+    }
+    fn connection(&self, key: &FlowKey) -> Result<Option<Conn>, DatapathError> {
+        Ok(self.conns.get(key).copied())
+    }
+    fn remove_connection(&mut self, key: &FlowKey) -> Result<(), DatapathError> {
+        self.conns.remove(key);
+        Ok(())
+    }
+    fn set_timeouts(&mut self, seconds: &[u32; STATE_COUNT as usize]) -> Result<(), DatapathError> {
+        self.timeouts = *seconds;
+        Ok(())
+    }
+    fn now_ns(&self) -> Result<u64, DatapathError> {
+        Ok(self.now_ns)
     }
 }

@@ -2,11 +2,13 @@
 //! its maps. Each error names the map or interface and the failing call.
 
 use aya::{
-    maps::{xdp::DevMapHash, Array, HashMap, MapData, PerCpuArray, PerCpuValues},
-    programs::{Xdp, XdpMode},
+    maps::{xdp::DevMapHash, Array, HashMap, MapData, MapError, PerCpuArray, PerCpuValues},
+    programs::{SchedClassifier, TcAttachType, Xdp, XdpMode},
     Ebpf,
 };
-use lvs_common::{Counters, Real, Service, ServiceKey, Verdict};
+use lvs_common::{
+    tcp_state::STATE_COUNT, Conn, Counters, FlowKey, Real, Service, ServiceKey, Settings, Verdict,
+};
 use serde::Serialize;
 
 use super::{Datapath, DatapathError};
@@ -15,6 +17,7 @@ use super::{Datapath, DatapathError};
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("LVS_EBPF_OBJECT"));
 
 const DIRECTOR: &str = "lvs_director";
+const NEIGH: &str = "lvs_neigh";
 
 /// One `BPF_PROG_TEST_RUN` outcome.
 #[derive(Debug)]
@@ -43,6 +46,8 @@ pub struct KernelDatapath {
     service_stats: PerCpuArray<MapData, Counters>,
     real_stats: PerCpuArray<MapData, Counters>,
     verdicts: PerCpuArray<MapData, u64>,
+    conns: HashMap<MapData, FlowKey, Conn>,
+    timeouts: Array<MapData, u32>,
     cpus: usize,
     pub attachments: Vec<Attachment>,
 }
@@ -63,8 +68,9 @@ macro_rules! typed {
 
 impl KernelDatapath {
     /// Load the object and attach the director to every interface, native
-    /// mode first, generic as the fallback. Nothing stays attached on error.
-    pub fn attach(ifaces: &[String]) -> Result<Self, DatapathError> {
+    /// mode first, generic as the fallback, with `lvs_neigh` on tc ingress
+    /// beside it. Nothing stays attached on error.
+    pub fn attach(ifaces: &[String], settings: Settings) -> Result<Self, DatapathError> {
         let ifindexes = ifaces
             .iter()
             .map(|iface| {
@@ -96,6 +102,40 @@ impl KernelDatapath {
         let service_stats = typed!(&mut ebpf, PerCpuArray<MapData, Counters>, "SERVICE_STATS");
         let real_stats = typed!(&mut ebpf, PerCpuArray<MapData, Counters>, "REAL_STATS");
         let verdicts = typed!(&mut ebpf, PerCpuArray<MapData, u64>, "VERDICTS");
+        let conns = typed!(&mut ebpf, HashMap<MapData, FlowKey, Conn>, "CONNS");
+        let mut timeouts = typed!(&mut ebpf, Array<MapData, u32>, "TIMEOUTS");
+        // Written before anything is attached: a zero timeout kills every entry.
+        for (state, seconds) in lvs_common::tcp_state::DEFAULT_TIMEOUTS.iter().enumerate() {
+            timeouts
+                .set(state as u32, seconds, 0)
+                .map_err(map_err("bpf_map_update_elem", "TIMEOUTS"))?;
+        }
+        let mut settings_map = typed!(&mut ebpf, Array<MapData, Settings>, "SETTINGS");
+        settings_map
+            .set(0, settings, 0)
+            .map_err(map_err("bpf_map_update_elem", "SETTINGS"))?;
+        drop(settings_map);
+
+        let neigh: &mut SchedClassifier = ebpf
+            .program_mut(NEIGH)
+            .ok_or(DatapathError::MissingProgram { program: NEIGH })?
+            .try_into()
+            .map_err(|source| DatapathError::Program {
+                program: NEIGH,
+                source,
+            })?;
+        neigh.load().map_err(|source| DatapathError::Program {
+            program: NEIGH,
+            source,
+        })?;
+        for iface in ifaces {
+            neigh
+                .attach(iface, TcAttachType::Ingress)
+                .map_err(|source| DatapathError::TcAttach {
+                    iface: iface.clone(),
+                    source,
+                })?;
+        }
 
         let program: &mut Xdp = ebpf
             .program_mut(DIRECTOR)
@@ -140,6 +180,8 @@ impl KernelDatapath {
             service_stats,
             real_stats,
             verdicts,
+            conns,
+            timeouts,
             cpus,
             attachments,
         })
@@ -148,7 +190,6 @@ impl KernelDatapath {
     /// Run the director once on `frame` with `BPF_PROG_TEST_RUN`: the XDP
     /// action and the frame as the program left it. For fixtures and bench.
     pub fn test_run(&self, frame: &[u8]) -> Result<TestRun, DatapathError> {
-        use aya::programs::{TestRun as _, TestRunOptions};
         let program: &Xdp = self
             .ebpf
             .program(DIRECTOR)
@@ -158,24 +199,7 @@ impl KernelDatapath {
                 program: DIRECTOR,
                 source,
             })?;
-        // Room for encapsulation growth.
-        let mut out = vec![0u8; frame.len() + 256];
-        let result = program
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                data_out: Some(&mut out),
-                ..Default::default()
-            })
-            .map_err(|source| DatapathError::Program {
-                program: "BPF_PROG_TEST_RUN",
-                source,
-            })?;
-        out.truncate(result.data_size_out as usize);
-        Ok(TestRun {
-            action: result.return_value,
-            frame: out,
-            duration: result.duration,
-        })
+        test_run_xdp(program, frame)
     }
 
     fn zeroed<T: aya::Pod + Default>(&self) -> PerCpuValues<T> {
@@ -183,7 +207,31 @@ impl KernelDatapath {
     }
 }
 
-fn map_err(
+/// `BPF_PROG_TEST_RUN` of an XDP program. The output starts at the frame's
+/// XDP metadata, if the program left any.
+pub(super) fn test_run_xdp(program: &Xdp, frame: &[u8]) -> Result<TestRun, DatapathError> {
+    use aya::programs::{TestRun as _, TestRunOptions};
+    // Room for encapsulation growth.
+    let mut out = vec![0u8; frame.len() + 256];
+    let result = program
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ..Default::default()
+        })
+        .map_err(|source| DatapathError::Program {
+            program: "BPF_PROG_TEST_RUN",
+            source,
+        })?;
+    out.truncate(result.data_size_out as usize);
+    Ok(TestRun {
+        action: result.return_value,
+        frame: out,
+        duration: result.duration,
+    })
+}
+
+pub(super) fn map_err(
     op: &'static str,
     map: &'static str,
 ) -> impl FnOnce(aya::maps::MapError) -> DatapathError {
@@ -243,6 +291,37 @@ impl Datapath for KernelDatapath {
             .set(index, zero, 0)
             .map_err(map_err("bpf_map_update_elem", "REAL_STATS"))
     }
+    fn connections(&self) -> Result<Vec<(FlowKey, Conn)>, DatapathError> {
+        self.conns
+            .iter()
+            .filter(|entry| !matches!(entry, Err(MapError::KeyNotFound)))
+            .map(|entry| entry.map_err(map_err("bpf_map_get_next_key", "CONNS")))
+            .collect()
+    }
+    fn connection(&self, key: &FlowKey) -> Result<Option<Conn>, DatapathError> {
+        match self.conns.get(key, 0) {
+            Ok(conn) => Ok(Some(conn)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(map_err("bpf_map_lookup_elem", "CONNS")(e)),
+        }
+    }
+    fn remove_connection(&mut self, key: &FlowKey) -> Result<(), DatapathError> {
+        match self.conns.remove(key) {
+            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(map_err("bpf_map_delete_elem", "CONNS")(e)),
+        }
+    }
+    fn set_timeouts(&mut self, seconds: &[u32; STATE_COUNT as usize]) -> Result<(), DatapathError> {
+        for (state, value) in seconds.iter().enumerate() {
+            self.timeouts
+                .set(state as u32, value, 0)
+                .map_err(map_err("bpf_map_update_elem", "TIMEOUTS"))?;
+        }
+        Ok(())
+    }
+    fn now_ns(&self) -> Result<u64, DatapathError> {
+        monotonic_ns()
+    }
     fn verdicts(&self) -> Result<Vec<(Verdict, u64)>, DatapathError> {
         Verdict::ALL
             .iter()
@@ -263,4 +342,11 @@ fn sum(per_cpu: PerCpuValues<Counters>) -> Result<Counters, DatapathError> {
         total.add(c);
     }
     Ok(total)
+}
+
+/// `CLOCK_MONOTONIC`, the clock `bpf_ktime_get_ns` reads.
+pub(super) fn monotonic_ns() -> Result<u64, DatapathError> {
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map_err(|e| DatapathError::Clock { source: e.into() })?;
+    Ok(now.tv_sec() as u64 * 1_000_000_000 + now.tv_nsec() as u64)
 }

@@ -2,14 +2,18 @@
 //! kernel implementation (`kernel.rs`) loads, attaches and writes maps; the
 //! fake (`fake.rs`, tests only) lets the controller's logic run without root.
 
+mod decap;
 mod kernel;
 
 #[cfg(test)]
 pub mod fake;
 
+pub use decap::{DecapProgram, XdpAttachMode};
 pub use kernel::{Attachment, KernelDatapath, TestRun};
 
-use lvs_common::{Counters, Real, Service, ServiceKey, Verdict};
+use lvs_common::{
+    tcp_state::STATE_COUNT, Conn, Counters, FlowKey, Real, Service, ServiceKey, Verdict,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DatapathError {
@@ -24,6 +28,19 @@ pub enum DatapathError {
         iface: String,
         source: aya::programs::ProgramError,
     },
+    #[error("attaching tc program `lvs_neigh` to `{iface}` ingress failed: {source}")]
+    TcAttach {
+        iface: String,
+        source: aya::programs::ProgramError,
+    },
+    #[error("{call} on `{iface}` failed: {source}")]
+    Netlink {
+        iface: String,
+        call: &'static str,
+        source: std::io::Error,
+    },
+    #[error("reading CLOCK_MONOTONIC failed (clock_gettime: {source})")]
+    Clock { source: std::io::Error },
     #[error("loading the XDP object failed: {0}")]
     Load(#[from] aya::EbpfError),
     #[error("loading program `{program}` failed: {source}")]
@@ -69,4 +86,13 @@ pub trait Datapath: Send {
     fn reset_service_counters(&mut self, index: u32) -> Result<(), DatapathError>;
     fn reset_real_counters(&mut self, index: u32) -> Result<(), DatapathError>;
     fn verdicts(&self) -> Result<Vec<(Verdict, u64)>, DatapathError>;
+    /// Every connection table entry (both directions of NAT flows).
+    fn connections(&self) -> Result<Vec<(FlowKey, Conn)>, DatapathError>;
+    fn connection(&self, key: &FlowKey) -> Result<Option<Conn>, DatapathError>;
+    /// Remove an entry; one already gone is not an error.
+    fn remove_connection(&mut self, key: &FlowKey) -> Result<(), DatapathError>;
+    /// Idle timeout in seconds for each `ConnState`.
+    fn set_timeouts(&mut self, seconds: &[u32; STATE_COUNT as usize]) -> Result<(), DatapathError>;
+    /// Now on the clock the datapath stamps entries with.
+    fn now_ns(&self) -> Result<u64, DatapathError>;
 }
