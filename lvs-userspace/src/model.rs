@@ -445,7 +445,7 @@ mod tests {
         assert_eq!(
             s.apply_all(&[Command::AddReal {
                 service: svc(80),
-                real: dr
+                real: dr.clone()
             }]),
             Err(ModelError::PortMapping {
                 method: Method::Route,
