@@ -42,6 +42,8 @@ fn via_neighbour_layer(
     real: [u8; 4],
     ifindex: u32,
 ) -> Result<Verdict, Verdict> {
+    // Before the helper call: it invalidates every packet pointer.
+    packet.decrement_ttl();
     let len = size_of::<NeighMeta>();
     // SAFETY: plain helper call on our own context.
     if unsafe { bpf_xdp_adjust_meta(ctx.ctx, -(len as i32)) } != 0 {
@@ -52,8 +54,6 @@ fn via_neighbour_layer(
     if meta + len > ctx.metadata_end() {
         return Err(Verdict::DropNoDestination);
     }
-    // Adjusting the metadata does not move the packet: `packet` stays valid.
-    packet.decrement_ttl();
     // SAFETY: bounds checked just above.
     unsafe {
         *(meta as *mut NeighMeta) = NeighMeta {

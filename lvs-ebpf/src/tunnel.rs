@@ -25,16 +25,20 @@ pub fn forward(ctx: &XdpContext, packet: &Packet, real: [u8; 4]) -> Result<Verdi
     // SAFETY: pointer validated by Packet::parse.
     let dont_fragment = unsafe { (*packet.ip).dont_fragment() };
 
+    let mut fits = true;
     let found = match forward::lookup(ctx, packet, real, outer_len, auto_source) {
         Lookup::TooBig { mtu } if dont_fragment => {
             return icmp::frag_needed(ctx, packet, mtu.saturating_sub(IPV4_HEADER_LEN as u16));
         }
-        // No DF: the kernel may fragment the outer packet, as IPVS does.
-        Lookup::TooBig { .. } => forward::lookup(ctx, packet, real, 0, auto_source),
+        // No DF: the kernel fragments the outer packet, as IPVS does.
+        Lookup::TooBig { .. } => {
+            fits = false;
+            forward::lookup(ctx, packet, real, 0, auto_source)
+        }
         other => other,
     };
     let (fib, resolved) = match found {
-        Lookup::Ready(fib) => (fib, true),
+        Lookup::Ready(fib) => (fib, fits),
         Lookup::NoNeighbour(fib) => (fib, false),
         Lookup::TooBig { .. } | Lookup::Unroutable => return Err(Verdict::DropNoDestination),
     };

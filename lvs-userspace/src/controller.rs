@@ -102,6 +102,14 @@ impl<D: Datapath> Controller<D> {
         }
     }
 
+    /// Idle timeouts per connection state, in seconds, for the datapath and
+    /// the sweeper alike.
+    pub fn set_timeouts(&mut self, timeouts: Timeouts) -> Result<(), ControlError> {
+        self.datapath.set_timeouts(&timeouts)?;
+        self.timeouts = timeouts;
+        Ok(())
+    }
+
     /// Remove connection entries that have expired (see `conntable`);
     /// returns how many went.
     pub fn sweep(&mut self) -> Result<usize, ControlError> {

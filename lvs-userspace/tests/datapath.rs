@@ -18,10 +18,11 @@ use lvs::{
     controller::Controller,
     datapath::{KernelDatapath, TestRun},
 };
-use lvs_common::checksum;
+use lvs_common::{checksum, ConnState, Settings};
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
+const XDP_TX: u32 = 3;
 const XDP_REDIRECT: u32 = 4;
 
 const CLIENT: [u8; 4] = [198, 18, 1, 2];
@@ -76,7 +77,74 @@ scheduler = "rr"
 [[service.real]]
 address = "198.18.11.2:5353"
 method = "nat"
+
+# DR to a real server on the client's LAN (cli0): out the way it came.
+[[service]]
+protocol = "tcp"
+address = "198.18.0.20:80"
+scheduler = "rr"
+[[service.real]]
+address = "198.18.1.3:80"
+method = "route"
+
+# DR to a real server on another LAN (srv2).
+[[service]]
+protocol = "tcp"
+address = "198.18.0.21:80"
+scheduler = "rr"
+[[service.real]]
+address = "198.18.12.3:80"
+method = "route"
+
+# DR to a real server whose MAC the kernel has not resolved.
+[[service]]
+protocol = "tcp"
+address = "198.18.0.22:80"
+scheduler = "rr"
+[[service.real]]
+address = "198.18.13.3:80"
+method = "route"
+
+# IP-in-IP to a real server behind srv1.
+[[service]]
+protocol = "tcp"
+address = "198.18.0.23:80"
+scheduler = "rr"
+[[service.real]]
+address = "198.18.11.3:80"
+method = "tunnel"
+
+[[service]]
+protocol = "udp"
+address = "198.18.0.23:53"
+scheduler = "rr"
+[[service.real]]
+address = "198.18.11.3:53"
+method = "tunnel"
+
+# Two DR servers, for expiry and rescheduling.
+[[service]]
+protocol = "tcp"
+address = "198.18.0.25:80"
+scheduler = "rr"
+[[service.real]]
+address = "198.18.1.3:80"
+method = "route"
+[[service.real]]
+address = "198.18.12.3:80"
+method = "route"
 "#;
+
+/// DR and TUN real servers the fixtures resolve (198.18.13.3 stays unresolved).
+const FORWARDED_REALS: [(&str, [u8; 4]); 3] = [
+    ("cli0", [198, 18, 1, 3]),
+    ("srv2", [198, 18, 12, 3]),
+    ("srv1", [198, 18, 11, 3]),
+];
+
+fn forwarded_mac(ip: [u8; 4]) -> [u8; 6] {
+    [2, 0, 0, 0, ip[2], ip[3]]
+}
 
 /// A router in a private namespace: `cli0` towards the client, `srvN`
 /// towards real server N. Real server 3's neighbour is left unresolved when
@@ -114,8 +182,16 @@ fn router(resolve_all: bool) -> Controller<KernelDatapath> {
             ));
         }
     }
+    for (dev, ip) in FORWARDED_REALS {
+        sh(&format!(
+            "ip neigh replace {} lladdr {} dev {dev} nud permanent",
+            Ipv4Addr::from(ip),
+            mac_str(forwarded_mac(ip))
+        ));
+    }
     let ifaces: Vec<String> = links.iter().map(|l| l.0.clone()).collect();
-    let mut controller = Controller::new(KernelDatapath::attach(&ifaces).expect("attach"));
+    let mut controller =
+        Controller::new(KernelDatapath::attach(&ifaces, Settings::default()).expect("attach"));
     controller
         .apply(&config::parse(CONFIG, "fixture.toml").unwrap())
         .expect("apply config");
@@ -124,6 +200,13 @@ fn router(resolve_all: bool) -> Controller<KernelDatapath> {
 
 fn run(c: &Controller<KernelDatapath>, frame: &[u8]) -> TestRun {
     c.datapath().test_run(frame).expect("BPF_PROG_TEST_RUN")
+}
+
+/// As if the frame arrived on interface `ingress`.
+fn run_on(c: &Controller<KernelDatapath>, ingress: &str, frame: &[u8]) -> TestRun {
+    c.datapath()
+        .test_run_from(Some(ifindex(ingress)), frame)
+        .expect("BPF_PROG_TEST_RUN")
 }
 
 fn tcp(src: ([u8; 4], u16), dst: ([u8; 4], u16), flags: &str, payload: &[u8]) -> Vec<u8> {
@@ -453,4 +536,335 @@ fn a_service_with_no_eligible_server_drops_new_flows() {
     let out = run(&c, &tcp((CLIENT, 40000), (VIP, 80), "S", b""));
     assert_eq!(out.action, XDP_DROP);
     assert_eq!(verdict(&c, "drop_no_destination"), 1);
+}
+
+fn ifindex(name: &str) -> u32 {
+    nix::net::if_::if_nametoindex(name).unwrap()
+}
+
+/// The frame as DR sends it: new MACs and TTL - 1, nothing else.
+fn routed(frame: &[u8], smac: [u8; 6], dmac: [u8; 6]) -> Vec<u8> {
+    oracle(frame, None, None, Some((smac, dmac)))
+}
+
+/// The frame as TUN sends it: the inner packet with TTL - 1, under an outer
+/// header built field by field as IPVS's ip_vs_tunnel_xmit does.
+fn encapsulated(frame: &[u8], src: [u8; 4], dst: [u8; 4], smac: [u8; 6], dmac: [u8; 6]) -> Vec<u8> {
+    let inner = routed(frame, smac, dmac)[14..].to_vec();
+    let total = (inner.len() + 20) as u16;
+    let mut outer = vec![0x45, inner[1]];
+    outer.extend_from_slice(&total.to_be_bytes());
+    outer.extend_from_slice(&inner[4..6]);
+    outer.extend_from_slice(&[inner[6] & 0x40, 0, inner[8], 4, 0, 0]);
+    outer.extend_from_slice(&src);
+    outer.extend_from_slice(&dst);
+    let check = checksum::full(&outer, 0);
+    outer[10..12].copy_from_slice(&check.to_be_bytes());
+    let mut f = dmac.to_vec();
+    f.extend_from_slice(&smac);
+    f.extend_from_slice(&[0x08, 0x00]);
+    f.extend_from_slice(&outer);
+    f.extend_from_slice(&inner);
+    f
+}
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn dr_on_the_ingress_lan_goes_back_out_with_xdp_tx() {
+    let c = router(true);
+    let real = [198, 18, 1, 3];
+    let syn = tcp((CLIENT, 40000), ([198, 18, 0, 20], 80), "S", b"");
+    let out = run_on(&c, "cli0", &syn);
+    assert_eq!(out.action, XDP_TX);
+    assert_eq!(
+        out.frame,
+        routed(&syn, DIRECTOR_CLIENT_MAC, forwarded_mac(real))
+    );
+    let data = tcp((CLIENT, 40000), ([198, 18, 0, 20], 80), "A", b"payload");
+    let out = run_on(&c, "cli0", &data);
+    assert_eq!(
+        (out.action, out.frame),
+        (
+            XDP_TX,
+            routed(&data, DIRECTOR_CLIENT_MAC, forwarded_mac(real))
+        )
+    );
+    assert_eq!(verdict(&c, "transmit"), 2);
+    let snap = snapshot(&c);
+    let svc = snap
+        .services
+        .iter()
+        .find(|s| s.spec.id.vip.addr.octets() == [198, 18, 0, 20])
+        .unwrap();
+    assert_eq!(
+        (svc.stats.conns, svc.stats.in_packets, svc.stats.out_packets),
+        (1, 2, 0)
+    );
+}
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn dr_to_another_lan_is_redirected() {
+    let c = router(true);
+    let real = [198, 18, 12, 3];
+    let syn = tcp((CLIENT, 40000), ([198, 18, 0, 21], 80), "S", b"");
+    let out = run(&c, &syn);
+    assert_eq!(out.action, XDP_REDIRECT);
+    assert_eq!(
+        out.frame,
+        routed(&syn, director_mac(2), forwarded_mac(real))
+    );
+    assert_eq!(verdict(&c, "redirect"), 1);
+}
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn dr_with_an_unresolved_neighbour_is_handed_to_the_neighbour_layer() {
+    let c = router(true);
+    let syn = tcp((CLIENT, 40000), ([198, 18, 0, 22], 80), "S", b"");
+    let out = run(&c, &syn);
+    assert_eq!(out.action, XDP_PASS);
+    // BPF_PROG_TEST_RUN returns the metadata in front of the frame: the
+    // note lvs_neigh reads (magic, next hop, egress ifindex).
+    let mut note = b"LVSN".to_vec();
+    note.extend_from_slice(&[198, 18, 13, 3]);
+    note.extend_from_slice(&ifindex("srv3").to_ne_bytes());
+    assert_eq!(&out.frame[..12], note.as_slice());
+    // The frame itself: TTL already decremented, MACs left to the kernel.
+    let mut expected = oracle(&syn, None, None, None);
+    expected[22] -= 1;
+    expected[24..26].copy_from_slice(&[0, 0]);
+    let check = checksum::full(&expected[14..34], 0);
+    expected[24..26].copy_from_slice(&check.to_be_bytes());
+    assert_eq!(&out.frame[12..], expected.as_slice());
+    assert_eq!(verdict(&c, "pass_resolve_neighbour"), 1);
+}
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn tun_tcp_and_udp_are_encapsulated_exactly() {
+    let c = router(true);
+    let real = [198, 18, 11, 3];
+    let director_srv1 = [198, 18, 11, 1];
+    let syn = tcp((CLIENT, 40000), ([198, 18, 0, 23], 80), "S", b"");
+    let out = run(&c, &syn);
+    assert_eq!(out.action, XDP_REDIRECT);
+    assert_eq!(
+        out.frame,
+        encapsulated(
+            &syn,
+            director_srv1,
+            real,
+            director_mac(1),
+            forwarded_mac(real)
+        )
+    );
+    let data = tcp(
+        (CLIENT, 40000),
+        ([198, 18, 0, 23], 80),
+        "A",
+        b"GET / HTTP/1.0\r\n\r\n",
+    );
+    let out = run(&c, &data);
+    assert_eq!(
+        out.frame,
+        encapsulated(
+            &data,
+            director_srv1,
+            real,
+            director_mac(1),
+            forwarded_mac(real)
+        )
+    );
+    let q = udp((CLIENT, 5000), ([198, 18, 0, 23], 53), b"query");
+    let out = run(&c, &q);
+    assert_eq!(out.action, XDP_REDIRECT);
+    assert_eq!(
+        out.frame,
+        encapsulated(
+            &q,
+            director_srv1,
+            real,
+            director_mac(1),
+            forwarded_mac(real)
+        )
+    );
+}
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn tun_uses_a_configured_outer_source() {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
+    sh("ip link set lo up && sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1");
+    sh(&format!("ip link add srv1 address {} type veth peer name srv1p && ip addr add 198.18.11.1/24 dev srv1 && ip link set srv1 up && ip link set srv1p up && ip neigh replace 198.18.11.3 lladdr {} dev srv1 nud permanent", mac_str(director_mac(1)), mac_str(forwarded_mac([198, 18, 11, 3]))));
+    let settings = Settings {
+        tunnel_source: [198, 18, 0, 1],
+    };
+    let mut c = Controller::new(KernelDatapath::attach(&["srv1".to_string()], settings).unwrap());
+    c.apply(
+        &lvs::ipvsadm::parse_restore(
+            "-A -t 198.18.0.23:80 -s rr\n-a -t 198.18.0.23:80 -r 198.18.11.3 -i\n",
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let syn = tcp((CLIENT, 40000), ([198, 18, 0, 23], 80), "S", b"");
+    let out = run_on(&c, "srv1", &syn);
+    assert_eq!(out.action, XDP_TX);
+    assert_eq!(
+        out.frame,
+        encapsulated(
+            &syn,
+            [198, 18, 0, 1],
+            [198, 18, 11, 3],
+            director_mac(1),
+            forwarded_mac([198, 18, 11, 3])
+        )
+    );
+}
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn tun_too_big_with_df_answers_icmp_fragmentation_needed() {
+    let c = router(true);
+    sh("ip link set srv1 mtu 1000");
+    let mut big = tcp(
+        (CLIENT, 40000),
+        ([198, 18, 0, 23], 80),
+        "S",
+        &[0x5a; 1000 - 40],
+    );
+    assert_eq!(big.len(), 14 + 1000);
+    big[20] |= 0x40; // DF
+    big[24..26].copy_from_slice(&[0, 0]);
+    let check = checksum::full(&big[14..34], 0);
+    big[24..26].copy_from_slice(&check.to_be_bytes());
+    let out = run(&c, &big);
+    assert_eq!(out.action, XDP_TX);
+
+    // Built by hand: from the VIP to the client, quoting the IP header and
+    // 8 bytes, naming the MTU that leaves room for the outer header.
+    let mut icmp = vec![3, 4, 0, 0, 0, 0];
+    icmp.extend_from_slice(&980u16.to_be_bytes());
+    icmp.extend_from_slice(&big[14..14 + 28]);
+    let check = checksum::full(&icmp, 0);
+    icmp[2..4].copy_from_slice(&check.to_be_bytes());
+    let mut ip = vec![0x45, 0];
+    ip.extend_from_slice(&((20 + icmp.len()) as u16).to_be_bytes());
+    ip.extend_from_slice(&[0, 0, 0, 0, 64, 1, 0, 0, 198, 18, 0, 23]);
+    ip.extend_from_slice(&CLIENT);
+    let check = checksum::full(&ip, 0);
+    ip[10..12].copy_from_slice(&check.to_be_bytes());
+    let mut expected = CLIENT_MAC.to_vec();
+    expected.extend_from_slice(&DIRECTOR_CLIENT_MAC);
+    expected.extend_from_slice(&[0x08, 0x00]);
+    expected.extend_from_slice(&ip);
+    expected.extend_from_slice(&icmp);
+    assert_eq!(out.frame, expected);
+    assert_eq!(verdict(&c, "icmp_too_big"), 1);
+
+    // Without DF the kernel may fragment: encapsulated, then handed to it
+    // with its Ethernet header as it came.
+    let mut loose = big.clone();
+    loose[20] &= !0x40;
+    loose[35] ^= 1; // another client port: a new flow
+    loose[24..26].copy_from_slice(&[0, 0]);
+    let check = checksum::full(&loose[14..34], 0);
+    loose[24..26].copy_from_slice(&check.to_be_bytes());
+    let tcp_check_fix = oracle(&loose, None, None, None);
+    let out = run(&c, &tcp_check_fix);
+    assert_eq!(out.action, XDP_PASS);
+    let mut expected = encapsulated(
+        &tcp_check_fix,
+        [198, 18, 11, 1],
+        [198, 18, 11, 3],
+        [0; 6],
+        [0; 6],
+    );
+    expected[..12].copy_from_slice(&tcp_check_fix[..12]);
+    assert_eq!(out.frame, expected);
+}
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn input_only_states_expire_and_the_flow_is_scheduled_afresh() {
+    let mut c = router(true);
+    let vip = ([198, 18, 0, 25], 80);
+    let first = |f: &TestRun| -> [u8; 6] { f.frame[0..6].try_into().unwrap() };
+    let syn = tcp((CLIENT, 40000), vip, "S", b"");
+    let out = run(&c, &syn);
+    // Newest first: 198.18.12.3 (redirect to srv2).
+    assert_eq!(first(&out), forwarded_mac([198, 18, 12, 3]));
+    let state = |c: &Controller<KernelDatapath>| {
+        use lvs::datapath::Datapath;
+        let conns = c.datapath().connections().unwrap();
+        let (_, conn) = conns
+            .iter()
+            .find(|(k, _)| k.dst() == vip.0)
+            .copied()
+            .unwrap();
+        ConnState::from_u8(conn.state).unwrap()
+    };
+    assert_eq!(state(&c), ConnState::SynRecv);
+    run(&c, &tcp((CLIENT, 40000), vip, "A", b""));
+    assert_eq!(state(&c), ConnState::Established);
+    let mut fin = tcp((CLIENT, 40000), vip, "A", b"");
+    fin[47] |= 0x01;
+    let fin = oracle(&fin, None, None, None);
+    run(&c, &fin);
+    // INPUT-ONLY: FIN in ESTABLISHED goes to FIN_WAIT, not CLOSE_WAIT.
+    assert_eq!(state(&c), ConnState::FinWait);
+
+    // With every timeout at 0 the entry is dead: a new SYN on the same
+    // tuple is scheduled again (the next rr pick), and the sweeper frees it.
+    let defaults = lvs_common::tcp_state::DEFAULT_TIMEOUTS;
+    c.set_timeouts([0; 12]).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2));
+    let out = run(&c, &syn);
+    assert_eq!(first(&out), forwarded_mac([198, 18, 1, 3]));
+    std::thread::sleep(std::time::Duration::from_millis(2));
+    assert_eq!(c.sweep().unwrap(), 1);
+    {
+        use lvs::datapath::Datapath;
+        assert!(c
+            .datapath()
+            .connections()
+            .unwrap()
+            .iter()
+            .all(|(k, _)| k.dst() != vip.0));
+    }
+    c.set_timeouts(defaults).unwrap();
+    // A live entry survives the sweep.
+    run(&c, &syn);
+    assert_eq!(c.sweep().unwrap(), 0);
+    assert_eq!(state(&c), ConnState::SynRecv);
+}
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn decapsulation_strips_valid_ipip_and_leaves_the_rest_untouched() {
+    let mut decap = lvs::datapath::DecapProgram::load().expect("load lvs_decap");
+    let inner = tcp((CLIENT, 40000), (VIP, 80), "S", b"");
+    let outer = encapsulated(
+        &inner,
+        [198, 18, 11, 1],
+        [198, 18, 11, 3],
+        director_mac(1),
+        forwarded_mac([198, 18, 11, 3]),
+    );
+    let out = decap.test_run(&outer).unwrap();
+    assert_eq!(out.action, XDP_PASS);
+    let mut expected = outer[..14].to_vec();
+    expected.extend_from_slice(&outer[34..]);
+    assert_eq!(out.frame, expected);
+
+    // Truncated inside, lying about its length, or plain TCP: untouched.
+    let truncated = outer[..34 + 12].to_vec();
+    let mut lying = outer.clone();
+    lying[17] += 4;
+    for frame in [&truncated, &lying, &inner] {
+        let out = decap.test_run(frame).unwrap();
+        assert_eq!((out.action, &out.frame), (XDP_PASS, frame));
+    }
+    assert_eq!(decap.counters().unwrap(), [1, 1, 2]);
 }

@@ -96,7 +96,7 @@ impl DecapProgram {
     }
 
     pub fn test_run(&mut self, frame: &[u8]) -> Result<TestRun, DatapathError> {
-        test_run_xdp(program_mut(&mut self.ebpf)?, frame)
+        test_run_xdp(program_mut(&mut self.ebpf)?, None, frame)
     }
 
     /// This load's counters, summed over CPUs, in `DecapVerdict` order.

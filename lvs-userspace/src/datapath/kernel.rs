@@ -114,7 +114,6 @@ impl KernelDatapath {
         settings_map
             .set(0, settings, 0)
             .map_err(map_err("bpf_map_update_elem", "SETTINGS"))?;
-        drop(settings_map);
 
         let neigh: &mut SchedClassifier = ebpf
             .program_mut(NEIGH)
@@ -169,8 +168,8 @@ impl KernelDatapath {
                 mode,
             });
         }
-        // Keep the devmap alive with the object: the program refers to it.
-        drop(egress);
+        // Taken maps must outlive the program loads that refer to them.
+        drop((egress, settings_map));
         Ok(Self {
             ebpf,
             services,
@@ -190,6 +189,16 @@ impl KernelDatapath {
     /// Run the director once on `frame` with `BPF_PROG_TEST_RUN`: the XDP
     /// action and the frame as the program left it. For fixtures and bench.
     pub fn test_run(&self, frame: &[u8]) -> Result<TestRun, DatapathError> {
+        self.test_run_from(None, frame)
+    }
+
+    /// As `test_run`, as if the frame arrived on interface `ingress`
+    /// (loopback when `None`).
+    pub fn test_run_from(
+        &self,
+        ingress: Option<u32>,
+        frame: &[u8],
+    ) -> Result<TestRun, DatapathError> {
         let program: &Xdp = self
             .ebpf
             .program(DIRECTOR)
@@ -199,7 +208,7 @@ impl KernelDatapath {
                 program: DIRECTOR,
                 source,
             })?;
-        test_run_xdp(program, frame)
+        test_run_xdp(program, ingress, frame)
     }
 
     fn zeroed<T: aya::Pod + Default>(&self) -> PerCpuValues<T> {
@@ -209,14 +218,26 @@ impl KernelDatapath {
 
 /// `BPF_PROG_TEST_RUN` of an XDP program. The output starts at the frame's
 /// XDP metadata, if the program left any.
-pub(super) fn test_run_xdp(program: &Xdp, frame: &[u8]) -> Result<TestRun, DatapathError> {
+pub(super) fn test_run_xdp(
+    program: &Xdp,
+    ingress: Option<u32>,
+    frame: &[u8],
+) -> Result<TestRun, DatapathError> {
     use aya::programs::{TestRun as _, TestRunOptions};
+    // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex.
+    let ctx: Option<Vec<u8>> = ingress.map(|ifindex| {
+        [0, frame.len() as u32, 0, ifindex, 0, 0]
+            .iter()
+            .flat_map(|v| v.to_ne_bytes())
+            .collect()
+    });
     // Room for encapsulation growth.
     let mut out = vec![0u8; frame.len() + 256];
     let result = program
         .test_run(TestRunOptions {
             data_in: Some(frame),
             data_out: Some(&mut out),
+            ctx_in: ctx.as_deref(),
             ..Default::default()
         })
         .map_err(|source| DatapathError::Program {
