@@ -13,7 +13,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    datapath::{DatapathError, DecapProgram, XdpAttachMode},
+    datapath::{DatapathError, StandaloneXdp, XdpAttachMode},
     netconf::{self, NetconfError},
 };
 
@@ -182,7 +182,7 @@ fn take_steps(
                 .chain(taken.iter())
                 .any(|step| matches!(step, Step::XdpDecap { iface: done, .. } if done == iface));
             if !attached {
-                let mode = DecapProgram::load()?.attach_persistent(iface)?;
+                let mode = StandaloneXdp::decap()?.attach_persistent(iface)?;
                 taken.push(Step::XdpDecap {
                     iface: iface.clone(),
                     mode,
@@ -263,7 +263,7 @@ fn undo(step: &Step) -> Result<(), RealServerError> {
     match step {
         Step::Address { dev, addr } => netconf::remove_address(dev, *addr)?,
         Step::Sysctl { path, previous } => netconf::write_sysctl(path, previous)?,
-        Step::XdpDecap { iface, mode } => DecapProgram::detach_persistent(iface, *mode)?,
+        Step::XdpDecap { iface, mode } => StandaloneXdp::detach_persistent(iface, *mode)?,
         Step::LinkUp { dev } => netconf::link_down(dev)?,
     }
     Ok(())

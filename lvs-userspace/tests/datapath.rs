@@ -843,7 +843,7 @@ fn input_only_states_expire_and_the_flow_is_scheduled_afresh() {
 #[test]
 #[ignore = "needs root; run by `cargo xtask test`"]
 fn decapsulation_strips_valid_ipip_and_leaves_the_rest_untouched() {
-    let mut decap = lvs::datapath::DecapProgram::load().expect("load lvs_decap");
+    let mut decap = lvs::datapath::StandaloneXdp::decap().expect("load lvs_decap");
     let inner = tcp((CLIENT, 40000), (VIP, 80), "S", b"");
     let outer = encapsulated(
         &inner,

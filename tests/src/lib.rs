@@ -16,7 +16,7 @@ use anyhow::{bail, Context, Result};
 
 pub mod demo;
 pub mod topology;
-pub use topology::{Lab, RealServer, VIP};
+pub use topology::{Lab, Method, RealServer, VIP};
 
 /// Run a command to completion; fail with its stderr if it fails.
 pub fn run(program: &str, args: &[&str]) -> Result<Output> {

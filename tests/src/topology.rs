@@ -1,12 +1,27 @@
-//! The standard lab: a client, one director and N real servers, each real
-//! server on its own link to the director (so no bridge is needed and every
-//! director interface carries the XDP program).
+//! Two labs.
+//!
+//! `Lab::new`, the NAT lab: a client, one director and N real servers, each
+//! real server on its own link to the director (so no bridge is needed and
+//! every director interface carries the XDP program).
 //!
 //! ```text
 //!  client 198.18.1.2 ── cli0 [director] srv1 ── 198.18.11.2 real 1
 //!                         198.18.1.1   srv2 ── 198.18.12.2 real 2
 //!                                      srvN ── 198.18.1N.2 real N
 //!  VIP 198.18.0.10 is routed by the client to the director.
+//! ```
+//!
+//! `Lab::forwarding`, for any mix of DR, TUN and NAT real servers: replies
+//! from DR and TUN servers must reach the client without the director, so a
+//! router stands between the client and everything else.
+//!
+//! ```text
+//!  client 198.18.1.2 ── [router] ── br0 198.18.2.1/24 (one LAN, a bridge in the router)
+//!                          │          ├── lan0 198.18.2.2 [director] natN ── 198.18.4N.2 NAT real N
+//!                          │          └── 198.18.2.1N  DR real N
+//!                          └── tunN ── 198.18.3N.2  TUN real N
+//!  The router sends VIP 198.18.0.10 to the director; DR and TUN reals
+//!  reply through the router, NAT reals through the director.
 //! ```
 
 use std::{
@@ -23,12 +38,52 @@ use crate::{bin, exec_in, wait_for, Netns, Proc};
 pub const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);
 pub const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 2);
 
+/// How the director reaches a real server (ipvsadm's `-m`, `-g`, `-i`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    Nat,
+    Route,
+    Tunnel,
+}
+
+impl Method {
+    pub fn flag(self) -> &'static str {
+        match self {
+            Method::Nat => "-m",
+            Method::Route => "-g",
+            Method::Tunnel => "-i",
+        }
+    }
+}
+
 pub struct RealServer {
     pub ns: Netns,
     pub addr: Ipv4Addr,
     /// The name its servers answer with.
     pub name: String,
+    pub method: Method,
     pub procs: Vec<Proc>,
+    /// `lvsadm realserver setup` ran here; the lab undoes it on drop.
+    pub prepared: bool,
+}
+
+impl RealServer {
+    /// DR and TUN servers must answer UDP from the VIP itself.
+    fn udp_bind(&self) -> Ipv4Addr {
+        match self.method {
+            Method::Nat => Ipv4Addr::UNSPECIFIED,
+            Method::Route | Method::Tunnel => VIP,
+        }
+    }
+
+    /// `lvsadm realserver ARGS` inside this server's namespace.
+    pub fn realserver(&self, args: &[&str]) -> Result<String> {
+        let lvsadm = bin("lvsadm").display().to_string();
+        let mut argv = vec![lvsadm.as_str(), "realserver"];
+        argv.extend_from_slice(args);
+        let out = self.ns.exec(&argv)?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
 }
 
 pub struct Lab {
@@ -37,25 +92,56 @@ pub struct Lab {
     pub reals: Vec<RealServer>,
     pub client: Netns,
     pub director: Netns,
+    pub router: Option<Netns>,
+    /// Where lvsd attaches.
+    pub ifaces: Vec<String>,
     pub dir: PathBuf,
     pub socket: PathBuf,
 }
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        // lvsd first (it detaches and removes its socket), then the files;
-        // the fields then drop the servers and the namespaces.
+        // lvsd first (it detaches and removes its socket), then the real
+        // servers' preparation (its undo record lives outside the
+        // namespace), then the files; the fields then drop the servers and
+        // the namespaces.
         if let Some(mut lvsd) = self.lvsd.take() {
             lvsd.stop();
+        }
+        for rs in self.reals.iter().filter(|rs| rs.prepared) {
+            let _ = rs.realserver(&["teardown"]);
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
-fn director_ifaces(n: usize) -> Vec<String> {
-    std::iter::once("cli0".to_string())
-        .chain((1..=n).map(|i| format!("srv{i}")))
-        .collect()
+/// A veth pair from `a_dev` in `a_ns` to `b_dev` in `b_ns`.
+fn veth(a_ns: &str, a_dev: &str, b_ns: &str, b_dev: &str) -> Result<()> {
+    crate::run(
+        "ip",
+        &[
+            "link", "add", a_dev, "netns", a_ns, "type", "veth", "peer", "name", b_dev, "netns",
+            b_ns,
+        ],
+    )
+    .map(drop)
+}
+
+/// Address and raise an interface; with a gateway, route everything there.
+fn endpoint(ns: &str, dev: &str, addr: &str, gateway: Option<&str>) -> Result<()> {
+    exec_in(ns, &["ip", "addr", "add", addr, "dev", dev])?;
+    exec_in(ns, &["ip", "link", "set", dev, "up"])?;
+    if let Some(gw) = gateway {
+        exec_in(ns, &["ip", "route", "add", "default", "via", gw])?;
+    }
+    receive_xdp_frames(ns, dev)
+}
+
+/// veth drops XDP-redirected (and XDP_TX) frames unless the receiving peer
+/// runs XDP or has GRO on; and TX checksum offload would leave partial sums
+/// that XDP forwards unfinished.
+fn receive_xdp_frames(ns: &str, dev: &str) -> Result<()> {
+    exec_in(ns, &["ethtool", "-K", dev, "tx", "off", "gro", "on"]).map(drop)
 }
 
 impl Lab {
@@ -71,6 +157,8 @@ impl Lab {
             reals: Vec::new(),
             client,
             director,
+            router: None,
+            ifaces: vec!["cli0".to_string()],
             socket: dir.join("lvsd.sock"),
             dir,
         };
@@ -96,11 +184,127 @@ impl Lab {
                 ns,
                 addr: Ipv4Addr::new(198, 18, 10 + i as u8, 2),
                 name: format!("rs{i}"),
+                method: Method::Nat,
                 procs: Vec::new(),
+                prepared: false,
             });
+            lab.ifaces.push(format!("srv{i}"));
         }
         lab.director
             .exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+        Ok(lab)
+    }
+
+    /// The router lab, with one real server per entry of `methods`, named
+    /// rs1, rs2, ... in that order. DR and TUN servers are prepared with
+    /// `lvsadm realserver setup` (TUN with XDP decapsulation on eth0).
+    pub fn forwarding(tag: &str, methods: &[Method]) -> Result<Self> {
+        let dir = std::env::temp_dir().join(format!("lvs-lab-{tag}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let mut lab = Lab {
+            lvsd: None,
+            reals: Vec::new(),
+            client: Netns::new(format!("{tag}-cli"))?,
+            director: Netns::new(format!("{tag}-dir"))?,
+            router: Some(Netns::new(format!("{tag}-rtr"))?),
+            ifaces: vec!["lan0".to_string()],
+            socket: dir.join("lvsd.sock"),
+            dir,
+        };
+        let router = lab.router.as_ref().expect("just set").name.clone();
+        let (cli, dir_ns) = (lab.client.name.clone(), lab.director.name.clone());
+        let vip = format!("{VIP}/32");
+        for (ns, settings) in [
+            (
+                &router,
+                &[
+                    "net.ipv4.ip_forward=1",
+                    "net.ipv4.conf.all.rp_filter=0",
+                    "net.ipv4.conf.default.rp_filter=0",
+                ][..],
+            ),
+            (&dir_ns, &["net.ipv4.ip_forward=1"][..]),
+        ] {
+            let mut argv = vec!["sysctl", "-qw"];
+            argv.extend_from_slice(settings);
+            exec_in(ns, &argv)?;
+        }
+        exec_in(&router, &["ip", "link", "add", "br0", "type", "bridge"])?;
+        exec_in(
+            &router,
+            &["ip", "addr", "add", "198.18.2.1/24", "dev", "br0"],
+        )?;
+        exec_in(&router, &["ip", "link", "set", "br0", "up"])?;
+        let lab_bin = bin("lvs-lab").display().to_string();
+        let bridge_port = |port: &str| -> Result<()> {
+            exec_in(&router, &["ip", "link", "set", port, "master", "br0", "up"])?;
+            exec_in(&router, &["ethtool", "-K", port, "tx", "off"])?;
+            // GRO alone does not get XDP_TX frames from the director through
+            // a bridge port (they vanish); an XDP program on the port does.
+            exec_in(&router, &[&lab_bin, "xdp-pass", port]).map(drop)
+        };
+
+        veth(&router, "rcli", &cli, "eth0")?;
+        endpoint(&router, "rcli", "198.18.1.1/24", None)?;
+        endpoint(&cli, "eth0", "198.18.1.2/24", Some("198.18.1.1"))?;
+
+        veth(&router, "pdir", &dir_ns, "lan0")?;
+        bridge_port("pdir")?;
+        endpoint(&dir_ns, "lan0", "198.18.2.2/24", Some("198.18.2.1"))?;
+        exec_in(&router, &["ip", "route", "add", &vip, "via", "198.18.2.2"])?;
+
+        for (i, method) in (1u8..).zip(methods) {
+            let ns = Netns::new(format!("{tag}-rs{i}"))?;
+            let addr = match method {
+                Method::Route => {
+                    let port = format!("p{i}");
+                    veth(&router, &port, &ns.name, "eth0")?;
+                    bridge_port(&port)?;
+                    let addr = Ipv4Addr::new(198, 18, 2, 10 + i);
+                    endpoint(&ns.name, "eth0", &format!("{addr}/24"), Some("198.18.2.1"))?;
+                    addr
+                }
+                Method::Tunnel => {
+                    let (dev, gw) = (format!("tun{i}"), format!("198.18.{}.1", 30 + i));
+                    veth(&router, &dev, &ns.name, "eth0")?;
+                    endpoint(&router, &dev, &format!("{gw}/24"), None)?;
+                    let addr = Ipv4Addr::new(198, 18, 30 + i, 2);
+                    endpoint(&ns.name, "eth0", &format!("{addr}/24"), Some(&gw))?;
+                    addr
+                }
+                Method::Nat => {
+                    let (dev, gw) = (format!("nat{i}"), format!("198.18.{}.1", 40 + i));
+                    veth(&dir_ns, &dev, &ns.name, "eth0")?;
+                    endpoint(&dir_ns, &dev, &format!("{gw}/24"), None)?;
+                    let addr = Ipv4Addr::new(198, 18, 40 + i, 2);
+                    endpoint(&ns.name, "eth0", &format!("{addr}/24"), Some(&gw))?;
+                    lab.ifaces.push(dev);
+                    addr
+                }
+            };
+            let mut rs = RealServer {
+                ns,
+                addr,
+                name: format!("rs{i}"),
+                method: *method,
+                procs: Vec::new(),
+                prepared: false,
+            };
+            let vip = VIP.to_string();
+            match method {
+                Method::Nat => {}
+                Method::Route => {
+                    rs.realserver(&["setup", "--vip", &vip])?;
+                    rs.prepared = true;
+                }
+                Method::Tunnel => {
+                    rs.realserver(&["setup", "--vip", &vip, "--decap", "xdp:eth0"])?;
+                    rs.prepared = true;
+                }
+            }
+            lab.reals.push(rs);
+        }
         Ok(lab)
     }
 
@@ -150,8 +354,8 @@ impl Lab {
     pub fn start_lvsd(&mut self, config: Option<&Path>) -> Result<()> {
         let lvsd = bin("lvsd");
         let mut args: Vec<String> = vec![lvsd.display().to_string()];
-        for iface in director_ifaces(self.reals.len()) {
-            args.extend(["-i".into(), iface]);
+        for iface in &self.ifaces {
+            args.extend(["-i".into(), iface.clone()]);
         }
         args.extend(["--socket".into(), self.socket.display().to_string()]);
         if let Some(c) = config {
@@ -198,7 +402,7 @@ impl Lab {
         let lab_bin = bin("lvs-lab").display().to_string();
         for rs in &mut self.reals {
             let tcp = format!("0.0.0.0:{tcp_port}");
-            let udp = format!("0.0.0.0:{udp_port}");
+            let udp = format!("{}:{udp_port}", rs.udp_bind());
             rs.procs.push(
                 rs.ns
                     .spawn(&[&lab_bin, "http-server", &tcp, &rs.name], None)?,

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use lvs_lab::Lab;
+use lvs_lab::{Lab, Method};
 
 fn counts(names: &[String]) -> BTreeMap<String, usize> {
     let mut m = BTreeMap::new();
@@ -202,6 +202,10 @@ fn bad_requests_change_nothing() {
             &["-a", "-t", "198.18.0.99:80", "-r", "198.18.11.2:8080", "-m"],
             "no such service",
         ),
+        (
+            &["-a", "-t", "198.18.0.10:80", "-r", "198.18.11.2:8080", "-g"],
+            "uses -g (Route), which cannot map ports",
+        ),
     ];
     for (args, message) in cases {
         let err = lab.lvsadm(args).unwrap_err().to_string();
@@ -310,4 +314,165 @@ fn sigterm_detaches_every_interface_and_removes_the_socket() {
     lab.client
         .exec(&["ping", "-c", "1", "-W", "2", "198.18.11.2"])
         .expect("plain routing after detach");
+}
+
+/// The router lab with lvsd running, a TCP service VIP:80 and a UDP service
+/// VIP:53 (rr), each real server on its own method.
+fn forwarding_lab(tag: &str, methods: &[Method]) -> Lab {
+    let mut lab = Lab::forwarding(tag, methods).expect("building the lab");
+    lab.start_servers(80, 53).expect("starting real servers");
+    lab.start_lvsd(None).expect("starting lvsd");
+    let mut rules = String::from("-A -t 198.18.0.10:80 -s rr\n-A -u 198.18.0.10:53 -s rr\n");
+    for rs in &lab.reals {
+        let flag = rs.method.flag();
+        rules += &format!("-a -t 198.18.0.10:80 -r {}:80 {flag}\n", rs.addr);
+        rules += &format!("-a -u 198.18.0.10:53 -r {}:53 {flag}\n", rs.addr);
+    }
+    let rules_file = lab.dir.join("rules");
+    std::fs::write(&rules_file, rules).unwrap();
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "{} --socket {} -R < {}",
+            lvs_lab::bin("lvsadm").display(),
+            lab.socket.display(),
+            rules_file.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "lvsadm -R: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    lab
+}
+
+fn verdict(lab: &Lab, name: &str) -> u64 {
+    let json = lab.lvsadm(&["-L", "-n", "--json"]).unwrap();
+    let snapshot: serde_json::Value = serde_json::from_str(&json).expect("lvsadm --json output");
+    snapshot["verdicts"]
+        .as_array()
+        .and_then(|v| v.iter().find(|pair| pair[0] == name))
+        .and_then(|pair| pair[1].as_u64())
+        .unwrap_or_else(|| panic!("no {name} counter in {json}"))
+}
+
+/// The `--stats` columns of a line starting with `prefix`.
+fn stats_line(stats: &str, prefix: &str) -> Vec<u64> {
+    let l = stats
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no `{prefix}` in\n{stats}"));
+    l[prefix.len()..]
+        .split_whitespace()
+        .map(|n| n.parse().unwrap())
+        .collect()
+}
+
+/// rr over three servers, whatever their methods: TCP and UDP balanced as
+/// the scheduler says, every reply from the VIP, and the director seeing
+/// replies only from NAT servers.
+fn balances_and_replies_come_from_the_vip(lab: &Lab) {
+    let names = lab.http_gets("198.18.0.10:80", 30).unwrap_or_else(|e| {
+        panic!(
+            "{e:#}\n{}\n{}",
+            lab.lvsd_log(),
+            lab.lvsadm(&["-L", "-n", "--stats", "--json"])
+                .unwrap_or_default()
+        )
+    });
+    assert_eq!(
+        counts(&names),
+        expect(&[("rs1", 10), ("rs2", 10), ("rs3", 10)]),
+        "{names:?}"
+    );
+    assert_eq!(&names[..3], ["rs3", "rs2", "rs1"]);
+    // http-get connects to the VIP: the handshake only completes if the
+    // SYN-ACK came from 198.18.0.10:80 itself.
+
+    let mut udp = Vec::new();
+    for _ in 0..3 {
+        let (name, from) = lab.udp_query("198.18.0.10:53").unwrap();
+        assert_eq!(from, "198.18.0.10:53", "{name} answered from {from}");
+        udp.push(name);
+    }
+    assert_eq!(udp, ["rs3", "rs2", "rs1"]);
+
+    let stats = lab.lvsadm(&["-L", "-n", "--stats"]).unwrap();
+    for rs in &lab.reals {
+        let tcp = stats_line(&stats, &format!("  -> {}:80", rs.addr));
+        assert_eq!(tcp[0], 10, "{stats}");
+        assert!(tcp[1] >= 10 * 3, "client packets counted: {stats}");
+        match rs.method {
+            Method::Nat => assert!(tcp[2] > 0, "NAT replies pass the director: {stats}"),
+            Method::Route | Method::Tunnel => {
+                assert_eq!(
+                    tcp[2], 0,
+                    "{} replies bypass the director: {stats}",
+                    rs.name
+                );
+                assert_eq!(tcp[4], 0, "{stats}");
+            }
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn direct_routing_balances_and_replies_bypass_the_director() {
+    let mut lab = forwarding_lab("lvs-e2e-dr", &[Method::Route; 3]);
+    balances_and_replies_come_from_the_vip(&lab);
+    // One-armed director: every DR frame left by XDP_TX on lan0.
+    assert!(verdict(&lab, "transmit") >= 30 * 3, "{}", lab.lvsd_log());
+    assert_eq!(verdict(&lab, "redirect"), 0);
+    let listed = lab.lvsadm(&["-L", "-n"]).unwrap();
+    assert!(
+        listed.contains("  -> 198.18.2.11:80               Route   1      0          0"),
+        "{listed}"
+    );
+
+    // The real-server side undoes exactly what it did.
+    let rs1 = &mut lab.reals[0];
+    let status = rs1.realserver(&["status"]).unwrap();
+    assert!(status.contains("address 198.18.0.10/32 on lo"), "{status}");
+    let undone = rs1.realserver(&["teardown"]).unwrap();
+    assert!(undone.contains("arp_ignore"), "{undone}");
+    rs1.prepared = false;
+    let lo = rs1
+        .ns
+        .exec(&["ip", "-4", "addr", "show", "dev", "lo"])
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&lo.stdout).contains("198.18.0.10"));
+    let ignore = rs1
+        .ns
+        .exec(&["sysctl", "-n", "net.ipv4.conf.all.arp_ignore"])
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&ignore.stdout).trim(), "0");
+}
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn ip_in_ip_balances_and_replies_bypass_the_director() {
+    let lab = forwarding_lab("lvs-e2e-tun", &[Method::Tunnel; 3]);
+    balances_and_replies_come_from_the_vip(&lab);
+    assert!(verdict(&lab, "transmit") >= 30 * 3, "{}", lab.lvsd_log());
+    // The real servers' eth0 runs lvs_decap.
+    for rs in &lab.reals {
+        let link = rs.ns.exec(&["ip", "link", "show", "dev", "eth0"]).unwrap();
+        assert!(String::from_utf8_lossy(&link.stdout).contains("name lvs_decap"));
+    }
+}
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn one_service_mixes_nat_dr_and_tun_servers() {
+    let lab = forwarding_lab("lvs-e2e-mix", &[Method::Nat, Method::Route, Method::Tunnel]);
+    balances_and_replies_come_from_the_vip(&lab);
+    let listed = lab.lvsadm(&["-L", "-n"]).unwrap();
+    for forward in ["Masq", "Route", "Tunnel"] {
+        assert!(listed.contains(forward), "{listed}");
+    }
+    // NAT frames go out another interface, DR and TUN back out of lan0.
+    assert!(verdict(&lab, "redirect") > 0 && verdict(&lab, "transmit") > 0);
 }

@@ -35,7 +35,12 @@ enum Cmd {
         args: Vec<String>,
     },
     /// A self-contained lab in network namespaces that shows balancing.
-    Demo,
+    Demo {
+        /// Forwarding method of the three real servers: nat, dr, tun, or
+        /// mixed (one of each in one service).
+        #[arg(long, default_value = "nat", value_parser = ["nat", "dr", "tun", "mixed"])]
+        method: String,
+    },
     /// All three tiers: unit, datapath fixtures, end to end.
     Test,
     /// rustfmt and clippy on the userspace crates and the eBPF crate.
@@ -55,7 +60,7 @@ fn main() -> Result<()> {
             let err = exec(&lvsd, &args);
             bail!("exec {}: {err}", lvsd.display())
         }
-        Cmd::Demo => {
+        Cmd::Demo { method } => {
             require_root("the demo")?;
             build(&root, false)?;
             // Ctrl-C reaches the lab too; it cleans up and exits, we wait.
@@ -72,6 +77,8 @@ fn main() -> Result<()> {
                     "lvs-lab",
                     "--",
                     "demo",
+                    "--method",
+                    &method,
                 ],
             )
         }

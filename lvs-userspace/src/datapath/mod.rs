@@ -2,14 +2,14 @@
 //! kernel implementation (`kernel.rs`) loads, attaches and writes maps; the
 //! fake (`fake.rs`, tests only) lets the controller's logic run without root.
 
-mod decap;
 mod kernel;
+mod standalone;
 
 #[cfg(test)]
 pub mod fake;
 
-pub use decap::{DecapProgram, XdpAttachMode};
 pub use kernel::{Attachment, KernelDatapath, TestRun};
+pub use standalone::{StandaloneXdp, XdpAttachMode};
 
 use lvs_common::{
     tcp_state::STATE_COUNT, Conn, Counters, FlowKey, Real, Service, ServiceKey, Verdict,

@@ -22,7 +22,13 @@ enum Cmd {
     Demo {
         #[arg(long, default_value_t = 12)]
         requests: usize,
+        /// Forwarding method: nat, dr, tun, or mixed (one of each).
+        #[arg(long, default_value = "nat")]
+        method: String,
     },
+    /// Attach the no-op XDP program to a veth, so that it receives frames
+    /// its peer sends with XDP_TX (a bridge port facing the director).
+    XdpPass { iface: String },
     /// Answer every HTTP request with `NAME client=IP:PORT`.
     HttpServer { listen: SocketAddr, name: String },
     /// Answer every datagram with `NAME`.
@@ -45,7 +51,11 @@ enum Cmd {
 
 fn main() -> Result<()> {
     match Args::parse().command {
-        Cmd::Demo { requests } => lvs_lab::demo::run(requests),
+        Cmd::Demo { requests, method } => lvs_lab::demo::run(requests, &method),
+        Cmd::XdpPass { iface } => {
+            lvs::datapath::StandaloneXdp::pass()?.attach_persistent(&iface)?;
+            Ok(())
+        }
         Cmd::HttpServer { listen, name } => http_server(listen, &name),
         Cmd::UdpServer { listen, name } => udp_server(listen, &name),
         Cmd::HttpGet {

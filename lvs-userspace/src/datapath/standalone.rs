@@ -1,5 +1,6 @@
-//! The real server's side: `lvs_decap` loaded on its own and attached to an
-//! interface so that it outlives the `lvsadm` that attached it.
+//! XDP programs that run on their own, away from the director: `lvs_decap`
+//! on real servers, and `lvs_pass` on veth peers that must receive XDP
+//! frames. Attached so that they outlive the process that attached them.
 
 use std::os::fd::{AsFd, AsRawFd};
 
@@ -17,6 +18,7 @@ use super::{
 };
 
 const DECAP: &str = "lvs_decap";
+const PASS: &str = "lvs_pass";
 
 /// How `lvs_decap` runs on an interface.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,24 +40,36 @@ fn ifindex(iface: &str) -> Result<u32, DatapathError> {
 /// real server never touches them, so they shrink to one entry.
 const UNUSED_MAPS: [&str; 5] = ["CONNS", "RINGS", "REALS", "SERVICE_STATS", "REAL_STATS"];
 
-pub struct DecapProgram {
+pub struct StandaloneXdp {
     ebpf: Ebpf,
+    name: &'static str,
 }
 
-impl DecapProgram {
-    pub fn load() -> Result<Self, DatapathError> {
+impl StandaloneXdp {
+    /// The real server's IP-in-IP decapsulation.
+    pub fn decap() -> Result<Self, DatapathError> {
+        Self::load(DECAP)
+    }
+
+    /// The no-op program: a veth runs the XDP receive path, which frames
+    /// sent with `XDP_TX` or a redirect need, only when its peer has one.
+    pub fn pass() -> Result<Self, DatapathError> {
+        Self::load(PASS)
+    }
+
+    fn load(name: &'static str) -> Result<Self, DatapathError> {
         let mut loader = EbpfLoader::new();
         for map in UNUSED_MAPS {
             loader.map_max_entries(map, 1);
         }
         let mut ebpf = loader.load(EBPF_OBJECT)?;
-        program_mut(&mut ebpf)?
+        program_mut(&mut ebpf, name)?
             .load()
             .map_err(|source| DatapathError::Program {
-                program: DECAP,
+                program: name,
                 source,
             })?;
-        Ok(Self { ebpf })
+        Ok(Self { ebpf, name })
     }
 
     /// Attach to `iface`, native mode first, generic as the fallback, the
@@ -64,11 +78,11 @@ impl DecapProgram {
     /// Returns the mode. Fails if the interface already has an XDP program.
     pub fn attach_persistent(&mut self, iface: &str) -> Result<XdpAttachMode, DatapathError> {
         let ifindex = ifindex(iface)?;
-        let program = program_mut(&mut self.ebpf)?;
+        let program = program_mut(&mut self.ebpf, self.name)?;
         let fd = program
             .fd()
             .map_err(|source| DatapathError::Program {
-                program: DECAP,
+                program: self.name,
                 source,
             })?
             .as_fd()
@@ -96,10 +110,11 @@ impl DecapProgram {
     }
 
     pub fn test_run(&mut self, frame: &[u8]) -> Result<TestRun, DatapathError> {
-        test_run_xdp(program_mut(&mut self.ebpf)?, None, frame)
+        test_run_xdp(program_mut(&mut self.ebpf, self.name)?, None, frame)
     }
 
-    /// This load's counters, summed over CPUs, in `DecapVerdict` order.
+    /// This load's decapsulation counters, summed over CPUs, in
+    /// `DecapVerdict` order.
     pub fn counters(&self) -> Result<[u64; DECAP_VERDICT_COUNT as usize], DatapathError> {
         let map = self
             .ebpf
@@ -122,12 +137,12 @@ impl DecapProgram {
     }
 }
 
-fn program_mut(ebpf: &mut Ebpf) -> Result<&mut Xdp, DatapathError> {
-    ebpf.program_mut(DECAP)
-        .ok_or(DatapathError::MissingProgram { program: DECAP })?
+fn program_mut<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp, DatapathError> {
+    ebpf.program_mut(name)
+        .ok_or(DatapathError::MissingProgram { program: name })?
         .try_into()
         .map_err(|source| DatapathError::Program {
-            program: DECAP,
+            program: name,
             source,
         })
 }
