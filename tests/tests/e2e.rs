@@ -432,6 +432,32 @@ fn direct_routing_balances_and_replies_bypass_the_director() {
         "{listed}"
     );
 
+    // With the director's neighbour table emptied, the next connections
+    // still succeed at once: their first packets go through lvs_neigh (tc),
+    // which has the kernel resolve the real server's MAC and queue them.
+    lab.director
+        .exec(&["ip", "neigh", "flush", "dev", "lan0"])
+        .unwrap();
+    let before = verdict(&lab, "pass_resolve_neighbour");
+    // Under TCP's 1 s initial retransmission timeout: a lost SYN would fail.
+    let lab_bin = lvs_lab::bin("lvs-lab").display().to_string();
+    for _ in 0..3 {
+        lab.client
+            .exec(&[
+                &lab_bin,
+                "http-get",
+                "198.18.0.10:80",
+                "--timeout-ms",
+                "900",
+            ])
+            .unwrap_or_else(|e| panic!("{e:#}"));
+    }
+    assert!(
+        verdict(&lab, "pass_resolve_neighbour") > before,
+        "{}",
+        lab.lvsd_log()
+    );
+
     // The real-server side undoes exactly what it did.
     let rs1 = &mut lab.reals[0];
     let status = rs1.realserver(&["status"]).unwrap();
