@@ -289,11 +289,15 @@ pub enum Verdict {
     Transmit = 9,
     /// Too big to tunnel with DF set: the client got ICMP fragmentation-needed.
     IcmpTooBig = 10,
-    /// DR next hop not resolved: handed to the kernel's neighbour layer (tc), not lost.
+    /// DR or TUN next hop not resolved (or outside the devmap): handed to the
+    /// kernel's neighbour layer through tc, not lost.
     PassResolveNeighbour = 11,
+    /// Too big to tunnel without DF: XDP cannot fragment, and the kernel would
+    /// take the director-sourced outer packet for a martian.
+    DropTooBig = 12,
 }
 
-pub const VERDICT_COUNT: u32 = 12;
+pub const VERDICT_COUNT: u32 = 13;
 
 impl Verdict {
     pub const ALL: [Verdict; VERDICT_COUNT as usize] = [
@@ -309,6 +313,7 @@ impl Verdict {
         Verdict::Transmit,
         Verdict::IcmpTooBig,
         Verdict::PassResolveNeighbour,
+        Verdict::DropTooBig,
     ];
     pub const fn name(self) -> &'static str {
         match self {
@@ -324,6 +329,7 @@ impl Verdict {
             Verdict::Transmit => "transmit",
             Verdict::IcmpTooBig => "icmp_too_big",
             Verdict::PassResolveNeighbour => "pass_resolve_neighbour",
+            Verdict::DropTooBig => "drop_too_big",
         }
     }
 }
@@ -337,8 +343,9 @@ pub struct Settings {
     pub tunnel_source: [u8; 4],
 }
 
-/// Metadata the director leaves in front of a DR frame whose next hop is not
-/// resolved yet; the tc program `lvs_neigh` hands it to the neighbour layer.
+/// Metadata the director leaves in front of a DR or TUN frame whose next hop
+/// is not resolved yet; the tc program `lvs_neigh` hands it to the neighbour
+/// layer.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NeighMeta {

@@ -8,11 +8,11 @@ use aya_ebpf::{
         bpf_fib_lookup as FibParams, BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_NO_NEIGH,
         BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LOOKUP_SRC,
     },
-    helpers::bpf_fib_lookup,
+    helpers::{bpf_fib_lookup, bpf_xdp_adjust_meta},
     programs::XdpContext,
 };
 use core::mem::{size_of, MaybeUninit};
-use lvs_common::Verdict;
+use lvs_common::{NeighMeta, Verdict};
 
 use crate::{headers::Packet, maps::EGRESS};
 
@@ -97,6 +97,37 @@ pub fn egress(ctx: &XdpContext, fib: &FibParams) -> Result<Verdict, Verdict> {
         .redirect(fib.ifindex, 0)
         .map(|_| Verdict::Redirect)
         .map_err(|_| Verdict::PassToKernel)
+}
+
+/// The kernel has not resolved the next hop's MAC yet (or the egress is not
+/// in the devmap). DR and TUN frames cannot simply go to the stack: it would
+/// deliver a DR packet to the local VIP and drop a TUN packet, whose outer
+/// source is our own address, as a martian. So the frame carries a note in
+/// its XDP metadata, and the tc program `lvs_neigh` gives it to
+/// `bpf_redirect_neigh`, which resolves the neighbour and queues the packet.
+/// Finish the frame first: this invalidates every packet pointer.
+#[inline(always)]
+pub fn to_neighbour_layer(ctx: &XdpContext, fib: &FibParams) -> Result<Verdict, Verdict> {
+    let len = size_of::<NeighMeta>();
+    // SAFETY: plain helper call on our own context.
+    if unsafe { bpf_xdp_adjust_meta(ctx.ctx, -(len as i32)) } != 0 {
+        // The driver keeps no metadata: nothing can carry the packet on.
+        return Err(Verdict::DropNoDestination);
+    }
+    let meta = ctx.metadata();
+    if meta + len > ctx.metadata_end() {
+        return Err(Verdict::DropNoDestination);
+    }
+    // SAFETY: bounds checked just above; the FIB left the next hop (the
+    // gateway, or the destination itself when on-link) in ipv4_dst.
+    unsafe {
+        *(meta as *mut NeighMeta) = NeighMeta {
+            magic: NeighMeta::MAGIC,
+            next_hop: fib.__bindgen_anon_4.ipv4_dst.to_ne_bytes(),
+            ifindex: fib.ifindex,
+        };
+    }
+    Ok(Verdict::PassResolveNeighbour)
 }
 
 /// Address the frame to the resolved next hop.

@@ -68,7 +68,9 @@ fn action(verdict: Verdict) -> u32 {
     match verdict {
         Verdict::Redirect => xdp_action::XDP_REDIRECT,
         Verdict::Transmit | Verdict::IcmpTooBig => xdp_action::XDP_TX,
-        Verdict::DropNoDestination | Verdict::DropTableFull => xdp_action::XDP_DROP,
+        Verdict::DropNoDestination | Verdict::DropTableFull | Verdict::DropTooBig => {
+            xdp_action::XDP_DROP
+        }
         Verdict::PassNotIpv4
         | Verdict::PassNoService
         | Verdict::PassNotSyn

@@ -34,7 +34,11 @@ pub fn outbound(
     );
     if let Some(forward) = CONNS.get_ptr_mut(inbound) {
         // SAFETY: the pointer comes from a successful map lookup.
-        conntrack::update(unsafe { &mut *forward }, packet, Table::Output, now);
+        let forward = unsafe { &mut *forward };
+        // A late reply does not bring a dead connection back.
+        if !conntrack::expired(forward, now) {
+            conntrack::update(forward, packet, Table::Output, now);
+        }
     }
     stats::count_packet(
         conn.service_index,

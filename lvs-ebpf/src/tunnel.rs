@@ -25,42 +25,36 @@ pub fn forward(ctx: &XdpContext, packet: &Packet, real: [u8; 4]) -> Result<Verdi
     // SAFETY: pointer validated by Packet::parse.
     let dont_fragment = unsafe { (*packet.ip).dont_fragment() };
 
-    let mut fits = true;
-    let found = match forward::lookup(ctx, packet, real, outer_len, auto_source) {
+    let (fib, resolved) = match forward::lookup(ctx, packet, real, outer_len, auto_source) {
+        Lookup::Ready(fib) => (fib, true),
+        Lookup::NoNeighbour(fib) => (fib, false),
         Lookup::TooBig { mtu } if dont_fragment => {
             return icmp::frag_needed(ctx, packet, mtu.saturating_sub(IPV4_HEADER_LEN as u16));
         }
-        // No DF: the kernel fragments the outer packet, as IPVS does.
-        Lookup::TooBig { .. } => {
-            fits = false;
-            forward::lookup(ctx, packet, real, 0, auto_source)
-        }
-        other => other,
-    };
-    let (fib, resolved) = match found {
-        Lookup::Ready(fib) => (fib, fits),
-        Lookup::NoNeighbour(fib) => (fib, false),
-        Lookup::TooBig { .. } | Lookup::Unroutable => return Err(Verdict::DropNoDestination),
+        // IPVS would fragment the outer packet; XDP cannot (see Verdict).
+        Lookup::TooBig { .. } => return Err(Verdict::DropTooBig),
+        Lookup::Unroutable => return Err(Verdict::DropNoDestination),
     };
     let source = if auto_source {
         forward::selected_source(&fib)
     } else {
         configured
     };
-    // Decided before the frame changes; the encapsulated packet is routable
-    // by the kernel whatever happens after this.
+    // Decided before the frame changes.
     let way = if resolved {
-        forward::egress(ctx, &fib)
+        forward::egress(ctx, &fib).ok()
     } else {
-        Err(Verdict::PassToKernel)
+        None
     };
-    let next_hop = way.is_ok().then_some(&fib);
-    encapsulate(ctx, packet, source, real, next_hop)?;
-    way.map_err(|_| Verdict::PassToKernel)
+    encapsulate(ctx, packet, source, real, way.map(|_| &fib))?;
+    match way {
+        Some(verdict) => Ok(verdict),
+        None => forward::to_neighbour_layer(ctx, &fib),
+    }
 }
 
 /// Push the outer header. With a `next_hop` the frame is addressed to it;
-/// without one it keeps its Ethernet header, for the kernel to forward.
+/// without one the neighbour layer will address it.
 #[inline(always)]
 fn encapsulate(
     ctx: &XdpContext,

@@ -8,7 +8,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use lvs_common::{
-    ring_base, tcp_state::DEFAULT_TIMEOUTS, Counters, FlowKey, Real, Service as ServiceValue,
+    ring_base, tcp_state::DEFAULT_TIMEOUTS, Counters, Direction, Real, Service as ServiceValue,
     ServiceKey, Verdict, MAX_REALS, MAX_SERVICES, RING_SLOTS,
 };
 
@@ -121,10 +121,15 @@ impl<D: Datapath> Controller<D> {
             let Some(conn) = self.datapath.connection(&key)? else {
                 continue;
             };
+            // A reply entry is judged by its inbound entry, read fresh too.
+            let owner = if conn.direction == Direction::Outbound as u8 {
+                self.datapath
+                    .connection(&conntable::inbound_key(&key, &conn))?
+            } else {
+                None
+            };
             let now = self.datapath.now_ns()?;
-            let datapath = &self.datapath;
-            let lookup = |k: &FlowKey| datapath.connection(k).ok().flatten();
-            if conntable::is_dead(&key, &conn, lookup, now, &self.timeouts) {
+            if conntable::is_dead(&key, &conn, |_| owner, now, &self.timeouts) {
                 self.datapath.remove_connection(&key)?;
                 removed += 1;
             }

@@ -243,12 +243,13 @@ fn forwarded_reals(state: &crate::model::State) -> BTreeSet<Ipv4Addr> {
 }
 
 /// Next hops lvsd asked the kernel to keep resolved ("managed" neighbours).
-/// The XDP FIB lookup then finds the MAC; until it does, DR frames go
-/// through `lvs_neigh` and TUN frames through the kernel, so none is lost.
+/// The XDP FIB lookup then finds the MAC; until it does, DR and TUN frames
+/// go through `lvs_neigh`, so none is lost.
 #[derive(Default)]
 struct Neighbours {
-    /// Real server -> (next hop, interface).
-    managed: std::collections::BTreeMap<Ipv4Addr, (Ipv4Addr, String)>,
+    /// Real server -> (next hop, interface), or `None` when an operator's
+    /// static entry already resolves it (not ours to change or delete).
+    managed: std::collections::BTreeMap<Ipv4Addr, Option<(Ipv4Addr, String)>>,
     /// Reported once, retried every pass.
     failing: BTreeSet<Ipv4Addr>,
 }
@@ -259,13 +260,20 @@ impl Neighbours {
             if self.managed.contains_key(real) {
                 continue;
             }
-            let result = netconf::next_hop(*real)
-                .and_then(|(hop, dev)| netconf::manage_neighbour(hop, &dev).map(|()| (hop, dev)));
+            let result = netconf::next_hop(*real).and_then(|(hop, dev)| {
+                // An operator's static entry is always resolved: leave it be.
+                if netconf::static_neighbour(hop, &dev)? {
+                    return Ok(None);
+                }
+                netconf::manage_neighbour(hop, &dev).map(|()| Some((hop, dev)))
+            });
             match result {
-                Ok((hop, dev)) => {
-                    tracing::info!(%real, next_hop = %hop, %dev, "keeping next hop resolved");
+                Ok(hop) => {
+                    if let Some((hop, dev)) = &hop {
+                        tracing::info!(%real, next_hop = %hop, %dev, "keeping next hop resolved");
+                    }
                     self.failing.remove(real);
-                    self.managed.insert(*real, (hop, dev));
+                    self.managed.insert(*real, hop);
                 }
                 Err(e) => {
                     if self.failing.insert(*real) {
@@ -282,7 +290,7 @@ impl Neighbours {
             .copied()
             .collect();
         for real in gone {
-            if let Some(hop) = self.managed.remove(&real) {
+            if let Some(Some(hop)) = self.managed.remove(&real) {
                 self.release(hop);
             }
         }
@@ -290,7 +298,12 @@ impl Neighbours {
 
     /// Forget a next hop no remaining real server uses.
     fn release(&self, (hop, dev): (Ipv4Addr, String)) {
-        if self.managed.values().any(|h| h.0 == hop && h.1 == dev) {
+        if self
+            .managed
+            .values()
+            .flatten()
+            .any(|h| h.0 == hop && h.1 == dev)
+        {
             return;
         }
         if let Err(e) = netconf::forget_neighbour(hop, &dev) {
@@ -299,7 +312,7 @@ impl Neighbours {
     }
 
     fn forget_all(mut self) {
-        for hop in std::mem::take(&mut self.managed).into_values() {
+        for hop in std::mem::take(&mut self.managed).into_values().flatten() {
             self.release(hop);
         }
     }

@@ -106,6 +106,38 @@ pub fn link_up(dev: &str) -> Result<(), NetconfError> {
     ip(&["link", "set", dev, "up"]).map(drop)
 }
 
+pub fn link_is_up(dev: &str) -> Result<bool, NetconfError> {
+    let path = Path::new("/sys/class/net").join(dev).join("flags");
+    let flags = read_sysctl(&path)?;
+    let flags = u32::from_str_radix(flags.trim_start_matches("0x"), 16).map_err(|e| {
+        NetconfError::Output {
+            command: format!("cat {}", path.display()),
+            detail: e.to_string(),
+        }
+    })?;
+    const IFF_UP: u32 = 0x1;
+    Ok(flags & IFF_UP != 0)
+}
+
+/// Whether the kernel holds a static (permanent or noarp) entry for `addr`:
+/// one an operator set, which lvsd must neither replace nor delete.
+pub fn static_neighbour(addr: Ipv4Addr, dev: &str) -> Result<bool, NetconfError> {
+    let target = addr.to_string();
+    let args = ["-j", "-4", "neigh", "show", target.as_str(), "dev", dev];
+    let out = ip(&args)?;
+    let entries: serde_json::Value =
+        serde_json::from_str(&out).map_err(|e| NetconfError::Output {
+            command: format!("ip {}", args.join(" ")),
+            detail: e.to_string(),
+        })?;
+    Ok(entries
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|e| e["state"].as_array().into_iter().flatten())
+        .any(|s| matches!(s.as_str(), Some("PERMANENT" | "NOARP"))))
+}
+
 pub fn link_exists(dev: &str) -> bool {
     Path::new("/sys/class/net").join(dev).exists()
 }

@@ -156,6 +156,14 @@ fn take_steps(
     recorded: &[Step],
     taken: &mut Vec<Step>,
 ) -> Result<(), RealServerError> {
+    // The classic LVS-DR/TUN recipe: answer ARP only for addresses on the
+    // receiving interface, and never announce the VIP as a source. Set
+    // before the VIPs exist (and restored after they are gone), so that the
+    // server never answers ARP for a VIP.
+    for dev in ["all", "lo"] {
+        set_sysctl(&netconf::ipv4_conf(dev, "arp_ignore"), "1", taken)?;
+        set_sysctl(&netconf::ipv4_conf(dev, "arp_announce"), "2", taken)?;
+    }
     for vip in &plan.vips {
         if !netconf::has_address("lo", *vip)? {
             netconf::add_address("lo", *vip)?;
@@ -164,12 +172,6 @@ fn take_steps(
                 addr: *vip,
             });
         }
-    }
-    // The classic LVS-DR/TUN recipe: answer ARP only for addresses on the
-    // receiving interface, and never announce the VIP as a source.
-    for dev in ["all", "lo"] {
-        set_sysctl(&netconf::ipv4_conf(dev, "arp_ignore"), "1", taken)?;
-        set_sysctl(&netconf::ipv4_conf(dev, "arp_announce"), "2", taken)?;
     }
     match &plan.decap {
         None => {}
@@ -192,10 +194,12 @@ fn take_steps(
         }
         Some(Decap::Kernel) => {
             netconf::load_module("ipip").map_err(RealServerError::NoIpip)?;
-            netconf::link_up("tunl0")?;
-            taken.push(Step::LinkUp {
-                dev: "tunl0".into(),
-            });
+            if !netconf::link_is_up("tunl0")? {
+                netconf::link_up("tunl0")?;
+                taken.push(Step::LinkUp {
+                    dev: "tunl0".into(),
+                });
+            }
             relax_reverse_path("tunl0", taken)?;
         }
     }
@@ -229,12 +233,25 @@ pub fn teardown() -> Result<Vec<Step>, RealServerError> {
         return Err(RealServerError::NothingToUndo(path));
     }
     let steps = load_record(&path)?;
-    let failures = undo_all(&steps);
-    if !failures.is_empty() {
+    let failed: Vec<(Step, String)> = steps
+        .iter()
+        .rev()
+        .filter_map(|step| {
+            undo(step)
+                .err()
+                .map(|e| (step.clone(), format!("{step}: {e}")))
+        })
+        .collect();
+    if !failed.is_empty() {
+        // Keep only what is still to undo, so a second teardown can finish.
+        let mut left: Vec<Step> = failed.iter().map(|(step, _)| step.clone()).collect();
+        left.reverse();
+        save_record(&path, &left)?;
+        let detail: Vec<String> = failed.into_iter().map(|(_, why)| why).collect();
         return Err(RealServerError::Record {
             op: "undoing",
             path,
-            detail: failures.join("; "),
+            detail: detail.join("; "),
         });
     }
     std::fs::remove_file(&path).map_err(|e| RealServerError::Record {

@@ -418,6 +418,34 @@ fn balances_and_replies_come_from_the_vip(lab: &Lab) {
     }
 }
 
+/// With the director's neighbour table emptied, the next connections still
+/// succeed at once: their first packets go through lvs_neigh (tc), which has
+/// the kernel resolve the next hop's MAC and queue them. Each request must
+/// finish within TCP's 1 s initial retransmission timeout: a lost SYN fails.
+fn survives_an_empty_neighbour_table(lab: &Lab) {
+    lab.director
+        .exec(&["ip", "neigh", "flush", "dev", "lan0"])
+        .unwrap();
+    let before = verdict(lab, "pass_resolve_neighbour");
+    let lab_bin = lvs_lab::bin("lvs-lab").display().to_string();
+    for _ in 0..3 {
+        lab.client
+            .exec(&[
+                &lab_bin,
+                "http-get",
+                "198.18.0.10:80",
+                "--timeout-ms",
+                "900",
+            ])
+            .unwrap_or_else(|e| panic!("{e:#}"));
+    }
+    assert!(
+        verdict(lab, "pass_resolve_neighbour") > before,
+        "{}",
+        lab.lvsd_log()
+    );
+}
+
 #[test]
 #[ignore = "needs root; run by `cargo xtask test`"]
 fn direct_routing_balances_and_replies_bypass_the_director() {
@@ -432,31 +460,7 @@ fn direct_routing_balances_and_replies_bypass_the_director() {
         "{listed}"
     );
 
-    // With the director's neighbour table emptied, the next connections
-    // still succeed at once: their first packets go through lvs_neigh (tc),
-    // which has the kernel resolve the real server's MAC and queue them.
-    lab.director
-        .exec(&["ip", "neigh", "flush", "dev", "lan0"])
-        .unwrap();
-    let before = verdict(&lab, "pass_resolve_neighbour");
-    // Under TCP's 1 s initial retransmission timeout: a lost SYN would fail.
-    let lab_bin = lvs_lab::bin("lvs-lab").display().to_string();
-    for _ in 0..3 {
-        lab.client
-            .exec(&[
-                &lab_bin,
-                "http-get",
-                "198.18.0.10:80",
-                "--timeout-ms",
-                "900",
-            ])
-            .unwrap_or_else(|e| panic!("{e:#}"));
-    }
-    assert!(
-        verdict(&lab, "pass_resolve_neighbour") > before,
-        "{}",
-        lab.lvsd_log()
-    );
+    survives_an_empty_neighbour_table(&lab);
 
     // The real-server side undoes exactly what it did.
     let rs1 = &mut lab.reals[0];
@@ -482,6 +486,7 @@ fn direct_routing_balances_and_replies_bypass_the_director() {
 fn ip_in_ip_balances_and_replies_bypass_the_director() {
     let lab = forwarding_lab("lvs-e2e-tun", &[Method::Tunnel; 3]);
     balances_and_replies_come_from_the_vip(&lab);
+    survives_an_empty_neighbour_table(&lab);
     assert!(verdict(&lab, "transmit") >= 30 * 3, "{}", lab.lvsd_log());
     // The real servers' eth0 runs lvs_decap.
     for rs in &lab.reals {

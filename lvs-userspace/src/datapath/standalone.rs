@@ -87,16 +87,19 @@ impl StandaloneXdp {
             })?
             .as_fd()
             .as_raw_fd();
-        let native = netlink::set_xdp(ifindex, fd, XdpAttachMode::Native);
-        if native.is_ok() {
-            return Ok(XdpAttachMode::Native);
-        }
+        let native = match netlink::set_xdp(ifindex, fd, XdpAttachMode::Native) {
+            Ok(()) => return Ok(XdpAttachMode::Native),
+            Err(e) => e,
+        };
         netlink::set_xdp(ifindex, fd, XdpAttachMode::Generic)
             .map(|()| XdpAttachMode::Generic)
-            .map_err(|source| DatapathError::Netlink {
+            .map_err(|generic| DatapathError::Netlink {
                 iface: iface.to_string(),
                 call: "RTM_SETLINK IFLA_XDP (attach)",
-                source,
+                source: std::io::Error::new(
+                    generic.kind(),
+                    format!("native mode: {native}; generic mode: {generic}"),
+                ),
             })
     }
 
