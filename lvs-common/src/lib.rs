@@ -6,6 +6,7 @@
 #![no_std]
 
 pub mod checksum;
+pub mod hash;
 pub mod maps;
 pub mod tcp_state;
 

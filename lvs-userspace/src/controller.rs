@@ -8,8 +8,8 @@
 use std::collections::{BTreeSet, HashMap};
 
 use lvs_common::{
-    ring_base, tcp_state::DEFAULT_TIMEOUTS, Counters, Direction, Real, Service as ServiceValue,
-    ServiceKey, Verdict, MAX_REALS, MAX_SERVICES, RING_SLOTS,
+    ring_base, tcp_state::DEFAULT_TIMEOUTS, ConnState, Counters, Direction, Real,
+    Service as ServiceValue, ServiceKey, Verdict, MAX_REALS, MAX_SERVICES, RING_SLOTS,
 };
 
 use crate::{
@@ -18,7 +18,7 @@ use crate::{
     datapath::{Datapath, DatapathError},
     model::{Command, Endpoint, ModelError, RealSpec, Service, ServiceId, State},
     publish,
-    sched::{Dest, Scheduler},
+    sched::{Dest, SchedFlags, Scheduler},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +44,13 @@ struct Runtime {
     dests: Vec<Dest>,
     /// Whether this batch already caught the scheduler up with the datapath.
     synced: bool,
+}
+
+/// Active and inactive connections of one real server, from the last count.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct ConnCounts {
+    active: u32,
+    inactive: u32,
 }
 
 /// Index allocator: lowest free first.
@@ -77,6 +84,17 @@ pub struct Controller<D> {
     service_baseline: HashMap<u32, Counters>,
     real_baseline: HashMap<u32, Counters>,
     timeouts: Timeouts,
+    /// Per real index, from the last walk of the connection table.
+    counts: HashMap<u32, ConnCounts>,
+}
+
+/// Same servers, weights and flags: connection counts alone are no reason
+/// to run a scheduler's hooks.
+fn same_servers(a: &[Dest], b: &[Dest]) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| (x.id, x.weight, x.overloaded) == (y.id, y.weight, y.overloaded))
 }
 
 fn service_key(id: &ServiceId) -> ServiceKey {
@@ -99,7 +117,64 @@ impl<D: Datapath> Controller<D> {
             service_baseline: HashMap::new(),
             real_baseline: HashMap::new(),
             timeouts: DEFAULT_TIMEOUTS,
+            counts: HashMap::new(),
         }
+    }
+
+    /// Count every live connection per real server, as IPVS's ActiveConn and
+    /// InActConn (§3.2), then refill the ring of every count-driven service
+    /// (lc, wlc, sed, nq) whose servers' counts moved or whose ring is half
+    /// used. Returns how many rings were refilled.
+    pub fn recount(&mut self) -> Result<usize, ControlError> {
+        let now = self.datapath.now_ns()?;
+        let mut counts: HashMap<u32, ConnCounts> = HashMap::new();
+        for (_, conn) in self.datapath.connections()? {
+            if conn.direction != Direction::Inbound as u8
+                || conntable::expired(&conn, now, &self.timeouts)
+            {
+                continue;
+            }
+            let c = counts.entry(conn.real_index).or_default();
+            if ConnState::from_u8(conn.state).is_some_and(ConnState::is_active) {
+                c.active += 1;
+            } else {
+                c.inactive += 1;
+            }
+        }
+        self.counts = counts;
+        let mut due = BTreeSet::new();
+        for (id, rt) in &self.runtimes {
+            let Some(svc) = self.state.service(id) else {
+                continue;
+            };
+            if !svc.spec.scheduler.counts_connections() {
+                continue;
+            }
+            let consumed = self
+                .datapath
+                .cursor(rt.index)?
+                .wrapping_sub(rt.cursor_origin);
+            let moved = rt.dests.iter().any(|d| {
+                let c = self.counts.get(&d.id).copied().unwrap_or_default();
+                (c.active, c.inactive) != (d.active, d.inactive)
+            });
+            if moved || consumed * 2 >= rt.ring_len.max(1) {
+                due.insert(*id);
+            }
+        }
+        for id in &due {
+            let rt = self.runtimes.get_mut(id).expect("listed above");
+            // Count-driven schedulers keep no state between picks: the new
+            // ring starts from the live counts at the current cursor.
+            rt.cursor_origin = self.datapath.cursor(rt.index)?;
+            rt.synced = true;
+            for d in &mut rt.dests {
+                let c = self.counts.get(&d.id).copied().unwrap_or_default();
+                (d.active, d.inactive) = (c.active, c.inactive);
+            }
+        }
+        self.publish_touched(&due)?;
+        Ok(due.len())
     }
 
     /// Idle timeouts per connection state, in seconds, for the datapath and
@@ -242,7 +317,7 @@ impl<D: Datapath> Controller<D> {
                     half: 1,
                     ring_len: 0,
                     cursor_origin: origin,
-                    sched: svc.spec.scheduler.instantiate(&[]),
+                    sched: svc.spec.scheduler.instantiate(&[], SchedFlags::default()),
                     dests: Vec::new(),
                     synced: true,
                 },
@@ -256,18 +331,23 @@ impl<D: Datapath> Controller<D> {
             // from the old ring until the flip stand in for the new ring's
             // first slots, so the sequence neither repeats nor skips.
             let now = self.datapath.cursor(rt.index)?;
-            publish::advance(
-                rt.sched.as_mut(),
-                &rt.dests,
-                now.wrapping_sub(rt.cursor_origin),
-                rt.ring_len as usize,
-            );
+            if !svc.spec.scheduler.counts_connections() {
+                publish::advance(
+                    rt.sched.as_mut(),
+                    &rt.dests,
+                    now.wrapping_sub(rt.cursor_origin),
+                    rt.ring_len as usize,
+                );
+            }
             rt.cursor_origin = now;
             rt.synced = true;
         }
         if old.is_some_and(|o| o.spec.scheduler != svc.spec.scheduler) {
-            rt.sched = svc.spec.scheduler.instantiate(&dests);
-        } else if rt.dests != dests || hooked {
+            rt.sched = svc
+                .spec
+                .scheduler
+                .instantiate(&dests, SchedFlags::default());
+        } else if !same_servers(&rt.dests, &dests) || hooked {
             rt.sched.update(&rt.dests, &dests);
         }
         rt.dests = dests;
@@ -311,10 +391,13 @@ impl<D: Datapath> Controller<D> {
             if written.get(&real.server) != Some(&entry) {
                 self.datapath.set_real(index, entry)?;
             }
+            let counts = self.counts.get(&index).copied().unwrap_or_default();
             dests.push(Dest {
                 id: index,
                 weight: real.weight,
                 overloaded: false,
+                active: counts.active,
+                inactive: counts.inactive,
             });
         }
         Ok(dests)
@@ -336,7 +419,11 @@ impl<D: Datapath> Controller<D> {
                 .runtimes
                 .get_mut(id)
                 .expect("touched services have runtimes");
-            let ring = publish::build_ring(rt.sched.as_ref(), &rt.dests, RING_SLOTS as usize);
+            let ring = if svc.spec.scheduler.counts_connections() {
+                publish::build_counting_ring(rt.sched.as_ref(), &rt.dests, RING_SLOTS as usize)
+            } else {
+                publish::build_ring(rt.sched.as_ref(), &rt.dests, RING_SLOTS as usize)
+            };
             let half = 1 - rt.half;
             let base = ring_base(rt.index, half);
             self.datapath.write_ring(base, &ring.picks)?;
@@ -407,10 +494,11 @@ impl<D: Datapath> Controller<D> {
             for real in &svc.reals {
                 let index = self.real_index[&(svc.spec.id, real.server)];
                 let raw = self.datapath.real_counters(index)?;
+                let counts = self.counts.get(&index).copied().unwrap_or_default();
                 reals.push(RealView {
                     spec: real.clone(),
-                    active_conns: 0,
-                    inactive_conns: 0,
+                    active_conns: counts.active,
+                    inactive_conns: counts.inactive,
                     stats: Stats::since(raw, self.real_baseline.get(&index)),
                 });
             }

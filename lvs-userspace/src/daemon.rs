@@ -197,8 +197,9 @@ pub fn handle<D: Datapath>(controller: &Mutex<Controller<D>>, request: Request) 
     })
 }
 
-/// Once a second: sweep expired connections, and keep the next hops of DR
-/// and TUN real servers resolved. Returns the neighbours it manages, for
+/// Once a second: sweep expired connections, count the live ones (and
+/// refill the rings that depend on the counts), and keep the next hops of
+/// DR and TUN real servers resolved. Returns the neighbours it manages, for
 /// the caller to forget on shutdown.
 async fn maintain<D: Datapath + 'static>(
     controller: Shared<D>,
@@ -220,6 +221,11 @@ async fn maintain<D: Datapath + 'static>(
                     Ok(0) => {}
                     Ok(n) => tracing::debug!(removed = n, "swept expired connections"),
                     Err(e) => tracing::warn!("sweeping the connection table: {e}"),
+                }
+                match c.recount() {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(rings = n, "refilled count-driven rings"),
+                    Err(e) => tracing::warn!("counting connections: {e}"),
                 }
                 forwarded_reals(c.state())
             };

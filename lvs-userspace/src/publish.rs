@@ -6,7 +6,7 @@
 //! (its cursor), advances its own copy of the scheduler by as many picks,
 //! applies the change, and publishes a fresh ring into the idle half.
 
-use crate::sched::{Dest, Scheduler};
+use crate::sched::{Dest, Request, Scheduler};
 
 /// A ring ready to write: real server ids in pick order.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -15,6 +15,23 @@ pub struct Ring {
     /// True when `picks` repeats exactly (a whole number of periods); false
     /// when the period is longer than the ring and cycling approximates it.
     pub exact: bool,
+}
+
+/// The next `capacity` picks of a scheduler that chooses by connection
+/// counts (lc, wlc, sed, nq), each pick counting as one more active
+/// connection. Not periodic: the controller refills it as counts change.
+pub fn build_counting_ring(sched: &dyn Scheduler, dests: &[Dest], capacity: usize) -> Ring {
+    let mut s = sched.clone_box();
+    let mut live = dests.to_vec();
+    let mut picks = Vec::with_capacity(capacity);
+    while picks.len() < capacity {
+        let Some(i) = s.pick(&live, &Request::default()) else {
+            break;
+        };
+        live[i].active += 1;
+        picks.push(live[i].id);
+    }
+    Ring { picks, exact: true }
 }
 
 /// The picks `sched` would make next, as a ring of at most `capacity`.
@@ -63,7 +80,7 @@ fn simulate(
     let mut picks = Vec::with_capacity(2 * capacity);
     let mut states = vec![s.clone_box()];
     for _ in 0..2 * capacity {
-        picks.push(dests[s.pick(dests)?].id);
+        picks.push(dests[s.pick(dests, &Request::default())?].id);
         states.push(s.clone_box());
     }
     let period = (1..=capacity)
@@ -106,7 +123,7 @@ pub fn advance(sched: &mut dyn Scheduler, dests: &[Dest], consumed: u32, ring_le
         ring_len + consumed % ring_len
     };
     for _ in 0..steps {
-        sched.pick(dests);
+        sched.pick(dests, &Request::default());
     }
 }
 
@@ -146,7 +163,7 @@ mod tests {
                 let mut s = configured(name, &d);
                 let ring = build_ring(s.as_ref(), &d, 64);
                 for k in 0..1000 {
-                    let i = s.pick(&d).unwrap();
+                    let i = s.pick(&d, &Request::default()).unwrap();
                     assert_eq!(
                         ring.picks[k % ring.picks.len()],
                         d[i].id,
@@ -198,7 +215,7 @@ mod tests {
         for consumed in [9u32, 18, 27, 36] {
             let mut direct = start.clone();
             for _ in 0..consumed {
-                direct.pick(&d);
+                direct.pick(&d, &Request::default());
             }
             let mut advanced = start.clone();
             advance(advanced.as_mut(), &d, consumed, ring.picks.len());

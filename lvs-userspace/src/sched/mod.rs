@@ -4,6 +4,9 @@
 //! first) and keeps its own state between picks, exactly as the kernel's
 //! `ip_vs_*_schedule` functions do. `publish` drives them to produce rings.
 
+mod hashing;
+mod least;
+mod locality;
 mod rr;
 mod wrr;
 
@@ -13,12 +16,16 @@ use std::{fmt, str::FromStr};
 use crate::model::ModelError;
 
 /// What a scheduler needs to know about one real server.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Dest {
     /// Stable identity (the datapath's real index), so state survives edits.
     pub id: u32,
     pub weight: u32,
     pub overloaded: bool,
+    /// Connections in an active state (ActiveConn).
+    pub active: u32,
+    /// Connections in an inactive state (InActConn).
+    pub inactive: u32,
 }
 
 impl Dest {
@@ -26,6 +33,43 @@ impl Dest {
     pub const fn eligible(&self) -> bool {
         self.weight > 0 && !self.overloaded
     }
+
+    /// `ip_vs_dest_conn_overhead`: an active connection weighs 256 inactive ones.
+    pub const fn overhead(&self) -> u64 {
+        ((self.active as u64) << 8) + self.inactive as u64
+    }
+}
+
+/// The packet a new connection starts with, as the hashing and locality
+/// schedulers see it; `now` is in seconds, for lblc/lblcr's timers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Request {
+    pub client: std::net::Ipv4Addr,
+    pub client_port: u16,
+    pub destination: std::net::Ipv4Addr,
+    pub now: u64,
+}
+
+impl Default for Request {
+    fn default() -> Self {
+        Self {
+            client: std::net::Ipv4Addr::UNSPECIFIED,
+            client_port: 0,
+            destination: std::net::Ipv4Addr::UNSPECIFIED,
+            now: 0,
+        }
+    }
+}
+
+/// Service flags that change how sh hashes and fails (`-b`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SchedFlags {
+    /// `sh-fallback`: probe other buckets when the hashed server is unusable.
+    #[serde(default)]
+    pub sh_fallback: bool,
+    /// `sh-port`: hash the source port too.
+    #[serde(default)]
+    pub sh_port: bool,
 }
 
 pub trait Scheduler: SchedulerState + Send + fmt::Debug {
@@ -33,7 +77,7 @@ pub trait Scheduler: SchedulerState + Send + fmt::Debug {
     /// list before the change.
     fn update(&mut self, old: &[Dest], new: &[Dest]);
     /// One scheduling decision: an index into `dests`, or `None`.
-    fn pick(&mut self, dests: &[Dest]) -> Option<usize>;
+    fn pick(&mut self, dests: &[Dest], request: &Request) -> Option<usize>;
 }
 
 /// Copying and comparing scheduler states behind `dyn Scheduler`; every
@@ -108,28 +152,36 @@ impl SchedulerName {
         }
     }
 
-    /// Names are accepted before their algorithm lands; this refuses them.
+    /// Names are accepted before the datapath can publish their form; this
+    /// refuses them in the daemon (`--simulate` runs all ten).
     pub fn ensure_supported(self) -> Result<(), ModelError> {
         match self {
-            Self::Rr | Self::Wrr => Ok(()),
-            Self::Lc
-            | Self::Wlc
-            | Self::Lblc
-            | Self::Lblcr
-            | Self::Dh
-            | Self::Sh
-            | Self::Sed
-            | Self::Nq => Err(ModelError::SchedulerNotSupported(self.as_str().to_string())),
+            Self::Rr | Self::Wrr | Self::Lc | Self::Wlc | Self::Sed | Self::Nq => Ok(()),
+            Self::Lblc | Self::Lblcr | Self::Dh | Self::Sh => {
+                Err(ModelError::SchedulerNotSupported(self.as_str().to_string()))
+            }
         }
     }
 
+    /// Whether picks depend on connection counts: the ring must then be
+    /// refilled when counts change.
+    pub const fn counts_connections(self) -> bool {
+        matches!(self, Self::Lc | Self::Wlc | Self::Sed | Self::Nq)
+    }
+
     /// A fresh scheduler state (IPVS `init_service`).
-    pub fn instantiate(self, dests: &[Dest]) -> Box<dyn Scheduler> {
+    pub fn instantiate(self, dests: &[Dest], flags: SchedFlags) -> Box<dyn Scheduler> {
         match self {
+            Self::Rr => Box::new(rr::Rr::default()),
             Self::Wrr => Box::new(wrr::Wrr::new(dests)),
-            // Unsupported names never reach here (ensure_supported); rr is
-            // the neutral choice should one slip through.
-            _ => Box::new(rr::Rr::default()),
+            Self::Lc => Box::new(least::Least::lc()),
+            Self::Wlc => Box::new(least::Least::wlc()),
+            Self::Sed => Box::new(least::Least::sed()),
+            Self::Nq => Box::new(least::Least::nq()),
+            Self::Sh => Box::new(hashing::Hashing::sh(dests, flags)),
+            Self::Dh => Box::new(hashing::Hashing::dh(dests)),
+            Self::Lblc => Box::new(locality::Locality::lblc()),
+            Self::Lblcr => Box::new(locality::Locality::lblcr()),
         }
     }
 }
@@ -187,26 +239,44 @@ pub(crate) mod testing {
                 id: c as u32,
                 weight,
                 overloaded,
+                ..Dest::default()
             })
             .collect()
     }
 
     pub fn run(s: &mut dyn Scheduler, d: &[Dest], n: usize) -> String {
         (0..n)
-            .map(|_| s.pick(d).map_or('-', |i| char::from_u32(d[i].id).unwrap()))
+            .map(|_| {
+                s.pick(d, &Request::default())
+                    .map_or('-', |i| char::from_u32(d[i].id).unwrap())
+            })
+            .collect()
+    }
+
+    /// Picks where every chosen server gains one active connection that
+    /// never closes (the reference's "each pick adds one active connection").
+    pub fn run_counting(s: &mut dyn Scheduler, d: &mut [Dest], n: usize) -> String {
+        (0..n)
+            .map(|_| match s.pick(d, &Request::default()) {
+                Some(i) => {
+                    d[i].active += 1;
+                    char::from_u32(d[i].id).unwrap()
+                }
+                None => '-',
+            })
             .collect()
     }
 
     /// A freshly configured service: the scheduler initialised with the
     /// whole list, as the reference's worked examples assume.
     pub fn configured(name: SchedulerName, list: &[Dest]) -> Box<dyn Scheduler> {
-        name.instantiate(list)
+        name.instantiate(list, SchedFlags::default())
     }
 
     /// A service configured the way ipvsadm does it: created empty, then
     /// servers added one by one (each to the front), firing the hook.
     pub fn added_one_by_one(name: SchedulerName, list: &[Dest]) -> Box<dyn Scheduler> {
-        let mut s = name.instantiate(&[]);
+        let mut s = name.instantiate(&[], SchedFlags::default());
         let mut current: Vec<Dest> = Vec::new();
         for d in list.iter().rev() {
             let old = current.clone();

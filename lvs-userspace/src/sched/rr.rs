@@ -1,6 +1,6 @@
 //! Round robin (`ip_vs_rr.c`, reference §2.1).
 
-use super::{after, Dest, Scheduler};
+use super::{after, Dest, Request, Scheduler};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Rr {
@@ -24,7 +24,7 @@ impl Scheduler for Rr {
             .find(|p| new.iter().any(|d| d.id == *p));
     }
 
-    fn pick(&mut self, dests: &[Dest]) -> Option<usize> {
+    fn pick(&mut self, dests: &[Dest], _request: &Request) -> Option<usize> {
         let n = dests.len();
         let start = after(self.cursor, dests);
         // One lap at most; from the head there is no second pass.

@@ -1,6 +1,6 @@
 //! Interleaved weighted round robin (`ip_vs_wrr.c`, reference §2.2).
 
-use super::{after, Dest, Scheduler};
+use super::{after, Dest, Request, Scheduler};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Wrr {
@@ -58,7 +58,7 @@ impl Scheduler for Wrr {
         }
     }
 
-    fn pick(&mut self, dests: &[Dest]) -> Option<usize> {
+    fn pick(&mut self, dests: &[Dest], _request: &Request) -> Option<usize> {
         if self.mw <= 0 {
             return None;
         }
