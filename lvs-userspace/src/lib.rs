@@ -4,6 +4,7 @@
 //! * `model`: the desired state (services, real servers) and its validation;
 //! * `sched`: the IPVS scheduling algorithms, in plain Rust;
 //! * `publish`: turns a scheduler into the ring of picks the datapath reads;
+//! * `simulate`: runs any scheduler offline (`lvsadm --simulate`);
 //! * `controller`: applies commands transactionally and writes the maps;
 //! * `conntable`: when a connection entry has expired (the sweeper's rule);
 //! * `realserver`, `netconf`: preparing a real server for DR and TUN, and
@@ -24,3 +25,4 @@ pub mod netconf;
 pub mod publish;
 pub mod realserver;
 pub mod sched;
+pub mod simulate;

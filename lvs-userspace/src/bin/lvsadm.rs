@@ -20,6 +20,7 @@ const USAGE: &str = "lvsadm: ipvsadm-compatible administration of lvsd
   lvsadm -Z [-t|u service-address]
   lvsadm realserver setup --vip VIP [--vip VIP...] [--decap xdp:IFACE|kernel]
   lvsadm realserver teardown | status
+  lvsadm --simulate FILE|-   (run a scheduler offline; see README)
 Extra: --json (machine-readable output), --socket PATH (or LVSADM_SOCKET).";
 
 fn main() -> ExitCode {
@@ -36,6 +37,21 @@ fn run() -> anyhow::Result<()> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().is_some_and(|a| a == "realserver") {
         return realserver(&args[1..]);
+    }
+    if args.first().is_some_and(|a| a == "--simulate") {
+        let [_, file] = args.as_slice() else {
+            anyhow::bail!("usage: lvsadm --simulate FILE (or - for standard input)");
+        };
+        let script = if file == "-" {
+            let mut text = String::new();
+            std::io::stdin().read_to_string(&mut text)?;
+            text
+        } else {
+            std::fs::read_to_string(file).map_err(|e| anyhow::anyhow!("reading {file}: {e}"))?
+        };
+        let out = lvs::simulate::run(&script).map_err(|e| anyhow::anyhow!("{file}: {e}"))?;
+        print!("{out}");
+        return Ok(());
     }
     let mut socket = std::env::var_os("LVSADM_SOCKET")
         .map(PathBuf::from)
