@@ -891,3 +891,84 @@ fn tun_with_an_unresolved_next_hop_is_encapsulated_then_handed_to_the_neighbour_
     assert_eq!(&out.frame[12..], expected.as_slice());
     assert_eq!(verdict(&c, "pass_resolve_neighbour"), 1);
 }
+
+/// The flow's state and its server's (ActiveConn, InActConn) after a recount.
+fn state_and_counts(
+    c: &mut Controller<KernelDatapath>,
+    vip: [u8; 4],
+    real: [u8; 4],
+) -> (ConnState, u32, u32) {
+    use lvs::datapath::Datapath;
+    c.recount().unwrap();
+    let conns = c.datapath().connections().unwrap();
+    let (_, conn) = conns
+        .iter()
+        .find(|(k, conn)| k.dst() == vip && conn.direction == 0)
+        .copied()
+        .unwrap();
+    let snap = c.snapshot().unwrap();
+    let r = snap
+        .services
+        .iter()
+        .flat_map(|s| &s.reals)
+        .find(|r| r.spec.server.addr.octets() == real && r.stats.conns > 0)
+        .unwrap();
+    (
+        ConnState::from_u8(conn.state).unwrap(),
+        r.active_conns,
+        r.inactive_conns,
+    )
+}
+
+fn with_flags(frame: Vec<u8>, flags: u8) -> Vec<u8> {
+    let mut f = frame;
+    f[47] = flags;
+    oracle(&f, None, None, None)
+}
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn nat_states_follow_both_directions_and_the_counts_follow_the_states() {
+    use ConnState::*;
+    let mut c = router(true);
+    let real = real_ip(3);
+    let inbound = |flags: u8| with_flags(tcp((CLIENT, 40000), (VIP, 80), "", b""), flags);
+    let outbound = |flags: u8| with_flags(tcp((real, 8080), (CLIENT, 40000), "", b""), flags);
+    let (syn, fin, ack, rst) = (0x02, 0x01, 0x10, 0x04);
+    let steps: [(Vec<u8>, (ConnState, u32, u32)); 7] = [
+        (inbound(syn), (SynRecv, 1, 0)),
+        (outbound(syn | ack), (SynRecv, 1, 0)),
+        (inbound(ack), (Established, 1, 0)),
+        (inbound(fin | ack), (CloseWait, 0, 1)),
+        (outbound(ack), (CloseWait, 0, 1)),
+        (outbound(fin | ack), (TimeWait, 0, 1)),
+        (inbound(rst), (Close, 0, 1)),
+    ];
+    for (i, (frame, expected)) in steps.into_iter().enumerate() {
+        run(&c, &frame);
+        assert_eq!(state_and_counts(&mut c, VIP, real), expected, "step {i}");
+    }
+}
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn dr_states_follow_the_input_only_table_and_the_counts_follow_the_states() {
+    use ConnState::*;
+    let mut c = router(true);
+    let (vip, real) = ([198, 18, 0, 21], [198, 18, 12, 3]);
+    let inbound = |flags: u8| with_flags(tcp((CLIENT, 40000), (vip, 80), "", b""), flags);
+    let (syn, fin, ack, rst) = (0x02, 0x01, 0x10, 0x04);
+    for (i, (flags, expected)) in [
+        (syn, (SynRecv, 1, 0)),
+        (ack, (Established, 1, 0)),
+        (fin | ack, (FinWait, 0, 1)),
+        (ack, (FinWait, 0, 1)),
+        (rst, (Close, 0, 1)),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        run(&c, &inbound(flags));
+        assert_eq!(state_and_counts(&mut c, vip, real), expected, "step {i}");
+    }
+}
