@@ -59,7 +59,7 @@ impl Locality {
         while self.next_tick <= now {
             let tick = self.next_tick;
             self.next_tick += TICK;
-            if self.counter % FULL_CHECK_EVERY == 0 {
+            if self.counter.is_multiple_of(FULL_CHECK_EVERY) {
                 let expiration = self.expiration;
                 self.table.retain(|_, e| tick < e.lastuse + expiration);
                 self.counter = 1;
