@@ -106,6 +106,18 @@ mod tests {
             .collect()
     }
 
+    /// Idle servers with these weights, in list order.
+    fn weighted(weights: &[(char, u32)]) -> Vec<Dest> {
+        weights
+            .iter()
+            .map(|&(c, w)| Dest {
+                id: c as u32,
+                weight: w,
+                ..Dest::default()
+            })
+            .collect()
+    }
+
     fn pick(name: SchedulerName, d: &[Dest]) -> char {
         let mut s = configured(name, d);
         let i = s.pick(d, &Request::default()).unwrap();
@@ -132,14 +144,7 @@ mod tests {
             (&[('A', 1), ('B', 3)][..], "ABBBABBB"),
             (&[('A', 1), ('B', 2), ('C', 3)][..], "ABCCBCABCCBC"),
         ] {
-            let mut d: Vec<Dest> = weights
-                .iter()
-                .map(|&(c, w)| Dest {
-                    id: c as u32,
-                    weight: w,
-                    ..Dest::default()
-                })
-                .collect();
+            let mut d = weighted(weights);
             let mut s = configured(SchedulerName::Wlc, &d);
             assert_eq!(run_counting(s.as_mut(), &mut d, expected.len()), expected);
         }
@@ -162,14 +167,7 @@ mod tests {
             ),
             (SchedulerName::Nq, &[('A', 1), ('B', 3)][..], "ABBBBBAB"),
         ] {
-            let mut d: Vec<Dest> = weights
-                .iter()
-                .map(|&(c, w)| Dest {
-                    id: c as u32,
-                    weight: w,
-                    ..Dest::default()
-                })
-                .collect();
+            let mut d = weighted(weights);
             let mut s = configured(name, &d);
             assert_eq!(
                 run_counting(s.as_mut(), &mut d, expected.len()),
