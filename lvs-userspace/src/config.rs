@@ -125,6 +125,8 @@ pub fn parse(text: &str, path: &str) -> Result<Vec<Command>, ConfigError> {
         let add = Command::AddService(ServiceSpec {
             id,
             scheduler: svc.scheduler,
+            flags: Default::default(),
+            persistence: None,
         });
         state
             .apply_all(std::slice::from_ref(&add))

@@ -565,6 +565,8 @@ mod tests {
         let mut cmds = vec![Command::AddService(ServiceSpec {
             id: svc(),
             scheduler: sched,
+            flags: Default::default(),
+            persistence: None,
         })];
         cmds.extend(
             weights
@@ -650,6 +652,8 @@ mod tests {
             cmds.push(Command::AddService(ServiceSpec {
                 id,
                 scheduler: SchedulerName::Rr,
+                flags: Default::default(),
+                persistence: None,
             }));
             for last in 1..=8 {
                 cmds.push(Command::AddReal {
@@ -664,6 +668,8 @@ mod tests {
             Command::AddService(ServiceSpec {
                 id: svc(),
                 scheduler: SchedulerName::Rr,
+                flags: Default::default(),
+                persistence: None,
             }),
             add_real(1, 1),
         ])

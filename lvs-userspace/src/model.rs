@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 use std::{fmt, net::Ipv4Addr, str::FromStr};
 
-use crate::sched::SchedulerName;
+use crate::sched::{SchedFlags, SchedulerName};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -125,6 +125,35 @@ impl fmt::Display for ServiceId {
 pub struct ServiceSpec {
     pub id: ServiceId,
     pub scheduler: SchedulerName,
+    /// `-b`: scheduler flags (sh-fallback, sh-port).
+    #[serde(default)]
+    pub flags: SchedFlags,
+    /// `-p [timeout] -M netmask`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistence: Option<Persistence>,
+}
+
+/// A persistent service's templates: one per client network, kept
+/// `timeout` seconds after its last new connection (§4.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Persistence {
+    pub timeout: u32,
+    pub netmask: Ipv4Addr,
+}
+
+impl Persistence {
+    /// ipvsadm's `-p` without a value.
+    pub const DEFAULT_TIMEOUT: u32 = 360;
+    pub const DEFAULT_NETMASK: Ipv4Addr = Ipv4Addr::BROADCAST;
+}
+
+impl Default for Persistence {
+    fn default() -> Self {
+        Self {
+            timeout: Self::DEFAULT_TIMEOUT,
+            netmask: Self::DEFAULT_NETMASK,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -197,6 +226,10 @@ pub enum ModelError {
     SchedulerNotSupported(String),
     #[error("port 0 is not a valid real server port for {0}")]
     ZeroRealPort(ServiceId),
+    #[error("persistence timeout of {0} must be at least 1 second")]
+    PersistenceTimeout(ServiceId),
+    #[error("netmask {0} is not a contiguous mask like 255.255.255.0")]
+    BadNetmask(Ipv4Addr),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -313,10 +346,23 @@ impl State {
 }
 
 fn validate_service(spec: &ServiceSpec) -> Result<(), ModelError> {
-    if spec.id.vip.port == 0 {
+    if spec.id.vip.port == 0 && spec.persistence.is_none() {
         return Err(ModelError::ZeroPort(spec.id));
     }
+    if let Some(p) = spec.persistence {
+        if p.timeout == 0 {
+            return Err(ModelError::PersistenceTimeout(spec.id));
+        }
+        if !is_contiguous(p.netmask) {
+            return Err(ModelError::BadNetmask(p.netmask));
+        }
+    }
     spec.scheduler.ensure_supported()
+}
+
+fn is_contiguous(mask: Ipv4Addr) -> bool {
+    let m = u32::from(mask);
+    m.leading_ones() + m.trailing_zeros() == 32
 }
 
 fn validate_real(service: &ServiceId, real: &RealSpec) -> Result<(), ModelError> {
@@ -329,7 +375,7 @@ fn validate_real(service: &ServiceId, real: &RealSpec) -> Result<(), ModelError>
             upper: real.u_threshold,
         });
     }
-    if real.server.port == 0 {
+    if real.server.port == 0 && service.vip.port != 0 {
         return Err(ModelError::ZeroRealPort(*service));
     }
     // Only NAT rewrites the port; ipvsadm forces DR and TUN servers onto the
@@ -373,6 +419,8 @@ mod tests {
         Command::AddService(ServiceSpec {
             id: svc(port),
             scheduler: SchedulerName::Rr,
+            flags: SchedFlags::default(),
+            persistence: None,
         })
     }
 

@@ -189,6 +189,8 @@ mod tests {
                     vip: addr.parse::<Endpoint>().unwrap(),
                 },
                 scheduler: sched,
+                flags: Default::default(),
+                persistence: None,
             },
             stats: Stats::default(),
             reals,

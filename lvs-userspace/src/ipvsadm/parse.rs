@@ -367,6 +367,8 @@ fn build(cmd: Option<Cmd>, o: Opts) -> Result<Action, ParseError> {
             let spec = ServiceSpec {
                 id: service(&o, true)?.expect("required"),
                 scheduler: scheduler(&o)?,
+                flags: Default::default(),
+                persistence: None,
             };
             Action::Apply(vec![if cmd == Some(Cmd::AddService) {
                 Command::AddService(spec)
@@ -474,7 +476,9 @@ mod tests {
             p("-A -t 198.18.0.10:80 -s rr").unwrap(),
             Action::Apply(vec![Command::AddService(ServiceSpec {
                 id: vip(),
-                scheduler: SchedulerName::Rr
+                scheduler: SchedulerName::Rr,
+                flags: Default::default(),
+                persistence: None,
             })])
         );
         let Action::Apply(cmds) =
@@ -507,7 +511,9 @@ mod tests {
             c,
             [Command::AddService(ServiceSpec {
                 id: vip(),
-                scheduler: SchedulerName::Wlc
+                scheduler: SchedulerName::Wlc,
+                flags: Default::default(),
+                persistence: None,
             })]
         );
         let Action::Apply(c) = p("-a -t 198.18.0.10:80 -r 198.18.11.2").unwrap() else {
