@@ -10,12 +10,28 @@ pub const RING_SLOTS: u32 = 512;
 pub const CONN_TABLE_SIZE: u32 = 262_144;
 /// Interfaces the datapath may redirect to.
 pub const MAX_INTERFACES: u32 = 64;
+/// lblc/lblcr destination entries over all services (IPVS caps one
+/// service's table at 16384).
+pub const LOCALITY_TABLE_SIZE: u32 = 65_536;
+/// Persistence templates over all services.
+pub const TEMPLATE_TABLE_SIZE: u32 = 65_536;
+/// Bytes of the datapath → controller event ring buffer.
+pub const EVENTS_BYTES: u32 = 64 * 1024;
+/// A ring or bucket slot, or a locality entry, that names no real server.
+pub const NO_REAL: u32 = u32::MAX;
 
 /// Index of the first ring slot of `half` (0 or 1) of service `index`.
 /// The controller fills the idle half, then flips the service to it.
 #[inline(always)]
 pub const fn ring_base(service_index: u32, half: u32) -> u32 {
     (service_index * 2 + half) * RING_SLOTS
+}
+
+/// Index of the first slot of `half` (0 or 1) of service `index`'s sh/dh
+/// table of `hash::HASH_BUCKETS` slots.
+#[inline(always)]
+pub const fn bucket_base(service_index: u32, half: u32) -> u32 {
+    (service_index * 2 + half) * crate::hash::HASH_BUCKETS
 }
 
 pub const IPPROTO_TCP: u8 = 6;
@@ -81,7 +97,35 @@ impl ServiceKey {
     }
 }
 
-/// `SERVICES` value: where the service's counters and published ring live.
+/// How the first packet of a flow finds its real server: the form the
+/// service's scheduler publishes in (architecture brief, "Scheduling").
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Form {
+    /// Claim the next slot of the ring (rr, wrr, lc, wlc, sed, nq).
+    Ring = 0,
+    /// Index a 256-bucket table by an address hash (sh, dh).
+    Buckets = 1,
+    /// Look the destination address up in `LOCALITY`; the ring serves
+    /// addresses not seen yet (lblc, lblcr).
+    Locality = 2,
+}
+
+/// `Service::flags` bits.
+pub mod service_flags {
+    /// Buckets: hash the destination address (dh), not the source (sh).
+    pub const HASH_DESTINATION: u8 = 1;
+    /// Buckets: hash the source port too (sh-port).
+    pub const HASH_PORT: u8 = 2;
+    /// Persistent (`-p`): clients stick through `TEMPLATES`.
+    pub const PERSISTENT: u8 = 4;
+    /// The ring is a finite forecast the controller refills: say when half
+    /// of it has been claimed.
+    pub const SIGNAL_LOW_WATER: u8 = 8;
+}
+
+/// `SERVICES` value: where the service's counters and published decisions
+/// live.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Service {
@@ -93,6 +137,185 @@ pub struct Service {
     pub ring_len: u32,
     /// Cursor value at which this ring was published.
     pub cursor_origin: u32,
+    /// `Form` as a byte.
+    pub form: u8,
+    /// `service_flags` bits.
+    pub flags: u8,
+    _pad: [u8; 2],
+    /// First slot of the live bucket table (`bucket_base(index, half)`).
+    pub bucket_base: u32,
+    /// Persistence: client addresses are masked with this (network order).
+    persist_mask: [u8; 4],
+    /// Persistence: a template lives this long after its last connection.
+    pub persist_timeout_s: u32,
+}
+
+impl Service {
+    /// A ring-form service with no flags; the controller fills in the rest.
+    pub const fn ring(index: u32, ring_base: u32, ring_len: u32, cursor_origin: u32) -> Self {
+        Self {
+            index,
+            ring_base,
+            ring_len,
+            cursor_origin,
+            form: Form::Ring as u8,
+            flags: 0,
+            _pad: [0; 2],
+            bucket_base: 0,
+            persist_mask: [0; 4],
+            persist_timeout_s: 0,
+        }
+    }
+    pub const fn with_form(mut self, form: Form, bucket_base: u32) -> Self {
+        self.form = form as u8;
+        self.bucket_base = bucket_base;
+        self
+    }
+    pub const fn with_persistence(mut self, mask: [u8; 4], timeout_s: u32) -> Self {
+        self.flags |= service_flags::PERSISTENT;
+        self.persist_mask = mask;
+        self.persist_timeout_s = timeout_s;
+        self
+    }
+    pub const fn has(&self, flag: u8) -> bool {
+        self.flags & flag != 0
+    }
+    pub const fn persist_mask(&self) -> [u8; 4] {
+        self.persist_mask
+    }
+}
+
+/// `LOCALITY` key: a service and a destination address it has seen.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct LocalityKey {
+    pub service_index: u32,
+    addr: [u8; 4],
+}
+
+impl LocalityKey {
+    #[inline(always)]
+    pub const fn new(service_index: u32, addr: [u8; 4]) -> Self {
+        Self {
+            service_index,
+            addr,
+        }
+    }
+    pub const fn addr(&self) -> [u8; 4] {
+        self.addr
+    }
+}
+
+/// `LOCALITY` value: the server this destination goes to (written by the
+/// controller, first by XDP for a new address) and when it was last used
+/// (XDP), for the controller's expiry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LocalityEntry {
+    pub real_index: u32,
+    _pad: u32,
+    pub last_use_ns: u64,
+}
+
+impl LocalityEntry {
+    #[inline(always)]
+    pub const fn new(real_index: u32, last_use_ns: u64) -> Self {
+        Self {
+            real_index,
+            _pad: 0,
+            last_use_ns,
+        }
+    }
+}
+
+/// `TEMPLATES` key: a persistent service and a masked client address
+/// (IPVS's template `<proto, snet, 0, vaddr, vport>`, with the service
+/// index standing for protocol, address and port).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TemplateKey {
+    pub service_index: u32,
+    client_net: [u8; 4],
+}
+
+impl TemplateKey {
+    #[inline(always)]
+    pub const fn new(service_index: u32, client_net: [u8; 4]) -> Self {
+        Self {
+            service_index,
+            client_net,
+        }
+    }
+    pub const fn client_net(&self) -> [u8; 4] {
+        self.client_net
+    }
+}
+
+/// `TEMPLATES` value: the server a client network sticks to, until
+/// `expires_ns` (re-armed by every new connection; extended by the
+/// controller while connections still depend on it).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Template {
+    pub real_index: u32,
+    _pad: u32,
+    pub expires_ns: u64,
+}
+
+impl Template {
+    #[inline(always)]
+    pub const fn new(real_index: u32, expires_ns: u64) -> Self {
+        Self {
+            real_index,
+            _pad: 0,
+            expires_ns,
+        }
+    }
+}
+
+/// What an `EVENTS` record tells the controller.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// Half of a refillable ring has been claimed.
+    LowWater = 0,
+    /// A locality service saw a destination address for the first time
+    /// and sent it to `real_index`.
+    NewDestination = 1,
+}
+
+/// One `EVENTS` ring buffer record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Event {
+    pub kind: u32,
+    pub service_index: u32,
+    addr: [u8; 4],
+    pub real_index: u32,
+    /// `bpf_ktime_get_ns` when it happened.
+    pub time_ns: u64,
+}
+
+impl Event {
+    #[inline(always)]
+    pub const fn new(
+        kind: EventKind,
+        service_index: u32,
+        addr: [u8; 4],
+        real_index: u32,
+        time_ns: u64,
+    ) -> Self {
+        Self {
+            kind: kind as u32,
+            service_index,
+            addr,
+            real_index,
+            time_ns,
+        }
+    }
+    pub const fn addr(&self) -> [u8; 4] {
+        self.addr
+    }
 }
 
 /// `REALS` value, indexed by the controller-assigned real server index.
@@ -379,7 +602,12 @@ pub const IPPROTO_IPIP: u8 = 4;
 const _: () = assert!(core::mem::size_of::<ServiceKey>() == 8);
 const _: () = assert!(core::mem::size_of::<Settings>() == 4);
 const _: () = assert!(core::mem::size_of::<NeighMeta>() == 12);
-const _: () = assert!(core::mem::size_of::<Service>() == 16);
+const _: () = assert!(core::mem::size_of::<Service>() == 32);
+const _: () = assert!(core::mem::size_of::<LocalityKey>() == 8);
+const _: () = assert!(core::mem::size_of::<LocalityEntry>() == 16);
+const _: () = assert!(core::mem::size_of::<TemplateKey>() == 8);
+const _: () = assert!(core::mem::size_of::<Template>() == 16);
+const _: () = assert!(core::mem::size_of::<Event>() == 24);
 const _: () = assert!(core::mem::size_of::<Real>() == 8);
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 16);
 const _: () = assert!(core::mem::size_of::<Conn>() == 32);
@@ -397,4 +625,8 @@ mod pod {
     unsafe impl aya::Pod for super::Conn {}
     unsafe impl aya::Pod for super::Counters {}
     unsafe impl aya::Pod for super::Settings {}
+    unsafe impl aya::Pod for super::LocalityKey {}
+    unsafe impl aya::Pod for super::LocalityEntry {}
+    unsafe impl aya::Pod for super::TemplateKey {}
+    unsafe impl aya::Pod for super::Template {}
 }

@@ -2,7 +2,9 @@
 //!
 //! `lvs_director` is the datapath: one entry point, one place (`action`)
 //! that turns every outcome into an XDP action. Each packet path lives in its
-//! own module: `schedule` (first packet of a flow), `nat` (DNAT in, SNAT
+//! own module: `schedule` (first packet of a flow) with `publication` (the
+//! scheduler's ring, buckets or locality entry), `persist` (templates) and
+//! `events` (notices to the controller), `nat` (DNAT in, SNAT
 //! out), `direct` (DR), `tunnel` (IP-in-IP) with `icmp` (too big to tunnel),
 //! `forward` (egress choice) and `conntrack` (IPVS states and expiry).
 //! `lvs_neigh` (tc) finishes DR frames whose next hop was unresolved.
@@ -17,12 +19,15 @@
 mod conntrack;
 mod decap;
 mod direct;
+mod events;
 mod forward;
 mod headers;
 mod icmp;
 mod maps;
 mod nat;
 mod neigh;
+mod persist;
+mod publication;
 mod schedule;
 mod stats;
 mod tunnel;

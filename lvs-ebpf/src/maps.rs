@@ -3,12 +3,13 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use lvs_common::{
-    tcp_state::STATE_COUNT, Conn, Counters, FlowKey, Real, Service, ServiceKey, Settings,
-    CONN_TABLE_SIZE, DECAP_VERDICT_COUNT, MAX_INTERFACES, MAX_REALS, MAX_SERVICES, RING_SLOTS,
-    VERDICT_COUNT,
+    hash::HASH_BUCKETS, tcp_state::STATE_COUNT, Conn, Counters, FlowKey, LocalityEntry,
+    LocalityKey, Real, Service, ServiceKey, Settings, Template, TemplateKey, CONN_TABLE_SIZE,
+    DECAP_VERDICT_COUNT, EVENTS_BYTES, LOCALITY_TABLE_SIZE, MAX_INTERFACES, MAX_REALS,
+    MAX_SERVICES, RING_SLOTS, TEMPLATE_TABLE_SIZE, VERDICT_COUNT,
 };
 
 #[map]
@@ -21,6 +22,25 @@ pub static RINGS: Array<u32> = Array::with_max_entries(MAX_SERVICES * 2 * RING_S
 /// Per-service pick counter, advanced atomically by every CPU.
 #[map]
 pub static CURSORS: Array<u32> = Array::with_max_entries(MAX_SERVICES, 0);
+
+/// Both halves of every sh/dh service's bucket table of real server
+/// indexes (`NO_REAL` where nothing may be chosen).
+#[map]
+pub static BUCKETS: Array<u32> = Array::with_max_entries(MAX_SERVICES * 2 * HASH_BUCKETS, 0);
+
+/// lblc/lblcr: which real server each destination address goes to.
+#[map]
+pub static LOCALITY: LruHashMap<LocalityKey, LocalityEntry> =
+    LruHashMap::with_max_entries(LOCALITY_TABLE_SIZE, 0);
+
+/// Persistence templates: a client network's real server, per service.
+#[map]
+pub static TEMPLATES: LruHashMap<TemplateKey, Template> =
+    LruHashMap::with_max_entries(TEMPLATE_TABLE_SIZE, 0);
+
+/// Low-water signals and new locality destinations, for the controller.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 
 #[map]
 pub static REALS: Array<Real> = Array::with_max_entries(MAX_REALS, 0);

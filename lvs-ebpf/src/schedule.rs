@@ -1,21 +1,34 @@
-//! First packet of a flow: take the scheduler's published pick, record the
-//! connection (both directions for NAT), then hand the packet to its
-//! method's path.
-//!
-//! No algorithm runs here. The controller publishes the upcoming picks as a
-//! ring; the datapath claims the next slot with one atomic add.
+//! First packet of a flow: find its service, take the scheduler's
+//! published pick (through a persistence template if the service has one),
+//! record the connection (both directions for NAT), then hand the packet to
+//! its method's path.
 
 use aya_ebpf::programs::XdpContext;
-use core::intrinsics::{atomic_xadd, AtomicOrdering};
-use lvs_common::{Conn, Direction, FlowKey, Method, ServiceKey, Verdict};
+use lvs_common::{service_flags, Conn, Direction, FlowKey, Method, Service, ServiceKey, Verdict};
 
 use crate::{
     conntrack,
     headers::Packet,
-    maps::{CONNS, CURSORS, REALS, RINGS, SERVICES},
+    maps::{CONNS, REALS, SERVICES},
+    persist, publication,
     stats::{self, Way},
     to_real_server,
 };
+
+/// The exact `<proto, vaddr, vport>` service, else the VIP's port-0
+/// (persistent, any port) service, as IPVS looks them up. The flag says
+/// whether the port-0 one matched.
+#[inline(always)]
+fn find_service(flow: &FlowKey, proto: u8) -> Result<(Service, bool), Verdict> {
+    let exact = ServiceKey::from_wire(flow.dst(), flow.dport().to_be_bytes(), proto);
+    // SAFETY (both): the value is copied out before any map update.
+    if let Some(service) = unsafe { SERVICES.get(exact) } {
+        return Ok((*service, false));
+    }
+    let any_port = ServiceKey::from_wire(flow.dst(), [0; 2], proto);
+    let service = unsafe { SERVICES.get(any_port) }.ok_or(Verdict::PassNoService)?;
+    Ok((*service, true))
+}
 
 #[inline(always)]
 pub fn new_flow(
@@ -24,32 +37,29 @@ pub fn new_flow(
     flow: &FlowKey,
     now: u64,
 ) -> Result<Verdict, Verdict> {
-    let service_key = ServiceKey::from_wire(flow.dst(), flow.dport().to_be_bytes(), packet.proto);
-    // SAFETY: the value is copied out before any map update.
-    let service = *unsafe { SERVICES.get(service_key) }.ok_or(Verdict::PassNoService)?;
+    let (service, any_port) = find_service(flow, packet.proto)?;
     if !packet.may_schedule() {
         return Err(Verdict::PassNotSyn);
-    }
-    if service.ring_len == 0 {
-        return Err(Verdict::DropNoDestination);
     }
     if packet.ttl_expiring() {
         return Err(Verdict::PassToKernel);
     }
-    let cursor = CURSORS
-        .get_ptr_mut(service.index)
-        .ok_or(Verdict::DropNoDestination)?;
-    // SeqCst, not Relaxed: for a relaxed add LLVM 22's BPF backend emits a
-    // plain locked add and the fetched ticket is lost (every flow got slot 1).
-    // SAFETY: a 4-byte aligned u32 slot in an array map, live for the run.
-    let ticket = unsafe { atomic_xadd::<u32, u32, { AtomicOrdering::SeqCst }>(cursor, 1) };
-    let slot = service.ring_base + ticket.wrapping_sub(service.cursor_origin) % service.ring_len;
-    let real_index = *RINGS.get(slot).ok_or(Verdict::DropNoDestination)?;
+    let real_index = if service.has(service_flags::PERSISTENT) {
+        persist::choose(&service, flow, now)?
+    } else {
+        publication::choose(&service, flow, now)?
+    };
     let real = *REALS.get(real_index).ok_or(Verdict::DropNoDestination)?;
+    // A port-0 service keeps the port the client asked for (§4.1 step 5).
+    let port = if any_port {
+        flow.dport().to_be_bytes()
+    } else {
+        real.port_wire()
+    };
 
     let mut inbound = Conn::new(
         real.addr(),
-        real.port_wire(),
+        port,
         Direction::Inbound,
         real.method,
         service.index,
@@ -65,7 +75,7 @@ pub fn new_flow(
         let reply = FlowKey::from_wire(
             real.addr(),
             flow.src(),
-            real.port_wire(),
+            port,
             flow.sport().to_be_bytes(),
             packet.proto,
         );

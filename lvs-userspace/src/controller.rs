@@ -8,18 +8,27 @@
 use std::collections::{BTreeSet, HashMap};
 
 use lvs_common::{
-    ring_base, tcp_state::DEFAULT_TIMEOUTS, ConnState, Counters, Direction, Real,
-    Service as ServiceValue, ServiceKey, Verdict, MAX_REALS, MAX_SERVICES, RING_SLOTS,
+    bucket_base, ring_base, service_flags, tcp_state::DEFAULT_TIMEOUTS, Conn, ConnState, Counters,
+    Direction, Event, EventKind, FlowKey, Form, LocalityEntry, LocalityKey, Real,
+    Service as ServiceValue, ServiceKey, Template, Verdict, MAX_REALS, MAX_SERVICES, NO_REAL,
+    RING_SLOTS,
 };
 
 use crate::{
     api::{RealView, ServiceView, Snapshot, Stats},
     conntable::{self, Timeouts},
     datapath::{Datapath, DatapathError},
-    model::{Command, Endpoint, ModelError, RealSpec, Service, ServiceId, State},
+    model::{Command, Endpoint, ModelError, RealSpec, Service, ServiceId, ServiceSpec, State},
     publish,
-    sched::{Dest, SchedFlags, Scheduler},
+    sched::{Dest, Scheduler, SchedulerName},
+    threshold,
 };
+
+const NS_PER_SEC: u64 = 1_000_000_000;
+
+/// How long a persistence template that ran out is kept while connections
+/// still depend on it (IPVS's generic 60 s re-check, §4.1).
+const TEMPLATE_RECHECK_NS: u64 = 60 * NS_PER_SEC;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
@@ -44,6 +53,131 @@ struct Runtime {
     dests: Vec<Dest>,
     /// Whether this batch already caught the scheduler up with the datapath.
     synced: bool,
+    /// The ring the datapath reads now, and the cursor it was published at.
+    ring: Vec<u32>,
+    published_origin: u32,
+    /// Cursor when the connection table was last counted, and the picks the
+    /// datapath made since (folded in at each publication), per real index:
+    /// a forecast starts from counts plus these.
+    counted_cursor: u32,
+    pending: HashMap<u32, u32>,
+    /// lblc/lblcr: what `LOCALITY` holds, destination address -> real index.
+    localities: HashMap<u32, u32>,
+}
+
+/// Whether a service's ring is a forecast of count-driven picks, refilled
+/// as counts move and at low water (else it is periodic, or absent).
+fn refills(spec: &ServiceSpec) -> bool {
+    spec.scheduler.counts_connections() || spec.scheduler.form() == Form::Locality
+}
+
+/// Before a service changes, bring the controller's scheduler to where the
+/// datapath is: periodic schedulers replay the picks it made. That cursor
+/// becomes the next ring's origin; picks made from the old ring until the
+/// flip stand in for the new ring's first slots, so the sequence neither
+/// repeats nor skips.
+fn catch_up<D: Datapath>(
+    datapath: &D,
+    rt: &mut Runtime,
+    spec: &ServiceSpec,
+) -> Result<(), DatapathError> {
+    if rt.synced {
+        return Ok(());
+    }
+    let now = datapath.cursor(rt.index)?;
+    if spec.scheduler.form() == Form::Ring && !spec.scheduler.counts_connections() {
+        publish::advance(
+            rt.sched.as_mut(),
+            &rt.dests,
+            now.wrapping_sub(rt.cursor_origin),
+            rt.ring_len as usize,
+        );
+    }
+    rt.cursor_origin = now;
+    rt.synced = true;
+    Ok(())
+}
+
+/// Add to `pending` the slots of `ring` (published at `origin`) that
+/// tickets `from..to` claimed; tickets before `origin` belong to an older
+/// ring and are skipped.
+fn fold_claimed(pending: &mut HashMap<u32, u32>, ring: &[u32], origin: u32, from: u32, to: u32) {
+    if ring.is_empty() {
+        return;
+    }
+    let total = to.wrapping_sub(origin);
+    let skip = from.wrapping_sub(origin);
+    let skip = if skip > total { 0 } else { skip };
+    let claimed = (total - skip) as usize;
+    let (laps, rest) = (claimed / ring.len(), claimed % ring.len());
+    for (offset, real) in ring.iter().enumerate() {
+        let after_skip = (offset + ring.len() - skip as usize % ring.len()) % ring.len();
+        let n = laps + usize::from(after_skip < rest);
+        if n > 0 {
+            *pending.entry(*real).or_default() += n as u32;
+        }
+    }
+}
+
+/// lblc/lblcr: expire idle destinations, re-decide each one against the
+/// forecast counts (overload, replication, shrink), and write what changed.
+fn sync_localities<D: Datapath>(
+    datapath: &mut D,
+    rt: &mut Runtime,
+    forecast: &[Dest],
+    now_s: u64,
+) -> Result<(), DatapathError> {
+    let table = rt.sched.locality().expect("lblc and lblcr keep a table");
+    if table.needs_lastuse(now_s) {
+        for (key, entry) in datapath.localities()? {
+            if key.service_index == rt.index {
+                table.touch(
+                    u32::from_be_bytes(key.addr()),
+                    entry.last_use_ns / NS_PER_SEC,
+                );
+            }
+        }
+    }
+    table.collect(now_s);
+    let mut wanted = HashMap::new();
+    for addr in table.addresses() {
+        if let Some(real) = table.decide(forecast, addr, now_s) {
+            wanted.insert(addr, real);
+        }
+    }
+    for addr in rt.localities.keys() {
+        if !wanted.contains_key(addr) {
+            datapath.remove_locality(&LocalityKey::new(rt.index, addr.to_be_bytes()))?;
+        }
+    }
+    for (addr, real) in &wanted {
+        if rt.localities.get(addr) != Some(real) {
+            let lastuse = table.lastuse(*addr).unwrap_or(now_s);
+            datapath.set_locality(
+                LocalityKey::new(rt.index, addr.to_be_bytes()),
+                LocalityEntry::new(*real, lastuse * NS_PER_SEC),
+            )?;
+        }
+    }
+    rt.localities = wanted;
+    Ok(())
+}
+
+/// Refill latency: from the datapath's low-water signal to the new ring
+/// being live.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RefillStats {
+    pub count: u64,
+    pub total_ns: u64,
+    pub max_ns: u64,
+}
+
+impl RefillStats {
+    fn record(&mut self, latency_ns: u64) {
+        self.count += 1;
+        self.total_ns += latency_ns;
+        self.max_ns = self.max_ns.max(latency_ns);
+    }
 }
 
 /// Active and inactive connections of one real server, from the last count.
@@ -86,6 +220,9 @@ pub struct Controller<D> {
     timeouts: Timeouts,
     /// Per real index, from the last walk of the connection table.
     counts: HashMap<u32, ConnCounts>,
+    /// Real indexes whose OVERLOAD flag is set.
+    overloaded: BTreeSet<u32>,
+    refills: RefillStats,
 }
 
 /// Same servers, weights and flags: connection counts alone are no reason
@@ -118,14 +255,25 @@ impl<D: Datapath> Controller<D> {
             real_baseline: HashMap::new(),
             timeouts: DEFAULT_TIMEOUTS,
             counts: HashMap::new(),
+            overloaded: BTreeSet::new(),
+            refills: RefillStats::default(),
         }
     }
 
     /// Count every live connection per real server, as IPVS's ActiveConn and
-    /// InActConn (§3.2), then refill the ring of every count-driven service
-    /// (lc, wlc, sed, nq) whose servers' counts moved or whose ring is half
-    /// used. Returns how many rings were refilled.
+    /// InActConn (§3.2), and set or clear OVERLOAD from the thresholds
+    /// (§1.1). Then republish every service whose decisions depend on what
+    /// changed: count-driven rings (lc, wlc, sed, nq and the locality
+    /// fallback) whose counts moved or that are half used, and any service
+    /// whose servers' OVERLOAD flags flipped. Returns how many were
+    /// republished.
     pub fn recount(&mut self) -> Result<usize, ControlError> {
+        // Cursors first: picks claimed after this may not be in the table
+        // yet, so they stay pending until the next count.
+        let mut cursors = HashMap::new();
+        for (id, rt) in &self.runtimes {
+            cursors.insert(*id, self.datapath.cursor(rt.index)?);
+        }
         let now = self.datapath.now_ns()?;
         let mut counts: HashMap<u32, ConnCounts> = HashMap::new();
         for (_, conn) in self.datapath.connections()? {
@@ -143,38 +291,99 @@ impl<D: Datapath> Controller<D> {
         }
         self.counts = counts;
         let mut due = BTreeSet::new();
-        for (id, rt) in &self.runtimes {
-            let Some(svc) = self.state.service(id) else {
+        for svc in &self.state.services {
+            let id = svc.spec.id;
+            let Some(rt) = self.runtimes.get_mut(&id) else {
                 continue;
             };
-            if !svc.spec.scheduler.counts_connections() {
-                continue;
-            }
-            let consumed = self
-                .datapath
-                .cursor(rt.index)?
-                .wrapping_sub(rt.cursor_origin);
-            let moved = rt.dests.iter().any(|d| {
-                let c = self.counts.get(&d.id).copied().unwrap_or_default();
-                (c.active, c.inactive) != (d.active, d.inactive)
-            });
-            if moved || consumed * 2 >= rt.ring_len.max(1) {
-                due.insert(*id);
-            }
-        }
-        for id in &due {
-            let rt = self.runtimes.get_mut(id).expect("listed above");
-            // Count-driven schedulers keep no state between picks: the new
-            // ring starts from the live counts at the current cursor.
-            rt.cursor_origin = self.datapath.cursor(rt.index)?;
-            rt.synced = true;
-            for d in &mut rt.dests {
+            let mut fresh = rt.dests.clone();
+            for (d, real) in fresh.iter_mut().zip(&svc.reals) {
                 let c = self.counts.get(&d.id).copied().unwrap_or_default();
                 (d.active, d.inactive) = (c.active, c.inactive);
+                d.overloaded = threshold::overloaded(
+                    self.overloaded.contains(&d.id),
+                    c.active + c.inactive,
+                    real,
+                );
+                if d.overloaded {
+                    self.overloaded.insert(d.id);
+                } else {
+                    self.overloaded.remove(&d.id);
+                }
             }
+            let flags_moved = !same_servers(&rt.dests, &fresh);
+            let counts_moved = fresh
+                .iter()
+                .zip(&rt.dests)
+                .any(|(a, b)| (a.active, a.inactive) != (b.active, b.inactive));
+            let consumed = cursors[&id].wrapping_sub(rt.cursor_origin);
+            let refill = refills(&svc.spec) && (counts_moved || consumed * 2 >= rt.ring_len.max(1));
+            if flags_moved || refill {
+                catch_up(&self.datapath, rt, &svc.spec)?;
+                if flags_moved {
+                    rt.sched.update(&rt.dests, &fresh);
+                }
+                due.insert(id);
+            }
+            rt.dests = fresh;
+            rt.counted_cursor = cursors[&id];
+            rt.pending.clear();
         }
         self.publish_touched(&due)?;
         Ok(due.len())
+    }
+
+    /// Act on the datapath's notices: refill the rings that reached low
+    /// water, and record (then re-decide) new locality destinations.
+    /// Returns how many services were republished.
+    pub fn handle_events(&mut self, events: &[Event]) -> Result<usize, ControlError> {
+        let by_index: HashMap<u32, ServiceId> = self
+            .runtimes
+            .iter()
+            .map(|(id, rt)| (rt.index, *id))
+            .collect();
+        let mut due = BTreeSet::new();
+        let mut signalled: HashMap<ServiceId, u64> = HashMap::new();
+        for event in events {
+            let Some(id) = by_index.get(&event.service_index) else {
+                continue;
+            };
+            let rt = self.runtimes.get_mut(id).expect("indexed above");
+            if event.kind == EventKind::LowWater as u32 {
+                let t = signalled.entry(*id).or_insert(event.time_ns);
+                *t = (*t).min(event.time_ns);
+            } else if event.kind == EventKind::NewDestination as u32 {
+                let addr = u32::from_be_bytes(event.addr());
+                if let Some(table) = rt.sched.locality() {
+                    table.record(addr, event.real_index, event.time_ns / NS_PER_SEC);
+                    rt.localities.insert(addr, event.real_index);
+                }
+            }
+            due.insert(*id);
+        }
+        for id in &due {
+            let spec = &self
+                .state
+                .service(id)
+                .expect("runtimes match the state")
+                .spec;
+            catch_up(
+                &self.datapath,
+                self.runtimes.get_mut(id).expect("listed"),
+                spec,
+            )?;
+        }
+        self.publish_touched(&due)?;
+        let done = self.datapath.now_ns()?;
+        for since in signalled.into_values() {
+            self.refills.record(done.saturating_sub(since));
+        }
+        Ok(due.len())
+    }
+
+    /// How quickly low-water signals were answered.
+    pub fn refill_stats(&self) -> RefillStats {
+        self.refills
     }
 
     /// Idle timeouts per connection state, in seconds, for the datapath and
@@ -183,6 +392,11 @@ impl<D: Datapath> Controller<D> {
         self.datapath.set_timeouts(&timeouts)?;
         self.timeouts = timeouts;
         Ok(())
+    }
+
+    /// The idle timeouts in force (`ipvsadm -L --timeout`).
+    pub fn timeouts(&self) -> Timeouts {
+        self.timeouts
     }
 
     /// Remove connection entries that have expired (see `conntable`);
@@ -209,7 +423,54 @@ impl<D: Datapath> Controller<D> {
                 removed += 1;
             }
         }
+        self.sweep_templates(&listed)?;
         Ok(removed)
+    }
+
+    /// Persistence templates that ran out go, unless a live connection of
+    /// their client network still depends on them: then they get another
+    /// 60 s, as IPVS re-checks them (§4.1). Templates of services that are
+    /// gone or no longer persistent go too.
+    fn sweep_templates(&mut self, listed: &[(FlowKey, Conn)]) -> Result<(), ControlError> {
+        let templates = self.datapath.templates()?;
+        if templates.is_empty() {
+            return Ok(());
+        }
+        let masks: HashMap<u32, u32> = self
+            .state
+            .services
+            .iter()
+            .filter_map(|s| {
+                let p = s.spec.persistence?;
+                Some((self.runtimes.get(&s.spec.id)?.index, u32::from(p.netmask)))
+            })
+            .collect();
+        let now = self.datapath.now_ns()?;
+        let depended: BTreeSet<(u32, u32)> = listed
+            .iter()
+            .filter(|(_, c)| {
+                c.direction == Direction::Inbound as u8
+                    && !conntable::expired(c, now, &self.timeouts)
+            })
+            .filter_map(|(k, c)| {
+                let mask = masks.get(&c.service_index)?;
+                Some((c.service_index, u32::from_be_bytes(k.src()) & mask))
+            })
+            .collect();
+        for (key, template) in templates {
+            if !masks.contains_key(&key.service_index) {
+                self.datapath.remove_template(&key)?;
+            } else if now >= template.expires_ns {
+                let net = u32::from_be_bytes(key.client_net());
+                if depended.contains(&(key.service_index, net)) {
+                    let extended = Template::new(template.real_index, now + TEMPLATE_RECHECK_NS);
+                    self.datapath.set_template(key, extended)?;
+                } else {
+                    self.datapath.remove_template(&key)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     pub fn state(&self) -> &State {
@@ -317,36 +578,30 @@ impl<D: Datapath> Controller<D> {
                     half: 1,
                     ring_len: 0,
                     cursor_origin: origin,
-                    sched: svc.spec.scheduler.instantiate(&[], SchedFlags::default()),
+                    sched: svc.spec.scheduler.instantiate(&[], svc.spec.flags),
                     dests: Vec::new(),
                     synced: true,
+                    ring: Vec::new(),
+                    published_origin: origin,
+                    counted_cursor: origin,
+                    pending: HashMap::new(),
+                    localities: HashMap::new(),
                 },
             );
         }
         let dests = self.dests_for(svc, old)?;
         let rt = self.runtimes.get_mut(&id).expect("runtime created above");
-        if !rt.synced {
-            // Catch up with the picks the datapath made since publishing.
-            // This cursor value becomes the new ring's origin: picks made
-            // from the old ring until the flip stand in for the new ring's
-            // first slots, so the sequence neither repeats nor skips.
-            let now = self.datapath.cursor(rt.index)?;
-            if !svc.spec.scheduler.counts_connections() {
-                publish::advance(
-                    rt.sched.as_mut(),
-                    &rt.dests,
-                    now.wrapping_sub(rt.cursor_origin),
-                    rt.ring_len as usize,
-                );
+        catch_up(&self.datapath, rt, &svc.spec)?;
+        if old.is_some_and(|o| {
+            (o.spec.scheduler, o.spec.flags) != (svc.spec.scheduler, svc.spec.flags)
+        }) {
+            rt.sched = svc.spec.scheduler.instantiate(&dests, svc.spec.flags);
+            // A new scheduler starts with no destinations of its own.
+            let stale = std::mem::take(&mut rt.localities);
+            for addr in stale.into_keys() {
+                self.datapath
+                    .remove_locality(&LocalityKey::new(rt.index, addr.to_be_bytes()))?;
             }
-            rt.cursor_origin = now;
-            rt.synced = true;
-        }
-        if old.is_some_and(|o| o.spec.scheduler != svc.spec.scheduler) {
-            rt.sched = svc
-                .spec
-                .scheduler
-                .instantiate(&dests, SchedFlags::default());
         } else if !same_servers(&rt.dests, &dests) || hooked {
             rt.sched.update(&rt.dests, &dests);
         }
@@ -391,27 +646,43 @@ impl<D: Datapath> Controller<D> {
             if written.get(&real.server) != Some(&entry) {
                 self.datapath.set_real(index, entry)?;
             }
+            // Editing a server clears OVERLOAD when its upper threshold is
+            // removed or raised (§1.1).
+            let previous = old.and_then(|o| o.reals.iter().find(|r| r.server == real.server));
+            if previous.is_some_and(|p| threshold::edit_clears(p, real)) {
+                self.overloaded.remove(&index);
+            }
             let counts = self.counts.get(&index).copied().unwrap_or_default();
             dests.push(Dest {
                 id: index,
                 weight: real.weight,
-                overloaded: false,
+                overloaded: self.overloaded.contains(&index),
                 active: counts.active,
                 inactive: counts.inactive,
+                u_threshold: real.u_threshold,
             });
         }
         Ok(dests)
     }
 
+    /// Publish each touched service's decisions in its scheduler's form
+    /// into the idle half, then flip the service to it; unpublish deleted
+    /// services.
     fn publish_touched(&mut self, touched: &BTreeSet<ServiceId>) -> Result<(), ControlError> {
+        let now_s = if touched.is_empty() {
+            0
+        } else {
+            self.datapath.now_ns()? / NS_PER_SEC
+        };
         for id in touched {
             let Some(svc) = self.state.service(id) else {
                 // Deleted: unpublish, then free its indexes.
                 if let Some(rt) = self.runtimes.remove(id) {
                     self.datapath.remove_service(service_key(id))?;
+                    self.purge(rt.index)?;
                     self.service_slots.give(rt.index);
                 }
-                self.release_reals(id, &[]);
+                self.release_reals(id, &[])?;
                 continue;
             };
             let live: Vec<Endpoint> = svc.reals.iter().map(|r| r.server).collect();
@@ -419,44 +690,131 @@ impl<D: Datapath> Controller<D> {
                 .runtimes
                 .get_mut(id)
                 .expect("touched services have runtimes");
-            let ring = if svc.spec.scheduler.counts_connections() {
-                publish::build_counting_ring(rt.sched.as_ref(), &rt.dests, RING_SLOTS as usize)
+            let form = svc.spec.scheduler.form();
+            let forecast = if refills(&svc.spec) {
+                // The picks claimed from the old ring since the last count
+                // are connections the counts do not show yet.
+                fold_claimed(
+                    &mut rt.pending,
+                    &rt.ring,
+                    rt.published_origin,
+                    rt.counted_cursor,
+                    rt.cursor_origin,
+                );
+                let mut d = rt.dests.clone();
+                for x in &mut d {
+                    x.active += rt.pending.get(&x.id).copied().unwrap_or(0);
+                }
+                d
             } else {
-                publish::build_ring(rt.sched.as_ref(), &rt.dests, RING_SLOTS as usize)
+                rt.dests.clone()
+            };
+            let ring = match (form, svc.spec.scheduler.counts_connections()) {
+                (Form::Ring, true) => {
+                    publish::build_counting_ring(rt.sched.as_ref(), &forecast, RING_SLOTS as usize)
+                }
+                (Form::Ring, false) => {
+                    publish::build_ring(rt.sched.as_ref(), &rt.dests, RING_SLOTS as usize)
+                }
+                // New destinations take wlc's choice, as IPVS's lblc does.
+                (Form::Locality, _) => publish::build_counting_ring(
+                    SchedulerName::Wlc.instantiate(&[], svc.spec.flags).as_ref(),
+                    &forecast,
+                    RING_SLOTS as usize,
+                ),
+                (Form::Buckets, _) => publish::Ring {
+                    picks: Vec::new(),
+                    exact: true,
+                },
             };
             let half = 1 - rt.half;
             let base = ring_base(rt.index, half);
             self.datapath.write_ring(base, &ring.picks)?;
-            let value = ServiceValue {
-                index: rt.index,
-                ring_base: base,
-                ring_len: ring.picks.len() as u32,
-                cursor_origin: rt.cursor_origin,
-            };
+            let mut value =
+                ServiceValue::ring(rt.index, base, ring.picks.len() as u32, rt.cursor_origin);
+            if refills(&svc.spec) {
+                value.flags |= service_flags::SIGNAL_LOW_WATER;
+            }
+            match form {
+                Form::Ring => {}
+                Form::Buckets => {
+                    let resolved = rt.sched.buckets(&rt.dests).expect("sh and dh have buckets");
+                    let table: Vec<u32> = resolved
+                        .iter()
+                        .map(|b| b.map_or(NO_REAL, |i| rt.dests[i].id))
+                        .collect();
+                    let buckets = bucket_base(rt.index, half);
+                    self.datapath.write_buckets(buckets, &table)?;
+                    value = value.with_form(Form::Buckets, buckets);
+                    if svc.spec.scheduler == SchedulerName::Dh {
+                        value.flags |= service_flags::HASH_DESTINATION;
+                    } else if svc.spec.flags.sh_port {
+                        value.flags |= service_flags::HASH_PORT;
+                    }
+                }
+                Form::Locality => {
+                    value = value.with_form(Form::Locality, 0);
+                    sync_localities(&mut self.datapath, rt, &forecast, now_s)?;
+                }
+            }
+            if let Some(p) = svc.spec.persistence {
+                value = value.with_persistence(p.netmask.octets(), p.timeout);
+            }
             self.datapath.set_service(service_key(id), value)?;
             rt.half = half;
             rt.ring_len = value.ring_len;
+            rt.ring = ring.picks;
+            rt.published_origin = rt.cursor_origin;
             rt.synced = false;
             if !ring.exact {
                 tracing::warn!(service = %id, "scheduling period longer than {RING_SLOTS} picks; the ring approximates it");
             }
-            self.release_reals(id, &live);
+            self.release_reals(id, &live)?;
         }
         Ok(())
     }
 
-    fn release_reals(&mut self, id: &ServiceId, keep: &[Endpoint]) {
+    /// Free the real indexes of `id`'s servers not in `keep`, first
+    /// removing the persistence templates that lead to them, so a reused
+    /// index never inherits a client.
+    fn release_reals(&mut self, id: &ServiceId, keep: &[Endpoint]) -> Result<(), ControlError> {
         let gone: Vec<_> = self
             .real_index
             .keys()
             .filter(|(s, e)| s == id && !keep.contains(e))
             .copied()
             .collect();
+        if gone.is_empty() {
+            return Ok(());
+        }
+        let freed: BTreeSet<u32> = gone.iter().map(|k| self.real_index[k]).collect();
+        for (key, template) in self.datapath.templates()? {
+            if freed.contains(&template.real_index) {
+                self.datapath.remove_template(&key)?;
+            }
+        }
         for key in gone {
             if let Some(i) = self.real_index.remove(&key) {
+                self.overloaded.remove(&i);
                 self.real_slots.give(i);
             }
         }
+        Ok(())
+    }
+
+    /// Remove a service index's locality entries and templates.
+    fn purge(&mut self, index: u32) -> Result<(), ControlError> {
+        for (key, _) in self.datapath.localities()? {
+            if key.service_index == index {
+                self.datapath.remove_locality(&key)?;
+            }
+        }
+        for (key, _) in self.datapath.templates()? {
+            if key.service_index == index {
+                self.datapath.remove_template(&key)?;
+            }
+        }
+        Ok(())
     }
 
     /// `-Z`: zero one service's counters (and its servers'), or all.
@@ -586,6 +944,268 @@ mod tests {
                     .map_or('-', |r| char::from(b'0' + r.addr()[2] - 10))
             })
             .collect()
+    }
+
+    fn setup_spec(spec: ServiceSpec, weights: &[u32]) -> Controller<FakeDatapath> {
+        let mut c = Controller::new(FakeDatapath::default());
+        let mut cmds = vec![Command::AddService(spec)];
+        cmds.extend(
+            weights
+                .iter()
+                .enumerate()
+                .map(|(i, &w)| add_real(i as u8 + 1, w)),
+        );
+        c.apply(&cmds).unwrap();
+        c
+    }
+    fn spec(scheduler: SchedulerName) -> ServiceSpec {
+        ServiceSpec {
+            id: svc(),
+            scheduler,
+            flags: Default::default(),
+            persistence: None,
+        }
+    }
+    /// Which server (1, 2, 3...) a new flow from `client:port` reaches.
+    fn from(c: &mut Controller<FakeDatapath>, client: [u8; 4], port: u16) -> char {
+        c.datapath_mut()
+            .schedule_from(&service_key(&svc()), client, port)
+            .map_or('-', |r| char::from(b'0' + r.addr()[2] - 10))
+    }
+    /// `n` live connections to server `last`, as the datapath records them.
+    fn hold(c: &mut Controller<FakeDatapath>, last: u8, n: u16, state: ConnState) {
+        let index = c.real_index[&(svc(), real(last, 1).server)];
+        for k in 0..n {
+            let key = FlowKey::from_wire(
+                [10, last, (k >> 8) as u8, k as u8],
+                [198, 18, 0, 10],
+                [0, 1],
+                [0, 80],
+                6,
+            );
+            let mut conn = Conn::new(
+                [198, 18, 10 + last, 2],
+                [0x1f, 0x90],
+                Direction::Inbound,
+                0,
+                0,
+                index,
+                0,
+            );
+            conn.state = state as u8;
+            c.datapath_mut().conns.insert(key, conn);
+        }
+    }
+    fn drain(c: &mut Controller<FakeDatapath>) {
+        let events = c.datapath_mut().drain_events().unwrap();
+        c.handle_events(&events).unwrap();
+    }
+
+    #[test]
+    fn sh_buckets_hash_the_client_as_the_reference_does() {
+        // List order 3, 2, 1; weight 1 each: bucket b holds server (b % 3).
+        let mut c = setup(SchedulerName::Sh, &[1, 1, 1]);
+        // §2.10: 10.0.0.1 -> bucket 39 (A), 10.0.0.2 -> 137 (C), 203.0.113.7 -> 124 (B).
+        assert_eq!(from(&mut c, [10, 0, 0, 1], 1000), '3');
+        assert_eq!(from(&mut c, [10, 0, 0, 2], 1000), '1');
+        assert_eq!(from(&mut c, [203, 0, 113, 7], 1000), '2');
+        for port in 1..50 {
+            assert_eq!(from(&mut c, [10, 0, 0, 1], port), '3');
+        }
+        // Quiesced without sh-fallback: its clients fail, as in IPVS.
+        c.apply(&[Command::EditReal {
+            service: svc(),
+            real: real(2, 0),
+        }])
+        .unwrap();
+        assert_eq!(from(&mut c, [203, 0, 113, 7], 1000), '-');
+    }
+
+    #[test]
+    fn sh_fallback_and_sh_port_reach_the_datapath() {
+        let mut s = spec(SchedulerName::Sh);
+        s.flags.sh_fallback = true;
+        let mut c = setup_spec(s.clone(), &[1, 0, 1]);
+        // 203.0.113.7's bucket holds the quiesced server 2; the probe finds 1.
+        assert_eq!(from(&mut c, [203, 0, 113, 7], 1000), '1');
+        s.flags = crate::sched::SchedFlags {
+            sh_fallback: false,
+            sh_port: true,
+        };
+        c.apply(&[Command::EditService(s)]).unwrap();
+        c.apply(&[Command::EditReal {
+            service: svc(),
+            real: real(2, 1),
+        }])
+        .unwrap();
+        // 10.0.0.1:1234 hashes to bucket 128 (§2.10): 128 % 3 = 2 -> server 1.
+        assert_eq!(from(&mut c, [10, 0, 0, 1], 1234), '1');
+        assert_eq!(from(&mut c, [10, 0, 0, 1], 0), '3');
+    }
+
+    #[test]
+    fn dh_hashes_the_destination() {
+        let mut c = setup(SchedulerName::Dh, &[1, 1, 1]);
+        let b = lvs_common::hash::dh_bucket([198, 18, 0, 10]) as usize;
+        let expected = ['3', '2', '1'][b % 3];
+        for client in 1..20 {
+            assert_eq!(from(&mut c, [10, 0, 0, client], 1000), expected);
+        }
+    }
+
+    #[test]
+    fn lblc_caches_the_destination_and_moves_it_when_overloaded() {
+        // §2.7: A(w1), B(w1) in list order; here server 2 is A, 1 is B.
+        let mut c = setup(SchedulerName::Lblc, &[1, 1]);
+        assert_eq!(from(&mut c, [10, 0, 0, 1], 1), '2');
+        drain(&mut c);
+        assert_eq!(picks(&mut c, 3), "222");
+        // A holds 3 active, B none: A is overloaded, wlc moves the VIP to B.
+        hold(&mut c, 2, 3, ConnState::Established);
+        c.recount().unwrap();
+        assert_eq!(picks(&mut c, 2), "11");
+    }
+
+    #[test]
+    fn lblcr_adds_a_server_to_the_set_under_overload() {
+        let mut c = setup(SchedulerName::Lblcr, &[1, 1]);
+        assert_eq!(picks(&mut c, 1), "2");
+        drain(&mut c);
+        hold(&mut c, 2, 2, ConnState::Established);
+        c.recount().unwrap();
+        // {A} overloaded (2 > 1, B idle): B joins the set and serves.
+        assert_eq!(picks(&mut c, 1), "1");
+        let rt = &c.runtimes[&svc()];
+        assert_eq!(rt.localities.len(), 1);
+    }
+
+    #[test]
+    fn persistence_keeps_a_client_network_on_one_server() {
+        let mut s = spec(SchedulerName::Rr);
+        s.persistence = Some(crate::model::Persistence {
+            timeout: 300,
+            netmask: Ipv4Addr::new(255, 255, 255, 0),
+        });
+        let mut c = setup_spec(s, &[1, 1, 1]);
+        let first = from(&mut c, [10, 0, 0, 1], 1000);
+        for port in 1001..1010 {
+            assert_eq!(from(&mut c, [10, 0, 0, 1], port), first);
+        }
+        // Same /24: same template; another network: the next rr pick.
+        assert_eq!(from(&mut c, [10, 0, 0, 99], 1000), first);
+        let other = from(&mut c, [10, 0, 1, 1], 1000);
+        assert_ne!(other, first);
+        // Re-armed by each connection; gone 300 s after the last one.
+        c.datapath_mut().now_ns = 299 * NS_PER_SEC;
+        assert_eq!(from(&mut c, [10, 0, 0, 1], 1), first);
+        c.datapath_mut().now_ns = 600 * NS_PER_SEC;
+        c.sweep().unwrap();
+        assert_eq!(c.datapath_mut().templates.len(), 0);
+        assert_ne!(from(&mut c, [10, 0, 0, 1], 1), first);
+    }
+
+    #[test]
+    fn a_template_outlives_its_timeout_while_connections_depend_on_it() {
+        let mut s = spec(SchedulerName::Rr);
+        s.persistence = Some(crate::model::Persistence::default());
+        let mut c = setup_spec(s, &[1, 1]);
+        from(&mut c, [10, 2, 0, 0], 1000);
+        // `hold` uses client 10.2.0.0 for server 2's first connection.
+        let index = c.real_index[&(svc(), real(2, 1).server)];
+        let key = *c.datapath_mut().templates.keys().next().unwrap();
+        c.datapath_mut()
+            .templates
+            .insert(key, Template::new(index, 0));
+        hold(&mut c, 2, 1, ConnState::Established);
+        c.datapath_mut().now_ns = 400 * NS_PER_SEC;
+        for conn in c.datapath_mut().conns.values_mut() {
+            conn.last_seen_ns = 400 * NS_PER_SEC;
+        }
+        c.sweep().unwrap();
+        assert_eq!(
+            c.datapath_mut().templates[&key].expires_ns,
+            460 * NS_PER_SEC
+        );
+        c.datapath_mut().conns.clear();
+        c.datapath_mut().now_ns = 460 * NS_PER_SEC;
+        c.sweep().unwrap();
+        assert!(c.datapath_mut().templates.is_empty());
+    }
+
+    #[test]
+    fn deleting_a_server_drops_its_templates() {
+        let mut s = spec(SchedulerName::Rr);
+        s.persistence = Some(crate::model::Persistence::default());
+        let mut c = setup_spec(s, &[1, 1]);
+        let first = from(&mut c, [10, 0, 0, 1], 1000);
+        let last = first as u8 - b'0';
+        c.apply(&[Command::DeleteReal {
+            service: svc(),
+            server: real(last, 1).server,
+        }])
+        .unwrap();
+        assert!(c.datapath_mut().templates.is_empty());
+        assert_ne!(from(&mut c, [10, 0, 0, 1], 1000), first);
+    }
+
+    #[test]
+    fn upper_threshold_caps_a_forecast_and_clears_at_three_quarters() {
+        // wlc, equal weights, server 1 capped at 2 connections (list order 2, 1).
+        let mut c = Controller::new(FakeDatapath::default());
+        let mut capped = real(1, 1);
+        capped.u_threshold = 2;
+        c.apply(&[
+            Command::AddService(spec(SchedulerName::Wlc)),
+            Command::AddReal {
+                service: svc(),
+                real: capped.clone(),
+            },
+            add_real(2, 1),
+        ])
+        .unwrap();
+        assert_eq!(picks(&mut c, 6), "212122");
+        // The datapath's table shows server 1 at 2: the flag is set.
+        hold(&mut c, 1, 2, ConnState::Established);
+        c.recount().unwrap();
+        let index = c.real_index[&(svc(), capped.server)];
+        assert!(c.overloaded.contains(&index));
+        // One closes: 1 * 4 < 2 * 3 clears it.
+        let gone = *c
+            .datapath_mut()
+            .conns
+            .keys()
+            .find(|k| k.src()[1] == 1)
+            .unwrap();
+        c.datapath_mut().conns.remove(&gone);
+        c.recount().unwrap();
+        assert!(!c.overloaded.contains(&index));
+    }
+
+    #[test]
+    fn low_water_refills_continue_the_wlc_sequence_exactly() {
+        // No recount in between: every refill must carry forward the picks
+        // the datapath already made from the ring.
+        let mut c = setup(SchedulerName::Wlc, &[1, 2, 3]);
+        let mut got = String::new();
+        for _ in 0..6 {
+            got += &picks(&mut c, 300);
+            drain(&mut c);
+        }
+        let mut d: Vec<Dest> = (1..=3u32)
+            .rev()
+            .map(|w| Dest {
+                id: w,
+                weight: w,
+                ..Dest::default()
+            })
+            .collect();
+        let mut wlc = SchedulerName::Wlc.instantiate(&d, Default::default());
+        let want = crate::sched::testing::run_counting(wlc.as_mut(), &mut d, 1800)
+            .chars()
+            .map(|c| char::from(b'0' + c as u8))
+            .collect::<String>();
+        assert_eq!(got, want);
+        assert_eq!(c.refill_stats().count, 6);
     }
 
     #[test]

@@ -3,10 +3,12 @@
 //! Where a decision is made:
 //! * `model`: the desired state (services, real servers) and its validation;
 //! * `sched`: the IPVS scheduling algorithms, in plain Rust;
-//! * `publish`: turns a scheduler into the ring of picks the datapath reads;
+//! * `publish`: turns a scheduler into the ring of picks the datapath reads
+//!   (the controller also writes sh/dh buckets and lblc/lblcr destinations);
 //! * `simulate`: runs any scheduler offline (`lvsadm --simulate`);
 //! * `controller`: applies commands transactionally and writes the maps;
 //! * `conntable`: when a connection entry has expired (the sweeper's rule);
+//! * `threshold`: when `-x`/`-y` set and clear a server's OVERLOAD;
 //! * `realserver`, `netconf`: preparing a real server for DR and TUN, and
 //!   every address, neighbour and sysctl change, in one place;
 //! * `datapath`: every BPF syscall (load, attach, map access) in one place;
@@ -26,3 +28,4 @@ pub mod publish;
 pub mod realserver;
 pub mod sched;
 pub mod simulate;
+pub mod threshold;

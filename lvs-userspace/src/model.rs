@@ -222,8 +222,6 @@ pub enum ModelError {
         server: Endpoint,
         port: u16,
     },
-    #[error("scheduler `{0}` is not yet supported (supported: rr, wrr)")]
-    SchedulerNotSupported(String),
     #[error("port 0 is not a valid real server port for {0}")]
     ZeroRealPort(ServiceId),
     #[error("persistence timeout of {0} must be at least 1 second")]
@@ -357,7 +355,7 @@ fn validate_service(spec: &ServiceSpec) -> Result<(), ModelError> {
             return Err(ModelError::BadNetmask(p.netmask));
         }
     }
-    spec.scheduler.ensure_supported()
+    Ok(())
 }
 
 fn is_contiguous(mask: Ipv4Addr) -> bool {

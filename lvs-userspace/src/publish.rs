@@ -19,7 +19,8 @@ pub struct Ring {
 
 /// The next `capacity` picks of a scheduler that chooses by connection
 /// counts (lc, wlc, sed, nq), each pick counting as one more active
-/// connection. Not periodic: the controller refills it as counts change.
+/// connection (and setting OVERLOAD at its upper threshold). Not periodic:
+/// the controller refills it as counts change and at low water.
 pub fn build_counting_ring(sched: &dyn Scheduler, dests: &[Dest], capacity: usize) -> Ring {
     let mut s = sched.clone_box();
     let mut live = dests.to_vec();
@@ -28,8 +29,13 @@ pub fn build_counting_ring(sched: &dyn Scheduler, dests: &[Dest], capacity: usiz
         let Some(i) = s.pick(&live, &Request::default()) else {
             break;
         };
-        live[i].active += 1;
-        picks.push(live[i].id);
+        let d = &mut live[i];
+        d.active += 1;
+        // The connection that reaches the upper threshold sets OVERLOAD (§1.1).
+        if d.u_threshold != 0 && d.active + d.inactive >= d.u_threshold {
+            d.overloaded = true;
+        }
+        picks.push(d.id);
     }
     Ring { picks, exact: true }
 }

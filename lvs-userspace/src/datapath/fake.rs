@@ -3,8 +3,11 @@
 use std::collections::HashMap;
 
 use lvs_common::{
-    tcp_state::STATE_COUNT, Conn, Counters, FlowKey, Real, Service, ServiceKey, Verdict, MAX_REALS,
-    MAX_SERVICES, RING_SLOTS,
+    hash::{dh_bucket, sh_bucket, HASH_BUCKETS},
+    service_flags,
+    tcp_state::STATE_COUNT,
+    Conn, Counters, Event, EventKind, FlowKey, Form, LocalityEntry, LocalityKey, Real, Service,
+    ServiceKey, Template, TemplateKey, Verdict, MAX_REALS, MAX_SERVICES, NO_REAL, RING_SLOTS,
 };
 
 use super::{Datapath, DatapathError};
@@ -14,6 +17,10 @@ pub struct FakeDatapath {
     pub services: HashMap<ServiceKey, Service>,
     pub reals: HashMap<u32, Real>,
     pub rings: HashMap<u32, u32>,
+    pub buckets: HashMap<u32, u32>,
+    pub locality: HashMap<LocalityKey, LocalityEntry>,
+    pub templates: HashMap<TemplateKey, Template>,
+    pub events: Vec<Event>,
     pub cursors: HashMap<u32, u32>,
     pub service_stats: HashMap<u32, Counters>,
     pub real_stats: HashMap<u32, Counters>,
@@ -23,20 +30,103 @@ pub struct FakeDatapath {
 }
 
 impl FakeDatapath {
-    /// Play the datapath's part for one new flow: claim the next ring slot.
+    /// Play the datapath's part for one new flow to `key` from an
+    /// unspecified client.
     pub fn schedule(&mut self, key: &ServiceKey) -> Option<Real> {
+        self.schedule_from(key, [0; 4], 0)
+    }
+
+    /// As `lvs-ebpf/src/schedule.rs` does for a new flow from
+    /// `client:client_port`: template, then the service's form.
+    pub fn schedule_from(
+        &mut self,
+        key: &ServiceKey,
+        client: [u8; 4],
+        client_port: u16,
+    ) -> Option<Real> {
         let svc = *self.services.get(key)?;
+        let real_index = if svc.has(service_flags::PERSISTENT) {
+            let mask = u32::from_be_bytes(svc.persist_mask());
+            let net = (u32::from_be_bytes(client) & mask).to_be_bytes();
+            let tkey = TemplateKey::new(svc.index, net);
+            let expires = self.now_ns + svc.persist_timeout_s as u64 * 1_000_000_000;
+            match self.templates.get_mut(&tkey) {
+                Some(t) if self.now_ns < t.expires_ns => {
+                    t.expires_ns = expires;
+                    t.real_index
+                }
+                _ => {
+                    let r = self.choose(&svc, key, client, client_port)?;
+                    self.templates.insert(tkey, Template::new(r, expires));
+                    r
+                }
+            }
+        } else {
+            self.choose(&svc, key, client, client_port)?
+        };
+        let counters = self.real_stats.entry(real_index).or_default();
+        counters.conns += 1;
+        self.reals.get(&real_index).copied()
+    }
+
+    fn choose(
+        &mut self,
+        svc: &Service,
+        key: &ServiceKey,
+        client: [u8; 4],
+        client_port: u16,
+    ) -> Option<u32> {
+        let real = if svc.form == Form::Buckets as u8 {
+            let b = if svc.has(service_flags::HASH_DESTINATION) {
+                dh_bucket(key.addr())
+            } else if svc.has(service_flags::HASH_PORT) {
+                sh_bucket(client, client_port)
+            } else {
+                sh_bucket(client, 0)
+            };
+            self.buckets[&(svc.bucket_base + b)]
+        } else if svc.form == Form::Locality as u8 {
+            let lkey = LocalityKey::new(svc.index, key.addr());
+            if let Some(e) = self.locality.get_mut(&lkey) {
+                e.last_use_ns = self.now_ns;
+                e.real_index
+            } else {
+                let r = self.claim(svc)?;
+                self.locality
+                    .insert(lkey, LocalityEntry::new(r, self.now_ns));
+                self.events.push(Event::new(
+                    EventKind::NewDestination,
+                    svc.index,
+                    key.addr(),
+                    r,
+                    self.now_ns,
+                ));
+                r
+            }
+        } else {
+            self.claim(svc)?
+        };
+        (real != NO_REAL).then_some(real)
+    }
+
+    fn claim(&mut self, svc: &Service) -> Option<u32> {
         if svc.ring_len == 0 {
             return None;
         }
         let cursor = self.cursors.entry(svc.index).or_default();
         let ticket = *cursor;
         *cursor = cursor.wrapping_add(1);
-        let slot = svc.ring_base + ticket.wrapping_sub(svc.cursor_origin) % svc.ring_len;
-        let real_index = self.rings[&slot];
-        let counters = self.real_stats.entry(real_index).or_default();
-        counters.conns += 1;
-        self.reals.get(&real_index).copied()
+        let offset = ticket.wrapping_sub(svc.cursor_origin) % svc.ring_len;
+        if svc.has(service_flags::SIGNAL_LOW_WATER) && offset == svc.ring_len / 2 {
+            self.events.push(Event::new(
+                EventKind::LowWater,
+                svc.index,
+                [0; 4],
+                offset,
+                self.now_ns,
+            ));
+        }
+        Some(self.rings[&(svc.ring_base + offset)])
     }
 }
 
@@ -61,6 +151,42 @@ impl Datapath for FakeDatapath {
             self.rings.insert(base + i as u32, *p);
         }
         Ok(())
+    }
+    fn write_buckets(&mut self, base: u32, table: &[u32]) -> Result<(), DatapathError> {
+        assert_eq!(table.len(), HASH_BUCKETS as usize);
+        for (i, r) in table.iter().enumerate() {
+            self.buckets.insert(base + i as u32, *r);
+        }
+        Ok(())
+    }
+    fn localities(&self) -> Result<Vec<(LocalityKey, LocalityEntry)>, DatapathError> {
+        Ok(self.locality.iter().map(|(k, v)| (*k, *v)).collect())
+    }
+    fn set_locality(
+        &mut self,
+        key: LocalityKey,
+        entry: LocalityEntry,
+    ) -> Result<(), DatapathError> {
+        self.locality.insert(key, entry);
+        Ok(())
+    }
+    fn remove_locality(&mut self, key: &LocalityKey) -> Result<(), DatapathError> {
+        self.locality.remove(key);
+        Ok(())
+    }
+    fn templates(&self) -> Result<Vec<(TemplateKey, Template)>, DatapathError> {
+        Ok(self.templates.iter().map(|(k, v)| (*k, *v)).collect())
+    }
+    fn set_template(&mut self, key: TemplateKey, template: Template) -> Result<(), DatapathError> {
+        self.templates.insert(key, template);
+        Ok(())
+    }
+    fn remove_template(&mut self, key: &TemplateKey) -> Result<(), DatapathError> {
+        self.templates.remove(key);
+        Ok(())
+    }
+    fn drain_events(&mut self) -> Result<Vec<Event>, DatapathError> {
+        Ok(std::mem::take(&mut self.events))
     }
     fn cursor(&self, index: u32) -> Result<u32, DatapathError> {
         Ok(self.cursors.get(&index).copied().unwrap_or(0))

@@ -2,12 +2,15 @@
 //! its maps. Each error names the map or interface and the failing call.
 
 use aya::{
-    maps::{xdp::DevMapHash, Array, HashMap, MapData, MapError, PerCpuArray, PerCpuValues},
+    maps::{
+        xdp::DevMapHash, Array, HashMap, MapData, MapError, PerCpuArray, PerCpuValues, RingBuf,
+    },
     programs::{SchedClassifier, TcAttachType, Xdp, XdpMode},
     Ebpf,
 };
 use lvs_common::{
-    tcp_state::STATE_COUNT, Conn, Counters, FlowKey, Real, Service, ServiceKey, Settings, Verdict,
+    tcp_state::STATE_COUNT, Conn, Counters, Event, FlowKey, LocalityEntry, LocalityKey, Real,
+    Service, ServiceKey, Settings, Template, TemplateKey, Verdict,
 };
 use serde::Serialize;
 
@@ -41,6 +44,10 @@ pub struct KernelDatapath {
     ebpf: Ebpf,
     services: HashMap<MapData, ServiceKey, Service>,
     rings: Array<MapData, u32>,
+    buckets: Array<MapData, u32>,
+    locality: HashMap<MapData, LocalityKey, LocalityEntry>,
+    templates: HashMap<MapData, TemplateKey, Template>,
+    events: RingBuf<MapData>,
     cursors: Array<MapData, u32>,
     reals: Array<MapData, Real>,
     service_stats: PerCpuArray<MapData, Counters>,
@@ -97,6 +104,10 @@ impl KernelDatapath {
         }
         let services = typed!(&mut ebpf, HashMap<MapData, ServiceKey, Service>, "SERVICES");
         let rings = typed!(&mut ebpf, Array<MapData, u32>, "RINGS");
+        let buckets = typed!(&mut ebpf, Array<MapData, u32>, "BUCKETS");
+        let locality = typed!(&mut ebpf, HashMap<MapData, LocalityKey, LocalityEntry>, "LOCALITY");
+        let templates = typed!(&mut ebpf, HashMap<MapData, TemplateKey, Template>, "TEMPLATES");
+        let events = typed!(&mut ebpf, RingBuf<MapData>, "EVENTS");
         let cursors = typed!(&mut ebpf, Array<MapData, u32>, "CURSORS");
         let reals = typed!(&mut ebpf, Array<MapData, Real>, "REALS");
         let service_stats = typed!(&mut ebpf, PerCpuArray<MapData, Counters>, "SERVICE_STATS");
@@ -174,6 +185,10 @@ impl KernelDatapath {
             ebpf,
             services,
             rings,
+            buckets,
+            locality,
+            templates,
+            events,
             cursors,
             reals,
             service_stats,
@@ -209,6 +224,13 @@ impl KernelDatapath {
                 source,
             })?;
         test_run_xdp(program, ingress, frame)
+    }
+
+    /// The `EVENTS` ring buffer's descriptor, readable when notices wait;
+    /// for the daemon's event loop.
+    pub fn events_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.events.as_fd()
     }
 
     fn zeroed<T: aya::Pod + Default>(&self) -> PerCpuValues<T> {
@@ -282,6 +304,64 @@ impl Datapath for KernelDatapath {
                 .map_err(map_err("bpf_map_update_elem", "RINGS"))?;
         }
         Ok(())
+    }
+    fn write_buckets(&mut self, base: u32, table: &[u32]) -> Result<(), DatapathError> {
+        for (i, real) in table.iter().enumerate() {
+            self.buckets
+                .set(base + i as u32, real, 0)
+                .map_err(map_err("bpf_map_update_elem", "BUCKETS"))?;
+        }
+        Ok(())
+    }
+    fn localities(&self) -> Result<Vec<(LocalityKey, LocalityEntry)>, DatapathError> {
+        self.locality
+            .iter()
+            .filter(|entry| !matches!(entry, Err(MapError::KeyNotFound)))
+            .map(|entry| entry.map_err(map_err("bpf_map_get_next_key", "LOCALITY")))
+            .collect()
+    }
+    fn set_locality(
+        &mut self,
+        key: LocalityKey,
+        entry: LocalityEntry,
+    ) -> Result<(), DatapathError> {
+        self.locality
+            .insert(key, entry, 0)
+            .map_err(map_err("bpf_map_update_elem", "LOCALITY"))
+    }
+    fn remove_locality(&mut self, key: &LocalityKey) -> Result<(), DatapathError> {
+        match self.locality.remove(key) {
+            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(map_err("bpf_map_delete_elem", "LOCALITY")(e)),
+        }
+    }
+    fn templates(&self) -> Result<Vec<(TemplateKey, Template)>, DatapathError> {
+        self.templates
+            .iter()
+            .filter(|entry| !matches!(entry, Err(MapError::KeyNotFound)))
+            .map(|entry| entry.map_err(map_err("bpf_map_get_next_key", "TEMPLATES")))
+            .collect()
+    }
+    fn set_template(&mut self, key: TemplateKey, template: Template) -> Result<(), DatapathError> {
+        self.templates
+            .insert(key, template, 0)
+            .map_err(map_err("bpf_map_update_elem", "TEMPLATES"))
+    }
+    fn remove_template(&mut self, key: &TemplateKey) -> Result<(), DatapathError> {
+        match self.templates.remove(key) {
+            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(map_err("bpf_map_delete_elem", "TEMPLATES")(e)),
+        }
+    }
+    fn drain_events(&mut self) -> Result<Vec<Event>, DatapathError> {
+        let mut events = Vec::new();
+        while let Some(item) = self.events.next() {
+            if item.len() >= std::mem::size_of::<Event>() {
+                // SAFETY: the datapath writes whole `Event`s; read unaligned.
+                events.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<Event>()) });
+            }
+        }
+        Ok(events)
     }
     fn cursor(&self, index: u32) -> Result<u32, DatapathError> {
         self.cursors

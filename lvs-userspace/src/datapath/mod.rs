@@ -12,7 +12,8 @@ pub use kernel::{Attachment, KernelDatapath, TestRun};
 pub use standalone::{StandaloneXdp, XdpAttachMode};
 
 use lvs_common::{
-    tcp_state::STATE_COUNT, Conn, Counters, FlowKey, Real, Service, ServiceKey, Verdict,
+    tcp_state::STATE_COUNT, Conn, Counters, Event, FlowKey, LocalityEntry, LocalityKey, Real,
+    Service, ServiceKey, Template, TemplateKey, Verdict,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +78,21 @@ pub trait Datapath: Send {
     fn set_real(&mut self, index: u32, real: Real) -> Result<(), DatapathError>;
     /// Write `picks` into consecutive ring slots from `base`.
     fn write_ring(&mut self, base: u32, picks: &[u32]) -> Result<(), DatapathError>;
+    /// Write an sh/dh table into consecutive bucket slots from `base`.
+    fn write_buckets(&mut self, base: u32, table: &[u32]) -> Result<(), DatapathError>;
+    /// Every lblc/lblcr destination entry.
+    fn localities(&self) -> Result<Vec<(LocalityKey, LocalityEntry)>, DatapathError>;
+    fn set_locality(&mut self, key: LocalityKey, entry: LocalityEntry)
+        -> Result<(), DatapathError>;
+    /// Remove an entry; one already gone is not an error.
+    fn remove_locality(&mut self, key: &LocalityKey) -> Result<(), DatapathError>;
+    /// Every persistence template.
+    fn templates(&self) -> Result<Vec<(TemplateKey, Template)>, DatapathError>;
+    fn set_template(&mut self, key: TemplateKey, template: Template) -> Result<(), DatapathError>;
+    /// Remove a template; one already gone is not an error.
+    fn remove_template(&mut self, key: &TemplateKey) -> Result<(), DatapathError>;
+    /// The notices the datapath queued since the last call.
+    fn drain_events(&mut self) -> Result<Vec<Event>, DatapathError>;
     /// How many picks the datapath has claimed from service `index`, ever.
     fn cursor(&self, index: u32) -> Result<u32, DatapathError>;
     /// Counters summed over CPUs.

@@ -124,6 +124,14 @@ impl Scheduler for Hashing {
     fn pick(&mut self, dests: &[Dest], request: &Request) -> Option<usize> {
         self.resolve(self.bucket(request), dests)
     }
+
+    fn buckets(&self, dests: &[Dest]) -> Option<Vec<Option<usize>>> {
+        Some(
+            (0..HASH_BUCKETS as usize)
+                .map(|b| self.resolve(b, dests))
+                .collect(),
+        )
+    }
 }
 
 #[cfg(test)]

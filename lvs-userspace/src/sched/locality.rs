@@ -54,8 +54,64 @@ impl Locality {
         }
     }
 
+    /// Whether the GC tick due by `now` needs every entry's `lastuse`
+    /// (a full check, or an over-full table): the controller then reads
+    /// the datapath's timestamps first.
+    pub fn needs_lastuse(&self, now: u64) -> bool {
+        self.next_tick <= now
+            && (self.counter.is_multiple_of(FULL_CHECK_EVERY) || self.table.len() > MAX_SIZE)
+    }
+
+    /// A request for `addr` was seen at `lastuse` (by the datapath).
+    pub fn touch(&mut self, addr: u32, lastuse: u64) {
+        if let Some(e) = self.table.get_mut(&addr) {
+            e.lastuse = e.lastuse.max(lastuse);
+        }
+    }
+
+    /// The datapath sent a new destination `addr` to server `id` (its
+    /// fallback ring's wlc pick), as IPVS's step 2-3 would have.
+    pub fn record(&mut self, addr: u32, id: u32, now: u64) {
+        match self.table.get_mut(&addr) {
+            Some(e) if self.replicate => {
+                if !e.servers.contains(&id) {
+                    e.servers.insert(0, id);
+                    e.lastmod = now;
+                }
+                e.lastuse = now;
+            }
+            _ => {
+                self.table.insert(
+                    addr,
+                    Entry {
+                        servers: vec![id],
+                        lastuse: now,
+                        lastmod: now,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Every destination address in the table.
+    pub fn addresses(&self) -> Vec<u32> {
+        self.table.keys().copied().collect()
+    }
+
+    /// When `addr` was last used, if it has an entry.
+    pub fn lastuse(&self, addr: u32) -> Option<u64> {
+        self.table.get(&addr).map(|e| e.lastuse)
+    }
+
+    /// The server a request for `addr` would go to now, applying the
+    /// overload, replication and shrink rules (but not touching `lastuse`):
+    /// what the controller publishes for it.
+    pub fn decide(&mut self, dests: &[Dest], addr: u32, now: u64) -> Option<u32> {
+        self.choose(dests, addr, now).map(|i| dests[i].id)
+    }
+
     /// Run the GC ticks due by `now`.
-    fn collect(&mut self, now: u64) {
+    pub fn collect(&mut self, now: u64) {
         while self.next_tick <= now {
             let tick = self.next_tick;
             self.next_tick += TICK;
@@ -132,9 +188,22 @@ impl Scheduler for Locality {
         let now = request.now;
         self.collect(now);
         let key = u32::from(request.destination);
-        let full = self.table.len() > MAX_SIZE;
         if let Some(entry) = self.table.get_mut(&key) {
             entry.lastuse = now;
+        }
+        self.choose(dests, key, now)
+    }
+
+    fn locality(&mut self) -> Option<&mut Locality> {
+        Some(self)
+    }
+}
+
+impl Locality {
+    /// Selection steps 1-3 of §2.7 (lblc) and §2.8 (lblcr) for `key`.
+    fn choose(&mut self, dests: &[Dest], key: u32, now: u64) -> Option<usize> {
+        let full = self.table.len() > MAX_SIZE;
+        if let Some(entry) = self.table.get_mut(&key) {
             if !self.replicate {
                 if let Some(i) = position(dests, entry.servers[0]) {
                     if dests[i].weight > 0 && !is_overloaded(&dests[i], dests) {

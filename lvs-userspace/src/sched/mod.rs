@@ -6,14 +6,12 @@
 
 mod hashing;
 mod least;
-mod locality;
+pub mod locality;
 mod rr;
 mod wrr;
 
 use serde::{Deserialize, Serialize};
 use std::{fmt, str::FromStr};
-
-use crate::model::ModelError;
 
 /// What a scheduler needs to know about one real server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -26,6 +24,8 @@ pub struct Dest {
     pub active: u32,
     /// Connections in an inactive state (InActConn).
     pub inactive: u32,
+    /// `-x`: the total at which a new connection sets OVERLOAD (0: none).
+    pub u_threshold: u32,
 }
 
 impl Dest {
@@ -78,6 +78,16 @@ pub trait Scheduler: SchedulerState + Send + fmt::Debug {
     fn update(&mut self, old: &[Dest], new: &[Dest]);
     /// One scheduling decision: an index into `dests`, or `None`.
     fn pick(&mut self, dests: &[Dest], request: &Request) -> Option<usize>;
+    /// sh and dh: the bucket table the datapath indexes, each bucket
+    /// resolved for the servers' current eligibility.
+    fn buckets(&self, _dests: &[Dest]) -> Option<Vec<Option<usize>>> {
+        None
+    }
+    /// lblc and lblcr: the destination table the controller keeps in step
+    /// with the datapath's.
+    fn locality(&mut self) -> Option<&mut locality::Locality> {
+        None
+    }
 }
 
 /// Copying and comparing scheduler states behind `dyn Scheduler`; every
@@ -152,21 +162,21 @@ impl SchedulerName {
         }
     }
 
-    /// Names are accepted before the datapath can publish their form; this
-    /// refuses them in the daemon (`--simulate` runs all ten).
-    pub fn ensure_supported(self) -> Result<(), ModelError> {
-        match self {
-            Self::Rr | Self::Wrr | Self::Lc | Self::Wlc | Self::Sed | Self::Nq => Ok(()),
-            Self::Lblc | Self::Lblcr | Self::Dh | Self::Sh => {
-                Err(ModelError::SchedulerNotSupported(self.as_str().to_string()))
-            }
-        }
-    }
-
     /// Whether picks depend on connection counts: the ring must then be
     /// refilled when counts change.
     pub const fn counts_connections(self) -> bool {
         matches!(self, Self::Lc | Self::Wlc | Self::Sed | Self::Nq)
+    }
+
+    /// The publication form the datapath reads this scheduler's decisions in.
+    pub const fn form(self) -> lvs_common::Form {
+        match self {
+            Self::Rr | Self::Wrr | Self::Lc | Self::Wlc | Self::Sed | Self::Nq => {
+                lvs_common::Form::Ring
+            }
+            Self::Sh | Self::Dh => lvs_common::Form::Buckets,
+            Self::Lblc | Self::Lblcr => lvs_common::Form::Locality,
+        }
     }
 
     /// A fresh scheduler state (IPVS `init_service`).

@@ -1,0 +1,100 @@
+//! The scheduler's published decision for a new flow, in the service's
+//! form: the next ring slot, a hash bucket, or a locality entry. No
+//! algorithm runs here; the controller wrote every answer beforehand.
+
+use core::intrinsics::{atomic_xadd, AtomicOrdering};
+use lvs_common::{
+    hash::{dh_bucket, sh_bucket},
+    service_flags, EventKind, FlowKey, Form, LocalityEntry, LocalityKey, Service, Verdict, NO_REAL,
+};
+
+use crate::{
+    events,
+    maps::{BUCKETS, CURSORS, LOCALITY, RINGS},
+};
+
+/// The real server index the service's publication names for `flow`.
+#[inline(always)]
+pub fn choose(service: &Service, flow: &FlowKey, now: u64) -> Result<u32, Verdict> {
+    let real_index = if service.form == Form::Buckets as u8 {
+        bucket(service, flow)?
+    } else if service.form == Form::Locality as u8 {
+        locality(service, flow, now)?
+    } else {
+        ring(service, now)?
+    };
+    if real_index == NO_REAL {
+        return Err(Verdict::DropNoDestination);
+    }
+    Ok(real_index)
+}
+
+/// Claim the next ring slot with one atomic add.
+#[inline(always)]
+fn ring(service: &Service, now: u64) -> Result<u32, Verdict> {
+    if service.ring_len == 0 {
+        return Err(Verdict::DropNoDestination);
+    }
+    let cursor = CURSORS
+        .get_ptr_mut(service.index)
+        .ok_or(Verdict::DropNoDestination)?;
+    // SeqCst, not Relaxed: for a relaxed add LLVM 22's BPF backend emits a
+    // plain locked add and the fetched ticket is lost (every flow got slot 1).
+    // SAFETY: a 4-byte aligned u32 slot in an array map, live for the run.
+    let ticket = unsafe { atomic_xadd::<u32, u32, { AtomicOrdering::SeqCst }>(cursor, 1) };
+    let offset = ticket.wrapping_sub(service.cursor_origin) % service.ring_len;
+    // Exactly one claim per pass crosses the middle of a forecast ring.
+    if service.has(service_flags::SIGNAL_LOW_WATER) && offset == service.ring_len / 2 {
+        events::send(EventKind::LowWater, service.index, [0; 4], offset, now);
+    }
+    RINGS
+        .get(service.ring_base + offset)
+        .copied()
+        .ok_or(Verdict::DropNoDestination)
+}
+
+/// sh (source address, with the port for sh-port) or dh (destination).
+#[inline(always)]
+fn bucket(service: &Service, flow: &FlowKey) -> Result<u32, Verdict> {
+    let b = if service.has(service_flags::HASH_DESTINATION) {
+        dh_bucket(flow.dst())
+    } else if service.has(service_flags::HASH_PORT) {
+        sh_bucket(flow.src(), flow.sport())
+    } else {
+        sh_bucket(flow.src(), 0)
+    };
+    BUCKETS
+        .get(service.bucket_base + b)
+        .copied()
+        .ok_or(Verdict::DropNoDestination)
+}
+
+/// lblc/lblcr: the controller's choice for this destination; a new one
+/// takes the ring's (wlc) pick, as IPVS does, and is reported.
+#[inline(always)]
+fn locality(service: &Service, flow: &FlowKey, now: u64) -> Result<u32, Verdict> {
+    let key = LocalityKey::new(service.index, flow.dst());
+    if let Some(entry) = LOCALITY.get_ptr_mut(key) {
+        // SAFETY: the pointer comes from a successful map lookup; a racing
+        // writer can only store another whole u64 timestamp.
+        let entry = unsafe { &mut *entry };
+        entry.last_use_ns = now;
+        return Ok(entry.real_index);
+    }
+    let real_index = ring(service, now)?;
+    // NOEXIST: a concurrent first packet, or the controller, wrote first.
+    const BPF_NOEXIST: u64 = 1;
+    if LOCALITY
+        .insert(key, LocalityEntry::new(real_index, now), BPF_NOEXIST)
+        .is_ok()
+    {
+        events::send(
+            EventKind::NewDestination,
+            service.index,
+            flow.dst(),
+            real_index,
+            now,
+        );
+    }
+    Ok(real_index)
+}
