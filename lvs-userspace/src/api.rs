@@ -8,10 +8,13 @@ use std::{
     time::Duration,
 };
 
-use lvs_common::Counters;
+use lvs_common::{tcp_state::ConnState, Counters};
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Command, RealSpec, ServiceId, ServiceSpec};
+use crate::{
+    conntable::Timeouts,
+    model::{Command, RealSpec, ServiceId, ServiceSpec},
+};
 
 /// Where `lvsd` listens unless told otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/lvs/lvsd.sock";
@@ -25,6 +28,10 @@ pub enum Request {
     Zero { service: Option<ServiceId> },
     /// Everything `-L` and `-S` print.
     List,
+    /// `--set tcp tcpfin udp`: a 0 leaves that timeout unchanged.
+    SetTimeouts(IpvsTimeouts),
+    /// `-L --timeout`.
+    Timeouts,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -32,7 +39,83 @@ pub enum Request {
 pub enum Response {
     Ok,
     Snapshot(Snapshot),
+    Timeouts(IpvsTimeouts),
     Error { message: String },
+}
+
+/// ipvsadm's bound on every timeout it takes (`MAX_TIMEOUT`, 31 days).
+pub const MAX_TIMEOUT: u32 = 31 * 86400;
+
+/// The three timeouts ipvsadm can see and set (reference §3.5): `tcp` is
+/// ESTABLISHED, `tcpfin` FIN_WAIT and `udp` UDP's only state. The other
+/// states keep their defaults, as in the kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpvsTimeouts {
+    pub tcp: u32,
+    #[serde(rename = "tcpfin")]
+    pub tcp_fin: u32,
+    pub udp: u32,
+}
+
+/// A `--set` value the kernel would refuse; nothing is changed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error(
+    "invalid {field} timeout `{value}`: expected 0..={MAX_TIMEOUT} seconds (0 leaves it unchanged)"
+)]
+pub struct TimeoutError {
+    /// `tcp`, `tcpfin` or `udp`, as ipvsadm names them.
+    pub field: &'static str,
+    pub value: String,
+}
+
+impl IpvsTimeouts {
+    /// What `-L --timeout` shows of the per-state table.
+    pub fn of(table: &Timeouts) -> Self {
+        Self {
+            tcp: table[ConnState::Established as usize],
+            tcp_fin: table[ConnState::FinWait as usize],
+            udp: table[ConnState::Udp as usize],
+        }
+    }
+
+    /// One `--set` value, named by its field: a number of seconds in range.
+    pub fn parse_value(field: &'static str, text: &str) -> Result<u32, TimeoutError> {
+        let bad = || TimeoutError {
+            field,
+            value: text.to_string(),
+        };
+        let seconds: u32 = text.parse().map_err(|_| bad())?;
+        if seconds > MAX_TIMEOUT {
+            return Err(bad());
+        }
+        Ok(seconds)
+    }
+
+    /// `table` with this `--set` applied: each non-zero value replaces its
+    /// state's timeout, a zero leaves it alone (`ip_vs_set_timeout`). Checked
+    /// whole first, so a bad value changes nothing.
+    pub fn applied_to(self, table: &Timeouts) -> Result<Timeouts, TimeoutError> {
+        let Self { tcp, tcp_fin, udp } = self;
+        let cells = [
+            ("tcp", tcp, ConnState::Established),
+            ("tcpfin", tcp_fin, ConnState::FinWait),
+            ("udp", udp, ConnState::Udp),
+        ];
+        let mut next = *table;
+        for (field, seconds, state) in cells {
+            // Requests may come from clients other than lvsadm.
+            if seconds > MAX_TIMEOUT {
+                return Err(TimeoutError {
+                    field,
+                    value: seconds.to_string(),
+                });
+            }
+            if seconds != 0 {
+                next[state as usize] = seconds;
+            }
+        }
+        Ok(next)
+    }
 }
 
 /// `ipvsadm --stats` counters, after `-Z` baselines.
@@ -128,4 +211,131 @@ pub fn call(path: &Path, request: &Request) -> Result<Response, ClientError> {
     let mut reply = String::new();
     BufReader::new(stream).read_line(&mut reply).map_err(io)?;
     Ok(serde_json::from_str(&reply)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use lvs_common::tcp_state::DEFAULT_TIMEOUTS;
+
+    use super::*;
+
+    #[test]
+    fn timeouts_show_the_three_ipvsadm_cells() {
+        assert_eq!(
+            IpvsTimeouts::of(&DEFAULT_TIMEOUTS),
+            IpvsTimeouts {
+                tcp: 900,
+                tcp_fin: 120,
+                udp: 300
+            }
+        );
+    }
+
+    #[test]
+    fn set_timeouts_zero_leaves_a_cell_unchanged() {
+        let set = IpvsTimeouts {
+            tcp: 3600,
+            tcp_fin: 0,
+            udp: 60,
+        };
+        let next = set.applied_to(&DEFAULT_TIMEOUTS).unwrap();
+        assert_eq!(
+            IpvsTimeouts::of(&next),
+            IpvsTimeouts {
+                tcp: 3600,
+                tcp_fin: 120,
+                udp: 60
+            }
+        );
+        // Only ESTABLISHED, FIN_WAIT and UDP move; TIME_WAIT keeps 120 s.
+        let moved: Vec<usize> = (0..next.len())
+            .filter(|&i| next[i] != DEFAULT_TIMEOUTS[i])
+            .collect();
+        assert_eq!(
+            moved,
+            [ConnState::Established as usize, ConnState::Udp as usize]
+        );
+        let none = IpvsTimeouts {
+            tcp: 0,
+            tcp_fin: 0,
+            udp: 0,
+        };
+        assert_eq!(
+            none.applied_to(&DEFAULT_TIMEOUTS).unwrap(),
+            DEFAULT_TIMEOUTS
+        );
+    }
+
+    #[test]
+    fn bad_timeouts_name_their_field() {
+        let too_long = IpvsTimeouts {
+            tcp: 1,
+            tcp_fin: MAX_TIMEOUT + 1,
+            udp: 1,
+        };
+        assert_eq!(
+            too_long.applied_to(&DEFAULT_TIMEOUTS).unwrap_err().to_string(),
+            "invalid tcpfin timeout `2678401`: expected 0..=2678400 seconds (0 leaves it unchanged)"
+        );
+        for bad in ["-1", "x", "1.5", "", "2678401", "99999999999"] {
+            let err = IpvsTimeouts::parse_value("udp", bad).unwrap_err();
+            assert_eq!(
+                err,
+                TimeoutError {
+                    field: "udp",
+                    value: bad.to_string()
+                }
+            );
+        }
+        assert_eq!(IpvsTimeouts::parse_value("tcp", "2678400"), Ok(MAX_TIMEOUT));
+        assert_eq!(IpvsTimeouts::parse_value("tcp", "0"), Ok(0));
+    }
+
+    #[test]
+    fn json_views_carry_persistence_and_flags() {
+        let view = ServiceView {
+            spec: ServiceSpec {
+                id: ServiceId {
+                    protocol: crate::model::Protocol::Tcp,
+                    vip: "198.18.0.10:0".parse().unwrap(),
+                },
+                scheduler: crate::sched::SchedulerName::Rr,
+                flags: crate::sched::SchedFlags {
+                    sh_fallback: true,
+                    sh_port: false,
+                },
+                persistence: Some(crate::model::Persistence {
+                    timeout: 360,
+                    netmask: [255, 255, 255, 0].into(),
+                }),
+            },
+            stats: Stats::default(),
+            reals: vec![],
+        };
+        let json = serde_json::to_value(&view).unwrap();
+        assert_eq!(
+            json["persistence"],
+            serde_json::json!({"timeout": 360, "netmask": "255.255.255.0"})
+        );
+        assert_eq!(
+            json["flags"],
+            serde_json::json!({"sh_fallback": true, "sh_port": false})
+        );
+        assert_eq!(serde_json::from_value::<ServiceView>(json).unwrap(), view);
+    }
+
+    #[test]
+    fn timeout_requests_have_a_stable_wire_form() {
+        let set = Request::SetTimeouts(IpvsTimeouts {
+            tcp: 900,
+            tcp_fin: 0,
+            udp: 300,
+        });
+        assert_eq!(
+            serde_json::to_string(&set).unwrap(),
+            r#"{"request":"set_timeouts","tcp":900,"tcpfin":0,"udp":300}"#
+        );
+        let back: Request = serde_json::from_str(r#"{"request":"timeouts"}"#).unwrap();
+        assert!(matches!(back, Request::Timeouts));
+    }
 }

@@ -7,6 +7,10 @@
 //! protocol = "tcp"            # tcp | udp
 //! address = "198.18.0.10:80"  # VIP:port
 //! scheduler = "rr"            # default wlc, as in ipvsadm
+//! persistent = 360            # -p: seconds, `true` (360 s, a bare -p), or
+//!                             # a table { timeout = 360, netmask = "..." }
+//! netmask = "255.255.255.0"   # -M: the persistence granularity (default /32)
+//! sched_flags = ["sh-port"]   # -b: sh-fallback, sh-port, flag-1, flag-2
 //!
 //! [[service.real]]
 //! address = "198.18.11.2:8080"
@@ -14,14 +18,19 @@
 //! weight = 1                  # default 1
 //! ```
 
-use std::path::Path;
+use std::{net::Ipv4Addr, ops::Range, path::Path};
 
 use serde::Deserialize;
 use toml::Spanned;
 
 use crate::{
-    model::{Command, Endpoint, Method, Protocol, RealSpec, ServiceId, ServiceSpec, State},
-    sched::SchedulerName,
+    api::MAX_TIMEOUT,
+    ipvsadm,
+    model::{
+        Command, Endpoint, Method, ModelError, Persistence, Protocol, RealSpec, ServiceId,
+        ServiceSpec, State,
+    },
+    sched::{SchedFlags, SchedulerName},
 };
 
 #[derive(Debug, Deserialize)]
@@ -38,6 +47,11 @@ struct ServiceEntry {
     address: Spanned<String>,
     #[serde(default = "default_scheduler")]
     scheduler: SchedulerName,
+    /// A number, a boolean or a table: read by `persistence`, which can
+    /// name what is wrong better than an untagged enum.
+    persistent: Option<Spanned<toml::Value>>,
+    netmask: Option<Spanned<String>>,
+    sched_flags: Option<Spanned<Vec<String>>>,
     #[serde(default)]
     real: Vec<RealEntry>,
 }
@@ -88,6 +102,124 @@ fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
 }
 
+/// A field that failed, where, and why; `parse` adds the file and line.
+type FieldError = (Range<usize>, &'static str, String);
+
+/// `persistent` and `netmask` as one `Persistence`: `-p [timeout] -M mask`.
+/// Unlike ipvsadm's `-M` alone, a netmask without persistence is refused:
+/// it would have no effect, so it is most likely a mistake.
+fn persistence(svc: &ServiceEntry) -> Result<Option<Persistence>, FieldError> {
+    let timeout_range = format!("1..={MAX_TIMEOUT} seconds");
+    let seconds = |value: &toml::Value, span: Range<usize>, field: &'static str| match value {
+        toml::Value::Integer(n) => u32::try_from(*n)
+            .ok()
+            .filter(|t| (1..=MAX_TIMEOUT).contains(t))
+            .ok_or_else(|| {
+                (
+                    span,
+                    field,
+                    format!("timeout {n} out of range {timeout_range}"),
+                )
+            }),
+        other => Err((
+            span,
+            field,
+            format!("expected a timeout in seconds, found {}", other.type_str()),
+        )),
+    };
+    let mask = |text: &str, span: Range<usize>, field: &'static str| {
+        text.parse::<Ipv4Addr>().map_err(|_| {
+            (
+                span,
+                field,
+                format!("malformed netmask `{text}`: expected a dotted mask like 255.255.255.0"),
+            )
+        })
+    };
+    let outer_mask = svc
+        .netmask
+        .as_ref()
+        .map(|m| mask(m.get_ref(), m.span(), "netmask"))
+        .transpose()?;
+    let Some(persistent) = &svc.persistent else {
+        return match &svc.netmask {
+            Some(m) => Err((
+                m.span(),
+                "netmask",
+                "a netmask needs `persistent` (it is the persistence granularity)".into(),
+            )),
+            None => Ok(None),
+        };
+    };
+    let span = persistent.span();
+    let (timeout, inner_mask) = match persistent.get_ref() {
+        toml::Value::Boolean(false) => {
+            return match &svc.netmask {
+                Some(m) => Err((
+                    m.span(),
+                    "netmask",
+                    "a netmask needs persistence, but `persistent = false`".into(),
+                )),
+                None => Ok(None),
+            }
+        }
+        // A bare `-p`.
+        toml::Value::Boolean(true) => (Persistence::DEFAULT_TIMEOUT, None),
+        toml::Value::Table(table) => {
+            let mut timeout = Persistence::DEFAULT_TIMEOUT;
+            let mut netmask = None;
+            for (key, value) in table {
+                match key.as_str() {
+                    "timeout" => timeout = seconds(value, span.clone(), "persistent.timeout")?,
+                    "netmask" => {
+                        let text = value.as_str().ok_or_else(|| {
+                            (
+                                span.clone(),
+                                "persistent.netmask",
+                                format!("expected a string, found {}", value.type_str()),
+                            )
+                        })?;
+                        netmask = Some(mask(text, span.clone(), "persistent.netmask")?);
+                    }
+                    other => {
+                        return Err((
+                            span,
+                            "persistent",
+                            format!("unknown key `{other}`, expected `timeout` or `netmask`"),
+                        ))
+                    }
+                }
+            }
+            (timeout, netmask)
+        }
+        value => (seconds(value, span.clone(), "persistent")?, None),
+    };
+    if let (Some(_), Some(outer)) = (inner_mask, &svc.netmask) {
+        return Err((
+            outer.span(),
+            "netmask",
+            "given twice: here and in the `persistent` table".into(),
+        ));
+    }
+    Ok(Some(Persistence {
+        timeout,
+        netmask: inner_mask
+            .or(outer_mask)
+            .unwrap_or(Persistence::DEFAULT_NETMASK),
+    }))
+}
+
+/// `sched_flags`: ipvsadm's `-b` names, checked as ipvsadm checks them.
+fn sched_flags(svc: &ServiceEntry) -> Result<SchedFlags, FieldError> {
+    match &svc.sched_flags {
+        None => Ok(SchedFlags::default()),
+        Some(list) => {
+            ipvsadm::sched_flags(svc.scheduler, list.get_ref().iter().map(String::as_str))
+                .map_err(|e| (list.span(), "sched_flags", e.to_string()))
+        }
+    }
+}
+
 /// Read and check a config file; the result applies as one transaction.
 pub fn load(path: &Path) -> Result<Vec<Command>, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -122,15 +254,21 @@ pub fn parse(text: &str, path: &str) -> Result<Vec<Command>, ConfigError> {
             protocol: svc.protocol,
             vip,
         };
+        let at = |(span, field, message): FieldError| invalid(span, field, message);
         let add = Command::AddService(ServiceSpec {
             id,
             scheduler: svc.scheduler,
-            flags: Default::default(),
-            persistence: None,
+            flags: sched_flags(&svc).map_err(at)?,
+            persistence: persistence(&svc).map_err(at)?,
         });
-        state
-            .apply_all(std::slice::from_ref(&add))
-            .map_err(|e| invalid(svc.address.span(), "address", e.to_string()))?;
+        state.apply_all(std::slice::from_ref(&add)).map_err(|e| {
+            let (span, field) = match (&e, &svc.netmask, &svc.persistent) {
+                (ModelError::BadNetmask(_), Some(m), _) => (m.span(), "netmask"),
+                (ModelError::BadNetmask(_), None, Some(p)) => (p.span(), "persistent.netmask"),
+                _ => (svc.address.span(), "address"),
+            };
+            invalid(span, field, e.to_string())
+        })?;
         commands.push(add);
         for real in svc.real {
             let (addr, port) = Endpoint::parse_optional_port(real.address.get_ref())
@@ -187,6 +325,156 @@ address = "198.18.12.2"
 method = "nat"
 weight = 3
 "#;
+
+    /// One rr service on line 2 (address on line 4), its extra keys from
+    /// line 6 on.
+    fn service_with(address: &str, extra: &str) -> Result<ServiceSpec, ConfigError> {
+        let text = format!(
+            "\n[[service]]\nprotocol = \"tcp\"\naddress = \"{address}\"\nscheduler = \"rr\"\n{extra}\n"
+        );
+        let cmds = parse(&text, "lvs.toml")?;
+        match cmds.as_slice() {
+            [Command::AddService(spec)] => Ok(spec.clone()),
+            other => panic!("{other:?}"),
+        }
+    }
+    fn persistent(timeout: u32, netmask: [u8; 4]) -> Option<Persistence> {
+        Some(Persistence {
+            timeout,
+            netmask: netmask.into(),
+        })
+    }
+
+    #[test]
+    fn persistence_forms() {
+        let vip = "198.18.0.10:80";
+        for (extra, expected) in [
+            ("persistent = 600", persistent(600, [255; 4])),
+            ("persistent = true", persistent(360, [255; 4])),
+            (
+                "persistent = true\nnetmask = \"255.255.255.0\"",
+                persistent(360, [255, 255, 255, 0]),
+            ),
+            (
+                "persistent = 90\nnetmask = \"255.255.0.0\"",
+                persistent(90, [255, 255, 0, 0]),
+            ),
+            (
+                "persistent = { timeout = 90, netmask = \"255.255.255.0\" }",
+                persistent(90, [255, 255, 255, 0]),
+            ),
+            (
+                "persistent = { netmask = \"255.255.255.0\" }",
+                persistent(360, [255, 255, 255, 0]),
+            ),
+            (
+                "[service.persistent]\ntimeout = 1800",
+                persistent(1800, [255; 4]),
+            ),
+            ("persistent = false", None),
+            ("", None),
+        ] {
+            let spec = service_with(vip, extra).unwrap_or_else(|e| panic!("{extra}: {e}"));
+            assert_eq!(spec.persistence, expected, "{extra}");
+        }
+        // Port 0 is a persistent service's privilege, as in ipvsadm.
+        let spec = service_with("198.18.0.10:0", "persistent = true").unwrap();
+        assert_eq!(spec.id.vip.port, 0);
+        let err = service_with("198.18.0.10:0", "").unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "lvs.toml:4: field `address`: zero port specified for non-persistent service TCP 198.18.0.10:0"
+        );
+    }
+
+    #[test]
+    fn sched_flags_are_read_as_ipvsadm_reads_b() {
+        let spec =
+            service_with("198.18.0.10:80", "sched_flags = [\"flag-1\", \"flag-2\"]").unwrap();
+        assert_eq!(
+            spec.flags,
+            SchedFlags {
+                sh_fallback: true,
+                sh_port: true
+            }
+        );
+        assert_eq!(
+            service_with("198.18.0.10:80", "sched_flags = []")
+                .unwrap()
+                .flags,
+            SchedFlags::default()
+        );
+    }
+
+    #[test]
+    fn persistence_and_flag_errors_name_line_and_field() {
+        let vip = "198.18.0.10:80";
+        for (extra, expected) in [
+            (
+                "persistent = 0",
+                "lvs.toml:6: field `persistent`: timeout 0 out of range 1..=2678400 seconds",
+            ),
+            (
+                "persistent = 2678401",
+                "lvs.toml:6: field `persistent`: timeout 2678401 out of range 1..=2678400 seconds",
+            ),
+            (
+                "persistent = \"long\"",
+                "lvs.toml:6: field `persistent`: expected a timeout in seconds, found string",
+            ),
+            (
+                "persistent = { timeout = -5 }",
+                "lvs.toml:6: field `persistent.timeout`: timeout -5 out of range 1..=2678400 seconds",
+            ),
+            (
+                "persistent = { timeout = 60, granularity = 24 }",
+                "lvs.toml:6: field `persistent`: unknown key `granularity`, expected `timeout` or `netmask`",
+            ),
+            (
+                "persistent = { netmask = 24 }",
+                "lvs.toml:6: field `persistent.netmask`: expected a string, found integer",
+            ),
+            (
+                "\nnetmask = \"255.255.255.0\"",
+                "lvs.toml:7: field `netmask`: a netmask needs `persistent` (it is the persistence granularity)",
+            ),
+            (
+                "persistent = false\nnetmask = \"255.255.255.0\"",
+                "lvs.toml:7: field `netmask`: a netmask needs persistence, but `persistent = false`",
+            ),
+            (
+                "persistent = 60\nnetmask = \"/24\"",
+                "lvs.toml:7: field `netmask`: malformed netmask `/24`: expected a dotted mask like 255.255.255.0",
+            ),
+            (
+                "persistent = 60\nnetmask = \"255.0.255.0\"",
+                "lvs.toml:7: field `netmask`: netmask 255.0.255.0 is not a contiguous mask like 255.255.255.0",
+            ),
+            (
+                "netmask = \"255.255.255.0\"\npersistent = { netmask = \"255.255.0.0\" }",
+                "lvs.toml:6: field `netmask`: given twice: here and in the `persistent` table",
+            ),
+            (
+                "\n\nsched_flags = [\"sh-port\"]",
+                "lvs.toml:8: field `sched_flags`: incompatible scheduler flag `sh-port`: only the sh scheduler takes it",
+            ),
+            (
+                "sched_flags = [\"flag-1\", \"fast\"]",
+                "lvs.toml:6: field `sched_flags`: invalid scheduler flag `fast` (expected sh-fallback, sh-port, flag-1 or flag-2)",
+            ),
+        ] {
+            let err = service_with(vip, extra).unwrap_err().to_string();
+            assert_eq!(err, expected, "{extra}");
+        }
+        // A wrong type is serde's to report, with the line.
+        let err = service_with(vip, "sched_flags = \"sh-port\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line 6") && err.contains("sched_flags"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn a_good_file_becomes_commands() {

@@ -381,6 +381,12 @@ impl<D: Datapath> Controller<D> {
         Ok(due.len())
     }
 
+    /// Drain the datapath's notices and act on them.
+    pub fn process_events(&mut self) -> Result<usize, ControlError> {
+        let events = self.datapath.drain_events()?;
+        self.handle_events(&events)
+    }
+
     /// How quickly low-water signals were answered.
     pub fn refill_stats(&self) -> RefillStats {
         self.refills

@@ -17,7 +17,7 @@ use tokio::{
 };
 
 use crate::{
-    api::{Request, Response},
+    api::{IpvsTimeouts, Request, Response},
     config,
     controller::Controller,
     datapath::{Datapath, KernelDatapath},
@@ -75,10 +75,19 @@ pub async fn start(options: Options, shutdown: impl Future) -> anyhow::Result<()
         }
     };
     tracing::info!(socket = %options.socket.display(), services = controller.state().services.len(), "lvsd ready");
+    let events = controller
+        .datapath()
+        .events_fd()
+        .try_clone_to_owned()
+        .context("dup of the EVENTS ring buffer descriptor")?;
     let shared = Arc::new(Mutex::new(controller));
     let (stop, stopped) = tokio::sync::oneshot::channel();
     let maintenance = tokio::spawn(maintain(shared.clone(), stopped));
+    let (stop_events, events_stopped) = tokio::sync::oneshot::channel();
+    let listening = tokio::spawn(listen(shared.clone(), events, events_stopped));
     run(shared.clone(), listener, shutdown).await;
+    let _ = stop_events.send(());
+    let _ = listening.await;
     let _ = stop.send(());
     if let Ok(neighbours) = maintenance.await {
         let _ = tokio::task::spawn_blocking(move || neighbours.forget_all()).await;
@@ -191,6 +200,16 @@ pub fn handle<D: Datapath>(controller: &Mutex<Controller<D>>, request: Request) 
         }
         Request::Zero { service } => c.zero(service).map(|()| Response::Ok),
         Request::List => c.snapshot().map(Response::Snapshot),
+        Request::SetTimeouts(set) => match set.applied_to(&c.timeouts()) {
+            Ok(next) => c.set_timeouts(next).map(|()| {
+                tracing::info!(?set, "set timeouts");
+                Response::Ok
+            }),
+            Err(e) => Ok(Response::Error {
+                message: e.to_string(),
+            }),
+        },
+        Request::Timeouts => Ok(Response::Timeouts(IpvsTimeouts::of(&c.timeouts()))),
     };
     result.unwrap_or_else(|e| Response::Error {
         message: e.to_string(),
@@ -234,6 +253,54 @@ async fn maintain<D: Datapath + 'static>(
         })
         .await
         .unwrap_or_default();
+    }
+}
+
+/// Answer the datapath's notices as they come: a ring at low water is
+/// refilled within one wake-up, not at the next maintenance tick.
+async fn listen<D: Datapath + 'static>(
+    controller: Shared<D>,
+    events: std::os::fd::OwnedFd,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) {
+    use tokio::io::{unix::AsyncFd, Interest};
+    // SAFETY: the OwnedFd is moved in; it stays open, and refers to the same
+    // ring buffer, for as long as the AsyncFd owns it.
+    let registered = unsafe { AsyncFd::register_with_interest(events, Interest::READABLE) };
+    let events = match registered {
+        Ok(fd) => fd,
+        Err(e) => {
+            tracing::warn!("cannot poll the EVENTS ring buffer (epoll_ctl: {e}); refills wait for the 1 s maintenance");
+            return;
+        }
+    };
+    loop {
+        let mut ready = tokio::select! {
+            _ = &mut stop => return,
+            ready = events.readable() => match ready {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!("polling the EVENTS ring buffer: {e}");
+                    return;
+                }
+            },
+        };
+        // Cleared before draining: a notice queued meanwhile wakes us again.
+        ready.clear_ready();
+        let shared = controller.clone();
+        let handled = tokio::task::spawn_blocking(move || {
+            shared
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .process_events()
+        })
+        .await;
+        match handled {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::debug!(services = n, "answered datapath events"),
+            Ok(Err(e)) => tracing::warn!("handling datapath events: {e}"),
+            Err(e) => tracing::warn!("event handler failed: {e}"),
+        }
     }
 }
 
@@ -327,4 +394,36 @@ impl Neighbours {
 /// Remove the socket file on the way out.
 fn unbind(path: &Path) {
     let _ = std::fs::remove_file(path);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::datapath::fake::FakeDatapath;
+
+    #[test]
+    fn set_timeouts_reaches_the_datapath_and_reads_back() {
+        let controller = Mutex::new(Controller::new(FakeDatapath::default()));
+        let shown = |c: &Mutex<Controller<FakeDatapath>>| match handle(c, Request::Timeouts) {
+            Response::Timeouts(t) => (t.tcp, t.tcp_fin, t.udp),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(shown(&controller), (900, 120, 300));
+        let set = |tcp, tcp_fin, udp| {
+            handle(
+                &controller,
+                Request::SetTimeouts(IpvsTimeouts { tcp, tcp_fin, udp }),
+            )
+        };
+        assert!(matches!(set(3600, 0, 60), Response::Ok));
+        assert_eq!(shown(&controller), (3600, 120, 60));
+        let written = controller.lock().unwrap().datapath().timeouts;
+        assert_eq!(IpvsTimeouts::of(&written).tcp, 3600);
+        // A bad value changes nothing and names its field.
+        let Response::Error { message } = set(1, 1, u32::MAX) else {
+            panic!()
+        };
+        assert!(message.starts_with("invalid udp timeout"), "{message}");
+        assert_eq!(shown(&controller), (3600, 120, 60));
+    }
 }

@@ -9,7 +9,7 @@ use lvs::{
 };
 
 const USAGE: &str = "lvsadm: ipvsadm-compatible administration of lvsd
-  lvsadm -A|E -t|u service-address [-s scheduler]
+  lvsadm -A|E -t|u service-address [-s scheduler] [-p [timeout]] [-M netmask] [-b sched-flags]
   lvsadm -D -t|u service-address
   lvsadm -C
   lvsadm -R < rules
@@ -17,7 +17,9 @@ const USAGE: &str = "lvsadm: ipvsadm-compatible administration of lvsd
   lvsadm -a|e -t|u service-address -r server-address [-g|i|m] [-w weight] [-x upper] [-y lower]
   lvsadm -d -t|u service-address -r server-address
   lvsadm -L|l [-n] [--stats] [--exact] [-t|u service-address]
+  lvsadm -L|l --timeout
   lvsadm -Z [-t|u service-address]
+  lvsadm --set tcp tcpfin udp      (seconds; 0 leaves a timeout unchanged)
   lvsadm realserver setup --vip VIP [--vip VIP...] [--decap xdp:IFACE|kernel]
   lvsadm realserver teardown | status
   lvsadm --simulate FILE|-   (run a scheduler offline; see README)
@@ -88,11 +90,21 @@ fn run() -> anyhow::Result<()> {
             }
         }
         Action::Zero(service) => Request::Zero { service: *service },
+        Action::SetTimeouts(timeouts) => Request::SetTimeouts(*timeouts),
+        Action::Timeouts => Request::Timeouts,
         Action::List(_) | Action::Save => Request::List,
     };
     match api::call(&socket, &request)? {
         Response::Error { message } => anyhow::bail!("{message}"),
         Response::Ok => Ok(()),
+        Response::Timeouts(timeouts) => {
+            if invocation.json {
+                println!("{}", serde_json::to_string_pretty(&timeouts)?);
+            } else {
+                print!("{}", format::timeouts(&timeouts));
+            }
+            Ok(())
+        }
         Response::Snapshot(mut snapshot) => {
             if let Action::List(options) = &invocation.action {
                 if let Some(id) = options.service {

@@ -1,8 +1,13 @@
-//! ipvsadm's output formats, byte for byte (reference §7.3, §7.4, §7.7).
+//! ipvsadm's output formats, byte for byte (reference §7.3, §7.4, §7.7,
+//! §7.8).
 
 use std::fmt::Write;
 
-use crate::api::{RealView, ServiceView, Snapshot, Stats};
+use crate::{
+    api::{IpvsTimeouts, RealView, ServiceView, Snapshot, Stats},
+    model::{Persistence, ServiceSpec},
+    sched::{SchedFlags, SchedulerName},
+};
 
 use super::ListOptions;
 
@@ -50,6 +55,43 @@ fn sorted(
 
 fn service_name(s: &ServiceView) -> String {
     format!("{:<4} {}", s.spec.id.protocol.label(), s.spec.id.vip)
+}
+
+/// ipvsadm's names for a service's `-b` flags (`print_sched_flags`): sh's
+/// own names under sh, the raw bits `flag-1`, `flag-2` under any other
+/// scheduler.
+pub fn sched_flag_names(spec: &ServiceSpec) -> Vec<&'static str> {
+    let SchedFlags {
+        sh_fallback,
+        sh_port,
+    } = spec.flags;
+    let names = if spec.scheduler == SchedulerName::Sh {
+        ["sh-fallback", "sh-port"]
+    } else {
+        ["flag-1", "flag-2"]
+    };
+    [sh_fallback, sh_port]
+        .into_iter()
+        .zip(names)
+        .filter_map(|(on, name)| on.then_some(name))
+        .collect()
+}
+
+/// `-L`'s service line: scheduler, `(flags)`, `persistent N`, and `mask M`
+/// unless the mask is /32.
+fn service_line(svc: &ServiceView) -> String {
+    let mut line = format!("{} {}", service_name(svc), svc.spec.scheduler);
+    let flags = sched_flag_names(&svc.spec);
+    if !flags.is_empty() {
+        let _ = write!(line, " ({})", flags.join(","));
+    }
+    if let Some(Persistence { timeout, netmask }) = svc.spec.persistence {
+        let _ = write!(line, " persistent {timeout}");
+        if netmask != Persistence::DEFAULT_NETMASK {
+            let _ = write!(line, " mask {netmask}");
+        }
+    }
+    line
 }
 
 /// `largenum`: fit a counter in 8 or 9 columns, as ipvsadm does.
@@ -117,7 +159,7 @@ pub fn list(snapshot: &Snapshot, options: &ListOptions) -> String {
                 );
             }
         } else {
-            let _ = writeln!(out, "{} {}", service_name(&svc), svc.spec.scheduler);
+            let _ = writeln!(out, "{}", service_line(&svc));
             for r in &reals {
                 let _ = writeln!(
                     out,
@@ -139,7 +181,19 @@ pub fn save(snapshot: &Snapshot) -> String {
     let mut out = String::new();
     for (svc, reals) in sorted(snapshot, None, true) {
         let spec = format!("{} {}", svc.spec.id.protocol.flag(), svc.spec.id.vip);
-        let _ = writeln!(out, "-A {spec} -s {}", svc.spec.scheduler);
+        let mut line = format!("-A {spec} -s {}", svc.spec.scheduler);
+        // ipvsadm's order: -p, -M (unless /32), then -b.
+        if let Some(Persistence { timeout, netmask }) = svc.spec.persistence {
+            let _ = write!(line, " -p {timeout}");
+            if netmask != Persistence::DEFAULT_NETMASK {
+                let _ = write!(line, " -M {netmask}");
+            }
+        }
+        let flags = sched_flag_names(&svc.spec);
+        if !flags.is_empty() {
+            let _ = write!(line, " -b {}", flags.join(","));
+        }
+        let _ = writeln!(out, "{line}");
         for r in &reals {
             let _ = writeln!(
                 out,
@@ -153,11 +207,16 @@ pub fn save(snapshot: &Snapshot) -> String {
     out
 }
 
+/// `ipvsadm -L --timeout`.
+pub fn timeouts(t: &IpvsTimeouts) -> String {
+    let IpvsTimeouts { tcp, tcp_fin, udp } = *t;
+    format!("Timeout (tcp tcpfin udp): {tcp} {tcp_fin} {udp}\n")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Endpoint, Method, Protocol, RealSpec, ServiceId, ServiceSpec};
-    use crate::sched::SchedulerName;
+    use crate::model::{Command, Endpoint, Method, Protocol, RealSpec, ServiceId, State};
 
     fn real(
         addr: &str,
@@ -323,6 +382,198 @@ mod tests {
         assert_eq!(largenum(123_456_789, false), "  123456K");
         assert_eq!(largenum(12_345_678_901, false), "   12345M");
         assert_eq!(largenum(123_456_789, true), " 123456789");
+    }
+
+    /// The reference's §7.3 example: persistence and sh's flags included.
+    fn reference_snapshot() -> Snapshot {
+        let mut snap = snapshot();
+        let z = Stats::default();
+        snap.services[0].spec.scheduler = SchedulerName::Sh;
+        snap.services[0].spec.flags = SchedFlags {
+            sh_fallback: true,
+            sh_port: true,
+        };
+        snap.services[0]
+            .reals
+            .insert(0, real("10.0.0.2:53", Method::Tunnel, 1, 0, 91, z));
+        snap.services[2].spec.persistence = Some(Persistence::default());
+        snap.services[2]
+            .reals
+            .insert(0, real("10.0.0.2:443", Method::Nat, 0, 2, 30, z));
+        snap
+    }
+
+    #[test]
+    fn list_shows_persistence_and_flags_as_the_reference() {
+        let expected = concat!(
+            "IP Virtual Server version 1.2.1 (size=4096)\n",
+            "Prot LocalAddress:Port Scheduler Flags\n",
+            "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n",
+            "TCP  192.168.0.100:80 wlc\n",
+            "  -> 10.0.0.1:80                  Route   1      12         150       \n",
+            "  -> 10.0.0.2:80                  Route   3      40         411       \n",
+            "TCP  192.168.0.100:443 rr persistent 360\n",
+            "  -> 10.0.0.1:443                 Masq    1      5          9         \n",
+            "  -> 10.0.0.2:443                 Masq    0      2          30        \n",
+            "UDP  192.168.0.100:53 sh (sh-fallback,sh-port)\n",
+            "  -> 10.0.0.1:53                  Tunnel  1      0          87        \n",
+            "  -> 10.0.0.2:53                  Tunnel  1      0          91        \n",
+        );
+        assert_eq!(
+            list(&reference_snapshot(), &ListOptions::default()),
+            expected
+        );
+    }
+
+    #[test]
+    fn service_line_variants() {
+        let mut svc = snapshot().services.remove(1);
+        let line = |svc: &ServiceView| service_line(svc);
+        svc.spec.persistence = Some(Persistence {
+            timeout: 300,
+            netmask: std::net::Ipv4Addr::new(255, 255, 255, 0),
+        });
+        assert_eq!(
+            line(&svc),
+            "TCP  192.168.0.100:80 wlc persistent 300 mask 255.255.255.0"
+        );
+        // Other schedulers show the raw bits, before persistence.
+        svc.spec.flags.sh_port = true;
+        assert_eq!(
+            line(&svc),
+            "TCP  192.168.0.100:80 wlc (flag-2) persistent 300 mask 255.255.255.0"
+        );
+        svc.spec.flags.sh_fallback = true;
+        svc.spec.persistence = None;
+        assert_eq!(line(&svc), "TCP  192.168.0.100:80 wlc (flag-1,flag-2)");
+        svc.spec.scheduler = SchedulerName::Sh;
+        svc.spec.flags.sh_port = false;
+        assert_eq!(line(&svc), "TCP  192.168.0.100:80 sh (sh-fallback)");
+        // --stats shows neither.
+        svc.spec.persistence = Some(Persistence::default());
+        let mut snap = snapshot();
+        snap.services[1] = svc;
+        let stats = list(
+            &snap,
+            &ListOptions {
+                stats: true,
+                ..Default::default()
+            },
+        );
+        assert!(
+            stats.contains("\nTCP  192.168.0.100:80  ")
+                && !stats.contains("sh-fallback")
+                && !stats.contains("persistent"),
+            "{stats}"
+        );
+    }
+
+    #[test]
+    fn save_writes_persistence_and_flags_as_the_reference() {
+        // The reference (§7.7) also writes `--tun-type ipip` after `-i`;
+        // lvsadm leaves it out until -R accepts the tunnel options.
+        let expected = concat!(
+            "-A -t 192.168.0.100:80 -s wlc\n",
+            "-a -t 192.168.0.100:80 -r 10.0.0.1:80 -g -w 1\n",
+            "-a -t 192.168.0.100:80 -r 10.0.0.2:80 -g -w 3\n",
+            "-A -t 192.168.0.100:443 -s rr -p 360\n",
+            "-a -t 192.168.0.100:443 -r 10.0.0.1:443 -m -w 1\n",
+            "-a -t 192.168.0.100:443 -r 10.0.0.2:443 -m -w 0\n",
+            "-A -u 192.168.0.100:53 -s sh -b sh-fallback,sh-port\n",
+            "-a -u 192.168.0.100:53 -r 10.0.0.1:53 -i -w 1\n",
+            "-a -u 192.168.0.100:53 -r 10.0.0.2:53 -i -w 1\n",
+        );
+        let snap = reference_snapshot();
+        assert_eq!(save(&snap), expected);
+        // Read back, every service spec is the one saved.
+        let specs: Vec<ServiceSpec> = super::super::parse_restore(expected)
+            .unwrap()
+            .into_iter()
+            .filter_map(|c| match c {
+                Command::AddService(spec) => Some(spec),
+                _ => None,
+            })
+            .collect();
+        let saved: Vec<ServiceSpec> = sorted(&snap, None, true)
+            .into_iter()
+            .map(|(s, _)| s.spec)
+            .collect();
+        assert_eq!(specs, saved);
+    }
+
+    fn view(state: &State) -> Snapshot {
+        Snapshot {
+            conn_table_size: 4096,
+            services: state
+                .services
+                .iter()
+                .map(|s| ServiceView {
+                    spec: s.spec.clone(),
+                    stats: Stats::default(),
+                    reals: s
+                        .reals
+                        .iter()
+                        .map(|r| RealView {
+                            spec: r.clone(),
+                            active_conns: 0,
+                            inactive_conns: 0,
+                            stats: Stats::default(),
+                        })
+                        .collect(),
+                })
+                .collect(),
+            verdicts: vec![],
+        }
+    }
+
+    #[test]
+    fn save_then_restore_reproduces_the_state() {
+        let rules = concat!(
+            "-A -t 198.18.0.10:0 -s rr -p 360\n",
+            "-a -t 198.18.0.10:0 -r 198.18.11.2:0 -g -w 1\n",
+            "-A -t 198.18.0.10:80 -s wrr -p 1800 -M 255.255.255.0 -b flag-1,flag-2\n",
+            "-a -t 198.18.0.10:80 -r 198.18.11.2:8080 -m -w 3\n",
+            "-a -t 198.18.0.10:80 -r 198.18.12.2:8080 -m -w 1\n",
+            "-A -u 198.18.0.10:53 -s wlc\n",
+            "-a -u 198.18.0.10:53 -r 198.18.11.2:53 -i -w 2\n",
+        );
+        let mut state = State::default();
+        state
+            .apply_all(&super::super::parse_restore(rules).unwrap())
+            .unwrap();
+        let web = &state.services[1].spec;
+        assert_eq!(
+            (web.flags, web.persistence),
+            (
+                SchedFlags {
+                    sh_fallback: true,
+                    sh_port: true
+                },
+                Some(Persistence {
+                    timeout: 1800,
+                    netmask: std::net::Ipv4Addr::new(255, 255, 255, 0)
+                })
+            )
+        );
+        let saved = save(&view(&state));
+        assert_eq!(saved, rules);
+        let mut again = State::default();
+        again
+            .apply_all(&super::super::parse_restore(&saved).unwrap())
+            .unwrap();
+        assert_eq!(again, state);
+    }
+
+    #[test]
+    fn timeouts_line() {
+        assert_eq!(
+            timeouts(&IpvsTimeouts {
+                tcp: 900,
+                tcp_fin: 120,
+                udp: 300
+            }),
+            "Timeout (tcp tcpfin udp): 900 120 300\n"
+        );
     }
 
     #[test]

@@ -5,4 +5,6 @@
 pub mod format;
 pub mod parse;
 
-pub use parse::{parse, parse_restore, Action, Invocation, ListOptions, ParseError};
+pub use parse::{
+    parse, parse_restore, sched_flags, Action, FlagError, Invocation, ListOptions, ParseError,
+};

@@ -1,8 +1,9 @@
 //! ipvsadm's command-line grammar (reference §7.1–7.2).
 
 use crate::{
-    model::{Command, Endpoint, Method, Protocol, RealSpec, ServiceId, ServiceSpec},
-    sched::SchedulerName,
+    api::{IpvsTimeouts, TimeoutError, MAX_TIMEOUT},
+    model::{Command, Endpoint, Method, Persistence, Protocol, RealSpec, ServiceId, ServiceSpec},
+    sched::{SchedFlags, SchedulerName},
 };
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -13,6 +14,70 @@ pub enum ParseError {
     NotYetSupported(String),
     #[error("restore line {line}: {message}")]
     Restore { line: usize, message: String },
+    #[error("-b/--sched-flags: {0}")]
+    SchedFlags(#[from] FlagError),
+    #[error("--set: {0}")]
+    Timeout(#[from] TimeoutError),
+}
+
+/// A `-b` flag ipvsadm would refuse (`parse_sched_flags`), or one with no
+/// representation here.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FlagError {
+    #[error("invalid scheduler flag `{0}` (expected sh-fallback, sh-port, flag-1 or flag-2)")]
+    Unknown(String),
+    #[error("incompatible scheduler flag `{flag}`: only the {needs} scheduler takes it")]
+    Incompatible { flag: String, needs: &'static str },
+    #[error("scheduler flag `{0}` is not yet supported (no scheduler here reads it)")]
+    NotYetSupported(String),
+}
+
+/// ipvsadm's `-b` list, in its order of checks. `flag-1` and `flag-2` are
+/// the raw bits sh reads as sh-fallback and sh-port (`IP_VS_SVC_F_SCHED1/2`),
+/// so they are stored as those and accepted with any scheduler, as ipvsadm
+/// does; the named flags need their scheduler. Empty items are skipped, as
+/// `strtok` skips them.
+pub fn sched_flags<'a>(
+    scheduler: SchedulerName,
+    names: impl IntoIterator<Item = &'a str>,
+) -> Result<SchedFlags, FlagError> {
+    let mut flags = SchedFlags::default();
+    for name in names.into_iter().filter(|n| !n.is_empty()) {
+        let needs_sh = || {
+            if scheduler == SchedulerName::Sh {
+                Ok(())
+            } else {
+                Err(FlagError::Incompatible {
+                    flag: name.to_string(),
+                    needs: "sh",
+                })
+            }
+        };
+        match name {
+            "flag-1" => flags.sh_fallback = true,
+            "flag-2" => flags.sh_port = true,
+            // IP_VS_SVC_F_SCHED3: no kernel scheduler reads it, and the model
+            // has no bit to keep it in.
+            "flag-3" => return Err(FlagError::NotYetSupported(name.to_string())),
+            "sh-fallback" => {
+                needs_sh()?;
+                flags.sh_fallback = true;
+            }
+            "sh-port" => {
+                needs_sh()?;
+                flags.sh_port = true;
+            }
+            // There is no mh scheduler here, so these never fit.
+            "mh-fallback" | "mh-port" => {
+                return Err(FlagError::Incompatible {
+                    flag: name.to_string(),
+                    needs: "mh",
+                })
+            }
+            other => return Err(FlagError::Unknown(other.to_string())),
+        }
+    }
+    Ok(flags)
 }
 
 fn usage(msg: impl Into<String>) -> ParseError {
@@ -47,6 +112,10 @@ pub enum Action {
     List(ListOptions),
     Save,
     Zero(Option<ServiceId>),
+    /// `--set tcp tcpfin udp`.
+    SetTimeouts(IpvsTimeouts),
+    /// `-L --timeout`.
+    Timeouts,
     Help,
     Version,
 }
@@ -70,6 +139,7 @@ enum Cmd {
     DeleteServer,
     List,
     Zero,
+    SetTimeouts,
     Help,
     Version,
 }
@@ -78,6 +148,10 @@ enum Cmd {
 struct Opts {
     service: Option<(Protocol, String)>,
     scheduler: Option<String>,
+    /// `-p`, with its timeout when one followed.
+    persistent: Option<Option<String>>,
+    netmask: Option<String>,
+    sched_flags: Option<String>,
     real: Option<String>,
     method: Option<Method>,
     weight: Option<String>,
@@ -86,7 +160,10 @@ struct Opts {
     stats: bool,
     exact: bool,
     nosort: bool,
+    timeout: bool,
     json: bool,
+    /// Words that are no option's value: `--set`'s three timeouts.
+    args: Vec<String>,
     seen: Vec<&'static str>,
 }
 
@@ -103,18 +180,14 @@ const COMMANDS: &[(&str, &str, Cmd)] = &[
     ("-L", "--list", Cmd::List),
     ("-l", "--list", Cmd::List),
     ("-Z", "--zero", Cmd::Zero),
+    // No short form.
+    ("--set", "--set", Cmd::SetTimeouts),
     ("-h", "--help", Cmd::Help),
     ("-v", "--version", Cmd::Version),
 ];
 
 /// Options that parse but belong to features that have not landed.
 const NOT_YET: &[&str] = &[
-    "-p",
-    "--persistent",
-    "-M",
-    "--netmask",
-    "-b",
-    "--sched-flags",
     "-o",
     "--ops",
     "--pe",
@@ -127,9 +200,7 @@ const NOT_YET: &[&str] = &[
     "--rate",
     "--thresholds",
     "--persistent-conn",
-    "--timeout",
     "--daemon",
-    "--set",
     "--start-daemon",
     "--stop-daemon",
     "--tun-type",
@@ -141,7 +212,8 @@ const NOT_YET: &[&str] = &[
 ];
 
 /// Short options that take a value; in a bundle the rest is the value.
-const SHORT_WITH_VALUE: &str = "tusrwxyMbf";
+/// (`-p`'s value is optional: an empty rest leaves it to the next word.)
+const SHORT_WITH_VALUE: &str = "tusrwxyMbfp";
 
 /// popt's conveniences, as ipvsadm accepts them: `-Ln` is `-L -n`,
 /// `-t1.2.3.4:80` is `-t 1.2.3.4:80`, `--weight=3` is `--weight 3`.
@@ -199,6 +271,10 @@ pub fn parse<S: AsRef<str>>(args: &[S]) -> Result<Invocation, ParseError> {
             cmd = Some(c);
             continue;
         }
+        if is_argument(arg) {
+            o.args.push(arg.to_string());
+            continue;
+        }
         if NOT_YET.contains(&arg) {
             return Err(ParseError::NotYetSupported(arg.to_string()));
         }
@@ -214,6 +290,23 @@ pub fn parse<S: AsRef<str>>(args: &[S]) -> Result<Invocation, ParseError> {
             "-s" | "--scheduler" => {
                 o.scheduler = Some(value(arg)?);
                 "scheduler"
+            }
+            "-p" | "--persistent" => {
+                // popt's optional argument as ipvsadm patches it
+                // (contrib/popt-optional.diff): the next word is the
+                // timeout unless it starts with '-'.
+                let timeout = args.get(i).filter(|v| !v.starts_with('-'));
+                i += usize::from(timeout.is_some());
+                o.persistent = Some(timeout.map(|v| v.to_string()));
+                "persistent"
+            }
+            "-M" | "--netmask" => {
+                o.netmask = Some(value(arg)?);
+                "netmask"
+            }
+            "-b" | "--sched-flags" => {
+                o.sched_flags = Some(value(arg)?);
+                "sched-flags"
             }
             "-r" | "--real-server" => {
                 o.real = Some(value(arg)?);
@@ -253,6 +346,10 @@ pub fn parse<S: AsRef<str>>(args: &[S]) -> Result<Invocation, ParseError> {
                 o.stats = true;
                 "stats"
             }
+            "--timeout" => {
+                o.timeout = true;
+                "timeout"
+            }
             "-X" | "--exact" => {
                 o.exact = true;
                 "exact"
@@ -271,6 +368,15 @@ pub fn parse<S: AsRef<str>>(args: &[S]) -> Result<Invocation, ParseError> {
     let json = o.json;
     let action = build(cmd, o)?;
     Ok(Invocation { action, json })
+}
+
+/// A word that is no option: a plain value, `-`, or a negative number (so
+/// that `--set -1 0 0` is refused for its value, naming the field).
+fn is_argument(arg: &str) -> bool {
+    match arg.strip_prefix('-') {
+        None => true,
+        Some(rest) => rest.is_empty() || rest.starts_with(|c: char| c.is_ascii_digit()),
+    }
 }
 
 fn allow(o: &Opts, cmd: &str, allowed: &[&str]) -> Result<(), ParseError> {
@@ -320,6 +426,36 @@ fn scheduler(o: &Opts) -> Result<SchedulerName, ParseError> {
     }
 }
 
+/// `-p [timeout] -M netmask`. ipvsadm checks `-M`'s syntax even without
+/// `-p` and then sends a mask that a non-persistent service never uses; it
+/// is not kept here.
+fn persistence(o: &Opts) -> Result<Option<Persistence>, ParseError> {
+    let netmask = match &o.netmask {
+        None => Persistence::DEFAULT_NETMASK,
+        Some(text) => text.parse().map_err(|_| {
+            usage(format!(
+                "illegal persistent netmask `{text}` specified (-M: a dotted mask like 255.255.255.0)"
+            ))
+        })?,
+    };
+    let Some(timeout) = &o.persistent else {
+        return Ok(None);
+    };
+    let timeout = match timeout {
+        None => Persistence::DEFAULT_TIMEOUT,
+        Some(text) => text
+            .parse()
+            .ok()
+            .filter(|t| (1..=MAX_TIMEOUT).contains(t))
+            .ok_or_else(|| {
+                usage(format!(
+                    "invalid persistent timeout `{text}` specified (-p: 1..={MAX_TIMEOUT} seconds)"
+                ))
+            })?,
+    };
+    Ok(Some(Persistence { timeout, netmask }))
+}
+
 fn real(o: &Opts, svc: &ServiceId) -> Result<RealSpec, ParseError> {
     let text = o
         .real
@@ -347,14 +483,31 @@ fn build(cmd: Option<Cmd>, o: Opts) -> Result<Action, ParseError> {
         "u-threshold",
         "l-threshold",
     ];
+    if cmd != Some(Cmd::SetTimeouts) {
+        if let Some(arg) = o.args.first() {
+            return Err(usage(format!("unexpected argument `{arg}`")));
+        }
+    }
     Ok(match cmd {
         // No command at all lists everything, like ipvsadm.
         None | Some(Cmd::List) => {
             allow(
                 &o,
                 "-L",
-                &["service", "numeric", "stats", "exact", "sort", "nosort"],
+                &[
+                    "service", "numeric", "stats", "exact", "sort", "nosort", "timeout",
+                ],
             )?;
+            if o.timeout {
+                // ipvsadm's exclusive ('1') list options and its conflicts.
+                if o.service.is_some() {
+                    return Err(usage("option --timeout conflicts with a service in -L"));
+                }
+                if o.stats {
+                    return Err(usage("option --timeout conflicts with --stats in -L"));
+                }
+                return Ok(Action::Timeouts);
+            }
             Action::List(ListOptions {
                 service: service(&o, false)?,
                 stats: o.stats,
@@ -363,12 +516,29 @@ fn build(cmd: Option<Cmd>, o: Opts) -> Result<Action, ParseError> {
             })
         }
         Some(Cmd::AddService) | Some(Cmd::EditService) => {
-            allow(&o, "-A/-E", &["service", "scheduler"])?;
+            allow(
+                &o,
+                "-A/-E",
+                &[
+                    "service",
+                    "scheduler",
+                    "persistent",
+                    "netmask",
+                    "sched-flags",
+                ],
+            )?;
+            // Like ipvsadm, -E sends the whole service: whatever is not
+            // given (-p, -M, -b, -s) goes back to its default.
+            let scheduler = scheduler(&o)?;
+            let flags = match &o.sched_flags {
+                None => SchedFlags::default(),
+                Some(list) => sched_flags(scheduler, list.split(','))?,
+            };
             let spec = ServiceSpec {
                 id: service(&o, true)?.expect("required"),
-                scheduler: scheduler(&o)?,
-                flags: Default::default(),
-                persistence: None,
+                scheduler,
+                flags,
+                persistence: persistence(&o)?,
             };
             Action::Apply(vec![if cmd == Some(Cmd::AddService) {
                 Command::AddService(spec)
@@ -416,6 +586,20 @@ fn build(cmd: Option<Cmd>, o: Opts) -> Result<Action, ParseError> {
         Some(Cmd::Restore) => {
             allow(&o, "-R", &[])?;
             Action::Restore
+        }
+        Some(Cmd::SetTimeouts) => {
+            allow(&o, "--set", &[])?;
+            let [tcp, tcp_fin, udp, rest @ ..] = o.args.as_slice() else {
+                return Err(usage("--set needs 3 timeout values: tcp tcpfin udp"));
+            };
+            if let Some(arg) = rest.first() {
+                return Err(usage(format!("unexpected argument `{arg}`")));
+            }
+            Action::SetTimeouts(IpvsTimeouts {
+                tcp: IpvsTimeouts::parse_value("tcp", tcp)?,
+                tcp_fin: IpvsTimeouts::parse_value("tcpfin", tcp_fin)?,
+                udp: IpvsTimeouts::parse_value("udp", udp)?,
+            })
         }
         Some(Cmd::Help) => Action::Help,
         Some(Cmd::Version) => Action::Version,
@@ -586,8 +770,8 @@ mod tests {
             .to_string()
             .contains("malformed address"));
         assert_eq!(
-            p("-A -t 198.18.0.10:80 -p 60").unwrap_err(),
-            ParseError::NotYetSupported("-p".into())
+            p("-A -t 198.18.0.10:80 -o").unwrap_err(),
+            ParseError::NotYetSupported("-o".into())
         );
         assert!(p("-A -L")
             .unwrap_err()
@@ -613,6 +797,307 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("unknown option"));
+    }
+
+    fn service_spec(line: &str) -> Result<ServiceSpec, ParseError> {
+        match p(line)? {
+            Action::Apply(cmds) => match cmds.as_slice() {
+                [Command::AddService(spec) | Command::EditService(spec)] => Ok(spec.clone()),
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{other:?}"),
+        }
+    }
+    fn persistent(timeout: u32, netmask: [u8; 4]) -> Option<Persistence> {
+        Some(Persistence {
+            timeout,
+            netmask: netmask.into(),
+        })
+    }
+
+    #[test]
+    fn persistent_timeout_is_optional_as_in_popt() {
+        let cases = [
+            ("-A -t 198.18.0.10:80 -s rr -p", persistent(360, [255; 4])),
+            ("-A -t 198.18.0.10:80 -p 60 -s rr", persistent(60, [255; 4])),
+            // The next word starts with '-': -p takes no value.
+            ("-A -t 198.18.0.10:80 -p -s rr", persistent(360, [255; 4])),
+            (
+                "-A -t 198.18.0.10:80 -s rr -p -M 255.255.255.0",
+                persistent(360, [255, 255, 255, 0]),
+            ),
+            (
+                "-A -t 198.18.0.10:80 -s rr -M 255.255.0.0 -p 1800",
+                persistent(1800, [255, 255, 0, 0]),
+            ),
+            (
+                "-A -t 198.18.0.10:80 -s rr -p600",
+                persistent(600, [255; 4]),
+            ),
+            (
+                "-A -t 198.18.0.10:80 -s rr --persistent=90 --netmask=255.255.255.0",
+                persistent(90, [255, 255, 255, 0]),
+            ),
+            (
+                "-A -t 198.18.0.10:80 -s rr --persistent 2678400",
+                persistent(2678400, [255; 4]),
+            ),
+            // ipvsadm sends -M without -p too; a non-persistent service never uses it.
+            ("-A -t 198.18.0.10:80 -s rr -M 255.255.255.0", None),
+        ];
+        for (line, expected) in cases {
+            let spec = service_spec(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+            assert_eq!(spec.persistence, expected, "{line}");
+            assert_eq!(spec.scheduler, SchedulerName::Rr, "{line}");
+        }
+        // Port 0 passes the parser; the model accepts it only when persistent.
+        let spec = service_spec("-A -t 198.18.0.10:0 -s rr -p").unwrap();
+        assert_eq!(spec.id.vip.port, 0);
+    }
+
+    #[test]
+    fn bad_persistence_values_name_the_option() {
+        for (line, needle) in [
+            (
+                "-A -t 198.18.0.10:80 -p 0",
+                "invalid persistent timeout `0` specified (-p: 1..=2678400 seconds)",
+            ),
+            (
+                "-A -t 198.18.0.10:80 -p 2678401",
+                "invalid persistent timeout `2678401`",
+            ),
+            (
+                "-A -t 198.18.0.10:80 -p soon",
+                "invalid persistent timeout `soon`",
+            ),
+            (
+                "-A -t 198.18.0.10:80 -p -M 255.255.255.256",
+                "illegal persistent netmask `255.255.255.256` specified (-M",
+            ),
+            ("-A -t 198.18.0.10:80 -p -M", "option `-M` needs a value"),
+            (
+                "-A -t 198.18.0.10:80 -p 60 -p 60",
+                "multiple persistent options",
+            ),
+            (
+                "-a -t 198.18.0.10:80 -r 198.18.11.2 -p",
+                "illegal persistent option with -a/-e",
+            ),
+            // -p did not take "-5" (it starts with '-'), so it is left over.
+            ("-A -t 198.18.0.10:80 -p -5", "unexpected argument `-5`"),
+        ] {
+            let err = p(line).unwrap_err().to_string();
+            assert!(err.contains(needle), "{line}: {err}");
+        }
+    }
+
+    #[test]
+    fn sched_flags_follow_ipvsadm() {
+        let flags = |line: &str| service_spec(line).map(|s| s.flags);
+        let both = SchedFlags {
+            sh_fallback: true,
+            sh_port: true,
+        };
+        assert_eq!(
+            flags("-A -u 198.18.0.10:53 -s sh -b sh-fallback,sh-port"),
+            Ok(both)
+        );
+        // Checked after every option, so -b may come before -s.
+        assert_eq!(
+            flags("-A -u 198.18.0.10:53 --sched-flags sh-port -s sh"),
+            Ok(SchedFlags {
+                sh_fallback: false,
+                sh_port: true
+            })
+        );
+        // flag-1/flag-2 are the raw bits sh-fallback/sh-port, for any scheduler.
+        assert_eq!(
+            flags("-A -t 198.18.0.10:80 -s sh -b flag-1,flag-2"),
+            Ok(both)
+        );
+        assert_eq!(
+            flags("-A -t 198.18.0.10:80 -s rr -b flag-1"),
+            Ok(SchedFlags {
+                sh_fallback: true,
+                sh_port: false
+            })
+        );
+        // strtok skips empty items.
+        assert_eq!(
+            flags("-A -u 198.18.0.10:53 -s sh -b ,sh-port,,sh-fallback"),
+            Ok(both)
+        );
+        assert_eq!(
+            flags("-A -t 198.18.0.10:80 -s sh"),
+            Ok(SchedFlags::default())
+        );
+        for (line, expected) in [
+            (
+                "-A -t 198.18.0.10:80 -s rr -b sh-port",
+                FlagError::Incompatible {
+                    flag: "sh-port".into(),
+                    needs: "sh",
+                },
+            ),
+            // The default scheduler is wlc.
+            (
+                "-A -t 198.18.0.10:80 -b sh-fallback",
+                FlagError::Incompatible {
+                    flag: "sh-fallback".into(),
+                    needs: "sh",
+                },
+            ),
+            (
+                "-A -t 198.18.0.10:80 -s sh -b mh-port",
+                FlagError::Incompatible {
+                    flag: "mh-port".into(),
+                    needs: "mh",
+                },
+            ),
+            (
+                "-A -t 198.18.0.10:80 -s sh -b sh-fallback,sh-prot",
+                FlagError::Unknown("sh-prot".into()),
+            ),
+            (
+                "-A -t 198.18.0.10:80 -s sh -b flag-3",
+                FlagError::NotYetSupported("flag-3".into()),
+            ),
+        ] {
+            assert_eq!(
+                p(line).unwrap_err(),
+                ParseError::SchedFlags(expected),
+                "{line}"
+            );
+        }
+        assert_eq!(
+            p("-A -t 198.18.0.10:80 -s sh -b fast").unwrap_err().to_string(),
+            "-b/--sched-flags: invalid scheduler flag `fast` (expected sh-fallback, sh-port, flag-1 or flag-2)"
+        );
+        assert_eq!(
+            p("-A -t 198.18.0.10:80 -s rr -b sh-port").unwrap_err().to_string(),
+            "-b/--sched-flags: incompatible scheduler flag `sh-port`: only the sh scheduler takes it"
+        );
+    }
+
+    #[test]
+    fn edit_sends_the_whole_service() {
+        // ipvsadm -E without -p makes the service non-persistent, and
+        // without -s resets the scheduler to wlc (§7.2).
+        let Action::Apply(c) = p("-E -t 198.18.0.10:80").unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            c,
+            [Command::EditService(ServiceSpec {
+                id: vip(),
+                scheduler: SchedulerName::Wlc,
+                flags: SchedFlags::default(),
+                persistence: None,
+            })]
+        );
+        let spec =
+            service_spec("-E -t 198.18.0.10:80 -s sh -p 30 -M 255.255.255.0 -b sh-port").unwrap();
+        assert_eq!(
+            (spec.flags, spec.persistence),
+            (
+                SchedFlags {
+                    sh_fallback: false,
+                    sh_port: true
+                },
+                persistent(30, [255, 255, 255, 0])
+            )
+        );
+    }
+
+    #[test]
+    fn set_timeouts_takes_three_values() {
+        let set = |tcp, tcp_fin, udp| Action::SetTimeouts(IpvsTimeouts { tcp, tcp_fin, udp });
+        assert_eq!(p("--set 0 0 0").unwrap(), set(0, 0, 0));
+        assert_eq!(p("--set 900 120 300").unwrap(), set(900, 120, 300));
+        assert_eq!(p("--set 0 0 2678400").unwrap(), set(0, 0, 2678400));
+        for (line, field, value) in [
+            ("--set -1 0 0", "tcp", "-1"),
+            ("--set 0 soon 0", "tcpfin", "soon"),
+            ("--set 0 0 2678401", "udp", "2678401"),
+            ("--set 0 1.5 0", "tcpfin", "1.5"),
+        ] {
+            assert_eq!(
+                p(line).unwrap_err(),
+                ParseError::Timeout(TimeoutError {
+                    field,
+                    value: value.into()
+                }),
+                "{line}"
+            );
+        }
+        assert_eq!(
+            p("--set 0 -7 0").unwrap_err().to_string(),
+            "--set: invalid tcpfin timeout `-7`: expected 0..=2678400 seconds (0 leaves it unchanged)"
+        );
+        for (line, needle) in [
+            (
+                "--set 900 120",
+                "--set needs 3 timeout values: tcp tcpfin udp",
+            ),
+            ("--set", "--set needs 3 timeout values"),
+            ("--set 1 2 3 4", "unexpected argument `4`"),
+            ("--set 1 2 3 -n", "illegal numeric option with --set"),
+            (
+                "--set 1 2 3 -t 198.18.0.10:80",
+                "illegal service option with --set",
+            ),
+            ("-L --set 1 2 3", "only one command"),
+        ] {
+            let err = p(line).unwrap_err().to_string();
+            assert!(err.contains(needle), "{line}: {err}");
+        }
+    }
+
+    #[test]
+    fn list_timeout() {
+        assert_eq!(p("-L --timeout").unwrap(), Action::Timeouts);
+        assert_eq!(p("-Ln --timeout").unwrap(), Action::Timeouts);
+        for (line, needle) in [
+            ("-L --timeout -t 198.18.0.10:80", "conflicts with a service"),
+            ("-L --timeout --stats", "conflicts with --stats"),
+            (
+                "-A -t 198.18.0.10:80 --timeout",
+                "illegal timeout option with -A/-E",
+            ),
+            ("-L --timeout --timeout", "multiple timeout options"),
+        ] {
+            let err = p(line).unwrap_err().to_string();
+            assert!(err.contains(needle), "{line}: {err}");
+        }
+    }
+
+    #[test]
+    fn stray_words_are_refused() {
+        assert_eq!(
+            p("-A -t 198.18.0.10:80 rr").unwrap_err(),
+            usage("unexpected argument `rr`")
+        );
+        assert_eq!(p("-L 5").unwrap_err(), usage("unexpected argument `5`"));
+    }
+
+    #[test]
+    fn restore_reads_persistence_and_flags() {
+        let cmds = parse_restore(
+            "-A -t 198.18.0.10:0 -s rr -p\n-A -u 198.18.0.10:53 -s sh -p 300 -M 255.255.255.0 -b sh-fallback,sh-port\n",
+        )
+        .unwrap();
+        let [Command::AddService(a), Command::AddService(b)] = cmds.as_slice() else {
+            panic!("{cmds:?}")
+        };
+        assert_eq!(a.persistence, persistent(360, [255; 4]));
+        assert_eq!(b.persistence, persistent(300, [255, 255, 255, 0]));
+        assert!(b.flags.sh_fallback && b.flags.sh_port);
+        let err = parse_restore("-A -t 198.18.0.10:80 -s rr -b sh-port\n").unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("restore line 1: -b/--sched-flags: incompatible"),
+            "{err}"
+        );
     }
 
     #[test]
