@@ -972,3 +972,210 @@ fn dr_states_follow_the_input_only_table_and_the_counts_follow_the_states() {
         assert_eq!(state_and_counts(&mut c, vip, real), expected, "step {i}");
     }
 }
+
+/// The scheduler forms beyond the plain ring: sh and dh buckets, an lblc
+/// locality service, a persistent port-0 service and a wlc service with
+/// weights, all NAT to the three real servers.
+const FORMS: &str = r#"
+[[service]]
+protocol = "tcp"
+address = "198.18.0.30:80"
+scheduler = "sh"
+[[service.real]]
+address = "198.18.11.2:8080"
+method = "nat"
+[[service.real]]
+address = "198.18.12.2:8080"
+method = "nat"
+[[service.real]]
+address = "198.18.13.2:8080"
+method = "nat"
+
+[[service]]
+protocol = "tcp"
+address = "198.18.0.31:80"
+scheduler = "dh"
+[[service.real]]
+address = "198.18.11.2:8080"
+method = "nat"
+[[service.real]]
+address = "198.18.12.2:8080"
+method = "nat"
+[[service.real]]
+address = "198.18.13.2:8080"
+method = "nat"
+
+[[service]]
+protocol = "tcp"
+address = "198.18.0.32:80"
+scheduler = "lblc"
+[[service.real]]
+address = "198.18.11.2:8080"
+method = "nat"
+[[service.real]]
+address = "198.18.12.2:8080"
+method = "nat"
+
+[[service]]
+protocol = "tcp"
+address = "198.18.0.33:0"
+scheduler = "rr"
+persistent = 360
+[[service.real]]
+address = "198.18.11.2:0"
+method = "nat"
+[[service.real]]
+address = "198.18.12.2:0"
+method = "nat"
+[[service.real]]
+address = "198.18.13.2:0"
+method = "nat"
+
+[[service]]
+protocol = "tcp"
+address = "198.18.0.34:80"
+scheduler = "wlc"
+[[service.real]]
+address = "198.18.11.2:8080"
+method = "nat"
+weight = 1
+[[service.real]]
+address = "198.18.12.2:8080"
+method = "nat"
+weight = 2
+[[service.real]]
+address = "198.18.13.2:8080"
+method = "nat"
+weight = 3
+"#;
+
+fn with_forms() -> Controller<KernelDatapath> {
+    let mut c = router(true);
+    c.apply(&config::parse(FORMS, "forms.toml").unwrap())
+        .expect("apply forms");
+    c
+}
+
+/// A SYN from `client` to `vip:port`, which must be DNATed exactly: the
+/// real server it went to.
+fn syn_reaches(c: &Controller<KernelDatapath>, client: ([u8; 4], u16), vip: ([u8; 4], u16)) -> u8 {
+    let frame = tcp(client, vip, "S", b"");
+    let out = run(c, &frame);
+    assert_eq!(out.action, XDP_REDIRECT, "{client:?} -> {vip:?}");
+    let i = out.frame[32] - 10;
+    let port = if vip.1 == 80 { 8080 } else { vip.1 };
+    assert_eq!(
+        out.frame,
+        oracle(
+            &frame,
+            None,
+            Some((real_ip(i), port)),
+            Some((director_mac(i), real_mac(i)))
+        ),
+        "{client:?} -> {vip:?}"
+    );
+    i
+}
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn sh_and_dh_index_the_published_buckets() {
+    let c = with_forms();
+    let sh = ([198, 18, 0, 30], 80);
+    // §2.10's buckets 39, 137 and 124 over the list 3, 2, 1 (weight 1 each).
+    for sport in [1000, 2000, 3000] {
+        assert_eq!(syn_reaches(&c, ([10, 0, 0, 1], sport), sh), 3);
+        assert_eq!(syn_reaches(&c, ([10, 0, 0, 2], sport), sh), 1);
+        assert_eq!(syn_reaches(&c, ([203, 0, 113, 7], sport), sh), 2);
+    }
+    // dh hashes the VIP: every client lands in the same bucket.
+    let dh = ([198, 18, 0, 31], 80);
+    let expected = [3, 2, 1][lvs_common::hash::dh_bucket(dh.0) as usize % 3];
+    for client in 1..=5 {
+        assert_eq!(syn_reaches(&c, ([10, 0, 0, client], 1000), dh), expected);
+    }
+}
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn lblc_reports_a_new_destination_and_follows_the_controller() {
+    use lvs::datapath::Datapath;
+    let mut c = with_forms();
+    let vip = ([198, 18, 0, 32], 80);
+    // First sight of the VIP: the ring's wlc pick (list order 2, 1).
+    assert_eq!(syn_reaches(&c, (CLIENT, 5000), vip), 2);
+    assert_eq!(c.process_events().unwrap(), 1);
+    let entries = c.datapath().localities().unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].0.addr(), vip.0);
+    for sport in 5001..5003 {
+        assert_eq!(syn_reaches(&c, (CLIENT, sport), vip), 2);
+    }
+    // Server 2 established 3 connections while server 1 has none: 3 > 1
+    // and 0 < 1/2, so it is overloaded (§2.7) and wlc moves the VIP.
+    for sport in 5000..5003 {
+        run(&c, &tcp((CLIENT, sport), vip, "A", b""));
+    }
+    c.recount().unwrap();
+    assert_eq!(syn_reaches(&c, (CLIENT, 5003), vip), 1);
+}
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn a_persistent_port_zero_service_keeps_a_client_across_ports() {
+    let c = with_forms();
+    let vip = [198, 18, 0, 33];
+    let first = syn_reaches(&c, (CLIENT, 6000), (vip, 443));
+    for (sport, port) in [(6001, 8443), (6002, 443), (6003, 22)] {
+        assert_eq!(syn_reaches(&c, (CLIENT, sport), (vip, port)), first);
+    }
+    // Another client address is another template: the next rr pick.
+    let other = syn_reaches(&c, ([198, 18, 1, 99], 6000), (vip, 443));
+    assert_ne!(other, first);
+    assert_eq!(
+        syn_reaches(&c, ([198, 18, 1, 99], 6001), (vip, 8443)),
+        other
+    );
+}
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn wlc_bursts_stay_proportional_with_and_without_refills() {
+    let mut c = with_forms();
+    let vip = ([198, 18, 0, 34], 80);
+    let burst = |c: &mut Controller<KernelDatapath>, base: u32, refill: bool| {
+        let mut got = [0u32; 4];
+        for k in 0..3000u32 {
+            let n = base + k;
+            let client = [10, 1, (n >> 8) as u8, n as u8];
+            got[syn_reaches(c, (client, 7000), vip) as usize] += 1;
+            if refill {
+                c.process_events().unwrap();
+            }
+        }
+        [got[3], got[2], got[1]]
+    };
+    // Answered at once: every refill continues the exact wlc sequence
+    // (each pick one more active connection), so the split is exactly 3:2:1.
+    let refilled = burst(&mut c, 0, true);
+    let stats = c.refill_stats();
+    assert_eq!(refilled, [1500, 1000, 500]);
+    // 3000 picks from 512-slot rings refilled at half: one signal per 256.
+    assert!(stats.count >= 10, "{stats:?}");
+    // Nobody answers: the forecast wraps, and the split stays near 3:2:1.
+    let wrapped = burst(&mut c, 3000, false);
+    let share = |n: u32| n as f64 / 3000.0;
+    assert!(
+        (share(wrapped[0]) - 0.5).abs() < 0.03
+            && (share(wrapped[1]) - 1.0 / 3.0).abs() < 0.03
+            && (share(wrapped[2]) - 1.0 / 6.0).abs() < 0.03,
+        "{wrapped:?}"
+    );
+    assert!(c.process_events().unwrap() >= 1, "low water was signalled");
+    eprintln!(
+        "burst of 3000 with refills: {refilled:?} ({} refills, mean {} us, max {} us); without: {wrapped:?}",
+        stats.count,
+        stats.total_ns / stats.count.max(1) / 1000,
+        stats.max_ns / 1000
+    );
+}
