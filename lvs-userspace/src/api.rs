@@ -172,6 +172,8 @@ pub struct Snapshot {
     pub services: Vec<ServiceView>,
     /// Datapath verdict counters by name.
     pub verdicts: Vec<(String, u64)>,
+    /// How fast low-water signals were answered.
+    pub refills: crate::controller::RefillStats,
 }
 
 #[derive(Debug, thiserror::Error)]

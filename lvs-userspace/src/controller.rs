@@ -165,7 +165,7 @@ fn sync_localities<D: Datapath>(
 
 /// Refill latency: from the datapath's low-water signal to the new ring
 /// being live.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RefillStats {
     pub count: u64,
     pub total_ns: u64,
@@ -223,6 +223,23 @@ pub struct Controller<D> {
     /// Real indexes whose OVERLOAD flag is set.
     overloaded: BTreeSet<u32>,
     refills: RefillStats,
+    expirations: Expirations,
+}
+
+/// `lblc_expiration` and `lblcr_expiration`, in seconds (§2.7–2.8).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Expirations {
+    pub lblc: u64,
+    pub lblcr: u64,
+}
+
+impl Default for Expirations {
+    fn default() -> Self {
+        Self {
+            lblc: crate::sched::locality::DEFAULT_EXPIRATION,
+            lblcr: crate::sched::locality::DEFAULT_EXPIRATION,
+        }
+    }
 }
 
 /// Same servers, weights and flags: connection counts alone are no reason
@@ -257,6 +274,7 @@ impl<D: Datapath> Controller<D> {
             counts: HashMap::new(),
             overloaded: BTreeSet::new(),
             refills: RefillStats::default(),
+            expirations: Expirations::default(),
         }
     }
 
@@ -317,7 +335,13 @@ impl<D: Datapath> Controller<D> {
                 .zip(&rt.dests)
                 .any(|(a, b)| (a.active, a.inactive) != (b.active, b.inactive));
             let consumed = cursors[&id].wrapping_sub(rt.cursor_origin);
-            let refill = refills(&svc.spec) && (counts_moved || consumed * 2 >= rt.ring_len.max(1));
+            // lblc/lblcr expire idle destinations on a 60 s tick.
+            let gc_due = rt
+                .sched
+                .locality()
+                .is_some_and(|t| t.tick_due(now / NS_PER_SEC));
+            let refill = refills(&svc.spec)
+                && (counts_moved || gc_due || consumed * 2 >= rt.ring_len.max(1));
             if flags_moved || refill {
                 catch_up(&self.datapath, rt, &svc.spec)?;
                 if flags_moved {
@@ -379,6 +403,23 @@ impl<D: Datapath> Controller<D> {
             self.refills.record(done.saturating_sub(since));
         }
         Ok(due.len())
+    }
+
+    /// lblc/lblcr lifetimes for services created or re-scheduled from now.
+    pub fn set_expirations(&mut self, expirations: Expirations) {
+        self.expirations = expirations;
+    }
+
+    /// A fresh scheduler for `spec`, with the configured lifetimes.
+    fn instantiate(&self, spec: &ServiceSpec, dests: &[Dest]) -> Box<dyn Scheduler> {
+        let mut sched = spec.scheduler.instantiate(dests, spec.flags);
+        if let Some(table) = sched.locality() {
+            table.expiration = match spec.scheduler {
+                SchedulerName::Lblcr => self.expirations.lblcr,
+                _ => self.expirations.lblc,
+            };
+        }
+        sched
     }
 
     /// Drain the datapath's notices and act on them.
@@ -584,7 +625,7 @@ impl<D: Datapath> Controller<D> {
                     half: 1,
                     ring_len: 0,
                     cursor_origin: origin,
-                    sched: svc.spec.scheduler.instantiate(&[], svc.spec.flags),
+                    sched: self.instantiate(&svc.spec, &[]),
                     dests: Vec::new(),
                     synced: true,
                     ring: Vec::new(),
@@ -596,12 +637,13 @@ impl<D: Datapath> Controller<D> {
             );
         }
         let dests = self.dests_for(svc, old)?;
+        let fresh = self.instantiate(&svc.spec, &dests);
         let rt = self.runtimes.get_mut(&id).expect("runtime created above");
         catch_up(&self.datapath, rt, &svc.spec)?;
         if old.is_some_and(|o| {
             (o.spec.scheduler, o.spec.flags) != (svc.spec.scheduler, svc.spec.flags)
         }) {
-            rt.sched = svc.spec.scheduler.instantiate(&dests, svc.spec.flags);
+            rt.sched = fresh;
             // A new scheduler starts with no destinations of its own.
             let stale = std::mem::take(&mut rt.localities);
             for addr in stale.into_keys() {
@@ -882,6 +924,7 @@ impl<D: Datapath> Controller<D> {
             conn_table_size: lvs_common::CONN_TABLE_SIZE,
             services,
             verdicts,
+            refills: self.refills,
         })
     }
 }
@@ -1070,6 +1113,30 @@ mod tests {
         hold(&mut c, 2, 3, ConnState::Established);
         c.recount().unwrap();
         assert_eq!(picks(&mut c, 2), "11");
+    }
+
+    #[test]
+    fn lblc_entries_expire_after_the_configured_time() {
+        let mut c = Controller::new(FakeDatapath::default());
+        c.set_expirations(Expirations {
+            lblc: 600,
+            lblcr: 600,
+        });
+        c.apply(&[
+            Command::AddService(spec(SchedulerName::Lblc)),
+            add_real(1, 1),
+            add_real(2, 1),
+        ])
+        .unwrap();
+        assert_eq!(picks(&mut c, 1), "2");
+        drain(&mut c);
+        // Used at 0 s; the full check at the 30th 60 s tick removes it.
+        c.datapath_mut().now_ns = 1799 * NS_PER_SEC;
+        c.recount().unwrap();
+        assert_eq!(c.datapath_mut().locality.len(), 1);
+        c.datapath_mut().now_ns = 1800 * NS_PER_SEC;
+        c.recount().unwrap();
+        assert!(c.datapath_mut().locality.is_empty());
     }
 
     #[test]

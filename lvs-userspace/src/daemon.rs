@@ -36,6 +36,8 @@ pub struct Options {
     pub socket: PathBuf,
     /// Outer source address for IP-in-IP; `None` lets the route choose.
     pub tunnel_source: Option<Ipv4Addr>,
+    /// lblc/lblcr entry lifetimes.
+    pub expirations: crate::controller::Expirations,
 }
 
 /// The whole daemon: check the config, bind the socket, attach, apply,
@@ -62,6 +64,7 @@ pub async fn start(options: Options, shutdown: impl Future) -> anyhow::Result<()
             tracing::warn!("net.ipv4.ip_forward is 0: NAT traffic will not be forwarded (sysctl -w net.ipv4.ip_forward=1)");
         }
         let mut controller = Controller::new(datapath);
+        controller.set_expirations(options.expirations);
         controller
             .apply(&commands)
             .context("applying the configuration")?;

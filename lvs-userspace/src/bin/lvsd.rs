@@ -23,6 +23,14 @@ struct Args {
     /// route towards each real server selects).
     #[arg(long, value_name = "ADDR")]
     tunnel_source: Option<std::net::Ipv4Addr>,
+    /// Seconds an lblc destination may stay unused before its entry expires
+    /// (the `lblc_expiration` sysctl).
+    #[arg(long, value_name = "SECONDS", default_value_t = 86_400)]
+    lblc_expiration: u64,
+    /// As `--lblc-expiration`, for lblcr; also how long a set may go
+    /// unchanged before its busiest member is dropped.
+    #[arg(long, value_name = "SECONDS", default_value_t = 86_400)]
+    lblcr_expiration: u64,
 }
 
 #[tokio::main]
@@ -39,6 +47,8 @@ async fn main() -> anyhow::Result<()> {
         config,
         socket,
         tunnel_source,
+        lblc_expiration,
+        lblcr_expiration,
     } = Args::parse();
     let mut term = signal(SignalKind::terminate())?;
     let shutdown = async move {
@@ -53,6 +63,10 @@ async fn main() -> anyhow::Result<()> {
             config,
             socket,
             tunnel_source,
+            expirations: lvs::controller::Expirations {
+                lblc: lblc_expiration,
+                lblcr: lblcr_expiration,
+            },
         },
         shutdown,
     )

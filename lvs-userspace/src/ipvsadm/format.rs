@@ -282,6 +282,7 @@ mod tests {
                 ),
             ],
             verdicts: vec![],
+            refills: Default::default(),
         }
     }
 
@@ -523,6 +524,7 @@ mod tests {
                 })
                 .collect(),
             verdicts: vec![],
+            refills: Default::default(),
         }
     }
 

@@ -54,6 +54,11 @@ impl Locality {
         }
     }
 
+    /// Whether a GC tick is due by `now`.
+    pub fn tick_due(&self, now: u64) -> bool {
+        self.next_tick <= now
+    }
+
     /// Whether the GC tick due by `now` needs every entry's `lastuse`
     /// (a full check, or an over-full table): the controller then reads
     /// the datapath's timestamps first.
