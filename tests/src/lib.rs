@@ -6,13 +6,16 @@
 //! ever live inside namespaces this lab creates.
 
 use std::{
+    fs::File,
+    io::{BufRead, BufReader, Write},
+    net::{SocketAddr, TcpStream},
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
     thread,
     time::{Duration, Instant},
 };
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 
 pub mod demo;
 pub mod topology;
@@ -95,6 +98,28 @@ impl Netns {
             name: args.join(" "),
         })
     }
+
+    /// A TCP connection made from inside the namespace, with `timeout` on
+    /// the connect and on every read and write. `setns` moves only the
+    /// calling thread, so a short-lived thread enters the namespace; the
+    /// socket stays in the namespace it was created in.
+    pub fn connect(&self, target: SocketAddr, timeout: Duration) -> Result<TcpStream> {
+        let path = Path::new("/run/netns").join(&self.name);
+        let ns = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        let stream = thread::scope(|s| {
+            s.spawn(|| -> Result<TcpStream> {
+                nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .with_context(|| format!("entering {}", self.name))?;
+                TcpStream::connect_timeout(&target, timeout)
+                    .with_context(|| format!("connect {target} from {}", self.name))
+            })
+            .join()
+            .map_err(|_| anyhow!("the connecting thread panicked"))?
+        })?;
+        stream.set_read_timeout(Some(timeout))?;
+        stream.set_write_timeout(Some(timeout))?;
+        Ok(stream)
+    }
 }
 
 impl Drop for Netns {
@@ -116,6 +141,39 @@ impl Drop for Netns {
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .status();
+    }
+}
+
+/// An open connection to a `lvs-lab hold-server`, closed on drop.
+pub struct Held {
+    /// The name the accepting server greeted with.
+    pub server: String,
+    stream: BufReader<TcpStream>,
+}
+
+impl Held {
+    /// Connect from `ns` and read the greeting.
+    pub fn open(ns: &Netns, target: SocketAddr, timeout: Duration) -> Result<Self> {
+        let mut held = Held {
+            server: String::new(),
+            stream: BufReader::new(ns.connect(target, timeout)?),
+        };
+        held.server = held.line().context("reading the greeting")?;
+        Ok(held)
+    }
+
+    /// Send `line`; the server's echo of it.
+    pub fn echo(&mut self, line: &str) -> Result<String> {
+        writeln!(self.stream.get_mut(), "{line}")?;
+        self.line().context("reading the echo")
+    }
+
+    fn line(&mut self) -> Result<String> {
+        let mut line = String::new();
+        if self.stream.read_line(&mut line)? == 0 {
+            bail!("connection closed");
+        }
+        Ok(line.trim_end().to_string())
     }
 }
 

@@ -25,7 +25,7 @@
 //! ```
 
 use std::{
-    net::Ipv4Addr,
+    net::{Ipv4Addr, SocketAddr},
     path::{Path, PathBuf},
     process::Command,
     time::Duration,
@@ -33,7 +33,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use crate::{bin, exec_in, wait_for, Netns, Proc};
+use crate::{bin, exec_in, wait_for, Held, Netns, Proc};
 
 pub const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);
 pub const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 2);
@@ -425,6 +425,38 @@ impl Lab {
             )?;
         }
         Ok(())
+    }
+
+    /// A hold server (greets with its name, then echoes lines) on `port` of
+    /// every real server.
+    pub fn start_hold_servers(&mut self, port: u16) -> Result<()> {
+        let lab_bin = bin("lvs-lab").display().to_string();
+        let listen = format!("0.0.0.0:{port}");
+        for rs in &mut self.reals {
+            rs.procs.push(
+                rs.ns
+                    .spawn(&[&lab_bin, "hold-server", &listen, &rs.name], None)?,
+            );
+        }
+        for rs in &self.reals {
+            // Straight to the server, not through the director: the probe
+            // must not count as a connection there.
+            let probe = SocketAddr::from((rs.addr, port));
+            wait_for(
+                &format!("{}'s hold server", rs.name),
+                Duration::from_secs(10),
+                || Held::open(&rs.ns, probe, Duration::from_secs(1)).is_ok(),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// A connection from the client to `target`, kept open until dropped.
+    pub fn hold(&self, target: &str) -> Result<Held> {
+        let target = target
+            .parse()
+            .with_context(|| format!("bad target `{target}`"))?;
+        Held::open(&self.client, target, Duration::from_secs(3))
     }
 
     /// `count` sequential HTTP requests from the client; the answering

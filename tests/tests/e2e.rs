@@ -1,9 +1,9 @@
 //! Tier 3: end to end in network namespaces, real sockets through the real
 //! director. Needs root; `cargo xtask test` runs these (`--include-ignored`).
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, time::Duration};
 
-use lvs_lab::{Lab, Method};
+use lvs_lab::{wait_for, Held, Lab, Method};
 
 fn counts(names: &[String]) -> BTreeMap<String, usize> {
     let mut m = BTreeMap::new();
@@ -196,8 +196,8 @@ fn bad_requests_change_nothing() {
             "unknown scheduler",
         ),
         (
-            &["-A", "-t", "198.18.0.11:80", "-s", "lblc"],
-            "not yet supported",
+            &["-A", "-t", "198.18.0.11:0", "-s", "lblc"],
+            "zero port specified for non-persistent service",
         ),
         (
             &["-A", "-t", "198.18.0:80", "-s", "rr"],
@@ -505,4 +505,145 @@ fn one_service_mixes_nat_dr_and_tun_servers() {
     }
     // NAT frames go out another interface, DR and TUN back out of lan0.
     assert!(verdict(&lab, "redirect") > 0 && verdict(&lab, "transmit") > 0);
+}
+
+/// The NAT lab's real servers rs1, rs2 and rs3.
+const RS1: &str = "198.18.11.2";
+const RS2: &str = "198.18.12.2";
+const RS3: &str = "198.18.13.2";
+
+/// A lab with lvsd, hold servers on :7000 and a NAT service VIP:7000 (wlc)
+/// with one real server per weight, added rs1 first: IPVS puts the newest
+/// at the front, so the list order is rsN, ..., rs1.
+fn wlc_lab(tag: &str, weights: &[u32]) -> Lab {
+    let mut lab = Lab::new(tag, weights.len()).expect("building the lab");
+    lab.start_hold_servers(7000).expect("starting real servers");
+    lab.start_lvsd(None).expect("starting lvsd");
+    let mut rules = String::from("-A -t 198.18.0.10:7000 -s wlc\n");
+    for (rs, w) in lab.reals.iter().zip(weights) {
+        rules += &format!("-a -t 198.18.0.10:7000 -r {}:7000 -m -w {w}\n", rs.addr);
+    }
+    restore(&lab, &rules);
+    lab
+}
+
+/// Open `count` more connections to the VIP, one at a time, all kept open.
+fn hold_more(lab: &Lab, held: &mut Vec<Held>, count: usize) {
+    for _ in 0..count {
+        let n = held.len() + 1;
+        let conn = lab
+            .hold("198.18.0.10:7000")
+            .unwrap_or_else(|e| panic!("connection {n}: {e:#}\n{}", lab.lvsd_log()));
+        held.push(conn);
+    }
+}
+
+/// The servers that accepted `held`, in order.
+fn servers(held: &[Held]) -> String {
+    held.iter()
+        .map(|h| h.server.as_str())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Wait (bounded) until `lvsadm -L -n` shows `active` as the ActiveConn of
+/// each listed real server. The daemon recounts, and refills count-driven
+/// rings whose counts moved, once a second, under one lock with listing:
+/// once the listing shows a count, the ring is built from it.
+fn wait_for_active(lab: &Lab, active: &[(&str, u64)]) {
+    let matches = || {
+        let listing = lab.lvsadm(&["-L", "-n"]).unwrap();
+        active.iter().all(|(server, n)| {
+            let prefix = format!("  -> {server}:7000 ");
+            listing
+                .lines()
+                .find(|l| l.starts_with(&prefix))
+                // ->  ADDR:PORT  Forward  Weight  ActiveConn  InActConn
+                .and_then(|l| l.split_whitespace().nth(4))
+                .is_some_and(|count| count == n.to_string())
+        })
+    };
+    wait_for("the director's ActiveConn", Duration::from_secs(5), matches).unwrap_or_else(|e| {
+        panic!(
+            "{e}: wanted {active:?}\n{}",
+            lab.lvsadm(&["-L", "-n"]).unwrap()
+        )
+    });
+}
+
+/// `conn` still carries data both ways.
+fn assert_echoes(conn: &mut Held, line: &str) {
+    let echo = conn
+        .echo(line)
+        .unwrap_or_else(|e| panic!("the connection held on {}: {e:#}", conn.server));
+    assert_eq!(echo, line);
+}
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn wlc_one_two_three_with_long_lived_connections_follows_the_reference() {
+    let lab = wlc_lab("lvs-e2e-wlc", &[1, 2, 3]);
+    let mut held = Vec::new();
+    hold_more(&lab, &mut held, 6);
+    // Half way, let the daemon count the open connections and refill the
+    // ring from them: the rest of the sequence must not notice.
+    wait_for_active(&lab, &[(RS3, 3), (RS2, 2), (RS1, 1)]);
+    hold_more(&lab, &mut held, 6);
+    // §2.4 over the list rs3 (w3), rs2 (w2), rs1 (w1), each connection
+    // adding 256 to its server's overhead: least overhead/weight, ties to
+    // the first in list order.
+    assert_eq!(
+        servers(&held),
+        "rs3 rs2 rs1 rs3 rs2 rs3 rs3 rs2 rs1 rs3 rs2 rs3"
+    );
+    wait_for_active(&lab, &[(RS3, 6), (RS2, 4), (RS1, 2)]);
+}
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn closing_connections_steers_new_ones_to_that_server() {
+    let lab = wlc_lab("lvs-e2e-close", &[1, 1, 1]);
+    let mut held = Vec::new();
+    hold_more(&lab, &mut held, 6);
+    assert_eq!(servers(&held), "rs3 rs2 rs1 rs3 rs2 rs1");
+    // Counted first, so that the 0 awaited below is the closing, not a
+    // count that has not caught up yet.
+    wait_for_active(&lab, &[(RS3, 2), (RS2, 2), (RS1, 2)]);
+
+    held.retain(|h| h.server != "rs1");
+    wait_for_active(&lab, &[(RS3, 2), (RS2, 2), (RS1, 0)]);
+    hold_more(&lab, &mut held, 3);
+    // rs1's overhead is its closed (inactive) connections, at most 2,
+    // against 512 on the others: it wins until it holds 2 active again,
+    // and then the tie goes to the first in the list.
+    assert_eq!(servers(&held[4..]), "rs1 rs1 rs3");
+}
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn weight_zero_keeps_open_connections_and_avoids_the_server() {
+    let lab = wlc_lab("lvs-e2e-quiesce", &[1, 1, 1]);
+    let mut held = Vec::new();
+    hold_more(&lab, &mut held, 1);
+    assert_eq!(held[0].server, "rs3");
+    let quiesced = format!("{RS3}:7000");
+    lab.lvsadm(&[
+        "-e",
+        "-t",
+        "198.18.0.10:7000",
+        "-r",
+        &quiesced,
+        "-m",
+        "-w",
+        "0",
+    ])
+    .unwrap();
+    assert_echoes(&mut held[0], "after the edit");
+
+    hold_more(&lab, &mut held, 6);
+    // Weight 0 never wins (§4.3); the other two take turns.
+    assert_eq!(servers(&held[1..]), "rs2 rs1 rs2 rs1 rs2 rs1");
+    // rs3 keeps its connection, and the director still counts it.
+    assert_echoes(&mut held[0], "after new connections");
+    wait_for_active(&lab, &[(RS3, 1), (RS2, 3), (RS1, 3)]);
 }

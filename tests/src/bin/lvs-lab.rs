@@ -1,8 +1,9 @@
 //! Tiny, bounded traffic programs for the lab: an HTTP server and a UDP
-//! server that answer with their name, and clients that report who answered.
+//! server that answer with their name, a TCP server that holds connections
+//! open, and clients that report who answered.
 
 use std::{
-    io::{Read, Write},
+    io::{BufRead, BufReader, Read, Write},
     net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
     time::Duration,
 };
@@ -33,6 +34,9 @@ enum Cmd {
     HttpServer { listen: SocketAddr, name: String },
     /// Answer every datagram with `NAME`.
     UdpServer { listen: SocketAddr, name: String },
+    /// Greet every connection with `NAME`, then echo its lines until the
+    /// client closes; one thread per connection, so many stay open at once.
+    HoldServer { listen: SocketAddr, name: String },
     /// COUNT sequential requests, one connection each; print each answer's name.
     HttpGet {
         target: SocketAddr,
@@ -58,6 +62,7 @@ fn main() -> Result<()> {
         }
         Cmd::HttpServer { listen, name } => http_server(listen, &name),
         Cmd::UdpServer { listen, name } => udp_server(listen, &name),
+        Cmd::HoldServer { listen, name } => hold_server(listen, &name),
         Cmd::HttpGet {
             target,
             count,
@@ -110,6 +115,30 @@ fn udp_server(listen: SocketAddr, name: &str) -> Result<()> {
         let (_, from) = socket.recv_from(&mut buf)?;
         let _ = socket.send_to(name.as_bytes(), from);
     }
+}
+
+fn hold_server(listen: SocketAddr, name: &str) -> Result<()> {
+    let listener = TcpListener::bind(listen).with_context(|| format!("bind {listen}"))?;
+    for stream in listener.incoming() {
+        let Ok(stream) = stream else { continue };
+        let greeting = format!("{name}\n");
+        std::thread::spawn(move || hold(stream, &greeting));
+    }
+    Ok(())
+}
+
+fn hold(mut stream: TcpStream, greeting: &str) -> std::io::Result<()> {
+    // Far beyond any test, so that an abandoned connection cannot keep its
+    // thread forever.
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    stream.write_all(greeting.as_bytes())?;
+    let mut lines = BufReader::new(stream.try_clone()?);
+    let mut line = String::new();
+    while lines.read_line(&mut line)? > 0 {
+        stream.write_all(line.as_bytes())?;
+        line.clear();
+    }
+    Ok(())
 }
 
 fn http_get(target: SocketAddr, timeout: Duration) -> Result<String> {
