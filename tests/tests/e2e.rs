@@ -516,12 +516,23 @@ const RS3: &str = "198.18.13.2";
 /// with one real server per weight, added rs1 first: IPVS puts the newest
 /// at the front, so the list order is rsN, ..., rs1.
 fn wlc_lab(tag: &str, weights: &[u32]) -> Lab {
+    hold_lab(tag, weights, &[7000], "-t 198.18.0.10:7000 -s wlc", 7000)
+}
+
+/// A lab with lvsd, hold servers on each of `ports`, and one NAT service
+/// (`service` as `-A` takes it) with one real server per weight on
+/// `real_port`, added rs1 first.
+fn hold_lab(tag: &str, weights: &[u32], ports: &[u16], service: &str, real_port: u16) -> Lab {
     let mut lab = Lab::new(tag, weights.len()).expect("building the lab");
-    lab.start_hold_servers(7000).expect("starting real servers");
+    for port in ports {
+        lab.start_hold_servers(*port)
+            .expect("starting real servers");
+    }
     lab.start_lvsd(None).expect("starting lvsd");
-    let mut rules = String::from("-A -t 198.18.0.10:7000 -s wlc\n");
+    let mut rules = format!("-A {service}\n");
+    let vip = service.split_whitespace().nth(1).unwrap();
     for (rs, w) in lab.reals.iter().zip(weights) {
-        rules += &format!("-a -t 198.18.0.10:7000 -r {}:7000 -m -w {w}\n", rs.addr);
+        rules += &format!("-a -t {vip} -r {}:{real_port} -m -w {w}\n", rs.addr);
     }
     restore(&lab, &rules);
     lab
@@ -646,4 +657,64 @@ fn weight_zero_keeps_open_connections_and_avoids_the_server() {
     // rs3 keeps its connection, and the director still counts it.
     assert_echoes(&mut held[0], "after new connections");
     wait_for_active(&lab, &[(RS3, 1), (RS2, 3), (RS1, 3)]);
+}
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn sh_sends_one_client_to_one_server_across_fifty_connections() {
+    let lab = hold_lab(
+        "lvs-e2e-sh",
+        &[1, 1, 1],
+        &[7000],
+        "-t 198.18.0.10:7000 -s sh",
+        7000,
+    );
+    let reached: Vec<String> = (0..50)
+        .map(|n| {
+            lab.hold("198.18.0.10:7000")
+                .unwrap_or_else(|e| panic!("connection {n}: {e:#}"))
+                .server
+        })
+        .collect();
+    // The client's address hashes to one bucket, whatever its source port.
+    assert!(reached.iter().all(|s| *s == reached[0]), "{reached:?}");
+    // With sh-port the port joins the hash: the same client spreads out,
+    // which shows the datapath really hashes per connection.
+    lab.lvsadm(&["-E", "-t", "198.18.0.10:7000", "-s", "sh", "-b", "sh-port"])
+        .unwrap();
+    let spread: std::collections::BTreeSet<String> = (0..30)
+        .map(|n| {
+            lab.hold("198.18.0.10:7000")
+                .unwrap_or_else(|e| panic!("sh-port connection {n}: {e:#}"))
+                .server
+        })
+        .collect();
+    assert!(spread.len() > 1, "{spread:?}");
+}
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn persistence_keeps_a_client_on_one_server_across_ports() {
+    // A port-0 service takes every port of the VIP; real servers on port 0
+    // keep the port the client asked for.
+    let lab = hold_lab(
+        "lvs-e2e-persist",
+        &[1, 1, 1],
+        &[7000, 7001],
+        "-t 198.18.0.10:0 -s rr -p 60",
+        0,
+    );
+    let reached: Vec<String> = (0..12)
+        .map(|n| {
+            let port = [7000, 7001][n % 2];
+            lab.hold(&format!("198.18.0.10:{port}"))
+                .unwrap_or_else(|e| panic!("connection {n} to :{port}: {e:#}\n{}", lab.lvsd_log()))
+                .server
+        })
+        .collect();
+    // rr alone would rotate rs3, rs2, rs1; the template keeps the first.
+    assert_eq!(reached[0], "rs3");
+    assert!(reached.iter().all(|s| *s == reached[0]), "{reached:?}");
+    let listing = lab.lvsadm(&["-L", "-n"]).unwrap();
+    assert!(listing.contains("rr persistent 60"), "{listing}");
 }
