@@ -718,3 +718,36 @@ fn persistence_keeps_a_client_on_one_server_across_ports() {
     let listing = lab.lvsadm(&["-L", "-n"]).unwrap();
     assert!(listing.contains("rr persistent 60"), "{listing}");
 }
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn lvsd_answers_low_water_while_a_burst_runs() {
+    // 1000 connections on wlc: the 512-pick forecast reaches half way
+    // several times, and lvsd refills on the datapath's signal.
+    let mut lab = Lab::new("lvs-e2e-lowwater", 3).expect("building the lab");
+    lab.start_servers(8080, 5353)
+        .expect("starting real servers");
+    lab.start_lvsd(None).expect("starting lvsd");
+    let mut rules = String::from("-A -t 198.18.0.10:80 -s wlc\n");
+    for (rs, w) in lab.reals.iter().zip([1, 2, 3]) {
+        rules += &format!("-a -t 198.18.0.10:80 -r {}:8080 -m -w {w}\n", rs.addr);
+    }
+    restore(&lab, &rules);
+    let names = lab
+        .http_gets("198.18.0.10:80", 1000)
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.lvsd_log()));
+    assert_eq!(names.len(), 1000);
+    let c = counts(&names);
+    // Weights 1:2:3; connections close as they go, so only roughly.
+    assert!(c["rs3"] > c["rs2"] && c["rs2"] > c["rs1"], "{c:?}");
+    let json = lab.lvsadm(&["-L", "-n", "--json"]).unwrap();
+    let snapshot: serde_json::Value = serde_json::from_str(&json).expect("lvsadm --json output");
+    let refills = &snapshot["refills"];
+    let count = refills["count"].as_u64().unwrap();
+    assert!(count >= 1, "no low-water refill: {refills}");
+    eprintln!(
+        "lvsd low-water refills: {count}, mean {} us, max {} us; split {c:?}",
+        refills["total_ns"].as_u64().unwrap() / count / 1000,
+        refills["max_ns"].as_u64().unwrap() / 1000
+    );
+}
