@@ -345,28 +345,30 @@ impl<D: Datapath> Controller<D> {
                 }
             }
             let flags_moved = !same_servers(&rt.dests, &fresh);
+            let forecast = refills(&svc.spec);
             // What the forecast assumed: the last counts plus every pick
             // claimed since, each one more active connection.
-            let mut assumed = rt.pending.clone();
-            fold_claimed(
-                &mut assumed,
-                &rt.ring,
-                rt.published_origin,
-                rt.counted_cursor,
-                cursors[&id],
-            );
-            let counts_moved = fresh.iter().zip(&rt.dests).any(|(a, b)| {
-                let picked = assumed.get(&b.id).copied().unwrap_or(0);
-                (a.active, a.inactive) != (b.active + picked, b.inactive)
-            });
+            let counts_moved = forecast && {
+                let mut assumed = rt.pending.clone();
+                fold_claimed(
+                    &mut assumed,
+                    &rt.ring,
+                    rt.published_origin,
+                    rt.counted_cursor,
+                    cursors[&id],
+                );
+                fresh.iter().zip(&rt.dests).any(|(a, b)| {
+                    let picked = assumed.get(&b.id).copied().unwrap_or(0);
+                    (a.active, a.inactive) != (b.active + picked, b.inactive)
+                })
+            };
             let consumed = cursors[&id].wrapping_sub(rt.cursor_origin);
             // lblc/lblcr expire idle destinations on a 60 s tick.
             let gc_due = rt
                 .sched
                 .locality()
                 .is_some_and(|t| t.tick_due(now / NS_PER_SEC));
-            let refill = refills(&svc.spec)
-                && (counts_moved || gc_due || consumed * 2 >= rt.ring_len.max(1));
+            let refill = forecast && (counts_moved || gc_due || consumed * 2 >= rt.ring_len.max(1));
             if flags_moved || refill {
                 catch_up(&self.datapath, rt, &svc.spec)?;
                 if flags_moved {
@@ -993,21 +995,7 @@ mod tests {
         }
     }
     fn setup(sched: SchedulerName, weights: &[u32]) -> Controller<FakeDatapath> {
-        let mut c = Controller::new(FakeDatapath::default());
-        let mut cmds = vec![Command::AddService(ServiceSpec {
-            id: svc(),
-            scheduler: sched,
-            flags: Default::default(),
-            persistence: None,
-        })];
-        cmds.extend(
-            weights
-                .iter()
-                .enumerate()
-                .map(|(i, &w)| add_real(i as u8 + 1, w)),
-        );
-        c.apply(&cmds).unwrap();
-        c
+        setup_spec(spec(sched), weights)
     }
     fn picks(c: &mut Controller<FakeDatapath>, n: usize) -> String {
         let key = service_key(&svc());

@@ -274,6 +274,30 @@ pub(super) fn test_run_xdp(
     })
 }
 
+/// Every entry of a hash map; an entry deleted while the walk passes it
+/// is skipped, not an error.
+fn entries<K: aya::Pod, V: aya::Pod>(
+    map: &HashMap<MapData, K, V>,
+    name: &'static str,
+) -> Result<Vec<(K, V)>, DatapathError> {
+    map.iter()
+        .filter(|entry| !matches!(entry, Err(MapError::KeyNotFound)))
+        .map(|entry| entry.map_err(map_err("bpf_map_get_next_key", name)))
+        .collect()
+}
+
+/// Delete a hash map entry; one already gone is not an error.
+fn remove<K: aya::Pod, V: aya::Pod>(
+    map: &mut HashMap<MapData, K, V>,
+    key: &K,
+    name: &'static str,
+) -> Result<(), DatapathError> {
+    match map.remove(key) {
+        Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+        Err(e) => Err(map_err("bpf_map_delete_elem", name)(e)),
+    }
+}
+
 pub(super) fn map_err(
     op: &'static str,
     map: &'static str,
@@ -314,11 +338,7 @@ impl Datapath for KernelDatapath {
         Ok(())
     }
     fn localities(&self) -> Result<Vec<(LocalityKey, LocalityEntry)>, DatapathError> {
-        self.locality
-            .iter()
-            .filter(|entry| !matches!(entry, Err(MapError::KeyNotFound)))
-            .map(|entry| entry.map_err(map_err("bpf_map_get_next_key", "LOCALITY")))
-            .collect()
+        entries(&self.locality, "LOCALITY")
     }
     fn set_locality(
         &mut self,
@@ -330,17 +350,10 @@ impl Datapath for KernelDatapath {
             .map_err(map_err("bpf_map_update_elem", "LOCALITY"))
     }
     fn remove_locality(&mut self, key: &LocalityKey) -> Result<(), DatapathError> {
-        match self.locality.remove(key) {
-            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
-            Err(e) => Err(map_err("bpf_map_delete_elem", "LOCALITY")(e)),
-        }
+        remove(&mut self.locality, key, "LOCALITY")
     }
     fn templates(&self) -> Result<Vec<(TemplateKey, Template)>, DatapathError> {
-        self.templates
-            .iter()
-            .filter(|entry| !matches!(entry, Err(MapError::KeyNotFound)))
-            .map(|entry| entry.map_err(map_err("bpf_map_get_next_key", "TEMPLATES")))
-            .collect()
+        entries(&self.templates, "TEMPLATES")
     }
     fn set_template(&mut self, key: TemplateKey, template: Template) -> Result<(), DatapathError> {
         self.templates
@@ -348,10 +361,7 @@ impl Datapath for KernelDatapath {
             .map_err(map_err("bpf_map_update_elem", "TEMPLATES"))
     }
     fn remove_template(&mut self, key: &TemplateKey) -> Result<(), DatapathError> {
-        match self.templates.remove(key) {
-            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
-            Err(e) => Err(map_err("bpf_map_delete_elem", "TEMPLATES")(e)),
-        }
+        remove(&mut self.templates, key, "TEMPLATES")
     }
     fn drain_events(&mut self) -> Result<Vec<Event>, DatapathError> {
         let mut events = Vec::new();
@@ -393,11 +403,7 @@ impl Datapath for KernelDatapath {
             .map_err(map_err("bpf_map_update_elem", "REAL_STATS"))
     }
     fn connections(&self) -> Result<Vec<(FlowKey, Conn)>, DatapathError> {
-        self.conns
-            .iter()
-            .filter(|entry| !matches!(entry, Err(MapError::KeyNotFound)))
-            .map(|entry| entry.map_err(map_err("bpf_map_get_next_key", "CONNS")))
-            .collect()
+        entries(&self.conns, "CONNS")
     }
     fn connection(&self, key: &FlowKey) -> Result<Option<Conn>, DatapathError> {
         match self.conns.get(key, 0) {
@@ -407,10 +413,7 @@ impl Datapath for KernelDatapath {
         }
     }
     fn remove_connection(&mut self, key: &FlowKey) -> Result<(), DatapathError> {
-        match self.conns.remove(key) {
-            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
-            Err(e) => Err(map_err("bpf_map_delete_elem", "CONNS")(e)),
-        }
+        remove(&mut self.conns, key, "CONNS")
     }
     fn set_timeouts(&mut self, seconds: &[u32; STATE_COUNT as usize]) -> Result<(), DatapathError> {
         for (state, value) in seconds.iter().enumerate() {
