@@ -19,6 +19,8 @@ pub const TEMPLATE_TABLE_SIZE: u32 = 65_536;
 pub const EVENTS_BYTES: u32 = 64 * 1024;
 /// A ring or bucket slot, or a locality entry, that names no real server.
 pub const NO_REAL: u32 = u32::MAX;
+/// The bench generator's frame: the 64-byte frames of forwarding tests.
+pub const BENCH_FRAME_LEN: usize = 64;
 
 /// Index of the first ring slot of `half` (0 or 1) of service `index`.
 /// The controller fills the idle half, then flips the service to it.

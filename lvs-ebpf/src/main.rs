@@ -9,13 +9,15 @@
 //! `forward` (egress choice) and `conntrack` (IPVS states and expiry).
 //! `lvs_neigh` (tc) finishes DR frames whose next hop was unresolved.
 //! `lvs_decap` runs on real servers; `lvs_pass` is the no-op program, for
-//! veth peers and the bench floor.
+//! veth peers and the bench floor; `bench` holds the bench's generator,
+//! sink and bare-redirect ceiling.
 #![no_std]
 #![no_main]
 // The BPF target has no core atomics; the cursor uses the intrinsic.
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
+mod bench;
 mod conntrack;
 mod decap;
 mod direct;

@@ -10,8 +10,7 @@ use std::collections::{BTreeSet, HashMap};
 use lvs_common::{
     bucket_base, ring_base, service_flags, tcp_state::DEFAULT_TIMEOUTS, Conn, ConnState, Counters,
     Direction, Event, EventKind, FlowKey, Form, LocalityEntry, LocalityKey, Real,
-    Service as ServiceValue, ServiceKey, Template, Verdict, MAX_REALS, MAX_SERVICES, NO_REAL,
-    RING_SLOTS,
+    Service as ServiceValue, ServiceKey, Template, Verdict, NO_REAL, RING_SLOTS,
 };
 
 use crate::{
@@ -265,13 +264,14 @@ fn datapath_real(r: &RealSpec) -> Real {
 
 impl<D: Datapath> Controller<D> {
     pub fn new(datapath: D) -> Self {
+        let limits = datapath.limits();
         Self {
             state: State::default(),
             datapath,
             runtimes: HashMap::new(),
             real_index: HashMap::new(),
-            service_slots: Slots::new(MAX_SERVICES),
-            real_slots: Slots::new(MAX_REALS),
+            service_slots: Slots::new(limits.services),
+            real_slots: Slots::new(limits.reals),
             draining: BTreeSet::new(),
             service_baseline: HashMap::new(),
             real_baseline: HashMap::new(),
@@ -573,10 +573,11 @@ impl<D: Datapath> Controller<D> {
             .chain(&target.services)
             .map(|s| s.spec.id)
             .collect();
-        if services.len() > MAX_SERVICES as usize {
+        let limits = self.datapath.limits();
+        if services.len() > limits.services as usize {
             return Err(ControlError::Capacity {
                 what: "services",
-                max: MAX_SERVICES,
+                max: limits.services,
             });
         }
         let reals: BTreeSet<(ServiceId, Endpoint)> = self
@@ -586,10 +587,10 @@ impl<D: Datapath> Controller<D> {
             .chain(&target.services)
             .flat_map(|s| s.reals.iter().map(|r| (s.spec.id, r.server)))
             .collect();
-        if reals.len() > MAX_REALS as usize {
+        if reals.len() > limits.reals as usize {
             return Err(ControlError::Capacity {
                 what: "real servers",
-                max: MAX_REALS,
+                max: limits.reals,
             });
         }
 
@@ -640,7 +641,7 @@ impl<D: Datapath> Controller<D> {
         if !self.runtimes.contains_key(&id) {
             let index = self.service_slots.take().ok_or(ControlError::Capacity {
                 what: "services",
-                max: MAX_SERVICES,
+                max: self.datapath.limits().services,
             })?;
             self.datapath.reset_service_counters(index)?;
             self.service_baseline.remove(&index);
@@ -709,7 +710,7 @@ impl<D: Datapath> Controller<D> {
                 None => {
                     let i = self.real_slots.take().ok_or(ControlError::Capacity {
                         what: "real servers",
-                        max: MAX_REALS,
+                        max: self.datapath.limits().reals,
                     })?;
                     self.datapath.reset_real_counters(i)?;
                     self.real_baseline.remove(&i);
@@ -948,7 +949,7 @@ impl<D: Datapath> Controller<D> {
             .map(|(v, n)| (Verdict::name(v).to_string(), n))
             .collect();
         Ok(Snapshot {
-            conn_table_size: lvs_common::CONN_TABLE_SIZE,
+            conn_table_size: self.datapath.limits().connections,
             services,
             verdicts,
             refills: self.refills,
@@ -1504,7 +1505,7 @@ mod tests {
             }
         }
         c.apply(&cmds).unwrap();
-        const { assert!(520 * 8 > MAX_REALS / 2) };
+        assert!(520 * 8 > c.datapath_mut().limits.reals / 2);
         c.apply(&[
             Command::AddService(ServiceSpec {
                 id: svc(),
@@ -1535,7 +1536,10 @@ mod tests {
             .unwrap();
         assert!(c.datapath_mut().services.is_empty());
         assert!(c.real_index.is_empty());
-        assert_eq!(c.service_slots.free.len(), MAX_SERVICES as usize);
+        assert_eq!(
+            c.service_slots.free.len(),
+            c.datapath_mut().limits.services as usize
+        );
     }
 
     #[test]

@@ -38,6 +38,8 @@ pub struct Options {
     pub tunnel_source: Option<Ipv4Addr>,
     /// lblc/lblcr entry lifetimes.
     pub expirations: crate::controller::Expirations,
+    /// Table sizes for the XDP maps.
+    pub limits: crate::datapath::Limits,
 }
 
 /// The whole daemon: check the config, bind the socket, attach, apply,
@@ -55,7 +57,7 @@ pub async fn start(options: Options, shutdown: impl Future) -> anyhow::Result<()
         let settings = lvs_common::Settings {
             tunnel_source: options.tunnel_source.map_or([0; 4], |a| a.octets()),
         };
-        let datapath = KernelDatapath::attach(&options.interfaces, settings)?;
+        let datapath = KernelDatapath::attach(&options.interfaces, settings, options.limits)?;
         for a in &datapath.attachments {
             tracing::info!(iface = %a.iface, ifindex = a.ifindex, mode = a.mode, "attached XDP director");
         }

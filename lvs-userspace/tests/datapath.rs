@@ -16,7 +16,7 @@ use lvs::{
     api::Snapshot,
     config,
     controller::Controller,
-    datapath::{KernelDatapath, TestRun},
+    datapath::{KernelDatapath, Limits, TestRun},
 };
 use lvs_common::{checksum, ConnState, Settings};
 
@@ -199,8 +199,9 @@ fn router(resolve_all: bool) -> Controller<KernelDatapath> {
         ));
     }
     let ifaces: Vec<String> = links.iter().map(|l| l.0.clone()).collect();
-    let mut controller =
-        Controller::new(KernelDatapath::attach(&ifaces, Settings::default()).expect("attach"));
+    let mut controller = Controller::new(
+        KernelDatapath::attach(&ifaces, Settings::default(), Limits::default()).expect("attach"),
+    );
     controller
         .apply(&config::parse(CONFIG, "fixture.toml").unwrap())
         .expect("apply config");
@@ -709,7 +710,9 @@ fn tun_uses_a_configured_outer_source() {
     let settings = Settings {
         tunnel_source: [198, 18, 0, 1],
     };
-    let mut c = Controller::new(KernelDatapath::attach(&["srv1".to_string()], settings).unwrap());
+    let mut c = Controller::new(
+        KernelDatapath::attach(&["srv1".to_string()], settings, Limits::default()).unwrap(),
+    );
     c.apply(
         &lvs::ipvsadm::parse_restore(
             "-A -t 198.18.0.23:80 -s rr\n-a -t 198.18.0.23:80 -r 198.18.11.3 -i\n",

@@ -17,6 +17,7 @@ use std::{
 
 use anyhow::{anyhow, bail, Context, Result};
 
+pub mod bench;
 pub mod demo;
 pub mod topology;
 pub use topology::{Lab, Method, RealServer, VIP};
@@ -104,21 +105,54 @@ impl Netns {
     /// calling thread, so a short-lived thread enters the namespace; the
     /// socket stays in the namespace it was created in.
     pub fn connect(&self, target: SocketAddr, timeout: Duration) -> Result<TcpStream> {
-        let path = Path::new("/run/netns").join(&self.name);
-        let ns = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
-        let stream = thread::scope(|s| {
-            s.spawn(|| -> Result<TcpStream> {
-                nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
-                    .with_context(|| format!("entering {}", self.name))?;
-                TcpStream::connect_timeout(&target, timeout)
-                    .with_context(|| format!("connect {target} from {}", self.name))
-            })
-            .join()
-            .map_err(|_| anyhow!("the connecting thread panicked"))?
+        let stream = self.run(|| {
+            TcpStream::connect_timeout(&target, timeout)
+                .with_context(|| format!("connect {target} from {}", self.name))
         })?;
         stream.set_read_timeout(Some(timeout))?;
         stream.set_write_timeout(Some(timeout))?;
         Ok(stream)
+    }
+}
+
+impl Netns {
+    /// Run `f` inside the namespace, on a short-lived thread: `setns`
+    /// moves only the calling thread. What `f` creates (sockets, XDP
+    /// attachments) stays in the namespace.
+    pub fn run<T: Send>(&self, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+        let path = Path::new("/run/netns").join(&self.name);
+        let ns = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        thread::scope(|s| {
+            s.spawn(|| {
+                nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .with_context(|| format!("entering {}", self.name))?;
+                f()
+            })
+            .join()
+            .map_err(|_| anyhow!("a thread in {} panicked", self.name))?
+        })
+    }
+
+    /// `(MAC address, received packets)` of interface `dev`.
+    pub fn link_stats(&self, dev: &str) -> Result<([u8; 6], u64)> {
+        let out = self.exec(&["ip", "-j", "-s", "link", "show", "dev", dev])?;
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .with_context(|| format!("parsing `ip -j -s link show dev {dev}` in {}", self.name))?;
+        let link = &json[0];
+        let mac = link["address"]
+            .as_str()
+            .and_then(|a| {
+                let bytes: Vec<u8> = a
+                    .split(':')
+                    .map(|b| u8::from_str_radix(b, 16).ok())
+                    .collect::<Option<_>>()?;
+                bytes.try_into().ok()
+            })
+            .with_context(|| format!("no MAC address for {dev} in {}", self.name))?;
+        let packets = link["stats64"]["rx"]["packets"]
+            .as_u64()
+            .with_context(|| format!("no receive counter for {dev} in {}", self.name))?;
+        Ok((mac, packets))
     }
 }
 

@@ -31,6 +31,16 @@ struct Args {
     /// unchanged before its busiest member is dropped.
     #[arg(long, value_name = "SECONDS", default_value_t = 86_400)]
     lblcr_expiration: u64,
+    /// Most virtual services the maps hold.
+    #[arg(long, value_name = "N", default_value_t = lvs_common::MAX_SERVICES)]
+    max_services: u32,
+    /// Most real servers, over all services.
+    #[arg(long, value_name = "N", default_value_t = lvs_common::MAX_REALS)]
+    max_reals: u32,
+    /// Connection table entries (each NAT connection takes two); the
+    /// least recently used entry makes room when it is full.
+    #[arg(long, value_name = "N", default_value_t = lvs_common::CONN_TABLE_SIZE)]
+    conn_table_size: u32,
 }
 
 #[tokio::main]
@@ -49,6 +59,9 @@ async fn main() -> anyhow::Result<()> {
         tunnel_source,
         lblc_expiration,
         lblcr_expiration,
+        max_services,
+        max_reals,
+        conn_table_size,
     } = Args::parse();
     let mut term = signal(SignalKind::terminate())?;
     let shutdown = async move {
@@ -66,6 +79,11 @@ async fn main() -> anyhow::Result<()> {
             expirations: lvs::controller::Expirations {
                 lblc: lblc_expiration,
                 lblcr: lblcr_expiration,
+            },
+            limits: lvs::datapath::Limits {
+                services: max_services,
+                reals: max_reals,
+                connections: conn_table_size,
             },
         },
         shutdown,

@@ -7,10 +7,10 @@ use lvs_common::{
     service_flags,
     tcp_state::STATE_COUNT,
     Conn, Counters, Event, EventKind, FlowKey, Form, LocalityEntry, LocalityKey, Real, Service,
-    ServiceKey, Template, TemplateKey, Verdict, MAX_REALS, MAX_SERVICES, NO_REAL, RING_SLOTS,
+    ServiceKey, Template, TemplateKey, Verdict, NO_REAL, RING_SLOTS,
 };
 
-use super::{Datapath, DatapathError};
+use super::{Datapath, DatapathError, Limits};
 
 #[derive(Debug, Default)]
 pub struct FakeDatapath {
@@ -27,6 +27,7 @@ pub struct FakeDatapath {
     pub conns: HashMap<FlowKey, Conn>,
     pub timeouts: [u32; STATE_COUNT as usize],
     pub now_ns: u64,
+    pub limits: Limits,
 }
 
 impl FakeDatapath {
@@ -131,8 +132,11 @@ impl FakeDatapath {
 }
 
 impl Datapath for FakeDatapath {
+    fn limits(&self) -> Limits {
+        self.limits
+    }
     fn set_service(&mut self, key: ServiceKey, value: Service) -> Result<(), DatapathError> {
-        assert!(value.index < MAX_SERVICES);
+        assert!(value.index < self.limits.services);
         self.services.insert(key, value);
         Ok(())
     }
@@ -141,7 +145,7 @@ impl Datapath for FakeDatapath {
         Ok(())
     }
     fn set_real(&mut self, index: u32, real: Real) -> Result<(), DatapathError> {
-        assert!(index < MAX_REALS);
+        assert!(index < self.limits.reals);
         self.reals.insert(index, real);
         Ok(())
     }

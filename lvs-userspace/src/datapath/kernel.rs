@@ -6,7 +6,7 @@ use aya::{
         xdp::DevMapHash, Array, HashMap, MapData, MapError, PerCpuArray, PerCpuValues, RingBuf,
     },
     programs::{SchedClassifier, TcAttachType, Xdp, XdpMode},
-    Ebpf,
+    Ebpf, EbpfLoader,
 };
 use lvs_common::{
     tcp_state::STATE_COUNT, Conn, Counters, Event, FlowKey, LocalityEntry, LocalityKey, Real,
@@ -14,7 +14,7 @@ use lvs_common::{
 };
 use serde::Serialize;
 
-use super::{Datapath, DatapathError};
+use super::{Datapath, DatapathError, Limits};
 
 /// The compiled `lvs-ebpf` object (built by this crate's build script).
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("LVS_EBPF_OBJECT"));
@@ -28,6 +28,34 @@ pub struct TestRun {
     pub action: u32,
     pub frame: Vec<u8>,
     pub duration: std::time::Duration,
+}
+
+/// What the verifier made of one loaded program.
+#[derive(Clone, Debug, Serialize)]
+pub struct ProgramStats {
+    pub name: &'static str,
+    /// Instructions after verification (the translated program's length).
+    pub instructions: u32,
+    /// Instructions the verifier processed while exploring every path.
+    pub verified_instructions: u32,
+    /// Size of the JIT-compiled program.
+    pub jited_bytes: u32,
+}
+
+pub(super) fn program_stats(
+    name: &'static str,
+    info: Result<aya::programs::ProgramInfo, aya::programs::ProgramError>,
+) -> Result<ProgramStats, DatapathError> {
+    let info = info.map_err(|source| DatapathError::Program {
+        program: name,
+        source,
+    })?;
+    Ok(ProgramStats {
+        name,
+        instructions: info.size_translated().unwrap_or(0) / 8,
+        verified_instructions: info.verified_instruction_count().unwrap_or(0),
+        jited_bytes: info.size_jitted(),
+    })
 }
 
 /// How the program ended up attached to one interface.
@@ -56,6 +84,7 @@ pub struct KernelDatapath {
     conns: HashMap<MapData, FlowKey, Conn>,
     timeouts: Array<MapData, u32>,
     cpus: usize,
+    limits: Limits,
     pub attachments: Vec<Attachment>,
 }
 
@@ -76,8 +105,14 @@ macro_rules! typed {
 impl KernelDatapath {
     /// Load the object and attach the director to every interface, native
     /// mode first, generic as the fallback, with `lvs_neigh` on tc ingress
-    /// beside it. Nothing stays attached on error.
-    pub fn attach(ifaces: &[String], settings: Settings) -> Result<Self, DatapathError> {
+    /// beside it, the tables sized by `limits`. Nothing stays attached on
+    /// error.
+    pub fn attach(
+        ifaces: &[String],
+        settings: Settings,
+        limits: Limits,
+    ) -> Result<Self, DatapathError> {
+        let limits = limits.check()?;
         let ifindexes = ifaces
             .iter()
             .map(|iface| {
@@ -92,7 +127,11 @@ impl KernelDatapath {
             .collect::<Result<Vec<_>, _>>()?;
         let cpus =
             aya::util::nr_cpus().map_err(|(call, source)| DatapathError::Cpus { call, source })?;
-        let mut ebpf = Ebpf::load(EBPF_OBJECT)?;
+        let mut loader = EbpfLoader::new();
+        for (map, entries) in limits.map_sizes() {
+            loader.map_max_entries(map, entries);
+        }
+        let mut ebpf = loader.load(EBPF_OBJECT)?;
         let mut egress: DevMapHash<MapData> = typed!(&mut ebpf, DevMapHash<MapData>, "EGRESS");
         for (iface, &ifindex) in ifaces.iter().zip(&ifindexes) {
             egress
@@ -197,6 +236,7 @@ impl KernelDatapath {
             conns,
             timeouts,
             cpus,
+            limits,
             attachments,
         })
     }
@@ -224,6 +264,20 @@ impl KernelDatapath {
                 source,
             })?;
         test_run_xdp(program, ingress, frame)
+    }
+
+    /// What the verifier made of the director and the tc program.
+    pub fn program_stats(&self) -> Result<Vec<ProgramStats>, DatapathError> {
+        [DIRECTOR, NEIGH]
+            .into_iter()
+            .map(|name| {
+                let program = self
+                    .ebpf
+                    .program(name)
+                    .ok_or(DatapathError::MissingProgram { program: name })?;
+                program_stats(name, program.info())
+            })
+            .collect()
     }
 
     /// The `EVENTS` ring buffer's descriptor, readable when notices wait;
@@ -306,6 +360,9 @@ pub(super) fn map_err(
 }
 
 impl Datapath for KernelDatapath {
+    fn limits(&self) -> Limits {
+        self.limits
+    }
     fn set_service(&mut self, key: ServiceKey, value: Service) -> Result<(), DatapathError> {
         self.services
             .insert(key, value, 0)

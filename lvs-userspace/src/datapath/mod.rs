@@ -3,12 +3,14 @@
 //! fake (`fake.rs`, tests only) lets the controller's logic run without root.
 
 mod kernel;
+mod limits;
 mod standalone;
 
 #[cfg(test)]
 pub mod fake;
 
-pub use kernel::{Attachment, KernelDatapath, TestRun};
+pub use kernel::{Attachment, KernelDatapath, ProgramStats, TestRun};
+pub use limits::Limits;
 pub use standalone::{StandaloneXdp, XdpAttachMode};
 
 use lvs_common::{
@@ -64,6 +66,8 @@ pub enum DatapathError {
         iface: String,
         source: aya::maps::xdp::XdpMapError,
     },
+    #[error("{0}")]
+    Limits(#[from] limits::LimitsError),
     #[error("counting CPUs failed ({call}: {source})")]
     Cpus {
         call: &'static str,
@@ -73,6 +77,8 @@ pub enum DatapathError {
 
 /// The map operations the controller needs.
 pub trait Datapath: Send {
+    /// The table sizes the maps were created with.
+    fn limits(&self) -> Limits;
     fn set_service(&mut self, key: ServiceKey, value: Service) -> Result<(), DatapathError>;
     fn remove_service(&mut self, key: ServiceKey) -> Result<(), DatapathError>;
     fn set_real(&mut self, index: u32, real: Real) -> Result<(), DatapathError>;

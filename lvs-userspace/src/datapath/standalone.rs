@@ -5,15 +5,15 @@
 use std::os::fd::{AsFd, AsRawFd};
 
 use aya::{
-    maps::{MapData, PerCpuArray},
+    maps::{DevMap, MapData, PerCpuArray},
     programs::Xdp,
     Ebpf, EbpfLoader,
 };
-use lvs_common::{DecapVerdict, DECAP_VERDICT_COUNT};
+use lvs_common::{DecapVerdict, BENCH_FRAME_LEN, DECAP_VERDICT_COUNT};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    kernel::{map_err, test_run_xdp, EBPF_OBJECT},
+    kernel::{map_err, program_stats, test_run_xdp, ProgramStats, EBPF_OBJECT},
     DatapathError, TestRun,
 };
 
@@ -55,6 +55,48 @@ impl StandaloneXdp {
     /// sent with `XDP_TX` or a redirect need, only when its peer has one.
     pub fn pass() -> Result<Self, DatapathError> {
         Self::load(PASS)
+    }
+
+    /// The bench's frame generator: writes `frame` and sends it with
+    /// `XDP_TX`, every run.
+    pub fn generator(frame: &[u8; BENCH_FRAME_LEN]) -> Result<Self, DatapathError> {
+        let mut this = Self::load("lvs_bench_tx")?;
+        let words: [u64; BENCH_FRAME_LEN / 8] = std::array::from_fn(|i| {
+            u64::from_ne_bytes(frame[i * 8..i * 8 + 8].try_into().expect("8 bytes"))
+        });
+        let map = this
+            .ebpf
+            .map_mut("BENCH_FRAME")
+            .ok_or(DatapathError::MissingMap { map: "BENCH_FRAME" })?;
+        aya::maps::Array::<_, [u64; BENCH_FRAME_LEN / 8]>::try_from(map)
+            .map_err(map_err("open", "BENCH_FRAME"))?
+            .set(0, words, 0)
+            .map_err(map_err("bpf_map_update_elem", "BENCH_FRAME"))?;
+        Ok(this)
+    }
+
+    /// The bench's sink: `XDP_DROP` for every frame.
+    pub fn sink() -> Result<Self, DatapathError> {
+        Self::load("lvs_bench_drop")
+    }
+
+    /// The bench's ceiling: every frame redirected, unparsed, to `target`
+    /// (an interface name in the calling thread's namespace).
+    pub fn bare_redirect(target: &str) -> Result<Self, DatapathError> {
+        let mut this = Self::load("lvs_bench_redirect")?;
+        let ifindex = ifindex(target)?;
+        let map = this
+            .ebpf
+            .map_mut("BENCH_PORT")
+            .ok_or(DatapathError::MissingMap { map: "BENCH_PORT" })?;
+        DevMap::try_from(map)
+            .map_err(map_err("open", "BENCH_PORT"))?
+            .set(0, ifindex, None, 0)
+            .map_err(|source| DatapathError::Egress {
+                iface: target.to_string(),
+                source,
+            })?;
+        Ok(this)
     }
 
     fn load(name: &'static str) -> Result<Self, DatapathError> {
@@ -114,6 +156,45 @@ impl StandaloneXdp {
 
     pub fn test_run(&mut self, frame: &[u8]) -> Result<TestRun, DatapathError> {
         test_run_xdp(program_mut(&mut self.ebpf, self.name)?, None, frame)
+    }
+
+    /// `BPF_PROG_TEST_RUN` in live-frames mode: run the program `repeat`
+    /// times on `frame` as if it arrived on `ingress` (in the calling
+    /// thread's namespace), and really transmit what it sends with
+    /// `XDP_TX` or a redirect.
+    pub fn live_frames(
+        &mut self,
+        ingress: &str,
+        frame: &[u8],
+        repeat: u32,
+    ) -> Result<(), DatapathError> {
+        use aya::programs::{TestRun as _, TestRunAttrs, TestRunOptions};
+        // struct xdp_md: data, data_end, data_meta, ingress_ifindex, ...
+        let ctx: Vec<u8> = [0, frame.len() as u32, 0, ifindex(ingress)?, 0, 0]
+            .iter()
+            .flat_map(|v| v.to_ne_bytes())
+            .collect();
+        let program = program_mut(&mut self.ebpf, self.name)?;
+        program
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                ctx_in: Some(&ctx),
+                repeat,
+                attrs: TestRunAttrs::new().xdp_live_frames(64),
+                ..Default::default()
+            })
+            .map_err(|source| DatapathError::Program {
+                program: "BPF_PROG_TEST_RUN (live frames)",
+                source,
+            })?;
+        Ok(())
+    }
+
+    /// What the verifier made of the program.
+    pub fn program_stats(&mut self) -> Result<ProgramStats, DatapathError> {
+        let name = self.name;
+        let program = program_mut(&mut self.ebpf, name)?;
+        program_stats(name, program.info())
     }
 
     /// This load's decapsulation counters, summed over CPUs, in

@@ -1,0 +1,303 @@
+//! Section 1: what one packet costs the program, through
+//! `BPF_PROG_TEST_RUN`. Each sample is one call with repeat = 1, so the
+//! kernel copies the frame afresh and a path that rewrites in place never
+//! sees its own output. The no-op program is timed the same way, in the
+//! same rounds, and every path is reported as a ratio to it. Paths take
+//! turns in rounds, so a burst of noise on the machine hits them all.
+
+use anyhow::{bail, Result};
+use lvs::{
+    controller::Controller,
+    datapath::{KernelDatapath, Limits, ProgramStats, StandaloneXdp, TestRun},
+};
+use serde::Serialize;
+
+use super::{
+    testbed::{self, client, tcp, CLIENT, XDP_PASS, XDP_REDIRECT},
+    Plan,
+};
+
+/// One path's cost, in nanoseconds per packet.
+#[derive(Clone, Debug, Serialize)]
+pub struct PathCost {
+    pub path: String,
+    pub median_ns: f64,
+    pub p90_ns: f64,
+    /// Median over the no-op program's median.
+    pub ratio: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct CostReport {
+    /// Calls per path.
+    pub samples: usize,
+    pub floor: PathCost,
+    pub paths: Vec<PathCost>,
+    pub programs: Vec<ProgramStats>,
+}
+
+const VIP_NAT: [u8; 4] = [198, 18, 0, 10];
+const VIP_DR: [u8; 4] = [198, 18, 0, 20];
+const VIP_TUN: [u8; 4] = [198, 18, 0, 23];
+const VIP_SH: [u8; 4] = [198, 18, 0, 30];
+const VIP_LBLC: [u8; 4] = [198, 18, 0, 32];
+const VIP_PERSIST: [u8; 4] = [198, 18, 0, 33];
+const VIP_WLC: [u8; 4] = [198, 18, 0, 34];
+/// Payload that makes the established TCP frames 64 bytes long.
+const PAYLOAD: &[u8] = b"0123456789";
+
+/// A `[[service]]` on port 80 of `vip` with `reals` as `(address, method)`.
+pub fn service(vip: [u8; 4], scheduler: &str, extra: &str, reals: &[(String, &str)]) -> String {
+    let [a, b, c, d] = vip;
+    let mut s = format!(
+        "[[service]]\nprotocol = \"tcp\"\naddress = \"{a}.{b}.{c}.{d}:80\"\nscheduler = \"{scheduler}\"\n{extra}\n"
+    );
+    for (addr, method) in reals {
+        s += &format!("[[service.real]]\naddress = \"{addr}\"\nmethod = \"{method}\"\n");
+    }
+    s
+}
+
+fn nat_reals() -> Vec<(String, &'static str)> {
+    (1..=3)
+        .map(|i| (format!("198.18.1{i}.2:8080"), "nat"))
+        .collect()
+}
+
+fn config() -> String {
+    let nat = nat_reals();
+    [
+        service(VIP_NAT, "rr", "", &nat),
+        service(VIP_DR, "rr", "", &[("198.18.12.3:80".into(), "route")]),
+        service(VIP_TUN, "rr", "", &[("198.18.11.3:80".into(), "tunnel")]),
+        service(VIP_SH, "sh", "", &nat),
+        service(VIP_LBLC, "lblc", "", &nat),
+        service(VIP_PERSIST, "rr", "persistent = 300", &nat),
+        service(VIP_WLC, "wlc", "", &nat),
+    ]
+    .concat()
+}
+
+/// The frames one path is timed on.
+enum Frames {
+    /// The same frame every call (an established flow).
+    Same(Vec<u8>),
+    /// A new flow every call.
+    Fresh(Vec<Vec<u8>>),
+}
+
+struct Case {
+    path: &'static str,
+    ingress: Option<u32>,
+    frames: Frames,
+    expect: u32,
+    durations: Vec<f64>,
+}
+
+impl Case {
+    fn frame(&self, call: usize) -> &[u8] {
+        match &self.frames {
+            Frames::Same(f) => f,
+            Frames::Fresh(fs) => &fs[call],
+        }
+    }
+}
+
+fn ifindex(name: &str) -> Result<u32> {
+    Ok(nix::net::if_::if_nametoindex(name)?)
+}
+
+fn run(c: &Controller<KernelDatapath>, ingress: Option<u32>, frame: &[u8]) -> Result<TestRun> {
+    Ok(c.datapath().test_run_from(ingress, frame)?)
+}
+
+/// Open a TCP flow through `vip` and bring it to ESTABLISHED: the ACK
+/// frame that then keeps it there, and the real server it reached.
+fn establish(
+    c: &Controller<KernelDatapath>,
+    vip: [u8; 4],
+    sport: u16,
+) -> Result<(Vec<u8>, TestRun)> {
+    let syn = run(c, None, &tcp((CLIENT, sport), (vip, 80), "S", b""))?;
+    if syn.action != XDP_REDIRECT {
+        bail!(
+            "the SYN to {vip:?} was not forwarded (XDP action {})",
+            syn.action
+        );
+    }
+    let ack = tcp((CLIENT, sport), (vip, 80), "A", PAYLOAD);
+    run(c, None, &ack)?;
+    Ok((ack, syn))
+}
+
+fn syns(vip: [u8; 4], first: u32, count: usize) -> Frames {
+    Frames::Fresh(
+        (first..first + count as u32)
+            .map(|n| tcp(client(n), (vip, 80), "S", b""))
+            .collect(),
+    )
+}
+
+fn cases(c: &Controller<KernelDatapath>, samples: usize) -> Result<Vec<Case>> {
+    let case = |path, ingress, frames, expect| Case {
+        path,
+        ingress,
+        frames,
+        expect,
+        durations: Vec::with_capacity(samples),
+    };
+    // NAT: the client's SYN, the real server's SYN-ACK, the client's ACK.
+    let (nat_in, syn) = establish(c, VIP_NAT, 40_000)?;
+    let real = [syn.frame[30], syn.frame[31], syn.frame[32], syn.frame[33]];
+    let link = ifindex(&format!("srv{}", real[2] - 10))?;
+    run(
+        c,
+        Some(link),
+        &tcp((real, 8080), (CLIENT, 40_000), "SA", b""),
+    )?;
+    let nat_out = tcp((real, 8080), (CLIENT, 40_000), "A", PAYLOAD);
+    let (dr, _) = establish(c, VIP_DR, 40_001)?;
+    let (tun, _) = establish(c, VIP_TUN, 40_002)?;
+    let batch = samples as u32;
+    Ok(vec![
+        case(
+            "not for a service (pass)",
+            None,
+            Frames::Same(tcp((CLIENT, 40_003), ([198, 18, 99, 1], 80), "A", PAYLOAD)),
+            XDP_PASS,
+        ),
+        case(
+            "NAT inbound, established",
+            None,
+            Frames::Same(nat_in),
+            XDP_REDIRECT,
+        ),
+        case(
+            "NAT outbound, established",
+            Some(link),
+            Frames::Same(nat_out),
+            XDP_REDIRECT,
+        ),
+        case(
+            "NAT SYN, new flow (rr ring)",
+            None,
+            syns(VIP_NAT, 0, samples),
+            XDP_REDIRECT,
+        ),
+        case("DR established", None, Frames::Same(dr), XDP_REDIRECT),
+        case(
+            "DR SYN, new flow",
+            None,
+            syns(VIP_DR, batch, samples),
+            XDP_REDIRECT,
+        ),
+        case("TUN established", None, Frames::Same(tun), XDP_REDIRECT),
+        case(
+            "TUN SYN, new flow",
+            None,
+            syns(VIP_TUN, 2 * batch, samples),
+            XDP_REDIRECT,
+        ),
+        case(
+            "SYN, wlc forecast ring",
+            None,
+            syns(VIP_WLC, 3 * batch, samples),
+            XDP_REDIRECT,
+        ),
+        case(
+            "SYN, sh buckets",
+            None,
+            syns(VIP_SH, 4 * batch, samples),
+            XDP_REDIRECT,
+        ),
+        case(
+            "SYN, lblc locality",
+            None,
+            syns(VIP_LBLC, 5 * batch, samples),
+            XDP_REDIRECT,
+        ),
+        // One client address, a new port each time: the template hits.
+        case(
+            "SYN, persistent (template)",
+            None,
+            Frames::Fresh(
+                (0..samples)
+                    .map(|n| tcp((CLIENT, 1024 + n as u16), (VIP_PERSIST, 80), "S", b""))
+                    .collect(),
+            ),
+            XDP_REDIRECT,
+        ),
+    ])
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn summarise(path: &str, durations: &mut [f64], floor: f64) -> PathCost {
+    durations.sort_by(f64::total_cmp);
+    let median = percentile(durations, 0.5);
+    PathCost {
+        path: path.to_string(),
+        median_ns: median,
+        p90_ns: percentile(durations, 0.9),
+        ratio: super::ratio(median, floor),
+    }
+}
+
+pub fn run_section(plan: Plan) -> Result<CostReport> {
+    let samples = if plan.quick { 4_000 } else { 30_000 };
+    let rounds = 20;
+    let per_round = samples / rounds;
+    testbed::in_private_netns(|| {
+        let limits = Limits {
+            connections: 1 << 20,
+            ..Limits::default()
+        };
+        let c = testbed::director(3, limits, &config())?;
+        let mut cases = cases(&c, samples)?;
+        let mut noop = StandaloneXdp::pass()?;
+        let floor_frame = match &cases[0].frames {
+            Frames::Same(f) => f.clone(),
+            Frames::Fresh(_) => unreachable!("the pass case uses one frame"),
+        };
+        let mut floor = Vec::with_capacity(samples);
+        for round in 0..rounds {
+            for _ in 0..per_round {
+                floor.push(noop.test_run(&floor_frame)?.duration.as_nanos() as f64);
+            }
+            for case in &mut cases {
+                for k in 0..per_round {
+                    let out = run(&c, case.ingress, case.frame(round * per_round + k))?;
+                    if out.action != case.expect {
+                        bail!(
+                            "`{}` ended in XDP action {} instead of {}: the bench is not measuring that path",
+                            case.path,
+                            out.action,
+                            case.expect
+                        );
+                    }
+                    case.durations.push(out.duration.as_nanos() as f64);
+                }
+            }
+        }
+        let floor = summarise("no-op XDP program (floor)", &mut floor, f64::NAN);
+        let floor = PathCost {
+            ratio: 1.0,
+            ..floor
+        };
+        let paths = cases
+            .iter_mut()
+            .map(|case| summarise(case.path, &mut case.durations, floor.median_ns))
+            .collect();
+        let mut programs = c.datapath().program_stats()?;
+        programs.push(StandaloneXdp::decap()?.program_stats()?);
+        programs.push(noop.program_stats()?);
+        Ok(CostReport {
+            samples: rounds * per_round,
+            floor,
+            paths,
+            programs,
+        })
+    })
+}
