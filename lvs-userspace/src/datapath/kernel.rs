@@ -266,6 +266,24 @@ impl KernelDatapath {
         test_run_xdp(program, ingress, frame)
     }
 
+    /// Kernel memory charged for the connection table, in bytes: the
+    /// `memlock` line of the map's `/proc/self/fdinfo` entry.
+    pub fn conn_table_memory(&self) -> Result<u64, DatapathError> {
+        use aya::maps::IterableMap;
+        use std::os::fd::{AsFd, AsRawFd};
+        let fd = self.conns.map().fd().as_fd().as_raw_fd();
+        let path = format!("/proc/self/fdinfo/{fd}");
+        let fdinfo = |source| DatapathError::Fdinfo {
+            map: "CONNS",
+            source,
+        };
+        let text = std::fs::read_to_string(&path).map_err(fdinfo)?;
+        text.lines()
+            .find_map(|l| l.strip_prefix("memlock:"))
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| fdinfo(std::io::Error::other(format!("no memlock line in {path}"))))
+    }
+
     /// What the verifier made of the director and the tc program.
     pub fn program_stats(&self) -> Result<Vec<ProgramStats>, DatapathError> {
         [DIRECTOR, NEIGH]

@@ -66,6 +66,11 @@ pub enum DatapathError {
         iface: String,
         source: aya::maps::xdp::XdpMapError,
     },
+    #[error("reading the fdinfo of map `{map}` failed: {source}")]
+    Fdinfo {
+        map: &'static str,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Limits(#[from] limits::LimitsError),
     #[error("counting CPUs failed ({call}: {source})")]

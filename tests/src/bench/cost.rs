@@ -107,7 +107,11 @@ fn ifindex(name: &str) -> Result<u32> {
     Ok(nix::net::if_::if_nametoindex(name)?)
 }
 
-fn run(c: &Controller<KernelDatapath>, ingress: Option<u32>, frame: &[u8]) -> Result<TestRun> {
+pub(super) fn run(
+    c: &Controller<KernelDatapath>,
+    ingress: Option<u32>,
+    frame: &[u8],
+) -> Result<TestRun> {
     Ok(c.datapath().test_run_from(ingress, frame)?)
 }
 
@@ -230,7 +234,39 @@ fn cases(c: &Controller<KernelDatapath>, samples: usize) -> Result<Vec<Case>> {
     ])
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+/// Time one call per frame, each frame `expect`ing that XDP action.
+pub(super) fn time_calls<'a>(
+    c: &Controller<KernelDatapath>,
+    path: &str,
+    ingress: Option<u32>,
+    frames: impl IntoIterator<Item = &'a [u8]>,
+    expect: u32,
+) -> Result<Vec<f64>> {
+    frames
+        .into_iter()
+        .map(|frame| {
+            let out = run(c, ingress, frame)?;
+            if out.action != expect {
+                bail!(
+                    "`{path}` ended in XDP action {} instead of {expect}: the bench is not measuring that path",
+                    out.action
+                );
+            }
+            Ok(out.duration.as_nanos() as f64)
+        })
+        .collect()
+}
+
+/// The no-op program's median over `samples` calls on `frame`.
+pub(super) fn floor(frame: &[u8], samples: usize) -> Result<f64> {
+    let mut noop = StandaloneXdp::pass()?;
+    let durations = (0..samples)
+        .map(|_| Ok(noop.test_run(frame)?.duration.as_nanos() as f64))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(super::median(&durations))
+}
+
+pub(super) fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
@@ -267,18 +303,9 @@ pub fn run_section(plan: Plan) -> Result<CostReport> {
                 floor.push(noop.test_run(&floor_frame)?.duration.as_nanos() as f64);
             }
             for case in &mut cases {
-                for k in 0..per_round {
-                    let out = run(&c, case.ingress, case.frame(round * per_round + k))?;
-                    if out.action != case.expect {
-                        bail!(
-                            "`{}` ended in XDP action {} instead of {}: the bench is not measuring that path",
-                            case.path,
-                            out.action,
-                            case.expect
-                        );
-                    }
-                    case.durations.push(out.duration.as_nanos() as f64);
-                }
+                let frames = (0..per_round).map(|k| case.frame(round * per_round + k));
+                let durations = time_calls(&c, case.path, case.ingress, frames, case.expect)?;
+                case.durations.extend(durations);
             }
         }
         let floor = summarise("no-op XDP program (floor)", &mut floor, f64::NAN);

@@ -17,6 +17,7 @@
 pub mod cost;
 pub mod cps;
 pub mod rate;
+pub mod scale;
 pub mod testbed;
 
 use std::time::Duration;

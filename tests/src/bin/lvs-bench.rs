@@ -32,6 +32,10 @@ fn main() -> Result<()> {
         let rate = bench::rate::run(plan)?;
         println!("{}", serde_json::to_string_pretty(&rate)?);
     }
+    if wanted("scale") {
+        let scale = bench::scale::run(plan)?;
+        println!("{}", serde_json::to_string_pretty(&scale)?);
+    }
     if wanted("cps") {
         let cps = bench::cps::run(plan)?;
         println!("{}", serde_json::to_string_pretty(&cps)?);
