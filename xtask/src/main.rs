@@ -45,6 +45,15 @@ enum Cmd {
     Test,
     /// rustfmt and clippy on the userspace crates and the eBPF crate.
     Lint,
+    /// Side-by-side benchmarks; the report goes to target/bench/.
+    Bench {
+        /// A short run (a few minutes).
+        #[arg(long)]
+        quick: bool,
+        /// Only these sections: cost, rate, cps, scale (comma-separated).
+        #[arg(long)]
+        only: Option<String>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -84,6 +93,7 @@ fn main() -> Result<()> {
         }
         Cmd::Test => test(&root),
         Cmd::Lint => lint(&root),
+        Cmd::Bench { quick, only } => bench(&root, quick, only.as_deref()),
     }
 }
 
@@ -190,6 +200,31 @@ fn test(root: &Path) -> Result<()> {
             "--test-threads=1",
         ],
     )
+}
+
+fn bench(root: &Path, quick: bool, only: Option<&str>) -> Result<()> {
+    require_root("the bench")?;
+    setup::ensure_bench_packages()?;
+    // Release builds: the controller's timings are part of the report.
+    build(root, true)?;
+    let out = root.join("target/bench");
+    let mut args = vec!["--out".to_string(), out.display().to_string()];
+    if quick {
+        args.push("--quick".into());
+    }
+    if let Some(only) = only {
+        args.extend(["--only".into(), only.into()]);
+    }
+    let bench = root.join("target/release/lvs-bench");
+    let status = Command::new(&bench)
+        .args(&args)
+        .current_dir(root)
+        .status()
+        .with_context(|| format!("spawning {}", bench.display()))?;
+    if !status.success() {
+        bail!("{} failed ({status})", bench.display());
+    }
+    Ok(())
 }
 
 fn lint(root: &Path) -> Result<()> {

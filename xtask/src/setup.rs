@@ -3,7 +3,8 @@
 //! * nightly's `rust-src` (the eBPF crate builds `core` for bpfel);
 //! * bpf-linker built against the nightly's own LLVM major, with a lasting
 //!   `libLLVM.so` symlink under `$CARGO_HOME` (its rpath points there);
-//! * the Debian packages the tests and the demo use.
+//! * the Debian packages the tests and the demo use, and for the bench
+//!   the traffic tools it compares against.
 
 use std::{
     path::PathBuf,
@@ -21,12 +22,20 @@ const PACKAGES: &[(&str, &str)] = &[
     ("procps", "/usr/sbin/sysctl"),
     ("iputils-ping", "/usr/bin/ping"),
 ];
+/// What `cargo xtask bench` compares against (their services are never
+/// started: the bench runs them inside its own namespaces).
+const BENCH_PACKAGES: &[(&str, &str)] = &[
+    ("wrk", "/usr/bin/wrk"),
+    ("nginx-light", "/usr/sbin/nginx"),
+    ("haproxy", "/usr/sbin/haproxy"),
+    ("nftables", "/usr/sbin/nft"),
+];
 
 pub fn ensure() -> Result<()> {
     let started = Instant::now();
     ensure_nightly_components(&["rust-src"])?;
     ensure_bpf_linker()?;
-    ensure_packages()?;
+    ensure_packages(PACKAGES)?;
     eprintln!(
         "setup: toolchain and packages present ({:.1}s)",
         started.elapsed().as_secs_f64()
@@ -160,8 +169,12 @@ fn ensure_bpf_linker() -> Result<()> {
     Ok(())
 }
 
-fn ensure_packages() -> Result<()> {
-    let missing: Vec<&str> = PACKAGES
+pub fn ensure_bench_packages() -> Result<()> {
+    ensure_packages(BENCH_PACKAGES)
+}
+
+fn ensure_packages(packages: &[(&str, &str)]) -> Result<()> {
+    let missing: Vec<&str> = packages
         .iter()
         .filter(|(_, file)| !std::path::Path::new(file).exists())
         .map(|(p, _)| *p)

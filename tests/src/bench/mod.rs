@@ -17,6 +17,7 @@
 pub mod cost;
 pub mod cps;
 pub mod rate;
+pub mod report;
 pub mod scale;
 pub mod testbed;
 

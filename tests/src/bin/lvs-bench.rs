@@ -2,9 +2,15 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use clap::Parser;
-use lvs_lab::bench::{self, Plan};
+use lvs_lab::bench::{
+    self,
+    report::{Machine, Report},
+    Plan,
+};
+
+const SECTIONS: [&str; 4] = ["cost", "rate", "cps", "scale"];
 
 #[derive(Parser)]
 #[command(about = "Side-by-side benchmarks of the lvs datapath and controller")]
@@ -22,24 +28,37 @@ struct Args {
 
 fn main() -> Result<()> {
     let Args { quick, out, only } = Args::parse();
+    if let Some(bad) = only.iter().find(|s| !SECTIONS.contains(&s.as_str())) {
+        bail!("unknown section `{bad}` in --only (cost, rate, cps, scale)");
+    }
     let plan = Plan { quick };
     let wanted = |s: &str| only.is_empty() || only.iter().any(|o| o == s);
-    if wanted("cost") {
-        let cost = bench::cost::run_section(plan)?;
-        println!("{}", serde_json::to_string_pretty(&cost)?);
-    }
-    if wanted("rate") {
-        let rate = bench::rate::run(plan)?;
-        println!("{}", serde_json::to_string_pretty(&rate)?);
-    }
-    if wanted("scale") {
-        let scale = bench::scale::run(plan)?;
-        println!("{}", serde_json::to_string_pretty(&scale)?);
-    }
-    if wanted("cps") {
-        let cps = bench::cps::run(plan)?;
-        println!("{}", serde_json::to_string_pretty(&cps)?);
-    }
-    let _ = out;
+    let section = |name: &str, title: &str| {
+        let on = wanted(name);
+        if on {
+            eprintln!("== {title}");
+        }
+        on
+    };
+    let report = Report {
+        machine: Machine::describe(quick),
+        cost: section("cost", "1. per-packet cost (BPF_PROG_TEST_RUN)")
+            .then(|| bench::cost::run_section(plan))
+            .transpose()?,
+        rate: section("rate", "2. forwarding rate (live frames)")
+            .then(|| bench::rate::run(plan))
+            .transpose()?,
+        cps: section("cps", "3. connections per second (wrk, nginx)")
+            .then(|| bench::cps::run(plan))
+            .transpose()?,
+        scale: section("scale", "4. scale")
+            .then(|| bench::scale::run(plan))
+            .transpose()?,
+    };
+    report.write(&out)?;
+    eprintln!(
+        "== report written to {0}/report.md, {0}/report.json and {0}/chart.svg",
+        out.display()
+    );
     Ok(())
 }
