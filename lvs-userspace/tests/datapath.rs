@@ -1182,3 +1182,67 @@ fn wlc_bursts_stay_proportional_with_and_without_refills() {
         stats.max_ns / 1000
     );
 }
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn table_sizes_chosen_at_load_bound_what_the_controller_accepts() {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
+    let limits = Limits {
+        services: 2,
+        reals: 3,
+        connections: 1000,
+    };
+    let mut c = Controller::new(KernelDatapath::attach(&[], Settings::default(), limits).unwrap());
+    assert_eq!(snapshot(&c).conn_table_size, 1000);
+    let service = |port: u16, reals: &[&str]| {
+        let mut s = format!(
+            "[[service]]\nprotocol = \"tcp\"\naddress = \"198.18.0.10:{port}\"\nscheduler = \"rr\"\n"
+        );
+        for r in reals {
+            s += &format!("[[service.real]]\naddress = \"{r}\"\nmethod = \"nat\"\n");
+        }
+        s
+    };
+    let three = [80, 81, 82].map(|p| service(p, &[])).concat();
+    let err = c
+        .apply(&config::parse(&three, "three.toml").unwrap())
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("services") && err.to_string().contains('2'),
+        "{err}"
+    );
+    let four_reals = service(80, &["198.18.11.2:80", "198.18.12.2:80"])
+        + &service(81, &["198.18.11.2:80", "198.18.12.2:80"]);
+    let err = c
+        .apply(&config::parse(&four_reals, "four.toml").unwrap())
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("real servers") && err.to_string().contains('3'),
+        "{err}"
+    );
+    assert!(
+        snapshot(&c).services.is_empty(),
+        "a refused batch changes nothing"
+    );
+    // Within the limits, the same director takes it.
+    c.apply(&config::parse(&service(80, &["198.18.11.2:80"]), "one.toml").unwrap())
+        .unwrap();
+    assert_eq!(snapshot(&c).services.len(), 1);
+}
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn the_bench_generator_writes_its_whole_frame_every_run() {
+    use lvs::datapath::StandaloneXdp;
+    // Live-frames test_run recycles pages that others rewrote: the
+    // generator must not depend on what the page held.
+    let frame: [u8; lvs_common::BENCH_FRAME_LEN] = std::array::from_fn(|i| i as u8);
+    let mut generator = StandaloneXdp::generator(&frame).unwrap();
+    let out = generator
+        .test_run(&[0xee; lvs_common::BENCH_FRAME_LEN])
+        .unwrap();
+    assert_eq!(out.action, XDP_TX);
+    assert_eq!(out.frame, frame);
+    let out = StandaloneXdp::sink().unwrap().test_run(&frame).unwrap();
+    assert_eq!(out.action, XDP_DROP);
+}
