@@ -169,7 +169,7 @@ impl Report {
     }
 
     fn chart(&self) -> String {
-        let mut panels: Vec<(String, Vec<(String, f64)>, &str)> = Vec::new();
+        let mut panels: Vec<Panel> = Vec::new();
         if let Some(cost) = &self.cost {
             let mut bars = vec![(cost.floor.path.clone(), cost.floor.median_ns)];
             bars.extend(cost.paths.iter().map(|p| (p.path.clone(), p.median_ns)));
@@ -293,8 +293,11 @@ fn scale_section(s: &mut String, scale: &ScaleReport) {
     );
 }
 
+/// A chart panel: title, `(label, value)` bars, unit.
+type Panel = (String, Vec<(String, f64)>, &'static str);
+
 /// Horizontal bar panels, one above the other.
-fn svg(panels: &[(String, Vec<(String, f64)>, &str)]) -> String {
+fn svg(panels: &[Panel]) -> String {
     const WIDTH: f64 = 760.0;
     const LABEL: f64 = 260.0;
     const BAR: f64 = 16.0;
