@@ -1246,3 +1246,23 @@ fn the_bench_generator_writes_its_whole_frame_every_run() {
     let out = StandaloneXdp::sink().unwrap().test_run(&frame).unwrap();
     assert_eq!(out.action, XDP_DROP);
 }
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn the_table_listing_reads_every_entry_across_batches() {
+    use lvs::datapath::Datapath;
+    let c = router(true);
+    // DR: one entry per flow; more flows than one batch holds.
+    let flows = 10_000u32;
+    for n in 0..flows {
+        let client = [10, 2, (n >> 8) as u8, n as u8];
+        let out = run(&c, &tcp((client, 7000), ([198, 18, 0, 20], 80), "S", b""));
+        assert_eq!(out.action, XDP_REDIRECT);
+    }
+    let listed = c.datapath().connections().unwrap();
+    assert_eq!(listed.len(), flows as usize);
+    let mut clients: Vec<[u8; 4]> = listed.iter().map(|(k, _)| k.src()).collect();
+    clients.sort();
+    clients.dedup();
+    assert_eq!(clients.len(), flows as usize, "no entry listed twice");
+}

@@ -348,14 +348,80 @@ pub(super) fn test_run_xdp(
 
 /// Every entry of a hash map; an entry deleted while the walk passes it
 /// is skipped, not an error.
+///
+/// Read in batches (`BPF_MAP_LOOKUP_BATCH`, which aya does not wrap): one
+/// syscall per few thousand entries instead of two per entry, because the
+/// controller walks the whole connection table every second.
 fn entries<K: aya::Pod, V: aya::Pod>(
     map: &HashMap<MapData, K, V>,
     name: &'static str,
 ) -> Result<Vec<(K, V)>, DatapathError> {
-    map.iter()
-        .filter(|entry| !matches!(entry, Err(MapError::KeyNotFound)))
-        .map(|entry| entry.map_err(map_err("bpf_map_get_next_key", name)))
-        .collect()
+    use aya::maps::IterableMap;
+    use std::os::fd::{AsFd, AsRawFd};
+    const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+    const CHUNK: usize = 4096;
+    /// `union bpf_attr`'s `batch` member.
+    #[repr(C)]
+    struct BatchAttr {
+        in_batch: u64,
+        out_batch: u64,
+        keys: u64,
+        values: u64,
+        count: u32,
+        map_fd: u32,
+        elem_flags: u64,
+        flags: u64,
+    }
+    let fd = map.map().fd().as_fd().as_raw_fd();
+    // SAFETY: Pod types are valid for any bit pattern, zeroes included.
+    let mut keys: Vec<K> = vec![unsafe { std::mem::zeroed() }; CHUNK];
+    let mut values: Vec<V> = vec![unsafe { std::mem::zeroed() }; CHUNK];
+    // The position token (a bucket index for hash maps), in and out.
+    let (mut position, mut next) = (0u64, 0u64);
+    let mut out = Vec::new();
+    let mut first = true;
+    loop {
+        let mut attr = BatchAttr {
+            in_batch: if first {
+                0
+            } else {
+                &position as *const u64 as u64
+            },
+            out_batch: &mut next as *mut u64 as u64,
+            keys: keys.as_mut_ptr() as u64,
+            values: values.as_mut_ptr() as u64,
+            count: CHUNK as u32,
+            map_fd: fd as u32,
+            elem_flags: 0,
+            flags: 0,
+        };
+        // SAFETY: the attribute points at live buffers of `count` keys and
+        // values of the map's own key and value types, and at the tokens.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_MAP_LOOKUP_BATCH,
+                &mut attr as *mut BatchAttr,
+                std::mem::size_of::<BatchAttr>(),
+            )
+        };
+        let last = match rc {
+            0 => false,
+            _ => match std::io::Error::last_os_error() {
+                e if e.raw_os_error() == Some(libc::ENOENT) => true,
+                source => {
+                    return Err(DatapathError::Batch { map: name, source });
+                }
+            },
+        };
+        let n = attr.count as usize;
+        out.extend(keys[..n].iter().copied().zip(values[..n].iter().copied()));
+        if last {
+            return Ok(out);
+        }
+        position = next;
+        first = false;
+    }
 }
 
 /// Delete a hash map entry; one already gone is not an error.

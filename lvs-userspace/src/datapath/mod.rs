@@ -66,6 +66,11 @@ pub enum DatapathError {
         iface: String,
         source: aya::maps::xdp::XdpMapError,
     },
+    #[error("BPF_MAP_LOOKUP_BATCH on map `{map}` failed: {source}")]
+    Batch {
+        map: &'static str,
+        source: std::io::Error,
+    },
     #[error("reading the fdinfo of map `{map}` failed: {source}")]
     Fdinfo {
         map: &'static str,
