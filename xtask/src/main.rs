@@ -165,6 +165,8 @@ fn test(root: &Path) -> Result<()> {
             "lvs-userspace",
             "-p",
             "xtask",
+            "-p",
+            "lvs-tests",
             "--lib",
             "--bins",
         ],

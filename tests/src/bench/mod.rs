@@ -79,3 +79,15 @@ pub fn median(values: &[f64]) -> f64 {
         n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn median_and_ratio() {
+        assert_eq!(super::median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(super::median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert!(super::median(&[]).is_nan());
+        assert_eq!(super::ratio(3.0, 2.0), 1.5);
+        assert!(super::ratio(1.0, 0.0).is_nan());
+    }
+}

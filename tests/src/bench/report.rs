@@ -347,3 +347,38 @@ fn escape(text: &str) -> String {
         .replace('<', "&lt;")
         .replace('>', "&gt;")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(path: &str, per_second: f64) -> Throughput {
+        Throughput {
+            path: path.into(),
+            per_second,
+            trials: vec![per_second],
+            note: String::new(),
+        }
+    }
+
+    #[test]
+    fn headline_ratios_are_ours_over_each_baseline() {
+        let rows = [row("lvs", 900.0), row("nft", 600.0), row("ceiling", 1800.0)];
+        assert_eq!(
+            ours_over(&rows),
+            [("nft".to_string(), 1.5), ("ceiling".to_string(), 0.5)]
+        );
+        assert!(ours_over(&[]).is_empty());
+    }
+
+    #[test]
+    fn the_chart_escapes_labels_and_scales_bars_to_the_largest() {
+        let chart = svg(&[(
+            "t".into(),
+            vec![("a<b".into(), 2.0), ("c".into(), 1.0)],
+            "ns",
+        )]);
+        assert!(chart.contains("a&lt;b"));
+        assert!(chart.contains(r#"width="410.0""#) && chart.contains(r#"width="205.0""#));
+    }
+}
