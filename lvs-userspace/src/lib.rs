@@ -21,6 +21,7 @@ pub mod conntable;
 pub mod controller;
 pub mod daemon;
 pub mod datapath;
+pub mod health;
 pub mod ipvsadm;
 pub mod model;
 pub mod netconf;
