@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     conntable::Timeouts,
+    health::spec::ServiceHealth,
     model::{Command, RealSpec, ServiceId, ServiceSpec},
 };
 
@@ -155,6 +156,33 @@ pub struct RealView {
     pub active_conns: u32,
     pub inactive_conns: u32,
     pub stats: Stats,
+    /// For servers with checkers or an agent, and the sorry server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthView>,
+}
+
+/// A real server's health as `-L` shows it. `weight` (the configured one)
+/// stays in the `RealView`; this says what the scheduler is given.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthView {
+    /// `up`, `down` (out of scheduling), `inhibited` (down, at weight 0),
+    /// `drain` (the agent asked for weight 0), `standby` (alive, while the
+    /// sorry server still stands in) or `sorry` (the sorry server, in
+    /// service because every real server is down).
+    pub state: String,
+    /// The check (or agent) that took the server out, and its failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The agent's last weight, in percent of the configured weight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_percent: Option<u32>,
+    /// How far slow start has gone, while it lasts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slow_start_percent: Option<u32>,
+    /// The weight the scheduler is given (scaled by 100 while an agent or
+    /// slow start adjusts a wrr/wlc/sed/nq service); `None` when out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_weight: Option<u32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -162,8 +190,10 @@ pub struct ServiceView {
     #[serde(flatten)]
     pub spec: ServiceSpec,
     pub stats: Stats,
-    /// In IPVS list order.
+    /// In IPVS list order; the sorry server last, while it stands in.
     pub reals: Vec<RealView>,
+    #[serde(default, skip_serializing_if = "ServiceHealth::is_default")]
+    pub health: ServiceHealth,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -313,6 +343,7 @@ mod tests {
             },
             stats: Stats::default(),
             reals: vec![],
+            health: ServiceHealth::default(),
         };
         let json = serde_json::to_value(&view).unwrap();
         assert_eq!(

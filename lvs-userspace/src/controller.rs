@@ -14,10 +14,17 @@ use lvs_common::{
 };
 
 use crate::{
-    api::{RealView, ServiceView, Snapshot, Stats},
+    api::{HealthView, RealView, ServiceView, Snapshot, Stats},
     conntable::{self, Timeouts},
     datapath::{Datapath, DatapathError},
-    model::{Command, Endpoint, ModelError, RealSpec, Service, ServiceId, ServiceSpec, State},
+    health::{
+        condition::{self, AgentState, Condition},
+        spec::{RealHealth, StartState},
+    },
+    model::{
+        sorry_spec, Command, Endpoint, ModelError, RealSpec, Service, ServiceId, ServiceSpec,
+        State,
+    },
     publish,
     sched::{Dest, Scheduler, SchedulerName},
     threshold,
@@ -227,6 +234,12 @@ pub struct Controller<D> {
     overloaded: BTreeSet<u32>,
     refills: RefillStats,
     expirations: Expirations,
+    /// Health of configured real servers; absent means healthy.
+    conditions: HashMap<(ServiceId, Endpoint), Condition>,
+    /// Each service as last given to its scheduler: servers that health
+    /// took out are missing, weights are effective, and the sorry server
+    /// stands in when every real server is down.
+    scheduled: HashMap<ServiceId, Service>,
 }
 
 /// `lblc_expiration` and `lblcr_expiration`, in seconds (§2.7–2.8).
@@ -280,6 +293,8 @@ impl<D: Datapath> Controller<D> {
             overloaded: BTreeSet::new(),
             refills: RefillStats::default(),
             expirations: Expirations::default(),
+            conditions: HashMap::new(),
+            scheduled: HashMap::new(),
         }
     }
 
@@ -326,11 +341,12 @@ impl<D: Datapath> Controller<D> {
         let mut due = BTreeSet::new();
         for svc in &self.state.services {
             let id = svc.spec.id;
-            let Some(rt) = self.runtimes.get_mut(&id) else {
+            let (Some(rt), Some(scheduled)) = (self.runtimes.get_mut(&id), self.scheduled.get(&id))
+            else {
                 continue;
             };
             let mut fresh = rt.dests.clone();
-            for (d, real) in fresh.iter_mut().zip(&svc.reals) {
+            for (d, real) in fresh.iter_mut().zip(&scheduled.reals) {
                 let c = self.counts.get(&d.id).copied().unwrap_or_default();
                 (d.active, d.inactive) = (c.active, c.inactive);
                 d.overloaded = threshold::overloaded(
@@ -585,7 +601,7 @@ impl<D: Datapath> Controller<D> {
             .services
             .iter()
             .chain(&target.services)
-            .flat_map(|s| s.reals.iter().map(|r| (s.spec.id, r.server)))
+            .flat_map(|s| s.endpoints().map(|e| (s.spec.id, e)))
             .collect();
         if reals.len() > limits.reals as usize {
             return Err(ControlError::Capacity {
@@ -596,28 +612,277 @@ impl<D: Datapath> Controller<D> {
 
         // The batch is valid: replay it command by command, running the
         // scheduler hooks for the services each one changes, as IPVS would.
+        // The scheduler sees each service through its servers' health.
+        let now = self.datapath.now_ns()?;
         let mut touched = BTreeSet::new();
         let mut step = self.state.clone();
         for command in commands {
-            let before: Vec<(ServiceId, Option<Service>)> = step
+            let before: Vec<(ServiceId, Option<Service>, BTreeSet<Endpoint>)> = step
                 .affected(command)
                 .into_iter()
-                .map(|id| (id, step.service(&id).cloned()))
+                .map(|id| {
+                    let svc = step.service(&id);
+                    let available = svc.map(|s| self.available(s)).unwrap_or_default();
+                    (id, svc.map(|s| self.scheduled_view(s, now)), available)
+                })
                 .collect();
             step.apply(command)?;
+            if let Command::SetRealHealth {
+                service,
+                server,
+                health,
+            } = command
+            {
+                self.reset_condition(*service, *server, health.as_ref());
+            }
             // IPVS runs the scheduler's update hook on every -a/-e/-d, even
             // one that changes nothing the scheduler reads (wrr resets then).
             let hooked = matches!(
                 command,
                 Command::AddReal { .. } | Command::EditReal { .. } | Command::DeleteReal { .. }
             );
-            for (id, old) in before {
-                self.run_hooks(id, old.as_ref(), step.service(&id), hooked, &mut touched)?;
+            for (id, old, available) in before {
+                let new = step.service(&id).map(|svc| {
+                    self.start_ramps(svc, &available, now);
+                    self.scheduled_view(svc, now)
+                });
+                self.run_hooks(id, old.as_ref(), new.as_ref(), hooked, &mut touched)?;
+                match new {
+                    Some(svc) => self.scheduled.insert(id, svc),
+                    None => self.scheduled.remove(&id),
+                };
             }
         }
         self.state = step;
+        let state = &self.state;
+        self.conditions.retain(|(id, server), _| {
+            state
+                .service(id)
+                .is_some_and(|s| s.reals.iter().any(|r| r.server == *server))
+        });
         self.publish_touched(&touched)?;
         Ok(())
+    }
+
+    /// The service as its scheduler sees it now: real servers that health
+    /// took out are left out (or kept at weight 0 with
+    /// `inhibit_on_failure`), weights follow the agent and slow start, and
+    /// the sorry server stands in when no real server is alive.
+    fn scheduled_view(&self, svc: &Service, now_ns: u64) -> Service {
+        let id = svc.spec.id;
+        let window = condition::slow_start_window(svc.spec.scheduler, &svc.health);
+        let condition = |server: &Endpoint| self.conditions.get(&(id, *server));
+        let ramp = |c: Option<&Condition>| {
+            c.and_then(|c| c.ramp_since_ns)
+                .and_then(|since| condition::ramp_permille(since, now_ns, window))
+        };
+        let adjusted = svc.reals.iter().any(|r| {
+            let c = condition(&r.server);
+            c.is_some_and(|c| c.percent() != 100) || ramp(c).is_some()
+        });
+        let scale = if adjusted && condition::ratio_weighted(svc.spec.scheduler) {
+            condition::SCALE
+        } else {
+            1
+        };
+        let mut reals = Vec::with_capacity(svc.reals.len());
+        let mut any_alive = false;
+        for real in &svc.reals {
+            let c = condition(&real.server);
+            let alive = c.is_none_or(Condition::alive);
+            any_alive |= alive;
+            let weight = if alive {
+                let percent = c.map_or(100, Condition::percent);
+                condition::effective_weight(real.weight, percent, ramp(c), scale)
+            } else if svc
+                .checks_of(&real.server)
+                .is_some_and(|h| h.inhibit_on_failure)
+            {
+                0
+            } else {
+                continue;
+            };
+            reals.push(RealSpec {
+                weight,
+                ..real.clone()
+            });
+        }
+        if let (false, Some(sorry)) = (any_alive, svc.health.sorry) {
+            reals = vec![sorry_spec(sorry)];
+        }
+        Service {
+            reals,
+            ..svc.clone()
+        }
+    }
+
+    /// Real servers that take new connections by health and weight alone.
+    fn available(&self, svc: &Service) -> BTreeSet<Endpoint> {
+        svc.reals
+            .iter()
+            .filter(|r| {
+                let c = self.conditions.get(&(svc.spec.id, r.server));
+                r.weight > 0 && c.is_none_or(|c| c.alive() && c.percent() > 0)
+            })
+            .map(|r| r.server)
+            .collect()
+    }
+
+    /// Slow start for servers that just became available (new, recovered,
+    /// or raised from weight 0) while the others carry connections: with
+    /// none anywhere, there is no flood to prevent.
+    fn start_ramps(&mut self, svc: &Service, before: &BTreeSet<Endpoint>, now_ns: u64) {
+        let id = svc.spec.id;
+        if condition::slow_start_window(svc.spec.scheduler, &svc.health) == 0 {
+            return;
+        }
+        let loaded = |server: &Endpoint| {
+            self.real_index
+                .get(&(id, *server))
+                .and_then(|i| self.counts.get(i))
+                .is_some_and(|c| c.active + c.inactive > 0)
+        };
+        let risen: Vec<Endpoint> = self
+            .available(svc)
+            .into_iter()
+            .filter(|e| !before.contains(e))
+            .collect();
+        for server in risen {
+            if svc.reals.iter().any(|r| r.server != server && loaded(&r.server)) {
+                self.conditions.entry((id, server)).or_default().ramp_since_ns = Some(now_ns);
+            }
+        }
+    }
+
+    /// A server's checkers were (re)configured: its checkers start in their
+    /// start state, and the agent has said nothing yet.
+    fn reset_condition(&mut self, id: ServiceId, server: Endpoint, health: Option<&RealHealth>) {
+        let ramp_since_ns = self
+            .conditions
+            .remove(&(id, server))
+            .and_then(|c| c.ramp_since_ns);
+        let failing = health
+            .map(|h| {
+                h.checks
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| c.start == StartState::Down)
+                    .map(|(i, _)| (i, "not checked yet".to_string()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.conditions.insert(
+            (id, server),
+            Condition {
+                failing,
+                ramp_since_ns,
+                ..Condition::default()
+            },
+        );
+    }
+
+    /// A checker's verdict changed: `failure` says why it is down, `None`
+    /// that it is up. Reports for servers no longer configured are stale
+    /// and ignored. Republishes the service if its scheduling changed.
+    pub fn set_check(
+        &mut self,
+        id: ServiceId,
+        server: Endpoint,
+        check: usize,
+        failure: Option<String>,
+    ) -> Result<(), ControlError> {
+        self.update_condition(id, server, |c| match failure {
+            Some(why) => {
+                c.failing.insert(check, why);
+            }
+            None => {
+                c.failing.remove(&check);
+            }
+        })
+    }
+
+    /// The agent's latest report: a weight percentage (already within its
+    /// bounds) and an availability word, each kept until the next says
+    /// otherwise.
+    pub fn set_agent(
+        &mut self,
+        id: ServiceId,
+        server: Endpoint,
+        percent: Option<u32>,
+        state: Option<AgentState>,
+    ) -> Result<(), ControlError> {
+        self.update_condition(id, server, |c| {
+            if percent.is_some() {
+                c.agent_percent = percent;
+            }
+            if state.is_some() {
+                c.agent_state = state;
+            }
+        })
+    }
+
+    fn update_condition(
+        &mut self,
+        id: ServiceId,
+        server: Endpoint,
+        change: impl FnOnce(&mut Condition),
+    ) -> Result<(), ControlError> {
+        let Some(svc) = self
+            .state
+            .service(&id)
+            .filter(|s| s.reals.iter().any(|r| r.server == server))
+            .cloned()
+        else {
+            return Ok(());
+        };
+        let before = self.available(&svc);
+        change(self.conditions.entry((id, server)).or_default());
+        let now = self.datapath.now_ns()?;
+        self.start_ramps(&svc, &before, now);
+        self.refresh([id])
+    }
+
+    /// Move slow-start ramps on (and end those that are complete): called
+    /// once a second. Returns how many services were republished.
+    pub fn advance_ramps(&mut self) -> Result<usize, ControlError> {
+        let now = self.datapath.now_ns()?;
+        let mut due = BTreeSet::new();
+        for ((id, _), c) in &mut self.conditions {
+            let Some(since) = c.ramp_since_ns else {
+                continue;
+            };
+            let Some(svc) = self.state.service(id) else {
+                continue;
+            };
+            let window = condition::slow_start_window(svc.spec.scheduler, &svc.health);
+            if condition::ramp_permille(since, now, window).is_none() {
+                c.ramp_since_ns = None;
+            }
+            due.insert(*id);
+        }
+        let n = due.len();
+        self.refresh(due)?;
+        Ok(n)
+    }
+
+    /// Republish services whose scheduled view changed since the last
+    /// publication.
+    fn refresh(&mut self, ids: impl IntoIterator<Item = ServiceId>) -> Result<(), ControlError> {
+        let now = self.datapath.now_ns()?;
+        let mut touched = BTreeSet::new();
+        for id in ids {
+            let Some(svc) = self.state.service(&id) else {
+                continue;
+            };
+            let new = self.scheduled_view(svc, now);
+            let old = self.scheduled.get(&id).cloned();
+            if old.as_ref() == Some(&new) {
+                continue;
+            }
+            self.run_hooks(id, old.as_ref(), Some(&new), false, &mut touched)?;
+            self.scheduled.insert(id, new);
+        }
+        self.publish_touched(&touched)
     }
 
     /// Scheduler hooks for one service's change by one command.
@@ -761,7 +1026,8 @@ impl<D: Datapath> Controller<D> {
                 self.release_reals(id, &[])?;
                 continue;
             };
-            let live: Vec<Endpoint> = svc.reals.iter().map(|r| r.server).collect();
+            // Servers health took out keep their indexes (and counters).
+            let live: Vec<Endpoint> = svc.endpoints().collect();
             let rt = self
                 .runtimes
                 .get_mut(id)
@@ -924,22 +1190,38 @@ impl<D: Datapath> Controller<D> {
             let rt = &self.runtimes[&svc.spec.id];
             let raw = self.datapath.service_counters(rt.index)?;
             let stats = Stats::since(raw, self.service_baseline.get(&rt.index));
+            let scheduled = &self.scheduled[&svc.spec.id];
+            let sorry = svc
+                .health
+                .sorry
+                .filter(|s| scheduled.reals.iter().any(|r| r.server == s.server))
+                .map(sorry_spec);
             let mut reals = Vec::new();
-            for real in &svc.reals {
-                let index = self.real_index[&(svc.spec.id, real.server)];
-                let raw = self.datapath.real_counters(index)?;
-                let counts = self.counts.get(&index).copied().unwrap_or_default();
+            for real in svc.reals.iter().chain(&sorry) {
+                // A server health kept out from the start has no index yet.
+                let (counts, stats) = match self.real_index.get(&(svc.spec.id, real.server)) {
+                    Some(&index) => (
+                        self.counts.get(&index).copied().unwrap_or_default(),
+                        Stats::since(
+                            self.datapath.real_counters(index)?,
+                            self.real_baseline.get(&index),
+                        ),
+                    ),
+                    None => (ConnCounts::default(), Stats::default()),
+                };
                 reals.push(RealView {
                     spec: real.clone(),
                     active_conns: counts.active,
                     inactive_conns: counts.inactive,
-                    stats: Stats::since(raw, self.real_baseline.get(&index)),
+                    stats,
+                    health: self.health_view(svc, scheduled, real, sorry.is_some()),
                 });
             }
             services.push(ServiceView {
                 spec: svc.spec.clone(),
                 stats,
                 reals,
+                health: svc.health.clone(),
             });
         }
         let verdicts = self
@@ -955,6 +1237,46 @@ impl<D: Datapath> Controller<D> {
             refills: self.refills,
         })
     }
+
+    /// What `-L` shows of a server's health; `None` for a server with no
+    /// checkers, no agent and nothing to report.
+    fn health_view(
+        &self,
+        svc: &Service,
+        scheduled: &Service,
+        real: &RealSpec,
+        sorry_active: bool,
+    ) -> Option<HealthView> {
+        let is_sorry = svc.health.sorry.is_some_and(|s| s.server == real.server);
+        let condition = self.conditions.get(&(svc.spec.id, real.server));
+        let checked = svc.checks_of(&real.server).is_some();
+        if !checked && !is_sorry && condition.is_none_or(|c| *c == Condition::default()) {
+            return None;
+        }
+        let c = condition.cloned().unwrap_or_default();
+        let in_view = scheduled.reals.iter().find(|r| r.server == real.server);
+        let state = match (is_sorry, c.alive(), in_view) {
+            (true, _, _) => "sorry",
+            (false, true, _) if sorry_active => "standby",
+            (false, true, _) if c.agent_state == Some(AgentState::Drain) => "drain",
+            (false, true, _) => "up",
+            (false, false, Some(_)) => "inhibited",
+            (false, false, None) => "down",
+        };
+        let window = condition::slow_start_window(svc.spec.scheduler, &svc.health);
+        let now = self.datapath.now_ns().unwrap_or(0);
+        let slow_start_percent = c
+            .ramp_since_ns
+            .and_then(|since| condition::ramp_permille(since, now, window))
+            .map(|p| (p / 10) as u32);
+        Some(HealthView {
+            state: state.to_string(),
+            reason: c.reason(),
+            agent_percent: c.agent_percent,
+            slow_start_percent,
+            scheduled_weight: in_view.map(|r| r.weight),
+        })
+    }
 }
 
 #[cfg(test)]
@@ -964,6 +1286,7 @@ mod tests {
     use super::*;
     use crate::{
         datapath::fake::FakeDatapath,
+        health::spec::ServiceHealth,
         model::{Method, Protocol, ServiceSpec},
         sched::SchedulerName,
     };
@@ -1320,7 +1643,15 @@ mod tests {
                 let mut s = spec(name);
                 s.flags = flags;
                 let mut c = Controller::new(FakeDatapath::default());
-                c.apply(&[Command::AddService(s)]).unwrap();
+                // Slow start deliberately departs from the bare scheduler.
+                let no_ramp = Command::SetServiceHealth {
+                    service: svc(),
+                    health: ServiceHealth {
+                        slow_start: Some(0),
+                        ..Default::default()
+                    },
+                };
+                c.apply(&[Command::AddService(s), no_ramp]).unwrap();
                 let mut model = name.instantiate(&[], flags);
                 // The model's ids are the servers' numbers (1..=5).
                 let mut dests: Vec<Dest> = Vec::new();
@@ -1551,5 +1882,225 @@ mod tests {
         assert_eq!(c.snapshot().unwrap().services[0].reals[0].stats.conns, 0);
         picks(&mut c, 1);
         assert_eq!(c.snapshot().unwrap().services[0].reals[0].stats.conns, 1);
+    }
+
+    fn checked(inhibit_on_failure: bool) -> RealHealth {
+        RealHealth {
+            checks: vec![crate::health::spec::Check::new(
+                crate::health::spec::CheckKind::Tcp,
+            )],
+            agent: None,
+            inhibit_on_failure,
+        }
+    }
+    fn set_health(c: &mut Controller<FakeDatapath>, last: u8, health: RealHealth) {
+        c.apply(&[Command::SetRealHealth {
+            service: svc(),
+            server: real(last, 1).server,
+            health: Some(health),
+        }])
+        .unwrap();
+    }
+    fn fail(c: &mut Controller<FakeDatapath>, last: u8, why: Option<&str>) {
+        c.set_check(svc(), real(last, 1).server, 0, why.map(str::to_string))
+            .unwrap();
+    }
+    fn health_state(c: &Controller<FakeDatapath>, last: u8) -> Option<String> {
+        let snap = c.snapshot().unwrap();
+        let server = real(last, 1).server;
+        snap.services[0]
+            .reals
+            .iter()
+            .find(|r| r.spec.server == server)
+            .and_then(|r| r.health.as_ref())
+            .map(|h| h.state.clone())
+    }
+
+    #[test]
+    fn a_failed_check_takes_a_server_out_and_its_recovery_brings_it_back() {
+        let mut c = setup(SchedulerName::Rr, &[1, 1, 1]);
+        set_health(&mut c, 2, checked(false));
+        assert_eq!(picks(&mut c, 6), "321321");
+        fail(&mut c, 2, Some("connect to 198.18.12.2:8080: refused"));
+        assert_eq!(picks(&mut c, 6), "313131");
+        assert_eq!(health_state(&c, 2).as_deref(), Some("down"));
+        let snap = c.snapshot().unwrap();
+        let down = &snap.services[0].reals[1];
+        assert_eq!(
+            down.health.as_ref().unwrap().reason.as_deref(),
+            Some("check 1: connect to 198.18.12.2:8080: refused")
+        );
+        // The configured weight stays visible; -S saves it unchanged.
+        assert_eq!(down.spec.weight, 1);
+        fail(&mut c, 2, None);
+        assert_eq!(health_state(&c, 2).as_deref(), Some("up"));
+        let six = picks(&mut c, 6);
+        assert_eq!(six.matches('2').count(), 2, "{six}");
+    }
+
+    #[test]
+    fn existing_connections_keep_their_server_when_it_goes_down() {
+        let mut c = setup(SchedulerName::Wlc, &[1, 1]);
+        set_health(&mut c, 1, checked(false));
+        hold(&mut c, 1, 3, ConnState::Established);
+        c.recount().unwrap();
+        let index = c.real_index[&(svc(), real(1, 1).server)];
+        fail(&mut c, 1, Some("timeout"));
+        // The index, its REALS entry and its connections stay; only new
+        // connections avoid it.
+        assert_eq!(c.real_index[&(svc(), real(1, 1).server)], index);
+        assert!(c.datapath().reals.contains_key(&index));
+        assert_eq!(c.datapath().conns.len(), 3);
+        assert_eq!(picks(&mut c, 4), "2222");
+        c.recount().unwrap();
+        let snap = c.snapshot().unwrap();
+        assert_eq!(snap.services[0].reals[1].active_conns, 3);
+    }
+
+    #[test]
+    fn inhibit_on_failure_quiesces_instead() {
+        let mut c = setup(SchedulerName::Wrr, &[2, 1]);
+        set_health(&mut c, 1, checked(true));
+        fail(&mut c, 1, Some("HTTP status 503"));
+        assert_eq!(picks(&mut c, 4), "2222");
+        assert_eq!(health_state(&c, 1).as_deref(), Some("inhibited"));
+        let snap = c.snapshot().unwrap();
+        let h = snap.services[0].reals[1].health.clone().unwrap();
+        assert_eq!(h.scheduled_weight, Some(0));
+    }
+
+    #[test]
+    fn a_checker_that_starts_down_waits_for_its_first_success() {
+        let mut c = setup(SchedulerName::Rr, &[1, 1]);
+        let mut h = checked(false);
+        h.checks[0].start = StartState::Down;
+        set_health(&mut c, 1, h);
+        assert_eq!(picks(&mut c, 3), "222");
+        assert_eq!(health_state(&c, 1).as_deref(), Some("down"));
+        fail(&mut c, 1, None);
+        let four = picks(&mut c, 4);
+        assert_eq!(four.matches('1').count(), 2, "{four}");
+    }
+
+    #[test]
+    fn the_sorry_server_stands_in_while_every_server_is_down() {
+        let mut c = setup(SchedulerName::Rr, &[1, 1]);
+        let sorry = crate::health::spec::SorryServer {
+            server: "198.18.19.2:8080".parse().unwrap(),
+            method: Method::Nat,
+        };
+        c.apply(&[Command::SetServiceHealth {
+            service: svc(),
+            health: ServiceHealth {
+                sorry: Some(sorry),
+                ..Default::default()
+            },
+        }])
+        .unwrap();
+        set_health(&mut c, 1, checked(false));
+        set_health(&mut c, 2, checked(false));
+        fail(&mut c, 1, Some("down"));
+        assert_eq!(picks(&mut c, 2), "22");
+        fail(&mut c, 2, Some("down"));
+        assert_eq!(picks(&mut c, 2), "99", "the sorry server is 198.18.19.2");
+        let snap = c.snapshot().unwrap();
+        let reals = &snap.services[0].reals;
+        assert_eq!(reals.len(), 3);
+        assert_eq!(reals[2].health.as_ref().unwrap().state, "sorry");
+        // -S saves real servers only.
+        let saved = crate::ipvsadm::format::save(&snap);
+        assert!(!saved.contains("198.18.19.2"), "{saved}");
+        fail(&mut c, 1, None);
+        assert_eq!(picks(&mut c, 2), "11");
+        assert_eq!(c.snapshot().unwrap().services[0].reals.len(), 2);
+        // A sorry server cannot also be a real server.
+        let err = c
+            .apply(&[Command::AddReal {
+                service: svc(),
+                real: RealSpec {
+                    server: sorry.server,
+                    ..real(9, 1)
+                },
+            }])
+            .unwrap_err();
+        assert!(err.to_string().contains("sorry server"), "{err}");
+    }
+
+    #[test]
+    fn an_agent_percentage_moves_the_effective_weight() {
+        let mut c = setup(SchedulerName::Wlc, &[1, 1]);
+        c.set_agent(svc(), real(1, 1).server, Some(50), None)
+            .unwrap();
+        let thirty = picks(&mut c, 30);
+        assert_eq!(thirty.matches('1').count(), 10, "{thirty}");
+        assert_eq!(thirty.matches('2').count(), 20, "{thirty}");
+        let snap = c.snapshot().unwrap();
+        let h = snap.services[0].reals[1].health.clone().unwrap();
+        assert_eq!((h.agent_percent, h.scheduled_weight), (Some(50), Some(50)));
+        assert_eq!(snap.services[0].reals[1].spec.weight, 1);
+        // drain quiesces; up restores the last percentage.
+        c.set_agent(svc(), real(1, 1).server, None, Some(AgentState::Drain))
+            .unwrap();
+        assert_eq!(picks(&mut c, 4), "2222");
+        assert_eq!(health_state(&c, 1).as_deref(), Some("drain"));
+        c.set_agent(svc(), real(1, 1).server, Some(100), Some(AgentState::Up))
+            .unwrap();
+        assert_eq!(health_state(&c, 1).as_deref(), Some("up"));
+    }
+
+    #[test]
+    fn slow_start_ramps_a_server_that_joins_a_loaded_service() {
+        const S: u64 = 1_000_000_000;
+        let mut c = setup(SchedulerName::Wlc, &[1]);
+        hold(&mut c, 1, 30, ConnState::Established);
+        c.recount().unwrap();
+        // Joining at full weight, server 2 would take the next 30 picks.
+        c.apply(&[add_real(2, 1)]).unwrap();
+        let first = picks(&mut c, 10);
+        assert!(first.matches('2').count() <= 2, "{first}");
+        assert_eq!(health_state(&c, 2).as_deref(), Some("up"));
+        c.datapath_mut().now_ns = 5 * S;
+        c.advance_ramps().unwrap();
+        let snap = c.snapshot().unwrap();
+        let h = snap.services[0].reals[0].health.clone().unwrap();
+        assert_eq!(h.slow_start_percent, Some(50));
+        assert_eq!(h.scheduled_weight, Some(50));
+        c.datapath_mut().now_ns = 10 * S;
+        c.advance_ramps().unwrap();
+        assert_eq!(health_state(&c, 2), None, "the ramp is over");
+        // With the window at 0 there is no ramp.
+        let mut c = setup(SchedulerName::Wlc, &[1]);
+        c.apply(&[Command::SetServiceHealth {
+            service: svc(),
+            health: ServiceHealth {
+                slow_start: Some(0),
+                ..Default::default()
+            },
+        }])
+        .unwrap();
+        hold(&mut c, 1, 30, ConnState::Established);
+        c.recount().unwrap();
+        c.apply(&[add_real(2, 1)]).unwrap();
+        assert_eq!(picks(&mut c, 10), "2222222222");
+    }
+
+    #[test]
+    fn a_recovered_server_ramps_and_an_idle_service_does_not() {
+        const S: u64 = 1_000_000_000;
+        let mut c = setup(SchedulerName::Wlc, &[1, 1]);
+        set_health(&mut c, 2, checked(false));
+        fail(&mut c, 2, Some("down"));
+        fail(&mut c, 2, None);
+        assert_eq!(health_state(&c, 2).as_deref(), Some("up"), "no load, no ramp");
+        fail(&mut c, 2, Some("down"));
+        hold(&mut c, 1, 20, ConnState::Established);
+        c.recount().unwrap();
+        c.datapath_mut().now_ns = 3 * S;
+        fail(&mut c, 2, None);
+        let snap = c.snapshot().unwrap();
+        let h = snap.services[0].reals[0].health.clone().unwrap();
+        assert_eq!(h.slow_start_percent, Some(0));
+        let first = picks(&mut c, 10);
+        assert!(first.matches('2').count() <= 2, "{first}");
     }
 }

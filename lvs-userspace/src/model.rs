@@ -5,7 +5,10 @@
 use serde::{Deserialize, Serialize};
 use std::{fmt, net::Ipv4Addr, str::FromStr};
 
-use crate::sched::{SchedFlags, SchedulerName};
+use crate::{
+    health::spec::{HealthError, RealHealth, ServiceHealth, SorryServer},
+    sched::{SchedFlags, SchedulerName},
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -190,6 +193,18 @@ pub enum Command {
         server: Endpoint,
     },
     Clear,
+    /// The sorry server and slow-start window (ipvsadm's `-E` leaves them).
+    SetServiceHealth {
+        service: ServiceId,
+        health: ServiceHealth,
+    },
+    /// A real server's checkers and agent; `None` removes them, and the
+    /// server is then always in service (ipvsadm's `-e` leaves them).
+    SetRealHealth {
+        service: ServiceId,
+        server: Endpoint,
+        health: Option<RealHealth>,
+    },
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -228,6 +243,17 @@ pub enum ModelError {
     PersistenceTimeout(ServiceId),
     #[error("netmask {0} is not a contiguous mask like 255.255.255.0")]
     BadNetmask(Ipv4Addr),
+    #[error("health of real server {server} in service {service}: {source}")]
+    Health {
+        service: ServiceId,
+        server: Endpoint,
+        source: HealthError,
+    },
+    #[error("sorry server {server} of service {service} is also one of its real servers")]
+    SorryIsReal {
+        service: ServiceId,
+        server: Endpoint,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -235,6 +261,43 @@ pub struct Service {
     pub spec: ServiceSpec,
     /// IPVS list order: a newly added server goes to the front.
     pub reals: Vec<RealSpec>,
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub health: ServiceHealth,
+    /// Checkers and agents of real servers that have them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<(Endpoint, RealHealth)>,
+}
+
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
+}
+
+impl Service {
+    pub fn new(spec: ServiceSpec) -> Self {
+        Self {
+            spec,
+            reals: Vec::new(),
+            health: ServiceHealth::default(),
+            checks: Vec::new(),
+        }
+    }
+
+    /// The health configuration of one real server, if it has any.
+    pub fn checks_of(&self, server: &Endpoint) -> Option<&RealHealth> {
+        self.checks
+            .iter()
+            .find(|(e, _)| e == server)
+            .map(|(_, h)| h)
+    }
+
+    /// Every server that may hold this service's connections: its real
+    /// servers and its sorry server.
+    pub fn endpoints(&self) -> impl Iterator<Item = Endpoint> + '_ {
+        self.reals
+            .iter()
+            .map(|r| r.server)
+            .chain(self.health.sorry.map(|s| s.server))
+    }
 }
 
 /// Every service, in the order they were added.
@@ -272,7 +335,9 @@ impl State {
             Command::DeleteService { service }
             | Command::AddReal { service, .. }
             | Command::EditReal { service, .. }
-            | Command::DeleteReal { service, .. } => vec![*service],
+            | Command::DeleteReal { service, .. }
+            | Command::SetServiceHealth { service, .. }
+            | Command::SetRealHealth { service, .. } => vec![*service],
             Command::Clear => self.services.iter().map(|s| s.spec.id).collect(),
         }
     }
@@ -286,10 +351,7 @@ impl State {
                 if self.service(&spec.id).is_some() {
                     return Err(ModelError::DuplicateService(spec.id));
                 }
-                self.services.push(Service {
-                    spec: spec.clone(),
-                    reals: Vec::new(),
-                });
+                self.services.push(Service::new(spec.clone()));
             }
             Command::EditService(spec) => {
                 validate_service(spec)?;
@@ -307,6 +369,12 @@ impl State {
                 let svc = self.service_mut(service)?;
                 if svc.reals.iter().any(|r| r.server == real.server) {
                     return Err(ModelError::DuplicateReal {
+                        service: *service,
+                        server: real.server,
+                    });
+                }
+                if svc.health.sorry.is_some_and(|s| s.server == real.server) {
+                    return Err(ModelError::SorryIsReal {
                         service: *service,
                         server: real.server,
                     });
@@ -336,10 +404,57 @@ impl State {
                         server: *server,
                     });
                 }
+                svc.checks.retain(|(e, _)| e != server);
             }
             Command::Clear => self.services.clear(),
+            Command::SetServiceHealth { service, health } => {
+                let svc = self.service_mut(service)?;
+                if let Some(sorry) = health.sorry {
+                    if svc.reals.iter().any(|r| r.server == sorry.server) {
+                        return Err(ModelError::SorryIsReal {
+                            service: *service,
+                            server: sorry.server,
+                        });
+                    }
+                    validate_real(service, &sorry_spec(sorry))?;
+                }
+                svc.health = health.clone();
+            }
+            Command::SetRealHealth {
+                service,
+                server,
+                health,
+            } => {
+                let svc = self.service_mut(service)?;
+                if !svc.reals.iter().any(|r| r.server == *server) {
+                    return Err(ModelError::NoSuchReal {
+                        service: *service,
+                        server: *server,
+                    });
+                }
+                svc.checks.retain(|(e, _)| e != server);
+                if let Some(health) = health {
+                    health.validate().map_err(|source| ModelError::Health {
+                        service: *service,
+                        server: *server,
+                        source,
+                    })?;
+                    svc.checks.push((*server, health.clone()));
+                }
+            }
         }
         Ok(())
+    }
+}
+
+/// The sorry server as the scheduler sees it while it stands in.
+pub fn sorry_spec(sorry: SorryServer) -> RealSpec {
+    RealSpec {
+        server: sorry.server,
+        method: sorry.method,
+        weight: 1,
+        u_threshold: 0,
+        l_threshold: 0,
     }
 }
 

@@ -131,6 +131,12 @@ pub struct AgentCheck {
     pub max_percent: u32,
 }
 
+impl ServiceHealth {
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
 impl AgentCheck {
     pub const DEFAULT_MIN_PERCENT: u32 = 1;
     pub const DEFAULT_MAX_PERCENT: u32 = 100;

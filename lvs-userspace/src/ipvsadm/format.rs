@@ -4,7 +4,7 @@
 use std::fmt::Write;
 
 use crate::{
-    api::{IpvsTimeouts, RealView, ServiceView, Snapshot, Stats},
+    api::{HealthView, IpvsTimeouts, RealView, ServiceView, Snapshot, Stats},
     model::{Persistence, ServiceSpec},
     sched::{SchedFlags, SchedulerName},
 };
@@ -161,8 +161,7 @@ pub fn list(snapshot: &Snapshot, options: &ListOptions) -> String {
         } else {
             let _ = writeln!(out, "{}", service_line(&svc));
             for r in &reals {
-                let _ = writeln!(
-                    out,
+                let line = format!(
                     "  -> {:<28} {:<7} {:<6} {:<10} {:<10}",
                     r.spec.server.to_string(),
                     r.spec.method.label(),
@@ -170,13 +169,46 @@ pub fn list(snapshot: &Snapshot, options: &ListOptions) -> String {
                     r.active_conns,
                     r.inactive_conns
                 );
+                match &r.health {
+                    Some(h) => {
+                        let _ = writeln!(out, "{line} {}", health_note(h));
+                    }
+                    None => {
+                        let _ = writeln!(out, "{line}");
+                    }
+                }
             }
         }
     }
     out
 }
 
-/// `ipvsadm -S -n`: rules in `-R` format (thresholds are not saved).
+/// lvs's addition to a `-L` server line, after ipvsadm's columns (so
+/// scripts that split the columns still read them): the health state, why,
+/// and what adjusts the weight.
+fn health_note(h: &HealthView) -> String {
+    let HealthView {
+        state,
+        reason,
+        agent_percent,
+        slow_start_percent,
+        scheduled_weight: _,
+    } = h;
+    let mut note = state.clone();
+    if let Some(p) = agent_percent {
+        let _ = write!(note, " agent {p}%");
+    }
+    if let Some(p) = slow_start_percent {
+        let _ = write!(note, " slow-start {p}%");
+    }
+    if let Some(r) = reason {
+        let _ = write!(note, " ({r})");
+    }
+    note
+}
+
+/// `ipvsadm -S -n`: rules in `-R` format (thresholds are not saved; nor is
+/// the sorry server, which is health configuration, not a real server).
 pub fn save(snapshot: &Snapshot) -> String {
     let mut out = String::new();
     for (svc, reals) in sorted(snapshot, None, true) {
@@ -194,7 +226,8 @@ pub fn save(snapshot: &Snapshot) -> String {
             let _ = write!(line, " -b {}", flags.join(","));
         }
         let _ = writeln!(out, "{line}");
-        for r in &reals {
+        let is_sorry = |r: &&RealView| r.health.as_ref().is_some_and(|h| h.state == "sorry");
+        for r in reals.iter().filter(|r| !is_sorry(r)) {
             let _ = writeln!(
                 out,
                 "-a {spec} -r {} {} -w {}",
@@ -237,6 +270,7 @@ mod tests {
             active_conns: active,
             inactive_conns: inactive,
             stats,
+            health: None,
         }
     }
 
@@ -253,6 +287,7 @@ mod tests {
             },
             stats: Stats::default(),
             reals,
+            health: Default::default(),
         };
         let z = Stats::default();
         Snapshot {
@@ -519,8 +554,10 @@ mod tests {
                             active_conns: 0,
                             inactive_conns: 0,
                             stats: Stats::default(),
+                            health: None,
                         })
                         .collect(),
+                    health: Default::default(),
                 })
                 .collect(),
             verdicts: vec![],
