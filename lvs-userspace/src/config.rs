@@ -12,10 +12,25 @@
 //! netmask = "255.255.255.0"   # -M: the persistence granularity (default /32)
 //! sched_flags = ["sh-port"]   # -b: sh-fallback, sh-port, flag-1, flag-2
 //!
+//! sorry_server = "198.18.11.9:8080"  # takes new connections while every
+//! sorry_method = "nat"        # real server is down (method default route)
+//! slow_start = 10             # seconds; default 10 for wlc, sed, nq; 0 is off
+//!
 //! [[service.real]]
 //! address = "198.18.11.2:8080"
 //! method = "nat"              # nat | route | tunnel (default route, as in ipvsadm)
 //! weight = 1                  # default 1
+//! inhibit_on_failure = false  # on failure: weight 0 instead of out
+//!
+//! [[service.real.check]]      # alive while every check is up
+//! type = "http"               # tcp | send_expect | http | exec
+//! path = "/health"            # http: path, status, body, digest, host
+//! interval = 1.0              # seconds (default 60), timeout (default 5),
+//! fall = 2                    # rise (1), fall (2; exec 1), start ("up")
+//!
+//! [service.real.agent]        # load feedback (see health::agent)
+//! port = 9999                 # address, send, interval, timeout,
+//!                             # min_percent, max_percent
 //! ```
 
 use std::{net::Ipv4Addr, ops::Range, path::Path};
@@ -25,6 +40,10 @@ use toml::Spanned;
 
 use crate::{
     api::MAX_TIMEOUT,
+    health::spec::{
+        AgentCheck, Check, CheckKind, Expect, HttpCheck, RealHealth, ServiceHealth, SorryServer,
+        StartState,
+    },
     ipvsadm,
     model::{
         Command, Endpoint, Method, ModelError, Persistence, Protocol, RealSpec, ServiceId,
@@ -52,6 +71,9 @@ struct ServiceEntry {
     persistent: Option<Spanned<toml::Value>>,
     netmask: Option<Spanned<String>>,
     sched_flags: Option<Spanned<Vec<String>>>,
+    sorry_server: Option<Spanned<String>>,
+    sorry_method: Option<Method>,
+    slow_start: Option<u32>,
     #[serde(default)]
     real: Vec<RealEntry>,
 }
@@ -68,6 +90,47 @@ struct RealEntry {
     u_threshold: u32,
     #[serde(default)]
     l_threshold: u32,
+    #[serde(default)]
+    inhibit_on_failure: bool,
+    #[serde(default)]
+    check: Vec<Spanned<CheckEntry>>,
+    agent: Option<Spanned<AgentEntry>>,
+}
+
+/// One `[[service.real.check]]`: `type` says which other keys apply.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CheckEntry {
+    #[serde(rename = "type")]
+    kind: String,
+    connect: Option<String>,
+    interval: Option<f64>,
+    timeout: Option<f64>,
+    rise: Option<u32>,
+    fall: Option<u32>,
+    start: Option<StartState>,
+    send: Option<String>,
+    expect: Option<String>,
+    expect_regex: Option<String>,
+    path: Option<String>,
+    status: Option<Vec<toml::Value>>,
+    body: Option<String>,
+    digest: Option<String>,
+    host: Option<String>,
+    program: Option<String>,
+    args: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AgentEntry {
+    port: u16,
+    address: Option<String>,
+    send: Option<String>,
+    interval: Option<f64>,
+    timeout: Option<f64>,
+    min_percent: Option<u32>,
+    max_percent: Option<u32>,
 }
 
 fn default_scheduler() -> SchedulerName {
@@ -220,6 +283,189 @@ fn sched_flags(svc: &ServiceEntry) -> Result<SchedFlags, FieldError> {
     }
 }
 
+/// Seconds (a TOML integer or float) as milliseconds.
+fn millis(seconds: Option<f64>, field: &'static str, default: u64) -> Result<u64, String> {
+    match seconds {
+        None => Ok(default),
+        Some(s) if s.is_finite() && s > 0.0 && s <= f64::from(MAX_TIMEOUT) => {
+            Ok((s * 1000.0).round() as u64)
+        }
+        Some(s) => Err(format!(
+            "{field} {s} out of range: expected seconds above 0 and at most {MAX_TIMEOUT}"
+        )),
+    }
+}
+
+/// `status`: codes (200) and ranges ("200-299").
+fn status_ranges(values: &[toml::Value]) -> Result<Vec<(u16, u16)>, String> {
+    let code = |text: &str| text.trim().parse::<u16>().ok();
+    values
+        .iter()
+        .map(|v| {
+            let range = match v {
+                toml::Value::Integer(n) => u16::try_from(*n).ok().map(|c| (c, c)),
+                toml::Value::String(text) => match text.split_once('-') {
+                    Some((lo, hi)) => code(lo).zip(code(hi)),
+                    None => code(text).map(|c| (c, c)),
+                },
+                _ => None,
+            };
+            range.ok_or_else(|| {
+                format!("expected a status code or a range like \"200-299\", found {v}")
+            })
+        })
+        .collect()
+}
+
+/// A `[[service.real.check]]` table as a `Check`; keys that do not belong
+/// to its `type` are refused rather than ignored.
+fn check(entry: &CheckEntry, real: Endpoint) -> Result<Check, (&'static str, String)> {
+    let CheckEntry {
+        kind,
+        connect,
+        interval,
+        timeout,
+        rise,
+        fall,
+        start,
+        send,
+        expect,
+        expect_regex,
+        path,
+        status,
+        body,
+        digest,
+        host,
+        program,
+        args,
+    } = entry;
+    let stray = |allowed: &[&str]| -> Result<(), (&'static str, String)> {
+        let given = [
+            ("send", send.is_some()),
+            ("expect", expect.is_some()),
+            ("expect_regex", expect_regex.is_some()),
+            ("path", path.is_some()),
+            ("status", status.is_some()),
+            ("body", body.is_some()),
+            ("digest", digest.is_some()),
+            ("host", host.is_some()),
+            ("program", program.is_some()),
+            ("args", args.is_some()),
+        ];
+        match given
+            .iter()
+            .find(|(key, set)| *set && !allowed.contains(key))
+        {
+            Some((key, _)) => Err((
+                "check.type",
+                format!("`{key}` does not apply to a `{kind}` check"),
+            )),
+            None => Ok(()),
+        }
+    };
+    let kind = match kind.as_str() {
+        "tcp" => {
+            stray(&[])?;
+            CheckKind::Tcp
+        }
+        "send_expect" => {
+            stray(&["send", "expect", "expect_regex"])?;
+            let expect = match (expect, expect_regex) {
+                (Some(text), None) => Expect::Substring(text.clone()),
+                (None, Some(pattern)) => Expect::Regex(pattern.clone()),
+                _ => {
+                    return Err((
+                        "check.expect",
+                        "a send_expect check needs exactly one of `expect` and `expect_regex`"
+                            .into(),
+                    ))
+                }
+            };
+            CheckKind::SendExpect {
+                send: send.clone().unwrap_or_default(),
+                expect,
+            }
+        }
+        "http" => {
+            stray(&["path", "status", "body", "digest", "host"])?;
+            let status = match status {
+                Some(values) => status_ranges(values).map_err(|e| ("check.status", e))?,
+                None => vec![HttpCheck::DEFAULT_STATUS],
+            };
+            CheckKind::Http(HttpCheck {
+                path: path.clone().unwrap_or_else(|| "/".into()),
+                status,
+                body: body.clone(),
+                digest: digest.clone(),
+                host: host.clone(),
+            })
+        }
+        "exec" => {
+            stray(&["program", "args"])?;
+            CheckKind::Exec {
+                program: program
+                    .clone()
+                    .ok_or(("check.program", "an exec check needs `program`".to_string()))?,
+                args: args.clone().unwrap_or_default(),
+            }
+        }
+        other => {
+            return Err((
+                "check.type",
+                format!("unknown check type `{other}`: expected tcp, send_expect, http or exec"),
+            ))
+        }
+    };
+    let mut c = Check::new(kind);
+    if let Some(text) = connect {
+        let (addr, port) =
+            Endpoint::parse_optional_port(text).map_err(|e| ("check.connect", e.to_string()))?;
+        c.connect = Some(Endpoint {
+            addr,
+            port: port.unwrap_or(real.port),
+        });
+    }
+    c.interval_ms =
+        millis(*interval, "interval", c.interval_ms).map_err(|e| ("check.interval", e))?;
+    c.timeout_ms = millis(*timeout, "timeout", c.timeout_ms.min(c.interval_ms))
+        .map_err(|e| ("check.timeout", e))?;
+    c.rise = rise.unwrap_or(c.rise);
+    c.fall = fall.unwrap_or(c.fall);
+    c.start = start.unwrap_or(c.start);
+    c.validate().map_err(|e| ("check", e.to_string()))?;
+    Ok(c)
+}
+
+fn agent(entry: &AgentEntry) -> Result<AgentCheck, (&'static str, String)> {
+    let AgentEntry {
+        port,
+        address,
+        send,
+        interval,
+        timeout,
+        min_percent,
+        max_percent,
+    } = entry;
+    let mut a = AgentCheck::new(*port);
+    if let Some(text) = address {
+        a.addr = Some(text.parse().map_err(|_| {
+            (
+                "agent.address",
+                format!("malformed address `{text}`: expected IPv4 a.b.c.d"),
+            )
+        })?);
+    }
+    a.send = send.clone();
+    a.interval_ms =
+        millis(*interval, "interval", a.interval_ms).map_err(|e| ("agent.interval", e))?;
+    a.timeout_ms = millis(*timeout, "timeout", a.timeout_ms.min(a.interval_ms))
+        .map_err(|e| ("agent.timeout", e))?;
+    a.min_percent = min_percent.unwrap_or(a.min_percent);
+    a.max_percent = max_percent.unwrap_or(a.max_percent);
+    a.validate().map_err(|e| ("agent", e.to_string()))?;
+    Ok(a)
+}
+
 /// Read and check a config file; the result applies as one transaction.
 pub fn load(path: &Path) -> Result<Vec<Command>, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -283,6 +529,7 @@ pub fn parse(text: &str, path: &str) -> Result<Vec<Command>, ConfigError> {
                 u_threshold: real.u_threshold,
                 l_threshold: real.l_threshold,
             };
+            let server = spec.server;
             let add = Command::AddReal {
                 service: id,
                 real: spec,
@@ -301,6 +548,60 @@ pub fn parse(text: &str, path: &str) -> Result<Vec<Command>, ConfigError> {
                 invalid(span, field, e.to_string())
             })?;
             commands.push(add);
+            let mut health = RealHealth {
+                inhibit_on_failure: real.inhibit_on_failure,
+                ..RealHealth::default()
+            };
+            for entry in &real.check {
+                let c = check(entry.get_ref(), server)
+                    .map_err(|(field, message)| invalid(entry.span(), field, message))?;
+                health.checks.push(c);
+            }
+            if let Some(entry) = &real.agent {
+                health.agent = Some(
+                    agent(entry.get_ref())
+                        .map_err(|(field, message)| invalid(entry.span(), field, message))?,
+                );
+            }
+            if health != RealHealth::default() {
+                commands.push(Command::SetRealHealth {
+                    service: id,
+                    server,
+                    health: Some(health),
+                });
+            }
+        }
+        let sorry = match &svc.sorry_server {
+            Some(text) => {
+                let (addr, port) = Endpoint::parse_optional_port(text.get_ref())
+                    .map_err(|e| invalid(text.span(), "sorry_server", e.to_string()))?;
+                Some(SorryServer {
+                    server: Endpoint {
+                        addr,
+                        port: port.unwrap_or(vip.port),
+                    },
+                    method: svc.sorry_method.unwrap_or(Method::Route),
+                })
+            }
+            None => None,
+        };
+        let health = ServiceHealth {
+            sorry,
+            slow_start: svc.slow_start,
+        };
+        if health != ServiceHealth::default() {
+            let set = Command::SetServiceHealth {
+                service: id,
+                health,
+            };
+            state.apply_all(std::slice::from_ref(&set)).map_err(|e| {
+                let span = svc
+                    .sorry_server
+                    .as_ref()
+                    .map_or(svc.address.span(), |s| s.span());
+                invalid(span, "sorry_server", e.to_string())
+            })?;
+            commands.push(set);
         }
     }
     Ok(commands)
@@ -518,5 +819,121 @@ weight = 3
             err.contains("line 5") && err.contains("unknown scheduler `fastest`"),
             "{err}"
         );
+    }
+
+    const CHECKED: &str = r#"
+[[service]]
+protocol = "tcp"
+address = "198.18.0.10:80"
+scheduler = "wlc"
+sorry_server = "198.18.19.2:8080"
+sorry_method = "nat"
+slow_start = 30
+
+[[service.real]]
+address = "198.18.11.2:8080"
+method = "nat"
+inhibit_on_failure = true
+
+[[service.real.check]]
+type = "http"
+path = "/health"
+status = [200, "300-302"]
+body = "OK"
+interval = 0.5
+timeout = 0.25
+fall = 3
+
+[[service.real.check]]
+type = "exec"
+program = "/usr/local/bin/check-db"
+args = ["--quick"]
+
+[service.real.agent]
+port = 9999
+interval = 1
+min_percent = 10
+"#;
+
+    #[test]
+    fn health_configuration_becomes_commands() {
+        let cmds = parse(CHECKED, "lvs.toml").unwrap();
+        let mut s = State::default();
+        s.apply_all(&cmds).unwrap();
+        let svc = &s.services[0];
+        let sorry = svc.health.sorry.unwrap();
+        assert_eq!(sorry.server.to_string(), "198.18.19.2:8080");
+        assert_eq!(sorry.method, Method::Nat);
+        assert_eq!(svc.health.slow_start, Some(30));
+        let health = svc.checks_of(&svc.reals[0].server).unwrap();
+        assert!(health.inhibit_on_failure);
+        let [http, exec] = health.checks.as_slice() else {
+            panic!("{health:?}")
+        };
+        let CheckKind::Http(h) = &http.kind else {
+            panic!()
+        };
+        assert_eq!(h.status, [(200, 200), (300, 302)]);
+        assert_eq!(h.body.as_deref(), Some("OK"));
+        assert_eq!(
+            (http.interval_ms, http.timeout_ms, http.rise, http.fall),
+            (500, 250, 1, 3)
+        );
+        // keepalived's defaults: MISC_CHECK has no retry, so fall 1.
+        assert_eq!((exec.interval_ms, exec.timeout_ms, exec.fall), (60_000, 5_000, 1));
+        let agent = health.agent.as_ref().unwrap();
+        assert_eq!(
+            (agent.port, agent.interval_ms, agent.min_percent, agent.max_percent),
+            (9999, 1000, 10, 100)
+        );
+    }
+
+    #[test]
+    fn health_errors_name_line_and_field() {
+        for (from, to, expected) in [
+            (
+                "type = \"http\"",
+                "type = \"ftp\"",
+                "lvs.toml:15: field `check.type`: unknown check type `ftp`: expected tcp, send_expect, http or exec",
+            ),
+            (
+                "path = \"/health\"",
+                "program = \"/bin/true\"",
+                "lvs.toml:15: field `check.type`: `program` does not apply to a `http` check",
+            ),
+            (
+                "status = [200, \"300-302\"]",
+                "status = [\"2xx\"]",
+                "lvs.toml:15: field `check.status`: expected a status code or a range like \"200-299\", found \"2xx\"",
+            ),
+            (
+                "interval = 0.5",
+                "interval = -1",
+                "lvs.toml:15: field `check.interval`: interval -1 out of range: expected seconds above 0 and at most 2678400",
+            ),
+            (
+                "timeout = 0.25",
+                "timeout = 2",
+                "lvs.toml:15: field `check`: timeout of 2000 ms is not below the interval of 500 ms",
+            ),
+            (
+                "min_percent = 10",
+                "min_percent = 300",
+                "lvs.toml:29: field `agent`: agent weight bounds 300%..100% must satisfy 0 <= min <= max <= 256",
+            ),
+            (
+                "sorry_server = \"198.18.19.2:8080\"",
+                "sorry_server = \"198.18.11.2:8080\"",
+                "lvs.toml:6: field `sorry_server`: sorry server 198.18.11.2:8080 of service TCP 198.18.0.10:80 is also one of its real servers",
+            ),
+        ] {
+            let text = CHECKED.replace(from, to);
+            assert_ne!(text, CHECKED, "{from}");
+            let err = parse(&text, "lvs.toml").unwrap_err().to_string();
+            assert_eq!(err, expected, "{to}");
+        }
+        let text = CHECKED.replace("fall = 3", "fall = 3\nretries = 2");
+        let err = parse(&text, "lvs.toml").unwrap_err().to_string();
+        assert!(err.contains("retries") && err.contains("line 23"), "{err}");
     }
 }

@@ -22,8 +22,7 @@ use crate::{
         spec::{RealHealth, StartState},
     },
     model::{
-        sorry_spec, Command, Endpoint, ModelError, RealSpec, Service, ServiceId, ServiceSpec,
-        State,
+        sorry_spec, Command, Endpoint, ModelError, RealSpec, Service, ServiceId, ServiceSpec, State,
     },
     publish,
     sched::{Dest, Scheduler, SchedulerName},
@@ -748,8 +747,15 @@ impl<D: Datapath> Controller<D> {
             .filter(|e| !before.contains(e))
             .collect();
         for server in risen {
-            if svc.reals.iter().any(|r| r.server != server && loaded(&r.server)) {
-                self.conditions.entry((id, server)).or_default().ramp_since_ns = Some(now_ns);
+            if svc
+                .reals
+                .iter()
+                .any(|r| r.server != server && loaded(&r.server))
+            {
+                self.conditions
+                    .entry((id, server))
+                    .or_default()
+                    .ramp_since_ns = Some(now_ns);
             }
         }
     }
@@ -2091,7 +2097,11 @@ mod tests {
         set_health(&mut c, 2, checked(false));
         fail(&mut c, 2, Some("down"));
         fail(&mut c, 2, None);
-        assert_eq!(health_state(&c, 2).as_deref(), Some("up"), "no load, no ramp");
+        assert_eq!(
+            health_state(&c, 2).as_deref(),
+            Some("up"),
+            "no load, no ramp"
+        );
         fail(&mut c, 2, Some("down"));
         hold(&mut c, 1, 20, ConnState::Established);
         c.recount().unwrap();

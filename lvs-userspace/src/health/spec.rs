@@ -216,12 +216,14 @@ impl Check {
             CheckKind::Tcp => Ok(()),
             CheckKind::SendExpect { expect, .. } => match expect {
                 Expect::Substring(_) => Ok(()),
-                Expect::Regex(pattern) => regex::Regex::new(pattern)
-                    .map(drop)
-                    .map_err(|e| HealthError::Regex {
-                        pattern: pattern.clone(),
-                        message: e.to_string(),
-                    }),
+                Expect::Regex(pattern) => {
+                    regex::Regex::new(pattern)
+                        .map(drop)
+                        .map_err(|e| HealthError::Regex {
+                            pattern: pattern.clone(),
+                            message: e.to_string(),
+                        })
+                }
             },
             CheckKind::Http(http) => {
                 if !http.path.starts_with('/') {
