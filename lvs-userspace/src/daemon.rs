@@ -21,7 +21,8 @@ use crate::{
     config,
     controller::Controller,
     datapath::{Datapath, KernelDatapath},
-    model::Method,
+    health::supervisor::Supervisor,
+    model::{Method, State},
     netconf,
 };
 
@@ -85,12 +86,17 @@ pub async fn start(options: Options, shutdown: impl Future) -> anyhow::Result<()
         .events_fd()
         .try_clone_to_owned()
         .context("dup of the EVENTS ring buffer descriptor")?;
+    let (configured, watched) = tokio::sync::watch::channel(controller.state().clone());
     let shared = Arc::new(Mutex::new(controller));
     let (stop, stopped) = tokio::sync::oneshot::channel();
     let maintenance = tokio::spawn(maintain(shared.clone(), stopped));
     let (stop_events, events_stopped) = tokio::sync::oneshot::channel();
     let listening = tokio::spawn(listen(shared.clone(), events, events_stopped));
-    run(shared.clone(), listener, shutdown).await;
+    let (stop_health, health_stopped) = tokio::sync::oneshot::channel();
+    let checking = tokio::spawn(supervise(shared.clone(), watched, health_stopped));
+    run(shared.clone(), Arc::new(configured), listener, shutdown).await;
+    let _ = stop_health.send(());
+    let _ = checking.await;
     let _ = stop_events.send(());
     let _ = listening.await;
     let _ = stop.send(());
@@ -104,6 +110,9 @@ pub async fn start(options: Options, shutdown: impl Future) -> anyhow::Result<()
 }
 
 pub type Shared<D> = Arc<Mutex<Controller<D>>>;
+
+/// Each applied configuration, for the health supervisor.
+pub type Configured = Arc<tokio::sync::watch::Sender<State>>;
 
 /// Bind the control socket: its directory root-only, the socket 0600, a
 /// stale socket replaced, a live one refused.
@@ -141,6 +150,7 @@ fn bind(path: &Path) -> anyhow::Result<UnixListener> {
 /// Serve requests until `shutdown` completes.
 pub async fn run<D: Datapath + 'static>(
     controller: Shared<D>,
+    configured: Configured,
     listener: UnixListener,
     shutdown: impl Future,
 ) {
@@ -151,8 +161,9 @@ pub async fn run<D: Datapath + 'static>(
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     let controller = controller.clone();
+                    let configured = configured.clone();
                     tokio::spawn(async move {
-                        if let Err(e) = serve(controller, stream).await {
+                        if let Err(e) = serve(controller, configured, stream).await {
                             tracing::warn!("control connection: {e}");
                         }
                     });
@@ -165,6 +176,7 @@ pub async fn run<D: Datapath + 'static>(
 
 async fn serve<D: Datapath + 'static>(
     controller: Shared<D>,
+    configured: Configured,
     stream: UnixStream,
 ) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
@@ -173,7 +185,8 @@ async fn serve<D: Datapath + 'static>(
         let response = match serde_json::from_str::<Request>(&line) {
             Ok(request) => {
                 let controller = controller.clone();
-                tokio::task::spawn_blocking(move || handle(&controller, request))
+                let configured = configured.clone();
+                tokio::task::spawn_blocking(move || handle(&controller, &configured, request))
                     .await
                     .unwrap_or_else(|e| Response::Error {
                         message: format!("request handler failed: {e}"),
@@ -190,8 +203,13 @@ async fn serve<D: Datapath + 'static>(
     Ok(())
 }
 
-/// One request against the controller.
-pub fn handle<D: Datapath>(controller: &Mutex<Controller<D>>, request: Request) -> Response {
+/// One request against the controller. An applied change goes to
+/// `configured`, so health checking follows the new configuration.
+pub fn handle<D: Datapath>(
+    controller: &Mutex<Controller<D>>,
+    configured: &tokio::sync::watch::Sender<State>,
+    request: Request,
+) -> Response {
     let mut c = controller
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -200,6 +218,7 @@ pub fn handle<D: Datapath>(controller: &Mutex<Controller<D>>, request: Request) 
             let r = c.apply(&commands).map(|()| Response::Ok);
             if r.is_ok() {
                 tracing::info!(?commands, "applied");
+                configured.send_replace(c.state().clone());
             }
             r
         }
@@ -250,6 +269,11 @@ async fn maintain<D: Datapath + 'static>(
                     Ok(0) => {}
                     Ok(n) => tracing::debug!(rings = n, "refilled count-driven rings"),
                     Err(e) => tracing::warn!("counting connections: {e}"),
+                }
+                match c.advance_ramps() {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(services = n, "slow start moved on"),
+                    Err(e) => tracing::warn!("moving slow start on: {e}"),
                 }
                 forwarded_reals(c.state())
             };
@@ -309,14 +333,39 @@ async fn listen<D: Datapath + 'static>(
     }
 }
 
-/// Real servers reached by DR or TUN: the datapath needs their next hop's MAC.
-fn forwarded_reals(state: &crate::model::State) -> BTreeSet<Ipv4Addr> {
+/// Run the configured checkers, following each applied configuration,
+/// until `stop`.
+async fn supervise<D: Datapath + Send + 'static>(
+    controller: Shared<D>,
+    mut configured: tokio::sync::watch::Receiver<State>,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) {
+    let mut supervisor = Supervisor::new(controller);
+    loop {
+        let state = configured.borrow_and_update().clone();
+        supervisor.reconcile(&state);
+        tokio::select! {
+            _ = &mut stop => break,
+            changed = configured.changed() => if changed.is_err() { break },
+        }
+    }
+    supervisor.stop();
+}
+
+/// Real servers (and sorry servers) reached by DR or TUN: the datapath
+/// needs their next hop's MAC.
+fn forwarded_reals(state: &State) -> BTreeSet<Ipv4Addr> {
     state
         .services
         .iter()
-        .flat_map(|s| &s.reals)
-        .filter(|r| r.method != Method::Nat)
-        .map(|r| r.server.addr)
+        .flat_map(|s| {
+            s.reals
+                .iter()
+                .map(|r| (r.server, r.method))
+                .chain(s.health.sorry.map(|x| (x.server, x.method)))
+        })
+        .filter(|(_, method)| *method != Method::Nat)
+        .map(|(server, _)| server.addr)
         .collect()
 }
 
@@ -409,6 +458,8 @@ mod tests {
     #[test]
     fn set_timeouts_reaches_the_datapath_and_reads_back() {
         let controller = Mutex::new(Controller::new(FakeDatapath::default()));
+        let (configured, _) = tokio::sync::watch::channel(State::default());
+        let handle = |c: &Mutex<Controller<FakeDatapath>>, r| handle(c, &configured, r);
         let shown = |c: &Mutex<Controller<FakeDatapath>>| match handle(c, Request::Timeouts) {
             Response::Timeouts(t) => (t.tcp, t.tcp_fin, t.udp),
             other => panic!("{other:?}"),

@@ -40,7 +40,7 @@ pub struct RealHealth {
 }
 
 /// One checker and its timing.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Check {
     #[serde(flatten)]
     pub kind: CheckKind,
@@ -56,7 +56,7 @@ pub struct Check {
     pub start: StartState,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StartState {
     /// Alive at once; the first failure takes it down (keepalived).
@@ -65,7 +65,7 @@ pub enum StartState {
     Down,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "type")]
 pub enum CheckKind {
     /// A TCP connect within the timeout (TCP_CHECK).
@@ -84,7 +84,7 @@ pub enum CheckKind {
     },
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Expect {
     /// The reply contains this text.
@@ -93,7 +93,7 @@ pub enum Expect {
     Regex(String),
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct HttpCheck {
     pub path: String,
     /// Accepted status codes, as inclusive ranges (default 200-299).
@@ -116,7 +116,7 @@ impl HttpCheck {
 
 /// HAProxy-style agent check: connect to the agent, optionally send a
 /// line, read one line back (see `agent::parse`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct AgentCheck {
     pub port: u16,
     /// Default: the real server's address.
