@@ -3,6 +3,8 @@
 //!
 //! * `spec`: what is configured (checkers, agent, sorry server, slow start);
 //! * `probe`: one attempt of each checker kind, bounded by its timeout;
-//! * `agent`: the load-feedback agent's text protocol;
+//! * `agent`: the load-feedback agent's text protocol.
 
+pub mod agent;
+pub mod probe;
 pub mod spec;
