@@ -880,10 +880,18 @@ min_percent = 10
             (500, 250, 1, 3)
         );
         // keepalived's defaults: MISC_CHECK has no retry, so fall 1.
-        assert_eq!((exec.interval_ms, exec.timeout_ms, exec.fall), (60_000, 5_000, 1));
+        assert_eq!(
+            (exec.interval_ms, exec.timeout_ms, exec.fall),
+            (60_000, 5_000, 1)
+        );
         let agent = health.agent.as_ref().unwrap();
         assert_eq!(
-            (agent.port, agent.interval_ms, agent.min_percent, agent.max_percent),
+            (
+                agent.port,
+                agent.interval_ms,
+                agent.min_percent,
+                agent.max_percent
+            ),
             (9999, 1000, 10, 100)
         );
     }

@@ -2,12 +2,17 @@
 //! connections, load feedback that moves its weight, and slow start.
 //!
 //! * `spec`: what is configured (checkers, agent, sorry server, slow start);
+//! * `probe`: one attempt of each checker kind, bounded by its timeout;
+//! * `agent`: the load-feedback agent's text protocol;
 //! * `tally`: one checker's rise/fall state machine;
 //! * `condition`: whether a server is in scheduling, and its effective
 //!   weight (agent percentage, slow-start ramp);
-//! * `probe`: one attempt of each checker kind, bounded by its timeout;
-//! * `agent`: the load-feedback agent's text protocol;
+//! * `supervisor`: the checker and agent tasks lvsd runs, reporting
+//!   transitions to the controller.
 
+pub mod agent;
 pub mod condition;
+pub mod probe;
 pub mod spec;
+pub mod supervisor;
 pub mod tally;

@@ -169,11 +169,18 @@ async fn run_check<D: Datapath + Send + 'static>(
         let (service, server) = (target.service, target.real);
         let kind = kind_name(&check.kind);
         match &failure {
-            None => tracing::info!(%service, %server, check = index + 1, kind, rise = check.rise, "check up: back in scheduling once every check is up"),
-            Some(why) => tracing::warn!(%service, %server, check = index + 1, kind, fall = check.fall, "check down, out of scheduling: {why}"),
+            None => {
+                tracing::info!(%service, %server, check = index + 1, kind, rise = check.rise, "check up: back in scheduling once every check is up")
+            }
+            Some(why) => {
+                tracing::warn!(%service, %server, check = index + 1, kind, fall = check.fall, "check down, out of scheduling: {why}")
+            }
         }
         debug_assert_eq!(up, failure.is_none());
-        report(&controller, move |c| c.set_check(service, server, index, failure)).await;
+        report(&controller, move |c| {
+            c.set_check(service, server, index, failure)
+        })
+        .await;
     }
 }
 
@@ -202,8 +209,11 @@ async fn run_agent<D: Datapath + Send + 'static>(
                 }
                 last = Some(seen);
                 tracing::info!(%service, %server, ?percent, state = ?reply.state, "agent report");
-                let state = reply.state.map(Into::into);
-                report(&controller, move |c| c.set_agent(service, server, percent, state)).await;
+                let state = reply.state;
+                report(&controller, move |c| {
+                    c.set_agent(service, server, percent, state)
+                })
+                .await;
             }
             // As in HAProxy, an agent that cannot be reached changes
             // nothing: reachability is the checkers' business.
