@@ -466,6 +466,41 @@ fn agent(entry: &AgentEntry) -> Result<AgentCheck, (&'static str, String)> {
     Ok(a)
 }
 
+/// `key=value` words (as `lvsadm health --check` takes them) as the TOML
+/// table the config file would hold: numbers, booleans, arrays and quoted
+/// strings as written, anything else as a string.
+fn words_to_table<T: serde::de::DeserializeOwned>(words: &str) -> Result<T, String> {
+    let mut text = String::new();
+    for word in words.split_whitespace() {
+        let (key, value) = word
+            .split_once('=')
+            .ok_or_else(|| format!("`{word}`: expected key=value"))?;
+        let literal = value.parse::<toml::Value>().is_ok()
+            && (value.parse::<f64>().is_ok()
+                || matches!(value, "true" | "false")
+                || value.starts_with(['[', '"', '\'']));
+        let value = if literal {
+            value.to_string()
+        } else {
+            toml::Value::String(value.to_string()).to_string()
+        };
+        text += &format!("{key} = {value}\n");
+    }
+    toml::from_str(&text).map_err(|e| e.message().to_string())
+}
+
+/// `lvsadm health --check 'type=http path=/health interval=1'`.
+pub fn check_from_words(words: &str, real: Endpoint) -> Result<Check, String> {
+    let entry: CheckEntry = words_to_table(words)?;
+    check(&entry, real).map_err(|(field, message)| format!("`{field}`: {message}"))
+}
+
+/// `lvsadm health --agent 'port=9999 interval=2'`.
+pub fn agent_from_words(words: &str) -> Result<AgentCheck, String> {
+    let entry: AgentEntry = words_to_table(words)?;
+    agent(&entry).map_err(|(field, message)| format!("`{field}`: {message}"))
+}
+
 /// Read and check a config file; the result applies as one transaction.
 pub fn load(path: &Path) -> Result<Vec<Command>, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -943,5 +978,47 @@ min_percent = 10
         let text = CHECKED.replace("fall = 3", "fall = 3\nretries = 2");
         let err = parse(&text, "lvs.toml").unwrap_err().to_string();
         assert!(err.contains("retries") && err.contains("line 23"), "{err}");
+    }
+
+    #[test]
+    fn lvsadm_words_read_as_the_config_file_does() {
+        let real: Endpoint = "198.18.11.2:8080".parse().unwrap();
+        let c = check_from_words(
+            "type=http path=/health status=[200,\"300-302\"] interval=0.5 timeout=0.25 fall=3",
+            real,
+        )
+        .unwrap();
+        assert_eq!((c.interval_ms, c.timeout_ms, c.fall), (500, 250, 3));
+        let CheckKind::Http(h) = &c.kind else {
+            panic!()
+        };
+        assert_eq!(
+            (h.path.as_str(), h.status.as_slice()),
+            ("/health", &[(200, 200), (300, 302)][..])
+        );
+        let c = check_from_words(
+            "type=send_expect send=\"PING\\r\\n\" expect=PONG connect=10.0.0.1",
+            real,
+        )
+        .unwrap();
+        assert_eq!(c.connect.unwrap().to_string(), "10.0.0.1:8080");
+        let CheckKind::SendExpect { send, expect } = &c.kind else {
+            panic!()
+        };
+        assert_eq!(send, "PING\r\n");
+        assert_eq!(*expect, Expect::Substring("PONG".into()));
+        let a = agent_from_words("port=9999 interval=2 max_percent=200").unwrap();
+        assert_eq!((a.port, a.interval_ms, a.max_percent), (9999, 2000, 200));
+        for (words, expected) in [
+            ("type=http interval", "`interval`: expected key=value"),
+            (
+                "type=ftp",
+                "`check.type`: unknown check type `ftp`: expected tcp, send_expect, http or exec",
+            ),
+            ("type=tcp retries=2", "unknown field `retries`"),
+        ] {
+            let err = check_from_words(words, real).unwrap_err();
+            assert!(err.starts_with(expected), "{words}: {err}");
+        }
     }
 }

@@ -197,6 +197,8 @@ fn test(root: &Path) -> Result<()> {
             "lvs-tests",
             "--test",
             "e2e",
+            "--test",
+            "health",
             "--",
             "--include-ignored",
             "--test-threads=1",

@@ -22,6 +22,10 @@ const USAGE: &str = "lvsadm: ipvsadm-compatible administration of lvsd
   lvsadm --set tcp tcpfin udp      (seconds; 0 leaves a timeout unchanged)
   lvsadm realserver setup --vip VIP [--vip VIP...] [--decap xdp:IFACE|kernel]
   lvsadm realserver teardown | status
+  lvsadm health -t|u service-address -r server-address [--check 'type=http path=/ ...']...
+                [--agent 'port=N ...'] [--inhibit-on-failure] | --none
+  lvsadm health -t|u service-address [--sorry-server ADDR[:PORT]|none]
+                [--sorry-method nat|route|tunnel] [--slow-start SECONDS]
   lvsadm --simulate FILE|-   (run a scheduler offline; see README)
 Extra: --json (machine-readable output), --socket PATH (or LVSADM_SOCKET).";
 
@@ -65,6 +69,9 @@ fn run() -> anyhow::Result<()> {
             .clone();
         socket = path.into();
         args.drain(pos..pos + 2);
+    }
+    if args.first().is_some_and(|a| a == "health") {
+        return health(&socket, &args[1..]);
     }
     let invocation = ipvsadm::parse(&args)?;
     let request = match &invocation.action {
@@ -125,6 +132,143 @@ fn run() -> anyhow::Result<()> {
             }
             Ok(())
         }
+    }
+}
+
+/// `lvsadm health`: a real server's checkers and agent (the keys of the
+/// config file's `[[service.real.check]]` and `[service.real.agent]`, as
+/// `key=value` words), or a service's sorry server and slow start.
+#[derive(clap::Parser)]
+#[command(name = "lvsadm health")]
+struct Health {
+    #[arg(short = 't', long = "tcp-service", conflicts_with = "udp")]
+    tcp: Option<String>,
+    #[arg(short = 'u', long = "udp-service")]
+    udp: Option<String>,
+    #[arg(short = 'r', long = "real-server")]
+    real: Option<String>,
+    /// One checker, e.g. 'type=http path=/health interval=1' (repeatable;
+    /// the server is alive while every checker is up).
+    #[arg(long = "check", requires = "real")]
+    checks: Vec<String>,
+    #[arg(long, requires = "real")]
+    agent: Option<String>,
+    #[arg(long, requires = "real")]
+    inhibit_on_failure: bool,
+    /// Remove the server's checkers and agent: it is always in service.
+    #[arg(long, requires = "real", conflicts_with_all = ["checks", "agent", "inhibit_on_failure"])]
+    none: bool,
+    /// `none` removes it.
+    #[arg(long, conflicts_with = "real")]
+    sorry_server: Option<String>,
+    #[arg(long, conflicts_with = "real", value_parser = ["nat", "route", "tunnel"])]
+    sorry_method: Option<String>,
+    #[arg(long, conflicts_with = "real")]
+    slow_start: Option<u32>,
+}
+
+fn health(socket: &std::path::Path, args: &[String]) -> anyhow::Result<()> {
+    use clap::Parser;
+    use lvs::{
+        health::spec::{RealHealth, SorryServer},
+        model::{Command, Endpoint, Method, Protocol, ServiceId},
+    };
+    let h = Health::try_parse_from(
+        std::iter::once("lvsadm health".to_string()).chain(args.iter().cloned()),
+    )
+    .unwrap_or_else(|e| e.exit());
+    let (protocol, vip) = match (&h.tcp, &h.udp) {
+        (Some(vip), None) => (Protocol::Tcp, vip),
+        (None, Some(vip)) => (Protocol::Udp, vip),
+        _ => anyhow::bail!("lvsadm health needs a service: -t or -u service-address"),
+    };
+    let service = ServiceId {
+        protocol,
+        vip: vip.parse()?,
+    };
+    let with_port = |text: &str| -> anyhow::Result<Endpoint> {
+        let (addr, port) = Endpoint::parse_optional_port(text)?;
+        Ok(Endpoint {
+            addr,
+            port: port.unwrap_or(service.vip.port),
+        })
+    };
+    let command = match &h.real {
+        Some(real) => {
+            let server = with_port(real)?;
+            let health = (!h.none)
+                .then(|| -> anyhow::Result<RealHealth> {
+                    Ok(RealHealth {
+                        checks: h
+                            .checks
+                            .iter()
+                            .map(|w| lvs::config::check_from_words(w, server))
+                            .collect::<Result<_, _>>()
+                            .map_err(|e| anyhow::anyhow!("--check: {e}"))?,
+                        agent: h
+                            .agent
+                            .as_deref()
+                            .map(lvs::config::agent_from_words)
+                            .transpose()
+                            .map_err(|e| anyhow::anyhow!("--agent: {e}"))?,
+                        inhibit_on_failure: h.inhibit_on_failure,
+                    })
+                })
+                .transpose()?;
+            Command::SetRealHealth {
+                service,
+                server,
+                health,
+            }
+        }
+        None => {
+            // Options not given keep their current values.
+            let Response::Snapshot(snapshot) = api::call(socket, &Request::List)? else {
+                anyhow::bail!("lvsd did not answer the listing");
+            };
+            let mut health = snapshot
+                .services
+                .into_iter()
+                .find(|s| s.spec.id == service)
+                .ok_or_else(|| anyhow::anyhow!("no such service {service}"))?
+                .health;
+            let method = match h.sorry_method.as_deref() {
+                Some("nat") => Some(Method::Nat),
+                Some("tunnel") => Some(Method::Tunnel),
+                Some(_) => Some(Method::Route),
+                None => None,
+            };
+            match h.sorry_server.as_deref() {
+                Some("none") => health.sorry = None,
+                Some(text) => {
+                    health.sorry = Some(SorryServer {
+                        server: with_port(text)?,
+                        method: method
+                            .or(health.sorry.map(|s| s.method))
+                            .unwrap_or(Method::Route),
+                    })
+                }
+                None => {
+                    if let (Some(sorry), Some(m)) = (&mut health.sorry, method) {
+                        sorry.method = m;
+                    }
+                }
+            }
+            if h.slow_start.is_some() {
+                health.slow_start = h.slow_start;
+            }
+            Command::SetServiceHealth { service, health }
+        }
+    };
+    match api::call(
+        socket,
+        &Request::Apply {
+            commands: vec![command],
+        },
+    )? {
+        Response::Ok => Ok(()),
+        Response::Error { message } => anyhow::bail!("{message}"),
+        other => anyhow::bail!("unexpected answer from lvsd: {other:?}"),
     }
 }
 
