@@ -10,12 +10,15 @@
 //!   routing, nftables DNAT and haproxy;
 //! * `scale`: new-flow cost and publication time as pools and services
 //!   grow, the connection table's memory and its largest size;
+//! * `health`: the controller's cost of checking 1,000 real servers a
+//!   second;
 //! * `report`: the Markdown, JSON and SVG written under `target/bench/`.
 //!
 //! Nothing here runs in `cargo xtask test`, and nothing asserts a timing.
 
 pub mod cost;
 pub mod cps;
+pub mod health;
 pub mod rate;
 pub mod report;
 pub mod scale;

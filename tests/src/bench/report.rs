@@ -7,7 +7,7 @@ use std::{fmt::Write as _, path::Path, process::Command};
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use super::{cost::CostReport, ratio, scale::ScaleReport, Throughput};
+use super::{cost::CostReport, health::HealthReport, ratio, scale::ScaleReport, Throughput};
 
 #[derive(Debug, Serialize)]
 pub struct Machine {
@@ -27,6 +27,7 @@ pub struct Report {
     pub rate: Option<Vec<Throughput>>,
     pub cps: Option<Vec<Throughput>>,
     pub scale: Option<ScaleReport>,
+    pub health: Option<HealthReport>,
 }
 
 fn first_line(program: &str, args: &[&str]) -> String {
@@ -165,6 +166,9 @@ impl Report {
         if let Some(scale) = &self.scale {
             scale_section(&mut s, scale);
         }
+        if let Some(health) = &self.health {
+            health_section(&mut s, health);
+        }
         s
     }
 
@@ -244,6 +248,26 @@ fn throughput_section(s: &mut String, title: &str, method: &str, unit: &str, row
             trials.join(", "),
             ratio(ours, r.per_second),
             r.note
+        );
+    }
+    let _ = writeln!(s);
+}
+
+fn health_section(s: &mut String, h: &HealthReport) {
+    let _ = writeln!(s, "## 5. Health checking\n");
+    let _ = writeln!(s, "{} real servers, each with one checker every {} s, run by lvsd's own supervisor (one tokio task per checker) on a single thread, against listeners on loopback in a private namespace; the listeners run on another thread. The controller figure is that thread's CPU time over wall time; the process figure includes the listeners and the kernel's loopback work charged to them.\n", h.servers, h.interval_s);
+    let _ = writeln!(s, "| checker | seconds | probes answered | expected | controller thread, % of a core | whole process, % of a core |");
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|");
+    for r in &h.rows {
+        let _ = writeln!(
+            s,
+            "| {} | {:.1} | {} | {} | {:.1} | {:.1} |",
+            r.kind,
+            r.seconds,
+            r.checks,
+            r.expected,
+            r.controller_core_percent,
+            r.process_core_percent
         );
     }
     let _ = writeln!(s);

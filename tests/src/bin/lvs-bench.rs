@@ -10,7 +10,7 @@ use lvs_lab::bench::{
     Plan,
 };
 
-const SECTIONS: [&str; 4] = ["cost", "rate", "cps", "scale"];
+const SECTIONS: [&str; 5] = ["cost", "rate", "cps", "scale", "health"];
 
 #[derive(Parser)]
 #[command(about = "Side-by-side benchmarks of the lvs datapath and controller")]
@@ -21,7 +21,7 @@ struct Args {
     /// Where the report goes.
     #[arg(long, default_value = "target/bench")]
     out: PathBuf,
-    /// Only these sections (cost, rate, cps, scale); all by default.
+    /// Only these sections (cost, rate, cps, scale, health); all by default.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }
@@ -29,7 +29,7 @@ struct Args {
 fn main() -> Result<()> {
     let Args { quick, out, only } = Args::parse();
     if let Some(bad) = only.iter().find(|s| !SECTIONS.contains(&s.as_str())) {
-        bail!("unknown section `{bad}` in --only (cost, rate, cps, scale)");
+        bail!("unknown section `{bad}` in --only (cost, rate, cps, scale, health)");
     }
     let plan = Plan { quick };
     let wanted = |s: &str| only.is_empty() || only.iter().any(|o| o == s);
@@ -53,6 +53,9 @@ fn main() -> Result<()> {
             .transpose()?,
         scale: section("scale", "4. scale")
             .then(|| bench::scale::run(plan))
+            .transpose()?,
+        health: section("health", "5. health checking")
+            .then(|| bench::health::run(plan))
             .transpose()?,
     };
     report.write(&out)?;
