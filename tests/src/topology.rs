@@ -76,6 +76,49 @@ impl RealServer {
         }
     }
 
+    /// Stop this server's `lvs-lab http-server` (the one
+    /// `Lab::start_servers` or `start_http_server` started), leaving its
+    /// other servers running: the port then refuses connections. `false`
+    /// if none was running.
+    pub fn stop_http_server(&mut self) -> bool {
+        let is_http = |p: &Proc| p.name.contains(" http-server ");
+        let mut stopped = false;
+        for p in self.procs.iter_mut().filter(|p| is_http(p)) {
+            stopped |= p.is_running();
+            p.stop();
+        }
+        self.procs.retain(|p| !is_http(p));
+        stopped
+    }
+
+    /// Start an `lvs-lab http-server` on `port` (answering with this
+    /// server's name) and wait, bounded, until it answers.
+    pub fn start_http_server(&mut self, port: u16) -> Result<()> {
+        let lab_bin = bin("lvs-lab").display().to_string();
+        let tcp = format!("0.0.0.0:{port}");
+        self.procs.push(
+            self.ns
+                .spawn(&[&lab_bin, "http-server", &tcp, &self.name], None)?,
+        );
+        self.wait_for_http(port)
+    }
+
+    /// Wait (bounded) until this server's HTTP server on `port` answers a
+    /// request made inside its own namespace.
+    fn wait_for_http(&self, port: u16) -> Result<()> {
+        let lab_bin = bin("lvs-lab").display().to_string();
+        let probe = format!("{}:{port}", self.addr);
+        wait_for(
+            &format!("{}'s HTTP server", self.name),
+            Duration::from_secs(10),
+            || {
+                self.ns
+                    .exec(&[&lab_bin, "http-get", &probe, "--count", "1"])
+                    .is_ok()
+            },
+        )
+    }
+
     /// `lvsadm realserver ARGS` inside this server's namespace.
     pub fn realserver(&self, args: &[&str]) -> Result<String> {
         let lvsadm = bin("lvsadm").display().to_string();
@@ -413,16 +456,7 @@ impl Lab {
             );
         }
         for rs in &self.reals {
-            let probe = format!("{}:{tcp_port}", rs.addr);
-            wait_for(
-                &format!("{}'s HTTP server", rs.name),
-                Duration::from_secs(10),
-                || {
-                    rs.ns
-                        .exec(&[&lab_bin, "http-get", &probe, "--count", "1"])
-                        .is_ok()
-                },
-            )?;
+            rs.wait_for_http(tcp_port)?;
         }
         Ok(())
     }
