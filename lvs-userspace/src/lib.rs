@@ -13,6 +13,8 @@
 //!   every address, neighbour and sysctl change, in one place;
 //! * `datapath`: every BPF syscall (load, attach, map access) in one place;
 //! * `config`, `api`, `ipvsadm`: the ways commands come in;
+//! * `ha`: high availability between two directors (heartbeats, address
+//!   takeover, connection sync);
 //! * `daemon`: `lvsd`'s event loop.
 
 pub mod api;
@@ -21,6 +23,7 @@ pub mod conntable;
 pub mod controller;
 pub mod daemon;
 pub mod datapath;
+pub mod ha;
 pub mod health;
 pub mod ipvsadm;
 pub mod model;
