@@ -140,18 +140,25 @@ pub fn set_macs(packet: &Packet, fib: &FibParams) {
 }
 
 /// NAT after the rewrite: the destination is the real server (inbound) or
-/// the client (outbound). Callers have checked `Packet::ttl_expiring`; an
-/// unresolved neighbour leaves the rewritten packet to the kernel.
+/// the client (outbound). Callers have checked `Packet::ttl_expiring`. An
+/// unresolved neighbour goes to the neighbour layer: the kernel would drop
+/// a reply whose source is a VIP this router holds (a floating address) as
+/// a martian. Too big, the kernel forwards (or answers) it.
 #[inline(always)]
 pub fn route(ctx: &XdpContext, packet: &Packet) -> Result<Verdict, Verdict> {
     // SAFETY: pointer validated by Packet::parse.
     let dst = unsafe { (*packet.ip).dst };
-    // Too big or unresolved: the kernel forwards (or answers) the rewritten packet.
-    let Lookup::Ready(fib) = lookup(ctx, packet, dst, packet.ip_len() as u16, false) else {
-        return Err(Verdict::PassToKernel);
-    };
-    let verdict = egress(ctx, &fib)?;
-    set_macs(packet, &fib);
-    packet.decrement_ttl();
-    Ok(verdict)
+    match lookup(ctx, packet, dst, packet.ip_len() as u16, false) {
+        Lookup::Ready(fib) => {
+            let verdict = egress(ctx, &fib)?;
+            set_macs(packet, &fib);
+            packet.decrement_ttl();
+            Ok(verdict)
+        }
+        Lookup::NoNeighbour(fib) => {
+            packet.decrement_ttl();
+            to_neighbour_layer(ctx, &fib)
+        }
+        Lookup::TooBig { .. } | Lookup::Unroutable => Err(Verdict::PassToKernel),
+    }
 }

@@ -505,17 +505,25 @@ fn ipv4_options_are_forwarded_correctly() {
 
 #[test]
 #[ignore = "needs root; run by `cargo xtask test`"]
-fn an_unresolved_neighbour_hands_the_rewritten_packet_to_the_kernel() {
+fn an_unresolved_neighbour_hands_the_rewritten_packet_to_the_neighbour_layer() {
     let c = router(false);
     let syn = tcp((CLIENT, 40000), (VIP, 80), "S", b"");
     let out = run(&c, &syn);
-    // DNATed for real server 3, but MACs and TTL left for the kernel's own forwarding.
+    // DNATed for real server 3 and its TTL decremented, with the note
+    // lvs_neigh reads in front (not the kernel's forwarding, which drops a
+    // reply from a VIP this router holds as a martian).
     assert_eq!(out.action, XDP_PASS);
-    assert_eq!(
-        out.frame,
-        oracle(&syn, None, Some((real_ip(3), 8080)), None)
-    );
-    assert_eq!(verdict(&c, "pass_to_kernel"), 1);
+    let mut note = b"LVSN".to_vec();
+    note.extend_from_slice(&real_ip(3));
+    note.extend_from_slice(&ifindex("srv3").to_ne_bytes());
+    assert_eq!(&out.frame[..12], note.as_slice());
+    let mut expected = oracle(&syn, None, Some((real_ip(3), 8080)), None);
+    expected[22] -= 1;
+    expected[24..26].copy_from_slice(&[0, 0]);
+    let check = checksum::full(&expected[14..34], 0);
+    expected[24..26].copy_from_slice(&check.to_be_bytes());
+    assert_eq!(&out.frame[12..], expected.as_slice());
+    assert_eq!(verdict(&c, "pass_resolve_neighbour"), 1);
 }
 
 #[test]
