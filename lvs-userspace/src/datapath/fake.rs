@@ -218,6 +218,10 @@ impl Datapath for FakeDatapath {
     fn connection(&self, key: &FlowKey) -> Result<Option<Conn>, DatapathError> {
         Ok(self.conns.get(key).copied())
     }
+    fn set_connection(&mut self, key: FlowKey, conn: Conn) -> Result<(), DatapathError> {
+        self.conns.insert(key, conn);
+        Ok(())
+    }
     fn remove_connection(&mut self, key: &FlowKey) -> Result<(), DatapathError> {
         self.conns.remove(key);
         Ok(())

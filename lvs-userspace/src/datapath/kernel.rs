@@ -14,7 +14,7 @@ use lvs_common::{
 };
 use serde::Serialize;
 
-use super::{Datapath, DatapathError, Limits};
+use super::{standalone::netlink, Datapath, DatapathError, Limits, XdpAttachMode};
 
 /// The compiled `lvs-ebpf` object (built by this crate's build script).
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("LVS_EBPF_OBJECT"));
@@ -67,9 +67,100 @@ pub struct Attachment {
     pub mode: &'static str,
 }
 
+/// How long the director stays attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lifetime {
+    /// As long as lvsd runs, however it ends (a bpf_link).
+    Lvsd,
+    /// Until lvsd detaches it on a clean exit: a killed lvsd leaves its
+    /// datapath forwarding the connections it knows, as IPVS outlives a
+    /// killed keepalived. The next lvsd replaces it. For routers of a pair,
+    /// whose peer takes over without resetting what still reaches this one.
+    Kernel,
+}
+
+/// Where an lvsd that attached for `Lifetime::Kernel` records its pid, per
+/// network namespace and interface, so the next one can tell a leftover
+/// from a live owner.
+fn owner_record(ifindex: u32) -> Result<std::path::PathBuf, DatapathError> {
+    let netns = crate::netconf::netns_id().map_err(|e| DatapathError::Record {
+        call: "stat /proc/self/ns/net",
+        path: "/proc/self/ns/net".into(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    Ok(std::path::Path::new("/run/lvs").join(format!("director-{netns}-{ifindex}.pid")))
+}
+
+/// The pid recorded for `ifindex`, if that process still runs.
+fn live_owner(path: &std::path::Path) -> Option<i32> {
+    let pid: i32 = std::fs::read_to_string(path).ok()?.trim().parse().ok()?;
+    let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
+    (alive && pid != std::process::id() as i32).then_some(pid)
+}
+
+/// Attach the director by netlink, outliving lvsd. A program left by an
+/// lvsd that died (its record names a dead pid) is replaced; any other
+/// program, or a live owner, is refused.
+fn attach_kept(program: &Xdp, iface: &str, ifindex: u32) -> Result<XdpAttachMode, DatapathError> {
+    use std::os::fd::{AsFd, AsRawFd};
+    let record = owner_record(ifindex)?;
+    if let Some(pid) = live_owner(&record) {
+        return Err(DatapathError::InUse {
+            iface: iface.to_string(),
+            pid,
+            record: record.display().to_string(),
+        });
+    }
+    let leftover = record.exists();
+    let fd = program
+        .fd()
+        .map_err(|source| DatapathError::Program {
+            program: DIRECTOR,
+            source,
+        })?
+        .as_fd()
+        .as_raw_fd();
+    let set = |mode| {
+        if leftover {
+            netlink::replace_xdp(ifindex, fd, mode)
+        } else {
+            netlink::set_xdp(ifindex, fd, mode)
+        }
+    };
+    let mode = match set(XdpAttachMode::Native) {
+        Ok(()) => XdpAttachMode::Native,
+        Err(native) => set(XdpAttachMode::Generic)
+            .map(|()| XdpAttachMode::Generic)
+            .map_err(|generic| DatapathError::Netlink {
+                iface: iface.to_string(),
+                call: "RTM_SETLINK IFLA_XDP (attach)",
+                source: std::io::Error::new(
+                    generic.kind(),
+                    format!("native mode: {native}; generic mode: {generic}"),
+                ),
+            })?,
+    };
+    let write = || -> std::io::Result<()> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create("/run/lvs")?;
+        std::fs::write(&record, std::process::id().to_string())
+    };
+    write().map_err(|source| DatapathError::Record {
+        call: "write",
+        path: record.display().to_string(),
+        source,
+    })?;
+    Ok(mode)
+}
+
 pub struct KernelDatapath {
     /// Owns the program and its links: dropping it detaches everywhere.
     ebpf: Ebpf,
+    /// Netlink attachments (`Lifetime::Kernel`), detached on drop.
+    kept: Vec<(u32, XdpAttachMode)>,
     services: HashMap<MapData, ServiceKey, Service>,
     rings: Array<MapData, u32>,
     buckets: Array<MapData, u32>,
@@ -111,6 +202,16 @@ impl KernelDatapath {
         ifaces: &[String],
         settings: Settings,
         limits: Limits,
+    ) -> Result<Self, DatapathError> {
+        Self::attach_for(ifaces, settings, limits, Lifetime::Lvsd)
+    }
+
+    /// As `attach`, choosing how long the director stays attached.
+    pub fn attach_for(
+        ifaces: &[String],
+        settings: Settings,
+        limits: Limits,
+        lifetime: Lifetime,
     ) -> Result<Self, DatapathError> {
         let limits = limits.check()?;
         let ifindexes = ifaces
@@ -199,7 +300,21 @@ impl KernelDatapath {
             source,
         })?;
         let mut attachments = Vec::new();
+        let mut kept = KeptGuard(Vec::new());
         for (iface, &ifindex) in ifaces.iter().zip(&ifindexes) {
+            if lifetime == Lifetime::Kernel {
+                let mode = attach_kept(program, iface, ifindex)?;
+                kept.0.push((ifindex, mode));
+                attachments.push(Attachment {
+                    iface: iface.clone(),
+                    ifindex,
+                    mode: match mode {
+                        XdpAttachMode::Native => "native",
+                        XdpAttachMode::Generic => "generic",
+                    },
+                });
+                continue;
+            }
             let mode = match program.attach(iface, XdpMode::Driver) {
                 Ok(_) => "native",
                 Err(_) => {
@@ -222,6 +337,7 @@ impl KernelDatapath {
         drop((egress, settings_map));
         Ok(Self {
             ebpf,
+            kept: std::mem::take(&mut kept.0),
             services,
             rings,
             buckets,
@@ -553,6 +669,11 @@ impl Datapath for KernelDatapath {
             Err(e) => Err(map_err("bpf_map_lookup_elem", "CONNS")(e)),
         }
     }
+    fn set_connection(&mut self, key: FlowKey, conn: Conn) -> Result<(), DatapathError> {
+        self.conns
+            .insert(key, conn, 0)
+            .map_err(map_err("bpf_map_update_elem", "CONNS"))
+    }
     fn remove_connection(&mut self, key: &FlowKey) -> Result<(), DatapathError> {
         remove(&mut self.conns, key, "CONNS")
     }
@@ -594,4 +715,31 @@ pub(super) fn monotonic_ns() -> Result<u64, DatapathError> {
     let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
         .map_err(|e| DatapathError::Clock { source: e.into() })?;
     Ok(now.tv_sec() as u64 * 1_000_000_000 + now.tv_nsec() as u64)
+}
+
+/// Netlink attachments made so far; detached unless handed over (an attach
+/// that fails half way leaves nothing behind).
+struct KeptGuard(Vec<(u32, XdpAttachMode)>);
+
+fn detach_kept(kept: &mut Vec<(u32, XdpAttachMode)>) {
+    for (ifindex, mode) in kept.drain(..) {
+        if let Err(e) = netlink::set_xdp(ifindex, -1, mode) {
+            tracing::warn!(ifindex, "detaching the director: {e}");
+        }
+        if let Ok(record) = owner_record(ifindex) {
+            let _ = std::fs::remove_file(record);
+        }
+    }
+}
+
+impl Drop for KeptGuard {
+    fn drop(&mut self) {
+        detach_kept(&mut self.0);
+    }
+}
+
+impl Drop for KernelDatapath {
+    fn drop(&mut self) {
+        detach_kept(&mut self.kept);
+    }
 }

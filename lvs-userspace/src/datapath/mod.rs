@@ -9,7 +9,7 @@ mod standalone;
 #[cfg(test)]
 pub mod fake;
 
-pub use kernel::{Attachment, KernelDatapath, ProgramStats, TestRun};
+pub use kernel::{Attachment, KernelDatapath, Lifetime, ProgramStats, TestRun};
 pub use limits::Limits;
 pub use standalone::{StandaloneXdp, XdpAttachMode};
 
@@ -24,6 +24,18 @@ pub enum DatapathError {
     NoInterface {
         iface: String,
         call: &'static str,
+        source: std::io::Error,
+    },
+    #[error("interface `{iface}` is in use by a running lvsd (pid {pid}, {record})")]
+    InUse {
+        iface: String,
+        pid: i32,
+        record: String,
+    },
+    #[error("{call} on `{path}` failed: {source}")]
+    Record {
+        call: &'static str,
+        path: String,
         source: std::io::Error,
     },
     #[error("attaching XDP to `{iface}` failed in native and generic mode: {source}")]
@@ -121,6 +133,8 @@ pub trait Datapath: Send {
     /// Every connection table entry (both directions of NAT flows).
     fn connections(&self) -> Result<Vec<(FlowKey, Conn)>, DatapathError>;
     fn connection(&self, key: &FlowKey) -> Result<Option<Conn>, DatapathError>;
+    /// Write an entry (connection sync from the peer router).
+    fn set_connection(&mut self, key: FlowKey, conn: Conn) -> Result<(), DatapathError>;
     /// Remove an entry; one already gone is not an error.
     fn remove_connection(&mut self, key: &FlowKey) -> Result<(), DatapathError>;
     /// Idle timeout in seconds for each `ConnState`.

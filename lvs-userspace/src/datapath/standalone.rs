@@ -232,7 +232,7 @@ fn program_mut<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp
 }
 
 /// The one netlink request aya does not expose: a legacy XDP attach.
-mod netlink {
+pub(super) mod netlink {
     use super::XdpAttachMode;
     use nix::sys::socket::{
         bind, recv, send, socket, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol,
@@ -261,11 +261,20 @@ mod netlink {
 
     /// `fd` -1 detaches. Attaching never replaces another program.
     pub fn set_xdp(ifindex: u32, fd: i32, mode: XdpAttachMode) -> std::io::Result<()> {
+        request(ifindex, fd, mode, fd >= 0)
+    }
+
+    /// Attach `fd`, replacing whatever program is attached in `mode`.
+    pub fn replace_xdp(ifindex: u32, fd: i32, mode: XdpAttachMode) -> std::io::Result<()> {
+        request(ifindex, fd, mode, false)
+    }
+
+    fn request(ifindex: u32, fd: i32, mode: XdpAttachMode, exclusive: bool) -> std::io::Result<()> {
         let mut flags = match mode {
             XdpAttachMode::Native => XDP_FLAGS_DRV_MODE,
             XdpAttachMode::Generic => XDP_FLAGS_SKB_MODE,
         };
-        if fd >= 0 {
+        if exclusive {
             flags |= XDP_FLAGS_UPDATE_IF_NOEXIST;
         }
         let mut xdp = Vec::new();
