@@ -3,6 +3,7 @@
 
 use std::{
     io::{BufRead, BufReader, Write},
+    net::Ipv4Addr,
     os::unix::net::UnixStream,
     path::{Path, PathBuf},
     time::Duration,
@@ -13,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     conntable::Timeouts,
+    ha::wire::Role,
     health::spec::ServiceHealth,
     model::{Command, RealSpec, ServiceId, ServiceSpec},
 };
@@ -33,6 +35,8 @@ pub enum Request {
     SetTimeouts(IpvsTimeouts),
     /// `-L --timeout`.
     Timeouts,
+    /// `lvsadm ha`: the router pair's state.
+    Ha,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -41,7 +45,59 @@ pub enum Response {
     Ok,
     Snapshot(Snapshot),
     Timeouts(IpvsTimeouts),
+    Ha(HaView),
     Error { message: String },
+}
+
+/// One router of the pair, as `lvsadm ha` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HaView {
+    pub role: Role,
+    pub node: Ipv4Addr,
+    pub priority: u8,
+    pub preempt: bool,
+    /// The floating addresses, taken while active.
+    pub addresses: Vec<String>,
+    pub peer: Option<HaPeerView>,
+    pub last_transition: Option<HaTransitionView>,
+    pub counters: HaCounters,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HaPeerView {
+    pub node: Ipv4Addr,
+    pub role: Role,
+    pub priority: u8,
+    pub heard_ms_ago: u64,
+    /// Heard within the dead time.
+    pub alive: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HaTransitionView {
+    pub from: Role,
+    pub to: Role,
+    pub reason: String,
+    pub ms_ago: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HaCounters {
+    pub heartbeats_sent: u64,
+    pub heartbeats_received: u64,
+    /// Failed authentication (a wrong key, a forged or damaged message).
+    pub rejected_auth: u64,
+    /// Authentic but from an address that is not the peer's on that link.
+    pub rejected_source: u64,
+    /// Authentic but older than the latest from the peer (a replay).
+    pub rejected_stale: u64,
+    pub sync_records_sent: u64,
+    pub sync_records_received: u64,
+    /// Records written into the connection table (ones for services or
+    /// servers this router lacks are skipped).
+    pub sync_records_applied: u64,
+    pub full_resyncs_sent: u64,
+    pub takeovers: u64,
 }
 
 /// ipvsadm's bound on every timeout it takes (`MAX_TIMEOUT`, 31 days).

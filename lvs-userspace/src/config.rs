@@ -40,6 +40,7 @@ use toml::Spanned;
 
 use crate::{
     api::MAX_TIMEOUT,
+    ha::spec::{self as ha_spec, HaConfig},
     health::spec::{
         AgentCheck, Check, CheckKind, Expect, HttpCheck, RealHealth, ServiceHealth, SorryServer,
         StartState,
@@ -57,6 +58,43 @@ use crate::{
 struct File {
     #[serde(default)]
     service: Vec<ServiceEntry>,
+    ha: Option<HaEntry>,
+}
+
+/// `[ha]`: the router pair (see `ha::spec` for the defaults).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HaEntry {
+    priority: Option<Spanned<u8>>,
+    #[serde(default)]
+    preempt: bool,
+    key: Option<Spanned<String>>,
+    key_file: Option<Spanned<String>>,
+    port: Option<u16>,
+    interval: Option<Spanned<f64>>,
+    dead: Option<Spanned<f64>>,
+    sync_interval: Option<Spanned<f64>>,
+    garp_repeat: Option<u32>,
+    garp_spacing: Option<Spanned<f64>>,
+    #[serde(default)]
+    link: Vec<Spanned<LinkEntry>>,
+    #[serde(default)]
+    address: Vec<Spanned<AddressEntry>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LinkEntry {
+    iface: String,
+    local: String,
+    peer: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddressEntry {
+    address: String,
+    iface: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -499,6 +537,163 @@ pub fn check_from_words(words: &str, real: Endpoint) -> Result<Check, String> {
 pub fn agent_from_words(words: &str) -> Result<AgentCheck, String> {
     let entry: AgentEntry = words_to_table(words)?;
     agent(&entry).map_err(|(field, message)| format!("`{field}`: {message}"))
+}
+
+/// The `[ha]` table of a config file, if it has one.
+pub fn load_ha(path: &Path) -> Result<Option<HaConfig>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    parse_ha(&text, &path.display().to_string())
+}
+
+pub fn parse_ha(text: &str, path: &str) -> Result<Option<HaConfig>, ConfigError> {
+    let file: File = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        path: path.to_string(),
+        message: e.to_string().trim_end().to_string(),
+    })?;
+    let Some(ha) = file.ha else {
+        return Ok(None);
+    };
+    let invalid = |span: Range<usize>, field, message: String| ConfigError::Invalid {
+        path: path.to_string(),
+        line: line_of(text, span.start),
+        field,
+        message,
+    };
+    let whole = 0..0;
+    let ms = |value: &Option<Spanned<f64>>, field: &'static str, default: u64| {
+        millis(value.as_ref().map(|v| *v.get_ref()), field, default)
+            .map_err(|e| invalid(value.as_ref().map_or(whole.clone(), |v| v.span()), field, e))
+    };
+    let interval_ms = ms(&ha.interval, "ha.interval", ha_spec::DEFAULT_INTERVAL_MS)?;
+    let dead_ms = ms(&ha.dead, "ha.dead", ha_spec::DEFAULT_DEAD_MS)?;
+    if dead_ms <= interval_ms {
+        let span = ha.dead.as_ref().map_or(whole.clone(), |d| d.span());
+        return Err(invalid(
+            span,
+            "ha.dead",
+            format!("the dead time ({dead_ms} ms) must be longer than the heartbeat interval ({interval_ms} ms)"),
+        ));
+    }
+    let key =
+        match (&ha.key, &ha.key_file) {
+            (Some(k), None) => (k.span(), k.get_ref().as_bytes().to_vec()),
+            (None, Some(f)) => (
+                f.span(),
+                std::fs::read(f.get_ref()).map_err(|e| {
+                    invalid(
+                        f.span(),
+                        "ha.key_file",
+                        format!("reading {}: {e}", f.get_ref()),
+                    )
+                })?,
+            ),
+            (Some(k), Some(_)) => {
+                return Err(invalid(
+                    k.span(),
+                    "ha.key",
+                    "give `key` or `key_file`, not both".into(),
+                ))
+            }
+            (None, None) => return Err(invalid(
+                whole,
+                "ha.key",
+                "a shared `key` (or `key_file`) authenticates heartbeats and sync; it is required"
+                    .into(),
+            )),
+        };
+    if key.1.len() < ha_spec::MIN_KEY_LEN {
+        return Err(invalid(
+            key.0,
+            "ha.key",
+            format!(
+                "the key has {} bytes; use at least {}",
+                key.1.len(),
+                ha_spec::MIN_KEY_LEN
+            ),
+        ));
+    }
+    let priority = match &ha.priority {
+        Some(p) if *p.get_ref() == 0 => {
+            return Err(invalid(
+                p.span(),
+                "ha.priority",
+                "priority must be 1..=255".into(),
+            ))
+        }
+        Some(p) => *p.get_ref(),
+        None => ha_spec::DEFAULT_PRIORITY,
+    };
+    let v4 = |text: &str, span: Range<usize>, field| {
+        text.parse::<Ipv4Addr>().map_err(|_| {
+            invalid(
+                span,
+                field,
+                format!("malformed address `{text}`: expected IPv4 a.b.c.d"),
+            )
+        })
+    };
+    let mut links = Vec::new();
+    for l in &ha.link {
+        let LinkEntry { iface, local, peer } = l.get_ref();
+        links.push(ha_spec::Link {
+            iface: iface.clone(),
+            local: v4(local, l.span(), "ha.link.local")?,
+            peer: v4(peer, l.span(), "ha.link.peer")?,
+        });
+    }
+    if links.is_empty() {
+        return Err(invalid(whole, "ha.link", "at least one [[ha.link]] (iface, local, peer) is required; two keep heartbeats flowing when one link fails".into()));
+    }
+    let mut addresses = Vec::new();
+    for a in &ha.address {
+        let AddressEntry { address, iface } = a.get_ref();
+        let (addr, prefix) = match address.split_once('/') {
+            Some((addr, prefix)) => (
+                addr,
+                prefix
+                    .parse::<u8>()
+                    .ok()
+                    .filter(|p| *p <= 32)
+                    .ok_or_else(|| {
+                        invalid(
+                            a.span(),
+                            "ha.address.address",
+                            format!("bad prefix length in `{address}`"),
+                        )
+                    })?,
+            ),
+            None => (address.as_str(), 32),
+        };
+        addresses.push(ha_spec::Floating {
+            addr: v4(addr, a.span(), "ha.address.address")?,
+            prefix,
+            iface: iface.clone(),
+        });
+    }
+    Ok(Some(HaConfig {
+        priority,
+        preempt: ha.preempt,
+        key: key.1,
+        port: ha.port.unwrap_or(ha_spec::DEFAULT_PORT),
+        interval_ms,
+        dead_ms,
+        sync_interval_ms: ms(
+            &ha.sync_interval,
+            "ha.sync_interval",
+            ha_spec::DEFAULT_SYNC_INTERVAL_MS,
+        )?,
+        garp_repeat: ha.garp_repeat.unwrap_or(ha_spec::DEFAULT_GARP_REPEAT),
+        garp_spacing_ms: ms(
+            &ha.garp_spacing,
+            "ha.garp_spacing",
+            ha_spec::DEFAULT_GARP_SPACING_MS,
+        )?,
+        links,
+        addresses,
+    }))
 }
 
 /// Read and check a config file; the result applies as one transaction.

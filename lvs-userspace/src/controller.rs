@@ -15,7 +15,7 @@ use lvs_common::{
 
 use crate::{
     api::{HealthView, RealView, ServiceView, Snapshot, Stats},
-    conntable::{self, Timeouts},
+    conntable::{self, SyncConn, Timeouts},
     datapath::{Datapath, DatapathError},
     health::{
         condition::{self, AgentState, Condition},
@@ -557,6 +557,118 @@ impl<D: Datapath> Controller<D> {
                 } else {
                     self.datapath.remove_template(&key)?;
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every live inbound connection, by addresses, for the backup router.
+    pub fn export_connections(&self) -> Result<Vec<SyncConn>, ControlError> {
+        let now = self.datapath.now_ns()?;
+        Ok(self
+            .datapath
+            .connections()?
+            .iter()
+            .filter(|(_, c)| !conntable::expired(c, now, &self.timeouts))
+            .filter_map(|(k, c)| SyncConn::of(k, c, now))
+            .collect())
+    }
+
+    /// The service a flow to `vip` belongs to, as the datapath finds it:
+    /// the exact port, else the VIP's port-0 service.
+    fn service_for(&self, protocol: u8, vip: std::net::SocketAddrV4) -> Option<&Service> {
+        let find = |port| {
+            self.state.services.iter().find(|s| {
+                s.spec.id.protocol.number() == protocol
+                    && s.spec.id.vip.addr == *vip.ip()
+                    && s.spec.id.vip.port == port
+            })
+        };
+        find(vip.port()).or_else(|| find(0))
+    }
+
+    /// Write connections the active router reported into this router's
+    /// table, with this router's indexes and methods, so its datapath
+    /// forwards them exactly as the active did. Connections for services
+    /// or servers this router does not have are skipped. Returns how many
+    /// were written.
+    pub fn import_connections(&mut self, conns: &[SyncConn]) -> Result<usize, ControlError> {
+        let now = self.datapath.now_ns()?;
+        let mut written = 0;
+        for sc in conns {
+            let Some(svc) = self.service_for(sc.protocol, sc.virtual_addr) else {
+                continue;
+            };
+            let id = svc.spec.id;
+            // A port-0 service's servers are configured with port 0.
+            let configured = |port| Endpoint {
+                addr: *sc.real.ip(),
+                port,
+            };
+            let found = [sc.real.port(), 0].into_iter().find_map(|port| {
+                let endpoint = configured(port);
+                let index = *self.real_index.get(&(id, endpoint))?;
+                let method = svc
+                    .reals
+                    .iter()
+                    .find(|r| r.server == endpoint)
+                    .map(|r| r.method)
+                    .or(svc
+                        .health
+                        .sorry
+                        .filter(|s| s.server == endpoint)
+                        .map(|s| s.method))?;
+                Some((index, method))
+            });
+            let (Some((real_index, method)), Some(rt)) = (found, self.runtimes.get(&id)) else {
+                continue;
+            };
+            if ConnState::from_u8(sc.state).is_none() {
+                continue;
+            }
+            let method = method.datapath() as u8;
+            let seen = now.saturating_sub(u64::from(sc.idle_ms) * 1_000_000);
+            let key = sc.key();
+            let mut inbound = Conn::new(
+                sc.real.ip().octets(),
+                sc.real.port().to_be_bytes(),
+                Direction::Inbound,
+                method,
+                rt.index,
+                real_index,
+                seen,
+            );
+            inbound.state = sc.state;
+            self.datapath.set_connection(key, inbound)?;
+            if method == lvs_common::Method::Nat as u8 {
+                let reply = Conn::new(
+                    sc.virtual_addr.ip().octets(),
+                    sc.virtual_addr.port().to_be_bytes(),
+                    Direction::Outbound,
+                    method,
+                    rt.index,
+                    real_index,
+                    seen,
+                );
+                self.datapath
+                    .set_connection(conntable::reply_key(&key, &inbound), reply)?;
+            }
+            written += 1;
+        }
+        Ok(written)
+    }
+
+    /// Remove connections the active router no longer has (both entries
+    /// of a NAT flow).
+    pub fn forget_connections(&mut self, conns: &[SyncConn]) -> Result<(), ControlError> {
+        for sc in conns {
+            let key = sc.key();
+            if let Some(conn) = self.datapath.connection(&key)? {
+                if conn.method == lvs_common::Method::Nat as u8 {
+                    self.datapath
+                        .remove_connection(&conntable::reply_key(&key, &conn))?;
+                }
+                self.datapath.remove_connection(&key)?;
             }
         }
         Ok(())

@@ -17,10 +17,11 @@ use tokio::{
 };
 
 use crate::{
-    api::{IpvsTimeouts, Request, Response},
+    api::{HaView, IpvsTimeouts, Request, Response},
     config,
     controller::Controller,
-    datapath::{Datapath, KernelDatapath},
+    datapath::{Datapath, KernelDatapath, Lifetime},
+    ha::runner::Ha,
     health::supervisor::Supervisor,
     model::{Method, State},
     netconf,
@@ -47,18 +48,27 @@ pub struct Options {
 /// serve until `shutdown`, then detach and remove the socket. Anything that
 /// fails before serving leaves nothing attached and no socket behind.
 pub async fn start(options: Options, shutdown: impl Future) -> anyhow::Result<()> {
-    use anyhow::Context;
+    use anyhow::Context as _;
     // Everything that can be checked before touching the kernel is checked first.
-    let commands = match &options.config {
-        Some(path) => config::load(path)?,
-        None => Vec::new(),
+    let (commands, ha) = match &options.config {
+        Some(path) => (config::load(path)?, config::load_ha(path)?),
+        None => (Vec::new(), None),
     };
     let listener = bind(&options.socket)?;
     let prepared = (|| {
         let settings = lvs_common::Settings {
             tunnel_source: options.tunnel_source.map_or([0; 4], |a| a.octets()),
         };
-        let datapath = KernelDatapath::attach(&options.interfaces, settings, options.limits)?;
+        // A router of a pair leaves its datapath forwarding if it is
+        // killed, so what still reaches it is not reset before the peer's
+        // gratuitous ARPs move the traffic.
+        let lifetime = if ha.is_some() {
+            Lifetime::Kernel
+        } else {
+            Lifetime::Lvsd
+        };
+        let datapath =
+            KernelDatapath::attach_for(&options.interfaces, settings, options.limits, lifetime)?;
         for a in &datapath.attachments {
             tracing::info!(iface = %a.iface, ifindex = a.ifindex, mode = a.mode, "attached XDP director");
         }
@@ -73,7 +83,13 @@ pub async fn start(options: Options, shutdown: impl Future) -> anyhow::Result<()
             .context("applying the configuration")?;
         anyhow::Ok(controller)
     })();
-    let controller = match prepared {
+    // A router of a pair binds its links and gives up floating addresses
+    // it may still hold before it serves anything.
+    let prepared = prepared.and_then(|c| {
+        let ha = ha.map(Ha::prepare).transpose()?;
+        anyhow::Ok((c, ha))
+    });
+    let (controller, ha) = match prepared {
         Ok(c) => c,
         Err(e) => {
             unbind(&options.socket);
@@ -88,13 +104,25 @@ pub async fn start(options: Options, shutdown: impl Future) -> anyhow::Result<()
         .context("dup of the EVENTS ring buffer descriptor")?;
     let (configured, watched) = tokio::sync::watch::channel(controller.state().clone());
     let shared = Arc::new(Mutex::new(controller));
+    let (stop_ha, ha_stopped) = tokio::sync::oneshot::channel();
+    let ha_status = ha.as_ref().map(Ha::status);
+    let pairing = ha.map(|ha| tokio::spawn(ha.run(shared.clone(), ha_stopped)));
     let (stop, stopped) = tokio::sync::oneshot::channel();
     let maintenance = tokio::spawn(maintain(shared.clone(), stopped));
     let (stop_events, events_stopped) = tokio::sync::oneshot::channel();
     let listening = tokio::spawn(listen(shared.clone(), events, events_stopped));
     let (stop_health, health_stopped) = tokio::sync::oneshot::channel();
     let checking = tokio::spawn(supervise(shared.clone(), watched, health_stopped));
-    run(shared.clone(), Arc::new(configured), listener, shutdown).await;
+    let context = Arc::new(Context {
+        controller: shared.clone(),
+        configured,
+        ha: ha_status,
+    });
+    run(context, listener, shutdown).await;
+    let _ = stop_ha.send(());
+    if let Some(pairing) = pairing {
+        let _ = pairing.await;
+    }
     let _ = stop_health.send(());
     let _ = checking.await;
     let _ = stop_events.send(());
@@ -111,8 +139,14 @@ pub async fn start(options: Options, shutdown: impl Future) -> anyhow::Result<()
 
 pub type Shared<D> = Arc<Mutex<Controller<D>>>;
 
-/// Each applied configuration, for the health supervisor.
-pub type Configured = Arc<tokio::sync::watch::Sender<State>>;
+/// What a control request may reach.
+pub struct Context<D> {
+    pub controller: Shared<D>,
+    /// Each applied configuration, for the health supervisor.
+    pub configured: tokio::sync::watch::Sender<State>,
+    /// The router pair's state, when lvsd is one of a pair.
+    pub ha: Option<Arc<Mutex<HaView>>>,
+}
 
 /// Bind the control socket: its directory root-only, the socket 0600, a
 /// stale socket replaced, a live one refused.
@@ -149,8 +183,7 @@ fn bind(path: &Path) -> anyhow::Result<UnixListener> {
 
 /// Serve requests until `shutdown` completes.
 pub async fn run<D: Datapath + 'static>(
-    controller: Shared<D>,
-    configured: Configured,
+    context: Arc<Context<D>>,
     listener: UnixListener,
     shutdown: impl Future,
 ) {
@@ -160,10 +193,9 @@ pub async fn run<D: Datapath + 'static>(
             _ = &mut shutdown => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    let controller = controller.clone();
-                    let configured = configured.clone();
+                    let context = context.clone();
                     tokio::spawn(async move {
-                        if let Err(e) = serve(controller, configured, stream).await {
+                        if let Err(e) = serve(context, stream).await {
                             tracing::warn!("control connection: {e}");
                         }
                     });
@@ -175,8 +207,7 @@ pub async fn run<D: Datapath + 'static>(
 }
 
 async fn serve<D: Datapath + 'static>(
-    controller: Shared<D>,
-    configured: Configured,
+    context: Arc<Context<D>>,
     stream: UnixStream,
 ) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
@@ -184,9 +215,8 @@ async fn serve<D: Datapath + 'static>(
     while let Some(line) = lines.next_line().await? {
         let response = match serde_json::from_str::<Request>(&line) {
             Ok(request) => {
-                let controller = controller.clone();
-                let configured = configured.clone();
-                tokio::task::spawn_blocking(move || handle(&controller, &configured, request))
+                let context = context.clone();
+                tokio::task::spawn_blocking(move || handle(&context, request))
                     .await
                     .unwrap_or_else(|e| Response::Error {
                         message: format!("request handler failed: {e}"),
@@ -205,12 +235,17 @@ async fn serve<D: Datapath + 'static>(
 
 /// One request against the controller. An applied change goes to
 /// `configured`, so health checking follows the new configuration.
-pub fn handle<D: Datapath>(
-    controller: &Mutex<Controller<D>>,
-    configured: &tokio::sync::watch::Sender<State>,
-    request: Request,
-) -> Response {
-    let mut c = controller
+pub fn handle<D: Datapath>(context: &Context<D>, request: Request) -> Response {
+    if let Request::Ha = request {
+        return match &context.ha {
+            Some(status) => Response::Ha(status.lock().unwrap_or_else(|p| p.into_inner()).clone()),
+            None => Response::Error {
+                message: "lvsd is not one of a router pair (no [ha] in its config)".into(),
+            },
+        };
+    }
+    let mut c = context
+        .controller
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     let result = match request {
@@ -218,7 +253,7 @@ pub fn handle<D: Datapath>(
             let r = c.apply(&commands).map(|()| Response::Ok);
             if r.is_ok() {
                 tracing::info!(?commands, "applied");
-                configured.send_replace(c.state().clone());
+                context.configured.send_replace(c.state().clone());
             }
             r
         }
@@ -234,6 +269,7 @@ pub fn handle<D: Datapath>(
             }),
         },
         Request::Timeouts => Ok(Response::Timeouts(IpvsTimeouts::of(&c.timeouts()))),
+        Request::Ha => unreachable!("answered above"),
     };
     result.unwrap_or_else(|e| Response::Error {
         message: e.to_string(),
@@ -457,29 +493,32 @@ mod tests {
 
     #[test]
     fn set_timeouts_reaches_the_datapath_and_reads_back() {
-        let controller = Mutex::new(Controller::new(FakeDatapath::default()));
-        let (configured, _) = tokio::sync::watch::channel(State::default());
-        let handle = |c: &Mutex<Controller<FakeDatapath>>, r| handle(c, &configured, r);
-        let shown = |c: &Mutex<Controller<FakeDatapath>>| match handle(c, Request::Timeouts) {
+        let context = Context {
+            controller: Arc::new(Mutex::new(Controller::new(FakeDatapath::default()))),
+            configured: tokio::sync::watch::channel(State::default()).0,
+            ha: None,
+        };
+        let handle = |c: &Context<FakeDatapath>, r| handle(c, r);
+        let shown = |c: &Context<FakeDatapath>| match handle(c, Request::Timeouts) {
             Response::Timeouts(t) => (t.tcp, t.tcp_fin, t.udp),
             other => panic!("{other:?}"),
         };
-        assert_eq!(shown(&controller), (900, 120, 300));
+        assert_eq!(shown(&context), (900, 120, 300));
         let set = |tcp, tcp_fin, udp| {
             handle(
-                &controller,
+                &context,
                 Request::SetTimeouts(IpvsTimeouts { tcp, tcp_fin, udp }),
             )
         };
         assert!(matches!(set(3600, 0, 60), Response::Ok));
-        assert_eq!(shown(&controller), (3600, 120, 60));
-        let written = controller.lock().unwrap().datapath().timeouts;
+        assert_eq!(shown(&context), (3600, 120, 60));
+        let written = context.controller.lock().unwrap().datapath().timeouts;
         assert_eq!(IpvsTimeouts::of(&written).tcp, 3600);
         // A bad value changes nothing and names its field.
         let Response::Error { message } = set(1, 1, u32::MAX) else {
             panic!()
         };
         assert!(message.starts_with("invalid udp timeout"), "{message}");
-        assert_eq!(shown(&controller), (3600, 120, 60));
+        assert_eq!(shown(&context), (3600, 120, 60));
     }
 }

@@ -26,6 +26,7 @@ const USAGE: &str = "lvsadm: ipvsadm-compatible administration of lvsd
                 [--agent 'port=N ...'] [--inhibit-on-failure] | --none
   lvsadm health -t|u service-address [--sorry-server ADDR[:PORT]|none]
                 [--sorry-method nat|route|tunnel] [--slow-start SECONDS]
+  lvsadm ha [--json]         (the router pair: role, peer, last transition, counters)
   lvsadm --simulate FILE|-   (run a scheduler offline; see README)
 Extra: --json (machine-readable output), --socket PATH (or LVSADM_SOCKET).";
 
@@ -73,6 +74,25 @@ fn run() -> anyhow::Result<()> {
     if args.first().is_some_and(|a| a == "health") {
         return health(&socket, &args[1..]);
     }
+    if args.first().is_some_and(|a| a == "ha") {
+        let json = match &args[1..] {
+            [] => false,
+            [flag] if flag == "--json" => true,
+            _ => anyhow::bail!("usage: lvsadm ha [--json]"),
+        };
+        return match api::call(&socket, &Request::Ha)? {
+            Response::Ha(view) if json => {
+                println!("{}", serde_json::to_string_pretty(&view)?);
+                Ok(())
+            }
+            Response::Ha(view) => {
+                print!("{}", format::ha(&view));
+                Ok(())
+            }
+            Response::Error { message } => anyhow::bail!("{message}"),
+            other => anyhow::bail!("unexpected answer from lvsd: {other:?}"),
+        };
+    }
     let invocation = ipvsadm::parse(&args)?;
     let request = match &invocation.action {
         Action::Help => {
@@ -112,6 +132,7 @@ fn run() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Response::Ha(_) => anyhow::bail!("lvsd answered with the HA state to another request"),
         Response::Snapshot(mut snapshot) => {
             if let Action::List(options) = &invocation.action {
                 if let Some(id) = options.service {

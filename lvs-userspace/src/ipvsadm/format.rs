@@ -4,7 +4,8 @@
 use std::fmt::Write;
 
 use crate::{
-    api::{HealthView, IpvsTimeouts, RealView, ServiceView, Snapshot, Stats},
+    api::{HaCounters, HaView, HealthView, IpvsTimeouts, RealView, ServiceView, Snapshot, Stats},
+    ha::wire::Role,
     model::{Persistence, ServiceSpec},
     sched::{SchedFlags, SchedulerName},
 };
@@ -237,6 +238,70 @@ pub fn save(snapshot: &Snapshot) -> String {
             );
         }
     }
+    out
+}
+
+/// `lvsadm ha`: this router's role, its peer, the last transition and the
+/// counters (not an ipvsadm format; keepalived has none either).
+pub fn ha(view: &HaView) -> String {
+    let HaView {
+        role,
+        node,
+        priority,
+        preempt,
+        addresses,
+        peer,
+        last_transition,
+        counters,
+    } = view;
+    let role_name = |r: &Role| match r {
+        Role::Active => "active",
+        Role::Backup => "backup",
+    };
+    let mut out = format!("Role: {}", role_name(role));
+    if let Some(t) = last_transition {
+        let _ = write!(
+            out,
+            " (since {:.1} s, was {}: {})",
+            t.ms_ago as f64 / 1000.0,
+            role_name(&t.from),
+            t.reason
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nNode: {node} priority {priority} preempt {}",
+        if *preempt { "on" } else { "off" }
+    );
+    match peer {
+        Some(p) => {
+            let _ = writeln!(
+                out,
+                "Peer: {} {} priority {}, heard {} ms ago{}",
+                p.node,
+                role_name(&p.role),
+                p.priority,
+                p.heard_ms_ago,
+                if p.alive { "" } else { " (presumed dead)" }
+            );
+        }
+        None => out.push_str("Peer: not heard yet\n"),
+    }
+    let _ = writeln!(out, "Floating addresses: {}", addresses.join(", "));
+    let HaCounters {
+        heartbeats_sent,
+        heartbeats_received,
+        rejected_auth,
+        rejected_source,
+        rejected_stale,
+        sync_records_sent,
+        sync_records_received,
+        sync_records_applied,
+        full_resyncs_sent,
+        takeovers,
+    } = counters;
+    let _ = writeln!(out, "Heartbeats: sent {heartbeats_sent} received {heartbeats_received}; rejected: forged {rejected_auth} wrong source {rejected_source} stale {rejected_stale}");
+    let _ = writeln!(out, "Sync: records sent {sync_records_sent} received {sync_records_received} applied {sync_records_applied}; full resyncs sent {full_resyncs_sent}; takeovers {takeovers}");
     out
 }
 

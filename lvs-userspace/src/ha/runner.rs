@@ -1,0 +1,560 @@
+//! lvsd's side of the router pair: heartbeats on every link, the election,
+//! taking and releasing the floating addresses, and connection sync (the
+//! active router streams its table; the backup writes it into its own).
+
+use std::{
+    net::{SocketAddr, SocketAddrV4},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use tokio::{net::UdpSocket, sync::mpsc, task::JoinHandle, time::MissedTickBehavior};
+
+use super::{
+    election::{Admission, Election, Freshness, Peer, Settings, Transition},
+    spec::{Floating, HaConfig},
+    sync::Exporter,
+    wire::{
+        method_from_wire, method_to_wire, Header, Kind, Message, Op, Record, Role, MAX_RECORDS,
+    },
+};
+use crate::{
+    api::{HaCounters, HaPeerView, HaTransitionView, HaView},
+    conntable::SyncConn,
+    controller::Controller,
+    datapath::Datapath,
+    netconf,
+};
+
+type Shared<D> = Arc<Mutex<Controller<D>>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HaError {
+    #[error("binding the HA socket {addr} on link `{iface}` failed: {source}")]
+    Bind {
+        iface: String,
+        addr: SocketAddrV4,
+        source: std::io::Error,
+    },
+    #[error("releasing floating address {floating} at start failed: {source}")]
+    Release {
+        floating: Floating,
+        source: netconf::NetconfError,
+    },
+}
+
+/// A router of the pair, ready to run.
+pub struct Ha {
+    config: HaConfig,
+    sockets: Vec<Arc<UdpSocket>>,
+    /// This run's boot id: a restarted router's is larger.
+    boot: u64,
+    status: Arc<Mutex<HaView>>,
+}
+
+impl Ha {
+    /// Bind every link's socket and give up any floating address this
+    /// router still holds (it starts as backup, and a router killed while
+    /// active leaves them configured). Must run inside the tokio runtime.
+    pub fn prepare(config: HaConfig) -> Result<Ha, HaError> {
+        let mut sockets = Vec::new();
+        for link in &config.links {
+            let addr = SocketAddrV4::new(link.local, config.port);
+            let bind = |source| HaError::Bind {
+                iface: link.iface.clone(),
+                addr,
+                source,
+            };
+            let std = std::net::UdpSocket::bind(addr).map_err(bind)?;
+            std.set_nonblocking(true).map_err(bind)?;
+            sockets.push(Arc::new(UdpSocket::from_std(std).map_err(bind)?));
+        }
+        for floating in &config.addresses {
+            release(floating).map_err(|source| HaError::Release {
+                floating: floating.clone(),
+                source,
+            })?;
+        }
+        let boot = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let status = Arc::new(Mutex::new(HaView {
+            role: Role::Backup,
+            node: config.node(),
+            priority: config.priority,
+            preempt: config.preempt,
+            addresses: config.addresses.iter().map(|f| f.to_string()).collect(),
+            peer: None,
+            last_transition: None,
+            counters: HaCounters::default(),
+        }));
+        Ok(Ha {
+            config,
+            sockets,
+            boot,
+            status,
+        })
+    }
+
+    /// What `lvsadm ha` shows, kept current by `run`.
+    pub fn status(&self) -> Arc<Mutex<HaView>> {
+        self.status.clone()
+    }
+
+    pub async fn run<D: Datapath + 'static>(
+        self,
+        controller: Shared<D>,
+        mut stop: tokio::sync::oneshot::Receiver<()>,
+    ) {
+        let (tx, mut rx) = mpsc::channel(1024);
+        let readers: Vec<JoinHandle<()>> = self
+            .sockets
+            .iter()
+            .enumerate()
+            .map(|(link, socket)| tokio::spawn(read(link, socket.clone(), tx.clone())))
+            .collect();
+        let mut node = Node::new(self, controller);
+        let mut heartbeat = ticker(node.config.interval_ms);
+        let mut sync = ticker(node.config.sync_interval_ms);
+        loop {
+            tokio::select! {
+                _ = &mut stop => break,
+                _ = heartbeat.tick() => node.beat().await,
+                _ = sync.tick() => node.sync_round().await,
+                Some((link, datagram, from)) = rx.recv() => node.receive(link, &datagram, from).await,
+            }
+            node.publish_status();
+        }
+        for r in readers {
+            r.abort();
+        }
+        // A clean stop gives the addresses up at once; the peer takes
+        // over after the dead time.
+        if node.election.role() == Role::Active {
+            for f in &node.config.addresses {
+                if let Err(e) = release(f) {
+                    tracing::warn!("HA: releasing {f} on the way out: {e}");
+                }
+            }
+        }
+    }
+}
+
+fn ticker(ms: u64) -> tokio::time::Interval {
+    let mut t = tokio::time::interval(Duration::from_millis(ms.max(1)));
+    t.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    t
+}
+
+async fn read(link: usize, socket: Arc<UdpSocket>, tx: mpsc::Sender<(usize, Vec<u8>, SocketAddr)>) {
+    let mut buf = vec![0u8; 65536];
+    loop {
+        match socket.recv_from(&mut buf).await {
+            Ok((n, from)) => {
+                if tx.send((link, buf[..n].to_vec(), from)).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::debug!("HA: receiving on link {link}: {e}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+fn release(f: &Floating) -> Result<(), netconf::NetconfError> {
+    if netconf::has_address(&f.iface, f.addr)? {
+        netconf::remove_floating(&f.iface, f.addr, f.prefix)?;
+        tracing::info!("HA: released {f}");
+    }
+    Ok(())
+}
+
+struct Node<D> {
+    config: HaConfig,
+    sockets: Vec<Arc<UdpSocket>>,
+    boot: u64,
+    seq: u64,
+    epoch: Instant,
+    election: Election,
+    freshness: Freshness,
+    exporter: Exporter,
+    /// Backup: the active peer boot whose full resync arrived, and when it
+    /// was last asked for.
+    resynced_boot: Option<u64>,
+    asked_resync: Option<Instant>,
+    counters: HaCounters,
+    status: Arc<Mutex<HaView>>,
+    controller: Shared<D>,
+}
+
+impl<D: Datapath + 'static> Node<D> {
+    fn new(ha: Ha, controller: Shared<D>) -> Self {
+        let settings = Settings {
+            node: ha.config.node(),
+            priority: ha.config.priority,
+            preempt: ha.config.preempt,
+            dead_ns: ha.config.dead_ms * 1_000_000,
+        };
+        Self {
+            election: Election::new(settings, 0),
+            config: ha.config,
+            sockets: ha.sockets,
+            boot: ha.boot,
+            seq: 0,
+            epoch: Instant::now(),
+            freshness: Freshness::default(),
+            exporter: Exporter::default(),
+            resynced_boot: None,
+            asked_resync: None,
+            counters: HaCounters::default(),
+            status: ha.status,
+            controller,
+        }
+    }
+
+    fn now_ns(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
+    fn header(&mut self, kind: Kind) -> Header {
+        self.seq += 1;
+        Header {
+            kind,
+            role: self.election.role(),
+            priority: self.config.priority,
+            node: self.config.node(),
+            boot: self.boot,
+            seq: self.seq,
+            full: false,
+            last: false,
+        }
+    }
+
+    /// The same datagram on every link; the peer drops the copies.
+    async fn send(&mut self, message: &Message) -> bool {
+        let datagram = message.emit(&self.config.key);
+        let mut delivered = false;
+        for (link, socket) in self.config.links.iter().zip(&self.sockets) {
+            match socket
+                .send_to(&datagram, (link.peer, self.config.port))
+                .await
+            {
+                Ok(_) => delivered = true,
+                Err(e) => tracing::debug!("HA: sending on {}: {e}", link.iface),
+            }
+        }
+        delivered
+    }
+
+    async fn beat(&mut self) {
+        let header = self.header(Kind::Heartbeat);
+        if self
+            .send(&Message {
+                header,
+                records: Vec::new(),
+            })
+            .await
+        {
+            self.counters.heartbeats_sent += 1;
+        }
+        let now = self.now_ns();
+        if let Some(t) = self.election.on_tick(now) {
+            self.transition(t).await;
+        }
+        self.ask_resync().await;
+    }
+
+    /// Backup: ask the live active peer for its whole table, once per
+    /// boot of it, again each second until the last batch arrives.
+    async fn ask_resync(&mut self) {
+        let Some(peer) = self.election.live_peer(self.now_ns()) else {
+            return;
+        };
+        let due = self.election.role() == Role::Backup
+            && peer.role == Role::Active
+            && self.resynced_boot != Some(peer.boot)
+            && self
+                .asked_resync
+                .is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+        if due {
+            let header = self.header(Kind::ResyncRequest);
+            self.send(&Message {
+                header,
+                records: Vec::new(),
+            })
+            .await;
+            self.asked_resync = Some(Instant::now());
+            tracing::info!(peer = %peer.node, "HA: asked the active peer for a full resync");
+        }
+    }
+
+    async fn export(&self) -> Vec<SyncConn> {
+        let controller = self.controller.clone();
+        let listed = tokio::task::spawn_blocking(move || {
+            controller
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .export_connections()
+        })
+        .await;
+        match listed {
+            Ok(Ok(conns)) => conns,
+            Ok(Err(e)) => {
+                tracing::warn!("HA: reading the connection table for sync: {e}");
+                Vec::new()
+            }
+            Err(e) => {
+                tracing::warn!("HA: sync export failed: {e}");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Active: send what changed since the last round.
+    async fn sync_round(&mut self) {
+        if self.election.role() != Role::Active || self.election.live_peer(self.now_ns()).is_none()
+        {
+            return;
+        }
+        let live = self.export().await;
+        let now_ms = self.now_ns() / 1_000_000;
+        let changes = self.exporter.changes(now_ms, &live);
+        self.send_records(changes, false).await;
+    }
+
+    async fn full_resync(&mut self) {
+        let live = self.export().await;
+        let now_ms = self.now_ns() / 1_000_000;
+        let all = self.exporter.full(now_ms, &live);
+        let n = all.len();
+        self.send_records(all.into_iter().map(|c| (Op::Upsert, c)).collect(), true)
+            .await;
+        self.counters.full_resyncs_sent += 1;
+        tracing::info!(connections = n, "HA: sent a full resync");
+    }
+
+    async fn send_records(&mut self, records: Vec<(Op, SyncConn)>, full: bool) {
+        if records.is_empty() && !full {
+            return;
+        }
+        let batches: Vec<&[(Op, SyncConn)]> = if records.is_empty() {
+            vec![&[]]
+        } else {
+            records.chunks(MAX_RECORDS).collect()
+        };
+        let count = batches.len();
+        for (i, batch) in batches.into_iter().enumerate() {
+            let mut header = self.header(Kind::Sync);
+            header.full = full;
+            header.last = full && i + 1 == count;
+            let message = Message {
+                header,
+                records: batch
+                    .iter()
+                    .filter_map(|(op, c)| to_record(*op, c))
+                    .collect(),
+            };
+            if self.send(&message).await {
+                self.counters.sync_records_sent += batch.len() as u64;
+            }
+        }
+    }
+
+    async fn receive(&mut self, link: usize, datagram: &[u8], from: SocketAddr) {
+        let message = match Message::parse(datagram, &self.config.key) {
+            Ok(m) => m,
+            Err(e) => {
+                self.counters.rejected_auth += 1;
+                if self.counters.rejected_auth.is_power_of_two() {
+                    tracing::warn!(%from, link = %self.config.links[link].iface, count = self.counters.rejected_auth, "HA: rejected a message: {e}");
+                }
+                return;
+            }
+        };
+        // Authenticated, but from where the peer is not: a replay.
+        if from.ip() != std::net::IpAddr::V4(self.config.links[link].peer) {
+            self.counters.rejected_source += 1;
+            return;
+        }
+        let h = message.header;
+        match self.freshness.admit(h.boot, h.seq) {
+            Admission::Fresh => {}
+            Admission::Late => return,
+            Admission::Stale => {
+                self.counters.rejected_stale += 1;
+                return;
+            }
+        }
+        match h.kind {
+            Kind::Heartbeat => {
+                self.counters.heartbeats_received += 1;
+                let peer = Peer {
+                    node: h.node,
+                    role: h.role,
+                    priority: h.priority,
+                    boot: h.boot,
+                    heard_ns: self.now_ns(),
+                };
+                if let Some(t) = self.election.on_heartbeat(peer) {
+                    self.transition(t).await;
+                }
+            }
+            Kind::ResyncRequest if self.election.role() == Role::Active => self.full_resync().await,
+            Kind::ResyncRequest => {}
+            Kind::Sync if self.election.role() == Role::Backup => self.import(&message).await,
+            Kind::Sync => {}
+        }
+    }
+
+    /// Backup: write the active's connections into this router's table.
+    async fn import(&mut self, message: &Message) {
+        self.counters.sync_records_received += message.records.len() as u64;
+        let (mut upserts, mut removes) = (Vec::new(), Vec::new());
+        for r in &message.records {
+            match r.op {
+                Op::Upsert => upserts.push(from_record(r)),
+                Op::Remove => removes.push(from_record(r)),
+            }
+        }
+        let controller = self.controller.clone();
+        let applied = tokio::task::spawn_blocking(move || {
+            let mut c = controller.lock().unwrap_or_else(|p| p.into_inner());
+            c.forget_connections(&removes)?;
+            c.import_connections(&upserts)
+        })
+        .await;
+        match applied {
+            Ok(Ok(n)) => self.counters.sync_records_applied += n as u64,
+            Ok(Err(e)) => tracing::warn!("HA: writing synced connections: {e}"),
+            Err(e) => tracing::warn!("HA: sync import failed: {e}"),
+        }
+        if message.header.last {
+            self.resynced_boot = Some(message.header.boot);
+            tracing::info!(
+                records = self.counters.sync_records_applied,
+                "HA: full resync received"
+            );
+        }
+    }
+
+    async fn transition(&mut self, t: Transition) {
+        tracing::warn!(from = ?t.from, to = ?t.to, "HA: {}", t.reason);
+        match t.to {
+            Role::Active => {
+                self.counters.takeovers += 1;
+                // Everything the new backup (whoever it is) should hear.
+                self.exporter = Exporter::default();
+                let addresses = self.config.addresses.clone();
+                let (repeat, spacing) = (self.config.garp_repeat, self.config.garp_spacing_ms);
+                let taken = tokio::task::spawn_blocking(move || {
+                    for f in &addresses {
+                        match netconf::add_floating(&f.iface, f.addr, f.prefix) {
+                            Ok(()) => tracing::info!("HA: took {f}"),
+                            Err(e) => tracing::error!("HA: taking {f}: {e}"),
+                        }
+                    }
+                    addresses
+                })
+                .await
+                .unwrap_or_default();
+                tokio::spawn(announce(taken, repeat, spacing));
+            }
+            Role::Backup => {
+                self.resynced_boot = None;
+                self.asked_resync = None;
+                let addresses = self.config.addresses.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    for f in &addresses {
+                        if let Err(e) = release(f) {
+                            tracing::error!("HA: releasing {f}: {e}");
+                        }
+                    }
+                })
+                .await;
+            }
+        }
+        self.publish_status();
+    }
+
+    fn publish_status(&self) {
+        let now = self.now_ns();
+        let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        s.role = self.election.role();
+        s.peer = self.election.peer().map(|p| HaPeerView {
+            node: p.node,
+            role: p.role,
+            priority: p.priority,
+            heard_ms_ago: now.saturating_sub(p.heard_ns) / 1_000_000,
+            alive: self.election.live_peer(now).is_some(),
+        });
+        s.last_transition = self.election.last_transition().map(|t| HaTransitionView {
+            from: t.from,
+            to: t.to,
+            reason: t.reason.clone(),
+            ms_ago: now.saturating_sub(t.at_ns) / 1_000_000,
+        });
+        s.counters = self.counters;
+    }
+}
+
+/// Gratuitous ARPs for every taken address, `repeat` rounds apart.
+async fn announce(addresses: Vec<Floating>, repeat: u32, spacing_ms: u64) {
+    for round in 0..repeat {
+        if round > 0 {
+            tokio::time::sleep(Duration::from_millis(spacing_ms)).await;
+        }
+        for f in &addresses {
+            if let Err(e) = netconf::send_gratuitous_arp(&f.iface, f.addr) {
+                tracing::warn!("HA: gratuitous ARP for {f}: {e}");
+            }
+        }
+    }
+}
+
+/// The wire numbers methods as IPVS does; the datapath has its own.
+fn to_record(op: Op, c: &SyncConn) -> Option<Record> {
+    let SyncConn {
+        protocol,
+        client,
+        virtual_addr,
+        real,
+        method,
+        state,
+        idle_ms,
+    } = *c;
+    Some(Record {
+        op,
+        protocol,
+        method: method_to_wire(lvs_common::Method::from_u8(method)?),
+        state,
+        client,
+        virtual_addr,
+        real,
+        idle_ms,
+    })
+}
+
+fn from_record(r: &Record) -> SyncConn {
+    let Record {
+        op: _,
+        protocol,
+        method,
+        state,
+        client,
+        virtual_addr,
+        real,
+        idle_ms,
+    } = *r;
+    SyncConn {
+        protocol,
+        client,
+        virtual_addr,
+        real,
+        // `parse` accepted only known methods.
+        method: method_from_wire(method).map_or(u8::MAX, |m| m as u8),
+        state,
+        idle_ms,
+    }
+}
