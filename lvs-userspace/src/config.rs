@@ -58,7 +58,7 @@ use crate::{
 struct File {
     #[serde(default)]
     service: Vec<ServiceEntry>,
-    ha: Option<HaEntry>,
+    ha: Option<Spanned<HaEntry>>,
 }
 
 /// `[ha]`: the router pair (see `ha::spec` for the defaults).
@@ -553,16 +553,18 @@ pub fn parse_ha(text: &str, path: &str) -> Result<Option<HaConfig>, ConfigError>
         path: path.to_string(),
         message: e.to_string().trim_end().to_string(),
     })?;
-    let Some(ha) = file.ha else {
+    let Some(spanned) = file.ha else {
         return Ok(None);
     };
+    // Errors about a missing key point at the `[ha]` table itself.
+    let whole = spanned.span();
+    let ha = spanned.into_inner();
     let invalid = |span: Range<usize>, field, message: String| ConfigError::Invalid {
         path: path.to_string(),
         line: line_of(text, span.start),
         field,
         message,
     };
-    let whole = 0..0;
     let ms = |value: &Option<Spanned<f64>>, field: &'static str, default: u64| {
         millis(value.as_ref().map(|v| *v.get_ref()), field, default)
             .map_err(|e| invalid(value.as_ref().map_or(whole.clone(), |v| v.span()), field, e))
@@ -1215,5 +1217,93 @@ min_percent = 10
             let err = check_from_words(words, real).unwrap_err();
             assert!(err.starts_with(expected), "{words}: {err}");
         }
+    }
+
+    const PAIR: &str = r#"
+[ha]
+priority = 150
+key = "a shared secret, 16+ bytes"
+interval = 0.2
+dead = 0.8
+
+[[ha.link]]
+iface = "lan0"
+local = "198.18.1.3"
+peer = "198.18.1.4"
+
+[[ha.link]]
+iface = "priv0"
+local = "198.18.20.3"
+peer = "198.18.20.4"
+
+[[ha.address]]
+address = "198.18.0.10"
+iface = "lan0"
+
+[[ha.address]]
+address = "198.18.20.1/24"
+iface = "priv0"
+"#;
+
+    #[test]
+    fn the_ha_table_is_read_with_its_defaults() {
+        assert_eq!(parse_ha(GOOD, "lvs.toml").unwrap(), None);
+        let ha = parse_ha(PAIR, "lvs.toml").unwrap().unwrap();
+        assert_eq!((ha.priority, ha.preempt, ha.port), (150, false, 8848));
+        assert_eq!(
+            (ha.interval_ms, ha.dead_ms, ha.sync_interval_ms),
+            (200, 800, 200)
+        );
+        assert_eq!(ha.node().to_string(), "198.18.1.3");
+        assert_eq!(ha.links.len(), 2);
+        let floating: Vec<String> = ha.addresses.iter().map(|f| f.to_string()).collect();
+        assert_eq!(
+            floating,
+            ["198.18.0.10/32 dev lan0", "198.18.20.1/24 dev priv0"]
+        );
+        // The services part of the same file still parses alone.
+        assert!(parse(&format!("{GOOD}{PAIR}"), "lvs.toml").is_ok());
+    }
+
+    #[test]
+    fn ha_errors_name_line_and_field() {
+        for (from, to, expected) in [
+            (
+                "key = \"a shared secret, 16+ bytes\"",
+                "key = \"short\"",
+                "lvs.toml:4: field `ha.key`: the key has 5 bytes; use at least 16",
+            ),
+            (
+                "dead = 0.8",
+                "dead = 0.1",
+                "lvs.toml:6: field `ha.dead`: the dead time (100 ms) must be longer than the heartbeat interval (200 ms)",
+            ),
+            (
+                "priority = 150",
+                "priority = 0",
+                "lvs.toml:3: field `ha.priority`: priority must be 1..=255",
+            ),
+            (
+                "peer = \"198.18.1.4\"",
+                "peer = \"198.18.1\"",
+                "lvs.toml:8: field `ha.link.peer`: malformed address `198.18.1`: expected IPv4 a.b.c.d",
+            ),
+            (
+                "address = \"198.18.20.1/24\"",
+                "address = \"198.18.20.1/33\"",
+                "lvs.toml:22: field `ha.address.address`: bad prefix length in `198.18.20.1/33`",
+            ),
+        ] {
+            let text = PAIR.replace(from, to);
+            assert_ne!(text, PAIR, "{from}");
+            let err = parse_ha(&text, "lvs.toml").unwrap_err().to_string();
+            assert_eq!(err, expected, "{to}");
+        }
+        let no_key = PAIR.replace("key = \"a shared secret, 16+ bytes\"\n", "");
+        let err = parse_ha(&no_key, "lvs.toml").unwrap_err().to_string();
+        assert!(
+            err.starts_with("lvs.toml:2: field `ha.key`") && err.contains("required"),
+            "{err}"
+        );
     }
 }

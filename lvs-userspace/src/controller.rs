@@ -2225,4 +2225,67 @@ mod tests {
         let first = picks(&mut c, 10);
         assert!(first.matches('2').count() <= 2, "{first}");
     }
+
+    #[test]
+    fn synced_connections_take_the_backups_own_indexes() {
+        // The active added rs1 then rs2; the backup the other way round, and
+        // an extra service first, so every index differs.
+        let mut active = setup(SchedulerName::Rr, &[1, 1]);
+        let mut backup = Controller::new(FakeDatapath::default());
+        let other = ServiceSpec {
+            id: ServiceId {
+                protocol: Protocol::Udp,
+                vip: "198.18.0.99:53".parse().unwrap(),
+            },
+            ..spec(SchedulerName::Rr)
+        };
+        backup
+            .apply(&[
+                Command::AddService(other),
+                Command::AddService(spec(SchedulerName::Rr)),
+                add_real(2, 1),
+                add_real(1, 1),
+            ])
+            .unwrap();
+        // A NAT flow on the active, to rs1: as the datapath records it.
+        hold(&mut active, 1, 1, ConnState::Established);
+        active.datapath_mut().now_ns = 5_000_000_000;
+        let exported = active.export_connections().unwrap();
+        assert_eq!(exported.len(), 1);
+        let sc = exported[0];
+        assert_eq!(sc.real.to_string(), "198.18.11.2:8080");
+        assert_eq!(sc.idle_ms, 5_000);
+        backup.datapath_mut().now_ns = 100_000_000_000;
+        assert_eq!(backup.import_connections(&exported).unwrap(), 1);
+        let inbound = backup.datapath().conns[&sc.key()];
+        assert_eq!(
+            inbound.real_index,
+            backup.real_index[&(svc(), real(1, 1).server)]
+        );
+        assert_ne!(
+            inbound.real_index,
+            active.real_index[&(svc(), real(1, 1).server)]
+        );
+        assert_eq!(inbound.service_index, backup.runtimes[&svc()].index);
+        assert_eq!(inbound.state, ConnState::Established as u8);
+        assert_eq!(inbound.last_seen_ns, 95_000_000_000);
+        // NAT: the reply entry too, pointing back at the VIP.
+        let reply = backup.datapath().conns[&conntable::reply_key(&sc.key(), &inbound)];
+        assert_eq!(reply.direction, Direction::Outbound as u8);
+        assert_eq!(reply.addr(), [198, 18, 0, 10]);
+        assert_eq!(backup.datapath().conns.len(), 2);
+        // The backup counts it: wlc after a takeover sees the real load.
+        backup.recount().unwrap();
+        // rs1 was added last, so it heads the list.
+        assert_eq!(
+            backup.snapshot().unwrap().services[1].reals[0].active_conns,
+            1
+        );
+        // A removal takes both entries; unknown services are skipped.
+        backup.forget_connections(&exported).unwrap();
+        assert!(backup.datapath().conns.is_empty());
+        let mut stray = sc;
+        stray.virtual_addr = "198.18.0.77:80".parse().unwrap();
+        assert_eq!(backup.import_connections(&[stray]).unwrap(), 0);
+    }
 }
