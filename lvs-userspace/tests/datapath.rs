@@ -30,6 +30,23 @@ const VIP: [u8; 4] = [198, 18, 0, 10];
 const CLIENT_MAC: [u8; 6] = [2, 0, 0, 0, 1, 2];
 const DIRECTOR_CLIENT_MAC: [u8; 6] = [2, 0, 0, 0, 1, 1];
 
+/// The XDP metadata note `lvs_neigh` reads: magic, next hop, egress ifindex.
+fn neigh_note(next_hop: [u8; 4], egress: &str) -> Vec<u8> {
+    let mut note = b"LVSN".to_vec();
+    note.extend_from_slice(&next_hop);
+    note.extend_from_slice(&ifindex(egress).to_ne_bytes());
+    note
+}
+
+/// `frame` with its IPv4 TTL one lower and the header checksum redone.
+fn ttl_decremented(mut frame: Vec<u8>) -> Vec<u8> {
+    frame[22] -= 1;
+    frame[24..26].copy_from_slice(&[0, 0]);
+    let check = checksum::full(&frame[14..34], 0);
+    frame[24..26].copy_from_slice(&check.to_be_bytes());
+    frame
+}
+
 fn real_ip(i: u8) -> [u8; 4] {
     [198, 18, 10 + i, 2]
 }
@@ -513,15 +530,8 @@ fn an_unresolved_neighbour_hands_the_rewritten_packet_to_the_neighbour_layer() {
     // lvs_neigh reads in front (not the kernel's forwarding, which drops a
     // reply from a VIP this router holds as a martian).
     assert_eq!(out.action, XDP_PASS);
-    let mut note = b"LVSN".to_vec();
-    note.extend_from_slice(&real_ip(3));
-    note.extend_from_slice(&ifindex("srv3").to_ne_bytes());
-    assert_eq!(&out.frame[..12], note.as_slice());
-    let mut expected = oracle(&syn, None, Some((real_ip(3), 8080)), None);
-    expected[22] -= 1;
-    expected[24..26].copy_from_slice(&[0, 0]);
-    let check = checksum::full(&expected[14..34], 0);
-    expected[24..26].copy_from_slice(&check.to_be_bytes());
+    assert_eq!(&out.frame[..12], neigh_note(real_ip(3), "srv3").as_slice());
+    let expected = ttl_decremented(oracle(&syn, None, Some((real_ip(3), 8080)), None));
     assert_eq!(&out.frame[12..], expected.as_slice());
     assert_eq!(verdict(&c, "pass_resolve_neighbour"), 1);
 }
@@ -644,16 +654,12 @@ fn dr_with_an_unresolved_neighbour_is_handed_to_the_neighbour_layer() {
     assert_eq!(out.action, XDP_PASS);
     // BPF_PROG_TEST_RUN returns the metadata in front of the frame: the
     // note lvs_neigh reads (magic, next hop, egress ifindex).
-    let mut note = b"LVSN".to_vec();
-    note.extend_from_slice(&[198, 18, 13, 3]);
-    note.extend_from_slice(&ifindex("srv3").to_ne_bytes());
-    assert_eq!(&out.frame[..12], note.as_slice());
+    assert_eq!(
+        &out.frame[..12],
+        neigh_note([198, 18, 13, 3], "srv3").as_slice()
+    );
     // The frame itself: TTL already decremented, MACs left to the kernel.
-    let mut expected = oracle(&syn, None, None, None);
-    expected[22] -= 1;
-    expected[24..26].copy_from_slice(&[0, 0]);
-    let check = checksum::full(&expected[14..34], 0);
-    expected[24..26].copy_from_slice(&check.to_be_bytes());
+    let expected = ttl_decremented(oracle(&syn, None, None, None));
     assert_eq!(&out.frame[12..], expected.as_slice());
     assert_eq!(verdict(&c, "pass_resolve_neighbour"), 1);
 }
@@ -886,10 +892,7 @@ fn tun_with_an_unresolved_next_hop_is_encapsulated_then_handed_to_the_neighbour_
     let syn = tcp((CLIENT, 40000), ([198, 18, 0, 24], 80), "S", b"");
     let out = run(&c, &syn);
     assert_eq!(out.action, XDP_PASS);
-    let mut note = b"LVSN".to_vec();
-    note.extend_from_slice(&real);
-    note.extend_from_slice(&ifindex("srv3").to_ne_bytes());
-    assert_eq!(&out.frame[..12], note.as_slice());
+    assert_eq!(&out.frame[..12], neigh_note(real, "srv3").as_slice());
     // Encapsulated from the director's srv3 address; the Ethernet header is
     // left as it came, for bpf_redirect_neigh to rewrite.
     let expected = encapsulated(

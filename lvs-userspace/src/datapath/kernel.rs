@@ -14,7 +14,10 @@ use lvs_common::{
 };
 use serde::Serialize;
 
-use super::{standalone::netlink, Datapath, DatapathError, Limits, XdpAttachMode};
+use super::{
+    standalone::{attach_by_netlink, netlink},
+    Datapath, DatapathError, Limits, XdpAttachMode,
+};
 
 /// The compiled `lvs-ebpf` object (built by this crate's build script).
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("LVS_EBPF_OBJECT"));
@@ -120,26 +123,7 @@ fn attach_kept(program: &Xdp, iface: &str, ifindex: u32) -> Result<XdpAttachMode
         })?
         .as_fd()
         .as_raw_fd();
-    let set = |mode| {
-        if leftover {
-            netlink::replace_xdp(ifindex, fd, mode)
-        } else {
-            netlink::set_xdp(ifindex, fd, mode)
-        }
-    };
-    let mode = match set(XdpAttachMode::Native) {
-        Ok(()) => XdpAttachMode::Native,
-        Err(native) => set(XdpAttachMode::Generic)
-            .map(|()| XdpAttachMode::Generic)
-            .map_err(|generic| DatapathError::Netlink {
-                iface: iface.to_string(),
-                call: "RTM_SETLINK IFLA_XDP (attach)",
-                source: std::io::Error::new(
-                    generic.kind(),
-                    format!("native mode: {native}; generic mode: {generic}"),
-                ),
-            })?,
-    };
+    let mode = attach_by_netlink(iface, ifindex, fd, leftover)?;
     let write = || -> std::io::Result<()> {
         use std::os::unix::fs::DirBuilderExt;
         std::fs::DirBuilder::new()

@@ -129,20 +129,7 @@ impl StandaloneXdp {
             })?
             .as_fd()
             .as_raw_fd();
-        let native = match netlink::set_xdp(ifindex, fd, XdpAttachMode::Native) {
-            Ok(()) => return Ok(XdpAttachMode::Native),
-            Err(e) => e,
-        };
-        netlink::set_xdp(ifindex, fd, XdpAttachMode::Generic)
-            .map(|()| XdpAttachMode::Generic)
-            .map_err(|generic| DatapathError::Netlink {
-                iface: iface.to_string(),
-                call: "RTM_SETLINK IFLA_XDP (attach)",
-                source: std::io::Error::new(
-                    generic.kind(),
-                    format!("native mode: {native}; generic mode: {generic}"),
-                ),
-            })
+        attach_by_netlink(iface, ifindex, fd, false)
     }
 
     /// Remove what `attach_persistent` attached.
@@ -228,6 +215,37 @@ fn program_mut<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp
         .map_err(|source| DatapathError::Program {
             program: name,
             source,
+        })
+}
+
+/// Attach program `fd` to `iface` by netlink, native mode first, generic as
+/// the fallback; `replace` swaps out a program already there.
+pub(super) fn attach_by_netlink(
+    iface: &str,
+    ifindex: u32,
+    fd: i32,
+    replace: bool,
+) -> Result<XdpAttachMode, DatapathError> {
+    let set = |mode| {
+        if replace {
+            netlink::replace_xdp(ifindex, fd, mode)
+        } else {
+            netlink::set_xdp(ifindex, fd, mode)
+        }
+    };
+    let native = match set(XdpAttachMode::Native) {
+        Ok(()) => return Ok(XdpAttachMode::Native),
+        Err(e) => e,
+    };
+    set(XdpAttachMode::Generic)
+        .map(|()| XdpAttachMode::Generic)
+        .map_err(|generic| DatapathError::Netlink {
+            iface: iface.to_string(),
+            call: "RTM_SETLINK IFLA_XDP (attach)",
+            source: std::io::Error::new(
+                generic.kind(),
+                format!("native mode: {native}; generic mode: {generic}"),
+            ),
         })
 }
 
