@@ -19,7 +19,9 @@ use anyhow::{anyhow, bail, Context, Result};
 
 pub mod bench;
 pub mod demo;
+pub mod pair;
 pub mod topology;
+pub use pair::Pair;
 pub use topology::{Lab, Method, RealServer, VIP};
 
 /// Run a command to completion; fail with its stderr if it fails.
@@ -133,6 +135,25 @@ impl Netns {
         })
     }
 
+    /// Run `f` on a new thread inside the namespace, in the background.
+    /// What it creates (sockets) stays in the namespace.
+    pub fn thread<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<thread::JoinHandle<Result<T>>> {
+        let path = Path::new("/run/netns").join(&self.name);
+        let ns = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        let name = self.name.clone();
+        thread::Builder::new()
+            .name(format!("in-{name}"))
+            .spawn(move || {
+                nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .with_context(|| format!("entering {name}"))?;
+                Ok(f())
+            })
+            .context("spawning a thread")
+    }
+
     /// `(MAC address, received packets)` of interface `dev`.
     pub fn link_stats(&self, dev: &str) -> Result<([u8; 6], u64)> {
         let out = self.exec(&["ip", "-j", "-s", "link", "show", "dev", dev])?;
@@ -198,7 +219,11 @@ impl Held {
 
     /// Send `line`; the server's echo of it.
     pub fn echo(&mut self, line: &str) -> Result<String> {
-        writeln!(self.stream.get_mut(), "{line}")?;
+        // One write: `writeln!` writes the newline separately, and Nagle
+        // then holds it for the server's delayed ACK (40 ms an echo).
+        self.stream
+            .get_mut()
+            .write_all(format!("{line}\n").as_bytes())?;
         self.line().context("reading the echo")
     }
 
@@ -232,6 +257,27 @@ impl Proc {
         }
         let _ = child.kill();
         child.wait().ok()
+    }
+
+    /// SIGKILL, as a crash would: no cleanup runs. Waits (bounded) for
+    /// the exit.
+    pub fn kill9(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+        None
+    }
+
+    /// Its process id, while it is ours to stop.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     pub fn is_running(&mut self) -> bool {

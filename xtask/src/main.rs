@@ -199,6 +199,8 @@ fn test(root: &Path) -> Result<()> {
             "e2e",
             "--test",
             "health",
+            "--test",
+            "ha",
             "--",
             "--include-ignored",
             "--test-threads=1",

@@ -1,6 +1,6 @@
 //! Tiny, bounded traffic programs for the lab: an HTTP server and a UDP
 //! server that answer with their name, a TCP server that holds connections
-//! open, and clients that report who answered.
+//! open, clients that report who answered, and a forger of HA heartbeats.
 
 use std::{
     io::{BufRead, BufReader, Read, Write},
@@ -51,6 +51,21 @@ enum Cmd {
         #[arg(long, default_value_t = 3000)]
         timeout_ms: u64,
     },
+    /// COUNT well-formed HA heartbeats (`ha::wire`) to every TO, claiming
+    /// `role active, priority 255` as NODE, signed with KEY (by default a
+    /// key no router has), INTERVAL_MS apart.
+    ForgeHeartbeat {
+        #[arg(long, required = true)]
+        to: Vec<SocketAddr>,
+        #[arg(long)]
+        node: std::net::Ipv4Addr,
+        #[arg(long, default_value_t = 1)]
+        count: u64,
+        #[arg(long, default_value_t = 20)]
+        interval_ms: u64,
+        #[arg(long, default_value = "not the pair's key, but long enough")]
+        key: String,
+    },
 }
 
 fn main() -> Result<()> {
@@ -78,7 +93,54 @@ fn main() -> Result<()> {
         Cmd::UdpQuery { target, timeout_ms } => {
             udp_query(target, Duration::from_millis(timeout_ms))
         }
+        Cmd::ForgeHeartbeat {
+            to,
+            node,
+            count,
+            interval_ms,
+            key,
+        } => forge_heartbeat(&to, node, count, Duration::from_millis(interval_ms), &key),
     }
+}
+
+fn forge_heartbeat(
+    to: &[SocketAddr],
+    node: std::net::Ipv4Addr,
+    count: u64,
+    interval: Duration,
+    key: &str,
+) -> Result<()> {
+    use lvs::ha::wire::{Header, Kind, Message, Role};
+    let socket = UdpSocket::bind("0.0.0.0:0")?;
+    // A boot id later than any real router's: the most convincing claim.
+    let boot = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as u64;
+    for seq in 1..=count.min(10_000) {
+        if seq > 1 {
+            std::thread::sleep(interval);
+        }
+        let datagram = Message {
+            header: Header {
+                kind: Kind::Heartbeat,
+                role: Role::Active,
+                priority: 255,
+                node,
+                boot,
+                seq,
+                full: false,
+                last: false,
+            },
+            records: Vec::new(),
+        }
+        .emit(key.as_bytes());
+        for target in to {
+            socket
+                .send_to(&datagram, target)
+                .with_context(|| format!("sending to {target}"))?;
+        }
+    }
+    Ok(())
 }
 
 fn http_server(listen: SocketAddr, name: &str) -> Result<()> {

@@ -1,0 +1,599 @@
+//! The router-pair lab: a client, two directors on a shared LAN with the VIP
+//! floating between them, and real servers; everything on two bridges in a
+//! switch namespace.
+//!
+//! ```text
+//!  ns sw: bridges pub (198.18.1.0/24) and priv (198.18.20.0/24), no addresses
+//!
+//!  pub  ── client   eth0 198.18.1.2   (VIP on-link: it ARPs for 198.18.0.10)
+//!       ── d1       lan0 198.18.1.3
+//!       ── d2       lan0 198.18.1.4
+//!       ── DR rsN   eth0 198.18.1.1N  (VIP on lo: `lvsadm realserver setup`)
+//!       ── outsider eth0 198.18.1.66  (on demand: a third party on the LAN)
+//!  priv ── d1       priv0 198.18.20.3
+//!       ── d2       priv0 198.18.20.4
+//!       ── NAT rsN  eth0 198.18.20.1N, default via 198.18.20.1 (floating)
+//! ```
+//!
+//! Both directors run `lvsd -i lan0 -i priv0` with the same services and an
+//! `[ha]` section: heartbeats on both bridges, the VIP (and for NAT the real
+//! servers' gateway 198.18.20.1) floating. Each lvsd run logs to its own
+//! file in the lab's directory; `Pair::logs` shows them all.
+
+use std::{
+    net::{Ipv4Addr, SocketAddr},
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
+
+use anyhow::{bail, Context, Result};
+use lvs::{
+    api::{HaView, Snapshot, Stats},
+    ha::wire::Role,
+};
+
+use crate::{
+    bin, exec_in, run,
+    topology::{Method, RealServer, VIP},
+    wait_for, Held, Netns, Proc,
+};
+
+pub const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 2);
+pub const OUTSIDER: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 66);
+/// The NAT real servers' default gateway, floating on the private side.
+pub const GATEWAY: Ipv4Addr = Ipv4Addr::new(198, 18, 20, 1);
+/// The pair's shared HMAC key.
+pub const KEY: &str = "a shared secret for the smoke test";
+/// The HA port (IPVS's sync daemon port, lvsd's default).
+pub const HA_PORT: u16 = 8848;
+/// The service the long-lived streams use (a hold server, on the same
+/// port on the real servers).
+pub const HOLD_PORT: u16 = 7000;
+/// The service new connections use.
+pub const HTTP_PORT: u16 = 80;
+
+/// One router of the pair.
+pub struct Director {
+    /// "d1" or "d2".
+    pub name: String,
+    // Field order is drop order: the daemon, then its namespace.
+    pub lvsd: Option<Proc>,
+    pub ns: Netns,
+    /// Its address on the public LAN: its node id in the election.
+    pub lan: Ipv4Addr,
+    pub private: Ipv4Addr,
+    pub socket: PathBuf,
+    pub config: PathBuf,
+    /// How many times lvsd was started here (one log file per run).
+    runs: u32,
+    /// The namespace's id (its nsfs inode), which names lvsd's owner
+    /// records in /run/lvs.
+    netns_id: u64,
+}
+
+pub struct Pair {
+    // Field order is drop order: daemons and servers, then namespaces.
+    pub directors: Vec<Director>,
+    pub reals: Vec<RealServer>,
+    pub client: Netns,
+    pub outsider: Option<Netns>,
+    pub switch: Netns,
+    pub method: Method,
+    pub dir: PathBuf,
+    tag: String,
+    /// Ids of the real servers' namespaces (their realserver records).
+    real_ids: Vec<u64>,
+}
+
+/// The nsfs inode of namespace `name`: what `netconf::netns_id` reads
+/// from inside it.
+fn netns_id(name: &str) -> Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let path = Path::new("/run/netns").join(name);
+    Ok(std::fs::metadata(&path)
+        .with_context(|| format!("stat {}", path.display()))?
+        .ino())
+}
+
+/// A veth from `dev` in `ns` to port `port` of `bridge` in the switch,
+/// both ends with TX checksum offload off and GRO on (veth drops
+/// XDP-redirected frames otherwise, and XDP would forward partial sums).
+fn plug(switch: &str, bridge: &str, port: &str, ns: &str, dev: &str) -> Result<()> {
+    run(
+        "ip",
+        &[
+            "link", "add", port, "netns", switch, "type", "veth", "peer", "name", dev, "netns", ns,
+        ],
+    )?;
+    exec_in(switch, &["ip", "link", "set", port, "master", bridge, "up"])?;
+    exec_in(switch, &["ethtool", "-K", port, "tx", "off", "gro", "on"])?;
+    exec_in(ns, &["ethtool", "-K", dev, "tx", "off", "gro", "on"])?;
+    exec_in(ns, &["ip", "link", "set", dev, "up"]).map(drop)
+}
+
+impl Pair {
+    /// Build the namespaces, bridges and links, and write both routers'
+    /// configs; nothing runs yet. `reals` real servers of `method` (NAT on
+    /// the private bridge, DR on the public one). `tag` keeps labs apart.
+    pub fn new(tag: &str, method: Method, reals: usize) -> Result<Pair> {
+        if method == Method::Tunnel {
+            bail!("the pair lab has NAT and DR real servers only");
+        }
+        let dir = std::env::temp_dir().join(format!("lvs-pair-{tag}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let switch = Netns::new(format!("{tag}-sw"))?;
+        let client = Netns::new(format!("{tag}-cli"))?;
+        let mut pair = Pair {
+            directors: Vec::new(),
+            reals: Vec::new(),
+            client,
+            outsider: None,
+            switch,
+            method,
+            dir,
+            tag: tag.to_string(),
+            real_ids: Vec::new(),
+        };
+        let sw = pair.switch.name.clone();
+        for bridge in ["pub", "priv"] {
+            exec_in(&sw, &["ip", "link", "add", bridge, "type", "bridge"])?;
+            exec_in(&sw, &["ip", "link", "set", bridge, "up"])?;
+        }
+
+        let cli = pair.client.name.clone();
+        plug(&sw, "pub", "cli", &cli, "eth0")?;
+        exec_in(&cli, &["ip", "addr", "add", "198.18.1.2/24", "dev", "eth0"])?;
+        // The VIP is on-link: the client ARPs for it, and the gratuitous
+        // ARPs of a takeover move it.
+        exec_in(
+            &cli,
+            &["ip", "route", "add", &format!("{VIP}/32"), "dev", "eth0"],
+        )?;
+
+        let lab_bin = bin("lvs-lab").display().to_string();
+        for i in 1..=2u8 {
+            let name = format!("d{i}");
+            let ns = Netns::new(format!("{tag}-{name}"))?;
+            let (lan, private) = (
+                Ipv4Addr::new(198, 18, 1, 2 + i),
+                Ipv4Addr::new(198, 18, 20, 2 + i),
+            );
+            for (bridge, port, dev, addr) in [
+                ("pub", format!("{name}pub"), "lan0", lan),
+                ("priv", format!("{name}priv"), "priv0", private),
+            ] {
+                plug(&sw, bridge, &port, &ns.name, dev)?;
+                ns.exec(&["ip", "addr", "add", &format!("{addr}/24"), "dev", dev])?;
+                // GRO alone does not get XDP_TX frames from the director
+                // through a bridge port (they vanish); an XDP program on
+                // the port does.
+                exec_in(&sw, &[&lab_bin, "xdp-pass", &port])?;
+            }
+            ns.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+            let netns_id = netns_id(&ns.name)?;
+            pair.directors.push(Director {
+                socket: pair.dir.join(format!("{name}.sock")),
+                config: pair.dir.join(format!("{name}.toml")),
+                name,
+                lvsd: None,
+                ns,
+                lan,
+                private,
+                runs: 0,
+                netns_id,
+            });
+        }
+
+        for i in 1..=reals as u8 {
+            let ns = Netns::new(format!("{tag}-rs{i}"))?;
+            pair.real_ids.push(netns_id(&ns.name)?);
+            let (bridge, addr) = match method {
+                Method::Nat => ("priv", Ipv4Addr::new(198, 18, 20, 10 + i)),
+                _ => ("pub", Ipv4Addr::new(198, 18, 1, 10 + i)),
+            };
+            plug(&sw, bridge, &format!("rs{i}"), &ns.name, "eth0")?;
+            ns.exec(&["ip", "addr", "add", &format!("{addr}/24"), "dev", "eth0"])?;
+            if method == Method::Nat {
+                ns.exec(&["ip", "route", "add", "default", "via", &GATEWAY.to_string()])?;
+            }
+            let mut rs = RealServer {
+                ns,
+                addr,
+                name: format!("rs{i}"),
+                method,
+                procs: Vec::new(),
+                prepared: false,
+            };
+            if method == Method::Route {
+                // DR replies come from the VIP straight to the client.
+                rs.realserver(&["setup", "--vip", &VIP.to_string()])?;
+                rs.prepared = true;
+            }
+            pair.reals.push(rs);
+        }
+
+        for d in 0..2 {
+            std::fs::write(&pair.directors[d].config, pair.config(d))?;
+        }
+        Ok(pair)
+    }
+
+    /// The port the real servers' HTTP servers listen on: NAT maps VIP:80
+    /// to 8080; DR cannot map ports.
+    pub fn real_http_port(&self) -> u16 {
+        match self.method {
+            Method::Nat => 8080,
+            _ => HTTP_PORT,
+        }
+    }
+
+    /// The floating addresses and their interfaces.
+    pub fn floating(&self) -> Vec<(Ipv4Addr, u8, &'static str)> {
+        let mut f = vec![(VIP, 32, "lan0")];
+        if self.method == Method::Nat {
+            f.push((GATEWAY, 24, "priv0"));
+        }
+        f
+    }
+
+    /// Director `d`'s lvsd config: the services, and `[ha]` with both
+    /// bridges as links.
+    pub fn config(&self, d: usize) -> String {
+        let (me, peer) = (&self.directors[d], &self.directors[1 - d]);
+        let method = match self.method {
+            Method::Nat => "nat",
+            _ => "route",
+        };
+        let mut toml = String::new();
+        for (port, real_port) in [(HOLD_PORT, HOLD_PORT), (HTTP_PORT, self.real_http_port())] {
+            toml += &format!(
+                "[[service]]\nprotocol = \"tcp\"\naddress = \"{VIP}:{port}\"\nscheduler = \"rr\"\n\n"
+            );
+            for rs in &self.reals {
+                toml += &format!(
+                    "[[service.real]]\naddress = \"{}:{real_port}\"\nmethod = \"{method}\"\n\n",
+                    rs.addr
+                );
+            }
+        }
+        toml += &format!("[ha]\nkey = \"{KEY}\"\n\n");
+        for (iface, local, remote) in [
+            ("lan0", me.lan, peer.lan),
+            ("priv0", me.private, peer.private),
+        ] {
+            toml += &format!(
+                "[[ha.link]]\niface = \"{iface}\"\nlocal = \"{local}\"\npeer = \"{remote}\"\n\n"
+            );
+        }
+        for (addr, prefix, iface) in self.floating() {
+            toml +=
+                &format!("[[ha.address]]\naddress = \"{addr}/{prefix}\"\niface = \"{iface}\"\n\n");
+        }
+        toml
+    }
+
+    /// A hold server on `HOLD_PORT` and an HTTP server on
+    /// `real_http_port` on every real server; waits (bounded) until they
+    /// answer.
+    pub fn start_servers(&mut self) -> Result<()> {
+        let lab_bin = bin("lvs-lab").display().to_string();
+        let http_port = self.real_http_port();
+        for rs in &mut self.reals {
+            let listen = format!("0.0.0.0:{HOLD_PORT}");
+            rs.procs.push(
+                rs.ns
+                    .spawn(&[&lab_bin, "hold-server", &listen, &rs.name], None)?,
+            );
+            rs.start_http_server(http_port)?;
+        }
+        for rs in &self.reals {
+            let probe = SocketAddr::from((rs.addr, HOLD_PORT));
+            wait_for(
+                &format!("{}'s hold server", rs.name),
+                Duration::from_secs(10),
+                || Held::open(&rs.ns, probe, Duration::from_secs(1)).is_ok(),
+            )?;
+        }
+        Ok(())
+    }
+
+    fn log_path(&self, d: usize, run: u32) -> PathBuf {
+        self.dir
+            .join(format!("{}-run{run}.log", self.directors[d].name))
+    }
+
+    /// Start lvsd on director `d` and wait (bounded) for its socket.
+    pub fn start_lvsd(&mut self, d: usize) -> Result<()> {
+        self.spawn_lvsd(d)?;
+        self.wait_for_socket(d)
+    }
+
+    /// Start both lvsds at once, then wait for their sockets.
+    pub fn start_lvsds(&mut self) -> Result<()> {
+        self.spawn_lvsd(0)?;
+        self.spawn_lvsd(1)?;
+        self.wait_for_socket(0)?;
+        self.wait_for_socket(1)
+    }
+
+    fn spawn_lvsd(&mut self, d: usize) -> Result<()> {
+        if self.directors[d].lvsd.is_some() {
+            bail!("lvsd already runs on {}", self.directors[d].name);
+        }
+        self.directors[d].runs += 1;
+        let log = self.log_path(d, self.directors[d].runs);
+        let dir = &mut self.directors[d];
+        let _ = std::fs::remove_file(&dir.socket);
+        let lvsd = bin("lvsd").display().to_string();
+        let (socket, config) = (
+            dir.socket.display().to_string(),
+            dir.config.display().to_string(),
+        );
+        let argv = [
+            lvsd.as_str(),
+            "-i",
+            "lan0",
+            "-i",
+            "priv0",
+            "--config",
+            &config,
+            "--socket",
+            &socket,
+        ];
+        dir.lvsd = Some(dir.ns.spawn(&argv, Some(&log))?);
+        Ok(())
+    }
+
+    fn wait_for_socket(&mut self, d: usize) -> Result<()> {
+        let socket = self.directors[d].socket.clone();
+        let ready = wait_for(
+            &format!("{}'s lvsd control socket", self.directors[d].name),
+            Duration::from_secs(20),
+            || socket.exists() && self.lvsadm(d, &["-L", "-n"]).is_ok(),
+        );
+        let running = self.directors[d]
+            .lvsd
+            .as_mut()
+            .is_some_and(|p| p.is_running());
+        if ready.is_err() || !running {
+            bail!(
+                "lvsd did not start on {}:\n{}",
+                self.directors[d].name,
+                self.logs()
+            );
+        }
+        Ok(())
+    }
+
+    /// SIGKILL director `d`'s lvsd: no cleanup runs, its XDP program (and
+    /// any floating address) stays.
+    pub fn kill9(&mut self, d: usize) -> Result<()> {
+        let mut proc = self.directors[d]
+            .lvsd
+            .take()
+            .with_context(|| format!("no lvsd runs on {}", self.directors[d].name))?;
+        match proc.kill9() {
+            Some(_) => Ok(()),
+            None => bail!("lvsd on {} did not die", self.directors[d].name),
+        }
+    }
+
+    /// Run `lvsadm` against director `d`'s lvsd; stdout on success.
+    pub fn lvsadm(&self, d: usize, args: &[&str]) -> Result<String> {
+        let out = Command::new(bin("lvsadm"))
+            .args(["--socket", &self.directors[d].socket.display().to_string()])
+            .args(args)
+            .output()
+            .context("spawning lvsadm")?;
+        if !out.status.success() {
+            bail!(
+                "lvsadm {} on {} failed: {}",
+                args.join(" "),
+                self.directors[d].name,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// `lvsadm ha --json` of director `d`.
+    pub fn ha(&self, d: usize) -> Result<HaView> {
+        let json = self.lvsadm(d, &["ha", "--json"])?;
+        serde_json::from_str(&json).with_context(|| {
+            format!(
+                "parsing `lvsadm ha --json` of {}: {json}",
+                self.directors[d].name
+            )
+        })
+    }
+
+    /// Wait (bounded) until one router is active and the other backup, each
+    /// hearing the other; `(active, backup)` indexes.
+    pub fn wait_for_roles(&self, limit: Duration) -> Result<(usize, usize)> {
+        let mut found = None;
+        let settled = wait_for("one active and one backup router", limit, || {
+            let (Ok(a), Ok(b)) = (self.ha(0), self.ha(1)) else {
+                return false;
+            };
+            let alive = |v: &HaView| v.peer.as_ref().is_some_and(|p| p.alive);
+            if !alive(&a) || !alive(&b) {
+                return false;
+            }
+            found = match (a.role, b.role) {
+                (Role::Active, Role::Backup) => Some((0, 1)),
+                (Role::Backup, Role::Active) => Some((1, 0)),
+                _ => None,
+            };
+            found.is_some()
+        });
+        if let Err(e) = settled {
+            bail!("{e:#}\n{}", self.status());
+        }
+        found.context("no roles found")
+    }
+
+    /// The counters of director `d`'s service on `VIP:port`.
+    pub fn service_stats(&self, d: usize, port: u16) -> Result<Stats> {
+        let json = self.lvsadm(d, &["-L", "-n", "--json"])?;
+        let snapshot: Snapshot = serde_json::from_str(&json)
+            .with_context(|| format!("parsing `lvsadm -L -n --json`: {json}"))?;
+        snapshot
+            .services
+            .iter()
+            .find(|s| s.spec.id.vip.addr == VIP && s.spec.id.vip.port == port)
+            .map(|s| s.stats)
+            .with_context(|| format!("no service {VIP}:{port} on {}", self.directors[d].name))
+    }
+
+    /// The IPv4 addresses configured in director `d`'s namespace.
+    pub fn addresses(&self, d: usize) -> Result<Vec<Ipv4Addr>> {
+        let out = self.directors[d]
+            .ns
+            .exec(&["ip", "-j", "-4", "addr", "show"])?;
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        Ok(json
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|link| link["addr_info"].as_array().into_iter().flatten())
+            .filter_map(|a| a["local"].as_str()?.parse().ok())
+            .collect())
+    }
+
+    /// The floating addresses director `d` holds now.
+    pub fn floating_held(&self, d: usize) -> Result<Vec<Ipv4Addr>> {
+        let have = self.addresses(d)?;
+        Ok(self
+            .floating()
+            .into_iter()
+            .map(|(a, _, _)| a)
+            .filter(|a| have.contains(a))
+            .collect())
+    }
+
+    /// The MAC address of director `d`'s `dev`.
+    pub fn mac(&self, d: usize, dev: &str) -> Result<[u8; 6]> {
+        Ok(self.directors[d].ns.link_stats(dev)?.0)
+    }
+
+    /// The MAC address namespace `ns` has for `addr` in its neighbour
+    /// table, if any.
+    pub fn neighbour(ns: &Netns, addr: Ipv4Addr) -> Result<Option<[u8; 6]>> {
+        let out = ns.exec(&["ip", "-j", "-4", "neigh", "show", &addr.to_string()])?;
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        Ok(json
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|n| n["lladdr"].as_str())
+            .find_map(|mac| {
+                let bytes: Vec<u8> = mac
+                    .split(':')
+                    .map(|b| u8::from_str_radix(b, 16).ok())
+                    .collect::<Option<_>>()?;
+                bytes.try_into().ok()
+            }))
+    }
+
+    /// A third party on the public LAN, at `OUTSIDER`.
+    pub fn add_outsider(&mut self) -> Result<&Netns> {
+        if self.outsider.is_none() {
+            let ns = Netns::new(format!("{}-out", self.tag))?;
+            plug(&self.switch.name, "pub", "out", &ns.name, "eth0")?;
+            ns.exec(&[
+                "ip",
+                "addr",
+                "add",
+                &format!("{OUTSIDER}/24"),
+                "dev",
+                "eth0",
+            ])?;
+            self.outsider = Some(ns);
+        }
+        Ok(self.outsider.as_ref().expect("just set"))
+    }
+
+    /// Both routers' `lvsadm ha` and held floating addresses: what a
+    /// failing assertion should show, with `logs`.
+    pub fn status(&self) -> String {
+        let mut out = String::new();
+        for (d, dir) in self.directors.iter().enumerate() {
+            let ha = self
+                .lvsadm(d, &["ha", "--json"])
+                .unwrap_or_else(|e| format!("{e:#}"));
+            let held = self
+                .floating_held(d)
+                .map(|h| format!("{h:?}"))
+                .unwrap_or_else(|e| format!("{e:#}"));
+            out += &format!(
+                "--- {} ({}): floating addresses held {held}\n{ha}\n",
+                dir.name, dir.lan
+            );
+        }
+        out
+    }
+
+    /// Every lvsd run's log, labelled.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for (d, dir) in self.directors.iter().enumerate() {
+            for run in 1..=dir.runs {
+                let text = std::fs::read_to_string(self.log_path(d, run)).unwrap_or_default();
+                out += &format!(
+                    "--- lvsd log of {} ({}), run {run}:\n{text}\n",
+                    dir.name, dir.lan
+                );
+            }
+        }
+        out
+    }
+
+    /// `status` and `logs`.
+    pub fn report(&self) -> String {
+        format!("\n{}\n{}", self.status(), self.logs())
+    }
+}
+
+impl Drop for Pair {
+    fn drop(&mut self) {
+        // The daemons first (a clean exit releases the floating addresses,
+        // detaches and removes its owner record), then the real servers'
+        // preparation (its undo record lives outside the namespace); then
+        // whatever records a killed lvsd or a failed teardown left for
+        // these namespaces, and the files. The fields then drop the
+        // processes and the namespaces.
+        for dir in &mut self.directors {
+            if let Some(mut lvsd) = dir.lvsd.take() {
+                lvsd.stop();
+            }
+        }
+        for rs in self.reals.iter().filter(|rs| rs.prepared) {
+            let _ = rs.realserver(&["teardown"]);
+        }
+        let directors: Vec<String> = self
+            .directors
+            .iter()
+            .map(|d| format!("director-{}-", d.netns_id))
+            .collect();
+        let reals: Vec<String> = self
+            .real_ids
+            .iter()
+            .map(|id| format!("realserver-{id}.json"))
+            .collect();
+        if let Ok(entries) = std::fs::read_dir("/run/lvs") {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let ours = directors
+                    .iter()
+                    .any(|p| name.starts_with(p.as_str()) && name.ends_with(".pid"))
+                    || reals.contains(&name);
+                if ours {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,691 @@
+//! Tier 3: the router pair end to end. A client, two directors on a shared
+//! LAN with the VIP floating between them, and real servers (`Pair`). For
+//! NAT and for DR: a long-lived TCP stream and new connections every
+//! 100 ms run while the active lvsd is killed with SIGKILL; the stream
+//! continues with no reset and no lost bytes, new connections succeed again
+//! within the measured takeover time, and the old active, restarted,
+//! becomes the backup and takes no addresses. And a forged heartbeat from a
+//! third namespace causes no takeover. Needs root; `cargo xtask test` runs
+//! these (`--include-ignored`). Run with `--nocapture` to see the measured
+//! takeover times.
+
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpStream},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    thread::{self, JoinHandle},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, ensure, Context, Result};
+use lvs::ha::wire::Role;
+use lvs_lab::{
+    bin,
+    pair::{Pair, GATEWAY, HA_PORT, HOLD_PORT, HTTP_PORT, KEY, OUTSIDER},
+    Held, Method, VIP,
+};
+
+/// Between two lines of the stream.
+const STREAM_PERIOD: Duration = Duration::from_millis(20);
+/// Between two new connections.
+const CONNECT_PERIOD: Duration = Duration::from_millis(100);
+/// No worker runs longer than this, whatever happens.
+const WORKER_LIMIT: Duration = Duration::from_secs(30);
+/// New connections must work again this soon after the kill (the dead
+/// time is 0.5 s).
+const RECOVERY_LIMIT: Duration = Duration::from_secs(2);
+
+/// Line `n` of the stream: the counter and a pattern derived from it, so
+/// that a lost, repeated or damaged byte shows as a mismatch.
+fn line(n: u64) -> String {
+    let digit = char::from(b'0' + (n % 10) as u8);
+    format!(
+        "{n:08} {}",
+        String::from(digit).repeat(40 + (n % 23) as usize)
+    )
+}
+
+#[derive(Debug, Default)]
+struct StreamReport {
+    /// Lines sent and echoed intact.
+    count: u64,
+    /// How long it ran.
+    ran: Duration,
+    /// Longest time between two echoes, and when it ended.
+    max_gap: Duration,
+    max_gap_end: Option<Instant>,
+    last_echo: Option<Instant>,
+    error: Option<String>,
+}
+
+/// Send a counter line every `STREAM_PERIOD` on `held`, checking each echo,
+/// until `stop` (or `WORKER_LIMIT`); the first error ends it.
+fn stream(mut held: Held, stop: Arc<AtomicBool>) -> StreamReport {
+    let start = Instant::now();
+    let mut report = StreamReport::default();
+    let mut previous = start;
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) && start.elapsed() < WORKER_LIMIT {
+        n += 1;
+        let sent = line(n);
+        match held.echo(&sent) {
+            Ok(echo) if echo == sent => {}
+            Ok(echo) => {
+                report.error = Some(format!("line {n}: sent `{sent}`, echoed `{echo}`"));
+                break;
+            }
+            Err(e) => {
+                report.error = Some(format!("line {n}: {e:#}"));
+                break;
+            }
+        }
+        let now = Instant::now();
+        if now - previous > report.max_gap {
+            report.max_gap = now - previous;
+            report.max_gap_end = Some(now);
+        }
+        previous = now;
+        report.count = n;
+        report.last_echo = Some(now);
+        thread::sleep(STREAM_PERIOD);
+    }
+    report.ran = start.elapsed();
+    report
+}
+
+/// One new connection's fate.
+#[derive(Debug)]
+struct Attempt {
+    at: Instant,
+    took: Duration,
+    /// The answering server's name, or what went wrong.
+    result: Result<String, String>,
+}
+
+/// One HTTP/1.0 request on a new connection (1 s for each step); the
+/// answering server's name.
+fn http_get(target: SocketAddr) -> Result<String> {
+    let timeout = Duration::from_secs(1);
+    let mut stream = TcpStream::connect_timeout(&target, timeout)
+        .with_context(|| format!("connect {target}"))?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    stream.write_all(format!("GET / HTTP/1.0\r\nHost: {target}\r\n\r\n").as_bytes())?;
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .context("reading the response")?;
+    if !response.starts_with("HTTP/1.0 200") {
+        bail!("unexpected response `{response}`");
+    }
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or_default();
+    Ok(body
+        .split_whitespace()
+        .next()
+        .context("empty body")?
+        .to_string())
+}
+
+/// A new connection to `target` every `CONNECT_PERIOD` until `stop` (or
+/// `WORKER_LIMIT`). Runs inside the client's namespace.
+fn connections(target: SocketAddr, stop: Arc<AtomicBool>) -> Vec<Attempt> {
+    let start = Instant::now();
+    let mut attempts = Vec::new();
+    let mut k = 0u32;
+    while !stop.load(Ordering::Relaxed) && start.elapsed() < WORKER_LIMIT {
+        let at = Instant::now();
+        let result = http_get(target).map_err(|e| format!("{e:#}"));
+        attempts.push(Attempt {
+            at,
+            took: at.elapsed(),
+            result,
+        });
+        k += 1;
+        // On a fixed schedule: a slow attempt does not shift the rest.
+        let next = start + CONNECT_PERIOD * k;
+        if let Some(wait) = next.checked_duration_since(Instant::now()) {
+            thread::sleep(wait);
+        }
+    }
+    attempts
+}
+
+/// The stream and new-connection workers, stopped and joined on drop too
+/// (a failing test must not leave them running).
+struct Workers {
+    stop: Arc<AtomicBool>,
+    stream: Option<JoinHandle<StreamReport>>,
+    connections: Option<JoinHandle<Result<Vec<Attempt>>>>,
+}
+
+impl Workers {
+    /// Run the stream on `held`, and new connections from the client.
+    fn start(pair: &Pair, held: Held) -> Result<Workers> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut workers = Workers {
+            stop: stop.clone(),
+            stream: None,
+            connections: None,
+        };
+        let s = stop.clone();
+        workers.stream = Some(thread::spawn(move || stream(held, s)));
+        let target = SocketAddr::from((VIP, HTTP_PORT));
+        workers.connections = Some(pair.client.thread(move || connections(target, stop))?);
+        Ok(workers)
+    }
+
+    fn finish(&mut self) -> Result<(StreamReport, Vec<Attempt>)> {
+        self.stop.store(true, Ordering::Relaxed);
+        let stream = self
+            .stream
+            .take()
+            .context("already finished")?
+            .join()
+            .map_err(|_| anyhow::anyhow!("the stream thread panicked"))?;
+        let attempts = self
+            .connections
+            .take()
+            .context("already finished")?
+            .join()
+            .map_err(|_| anyhow::anyhow!("the connection thread panicked"))??;
+        Ok((stream, attempts))
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.stream.take() {
+            let _ = h.join();
+        }
+        if let Some(h) = self.connections.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.0} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// Build the pair, start servers and both lvsds; `(active, backup)`.
+fn pair_up(tag: &str, method: Method, reals: usize) -> (Pair, usize, usize) {
+    let mut pair = Pair::new(tag, method, reals).unwrap_or_else(|e| panic!("building: {e:#}"));
+    if reals > 0 {
+        pair.start_servers()
+            .unwrap_or_else(|e| panic!("starting the servers: {e:#}"));
+    }
+    pair.start_lvsds()
+        .unwrap_or_else(|e| panic!("starting lvsd: {e:#}"));
+    let (active, backup) = pair
+        .wait_for_roles(Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("{e:#}{}", pair.logs()));
+    println!(
+        "{}: active {} ({}), backup {} ({})",
+        tag,
+        pair.directors[active].name,
+        pair.directors[active].lan,
+        pair.directors[backup].name,
+        pair.directors[backup].lan
+    );
+    (pair, active, backup)
+}
+
+fn failover(tag: &str, method: Method) {
+    let test_start = Instant::now();
+    let (mut pair, active, backup) = pair_up(tag, method, 2);
+    let result = failover_steps(&mut pair, active, backup);
+    match result {
+        Ok(summary) => println!(
+            "{tag} ({method:?}) passed in {:.1} s: {summary}",
+            test_start.elapsed().as_secs_f64()
+        ),
+        Err(e) => panic!("{tag} ({method:?}): {e:#}\n{}", pair.report()),
+    }
+}
+
+fn failover_steps(pair: &mut Pair, active: usize, backup: usize) -> Result<String> {
+    let names = |d: usize| pair.directors[d].name.clone();
+    let (old, new) = (names(active), names(backup));
+
+    // New connections work through the active router before anything.
+    let before = pair
+        .client
+        .run(|| http_get(SocketAddr::from((VIP, HTTP_PORT))))
+        .context("a new connection before the kill")?;
+    println!("before the kill: a new connection answered by {before}");
+
+    // Let its sync pass (a round is 0.2 s), so that what the backup
+    // applies next is the stream.
+    thread::sleep(Duration::from_millis(600));
+    let applied_before = pair.ha(backup)?.counters.sync_records_applied;
+    let held = Held::open(
+        &pair.client,
+        SocketAddr::from((VIP, HOLD_PORT)),
+        Duration::from_secs(5),
+    )
+    .context("opening the stream")?;
+    println!("stream: connected, served by {}", held.server);
+    // The backup must have the stream's connection before the kill.
+    lvs_lab::wait_for(
+        "the backup to apply the sync of the stream",
+        Duration::from_secs(10),
+        || {
+            pair.ha(backup)
+                .is_ok_and(|v| v.counters.sync_records_applied > applied_before)
+        },
+    )?;
+    let synced = pair.ha(backup)?.counters.sync_records_applied;
+    println!("backup {new} applied {synced} sync records ({applied_before} before the stream)");
+    let mut workers = Workers::start(pair, held)?;
+    thread::sleep(Duration::from_secs(1));
+
+    let survivor_mac = pair.mac(backup, "lan0")?;
+    let takeovers_before = pair.ha(backup)?.counters.takeovers;
+    let killed_at = Instant::now();
+    pair.kill9(active)?;
+    println!("SIGKILLed lvsd on {old} (the active router)");
+
+    // The survivor takes over: poll its role; its last transition's age
+    // dates the takeover more precisely than the poll.
+    let mut took_over = None;
+    while killed_at.elapsed() < Duration::from_secs(5) {
+        if let Ok(view) = pair.ha(backup) {
+            if view.role == Role::Active {
+                let ago = view.last_transition.as_ref().map_or(0, |t| t.ms_ago);
+                let at = Instant::now() - Duration::from_millis(ago);
+                took_over = Some((at.max(killed_at), view));
+                break;
+            }
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    let (took_over_at, view) =
+        took_over.with_context(|| format!("{new} did not become active within 5 s of the kill"))?;
+    let election = took_over_at - killed_at;
+    println!(
+        "takeover: {new} active {} after the kill ({})",
+        ms(election),
+        view.last_transition
+            .as_ref()
+            .map_or(String::new(), |t| t.reason.clone())
+    );
+    // The client's ARP entry for the VIP moves to the survivor (gratuitous
+    // ARP).
+    let mut redirected = None;
+    while killed_at.elapsed() < Duration::from_secs(5) {
+        if Pair::neighbour(&pair.client, VIP)? == Some(survivor_mac) {
+            redirected = Some(killed_at.elapsed());
+            break;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    let redirected = redirected
+        .with_context(|| format!("the client's ARP entry for the VIP never moved to {new}"))?;
+    println!(
+        "the client's ARP entry for the VIP names {new} {} after the kill",
+        ms(redirected)
+    );
+    let redirected_at = killed_at + redirected;
+    if pair.method == Method::Nat {
+        // And the real servers' entries for their gateway.
+        let survivor_priv = pair.mac(backup, "priv0")?;
+        lvs_lab::wait_for(
+            "the real servers' ARP entries for their gateway to move to the survivor",
+            Duration::from_secs(3),
+            || {
+                pair.reals.iter().all(|rs| {
+                    Pair::neighbour(&rs.ns, GATEWAY).is_ok_and(|m| m == Some(survivor_priv))
+                })
+            },
+        )?;
+        println!(
+            "the real servers' ARP entries for {GATEWAY} name {new} {} after the kill",
+            ms(killed_at.elapsed())
+        );
+    }
+    let (stream_stats, http_stats) = (
+        pair.service_stats(backup, HOLD_PORT)?,
+        pair.service_stats(backup, HTTP_PORT)?,
+    );
+    let stats_at = Instant::now();
+
+    // The stream runs on for at least 2 s after the takeover.
+    let settle = took_over_at + Duration::from_millis(2500);
+    if let Some(wait) = settle.checked_duration_since(Instant::now()) {
+        thread::sleep(wait);
+    }
+
+    // The old active, restarted, becomes the backup and gets a full resync.
+    pair.start_lvsd(active)?;
+    let restarted_at = Instant::now();
+    lvs_lab::wait_for(
+        "the restarted router to become backup with a full resync",
+        Duration::from_secs(15),
+        || {
+            pair.ha(active).is_ok_and(|v| {
+                v.role == Role::Backup
+                    && v.peer
+                        .as_ref()
+                        .is_some_and(|p| p.alive && p.role == Role::Active)
+                    && v.counters.sync_records_applied >= 1
+            })
+        },
+    )?;
+    let restarted = pair.ha(active)?;
+    println!(
+        "restarted {old}: backup, {} sync records applied {} after the restart",
+        restarted.counters.sync_records_applied,
+        ms(restarted_at.elapsed())
+    );
+    let held = pair.floating_held(active)?;
+    ensure!(
+        held.is_empty(),
+        "the restarted router {old} holds floating addresses {held:?}"
+    );
+    let survivor = pair.ha(backup)?;
+    ensure!(
+        survivor.role == Role::Active,
+        "{new} is no longer active after {old} restarted"
+    );
+    ensure!(
+        survivor.counters.takeovers == takeovers_before + 1,
+        "{new} took over {} times, expected once",
+        survivor.counters.takeovers - takeovers_before
+    );
+    let survivor_held = pair.floating_held(backup)?;
+    ensure!(
+        survivor_held.len() == pair.floating().len(),
+        "the active router {new} holds {survivor_held:?}, not every floating address"
+    );
+
+    // Both keep working after the restart.
+    thread::sleep(Duration::from_secs(1));
+    let (stream, attempts) = workers.finish()?;
+    let (stream_end, http_end) = (
+        pair.service_stats(backup, HOLD_PORT)?,
+        pair.service_stats(backup, HTTP_PORT)?,
+    );
+
+    // The stream: no reset, no lost or damaged byte, and it ran on.
+    println!(
+        "stream: {} lines echoed intact in {}, longest gap {} (ending {} after the kill){}",
+        stream.count,
+        ms(stream.ran),
+        ms(stream.max_gap),
+        stream
+            .max_gap_end
+            .map_or("-".into(), |t| ms(t.saturating_duration_since(killed_at))),
+        stream
+            .error
+            .as_ref()
+            .map_or(String::new(), |e| format!(", error: {e}"))
+    );
+    if let Some(e) = &stream.error {
+        bail!("the stream broke: {e}");
+    }
+    let last = stream.last_echo.context("the stream echoed nothing")?;
+    ensure!(
+        last >= took_over_at + Duration::from_secs(2),
+        "the stream's last echo came {} after the takeover; it must run on at least 2 s",
+        ms(last.saturating_duration_since(took_over_at))
+    );
+    // At least half the nominal rate over its whole run.
+    let expected = (stream.ran.as_millis() / (2 * STREAM_PERIOD.as_millis())) as u64;
+    ensure!(
+        stream.count >= expected,
+        "the stream echoed only {} lines in {} (expected at least {expected})",
+        stream.count,
+        ms(stream.ran)
+    );
+
+    // New connections: when they work again after the kill, and that they
+    // all do from then on.
+    let after: Vec<&Attempt> = attempts.iter().filter(|a| a.at >= killed_at).collect();
+    ensure!(
+        after.len() >= 30,
+        "only {} new connections after the kill",
+        after.len()
+    );
+    let failures: Vec<String> = after
+        .iter()
+        .filter_map(|a| {
+            a.result
+                .as_ref()
+                .err()
+                .map(|e| format!("at +{} (took {}): {e}", ms(a.at - killed_at), ms(a.took)))
+        })
+        .collect();
+    let recovered = after
+        .iter()
+        .rposition(|a| a.result.is_err())
+        .map_or(0, |i| i + 1);
+    let first_ok = after.get(recovered).with_context(|| {
+        format!(
+            "no new connection succeeded after the kill:\n{}",
+            failures.join("\n")
+        )
+    })?;
+    let recovery = first_ok.at + first_ok.took - killed_at;
+    // With no failure, new connections never stopped working: the killed
+    // lvsd's datapath forwards until the client's ARP entry moves.
+    let outage = if failures.is_empty() {
+        "none failed".to_string()
+    } else {
+        format!("working again {} after the kill", ms(recovery))
+    };
+    // The first answer that came through the new active router: sent
+    // after the client's ARP entry for the VIP moved to it.
+    let first_after_takeover = after
+        .iter()
+        .find(|a| a.at >= redirected_at && a.result.is_ok())
+        .map(|a| a.at + a.took - killed_at);
+    let served: std::collections::BTreeSet<&str> = after
+        .iter()
+        .filter_map(|a| a.result.as_deref().ok())
+        .collect();
+    println!(
+        "new connections: {} after the kill, {} failed{}; {outage}; \
+         first success after the takeover {} after the kill; served by {served:?}",
+        after.len(),
+        failures.len(),
+        if failures.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", failures.join("; "))
+        },
+        first_after_takeover.map_or("-".into(), ms),
+    );
+    ensure!(
+        recovery <= RECOVERY_LIMIT,
+        "new connections worked again only {} after the kill (limit {}); failures:\n{}",
+        ms(recovery),
+        ms(RECOVERY_LIMIT),
+        failures.join("\n")
+    );
+    // What the client sent after its ARP entry moved went through the
+    // survivor: the stream's packets and every new connection (counted from
+    // the survivor's first reading of its counters).
+    let through_survivor = attempts
+        .iter()
+        .filter(|a| a.at > stats_at && a.result.is_ok())
+        .count() as u64;
+    let (stream_packets, new_conns) = (
+        stream_end.in_packets - stream_stats.in_packets,
+        http_end.conns - http_stats.conns,
+    );
+    println!(
+        "through {new} from {} after the kill: {stream_packets} packets of the stream, \
+         {new_conns} new connections ({through_survivor} made by the client)",
+        ms(stats_at - killed_at)
+    );
+    ensure!(
+        stream_packets > 0,
+        "no packet of the stream went through the new active router {new}"
+    );
+    ensure!(
+        new_conns >= through_survivor,
+        "{new} counted {new_conns} new connections, the client made {through_survivor}"
+    );
+    ensure!(
+        served.len() == pair.reals.len(),
+        "new connections after the kill reached only {served:?}"
+    );
+    Ok(format!(
+        "takeover {} (election), client redirected {}, first new connection through the new \
+         active {}, new connections: {outage}; stream {} lines, longest gap {}",
+        ms(election),
+        ms(redirected),
+        first_after_takeover.map_or("-".into(), ms),
+        stream.count,
+        ms(stream.max_gap)
+    ))
+}
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn nat_failover_keeps_the_stream_and_new_connections_resume() {
+    failover("hanat", Method::Nat);
+}
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn dr_failover_keeps_the_stream_and_new_connections_resume() {
+    failover("hadr", Method::Route);
+}
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn a_forged_heartbeat_from_a_third_namespace_causes_no_takeover() {
+    let (mut pair, active, backup) = pair_up("haforge", Method::Nat, 1);
+    if let Err(e) = forged_steps(&mut pair, active, backup) {
+        panic!("{e:#}\n{}", pair.report());
+    }
+}
+
+fn forged_steps(pair: &mut Pair, active: usize, backup: usize) -> Result<()> {
+    let before = [pair.ha(0)?, pair.ha(1)?];
+    let lab_bin = bin("lvs-lab").display().to_string();
+    let targets: Vec<(String, String)> = (0..2)
+        .map(|d| {
+            (
+                format!("{}:{HA_PORT}", pair.directors[d].lan),
+                // Each claims to be the other router.
+                pair.directors[1 - d].lan.to_string(),
+            )
+        })
+        .collect();
+    let outsider = pair.add_outsider()?;
+    println!("forging heartbeats from {OUTSIDER} for 1.5 s (wrong key, active, priority 255)");
+    // Both directors at once, for 1.5 s.
+    thread::scope(|s| -> Result<()> {
+        let forgers: Vec<_> = targets
+            .iter()
+            .map(|(to, node)| {
+                s.spawn(|| {
+                    outsider.exec(&[
+                        &lab_bin,
+                        "forge-heartbeat",
+                        "--to",
+                        to,
+                        "--node",
+                        node,
+                        "--count",
+                        "75",
+                        "--interval-ms",
+                        "20",
+                    ])
+                })
+            })
+            .collect();
+        for f in forgers {
+            f.join()
+                .map_err(|_| anyhow::anyhow!("a forger thread panicked"))??;
+        }
+        Ok(())
+    })?;
+    // And one with the right key, from where the peer is not.
+    println!("one correctly keyed heartbeat to each from {OUTSIDER}, claiming to be its peer");
+    for (to, node) in &targets {
+        outsider.exec(&[
+            &lab_bin,
+            "forge-heartbeat",
+            "--to",
+            to,
+            "--node",
+            node,
+            "--key",
+            KEY,
+        ])?;
+    }
+    // Twice the dead time for anything to happen.
+    thread::sleep(Duration::from_secs(1));
+    let after = [pair.ha(0)?, pair.ha(1)?];
+    for d in 0..2 {
+        let (b, a) = (&before[d].counters, &after[d].counters);
+        println!(
+            "{}: role {} -> {}, takeovers {} -> {}, rejected_auth {} -> {}, \
+             rejected_source {} -> {}, heartbeats_received {} -> {}",
+            pair.directors[d].name,
+            before[d].role,
+            after[d].role,
+            b.takeovers,
+            a.takeovers,
+            b.rejected_auth,
+            a.rejected_auth,
+            b.rejected_source,
+            a.rejected_source,
+            b.heartbeats_received,
+            a.heartbeats_received
+        );
+        ensure!(
+            after[d].role == before[d].role,
+            "{} changed role: {} -> {}",
+            pair.directors[d].name,
+            before[d].role,
+            after[d].role
+        );
+        ensure!(
+            a.takeovers == b.takeovers,
+            "{} took over ({} -> {})",
+            pair.directors[d].name,
+            b.takeovers,
+            a.takeovers
+        );
+        ensure!(
+            a.rejected_auth > b.rejected_auth,
+            "{} rejected no forged heartbeat for its key",
+            pair.directors[d].name
+        );
+        ensure!(
+            a.rejected_source > b.rejected_source,
+            "{} did not reject the keyed heartbeat from {OUTSIDER} by its source",
+            pair.directors[d].name
+        );
+        ensure!(
+            a.heartbeats_received > b.heartbeats_received,
+            "{} stopped hearing its peer",
+            pair.directors[d].name
+        );
+    }
+    let active_held = pair.floating_held(active)?;
+    ensure!(
+        active_held.len() == pair.floating().len(),
+        "the active router holds {active_held:?}, not every floating address"
+    );
+    let backup_held = pair.floating_held(backup)?;
+    ensure!(
+        backup_held.is_empty(),
+        "the backup router holds {backup_held:?}"
+    );
+    // And the VIP still answers.
+    let name = pair
+        .client
+        .run(|| http_get(SocketAddr::from((VIP, HTTP_PORT))))
+        .context("a new connection after the forgeries")?;
+    println!("after the forgeries, VIP:{HTTP_PORT} answers: {name}");
+    Ok(())
+}
