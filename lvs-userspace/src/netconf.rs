@@ -119,76 +119,81 @@ pub fn remove_floating(dev: &str, addr: Ipv4Addr, prefix: u8) -> Result<(), Netc
     ip(&["addr", "del", &cidr, "dev", dev]).map(drop)
 }
 
-/// Broadcast one gratuitous ARP request announcing `addr` at `dev`'s MAC,
-/// so neighbours (clients, routers, real servers) move their entries for
-/// it to this router.
-pub fn send_gratuitous_arp(dev: &str, addr: Ipv4Addr) -> Result<(), NetconfError> {
-    let fail = |call| {
-        let source = std::io::Error::last_os_error();
-        move |_| NetconfError::Packet {
-            call,
-            dev: dev.to_string(),
-            source,
-        }
-    };
-    let mac_path = Path::new("/sys/class/net").join(dev).join("address");
-    let text = read_sysctl(&mac_path)?;
-    let mut mac = [0u8; 6];
-    let parsed = text
-        .split(':')
-        .map(|b| u8::from_str_radix(b, 16))
-        .collect::<Result<Vec<u8>, _>>()
-        .ok()
-        .filter(|b| b.len() == 6);
-    let Some(bytes) = parsed else {
-        return Err(NetconfError::Output {
-            command: format!("cat {}", mac_path.display()),
-            detail: format!("`{text}` is not a MAC address"),
-        });
-    };
-    mac.copy_from_slice(&bytes);
-    let ifindex = nix::net::if_::if_nametoindex(dev).map_err(|e| NetconfError::Packet {
-        call: "if_nametoindex",
+/// Broadcast a gratuitous ARP request for each `(dev, addr)`, announcing
+/// `addr` at `dev`'s MAC, so neighbours (clients, routers, real servers)
+/// move their entries to this router. All go out from one socket, back to
+/// back: a NAT client and its real servers must switch together, or a reply
+/// slips to the old router in between.
+pub fn send_gratuitous_arps(announcements: &[(&str, Ipv4Addr)]) -> Result<(), NetconfError> {
+    let failed = |call, dev: &str, source| NetconfError::Packet {
+        call,
         dev: dev.to_string(),
-        source: e.into(),
-    })?;
-    let frame = crate::ha::arp::gratuitous(mac, addr, false);
-    const ETH_P_ARP: u16 = 0x0806;
-    // SAFETY: plain socket(2); the descriptor is owned and closed below.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_PACKET,
-            libc::SOCK_RAW,
-            i32::from(ETH_P_ARP.to_be()),
-        )
+        source,
     };
+    let mut frames = Vec::with_capacity(announcements.len());
+    for &(dev, addr) in announcements {
+        let ifindex = nix::net::if_::if_nametoindex(dev)
+            .map_err(|e| failed("if_nametoindex", dev, e.into()))?;
+        frames.push((
+            dev,
+            ifindex,
+            crate::ha::arp::gratuitous(mac_of(dev)?, addr, false),
+        ));
+    }
+    // Protocol 0: this socket only sends, so it queues nothing it receives.
+    // SAFETY: plain socket(2); the descriptor is owned right below.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
     if fd < 0 {
-        return Err(fail("socket(AF_PACKET)")(()));
+        let dev = announcements.first().map_or("", |a| a.0);
+        return Err(failed(
+            "socket(AF_PACKET)",
+            dev,
+            std::io::Error::last_os_error(),
+        ));
     }
     // SAFETY: fd was just returned by socket(2) and is not used elsewhere.
     let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-    // SAFETY: sockaddr_ll is plain old data; zero is a valid start.
-    let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    to.sll_family = libc::AF_PACKET as u16;
-    to.sll_protocol = ETH_P_ARP.to_be();
-    to.sll_ifindex = ifindex as i32;
-    to.sll_halen = 6;
-    to.sll_addr[..6].copy_from_slice(&[0xff; 6]);
-    // SAFETY: the frame and the address outlive the call; lengths match.
-    let sent = unsafe {
-        libc::sendto(
-            std::os::fd::AsRawFd::as_raw_fd(&fd),
-            frame.as_ptr().cast(),
-            frame.len(),
-            0,
-            std::ptr::addr_of!(to).cast(),
-            std::mem::size_of::<libc::sockaddr_ll>() as u32,
-        )
-    };
-    if sent < 0 {
-        return Err(fail("sendto")(()));
+    for (dev, ifindex, frame) in frames {
+        const ETH_P_ARP: u16 = 0x0806;
+        // SAFETY: sockaddr_ll is plain old data; zero is a valid start.
+        let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        to.sll_family = libc::AF_PACKET as u16;
+        to.sll_protocol = ETH_P_ARP.to_be();
+        to.sll_ifindex = ifindex as i32;
+        to.sll_halen = 6;
+        to.sll_addr[..6].copy_from_slice(&[0xff; 6]);
+        // SAFETY: the frame and the address outlive the call; lengths match.
+        let sent = unsafe {
+            libc::sendto(
+                std::os::fd::AsRawFd::as_raw_fd(&fd),
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+                std::ptr::addr_of!(to).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        if sent < 0 {
+            return Err(failed("sendto", dev, std::io::Error::last_os_error()));
+        }
     }
     Ok(())
+}
+
+/// `dev`'s MAC address, from sysfs.
+fn mac_of(dev: &str) -> Result<[u8; 6], NetconfError> {
+    let path = Path::new("/sys/class/net").join(dev).join("address");
+    let text = read_sysctl(&path)?;
+    let bytes: Option<Vec<u8>> = text
+        .split(':')
+        .map(|b| u8::from_str_radix(b, 16).ok())
+        .collect();
+    bytes
+        .and_then(|b| <[u8; 6]>::try_from(b).ok())
+        .ok_or_else(|| NetconfError::Output {
+            command: format!("cat {}", path.display()),
+            detail: format!("`{text}` is not a MAC address"),
+        })
 }
 
 pub fn link_up(dev: &str) -> Result<(), NetconfError> {

@@ -505,10 +505,12 @@ async fn announce(addresses: Vec<Floating>, repeat: u32, spacing_ms: u64) {
         if round > 0 {
             tokio::time::sleep(Duration::from_millis(spacing_ms)).await;
         }
-        for f in &addresses {
-            if let Err(e) = netconf::send_gratuitous_arp(&f.iface, f.addr) {
-                tracing::warn!("HA: gratuitous ARP for {f}: {e}");
-            }
+        let all: Vec<(&str, std::net::Ipv4Addr)> = addresses
+            .iter()
+            .map(|f| (f.iface.as_str(), f.addr))
+            .collect();
+        if let Err(e) = netconf::send_gratuitous_arps(&all) {
+            tracing::warn!("HA: gratuitous ARPs: {e}");
         }
     }
 }
