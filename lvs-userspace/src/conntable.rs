@@ -11,9 +11,11 @@ pub type Timeouts = [u32; STATE_COUNT as usize];
 const NS_PER_SEC: u64 = 1_000_000_000;
 
 /// The datapath's rule (`lvs-ebpf/src/conntrack.rs`), for an inbound entry.
+/// A packet may stamp an entry after `now_ns` was read: such an entry is
+/// fresh, not idle for most of 2^64 ns.
 pub fn expired(conn: &Conn, now_ns: u64, timeouts: &Timeouts) -> bool {
     let seconds = timeouts.get(conn.state as usize).copied().unwrap_or(0);
-    now_ns.wrapping_sub(conn.last_seen_ns) > seconds as u64 * NS_PER_SEC
+    now_ns.saturating_sub(conn.last_seen_ns) > seconds as u64 * NS_PER_SEC
 }
 
 /// A connection as the router pair exchanges it: by addresses, since the
@@ -225,5 +227,13 @@ mod tests {
         let entry = inbound(Method::Tunnel, ConnState::Udp, 0);
         assert!(!expired(&entry.1, 300 * S, &DEFAULT_TIMEOUTS));
         assert!(expired(&entry.1, 300 * S + 1, &DEFAULT_TIMEOUTS));
+    }
+
+    #[test]
+    fn an_entry_stamped_after_now_was_read_is_fresh() {
+        // A packet can arrive between reading the clock and listing the
+        // table; the entry was then seen "in the future", not 2^64 ns ago.
+        let (_, conn) = inbound(Method::Route, ConnState::Established, 10 * S + 1);
+        assert!(!expired(&conn, 10 * S, &DEFAULT_TIMEOUTS));
     }
 }

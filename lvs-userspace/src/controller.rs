@@ -564,10 +564,9 @@ impl<D: Datapath> Controller<D> {
 
     /// Every live inbound connection, by addresses, for the backup router.
     pub fn export_connections(&self) -> Result<Vec<SyncConn>, ControlError> {
+        let listed = self.datapath.connections()?;
         let now = self.datapath.now_ns()?;
-        Ok(self
-            .datapath
-            .connections()?
+        Ok(listed
             .iter()
             .filter(|(_, c)| !conntable::expired(c, now, &self.timeouts))
             .filter_map(|(k, c)| SyncConn::of(k, c, now))
