@@ -65,6 +65,21 @@ impl SyncConn {
     }
 }
 
+/// A persistence template as the router pair exchanges it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SyncTemplate {
+    pub protocol: u8,
+    /// The client address masked with the service's netmask.
+    pub client_net: std::net::Ipv4Addr,
+    /// The service's address and port (port 0 for a port-0 service).
+    pub service: SocketAddrV4,
+    /// The real server, as configured.
+    pub real: SocketAddrV4,
+    pub method: u8,
+    /// Time left before it expires.
+    pub remaining_ms: u32,
+}
+
 /// The NAT reply entry that goes with an inbound entry.
 pub fn reply_key(inbound: &FlowKey, conn: &Conn) -> FlowKey {
     FlowKey::from_wire(

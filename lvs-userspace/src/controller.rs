@@ -10,12 +10,12 @@ use std::collections::{BTreeSet, HashMap};
 use lvs_common::{
     bucket_base, ring_base, service_flags, tcp_state::DEFAULT_TIMEOUTS, Conn, ConnState, Counters,
     Direction, Event, EventKind, FlowKey, Form, LocalityEntry, LocalityKey, Real,
-    Service as ServiceValue, ServiceKey, Template, Verdict, NO_REAL, RING_SLOTS,
+    Service as ServiceValue, ServiceKey, Template, TemplateKey, Verdict, NO_REAL, RING_SLOTS,
 };
 
 use crate::{
     api::{HealthView, RealView, ServiceView, Snapshot, Stats},
-    conntable::{self, SyncConn, Timeouts},
+    conntable::{self, SyncConn, SyncTemplate, Timeouts},
     datapath::{Datapath, DatapathError},
     health::{
         condition::{self, AgentState, Condition},
@@ -264,6 +264,20 @@ fn same_servers(a: &[Dest], b: &[Dest]) -> bool {
         && a.iter()
             .zip(b)
             .all(|(x, y)| (x.id, x.weight, x.overloaded) == (y.id, y.weight, y.overloaded))
+}
+
+/// How `endpoint` is reached: as one of `svc`'s real servers, or as its
+/// sorry server.
+fn method_of(svc: &Service, endpoint: &Endpoint) -> Option<crate::model::Method> {
+    svc.reals
+        .iter()
+        .find(|r| r.server == *endpoint)
+        .map(|r| r.method)
+        .or(svc
+            .health
+            .sorry
+            .filter(|s| s.server == *endpoint)
+            .map(|s| s.method))
 }
 
 fn service_key(id: &ServiceId) -> ServiceKey {
@@ -607,17 +621,7 @@ impl<D: Datapath> Controller<D> {
             let found = [sc.real.port(), 0].into_iter().find_map(|port| {
                 let endpoint = configured(port);
                 let index = *self.real_index.get(&(id, endpoint))?;
-                let method = svc
-                    .reals
-                    .iter()
-                    .find(|r| r.server == endpoint)
-                    .map(|r| r.method)
-                    .or(svc
-                        .health
-                        .sorry
-                        .filter(|s| s.server == endpoint)
-                        .map(|s| s.method))?;
-                Some((index, method))
+                Some((index, method_of(svc, &endpoint)?))
             });
             let (Some((real_index, method)), Some(rt)) = (found, self.runtimes.get(&id)) else {
                 continue;
@@ -655,6 +659,81 @@ impl<D: Datapath> Controller<D> {
             written += 1;
         }
         Ok(written)
+    }
+
+    /// Every live persistence template, by addresses, for the backup.
+    pub fn export_templates(&self) -> Result<Vec<SyncTemplate>, ControlError> {
+        let templates = self.datapath.templates()?;
+        if templates.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = self.datapath.now_ns()?;
+        let services: HashMap<u32, &Service> = self
+            .state
+            .services
+            .iter()
+            .filter_map(|s| Some((self.runtimes.get(&s.spec.id)?.index, s)))
+            .collect();
+        let servers: HashMap<u32, Endpoint> =
+            self.real_index.iter().map(|((_, e), i)| (*i, *e)).collect();
+        let v4 = |e: Endpoint| std::net::SocketAddrV4::new(e.addr, e.port);
+        Ok(templates
+            .into_iter()
+            .filter(|(_, t)| t.expires_ns > now)
+            .filter_map(|(key, t)| {
+                let svc = services.get(&key.service_index)?;
+                let real = *servers.get(&t.real_index)?;
+                Some(SyncTemplate {
+                    protocol: svc.spec.id.protocol.number(),
+                    client_net: key.client_net().into(),
+                    service: v4(svc.spec.id.vip),
+                    real: v4(real),
+                    method: method_of(svc, &real)?.datapath() as u8,
+                    remaining_ms: ((t.expires_ns - now) / 1_000_000).min(u32::MAX as u64) as u32,
+                })
+            })
+            .collect())
+    }
+
+    /// Where a synced template points: this router's key and real index.
+    fn template_for(&self, st: &SyncTemplate) -> Option<(TemplateKey, u32)> {
+        let svc = self.state.services.iter().find(|s| {
+            s.spec.id.protocol.number() == st.protocol
+                && std::net::SocketAddrV4::new(s.spec.id.vip.addr, s.spec.id.vip.port) == st.service
+        })?;
+        let rt = self.runtimes.get(&svc.spec.id)?;
+        let endpoint = Endpoint {
+            addr: *st.real.ip(),
+            port: st.real.port(),
+        };
+        let real = *self.real_index.get(&(svc.spec.id, endpoint))?;
+        Some((TemplateKey::new(rt.index, st.client_net.octets()), real))
+    }
+
+    /// Write the active router's persistence templates, so a client
+    /// network keeps its server across a takeover. Returns how many.
+    pub fn import_templates(&mut self, templates: &[SyncTemplate]) -> Result<usize, ControlError> {
+        let now = self.datapath.now_ns()?;
+        let mut written = 0;
+        for st in templates {
+            let Some((key, real)) = self.template_for(st) else {
+                continue;
+            };
+            let expires = now + u64::from(st.remaining_ms) * 1_000_000;
+            self.datapath
+                .set_template(key, Template::new(real, expires))?;
+            written += 1;
+        }
+        Ok(written)
+    }
+
+    pub fn forget_templates(&mut self, templates: &[SyncTemplate]) -> Result<(), ControlError> {
+        for st in templates {
+            if let Some((key, _)) = self.template_for(st) {
+                self.datapath.remove_template(&key)?;
+            }
+        }
+        Ok(())
     }
 
     /// Remove connections the active router no longer has (both entries
@@ -2286,5 +2365,41 @@ mod tests {
         let mut stray = sc;
         stray.virtual_addr = "198.18.0.77:80".parse().unwrap();
         assert_eq!(backup.import_connections(&[stray]).unwrap(), 0);
+    }
+
+    #[test]
+    fn synced_templates_keep_a_client_network_on_its_server() {
+        let persistent = || {
+            let mut s = spec(SchedulerName::Rr);
+            s.persistence = Some(crate::model::Persistence {
+                timeout: 300,
+                netmask: [255, 255, 255, 0].into(),
+            });
+            s
+        };
+        let mut active = setup_spec(persistent(), &[1, 1, 1]);
+        let first = from(&mut active, [10, 0, 7, 1], 1000);
+        active.datapath_mut().now_ns = 100_000_000_000;
+        let exported = active.export_templates().unwrap();
+        assert_eq!(exported.len(), 1);
+        assert_eq!(exported[0].client_net.to_string(), "10.0.7.0");
+        assert_eq!(exported[0].remaining_ms, 200_000);
+        // The backup numbers its servers the other way round.
+        let mut backup = Controller::new(FakeDatapath::default());
+        backup
+            .apply(&[
+                Command::AddService(persistent()),
+                add_real(3, 1),
+                add_real(2, 1),
+                add_real(1, 1),
+            ])
+            .unwrap();
+        assert_eq!(backup.import_templates(&exported).unwrap(), 1);
+        let (_, t) = backup.datapath().templates().unwrap()[0];
+        assert_eq!(t.expires_ns, 200_000_000_000, "the time it had left");
+        // Another client of the same network reaches the same server there.
+        assert_eq!(from(&mut backup, [10, 0, 7, 99], 2000), first);
+        backup.forget_templates(&exported).unwrap();
+        assert!(backup.datapath().templates().unwrap().is_empty());
     }
 }

@@ -13,14 +13,14 @@ use tokio::{net::UdpSocket, sync::mpsc, task::JoinHandle, time::MissedTickBehavi
 use super::{
     election::{Admission, Election, Freshness, Peer, Settings, Transition},
     spec::{Floating, HaConfig},
-    sync::Exporter,
+    sync::{Exporter, TemplateExporter},
     wire::{
         method_from_wire, method_to_wire, Header, Kind, Message, Op, Record, Role, MAX_RECORDS,
     },
 };
 use crate::{
     api::{HaCounters, HaPeerView, HaTransitionView, HaView},
-    conntable::SyncConn,
+    conntable::{SyncConn, SyncTemplate},
     controller::Controller,
     datapath::Datapath,
     netconf,
@@ -180,6 +180,7 @@ struct Node<D> {
     election: Election,
     freshness: Freshness,
     exporter: Exporter,
+    templates: TemplateExporter,
     /// Backup: the active peer boot whose full resync arrived, and when it
     /// was last asked for.
     resynced_boot: Option<u64>,
@@ -206,6 +207,7 @@ impl<D: Datapath + 'static> Node<D> {
             epoch: Instant::now(),
             freshness: Freshness::default(),
             exporter: Exporter::default(),
+            templates: TemplateExporter::default(),
             resynced_boot: None,
             asked_resync: None,
             counters: HaCounters::default(),
@@ -290,24 +292,27 @@ impl<D: Datapath + 'static> Node<D> {
         }
     }
 
-    async fn export(&self) -> Vec<SyncConn> {
+    /// The active's connections and persistence templates, read under
+    /// one lock.
+    async fn export(&self) -> (Vec<SyncConn>, Vec<SyncTemplate>) {
         let controller = self.controller.clone();
         let listed = tokio::task::spawn_blocking(move || {
-            controller
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .export_connections()
+            let c = controller.lock().unwrap_or_else(|p| p.into_inner());
+            Ok::<_, crate::controller::ControlError>((
+                c.export_connections()?,
+                c.export_templates()?,
+            ))
         })
         .await;
         match listed {
-            Ok(Ok(conns)) => conns,
+            Ok(Ok(both)) => both,
             Ok(Err(e)) => {
-                tracing::warn!("HA: reading the connection table for sync: {e}");
-                Vec::new()
+                tracing::warn!("HA: reading the tables for sync: {e}");
+                Default::default()
             }
             Err(e) => {
                 tracing::warn!("HA: sync export failed: {e}");
-                Vec::new()
+                Default::default()
             }
         }
     }
@@ -318,28 +323,52 @@ impl<D: Datapath + 'static> Node<D> {
         {
             return;
         }
-        let live = self.export().await;
+        let (conns, templates) = self.export().await;
         let now_ms = self.now_ns() / 1_000_000;
-        let changes = self.exporter.changes(now_ms, &live);
-        self.send_records(changes, false).await;
+        let mut records: Vec<Record> = self
+            .exporter
+            .changes(now_ms, &conns)
+            .iter()
+            .filter_map(|(op, c)| conn_record(*op, c))
+            .collect();
+        records.extend(
+            self.templates
+                .changes(now_ms, &templates)
+                .iter()
+                .filter_map(|(op, t)| template_record(*op, t)),
+        );
+        self.send_records(records, false).await;
     }
 
     async fn full_resync(&mut self) {
-        let live = self.export().await;
+        let (conns, templates) = self.export().await;
         let now_ms = self.now_ns() / 1_000_000;
-        let all = self.exporter.full(now_ms, &live);
-        let n = all.len();
-        self.send_records(all.into_iter().map(|c| (Op::Upsert, c)).collect(), true)
-            .await;
+        let mut records: Vec<Record> = self
+            .exporter
+            .full(now_ms, &conns)
+            .iter()
+            .filter_map(|c| conn_record(Op::Upsert, c))
+            .collect();
+        records.extend(
+            self.templates
+                .full(now_ms, &templates)
+                .iter()
+                .filter_map(|t| template_record(Op::TemplateUpsert, t)),
+        );
+        self.send_records(records, true).await;
         self.counters.full_resyncs_sent += 1;
-        tracing::info!(connections = n, "HA: sent a full resync");
+        tracing::info!(
+            connections = conns.len(),
+            templates = templates.len(),
+            "HA: sent a full resync"
+        );
     }
 
-    async fn send_records(&mut self, records: Vec<(Op, SyncConn)>, full: bool) {
+    async fn send_records(&mut self, records: Vec<Record>, full: bool) {
         if records.is_empty() && !full {
             return;
         }
-        let batches: Vec<&[(Op, SyncConn)]> = if records.is_empty() {
+        let batches: Vec<&[Record]> = if records.is_empty() {
             vec![&[]]
         } else {
             records.chunks(MAX_RECORDS).collect()
@@ -351,10 +380,7 @@ impl<D: Datapath + 'static> Node<D> {
             header.last = full && i + 1 == count;
             let message = Message {
                 header,
-                records: batch
-                    .iter()
-                    .filter_map(|(op, c)| to_record(*op, c))
-                    .collect(),
+                records: batch.to_vec(),
             };
             if self.send(&message).await {
                 self.counters.sync_records_sent += batch.len() as u64;
@@ -408,21 +434,28 @@ impl<D: Datapath + 'static> Node<D> {
         }
     }
 
-    /// Backup: write the active's connections into this router's table.
+    /// Backup: write the active's connections and templates into this
+    /// router's tables.
     async fn import(&mut self, message: &Message) {
         self.counters.sync_records_received += message.records.len() as u64;
         let (mut upserts, mut removes) = (Vec::new(), Vec::new());
+        let (mut templates, mut expired) = (Vec::new(), Vec::new());
         for r in &message.records {
             match r.op {
-                Op::Upsert => upserts.push(from_record(r)),
-                Op::Remove => removes.push(from_record(r)),
+                Op::Upsert => upserts.push(conn_of(r)),
+                Op::Remove => removes.push(conn_of(r)),
+                Op::TemplateUpsert => templates.push(template_of(r)),
+                Op::TemplateRemove => expired.push(template_of(r)),
             }
         }
         let controller = self.controller.clone();
         let applied = tokio::task::spawn_blocking(move || {
             let mut c = controller.lock().unwrap_or_else(|p| p.into_inner());
             c.forget_connections(&removes)?;
-            c.import_connections(&upserts)
+            c.forget_templates(&expired)?;
+            Ok::<_, crate::controller::ControlError>(
+                c.import_connections(&upserts)? + c.import_templates(&templates)?,
+            )
         })
         .await;
         match applied {
@@ -446,6 +479,7 @@ impl<D: Datapath + 'static> Node<D> {
                 self.counters.takeovers += 1;
                 // Everything the new backup (whoever it is) should hear.
                 self.exporter = Exporter::default();
+                self.templates = TemplateExporter::default();
                 let addresses = self.config.addresses.clone();
                 let (repeat, spacing) = (self.config.garp_repeat, self.config.garp_spacing_ms);
                 let taken = tokio::task::spawn_blocking(move || {
@@ -516,7 +550,16 @@ async fn announce(addresses: Vec<Floating>, repeat: u32, spacing_ms: u64) {
 }
 
 /// The wire numbers methods as IPVS does; the datapath has its own.
-fn to_record(op: Op, c: &SyncConn) -> Option<Record> {
+fn wire_method(method: u8) -> Option<u8> {
+    Some(method_to_wire(lvs_common::Method::from_u8(method)?))
+}
+
+/// `parse` accepted only known methods.
+fn datapath_method(wire: u8) -> u8 {
+    method_from_wire(wire).map_or(u8::MAX, |m| m as u8)
+}
+
+fn conn_record(op: Op, c: &SyncConn) -> Option<Record> {
     let SyncConn {
         protocol,
         client,
@@ -529,7 +572,7 @@ fn to_record(op: Op, c: &SyncConn) -> Option<Record> {
     Some(Record {
         op,
         protocol,
-        method: method_to_wire(lvs_common::Method::from_u8(method)?),
+        method: wire_method(method)?,
         state,
         client,
         virtual_addr,
@@ -538,7 +581,7 @@ fn to_record(op: Op, c: &SyncConn) -> Option<Record> {
     })
 }
 
-fn from_record(r: &Record) -> SyncConn {
+fn conn_of(r: &Record) -> SyncConn {
     let Record {
         op: _,
         protocol,
@@ -554,9 +597,42 @@ fn from_record(r: &Record) -> SyncConn {
         client,
         virtual_addr,
         real,
-        // `parse` accepted only known methods.
-        method: method_from_wire(method).map_or(u8::MAX, |m| m as u8),
+        method: datapath_method(method),
         state,
         idle_ms,
+    }
+}
+
+/// A template in a record: the client network with port 0, the time left
+/// in `idle_ms` (see `wire`).
+fn template_record(op: Op, t: &SyncTemplate) -> Option<Record> {
+    let SyncTemplate {
+        protocol,
+        client_net,
+        service,
+        real,
+        method,
+        remaining_ms,
+    } = *t;
+    Some(Record {
+        op,
+        protocol,
+        method: wire_method(method)?,
+        state: 0,
+        client: SocketAddrV4::new(client_net, 0),
+        virtual_addr: service,
+        real,
+        idle_ms: remaining_ms,
+    })
+}
+
+fn template_of(r: &Record) -> SyncTemplate {
+    SyncTemplate {
+        protocol: r.protocol,
+        client_net: *r.client.ip(),
+        service: r.virtual_addr,
+        real: r.real,
+        method: datapath_method(r.method),
+        remaining_ms: r.idle_ms,
     }
 }

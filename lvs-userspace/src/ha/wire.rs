@@ -31,7 +31,7 @@
 //!
 //! | offset | len | field    | meaning                                                |
 //! |-------:|----:|----------|--------------------------------------------------------|
-//! |      0 |   1 | op       | 1 upsert, 2 remove                                     |
+//! |      0 |   1 | op       | 1 upsert, 2 remove; 3, 4 the same for a template       |
 //! |      1 |   1 | protocol | IP protocol number: 6 TCP, 17 UDP                      |
 //! |      2 |   1 | method   | 0 route (DR), 1 tunnel, 2 nat — *not* `maps::Method`'s |
 //! |      3 |   1 | state    | IPVS connection state number (carried as is)           |
@@ -43,6 +43,11 @@
 //! |     20 |   2 |          | port                                                   |
 //! |     22 |   2 | reserved | must be 0                                              |
 //! |     24 |   4 | idle_ms  | ms since the connection's last packet (sender's clock) |
+//!
+//! A persistence template (ops 3 and 4) uses the same record: `client` is
+//! the client network (port 0), `virtual` the service's address and port
+//! (port 0 for a port-0 service), `real` the server as configured, `state`
+//! 0, and `idle_ms` the time the template has left.
 //!
 //! A heartbeat and a resync request are 64 bytes; a sync message is
 //! 64 + 28 × count bytes, at most [`MAX_RECORDS`] records so that it fits one
@@ -143,7 +148,7 @@ pub enum WireError {
     TooManyRecords(usize),
     #[error("record {index}: {error}")]
     Record { index: usize, error: Box<WireError> },
-    #[error("unknown op {0} (1 upsert, 2 remove)")]
+    #[error("unknown op {0} (1 upsert, 2 remove, 3 template upsert, 4 template remove)")]
     UnknownOp(u8),
     #[error("unsupported protocol {0} (6 TCP or 17 UDP)")]
     UnknownProtocol(u8),
@@ -256,6 +261,10 @@ pub enum Op {
     Upsert,
     /// The connection is gone on the sender: drop it.
     Remove,
+    /// Create or refresh a persistence template (a client network's server).
+    TemplateUpsert,
+    /// The template expired on the sender.
+    TemplateRemove,
 }
 
 impl From<Op> for u8 {
@@ -263,6 +272,8 @@ impl From<Op> for u8 {
         match op {
             Op::Upsert => 1,
             Op::Remove => 2,
+            Op::TemplateUpsert => 3,
+            Op::TemplateRemove => 4,
         }
     }
 }
@@ -273,6 +284,8 @@ impl TryFrom<u8> for Op {
         match byte {
             1 => Ok(Op::Upsert),
             2 => Ok(Op::Remove),
+            3 => Ok(Op::TemplateUpsert),
+            4 => Ok(Op::TemplateRemove),
             other => Err(WireError::UnknownOp(other)),
         }
     }
@@ -1493,7 +1506,7 @@ mod tests {
         // Record 1 starts at byte 60.
         let cases = [
             (60, 0, WireError::UnknownOp(0)),
-            (60, 3, WireError::UnknownOp(3)),
+            (60, 5, WireError::UnknownOp(5)),
             (61, 1, WireError::UnknownProtocol(1)),
             (61, 0, WireError::UnknownProtocol(0)),
             (62, 3, WireError::UnknownMethod(3)),
@@ -1726,7 +1739,12 @@ mod tests {
         for role in [Role::Backup, Role::Active] {
             assert_eq!(Role::try_from(u8::from(role)), Ok(role));
         }
-        for op in [Op::Upsert, Op::Remove] {
+        for op in [
+            Op::Upsert,
+            Op::Remove,
+            Op::TemplateUpsert,
+            Op::TemplateRemove,
+        ] {
             assert_eq!(Op::try_from(u8::from(op)), Ok(op));
         }
     }
