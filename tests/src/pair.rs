@@ -473,6 +473,27 @@ impl Pair {
             .collect())
     }
 
+    /// Cut director `d` off from its peer (`cut`), or undo it: blackhole
+    /// routes in `d`'s namespace to the peer's two link addresses (iproute2
+    /// only), so that nothing `d` sends reaches the peer — heartbeats,
+    /// sync — while `d` stays up and reachable for the client and the real
+    /// servers. Both directors cut off is a split: neither hears the other.
+    /// The routes live in `d`'s namespace and go with it on drop.
+    pub fn cut_off(&self, d: usize, cut: bool) -> Result<()> {
+        let peer = &self.directors[1 - d];
+        let verb = if cut { "add" } else { "del" };
+        for addr in [peer.lan, peer.private] {
+            self.directors[d].ns.exec(&[
+                "ip",
+                "route",
+                verb,
+                "blackhole",
+                &format!("{addr}/32"),
+            ])?;
+        }
+        Ok(())
+    }
+
     /// The MAC address of director `d`'s `dev`.
     pub fn mac(&self, d: usize, dev: &str) -> Result<[u8; 6]> {
         Ok(self.directors[d].ns.link_stats(dev)?.0)
