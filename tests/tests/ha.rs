@@ -920,42 +920,59 @@ fn split_steps(pair: &Pair, active: usize, backup: usize) -> Result<String> {
         names[loser]
     );
 
-    // Traffic through the VIP works. Where it went (the client's ARP entry
-    // for the VIP, the real servers' for the gateway, which router counted
-    // the connection) is printed, not asserted: the active router sends no
-    // gratuitous ARP when the split heals, so the client's entry can still
-    // name the router that stepped down, whose datapath forwards on.
-    let client_entry = whose_mac(pair, "lan0", Pair::neighbour(&pair.client, VIP)?)?;
-    let gateway_entries = pair
-        .reals
-        .iter()
-        .map(|rs| {
-            Ok(format!(
-                "{}: {}",
-                rs.name,
-                whose_mac(pair, "priv0", Pair::neighbour(&rs.ns, GATEWAY)?)?
-            ))
-        })
-        .collect::<Result<Vec<_>>>()?;
+    // The winner announced its addresses again when it heard its peer come
+    // back, so the client's entry for the VIP and the real servers' for the
+    // gateway name it, and every new connection goes through it.
+    let path = || -> Result<Vec<String>> {
+        let mut entries = vec![whose_mac(
+            pair,
+            "lan0",
+            Pair::neighbour(&pair.client, VIP)?,
+        )?];
+        for rs in &pair.reals {
+            entries.push(whose_mac(pair, "priv0", Pair::neighbour(&rs.ns, GATEWAY)?)?);
+        }
+        Ok(entries)
+    };
+    let owned = lvs_lab::wait_for(
+        "the client's and the real servers' ARP entries to name the winner",
+        Duration::from_secs(3),
+        // A server with no entry asks, and only the winner holds it.
+        || path().is_ok_and(|e| e.iter().all(|n| *n == names[winner] || n == "None")),
+    );
+    if let Err(e) = owned {
+        bail!(
+            "{e}: the client's entry for the VIP, then the real servers' for the gateway: {:?}",
+            path()
+        );
+    }
     let conns_before = [
         pair.service_stats(0, HTTP_PORT)?.conns,
         pair.service_stats(1, HTTP_PORT)?.conns,
     ];
-    let server = pair
-        .client
-        .run(|| http_get(SocketAddr::from((VIP, HTTP_PORT))))
-        .context("a new connection to the VIP after the heal")?;
-    let carried: Vec<&str> = (0..2)
-        .filter(|&d| {
-            pair.service_stats(d, HTTP_PORT)
-                .is_ok_and(|s| s.conns > conns_before[d])
-        })
-        .map(|d| names[d].as_str())
-        .collect();
+    let mut answers = Vec::new();
+    for n in 0..6 {
+        let server = pair
+            .client
+            .run(|| http_get(SocketAddr::from((VIP, HTTP_PORT))))
+            .with_context(|| format!("new connection {n} to the VIP after the heal"))?;
+        answers.push(server);
+    }
+    let carried = [
+        pair.service_stats(0, HTTP_PORT)?.conns - conns_before[0],
+        pair.service_stats(1, HTTP_PORT)?.conns - conns_before[1],
+    ];
+    ensure!(
+        carried[winner] == 6 && carried[loser] == 0,
+        "after the heal {} carried {} and {} carried {} of 6 new connections",
+        names[winner],
+        carried[winner],
+        names[loser],
+        carried[loser]
+    );
     println!(
-        "after the heal VIP:{HTTP_PORT} answers: {server}, through {carried:?}; the client's ARP \
-         entry for the VIP names {client_entry}, the real servers' for {GATEWAY} name \
-         {gateway_entries:?}"
+        "after the heal: 6 new connections through {}, answered by {answers:?}",
+        names[winner]
     );
     Ok(format!(
         "split: two actives {} after the split; heal: {} backup {} after the heal, {} the one \

@@ -186,6 +186,11 @@ struct Node<D> {
     resynced_boot: Option<u64>,
     asked_resync: Option<Instant>,
     counters: HaCounters,
+    /// The gratuitous ARP burst under way, and when a healed split last
+    /// made this router announce again.
+    announcing: Option<JoinHandle<()>>,
+    reasserted: Option<Instant>,
+    peer_was_live: bool,
     status: Arc<Mutex<HaView>>,
     controller: Shared<D>,
 }
@@ -211,6 +216,9 @@ impl<D: Datapath + 'static> Node<D> {
             resynced_boot: None,
             asked_resync: None,
             counters: HaCounters::default(),
+            announcing: None,
+            reasserted: None,
+            peer_was_live: false,
             status: ha.status,
             controller,
         }
@@ -265,6 +273,13 @@ impl<D: Datapath + 'static> Node<D> {
         if let Some(t) = self.election.on_tick(now) {
             self.transition(t).await;
         }
+        // An active router stays active when its peer falls silent; say so,
+        // or a split would leave no trace on this side.
+        let live = self.election.live_peer(now);
+        if let (true, None, Some(p)) = (self.peer_was_live, live, self.election.peer()) {
+            tracing::warn!(peer = %p.node, role = ?self.election.role(), "HA: no heartbeat from the peer for the dead time");
+        }
+        self.peer_was_live = live.is_some();
         self.ask_resync().await;
     }
 
@@ -423,8 +438,26 @@ impl<D: Datapath + 'static> Node<D> {
                     boot: h.boot,
                     heard_ns: self.now_ns(),
                 };
-                if let Some(t) = self.election.on_heartbeat(peer) {
-                    self.transition(t).await;
+                let was_live = self.election.live_peer(peer.heard_ns).is_some();
+                match self.election.on_heartbeat(peer) {
+                    Some(t) => self.transition(t).await,
+                    // A peer back from silence (a healed split) may have
+                    // taken our addresses meanwhile, and one that is active
+                    // steps down on our heartbeat, but clients and real
+                    // servers still send to it. Announce the addresses
+                    // again (keepalived's garp_lower_prio), at most once a
+                    // second.
+                    None if self.election.role() == Role::Active
+                        && (!was_live || peer.role == Role::Active)
+                        && self
+                            .reasserted
+                            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) =>
+                    {
+                        tracing::warn!(peer = %peer.node, role = ?peer.role, "HA: the peer is back; announcing our addresses again");
+                        self.reasserted = Some(Instant::now());
+                        self.announce();
+                    }
+                    None => {}
                 }
             }
             Kind::ResyncRequest if self.election.role() == Role::Active => self.full_resync().await,
@@ -481,21 +514,23 @@ impl<D: Datapath + 'static> Node<D> {
                 self.exporter = Exporter::default();
                 self.templates = TemplateExporter::default();
                 let addresses = self.config.addresses.clone();
-                let (repeat, spacing) = (self.config.garp_repeat, self.config.garp_spacing_ms);
-                let taken = tokio::task::spawn_blocking(move || {
+                let _ = tokio::task::spawn_blocking(move || {
                     for f in &addresses {
                         match netconf::add_floating(&f.iface, f.addr, f.prefix) {
                             Ok(()) => tracing::info!("HA: took {f}"),
                             Err(e) => tracing::error!("HA: taking {f}: {e}"),
                         }
                     }
-                    addresses
                 })
-                .await
-                .unwrap_or_default();
-                tokio::spawn(announce(taken, repeat, spacing));
+                .await;
+                self.announce();
             }
             Role::Backup => {
+                // Announcing addresses this router no longer holds would
+                // pull traffic back to it.
+                if let Some(task) = self.announcing.take() {
+                    task.abort();
+                }
                 self.resynced_boot = None;
                 self.asked_resync = None;
                 let addresses = self.config.addresses.clone();
@@ -510,6 +545,19 @@ impl<D: Datapath + 'static> Node<D> {
             }
         }
         self.publish_status();
+    }
+
+    /// Gratuitous ARPs for every floating address, in the background,
+    /// replacing a burst still under way.
+    fn announce(&mut self) {
+        if let Some(task) = self.announcing.take() {
+            task.abort();
+        }
+        self.announcing = Some(tokio::spawn(announce(
+            self.config.addresses.clone(),
+            self.config.garp_repeat,
+            self.config.garp_spacing_ms,
+        )));
     }
 
     fn publish_status(&self) {
