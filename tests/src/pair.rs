@@ -18,7 +18,9 @@
 //! Both directors run `lvsd -i lan0 -i priv0` with the same services and an
 //! `[ha]` section: heartbeats on both bridges, the VIP (and for NAT the real
 //! servers' gateway 198.18.20.1) floating. Each lvsd run logs to its own
-//! file in the lab's directory; `Pair::logs` shows them all.
+//! file in the lab's directory; `Pair::logs` shows them all. A test can add
+//! further HTTP services (`Pair::add_service`, e.g. a persistent one) before
+//! anything starts.
 
 use std::{
     net::{Ipv4Addr, SocketAddr},
@@ -53,6 +55,18 @@ pub const HOLD_PORT: u16 = 7000;
 /// The service new connections use.
 pub const HTTP_PORT: u16 = 80;
 
+/// A further TCP service of the pair (`Pair::add_service`): VIP:`port`
+/// to port `port` of every real server, where `Pair::start_servers` runs
+/// the lab's HTTP server (it answers with the server's name).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpService {
+    pub port: u16,
+    /// The scheduler's name in the config, e.g. `rr`.
+    pub scheduler: String,
+    /// `persistent = SECONDS` (the netmask stays /32), or no persistence.
+    pub persistent: Option<u32>,
+}
+
 /// One router of the pair.
 pub struct Director {
     /// "d1" or "d2".
@@ -81,6 +95,8 @@ pub struct Pair {
     pub switch: Netns,
     pub method: Method,
     pub dir: PathBuf,
+    /// What `add_service` added, beyond the hold and HTTP services.
+    services: Vec<HttpService>,
     tag: String,
     /// Ids of the real servers' namespaces (their realserver records).
     real_ids: Vec<u64>,
@@ -133,6 +149,7 @@ impl Pair {
             switch,
             method,
             dir,
+            services: Vec::new(),
             tag: tag.to_string(),
             real_ids: Vec::new(),
         };
@@ -214,10 +231,36 @@ impl Pair {
             pair.reals.push(rs);
         }
 
-        for d in 0..2 {
-            std::fs::write(&pair.directors[d].config, pair.config(d))?;
-        }
+        pair.write_configs()?;
         Ok(pair)
+    }
+
+    fn write_configs(&self) -> Result<()> {
+        for d in 0..2 {
+            std::fs::write(&self.directors[d].config, self.config(d))?;
+        }
+        Ok(())
+    }
+
+    /// Add `service` to both routers' configs; `start_servers` then runs
+    /// an HTTP server on its port on every real server. Only before
+    /// anything starts: servers or lvsd.
+    pub fn add_service(&mut self, service: HttpService) -> Result<()> {
+        let started = self.directors.iter().any(|d| d.runs > 0)
+            || self.reals.iter().any(|rs| !rs.procs.is_empty());
+        if started {
+            bail!("a service can be added only before the servers and lvsd start");
+        }
+        // The real servers' ports too: each added service's server listens
+        // on its own port there.
+        let mut taken = [HOLD_PORT, HTTP_PORT, self.real_http_port()]
+            .into_iter()
+            .chain(self.services.iter().map(|s| s.port));
+        if taken.any(|p| p == service.port) {
+            bail!("the pair already has a service on port {}", service.port);
+        }
+        self.services.push(service);
+        self.write_configs()
     }
 
     /// The port the real servers' HTTP servers listen on: NAT maps VIP:80
@@ -247,10 +290,20 @@ impl Pair {
             _ => "route",
         };
         let mut toml = String::new();
-        for (port, real_port) in [(HOLD_PORT, HOLD_PORT), (HTTP_PORT, self.real_http_port())] {
+        let base = [(HOLD_PORT, HOLD_PORT), (HTTP_PORT, self.real_http_port())]
+            .map(|(port, real_port)| (port, real_port, "rr", None));
+        let added = self
+            .services
+            .iter()
+            .map(|s| (s.port, s.port, s.scheduler.as_str(), s.persistent));
+        for (port, real_port, scheduler, persistent) in base.into_iter().chain(added) {
             toml += &format!(
-                "[[service]]\nprotocol = \"tcp\"\naddress = \"{VIP}:{port}\"\nscheduler = \"rr\"\n\n"
+                "[[service]]\nprotocol = \"tcp\"\naddress = \"{VIP}:{port}\"\nscheduler = \"{scheduler}\"\n"
             );
+            if let Some(seconds) = persistent {
+                toml += &format!("persistent = {seconds}\n");
+            }
+            toml += "\n";
             for rs in &self.reals {
                 toml += &format!(
                     "[[service.real]]\naddress = \"{}:{real_port}\"\nmethod = \"{method}\"\n\n",
@@ -275,8 +328,8 @@ impl Pair {
     }
 
     /// A hold server on `HOLD_PORT` and an HTTP server on
-    /// `real_http_port` on every real server; waits (bounded) until they
-    /// answer.
+    /// `real_http_port` and on each added service's port on every real
+    /// server; waits (bounded) until they answer.
     pub fn start_servers(&mut self) -> Result<()> {
         let lab_bin = bin("lvs-lab").display().to_string();
         let http_port = self.real_http_port();
@@ -287,6 +340,9 @@ impl Pair {
                     .spawn(&[&lab_bin, "hold-server", &listen, &rs.name], None)?,
             );
             rs.start_http_server(http_port)?;
+            for service in &self.services {
+                rs.start_http_server(service.port)?;
+            }
         }
         for rs in &self.reals {
             let probe = SocketAddr::from((rs.addr, HOLD_PORT));

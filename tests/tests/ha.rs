@@ -7,9 +7,12 @@
 //! becomes the backup and takes no addresses. A forged heartbeat from a
 //! third namespace causes no takeover. A split (blackhole routes between the
 //! routers, both up) makes two actives holding the addresses; once it heals
-//! the lower-ranked one steps down and releases them. Needs root; `cargo
-//! xtask test` runs these (`--include-ignored`). Run with `--nocapture` to
-//! see the measured takeover, split and heal times.
+//! the lower-ranked one steps down and releases them. A client of a
+//! persistent service keeps its real server across a takeover (the backup
+//! had the persistence template by sync), where the backup's own round robin
+//! would have picked another. Needs root; `cargo xtask test` runs these
+//! (`--include-ignored`). Run with `--nocapture` to see the measured
+//! takeover, split and heal times.
 
 use std::{
     io::{Read, Write},
@@ -26,7 +29,7 @@ use anyhow::{bail, ensure, Context, Result};
 use lvs::{api::HaView, ha::wire::Role};
 use lvs_lab::{
     bin,
-    pair::{Pair, GATEWAY, HA_PORT, HOLD_PORT, HTTP_PORT, KEY, OUTSIDER},
+    pair::{HttpService, Pair, CLIENT, GATEWAY, HA_PORT, HOLD_PORT, HTTP_PORT, KEY, OUTSIDER},
     Held, Method, VIP,
 };
 
@@ -110,9 +113,30 @@ struct Attempt {
 /// One HTTP/1.0 request on a new connection (1 s for each step); the
 /// answering server's name.
 fn http_get(target: SocketAddr) -> Result<String> {
-    let timeout = Duration::from_secs(1);
-    let mut stream = TcpStream::connect_timeout(&target, timeout)
+    let stream = TcpStream::connect_timeout(&target, HTTP_TIMEOUT)
         .with_context(|| format!("connect {target}"))?;
+    http_request(stream, target)
+}
+
+/// For each step of a request.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// `http_get` from `source`, one of the namespace's addresses (any port).
+fn http_get_from(source: Ipv4Addr, target: SocketAddr) -> Result<String> {
+    use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+    socket
+        .bind(&SockAddr::from(SocketAddr::from((source, 0))))
+        .with_context(|| format!("bind {source}"))?;
+    socket
+        .connect_timeout(&SockAddr::from(target), HTTP_TIMEOUT)
+        .with_context(|| format!("connect {target} from {source}"))?;
+    http_request(socket.into(), target)
+}
+
+/// A GET on `stream`, connected to `target`; the answering server's name.
+fn http_request(mut stream: TcpStream, target: SocketAddr) -> Result<String> {
+    let timeout = HTTP_TIMEOUT;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
     stream.write_all(format!("GET / HTTP/1.0\r\nHost: {target}\r\n\r\n").as_bytes())?;
@@ -215,7 +239,21 @@ fn ms(d: Duration) -> String {
 
 /// Build the pair, start servers and both lvsds; `(active, backup)`.
 fn pair_up(tag: &str, method: Method, reals: usize) -> (Pair, usize, usize) {
+    pair_up_with(tag, method, reals, &[])
+}
+
+/// `pair_up` with `services` added to the pair's.
+fn pair_up_with(
+    tag: &str,
+    method: Method,
+    reals: usize,
+    services: &[HttpService],
+) -> (Pair, usize, usize) {
     let mut pair = Pair::new(tag, method, reals).unwrap_or_else(|e| panic!("building: {e:#}"));
+    for service in services {
+        pair.add_service(service.clone())
+            .unwrap_or_else(|e| panic!("adding {service:?}: {e:#}"));
+    }
     if reals > 0 {
         pair.start_servers()
             .unwrap_or_else(|e| panic!("starting the servers: {e:#}"));
@@ -981,5 +1019,170 @@ fn split_steps(pair: &Pair, active: usize, backup: usize) -> Result<String> {
         names[loser],
         ms(heal_took),
         names[winner]
+    ))
+}
+
+/// The persistent service: VIP:9000, round robin, 60 s templates per
+/// client address.
+const PERSISTENT_PORT: u16 = 9000;
+/// A second address on the client's namespace: another client network
+/// (the netmask is /32).
+const OTHER_CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 22);
+/// A third, only after the takeover: a client network the survivor has no
+/// template for.
+const NEWCOMER: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 23);
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn a_persistent_client_keeps_its_server_across_a_failover() {
+    let test_start = Instant::now();
+    let persistent = HttpService {
+        port: PERSISTENT_PORT,
+        scheduler: "rr".into(),
+        persistent: Some(60),
+    };
+    let (mut pair, active, backup) = pair_up_with("hapersist", Method::Nat, 2, &[persistent]);
+    match persist_steps(&mut pair, active, backup) {
+        Ok(summary) => println!(
+            "hapersist passed in {:.1} s: {summary}",
+            test_start.elapsed().as_secs_f64()
+        ),
+        Err(e) => panic!("hapersist: {e:#}\n{}", pair.report()),
+    }
+}
+
+/// `count` requests to the persistent service from `source`; the
+/// answering servers' names.
+fn persistent_gets(pair: &Pair, source: Ipv4Addr, count: usize, when: &str) -> Result<Vec<String>> {
+    let target = SocketAddr::from((VIP, PERSISTENT_PORT));
+    (0..count)
+        .map(|n| {
+            pair.client
+                .run(|| http_get_from(source, target))
+                .with_context(|| format!("request {} of {count} from {source} {when}", n + 1))
+        })
+        .collect()
+}
+
+fn persist_steps(pair: &mut Pair, active: usize, backup: usize) -> Result<String> {
+    let names = |d: usize| pair.directors[d].name.clone();
+    let (old, new) = (names(active), names(backup));
+    for addr in [OTHER_CLIENT, NEWCOMER] {
+        pair.client
+            .exec(&["ip", "addr", "add", &format!("{addr}/24"), "dev", "eth0"])?;
+    }
+
+    // The other client first: it takes the active's first round-robin pick,
+    // so the main client gets the other server there. A backup scheduling
+    // by itself would give the main client its first pick instead.
+    let other = persistent_gets(pair, OTHER_CLIENT, 1, "before the kill")?.remove(0);
+    println!("before the kill: {OTHER_CLIENT} answered by {other}");
+    // Let its sync pass (a round is 0.2 s), so that what the backup applies
+    // next is the main client's.
+    thread::sleep(Duration::from_millis(600));
+    let applied_before = pair.ha(backup)?.counters.sync_records_applied;
+    let requests_at = Instant::now();
+    let before = persistent_gets(pair, CLIENT, 3, "before the kill")?;
+    let server = before[0].clone();
+    println!("before the kill: {CLIENT} answered by {before:?}");
+    ensure!(
+        before.iter().all(|s| *s == server),
+        "{CLIENT} did not keep its server before the kill: {before:?}"
+    );
+    ensure!(
+        server != other,
+        "{CLIENT} and {OTHER_CLIENT} were both given {server}: round robin should have given \
+         {CLIENT} the other server, and the test proves nothing without that"
+    );
+
+    // The backup has the main client's template: the active reads its
+    // templates with its connections, so the first sync round that carries
+    // the client's connections carries its template too.
+    lvs_lab::wait_for(
+        "the backup to apply the sync of the client's connections and template",
+        Duration::from_secs(10),
+        || {
+            pair.ha(backup)
+                .is_ok_and(|v| v.counters.sync_records_applied > applied_before)
+        },
+    )?;
+    let synced_after = requests_at.elapsed();
+    // And whatever round was still in flight.
+    thread::sleep(Duration::from_millis(500));
+    let applied = pair.ha(backup)?.counters.sync_records_applied;
+    println!(
+        "backup {new} applied {} sync records within {} of the client's requests",
+        applied - applied_before,
+        ms(synced_after)
+    );
+
+    let survivor_mac = pair.mac(backup, "lan0")?;
+    let killed_at = Instant::now();
+    pair.kill9(active)?;
+    println!("SIGKILLed lvsd on {old} (the active router)");
+    lvs_lab::wait_for(
+        &format!("{new} to become active"),
+        Duration::from_secs(5),
+        || pair.ha(backup).is_ok_and(|v| v.role == Role::Active),
+    )?;
+    let took_over = killed_at.elapsed();
+    // The client's ARP entry for the VIP, and the real servers' for their
+    // gateway, move to the survivor (gratuitous ARP): the dead lvsd's
+    // datapath would carry the requests otherwise.
+    lvs_lab::wait_for(
+        "the client's ARP entry for the VIP to name the survivor",
+        Duration::from_secs(5),
+        || Pair::neighbour(&pair.client, VIP).is_ok_and(|m| m == Some(survivor_mac)),
+    )?;
+    let redirected = killed_at.elapsed();
+    let survivor_priv = pair.mac(backup, "priv0")?;
+    lvs_lab::wait_for(
+        "the real servers' ARP entries for their gateway to name the survivor",
+        Duration::from_secs(3),
+        || {
+            pair.reals
+                .iter()
+                .all(|rs| Pair::neighbour(&rs.ns, GATEWAY).is_ok_and(|m| m == Some(survivor_priv)))
+        },
+    )?;
+    println!(
+        "takeover: {new} active {} after the kill; the client's ARP entry for the VIP names it \
+         {} after, the real servers' for {GATEWAY} {} after",
+        ms(took_over),
+        ms(redirected),
+        ms(killed_at.elapsed())
+    );
+
+    let conns_before = pair.service_stats(backup, PERSISTENT_PORT)?.conns;
+    let after = persistent_gets(pair, CLIENT, 3, "after the takeover")?;
+    let conns = pair.service_stats(backup, PERSISTENT_PORT)?.conns - conns_before;
+    println!(
+        "after the takeover: {CLIENT} answered by {after:?}; {new} counted {conns} new \
+         connections on VIP:{PERSISTENT_PORT}"
+    );
+    ensure!(
+        after.iter().all(|s| *s == server),
+        "{CLIENT} lost its server {server} across the takeover: answered by {after:?} (the \
+         backup's round robin, not the synced template)"
+    );
+    ensure!(
+        conns == 3,
+        "{new} counted {conns} new connections on VIP:{PERSISTENT_PORT}, the client made 3"
+    );
+    // The premise, on the survivor itself: its round robin (untouched, as
+    // the client's connections followed the template) gives a client
+    // network without a template its first pick, the other server.
+    let newcomer = persistent_gets(pair, NEWCOMER, 1, "after the takeover")?.remove(0);
+    println!("after the takeover: {NEWCOMER} (no template) answered by {newcomer}");
+    ensure!(
+        newcomer == other,
+        "{NEWCOMER} got {newcomer} from {new}'s round robin, not its first pick {other}: the \
+         backup by itself would not have moved {CLIENT} off {server}"
+    );
+    Ok(format!(
+        "{CLIENT} kept {server} ({OTHER_CLIENT} had {other}) across the takeover by {new}, \
+         active {} after the kill, the client redirected {} after",
+        ms(took_over),
+        ms(redirected)
     ))
 }
