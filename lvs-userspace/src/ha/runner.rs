@@ -191,6 +191,8 @@ struct Node<D> {
     announcing: Option<JoinHandle<()>>,
     reasserted: Option<Instant>,
     peer_was_live: bool,
+    /// When the last sync round started, and how long reading took.
+    last_round: Option<(Instant, Duration)>,
     status: Arc<Mutex<HaView>>,
     controller: Shared<D>,
 }
@@ -219,6 +221,7 @@ impl<D: Datapath + 'static> Node<D> {
             announcing: None,
             reasserted: None,
             peer_was_live: false,
+            last_round: None,
             status: ha.status,
             controller,
         }
@@ -332,13 +335,23 @@ impl<D: Datapath + 'static> Node<D> {
         }
     }
 
-    /// Active: send what changed since the last round.
+    /// Active: send what changed since the last round. A round reads the
+    /// whole table, so rounds are spaced to at least four times the last
+    /// read: a big table costs at most a quarter of a core, and syncs less
+    /// often.
     async fn sync_round(&mut self) {
         if self.election.role() != Role::Active || self.election.live_peer(self.now_ns()).is_none()
         {
             return;
         }
+        if let Some((at, took)) = self.last_round {
+            if at.elapsed() < took * 4 {
+                return;
+            }
+        }
+        let started = Instant::now();
         let (conns, templates) = self.export().await;
+        self.last_round = Some((started, started.elapsed()));
         let now_ms = self.now_ns() / 1_000_000;
         let mut records: Vec<Record> = self
             .exporter

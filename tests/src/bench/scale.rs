@@ -59,6 +59,10 @@ pub struct FullTable {
     /// A SYN of a new flow, table nearly empty / full.
     pub syn_empty_ns: f64,
     pub syn_full_ns: f64,
+    /// With the table full: the controller's once-a-second count of it,
+    /// and one HA sync round's read of it (every live connection).
+    pub recount_ms: f64,
+    pub sync_export_ms: f64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -288,6 +292,17 @@ fn full_table(flows: u32, samples: usize) -> Result<FullTable> {
         }
         let fill_s = started.elapsed().as_secs_f64();
         let (established_full_ns, syn_full_ns) = measure(flows, flows + 2_000_000)?;
+        let mut c = c;
+        let started = Instant::now();
+        c.recount()?;
+        let recount_ms = started.elapsed().as_secs_f64() * 1e3;
+        let started = Instant::now();
+        let exported = c.export_connections()?.len();
+        let sync_export_ms = started.elapsed().as_secs_f64() * 1e3;
+        anyhow::ensure!(
+            exported >= flows as usize,
+            "the sync export read {exported} of {flows} connections"
+        );
         Ok(FullTable {
             flows,
             table_size,
@@ -296,6 +311,8 @@ fn full_table(flows: u32, samples: usize) -> Result<FullTable> {
             established_full_ns,
             syn_empty_ns,
             syn_full_ns,
+            recount_ms,
+            sync_export_ms,
         })
     })
 }
