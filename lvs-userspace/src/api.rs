@@ -37,6 +37,8 @@ pub enum Request {
     Timeouts,
     /// `lvsadm ha`: the router pair's state.
     Ha,
+    /// `-L -c`: live connection entries and persistence templates.
+    Connections,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -46,7 +48,27 @@ pub enum Response {
     Snapshot(Snapshot),
     Timeouts(IpvsTimeouts),
     Ha(HaView),
-    Error { message: String },
+    /// A struct variant: the tagged encoding cannot carry a bare list.
+    Connections {
+        rows: Vec<ConnView>,
+    },
+    Error {
+        message: String,
+    },
+}
+
+/// One row of `ipvsadm -L -c`: a connection entry, or a persistence
+/// template (source port 0, state `NONE`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnView {
+    pub protocol: crate::model::Protocol,
+    /// Seconds until it expires unless a packet (or, for a template, a new
+    /// connection) renews it.
+    pub expire_s: u64,
+    pub state: String,
+    pub source: std::net::SocketAddrV4,
+    pub virtual_addr: std::net::SocketAddrV4,
+    pub destination: std::net::SocketAddrV4,
 }
 
 /// One router of the pair, as `lvsadm ha` shows it.

@@ -14,7 +14,7 @@ use lvs_common::{
 };
 
 use crate::{
-    api::{HealthView, RealView, ServiceView, Snapshot, Stats},
+    api::{ConnView, HealthView, RealView, ServiceView, Snapshot, Stats},
     conntable::{self, SyncConn, SyncTemplate, Timeouts},
     datapath::{Datapath, DatapathError},
     health::{
@@ -22,7 +22,8 @@ use crate::{
         spec::{RealHealth, StartState},
     },
     model::{
-        sorry_spec, Command, Endpoint, ModelError, RealSpec, Service, ServiceId, ServiceSpec, State,
+        sorry_spec, Command, Endpoint, ModelError, Protocol, RealSpec, Service, ServiceId,
+        ServiceSpec, State,
     },
     publish,
     sched::{Dest, Scheduler, SchedulerName},
@@ -659,6 +660,53 @@ impl<D: Datapath> Controller<D> {
             written += 1;
         }
         Ok(written)
+    }
+
+    /// What `-L -c` lists: every live inbound connection entry with the
+    /// time its state's timeout leaves it, then every live template.
+    pub fn connection_views(&self) -> Result<Vec<ConnView>, ControlError> {
+        let listed = self.datapath.connections()?;
+        let now = self.datapath.now_ns()?;
+        let v4 = |a: [u8; 4], p: u16| std::net::SocketAddrV4::new(a.into(), p);
+        let mut rows: Vec<ConnView> = listed
+            .iter()
+            .filter(|(_, c)| {
+                c.direction == Direction::Inbound as u8
+                    && !conntable::expired(c, now, &self.timeouts)
+            })
+            .filter_map(|(k, c)| {
+                let protocol = Protocol::of(k.proto())?;
+                let state = ConnState::from_u8(c.state)?;
+                let timeout = u64::from(self.timeouts[state as usize]) * NS_PER_SEC;
+                let idle = now.saturating_sub(c.last_seen_ns);
+                Some(ConnView {
+                    protocol,
+                    expire_s: timeout.saturating_sub(idle) / NS_PER_SEC,
+                    state: state.name().to_string(),
+                    source: v4(k.src(), k.sport()),
+                    virtual_addr: v4(k.dst(), k.dport()),
+                    destination: v4(c.addr(), c.port()),
+                })
+            })
+            .collect();
+        rows.sort_by_key(|r| (r.virtual_addr, r.source));
+        let mut templates: Vec<ConnView> = self
+            .export_templates()?
+            .into_iter()
+            .filter_map(|t| {
+                Some(ConnView {
+                    protocol: Protocol::of(t.protocol)?,
+                    expire_s: u64::from(t.remaining_ms) / 1000,
+                    state: ConnState::None.name().to_string(),
+                    source: std::net::SocketAddrV4::new(t.client_net, 0),
+                    virtual_addr: t.service,
+                    destination: t.real,
+                })
+            })
+            .collect();
+        templates.sort_by_key(|r| (r.virtual_addr, r.source));
+        rows.extend(templates);
+        Ok(rows)
     }
 
     /// Every live persistence template, by addresses, for the backup.
@@ -2401,5 +2449,36 @@ mod tests {
         assert_eq!(from(&mut backup, [10, 0, 7, 99], 2000), first);
         backup.forget_templates(&exported).unwrap();
         assert!(backup.datapath().templates().unwrap().is_empty());
+    }
+
+    #[test]
+    fn connection_views_list_live_entries_then_templates() {
+        let mut persistent = spec(SchedulerName::Rr);
+        persistent.persistence = Some(crate::model::Persistence {
+            timeout: 300,
+            netmask: [255, 255, 255, 0].into(),
+        });
+        let mut c = setup_spec(persistent, &[1, 1]);
+        from(&mut c, [10, 0, 7, 1], 1000);
+        hold(&mut c, 2, 2, ConnState::Established);
+        c.datapath_mut().now_ns = 100 * NS_PER_SEC;
+        // One established entry seen 100 s ago: 800 s of its 900 left.
+        for conn in c.datapath_mut().conns.values_mut() {
+            conn.last_seen_ns = 0;
+        }
+        let rows = c.connection_views().unwrap();
+        assert_eq!(rows.len(), 3);
+        assert_eq!(
+            (rows[0].state.as_str(), rows[0].expire_s),
+            ("ESTABLISHED", 800)
+        );
+        assert_eq!(rows[0].destination.to_string(), "198.18.12.2:8080");
+        assert_eq!(rows[0].virtual_addr.to_string(), "198.18.0.10:80");
+        let template = &rows[2];
+        assert_eq!((template.state.as_str(), template.expire_s), ("NONE", 200));
+        assert_eq!(template.source.to_string(), "10.0.7.0:0");
+        // Expired entries are not listed.
+        c.datapath_mut().now_ns = 1_000 * NS_PER_SEC;
+        assert!(c.connection_views().unwrap().is_empty());
     }
 }

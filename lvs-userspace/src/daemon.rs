@@ -269,6 +269,9 @@ pub fn handle<D: Datapath>(context: &Context<D>, request: Request) -> Response {
             }),
         },
         Request::Timeouts => Ok(Response::Timeouts(IpvsTimeouts::of(&c.timeouts()))),
+        Request::Connections => c
+            .connection_views()
+            .map(|rows| Response::Connections { rows }),
         Request::Ha => unreachable!("answered above"),
     };
     result.unwrap_or_else(|e| Response::Error {
@@ -520,5 +523,25 @@ mod tests {
         };
         assert!(message.starts_with("invalid udp timeout"), "{message}");
         assert_eq!(shown(&context), (3600, 120, 60));
+    }
+
+    #[test]
+    fn every_response_serializes() {
+        // An internally tagged newtype variant holding a list does not.
+        let context = Context {
+            controller: Arc::new(Mutex::new(Controller::new(FakeDatapath::default()))),
+            configured: tokio::sync::watch::channel(State::default()).0,
+            ha: None,
+        };
+        for request in [
+            Request::List,
+            Request::Timeouts,
+            Request::Connections,
+            Request::Ha,
+        ] {
+            let response = handle(&context, request);
+            let text = serde_json::to_string(&response).unwrap();
+            serde_json::from_str::<Response>(&text).unwrap();
+        }
     }
 }

@@ -18,6 +18,14 @@ pub enum Protocol {
 }
 
 impl Protocol {
+    /// From an IP protocol number.
+    pub const fn of(number: u8) -> Option<Self> {
+        match number {
+            lvs_common::IPPROTO_TCP => Some(Protocol::Tcp),
+            lvs_common::IPPROTO_UDP => Some(Protocol::Udp),
+            _ => None,
+        }
+    }
     pub const fn number(self) -> u8 {
         match self {
             Protocol::Tcp => lvs_common::IPPROTO_TCP,

@@ -207,6 +207,11 @@ pub struct Held {
 }
 
 impl Held {
+    /// The client's port, as the director's connection table keys it.
+    pub fn local_port(&self) -> Result<u16> {
+        Ok(self.stream.get_ref().local_addr()?.port())
+    }
+
     /// Connect from `ns` and read the greeting.
     pub fn open(ns: &Netns, target: SocketAddr, timeout: Duration) -> Result<Self> {
         let mut held = Held {

@@ -320,6 +320,21 @@ fn failover_steps(pair: &mut Pair, active: usize, backup: usize) -> Result<Strin
     )?;
     let synced = pair.ha(backup)?.counters.sync_records_applied;
     println!("backup {new} applied {synced} sync records ({applied_before} before the stream)");
+    // The administrator's view of it: `-L -n -c` on the backup lists the
+    // stream, synced, on the server it has on the active.
+    let source = format!("{CLIENT}:{}", held.local_port()?);
+    let listing = pair.lvsadm(backup, &["-L", "-n", "-c"])?;
+    let row = listing
+        .lines()
+        .find(|l| l.contains(&format!(" {source} ")))
+        .with_context(|| format!("the backup's -L -n -c does not list {source}:\n{listing}"))?;
+    ensure!(
+        row.starts_with("TCP")
+            && row.contains("ESTABLISHED")
+            && row.contains(&format!("{VIP}:{HOLD_PORT}")),
+        "the backup lists the stream as `{row}`"
+    );
+    println!("backup {new} lists the stream: {row}");
     let mut workers = Workers::start(pair, held)?;
     thread::sleep(Duration::from_secs(1));
 

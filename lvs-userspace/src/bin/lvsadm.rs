@@ -18,6 +18,7 @@ const USAGE: &str = "lvsadm: ipvsadm-compatible administration of lvsd
   lvsadm -d -t|u service-address -r server-address
   lvsadm -L|l [-n] [--stats] [--exact] [-t|u service-address]
   lvsadm -L|l --timeout
+  lvsadm -L|l -c [-n] [-t|u service-address]   (connections and templates)
   lvsadm -Z [-t|u service-address]
   lvsadm --set tcp tcpfin udp      (seconds; 0 leaves a timeout unchanged)
   lvsadm realserver setup --vip VIP [--vip VIP...] [--decap xdp:IFACE|kernel]
@@ -119,6 +120,7 @@ fn run() -> anyhow::Result<()> {
         Action::Zero(service) => Request::Zero { service: *service },
         Action::SetTimeouts(timeouts) => Request::SetTimeouts(*timeouts),
         Action::Timeouts => Request::Timeouts,
+        Action::Connections(_) => Request::Connections,
         Action::List(_) | Action::Save => Request::List,
     };
     match api::call(&socket, &request)? {
@@ -133,6 +135,23 @@ fn run() -> anyhow::Result<()> {
             Ok(())
         }
         Response::Ha(_) => anyhow::bail!("lvsd answered with the HA state to another request"),
+        Response::Connections { mut rows } => {
+            if let Action::Connections(Some(id)) = &invocation.action {
+                let vip = std::net::SocketAddrV4::new(id.vip.addr, id.vip.port);
+                // A port-0 service owns every port of its VIP.
+                rows.retain(|r| {
+                    r.protocol == id.protocol
+                        && (r.virtual_addr == vip
+                            || (id.vip.port == 0 && r.virtual_addr.ip() == vip.ip()))
+                });
+            }
+            if invocation.json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                print!("{}", format::connections(&rows));
+            }
+            Ok(())
+        }
         Response::Snapshot(mut snapshot) => {
             if let Action::List(options) = &invocation.action {
                 if let Some(id) = options.service {

@@ -4,7 +4,10 @@
 use std::fmt::Write;
 
 use crate::{
-    api::{HaCounters, HaView, HealthView, IpvsTimeouts, RealView, ServiceView, Snapshot, Stats},
+    api::{
+        ConnView, HaCounters, HaView, HealthView, IpvsTimeouts, RealView, ServiceView, Snapshot,
+        Stats,
+    },
     ha::wire::Role,
     model::{Persistence, ServiceSpec},
     sched::{SchedFlags, SchedulerName},
@@ -302,6 +305,28 @@ pub fn ha(view: &HaView) -> String {
     } = counters;
     let _ = writeln!(out, "Heartbeats: sent {heartbeats_sent} received {heartbeats_received}; rejected: forged {rejected_auth} wrong source {rejected_source} stale {rejected_stale}");
     let _ = writeln!(out, "Sync: records sent {sync_records_sent} received {sync_records_received} applied {sync_records_applied}; full resyncs sent {full_resyncs_sent}; takeovers {takeovers}");
+    out
+}
+
+/// `ipvsadm -L -c`: the header, then a row per entry, expiry as `MM:SS`
+/// (minutes not wrapped at 60), as ipvsadm prints `/proc/net/ip_vs_conn`.
+pub fn connections(rows: &[ConnView]) -> String {
+    let mut out = String::from(
+        "IPVS connection entries\npro expire state       source             virtual            destination\n",
+    );
+    for r in rows {
+        let expire = format!("{:02}:{:02}", r.expire_s / 60, r.expire_s % 60);
+        let _ = writeln!(
+            out,
+            "{:<3} {:<6} {:<11} {:<18} {:<18} {}",
+            r.protocol.label(),
+            expire,
+            r.state,
+            r.source.to_string(),
+            r.virtual_addr.to_string(),
+            r.destination
+        );
+    }
     out
 }
 
@@ -690,5 +715,70 @@ mod tests {
 -A -u 192.168.0.100:53 -s rr\n-a -u 192.168.0.100:53 -r 10.0.0.1:53 -i -w 1\n"
         );
         assert_eq!(super::super::parse_restore(&text).unwrap().len(), 7);
+    }
+
+    #[test]
+    fn connection_list_matches_the_reference_byte_for_byte() {
+        let row = |protocol, expire_s, state: &str, src: &str, vip: &str, dst: &str| ConnView {
+            protocol,
+            expire_s,
+            state: state.to_string(),
+            source: src.parse().unwrap(),
+            virtual_addr: vip.parse().unwrap(),
+            destination: dst.parse().unwrap(),
+        };
+        let rows = [
+            row(
+                Protocol::Tcp,
+                898,
+                "ESTABLISHED",
+                "203.0.113.7:51514",
+                "192.168.0.100:80",
+                "10.0.0.2:80",
+            ),
+            row(
+                Protocol::Tcp,
+                112,
+                "FIN_WAIT",
+                "203.0.113.9:40022",
+                "192.168.0.100:80",
+                "10.0.0.1:80",
+            ),
+            row(
+                Protocol::Udp,
+                281,
+                "UDP",
+                "198.51.100.4:33001",
+                "192.168.0.100:53",
+                "10.0.0.1:53",
+            ),
+            row(
+                Protocol::Tcp,
+                359,
+                "NONE",
+                "203.0.113.7:0",
+                "192.168.0.100:443",
+                "10.0.0.1:443",
+            ),
+        ];
+        // §7.6, as ipvsadm prints it.
+        let expected = "IPVS connection entries
+pro expire state       source             virtual            destination
+TCP 14:58  ESTABLISHED 203.0.113.7:51514  192.168.0.100:80   10.0.0.2:80
+TCP 01:52  FIN_WAIT    203.0.113.9:40022  192.168.0.100:80   10.0.0.1:80
+UDP 04:41  UDP         198.51.100.4:33001 192.168.0.100:53   10.0.0.1:53
+TCP 05:59  NONE        203.0.113.7:0      192.168.0.100:443  10.0.0.1:443
+";
+        assert_eq!(connections(&rows), expected);
+        // Minutes do not wrap at 60.
+        let long = [row(
+            Protocol::Tcp,
+            7_200,
+            "ESTABLISHED",
+            "1.2.3.4:5",
+            "6.7.8.9:80",
+            "10.0.0.1:80",
+        )];
+        assert!(connections(&long).contains("TCP 120:00 ESTABLISHED"));
     }
 }

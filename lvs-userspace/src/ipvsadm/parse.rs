@@ -116,6 +116,8 @@ pub enum Action {
     SetTimeouts(IpvsTimeouts),
     /// `-L --timeout`.
     Timeouts,
+    /// `-L -c`: connection entries and templates, of one service or all.
+    Connections(Option<ServiceId>),
     Help,
     Version,
 }
@@ -161,6 +163,7 @@ struct Opts {
     exact: bool,
     nosort: bool,
     timeout: bool,
+    connection: bool,
     json: bool,
     /// Words that are no option's value: `--set`'s three timeouts.
     args: Vec<String>,
@@ -195,8 +198,6 @@ const NOT_YET: &[&str] = &[
     "--fwmark-service",
     "-6",
     "--sctp-service",
-    "-c",
-    "--connection",
     "--rate",
     "--thresholds",
     "--persistent-conn",
@@ -350,6 +351,10 @@ pub fn parse<S: AsRef<str>>(args: &[S]) -> Result<Invocation, ParseError> {
                 o.timeout = true;
                 "timeout"
             }
+            "-c" | "--connection" => {
+                o.connection = true;
+                "connection"
+            }
             "-X" | "--exact" => {
                 o.exact = true;
                 "exact"
@@ -495,9 +500,24 @@ fn build(cmd: Option<Cmd>, o: Opts) -> Result<Action, ParseError> {
                 &o,
                 "-L",
                 &[
-                    "service", "numeric", "stats", "exact", "sort", "nosort", "timeout",
+                    "service",
+                    "numeric",
+                    "stats",
+                    "exact",
+                    "sort",
+                    "nosort",
+                    "timeout",
+                    "connection",
                 ],
             )?;
+            if o.connection {
+                if o.stats || o.timeout {
+                    return Err(usage(
+                        "option -c conflicts with --stats and --timeout in -L",
+                    ));
+                }
+                return Ok(Action::Connections(service(&o, false)?));
+            }
             if o.timeout {
                 // ipvsadm's exclusive ('1') list options and its conflicts.
                 if o.service.is_some() {
@@ -1110,5 +1130,19 @@ mod tests {
             err.to_string(),
             "restore line 2: only rule-changing commands may be restored"
         );
+    }
+
+    #[test]
+    fn connection_listing() {
+        assert_eq!(p("-Lnc").unwrap(), Action::Connections(None));
+        assert_eq!(p("-L -c -n").unwrap(), Action::Connections(None));
+        assert_eq!(
+            p("-l --connection -t 198.18.0.10:80").unwrap(),
+            Action::Connections(Some(vip()))
+        );
+        let err = p("-L -c --stats").unwrap_err().to_string();
+        assert!(err.contains("-c conflicts"), "{err}");
+        // -c is a list option only.
+        assert!(p("-A -t 198.18.0.10:80 -c").is_err());
     }
 }
