@@ -227,13 +227,32 @@ impl Stats {
     }
 }
 
+/// `ipvsadm --rate`: the rate estimator's per-second averages (see
+/// `rate`). Absent from an older lvsd's answer, so they default to 0.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rates {
+    /// Connections per second.
+    pub cps: u64,
+    pub in_pps: u64,
+    pub out_pps: u64,
+    /// Bytes (not bits) per second.
+    pub in_bps: u64,
+    pub out_bps: u64,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RealView {
     #[serde(flatten)]
     pub spec: RealSpec,
     pub active_conns: u32,
     pub inactive_conns: u32,
+    /// Live persistence templates that lead here (IPVS's `persistconns`,
+    /// `--persistent-conn`'s PersistConn); 0 in a non-persistent service.
+    #[serde(default)]
+    pub persistent_conns: u32,
     pub stats: Stats,
+    #[serde(default)]
+    pub rates: Rates,
     /// For servers with checkers or an agent, and the sorry server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthView>,
@@ -268,6 +287,8 @@ pub struct ServiceView {
     #[serde(flatten)]
     pub spec: ServiceSpec,
     pub stats: Stats,
+    #[serde(default)]
+    pub rates: Rates,
     /// In IPVS list order; the sorry server last, while it stands in.
     pub reals: Vec<RealView>,
     #[serde(default, skip_serializing_if = "ServiceHealth::is_default")]
@@ -420,6 +441,7 @@ mod tests {
                 }),
             },
             stats: Stats::default(),
+            rates: Rates::default(),
             reals: vec![],
             health: ServiceHealth::default(),
         };
@@ -433,6 +455,42 @@ mod tests {
             serde_json::json!({"sh_fallback": true, "sh_port": false})
         );
         assert_eq!(serde_json::from_value::<ServiceView>(json).unwrap(), view);
+    }
+
+    #[test]
+    fn views_from_an_lvsd_without_rates_still_read() {
+        let real = RealView {
+            spec: RealSpec {
+                server: "198.18.11.2:8080".parse().unwrap(),
+                method: crate::model::Method::Nat,
+                weight: 1,
+                u_threshold: 0,
+                l_threshold: 0,
+            },
+            active_conns: 1,
+            inactive_conns: 2,
+            persistent_conns: 3,
+            stats: Stats::default(),
+            rates: Rates {
+                cps: 4,
+                ..Rates::default()
+            },
+            health: None,
+        };
+        let mut json = serde_json::to_value(&real).unwrap();
+        assert_eq!(
+            (
+                json["persistent_conns"].as_u64(),
+                json["rates"]["cps"].as_u64()
+            ),
+            (Some(3), Some(4))
+        );
+        let fields = json.as_object_mut().unwrap();
+        fields.remove("rates");
+        fields.remove("persistent_conns");
+        let old: RealView = serde_json::from_value(json).unwrap();
+        assert_eq!((old.rates, old.persistent_conns), (Rates::default(), 0));
+        assert_eq!(old.active_conns, 1);
     }
 
     #[test]

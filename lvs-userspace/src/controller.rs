@@ -26,6 +26,7 @@ use crate::{
         ServiceSpec, State,
     },
     publish,
+    rate::{self, Estimator},
     sched::{Dest, Scheduler, SchedulerName},
     threshold,
 };
@@ -35,6 +36,11 @@ const NS_PER_SEC: u64 = 1_000_000_000;
 /// How long a persistence template that ran out is kept while connections
 /// still depend on it (IPVS's generic 60 s re-check, §4.1).
 const TEMPLATE_RECHECK_NS: u64 = 60 * NS_PER_SEC;
+
+/// When the rate estimators are due again. Maintenance calls every
+/// second, so a period counts as passed half a second early: a call that
+/// comes a little early must not stretch the 2 s period to 3.
+const ESTIMATE_DUE_NS: u64 = rate::PERIOD_NS - NS_PER_SEC / 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
@@ -227,6 +233,11 @@ pub struct Controller<D> {
     /// `-Z` subtracts these snapshots, as the kernel does.
     service_baseline: HashMap<u32, Counters>,
     real_baseline: HashMap<u32, Counters>,
+    /// `--rate`'s estimators, per service index and per real index.
+    service_rates: HashMap<u32, Estimator>,
+    real_rates: HashMap<u32, Estimator>,
+    /// When the estimators last sampled (or were first asked to).
+    estimated_ns: Option<u64>,
     timeouts: Timeouts,
     /// Per real index, from the last walk of the connection table.
     counts: HashMap<u32, ConnCounts>,
@@ -302,6 +313,9 @@ impl<D: Datapath> Controller<D> {
             draining: BTreeSet::new(),
             service_baseline: HashMap::new(),
             real_baseline: HashMap::new(),
+            service_rates: HashMap::new(),
+            real_rates: HashMap::new(),
+            estimated_ns: None,
             timeouts: DEFAULT_TIMEOUTS,
             counts: HashMap::new(),
             overloaded: BTreeSet::new(),
@@ -1154,6 +1168,7 @@ impl<D: Datapath> Controller<D> {
             })?;
             self.datapath.reset_service_counters(index)?;
             self.service_baseline.remove(&index);
+            self.service_rates.remove(&index);
             let origin = self.datapath.cursor(index)?;
             self.runtimes.insert(
                 id,
@@ -1223,6 +1238,7 @@ impl<D: Datapath> Controller<D> {
                     })?;
                     self.datapath.reset_real_counters(i)?;
                     self.real_baseline.remove(&i);
+                    self.real_rates.remove(&i);
                     self.real_index.insert(key, i);
                     i
                 }
@@ -1403,32 +1419,109 @@ impl<D: Datapath> Controller<D> {
         Ok(())
     }
 
-    /// `-Z`: zero one service's counters (and its servers'), or all.
+    /// `-Z`: zero one service's counters and rates (and its servers'), or
+    /// all: every server with an index, also one health took out.
     pub fn zero(&mut self, service: Option<ServiceId>) -> Result<(), ControlError> {
         if let Some(id) = service {
             if self.state.service(&id).is_none() {
                 return Err(ModelError::NoSuchService(id).into());
             }
         }
-        let chosen: Vec<(u32, Vec<u32>)> = self
+        let chosen = |id: &ServiceId| service.is_none_or(|s| s == *id);
+        let services: Vec<u32> = self
             .runtimes
             .iter()
-            .filter(|(id, _)| service.is_none_or(|s| s == **id))
-            .map(|(_, rt)| (rt.index, rt.dests.iter().map(|d| d.id).collect()))
+            .filter(|(id, _)| chosen(id))
+            .map(|(_, rt)| rt.index)
             .collect();
-        for (index, reals) in chosen {
+        let reals: Vec<u32> = self
+            .real_index
+            .iter()
+            .filter(|((id, _), _)| chosen(id))
+            .map(|(_, index)| *index)
+            .collect();
+        for index in services {
             let c = self.datapath.service_counters(index)?;
             self.service_baseline.insert(index, c);
-            for r in reals {
-                let c = self.datapath.real_counters(r)?;
-                self.real_baseline.insert(r, c);
-            }
+            self.service_rates.insert(index, Estimator::starting_at(c));
+        }
+        for index in reals {
+            let c = self.datapath.real_counters(index)?;
+            self.real_baseline.insert(index, c);
+            self.real_rates.insert(index, Estimator::starting_at(c));
         }
         Ok(())
     }
 
+    /// Sample every service's and real server's rate estimator, once
+    /// `rate::PERIOD_NS` has passed since the last sample; maintenance
+    /// calls this every second. Estimators of freed indexes go.
+    pub fn estimate(&mut self) -> Result<(), ControlError> {
+        let now = self.datapath.now_ns()?;
+        match self.estimated_ns {
+            Some(last) if now.saturating_sub(last) >= ESTIMATE_DUE_NS => {}
+            Some(_) => return Ok(()),
+            None => {
+                // The first call only starts the clock.
+                self.estimated_ns = Some(now);
+                return Ok(());
+            }
+        }
+        self.estimated_ns = Some(now);
+        let mut service_rates = HashMap::with_capacity(self.runtimes.len());
+        for rt in self.runtimes.values() {
+            // A new index's counters were reset: its estimator starts at 0.
+            let mut e = self
+                .service_rates
+                .get(&rt.index)
+                .copied()
+                .unwrap_or_default();
+            e.sample(self.datapath.service_counters(rt.index)?);
+            service_rates.insert(rt.index, e);
+        }
+        let mut real_rates = HashMap::with_capacity(self.real_index.len());
+        for &index in self.real_index.values() {
+            let mut e = self.real_rates.get(&index).copied().unwrap_or_default();
+            e.sample(self.datapath.real_counters(index)?);
+            real_rates.insert(index, e);
+        }
+        self.service_rates = service_rates;
+        self.real_rates = real_rates;
+        Ok(())
+    }
+
+    /// Live persistence templates per real index, counting only persistent
+    /// services' (IPVS's `persistconns`).
+    fn persistent_conns(&self) -> Result<HashMap<u32, u32>, ControlError> {
+        let persistent: BTreeSet<u32> = self
+            .state
+            .services
+            .iter()
+            .filter(|s| s.spec.persistence.is_some())
+            .filter_map(|s| Some(self.runtimes.get(&s.spec.id)?.index))
+            .collect();
+        let mut per_real = HashMap::new();
+        if persistent.is_empty() {
+            return Ok(per_real);
+        }
+        let now = self.datapath.now_ns()?;
+        for (key, template) in self.datapath.templates()? {
+            if persistent.contains(&key.service_index) && template.expires_ns > now {
+                *per_real.entry(template.real_index).or_default() += 1;
+            }
+        }
+        Ok(per_real)
+    }
+
     /// Everything `lvsadm -L` shows.
     pub fn snapshot(&self) -> Result<Snapshot, ControlError> {
+        let rates_of = |estimators: &HashMap<u32, Estimator>, index| {
+            estimators
+                .get(&index)
+                .map(Estimator::rates)
+                .unwrap_or_default()
+        };
+        let templates = self.persistent_conns()?;
         let mut services = Vec::new();
         for svc in &self.state.services {
             let rt = &self.runtimes[&svc.spec.id];
@@ -1443,27 +1536,33 @@ impl<D: Datapath> Controller<D> {
             let mut reals = Vec::new();
             for real in svc.reals.iter().chain(&sorry) {
                 // A server health kept out from the start has no index yet.
-                let (counts, stats) = match self.real_index.get(&(svc.spec.id, real.server)) {
-                    Some(&index) => (
-                        self.counts.get(&index).copied().unwrap_or_default(),
-                        Stats::since(
-                            self.datapath.real_counters(index)?,
-                            self.real_baseline.get(&index),
+                let (counts, persistent_conns, stats, rates) =
+                    match self.real_index.get(&(svc.spec.id, real.server)) {
+                        Some(&index) => (
+                            self.counts.get(&index).copied().unwrap_or_default(),
+                            templates.get(&index).copied().unwrap_or(0),
+                            Stats::since(
+                                self.datapath.real_counters(index)?,
+                                self.real_baseline.get(&index),
+                            ),
+                            rates_of(&self.real_rates, index),
                         ),
-                    ),
-                    None => (ConnCounts::default(), Stats::default()),
-                };
+                        None => Default::default(),
+                    };
                 reals.push(RealView {
                     spec: real.clone(),
                     active_conns: counts.active,
                     inactive_conns: counts.inactive,
+                    persistent_conns,
                     stats,
+                    rates,
                     health: self.health_view(svc, scheduled, real, sorry.is_some()),
                 });
             }
             services.push(ServiceView {
                 spec: svc.spec.clone(),
                 stats,
+                rates: rates_of(&self.service_rates, rt.index),
                 reals,
                 health: svc.health.clone(),
             });
@@ -1529,6 +1628,7 @@ mod tests {
 
     use super::*;
     use crate::{
+        api::Rates,
         datapath::fake::FakeDatapath,
         health::spec::ServiceHealth,
         model::{Method, Protocol, ServiceSpec},
@@ -2126,6 +2226,157 @@ mod tests {
         assert_eq!(c.snapshot().unwrap().services[0].reals[0].stats.conns, 0);
         picks(&mut c, 1);
         assert_eq!(c.snapshot().unwrap().services[0].reals[0].stats.conns, 1);
+    }
+
+    /// The service's rates and each real server's, in server order.
+    fn rates(c: &Controller<FakeDatapath>) -> (Rates, Vec<Rates>) {
+        let snap = c.snapshot().unwrap();
+        let svc = &snap.services[0];
+        (svc.rates, svc.reals.iter().map(|r| r.rates).collect())
+    }
+    fn cps(n: u64) -> Rates {
+        Rates {
+            cps: n,
+            ..Rates::default()
+        }
+    }
+
+    #[test]
+    fn rate_estimators_sample_every_two_seconds_and_zero_with_the_counters() {
+        let mut c = setup(SchedulerName::Rr, &[1, 1]);
+        let service = c.runtimes[&svc()].index;
+        let first = c.real_index[&(svc(), real(1, 1).server)];
+        let traffic = |c: &mut Controller<FakeDatapath>, conns: u64, at_ms: u64| {
+            let dp = c.datapath_mut();
+            dp.now_ns = at_ms * 1_000_000;
+            let counters = Counters {
+                conns,
+                in_bytes: 1_000 * conns,
+                ..Counters::default()
+            };
+            dp.service_stats.insert(service, counters);
+            dp.real_stats.insert(first, counters);
+            c.estimate().unwrap();
+        };
+        // The first call starts the clock.
+        traffic(&mut c, 0, 10_000);
+        // 200 connections in 2 s: the first sample is a quarter of 100/s.
+        traffic(&mut c, 200, 11_000);
+        assert_eq!(rates(&c).0, Rates::default(), "sampled after 1 s");
+        traffic(&mut c, 200, 12_000);
+        let sampled = Rates {
+            cps: 25,
+            in_bps: 25_000,
+            ..Rates::default()
+        };
+        assert_eq!(rates(&c), (sampled, vec![Rates::default(), sampled]));
+        // A call half a second early still counts as the next period.
+        traffic(&mut c, 400, 13_500);
+        assert_eq!(rates(&c).0.cps, 44);
+        traffic(&mut c, 600, 14_000);
+        assert_eq!(rates(&c).0.cps, 44, "sampled 0.5 s after the last");
+
+        // -Z zeroes the rates and restarts them from the counters.
+        c.zero(None).unwrap();
+        assert_eq!(rates(&c), (Rates::default(), vec![Rates::default(); 2]));
+        traffic(&mut c, 600, 15_500);
+        assert_eq!(rates(&c).0, Rates::default());
+        traffic(&mut c, 800, 17_500);
+        assert_eq!(rates(&c), (sampled, vec![Rates::default(), sampled]));
+        // -Z of another service changes nothing here.
+        let other = ServiceId {
+            protocol: Protocol::Udp,
+            ..svc()
+        };
+        c.apply(&[Command::AddService(ServiceSpec {
+            id: other,
+            ..spec(SchedulerName::Rr)
+        })])
+        .unwrap();
+        c.zero(Some(other)).unwrap();
+        assert_eq!(rates(&c).0, sampled);
+    }
+
+    #[test]
+    fn a_reused_index_starts_a_fresh_estimator() {
+        let mut c = setup(SchedulerName::Rr, &[1]);
+        let index = c.real_index[&(svc(), real(1, 1).server)];
+        c.estimate().unwrap();
+        c.datapath_mut().real_stats.insert(
+            index,
+            Counters {
+                conns: 2_000,
+                ..Counters::default()
+            },
+        );
+        c.datapath_mut().now_ns = 2 * NS_PER_SEC;
+        c.estimate().unwrap();
+        assert_eq!(rates(&c).1, [cps(250)]);
+        // Deleted, freed by the next count (no connection names it), and
+        // added again: the index comes back with its counters reset, and
+        // no rate.
+        c.apply(&[Command::DeleteReal {
+            service: svc(),
+            server: real(1, 1).server,
+        }])
+        .unwrap();
+        c.recount().unwrap();
+        c.apply(&[add_real(1, 1)]).unwrap();
+        assert_eq!(c.real_index[&(svc(), real(1, 1).server)], index);
+        assert_eq!(rates(&c).1, [Rates::default()]);
+        c.datapath_mut().now_ns = 4 * NS_PER_SEC;
+        c.estimate().unwrap();
+        assert_eq!(rates(&c).1, [Rates::default()]);
+    }
+
+    #[test]
+    fn zeroing_reaches_a_server_health_took_out() {
+        let mut c = setup(SchedulerName::Rr, &[1, 1]);
+        set_health(&mut c, 1, checked(false));
+        picks(&mut c, 4);
+        fail(&mut c, 1, Some("timeout"));
+        assert_eq!(c.snapshot().unwrap().services[0].reals[0].stats.conns, 2);
+        c.zero(Some(svc())).unwrap();
+        assert_eq!(c.snapshot().unwrap().services[0].reals[0].stats.conns, 0);
+    }
+
+    #[test]
+    fn persistent_conns_count_each_servers_live_templates() {
+        let mut s = spec(SchedulerName::Rr);
+        s.persistence = Some(crate::model::Persistence {
+            timeout: 300,
+            netmask: Ipv4Addr::new(255, 255, 255, 0),
+        });
+        let mut c = setup_spec(s.clone(), &[1, 1, 1]);
+        let shown = |c: &Controller<FakeDatapath>| -> Vec<u32> {
+            let snap = c.snapshot().unwrap();
+            snap.services[0]
+                .reals
+                .iter()
+                .map(|r| r.persistent_conns)
+                .collect()
+        };
+        assert_eq!(shown(&c), [0, 0, 0]);
+        // Four client networks over rr (newest first): 3, 2, 1, then 3 again;
+        // more connections from a network reuse its template.
+        let reached: String = (0..4)
+            .map(|net| from(&mut c, [10, 0, net, 1], 1000))
+            .collect();
+        assert_eq!(reached, "3213");
+        assert_eq!(from(&mut c, [10, 0, 0, 2], 1001), '3');
+        // Servers in IPVS order: 3, 2, 1.
+        assert_eq!(shown(&c), [2, 1, 1]);
+        // Expired templates no longer count, swept or not.
+        c.datapath_mut().now_ns = 301 * NS_PER_SEC;
+        assert_eq!(shown(&c), [0, 0, 0]);
+        // A service that is no longer persistent shows none, even before
+        // the sweep removes its templates.
+        c.datapath_mut().now_ns = 0;
+        assert_eq!(shown(&c), [2, 1, 1]);
+        c.apply(&[Command::EditService(spec(SchedulerName::Rr))])
+            .unwrap();
+        assert!(!c.datapath_mut().templates.is_empty());
+        assert_eq!(shown(&c), [0, 0, 0]);
     }
 
     fn checked(inhibit_on_failure: bool) -> RealHealth {

@@ -279,9 +279,10 @@ pub fn handle<D: Datapath>(context: &Context<D>, request: Request) -> Response {
     })
 }
 
-/// Once a second: sweep expired connections, count the live ones (and
-/// refill the rings that depend on the counts), and keep the next hops of
-/// DR and TUN real servers resolved. Returns the neighbours it manages, for
+/// Once a second: sample the rate estimators (every other second), sweep
+/// expired connections, count the live ones (and refill the rings that
+/// depend on the counts), and keep the next hops of DR and TUN real
+/// servers resolved. Returns the neighbours it manages, for
 /// the caller to forget on shutdown.
 async fn maintain<D: Datapath + 'static>(
     controller: Shared<D>,
@@ -299,6 +300,11 @@ async fn maintain<D: Datapath + 'static>(
         neighbours = tokio::task::spawn_blocking(move || {
             let wanted = {
                 let mut c = shared.lock().unwrap_or_else(|p| p.into_inner());
+                // First, so that the sweep's and count's time does not
+                // stretch the estimator's period.
+                if let Err(e) = c.estimate() {
+                    tracing::warn!("sampling the rate estimators: {e}");
+                }
                 match c.sweep() {
                     Ok(0) => {}
                     Ok(n) => tracing::debug!(removed = n, "swept expired connections"),

@@ -9,6 +9,8 @@
 //! * `controller`: applies commands transactionally and writes the maps;
 //! * `conntable`: when a connection entry has expired (the sweeper's rule);
 //! * `threshold`: when `-x`/`-y` set and clear a server's OVERLOAD;
+//! * `rate`: IPVS's rate estimator (`--rate`'s connections, packets and
+//!   bytes per second);
 //! * `realserver`, `netconf`: preparing a real server for DR and TUN, and
 //!   every address, neighbour and sysctl change, in one place;
 //! * `datapath`: every BPF syscall (load, attach, map access) in one place;
@@ -29,6 +31,7 @@ pub mod ipvsadm;
 pub mod model;
 pub mod netconf;
 pub mod publish;
+pub mod rate;
 pub mod realserver;
 pub mod sched;
 pub mod simulate;

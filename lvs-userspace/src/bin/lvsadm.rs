@@ -16,7 +16,8 @@ const USAGE: &str = "lvsadm: ipvsadm-compatible administration of lvsd
   lvsadm -S [-n]
   lvsadm -a|e -t|u service-address -r server-address [-g|i|m] [-w weight] [-x upper] [-y lower]
   lvsadm -d -t|u service-address -r server-address
-  lvsadm -L|l [-n] [--stats] [--exact] [-t|u service-address]
+  lvsadm -L|l [-n] [--stats|--rate|--thresholds|--persistent-conn] [--exact] [--nosort]
+              [-t|u service-address]
   lvsadm -L|l --timeout
   lvsadm -L|l -c [-n] [-t|u service-address]   (connections and templates)
   lvsadm -Z [-t|u service-address]

@@ -1,19 +1,18 @@
-//! ipvsadm's output formats, byte for byte (reference §7.3, §7.4, §7.7,
-//! §7.8).
+//! ipvsadm's output formats, byte for byte (reference §7.3–§7.8).
 
 use std::fmt::Write;
 
 use crate::{
     api::{
-        ConnView, HaCounters, HaView, HealthView, IpvsTimeouts, RealView, ServiceView, Snapshot,
-        Stats,
+        ConnView, HaCounters, HaView, HealthView, IpvsTimeouts, Rates, RealView, ServiceView,
+        Snapshot, Stats,
     },
     ha::wire::Role,
     model::{Persistence, ServiceSpec},
     sched::{SchedFlags, SchedulerName},
 };
 
-use super::ListOptions;
+use super::{ListFormat, ListOptions};
 
 fn header(out: &mut String, size: u32) {
     let _ = writeln!(out, "IP Virtual Server version 1.2.1 (size={size})");
@@ -132,56 +131,118 @@ fn stats_columns(s: &Stats, exact: bool) -> String {
         .collect()
 }
 
-/// `ipvsadm -L -n` and `ipvsadm -L -n --stats`.
+/// `--rate`'s five rates, each as `largenum` (a service's line).
+fn rate_columns(r: &Rates, exact: bool) -> String {
+    let Rates {
+        cps,
+        in_pps,
+        out_pps,
+        in_bps,
+        out_bps,
+    } = *r;
+    [cps, in_pps, out_pps, in_bps, out_bps]
+        .into_iter()
+        .map(|n| largenum(n, exact))
+        .collect()
+}
+
+/// The column titles of each format.
+fn title(format: ListFormat) -> String {
+    const SERVICE: &str = "Prot LocalAddress:Port";
+    const SERVER: &str = "  -> RemoteAddress:Port";
+    let numbers = |[a, b, c, d, e]: [&str; 5]| {
+        format!("{SERVICE:<33} {a:>8} {b:>8} {c:>8} {d:>8} {e:>8}\n{SERVER}\n")
+    };
+    match format {
+        ListFormat::Plain => format!(
+            "{SERVICE} Scheduler Flags\n{SERVER}           Forward Weight ActiveConn InActConn\n"
+        ),
+        ListFormat::Stats => numbers(["Conns", "InPkts", "OutPkts", "InBytes", "OutBytes"]),
+        ListFormat::Rate => numbers(["CPS", "InPPS", "OutPPS", "InBPS", "OutBPS"]),
+        ListFormat::Thresholds => format!(
+            "{SERVICE:<33} {:<10} {:<10} {:<10} {:<10}\n{SERVER}\n",
+            "Uthreshold", "Lthreshold", "ActiveConn", "InActConn"
+        ),
+        ListFormat::PersistentConn => format!(
+            "{SERVICE:<33} {:<9} {:<11} {:<10} {:<10}\n{SERVER}\n",
+            "Weight", "PersistConn", "ActiveConn", "InActConn"
+        ),
+    }
+}
+
+/// A service's line: counters or rates after the name, else `-L`'s line.
+fn service_row(svc: &ServiceView, format: ListFormat, exact: bool) -> String {
+    match format {
+        ListFormat::Stats => format!(
+            "{:<33}{}",
+            service_name(svc),
+            stats_columns(&svc.stats, exact)
+        ),
+        ListFormat::Rate => format!(
+            "{:<33}{}",
+            service_name(svc),
+            rate_columns(&svc.rates, exact)
+        ),
+        ListFormat::Plain | ListFormat::Thresholds | ListFormat::PersistentConn => {
+            service_line(svc)
+        }
+    }
+}
+
+/// A real server's line in `format`.
+fn server_row(r: &RealView, format: ListFormat, exact: bool) -> String {
+    let server = r.spec.server.to_string();
+    match format {
+        ListFormat::Plain => {
+            let line = format!(
+                "  -> {server:<28} {:<7} {:<6} {:<10} {:<10}",
+                r.spec.method.label(),
+                r.spec.weight,
+                r.active_conns,
+                r.inactive_conns
+            );
+            match &r.health {
+                Some(h) => format!("{line} {}", health_note(h)),
+                None => line,
+            }
+        }
+        ListFormat::Stats => format!("  -> {server:<28}{}", stats_columns(&r.stats, exact)),
+        // ipvsadm prints a server's packet rates with a plain `%8llu`,
+        // its byte rates with largenum.
+        ListFormat::Rate => format!(
+            "  -> {server:<28} {:>8} {:>8} {:>8}{}{}",
+            r.rates.cps,
+            r.rates.in_pps,
+            r.rates.out_pps,
+            largenum(r.rates.in_bps, exact),
+            largenum(r.rates.out_bps, exact)
+        ),
+        ListFormat::Thresholds => format!(
+            "  -> {server:<28} {:<10} {:<10} {:<10} {:<10}",
+            r.spec.u_threshold, r.spec.l_threshold, r.active_conns, r.inactive_conns
+        ),
+        ListFormat::PersistentConn => format!(
+            "  -> {server:<28} {:<9} {:<11} {:<10} {:<10}",
+            r.spec.weight, r.persistent_conns, r.active_conns, r.inactive_conns
+        ),
+    }
+}
+
+/// `ipvsadm -L -n` in any of its formats.
 pub fn list(snapshot: &Snapshot, options: &ListOptions) -> String {
+    let ListOptions {
+        service,
+        format,
+        exact,
+        sort,
+    } = options;
     let mut out = String::new();
     header(&mut out, snapshot.conn_table_size);
-    if options.stats {
-        let _ = writeln!(
-            out,
-            "{:<33} {:>8} {:>8} {:>8} {:>8} {:>8}\n  -> RemoteAddress:Port",
-            "Prot LocalAddress:Port", "Conns", "InPkts", "OutPkts", "InBytes", "OutBytes"
-        );
-    } else {
-        out.push_str("Prot LocalAddress:Port Scheduler Flags\n");
-        out.push_str("  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n");
-    }
-    for (svc, reals) in sorted(snapshot, options.service.as_ref(), options.sort) {
-        if options.stats {
-            let _ = writeln!(
-                out,
-                "{:<33}{}",
-                service_name(&svc),
-                stats_columns(&svc.stats, options.exact)
-            );
-            for r in &reals {
-                let _ = writeln!(
-                    out,
-                    "  -> {:<28}{}",
-                    r.spec.server.to_string(),
-                    stats_columns(&r.stats, options.exact)
-                );
-            }
-        } else {
-            let _ = writeln!(out, "{}", service_line(&svc));
-            for r in &reals {
-                let line = format!(
-                    "  -> {:<28} {:<7} {:<6} {:<10} {:<10}",
-                    r.spec.server.to_string(),
-                    r.spec.method.label(),
-                    r.spec.weight,
-                    r.active_conns,
-                    r.inactive_conns
-                );
-                match &r.health {
-                    Some(h) => {
-                        let _ = writeln!(out, "{line} {}", health_note(h));
-                    }
-                    None => {
-                        let _ = writeln!(out, "{line}");
-                    }
-                }
-            }
+    out.push_str(&title(*format));
+    for (svc, reals) in sorted(snapshot, service.as_ref(), *sort) {
+        let _ = writeln!(out, "{}", service_row(&svc, *format, *exact));
+        for r in &reals {
+            let _ = writeln!(out, "{}", server_row(r, *format, *exact));
         }
     }
     out
@@ -359,7 +420,9 @@ mod tests {
             },
             active_conns: active,
             inactive_conns: inactive,
+            persistent_conns: 0,
             stats,
+            rates: Rates::default(),
             health: None,
         }
     }
@@ -376,6 +439,7 @@ mod tests {
                 persistence: None,
             },
             stats: Stats::default(),
+            rates: Rates::default(),
             reals,
             health: Default::default(),
         };
@@ -466,12 +530,145 @@ mod tests {
             list(
                 &snap,
                 &ListOptions {
-                    stats: true,
+                    format: ListFormat::Stats,
                     ..Default::default()
                 }
             ),
             expected
         );
+    }
+
+    /// §7.4's `--rate` example.
+    #[test]
+    fn rates_match_the_reference_byte_for_byte() {
+        let mut snap = snapshot();
+        let rates = |cps, in_pps, out_pps, in_bps, out_bps| Rates {
+            cps,
+            in_pps,
+            out_pps,
+            in_bps,
+            out_bps,
+        };
+        let web = &mut snap.services[1];
+        web.rates = rates(12, 340, 318, 20402, 466000);
+        web.reals[1].rates = rates(4, 110, 103, 6600, 150000);
+        web.reals[0].rates = rates(8, 230, 215, 13802, 316000);
+        let expected = concat!(
+            "IP Virtual Server version 1.2.1 (size=4096)\n",
+            "Prot LocalAddress:Port                 CPS    InPPS   OutPPS    InBPS   OutBPS\n",
+            "  -> RemoteAddress:Port\n",
+            "TCP  192.168.0.100:80                   12      340      318    20402   466000\n",
+            "  -> 10.0.0.1:80                         4      110      103     6600   150000\n",
+            "  -> 10.0.0.2:80                         8      230      215    13802   316000\n",
+        );
+        let only_web = ListOptions {
+            service: Some(snap.services[1].spec.id),
+            format: ListFormat::Rate,
+            ..Default::default()
+        };
+        assert_eq!(list(&snap, &only_web), expected);
+
+        // A server's packet rates are plain numbers, its byte rates (and
+        // every service rate) largenum.
+        let web = &mut snap.services[1];
+        web.rates = rates(123_456_789, 0, 0, 123_456_789, 0);
+        web.reals[1].rates = rates(123_456_789, 0, 0, 123_456_789, 0);
+        let out = list(&snap, &only_web);
+        assert!(
+            out.contains("\nTCP  192.168.0.100:80              123456K        0        0  123456K        0\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("\n  -> 10.0.0.1:80                  123456789        0        0  123456K        0\n"),
+            "{out}"
+        );
+        let exact = list(
+            &snap,
+            &ListOptions {
+                exact: true,
+                ..only_web
+            },
+        );
+        assert!(
+            exact.contains("\n  -> 10.0.0.1:80                  123456789        0        0 123456789        0\n"),
+            "{exact}"
+        );
+    }
+
+    /// §7.5's `--thresholds` example.
+    #[test]
+    fn thresholds_match_the_reference_byte_for_byte() {
+        let mut snap = snapshot();
+        let web = &mut snap.services[1];
+        web.reals.remove(0);
+        web.reals[0].spec.u_threshold = 100;
+        web.reals[0].spec.l_threshold = 50;
+        let expected = concat!(
+            "IP Virtual Server version 1.2.1 (size=4096)\n",
+            "Prot LocalAddress:Port            Uthreshold Lthreshold ActiveConn InActConn \n",
+            "  -> RemoteAddress:Port\n",
+            "TCP  192.168.0.100:80 wlc\n",
+            "  -> 10.0.0.1:80                  100        50         12         150       \n",
+        );
+        let options = ListOptions {
+            service: Some(snap.services[1].spec.id),
+            format: ListFormat::Thresholds,
+            ..Default::default()
+        };
+        assert_eq!(list(&snap, &options), expected);
+    }
+
+    /// §7.5's `--persistent-conn` example.
+    #[test]
+    fn persistent_conns_match_the_reference_byte_for_byte() {
+        let mut snap = reference_snapshot();
+        let tls = &mut snap.services[2];
+        tls.reals.remove(0);
+        tls.reals[0].persistent_conns = 3;
+        let expected = concat!(
+            "IP Virtual Server version 1.2.1 (size=4096)\n",
+            "Prot LocalAddress:Port            Weight    PersistConn ActiveConn InActConn \n",
+            "  -> RemoteAddress:Port\n",
+            "TCP  192.168.0.100:443 rr persistent 360\n",
+            "  -> 10.0.0.1:443                 1         3           5          9         \n",
+        );
+        let options = ListOptions {
+            service: Some(snap.services[2].spec.id),
+            format: ListFormat::PersistentConn,
+            ..Default::default()
+        };
+        assert_eq!(list(&snap, &options), expected);
+    }
+
+    #[test]
+    fn only_the_plain_listing_carries_the_health_note() {
+        let mut snap = snapshot();
+        snap.services[1].reals[0].health = Some(HealthView {
+            state: "down".into(),
+            reason: Some("tcp: connection refused".into()),
+            agent_percent: None,
+            slow_start_percent: None,
+            scheduled_weight: None,
+        });
+        let shown = |format| {
+            list(
+                &snap,
+                &ListOptions {
+                    format,
+                    ..Default::default()
+                },
+            )
+        };
+        assert!(shown(ListFormat::Plain).contains(" down (tcp: connection refused)\n"));
+        for format in [
+            ListFormat::Stats,
+            ListFormat::Rate,
+            ListFormat::Thresholds,
+            ListFormat::PersistentConn,
+        ] {
+            let out = shown(format);
+            assert!(!out.contains("down"), "{format:?}: {out}");
+        }
     }
 
     #[test]
@@ -582,7 +779,7 @@ mod tests {
         let stats = list(
             &snap,
             &ListOptions {
-                stats: true,
+                format: ListFormat::Stats,
                 ..Default::default()
             },
         );
@@ -636,6 +833,7 @@ mod tests {
                 .map(|s| ServiceView {
                     spec: s.spec.clone(),
                     stats: Stats::default(),
+                    rates: Rates::default(),
                     reals: s
                         .reals
                         .iter()
@@ -643,7 +841,9 @@ mod tests {
                             spec: r.clone(),
                             active_conns: 0,
                             inactive_conns: 0,
+                            persistent_conns: 0,
                             stats: Stats::default(),
+                            rates: Rates::default(),
                             health: None,
                         })
                         .collect(),

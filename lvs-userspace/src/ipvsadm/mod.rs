@@ -6,5 +6,6 @@ pub mod format;
 pub mod parse;
 
 pub use parse::{
-    parse, parse_restore, sched_flags, Action, FlagError, Invocation, ListOptions, ParseError,
+    parse, parse_restore, sched_flags, Action, FlagError, Invocation, ListFormat, ListOptions,
+    ParseError,
 };

@@ -84,10 +84,26 @@ fn usage(msg: impl Into<String>) -> ParseError {
     ParseError::Usage(msg.into())
 }
 
+/// The columns `-L` shows: one set at a time, as in ipvsadm.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ListFormat {
+    /// Forward, Weight, ActiveConn, InActConn.
+    #[default]
+    Plain,
+    /// `--stats`: connections, packets and bytes since `-Z`.
+    Stats,
+    /// `--rate`: the same per second, as the rate estimator has them.
+    Rate,
+    /// `--thresholds`: Uthreshold, Lthreshold, ActiveConn, InActConn.
+    Thresholds,
+    /// `--persistent-conn`: Weight, PersistConn, ActiveConn, InActConn.
+    PersistentConn,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ListOptions {
     pub service: Option<ServiceId>,
-    pub stats: bool,
+    pub format: ListFormat,
     pub exact: bool,
     /// `--nosort` turns it off: services and servers in IPVS order.
     pub sort: bool,
@@ -97,11 +113,21 @@ impl Default for ListOptions {
     fn default() -> Self {
         Self {
             service: None,
-            stats: false,
+            format: ListFormat::Plain,
             exact: false,
             sort: true,
         }
     }
+}
+
+/// What a `-L` lists; ipvsadm refuses two at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Listing {
+    Services(ListFormat),
+    /// `--timeout`.
+    Timeouts,
+    /// `-c`.
+    Connections,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -159,11 +185,11 @@ struct Opts {
     weight: Option<String>,
     u_threshold: Option<String>,
     l_threshold: Option<String>,
-    stats: bool,
+    /// `--stats`, `--rate`, `--timeout`, `-c`...: each with its option's
+    /// name, in the order given.
+    listings: Vec<(&'static str, Listing)>,
     exact: bool,
     nosort: bool,
-    timeout: bool,
-    connection: bool,
     json: bool,
     /// Words that are no option's value: `--set`'s three timeouts.
     args: Vec<String>,
@@ -198,9 +224,6 @@ const NOT_YET: &[&str] = &[
     "--fwmark-service",
     "-6",
     "--sctp-service",
-    "--rate",
-    "--thresholds",
-    "--persistent-conn",
     "--daemon",
     "--start-daemon",
     "--stop-daemon",
@@ -344,15 +367,33 @@ pub fn parse<S: AsRef<str>>(args: &[S]) -> Result<Invocation, ParseError> {
                 "nosort"
             }
             "--stats" => {
-                o.stats = true;
+                o.listings
+                    .push(("--stats", Listing::Services(ListFormat::Stats)));
                 "stats"
             }
+            "--rate" => {
+                o.listings
+                    .push(("--rate", Listing::Services(ListFormat::Rate)));
+                "rate"
+            }
+            "--thresholds" => {
+                o.listings
+                    .push(("--thresholds", Listing::Services(ListFormat::Thresholds)));
+                "thresholds"
+            }
+            "--persistent-conn" => {
+                o.listings.push((
+                    "--persistent-conn",
+                    Listing::Services(ListFormat::PersistentConn),
+                ));
+                "persistent-conn"
+            }
             "--timeout" => {
-                o.timeout = true;
+                o.listings.push(("--timeout", Listing::Timeouts));
                 "timeout"
             }
             "-c" | "--connection" => {
-                o.connection = true;
+                o.listings.push(("-c", Listing::Connections));
                 "connection"
             }
             "-X" | "--exact" => {
@@ -503,6 +544,9 @@ fn build(cmd: Option<Cmd>, o: Opts) -> Result<Action, ParseError> {
                     "service",
                     "numeric",
                     "stats",
+                    "rate",
+                    "thresholds",
+                    "persistent-conn",
                     "exact",
                     "sort",
                     "nosort",
@@ -510,30 +554,28 @@ fn build(cmd: Option<Cmd>, o: Opts) -> Result<Action, ParseError> {
                     "connection",
                 ],
             )?;
-            if o.connection {
-                if o.stats || o.timeout {
-                    return Err(usage(
-                        "option -c conflicts with --stats and --timeout in -L",
-                    ));
+            let listing = match o.listings.as_slice() {
+                [] => Listing::Services(ListFormat::Plain),
+                [(_, one)] => *one,
+                [(first, _), (second, _), ..] => {
+                    return Err(usage(format!(
+                        "option {first} conflicts with {second} in -L"
+                    )))
                 }
-                return Ok(Action::Connections(service(&o, false)?));
+            };
+            match listing {
+                Listing::Connections => Action::Connections(service(&o, false)?),
+                Listing::Timeouts if o.service.is_some() => {
+                    return Err(usage("option --timeout conflicts with a service in -L"))
+                }
+                Listing::Timeouts => Action::Timeouts,
+                Listing::Services(format) => Action::List(ListOptions {
+                    service: service(&o, false)?,
+                    format,
+                    exact: o.exact,
+                    sort: !o.nosort,
+                }),
             }
-            if o.timeout {
-                // ipvsadm's exclusive ('1') list options and its conflicts.
-                if o.service.is_some() {
-                    return Err(usage("option --timeout conflicts with a service in -L"));
-                }
-                if o.stats {
-                    return Err(usage("option --timeout conflicts with --stats in -L"));
-                }
-                return Ok(Action::Timeouts);
-            }
-            Action::List(ListOptions {
-                service: service(&o, false)?,
-                stats: o.stats,
-                exact: o.exact,
-                sort: !o.nosort,
-            })
         }
         Some(Cmd::AddService) | Some(Cmd::EditService) => {
             allow(
@@ -740,7 +782,7 @@ mod tests {
             p("-L -n --stats -t 198.18.0.10:80").unwrap(),
             Action::List(ListOptions {
                 service: Some(vip()),
-                stats: true,
+                format: ListFormat::Stats,
                 ..Default::default()
             })
         );
@@ -756,7 +798,7 @@ mod tests {
             p("-Ln --stats -t198.18.0.10:80").unwrap(),
             Action::List(ListOptions {
                 service: Some(vip()),
-                stats: true,
+                format: ListFormat::Stats,
                 ..Default::default()
             })
         );
@@ -1092,6 +1134,59 @@ mod tests {
     }
 
     #[test]
+    fn list_formats() {
+        let format = |line| match p(line) {
+            Ok(Action::List(options)) => options.format,
+            other => panic!("{line}: {other:?}"),
+        };
+        assert_eq!(format("-L -n"), ListFormat::Plain);
+        assert_eq!(format("-L -n --stats"), ListFormat::Stats);
+        assert_eq!(format("-Ln --rate"), ListFormat::Rate);
+        assert_eq!(format("-L --thresholds -n"), ListFormat::Thresholds);
+        assert_eq!(format("-l --persistent-conn"), ListFormat::PersistentConn);
+        assert_eq!(
+            p("-L -n --rate --exact -t 198.18.0.10:80").unwrap(),
+            Action::List(ListOptions {
+                service: Some(vip()),
+                format: ListFormat::Rate,
+                exact: true,
+                sort: true,
+            })
+        );
+        // One format at a time, each named, in the order given.
+        for (line, message) in [
+            (
+                "-L --stats --rate",
+                "option --stats conflicts with --rate in -L",
+            ),
+            (
+                "-L --thresholds --persistent-conn",
+                "option --thresholds conflicts with --persistent-conn in -L",
+            ),
+            ("-L --rate -c", "option --rate conflicts with -c in -L"),
+            (
+                "-L --connection --thresholds",
+                "option -c conflicts with --thresholds in -L",
+            ),
+            (
+                "-L --persistent-conn --timeout",
+                "option --persistent-conn conflicts with --timeout in -L",
+            ),
+            ("-L --rate --rate", "multiple rate options specified"),
+            (
+                "-A -t 198.18.0.10:80 --thresholds",
+                "illegal thresholds option with -A/-E",
+            ),
+            (
+                "-Z --persistent-conn",
+                "illegal persistent-conn option with -Z",
+            ),
+        ] {
+            assert_eq!(p(line).unwrap_err(), usage(message), "{line}");
+        }
+    }
+
+    #[test]
     fn stray_words_are_refused() {
         assert_eq!(
             p("-A -t 198.18.0.10:80 rr").unwrap_err(),
@@ -1141,7 +1236,7 @@ mod tests {
             Action::Connections(Some(vip()))
         );
         let err = p("-L -c --stats").unwrap_err().to_string();
-        assert!(err.contains("-c conflicts"), "{err}");
+        assert_eq!(err, "option -c conflicts with --stats in -L");
         // -c is a list option only.
         assert!(p("-A -t 198.18.0.10:80 -c").is_err());
     }
