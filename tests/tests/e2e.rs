@@ -113,6 +113,108 @@ fn rr_spreads_thirty_connections_ten_each_and_stats_show_them() {
 
 #[test]
 #[ignore = "needs root; run by `cargo xtask test`"]
+fn rate_thresholds_and_persistent_conn_list_live_values() {
+    let lab = nat_lab("lvs-e2e-rate");
+    lab.lvsadm(&[
+        "-e",
+        "-t",
+        "198.18.0.10:80",
+        "-r",
+        "198.18.11.2:8080",
+        "-m",
+        "-x",
+        "100",
+        "-y",
+        "50",
+    ])
+    .unwrap();
+    // Steady traffic: 30 requests over some 6 s, so the estimator (every
+    // 2 s) samples it at least twice.
+    for _ in 0..6 {
+        let names = lab
+            .http_gets("198.18.0.10:80", 5)
+            .unwrap_or_else(|e| panic!("{e:#}\n{}", lab.lvsd_log()));
+        assert_eq!(names.len(), 5, "{names:?}");
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    // Rates are estimates: only that they show is certain.
+    let rate = || {
+        lab.lvsadm(&["-L", "-n", "--rate", "-t", "198.18.0.10:80"])
+            .unwrap()
+    };
+    wait_for("a CPS above 0", Duration::from_secs(5), || {
+        stats_line(&rate(), "TCP  198.18.0.10:80 ")[0] > 0
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", rate()));
+    let listed = rate();
+    assert!(
+        listed.contains("Prot LocalAddress:Port                 CPS    InPPS   OutPPS    InBPS   OutBPS\n  -> RemoteAddress:Port\n"),
+        "{listed}"
+    );
+    let svc = stats_line(&listed, "TCP  198.18.0.10:80 ");
+    assert!(svc.iter().all(|&n| n > 0), "{listed}");
+    for rs in &lab.reals {
+        // CPS, InPPS, OutPPS, InBPS, OutBPS: NAT replies pass the director.
+        let r = stats_line(&listed, &format!("  -> {}:8080 ", rs.addr));
+        assert!(r[1..].iter().all(|&n| n > 0), "{listed}");
+    }
+    // -Z zeroes the rates with the counters.
+    lab.lvsadm(&["-Z"]).unwrap();
+    let zeroed = rate();
+    assert!(
+        stats_line(&zeroed, "TCP  198.18.0.10:80 ")
+            .iter()
+            .all(|&n| n == 0),
+        "{zeroed}"
+    );
+
+    let thresholds = lab
+        .lvsadm(&["-L", "-n", "--thresholds", "-t", "198.18.0.10:80"])
+        .unwrap();
+    assert!(
+        thresholds.contains("Prot LocalAddress:Port            Uthreshold Lthreshold ActiveConn InActConn \n  -> RemoteAddress:Port\nTCP  198.18.0.10:80 rr\n"),
+        "{thresholds}"
+    );
+    assert!(
+        thresholds.contains("\n  -> 198.18.11.2:8080             100        50         "),
+        "{thresholds}"
+    );
+    assert!(
+        thresholds.contains("\n  -> 198.18.12.2:8080             0          0          "),
+        "{thresholds}"
+    );
+
+    // One client of a persistent service: one template, on the server it got.
+    restore(
+        &lab,
+        &lab.reals.iter().fold(
+            String::from("-A -t 198.18.0.10:8080 -s rr -p 60\n"),
+            |rules, rs| rules + &format!("-a -t 198.18.0.10:8080 -r {}:8080 -m\n", rs.addr),
+        ),
+    );
+    let names = lab.http_gets("198.18.0.10:8080", 3).unwrap();
+    assert!(names.iter().all(|n| *n == names[0]), "{names:?}");
+    let listed = lab
+        .lvsadm(&["-L", "-n", "--persistent-conn", "-t", "198.18.0.10:8080"])
+        .unwrap();
+    assert!(
+        listed.contains("Prot LocalAddress:Port            Weight    PersistConn ActiveConn InActConn \n  -> RemoteAddress:Port\nTCP  198.18.0.10:8080 rr persistent 60\n"),
+        "{listed}"
+    );
+    for rs in &lab.reals {
+        let templates = if rs.name == names[0] { 1 } else { 0 };
+        let row = format!(
+            "  -> {:<28} {:<9} {:<11} ",
+            format!("{}:8080", rs.addr),
+            1,
+            templates
+        );
+        assert!(listed.contains(&row), "{} {row:?}\n{listed}", rs.name);
+    }
+}
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
 fn wrr_three_two_one_splits_sixty_connections_thirty_twenty_ten() {
     let lab = nat_lab("lvs-e2e-wrr");
     lab.lvsadm(&["-E", "-t", "198.18.0.10:80", "-s", "wrr"])
