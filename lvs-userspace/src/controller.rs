@@ -1522,6 +1522,7 @@ impl<D: Datapath> Controller<D> {
                 .unwrap_or_default()
         };
         let templates = self.persistent_conns()?;
+        let now = self.datapath.now_ns()?;
         let mut services = Vec::new();
         for svc in &self.state.services {
             let rt = &self.runtimes[&svc.spec.id];
@@ -1556,7 +1557,7 @@ impl<D: Datapath> Controller<D> {
                     persistent_conns,
                     stats,
                     rates,
-                    health: self.health_view(svc, scheduled, real, sorry.is_some()),
+                    health: self.health_view(svc, scheduled, real, sorry.is_some(), now),
                 });
             }
             services.push(ServiceView {
@@ -1589,6 +1590,7 @@ impl<D: Datapath> Controller<D> {
         scheduled: &Service,
         real: &RealSpec,
         sorry_active: bool,
+        now_ns: u64,
     ) -> Option<HealthView> {
         let is_sorry = svc.health.sorry.is_some_and(|s| s.server == real.server);
         let condition = self.conditions.get(&(svc.spec.id, real.server));
@@ -1607,10 +1609,9 @@ impl<D: Datapath> Controller<D> {
             (false, false, None) => "down",
         };
         let window = condition::slow_start_window(svc.spec.scheduler, &svc.health);
-        let now = self.datapath.now_ns().unwrap_or(0);
         let slow_start_percent = c
             .ramp_since_ns
-            .and_then(|since| condition::ramp_permille(since, now, window))
+            .and_then(|since| condition::ramp_permille(since, now_ns, window))
             .map(|p| (p / 10) as u32);
         Some(HealthView {
             state: state.to_string(),

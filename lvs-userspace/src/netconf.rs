@@ -98,23 +98,14 @@ pub fn has_address(dev: &str, addr: Ipv4Addr) -> Result<bool, NetconfError> {
         .any(|info| info["local"].as_str() == Some(wanted.as_str())))
 }
 
-pub fn add_address(dev: &str, addr: Ipv4Addr) -> Result<(), NetconfError> {
-    let cidr = format!("{addr}/32");
-    ip(&["addr", "add", &cidr, "dev", dev]).map(drop)
-}
-
-pub fn remove_address(dev: &str, addr: Ipv4Addr) -> Result<(), NetconfError> {
-    let cidr = format!("{addr}/32");
-    ip(&["addr", "del", &cidr, "dev", dev]).map(drop)
-}
-
-/// A floating address (`addr/prefix` on `dev`), taken by the active router.
-pub fn add_floating(dev: &str, addr: Ipv4Addr, prefix: u8) -> Result<(), NetconfError> {
+/// Put `addr/prefix` on `dev` (a VIP on a real server's `lo`, or a
+/// floating address); one already there is kept.
+pub fn add_address(dev: &str, addr: Ipv4Addr, prefix: u8) -> Result<(), NetconfError> {
     let cidr = format!("{addr}/{prefix}");
     ip(&["addr", "replace", &cidr, "dev", dev]).map(drop)
 }
 
-pub fn remove_floating(dev: &str, addr: Ipv4Addr, prefix: u8) -> Result<(), NetconfError> {
+pub fn remove_address(dev: &str, addr: Ipv4Addr, prefix: u8) -> Result<(), NetconfError> {
     let cidr = format!("{addr}/{prefix}");
     ip(&["addr", "del", &cidr, "dev", dev]).map(drop)
 }

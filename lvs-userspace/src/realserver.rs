@@ -166,7 +166,7 @@ fn take_steps(
     }
     for vip in &plan.vips {
         if !netconf::has_address("lo", *vip)? {
-            netconf::add_address("lo", *vip)?;
+            netconf::add_address("lo", *vip, 32)?;
             taken.push(Step::Address {
                 dev: "lo".into(),
                 addr: *vip,
@@ -278,7 +278,7 @@ fn undo_all(steps: &[Step]) -> Vec<String> {
 
 fn undo(step: &Step) -> Result<(), RealServerError> {
     match step {
-        Step::Address { dev, addr } => netconf::remove_address(dev, *addr)?,
+        Step::Address { dev, addr } => netconf::remove_address(dev, *addr, 32)?,
         Step::Sysctl { path, previous } => netconf::write_sysctl(path, previous)?,
         Step::XdpDecap { iface, mode } => StandaloneXdp::detach_persistent(iface, *mode)?,
         Step::LinkUp { dev } => netconf::link_down(dev)?,

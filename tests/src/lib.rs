@@ -24,6 +24,32 @@ pub mod topology;
 pub use pair::Pair;
 pub use topology::{Lab, Method, RealServer, VIP};
 
+/// One HTTP/1.0 GET on `stream` (connected to `target`), each step
+/// bounded by `timeout`: the name the lab's HTTP server answered with.
+pub fn http_request(
+    mut stream: TcpStream,
+    target: SocketAddr,
+    timeout: Duration,
+) -> Result<String> {
+    use std::io::Read;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    stream.write_all(format!("GET / HTTP/1.0\r\nHost: {target}\r\n\r\n").as_bytes())?;
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .context("reading the response")?;
+    if !response.starts_with("HTTP/1.0 200") {
+        bail!("unexpected response `{response}`");
+    }
+    let body = response
+        .split("\r\n\r\n")
+        .nth(1)
+        .context("response without a body")?;
+    let name = body.split_whitespace().next().context("empty body")?;
+    Ok(name.to_string())
+}
+
 /// Run a command to completion; fail with its stderr if it fails.
 pub fn run(program: &str, args: &[&str]) -> Result<Output> {
     let out = Command::new(program)

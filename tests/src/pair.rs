@@ -23,7 +23,7 @@
 //! anything starts.
 
 use std::{
-    net::{Ipv4Addr, SocketAddr},
+    net::Ipv4Addr,
     path::{Path, PathBuf},
     process::Command,
     time::Duration,
@@ -38,7 +38,7 @@ use lvs::{
 use crate::{
     bin, exec_in, run,
     topology::{Method, RealServer, VIP},
-    wait_for, Held, Netns, Proc,
+    wait_for, Netns, Proc,
 };
 
 pub const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 2);
@@ -331,26 +331,13 @@ impl Pair {
     /// `real_http_port` and on each added service's port on every real
     /// server; waits (bounded) until they answer.
     pub fn start_servers(&mut self) -> Result<()> {
-        let lab_bin = bin("lvs-lab").display().to_string();
         let http_port = self.real_http_port();
         for rs in &mut self.reals {
-            let listen = format!("0.0.0.0:{HOLD_PORT}");
-            rs.procs.push(
-                rs.ns
-                    .spawn(&[&lab_bin, "hold-server", &listen, &rs.name], None)?,
-            );
+            rs.start_hold_server(HOLD_PORT)?;
             rs.start_http_server(http_port)?;
             for service in &self.services {
                 rs.start_http_server(service.port)?;
             }
-        }
-        for rs in &self.reals {
-            let probe = SocketAddr::from((rs.addr, HOLD_PORT));
-            wait_for(
-                &format!("{}'s hold server", rs.name),
-                Duration::from_secs(10),
-                || Held::open(&rs.ns, probe, Duration::from_secs(1)).is_ok(),
-            )?;
         }
         Ok(())
     }

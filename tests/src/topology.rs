@@ -103,6 +103,36 @@ impl RealServer {
         self.wait_for_http(port)
     }
 
+    /// Start an `lvs-lab hold-server` on `port` (greets with this server's
+    /// name, then echoes lines); `wait_for_hold` says when it answers.
+    fn spawn_hold_server(&mut self, port: u16) -> Result<()> {
+        let lab_bin = bin("lvs-lab").display().to_string();
+        let listen = format!("0.0.0.0:{port}");
+        self.procs.push(
+            self.ns
+                .spawn(&[&lab_bin, "hold-server", &listen, &self.name], None)?,
+        );
+        Ok(())
+    }
+
+    /// Wait (bounded) until this server's hold server on `port` greets a
+    /// connection made straight to it, not through the director: the
+    /// probe must not count as a connection there.
+    fn wait_for_hold(&self, port: u16) -> Result<()> {
+        let probe = SocketAddr::from((self.addr, port));
+        wait_for(
+            &format!("{}'s hold server", self.name),
+            Duration::from_secs(10),
+            || Held::open(&self.ns, probe, Duration::from_secs(1)).is_ok(),
+        )
+    }
+
+    /// A hold server on `port`, answering before this returns.
+    pub fn start_hold_server(&mut self, port: u16) -> Result<()> {
+        self.spawn_hold_server(port)?;
+        self.wait_for_hold(port)
+    }
+
     /// Wait (bounded) until this server's HTTP server on `port` answers a
     /// request made inside its own namespace.
     fn wait_for_http(&self, port: u16) -> Result<()> {
@@ -464,23 +494,12 @@ impl Lab {
     /// A hold server (greets with its name, then echoes lines) on `port` of
     /// every real server.
     pub fn start_hold_servers(&mut self, port: u16) -> Result<()> {
-        let lab_bin = bin("lvs-lab").display().to_string();
-        let listen = format!("0.0.0.0:{port}");
+        // All start first, then each is awaited: they come up together.
         for rs in &mut self.reals {
-            rs.procs.push(
-                rs.ns
-                    .spawn(&[&lab_bin, "hold-server", &listen, &rs.name], None)?,
-            );
+            rs.spawn_hold_server(port)?;
         }
         for rs in &self.reals {
-            // Straight to the server, not through the director: the probe
-            // must not count as a connection there.
-            let probe = SocketAddr::from((rs.addr, port));
-            wait_for(
-                &format!("{}'s hold server", rs.name),
-                Duration::from_secs(10),
-                || Held::open(&rs.ns, probe, Duration::from_secs(1)).is_ok(),
-            )?;
+            rs.wait_for_hold(port)?;
         }
         Ok(())
     }

@@ -15,7 +15,6 @@
 //! takeover, split and heal times.
 
 use std::{
-    io::{Read, Write},
     net::{Ipv4Addr, SocketAddr, TcpStream},
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -115,7 +114,7 @@ struct Attempt {
 fn http_get(target: SocketAddr) -> Result<String> {
     let stream = TcpStream::connect_timeout(&target, HTTP_TIMEOUT)
         .with_context(|| format!("connect {target}"))?;
-    http_request(stream, target)
+    lvs_lab::http_request(stream, target, HTTP_TIMEOUT)
 }
 
 /// For each step of a request.
@@ -131,28 +130,7 @@ fn http_get_from(source: Ipv4Addr, target: SocketAddr) -> Result<String> {
     socket
         .connect_timeout(&SockAddr::from(target), HTTP_TIMEOUT)
         .with_context(|| format!("connect {target} from {source}"))?;
-    http_request(socket.into(), target)
-}
-
-/// A GET on `stream`, connected to `target`; the answering server's name.
-fn http_request(mut stream: TcpStream, target: SocketAddr) -> Result<String> {
-    let timeout = HTTP_TIMEOUT;
-    stream.set_read_timeout(Some(timeout))?;
-    stream.set_write_timeout(Some(timeout))?;
-    stream.write_all(format!("GET / HTTP/1.0\r\nHost: {target}\r\n\r\n").as_bytes())?;
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .context("reading the response")?;
-    if !response.starts_with("HTTP/1.0 200") {
-        bail!("unexpected response `{response}`");
-    }
-    let body = response.split("\r\n\r\n").nth(1).unwrap_or_default();
-    Ok(body
-        .split_whitespace()
-        .next()
-        .context("empty body")?
-        .to_string())
+    lvs_lab::http_request(socket.into(), target, HTTP_TIMEOUT)
 }
 
 /// A new connection to `target` every `CONNECT_PERIOD` until `stop` (or

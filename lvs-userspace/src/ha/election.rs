@@ -209,11 +209,6 @@ impl Freshness {
             }
         }
     }
-
-    /// Whether `boot` is a boot of the peer not seen before (it restarted).
-    pub fn is_new_boot(&self, boot: u64) -> bool {
-        self.latest.is_none_or(|(b, _)| boot > b)
-    }
 }
 
 #[cfg(test)]
@@ -327,7 +322,6 @@ mod tests {
     #[test]
     fn stale_and_replayed_messages_are_refused() {
         let mut f = Freshness::default();
-        assert!(f.is_new_boot(5));
         assert_eq!(f.admit(5, 1), Admission::Fresh);
         assert_eq!(f.admit(5, 2), Admission::Fresh);
         assert_eq!(f.admit(5, 2), Admission::Late, "a copy from another link");
@@ -335,8 +329,6 @@ mod tests {
         assert_eq!(f.admit(5, 100), Admission::Fresh);
         assert_eq!(f.admit(5, 1), Admission::Stale, "replayed long after");
         assert_eq!(f.admit(4, 99), Admission::Stale, "an earlier boot");
-        assert!(f.is_new_boot(6));
         assert_eq!(f.admit(6, 0), Admission::Fresh, "the peer restarted");
-        assert!(!f.is_new_boot(6));
     }
 }

@@ -165,7 +165,7 @@ async fn read(link: usize, socket: Arc<UdpSocket>, tx: mpsc::Sender<(usize, Vec<
 
 fn release(f: &Floating) -> Result<(), netconf::NetconfError> {
     if netconf::has_address(&f.iface, f.addr)? {
-        netconf::remove_floating(&f.iface, f.addr, f.prefix)?;
+        netconf::remove_address(&f.iface, f.addr, f.prefix)?;
         tracing::info!("HA: released {f}");
     }
     Ok(())
@@ -529,7 +529,7 @@ impl<D: Datapath + 'static> Node<D> {
                 let addresses = self.config.addresses.clone();
                 let _ = tokio::task::spawn_blocking(move || {
                     for f in &addresses {
-                        match netconf::add_floating(&f.iface, f.addr, f.prefix) {
+                        match netconf::add_address(&f.iface, f.addr, f.prefix) {
                             Ok(()) => tracing::info!("HA: took {f}"),
                             Err(e) => tracing::error!("HA: taking {f}: {e}"),
                         }

@@ -84,10 +84,6 @@ impl<D: Datapath + Send + 'static> Supervisor<D> {
         }
     }
 
-    pub fn running(&self) -> usize {
-        self.tasks.len()
-    }
-
     pub fn stop(&mut self) {
         for (_, task) in self.tasks.drain() {
             task.abort();

@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -204,26 +204,11 @@ fn hold(mut stream: TcpStream, greeting: &str) -> std::io::Result<()> {
 }
 
 fn http_get(target: SocketAddr, timeout: Duration) -> Result<String> {
-    let mut stream = TcpStream::connect_timeout(&target, timeout)
+    let stream = TcpStream::connect_timeout(&target, timeout)
         .with_context(|| format!("connect {target}"))?;
-    stream.set_read_timeout(Some(timeout))?;
-    stream.set_write_timeout(Some(timeout))?;
     // The handshake completed, so the SYN-ACK came from `target` itself:
     // a reply from any other address would have been answered with a reset.
-    stream.write_all(format!("GET / HTTP/1.0\r\nHost: {target}\r\n\r\n").as_bytes())?;
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .context("reading the response")?;
-    let body = response
-        .split("\r\n\r\n")
-        .nth(1)
-        .context("response without a body")?;
-    if !response.starts_with("HTTP/1.0 200") {
-        bail!("unexpected response `{response}`");
-    }
-    let name = body.split_whitespace().next().context("empty body")?;
-    Ok(name.to_string())
+    lvs_lab::http_request(stream, target, timeout)
 }
 
 fn udp_query(target: SocketAddr, timeout: Duration) -> Result<()> {
