@@ -43,6 +43,56 @@ pub const fn udp_fixup(original: u16, patched: u16) -> u16 {
     }
 }
 
+/// A checksum change not applied yet: the one's-complement sum of `~m + m'`
+/// over every changed 16-bit word (RFC 1624). The datapath keeps the
+/// pseudo-header's changes (addresses) apart from the covered bytes' (ports):
+/// a socket buffer whose transport checksum was left to offload
+/// (`CHECKSUM_PARTIAL`) holds only the pseudo-header's sum, so the kernel's
+/// helper applies the first and skips the second.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Delta(u32);
+
+impl Delta {
+    pub const NONE: Delta = Delta(0);
+
+    /// Add the change of one word.
+    #[inline(always)]
+    pub const fn word(self, old: u16, new: u16) -> Self {
+        Delta(fold(self.0 + (!old) as u32 + new as u32) as u32)
+    }
+
+    /// Add the change of a 4-byte field (an IPv4 address).
+    #[inline(always)]
+    pub const fn addr(self, old: [u8; 4], new: [u8; 4]) -> Self {
+        self.word(
+            u16::from_be_bytes([old[0], old[1]]),
+            u16::from_be_bytes([new[0], new[1]]),
+        )
+        .word(
+            u16::from_be_bytes([old[2], old[3]]),
+            u16::from_be_bytes([new[2], new[3]]),
+        )
+    }
+
+    /// Both changes together.
+    #[inline(always)]
+    pub const fn and(self, other: Delta) -> Self {
+        Delta(fold(self.0 + other.0) as u32)
+    }
+
+    /// The sum as the kernel's `bpf_l4_csum_replace` takes a diff.
+    #[inline(always)]
+    pub const fn sum(self) -> u32 {
+        self.0
+    }
+
+    /// The checksum after the change.
+    #[inline(always)]
+    pub const fn apply(self, check: u16) -> u16 {
+        !fold((!check) as u32 + self.0)
+    }
+}
+
 /// Full one's-complement checksum over `data` plus an initial sum (for tests
 /// and for building frames in userspace).
 pub fn full(data: &[u8], initial: u32) -> u16 {
@@ -61,6 +111,20 @@ pub fn full(data: &[u8], initial: u32) -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn delta_matches_the_one_step_helpers() {
+        let (old, new) = ([192, 0, 2, 1], [198, 18, 11, 2]);
+        for check in [0u16, 1, 0x1234, 0xfffe, 0xffff] {
+            let delta = Delta::NONE.addr(old, new).word(80, 8080);
+            assert_eq!(
+                delta.apply(check),
+                replace_u16(replace_addr(check, old, new), 80, 8080)
+            );
+            let split = Delta::NONE.addr(old, new).and(Delta::NONE.word(80, 8080));
+            assert_eq!(split.apply(check), delta.apply(check));
+        }
+    }
 
     fn ipv4_header(src: [u8; 4], dst: [u8; 4], ttl: u8) -> [u8; 20] {
         let mut h = [

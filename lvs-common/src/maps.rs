@@ -44,6 +44,10 @@ pub const IPPROTO_UDP: u8 = 17;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Method {
     Nat = 0,
+    /// IPVS's LOCALNODE: the real server is this director; the datapath
+    /// hands the packet to the local stack. Only connection entries carry
+    /// it: a real server keeps the method it was given (and `Real::LOCAL`).
+    Local = 1,
     Tunnel = 2,
     Route = 3,
 }
@@ -52,6 +56,7 @@ impl Method {
     pub const fn from_u8(v: u8) -> Option<Self> {
         match v {
             0 => Some(Self::Nat),
+            1 => Some(Self::Local),
             2 => Some(Self::Tunnel),
             3 => Some(Self::Route),
             _ => None,
@@ -327,16 +332,36 @@ pub struct Real {
     addr: [u8; 4],
     port: [u8; 2],
     pub method: u8,
-    _pad: u8,
+    /// `Real::LOCAL` when the address is this director's own.
+    pub flags: u8,
 }
 
 impl Real {
+    /// The director holds this address: its connections go to the local
+    /// stack, whatever the method (as IPVS decides from the route).
+    pub const LOCAL: u8 = 1;
+
     pub const fn new(addr: [u8; 4], port: u16, method: Method) -> Self {
         Self {
             addr,
             port: port.to_be_bytes(),
             method: method as u8,
-            _pad: 0,
+            flags: 0,
+        }
+    }
+    pub const fn local(mut self) -> Self {
+        self.flags |= Self::LOCAL;
+        self
+    }
+    pub const fn is_local(&self) -> bool {
+        self.flags & Self::LOCAL != 0
+    }
+    /// The method a new connection to this server takes in the datapath.
+    pub const fn conn_method(&self) -> u8 {
+        if self.is_local() {
+            Method::Local as u8
+        } else {
+            self.method
         }
     }
     pub const fn addr(&self) -> [u8; 4] {
@@ -457,7 +482,19 @@ impl Conn {
     pub const fn port(&self) -> u16 {
         u16::from_be_bytes(self.port)
     }
+
+    /// Idle for longer than `timeout_seconds` at `now_ns`: the one expiry
+    /// rule, for the datapath and the controller alike. Another CPU may
+    /// stamp the entry after `now_ns` was read; such an entry is fresh, not
+    /// idle for most of 2^64 ns.
+    #[inline(always)]
+    pub const fn expired(&self, now_ns: u64, timeout_seconds: u32) -> bool {
+        now_ns.saturating_sub(self.last_seen_ns) > timeout_seconds as u64 * NS_PER_SEC
+    }
 }
+
+/// Nanoseconds in a second, for `bpf_ktime_get_ns` arithmetic on both sides.
+pub const NS_PER_SEC: u64 = 1_000_000_000;
 
 /// Per-CPU traffic counters, one per service and one per real server
 /// (`ipvsadm --stats` columns).
@@ -518,11 +555,25 @@ pub enum Verdict {
     /// kernel's neighbour layer through tc, not lost.
     PassResolveNeighbour = 11,
     /// Too big to tunnel without DF: XDP cannot fragment, and the kernel would
-    /// take the director-sourced outer packet for a martian.
+    /// take the director-sourced outer packet for a martian. (tc: too big
+    /// to tunnel, DF or not.)
     DropTooBig = 12,
+    /// NAT with forwarding off on the ingress interface
+    /// (`net.ipv4.conf.IFACE.forwarding`); IPVS's NAT needs it too.
+    DropForwardingDisabled = 13,
+    /// DR or TUN real server without a route (or, with forwarding off,
+    /// without a next hop lvsd resolved).
+    DropNoRoute = 14,
+    /// NAT destination without a route: the kernel answers the sender.
+    PassNoRoute = 15,
+    /// NAT packet larger than the egress MTU: the kernel fragments it or
+    /// answers with ICMP.
+    PassTooBig = 16,
+    /// For a real server that is this director: delivered to the local stack.
+    PassLocal = 17,
 }
 
-pub const VERDICT_COUNT: u32 = 13;
+pub const VERDICT_COUNT: u32 = 18;
 
 impl Verdict {
     pub const ALL: [Verdict; VERDICT_COUNT as usize] = [
@@ -539,6 +590,11 @@ impl Verdict {
         Verdict::IcmpTooBig,
         Verdict::PassResolveNeighbour,
         Verdict::DropTooBig,
+        Verdict::DropForwardingDisabled,
+        Verdict::DropNoRoute,
+        Verdict::PassNoRoute,
+        Verdict::PassTooBig,
+        Verdict::PassLocal,
     ];
     pub const fn name(self) -> &'static str {
         match self {
@@ -555,6 +611,11 @@ impl Verdict {
             Verdict::IcmpTooBig => "icmp_too_big",
             Verdict::PassResolveNeighbour => "pass_resolve_neighbour",
             Verdict::DropTooBig => "drop_too_big",
+            Verdict::DropForwardingDisabled => "drop_forwarding_disabled",
+            Verdict::DropNoRoute => "drop_no_route",
+            Verdict::PassNoRoute => "pass_no_route",
+            Verdict::PassTooBig => "pass_too_big",
+            Verdict::PassLocal => "pass_local",
         }
     }
 }
@@ -584,6 +645,20 @@ impl NeighMeta {
     pub const MAGIC: [u8; 4] = *b"LVSN";
 }
 
+/// `NEXT_HOPS` value, keyed by a DR or TUN real server's address: the route
+/// lvsd resolved towards it, for when the FIB helper will not answer (it
+/// refuses every lookup while forwarding is off, and DR and TUN must work
+/// without forwarding, as in IPVS).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct NextHop {
+    pub ifindex: u32,
+    /// The gateway, or the real server itself when on-link.
+    pub gateway: [u8; 4],
+    /// The source address the route selects (the tunnel's outer source).
+    pub source: [u8; 4],
+}
+
 /// What the real server's decapsulation program did; indexes `DECAP_STATS`.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -604,6 +679,7 @@ pub const IPPROTO_IPIP: u8 = 4;
 const _: () = assert!(core::mem::size_of::<ServiceKey>() == 8);
 const _: () = assert!(core::mem::size_of::<Settings>() == 4);
 const _: () = assert!(core::mem::size_of::<NeighMeta>() == 12);
+const _: () = assert!(core::mem::size_of::<NextHop>() == 12);
 const _: () = assert!(core::mem::size_of::<Service>() == 32);
 const _: () = assert!(core::mem::size_of::<LocalityKey>() == 8);
 const _: () = assert!(core::mem::size_of::<LocalityEntry>() == 16);
@@ -631,4 +707,5 @@ mod pod {
     unsafe impl aya::Pod for super::LocalityEntry {}
     unsafe impl aya::Pod for super::TemplateKey {}
     unsafe impl aya::Pod for super::Template {}
+    unsafe impl aya::Pod for super::NextHop {}
 }

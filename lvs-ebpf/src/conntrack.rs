@@ -10,8 +10,6 @@ use lvs_common::{
 
 use crate::{headers::Packet, maps::TIMEOUTS};
 
-const NS_PER_SEC: u64 = 1_000_000_000;
-
 /// The table for a packet from the client on a connection using `method`.
 #[inline(always)]
 pub fn input_table(method: u8) -> Table {
@@ -42,9 +40,6 @@ pub fn update(conn: &mut Conn, packet: &Packet, table: Table, now: u64) {
 /// Idle for longer than its state allows.
 #[inline(always)]
 pub fn expired(conn: &Conn, now: u64) -> bool {
-    let timeout = match TIMEOUTS.get(conn.state as u32) {
-        Some(seconds) => *seconds as u64 * NS_PER_SEC,
-        None => 0,
-    };
-    now.wrapping_sub(conn.last_seen_ns) > timeout
+    let timeout = TIMEOUTS.get(conn.state as u32).copied().unwrap_or(0);
+    conn.expired(now, timeout)
 }

@@ -1,20 +1,25 @@
-//! Egress: one FIB lookup, then out of the ingress interface (`XDP_TX`) or
-//! through the devmap to another. Anything the FIB cannot finish (an
-//! unresolved neighbour, an interface we do not own) goes back to the caller,
-//! which knows whether the kernel can finish it.
+//! Egress: one FIB lookup, then out through the frame's own way of sending
+//! (`Frame::send`), or to the kernel's neighbour layer when the next hop's
+//! MAC is not known yet. DR and TUN never depend on the forwarding sysctl:
+//! the FIB helper refuses every lookup while it is off, so they take the
+//! next hop lvsd resolved for the real server (`NEXT_HOPS`) instead.
 
 use aya_ebpf::{
     bindings::{
-        bpf_fib_lookup as FibParams, BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_NO_NEIGH,
-        BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LOOKUP_SRC,
+        bpf_fib_lookup as FibParams, BPF_FIB_LKUP_RET_FRAG_NEEDED,
+        BPF_FIB_LKUP_RET_FWD_DISABLED, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS,
+        BPF_FIB_LOOKUP_SRC,
     },
-    helpers::{bpf_fib_lookup, bpf_xdp_adjust_meta},
-    programs::XdpContext,
+    helpers::bpf_fib_lookup,
 };
 use core::mem::{size_of, MaybeUninit};
-use lvs_common::{NeighMeta, Verdict};
+use lvs_common::{NextHop, Verdict};
 
-use crate::{headers::Packet, maps::EGRESS};
+use crate::{
+    frame::{Frame, L4Patch},
+    headers::Packet,
+    maps::NEXT_HOPS,
+};
 
 const AF_INET: u8 = 2;
 
@@ -27,15 +32,17 @@ pub enum Lookup {
     NoNeighbour(FibParams),
     /// The packet (of the length asked about) exceeds the route's MTU.
     TooBig { mtu: u16 },
-    /// No usable route (unreachable, blackhole, forwarding disabled, ...).
+    /// Forwarding is off on the ingress interface.
+    ForwardingDisabled,
+    /// No usable route (unreachable, blackhole, prohibit, ...).
     Unroutable,
 }
 
 /// Where a destination goes. `tot_len` 0 skips the MTU check; `want_source`
 /// asks the kernel for the source address the route selects.
 #[inline(always)]
-pub fn lookup(
-    ctx: &XdpContext,
+pub fn lookup<F: Frame>(
+    frame: &F,
     packet: &Packet,
     dst: [u8; 4],
     tot_len: u16,
@@ -50,7 +57,7 @@ pub fn lookup(
     fib.sport = u16::from_ne_bytes(ports.src);
     fib.dport = u16::from_ne_bytes(ports.dst);
     fib.__bindgen_anon_1.tot_len = tot_len;
-    fib.ifindex = ctx.ingress_ifindex() as u32;
+    fib.ifindex = frame.ingress_ifindex();
     fib.__bindgen_anon_2.tos = ip.tos;
     if !want_source {
         fib.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(ip.src);
@@ -61,7 +68,7 @@ pub fn lookup(
     // SAFETY: fib is a valid, writable bpf_fib_lookup of the size passed.
     let rc = unsafe {
         bpf_fib_lookup(
-            ctx.ctx as *mut _,
+            frame.raw(),
             &mut fib as *mut _ as *mut _,
             size_of::<FibParams>() as i32,
             flags,
@@ -74,8 +81,16 @@ pub fn lookup(
         BPF_FIB_LKUP_RET_FRAG_NEEDED => Lookup::TooBig {
             mtu: unsafe { fib.__bindgen_anon_1.mtu_result },
         },
+        BPF_FIB_LKUP_RET_FWD_DISABLED => Lookup::ForwardingDisabled,
         _ => Lookup::Unroutable,
     }
+}
+
+/// The next hop lvsd resolved towards a DR or TUN real server.
+#[inline(always)]
+pub fn resolved_by_lvsd(real: [u8; 4]) -> Option<NextHop> {
+    // SAFETY: the value is copied out at once.
+    unsafe { NEXT_HOPS.get(&u32::from_ne_bytes(real)) }.copied()
 }
 
 /// The outer source the FIB selected, as wire bytes.
@@ -85,49 +100,11 @@ pub fn selected_source(fib: &FibParams) -> [u8; 4] {
     unsafe { fib.__bindgen_anon_3.ipv4_src }.to_ne_bytes()
 }
 
-/// Choose the way out for a resolved next hop: `XDP_TX` when it is the
-/// ingress interface, the devmap otherwise. Nothing in the frame has been
-/// touched yet when this fails.
+/// The next hop the FIB chose: the gateway, or the destination when on-link.
 #[inline(always)]
-pub fn egress(ctx: &XdpContext, fib: &FibParams) -> Result<Verdict, Verdict> {
-    if fib.ifindex == ctx.ingress_ifindex() as u32 {
-        return Ok(Verdict::Transmit);
-    }
-    EGRESS
-        .redirect(fib.ifindex, 0)
-        .map(|_| Verdict::Redirect)
-        .map_err(|_| Verdict::PassToKernel)
-}
-
-/// The kernel has not resolved the next hop's MAC yet (or the egress is not
-/// in the devmap). DR and TUN frames cannot simply go to the stack: it would
-/// deliver a DR packet to the local VIP and drop a TUN packet, whose outer
-/// source is our own address, as a martian. So the frame carries a note in
-/// its XDP metadata, and the tc program `lvs_neigh` gives it to
-/// `bpf_redirect_neigh`, which resolves the neighbour and queues the packet.
-/// Finish the frame first: this invalidates every packet pointer.
-#[inline(always)]
-pub fn to_neighbour_layer(ctx: &XdpContext, fib: &FibParams) -> Result<Verdict, Verdict> {
-    let len = size_of::<NeighMeta>();
-    // SAFETY: plain helper call on our own context.
-    if unsafe { bpf_xdp_adjust_meta(ctx.ctx, -(len as i32)) } != 0 {
-        // The driver keeps no metadata: nothing can carry the packet on.
-        return Err(Verdict::DropNoDestination);
-    }
-    let meta = ctx.metadata();
-    if meta + len > ctx.metadata_end() {
-        return Err(Verdict::DropNoDestination);
-    }
-    // SAFETY: bounds checked just above; the FIB left the next hop (the
-    // gateway, or the destination itself when on-link) in ipv4_dst.
-    unsafe {
-        *(meta as *mut NeighMeta) = NeighMeta {
-            magic: NeighMeta::MAGIC,
-            next_hop: fib.__bindgen_anon_4.ipv4_dst.to_ne_bytes(),
-            ifindex: fib.ifindex,
-        };
-    }
-    Ok(Verdict::PassResolveNeighbour)
+pub fn next_hop(fib: &FibParams) -> [u8; 4] {
+    // SAFETY: ipv4_dst is the member in use for AF_INET.
+    unsafe { fib.__bindgen_anon_4.ipv4_dst }.to_ne_bytes()
 }
 
 /// Address the frame to the resolved next hop.
@@ -139,26 +116,38 @@ pub fn set_macs(packet: &Packet, fib: &FibParams) {
     eth.src = fib.smac;
 }
 
-/// NAT after the rewrite: the destination is the real server (inbound) or
-/// the client (outbound). Callers have checked `Packet::ttl_expiring`. An
-/// unresolved neighbour goes to the neighbour layer: the kernel would drop
-/// a reply whose source is a VIP this router holds (a floating address) as
-/// a martian. Too big, the kernel forwards (or answers) it.
+/// NAT after the rewrite, whose transport checksum change is `patch`: the
+/// destination is the real server (inbound) or the client (outbound).
+/// Callers have checked `Packet::ttl_expiring`. NAT needs forwarding, as
+/// IPVS's does; a packet the FIB cannot place goes to the kernel rewritten,
+/// which routes it, fragments it or answers the sender.
 #[inline(always)]
-pub fn route(ctx: &XdpContext, packet: &Packet) -> Result<Verdict, Verdict> {
+pub fn route<F: Frame>(frame: &F, packet: &Packet, patch: L4Patch) -> Result<Verdict, Verdict> {
     // SAFETY: pointer validated by Packet::parse.
     let dst = unsafe { (*packet.ip).dst };
-    match lookup(ctx, packet, dst, packet.ip_len() as u16, false) {
+    let tot_len = frame.fib_tot_len(packet.ip_len() as u16);
+    match lookup(frame, packet, dst, tot_len, false) {
         Lookup::Ready(fib) => {
-            let verdict = egress(ctx, &fib)?;
             set_macs(packet, &fib);
             packet.decrement_ttl();
-            Ok(verdict)
+            frame.patch_l4(patch);
+            frame.send(fib.ifindex, next_hop(&fib))
         }
+        // Not to the kernel's forwarding: it drops a reply whose source is a
+        // VIP this router holds (a floating address) as a martian.
         Lookup::NoNeighbour(fib) => {
             packet.decrement_ttl();
-            to_neighbour_layer(ctx, &fib)
+            frame.patch_l4(patch);
+            frame.to_neighbour(next_hop(&fib), fib.ifindex)
         }
-        Lookup::TooBig { .. } | Lookup::Unroutable => Err(Verdict::PassToKernel),
+        Lookup::TooBig { .. } => {
+            frame.patch_l4(patch);
+            Err(Verdict::PassTooBig)
+        }
+        Lookup::ForwardingDisabled => Err(Verdict::DropForwardingDisabled),
+        Lookup::Unroutable => {
+            frame.patch_l4(patch);
+            Err(Verdict::PassNoRoute)
+        }
     }
 }

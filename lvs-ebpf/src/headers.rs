@@ -1,12 +1,14 @@
 //! Header views over the frame. Fields stay in network order as byte arrays;
 //! `Packet::parse` is the only place that checks bounds.
 
-use aya_ebpf::programs::XdpContext;
 use core::mem::size_of;
 use lvs_common::{
+    checksum::Delta,
     tcp_state::{TCP_RST, TCP_SYN},
     FlowKey, Verdict, IPPROTO_TCP, IPPROTO_UDP,
 };
+
+use crate::frame::{Frame, L4Patch};
 
 pub const ETH_P_IPV4: [u8; 2] = [0x08, 0x00];
 
@@ -59,6 +61,9 @@ pub struct Ports {
 }
 
 pub const TCP_HEADER_LEN: usize = 20;
+/// Ethernet, the longest IPv4 header and a TCP header: what the director
+/// reads before it decides.
+pub const HEADERS_MAX_LEN: usize = ETH_HEADER_LEN + 60 + TCP_HEADER_LEN;
 pub const UDP_HEADER_LEN: usize = 8;
 /// Checksum offsets within the transport header.
 pub const TCP_CHECK_OFFSET: usize = 16;
@@ -70,8 +75,8 @@ pub struct Packet {
     pub eth: *mut Ethernet,
     pub ip: *mut Ipv4,
     pub ports: *mut Ports,
-    /// Transport checksum, already bounds-checked.
-    pub l4_check: *mut [u8; 2],
+    /// Offset of the transport checksum in the frame (bounds-checked).
+    pub l4_check_offset: usize,
     pub proto: u8,
     /// TCP flags byte (0 for UDP).
     pub tcp_flags: u8,
@@ -80,9 +85,9 @@ pub struct Packet {
 }
 
 #[inline(always)]
-pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*mut T, Verdict> {
-    let start = ctx.data();
-    if start + offset + size_of::<T>() > ctx.data_end() {
+pub fn ptr_at<T>(frame: &impl Frame, offset: usize) -> Result<*mut T, Verdict> {
+    let start = frame.data();
+    if start + offset + size_of::<T>() > frame.data_end() {
         return Err(Verdict::PassMalformed);
     }
     Ok((start + offset) as *mut T)
@@ -90,7 +95,7 @@ pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*mut T, Verdict> {
 
 impl Packet {
     #[inline(always)]
-    pub fn parse(ctx: &XdpContext) -> Result<Self, Verdict> {
+    pub fn parse(ctx: &impl Frame) -> Result<Self, Verdict> {
         let eth: *mut Ethernet = ptr_at(ctx, 0).map_err(|_| Verdict::PassNotIpv4)?;
         // SAFETY: bounds checked by ptr_at.
         if unsafe { (*eth).ethertype } != ETH_P_IPV4 {
@@ -118,7 +123,7 @@ impl Packet {
         // The whole fixed transport header must be present.
         ptr_at::<u8>(ctx, l4 + header_len - 1)?;
         let ports: *mut Ports = ptr_at(ctx, l4)?;
-        let l4_check: *mut [u8; 2] = ptr_at(ctx, l4 + check_offset)?;
+        ptr_at::<[u8; 2]>(ctx, l4 + check_offset)?;
         let tcp_flags = if proto == IPPROTO_TCP {
             // SAFETY: inside the header checked above.
             unsafe { *ptr_at::<u8>(ctx, l4 + TCP_FLAGS_OFFSET)? }
@@ -129,7 +134,7 @@ impl Packet {
             eth,
             ip,
             ports,
-            l4_check,
+            l4_check_offset: l4 + check_offset,
             proto,
             tcp_flags,
             ip_header_len: ihl,
@@ -168,6 +173,18 @@ impl Packet {
         let new = u16::from_be_bytes([ip.ttl, ip.proto]);
         ip.check =
             lvs_common::checksum::replace_u16(u16::from_be_bytes(ip.check), old, new).to_be_bytes();
+    }
+
+    /// A transport checksum change for this packet, to apply with
+    /// `Frame::patch_l4` once the direct writes are done.
+    #[inline(always)]
+    pub fn l4_patch(&self, pseudo: Delta, covered: Delta) -> L4Patch {
+        L4Patch {
+            offset: self.l4_check_offset,
+            pseudo,
+            covered,
+            udp: self.proto == IPPROTO_UDP,
+        }
     }
 
     #[inline(always)]

@@ -1,5 +1,6 @@
 //! ICMP fragmentation-needed, built in place from the packet that was too big
-//! to tunnel, and sent back out of the interface it came in on.
+//! to tunnel, and sent back out of the interface it came in on. XDP only: the
+//! tc datapath drops such packets (see `Frame::too_big`).
 
 use aya_ebpf::{
     helpers::{bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
@@ -33,14 +34,14 @@ pub fn frag_needed(ctx: &XdpContext, packet: &Packet, mtu: u16) -> Result<Verdic
     let prefix = (IPV4_HEADER_LEN + ICMP_HEADER_LEN) as i32;
     // SAFETY: plain helper calls on our own context.
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, -prefix) } != 0 {
-        return Err(Verdict::DropNoDestination);
+        return Err(Verdict::DropTooBig);
     }
     let icmp_len = ICMP_HEADER_LEN + quoted;
     let frame_len = ETH_HEADER_LEN + IPV4_HEADER_LEN + icmp_len;
     let trim = frame_len as i32 - (ctx.data_end() - ctx.data()) as i32;
     // SAFETY: as above; trim is never positive (the frame held the quote).
     if trim < 0 && unsafe { bpf_xdp_adjust_tail(ctx.ctx, trim) } != 0 {
-        return Err(Verdict::DropNoDestination);
+        return Err(Verdict::DropTooBig);
     }
 
     let eth: *mut Ethernet = ptr_at(ctx, 0)?;

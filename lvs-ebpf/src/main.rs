@@ -1,13 +1,17 @@
 //! The XDP and tc programs.
 //!
-//! `lvs_director` is the datapath: one entry point, one place (`action`)
-//! that turns every outcome into an XDP action. Each packet path lives in its
-//! own module: `schedule` (first packet of a flow) with `publication` (the
-//! scheduler's ring, buckets or locality entry), `persist` (templates) and
-//! `events` (notices to the controller), `nat` (DNAT in, SNAT
-//! out), `direct` (DR), `tunnel` (IP-in-IP) with `icmp` (too big to tunnel),
-//! `forward` (egress choice) and `conntrack` (IPVS states and expiry).
-//! `lvs_neigh` (tc) finishes DR frames whose next hop was unresolved.
+//! The director is one packet path (`director`) with two entry points:
+//! `lvs_director` (XDP, where the driver completes XDP_TX and redirects)
+//! and `lvs_director_tc` (tc ingress, on veth and other virtual devices; see
+//! `frame`). Each has one place that turns every verdict into its action.
+//! The path, in the order a packet meets it: `headers` (parse), the
+//! connection table with `conntrack` (IPVS states and expiry), `schedule`
+//! (first packet of a flow) with `publication` (the scheduler's ring,
+//! buckets or locality entry), `persist` (templates) and `events` (notices
+//! to the controller), then the method: `nat` (DNAT in, SNAT out), `direct`
+//! (DR), `tunnel` (IP-in-IP) with `icmp` (too big to tunnel), or the local
+//! stack for a real server that is this director; `forward` chooses the way
+//! out. `lvs_neigh` (tc) finishes XDP frames whose next hop was unresolved.
 //! `lvs_decap` runs on real servers; `lvs_pass` is the no-op program, for
 //! veth peers and the bench floor; `bench` holds the bench's generator,
 //! sink and bare-redirect ceiling.
@@ -23,6 +27,7 @@ mod decap;
 mod direct;
 mod events;
 mod forward;
+mod frame;
 mod headers;
 mod icmp;
 mod maps;
@@ -35,13 +40,13 @@ mod stats;
 mod tunnel;
 
 use aya_ebpf::{
-    bindings::xdp_action,
+    bindings::{xdp_action, TC_ACT_REDIRECT, TC_ACT_SHOT, TC_ACT_UNSPEC},
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
 use lvs_common::{Conn, Direction, Method, Verdict};
 
-use crate::stats::Way;
+use crate::{frame::Frame, headers::HEADERS_MAX_LEN, stats::Way};
 
 #[xdp]
 pub fn lvs_director(ctx: XdpContext) -> u32 {
@@ -50,6 +55,19 @@ pub fn lvs_director(ctx: XdpContext) -> u32 {
     };
     stats::count_verdict(verdict);
     action(verdict)
+}
+
+#[classifier]
+pub fn lvs_director_tc(ctx: TcContext) -> i32 {
+    // Headers may start outside the linear part of a socket buffer.
+    if ctx.data() + HEADERS_MAX_LEN > ctx.data_end() {
+        let _ = ctx.pull_data(ctx.len().min(HEADERS_MAX_LEN as u32));
+    }
+    let verdict = match director(&ctx) {
+        Ok(v) | Err(v) => v,
+    };
+    stats::count_verdict(verdict);
+    tc_action(verdict)
 }
 
 #[xdp]
@@ -69,27 +87,61 @@ pub fn lvs_pass(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
-/// The single mapping from a verdict to what happens to the frame.
+/// The single mapping from a verdict to what happens to an XDP frame.
 #[inline(always)]
 fn action(verdict: Verdict) -> u32 {
     match verdict {
         Verdict::Redirect => xdp_action::XDP_REDIRECT,
         Verdict::Transmit | Verdict::IcmpTooBig => xdp_action::XDP_TX,
-        Verdict::DropNoDestination | Verdict::DropTableFull | Verdict::DropTooBig => {
-            xdp_action::XDP_DROP
-        }
+        Verdict::DropNoDestination
+        | Verdict::DropTableFull
+        | Verdict::DropTooBig
+        | Verdict::DropForwardingDisabled
+        | Verdict::DropNoRoute => xdp_action::XDP_DROP,
         Verdict::PassNotIpv4
         | Verdict::PassNoService
         | Verdict::PassNotSyn
         | Verdict::PassUnsupported
         | Verdict::PassMalformed
         | Verdict::PassToKernel
+        | Verdict::PassNoRoute
+        | Verdict::PassTooBig
+        | Verdict::PassLocal
+        // lvs_neigh, on tc ingress, takes it from there.
         | Verdict::PassResolveNeighbour => xdp_action::XDP_PASS,
     }
 }
 
+/// The single mapping from a verdict to what happens to a socket buffer.
+/// Whatever leaves was handed to `bpf_redirect` or `bpf_redirect_neigh`.
 #[inline(always)]
-fn director(ctx: &XdpContext) -> Result<Verdict, Verdict> {
+fn tc_action(verdict: Verdict) -> i32 {
+    match verdict {
+        Verdict::Redirect | Verdict::Transmit | Verdict::PassResolveNeighbour => {
+            TC_ACT_REDIRECT as i32
+        }
+        Verdict::DropNoDestination
+        | Verdict::DropTableFull
+        | Verdict::DropTooBig
+        | Verdict::DropForwardingDisabled
+        | Verdict::DropNoRoute
+        // Never built on this path (`Frame::too_big`).
+        | Verdict::IcmpTooBig => TC_ACT_SHOT as i32,
+        // On to the next tc program, if any, then the stack.
+        Verdict::PassNotIpv4
+        | Verdict::PassNoService
+        | Verdict::PassNotSyn
+        | Verdict::PassUnsupported
+        | Verdict::PassMalformed
+        | Verdict::PassToKernel
+        | Verdict::PassNoRoute
+        | Verdict::PassTooBig
+        | Verdict::PassLocal => TC_ACT_UNSPEC,
+    }
+}
+
+#[inline(always)]
+fn director<F: Frame>(ctx: &F) -> Result<Verdict, Verdict> {
     let packet = headers::Packet::parse(ctx)?;
     let flow = packet.flow_key();
     let now = stats::now();
@@ -115,8 +167,8 @@ fn director(ctx: &XdpContext) -> Result<Verdict, Verdict> {
 
 /// A client packet of a live connection, on its connection's method.
 #[inline(always)]
-fn to_real_server(
-    ctx: &XdpContext,
+fn to_real_server<F: Frame>(
+    ctx: &F,
     packet: &headers::Packet,
     conn: &Conn,
 ) -> Result<Verdict, Verdict> {
@@ -124,6 +176,9 @@ fn to_real_server(
         Some(Method::Nat) => nat::inbound(ctx, packet, conn),
         Some(Method::Route) => direct::forward(ctx, packet, conn.addr()),
         Some(Method::Tunnel) => tunnel::forward(ctx, packet, conn.addr()),
+        // This director is the real server: the stack takes the packet as
+        // the client sent it (to the VIP and the service's port).
+        Some(Method::Local) => Err(Verdict::PassLocal),
         None => Err(Verdict::DropNoDestination),
     }
 }

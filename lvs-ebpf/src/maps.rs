@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use lvs_common::{
     hash::HASH_BUCKETS, tcp_state::STATE_COUNT, Conn, Counters, FlowKey, LocalityEntry,
-    LocalityKey, Real, Service, ServiceKey, Settings, Template, TemplateKey, CONN_TABLE_SIZE,
+    LocalityKey, NextHop, Real, Service, ServiceKey, Settings, Template, TemplateKey, CONN_TABLE_SIZE,
     DECAP_VERDICT_COUNT, EVENTS_BYTES, LOCALITY_TABLE_SIZE, MAX_INTERFACES, MAX_REALS,
     MAX_SERVICES, RING_SLOTS, TEMPLATE_TABLE_SIZE, VERDICT_COUNT,
 };
@@ -48,7 +48,13 @@ pub static REALS: Array<Real> = Array::with_max_entries(MAX_REALS, 0);
 #[map]
 pub static CONNS: LruHashMap<FlowKey, Conn> = LruHashMap::with_max_entries(CONN_TABLE_SIZE, 0);
 
-/// Interfaces we may transmit on, keyed by ifindex.
+/// DR and TUN real servers' next hops as lvsd resolved them, keyed by the
+/// real server's address (wire order, read as a native u32).
+#[map]
+pub static NEXT_HOPS: HashMap<u32, NextHop> = HashMap::with_max_entries(MAX_REALS, 0);
+
+/// Interfaces on the XDP datapath, keyed by ifindex: the only ones an XDP
+/// frame may be redirected to.
 #[map]
 pub static EGRESS: DevMapHash = DevMapHash::with_max_entries(MAX_INTERFACES, 0);
 

@@ -1,10 +1,10 @@
 //! NAT rewrites: DNAT towards the real server, SNAT back to the VIP.
 
-use aya_ebpf::programs::XdpContext;
-use lvs_common::{checksum, tcp_state::Table, Conn, FlowKey, Verdict, IPPROTO_UDP};
+use lvs_common::{checksum::Delta, tcp_state::Table, Conn, FlowKey, Verdict};
 
 use crate::{
     conntrack, forward,
+    frame::{Frame, L4Patch},
     headers::Packet,
     maps::CONNS,
     stats::{self, Way},
@@ -13,8 +13,8 @@ use crate::{
 /// A reply from the real server: SNAT back to the VIP. The flow's state
 /// lives on its inbound entry, which the reply moves through the OUTPUT table.
 #[inline(always)]
-pub fn outbound(
-    ctx: &XdpContext,
+pub fn outbound<F: Frame>(
+    frame: &F,
     packet: &Packet,
     conn: &mut Conn,
     now: u64,
@@ -47,62 +47,53 @@ pub fn outbound(
         packet.ip_len(),
         false,
     );
-    rewrite_source(packet, conn.addr(), conn.port_wire());
-    forward::route(ctx, packet)
+    let patch = rewrite_source(packet, conn.addr(), conn.port_wire());
+    forward::route(frame, packet, patch)
 }
 
 /// Client to real server: DNAT, then route.
 #[inline(always)]
-pub fn inbound(ctx: &XdpContext, packet: &Packet, conn: &Conn) -> Result<Verdict, Verdict> {
-    rewrite_destination(packet, conn.addr(), conn.port_wire());
-    forward::route(ctx, packet)
+pub fn inbound<F: Frame>(frame: &F, packet: &Packet, conn: &Conn) -> Result<Verdict, Verdict> {
+    let patch = rewrite_destination(packet, conn.addr(), conn.port_wire());
+    forward::route(frame, packet, patch)
 }
 
-/// DNAT: destination address and port become the real server's.
+/// DNAT: destination address and port become the real server's. The IP
+/// checksum is patched here; the transport checksum's change is returned.
 #[inline(always)]
-pub fn rewrite_destination(packet: &Packet, addr: [u8; 4], port: [u8; 2]) {
+pub fn rewrite_destination(packet: &Packet, addr: [u8; 4], port: [u8; 2]) -> L4Patch {
     // SAFETY: pointers validated by Packet::parse.
     let (ip, ports) = unsafe { (&mut *packet.ip, &mut *packet.ports) };
-    let old_addr = ip.dst;
-    let old_port = ports.dst;
+    let (old_addr, old_port) = (ip.dst, ports.dst);
     ip.dst = addr;
     ports.dst = port;
-    patch_checksums(packet, old_addr, addr, old_port, port);
+    patch(packet, old_addr, addr, old_port, port)
 }
 
 /// SNAT: source address and port become the virtual service's.
 #[inline(always)]
-pub fn rewrite_source(packet: &Packet, addr: [u8; 4], port: [u8; 2]) {
+pub fn rewrite_source(packet: &Packet, addr: [u8; 4], port: [u8; 2]) -> L4Patch {
     // SAFETY: pointers validated by Packet::parse.
     let (ip, ports) = unsafe { (&mut *packet.ip, &mut *packet.ports) };
-    let old_addr = ip.src;
-    let old_port = ports.src;
+    let (old_addr, old_port) = (ip.src, ports.src);
     ip.src = addr;
     ports.src = port;
-    patch_checksums(packet, old_addr, addr, old_port, port);
+    patch(packet, old_addr, addr, old_port, port)
 }
 
 #[inline(always)]
-fn patch_checksums(
+fn patch(
     packet: &Packet,
     old_addr: [u8; 4],
     addr: [u8; 4],
     old_port: [u8; 2],
     port: [u8; 2],
-) {
-    // SAFETY: pointers validated by Packet::parse.
-    let (ip, l4_check) = unsafe { (&mut *packet.ip, &mut *packet.l4_check) };
-    ip.check = checksum::replace_addr(u16::from_be_bytes(ip.check), old_addr, addr).to_be_bytes();
-    let original = u16::from_be_bytes(*l4_check);
+) -> L4Patch {
+    let address = Delta::NONE.addr(old_addr, addr);
+    // SAFETY: pointer validated by Packet::parse.
+    let ip = unsafe { &mut *packet.ip };
+    ip.check = address.apply(u16::from_be_bytes(ip.check)).to_be_bytes();
     // The transport checksum covers the pseudo-header's addresses and the port.
-    let mut patched = checksum::replace_addr(original, old_addr, addr);
-    patched = checksum::replace_u16(
-        patched,
-        u16::from_be_bytes(old_port),
-        u16::from_be_bytes(port),
-    );
-    if packet.proto == IPPROTO_UDP {
-        patched = checksum::udp_fixup(original, patched);
-    }
-    *l4_check = patched.to_be_bytes();
+    let ports = Delta::NONE.word(u16::from_be_bytes(old_port), u16::from_be_bytes(port));
+    packet.l4_patch(address, ports)
 }

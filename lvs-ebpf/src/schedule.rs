@@ -3,11 +3,11 @@
 //! record the connection (both directions for NAT), then hand the packet to
 //! its method's path.
 
-use aya_ebpf::programs::XdpContext;
 use lvs_common::{service_flags, Conn, Direction, FlowKey, Method, Service, ServiceKey, Verdict};
 
 use crate::{
     conntrack,
+    frame::Frame,
     headers::Packet,
     maps::{CONNS, REALS, SERVICES},
     persist, publication,
@@ -31,8 +31,8 @@ fn find_service(flow: &FlowKey, proto: u8) -> Result<(Service, bool), Verdict> {
 }
 
 #[inline(always)]
-pub fn new_flow(
-    ctx: &XdpContext,
+pub fn new_flow<F: Frame>(
+    frame: &F,
     packet: &Packet,
     flow: &FlowKey,
     now: u64,
@@ -57,21 +57,21 @@ pub fn new_flow(
         real.port_wire()
     };
 
+    let method = real.conn_method();
     let mut inbound = Conn::new(
         real.addr(),
         port,
         Direction::Inbound,
-        real.method,
+        method,
         service.index,
         real_index,
         now,
     );
-    inbound.state =
-        conntrack::next_state(packet, conntrack::input_table(real.method), inbound.state);
+    inbound.state = conntrack::next_state(packet, conntrack::input_table(method), inbound.state);
     CONNS
         .insert(flow, inbound, 0)
         .map_err(|_| Verdict::DropTableFull)?;
-    if real.method == Method::Nat as u8 {
+    if method == Method::Nat as u8 {
         let reply = FlowKey::from_wire(
             real.addr(),
             flow.src(),
@@ -83,7 +83,7 @@ pub fn new_flow(
             flow.dst(),
             flow.dport().to_be_bytes(),
             Direction::Outbound,
-            real.method,
+            method,
             service.index,
             real_index,
             now,
@@ -94,5 +94,5 @@ pub fn new_flow(
     }
 
     stats::count_packet(service.index, real_index, Way::In, packet.ip_len(), true);
-    to_real_server(ctx, packet, &inbound)
+    to_real_server(frame, packet, &inbound)
 }

@@ -2,73 +2,79 @@
 //! to the real server, as IPVS's `ip_vs_tunnel_xmit` builds it: TOS and DF
 //! copied from the inner header, TTL the inner one after its decrement.
 
-use aya_ebpf::{
-    bindings::bpf_fib_lookup as FibParams, helpers::bpf_xdp_adjust_head, programs::XdpContext,
-};
 use lvs_common::{checksum, Verdict, IPPROTO_IPIP};
 
 use crate::{
     forward::{self, Lookup},
+    frame::Frame,
     headers::{ptr_at, Ethernet, Packet, ETH_HEADER_LEN, ETH_P_IPV4, IPV4_HEADER_LEN},
-    icmp,
     maps::SETTINGS,
 };
 
 /// Callers have checked `Packet::ttl_expiring`.
 #[inline(always)]
-pub fn forward(ctx: &XdpContext, packet: &Packet, real: [u8; 4]) -> Result<Verdict, Verdict> {
+pub fn forward<F: Frame>(frame: &F, packet: &Packet, real: [u8; 4]) -> Result<Verdict, Verdict> {
     let configured = SETTINGS.get(0).map_or([0; 4], |s| s.tunnel_source);
     let auto_source = configured == [0; 4];
     let outer_len = (packet.ip_len() as u16)
         .checked_add(IPV4_HEADER_LEN as u16)
-        .ok_or(Verdict::DropNoDestination)?;
+        .ok_or(Verdict::DropTooBig)?;
     // SAFETY: pointer validated by Packet::parse.
     let dont_fragment = unsafe { (*packet.ip).dont_fragment() };
 
-    let (fib, resolved) = match forward::lookup(ctx, packet, real, outer_len, auto_source) {
-        Lookup::Ready(fib) => (fib, true),
-        Lookup::NoNeighbour(fib) => (fib, false),
-        Lookup::TooBig { mtu } if dont_fragment => {
-            return icmp::frag_needed(ctx, packet, mtu.saturating_sub(IPV4_HEADER_LEN as u16));
-        }
-        // IPVS would fragment the outer packet; XDP cannot (see Verdict).
-        Lookup::TooBig { .. } => return Err(Verdict::DropTooBig),
-        Lookup::Unroutable => return Err(Verdict::DropNoDestination),
-    };
-    let source = if auto_source {
-        forward::selected_source(&fib)
-    } else {
-        configured
-    };
-    // Decided before the frame changes.
-    let way = if resolved {
-        forward::egress(ctx, &fib).ok()
-    } else {
-        None
-    };
-    encapsulate(ctx, packet, source, real, way.map(|_| &fib))?;
-    match way {
-        Some(verdict) => Ok(verdict),
-        None => forward::to_neighbour_layer(ctx, &fib),
+    let tot_len = frame.fib_tot_len(outer_len);
+    // The way out: interface, next hop, the route's source, and the MACs
+    // when the neighbour is resolved.
+    let (ifindex, next_hop, selected, macs) =
+        match forward::lookup(frame, packet, real, tot_len, auto_source) {
+            Lookup::Ready(fib) => (
+                fib.ifindex,
+                forward::next_hop(&fib),
+                forward::selected_source(&fib),
+                Some((fib.dmac, fib.smac)),
+            ),
+            Lookup::NoNeighbour(fib) => (
+                fib.ifindex,
+                forward::next_hop(&fib),
+                forward::selected_source(&fib),
+                None,
+            ),
+            Lookup::TooBig { mtu } if dont_fragment => {
+                return frame.too_big(packet, mtu.saturating_sub(IPV4_HEADER_LEN as u16));
+            }
+            // IPVS would fragment the outer packet; XDP cannot (see Verdict).
+            Lookup::TooBig { .. } => return Err(Verdict::DropTooBig),
+            // IPVS's TUN never needs forwarding.
+            Lookup::ForwardingDisabled => match forward::resolved_by_lvsd(real) {
+                Some(hop) => (hop.ifindex, hop.gateway, hop.source, None),
+                None => return Err(Verdict::DropNoRoute),
+            },
+            Lookup::Unroutable => return Err(Verdict::DropNoRoute),
+        };
+    let source = if auto_source { selected } else { configured };
+    encapsulate(frame, packet, source, real, macs)?;
+    match macs {
+        Some(_) => frame.send(ifindex, next_hop),
+        None => frame.to_neighbour(next_hop, ifindex),
     }
 }
 
-/// Push the outer header. With a `next_hop` the frame is addressed to it;
-/// without one the neighbour layer will address it.
+/// Push the outer header. With the next hop's `macs` the frame is addressed
+/// to it; without them the neighbour layer will address it.
 #[inline(always)]
-fn encapsulate(
-    ctx: &XdpContext,
+fn encapsulate<F: Frame>(
+    frame: &F,
     packet: &Packet,
     source: [u8; 4],
     real: [u8; 4],
-    next_hop: Option<&FibParams>,
+    macs: Option<([u8; 6], [u8; 6])>,
 ) -> Result<(), Verdict> {
     packet.decrement_ttl();
     // SAFETY: pointers validated by Packet::parse; read before they move.
     let (eth, inner) = unsafe { (&*packet.eth, &*packet.ip) };
     let (mut dst_mac, mut src_mac) = (eth.dst, eth.src);
-    if let Some(fib) = next_hop {
-        (dst_mac, src_mac) = (fib.dmac, fib.smac);
+    if let Some(next_hop) = macs {
+        (dst_mac, src_mac) = next_hop;
     }
     let total = (u16::from_be_bytes(inner.total_len) + IPV4_HEADER_LEN as u16).to_be_bytes();
     let df = inner.frag[0] & 0x40;
@@ -98,12 +104,9 @@ fn encapsulate(
     header[10] = check[0];
     header[11] = check[1];
 
-    // SAFETY: plain helper call on our own context.
-    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(IPV4_HEADER_LEN as i32)) } != 0 {
-        return Err(Verdict::DropNoDestination);
-    }
-    let eth: *mut Ethernet = ptr_at(ctx, 0)?;
-    let outer: *mut [u8; IPV4_HEADER_LEN] = ptr_at(ctx, ETH_HEADER_LEN)?;
+    frame.push_ipv4_header()?;
+    let eth: *mut Ethernet = ptr_at(frame, 0)?;
+    let outer: *mut [u8; IPV4_HEADER_LEN] = ptr_at(frame, ETH_HEADER_LEN)?;
     // SAFETY: bounds-checked by ptr_at.
     unsafe {
         *eth = Ethernet {

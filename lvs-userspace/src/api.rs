@@ -39,6 +39,8 @@ pub enum Request {
     Ha,
     /// `-L -c`: live connection entries and persistence templates.
     Connections,
+    /// `lvsadm datapath`: each interface's director and every verdict count.
+    Datapath,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -52,9 +54,40 @@ pub enum Response {
     Connections {
         rows: Vec<ConnView>,
     },
+    Datapath(DatapathView),
     Error {
         message: String,
     },
+}
+
+/// What `lvsadm datapath` shows (ipvsadm has no such listing).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatapathView {
+    /// Which director each interface runs, and why.
+    pub interfaces: Vec<crate::datapath::Attachment>,
+    /// Every verdict counter by name, forwarded and not.
+    pub verdicts: Vec<(String, u64)>,
+    /// What keeps configured services from working (a sysctl, ...).
+    pub warnings: Vec<String>,
+}
+
+impl DatapathView {
+    /// The listing, aligned for reading.
+    pub fn render(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::from("Interface        Datapath Mode     Why\n");
+        for a in &self.interfaces {
+            let _ = writeln!(out, "{:<16} {:<8} {:<8} {}", a.iface, a.datapath, a.mode, a.reason);
+        }
+        out.push_str("Verdict                        Packets\n");
+        for (name, count) in &self.verdicts {
+            let _ = writeln!(out, "{name:<30} {count}");
+        }
+        for w in &self.warnings {
+            let _ = writeln!(out, "warning: {w}");
+        }
+        out
+    }
 }
 
 /// One row of `ipvsadm -L -c`: a connection entry, or a persistence

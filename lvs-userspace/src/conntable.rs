@@ -8,14 +8,11 @@ use lvs_common::{tcp_state::STATE_COUNT, Conn, Direction, FlowKey, Method};
 
 pub type Timeouts = [u32; STATE_COUNT as usize];
 
-const NS_PER_SEC: u64 = 1_000_000_000;
-
-/// The datapath's rule (`lvs-ebpf/src/conntrack.rs`), for an inbound entry.
-/// A packet may stamp an entry after `now_ns` was read: such an entry is
-/// fresh, not idle for most of 2^64 ns.
+/// The datapath's rule (`Conn::expired`), with the timeout of the entry's
+/// state.
 pub fn expired(conn: &Conn, now_ns: u64, timeouts: &Timeouts) -> bool {
     let seconds = timeouts.get(conn.state as usize).copied().unwrap_or(0);
-    now_ns.saturating_sub(conn.last_seen_ns) > seconds as u64 * NS_PER_SEC
+    conn.expired(now_ns, seconds)
 }
 
 /// A connection as the router pair exchanges it: by addresses, since the
@@ -147,7 +144,7 @@ mod tests {
     use lvs_common::{
         tcp_state::{tcp_next, Table},
         tcp_state::{DEFAULT_TIMEOUTS, TCP_ACK, TCP_FIN, TCP_SYN},
-        ConnState,
+        ConnState, NS_PER_SEC,
     };
 
     const S: u64 = NS_PER_SEC;

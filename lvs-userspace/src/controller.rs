@@ -31,7 +31,7 @@ use crate::{
     threshold,
 };
 
-const NS_PER_SEC: u64 = 1_000_000_000;
+use lvs_common::NS_PER_SEC;
 
 /// How long a persistence template that ran out is kept while connections
 /// still depend on it (IPVS's generic 60 s re-check, §4.1).
@@ -50,6 +50,16 @@ pub enum ControlError {
     Capacity { what: &'static str, max: u32 },
     #[error(transparent)]
     Datapath(#[from] DatapathError),
+    #[error(
+        "real server {server} of {service} is this director's own address: its connections go \
+         to the local stack on the service's port {vport}, so a different port \
+         (masquerading to a local port) is not yet supported"
+    )]
+    LocalPortMapping {
+        service: ServiceId,
+        server: Endpoint,
+        vport: u16,
+    },
 }
 
 /// What the controller keeps per live service.
@@ -296,8 +306,15 @@ fn service_key(id: &ServiceId) -> ServiceKey {
     ServiceKey::new(id.vip.addr.octets(), id.vip.port, id.protocol.number())
 }
 
-fn datapath_real(r: &RealSpec) -> Real {
-    Real::new(r.server.addr.octets(), r.server.port, r.method.datapath())
+/// A real server's datapath entry; `local` when the director holds its
+/// address (the datapath then hands its connections to the local stack).
+fn datapath_real(r: &RealSpec, local: bool) -> Real {
+    let real = Real::new(r.server.addr.octets(), r.server.port, r.method.datapath());
+    if local {
+        real.local()
+    } else {
+        real
+    }
 }
 
 impl<D: Datapath> Controller<D> {
@@ -822,7 +839,6 @@ impl<D: Datapath> Controller<D> {
         &self.datapath
     }
 
-    #[cfg(test)]
     pub fn datapath_mut(&mut self) -> &mut D {
         &mut self.datapath
     }
@@ -831,6 +847,7 @@ impl<D: Datapath> Controller<D> {
     pub fn apply(&mut self, commands: &[Command]) -> Result<(), ControlError> {
         let mut target = self.state.clone();
         target.apply_all(commands)?;
+        self.check_local_reals(commands)?;
         // Indexes of removed objects are only freed at the end of the batch,
         // so old and new objects count together, each once.
         let services: BTreeSet<ServiceId> = self
@@ -1209,6 +1226,27 @@ impl<D: Datapath> Controller<D> {
         Ok(())
     }
 
+    /// A local real server is reached on the service's own port (the local
+    /// stack sees the packet as the client sent it), so NAT to a local
+    /// server on another port is refused before anything changes.
+    fn check_local_reals(&self, commands: &[Command]) -> Result<(), ControlError> {
+        for command in commands {
+            let (Command::AddReal { service, real } | Command::EditReal { service, real }) = command
+            else {
+                continue;
+            };
+            let vport = service.vip.port;
+            if vport != 0 && real.server.port != vport && self.datapath.is_local(real.server.addr) {
+                return Err(ControlError::LocalPortMapping {
+                    service: *service,
+                    server: real.server,
+                    vport,
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Real server indexes for a service's list (allocating new ones), in
     /// IPVS order, with their datapath entries written.
     fn dests_for(
@@ -1222,7 +1260,7 @@ impl<D: Datapath> Controller<D> {
             .map(|o| {
                 o.reals
                     .iter()
-                    .map(|r| (r.server, datapath_real(r)))
+                    .map(|r| (r.server, datapath_real(r, self.datapath.is_local(r.server.addr))))
                     .collect()
             })
             .unwrap_or_default();
@@ -1243,7 +1281,7 @@ impl<D: Datapath> Controller<D> {
                     i
                 }
             };
-            let entry = datapath_real(real);
+            let entry = datapath_real(real, self.datapath.is_local(real.server.addr));
             if written.get(&real.server) != Some(&entry) {
                 self.datapath.set_real(index, entry)?;
             }

@@ -11,16 +11,17 @@ use std::{
     time::Duration,
 };
 
+use lvs_common::NextHop;
 use tokio::{
     io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
     net::{UnixListener, UnixStream},
 };
 
 use crate::{
-    api::{HaView, IpvsTimeouts, Request, Response},
+    api::{DatapathView, HaView, IpvsTimeouts, Request, Response},
     config,
     controller::Controller,
-    datapath::{Datapath, KernelDatapath, Lifetime},
+    datapath::{Attachment, Datapath, DatapathChoice, KernelDatapath, Lifetime},
     ha::runner::Ha,
     health::supervisor::Supervisor,
     model::{Method, State},
@@ -42,6 +43,8 @@ pub struct Options {
     pub expirations: crate::controller::Expirations,
     /// Table sizes for the XDP maps.
     pub limits: crate::datapath::Limits,
+    /// Which director each interface gets.
+    pub datapath: DatapathChoice,
 }
 
 /// The whole daemon: check the config, bind the socket, attach, apply,
@@ -67,20 +70,19 @@ pub async fn start(options: Options, shutdown: impl Future) -> anyhow::Result<()
         } else {
             Lifetime::Lvsd
         };
-        let datapath =
-            KernelDatapath::attach_for(&options.interfaces, settings, options.limits, lifetime)?;
-        for a in &datapath.attachments {
-            tracing::info!(iface = %a.iface, ifindex = a.ifindex, mode = a.mode, "attached XDP director");
-        }
-        // bpf_fib_lookup refuses to forward (and so does the kernel) without it.
-        if std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").is_ok_and(|v| v.trim() == "0") {
-            tracing::warn!("net.ipv4.ip_forward is 0: NAT traffic will not be forwarded (sysctl -w net.ipv4.ip_forward=1)");
-        }
+        let datapath = KernelDatapath::attach_for(
+            &options.interfaces,
+            settings,
+            options.limits,
+            lifetime,
+            options.datapath,
+        )?;
         let mut controller = Controller::new(datapath);
         controller.set_expirations(options.expirations);
         controller
             .apply(&commands)
             .context("applying the configuration")?;
+        warn_forwarding(&controller.datapath().attachments, controller.state());
         anyhow::Ok(controller)
     })();
     // A router of a pair binds its links and gives up floating addresses
@@ -97,6 +99,7 @@ pub async fn start(options: Options, shutdown: impl Future) -> anyhow::Result<()
         }
     };
     tracing::info!(socket = %options.socket.display(), services = controller.state().services.len(), "lvsd ready");
+    let interfaces = controller.datapath().attachments.clone();
     let events = controller
         .datapath()
         .events_fd()
@@ -117,6 +120,7 @@ pub async fn start(options: Options, shutdown: impl Future) -> anyhow::Result<()
         controller: shared.clone(),
         configured,
         ha: ha_status,
+        interfaces,
     });
     run(context, listener, shutdown).await;
     let _ = stop_ha.send(());
@@ -146,6 +150,8 @@ pub struct Context<D> {
     pub configured: tokio::sync::watch::Sender<State>,
     /// The router pair's state, when lvsd is one of a pair.
     pub ha: Option<Arc<Mutex<HaView>>>,
+    /// Which director each interface runs.
+    pub interfaces: Vec<Attachment>,
 }
 
 /// Bind the control socket: its directory root-only, the socket 0600, a
@@ -254,9 +260,20 @@ pub fn handle<D: Datapath>(context: &Context<D>, request: Request) -> Response {
             if r.is_ok() {
                 tracing::info!(?commands, "applied");
                 context.configured.send_replace(c.state().clone());
+                warn_forwarding(&context.interfaces, c.state());
             }
             r
         }
+        Request::Datapath => c.datapath().verdicts().map_err(Into::into).map(|verdicts| {
+            Response::Datapath(DatapathView {
+                interfaces: context.interfaces.clone(),
+                verdicts: verdicts
+                    .into_iter()
+                    .map(|(v, n)| (v.name().to_string(), n))
+                    .collect(),
+                warnings: forwarding_warnings(&context.interfaces, c.state()),
+            })
+        }),
         Request::Zero { service } => c.zero(service).map(|()| Response::Ok),
         Request::List => c.snapshot().map(Response::Snapshot),
         Request::SetTimeouts(set) => match set.applied_to(&c.timeouts()) {
@@ -322,7 +339,19 @@ async fn maintain<D: Datapath + 'static>(
                 }
                 forwarded_reals(c.state())
             };
-            current.reconcile(&wanted);
+            let changes = current.reconcile(&wanted);
+            if !changes.is_empty() {
+                let mut c = shared.lock().unwrap_or_else(|p| p.into_inner());
+                for (real, hop) in changes {
+                    let written = match hop {
+                        Some(hop) => c.datapath_mut().set_next_hop(real, hop),
+                        None => c.datapath_mut().remove_next_hop(real),
+                    };
+                    if let Err(e) = written {
+                        tracing::warn!(%real, "next hop for the datapath: {e}");
+                    }
+                }
+            }
             current
         })
         .await
@@ -397,6 +426,50 @@ async fn supervise<D: Datapath + Send + 'static>(
     supervisor.stop();
 }
 
+/// NAT needs forwarding on every interface its packets arrive on, as IPVS's
+/// does (DR and TUN do not): one line per interface where it is off, naming
+/// the sysctl and the services it breaks. Read at every apply, not once.
+fn forwarding_warnings(interfaces: &[Attachment], state: &State) -> Vec<String> {
+    let nat: Vec<String> = state
+        .services
+        .iter()
+        .filter(|s| {
+            s.reals.iter().any(|r| r.method == Method::Nat)
+                || s.health.sorry.is_some_and(|x| x.method == Method::Nat)
+        })
+        .map(|s| s.spec.id.to_string())
+        .collect();
+    if nat.is_empty() {
+        return Vec::new();
+    }
+    let named = if nat.len() > 3 {
+        format!("{} and {} more", nat[..3].join(", "), nat.len() - 3)
+    } else {
+        nat.join(", ")
+    };
+    interfaces
+        .iter()
+        .filter(|a| {
+            let sysctl = netconf::ipv4_conf(&a.iface, "forwarding");
+            netconf::read_sysctl(&sysctl).is_ok_and(|v| v.trim() == "0")
+        })
+        .map(|a| {
+            format!(
+                "net.ipv4.conf.{iface}.forwarding is 0: NAT packets arriving on {iface} are dropped \
+                 (drop_forwarding_disabled) for {named}; sysctl -w net.ipv4.conf.{iface}.forwarding=1 \
+                 (or net.ipv4.ip_forward=1 for every interface)",
+                iface = a.iface
+            )
+        })
+        .collect()
+}
+
+fn warn_forwarding(interfaces: &[Attachment], state: &State) {
+    for warning in forwarding_warnings(interfaces, state) {
+        tracing::warn!("{warning}");
+    }
+}
+
 /// Real servers (and sorry servers) reached by DR or TUN: the datapath
 /// needs their next hop's MAC.
 fn forwarded_reals(state: &State) -> BTreeSet<Ipv4Addr> {
@@ -427,25 +500,37 @@ struct Neighbours {
 }
 
 impl Neighbours {
-    fn reconcile(&mut self, wanted: &BTreeSet<Ipv4Addr>) {
+    /// Resolve what is new, release what is gone. Returns the changes for
+    /// the datapath's `NEXT_HOPS` (which DR and TUN use while forwarding
+    /// is off): a real server's next hop, or `None` to forget it.
+    fn reconcile(&mut self, wanted: &BTreeSet<Ipv4Addr>) -> Vec<(Ipv4Addr, Option<NextHop>)> {
+        let mut changes = Vec::new();
         for real in wanted {
             if self.managed.contains_key(real) {
                 continue;
             }
-            let result = netconf::next_hop(*real).and_then(|(hop, dev)| {
+            let result = netconf::route_to(*real).and_then(|route| {
+                let ifindex = nix::net::if_::if_nametoindex(route.dev.as_str()).unwrap_or(0);
+                let hop = NextHop {
+                    ifindex,
+                    gateway: route.next_hop.octets(),
+                    source: route.source.map_or([0; 4], |a| a.octets()),
+                };
                 // An operator's static entry is always resolved: leave it be.
-                if netconf::static_neighbour(hop, &dev)? {
-                    return Ok(None);
+                if netconf::static_neighbour(route.next_hop, &route.dev)? {
+                    return Ok((hop, None));
                 }
-                netconf::manage_neighbour(hop, &dev).map(|()| Some((hop, dev)))
+                netconf::manage_neighbour(route.next_hop, &route.dev)
+                    .map(|()| (hop, Some((route.next_hop, route.dev))))
             });
             match result {
-                Ok(hop) => {
-                    if let Some((hop, dev)) = &hop {
+                Ok((next_hop, managed)) => {
+                    if let Some((hop, dev)) = &managed {
                         tracing::info!(%real, next_hop = %hop, %dev, "keeping next hop resolved");
                     }
                     self.failing.remove(real);
-                    self.managed.insert(*real, hop);
+                    self.managed.insert(*real, managed);
+                    changes.push((*real, Some(next_hop)));
                 }
                 Err(e) => {
                     if self.failing.insert(*real) {
@@ -462,10 +547,12 @@ impl Neighbours {
             .copied()
             .collect();
         for real in gone {
+            changes.push((real, None));
             if let Some(Some(hop)) = self.managed.remove(&real) {
                 self.release(hop);
             }
         }
+        changes
     }
 
     /// Forget a next hop no remaining real server uses.
@@ -503,6 +590,7 @@ mod tests {
     #[test]
     fn set_timeouts_reaches_the_datapath_and_reads_back() {
         let context = Context {
+            interfaces: Vec::new(),
             controller: Arc::new(Mutex::new(Controller::new(FakeDatapath::default()))),
             configured: tokio::sync::watch::channel(State::default()).0,
             ha: None,
@@ -535,6 +623,7 @@ mod tests {
     fn every_response_serializes() {
         // An internally tagged newtype variant holding a list does not.
         let context = Context {
+            interfaces: Vec::new(),
             controller: Arc::new(Mutex::new(Controller::new(FakeDatapath::default()))),
             configured: tokio::sync::watch::channel(State::default()).0,
             ha: None,

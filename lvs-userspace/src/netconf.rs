@@ -50,9 +50,18 @@ fn ip(args: &[&str]) -> Result<String, NetconfError> {
     run("ip", args)
 }
 
-/// Where the kernel sends packets for `addr`: the next hop (the address
-/// itself when it is on-link) and the interface.
-pub fn next_hop(addr: Ipv4Addr) -> Result<(Ipv4Addr, String), NetconfError> {
+/// Where the kernel sends packets for `addr`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    /// The gateway, or the address itself when it is on-link.
+    pub next_hop: Ipv4Addr,
+    pub dev: String,
+    /// The source address the route selects.
+    pub source: Option<Ipv4Addr>,
+}
+
+/// Where the kernel sends packets for `addr` (`ip route get`).
+pub fn route_to(addr: Ipv4Addr) -> Result<Route, NetconfError> {
     let target = addr.to_string();
     let args = ["-j", "-4", "route", "get", target.as_str()];
     let out = ip(&args)?;
@@ -63,11 +72,16 @@ pub fn next_hop(addr: Ipv4Addr) -> Result<(Ipv4Addr, String), NetconfError> {
     let routes: serde_json::Value = serde_json::from_str(&out).map_err(|e| bad(&e.to_string()))?;
     let route = routes.get(0).ok_or_else(|| bad("no route"))?;
     let dev = route["dev"].as_str().ok_or_else(|| bad("no `dev`"))?;
-    let hop = match route["gateway"].as_str() {
+    let next_hop = match route["gateway"].as_str() {
         Some(gw) => gw.parse().map_err(|_| bad("bad `gateway`"))?,
         None => addr,
     };
-    Ok((hop, dev.to_string()))
+    let source = route["prefsrc"].as_str().and_then(|s| s.parse().ok());
+    Ok(Route {
+        next_hop,
+        dev: dev.to_string(),
+        source,
+    })
 }
 
 /// Ask the kernel to resolve `addr` now and keep it resolved (a "managed"

@@ -95,6 +95,25 @@ fn run() -> anyhow::Result<()> {
             other => anyhow::bail!("unexpected answer from lvsd: {other:?}"),
         };
     }
+    if args.first().is_some_and(|a| a == "datapath") {
+        let json = match &args[1..] {
+            [] => false,
+            [flag] if flag == "--json" => true,
+            _ => anyhow::bail!("usage: lvsadm datapath [--json]"),
+        };
+        return match api::call(&socket, &Request::Datapath)? {
+            Response::Datapath(view) if json => {
+                println!("{}", serde_json::to_string_pretty(&view)?);
+                Ok(())
+            }
+            Response::Datapath(view) => {
+                print!("{}", view.render());
+                Ok(())
+            }
+            Response::Error { message } => anyhow::bail!("{message}"),
+            other => anyhow::bail!("unexpected answer from lvsd: {other:?}"),
+        };
+    }
     let invocation = ipvsadm::parse(&args)?;
     let request = match &invocation.action {
         Action::Help => {
@@ -135,7 +154,9 @@ fn run() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Response::Ha(_) => anyhow::bail!("lvsd answered with the HA state to another request"),
+        Response::Ha(_) | Response::Datapath(_) => {
+            anyhow::bail!("lvsd answered a different request")
+        }
         Response::Connections { mut rows } => {
             if let Action::Connections(Some(id)) = &invocation.action {
                 let vip = std::net::SocketAddrV4::new(id.vip.addr, id.vip.port);

@@ -41,6 +41,11 @@ struct Args {
     /// least recently used entry makes room when it is full.
     #[arg(long, value_name = "N", default_value_t = lvs_common::CONN_TABLE_SIZE)]
     conn_table_size: u32,
+    /// Which director each interface gets: `auto` runs native XDP on NIC
+    /// drivers and the tc director on virtual devices (veth, bridge, ...),
+    /// where XDP would lose frames or checksums; `xdp` or `tc` force one.
+    #[arg(long, value_enum, default_value_t = lvs::datapath::DatapathChoice::Auto)]
+    datapath: lvs::datapath::DatapathChoice,
 }
 
 #[tokio::main]
@@ -62,6 +67,7 @@ async fn main() -> anyhow::Result<()> {
         max_services,
         max_reals,
         conn_table_size,
+        datapath,
     } = Args::parse();
     let mut term = signal(SignalKind::terminate())?;
     let shutdown = async move {
@@ -85,6 +91,7 @@ async fn main() -> anyhow::Result<()> {
                 reals: max_reals,
                 connections: conn_table_size,
             },
+            datapath,
         },
         shutdown,
     )

@@ -28,6 +28,9 @@ pub struct FakeDatapath {
     pub timeouts: [u32; STATE_COUNT as usize],
     pub now_ns: u64,
     pub limits: Limits,
+    /// Addresses `is_local` says the director holds (besides loopback).
+    pub local: std::collections::BTreeSet<std::net::Ipv4Addr>,
+    pub next_hops: HashMap<std::net::Ipv4Addr, lvs_common::NextHop>,
 }
 
 impl FakeDatapath {
@@ -232,5 +235,20 @@ impl Datapath for FakeDatapath {
     }
     fn now_ns(&self) -> Result<u64, DatapathError> {
         Ok(self.now_ns)
+    }
+    fn is_local(&self, addr: std::net::Ipv4Addr) -> bool {
+        addr.is_loopback() || self.local.contains(&addr)
+    }
+    fn set_next_hop(
+        &mut self,
+        real: std::net::Ipv4Addr,
+        hop: lvs_common::NextHop,
+    ) -> Result<(), DatapathError> {
+        self.next_hops.insert(real, hop);
+        Ok(())
+    }
+    fn remove_next_hop(&mut self, real: std::net::Ipv4Addr) -> Result<(), DatapathError> {
+        self.next_hops.remove(&real);
+        Ok(())
     }
 }

@@ -1,28 +1,37 @@
 //! The real datapath: the embedded XDP object, attached to interfaces, and
 //! its maps. Each error names the map or interface and the failing call.
 
+use std::net::Ipv4Addr;
+
 use aya::{
     maps::{
         xdp::DevMapHash, Array, HashMap, MapData, MapError, PerCpuArray, PerCpuValues, RingBuf,
     },
-    programs::{SchedClassifier, TcAttachType, Xdp, XdpMode},
+    programs::{
+        tc::{
+            qdisc_add_clsact, qdisc_detach_program, NlOptions, SchedClassifierLink,
+            TcAttachOptions,
+        },
+        SchedClassifier, TcAttachType, Xdp, XdpMode,
+    },
     Ebpf, EbpfLoader,
 };
 use lvs_common::{
-    tcp_state::STATE_COUNT, Conn, Counters, Event, FlowKey, LocalityEntry, LocalityKey, Real,
-    Service, ServiceKey, Settings, Template, TemplateKey, Verdict,
+    tcp_state::STATE_COUNT, Conn, Counters, Event, FlowKey, LocalityEntry, LocalityKey, NextHop,
+    Real, Service, ServiceKey, Settings, Template, TemplateKey, Verdict,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{
     standalone::{attach_by_netlink, netlink},
-    Datapath, DatapathError, Limits, XdpAttachMode,
+    Datapath, DatapathError, Limits, LocalAddresses, XdpAttachMode,
 };
 
 /// The compiled `lvs-ebpf` object (built by this crate's build script).
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("LVS_EBPF_OBJECT"));
 
 const DIRECTOR: &str = "lvs_director";
+const DIRECTOR_TC: &str = "lvs_director_tc";
 const NEIGH: &str = "lvs_neigh";
 
 /// One `BPF_PROG_TEST_RUN` outcome.
@@ -61,13 +70,51 @@ pub(super) fn program_stats(
     })
 }
 
-/// How the program ended up attached to one interface.
-#[derive(Clone, Debug, Serialize)]
+/// Which director an interface gets (`lvsd --datapath`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum DatapathChoice {
+    /// Native XDP where the driver has it, tc on virtual devices.
+    #[default]
+    Auto,
+    /// XDP everywhere (native, else generic), as on a tuned lab or bench.
+    Xdp,
+    /// tc everywhere.
+    Tc,
+}
+
+/// How the director ended up attached to one interface.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attachment {
     pub iface: String,
     pub ifindex: u32,
-    /// "native" or "generic".
-    pub mode: &'static str,
+    /// "xdp" or "tc".
+    pub datapath: String,
+    /// "native" or "generic" for XDP; "tcx" or "netlink" for tc.
+    pub mode: String,
+    /// Why this datapath.
+    pub reason: String,
+}
+
+/// The director an interface gets, and why, before anything is attached.
+fn choose(iface: &str, choice: DatapathChoice) -> (bool, String) {
+    match choice {
+        DatapathChoice::Xdp => (true, "--datapath xdp".into()),
+        DatapathChoice::Tc => (false, "--datapath tc".into()),
+        DatapathChoice::Auto => {
+            let device = std::path::Path::new("/sys/class/net").join(iface).join("device");
+            if device.exists() {
+                (true, "a NIC driver: native XDP".into())
+            } else {
+                (
+                    false,
+                    "a virtual device (veth, bridge, ...): a frame sent on from XDP would be \
+                     dropped by a peer without XDP, or lose a checksum left to offload"
+                        .into(),
+                )
+            }
+        }
+    }
 }
 
 /// How long the director stays attached.
@@ -124,20 +171,137 @@ fn attach_kept(program: &Xdp, iface: &str, ifindex: u32) -> Result<XdpAttachMode
         .as_fd()
         .as_raw_fd();
     let mode = attach_by_netlink(iface, ifindex, fd, leftover)?;
+    write_owner_record(&record)?;
+    Ok(mode)
+}
+
+fn classifier<'a>(
+    ebpf: &'a mut Ebpf,
+    program: &'static str,
+) -> Result<&'a mut SchedClassifier, DatapathError> {
+    ebpf.program_mut(program)
+        .ok_or(DatapathError::MissingProgram { program })?
+        .try_into()
+        .map_err(|source| DatapathError::Program { program, source })
+}
+
+/// Attach the XDP director; `None` when `--datapath auto` finds no native
+/// XDP (the interface then gets the tc director, not generic XDP, which
+/// would have the same faults on a virtual device).
+fn attach_xdp(
+    program: &mut Xdp,
+    iface: &str,
+    ifindex: u32,
+    lifetime: Lifetime,
+    choice: DatapathChoice,
+    kept: &mut KeptGuard,
+) -> Result<Option<&'static str>, DatapathError> {
+    if lifetime == Lifetime::Kernel {
+        let mode = attach_kept(program, iface, ifindex)?;
+        kept.0.push((ifindex, mode));
+        return Ok(match mode {
+            XdpAttachMode::Native => Some("native"),
+            XdpAttachMode::Generic if choice == DatapathChoice::Auto => {
+                detach_kept(&mut vec![kept.0.pop().expect("pushed above")]);
+                None
+            }
+            XdpAttachMode::Generic => Some("generic"),
+        });
+    }
+    if program.attach(iface, XdpMode::Driver).is_ok() {
+        return Ok(Some("native"));
+    }
+    if choice == DatapathChoice::Auto {
+        return Ok(None);
+    }
+    program
+        .attach(iface, XdpMode::Skb)
+        .map_err(|source| DatapathError::Attach {
+            iface: iface.to_string(),
+            source,
+        })?;
+    Ok(Some("generic"))
+}
+
+/// A tc director attached by netlink for `Lifetime::Kernel`: it outlives a
+/// killed lvsd; dropping this (a clean exit) detaches it and its record.
+pub struct KeptTc {
+    link: Option<SchedClassifierLink>,
+    ifindex: u32,
+}
+
+impl Drop for KeptTc {
+    fn drop(&mut self) {
+        drop(self.link.take());
+        if let Ok(record) = owner_record(self.ifindex) {
+            let _ = std::fs::remove_file(record);
+        }
+    }
+}
+
+/// Attach the tc director on ingress: a tcx link that lives as long as
+/// lvsd, or for `Lifetime::Kernel` a netlink filter that outlives it,
+/// replacing one a dead lvsd left.
+fn attach_tc(
+    ebpf: &mut Ebpf,
+    iface: &str,
+    ifindex: u32,
+    lifetime: Lifetime,
+) -> Result<(Option<KeptTc>, &'static str), DatapathError> {
+    let tc_err = |source| DatapathError::TcAttach {
+        program: DIRECTOR_TC,
+        iface: iface.to_string(),
+        source,
+    };
+    let program = classifier(ebpf, DIRECTOR_TC)?;
+    if lifetime == Lifetime::Lvsd {
+        program.attach(iface, TcAttachType::Ingress).map_err(tc_err)?;
+        return Ok((None, "tcx"));
+    }
+    let record = owner_record(ifindex)?;
+    if let Some(pid) = live_owner(&record) {
+        return Err(DatapathError::InUse {
+            iface: iface.to_string(),
+            pid,
+            record: record.display().to_string(),
+        });
+    }
+    if record.exists() {
+        // A dead lvsd's director: ours replaces it.
+        let _ = qdisc_detach_program(iface, TcAttachType::Ingress, DIRECTOR_TC);
+    }
+    // Already there is fine.
+    let _ = qdisc_add_clsact(iface);
+    let id = program
+        .attach_with_options(
+            iface,
+            TcAttachType::Ingress,
+            TcAttachOptions::Netlink(NlOptions::default()),
+        )
+        .map_err(tc_err)?;
+    let link = program.take_link(id).map_err(tc_err)?;
+    let kept = KeptTc {
+        link: Some(link),
+        ifindex,
+    };
+    write_owner_record(&record)?;
+    Ok((Some(kept), "netlink"))
+}
+
+fn write_owner_record(record: &std::path::Path) -> Result<(), DatapathError> {
     let write = || -> std::io::Result<()> {
         use std::os::unix::fs::DirBuilderExt;
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create("/run/lvs")?;
-        std::fs::write(&record, std::process::id().to_string())
+        std::fs::write(record, std::process::id().to_string())
     };
     write().map_err(|source| DatapathError::Record {
         call: "write",
         path: record.display().to_string(),
         source,
-    })?;
-    Ok(mode)
+    })
 }
 
 pub struct KernelDatapath {
@@ -145,6 +309,11 @@ pub struct KernelDatapath {
     ebpf: Ebpf,
     /// Netlink attachments (`Lifetime::Kernel`), detached on drop.
     kept: Vec<(u32, XdpAttachMode)>,
+    /// tc attachments taken out of aya's keeping (`Lifetime::Kernel`):
+    /// dropped (detached) with the datapath, left behind by a killed lvsd.
+    _tc_kept: Vec<KeptTc>,
+    next_hops: HashMap<MapData, u32, NextHop>,
+    local: LocalAddresses,
     services: HashMap<MapData, ServiceKey, Service>,
     rings: Array<MapData, u32>,
     buckets: Array<MapData, u32>,
@@ -178,24 +347,27 @@ macro_rules! typed {
 }
 
 impl KernelDatapath {
-    /// Load the object and attach the director to every interface, native
-    /// mode first, generic as the fallback, with `lvs_neigh` on tc ingress
-    /// beside it, the tables sized by `limits`. Nothing stays attached on
-    /// error.
+    /// Load the object and attach the XDP director to every interface,
+    /// native mode first, generic as the fallback, with `lvs_neigh` on tc
+    /// ingress beside it, the tables sized by `limits`. Nothing stays
+    /// attached on error. (Fixtures and the bench; lvsd uses `attach_for`.)
     pub fn attach(
         ifaces: &[String],
         settings: Settings,
         limits: Limits,
     ) -> Result<Self, DatapathError> {
-        Self::attach_for(ifaces, settings, limits, Lifetime::Lvsd)
+        Self::attach_for(ifaces, settings, limits, Lifetime::Lvsd, DatapathChoice::Xdp)
     }
 
-    /// As `attach`, choosing how long the director stays attached.
+    /// As `attach`, choosing how long the director stays attached and which
+    /// director each interface gets: XDP (with `lvs_neigh` beside it) or the
+    /// same director on tc ingress (`lvs_director_tc`).
     pub fn attach_for(
         ifaces: &[String],
         settings: Settings,
         limits: Limits,
         lifetime: Lifetime,
+        choice: DatapathChoice,
     ) -> Result<Self, DatapathError> {
         let limits = limits.check()?;
         let ifindexes = ifaces
@@ -218,14 +390,7 @@ impl KernelDatapath {
         }
         let mut ebpf = loader.load(EBPF_OBJECT)?;
         let mut egress: DevMapHash<MapData> = typed!(&mut ebpf, DevMapHash<MapData>, "EGRESS");
-        for (iface, &ifindex) in ifaces.iter().zip(&ifindexes) {
-            egress
-                .insert(ifindex, ifindex, None, 0)
-                .map_err(|source| DatapathError::Egress {
-                    iface: iface.clone(),
-                    source,
-                })?;
-        }
+        let plan: Vec<(bool, String)> = ifaces.iter().map(|i| choose(i, choice)).collect();
         let services = typed!(&mut ebpf, HashMap<MapData, ServiceKey, Service>, "SERVICES");
         let rings = typed!(&mut ebpf, Array<MapData, u32>, "RINGS");
         let buckets = typed!(&mut ebpf, Array<MapData, u32>, "BUCKETS");
@@ -250,27 +415,11 @@ impl KernelDatapath {
             .set(0, settings, 0)
             .map_err(map_err("bpf_map_update_elem", "SETTINGS"))?;
 
-        let neigh: &mut SchedClassifier = ebpf
-            .program_mut(NEIGH)
-            .ok_or(DatapathError::MissingProgram { program: NEIGH })?
-            .try_into()
-            .map_err(|source| DatapathError::Program {
-                program: NEIGH,
-                source,
-            })?;
-        neigh.load().map_err(|source| DatapathError::Program {
-            program: NEIGH,
-            source,
-        })?;
-        for iface in ifaces {
-            neigh
-                .attach(iface, TcAttachType::Ingress)
-                .map_err(|source| DatapathError::TcAttach {
-                    iface: iface.clone(),
-                    source,
-                })?;
+        for program in [NEIGH, DIRECTOR_TC] {
+            classifier(&mut ebpf, program)?
+                .load()
+                .map_err(|source| DatapathError::Program { program, source })?;
         }
-
         let program: &mut Xdp = ebpf
             .program_mut(DIRECTOR)
             .ok_or(DatapathError::MissingProgram { program: DIRECTOR })?
@@ -283,45 +432,67 @@ impl KernelDatapath {
             program: DIRECTOR,
             source,
         })?;
+
         let mut attachments = Vec::new();
         let mut kept = KeptGuard(Vec::new());
-        for (iface, &ifindex) in ifaces.iter().zip(&ifindexes) {
-            if lifetime == Lifetime::Kernel {
-                let mode = attach_kept(program, iface, ifindex)?;
-                kept.0.push((ifindex, mode));
-                attachments.push(Attachment {
-                    iface: iface.clone(),
-                    ifindex,
-                    mode: match mode {
-                        XdpAttachMode::Native => "native",
-                        XdpAttachMode::Generic => "generic",
-                    },
-                });
-                continue;
-            }
-            let mode = match program.attach(iface, XdpMode::Driver) {
-                Ok(_) => "native",
-                Err(_) => {
-                    program.attach(iface, XdpMode::Skb).map_err(|source| {
-                        DatapathError::Attach {
-                            iface: iface.clone(),
-                            source,
-                        }
-                    })?;
-                    "generic"
+        let mut tc_links = Vec::new();
+        for ((iface, &ifindex), (mut xdp, mut reason)) in ifaces.iter().zip(&ifindexes).zip(plan) {
+            let mut mode = String::new();
+            if xdp {
+                let program: &mut Xdp = ebpf
+                    .program_mut(DIRECTOR)
+                    .expect("loaded above")
+                    .try_into()
+                    .expect("an XDP program");
+                match attach_xdp(program, iface, ifindex, lifetime, choice, &mut kept)? {
+                    Some(m) => mode = m.into(),
+                    None => {
+                        xdp = false;
+                        reason = "no native XDP in its driver".into();
+                    }
                 }
-            };
+            }
+            if xdp {
+                egress
+                    .insert(ifindex, ifindex, None, 0)
+                    .map_err(|source| DatapathError::Egress {
+                        iface: iface.clone(),
+                        source,
+                    })?;
+                // Frames XDP could not address go on through lvs_neigh.
+                classifier(&mut ebpf, NEIGH)?
+                    .attach(iface, TcAttachType::Ingress)
+                    .map_err(|source| DatapathError::TcAttach {
+                        program: NEIGH,
+                        iface: iface.clone(),
+                        source,
+                    })?;
+            } else {
+                let (link, how) = attach_tc(&mut ebpf, iface, ifindex, lifetime)?;
+                mode = how.into();
+                if let Some(link) = link {
+                    tc_links.push(link);
+                }
+            }
+            let datapath = if xdp { "xdp" } else { "tc" };
+            tracing::info!(%iface, datapath, %mode, "director attached: {reason}");
             attachments.push(Attachment {
                 iface: iface.clone(),
                 ifindex,
+                datapath: datapath.into(),
                 mode,
+                reason,
             });
         }
         // Taken maps must outlive the program loads that refer to them.
         drop((egress, settings_map));
+        let next_hops = typed!(&mut ebpf, HashMap<MapData, u32, NextHop>, "NEXT_HOPS");
         Ok(Self {
             ebpf,
             kept: std::mem::take(&mut kept.0),
+            _tc_kept: tc_links,
+            next_hops,
+            local: LocalAddresses::default(),
             services,
             rings,
             buckets,
@@ -386,7 +557,7 @@ impl KernelDatapath {
 
     /// What the verifier made of the director and the tc program.
     pub fn program_stats(&self) -> Result<Vec<ProgramStats>, DatapathError> {
-        [DIRECTOR, NEIGH]
+        [DIRECTOR, DIRECTOR_TC, NEIGH]
             .into_iter()
             .map(|name| {
                 let program = self
@@ -671,6 +842,21 @@ impl Datapath for KernelDatapath {
     }
     fn now_ns(&self) -> Result<u64, DatapathError> {
         monotonic_ns()
+    }
+    fn is_local(&self, addr: Ipv4Addr) -> bool {
+        self.local.contains(addr)
+    }
+    fn set_next_hop(&mut self, real: Ipv4Addr, hop: NextHop) -> Result<(), DatapathError> {
+        self.next_hops
+            .insert(u32::from_ne_bytes(real.octets()), hop, 0)
+            .map_err(map_err("bpf_map_update_elem", "NEXT_HOPS"))
+    }
+    fn remove_next_hop(&mut self, real: Ipv4Addr) -> Result<(), DatapathError> {
+        remove(
+            &mut self.next_hops,
+            &u32::from_ne_bytes(real.octets()),
+            "NEXT_HOPS",
+        )
     }
     fn verdicts(&self) -> Result<Vec<(Verdict, u64)>, DatapathError> {
         Verdict::ALL

@@ -9,13 +9,15 @@ mod standalone;
 #[cfg(test)]
 pub mod fake;
 
-pub use kernel::{Attachment, KernelDatapath, Lifetime, ProgramStats, TestRun};
+pub use kernel::{Attachment, DatapathChoice, KernelDatapath, Lifetime, ProgramStats, TestRun};
 pub use limits::Limits;
 pub use standalone::{StandaloneXdp, XdpAttachMode};
 
+use std::net::Ipv4Addr;
+
 use lvs_common::{
-    tcp_state::STATE_COUNT, Conn, Counters, Event, FlowKey, LocalityEntry, LocalityKey, Real,
-    Service, ServiceKey, Template, TemplateKey, Verdict,
+    tcp_state::STATE_COUNT, Conn, Counters, Event, FlowKey, LocalityEntry, LocalityKey, NextHop,
+    Real, Service, ServiceKey, Template, TemplateKey, Verdict,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -43,8 +45,9 @@ pub enum DatapathError {
         iface: String,
         source: aya::programs::ProgramError,
     },
-    #[error("attaching tc program `lvs_neigh` to `{iface}` ingress failed: {source}")]
+    #[error("attaching tc program `{program}` to `{iface}` ingress failed: {source}")]
     TcAttach {
+        program: &'static str,
         iface: String,
         source: aya::programs::ProgramError,
     },
@@ -141,4 +144,53 @@ pub trait Datapath: Send {
     fn set_timeouts(&mut self, seconds: &[u32; STATE_COUNT as usize]) -> Result<(), DatapathError>;
     /// Now on the clock the datapath stamps entries with.
     fn now_ns(&self) -> Result<u64, DatapathError>;
+    /// Whether `addr` is this director's own (loopback, or held by an
+    /// interface in its network namespace): a real server there is local.
+    fn is_local(&self, addr: Ipv4Addr) -> bool;
+    /// The next hop lvsd resolved towards a DR or TUN real server, for the
+    /// datapath to use while the FIB refuses (forwarding off).
+    fn set_next_hop(&mut self, real: Ipv4Addr, hop: NextHop) -> Result<(), DatapathError>;
+    /// Forget it; one already gone is not an error.
+    fn remove_next_hop(&mut self, real: Ipv4Addr) -> Result<(), DatapathError>;
+}
+
+/// The director's own addresses, read at most once a second: `is_local` is
+/// asked for every real server an apply writes.
+#[derive(Default)]
+pub struct LocalAddresses(std::sync::Mutex<AddressCache>);
+
+#[derive(Default)]
+pub struct AddressCache {
+    read_at: Option<std::time::Instant>,
+    addresses: std::collections::BTreeSet<Ipv4Addr>,
+}
+
+impl LocalAddresses {
+    pub fn contains(&self, addr: Ipv4Addr) -> bool {
+        if addr.is_loopback() {
+            return true;
+        }
+        let mut cache = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        cache.contains(addr)
+    }
+}
+
+impl AddressCache {
+    fn contains(&mut self, addr: Ipv4Addr) -> bool {
+        let stale = self
+            .read_at
+            .is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(1));
+        if stale {
+            self.read_at = Some(std::time::Instant::now());
+            match nix::ifaddrs::getifaddrs() {
+                Ok(list) => {
+                    self.addresses = list
+                        .filter_map(|ifa| ifa.address?.as_sockaddr_in().map(|a| a.ip()))
+                        .collect();
+                }
+                Err(e) => tracing::warn!("getifaddrs: {e} (local real servers not recognised)"),
+            }
+        }
+        self.addresses.contains(&addr)
+    }
 }

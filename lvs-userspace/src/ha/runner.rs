@@ -612,7 +612,7 @@ async fn announce(addresses: Vec<Floating>, repeat: u32, spacing_ms: u64) {
 
 /// The wire numbers methods as IPVS does; the datapath has its own.
 fn wire_method(method: u8) -> Option<u8> {
-    Some(method_to_wire(lvs_common::Method::from_u8(method)?))
+    method_to_wire(lvs_common::Method::from_u8(method)?)
 }
 
 /// `parse` accepted only known methods.

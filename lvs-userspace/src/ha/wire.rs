@@ -94,13 +94,15 @@ pub const METHOD_ROUTE: u8 = 0;
 pub const METHOD_TUNNEL: u8 = 1;
 pub const METHOD_NAT: u8 = 2;
 
-/// The wire number of a datapath forwarding method.
-pub const fn method_to_wire(method: lvs_common::maps::Method) -> u8 {
+/// The wire number of a datapath forwarding method; `None` for a local
+/// real server, whose connections end with the router that holds them.
+pub const fn method_to_wire(method: lvs_common::maps::Method) -> Option<u8> {
     use lvs_common::maps::Method;
     match method {
-        Method::Route => METHOD_ROUTE,
-        Method::Tunnel => METHOD_TUNNEL,
-        Method::Nat => METHOD_NAT,
+        Method::Route => Some(METHOD_ROUTE),
+        Method::Tunnel => Some(METHOD_TUNNEL),
+        Method::Nat => Some(METHOD_NAT),
+        Method::Local => None,
     }
 }
 
@@ -1725,10 +1727,11 @@ mod tests {
             (Method::Tunnel, METHOD_TUNNEL),
             (Method::Nat, METHOD_NAT),
         ] {
-            assert_eq!(method_to_wire(method), wire);
+            assert_eq!(method_to_wire(method), Some(wire));
             assert_eq!(method_from_wire(wire), Some(method));
         }
         assert_eq!(method_from_wire(3), None);
+        assert_eq!(method_to_wire(Method::Local), None);
     }
 
     #[test]

@@ -1,0 +1,260 @@
+//! The two ways a frame reaches the director, behind one trait so that every
+//! packet path is written once:
+//!
+//! * an XDP buffer (`lvs_director`, native XDP): the fast path, on drivers
+//!   that complete `XDP_TX` and redirects;
+//! * a socket buffer (`lvs_director_tc`, tc ingress): on veth and other
+//!   virtual devices, where an XDP frame sent on would be dropped by a peer
+//!   without XDP, or lose the checksum state (`CHECKSUM_PARTIAL`) that a
+//!   local sender left to offload.
+//!
+//! The differences are all here: how the transport checksum is finished, how
+//! a frame leaves, and how room for an outer header is made.
+
+use aya_ebpf::{
+    bindings::{
+        bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, bpf_redir_neigh, bpf_redir_neigh__bindgen_ty_1,
+        BPF_F_ADJ_ROOM_ENCAP_L3_IPV4, BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR,
+    },
+    cty::c_void,
+    helpers::{bpf_l4_csum_replace, bpf_redirect, bpf_redirect_neigh, bpf_xdp_adjust_head},
+    programs::{TcContext, XdpContext},
+};
+use core::mem::size_of;
+use lvs_common::{checksum::Delta, NeighMeta, Verdict};
+
+use crate::{headers::IPV4_HEADER_LEN, maps::EGRESS};
+
+const AF_INET: u32 = 2;
+
+/// A transport checksum change not applied yet (see `checksum::Delta`).
+#[derive(Clone, Copy)]
+pub struct L4Patch {
+    /// Offset of the checksum field in the frame.
+    pub offset: usize,
+    /// Address changes (the pseudo-header).
+    pub pseudo: Delta,
+    /// Port changes (bytes the checksum covers).
+    pub covered: Delta,
+    /// UDP: a zero checksum means none and stays zero.
+    pub udp: bool,
+}
+
+pub trait Frame {
+    fn data(&self) -> usize;
+    fn data_end(&self) -> usize;
+    fn ingress_ifindex(&self) -> u32;
+    /// The context, as the FIB helper takes it.
+    fn raw(&self) -> *mut c_void;
+    /// The length the FIB should check against the route's MTU; 0 when
+    /// the kernel must check a GSO socket buffer by its segments.
+    fn fib_tot_len(&self, len: u16) -> u16;
+    /// A DF packet too big to tunnel: tell the sender the largest that fits.
+    fn too_big(&self, packet: &crate::headers::Packet, mtu: u16) -> Result<Verdict, Verdict>;
+    /// Apply a transport checksum change. On a socket buffer this goes
+    /// through the kernel (which knows the checksum state) and invalidates
+    /// every packet pointer: call it after the last direct write.
+    fn patch_l4(&self, patch: L4Patch);
+    /// Send the frame (addressed already) out of `ifindex` towards
+    /// `next_hop`. The last thing done to a frame.
+    fn send(&self, ifindex: u32, next_hop: [u8; 4]) -> Result<Verdict, Verdict>;
+    /// Give the frame to the kernel's neighbour layer to address and send
+    /// to `next_hop` on `ifindex`. The last thing done to a frame.
+    fn to_neighbour(&self, next_hop: [u8; 4], ifindex: u32) -> Result<Verdict, Verdict>;
+    /// Make room for an outer IPv4 header right after the Ethernet header.
+    /// Invalidates every packet pointer.
+    fn push_ipv4_header(&self) -> Result<(), Verdict>;
+}
+
+impl Frame for XdpContext {
+    #[inline(always)]
+    fn data(&self) -> usize {
+        XdpContext::data(self)
+    }
+    #[inline(always)]
+    fn data_end(&self) -> usize {
+        XdpContext::data_end(self)
+    }
+    #[inline(always)]
+    fn ingress_ifindex(&self) -> u32 {
+        XdpContext::ingress_ifindex(self) as u32
+    }
+    #[inline(always)]
+    fn raw(&self) -> *mut c_void {
+        self.ctx as *mut c_void
+    }
+    #[inline(always)]
+    fn fib_tot_len(&self, len: u16) -> u16 {
+        len
+    }
+    #[inline(always)]
+    fn too_big(&self, packet: &crate::headers::Packet, mtu: u16) -> Result<Verdict, Verdict> {
+        crate::icmp::frag_needed(self, packet, mtu)
+    }
+    #[inline(always)]
+    fn patch_l4(&self, patch: L4Patch) {
+        let Ok(field) = crate::headers::ptr_at::<[u8; 2]>(self, patch.offset) else {
+            return;
+        };
+        // SAFETY: bounds-checked by ptr_at.
+        let field = unsafe { &mut *field };
+        let original = u16::from_be_bytes(*field);
+        let mut patched = patch.pseudo.and(patch.covered).apply(original);
+        if patch.udp {
+            patched = lvs_common::checksum::udp_fixup(original, patched);
+        }
+        *field = patched.to_be_bytes();
+    }
+    /// Out of the interface it came in on (`XDP_TX`), or through the devmap
+    /// to another that takes XDP frames; anything else (an interface on the
+    /// tc datapath, or not ours) through the neighbour layer.
+    #[inline(always)]
+    fn send(&self, ifindex: u32, next_hop: [u8; 4]) -> Result<Verdict, Verdict> {
+        if ifindex == Frame::ingress_ifindex(self) {
+            return Ok(Verdict::Transmit);
+        }
+        match EGRESS.redirect(ifindex, 0) {
+            Ok(_) => Ok(Verdict::Redirect),
+            Err(_) => self.to_neighbour(next_hop, ifindex),
+        }
+    }
+    /// XDP cannot reach the neighbour layer: the frame carries a note in its
+    /// metadata, and `lvs_neigh` on tc ingress hands it to
+    /// `bpf_redirect_neigh`. (Passed plainly, the kernel would deliver a DR
+    /// packet to the local VIP and drop a TUN or NAT one as a martian.)
+    #[inline(always)]
+    fn to_neighbour(&self, next_hop: [u8; 4], ifindex: u32) -> Result<Verdict, Verdict> {
+        let len = size_of::<NeighMeta>();
+        // SAFETY: plain helper call on our own context.
+        if unsafe { aya_ebpf::helpers::bpf_xdp_adjust_meta(self.ctx, -(len as i32)) } != 0 {
+            // The driver keeps no metadata: nothing can carry the packet on.
+            return Err(Verdict::DropNoRoute);
+        }
+        let meta = self.metadata();
+        if meta + len > self.metadata_end() {
+            return Err(Verdict::DropNoRoute);
+        }
+        // SAFETY: bounds checked just above.
+        unsafe {
+            *(meta as *mut NeighMeta) = NeighMeta {
+                magic: NeighMeta::MAGIC,
+                next_hop,
+                ifindex,
+            };
+        }
+        Ok(Verdict::PassResolveNeighbour)
+    }
+    #[inline(always)]
+    fn push_ipv4_header(&self) -> Result<(), Verdict> {
+        // SAFETY: plain helper call on our own context. The old Ethernet
+        // header now sits inside the new room; the caller rewrites it.
+        if unsafe { bpf_xdp_adjust_head(self.ctx, -(IPV4_HEADER_LEN as i32)) } != 0 {
+            return Err(Verdict::DropNoRoute);
+        }
+        Ok(())
+    }
+}
+
+impl Frame for TcContext {
+    #[inline(always)]
+    fn data(&self) -> usize {
+        TcContext::data(self)
+    }
+    #[inline(always)]
+    fn data_end(&self) -> usize {
+        TcContext::data_end(self)
+    }
+    #[inline(always)]
+    fn ingress_ifindex(&self) -> u32 {
+        // SAFETY: the context pointer is valid for the program run.
+        unsafe { (*self.skb.skb).ingress_ifindex }
+    }
+    #[inline(always)]
+    fn raw(&self) -> *mut c_void {
+        self.skb.skb as *mut c_void
+    }
+    #[inline(always)]
+    fn fib_tot_len(&self, len: u16) -> u16 {
+        // SAFETY: the context pointer is valid for the program run.
+        if unsafe { (*self.skb.skb).gso_size } != 0 {
+            0
+        } else {
+            len
+        }
+    }
+    /// Building an ICMP error inside a socket buffer would have to undo its
+    /// offload state; it is dropped and counted instead.
+    #[inline(always)]
+    fn too_big(&self, _packet: &crate::headers::Packet, _mtu: u16) -> Result<Verdict, Verdict> {
+        Err(Verdict::DropTooBig)
+    }
+    #[inline(always)]
+    fn patch_l4(&self, patch: L4Patch) {
+        let mangled = if patch.udp {
+            BPF_F_MARK_MANGLED_0 as u64
+        } else {
+            0
+        };
+        // Size 0 in the flags: `to` is a precomputed difference. The kernel
+        // applies the pseudo-header's part whatever the checksum state, the
+        // covered bytes' part only when the sum is not left to offload, and
+        // keeps a receive-side `CHECKSUM_COMPLETE` sum in step.
+        // SAFETY: plain helper calls on our own context.
+        unsafe {
+            bpf_l4_csum_replace(
+                self.skb.skb,
+                patch.offset as u32,
+                0,
+                patch.pseudo.sum() as u64,
+                BPF_F_PSEUDO_HDR as u64 | mangled,
+            );
+            bpf_l4_csum_replace(
+                self.skb.skb,
+                patch.offset as u32,
+                0,
+                patch.covered.sum() as u64,
+                mangled,
+            );
+        }
+    }
+    #[inline(always)]
+    fn send(&self, ifindex: u32, _next_hop: [u8; 4]) -> Result<Verdict, Verdict> {
+        // SAFETY: plain helper call. Flags 0: out of `ifindex`'s egress.
+        unsafe { bpf_redirect(ifindex, 0) };
+        if ifindex == Frame::ingress_ifindex(self) {
+            Ok(Verdict::Transmit)
+        } else {
+            Ok(Verdict::Redirect)
+        }
+    }
+    #[inline(always)]
+    fn to_neighbour(&self, next_hop: [u8; 4], ifindex: u32) -> Result<Verdict, Verdict> {
+        let mut params = bpf_redir_neigh {
+            nh_family: AF_INET,
+            __bindgen_anon_1: bpf_redir_neigh__bindgen_ty_1 {
+                ipv4_nh: u32::from_ne_bytes(next_hop),
+            },
+        };
+        // SAFETY: params is a valid bpf_redir_neigh of the size passed.
+        unsafe {
+            bpf_redirect_neigh(
+                ifindex,
+                &mut params,
+                size_of::<bpf_redir_neigh>() as i32,
+                0,
+            )
+        };
+        Ok(Verdict::PassResolveNeighbour)
+    }
+    #[inline(always)]
+    fn push_ipv4_header(&self) -> Result<(), Verdict> {
+        // Room after the MAC header; the kernel marks the skb as carrying
+        // an IPv4 tunnel so GSO segments it right (and shrinks gso_size).
+        self.adjust_room(
+            IPV4_HEADER_LEN as i32,
+            BPF_ADJ_ROOM_MAC,
+            BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 as u64,
+        )
+        .map_err(|_| Verdict::DropNoRoute)
+    }
+}
