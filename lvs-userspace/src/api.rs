@@ -77,7 +77,11 @@ impl DatapathView {
         use std::fmt::Write;
         let mut out = String::from("Interface        Datapath Mode     Why\n");
         for a in &self.interfaces {
-            let _ = writeln!(out, "{:<16} {:<8} {:<8} {}", a.iface, a.datapath, a.mode, a.reason);
+            let _ = writeln!(
+                out,
+                "{:<16} {:<8} {:<8} {}",
+                a.iface, a.datapath, a.mode, a.reason
+            );
         }
         out.push_str("Verdict                        Packets\n");
         for (name, count) in &self.verdicts {

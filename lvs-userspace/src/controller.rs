@@ -1231,7 +1231,8 @@ impl<D: Datapath> Controller<D> {
     /// server on another port is refused before anything changes.
     fn check_local_reals(&self, commands: &[Command]) -> Result<(), ControlError> {
         for command in commands {
-            let (Command::AddReal { service, real } | Command::EditReal { service, real }) = command
+            let (Command::AddReal { service, real } | Command::EditReal { service, real }) =
+                command
             else {
                 continue;
             };
@@ -1260,7 +1261,12 @@ impl<D: Datapath> Controller<D> {
             .map(|o| {
                 o.reals
                     .iter()
-                    .map(|r| (r.server, datapath_real(r, self.datapath.is_local(r.server.addr))))
+                    .map(|r| {
+                        (
+                            r.server,
+                            datapath_real(r, self.datapath.is_local(r.server.addr)),
+                        )
+                    })
                     .collect()
             })
             .unwrap_or_default();

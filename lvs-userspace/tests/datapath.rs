@@ -1277,3 +1277,147 @@ fn the_table_listing_reads_every_entry_across_batches() {
     clients.dedup();
     assert_eq!(clients.len(), flows as usize, "no entry listed twice");
 }
+
+/// The expiry race: the reply direction, on another CPU, stamps an entry
+/// after this packet's CPU read its clock. The entry is fresh, not idle for
+/// most of 2^64 ns; with a wrapping difference the client's next segment
+/// was passed to the kernel (`pass_not_syn`), which reset the connection.
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn an_entry_stamped_after_the_packets_clock_is_live() {
+    use lvs::datapath::Datapath;
+    let mut c = router(true);
+    let syn = tcp((CLIENT, 40000), (VIP, 80), "S", b"");
+    assert_eq!(run(&c, &syn).action, XDP_REDIRECT);
+    let key =
+        lvs_common::FlowKey::from_wire(CLIENT, VIP, 40000u16.to_be_bytes(), 80u16.to_be_bytes(), 6);
+    let mut conn = c.datapath().connection(&key).unwrap().expect("entry");
+    // Stamped 50 ms ahead of any clock this packet's CPU will read.
+    conn.last_seen_ns = c.datapath().now_ns().unwrap() + 50_000_000;
+    c.datapath_mut().set_connection(key, conn).unwrap();
+    let data = tcp((CLIENT, 40000), (VIP, 80), "A", b"data");
+    let out = run(&c, &data);
+    assert_eq!(out.action, XDP_REDIRECT);
+    assert_eq!(verdict(&c, "pass_not_syn"), 0);
+}
+
+/// DR and TUN never need the forwarding sysctl (IPVS's never do): with it
+/// off the FIB refuses every lookup, and the datapath takes the next hop
+/// lvsd resolved. NAT needs it, as IPVS's does, and says so.
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn with_forwarding_off_dr_and_tun_take_lvsds_next_hop_and_nat_is_counted() {
+    use lvs::datapath::Datapath;
+    let mut c = router(true);
+    sh("sysctl -qw net.ipv4.ip_forward=0");
+    // Before lvsd resolved a next hop: nothing to send it to.
+    let dr = tcp((CLIENT, 40000), ([198, 18, 0, 21], 80), "S", b"");
+    assert_eq!(run(&c, &dr).action, XDP_DROP);
+    assert_eq!(verdict(&c, "drop_no_route"), 1);
+
+    let real = Ipv4Addr::new(198, 18, 12, 3);
+    let hop = lvs_common::NextHop {
+        ifindex: ifindex("srv2"),
+        gateway: real.octets(),
+        source: [198, 18, 12, 1],
+    };
+    c.datapath_mut().set_next_hop(real, hop).unwrap();
+    let dr = tcp((CLIENT, 40001), ([198, 18, 0, 21], 80), "S", b"");
+    let out = run(&c, &dr);
+    assert_eq!(out.action, XDP_PASS);
+    assert_eq!(
+        &out.frame[..12],
+        neigh_note(real.octets(), "srv2").as_slice()
+    );
+    assert_eq!(
+        &out.frame[12..],
+        ttl_decremented(oracle(&dr, None, None, None)).as_slice()
+    );
+    assert_eq!(verdict(&c, "pass_resolve_neighbour"), 1);
+
+    let tun_real = Ipv4Addr::new(198, 18, 11, 3);
+    let hop = lvs_common::NextHop {
+        ifindex: ifindex("srv1"),
+        gateway: tun_real.octets(),
+        source: [198, 18, 11, 1],
+    };
+    c.datapath_mut().set_next_hop(tun_real, hop).unwrap();
+    let tun = tcp((CLIENT, 40002), ([198, 18, 0, 23], 80), "S", b"");
+    let out = run(&c, &tun);
+    assert_eq!(out.action, XDP_PASS);
+    assert_eq!(
+        &out.frame[..12],
+        neigh_note(tun_real.octets(), "srv1").as_slice()
+    );
+    // The outer header comes from lvsd's route: its source address.
+    assert_eq!(&out.frame[12 + 26..12 + 30], &[198, 18, 11, 1]);
+    assert_eq!(&out.frame[12 + 30..12 + 34], &tun_real.octets());
+
+    let nat = tcp((CLIENT, 40003), (VIP, 80), "S", b"");
+    assert_eq!(run(&c, &nat).action, XDP_DROP);
+    assert_eq!(verdict(&c, "drop_forwarding_disabled"), 1);
+}
+
+/// A real server at an address the director holds takes its connections
+/// through the local stack, as the client sent them, whatever the method.
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn a_local_real_server_gets_the_packet_unchanged() {
+    let mut c = router(true);
+    c.apply(
+        &config::parse(
+            r#"
+[[service]]
+protocol = "tcp"
+address = "198.18.0.30:80"
+scheduler = "rr"
+[[service.real]]
+address = "127.0.0.1:80"
+method = "route"
+[[service]]
+protocol = "tcp"
+address = "198.18.0.31:80"
+scheduler = "rr"
+[[service.real]]
+address = "198.18.11.1:80"
+method = "nat"
+"#,
+            "local.toml",
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    for (vip, port) in [([198, 18, 0, 30], 41000), ([198, 18, 0, 31], 41001)] {
+        let syn = tcp((CLIENT, port), (vip, 80), "S", b"");
+        let out = run(&c, &syn);
+        assert_eq!((out.action, out.frame), (XDP_PASS, syn.clone()));
+        let data = tcp((CLIENT, port), (vip, 80), "A", b"data");
+        let out = run(&c, &data);
+        assert_eq!((out.action, out.frame), (XDP_PASS, data));
+    }
+    assert_eq!(verdict(&c, "pass_local"), 4);
+    // Masquerading to another port of a local server is refused whole.
+    let err = c
+        .apply(
+            &config::parse(
+                r#"
+[[service]]
+protocol = "tcp"
+address = "198.18.0.32:80"
+scheduler = "rr"
+[[service.real]]
+address = "198.18.11.1:8080"
+method = "nat"
+"#,
+                "local.toml",
+            )
+            .unwrap(),
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("not yet supported"), "{err}");
+    assert!(c
+        .state()
+        .services
+        .iter()
+        .all(|s| s.spec.id.vip.addr != Ipv4Addr::new(198, 18, 0, 32)));
+}

@@ -9,8 +9,7 @@ use aya::{
     },
     programs::{
         tc::{
-            qdisc_add_clsact, qdisc_detach_program, NlOptions, SchedClassifierLink,
-            TcAttachOptions,
+            qdisc_add_clsact, qdisc_detach_program, NlOptions, SchedClassifierLink, TcAttachOptions,
         },
         SchedClassifier, TcAttachType, Xdp, XdpMode,
     },
@@ -102,7 +101,9 @@ fn choose(iface: &str, choice: DatapathChoice) -> (bool, String) {
         DatapathChoice::Xdp => (true, "--datapath xdp".into()),
         DatapathChoice::Tc => (false, "--datapath tc".into()),
         DatapathChoice::Auto => {
-            let device = std::path::Path::new("/sys/class/net").join(iface).join("device");
+            let device = std::path::Path::new("/sys/class/net")
+                .join(iface)
+                .join("device");
             if device.exists() {
                 (true, "a NIC driver: native XDP".into())
             } else {
@@ -255,7 +256,9 @@ fn attach_tc(
     };
     let program = classifier(ebpf, DIRECTOR_TC)?;
     if lifetime == Lifetime::Lvsd {
-        program.attach(iface, TcAttachType::Ingress).map_err(tc_err)?;
+        program
+            .attach(iface, TcAttachType::Ingress)
+            .map_err(tc_err)?;
         return Ok((None, "tcx"));
     }
     let record = owner_record(ifindex)?;
@@ -356,7 +359,13 @@ impl KernelDatapath {
         settings: Settings,
         limits: Limits,
     ) -> Result<Self, DatapathError> {
-        Self::attach_for(ifaces, settings, limits, Lifetime::Lvsd, DatapathChoice::Xdp)
+        Self::attach_for(
+            ifaces,
+            settings,
+            limits,
+            Lifetime::Lvsd,
+            DatapathChoice::Xdp,
+        )
     }
 
     /// As `attach`, choosing how long the director stays attached and which
@@ -453,12 +462,12 @@ impl KernelDatapath {
                 }
             }
             if xdp {
-                egress
-                    .insert(ifindex, ifindex, None, 0)
-                    .map_err(|source| DatapathError::Egress {
+                egress.insert(ifindex, ifindex, None, 0).map_err(|source| {
+                    DatapathError::Egress {
                         iface: iface.clone(),
                         source,
-                    })?;
+                    }
+                })?;
                 // Frames XDP could not address go on through lvs_neigh.
                 classifier(&mut ebpf, NEIGH)?
                     .attach(iface, TcAttachType::Ingress)
