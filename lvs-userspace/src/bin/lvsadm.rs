@@ -1,10 +1,15 @@
 //! `lvsadm`: ipvsadm's command line, spoken to `lvsd` over its socket.
 
-use std::{io::Read, path::PathBuf, process::ExitCode};
+use std::{io::Read, path::PathBuf, process::ExitCode, time::Duration};
 
 use lvs::{
-    api::{self, Request, Response, DEFAULT_SOCKET},
-    ipvsadm::{self, format, Action},
+    api::{self, ClientError, Request, Response, Snapshot, DEFAULT_SOCKET},
+    ipvsadm::{
+        self, format,
+        names::{NameTable, Names, Numeric},
+        Action, ParseError,
+    },
+    model::Protocol,
     realserver,
 };
 
@@ -32,24 +37,122 @@ const USAGE: &str = "lvsadm: ipvsadm-compatible administration of lvsd
   lvsadm --simulate FILE|-   (run a scheduler offline; see README)
 Extra: --json (machine-readable output), --socket PATH (or LVSADM_SOCKET).";
 
+/// Exit codes, as ipvsadm 1.31's (ipvsadm.c: `fail(2, ...)`, `exit(1)` in
+/// the list functions, `tryhelp_exit(argv[0], -1)` and `main` returning
+/// `process_options`' -1):
+/// * 0: done (also `-h`, `-v`);
+/// * 1: a listing failed (`-L`, `-S`, `-L -c`, `--timeout`: lvsd answered
+///   an error, e.g. `-L -t` of a service that does not exist), as ipvsadm's
+///   `exit(1)` when `ipvs_get_*` fails; also lvsadm's own subcommands
+///   (`health`, `ha`, `realserver`, `--simulate`) that fail;
+/// * 2: the command line (or a `-R` line) is wrong or names something not
+///   supported, or lvsd cannot be reached: ipvsadm's `fail(2, ...)`, which
+///   covers every option check and "Can't initialize ipvs";
+/// * 255: an unknown option (popt's bad option: ipvsadm prints it and
+///   returns -1), or lvsd refused a change (`-A/-E/-D/-a/-e/-d/-C/-R/-Z/
+///   --set`): ipvsadm prints `ipvs_strerror` and `main` returns -1.
+mod exit {
+    pub const LISTING: u8 = 1;
+    pub const USAGE: u8 = 2;
+    pub const REFUSED: u8 = 255;
+}
+
+/// A failure and the exit code it gets.
+struct Failure {
+    code: u8,
+    error: anyhow::Error,
+}
+
+/// Anything not classified is a failed listing's 1.
+macro_rules! listing_failure {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Failure {
+            fn from(error: $t) -> Self {
+                with_code(exit::LISTING)(error)
+            }
+        }
+    )*};
+}
+listing_failure!(anyhow::Error, std::io::Error, serde_json::Error);
+
+fn with_code<E: Into<anyhow::Error>>(code: u8) -> impl FnOnce(E) -> Failure {
+    move |error| Failure {
+        code,
+        error: error.into(),
+    }
+}
+
+/// A parse error's code: popt's bad option 255, everything else 2.
+fn parse_failure(e: ParseError) -> Failure {
+    let code = match &e {
+        ParseError::UnknownOption(_) => exit::REFUSED,
+        _ => exit::USAGE,
+    };
+    with_code(code)(e)
+}
+
+/// lvsd unreachable is ipvsadm's "Can't initialize ipvs" (2); a broken
+/// conversation with it is a failure of whatever was asked (`code`).
+fn call(socket: &std::path::Path, request: &Request, code: u8) -> Result<Response, Failure> {
+    api::call(socket, request).map_err(|e| match e {
+        ClientError::Connect { .. } => with_code(exit::USAGE)(e),
+        _ => with_code(code)(e),
+    })
+}
+
 fn main() -> ExitCode {
-    match run() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(args) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("lvsadm: {e}");
-            ExitCode::FAILURE
+        Err(Failure { code, error }) => {
+            eprintln!("lvsadm: {error}");
+            ExitCode::from(code)
         }
     }
 }
 
-fn run() -> anyhow::Result<()> {
-    let mut args: Vec<String> = std::env::args().skip(1).collect();
+/// How long `-L`, `-S` and `-L -c` wait for names before printing numbers.
+const NAME_BUDGET: Duration = Duration::from_secs(1);
+
+/// The names for a listing: none with `-n`, else the system's for every
+/// address and port it shows.
+fn names_for(
+    numeric: bool,
+    endpoints: impl IntoIterator<Item = (std::net::Ipv4Addr, u16, Protocol)>,
+) -> Box<dyn Names> {
+    if numeric {
+        return Box::new(Numeric);
+    }
+    let endpoints: Vec<_> = endpoints.into_iter().collect();
+    Box::new(NameTable::system(
+        endpoints.iter().map(|(a, _, _)| *a),
+        endpoints.iter().map(|(_, p, proto)| (*p, *proto)),
+        NAME_BUDGET,
+    ))
+}
+
+fn snapshot_endpoints(
+    snapshot: &Snapshot,
+) -> impl Iterator<Item = (std::net::Ipv4Addr, u16, Protocol)> + '_ {
+    snapshot.services.iter().flat_map(|s| {
+        let id = s.spec.id;
+        std::iter::once((id.vip.addr, id.vip.port, id.protocol)).chain(
+            s.reals
+                .iter()
+                .map(move |r| (r.spec.server.addr, r.spec.server.port, id.protocol)),
+        )
+    })
+}
+
+fn run(mut args: Vec<String>) -> Result<(), Failure> {
     if args.first().is_some_and(|a| a == "realserver") {
-        return realserver(&args[1..]);
+        return Ok(realserver(&args[1..])?);
     }
     if args.first().is_some_and(|a| a == "--simulate") {
         let [_, file] = args.as_slice() else {
-            anyhow::bail!("usage: lvsadm --simulate FILE (or - for standard input)");
+            return Err(with_code(exit::USAGE)(anyhow::anyhow!(
+                "usage: lvsadm --simulate FILE (or - for standard input)"
+            )));
         };
         let script = if file == "-" {
             let mut text = String::new();
@@ -68,21 +171,26 @@ fn run() -> anyhow::Result<()> {
     if let Some(pos) = args.iter().position(|a| a == "--socket") {
         let path = args
             .get(pos + 1)
-            .ok_or_else(|| anyhow::anyhow!("option `--socket` needs a value"))?
+            .ok_or_else(|| anyhow::anyhow!("option `--socket` needs a value"))
+            .map_err(with_code(exit::USAGE))?
             .clone();
         socket = path.into();
         args.drain(pos..pos + 2);
     }
     if args.first().is_some_and(|a| a == "health") {
-        return health(&socket, &args[1..]);
+        return Ok(health(&socket, &args[1..])?);
     }
     if args.first().is_some_and(|a| a == "ha") {
         let json = match &args[1..] {
             [] => false,
             [flag] if flag == "--json" => true,
-            _ => anyhow::bail!("usage: lvsadm ha [--json]"),
+            _ => {
+                return Err(with_code(exit::USAGE)(anyhow::anyhow!(
+                    "usage: lvsadm ha [--json]"
+                )))
+            }
         };
-        return match api::call(&socket, &Request::Ha)? {
+        return match call(&socket, &Request::Ha, exit::LISTING)? {
             Response::Ha(view) if json => {
                 println!("{}", serde_json::to_string_pretty(&view)?);
                 Ok(())
@@ -91,17 +199,21 @@ fn run() -> anyhow::Result<()> {
                 print!("{}", format::ha(&view));
                 Ok(())
             }
-            Response::Error { message } => anyhow::bail!("{message}"),
-            other => anyhow::bail!("unexpected answer from lvsd: {other:?}"),
+            Response::Error { message } => Err(anyhow::anyhow!("{message}").into()),
+            other => Err(anyhow::anyhow!("unexpected answer from lvsd: {other:?}").into()),
         };
     }
     if args.first().is_some_and(|a| a == "datapath") {
         let json = match &args[1..] {
             [] => false,
             [flag] if flag == "--json" => true,
-            _ => anyhow::bail!("usage: lvsadm datapath [--json]"),
+            _ => {
+                return Err(with_code(exit::USAGE)(anyhow::anyhow!(
+                    "usage: lvsadm datapath [--json]"
+                )))
+            }
         };
-        return match api::call(&socket, &Request::Datapath)? {
+        return match call(&socket, &Request::Datapath, exit::LISTING)? {
             Response::Datapath(view) if json => {
                 println!("{}", serde_json::to_string_pretty(&view)?);
                 Ok(())
@@ -110,11 +222,11 @@ fn run() -> anyhow::Result<()> {
                 print!("{}", view.render());
                 Ok(())
             }
-            Response::Error { message } => anyhow::bail!("{message}"),
-            other => anyhow::bail!("unexpected answer from lvsd: {other:?}"),
+            Response::Error { message } => Err(anyhow::anyhow!("{message}").into()),
+            other => Err(anyhow::anyhow!("unexpected answer from lvsd: {other:?}").into()),
         };
     }
-    let invocation = ipvsadm::parse(&args)?;
+    let invocation = ipvsadm::parse(&args).map_err(parse_failure)?;
     let request = match &invocation.action {
         Action::Help => {
             println!("{USAGE}");
@@ -131,10 +243,14 @@ fn run() -> anyhow::Result<()> {
             commands: commands.clone(),
         },
         Action::Restore => {
+            // Every line is parsed before anything is sent, and lvsd
+            // applies the lot as one batch: a bad line changes nothing.
             let mut text = String::new();
-            std::io::stdin().read_to_string(&mut text)?;
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .map_err(with_code(exit::USAGE))?;
             Request::Apply {
-                commands: ipvsadm::parse_restore(&text)?,
+                commands: ipvsadm::parse_restore(&text).map_err(parse_failure)?,
             }
         }
         Action::Zero(service) => Request::Zero { service: *service },
@@ -143,8 +259,19 @@ fn run() -> anyhow::Result<()> {
         Action::Connections(_) => Request::Connections,
         Action::List(_) | Action::Save => Request::List,
     };
-    match api::call(&socket, &request)? {
-        Response::Error { message } => anyhow::bail!("{message}"),
+    // A change lvsd refuses is ipvsadm's -1 (255); a listing it cannot
+    // give, ipvsadm's exit(1).
+    let changes = matches!(
+        request,
+        Request::Apply { .. } | Request::Zero { .. } | Request::SetTimeouts(_)
+    );
+    let code = if changes {
+        exit::REFUSED
+    } else {
+        exit::LISTING
+    };
+    match call(&socket, &request, code)? {
+        Response::Error { message } => Err(with_code(code)(anyhow::anyhow!("{message}"))),
         Response::Ok => Ok(()),
         Response::Timeouts(timeouts) => {
             if invocation.json {
@@ -155,7 +282,7 @@ fn run() -> anyhow::Result<()> {
             Ok(())
         }
         Response::Ha(_) | Response::Datapath(_) => {
-            anyhow::bail!("lvsd answered a different request")
+            Err(anyhow::anyhow!("lvsd answered a different request").into())
         }
         Response::Connections { mut rows } => {
             if let Action::Connections(Some(id)) = &invocation.action {
@@ -170,7 +297,14 @@ fn run() -> anyhow::Result<()> {
             if invocation.json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
-                print!("{}", format::connections(&rows));
+                let names = names_for(
+                    invocation.numeric,
+                    rows.iter().flat_map(|r| {
+                        [r.source, r.virtual_addr, r.destination]
+                            .map(|a| (*a.ip(), a.port(), r.protocol))
+                    }),
+                );
+                print!("{}", format::connections_named(&rows, names.as_ref()));
             }
             Ok(())
         }
@@ -178,19 +312,21 @@ fn run() -> anyhow::Result<()> {
             if let Action::List(options) = &invocation.action {
                 if let Some(id) = options.service {
                     if !snapshot.services.iter().any(|s| s.spec.id == id) {
-                        anyhow::bail!("no such service {id}");
+                        return Err(anyhow::anyhow!("no such service {id}").into());
                     }
                     snapshot.services.retain(|s| s.spec.id == id);
                 }
                 if invocation.json {
                     println!("{}", serde_json::to_string_pretty(&snapshot)?);
                 } else {
-                    print!("{}", format::list(&snapshot, options));
+                    let names = names_for(invocation.numeric, snapshot_endpoints(&snapshot));
+                    print!("{}", format::list_named(&snapshot, options, names.as_ref()));
                 }
             } else if invocation.json {
                 println!("{}", serde_json::to_string_pretty(&snapshot.services)?);
             } else {
-                print!("{}", format::save(&snapshot));
+                let names = names_for(invocation.numeric, snapshot_endpoints(&snapshot));
+                print!("{}", format::save_named(&snapshot, names.as_ref()));
             }
             Ok(())
         }
@@ -385,4 +521,124 @@ fn realserver(args: &[String]) -> anyhow::Result<()> {
         println!("{verb}: {step}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        io::{BufRead, BufReader, Write},
+        os::unix::net::UnixListener,
+    };
+
+    use super::*;
+
+    fn code(args: &[&str]) -> u8 {
+        match run(args.iter().map(|a| a.to_string()).collect()) {
+            Ok(()) => 0,
+            Err(f) => f.code,
+        }
+    }
+
+    /// An lvsd that answers every request with `answer`.
+    fn fake_lvsd(answer: Response) -> (tempdir::Dir, String) {
+        let dir = tempdir::Dir::new();
+        let path = dir.0.join("lvsd.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let mut line = String::new();
+                let _ = BufReader::new(&stream).read_line(&mut line);
+                let mut reply = serde_json::to_string(&answer).unwrap();
+                reply.push('\n');
+                let _ = stream.write_all(reply.as_bytes());
+            }
+        });
+        let socket = path.to_str().unwrap().to_string();
+        (dir, socket)
+    }
+
+    mod tempdir {
+        pub struct Dir(pub std::path::PathBuf);
+        impl Dir {
+            pub fn new() -> Self {
+                use std::sync::atomic::{AtomicU32, Ordering};
+                static N: AtomicU32 = AtomicU32::new(0);
+                let path = std::env::temp_dir().join(format!(
+                    "lvsadm-test-{}-{}",
+                    std::process::id(),
+                    N.fetch_add(1, Ordering::Relaxed)
+                ));
+                std::fs::create_dir_all(&path).unwrap();
+                Dir(path)
+            }
+        }
+        impl Drop for Dir {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+    }
+
+    #[test]
+    fn exit_codes_follow_ipvsadm() {
+        assert_eq!(code(&["-h"]), 0);
+        assert_eq!(code(&["-v"]), 0);
+        // fail(2, ...): the option checks.
+        assert_eq!(code(&["-A", "-t", "198.18.0.10:80", "-s", "fastest"]), 2);
+        assert_eq!(code(&["-A", "-L"]), 2);
+        assert_eq!(
+            code(&[
+                "-a",
+                "-t",
+                "198.18.0.10:80",
+                "-r",
+                "198.18.11.2",
+                "-i",
+                "--tun-type",
+                "gue"
+            ]),
+            2
+        );
+        // popt's bad option: -1.
+        assert_eq!(code(&["-L", "--frobnicate"]), 255);
+        // "Can't initialize ipvs" is fail(2).
+        assert_eq!(code(&["--socket", "/nonexistent/lvsd.sock", "-L", "-n"]), 2);
+        assert_eq!(code(&["--socket", "/nonexistent/lvsd.sock", "-C"]), 2);
+    }
+
+    #[test]
+    fn refused_changes_exit_255_and_failed_listings_1() {
+        let (_dir, socket) = fake_lvsd(Response::Error {
+            message: "no such service".into(),
+        });
+        let with = |args: &[&str]| {
+            let mut all = vec!["--socket", socket.as_str()];
+            all.extend_from_slice(args);
+            code(&all)
+        };
+        assert_eq!(with(&["-D", "-t", "198.18.0.10:80"]), 255);
+        assert_eq!(with(&["-Z"]), 255);
+        assert_eq!(with(&["--set", "0", "0", "0"]), 255);
+        assert_eq!(with(&["-L", "-n"]), 1);
+        assert_eq!(with(&["-S", "-n"]), 1);
+        assert_eq!(with(&["-L", "--timeout"]), 1);
+        let (_dir, socket) = fake_lvsd(Response::Ok);
+        assert_eq!(code(&["--socket", &socket, "-C"]), 0);
+    }
+
+    #[test]
+    fn listing_a_service_that_does_not_exist_exits_1() {
+        let (_dir, socket) = fake_lvsd(Response::Snapshot(Snapshot {
+            conn_table_size: 4096,
+            services: vec![],
+            verdicts: vec![],
+            refills: Default::default(),
+        }));
+        assert_eq!(
+            code(&["--socket", &socket, "-L", "-n", "-t", "198.18.0.10:80"]),
+            1
+        );
+        assert_eq!(code(&["--socket", &socket, "-L", "-n"]), 0);
+    }
 }

@@ -8,11 +8,14 @@ use crate::{
         Snapshot, Stats,
     },
     ha::wire::Role,
-    model::{Persistence, ServiceSpec},
+    model::{Method, Persistence, Protocol, ServiceSpec},
     sched::{SchedFlags, SchedulerName},
 };
 
-use super::{ListFormat, ListOptions};
+use super::{
+    names::{addrport, cut, Names, Numeric},
+    ListFormat, ListOptions,
+};
 
 fn header(out: &mut String, size: u32) {
     let _ = writeln!(out, "IP Virtual Server version 1.2.1 (size={size})");
@@ -56,8 +59,11 @@ fn sorted(
         .collect()
 }
 
-fn service_name(s: &ServiceView) -> String {
-    format!("{:<4} {}", s.spec.id.protocol.label(), s.spec.id.vip)
+/// `-L`'s `"%-4s %s"` of protocol and `host:port`, cut to 33 bytes.
+fn service_name(s: &ServiceView, names: &dyn Names) -> String {
+    let id = s.spec.id;
+    let vip = addrport(names, id.vip.addr, id.vip.port, id.protocol);
+    cut(format!("{:<4} {vip}", id.protocol.label()), 33)
 }
 
 /// ipvsadm's names for a service's `-b` flags (`print_sched_flags`): sh's
@@ -82,8 +88,8 @@ pub fn sched_flag_names(spec: &ServiceSpec) -> Vec<&'static str> {
 
 /// `-L`'s service line: scheduler, `(flags)`, `persistent N`, and `mask M`
 /// unless the mask is /32.
-fn service_line(svc: &ServiceView) -> String {
-    let mut line = format!("{} {}", service_name(svc), svc.spec.scheduler);
+fn service_line(svc: &ServiceView, names: &dyn Names) -> String {
+    let mut line = format!("{} {}", service_name(svc, names), svc.spec.scheduler);
     let flags = sched_flag_names(&svc.spec);
     if !flags.is_empty() {
         let _ = write!(line, " ({})", flags.join(","));
@@ -171,27 +177,35 @@ fn title(format: ListFormat) -> String {
 }
 
 /// A service's line: counters or rates after the name, else `-L`'s line.
-fn service_row(svc: &ServiceView, format: ListFormat, exact: bool) -> String {
+fn service_row(svc: &ServiceView, format: ListFormat, exact: bool, names: &dyn Names) -> String {
     match format {
         ListFormat::Stats => format!(
             "{:<33}{}",
-            service_name(svc),
+            service_name(svc, names),
             stats_columns(&svc.stats, exact)
         ),
         ListFormat::Rate => format!(
             "{:<33}{}",
-            service_name(svc),
+            service_name(svc, names),
             rate_columns(&svc.rates, exact)
         ),
         ListFormat::Plain | ListFormat::Thresholds | ListFormat::PersistentConn => {
-            service_line(svc)
+            service_line(svc, names)
         }
     }
 }
 
-/// A real server's line in `format`.
-fn server_row(r: &RealView, format: ListFormat, exact: bool) -> String {
-    let server = r.spec.server.to_string();
+/// A real server's line in `format`; its name cut to 28 bytes, as ipvsadm
+/// cuts it (port names are the service's protocol's).
+fn server_row(
+    r: &RealView,
+    protocol: Protocol,
+    format: ListFormat,
+    exact: bool,
+    names: &dyn Names,
+) -> String {
+    let server = r.spec.server;
+    let server = cut(addrport(names, server.addr, server.port, protocol), 28);
     match format {
         ListFormat::Plain => {
             let line = format!(
@@ -230,6 +244,11 @@ fn server_row(r: &RealView, format: ListFormat, exact: bool) -> String {
 
 /// `ipvsadm -L -n` in any of its formats.
 pub fn list(snapshot: &Snapshot, options: &ListOptions) -> String {
+    list_named(snapshot, options, &Numeric)
+}
+
+/// `ipvsadm -L` in any of its formats, names from `names`.
+pub fn list_named(snapshot: &Snapshot, options: &ListOptions, names: &dyn Names) -> String {
     let ListOptions {
         service,
         format,
@@ -240,9 +259,10 @@ pub fn list(snapshot: &Snapshot, options: &ListOptions) -> String {
     header(&mut out, snapshot.conn_table_size);
     out.push_str(&title(*format));
     for (svc, reals) in sorted(snapshot, service.as_ref(), *sort) {
-        let _ = writeln!(out, "{}", service_row(&svc, *format, *exact));
+        let _ = writeln!(out, "{}", service_row(&svc, *format, *exact, names));
+        let protocol = svc.spec.id.protocol;
         for r in &reals {
-            let _ = writeln!(out, "{}", server_row(r, *format, *exact));
+            let _ = writeln!(out, "{}", server_row(r, protocol, *format, *exact, names));
         }
     }
     out
@@ -275,9 +295,26 @@ fn health_note(h: &HealthView) -> String {
 /// `ipvsadm -S -n`: rules in `-R` format (thresholds are not saved; nor is
 /// the sorry server, which is health configuration, not a real server).
 pub fn save(snapshot: &Snapshot) -> String {
+    save_named(snapshot, &Numeric)
+}
+
+/// `ipvsadm -S`, names from `names` (not cut, unlike `-L`).
+///
+/// As ipvsadm v1.31 writes it (ipvsadm.c `print_service_entry` with
+/// `FMT_RULE`, and `print_tunnel_rule` for `-i` servers: `"-a %s -r %s %s
+/// -w %d --tun-type %s\n"` for `IP_VS_CONN_F_TUNNEL_TYPE_IPIP`); source:
+/// git.kernel.org/pub/scm/utils/kernel/ipvsadm tag v1.31 (commit a0e3834),
+/// mirrored at github.com/cezarsa/ipvsadm. Every tunnel here is ipip, so
+/// every `-i` server gets `--tun-type ipip`.
+pub fn save_named(snapshot: &Snapshot, names: &dyn Names) -> String {
     let mut out = String::new();
     for (svc, reals) in sorted(snapshot, None, true) {
-        let spec = format!("{} {}", svc.spec.id.protocol.flag(), svc.spec.id.vip);
+        let id = svc.spec.id;
+        let spec = format!(
+            "{} {}",
+            id.protocol.flag(),
+            addrport(names, id.vip.addr, id.vip.port, id.protocol)
+        );
         let mut line = format!("-A {spec} -s {}", svc.spec.scheduler);
         // ipvsadm's order: -p, -M (unless /32), then -b.
         if let Some(Persistence { timeout, netmask }) = svc.spec.persistence {
@@ -293,13 +330,18 @@ pub fn save(snapshot: &Snapshot) -> String {
         let _ = writeln!(out, "{line}");
         let is_sorry = |r: &&RealView| r.health.as_ref().is_some_and(|h| h.state == "sorry");
         for r in reals.iter().filter(|r| !is_sorry(r)) {
-            let _ = writeln!(
+            let server = r.spec.server;
+            let _ = write!(
                 out,
                 "-a {spec} -r {} {} -w {}",
-                r.spec.server,
+                addrport(names, server.addr, server.port, id.protocol),
                 r.spec.method.flag(),
                 r.spec.weight
             );
+            if r.spec.method == Method::Tunnel {
+                out.push_str(" --tun-type ipip");
+            }
+            out.push('\n');
         }
     }
     out
@@ -372,6 +414,13 @@ pub fn ha(view: &HaView) -> String {
 /// `ipvsadm -L -c`: the header, then a row per entry, expiry as `MM:SS`
 /// (minutes not wrapped at 60), as ipvsadm prints `/proc/net/ip_vs_conn`.
 pub fn connections(rows: &[ConnView]) -> String {
+    connections_named(rows, &Numeric)
+}
+
+/// `ipvsadm -L -c`, names from `names` (not cut: ipvsadm pads them to 18
+/// and lets longer ones push the columns).
+pub fn connections_named(rows: &[ConnView], names: &dyn Names) -> String {
+    let name = |a: &std::net::SocketAddrV4, p| addrport(names, *a.ip(), a.port(), p);
     let mut out = String::from(
         "IPVS connection entries\npro expire state       source             virtual            destination\n",
     );
@@ -383,9 +432,9 @@ pub fn connections(rows: &[ConnView]) -> String {
             r.protocol.label(),
             expire,
             r.state,
-            r.source.to_string(),
-            r.virtual_addr.to_string(),
-            r.destination
+            name(&r.source, r.protocol),
+            name(&r.virtual_addr, r.protocol),
+            name(&r.destination, r.protocol)
         );
     }
     out
@@ -751,7 +800,7 @@ mod tests {
     #[test]
     fn service_line_variants() {
         let mut svc = snapshot().services.remove(1);
-        let line = |svc: &ServiceView| service_line(svc);
+        let line = |svc: &ServiceView| service_line(svc, &Numeric);
         svc.spec.persistence = Some(Persistence {
             timeout: 300,
             netmask: std::net::Ipv4Addr::new(255, 255, 255, 0),
@@ -793,8 +842,7 @@ mod tests {
 
     #[test]
     fn save_writes_persistence_and_flags_as_the_reference() {
-        // The reference (§7.7) also writes `--tun-type ipip` after `-i`;
-        // lvsadm leaves it out until -R accepts the tunnel options.
+        // §7.7: `--tun-type ipip` after every -i server, as ipvsadm 1.31.
         let expected = concat!(
             "-A -t 192.168.0.100:80 -s wlc\n",
             "-a -t 192.168.0.100:80 -r 10.0.0.1:80 -g -w 1\n",
@@ -803,8 +851,8 @@ mod tests {
             "-a -t 192.168.0.100:443 -r 10.0.0.1:443 -m -w 1\n",
             "-a -t 192.168.0.100:443 -r 10.0.0.2:443 -m -w 0\n",
             "-A -u 192.168.0.100:53 -s sh -b sh-fallback,sh-port\n",
-            "-a -u 192.168.0.100:53 -r 10.0.0.1:53 -i -w 1\n",
-            "-a -u 192.168.0.100:53 -r 10.0.0.2:53 -i -w 1\n",
+            "-a -u 192.168.0.100:53 -r 10.0.0.1:53 -i -w 1 --tun-type ipip\n",
+            "-a -u 192.168.0.100:53 -r 10.0.0.2:53 -i -w 1 --tun-type ipip\n",
         );
         let snap = reference_snapshot();
         assert_eq!(save(&snap), expected);
@@ -864,7 +912,7 @@ mod tests {
             "-a -t 198.18.0.10:80 -r 198.18.11.2:8080 -m -w 3\n",
             "-a -t 198.18.0.10:80 -r 198.18.12.2:8080 -m -w 1\n",
             "-A -u 198.18.0.10:53 -s wlc\n",
-            "-a -u 198.18.0.10:53 -r 198.18.11.2:53 -i -w 2\n",
+            "-a -u 198.18.0.10:53 -r 198.18.11.2:53 -i -w 2 --tun-type ipip\n",
         );
         let mut state = State::default();
         state
@@ -912,7 +960,7 @@ mod tests {
             text,
             "-A -t 192.168.0.100:80 -s wlc\n-a -t 192.168.0.100:80 -r 10.0.0.1:80 -g -w 1\n-a -t 192.168.0.100:80 -r 10.0.0.2:80 -g -w 3\n\
 -A -t 192.168.0.100:443 -s rr\n-a -t 192.168.0.100:443 -r 10.0.0.1:443 -m -w 1\n\
--A -u 192.168.0.100:53 -s rr\n-a -u 192.168.0.100:53 -r 10.0.0.1:53 -i -w 1\n"
+-A -u 192.168.0.100:53 -s rr\n-a -u 192.168.0.100:53 -r 10.0.0.1:53 -i -w 1 --tun-type ipip\n"
         );
         assert_eq!(super::super::parse_restore(&text).unwrap().len(), 7);
     }
@@ -980,5 +1028,159 @@ TCP 05:59  NONE        203.0.113.7:0      192.168.0.100:443  10.0.0.1:443
             "10.0.0.1:80",
         )];
         assert!(connections(&long).contains("TCP 120:00 ESTABLISHED"));
+    }
+
+    /// A save file as ipvsadm 1.31 writes it (-m, -g and -i servers, the
+    /// tunnels' `--tun-type ipip`, persistence with a mask, a port-0
+    /// service, sh's flags and a raw flag), also used end to end.
+    const IPVSADM_131_SAVE: &str = include_str!("../../../tests/data/ipvsadm-1.31.save");
+
+    #[test]
+    fn an_ipvsadm_131_save_file_restores_and_saves_byte_for_byte() {
+        use crate::{controller::Controller, datapath::fake::FakeDatapath};
+        let commands = super::super::parse_restore(IPVSADM_131_SAVE).unwrap();
+        let mut c = Controller::new(FakeDatapath::default());
+        c.apply(&commands).unwrap();
+        let snap = c.snapshot().unwrap();
+        assert_eq!(save(&snap), IPVSADM_131_SAVE);
+        let udp = snap
+            .services
+            .iter()
+            .find(|s| s.spec.id.vip.port == 53)
+            .unwrap();
+        assert!(udp.reals.iter().all(|r| r.spec.method == Method::Tunnel));
+        // Restoring it again over itself is refused as a whole (the
+        // services exist), and leaves everything as it was.
+        assert!(c.apply(&commands).is_err());
+        assert_eq!(save(&c.snapshot().unwrap()), IPVSADM_131_SAVE);
+    }
+
+    #[test]
+    fn a_bad_restore_line_changes_nothing() {
+        use crate::{controller::Controller, datapath::fake::FakeDatapath};
+        let mut c = Controller::new(FakeDatapath::default());
+        c.apply(&super::super::parse_restore(IPVSADM_131_SAVE).unwrap())
+            .unwrap();
+        let before = save(&c.snapshot().unwrap());
+        // A line lvsd refuses (the server exists) after good ones: the
+        // whole batch is refused.
+        let batch = concat!(
+            "-A -t 192.168.10.102:80 -s rr\n",
+            "-a -t 192.168.10.102:80 -r 192.168.20.11:80 -m -w 1\n",
+            "-a -t 192.168.10.100:80 -r 192.168.20.11:8080 -m -w 1\n",
+        );
+        let err = c
+            .apply(&super::super::parse_restore(batch).unwrap())
+            .unwrap_err();
+        assert!(!err.to_string().is_empty());
+        assert_eq!(save(&c.snapshot().unwrap()), before);
+        // A line that does not parse: nothing reaches the controller.
+        let err = super::super::parse_restore(&format!(
+            "{batch}-a -u 192.168.10.100:53 -r 192.168.30.23:53 -i --tun-type gue --tun-port 6080\n"
+        ))
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "restore line 4: option `--tun-type gue` is not yet supported"
+        );
+    }
+
+    fn names() -> crate::ipvsadm::names::NameTable {
+        use crate::ipvsadm::names::NameTable;
+        NameTable::default()
+            .with_host("192.168.0.100".parse().unwrap(), "www.example.com")
+            .with_host(
+                "10.0.0.1".parse().unwrap(),
+                "a-rather-long-host-name.backends.example.com",
+            )
+            .with_service(80, Protocol::Tcp, "http")
+            .with_service(443, Protocol::Tcp, "https")
+            .with_service(53, Protocol::Udp, "domain")
+    }
+
+    /// ipvsadm's cuts: a service's "%-4s %s" at 33 bytes, a server's name
+    /// at 28; numbers where there is no name.
+    #[test]
+    fn list_prints_names_cut_as_ipvsadm_cuts_them() {
+        let expected = concat!(
+            "IP Virtual Server version 1.2.1 (size=4096)\n",
+            "Prot LocalAddress:Port Scheduler Flags\n",
+            "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n",
+            "TCP  www.example.com:http wlc\n",
+            "  -> a-rather-long-host-name.back Route   1      12         150       \n",
+            "  -> 10.0.0.2:http                Route   3      40         411       \n",
+            "TCP  www.example.com:https rr\n",
+            "  -> a-rather-long-host-name.back Masq    1      5          9         \n",
+            "UDP  www.example.com:domain rr\n",
+            "  -> a-rather-long-host-name.back Tunnel  1      0          87        \n",
+        );
+        assert_eq!(
+            list_named(&snapshot(), &ListOptions::default(), &names()),
+            expected
+        );
+        // A long service name is cut at 33 bytes, scheduler after it.
+        let long = names().with_host(
+            "192.168.0.100".parse().unwrap(),
+            "virtual-service.frontends.example.com",
+        );
+        let out = list_named(&snapshot(), &ListOptions::default(), &long);
+        assert!(
+            out.contains("\nTCP  virtual-service.frontends.ex wlc\n"),
+            "{out}"
+        );
+        let stats = list_named(
+            &snapshot(),
+            &ListOptions {
+                format: ListFormat::Stats,
+                ..Default::default()
+            },
+            &long,
+        );
+        assert!(
+            stats.contains("\nTCP  virtual-service.frontends.ex        0"),
+            "{stats}"
+        );
+    }
+
+    #[test]
+    fn save_writes_names_whole() {
+        let saved = save_named(&snapshot(), &names());
+        assert_eq!(
+            saved,
+            concat!(
+                "-A -t www.example.com:http -s wlc\n",
+                "-a -t www.example.com:http -r a-rather-long-host-name.backends.example.com:http -g -w 1\n",
+                "-a -t www.example.com:http -r 10.0.0.2:http -g -w 3\n",
+                "-A -t www.example.com:https -s rr\n",
+                "-a -t www.example.com:https -r a-rather-long-host-name.backends.example.com:https -m -w 1\n",
+                "-A -u www.example.com:domain -s rr\n",
+                "-a -u www.example.com:domain -r a-rather-long-host-name.backends.example.com:domain -i -w 1 --tun-type ipip\n",
+            )
+        );
+        // Numeric names are -S -n.
+        assert_eq!(
+            save_named(&snapshot(), &crate::ipvsadm::names::Numeric),
+            save(&snapshot())
+        );
+    }
+
+    #[test]
+    fn connections_print_names_uncut() {
+        let rows = [ConnView {
+            protocol: Protocol::Tcp,
+            expire_s: 898,
+            state: "ESTABLISHED".into(),
+            source: "203.0.113.7:51514".parse().unwrap(),
+            virtual_addr: "192.168.0.100:80".parse().unwrap(),
+            destination: "10.0.0.1:80".parse().unwrap(),
+        }];
+        assert_eq!(
+            connections_named(&rows, &names()),
+            concat!(
+                "IPVS connection entries\n",
+                "pro expire state       source             virtual            destination\n",
+                "TCP 14:58  ESTABLISHED 203.0.113.7:51514  www.example.com:http a-rather-long-host-name.backends.example.com:http\n",
+            )
+        );
     }
 }

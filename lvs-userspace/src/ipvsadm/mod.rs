@@ -3,6 +3,7 @@
 //! files work unchanged.
 
 pub mod format;
+pub mod names;
 pub mod parse;
 
 pub use parse::{

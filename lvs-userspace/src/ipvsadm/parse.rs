@@ -10,6 +10,9 @@ use crate::{
 pub enum ParseError {
     #[error("{0}")]
     Usage(String),
+    /// popt's "bad option": ipvsadm exits 255 for it, 2 for the rest.
+    #[error("unknown option `{0}`")]
+    UnknownOption(String),
     #[error("option `{0}` is not yet supported")]
     NotYetSupported(String),
     #[error("restore line {line}: {message}")]
@@ -152,6 +155,9 @@ pub enum Action {
 pub struct Invocation {
     pub action: Action,
     pub json: bool,
+    /// `-n`: addresses and ports as numbers. Without it `-L`, `-S` and
+    /// `-L -c` print host and service names, as ipvsadm does.
+    pub numeric: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -182,6 +188,8 @@ struct Opts {
     sched_flags: Option<String>,
     real: Option<String>,
     method: Option<Method>,
+    /// `--tun-type ipip`, the only tunnel type here (ipvsadm's default).
+    tun_type: bool,
     weight: Option<String>,
     u_threshold: Option<String>,
     l_threshold: Option<String>,
@@ -227,7 +235,8 @@ const NOT_YET: &[&str] = &[
     "--daemon",
     "--start-daemon",
     "--stop-daemon",
-    "--tun-type",
+    // GUE and GRE tunnels' options (`--tun-type` itself is read below:
+    // ipip is what `-i` does here, gue and gre are not yet supported).
     "--tun-port",
     "--tun-nocsum",
     "--tun-csum",
@@ -348,6 +357,22 @@ pub fn parse<S: AsRef<str>>(args: &[S]) -> Result<Invocation, ParseError> {
                 o.method = Some(Method::Nat);
                 "method"
             }
+            "--tun-type" => {
+                // ipvsadm's parse_tun_type; -S writes `--tun-type ipip`
+                // after every -i server.
+                match value(arg)?.as_str() {
+                    "ipip" => o.tun_type = true,
+                    other @ ("gue" | "gre") => {
+                        return Err(ParseError::NotYetSupported(format!("{arg} {other}")))
+                    }
+                    other => {
+                        return Err(usage(format!(
+                            "illegal tunnel type `{other}` specified (--tun-type: ipip, gue or gre)"
+                        )))
+                    }
+                }
+                "tun-type"
+            }
             "-w" | "--weight" => {
                 o.weight = Some(value(arg)?);
                 "weight"
@@ -404,7 +429,7 @@ pub fn parse<S: AsRef<str>>(args: &[S]) -> Result<Invocation, ParseError> {
                 o.json = true;
                 "json"
             }
-            other => return Err(usage(format!("unknown option `{other}`"))),
+            other => return Err(ParseError::UnknownOption(other.to_string())),
         };
         if o.seen.contains(&key) {
             return Err(usage(format!("multiple {key} options specified")));
@@ -412,8 +437,13 @@ pub fn parse<S: AsRef<str>>(args: &[S]) -> Result<Invocation, ParseError> {
         o.seen.push(key);
     }
     let json = o.json;
+    let numeric = o.seen.contains(&"numeric");
     let action = build(cmd, o)?;
-    Ok(Invocation { action, json })
+    Ok(Invocation {
+        action,
+        json,
+        numeric,
+    })
 }
 
 /// A word that is no option: a plain value, `-`, or a negative number (so
@@ -528,6 +558,7 @@ fn build(cmd: Option<Cmd>, o: Opts) -> Result<Action, ParseError> {
         "weight",
         "u-threshold",
         "l-threshold",
+        "tun-type",
     ];
     if cmd != Some(Cmd::SetTimeouts) {
         if let Some(arg) = o.args.first() {
@@ -616,6 +647,12 @@ fn build(cmd: Option<Cmd>, o: Opts) -> Result<Action, ParseError> {
         }
         Some(Cmd::AddServer) | Some(Cmd::EditServer) => {
             allow(&o, "-a/-e", SERVER_OPTS)?;
+            // ipvsadm: "Tunnel options conflict with forward method".
+            if o.tun_type && o.method != Some(Method::Tunnel) {
+                return Err(usage(
+                    "--tun-type conflicts with the forwarding method (tunnel options need -i)",
+                ));
+            }
             let svc = service(&o, true)?.expect("required");
             let real = real(&o, &svc)?;
             Action::Apply(vec![if cmd == Some(Cmd::AddServer) {
@@ -1239,5 +1276,122 @@ mod tests {
         assert_eq!(err, "option -c conflicts with --stats in -L");
         // -c is a list option only.
         assert!(p("-A -t 198.18.0.10:80 -c").is_err());
+    }
+
+    fn real_of(line: &str) -> RealSpec {
+        match p(line) {
+            Ok(Action::Apply(cmds)) => match cmds.as_slice() {
+                [Command::AddReal { real, .. } | Command::EditReal { real, .. }] => real.clone(),
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{line}: {other:?}"),
+        }
+    }
+
+    /// ipvsadm 1.31's -S writes `--tun-type ipip` after every -i server;
+    /// ipip is what -i does here. GUE and GRE are not yet supported.
+    #[test]
+    fn tunnel_type_ipip_is_accepted_and_the_others_are_not_yet() {
+        for line in [
+            "-a -t 198.18.0.10:80 -r 198.18.11.2 -i -w 1 --tun-type ipip",
+            "-a -t 198.18.0.10:80 -r 198.18.11.2 --tun-type=ipip --ipip",
+            "-e -t 198.18.0.10:80 -r 198.18.11.2 -i --tun-type ipip -w 5",
+        ] {
+            assert_eq!(real_of(line).method, Method::Tunnel, "{line}");
+        }
+        for (line, option) in [
+            (
+                "-a -t 198.18.0.10:80 -r 198.18.11.2 -i --tun-type gue --tun-port 6080",
+                "--tun-type gue",
+            ),
+            (
+                "-a -t 198.18.0.10:80 -r 198.18.11.2 -i --tun-type gre --tun-csum",
+                "--tun-type gre",
+            ),
+            (
+                "-a -t 198.18.0.10:80 -r 198.18.11.2 -i --tun-port 6080 --tun-type gue",
+                "--tun-port",
+            ),
+            (
+                "-a -t 198.18.0.10:80 -r 198.18.11.2 -i --tun-nocsum",
+                "--tun-nocsum",
+            ),
+            (
+                "-a -t 198.18.0.10:80 -r 198.18.11.2 -i --tun-csum",
+                "--tun-csum",
+            ),
+            (
+                "-a -t 198.18.0.10:80 -r 198.18.11.2 -i --tun-remcsum",
+                "--tun-remcsum",
+            ),
+            ("-L --tun-info", "--tun-info"),
+        ] {
+            assert_eq!(
+                p(line).unwrap_err(),
+                ParseError::NotYetSupported(option.into()),
+                "{line}"
+            );
+        }
+        for (line, needle) in [
+            (
+                "-a -t 198.18.0.10:80 -r 198.18.11.2 -i --tun-type vxlan",
+                "illegal tunnel type `vxlan` specified",
+            ),
+            (
+                "-a -t 198.18.0.10:80 -r 198.18.11.2 -g --tun-type ipip",
+                "--tun-type conflicts with the forwarding method",
+            ),
+            // Without -i the method is -g, as in ipvsadm.
+            (
+                "-a -t 198.18.0.10:80 -r 198.18.11.2 --tun-type ipip",
+                "--tun-type conflicts with the forwarding method",
+            ),
+            (
+                "-A -t 198.18.0.10:80 --tun-type ipip",
+                "illegal tun-type option with -A/-E",
+            ),
+            (
+                "-a -t 198.18.0.10:80 -r 198.18.11.2 -i --tun-type ipip --tun-type ipip",
+                "multiple tun-type options",
+            ),
+            (
+                "-a -t 198.18.0.10:80 -r 198.18.11.2 -i --tun-type",
+                "needs a value",
+            ),
+        ] {
+            let err = p(line).unwrap_err().to_string();
+            assert!(err.contains(needle), "{line}: {err}");
+        }
+    }
+
+    #[test]
+    fn restore_names_the_line_of_an_unsupported_tunnel() {
+        let text = concat!(
+            "-A -u 198.18.0.10:53 -s rr\n",
+            "-a -u 198.18.0.10:53 -r 198.18.11.2:53 -i -w 1 --tun-type ipip\n",
+            "-a -u 198.18.0.10:53 -r 198.18.12.2:53 -i -w 1 --tun-type gre --tun-csum\n",
+        );
+        assert_eq!(
+            parse_restore(text).unwrap_err(),
+            ParseError::Restore {
+                line: 3,
+                message: "option `--tun-type gre` is not yet supported".into()
+            }
+        );
+        let good: String = text.lines().take(2).map(|l| format!("{l}\n")).collect();
+        assert_eq!(parse_restore(&good).map(|c| c.len()), Ok(2));
+    }
+
+    #[test]
+    fn numeric_is_remembered_and_unknown_options_are_their_own_error() {
+        let parsed = |line: &str| parse(&line.split_whitespace().collect::<Vec<_>>());
+        assert!(parsed("-L -n").unwrap().numeric);
+        assert!(parsed("-Sn").unwrap().numeric);
+        assert!(!parsed("-L").unwrap().numeric);
+        assert!(!parsed("").unwrap().numeric);
+        assert_eq!(
+            parsed("-L --frobnicate").unwrap_err(),
+            ParseError::UnknownOption("--frobnicate".into())
+        );
     }
 }
