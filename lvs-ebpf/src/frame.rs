@@ -155,6 +155,13 @@ impl Frame for XdpContext {
     }
 }
 
+/// A `Delta` as the kernel's checksum helpers take it (`__wsum` over the
+/// bytes in memory order).
+#[inline(always)]
+fn wire_order(delta: Delta) -> u64 {
+    u16::from_be(delta.sum() as u16) as u64
+}
+
 impl Frame for TcContext {
     #[inline(always)]
     fn data(&self) -> usize {
@@ -195,7 +202,9 @@ impl Frame for TcContext {
         } else {
             0
         };
-        // Size 0 in the flags: `to` is a precomputed difference. The kernel
+        // Size 0 in the flags: `to` is a precomputed difference, summed the
+        // kernel's way over the bytes as they lie in memory (our `Delta`
+        // sums big-endian words: the same sum, bytes swapped). The kernel
         // applies the pseudo-header's part whatever the checksum state, the
         // covered bytes' part only when the sum is not left to offload, and
         // keeps a receive-side `CHECKSUM_COMPLETE` sum in step.
@@ -205,14 +214,14 @@ impl Frame for TcContext {
                 self.skb.skb,
                 patch.offset as u32,
                 0,
-                patch.pseudo.sum() as u64,
+                wire_order(patch.pseudo),
                 BPF_F_PSEUDO_HDR as u64 | mangled,
             );
             bpf_l4_csum_replace(
                 self.skb.skb,
                 patch.offset as u32,
                 0,
-                patch.covered.sum() as u64,
+                wire_order(patch.covered),
                 mangled,
             );
         }

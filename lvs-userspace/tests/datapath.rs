@@ -1421,3 +1421,39 @@ method = "nat"
         .iter()
         .all(|s| s.spec.id.vip.addr != Ipv4Addr::new(198, 18, 0, 32)));
 }
+
+const TC_ACT_REDIRECT: u32 = 7;
+
+/// The tc director (veth and other virtual devices) rewrites exactly as the
+/// XDP one: NAT both ways, checksums recomputed in full by the oracle.
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn the_tc_director_rewrites_nat_exactly() {
+    let c = router(true);
+    let real = real_ip(3);
+    let syn = tcp((CLIENT, 40000), (VIP, 80), "S", b"");
+    let out = c.datapath().test_run_tc(ifindex("cli0"), &syn).unwrap();
+    assert_eq!(out.action, TC_ACT_REDIRECT);
+    assert_eq!(
+        out.frame,
+        oracle(
+            &syn,
+            None,
+            Some((real, 8080)),
+            Some((director_mac(3), real_mac(3)))
+        )
+    );
+    let reply = tcp((real, 8080), (CLIENT, 40000), "SA", b"hello");
+    let out = c.datapath().test_run_tc(ifindex("srv3"), &reply).unwrap();
+    assert_eq!(out.action, TC_ACT_REDIRECT);
+    assert_eq!(
+        out.frame,
+        oracle(
+            &reply,
+            Some((VIP, 80)),
+            None,
+            Some((DIRECTOR_CLIENT_MAC, CLIENT_MAC))
+        )
+    );
+    assert_eq!(verdict(&c, "redirect"), 2);
+}

@@ -362,11 +362,17 @@ fn lvsd_refuses_bad_interfaces_and_configs_and_leaves_nothing_behind() {
         .exec(&["ip", "link", "set", "spare0", "up"])
         .unwrap();
     let err = lvsd_refusal(&lab, &["-i", "spare0", "-i", "cli0", "--socket", &sock]);
-    assert!(err.contains("attaching XDP to `cli0` failed"), "{err}");
-    assert!(!xdp_attached(&lab, "spare0"), "XDP left attached to spare0");
+    assert!(
+        err.contains("attaching the director to `cli0` failed"),
+        "{err}"
+    );
+    assert!(
+        !director_attached(&lab, "spare0"),
+        "director left attached to spare0"
+    );
     assert!(!std::path::Path::new(&sock).exists(), "socket left behind");
     // The first lvsd is untouched.
-    assert!(xdp_attached(&lab, "cli0"));
+    assert!(director_attached(&lab, "cli0"));
     assert!(lab.lvsadm(&["-L", "-n"]).is_ok());
 
     // And lvsadm without a daemon says so in one line.
@@ -380,9 +386,14 @@ fn lvsd_refuses_bad_interfaces_and_configs_and_leaves_nothing_behind() {
     assert!(msg.contains("cannot reach lvsd"), "{msg}");
 }
 
-fn xdp_attached(lab: &Lab, iface: &str) -> bool {
-    let out = lab.director.exec(&["ip", "link", "show", iface]).unwrap();
-    String::from_utf8_lossy(&out.stdout).contains("xdp")
+/// An lvs director runs on `iface`: XDP, or tc ingress (on the lab's veths).
+fn director_attached(lab: &Lab, iface: &str) -> bool {
+    let lab_bin = lvs_lab::bin("lvs-lab").display().to_string();
+    let out = lab
+        .director
+        .exec(&[&lab_bin, "director-on", iface])
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim() == "yes"
 }
 
 #[test]
@@ -390,7 +401,7 @@ fn xdp_attached(lab: &Lab, iface: &str) -> bool {
 fn sigterm_detaches_every_interface_and_removes_the_socket() {
     let mut lab = nat_lab("lvs-e2e-term");
     let ifaces = ["cli0", "srv1", "srv2", "srv3"];
-    assert!(ifaces.iter().all(|i| xdp_attached(&lab, i)));
+    assert!(ifaces.iter().all(|i| director_attached(&lab, i)));
     let status = lab.lvsd.as_mut().unwrap().stop().expect("lvsd was running");
     assert!(
         status.success(),
@@ -398,7 +409,10 @@ fn sigterm_detaches_every_interface_and_removes_the_socket() {
         lab.lvsd_log()
     );
     for iface in ifaces {
-        assert!(!xdp_attached(&lab, iface), "XDP still attached to {iface}");
+        assert!(
+            !director_attached(&lab, iface),
+            "XDP still attached to {iface}"
+        );
     }
     assert!(!lab.socket.exists(), "control socket left behind");
     // With the director gone, the kernel routes the real servers again.

@@ -254,6 +254,11 @@ fn attach_tc(
         iface: iface.to_string(),
         source,
     };
+    if tc_director_on(iface) {
+        return Err(DatapathError::TcBusy {
+            iface: iface.to_string(),
+        });
+    }
     let program = classifier(ebpf, DIRECTOR_TC)?;
     if lifetime == Lifetime::Lvsd {
         program
@@ -289,6 +294,39 @@ fn attach_tc(
     };
     write_owner_record(&record)?;
     Ok((Some(kept), "netlink"))
+}
+
+/// Whether an lvs tc director runs on `iface`'s ingress already (tcx):
+/// unlike native XDP, tcx would let a second one in beside it.
+fn tc_director_on(iface: &str) -> bool {
+    SchedClassifier::query_tcx(iface, TcAttachType::Ingress).is_ok_and(|(_, programs)| {
+        programs
+            .iter()
+            .any(|p| p.name_as_str() == Some(DIRECTOR_TC))
+    })
+}
+
+/// Whether an lvs director (XDP, or tc ingress) runs on `iface`.
+pub fn director_attached(iface: &str) -> Result<bool, DatapathError> {
+    let shown = std::process::Command::new("ip")
+        .args(["-o", "link", "show", "dev", iface])
+        .output()
+        .map_err(|source| DatapathError::Netlink {
+            iface: iface.to_string(),
+            call: "ip link show",
+            source,
+        })?;
+    if !shown.status.success() {
+        return Err(DatapathError::NoInterface {
+            iface: iface.to_string(),
+            call: "ip link show",
+            source: std::io::Error::other(
+                String::from_utf8_lossy(&shown.stderr).trim().to_string(),
+            ),
+        });
+    }
+    let xdp = String::from_utf8_lossy(&shown.stdout).contains(" xdp");
+    Ok(xdp || tc_director_on(iface))
 }
 
 fn write_owner_record(record: &std::path::Path) -> Result<(), DatapathError> {
@@ -544,6 +582,46 @@ impl KernelDatapath {
                 source,
             })?;
         test_run_xdp(program, ingress, frame)
+    }
+
+    /// As `test_run_from`, through the tc director (`lvs_director_tc`): the
+    /// tc action and the packet as it left. The socket buffer arrives with
+    /// its checksum unverified (`CHECKSUM_NONE`).
+    pub fn test_run_tc(&self, ingress: u32, frame: &[u8]) -> Result<TestRun, DatapathError> {
+        use aya::programs::{TestRun as _, TestRunOptions};
+        let program: &SchedClassifier = self
+            .ebpf
+            .program(DIRECTOR_TC)
+            .ok_or(DatapathError::MissingProgram {
+                program: DIRECTOR_TC,
+            })?
+            .try_into()
+            .map_err(|source| DatapathError::Program {
+                program: DIRECTOR_TC,
+                source,
+            })?;
+        // struct __sk_buff (192 bytes): ingress_ifindex at 36, ifindex at 40.
+        let mut ctx = [0u8; 192];
+        ctx[36..40].copy_from_slice(&ingress.to_ne_bytes());
+        ctx[40..44].copy_from_slice(&ingress.to_ne_bytes());
+        let mut out = vec![0u8; frame.len() + 256];
+        let result = program
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                ctx_in: Some(&ctx),
+                ..Default::default()
+            })
+            .map_err(|source| DatapathError::Program {
+                program: "BPF_PROG_TEST_RUN",
+                source,
+            })?;
+        out.truncate(result.data_size_out as usize);
+        Ok(TestRun {
+            action: result.return_value,
+            frame: out,
+            duration: result.duration,
+        })
     }
 
     /// Kernel memory charged for the connection table, in bytes: the

@@ -9,7 +9,9 @@ mod standalone;
 #[cfg(test)]
 pub mod fake;
 
-pub use kernel::{Attachment, DatapathChoice, KernelDatapath, Lifetime, ProgramStats, TestRun};
+pub use kernel::{
+    director_attached, Attachment, DatapathChoice, KernelDatapath, Lifetime, ProgramStats, TestRun,
+};
 pub use limits::Limits;
 pub use standalone::{StandaloneXdp, XdpAttachMode};
 
@@ -51,6 +53,11 @@ pub enum DatapathError {
         iface: String,
         source: aya::programs::ProgramError,
     },
+    #[error(
+        "attaching the director to `{iface}` failed: an lvs director already runs on its tc \
+         ingress (another lvsd?)"
+    )]
+    TcBusy { iface: String },
     #[error("{call} on `{iface}` failed: {source}")]
     Netlink {
         iface: String,

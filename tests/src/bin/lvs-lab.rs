@@ -30,6 +30,9 @@ enum Cmd {
     /// Attach the no-op XDP program to a veth, so that it receives frames
     /// its peer sends with XDP_TX (a bridge port facing the director).
     XdpPass { iface: String },
+    /// Print `yes` if an lvs director runs on IFACE (XDP, or tc ingress),
+    /// else `no`: for tests that a refused or stopped lvsd left none.
+    DirectorOn { iface: String },
     /// Answer every HTTP request with `NAME client=IP:PORT`.
     HttpServer { listen: SocketAddr, name: String },
     /// Answer every datagram with `NAME`.
@@ -73,6 +76,11 @@ fn main() -> Result<()> {
         Cmd::Demo { requests, method } => lvs_lab::demo::run(requests, &method),
         Cmd::XdpPass { iface } => {
             lvs::datapath::StandaloneXdp::pass()?.attach_persistent(&iface)?;
+            Ok(())
+        }
+        Cmd::DirectorOn { iface } => {
+            let on = lvs::datapath::director_attached(&iface)?;
+            println!("{}", if on { "yes" } else { "no" });
             Ok(())
         }
         Cmd::HttpServer { listen, name } => http_server(listen, &name),
