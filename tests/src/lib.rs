@@ -18,7 +18,9 @@ use std::{
 use anyhow::{anyhow, bail, Context, Result};
 
 pub mod bench;
+pub mod bulk;
 pub mod demo;
+pub mod deploy;
 pub mod pair;
 pub mod topology;
 pub use pair::Pair;

@@ -220,6 +220,17 @@ fn receive_xdp_frames(ns: &str, dev: &str) -> Result<()> {
 impl Lab {
     /// Build the namespaces and links. `tag` keeps parallel labs apart.
     pub fn new(tag: &str, reals: usize) -> Result<Self> {
+        Self::nat(tag, reals, true)
+    }
+
+    /// The NAT lab with every veth left as `ip link add` makes it (GRO
+    /// off, TX checksum offload on), as users' veths are.
+    pub fn new_default_veths(tag: &str, reals: usize) -> Result<Self> {
+        Self::nat(tag, reals, false)
+    }
+
+    /// The NAT lab; `tune` sets the veth tweaks XDP needs (see `link`).
+    fn nat(tag: &str, reals: usize, tune: bool) -> Result<Self> {
         let dir = std::env::temp_dir().join(format!("lvs-lab-{tag}"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
@@ -242,6 +253,7 @@ impl Lab {
             &lab.client.name.clone(),
             "198.18.1.2/24",
             "198.18.1.1",
+            tune,
         )?;
         for i in 1..=reals {
             let ns = Netns::new(format!("{tag}-rs{i}"))?;
@@ -252,6 +264,7 @@ impl Lab {
                 &ns.name,
                 &format!("198.18.{}.2/24", 10 + i),
                 &gw,
+                tune,
             )?;
             lab.reals.push(RealServer {
                 ns,
@@ -390,6 +403,7 @@ impl Lab {
         peer_ns: &str,
         peer_addr: &str,
         gateway: &str,
+        tune: bool,
     ) -> Result<()> {
         crate::run(
             "ip",
@@ -414,6 +428,9 @@ impl Lab {
         exec_in(peer_ns, &["ip", "addr", "add", peer_addr, "dev", "eth0"])?;
         exec_in(peer_ns, &["ip", "link", "set", "eth0", "up"])?;
         exec_in(peer_ns, &["ip", "route", "add", "default", "via", gateway])?;
+        if !tune {
+            return Ok(());
+        }
         // veth drops XDP-redirected frames unless the receiving peer runs XDP
         // or has GRO on; and TX checksum offload would leave partial sums.
         exec_in(

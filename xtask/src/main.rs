@@ -201,6 +201,8 @@ fn test(root: &Path) -> Result<()> {
             "health",
             "--test",
             "ha",
+            "--test",
+            "deploy",
             "--",
             "--include-ignored",
             "--test-threads=1",

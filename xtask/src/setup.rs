@@ -21,6 +21,11 @@ const PACKAGES: &[(&str, &str)] = &[
     ("ethtool", "/usr/sbin/ethtool"),
     ("procps", "/usr/sbin/sysctl"),
     ("iputils-ping", "/usr/bin/ping"),
+    // The kernel's IPVS selftest, rebuilt in tests/tests/deploy.rs, moves
+    // its bytes with socat.
+    ("socat", "/usr/bin/socat"),
+    // taskset pins the expiry-race test's client and servers to two CPUs.
+    ("util-linux", "/usr/bin/taskset"),
 ];
 /// What `cargo xtask bench` compares against (their services are never
 /// started: the bench runs them inside its own namespaces).

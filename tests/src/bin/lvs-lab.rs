@@ -54,6 +54,19 @@ enum Cmd {
         #[arg(long, default_value_t = 3000)]
         timeout_ms: u64,
     },
+    /// Echo everything every connection sends until it closes.
+    BulkServer { listen: SocketAddr },
+    /// CONNECTIONS connections to TARGET at once, each streaming a counter
+    /// pattern for SECONDS and checking that every byte is echoed back
+    /// intact; fails on any reset, timeout or wrong byte. Prints one line
+    /// per connection: `conn N sent BYTES echoed BYTES`.
+    BulkClient {
+        target: SocketAddr,
+        #[arg(long, default_value_t = 4)]
+        connections: u8,
+        #[arg(long, default_value_t = 8)]
+        seconds: u64,
+    },
     /// COUNT well-formed HA heartbeats (`ha::wire`) to every TO, claiming
     /// `role active, priority 255` as NODE, signed with KEY (by default a
     /// key no router has), INTERVAL_MS apart.
@@ -100,6 +113,19 @@ fn main() -> Result<()> {
         }
         Cmd::UdpQuery { target, timeout_ms } => {
             udp_query(target, Duration::from_millis(timeout_ms))
+        }
+        Cmd::BulkServer { listen } => lvs_lab::bulk::server(listen),
+        Cmd::BulkClient {
+            target,
+            connections,
+            seconds,
+        } => {
+            let done =
+                lvs_lab::bulk::client(target, connections, Duration::from_secs(seconds.min(600)))?;
+            for (c, t) in done.iter().enumerate() {
+                println!("conn {c} sent {} echoed {}", t.sent, t.echoed);
+            }
+            Ok(())
         }
         Cmd::ForgeHeartbeat {
             to,
