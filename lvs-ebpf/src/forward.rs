@@ -6,9 +6,8 @@
 
 use aya_ebpf::{
     bindings::{
-        bpf_fib_lookup as FibParams, BPF_FIB_LKUP_RET_FRAG_NEEDED,
-        BPF_FIB_LKUP_RET_FWD_DISABLED, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS,
-        BPF_FIB_LOOKUP_SRC,
+        bpf_fib_lookup as FibParams, BPF_FIB_LKUP_RET_FRAG_NEEDED, BPF_FIB_LKUP_RET_FWD_DISABLED,
+        BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LOOKUP_SRC,
     },
     helpers::bpf_fib_lookup,
 };
@@ -90,7 +89,7 @@ pub fn lookup<F: Frame>(
 #[inline(always)]
 pub fn resolved_by_lvsd(real: [u8; 4]) -> Option<NextHop> {
     // SAFETY: the value is copied out at once.
-    unsafe { NEXT_HOPS.get(&u32::from_ne_bytes(real)) }.copied()
+    unsafe { NEXT_HOPS.get(u32::from_ne_bytes(real)) }.copied()
 }
 
 /// The outer source the FIB selected, as wire bytes.

@@ -245,14 +245,7 @@ impl Frame for TcContext {
             },
         };
         // SAFETY: params is a valid bpf_redir_neigh of the size passed.
-        unsafe {
-            bpf_redirect_neigh(
-                ifindex,
-                &mut params,
-                size_of::<bpf_redir_neigh>() as i32,
-                0,
-            )
-        };
+        unsafe { bpf_redirect_neigh(ifindex, &mut params, size_of::<bpf_redir_neigh>() as i32, 0) };
         Ok(Verdict::PassResolveNeighbour)
     }
     #[inline(always)]

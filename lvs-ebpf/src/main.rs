@@ -118,7 +118,7 @@ fn action(verdict: Verdict) -> u32 {
 fn tc_action(verdict: Verdict) -> i32 {
     match verdict {
         Verdict::Redirect | Verdict::Transmit | Verdict::PassResolveNeighbour => {
-            TC_ACT_REDIRECT as i32
+            TC_ACT_REDIRECT
         }
         Verdict::DropNoDestination
         | Verdict::DropTableFull
@@ -126,7 +126,7 @@ fn tc_action(verdict: Verdict) -> i32 {
         | Verdict::DropForwardingDisabled
         | Verdict::DropNoRoute
         // Never built on this path (`Frame::too_big`).
-        | Verdict::IcmpTooBig => TC_ACT_SHOT as i32,
+        | Verdict::IcmpTooBig => TC_ACT_SHOT,
         // On to the next tc program, if any, then the stack.
         Verdict::PassNotIpv4
         | Verdict::PassNoService

@@ -7,9 +7,9 @@ use aya_ebpf::{
 };
 use lvs_common::{
     hash::HASH_BUCKETS, tcp_state::STATE_COUNT, Conn, Counters, FlowKey, LocalityEntry,
-    LocalityKey, NextHop, Real, Service, ServiceKey, Settings, Template, TemplateKey, CONN_TABLE_SIZE,
-    DECAP_VERDICT_COUNT, EVENTS_BYTES, LOCALITY_TABLE_SIZE, MAX_INTERFACES, MAX_REALS,
-    MAX_SERVICES, RING_SLOTS, TEMPLATE_TABLE_SIZE, VERDICT_COUNT,
+    LocalityKey, NextHop, Real, Service, ServiceKey, Settings, Template, TemplateKey,
+    CONN_TABLE_SIZE, DECAP_VERDICT_COUNT, EVENTS_BYTES, LOCALITY_TABLE_SIZE, MAX_INTERFACES,
+    MAX_REALS, MAX_SERVICES, RING_SLOTS, TEMPLATE_TABLE_SIZE, VERDICT_COUNT,
 };
 
 #[map]
