@@ -113,8 +113,7 @@ fn netns_id(name: &str) -> Result<u64> {
 }
 
 /// A veth from `dev` in `ns` to port `port` of `bridge` in the switch,
-/// both ends with TX checksum offload off and GRO on (veth drops
-/// XDP-redirected frames otherwise, and XDP would forward partial sums).
+/// both ends as `ip link add` makes them (GRO off, TX checksum offload on).
 fn plug(switch: &str, bridge: &str, port: &str, ns: &str, dev: &str) -> Result<()> {
     run(
         "ip",
@@ -123,8 +122,6 @@ fn plug(switch: &str, bridge: &str, port: &str, ns: &str, dev: &str) -> Result<(
         ],
     )?;
     exec_in(switch, &["ip", "link", "set", port, "master", bridge, "up"])?;
-    exec_in(switch, &["ethtool", "-K", port, "tx", "off", "gro", "on"])?;
-    exec_in(ns, &["ethtool", "-K", dev, "tx", "off", "gro", "on"])?;
     exec_in(ns, &["ip", "link", "set", dev, "up"]).map(drop)
 }
 
@@ -169,7 +166,6 @@ impl Pair {
             &["ip", "route", "add", &format!("{VIP}/32"), "dev", "eth0"],
         )?;
 
-        let lab_bin = bin("lvs-lab").display().to_string();
         for i in 1..=2u8 {
             let name = format!("d{i}");
             let ns = Netns::new(format!("{tag}-{name}"))?;
@@ -183,10 +179,6 @@ impl Pair {
             ] {
                 plug(&sw, bridge, &port, &ns.name, dev)?;
                 ns.exec(&["ip", "addr", "add", &format!("{addr}/24"), "dev", dev])?;
-                // GRO alone does not get XDP_TX frames from the director
-                // through a bridge port (they vanish); an XDP program on
-                // the port does.
-                exec_in(&sw, &[&lab_bin, "xdp-pass", &port])?;
             }
             ns.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
             let netns_id = netns_id(&ns.name)?;

@@ -207,30 +207,14 @@ fn endpoint(ns: &str, dev: &str, addr: &str, gateway: Option<&str>) -> Result<()
     if let Some(gw) = gateway {
         exec_in(ns, &["ip", "route", "add", "default", "via", gw])?;
     }
-    receive_xdp_frames(ns, dev)
-}
-
-/// veth drops XDP-redirected (and XDP_TX) frames unless the receiving peer
-/// runs XDP or has GRO on; and TX checksum offload would leave partial sums
-/// that XDP forwards unfinished.
-fn receive_xdp_frames(ns: &str, dev: &str) -> Result<()> {
-    exec_in(ns, &["ethtool", "-K", dev, "tx", "off", "gro", "on"]).map(drop)
+    Ok(())
 }
 
 impl Lab {
     /// Build the namespaces and links. `tag` keeps parallel labs apart.
+    /// Every veth stays as `ip link add` makes it (GRO off, TX checksum
+    /// offload on), as users' veths are.
     pub fn new(tag: &str, reals: usize) -> Result<Self> {
-        Self::nat(tag, reals, true)
-    }
-
-    /// The NAT lab with every veth left as `ip link add` makes it (GRO
-    /// off, TX checksum offload on), as users' veths are.
-    pub fn new_default_veths(tag: &str, reals: usize) -> Result<Self> {
-        Self::nat(tag, reals, false)
-    }
-
-    /// The NAT lab; `tune` sets the veth tweaks XDP needs (see `link`).
-    fn nat(tag: &str, reals: usize, tune: bool) -> Result<Self> {
         let dir = std::env::temp_dir().join(format!("lvs-lab-{tag}"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
@@ -253,7 +237,6 @@ impl Lab {
             &lab.client.name.clone(),
             "198.18.1.2/24",
             "198.18.1.1",
-            tune,
         )?;
         for i in 1..=reals {
             let ns = Netns::new(format!("{tag}-rs{i}"))?;
@@ -264,7 +247,6 @@ impl Lab {
                 &ns.name,
                 &format!("198.18.{}.2/24", 10 + i),
                 &gw,
-                tune,
             )?;
             lab.reals.push(RealServer {
                 ns,
@@ -322,13 +304,8 @@ impl Lab {
             &["ip", "addr", "add", "198.18.2.1/24", "dev", "br0"],
         )?;
         exec_in(&router, &["ip", "link", "set", "br0", "up"])?;
-        let lab_bin = bin("lvs-lab").display().to_string();
         let bridge_port = |port: &str| -> Result<()> {
-            exec_in(&router, &["ip", "link", "set", port, "master", "br0", "up"])?;
-            exec_in(&router, &["ethtool", "-K", port, "tx", "off"])?;
-            // GRO alone does not get XDP_TX frames from the director through
-            // a bridge port (they vanish); an XDP program on the port does.
-            exec_in(&router, &[&lab_bin, "xdp-pass", port]).map(drop)
+            exec_in(&router, &["ip", "link", "set", port, "master", "br0", "up"]).map(drop)
         };
 
         veth(&router, "rcli", &cli, "eth0")?;
@@ -403,7 +380,6 @@ impl Lab {
         peer_ns: &str,
         peer_addr: &str,
         gateway: &str,
-        tune: bool,
     ) -> Result<()> {
         crate::run(
             "ip",
@@ -427,17 +403,7 @@ impl Lab {
         self.director.exec(&["ip", "link", "set", dev, "up"])?;
         exec_in(peer_ns, &["ip", "addr", "add", peer_addr, "dev", "eth0"])?;
         exec_in(peer_ns, &["ip", "link", "set", "eth0", "up"])?;
-        exec_in(peer_ns, &["ip", "route", "add", "default", "via", gateway])?;
-        if !tune {
-            return Ok(());
-        }
-        // veth drops XDP-redirected frames unless the receiving peer runs XDP
-        // or has GRO on; and TX checksum offload would leave partial sums.
-        exec_in(
-            peer_ns,
-            &["ethtool", "-K", "eth0", "tx", "off", "gro", "on"],
-        )
-        .map(|_| ())
+        exec_in(peer_ns, &["ip", "route", "add", "default", "via", gateway]).map(drop)
     }
 
     /// Start `lvsd` on every director interface, optionally with a config.

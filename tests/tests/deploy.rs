@@ -85,7 +85,7 @@ fn one_lan_direct_routing_with_forwarding_off() {
 #[test]
 #[ignore = "needs root; run by `cargo xtask test`"]
 fn local_real_servers_answer_through_the_vip() {
-    let mut lab = Lab::new_default_veths("lvs-dep-local", 0).expect("building the lab");
+    let mut lab = Lab::new("lvs-dep-local", 0).expect("building the lab");
     // As with IPVS, the director holds the VIP.
     lab.director
         .exec(&["ip", "addr", "add", &format!("{VIP}/32"), "dev", "lo"])
@@ -174,7 +174,7 @@ const IPVSADM_131_SAVE: &str = "\
 #[test]
 #[ignore = "needs root; run by `cargo xtask test`"]
 fn an_ipvsadm_save_file_restores_and_saves_back_identically() {
-    let mut lab = Lab::new_default_veths("lvs-dep-save", 0).expect("building the lab");
+    let mut lab = Lab::new("lvs-dep-save", 0).expect("building the lab");
     lab.start_lvsd(None).expect("starting lvsd");
     deploy::restore(&lab, IPVSADM_131_SAVE).unwrap_or_else(|e| panic!("{e:#}\n{IPVSADM_131_SAVE}"));
     let saved = lab.lvsadm(&["-S", "-n"]).unwrap();
@@ -189,7 +189,7 @@ fn nat_bulk_both_ways_on_two_cpus_keeps_every_connection() {
         cpus >= 2,
         "this test pins the client and the servers to two CPUs"
     );
-    let mut lab = Lab::new_default_veths("lvs-dep-race", 2).expect("building the lab");
+    let mut lab = Lab::new("lvs-dep-race", 2).expect("building the lab");
     let lab_bin = bin("lvs-lab").display().to_string();
     for rs in &mut lab.reals {
         // The servers (and so their side's softirq work) on CPU 1.
