@@ -408,8 +408,14 @@ impl Lab {
 
     /// Start `lvsd` on every director interface, optionally with a config.
     pub fn start_lvsd(&mut self, config: Option<&Path>) -> Result<()> {
+        self.start_lvsd_with(config, &[])
+    }
+
+    /// As `start_lvsd`, with more of lvsd's flags (`--datapath xdp`).
+    pub fn start_lvsd_with(&mut self, config: Option<&Path>, extra: &[&str]) -> Result<()> {
         let lvsd = bin("lvsd");
         let mut args: Vec<String> = vec![lvsd.display().to_string()];
+        args.extend(extra.iter().map(|a| a.to_string()));
         for iface in &self.ifaces {
             args.extend(["-i".into(), iface.clone()]);
         }
