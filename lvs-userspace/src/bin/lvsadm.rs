@@ -93,6 +93,43 @@ fn parse_failure(e: ParseError) -> Failure {
 
 /// lvsd unreachable is ipvsadm's "Can't initialize ipvs" (2); a broken
 /// conversation with it is a failure of whatever was asked (`code`).
+/// A view as `--json` prints it (every response serializes: api's tests).
+fn pretty(view: &impl serde::Serialize) -> String {
+    serde_json::to_string_pretty(view).expect("views serialize")
+}
+
+/// One of lvsadm's own listings (`lvsadm NAME [--json]`): `view` turns
+/// lvsd's answer into its JSON and its text, or gives it back.
+fn show(
+    socket: &std::path::Path,
+    name: &str,
+    args: &[String],
+    request: &Request,
+    view: impl FnOnce(Response) -> Result<(String, String), Response>,
+) -> Result<(), Failure> {
+    let json = match args {
+        [] => false,
+        [flag] if flag == "--json" => true,
+        _ => {
+            return Err(with_code(exit::USAGE)(anyhow::anyhow!(
+                "usage: lvsadm {name} [--json]"
+            )))
+        }
+    };
+    match view(call(socket, request, exit::LISTING)?) {
+        Ok((json_text, _)) if json => {
+            println!("{json_text}");
+            Ok(())
+        }
+        Ok((_, text)) => {
+            print!("{text}");
+            Ok(())
+        }
+        Err(Response::Error { message }) => Err(anyhow::anyhow!("{message}").into()),
+        Err(other) => Err(anyhow::anyhow!("unexpected answer from lvsd: {other:?}").into()),
+    }
+}
+
 fn call(socket: &std::path::Path, request: &Request, code: u8) -> Result<Response, Failure> {
     api::call(socket, request).map_err(|e| match e {
         ClientError::Connect { .. } => with_code(exit::USAGE)(e),
@@ -181,50 +218,22 @@ fn run(mut args: Vec<String>) -> Result<(), Failure> {
         return Ok(health(&socket, &args[1..])?);
     }
     if args.first().is_some_and(|a| a == "ha") {
-        let json = match &args[1..] {
-            [] => false,
-            [flag] if flag == "--json" => true,
-            _ => {
-                return Err(with_code(exit::USAGE)(anyhow::anyhow!(
-                    "usage: lvsadm ha [--json]"
-                )))
-            }
-        };
-        return match call(&socket, &Request::Ha, exit::LISTING)? {
-            Response::Ha(view) if json => {
-                println!("{}", serde_json::to_string_pretty(&view)?);
-                Ok(())
-            }
-            Response::Ha(view) => {
-                print!("{}", format::ha(&view));
-                Ok(())
-            }
-            Response::Error { message } => Err(anyhow::anyhow!("{message}").into()),
-            other => Err(anyhow::anyhow!("unexpected answer from lvsd: {other:?}").into()),
-        };
+        return show(&socket, "ha", &args[1..], &Request::Ha, |r| match r {
+            Response::Ha(view) => Ok((pretty(&view), format::ha(&view))),
+            other => Err(other),
+        });
     }
     if args.first().is_some_and(|a| a == "datapath") {
-        let json = match &args[1..] {
-            [] => false,
-            [flag] if flag == "--json" => true,
-            _ => {
-                return Err(with_code(exit::USAGE)(anyhow::anyhow!(
-                    "usage: lvsadm datapath [--json]"
-                )))
-            }
-        };
-        return match call(&socket, &Request::Datapath, exit::LISTING)? {
-            Response::Datapath(view) if json => {
-                println!("{}", serde_json::to_string_pretty(&view)?);
-                Ok(())
-            }
-            Response::Datapath(view) => {
-                print!("{}", view.render());
-                Ok(())
-            }
-            Response::Error { message } => Err(anyhow::anyhow!("{message}").into()),
-            other => Err(anyhow::anyhow!("unexpected answer from lvsd: {other:?}").into()),
-        };
+        return show(
+            &socket,
+            "datapath",
+            &args[1..],
+            &Request::Datapath,
+            |r| match r {
+                Response::Datapath(view) => Ok((pretty(&view), view.render())),
+                other => Err(other),
+            },
+        );
     }
     let invocation = ipvsadm::parse(&args).map_err(parse_failure)?;
     let request = match &invocation.action {

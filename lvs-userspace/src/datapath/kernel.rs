@@ -588,7 +588,6 @@ impl KernelDatapath {
     /// tc action and the packet as it left. The socket buffer arrives with
     /// its checksum unverified (`CHECKSUM_NONE`).
     pub fn test_run_tc(&self, ingress: u32, frame: &[u8]) -> Result<TestRun, DatapathError> {
-        use aya::programs::{TestRun as _, TestRunOptions};
         let program: &SchedClassifier = self
             .ebpf
             .program(DIRECTOR_TC)
@@ -604,24 +603,7 @@ impl KernelDatapath {
         let mut ctx = [0u8; 192];
         ctx[36..40].copy_from_slice(&ingress.to_ne_bytes());
         ctx[40..44].copy_from_slice(&ingress.to_ne_bytes());
-        let mut out = vec![0u8; frame.len() + 256];
-        let result = program
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                data_out: Some(&mut out),
-                ctx_in: Some(&ctx),
-                ..Default::default()
-            })
-            .map_err(|source| DatapathError::Program {
-                program: "BPF_PROG_TEST_RUN",
-                source,
-            })?;
-        out.truncate(result.data_size_out as usize);
-        Ok(TestRun {
-            action: result.return_value,
-            frame: out,
-            duration: result.duration,
-        })
+        test_run(program, Some(&ctx), frame)
     }
 
     /// Kernel memory charged for the connection table, in bytes: the
@@ -675,7 +657,6 @@ pub(super) fn test_run_xdp(
     ingress: Option<u32>,
     frame: &[u8],
 ) -> Result<TestRun, DatapathError> {
-    use aya::programs::{TestRun as _, TestRunOptions};
     // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex.
     let ctx: Option<Vec<u8>> = ingress.map(|ifindex| {
         [0, frame.len() as u32, 0, ifindex, 0, 0]
@@ -683,13 +664,25 @@ pub(super) fn test_run_xdp(
             .flat_map(|v| v.to_ne_bytes())
             .collect()
     });
-    // Room for encapsulation growth.
+    test_run(program, ctx.as_deref(), frame)
+}
+
+/// One `BPF_PROG_TEST_RUN` with an optional context, with room in the output
+/// for encapsulation growth.
+fn test_run<P>(program: &P, ctx_in: Option<&[u8]>, frame: &[u8]) -> Result<TestRun, DatapathError>
+where
+    P: for<'a> aya::programs::TestRun<
+        Opts<'a> = aya::programs::TestRunOptions<'a>,
+        Result = aya::programs::TestRunResult,
+    >,
+{
+    use aya::programs::TestRunOptions;
     let mut out = vec![0u8; frame.len() + 256];
     let result = program
         .test_run(TestRunOptions {
             data_in: Some(frame),
             data_out: Some(&mut out),
-            ctx_in: ctx.as_deref(),
+            ctx_in,
             ..Default::default()
         })
         .map_err(|source| DatapathError::Program {
