@@ -99,13 +99,13 @@ fn pretty(view: &impl serde::Serialize) -> String {
 }
 
 /// One of lvsadm's own listings (`lvsadm NAME [--json]`): `view` turns
-/// lvsd's answer into its JSON and its text, or gives it back.
+/// lvsd's answer into its JSON and its text, if it is the one asked for.
 fn show(
     socket: &std::path::Path,
     name: &str,
     args: &[String],
     request: &Request,
-    view: impl FnOnce(Response) -> Result<(String, String), Response>,
+    view: impl FnOnce(&Response) -> Option<(String, String)>,
 ) -> Result<(), Failure> {
     let json = match args {
         [] => false,
@@ -116,17 +116,18 @@ fn show(
             )))
         }
     };
-    match view(call(socket, request, exit::LISTING)?) {
-        Ok((json_text, _)) if json => {
+    let response = call(socket, request, exit::LISTING)?;
+    match (view(&response), response) {
+        (Some((json_text, _)), _) if json => {
             println!("{json_text}");
             Ok(())
         }
-        Ok((_, text)) => {
+        (Some((_, text)), _) => {
             print!("{text}");
             Ok(())
         }
-        Err(Response::Error { message }) => Err(anyhow::anyhow!("{message}").into()),
-        Err(other) => Err(anyhow::anyhow!("unexpected answer from lvsd: {other:?}").into()),
+        (None, Response::Error { message }) => Err(anyhow::anyhow!("{message}").into()),
+        (None, other) => Err(anyhow::anyhow!("unexpected answer from lvsd: {other:?}").into()),
     }
 }
 
@@ -219,8 +220,8 @@ fn run(mut args: Vec<String>) -> Result<(), Failure> {
     }
     if args.first().is_some_and(|a| a == "ha") {
         return show(&socket, "ha", &args[1..], &Request::Ha, |r| match r {
-            Response::Ha(view) => Ok((pretty(&view), format::ha(&view))),
-            other => Err(other),
+            Response::Ha(view) => Some((pretty(view), format::ha(view))),
+            _ => None,
         });
     }
     if args.first().is_some_and(|a| a == "datapath") {
@@ -230,8 +231,8 @@ fn run(mut args: Vec<String>) -> Result<(), Failure> {
             &args[1..],
             &Request::Datapath,
             |r| match r {
-                Response::Datapath(view) => Ok((pretty(&view), view.render())),
-                other => Err(other),
+                Response::Datapath(view) => Some((pretty(view), view.render())),
+                _ => None,
             },
         );
     }
