@@ -420,6 +420,20 @@ impl FlowKey {
     pub const fn proto(&self) -> u8 {
         self.proto
     }
+
+    /// The NAT reply entry that goes with this inbound entry, whose
+    /// connection leads to `conn`'s real server: real server to client.
+    #[inline(always)]
+    pub const fn nat_reply(&self, conn: &Conn) -> FlowKey {
+        FlowKey::from_wire(conn.addr, self.src, conn.port, self.sport, self.proto)
+    }
+
+    /// The inbound entry that owns this NAT reply entry; `conn` is the reply
+    /// entry's (its address and port are the virtual service's).
+    #[inline(always)]
+    pub const fn nat_inbound(&self, conn: &Conn) -> FlowKey {
+        FlowKey::from_wire(self.dst, conn.addr, self.dport, conn.port, self.proto)
+    }
 }
 
 /// Which way a `CONNS` entry rewrites.
@@ -491,7 +505,19 @@ impl Conn {
     pub const fn expired(&self, now_ns: u64, timeout_seconds: u32) -> bool {
         now_ns.saturating_sub(self.last_seen_ns) > timeout_seconds as u64 * NS_PER_SEC
     }
+
+    /// [`Conn::expired`] with the timeout of the entry's state.
+    pub fn expired_under(&self, now_ns: u64, timeouts: &Timeouts) -> bool {
+        let seconds = match timeouts.get(self.state as usize) {
+            Some(seconds) => *seconds,
+            None => 0,
+        };
+        self.expired(now_ns, seconds)
+    }
 }
+
+/// Idle timeouts in seconds, indexed by [`crate::ConnState`].
+pub type Timeouts = [u32; crate::tcp_state::STATE_COUNT as usize];
 
 /// Nanoseconds in a second, for `bpf_ktime_get_ns` arithmetic on both sides.
 pub const NS_PER_SEC: u64 = 1_000_000_000;
@@ -676,36 +702,43 @@ pub const DECAP_VERDICT_COUNT: u32 = 3;
 pub const IPPROTO_ICMP: u8 = 1;
 pub const IPPROTO_IPIP: u8 = 4;
 
-const _: () = assert!(core::mem::size_of::<ServiceKey>() == 8);
-const _: () = assert!(core::mem::size_of::<Settings>() == 4);
-const _: () = assert!(core::mem::size_of::<NeighMeta>() == 12);
-const _: () = assert!(core::mem::size_of::<NextHop>() == 12);
-const _: () = assert!(core::mem::size_of::<Service>() == 32);
-const _: () = assert!(core::mem::size_of::<LocalityKey>() == 8);
-const _: () = assert!(core::mem::size_of::<LocalityEntry>() == 16);
-const _: () = assert!(core::mem::size_of::<TemplateKey>() == 8);
-const _: () = assert!(core::mem::size_of::<Template>() == 16);
-const _: () = assert!(core::mem::size_of::<Event>() == 24);
-const _: () = assert!(core::mem::size_of::<Real>() == 8);
-const _: () = assert!(core::mem::size_of::<FlowKey>() == 16);
-const _: () = assert!(core::mem::size_of::<Conn>() == 32);
-const _: () = assert!(core::mem::size_of::<Counters>() == 40);
+const _: () = assert!(size_of::<ServiceKey>() == 8);
+const _: () = assert!(size_of::<Settings>() == 4);
+const _: () = assert!(size_of::<NeighMeta>() == 12);
+const _: () = assert!(size_of::<NextHop>() == 12);
+const _: () = assert!(size_of::<Service>() == 32);
+const _: () = assert!(size_of::<LocalityKey>() == 8);
+const _: () = assert!(size_of::<LocalityEntry>() == 16);
+const _: () = assert!(size_of::<TemplateKey>() == 8);
+const _: () = assert!(size_of::<Template>() == 16);
+const _: () = assert!(size_of::<Event>() == 24);
+const _: () = assert!(size_of::<Real>() == 8);
+const _: () = assert!(size_of::<FlowKey>() == 16);
+const _: () = assert!(size_of::<Conn>() == 32);
+const _: () = assert!(size_of::<Counters>() == 40);
 const _: () = assert!(ring_base(MAX_SERVICES - 1, 1) + RING_SLOTS == MAX_SERVICES * 2 * RING_SLOTS);
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: all of these are repr(C), Copy, and have no implicit padding
-    // (checked by the size assertions above).
-    unsafe impl aya::Pod for super::ServiceKey {}
-    unsafe impl aya::Pod for super::Service {}
-    unsafe impl aya::Pod for super::Real {}
-    unsafe impl aya::Pod for super::FlowKey {}
-    unsafe impl aya::Pod for super::Conn {}
-    unsafe impl aya::Pod for super::Counters {}
-    unsafe impl aya::Pod for super::Settings {}
-    unsafe impl aya::Pod for super::LocalityKey {}
-    unsafe impl aya::Pod for super::LocalityEntry {}
-    unsafe impl aya::Pod for super::TemplateKey {}
-    unsafe impl aya::Pod for super::Template {}
-    unsafe impl aya::Pod for super::NextHop {}
+    macro_rules! pod {
+        ($($t:ident),*) => {$(
+            // SAFETY: repr(C), Copy, and no implicit padding (checked by the
+            // size assertions above), so any bytes are a valid value.
+            unsafe impl aya::Pod for super::$t {}
+        )*};
+    }
+    pod!(
+        ServiceKey,
+        Service,
+        Real,
+        FlowKey,
+        Conn,
+        Counters,
+        Settings,
+        LocalityKey,
+        LocalityEntry,
+        TemplateKey,
+        Template,
+        NextHop
+    );
 }

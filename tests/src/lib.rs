@@ -113,8 +113,8 @@ impl Netns {
             .stdin(Stdio::null());
         match log {
             Some(path) => {
-                let f = std::fs::File::create(path)
-                    .with_context(|| format!("creating {}", path.display()))?;
+                let f =
+                    File::create(path).with_context(|| format!("creating {}", path.display()))?;
                 cmd.stdout(f.try_clone()?).stderr(f);
             }
             None => {

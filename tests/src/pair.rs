@@ -30,10 +30,8 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
-use lvs::{
-    api::{HaView, Snapshot, Stats},
-    ha::wire::Role,
-};
+use lvs_ha::wire::Role;
+use lvs_state::api::{HaView, Snapshot, Stats};
 
 use crate::{
     bin, exec_in, run,

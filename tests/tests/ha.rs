@@ -25,12 +25,13 @@ use std::{
 };
 
 use anyhow::{bail, ensure, Context, Result};
-use lvs::{api::HaView, ha::wire::Role};
+use lvs_ha::wire::Role;
 use lvs_lab::{
     bin,
     pair::{HttpService, Pair, CLIENT, GATEWAY, HA_PORT, HOLD_PORT, HTTP_PORT, KEY, OUTSIDER},
     Held, Method, VIP,
 };
+use lvs_state::api::HaView;
 
 /// Between two lines of the stream.
 const STREAM_PERIOD: Duration = Duration::from_millis(20);

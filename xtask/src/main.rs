@@ -159,16 +159,11 @@ fn test(root: &Path) -> Result<()> {
         &[],
         &[
             "test",
-            "-p",
-            "lvs-common",
-            "-p",
-            "lvs-userspace",
-            "-p",
-            "xtask",
-            "-p",
-            "lvs-tests",
+            "--workspace",
             "--lib",
             "--bins",
+            "--test",
+            "ipvsadm",
         ],
     )?;
     require_root("the datapath and end-to-end tiers")?;
@@ -179,7 +174,7 @@ fn test(root: &Path) -> Result<()> {
         &[
             "test",
             "-p",
-            "lvs-userspace",
+            "lvs-daemon",
             "--test",
             "datapath",
             "--",

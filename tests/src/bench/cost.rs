@@ -6,10 +6,8 @@
 //! turns in rounds, so a burst of noise on the machine hits them all.
 
 use anyhow::{bail, Result};
-use lvs::{
-    controller::Controller,
-    datapath::{KernelDatapath, Limits, ProgramStats, StandaloneXdp, TestRun},
-};
+use lvs::controller::Controller;
+use lvs_datapath::{KernelDatapath, Limits, ProgramStats, StandaloneXdp, TestRun};
 use serde::Serialize;
 
 use super::{

@@ -12,7 +12,8 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use lvs::{datapath::Limits, health::supervisor::Supervisor};
+use lvs::health::supervisor::Supervisor;
+use lvs_datapath::Limits;
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

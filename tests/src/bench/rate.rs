@@ -17,7 +17,7 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use lvs::datapath::{StandaloneXdp, XdpAttachMode};
+use lvs_datapath::{StandaloneXdp, XdpAttachMode};
 
 use super::{median, testbed::udp, Plan, Throughput};
 use crate::{Lab, VIP};
@@ -77,7 +77,7 @@ enum Installed {
 }
 
 fn install(lab: &mut Lab, path: Path) -> Result<Installed> {
-    let attach = |program: fn() -> Result<StandaloneXdp, lvs::datapath::DatapathError>| {
+    let attach = |program: fn() -> Result<StandaloneXdp, lvs_datapath::DatapathError>| {
         lab.director
             .run(|| Ok(program()?.attach_persistent("cli0")?))
             .map(Installed::Xdp)

@@ -9,13 +9,10 @@
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use lvs::{
-    config,
-    controller::Controller,
-    datapath::{KernelDatapath, Limits},
-    model::Command,
-};
+use lvs::controller::Controller;
 use lvs_common::Settings;
+use lvs_datapath::{KernelDatapath, Limits};
+use lvs_state::{config, model::Command};
 use serde::Serialize;
 
 use super::{
@@ -121,7 +118,7 @@ fn edit(c: &mut Controller<KernelDatapath>, port: u16) -> Result<f64> {
         VIP[3],
         c.state().services[0].reals[0].server
     );
-    let commands: Vec<Command> = lvs::ipvsadm::parse_restore(&line)?;
+    let commands: Vec<Command> = lvs_cli::ipvsadm::parse_restore(&line)?;
     let started = Instant::now();
     c.apply(&commands).context("editing a weight")?;
     Ok(ms(started))

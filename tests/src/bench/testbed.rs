@@ -12,12 +12,10 @@ use std::{net::Ipv4Addr, process::Command, thread};
 
 use anyhow::{anyhow, bail, Context, Result};
 use etherparse::PacketBuilder;
-use lvs::{
-    config,
-    controller::Controller,
-    datapath::{KernelDatapath, Limits},
-};
+use lvs::controller::Controller;
 use lvs_common::Settings;
+use lvs_datapath::{KernelDatapath, Limits};
+use lvs_state::config;
 
 pub const CLIENT: [u8; 4] = [198, 18, 1, 2];
 pub const CLIENT_MAC: [u8; 6] = [2, 0, 0, 0, 1, 2];

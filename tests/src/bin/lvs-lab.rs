@@ -88,11 +88,11 @@ fn main() -> Result<()> {
     match Args::parse().command {
         Cmd::Demo { requests, method } => lvs_lab::demo::run(requests, &method),
         Cmd::XdpPass { iface } => {
-            lvs::datapath::StandaloneXdp::pass()?.attach_persistent(&iface)?;
+            lvs_datapath::StandaloneXdp::pass()?.attach_persistent(&iface)?;
             Ok(())
         }
         Cmd::DirectorOn { iface } => {
-            let on = lvs::datapath::director_attached(&iface)?;
+            let on = lvs_datapath::director_attached(&iface)?;
             println!("{}", if on { "yes" } else { "no" });
             Ok(())
         }
@@ -144,7 +144,7 @@ fn forge_heartbeat(
     interval: Duration,
     key: &str,
 ) -> Result<()> {
-    use lvs::ha::wire::{Header, Kind, Message, Role};
+    use lvs_ha::wire::{Header, Kind, Message, Role};
     let socket = UdpSocket::bind("0.0.0.0:0")?;
     // A boot id later than any real router's: the most convincing claim.
     let boot = std::time::SystemTime::now()

@@ -1,0 +1,254 @@
+//! An in-memory datapath for unit tests: same contract, no kernel.
+
+use std::collections::HashMap;
+
+use lvs_common::{
+    hash::{dh_bucket, sh_bucket, HASH_BUCKETS},
+    service_flags,
+    tcp_state::STATE_COUNT,
+    Conn, Counters, Event, EventKind, FlowKey, Form, LocalityEntry, LocalityKey, Real, Service,
+    ServiceKey, Template, TemplateKey, Verdict, NO_REAL, RING_SLOTS,
+};
+
+use crate::{Datapath, DatapathError, Limits};
+
+#[derive(Debug, Default)]
+pub struct FakeDatapath {
+    pub services: HashMap<ServiceKey, Service>,
+    pub reals: HashMap<u32, Real>,
+    pub rings: HashMap<u32, u32>,
+    pub buckets: HashMap<u32, u32>,
+    pub locality: HashMap<LocalityKey, LocalityEntry>,
+    pub templates: HashMap<TemplateKey, Template>,
+    pub events: Vec<Event>,
+    pub cursors: HashMap<u32, u32>,
+    pub service_stats: HashMap<u32, Counters>,
+    pub real_stats: HashMap<u32, Counters>,
+    pub conns: HashMap<FlowKey, Conn>,
+    pub timeouts: [u32; STATE_COUNT as usize],
+    pub now_ns: u64,
+    pub limits: Limits,
+    /// Addresses `is_local` says the director holds (besides loopback).
+    pub local: std::collections::BTreeSet<std::net::Ipv4Addr>,
+    pub next_hops: HashMap<std::net::Ipv4Addr, lvs_common::NextHop>,
+}
+
+impl FakeDatapath {
+    /// Play the datapath's part for one new flow to `key` from an
+    /// unspecified client.
+    pub fn schedule(&mut self, key: &ServiceKey) -> Option<Real> {
+        self.schedule_from(key, [0; 4], 0)
+    }
+
+    /// As `lvs-ebpf/src/schedule.rs` does for a new flow from
+    /// `client:client_port`: template, then the service's form.
+    pub fn schedule_from(
+        &mut self,
+        key: &ServiceKey,
+        client: [u8; 4],
+        client_port: u16,
+    ) -> Option<Real> {
+        let svc = *self.services.get(key)?;
+        let real_index = if svc.has(service_flags::PERSISTENT) {
+            let mask = u32::from_be_bytes(svc.persist_mask());
+            let net = (u32::from_be_bytes(client) & mask).to_be_bytes();
+            let tkey = TemplateKey::new(svc.index, net);
+            let expires = self.now_ns + svc.persist_timeout_s as u64 * 1_000_000_000;
+            match self.templates.get_mut(&tkey) {
+                Some(t) if self.now_ns < t.expires_ns => {
+                    t.expires_ns = expires;
+                    t.real_index
+                }
+                _ => {
+                    let r = self.choose(&svc, key, client, client_port)?;
+                    self.templates.insert(tkey, Template::new(r, expires));
+                    r
+                }
+            }
+        } else {
+            self.choose(&svc, key, client, client_port)?
+        };
+        let counters = self.real_stats.entry(real_index).or_default();
+        counters.conns += 1;
+        self.reals.get(&real_index).copied()
+    }
+
+    fn choose(
+        &mut self,
+        svc: &Service,
+        key: &ServiceKey,
+        client: [u8; 4],
+        client_port: u16,
+    ) -> Option<u32> {
+        let real = if svc.form == Form::Buckets as u8 {
+            let b = if svc.has(service_flags::HASH_DESTINATION) {
+                dh_bucket(key.addr())
+            } else if svc.has(service_flags::HASH_PORT) {
+                sh_bucket(client, client_port)
+            } else {
+                sh_bucket(client, 0)
+            };
+            self.buckets[&(svc.bucket_base + b)]
+        } else if svc.form == Form::Locality as u8 {
+            let lkey = LocalityKey::new(svc.index, key.addr());
+            if let Some(e) = self.locality.get_mut(&lkey) {
+                e.last_use_ns = self.now_ns;
+                e.real_index
+            } else {
+                let r = self.claim(svc)?;
+                self.locality
+                    .insert(lkey, LocalityEntry::new(r, self.now_ns));
+                self.events.push(Event::new(
+                    EventKind::NewDestination,
+                    svc.index,
+                    key.addr(),
+                    r,
+                    self.now_ns,
+                ));
+                r
+            }
+        } else {
+            self.claim(svc)?
+        };
+        (real != NO_REAL).then_some(real)
+    }
+
+    fn claim(&mut self, svc: &Service) -> Option<u32> {
+        if svc.ring_len == 0 {
+            return None;
+        }
+        let cursor = self.cursors.entry(svc.index).or_default();
+        let ticket = *cursor;
+        *cursor = cursor.wrapping_add(1);
+        let offset = ticket.wrapping_sub(svc.cursor_origin) % svc.ring_len;
+        if svc.has(service_flags::SIGNAL_LOW_WATER) && offset == svc.ring_len / 2 {
+            self.events.push(Event::new(
+                EventKind::LowWater,
+                svc.index,
+                [0; 4],
+                offset,
+                self.now_ns,
+            ));
+        }
+        Some(self.rings[&(svc.ring_base + offset)])
+    }
+}
+
+impl Datapath for FakeDatapath {
+    fn limits(&self) -> Limits {
+        self.limits
+    }
+    fn set_service(&mut self, key: ServiceKey, value: Service) -> Result<(), DatapathError> {
+        assert!(value.index < self.limits.services);
+        self.services.insert(key, value);
+        Ok(())
+    }
+    fn remove_service(&mut self, key: ServiceKey) -> Result<(), DatapathError> {
+        self.services.remove(&key);
+        Ok(())
+    }
+    fn set_real(&mut self, index: u32, real: Real) -> Result<(), DatapathError> {
+        assert!(index < self.limits.reals);
+        self.reals.insert(index, real);
+        Ok(())
+    }
+    fn write_ring(&mut self, base: u32, picks: &[u32]) -> Result<(), DatapathError> {
+        assert!(picks.len() <= RING_SLOTS as usize);
+        for (i, p) in picks.iter().enumerate() {
+            self.rings.insert(base + i as u32, *p);
+        }
+        Ok(())
+    }
+    fn write_buckets(&mut self, base: u32, table: &[u32]) -> Result<(), DatapathError> {
+        assert_eq!(table.len(), HASH_BUCKETS as usize);
+        for (i, r) in table.iter().enumerate() {
+            self.buckets.insert(base + i as u32, *r);
+        }
+        Ok(())
+    }
+    fn localities(&self) -> Result<Vec<(LocalityKey, LocalityEntry)>, DatapathError> {
+        Ok(self.locality.iter().map(|(k, v)| (*k, *v)).collect())
+    }
+    fn set_locality(
+        &mut self,
+        key: LocalityKey,
+        entry: LocalityEntry,
+    ) -> Result<(), DatapathError> {
+        self.locality.insert(key, entry);
+        Ok(())
+    }
+    fn remove_locality(&mut self, key: &LocalityKey) -> Result<(), DatapathError> {
+        self.locality.remove(key);
+        Ok(())
+    }
+    fn templates(&self) -> Result<Vec<(TemplateKey, Template)>, DatapathError> {
+        Ok(self.templates.iter().map(|(k, v)| (*k, *v)).collect())
+    }
+    fn set_template(&mut self, key: TemplateKey, template: Template) -> Result<(), DatapathError> {
+        self.templates.insert(key, template);
+        Ok(())
+    }
+    fn remove_template(&mut self, key: &TemplateKey) -> Result<(), DatapathError> {
+        self.templates.remove(key);
+        Ok(())
+    }
+    fn drain_events(&mut self) -> Result<Vec<Event>, DatapathError> {
+        Ok(std::mem::take(&mut self.events))
+    }
+    fn cursor(&self, index: u32) -> Result<u32, DatapathError> {
+        Ok(self.cursors.get(&index).copied().unwrap_or(0))
+    }
+    fn service_counters(&self, index: u32) -> Result<Counters, DatapathError> {
+        Ok(self.service_stats.get(&index).copied().unwrap_or_default())
+    }
+    fn real_counters(&self, index: u32) -> Result<Counters, DatapathError> {
+        Ok(self.real_stats.get(&index).copied().unwrap_or_default())
+    }
+    fn reset_service_counters(&mut self, index: u32) -> Result<(), DatapathError> {
+        self.service_stats.remove(&index);
+        Ok(())
+    }
+    fn reset_real_counters(&mut self, index: u32) -> Result<(), DatapathError> {
+        self.real_stats.remove(&index);
+        Ok(())
+    }
+    fn verdicts(&self) -> Result<Vec<(Verdict, u64)>, DatapathError> {
+        Ok(Verdict::ALL.iter().map(|v| (*v, 0)).collect())
+    }
+    fn connections(&self) -> Result<Vec<(FlowKey, Conn)>, DatapathError> {
+        Ok(self.conns.iter().map(|(k, v)| (*k, *v)).collect())
+    }
+    fn connection(&self, key: &FlowKey) -> Result<Option<Conn>, DatapathError> {
+        Ok(self.conns.get(key).copied())
+    }
+    fn set_connection(&mut self, key: FlowKey, conn: Conn) -> Result<(), DatapathError> {
+        self.conns.insert(key, conn);
+        Ok(())
+    }
+    fn remove_connection(&mut self, key: &FlowKey) -> Result<(), DatapathError> {
+        self.conns.remove(key);
+        Ok(())
+    }
+    fn set_timeouts(&mut self, seconds: &[u32; STATE_COUNT as usize]) -> Result<(), DatapathError> {
+        self.timeouts = *seconds;
+        Ok(())
+    }
+    fn now_ns(&self) -> Result<u64, DatapathError> {
+        Ok(self.now_ns)
+    }
+    fn is_local(&self, addr: std::net::Ipv4Addr) -> bool {
+        addr.is_loopback() || self.local.contains(&addr)
+    }
+    fn set_next_hop(
+        &mut self,
+        real: std::net::Ipv4Addr,
+        hop: lvs_common::NextHop,
+    ) -> Result<(), DatapathError> {
+        self.next_hops.insert(real, hop);
+        Ok(())
+    }
+    fn remove_next_hop(&mut self, real: std::net::Ipv4Addr) -> Result<(), DatapathError> {
+        self.next_hops.remove(&real);
+        Ok(())
+    }
+}

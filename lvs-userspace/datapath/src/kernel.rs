@@ -1,0 +1,1000 @@
+//! The real datapath: the embedded XDP object, attached to interfaces, and
+//! its maps. Each error names the map or interface and the failing call.
+
+use std::net::Ipv4Addr;
+
+use aya::{
+    maps::{
+        xdp::DevMapHash, Array, HashMap, MapData, MapError, PerCpuArray, PerCpuValues, RingBuf,
+    },
+    programs::{
+        tc::{
+            qdisc_add_clsact, qdisc_detach_program, NlOptions, SchedClassifierLink, TcAttachOptions,
+        },
+        SchedClassifier, TcAttachType, Xdp, XdpMode,
+    },
+    Ebpf, EbpfLoader,
+};
+use lvs_common::{
+    tcp_state::STATE_COUNT, Conn, Counters, Event, FlowKey, LocalityEntry, LocalityKey, NextHop,
+    Real, Service, ServiceKey, Settings, Template, TemplateKey, Verdict,
+};
+use serde::{Deserialize, Serialize};
+use tokio::io::{unix::AsyncFd, Interest};
+
+use crate::{
+    standalone::{attach_by_netlink, netlink},
+    Datapath, DatapathError, Limits, LocalAddresses, XdpAttachMode,
+};
+
+/// The compiled `lvs-ebpf` object (built by this crate's build script).
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("LVS_EBPF_OBJECT"));
+
+const DIRECTOR: &str = "lvs_director";
+const DIRECTOR_TC: &str = "lvs_director_tc";
+const NEIGH: &str = "lvs_neigh";
+
+/// One `BPF_PROG_TEST_RUN` outcome.
+#[derive(Debug)]
+pub struct TestRun {
+    pub action: u32,
+    pub frame: Vec<u8>,
+    pub duration: std::time::Duration,
+}
+
+/// What the verifier made of one loaded program.
+#[derive(Clone, Debug, Serialize)]
+pub struct ProgramStats {
+    pub name: &'static str,
+    /// Instructions after verification (the translated program's length).
+    pub instructions: u32,
+    /// Instructions the verifier processed while exploring every path.
+    pub verified_instructions: u32,
+    /// Size of the JIT-compiled program.
+    pub jited_bytes: u32,
+}
+
+pub(super) fn program_stats(
+    name: &'static str,
+    info: Result<aya::programs::ProgramInfo, aya::programs::ProgramError>,
+) -> Result<ProgramStats, DatapathError> {
+    let info = info.map_err(|source| DatapathError::Program {
+        program: name,
+        source,
+    })?;
+    Ok(ProgramStats {
+        name,
+        instructions: info.size_translated().unwrap_or(0) / 8,
+        verified_instructions: info.verified_instruction_count().unwrap_or(0),
+        jited_bytes: info.size_jitted(),
+    })
+}
+
+/// Which director an interface gets (`lvsd --datapath`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum DatapathChoice {
+    /// Native XDP where the driver has it, tc on virtual devices.
+    #[default]
+    Auto,
+    /// XDP everywhere (native, else generic), as on a tuned lab or bench.
+    Xdp,
+    /// tc everywhere.
+    Tc,
+}
+
+/// How the director ended up attached to one interface.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    pub iface: String,
+    pub ifindex: u32,
+    /// "xdp" or "tc".
+    pub datapath: String,
+    /// "native" or "generic" for XDP; "tcx" or "netlink" for tc.
+    pub mode: String,
+    /// Why this datapath.
+    pub reason: String,
+}
+
+/// The director an interface gets, and why, before anything is attached.
+fn choose(iface: &str, choice: DatapathChoice) -> (bool, String) {
+    match choice {
+        DatapathChoice::Xdp => (true, "--datapath xdp".into()),
+        DatapathChoice::Tc => (false, "--datapath tc".into()),
+        DatapathChoice::Auto => {
+            let device = std::path::Path::new("/sys/class/net")
+                .join(iface)
+                .join("device");
+            if device.exists() {
+                (true, "a NIC driver: native XDP".into())
+            } else {
+                (
+                    false,
+                    "a virtual device (veth, bridge, ...): a frame sent on from XDP would be \
+                     dropped by a peer without XDP, or lose a checksum left to offload"
+                        .into(),
+                )
+            }
+        }
+    }
+}
+
+/// How long the director stays attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lifetime {
+    /// As long as lvsd runs, however it ends (a bpf_link).
+    Lvsd,
+    /// Until lvsd detaches it on a clean exit: a killed lvsd leaves its
+    /// datapath forwarding the connections it knows, as IPVS outlives a
+    /// killed keepalived. The next lvsd replaces it. For routers of a pair,
+    /// whose peer takes over without resetting what still reaches this one.
+    Kernel,
+}
+
+/// Where an lvsd that attached for `Lifetime::Kernel` records its pid, per
+/// network namespace and interface, so the next one can tell a leftover
+/// from a live owner.
+fn owner_record(ifindex: u32) -> Result<std::path::PathBuf, DatapathError> {
+    let netns = crate::netconf::netns_id().map_err(|e| DatapathError::Record {
+        call: "stat /proc/self/ns/net",
+        path: "/proc/self/ns/net".into(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    Ok(std::path::Path::new("/run/lvs").join(format!("director-{netns}-{ifindex}.pid")))
+}
+
+/// The pid recorded for `ifindex`, if that process still runs.
+fn live_owner(path: &std::path::Path) -> Option<i32> {
+    let pid: i32 = std::fs::read_to_string(path).ok()?.trim().parse().ok()?;
+    let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
+    (alive && pid != std::process::id() as i32).then_some(pid)
+}
+
+/// Attach the director by netlink, outliving lvsd. A program left by an
+/// lvsd that died (its record names a dead pid) is replaced; any other
+/// program, or a live owner, is refused.
+fn attach_kept(program: &Xdp, iface: &str, ifindex: u32) -> Result<XdpAttachMode, DatapathError> {
+    use std::os::fd::{AsFd, AsRawFd};
+    let record = owner_record(ifindex)?;
+    if let Some(pid) = live_owner(&record) {
+        return Err(DatapathError::InUse {
+            iface: iface.to_string(),
+            pid,
+            record: record.display().to_string(),
+        });
+    }
+    let leftover = record.exists();
+    let fd = program
+        .fd()
+        .map_err(|source| DatapathError::Program {
+            program: DIRECTOR,
+            source,
+        })?
+        .as_fd()
+        .as_raw_fd();
+    let mode = attach_by_netlink(iface, ifindex, fd, leftover)?;
+    write_owner_record(&record)?;
+    Ok(mode)
+}
+
+fn classifier<'a>(
+    ebpf: &'a mut Ebpf,
+    program: &'static str,
+) -> Result<&'a mut SchedClassifier, DatapathError> {
+    ebpf.program_mut(program)
+        .ok_or(DatapathError::MissingProgram { program })?
+        .try_into()
+        .map_err(|source| DatapathError::Program { program, source })
+}
+
+/// Attach the XDP director; `None` when `--datapath auto` finds no native
+/// XDP (the interface then gets the tc director, not generic XDP, which
+/// would have the same faults on a virtual device).
+fn attach_xdp(
+    program: &mut Xdp,
+    iface: &str,
+    ifindex: u32,
+    lifetime: Lifetime,
+    choice: DatapathChoice,
+    kept: &mut KeptGuard,
+) -> Result<Option<&'static str>, DatapathError> {
+    if lifetime == Lifetime::Kernel {
+        let mode = attach_kept(program, iface, ifindex)?;
+        kept.0.push((ifindex, mode));
+        return Ok(match mode {
+            XdpAttachMode::Native => Some("native"),
+            XdpAttachMode::Generic if choice == DatapathChoice::Auto => {
+                detach_kept(&mut vec![kept.0.pop().expect("pushed above")]);
+                None
+            }
+            XdpAttachMode::Generic => Some("generic"),
+        });
+    }
+    if program.attach(iface, XdpMode::Driver).is_ok() {
+        return Ok(Some("native"));
+    }
+    if choice == DatapathChoice::Auto {
+        return Ok(None);
+    }
+    program
+        .attach(iface, XdpMode::Skb)
+        .map_err(|source| DatapathError::Attach {
+            iface: iface.to_string(),
+            source,
+        })?;
+    Ok(Some("generic"))
+}
+
+/// A tc director attached by netlink for `Lifetime::Kernel`: it outlives a
+/// killed lvsd; dropping this (a clean exit) detaches it and its record.
+pub struct KeptTc {
+    link: Option<SchedClassifierLink>,
+    ifindex: u32,
+}
+
+impl Drop for KeptTc {
+    fn drop(&mut self) {
+        drop(self.link.take());
+        if let Ok(record) = owner_record(self.ifindex) {
+            let _ = std::fs::remove_file(record);
+        }
+    }
+}
+
+/// Attach the tc director on ingress: a tcx link that lives as long as
+/// lvsd, or for `Lifetime::Kernel` a netlink filter that outlives it,
+/// replacing one a dead lvsd left.
+fn attach_tc(
+    ebpf: &mut Ebpf,
+    iface: &str,
+    ifindex: u32,
+    lifetime: Lifetime,
+) -> Result<(Option<KeptTc>, &'static str), DatapathError> {
+    let tc_err = |source| DatapathError::TcAttach {
+        program: DIRECTOR_TC,
+        iface: iface.to_string(),
+        source,
+    };
+    if tc_director_on(iface) {
+        return Err(DatapathError::TcBusy {
+            iface: iface.to_string(),
+        });
+    }
+    let program = classifier(ebpf, DIRECTOR_TC)?;
+    if lifetime == Lifetime::Lvsd {
+        program
+            .attach(iface, TcAttachType::Ingress)
+            .map_err(tc_err)?;
+        return Ok((None, "tcx"));
+    }
+    let record = owner_record(ifindex)?;
+    if let Some(pid) = live_owner(&record) {
+        return Err(DatapathError::InUse {
+            iface: iface.to_string(),
+            pid,
+            record: record.display().to_string(),
+        });
+    }
+    if record.exists() {
+        // A dead lvsd's director: ours replaces it.
+        let _ = qdisc_detach_program(iface, TcAttachType::Ingress, DIRECTOR_TC);
+    }
+    // Already there is fine.
+    let _ = qdisc_add_clsact(iface);
+    let id = program
+        .attach_with_options(
+            iface,
+            TcAttachType::Ingress,
+            TcAttachOptions::Netlink(NlOptions::default()),
+        )
+        .map_err(tc_err)?;
+    let link = program.take_link(id).map_err(tc_err)?;
+    let kept = KeptTc {
+        link: Some(link),
+        ifindex,
+    };
+    write_owner_record(&record)?;
+    Ok((Some(kept), "netlink"))
+}
+
+/// Whether an lvs tc director runs on `iface`'s ingress already (tcx):
+/// unlike native XDP, tcx would let a second one in beside it.
+fn tc_director_on(iface: &str) -> bool {
+    SchedClassifier::query_tcx(iface, TcAttachType::Ingress).is_ok_and(|(_, programs)| {
+        programs
+            .iter()
+            .any(|p| p.name_as_str() == Some(DIRECTOR_TC))
+    })
+}
+
+/// Whether an lvs director (XDP, or tc ingress) runs on `iface`.
+pub fn director_attached(iface: &str) -> Result<bool, DatapathError> {
+    let shown = std::process::Command::new("ip")
+        .args(["-o", "link", "show", "dev", iface])
+        .output()
+        .map_err(|source| DatapathError::Netlink {
+            iface: iface.to_string(),
+            call: "ip link show",
+            source,
+        })?;
+    if !shown.status.success() {
+        return Err(DatapathError::NoInterface {
+            iface: iface.to_string(),
+            call: "ip link show",
+            source: std::io::Error::other(
+                String::from_utf8_lossy(&shown.stderr).trim().to_string(),
+            ),
+        });
+    }
+    let xdp = String::from_utf8_lossy(&shown.stdout).contains(" xdp");
+    Ok(xdp || tc_director_on(iface))
+}
+
+fn write_owner_record(record: &std::path::Path) -> Result<(), DatapathError> {
+    let write = || -> std::io::Result<()> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create("/run/lvs")?;
+        std::fs::write(record, std::process::id().to_string())
+    };
+    write().map_err(|source| DatapathError::Record {
+        call: "write",
+        path: record.display().to_string(),
+        source,
+    })
+}
+
+pub struct KernelDatapath {
+    /// Owns the program and its links: dropping it detaches everywhere.
+    ebpf: Ebpf,
+    /// Netlink attachments (`Lifetime::Kernel`), detached on drop.
+    kept: Vec<(u32, XdpAttachMode)>,
+    /// tc attachments taken out of aya's keeping (`Lifetime::Kernel`):
+    /// dropped (detached) with the datapath, left behind by a killed lvsd.
+    _tc_kept: Vec<KeptTc>,
+    next_hops: HashMap<MapData, u32, NextHop>,
+    local: LocalAddresses,
+    services: HashMap<MapData, ServiceKey, Service>,
+    rings: Array<MapData, u32>,
+    buckets: Array<MapData, u32>,
+    locality: HashMap<MapData, LocalityKey, LocalityEntry>,
+    templates: HashMap<MapData, TemplateKey, Template>,
+    events: RingBuf<MapData>,
+    cursors: Array<MapData, u32>,
+    reals: Array<MapData, Real>,
+    service_stats: PerCpuArray<MapData, Counters>,
+    real_stats: PerCpuArray<MapData, Counters>,
+    verdicts: PerCpuArray<MapData, u64>,
+    conns: HashMap<MapData, FlowKey, Conn>,
+    timeouts: Array<MapData, u32>,
+    cpus: usize,
+    limits: Limits,
+    pub attachments: Vec<Attachment>,
+}
+
+fn take(ebpf: &mut Ebpf, map: &'static str) -> Result<aya::maps::Map, DatapathError> {
+    ebpf.take_map(map).ok_or(DatapathError::MissingMap { map })
+}
+
+macro_rules! typed {
+    ($ebpf:expr, $ty:ty, $name:literal) => {
+        <$ty>::try_from(take($ebpf, $name)?).map_err(|source| DatapathError::Map {
+            op: "open",
+            map: $name,
+            source,
+        })?
+    };
+}
+
+impl KernelDatapath {
+    /// Load the object and attach the XDP director to every interface,
+    /// native mode first, generic as the fallback, with `lvs_neigh` on tc
+    /// ingress beside it, the tables sized by `limits`. Nothing stays
+    /// attached on error. (Fixtures and the bench; lvsd uses `attach_for`.)
+    pub fn attach(
+        ifaces: &[String],
+        settings: Settings,
+        limits: Limits,
+    ) -> Result<Self, DatapathError> {
+        Self::attach_for(
+            ifaces,
+            settings,
+            limits,
+            Lifetime::Lvsd,
+            DatapathChoice::Xdp,
+        )
+    }
+
+    /// As `attach`, choosing how long the director stays attached and which
+    /// director each interface gets: XDP (with `lvs_neigh` beside it) or the
+    /// same director on tc ingress (`lvs_director_tc`).
+    pub fn attach_for(
+        ifaces: &[String],
+        settings: Settings,
+        limits: Limits,
+        lifetime: Lifetime,
+        choice: DatapathChoice,
+    ) -> Result<Self, DatapathError> {
+        let limits = limits.check()?;
+        let ifindexes = ifaces
+            .iter()
+            .map(|iface| {
+                nix::net::if_::if_nametoindex(iface.as_str()).map_err(|e| {
+                    DatapathError::NoInterface {
+                        iface: iface.clone(),
+                        call: "if_nametoindex",
+                        source: e.into(),
+                    }
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let cpus =
+            aya::util::nr_cpus().map_err(|(call, source)| DatapathError::Cpus { call, source })?;
+        let mut loader = EbpfLoader::new();
+        for (map, entries) in limits.map_sizes() {
+            loader.map_max_entries(map, entries);
+        }
+        let mut ebpf = loader.load(EBPF_OBJECT)?;
+        let mut egress: DevMapHash<MapData> = typed!(&mut ebpf, DevMapHash<MapData>, "EGRESS");
+        let plan: Vec<(bool, String)> = ifaces.iter().map(|i| choose(i, choice)).collect();
+        let services = typed!(&mut ebpf, HashMap<MapData, ServiceKey, Service>, "SERVICES");
+        let rings = typed!(&mut ebpf, Array<MapData, u32>, "RINGS");
+        let buckets = typed!(&mut ebpf, Array<MapData, u32>, "BUCKETS");
+        let locality = typed!(&mut ebpf, HashMap<MapData, LocalityKey, LocalityEntry>, "LOCALITY");
+        let templates = typed!(&mut ebpf, HashMap<MapData, TemplateKey, Template>, "TEMPLATES");
+        let events = typed!(&mut ebpf, RingBuf<MapData>, "EVENTS");
+        let cursors = typed!(&mut ebpf, Array<MapData, u32>, "CURSORS");
+        let reals = typed!(&mut ebpf, Array<MapData, Real>, "REALS");
+        let service_stats = typed!(&mut ebpf, PerCpuArray<MapData, Counters>, "SERVICE_STATS");
+        let real_stats = typed!(&mut ebpf, PerCpuArray<MapData, Counters>, "REAL_STATS");
+        let verdicts = typed!(&mut ebpf, PerCpuArray<MapData, u64>, "VERDICTS");
+        let conns = typed!(&mut ebpf, HashMap<MapData, FlowKey, Conn>, "CONNS");
+        let mut timeouts = typed!(&mut ebpf, Array<MapData, u32>, "TIMEOUTS");
+        // Written before anything is attached: a zero timeout kills every entry.
+        for (state, seconds) in lvs_common::tcp_state::DEFAULT_TIMEOUTS.iter().enumerate() {
+            timeouts
+                .set(state as u32, seconds, 0)
+                .map_err(map_err("bpf_map_update_elem", "TIMEOUTS"))?;
+        }
+        let mut settings_map = typed!(&mut ebpf, Array<MapData, Settings>, "SETTINGS");
+        settings_map
+            .set(0, settings, 0)
+            .map_err(map_err("bpf_map_update_elem", "SETTINGS"))?;
+
+        for program in [NEIGH, DIRECTOR_TC] {
+            classifier(&mut ebpf, program)?
+                .load()
+                .map_err(|source| DatapathError::Program { program, source })?;
+        }
+        let program: &mut Xdp = ebpf
+            .program_mut(DIRECTOR)
+            .ok_or(DatapathError::MissingProgram { program: DIRECTOR })?
+            .try_into()
+            .map_err(|source| DatapathError::Program {
+                program: DIRECTOR,
+                source,
+            })?;
+        program.load().map_err(|source| DatapathError::Program {
+            program: DIRECTOR,
+            source,
+        })?;
+
+        let mut attachments = Vec::new();
+        let mut kept = KeptGuard(Vec::new());
+        let mut tc_links = Vec::new();
+        for ((iface, &ifindex), (mut xdp, mut reason)) in ifaces.iter().zip(&ifindexes).zip(plan) {
+            let mut mode = String::new();
+            if xdp {
+                let program: &mut Xdp = ebpf
+                    .program_mut(DIRECTOR)
+                    .expect("loaded above")
+                    .try_into()
+                    .expect("an XDP program");
+                match attach_xdp(program, iface, ifindex, lifetime, choice, &mut kept)? {
+                    Some(m) => mode = m.into(),
+                    None => {
+                        xdp = false;
+                        reason = "no native XDP in its driver".into();
+                    }
+                }
+            }
+            if xdp {
+                egress.insert(ifindex, ifindex, None, 0).map_err(|source| {
+                    DatapathError::Egress {
+                        iface: iface.clone(),
+                        source,
+                    }
+                })?;
+                // Frames XDP could not address go on through lvs_neigh.
+                classifier(&mut ebpf, NEIGH)?
+                    .attach(iface, TcAttachType::Ingress)
+                    .map_err(|source| DatapathError::TcAttach {
+                        program: NEIGH,
+                        iface: iface.clone(),
+                        source,
+                    })?;
+            } else {
+                let (link, how) = attach_tc(&mut ebpf, iface, ifindex, lifetime)?;
+                mode = how.into();
+                if let Some(link) = link {
+                    tc_links.push(link);
+                }
+            }
+            let datapath = if xdp { "xdp" } else { "tc" };
+            tracing::info!(%iface, datapath, %mode, "director attached: {reason}");
+            attachments.push(Attachment {
+                iface: iface.clone(),
+                ifindex,
+                datapath: datapath.into(),
+                mode,
+                reason,
+            });
+        }
+        // Taken maps must outlive the program loads that refer to them.
+        drop((egress, settings_map));
+        let next_hops = typed!(&mut ebpf, HashMap<MapData, u32, NextHop>, "NEXT_HOPS");
+        Ok(Self {
+            ebpf,
+            kept: std::mem::take(&mut kept.0),
+            _tc_kept: tc_links,
+            next_hops,
+            local: LocalAddresses::default(),
+            services,
+            rings,
+            buckets,
+            locality,
+            templates,
+            events,
+            cursors,
+            reals,
+            service_stats,
+            real_stats,
+            verdicts,
+            conns,
+            timeouts,
+            cpus,
+            limits,
+            attachments,
+        })
+    }
+
+    /// Run the director once on `frame` with `BPF_PROG_TEST_RUN`: the XDP
+    /// action and the frame as the program left it. For fixtures and bench.
+    pub fn test_run(&self, frame: &[u8]) -> Result<TestRun, DatapathError> {
+        self.test_run_from(None, frame)
+    }
+
+    /// As `test_run`, as if the frame arrived on interface `ingress`
+    /// (loopback when `None`).
+    pub fn test_run_from(
+        &self,
+        ingress: Option<u32>,
+        frame: &[u8],
+    ) -> Result<TestRun, DatapathError> {
+        let program: &Xdp = self
+            .ebpf
+            .program(DIRECTOR)
+            .ok_or(DatapathError::MissingProgram { program: DIRECTOR })?
+            .try_into()
+            .map_err(|source| DatapathError::Program {
+                program: DIRECTOR,
+                source,
+            })?;
+        test_run_xdp(program, ingress, frame)
+    }
+
+    /// As `test_run_from`, through the tc director (`lvs_director_tc`): the
+    /// tc action and the packet as it left. The socket buffer arrives with
+    /// its checksum unverified (`CHECKSUM_NONE`).
+    pub fn test_run_tc(&self, ingress: u32, frame: &[u8]) -> Result<TestRun, DatapathError> {
+        let program: &SchedClassifier = self
+            .ebpf
+            .program(DIRECTOR_TC)
+            .ok_or(DatapathError::MissingProgram {
+                program: DIRECTOR_TC,
+            })?
+            .try_into()
+            .map_err(|source| DatapathError::Program {
+                program: DIRECTOR_TC,
+                source,
+            })?;
+        // struct __sk_buff (192 bytes): ingress_ifindex at 36, ifindex at 40.
+        let mut ctx = [0u8; 192];
+        ctx[36..40].copy_from_slice(&ingress.to_ne_bytes());
+        ctx[40..44].copy_from_slice(&ingress.to_ne_bytes());
+        test_run(program, Some(&ctx), frame)
+    }
+
+    /// Kernel memory charged for the connection table, in bytes: the
+    /// `memlock` line of the map's `/proc/self/fdinfo` entry.
+    pub fn conn_table_memory(&self) -> Result<u64, DatapathError> {
+        use aya::maps::IterableMap;
+        use std::os::fd::{AsFd, AsRawFd};
+        let fd = self.conns.map().fd().as_fd().as_raw_fd();
+        let path = format!("/proc/self/fdinfo/{fd}");
+        let fdinfo = |source| DatapathError::Fdinfo {
+            map: "CONNS",
+            source,
+        };
+        let text = std::fs::read_to_string(&path).map_err(fdinfo)?;
+        text.lines()
+            .find_map(|l| l.strip_prefix("memlock:"))
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| fdinfo(std::io::Error::other(format!("no memlock line in {path}"))))
+    }
+
+    /// What the verifier made of the director and the tc program.
+    pub fn program_stats(&self) -> Result<Vec<ProgramStats>, DatapathError> {
+        [DIRECTOR, DIRECTOR_TC, NEIGH]
+            .into_iter()
+            .map(|name| {
+                let program = self
+                    .ebpf
+                    .program(name)
+                    .ok_or(DatapathError::MissingProgram { program: name })?;
+                program_stats(name, program.info())
+            })
+            .collect()
+    }
+
+    /// The `EVENTS` ring buffer, registered with the tokio reactor of the
+    /// calling task: readable when notices wait, for the daemon's event loop.
+    pub fn watch_events(&self) -> std::io::Result<AsyncFd<std::os::fd::OwnedFd>> {
+        use std::os::fd::AsFd;
+        let events = self.events.as_fd().try_clone_to_owned()?;
+        // SAFETY: the descriptor is a fresh dup that the AsyncFd owns; it
+        // stays open, and refers to the same ring buffer, for its lifetime.
+        unsafe { AsyncFd::register_with_interest(events, Interest::READABLE) }.map_err(Into::into)
+    }
+
+    fn zeroed<T: aya::Pod + Default>(&self) -> PerCpuValues<T> {
+        PerCpuValues::try_from(vec![T::default(); self.cpus]).expect("one value per CPU")
+    }
+}
+
+/// `BPF_PROG_TEST_RUN` of an XDP program. The output starts at the frame's
+/// XDP metadata, if the program left any.
+pub(super) fn test_run_xdp(
+    program: &Xdp,
+    ingress: Option<u32>,
+    frame: &[u8],
+) -> Result<TestRun, DatapathError> {
+    // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex.
+    let ctx: Option<Vec<u8>> = ingress.map(|ifindex| {
+        [0, frame.len() as u32, 0, ifindex, 0, 0]
+            .iter()
+            .flat_map(|v| v.to_ne_bytes())
+            .collect()
+    });
+    test_run(program, ctx.as_deref(), frame)
+}
+
+/// One `BPF_PROG_TEST_RUN` with an optional context, with room in the output
+/// for encapsulation growth.
+fn test_run<P>(program: &P, ctx_in: Option<&[u8]>, frame: &[u8]) -> Result<TestRun, DatapathError>
+where
+    P: for<'a> aya::programs::TestRun<
+        Opts<'a> = aya::programs::TestRunOptions<'a>,
+        Result = aya::programs::TestRunResult,
+    >,
+{
+    use aya::programs::TestRunOptions;
+    let mut out = vec![0u8; frame.len() + 256];
+    let result = program
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ctx_in,
+            ..Default::default()
+        })
+        .map_err(|source| DatapathError::Program {
+            program: "BPF_PROG_TEST_RUN",
+            source,
+        })?;
+    out.truncate(result.data_size_out as usize);
+    Ok(TestRun {
+        action: result.return_value,
+        frame: out,
+        duration: result.duration,
+    })
+}
+
+/// Every entry of a hash map; an entry deleted while the walk passes it
+/// is skipped, not an error.
+///
+/// Read in batches (`BPF_MAP_LOOKUP_BATCH`, which aya does not wrap): one
+/// syscall per few thousand entries instead of two per entry, because the
+/// controller walks the whole connection table every second.
+fn entries<K: aya::Pod, V: aya::Pod>(
+    map: &HashMap<MapData, K, V>,
+    name: &'static str,
+) -> Result<Vec<(K, V)>, DatapathError> {
+    use aya::maps::IterableMap;
+    use std::os::fd::{AsFd, AsRawFd};
+    const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+    const CHUNK: usize = 4096;
+    /// `union bpf_attr`'s `batch` member.
+    #[repr(C)]
+    struct BatchAttr {
+        in_batch: u64,
+        out_batch: u64,
+        keys: u64,
+        values: u64,
+        count: u32,
+        map_fd: u32,
+        elem_flags: u64,
+        flags: u64,
+    }
+    let fd = map.map().fd().as_fd().as_raw_fd();
+    // SAFETY: Pod types are valid for any bit pattern, zeroes included.
+    let mut keys: Vec<K> = vec![unsafe { std::mem::zeroed() }; CHUNK];
+    // SAFETY: as for the keys.
+    let mut values: Vec<V> = vec![unsafe { std::mem::zeroed() }; CHUNK];
+    // The position token (a bucket index for hash maps), in and out.
+    let (mut position, mut next) = (0u64, 0u64);
+    let mut out = Vec::new();
+    let mut first = true;
+    loop {
+        let mut attr = BatchAttr {
+            in_batch: if first {
+                0
+            } else {
+                &position as *const u64 as u64
+            },
+            out_batch: &mut next as *mut u64 as u64,
+            keys: keys.as_mut_ptr() as u64,
+            values: values.as_mut_ptr() as u64,
+            count: CHUNK as u32,
+            map_fd: fd as u32,
+            elem_flags: 0,
+            flags: 0,
+        };
+        // SAFETY: the attribute points at live buffers of `count` keys and
+        // values of the map's own key and value types, and at the tokens.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_MAP_LOOKUP_BATCH,
+                &mut attr as *mut BatchAttr,
+                size_of::<BatchAttr>(),
+            )
+        };
+        let last = match rc {
+            0 => false,
+            _ => match std::io::Error::last_os_error() {
+                e if e.raw_os_error() == Some(libc::ENOENT) => true,
+                source => {
+                    return Err(DatapathError::Batch { map: name, source });
+                }
+            },
+        };
+        let n = attr.count as usize;
+        out.extend(keys[..n].iter().copied().zip(values[..n].iter().copied()));
+        if last {
+            return Ok(out);
+        }
+        position = next;
+        first = false;
+    }
+}
+
+/// Delete a hash map entry; one already gone is not an error.
+fn remove<K: aya::Pod, V: aya::Pod>(
+    map: &mut HashMap<MapData, K, V>,
+    key: &K,
+    name: &'static str,
+) -> Result<(), DatapathError> {
+    match map.remove(key) {
+        Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+        Err(e) => Err(map_err("bpf_map_delete_elem", name)(e)),
+    }
+}
+
+pub(super) fn map_err(
+    op: &'static str,
+    map: &'static str,
+) -> impl FnOnce(MapError) -> DatapathError {
+    move |source| DatapathError::Map { op, map, source }
+}
+
+impl Datapath for KernelDatapath {
+    fn limits(&self) -> Limits {
+        self.limits
+    }
+    fn set_service(&mut self, key: ServiceKey, value: Service) -> Result<(), DatapathError> {
+        self.services
+            .insert(key, value, 0)
+            .map_err(map_err("bpf_map_update_elem", "SERVICES"))
+    }
+    fn remove_service(&mut self, key: ServiceKey) -> Result<(), DatapathError> {
+        self.services
+            .remove(&key)
+            .map_err(map_err("bpf_map_delete_elem", "SERVICES"))
+    }
+    fn set_real(&mut self, index: u32, real: Real) -> Result<(), DatapathError> {
+        self.reals
+            .set(index, real, 0)
+            .map_err(map_err("bpf_map_update_elem", "REALS"))
+    }
+    fn write_ring(&mut self, base: u32, picks: &[u32]) -> Result<(), DatapathError> {
+        for (i, pick) in picks.iter().enumerate() {
+            self.rings
+                .set(base + i as u32, pick, 0)
+                .map_err(map_err("bpf_map_update_elem", "RINGS"))?;
+        }
+        Ok(())
+    }
+    fn write_buckets(&mut self, base: u32, table: &[u32]) -> Result<(), DatapathError> {
+        for (i, real) in table.iter().enumerate() {
+            self.buckets
+                .set(base + i as u32, real, 0)
+                .map_err(map_err("bpf_map_update_elem", "BUCKETS"))?;
+        }
+        Ok(())
+    }
+    fn localities(&self) -> Result<Vec<(LocalityKey, LocalityEntry)>, DatapathError> {
+        entries(&self.locality, "LOCALITY")
+    }
+    fn set_locality(
+        &mut self,
+        key: LocalityKey,
+        entry: LocalityEntry,
+    ) -> Result<(), DatapathError> {
+        self.locality
+            .insert(key, entry, 0)
+            .map_err(map_err("bpf_map_update_elem", "LOCALITY"))
+    }
+    fn remove_locality(&mut self, key: &LocalityKey) -> Result<(), DatapathError> {
+        remove(&mut self.locality, key, "LOCALITY")
+    }
+    fn templates(&self) -> Result<Vec<(TemplateKey, Template)>, DatapathError> {
+        entries(&self.templates, "TEMPLATES")
+    }
+    fn set_template(&mut self, key: TemplateKey, template: Template) -> Result<(), DatapathError> {
+        self.templates
+            .insert(key, template, 0)
+            .map_err(map_err("bpf_map_update_elem", "TEMPLATES"))
+    }
+    fn remove_template(&mut self, key: &TemplateKey) -> Result<(), DatapathError> {
+        remove(&mut self.templates, key, "TEMPLATES")
+    }
+    fn drain_events(&mut self) -> Result<Vec<Event>, DatapathError> {
+        let mut events = Vec::new();
+        while let Some(item) = self.events.next() {
+            if item.len() >= size_of::<Event>() {
+                // SAFETY: the datapath writes whole `Event`s; read unaligned.
+                events.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<Event>()) });
+            }
+        }
+        Ok(events)
+    }
+    fn cursor(&self, index: u32) -> Result<u32, DatapathError> {
+        self.cursors
+            .get(&index, 0)
+            .map_err(map_err("bpf_map_lookup_elem", "CURSORS"))
+    }
+    fn service_counters(&self, index: u32) -> Result<Counters, DatapathError> {
+        sum(self
+            .service_stats
+            .get(&index, 0)
+            .map_err(map_err("bpf_map_lookup_elem", "SERVICE_STATS"))?)
+    }
+    fn real_counters(&self, index: u32) -> Result<Counters, DatapathError> {
+        sum(self
+            .real_stats
+            .get(&index, 0)
+            .map_err(map_err("bpf_map_lookup_elem", "REAL_STATS"))?)
+    }
+    fn reset_service_counters(&mut self, index: u32) -> Result<(), DatapathError> {
+        let zero = self.zeroed();
+        self.service_stats
+            .set(index, zero, 0)
+            .map_err(map_err("bpf_map_update_elem", "SERVICE_STATS"))
+    }
+    fn reset_real_counters(&mut self, index: u32) -> Result<(), DatapathError> {
+        let zero = self.zeroed();
+        self.real_stats
+            .set(index, zero, 0)
+            .map_err(map_err("bpf_map_update_elem", "REAL_STATS"))
+    }
+    fn connections(&self) -> Result<Vec<(FlowKey, Conn)>, DatapathError> {
+        entries(&self.conns, "CONNS")
+    }
+    fn connection(&self, key: &FlowKey) -> Result<Option<Conn>, DatapathError> {
+        match self.conns.get(key, 0) {
+            Ok(conn) => Ok(Some(conn)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(map_err("bpf_map_lookup_elem", "CONNS")(e)),
+        }
+    }
+    fn set_connection(&mut self, key: FlowKey, conn: Conn) -> Result<(), DatapathError> {
+        self.conns
+            .insert(key, conn, 0)
+            .map_err(map_err("bpf_map_update_elem", "CONNS"))
+    }
+    fn remove_connection(&mut self, key: &FlowKey) -> Result<(), DatapathError> {
+        remove(&mut self.conns, key, "CONNS")
+    }
+    fn set_timeouts(&mut self, seconds: &[u32; STATE_COUNT as usize]) -> Result<(), DatapathError> {
+        for (state, value) in seconds.iter().enumerate() {
+            self.timeouts
+                .set(state as u32, value, 0)
+                .map_err(map_err("bpf_map_update_elem", "TIMEOUTS"))?;
+        }
+        Ok(())
+    }
+    fn now_ns(&self) -> Result<u64, DatapathError> {
+        monotonic_ns()
+    }
+    fn is_local(&self, addr: Ipv4Addr) -> bool {
+        self.local.contains(addr)
+    }
+    fn set_next_hop(&mut self, real: Ipv4Addr, hop: NextHop) -> Result<(), DatapathError> {
+        self.next_hops
+            .insert(u32::from_ne_bytes(real.octets()), hop, 0)
+            .map_err(map_err("bpf_map_update_elem", "NEXT_HOPS"))
+    }
+    fn remove_next_hop(&mut self, real: Ipv4Addr) -> Result<(), DatapathError> {
+        remove(
+            &mut self.next_hops,
+            &u32::from_ne_bytes(real.octets()),
+            "NEXT_HOPS",
+        )
+    }
+    fn verdicts(&self) -> Result<Vec<(Verdict, u64)>, DatapathError> {
+        Verdict::ALL
+            .iter()
+            .map(|v| {
+                let per_cpu = self
+                    .verdicts
+                    .get(&(*v as u32), 0)
+                    .map_err(map_err("bpf_map_lookup_elem", "VERDICTS"))?;
+                Ok((*v, per_cpu.iter().sum()))
+            })
+            .collect()
+    }
+}
+
+fn sum(per_cpu: PerCpuValues<Counters>) -> Result<Counters, DatapathError> {
+    let mut total = Counters::default();
+    for c in per_cpu.iter() {
+        total.add(c);
+    }
+    Ok(total)
+}
+
+/// `CLOCK_MONOTONIC`, the clock `bpf_ktime_get_ns` reads.
+pub(super) fn monotonic_ns() -> Result<u64, DatapathError> {
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map_err(|e| DatapathError::Clock { source: e.into() })?;
+    Ok(now.tv_sec() as u64 * 1_000_000_000 + now.tv_nsec() as u64)
+}
+
+/// Netlink attachments made so far; detached unless handed over (an attach
+/// that fails half way leaves nothing behind).
+struct KeptGuard(Vec<(u32, XdpAttachMode)>);
+
+fn detach_kept(kept: &mut Vec<(u32, XdpAttachMode)>) {
+    for (ifindex, mode) in kept.drain(..) {
+        if let Err(e) = netlink::set_xdp(ifindex, -1, mode) {
+            tracing::warn!(ifindex, "detaching the director: {e}");
+        }
+        if let Ok(record) = owner_record(ifindex) {
+            let _ = std::fs::remove_file(record);
+        }
+    }
+}
+
+impl Drop for KeptGuard {
+    fn drop(&mut self) {
+        detach_kept(&mut self.0);
+    }
+}
+
+impl Drop for KernelDatapath {
+    fn drop(&mut self) {
+        detach_kept(&mut self.kept);
+    }
+}

@@ -1,0 +1,212 @@
+//! Every syscall lvs makes, and all of userspace's `unsafe`.
+//!
+//! * [`Datapath`]: what the controller asks of the director's maps. The
+//!   kernel implementation (`kernel.rs`) loads, attaches and writes maps;
+//!   the fake (`fake.rs`, feature `fake`) lets the controller's logic run
+//!   without root.
+//! * `standalone`: small XDP programs attached on their own (a real
+//!   server's decapsulation, the bench's baselines);
+//! * `netconf`: addresses, neighbours, routes, sysctls, gratuitous ARP;
+//! * `realserver`: preparing a real server for DR and TUN.
+
+mod kernel;
+mod limits;
+pub mod netconf;
+pub mod realserver;
+mod standalone;
+
+#[cfg(any(test, feature = "fake"))]
+pub mod fake;
+
+pub use kernel::{
+    director_attached, Attachment, DatapathChoice, KernelDatapath, Lifetime, ProgramStats, TestRun,
+};
+pub use limits::Limits;
+pub use standalone::{StandaloneXdp, XdpAttachMode};
+
+use std::net::Ipv4Addr;
+
+use lvs_common::{
+    tcp_state::STATE_COUNT, Conn, Counters, Event, FlowKey, LocalityEntry, LocalityKey, NextHop,
+    Real, Service, ServiceKey, Template, TemplateKey, Verdict,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DatapathError {
+    #[error("interface `{iface}` not found ({call}: {source})")]
+    NoInterface {
+        iface: String,
+        call: &'static str,
+        source: std::io::Error,
+    },
+    #[error("interface `{iface}` is in use by a running lvsd (pid {pid}, {record})")]
+    InUse {
+        iface: String,
+        pid: i32,
+        record: String,
+    },
+    #[error("{call} on `{path}` failed: {source}")]
+    Record {
+        call: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("attaching XDP to `{iface}` failed in native and generic mode: {source}")]
+    Attach {
+        iface: String,
+        source: aya::programs::ProgramError,
+    },
+    #[error("attaching tc program `{program}` to `{iface}` ingress failed: {source}")]
+    TcAttach {
+        program: &'static str,
+        iface: String,
+        source: aya::programs::ProgramError,
+    },
+    #[error(
+        "attaching the director to `{iface}` failed: an lvs director already runs on its tc \
+         ingress (another lvsd?)"
+    )]
+    TcBusy { iface: String },
+    #[error("{call} on `{iface}` failed: {source}")]
+    Netlink {
+        iface: String,
+        call: &'static str,
+        source: std::io::Error,
+    },
+    #[error("reading CLOCK_MONOTONIC failed (clock_gettime: {source})")]
+    Clock { source: std::io::Error },
+    #[error("loading the XDP object failed: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("loading program `{program}` failed: {source}")]
+    Program {
+        program: &'static str,
+        source: aya::programs::ProgramError,
+    },
+    #[error("program `{program}` missing from the XDP object")]
+    MissingProgram { program: &'static str },
+    #[error("map `{map}` missing from the XDP object")]
+    MissingMap { map: &'static str },
+    #[error("{op} on map `{map}` failed: {source}")]
+    Map {
+        op: &'static str,
+        map: &'static str,
+        source: aya::maps::MapError,
+    },
+    #[error("adding `{iface}` to the egress devmap failed: {source}")]
+    Egress {
+        iface: String,
+        source: aya::maps::xdp::XdpMapError,
+    },
+    #[error("BPF_MAP_LOOKUP_BATCH on map `{map}` failed: {source}")]
+    Batch {
+        map: &'static str,
+        source: std::io::Error,
+    },
+    #[error("reading the fdinfo of map `{map}` failed: {source}")]
+    Fdinfo {
+        map: &'static str,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Limits(#[from] limits::LimitsError),
+    #[error("counting CPUs failed ({call}: {source})")]
+    Cpus {
+        call: &'static str,
+        source: std::io::Error,
+    },
+}
+
+/// The map operations the controller needs.
+pub trait Datapath: Send {
+    /// The table sizes the maps were created with.
+    fn limits(&self) -> Limits;
+    fn set_service(&mut self, key: ServiceKey, value: Service) -> Result<(), DatapathError>;
+    fn remove_service(&mut self, key: ServiceKey) -> Result<(), DatapathError>;
+    fn set_real(&mut self, index: u32, real: Real) -> Result<(), DatapathError>;
+    /// Write `picks` into consecutive ring slots from `base`.
+    fn write_ring(&mut self, base: u32, picks: &[u32]) -> Result<(), DatapathError>;
+    /// Write an sh/dh table into consecutive bucket slots from `base`.
+    fn write_buckets(&mut self, base: u32, table: &[u32]) -> Result<(), DatapathError>;
+    /// Every lblc/lblcr destination entry.
+    fn localities(&self) -> Result<Vec<(LocalityKey, LocalityEntry)>, DatapathError>;
+    fn set_locality(&mut self, key: LocalityKey, entry: LocalityEntry)
+        -> Result<(), DatapathError>;
+    /// Remove an entry; one already gone is not an error.
+    fn remove_locality(&mut self, key: &LocalityKey) -> Result<(), DatapathError>;
+    /// Every persistence template.
+    fn templates(&self) -> Result<Vec<(TemplateKey, Template)>, DatapathError>;
+    fn set_template(&mut self, key: TemplateKey, template: Template) -> Result<(), DatapathError>;
+    /// Remove a template; one already gone is not an error.
+    fn remove_template(&mut self, key: &TemplateKey) -> Result<(), DatapathError>;
+    /// The notices the datapath queued since the last call.
+    fn drain_events(&mut self) -> Result<Vec<Event>, DatapathError>;
+    /// How many picks the datapath has claimed from service `index`, ever.
+    fn cursor(&self, index: u32) -> Result<u32, DatapathError>;
+    /// Counters summed over CPUs.
+    fn service_counters(&self, index: u32) -> Result<Counters, DatapathError>;
+    fn real_counters(&self, index: u32) -> Result<Counters, DatapathError>;
+    /// Zero the counters of a newly allocated service or real index.
+    fn reset_service_counters(&mut self, index: u32) -> Result<(), DatapathError>;
+    fn reset_real_counters(&mut self, index: u32) -> Result<(), DatapathError>;
+    fn verdicts(&self) -> Result<Vec<(Verdict, u64)>, DatapathError>;
+    /// Every connection table entry (both directions of NAT flows).
+    fn connections(&self) -> Result<Vec<(FlowKey, Conn)>, DatapathError>;
+    fn connection(&self, key: &FlowKey) -> Result<Option<Conn>, DatapathError>;
+    /// Write an entry (connection sync from the peer router).
+    fn set_connection(&mut self, key: FlowKey, conn: Conn) -> Result<(), DatapathError>;
+    /// Remove an entry; one already gone is not an error.
+    fn remove_connection(&mut self, key: &FlowKey) -> Result<(), DatapathError>;
+    /// Idle timeout in seconds for each `ConnState`.
+    fn set_timeouts(&mut self, seconds: &[u32; STATE_COUNT as usize]) -> Result<(), DatapathError>;
+    /// Now on the clock the datapath stamps entries with.
+    fn now_ns(&self) -> Result<u64, DatapathError>;
+    /// Whether `addr` is this director's own (loopback, or held by an
+    /// interface in its network namespace): a real server there is local.
+    fn is_local(&self, addr: Ipv4Addr) -> bool;
+    /// The next hop lvsd resolved towards a DR or TUN real server, for the
+    /// datapath to use while the FIB refuses (forwarding off).
+    fn set_next_hop(&mut self, real: Ipv4Addr, hop: NextHop) -> Result<(), DatapathError>;
+    /// Forget it; one already gone is not an error.
+    fn remove_next_hop(&mut self, real: Ipv4Addr) -> Result<(), DatapathError>;
+}
+
+/// The director's own addresses, read at most once a second: `is_local` is
+/// asked for every real server an apply writes.
+#[derive(Default)]
+pub struct LocalAddresses(std::sync::Mutex<AddressCache>);
+
+#[derive(Default)]
+pub struct AddressCache {
+    read_at: Option<std::time::Instant>,
+    addresses: std::collections::BTreeSet<Ipv4Addr>,
+}
+
+impl LocalAddresses {
+    pub fn contains(&self, addr: Ipv4Addr) -> bool {
+        if addr.is_loopback() {
+            return true;
+        }
+        let mut cache = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        cache.contains(addr)
+    }
+}
+
+impl AddressCache {
+    fn contains(&mut self, addr: Ipv4Addr) -> bool {
+        let stale = self
+            .read_at
+            .is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(1));
+        if stale {
+            self.read_at = Some(std::time::Instant::now());
+            match nix::ifaddrs::getifaddrs() {
+                Ok(list) => {
+                    self.addresses = list
+                        .filter_map(|ifa| ifa.address?.as_sockaddr_in().map(|a| a.ip()))
+                        .collect();
+                }
+                Err(e) => tracing::warn!("getifaddrs: {e} (local real servers not recognised)"),
+            }
+        }
+        self.addresses.contains(&addr)
+    }
+}

@@ -1,0 +1,100 @@
+//! `lvsd`: attach the director to the named interfaces, load the config,
+//! serve the control socket, detach on SIGINT/SIGTERM.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use lvs::daemon;
+use lvs_state::api::DEFAULT_SOCKET;
+use tokio::signal::unix::{signal, SignalKind};
+
+#[derive(Parser)]
+#[command(version, about = "Linux Virtual Server director on XDP")]
+struct Args {
+    /// Interface to attach the director to (repeat for several).
+    #[arg(short = 'i', long = "interface", required = true)]
+    interfaces: Vec<String>,
+    /// TOML file of virtual services and real servers.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Control socket path.
+    #[arg(long, default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Outer source address of IP-in-IP packets (default: the address the
+    /// route towards each real server selects).
+    #[arg(long, value_name = "ADDR")]
+    tunnel_source: Option<std::net::Ipv4Addr>,
+    /// Seconds an lblc destination may stay unused before its entry expires
+    /// (the `lblc_expiration` sysctl).
+    #[arg(long, value_name = "SECONDS", default_value_t = 86_400)]
+    lblc_expiration: u64,
+    /// As `--lblc-expiration`, for lblcr; also how long a set may go
+    /// unchanged before its busiest member is dropped.
+    #[arg(long, value_name = "SECONDS", default_value_t = 86_400)]
+    lblcr_expiration: u64,
+    /// Most virtual services the maps hold.
+    #[arg(long, value_name = "N", default_value_t = lvs_common::MAX_SERVICES)]
+    max_services: u32,
+    /// Most real servers, over all services.
+    #[arg(long, value_name = "N", default_value_t = lvs_common::MAX_REALS)]
+    max_reals: u32,
+    /// Connection table entries (each NAT connection takes two); the
+    /// least recently used entry makes room when it is full.
+    #[arg(long, value_name = "N", default_value_t = lvs_common::CONN_TABLE_SIZE)]
+    conn_table_size: u32,
+    /// Which director each interface gets: `auto` runs native XDP on NIC
+    /// drivers and the tc director on virtual devices (veth, bridge, ...),
+    /// where XDP would lose frames or checksums; `xdp` or `tc` force one.
+    #[arg(long, value_enum, default_value_t = lvs_datapath::DatapathChoice::Auto)]
+    datapath: lvs_datapath::DatapathChoice,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let Args {
+        interfaces,
+        config,
+        socket,
+        tunnel_source,
+        lblc_expiration,
+        lblcr_expiration,
+        max_services,
+        max_reals,
+        conn_table_size,
+        datapath,
+    } = Args::parse();
+    let mut term = signal(SignalKind::terminate())?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    };
+    daemon::start(
+        daemon::Options {
+            interfaces,
+            config,
+            socket,
+            tunnel_source,
+            expirations: lvs::controller::Expirations {
+                lblc: lblc_expiration,
+                lblcr: lblcr_expiration,
+            },
+            limits: lvs_datapath::Limits {
+                services: max_services,
+                reals: max_reals,
+                connections: conn_table_size,
+            },
+            datapath,
+        },
+        shutdown,
+    )
+    .await
+}

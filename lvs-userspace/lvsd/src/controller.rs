@@ -1,0 +1,2759 @@
+//! Applies commands to the desired state and keeps the datapath in step.
+//!
+//! A batch is validated whole against a copy of the state first, so a bad
+//! request changes nothing. Then each command runs the scheduler hooks in
+//! order (as IPVS would, one change at a time), and every touched service
+//! publishes one fresh ring at the end.
+
+use std::collections::{BTreeSet, HashMap};
+
+use lvs_common::{
+    bucket_base, ring_base, service_flags, tcp_state::DEFAULT_TIMEOUTS, Conn, ConnState, Counters,
+    Direction, Event, EventKind, FlowKey, Form, LocalityEntry, LocalityKey, Real,
+    Service as ServiceValue, ServiceKey, Template, TemplateKey, Verdict, NO_REAL, RING_SLOTS,
+};
+
+use lvs_common::Timeouts;
+use lvs_datapath::{Datapath, DatapathError};
+use lvs_ha::conn::{SyncConn, SyncTemplate};
+use lvs_sched::{publish, Dest, Scheduler, SchedulerName};
+use lvs_state::{
+    api::{ConnView, HealthView, RealView, RefillStats, ServiceView, Snapshot, Stats},
+    health::{RealHealth, StartState},
+    model::{
+        sorry_spec, Command, Endpoint, ModelError, Protocol, RealSpec, Service, ServiceId,
+        ServiceSpec, State,
+    },
+};
+
+use crate::{
+    conntable,
+    health::condition::{self, AgentState, Condition},
+    rate::{self, Estimator},
+    threshold,
+};
+
+use lvs_common::NS_PER_SEC;
+
+/// How long a persistence template that ran out is kept while connections
+/// still depend on it (IPVS's generic 60 s re-check, §4.1).
+const TEMPLATE_RECHECK_NS: u64 = 60 * NS_PER_SEC;
+
+/// When the rate estimators are due again. Maintenance calls every
+/// second, so a period counts as passed half a second early: a call that
+/// comes a little early must not stretch the 2 s period to 3.
+const ESTIMATE_DUE_NS: u64 = rate::PERIOD_NS - NS_PER_SEC / 2;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error(transparent)]
+    Invalid(#[from] ModelError),
+    #[error("too many {what} (the datapath holds {max})")]
+    Capacity { what: &'static str, max: u32 },
+    #[error(transparent)]
+    Datapath(#[from] DatapathError),
+    #[error(
+        "real server {server} of {service} is this director's own address: its connections go \
+         to the local stack on the service's port {vport}, so a different port \
+         (masquerading to a local port) is not yet supported"
+    )]
+    LocalPortMapping {
+        service: ServiceId,
+        server: Endpoint,
+        vport: u16,
+    },
+}
+
+/// What the controller keeps per live service.
+#[derive(Debug)]
+struct Runtime {
+    index: u32,
+    /// Ring half the datapath reads now.
+    half: u32,
+    ring_len: u32,
+    cursor_origin: u32,
+    /// Scheduler state as of the last publication (plus hooks since).
+    sched: Box<dyn Scheduler>,
+    dests: Vec<Dest>,
+    /// Whether this batch already caught the scheduler up with the datapath.
+    synced: bool,
+    /// The ring the datapath reads now, and the cursor it was published at.
+    ring: Vec<u32>,
+    published_origin: u32,
+    /// Cursor when the connection table was last counted, and the picks the
+    /// datapath made since (folded in at each publication), per real index:
+    /// a forecast starts from counts plus these.
+    counted_cursor: u32,
+    pending: HashMap<u32, u32>,
+    /// lblc/lblcr: what `LOCALITY` holds, destination address -> real index.
+    localities: HashMap<u32, u32>,
+}
+
+/// Whether a service's ring is a forecast of count-driven picks, refilled
+/// as counts move and at low water (else it is periodic, or absent).
+fn refills(spec: &ServiceSpec) -> bool {
+    spec.scheduler.counts_connections() || spec.scheduler.form() == Form::Locality
+}
+
+/// Before a service changes, bring the controller's scheduler to where the
+/// datapath is: periodic schedulers replay the picks it made. That cursor
+/// becomes the next ring's origin; picks made from the old ring until the
+/// flip stand in for the new ring's first slots, so the sequence neither
+/// repeats nor skips.
+fn catch_up<D: Datapath>(
+    datapath: &D,
+    rt: &mut Runtime,
+    spec: &ServiceSpec,
+) -> Result<(), DatapathError> {
+    if rt.synced {
+        return Ok(());
+    }
+    let now = datapath.cursor(rt.index)?;
+    if spec.scheduler.form() == Form::Ring && !spec.scheduler.counts_connections() {
+        publish::advance(
+            rt.sched.as_mut(),
+            &rt.dests,
+            now.wrapping_sub(rt.cursor_origin),
+            rt.ring_len as usize,
+        );
+    }
+    rt.cursor_origin = now;
+    rt.synced = true;
+    Ok(())
+}
+
+/// Add to `pending` the slots of `ring` (published at `origin`) that
+/// tickets `from..to` claimed; tickets before `origin` belong to an older
+/// ring and are skipped.
+fn fold_claimed(pending: &mut HashMap<u32, u32>, ring: &[u32], origin: u32, from: u32, to: u32) {
+    if ring.is_empty() {
+        return;
+    }
+    let total = to.wrapping_sub(origin);
+    let skip = from.wrapping_sub(origin);
+    let skip = if skip > total { 0 } else { skip };
+    let claimed = (total - skip) as usize;
+    let (laps, rest) = (claimed / ring.len(), claimed % ring.len());
+    for (offset, real) in ring.iter().enumerate() {
+        let after_skip = (offset + ring.len() - skip as usize % ring.len()) % ring.len();
+        let n = laps + usize::from(after_skip < rest);
+        if n > 0 {
+            *pending.entry(*real).or_default() += n as u32;
+        }
+    }
+}
+
+/// lblc/lblcr: expire idle destinations, re-decide each one against the
+/// forecast counts (overload, replication, shrink), and write what changed.
+fn sync_localities<D: Datapath>(
+    datapath: &mut D,
+    rt: &mut Runtime,
+    forecast: &[Dest],
+    now_s: u64,
+) -> Result<(), DatapathError> {
+    let table = rt.sched.locality().expect("lblc and lblcr keep a table");
+    if table.needs_lastuse(now_s) {
+        for (key, entry) in datapath.localities()? {
+            if key.service_index == rt.index {
+                table.touch(
+                    u32::from_be_bytes(key.addr()),
+                    entry.last_use_ns / NS_PER_SEC,
+                );
+            }
+        }
+    }
+    table.collect(now_s);
+    let mut wanted = HashMap::new();
+    for addr in table.addresses() {
+        if let Some(real) = table.decide(forecast, addr, now_s) {
+            wanted.insert(addr, real);
+        }
+    }
+    for addr in rt.localities.keys() {
+        if !wanted.contains_key(addr) {
+            datapath.remove_locality(&LocalityKey::new(rt.index, addr.to_be_bytes()))?;
+        }
+    }
+    for (addr, real) in &wanted {
+        if rt.localities.get(addr) != Some(real) {
+            let lastuse = table.lastuse(*addr).unwrap_or(now_s);
+            datapath.set_locality(
+                LocalityKey::new(rt.index, addr.to_be_bytes()),
+                LocalityEntry::new(*real, lastuse * NS_PER_SEC),
+            )?;
+        }
+    }
+    rt.localities = wanted;
+    Ok(())
+}
+
+/// Active and inactive connections of one real server, from the last count.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct ConnCounts {
+    active: u32,
+    inactive: u32,
+}
+
+/// Index allocator: lowest free first.
+#[derive(Debug)]
+struct Slots {
+    free: BTreeSet<u32>,
+}
+
+impl Slots {
+    fn new(max: u32) -> Self {
+        Self {
+            free: (0..max).collect(),
+        }
+    }
+    fn take(&mut self) -> Option<u32> {
+        self.free.pop_first()
+    }
+    fn give(&mut self, i: u32) {
+        self.free.insert(i);
+    }
+}
+
+pub struct Controller<D> {
+    state: State,
+    datapath: D,
+    runtimes: HashMap<ServiceId, Runtime>,
+    real_index: HashMap<(ServiceId, Endpoint), u32>,
+    service_slots: Slots,
+    real_slots: Slots,
+    /// Freed real indexes that live connections still name: like IPVS's
+    /// trash, they are reused only once the count finds none, so old flows
+    /// never count (or pick) as a new server's.
+    draining: BTreeSet<u32>,
+    /// `-Z` subtracts these snapshots, as the kernel does.
+    service_baseline: HashMap<u32, Counters>,
+    real_baseline: HashMap<u32, Counters>,
+    /// `--rate`'s estimators, per service index and per real index.
+    service_rates: HashMap<u32, Estimator>,
+    real_rates: HashMap<u32, Estimator>,
+    /// When the estimators last sampled (or were first asked to).
+    estimated_ns: Option<u64>,
+    timeouts: Timeouts,
+    /// Per real index, from the last walk of the connection table.
+    counts: HashMap<u32, ConnCounts>,
+    /// Real indexes whose OVERLOAD flag is set.
+    overloaded: BTreeSet<u32>,
+    refills: RefillStats,
+    expirations: Expirations,
+    /// Health of configured real servers; absent means healthy.
+    conditions: HashMap<(ServiceId, Endpoint), Condition>,
+    /// Each service as last given to its scheduler: servers that health
+    /// took out are missing, weights are effective, and the sorry server
+    /// stands in when every real server is down.
+    scheduled: HashMap<ServiceId, Service>,
+}
+
+/// `lblc_expiration` and `lblcr_expiration`, in seconds (§2.7–2.8).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Expirations {
+    pub lblc: u64,
+    pub lblcr: u64,
+}
+
+impl Default for Expirations {
+    fn default() -> Self {
+        Self {
+            lblc: lvs_sched::locality::DEFAULT_EXPIRATION,
+            lblcr: lvs_sched::locality::DEFAULT_EXPIRATION,
+        }
+    }
+}
+
+/// Same servers, weights and flags: connection counts alone are no reason
+/// to run a scheduler's hooks.
+fn same_servers(a: &[Dest], b: &[Dest]) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| (x.id, x.weight, x.overloaded) == (y.id, y.weight, y.overloaded))
+}
+
+/// How `endpoint` is reached: as one of `svc`'s real servers, or as its
+/// sorry server.
+fn method_of(svc: &Service, endpoint: &Endpoint) -> Option<lvs_state::model::Method> {
+    svc.reals
+        .iter()
+        .find(|r| r.server == *endpoint)
+        .map(|r| r.method)
+        .or(svc
+            .health
+            .sorry
+            .filter(|s| s.server == *endpoint)
+            .map(|s| s.method))
+}
+
+fn service_key(id: &ServiceId) -> ServiceKey {
+    ServiceKey::new(id.vip.addr.octets(), id.vip.port, id.protocol.number())
+}
+
+/// A real server's datapath entry; `local` when the director holds its
+/// address (the datapath then hands its connections to the local stack).
+fn datapath_real(r: &RealSpec, local: bool) -> Real {
+    let real = Real::new(r.server.addr.octets(), r.server.port, r.method.datapath());
+    if local {
+        real.local()
+    } else {
+        real
+    }
+}
+
+impl<D: Datapath> Controller<D> {
+    pub fn new(datapath: D) -> Self {
+        let limits = datapath.limits();
+        Self {
+            state: State::default(),
+            datapath,
+            runtimes: HashMap::new(),
+            real_index: HashMap::new(),
+            service_slots: Slots::new(limits.services),
+            real_slots: Slots::new(limits.reals),
+            draining: BTreeSet::new(),
+            service_baseline: HashMap::new(),
+            real_baseline: HashMap::new(),
+            service_rates: HashMap::new(),
+            real_rates: HashMap::new(),
+            estimated_ns: None,
+            timeouts: DEFAULT_TIMEOUTS,
+            counts: HashMap::new(),
+            overloaded: BTreeSet::new(),
+            refills: RefillStats::default(),
+            expirations: Expirations::default(),
+            conditions: HashMap::new(),
+            scheduled: HashMap::new(),
+        }
+    }
+
+    /// Count every live connection per real server, as IPVS's ActiveConn and
+    /// InActConn (§3.2), and set or clear OVERLOAD from the thresholds
+    /// (§1.1). Then republish every service whose decisions depend on what
+    /// changed: count-driven rings (lc, wlc, sed, nq and the locality
+    /// fallback) whose counts moved or that are half used, and any service
+    /// whose servers' OVERLOAD flags flipped. Returns how many were
+    /// republished.
+    pub fn recount(&mut self) -> Result<usize, ControlError> {
+        // Cursors first: picks claimed after this may not be in the table
+        // yet, so they stay pending until the next count.
+        let mut cursors = HashMap::new();
+        for (id, rt) in &self.runtimes {
+            cursors.insert(*id, self.datapath.cursor(rt.index)?);
+        }
+        let now = self.datapath.now_ns()?;
+        let mut counts: HashMap<u32, ConnCounts> = HashMap::new();
+        for (_, conn) in self.datapath.connections()? {
+            if conn.direction != Direction::Inbound as u8 || conn.expired_under(now, &self.timeouts)
+            {
+                continue;
+            }
+            let c = counts.entry(conn.real_index).or_default();
+            if ConnState::from_u8(conn.state).is_some_and(ConnState::is_active) {
+                c.active += 1;
+            } else {
+                c.inactive += 1;
+            }
+        }
+        self.counts = counts;
+        let drained: Vec<u32> = self
+            .draining
+            .iter()
+            .filter(|i| !self.counts.contains_key(i))
+            .copied()
+            .collect();
+        for i in drained {
+            self.draining.remove(&i);
+            self.real_slots.give(i);
+        }
+        let mut due = BTreeSet::new();
+        for svc in &self.state.services {
+            let id = svc.spec.id;
+            let (Some(rt), Some(scheduled)) = (self.runtimes.get_mut(&id), self.scheduled.get(&id))
+            else {
+                continue;
+            };
+            let mut fresh = rt.dests.clone();
+            for (d, real) in fresh.iter_mut().zip(&scheduled.reals) {
+                let c = self.counts.get(&d.id).copied().unwrap_or_default();
+                (d.active, d.inactive) = (c.active, c.inactive);
+                d.overloaded = threshold::overloaded(
+                    self.overloaded.contains(&d.id),
+                    c.active + c.inactive,
+                    real,
+                );
+                if d.overloaded {
+                    self.overloaded.insert(d.id);
+                } else {
+                    self.overloaded.remove(&d.id);
+                }
+            }
+            let flags_moved = !same_servers(&rt.dests, &fresh);
+            let forecast = refills(&svc.spec);
+            // What the forecast assumed: the last counts plus every pick
+            // claimed since, each one more active connection.
+            let counts_moved = forecast && {
+                let mut assumed = rt.pending.clone();
+                fold_claimed(
+                    &mut assumed,
+                    &rt.ring,
+                    rt.published_origin,
+                    rt.counted_cursor,
+                    cursors[&id],
+                );
+                fresh.iter().zip(&rt.dests).any(|(a, b)| {
+                    let picked = assumed.get(&b.id).copied().unwrap_or(0);
+                    (a.active, a.inactive) != (b.active + picked, b.inactive)
+                })
+            };
+            let consumed = cursors[&id].wrapping_sub(rt.cursor_origin);
+            // lblc/lblcr expire idle destinations on a 60 s tick.
+            let gc_due = rt
+                .sched
+                .locality()
+                .is_some_and(|t| t.tick_due(now / NS_PER_SEC));
+            let refill = forecast && (counts_moved || gc_due || consumed * 2 >= rt.ring_len.max(1));
+            if flags_moved || refill {
+                catch_up(&self.datapath, rt, &svc.spec)?;
+                if flags_moved {
+                    rt.sched.update(&rt.dests, &fresh);
+                }
+                due.insert(id);
+            }
+            rt.dests = fresh;
+            rt.counted_cursor = cursors[&id];
+            rt.pending.clear();
+        }
+        self.publish_touched(&due)?;
+        Ok(due.len())
+    }
+
+    /// Act on the datapath's notices: refill the rings that reached low
+    /// water, and record (then re-decide) new locality destinations.
+    /// Returns how many services were republished.
+    pub fn handle_events(&mut self, events: &[Event]) -> Result<usize, ControlError> {
+        let by_index: HashMap<u32, ServiceId> = self
+            .runtimes
+            .iter()
+            .map(|(id, rt)| (rt.index, *id))
+            .collect();
+        let mut due = BTreeSet::new();
+        let mut signalled: HashMap<ServiceId, u64> = HashMap::new();
+        for event in events {
+            let Some(id) = by_index.get(&event.service_index) else {
+                continue;
+            };
+            let rt = self.runtimes.get_mut(id).expect("indexed above");
+            if event.kind == EventKind::LowWater as u32 {
+                let t = signalled.entry(*id).or_insert(event.time_ns);
+                *t = (*t).min(event.time_ns);
+            } else if event.kind == EventKind::NewDestination as u32 {
+                let addr = u32::from_be_bytes(event.addr());
+                if let Some(table) = rt.sched.locality() {
+                    table.record(addr, event.real_index, event.time_ns / NS_PER_SEC);
+                    rt.localities.insert(addr, event.real_index);
+                }
+            }
+            due.insert(*id);
+        }
+        for id in &due {
+            let spec = &self
+                .state
+                .service(id)
+                .expect("runtimes match the state")
+                .spec;
+            catch_up(
+                &self.datapath,
+                self.runtimes.get_mut(id).expect("listed"),
+                spec,
+            )?;
+        }
+        self.publish_touched(&due)?;
+        let done = self.datapath.now_ns()?;
+        for since in signalled.into_values() {
+            self.refills.record(done.saturating_sub(since));
+        }
+        Ok(due.len())
+    }
+
+    /// lblc/lblcr lifetimes for services created or re-scheduled from now.
+    pub fn set_expirations(&mut self, expirations: Expirations) {
+        self.expirations = expirations;
+    }
+
+    /// A fresh scheduler for `spec`, with the configured lifetimes.
+    fn instantiate(&self, spec: &ServiceSpec, dests: &[Dest]) -> Box<dyn Scheduler> {
+        let mut sched = spec.scheduler.instantiate(dests, spec.flags);
+        if let Some(table) = sched.locality() {
+            table.expiration = match spec.scheduler {
+                SchedulerName::Lblcr => self.expirations.lblcr,
+                _ => self.expirations.lblc,
+            };
+        }
+        sched
+    }
+
+    /// Drain the datapath's notices and act on them.
+    pub fn process_events(&mut self) -> Result<usize, ControlError> {
+        let events = self.datapath.drain_events()?;
+        self.handle_events(&events)
+    }
+
+    /// How quickly low-water signals were answered.
+    pub fn refill_stats(&self) -> RefillStats {
+        self.refills
+    }
+
+    /// Idle timeouts per connection state, in seconds, for the datapath and
+    /// the sweeper alike.
+    pub fn set_timeouts(&mut self, timeouts: Timeouts) -> Result<(), ControlError> {
+        self.datapath.set_timeouts(&timeouts)?;
+        self.timeouts = timeouts;
+        Ok(())
+    }
+
+    /// The idle timeouts in force (`ipvsadm -L --timeout`).
+    pub fn timeouts(&self) -> Timeouts {
+        self.timeouts
+    }
+
+    /// Remove connection entries that have expired (see `conntable`);
+    /// returns how many went.
+    pub fn sweep(&mut self) -> Result<usize, ControlError> {
+        let listed = self.datapath.connections()?;
+        let dead = conntable::dead_entries(&listed, self.datapath.now_ns()?, &self.timeouts);
+        let mut removed = 0;
+        for key in dead {
+            // A packet may have revived or replaced the entry since the listing.
+            let Some(conn) = self.datapath.connection(&key)? else {
+                continue;
+            };
+            // A reply entry is judged by its inbound entry, read fresh too.
+            let owner = if conn.direction == Direction::Outbound as u8 {
+                self.datapath.connection(&key.nat_inbound(&conn))?
+            } else {
+                None
+            };
+            let now = self.datapath.now_ns()?;
+            if conntable::is_dead(&key, &conn, |_| owner, now, &self.timeouts) {
+                self.datapath.remove_connection(&key)?;
+                removed += 1;
+            }
+        }
+        self.sweep_templates(&listed)?;
+        Ok(removed)
+    }
+
+    /// Persistence templates that ran out go, unless a live connection of
+    /// their client network still depends on them: then they get another
+    /// 60 s, as IPVS re-checks them (§4.1). Templates of services that are
+    /// gone or no longer persistent go too.
+    fn sweep_templates(&mut self, listed: &[(FlowKey, Conn)]) -> Result<(), ControlError> {
+        let templates = self.datapath.templates()?;
+        if templates.is_empty() {
+            return Ok(());
+        }
+        let masks: HashMap<u32, u32> = self
+            .state
+            .services
+            .iter()
+            .filter_map(|s| {
+                let p = s.spec.persistence?;
+                Some((self.runtimes.get(&s.spec.id)?.index, u32::from(p.netmask)))
+            })
+            .collect();
+        let now = self.datapath.now_ns()?;
+        let depended: BTreeSet<(u32, u32)> = listed
+            .iter()
+            .filter(|(_, c)| {
+                c.direction == Direction::Inbound as u8 && !c.expired_under(now, &self.timeouts)
+            })
+            .filter_map(|(k, c)| {
+                let mask = masks.get(&c.service_index)?;
+                Some((c.service_index, u32::from_be_bytes(k.src()) & mask))
+            })
+            .collect();
+        for (key, template) in templates {
+            if !masks.contains_key(&key.service_index) {
+                self.datapath.remove_template(&key)?;
+            } else if now >= template.expires_ns {
+                let net = u32::from_be_bytes(key.client_net());
+                if depended.contains(&(key.service_index, net)) {
+                    let extended = Template::new(template.real_index, now + TEMPLATE_RECHECK_NS);
+                    self.datapath.set_template(key, extended)?;
+                } else {
+                    self.datapath.remove_template(&key)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every live inbound connection, by addresses, for the backup router.
+    pub fn export_connections(&self) -> Result<Vec<SyncConn>, ControlError> {
+        let listed = self.datapath.connections()?;
+        let now = self.datapath.now_ns()?;
+        Ok(listed
+            .iter()
+            .filter(|(_, c)| !c.expired_under(now, &self.timeouts))
+            .filter_map(|(k, c)| SyncConn::of(k, c, now))
+            .collect())
+    }
+
+    /// The service a flow to `vip` belongs to, as the datapath finds it:
+    /// the exact port, else the VIP's port-0 service.
+    fn service_for(&self, protocol: u8, vip: std::net::SocketAddrV4) -> Option<&Service> {
+        let find = |port| {
+            self.state.services.iter().find(|s| {
+                s.spec.id.protocol.number() == protocol
+                    && s.spec.id.vip.addr == *vip.ip()
+                    && s.spec.id.vip.port == port
+            })
+        };
+        find(vip.port()).or_else(|| find(0))
+    }
+
+    /// Write connections the active router reported into this router's
+    /// table, with this router's indexes and methods, so its datapath
+    /// forwards them exactly as the active did. Connections for services
+    /// or servers this router does not have are skipped. Returns how many
+    /// were written.
+    pub fn import_connections(&mut self, conns: &[SyncConn]) -> Result<usize, ControlError> {
+        let now = self.datapath.now_ns()?;
+        let mut written = 0;
+        for sc in conns {
+            let Some(svc) = self.service_for(sc.protocol, sc.virtual_addr) else {
+                continue;
+            };
+            let id = svc.spec.id;
+            // A port-0 service's servers are configured with port 0.
+            let configured = |port| Endpoint {
+                addr: *sc.real.ip(),
+                port,
+            };
+            let found = [sc.real.port(), 0].into_iter().find_map(|port| {
+                let endpoint = configured(port);
+                let index = *self.real_index.get(&(id, endpoint))?;
+                Some((index, method_of(svc, &endpoint)?))
+            });
+            let (Some((real_index, method)), Some(rt)) = (found, self.runtimes.get(&id)) else {
+                continue;
+            };
+            if ConnState::from_u8(sc.state).is_none() {
+                continue;
+            }
+            let method = method.datapath() as u8;
+            let seen = now.saturating_sub(u64::from(sc.idle_ms) * 1_000_000);
+            let key = sc.key();
+            let mut inbound = Conn::new(
+                sc.real.ip().octets(),
+                sc.real.port().to_be_bytes(),
+                Direction::Inbound,
+                method,
+                rt.index,
+                real_index,
+                seen,
+            );
+            inbound.state = sc.state;
+            self.datapath.set_connection(key, inbound)?;
+            if method == lvs_common::Method::Nat as u8 {
+                let reply = Conn::new(
+                    sc.virtual_addr.ip().octets(),
+                    sc.virtual_addr.port().to_be_bytes(),
+                    Direction::Outbound,
+                    method,
+                    rt.index,
+                    real_index,
+                    seen,
+                );
+                self.datapath
+                    .set_connection(key.nat_reply(&inbound), reply)?;
+            }
+            written += 1;
+        }
+        Ok(written)
+    }
+
+    /// What `-L -c` lists: every live inbound connection entry with the
+    /// time its state's timeout leaves it, then every live template.
+    pub fn connection_views(&self) -> Result<Vec<ConnView>, ControlError> {
+        let listed = self.datapath.connections()?;
+        let now = self.datapath.now_ns()?;
+        let v4 = |a: [u8; 4], p: u16| std::net::SocketAddrV4::new(a.into(), p);
+        let mut rows: Vec<ConnView> = listed
+            .iter()
+            .filter(|(_, c)| {
+                c.direction == Direction::Inbound as u8 && !c.expired_under(now, &self.timeouts)
+            })
+            .filter_map(|(k, c)| {
+                let protocol = Protocol::of(k.proto())?;
+                let state = ConnState::from_u8(c.state)?;
+                let timeout = u64::from(self.timeouts[state as usize]) * NS_PER_SEC;
+                let idle = now.saturating_sub(c.last_seen_ns);
+                Some(ConnView {
+                    protocol,
+                    expire_s: timeout.saturating_sub(idle) / NS_PER_SEC,
+                    state: state.name().to_string(),
+                    source: v4(k.src(), k.sport()),
+                    virtual_addr: v4(k.dst(), k.dport()),
+                    destination: v4(c.addr(), c.port()),
+                })
+            })
+            .collect();
+        rows.sort_by_key(|r| (r.virtual_addr, r.source));
+        let mut templates: Vec<ConnView> = self
+            .export_templates()?
+            .into_iter()
+            .filter_map(|t| {
+                Some(ConnView {
+                    protocol: Protocol::of(t.protocol)?,
+                    expire_s: u64::from(t.remaining_ms) / 1000,
+                    state: ConnState::None.name().to_string(),
+                    source: std::net::SocketAddrV4::new(t.client_net, 0),
+                    virtual_addr: t.service,
+                    destination: t.real,
+                })
+            })
+            .collect();
+        templates.sort_by_key(|r| (r.virtual_addr, r.source));
+        rows.extend(templates);
+        Ok(rows)
+    }
+
+    /// Every live persistence template, by addresses, for the backup.
+    pub fn export_templates(&self) -> Result<Vec<SyncTemplate>, ControlError> {
+        let templates = self.datapath.templates()?;
+        if templates.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = self.datapath.now_ns()?;
+        let services: HashMap<u32, &Service> = self
+            .state
+            .services
+            .iter()
+            .filter_map(|s| Some((self.runtimes.get(&s.spec.id)?.index, s)))
+            .collect();
+        let servers: HashMap<u32, Endpoint> =
+            self.real_index.iter().map(|((_, e), i)| (*i, *e)).collect();
+        let v4 = |e: Endpoint| std::net::SocketAddrV4::new(e.addr, e.port);
+        Ok(templates
+            .into_iter()
+            .filter(|(_, t)| t.expires_ns > now)
+            .filter_map(|(key, t)| {
+                let svc = services.get(&key.service_index)?;
+                let real = *servers.get(&t.real_index)?;
+                Some(SyncTemplate {
+                    protocol: svc.spec.id.protocol.number(),
+                    client_net: key.client_net().into(),
+                    service: v4(svc.spec.id.vip),
+                    real: v4(real),
+                    method: method_of(svc, &real)?.datapath() as u8,
+                    remaining_ms: ((t.expires_ns - now) / 1_000_000).min(u32::MAX as u64) as u32,
+                })
+            })
+            .collect())
+    }
+
+    /// Where a synced template points: this router's key and real index.
+    fn template_for(&self, st: &SyncTemplate) -> Option<(TemplateKey, u32)> {
+        let svc = self.state.services.iter().find(|s| {
+            s.spec.id.protocol.number() == st.protocol
+                && std::net::SocketAddrV4::new(s.spec.id.vip.addr, s.spec.id.vip.port) == st.service
+        })?;
+        let rt = self.runtimes.get(&svc.spec.id)?;
+        let endpoint = Endpoint {
+            addr: *st.real.ip(),
+            port: st.real.port(),
+        };
+        let real = *self.real_index.get(&(svc.spec.id, endpoint))?;
+        Some((TemplateKey::new(rt.index, st.client_net.octets()), real))
+    }
+
+    /// Write the active router's persistence templates, so a client
+    /// network keeps its server across a takeover. Returns how many.
+    pub fn import_templates(&mut self, templates: &[SyncTemplate]) -> Result<usize, ControlError> {
+        let now = self.datapath.now_ns()?;
+        let mut written = 0;
+        for st in templates {
+            let Some((key, real)) = self.template_for(st) else {
+                continue;
+            };
+            let expires = now + u64::from(st.remaining_ms) * 1_000_000;
+            self.datapath
+                .set_template(key, Template::new(real, expires))?;
+            written += 1;
+        }
+        Ok(written)
+    }
+
+    pub fn forget_templates(&mut self, templates: &[SyncTemplate]) -> Result<(), ControlError> {
+        for st in templates {
+            if let Some((key, _)) = self.template_for(st) {
+                self.datapath.remove_template(&key)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Remove connections the active router no longer has (both entries
+    /// of a NAT flow).
+    pub fn forget_connections(&mut self, conns: &[SyncConn]) -> Result<(), ControlError> {
+        for sc in conns {
+            let key = sc.key();
+            if let Some(conn) = self.datapath.connection(&key)? {
+                if conn.method == lvs_common::Method::Nat as u8 {
+                    self.datapath.remove_connection(&key.nat_reply(&conn))?;
+                }
+                self.datapath.remove_connection(&key)?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    pub fn datapath(&self) -> &D {
+        &self.datapath
+    }
+
+    pub fn datapath_mut(&mut self) -> &mut D {
+        &mut self.datapath
+    }
+
+    /// Apply a batch: all of it, or (on a validation error) none of it.
+    pub fn apply(&mut self, commands: &[Command]) -> Result<(), ControlError> {
+        let mut target = self.state.clone();
+        target.apply_all(commands)?;
+        self.check_local_reals(commands)?;
+        // Indexes of removed objects are only freed at the end of the batch,
+        // so old and new objects count together, each once.
+        let services: BTreeSet<ServiceId> = self
+            .state
+            .services
+            .iter()
+            .chain(&target.services)
+            .map(|s| s.spec.id)
+            .collect();
+        let limits = self.datapath.limits();
+        if services.len() > limits.services as usize {
+            return Err(ControlError::Capacity {
+                what: "services",
+                max: limits.services,
+            });
+        }
+        let reals: BTreeSet<(ServiceId, Endpoint)> = self
+            .state
+            .services
+            .iter()
+            .chain(&target.services)
+            .flat_map(|s| s.endpoints().map(|e| (s.spec.id, e)))
+            .collect();
+        if reals.len() > limits.reals as usize {
+            return Err(ControlError::Capacity {
+                what: "real servers",
+                max: limits.reals,
+            });
+        }
+
+        // The batch is valid: replay it command by command, running the
+        // scheduler hooks for the services each one changes, as IPVS would.
+        // The scheduler sees each service through its servers' health.
+        let now = self.datapath.now_ns()?;
+        let mut touched = BTreeSet::new();
+        let mut step = self.state.clone();
+        for command in commands {
+            let before: Vec<(ServiceId, Option<Service>, BTreeSet<Endpoint>)> = step
+                .affected(command)
+                .into_iter()
+                .map(|id| {
+                    let svc = step.service(&id);
+                    let available = svc.map(|s| self.available(s)).unwrap_or_default();
+                    (id, svc.map(|s| self.scheduled_view(s, now)), available)
+                })
+                .collect();
+            step.apply(command)?;
+            if let Command::SetRealHealth {
+                service,
+                server,
+                health,
+            } = command
+            {
+                self.reset_condition(*service, *server, health.as_ref());
+            }
+            // IPVS runs the scheduler's update hook on every -a/-e/-d, even
+            // one that changes nothing the scheduler reads (wrr resets then).
+            let hooked = matches!(
+                command,
+                Command::AddReal { .. } | Command::EditReal { .. } | Command::DeleteReal { .. }
+            );
+            for (id, old, available) in before {
+                let new = step.service(&id).map(|svc| {
+                    self.start_ramps(svc, &available, now);
+                    self.scheduled_view(svc, now)
+                });
+                self.run_hooks(id, old.as_ref(), new.as_ref(), hooked, &mut touched)?;
+                match new {
+                    Some(svc) => self.scheduled.insert(id, svc),
+                    None => self.scheduled.remove(&id),
+                };
+            }
+        }
+        self.state = step;
+        let state = &self.state;
+        self.conditions.retain(|(id, server), _| {
+            state
+                .service(id)
+                .is_some_and(|s| s.reals.iter().any(|r| r.server == *server))
+        });
+        self.publish_touched(&touched)?;
+        Ok(())
+    }
+
+    /// The service as its scheduler sees it now: real servers that health
+    /// took out are left out (or kept at weight 0 with
+    /// `inhibit_on_failure`), weights follow the agent and slow start, and
+    /// the sorry server stands in when no real server is alive.
+    fn scheduled_view(&self, svc: &Service, now_ns: u64) -> Service {
+        let id = svc.spec.id;
+        let window = condition::slow_start_window(svc.spec.scheduler, &svc.health);
+        let condition = |server: &Endpoint| self.conditions.get(&(id, *server));
+        let ramp = |c: Option<&Condition>| {
+            c.and_then(|c| c.ramp_since_ns)
+                .and_then(|since| condition::ramp_permille(since, now_ns, window))
+        };
+        let adjusted = svc.reals.iter().any(|r| {
+            let c = condition(&r.server);
+            c.is_some_and(|c| c.percent() != 100) || ramp(c).is_some()
+        });
+        let scale = if adjusted && condition::ratio_weighted(svc.spec.scheduler) {
+            condition::SCALE
+        } else {
+            1
+        };
+        let mut reals = Vec::with_capacity(svc.reals.len());
+        let mut any_alive = false;
+        for real in &svc.reals {
+            let c = condition(&real.server);
+            let alive = c.is_none_or(Condition::alive);
+            any_alive |= alive;
+            let weight = if alive {
+                let percent = c.map_or(100, Condition::percent);
+                condition::effective_weight(real.weight, percent, ramp(c), scale)
+            } else if svc
+                .checks_of(&real.server)
+                .is_some_and(|h| h.inhibit_on_failure)
+            {
+                0
+            } else {
+                continue;
+            };
+            reals.push(RealSpec {
+                weight,
+                ..real.clone()
+            });
+        }
+        if let (false, Some(sorry)) = (any_alive, svc.health.sorry) {
+            reals = vec![sorry_spec(sorry)];
+        }
+        Service {
+            reals,
+            ..svc.clone()
+        }
+    }
+
+    /// Real servers that take new connections by health and weight alone.
+    fn available(&self, svc: &Service) -> BTreeSet<Endpoint> {
+        svc.reals
+            .iter()
+            .filter(|r| {
+                let c = self.conditions.get(&(svc.spec.id, r.server));
+                r.weight > 0 && c.is_none_or(|c| c.alive() && c.percent() > 0)
+            })
+            .map(|r| r.server)
+            .collect()
+    }
+
+    /// Slow start for servers that just became available (new, recovered,
+    /// or raised from weight 0) while the others carry connections: with
+    /// none anywhere, there is no flood to prevent.
+    fn start_ramps(&mut self, svc: &Service, before: &BTreeSet<Endpoint>, now_ns: u64) {
+        let id = svc.spec.id;
+        if condition::slow_start_window(svc.spec.scheduler, &svc.health) == 0 {
+            return;
+        }
+        let loaded = |server: &Endpoint| {
+            self.real_index
+                .get(&(id, *server))
+                .and_then(|i| self.counts.get(i))
+                .is_some_and(|c| c.active + c.inactive > 0)
+        };
+        let risen: Vec<Endpoint> = self
+            .available(svc)
+            .into_iter()
+            .filter(|e| !before.contains(e))
+            .collect();
+        for server in risen {
+            if svc
+                .reals
+                .iter()
+                .any(|r| r.server != server && loaded(&r.server))
+            {
+                self.conditions
+                    .entry((id, server))
+                    .or_default()
+                    .ramp_since_ns = Some(now_ns);
+            }
+        }
+    }
+
+    /// A server's checkers were (re)configured: its checkers start in their
+    /// start state, and the agent has said nothing yet.
+    fn reset_condition(&mut self, id: ServiceId, server: Endpoint, health: Option<&RealHealth>) {
+        let ramp_since_ns = self
+            .conditions
+            .remove(&(id, server))
+            .and_then(|c| c.ramp_since_ns);
+        let failing = health
+            .map(|h| {
+                h.checks
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| c.start == StartState::Down)
+                    .map(|(i, _)| (i, "not checked yet".to_string()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.conditions.insert(
+            (id, server),
+            Condition {
+                failing,
+                ramp_since_ns,
+                ..Condition::default()
+            },
+        );
+    }
+
+    /// A checker's verdict changed: `failure` says why it is down, `None`
+    /// that it is up. Reports for servers no longer configured are stale
+    /// and ignored. Republishes the service if its scheduling changed.
+    pub fn set_check(
+        &mut self,
+        id: ServiceId,
+        server: Endpoint,
+        check: usize,
+        failure: Option<String>,
+    ) -> Result<(), ControlError> {
+        self.update_condition(id, server, |c| match failure {
+            Some(why) => {
+                c.failing.insert(check, why);
+            }
+            None => {
+                c.failing.remove(&check);
+            }
+        })
+    }
+
+    /// The agent's latest report: a weight percentage (already within its
+    /// bounds) and an availability word, each kept until the next says
+    /// otherwise.
+    pub fn set_agent(
+        &mut self,
+        id: ServiceId,
+        server: Endpoint,
+        percent: Option<u32>,
+        state: Option<AgentState>,
+    ) -> Result<(), ControlError> {
+        self.update_condition(id, server, |c| {
+            if percent.is_some() {
+                c.agent_percent = percent;
+            }
+            if state.is_some() {
+                c.agent_state = state;
+            }
+        })
+    }
+
+    fn update_condition(
+        &mut self,
+        id: ServiceId,
+        server: Endpoint,
+        change: impl FnOnce(&mut Condition),
+    ) -> Result<(), ControlError> {
+        let Some(svc) = self
+            .state
+            .service(&id)
+            .filter(|s| s.reals.iter().any(|r| r.server == server))
+            .cloned()
+        else {
+            return Ok(());
+        };
+        let before = self.available(&svc);
+        change(self.conditions.entry((id, server)).or_default());
+        let now = self.datapath.now_ns()?;
+        self.start_ramps(&svc, &before, now);
+        self.refresh([id])
+    }
+
+    /// Move slow-start ramps on (and end those that are complete): called
+    /// once a second. Returns how many services were republished.
+    pub fn advance_ramps(&mut self) -> Result<usize, ControlError> {
+        let now = self.datapath.now_ns()?;
+        let mut due = BTreeSet::new();
+        for ((id, _), c) in &mut self.conditions {
+            let Some(since) = c.ramp_since_ns else {
+                continue;
+            };
+            let Some(svc) = self.state.service(id) else {
+                continue;
+            };
+            let window = condition::slow_start_window(svc.spec.scheduler, &svc.health);
+            if condition::ramp_permille(since, now, window).is_none() {
+                c.ramp_since_ns = None;
+            }
+            due.insert(*id);
+        }
+        let n = due.len();
+        self.refresh(due)?;
+        Ok(n)
+    }
+
+    /// Republish services whose scheduled view changed since the last
+    /// publication.
+    fn refresh(&mut self, ids: impl IntoIterator<Item = ServiceId>) -> Result<(), ControlError> {
+        let now = self.datapath.now_ns()?;
+        let mut touched = BTreeSet::new();
+        for id in ids {
+            let Some(svc) = self.state.service(&id) else {
+                continue;
+            };
+            let new = self.scheduled_view(svc, now);
+            let old = self.scheduled.get(&id).cloned();
+            if old.as_ref() == Some(&new) {
+                continue;
+            }
+            self.run_hooks(id, old.as_ref(), Some(&new), false, &mut touched)?;
+            self.scheduled.insert(id, new);
+        }
+        self.publish_touched(&touched)
+    }
+
+    /// Scheduler hooks for one service's change by one command.
+    fn run_hooks(
+        &mut self,
+        id: ServiceId,
+        old: Option<&Service>,
+        new: Option<&Service>,
+        hooked: bool,
+        touched: &mut BTreeSet<ServiceId>,
+    ) -> Result<(), ControlError> {
+        let Some(svc) = new else {
+            // Deleted: unpublished at the end of the batch.
+            touched.insert(id);
+            return Ok(());
+        };
+        if old == Some(svc) && !hooked {
+            return Ok(());
+        }
+        touched.insert(id);
+        if !self.runtimes.contains_key(&id) {
+            let index = self.service_slots.take().ok_or(ControlError::Capacity {
+                what: "services",
+                max: self.datapath.limits().services,
+            })?;
+            self.datapath.reset_service_counters(index)?;
+            self.service_baseline.remove(&index);
+            self.service_rates.remove(&index);
+            let origin = self.datapath.cursor(index)?;
+            self.runtimes.insert(
+                id,
+                Runtime {
+                    index,
+                    half: 1,
+                    ring_len: 0,
+                    cursor_origin: origin,
+                    sched: self.instantiate(&svc.spec, &[]),
+                    dests: Vec::new(),
+                    synced: true,
+                    ring: Vec::new(),
+                    published_origin: origin,
+                    counted_cursor: origin,
+                    pending: HashMap::new(),
+                    localities: HashMap::new(),
+                },
+            );
+        }
+        let dests = self.dests_for(svc, old)?;
+        let fresh = self.instantiate(&svc.spec, &dests);
+        let rt = self.runtimes.get_mut(&id).expect("runtime created above");
+        catch_up(&self.datapath, rt, &svc.spec)?;
+        if old.is_some_and(|o| {
+            (o.spec.scheduler, o.spec.flags) != (svc.spec.scheduler, svc.spec.flags)
+        }) {
+            rt.sched = fresh;
+            // A new scheduler starts with no destinations of its own.
+            let stale = std::mem::take(&mut rt.localities);
+            for addr in stale.into_keys() {
+                self.datapath
+                    .remove_locality(&LocalityKey::new(rt.index, addr.to_be_bytes()))?;
+            }
+        } else if !same_servers(&rt.dests, &dests) || hooked {
+            rt.sched.update(&rt.dests, &dests);
+        }
+        rt.dests = dests;
+        Ok(())
+    }
+
+    /// A local real server is reached on the service's own port (the local
+    /// stack sees the packet as the client sent it), so NAT to a local
+    /// server on another port is refused before anything changes.
+    fn check_local_reals(&self, commands: &[Command]) -> Result<(), ControlError> {
+        for command in commands {
+            let (Command::AddReal { service, real } | Command::EditReal { service, real }) =
+                command
+            else {
+                continue;
+            };
+            let vport = service.vip.port;
+            if vport != 0 && real.server.port != vport && self.datapath.is_local(real.server.addr) {
+                return Err(ControlError::LocalPortMapping {
+                    service: *service,
+                    server: real.server,
+                    vport,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Real server indexes for a service's list (allocating new ones), in
+    /// IPVS order, with their datapath entries written.
+    fn dests_for(
+        &mut self,
+        svc: &Service,
+        old: Option<&Service>,
+    ) -> Result<Vec<Dest>, ControlError> {
+        // Only new or changed servers are written: one command must not cost
+        // a syscall per server of the service.
+        let written: HashMap<Endpoint, Real> = old
+            .map(|o| {
+                o.reals
+                    .iter()
+                    .map(|r| {
+                        (
+                            r.server,
+                            datapath_real(r, self.datapath.is_local(r.server.addr)),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut dests = Vec::with_capacity(svc.reals.len());
+        for real in &svc.reals {
+            let key = (svc.spec.id, real.server);
+            let index = match self.real_index.get(&key) {
+                Some(&i) => i,
+                None => {
+                    let i = self.real_slots.take().ok_or(ControlError::Capacity {
+                        what: "real servers",
+                        max: self.datapath.limits().reals,
+                    })?;
+                    self.datapath.reset_real_counters(i)?;
+                    self.real_baseline.remove(&i);
+                    self.real_rates.remove(&i);
+                    self.real_index.insert(key, i);
+                    i
+                }
+            };
+            let entry = datapath_real(real, self.datapath.is_local(real.server.addr));
+            if written.get(&real.server) != Some(&entry) {
+                self.datapath.set_real(index, entry)?;
+            }
+            // Editing a server clears OVERLOAD when its upper threshold is
+            // removed or raised (§1.1).
+            let previous = old.and_then(|o| o.reals.iter().find(|r| r.server == real.server));
+            if previous.is_some_and(|p| threshold::edit_clears(p, real)) {
+                self.overloaded.remove(&index);
+            }
+            let counts = self.counts.get(&index).copied().unwrap_or_default();
+            dests.push(Dest {
+                id: index,
+                weight: real.weight,
+                overloaded: self.overloaded.contains(&index),
+                active: counts.active,
+                inactive: counts.inactive,
+                u_threshold: real.u_threshold,
+            });
+        }
+        Ok(dests)
+    }
+
+    /// Publish each touched service's decisions in its scheduler's form
+    /// into the idle half, then flip the service to it; unpublish deleted
+    /// services.
+    fn publish_touched(&mut self, touched: &BTreeSet<ServiceId>) -> Result<(), ControlError> {
+        let now_s = if touched.is_empty() {
+            0
+        } else {
+            self.datapath.now_ns()? / NS_PER_SEC
+        };
+        for id in touched {
+            let Some(svc) = self.state.service(id) else {
+                // Deleted: unpublish, then free its indexes.
+                if let Some(rt) = self.runtimes.remove(id) {
+                    self.datapath.remove_service(service_key(id))?;
+                    self.purge(rt.index)?;
+                    self.service_slots.give(rt.index);
+                }
+                self.release_reals(id, &[])?;
+                continue;
+            };
+            // Servers health took out keep their indexes (and counters).
+            let live: Vec<Endpoint> = svc.endpoints().collect();
+            let rt = self
+                .runtimes
+                .get_mut(id)
+                .expect("touched services have runtimes");
+            let form = svc.spec.scheduler.form();
+            let forecast = if refills(&svc.spec) {
+                // The picks claimed from the old ring since the last count
+                // are connections the counts do not show yet.
+                fold_claimed(
+                    &mut rt.pending,
+                    &rt.ring,
+                    rt.published_origin,
+                    rt.counted_cursor,
+                    rt.cursor_origin,
+                );
+                let mut d = rt.dests.clone();
+                for x in &mut d {
+                    x.active += rt.pending.get(&x.id).copied().unwrap_or(0);
+                }
+                d
+            } else {
+                rt.dests.clone()
+            };
+            let ring = match (form, svc.spec.scheduler.counts_connections()) {
+                (Form::Ring, true) => {
+                    publish::build_counting_ring(rt.sched.as_ref(), &forecast, RING_SLOTS as usize)
+                }
+                (Form::Ring, false) => {
+                    publish::build_ring(rt.sched.as_ref(), &rt.dests, RING_SLOTS as usize)
+                }
+                // New destinations take wlc's choice, as IPVS's lblc does.
+                (Form::Locality, _) => publish::build_counting_ring(
+                    SchedulerName::Wlc.instantiate(&[], svc.spec.flags).as_ref(),
+                    &forecast,
+                    RING_SLOTS as usize,
+                ),
+                (Form::Buckets, _) => publish::Ring {
+                    picks: Vec::new(),
+                    exact: true,
+                },
+            };
+            let half = 1 - rt.half;
+            let base = ring_base(rt.index, half);
+            self.datapath.write_ring(base, &ring.picks)?;
+            let mut value =
+                ServiceValue::ring(rt.index, base, ring.picks.len() as u32, rt.cursor_origin);
+            if refills(&svc.spec) {
+                value.flags |= service_flags::SIGNAL_LOW_WATER;
+            }
+            match form {
+                Form::Ring => {}
+                Form::Buckets => {
+                    let resolved = rt.sched.buckets(&rt.dests).expect("sh and dh have buckets");
+                    let table: Vec<u32> = resolved
+                        .iter()
+                        .map(|b| b.map_or(NO_REAL, |i| rt.dests[i].id))
+                        .collect();
+                    let buckets = bucket_base(rt.index, half);
+                    self.datapath.write_buckets(buckets, &table)?;
+                    value = value.with_form(Form::Buckets, buckets);
+                    if svc.spec.scheduler == SchedulerName::Dh {
+                        value.flags |= service_flags::HASH_DESTINATION;
+                    } else if svc.spec.flags.sh_port {
+                        value.flags |= service_flags::HASH_PORT;
+                    }
+                }
+                Form::Locality => {
+                    value = value.with_form(Form::Locality, 0);
+                    sync_localities(&mut self.datapath, rt, &forecast, now_s)?;
+                }
+            }
+            if let Some(p) = svc.spec.persistence {
+                value = value.with_persistence(p.netmask.octets(), p.timeout);
+            }
+            self.datapath.set_service(service_key(id), value)?;
+            rt.half = half;
+            rt.ring_len = value.ring_len;
+            rt.ring = ring.picks;
+            rt.published_origin = rt.cursor_origin;
+            rt.synced = false;
+            if !ring.exact {
+                tracing::warn!(service = %id, "scheduling period longer than {RING_SLOTS} picks; the ring approximates it");
+            }
+            self.release_reals(id, &live)?;
+        }
+        Ok(())
+    }
+
+    /// Free the real indexes of `id`'s servers not in `keep`, first
+    /// removing the persistence templates that lead to them, so a reused
+    /// index never inherits a client.
+    fn release_reals(&mut self, id: &ServiceId, keep: &[Endpoint]) -> Result<(), ControlError> {
+        let gone: Vec<_> = self
+            .real_index
+            .keys()
+            .filter(|(s, e)| s == id && !keep.contains(e))
+            .copied()
+            .collect();
+        if gone.is_empty() {
+            return Ok(());
+        }
+        let freed: BTreeSet<u32> = gone.iter().map(|k| self.real_index[k]).collect();
+        for (key, template) in self.datapath.templates()? {
+            if freed.contains(&template.real_index) {
+                self.datapath.remove_template(&key)?;
+            }
+        }
+        for key in gone {
+            if let Some(i) = self.real_index.remove(&key) {
+                self.overloaded.remove(&i);
+                self.draining.insert(i);
+            }
+        }
+        Ok(())
+    }
+
+    /// Remove a service index's locality entries and templates.
+    fn purge(&mut self, index: u32) -> Result<(), ControlError> {
+        for (key, _) in self.datapath.localities()? {
+            if key.service_index == index {
+                self.datapath.remove_locality(&key)?;
+            }
+        }
+        for (key, _) in self.datapath.templates()? {
+            if key.service_index == index {
+                self.datapath.remove_template(&key)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `-Z`: zero one service's counters and rates (and its servers'), or
+    /// all: every server with an index, also one health took out.
+    pub fn zero(&mut self, service: Option<ServiceId>) -> Result<(), ControlError> {
+        if let Some(id) = service {
+            if self.state.service(&id).is_none() {
+                return Err(ModelError::NoSuchService(id).into());
+            }
+        }
+        let chosen = |id: &ServiceId| service.is_none_or(|s| s == *id);
+        let services: Vec<u32> = self
+            .runtimes
+            .iter()
+            .filter(|(id, _)| chosen(id))
+            .map(|(_, rt)| rt.index)
+            .collect();
+        let reals: Vec<u32> = self
+            .real_index
+            .iter()
+            .filter(|((id, _), _)| chosen(id))
+            .map(|(_, index)| *index)
+            .collect();
+        for index in services {
+            let c = self.datapath.service_counters(index)?;
+            self.service_baseline.insert(index, c);
+            self.service_rates.insert(index, Estimator::starting_at(c));
+        }
+        for index in reals {
+            let c = self.datapath.real_counters(index)?;
+            self.real_baseline.insert(index, c);
+            self.real_rates.insert(index, Estimator::starting_at(c));
+        }
+        Ok(())
+    }
+
+    /// Sample every service's and real server's rate estimator, once
+    /// `rate::PERIOD_NS` has passed since the last sample; maintenance
+    /// calls this every second. Estimators of freed indexes go.
+    pub fn estimate(&mut self) -> Result<(), ControlError> {
+        let now = self.datapath.now_ns()?;
+        match self.estimated_ns {
+            Some(last) if now.saturating_sub(last) >= ESTIMATE_DUE_NS => {}
+            Some(_) => return Ok(()),
+            None => {
+                // The first call only starts the clock.
+                self.estimated_ns = Some(now);
+                return Ok(());
+            }
+        }
+        self.estimated_ns = Some(now);
+        let mut service_rates = HashMap::with_capacity(self.runtimes.len());
+        for rt in self.runtimes.values() {
+            // A new index's counters were reset: its estimator starts at 0.
+            let mut e = self
+                .service_rates
+                .get(&rt.index)
+                .copied()
+                .unwrap_or_default();
+            e.sample(self.datapath.service_counters(rt.index)?);
+            service_rates.insert(rt.index, e);
+        }
+        let mut real_rates = HashMap::with_capacity(self.real_index.len());
+        for &index in self.real_index.values() {
+            let mut e = self.real_rates.get(&index).copied().unwrap_or_default();
+            e.sample(self.datapath.real_counters(index)?);
+            real_rates.insert(index, e);
+        }
+        self.service_rates = service_rates;
+        self.real_rates = real_rates;
+        Ok(())
+    }
+
+    /// Live persistence templates per real index, counting only persistent
+    /// services' (IPVS's `persistconns`).
+    fn persistent_conns(&self) -> Result<HashMap<u32, u32>, ControlError> {
+        let persistent: BTreeSet<u32> = self
+            .state
+            .services
+            .iter()
+            .filter(|s| s.spec.persistence.is_some())
+            .filter_map(|s| Some(self.runtimes.get(&s.spec.id)?.index))
+            .collect();
+        let mut per_real = HashMap::new();
+        if persistent.is_empty() {
+            return Ok(per_real);
+        }
+        let now = self.datapath.now_ns()?;
+        for (key, template) in self.datapath.templates()? {
+            if persistent.contains(&key.service_index) && template.expires_ns > now {
+                *per_real.entry(template.real_index).or_default() += 1;
+            }
+        }
+        Ok(per_real)
+    }
+
+    /// Everything `lvsadm -L` shows.
+    pub fn snapshot(&self) -> Result<Snapshot, ControlError> {
+        let rates_of = |estimators: &HashMap<u32, Estimator>, index| {
+            estimators
+                .get(&index)
+                .map(Estimator::rates)
+                .unwrap_or_default()
+        };
+        let templates = self.persistent_conns()?;
+        let now = self.datapath.now_ns()?;
+        let mut services = Vec::new();
+        for svc in &self.state.services {
+            let rt = &self.runtimes[&svc.spec.id];
+            let raw = self.datapath.service_counters(rt.index)?;
+            let stats = Stats::since(raw, self.service_baseline.get(&rt.index));
+            let scheduled = &self.scheduled[&svc.spec.id];
+            let sorry = svc
+                .health
+                .sorry
+                .filter(|s| scheduled.reals.iter().any(|r| r.server == s.server))
+                .map(sorry_spec);
+            let mut reals = Vec::new();
+            for real in svc.reals.iter().chain(&sorry) {
+                // A server health kept out from the start has no index yet.
+                let (counts, persistent_conns, stats, rates) =
+                    match self.real_index.get(&(svc.spec.id, real.server)) {
+                        Some(&index) => (
+                            self.counts.get(&index).copied().unwrap_or_default(),
+                            templates.get(&index).copied().unwrap_or(0),
+                            Stats::since(
+                                self.datapath.real_counters(index)?,
+                                self.real_baseline.get(&index),
+                            ),
+                            rates_of(&self.real_rates, index),
+                        ),
+                        None => Default::default(),
+                    };
+                reals.push(RealView {
+                    spec: real.clone(),
+                    active_conns: counts.active,
+                    inactive_conns: counts.inactive,
+                    persistent_conns,
+                    stats,
+                    rates,
+                    health: self.health_view(svc, scheduled, real, sorry.is_some(), now),
+                });
+            }
+            services.push(ServiceView {
+                spec: svc.spec.clone(),
+                stats,
+                rates: rates_of(&self.service_rates, rt.index),
+                reals,
+                health: svc.health.clone(),
+            });
+        }
+        let verdicts = self
+            .datapath
+            .verdicts()?
+            .into_iter()
+            .map(|(v, n)| (Verdict::name(v).to_string(), n))
+            .collect();
+        Ok(Snapshot {
+            conn_table_size: self.datapath.limits().connections,
+            services,
+            verdicts,
+            refills: self.refills,
+        })
+    }
+
+    /// What `-L` shows of a server's health; `None` for a server with no
+    /// checkers, no agent and nothing to report.
+    fn health_view(
+        &self,
+        svc: &Service,
+        scheduled: &Service,
+        real: &RealSpec,
+        sorry_active: bool,
+        now_ns: u64,
+    ) -> Option<HealthView> {
+        let is_sorry = svc.health.sorry.is_some_and(|s| s.server == real.server);
+        let condition = self.conditions.get(&(svc.spec.id, real.server));
+        let checked = svc.checks_of(&real.server).is_some();
+        if !checked && !is_sorry && condition.is_none_or(|c| *c == Condition::default()) {
+            return None;
+        }
+        let c = condition.cloned().unwrap_or_default();
+        let in_view = scheduled.reals.iter().find(|r| r.server == real.server);
+        let state = match (is_sorry, c.alive(), in_view) {
+            (true, _, _) => "sorry",
+            (false, true, _) if sorry_active => "standby",
+            (false, true, _) if c.agent_state == Some(AgentState::Drain) => "drain",
+            (false, true, _) => "up",
+            (false, false, Some(_)) => "inhibited",
+            (false, false, None) => "down",
+        };
+        let window = condition::slow_start_window(svc.spec.scheduler, &svc.health);
+        let slow_start_percent = c
+            .ramp_since_ns
+            .and_then(|since| condition::ramp_permille(since, now_ns, window))
+            .map(|p| (p / 10) as u32);
+        Some(HealthView {
+            state: state.to_string(),
+            reason: c.reason(),
+            agent_percent: c.agent_percent,
+            slow_start_percent,
+            scheduled_weight: in_view.map(|r| r.weight),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+    use lvs_datapath::fake::FakeDatapath;
+    use lvs_state::{
+        api::Rates,
+        health::ServiceHealth,
+        model::{Method, Protocol, ServiceSpec},
+    };
+
+    fn svc() -> ServiceId {
+        ServiceId {
+            protocol: Protocol::Tcp,
+            vip: Endpoint {
+                addr: Ipv4Addr::new(198, 18, 0, 10),
+                port: 80,
+            },
+        }
+    }
+    fn real(last: u8, weight: u32) -> RealSpec {
+        RealSpec {
+            server: Endpoint {
+                addr: Ipv4Addr::new(198, 18, 10 + last, 2),
+                port: 8080,
+            },
+            method: Method::Nat,
+            weight,
+            u_threshold: 0,
+            l_threshold: 0,
+        }
+    }
+    fn add_real(last: u8, weight: u32) -> Command {
+        Command::AddReal {
+            service: svc(),
+            real: real(last, weight),
+        }
+    }
+    fn setup(sched: SchedulerName, weights: &[u32]) -> Controller<FakeDatapath> {
+        setup_spec(spec(sched), weights)
+    }
+    fn picks(c: &mut Controller<FakeDatapath>, n: usize) -> String {
+        let key = service_key(&svc());
+        (0..n)
+            .map(|_| {
+                c.datapath_mut()
+                    .schedule(&key)
+                    .map_or('-', |r| char::from(b'0' + r.addr()[2] - 10))
+            })
+            .collect()
+    }
+
+    fn setup_spec(spec: ServiceSpec, weights: &[u32]) -> Controller<FakeDatapath> {
+        let mut c = Controller::new(FakeDatapath::default());
+        let mut cmds = vec![Command::AddService(spec)];
+        cmds.extend(
+            weights
+                .iter()
+                .enumerate()
+                .map(|(i, &w)| add_real(i as u8 + 1, w)),
+        );
+        c.apply(&cmds).unwrap();
+        c
+    }
+    fn spec(scheduler: SchedulerName) -> ServiceSpec {
+        ServiceSpec {
+            id: svc(),
+            scheduler,
+            flags: Default::default(),
+            persistence: None,
+        }
+    }
+    /// Which server (1, 2, 3...) a new flow from `client:port` reaches.
+    fn from(c: &mut Controller<FakeDatapath>, client: [u8; 4], port: u16) -> char {
+        c.datapath_mut()
+            .schedule_from(&service_key(&svc()), client, port)
+            .map_or('-', |r| char::from(b'0' + r.addr()[2] - 10))
+    }
+    /// `n` live connections to server `last`, as the datapath records them.
+    fn hold(c: &mut Controller<FakeDatapath>, last: u8, n: u16, state: ConnState) {
+        let index = c.real_index[&(svc(), real(last, 1).server)];
+        for k in 0..n {
+            let key = FlowKey::from_wire(
+                [10, last, (k >> 8) as u8, k as u8],
+                [198, 18, 0, 10],
+                [0, 1],
+                [0, 80],
+                6,
+            );
+            let mut conn = Conn::new(
+                [198, 18, 10 + last, 2],
+                [0x1f, 0x90],
+                Direction::Inbound,
+                0,
+                0,
+                index,
+                0,
+            );
+            conn.state = state as u8;
+            c.datapath_mut().conns.insert(key, conn);
+        }
+    }
+    fn drain(c: &mut Controller<FakeDatapath>) {
+        let events = c.datapath_mut().drain_events().unwrap();
+        c.handle_events(&events).unwrap();
+    }
+
+    #[test]
+    fn sh_buckets_hash_the_client_as_the_reference_does() {
+        // List order 3, 2, 1; weight 1 each: bucket b holds server (b % 3).
+        let mut c = setup(SchedulerName::Sh, &[1, 1, 1]);
+        // §2.10: 10.0.0.1 -> bucket 39 (A), 10.0.0.2 -> 137 (C), 203.0.113.7 -> 124 (B).
+        assert_eq!(from(&mut c, [10, 0, 0, 1], 1000), '3');
+        assert_eq!(from(&mut c, [10, 0, 0, 2], 1000), '1');
+        assert_eq!(from(&mut c, [203, 0, 113, 7], 1000), '2');
+        for port in 1..50 {
+            assert_eq!(from(&mut c, [10, 0, 0, 1], port), '3');
+        }
+        // Quiesced without sh-fallback: its clients fail, as in IPVS.
+        c.apply(&[Command::EditReal {
+            service: svc(),
+            real: real(2, 0),
+        }])
+        .unwrap();
+        assert_eq!(from(&mut c, [203, 0, 113, 7], 1000), '-');
+    }
+
+    #[test]
+    fn sh_fallback_and_sh_port_reach_the_datapath() {
+        let mut s = spec(SchedulerName::Sh);
+        s.flags.sh_fallback = true;
+        let mut c = setup_spec(s.clone(), &[1, 0, 1]);
+        // 203.0.113.7's bucket holds the quiesced server 2; the probe finds 1.
+        assert_eq!(from(&mut c, [203, 0, 113, 7], 1000), '1');
+        s.flags = lvs_sched::SchedFlags {
+            sh_fallback: false,
+            sh_port: true,
+        };
+        c.apply(&[Command::EditService(s)]).unwrap();
+        c.apply(&[Command::EditReal {
+            service: svc(),
+            real: real(2, 1),
+        }])
+        .unwrap();
+        // 10.0.0.1:1234 hashes to bucket 128 (§2.10): 128 % 3 = 2 -> server 1.
+        assert_eq!(from(&mut c, [10, 0, 0, 1], 1234), '1');
+        assert_eq!(from(&mut c, [10, 0, 0, 1], 0), '3');
+    }
+
+    #[test]
+    fn dh_hashes_the_destination() {
+        let mut c = setup(SchedulerName::Dh, &[1, 1, 1]);
+        let b = lvs_common::hash::dh_bucket([198, 18, 0, 10]) as usize;
+        let expected = ['3', '2', '1'][b % 3];
+        for client in 1..20 {
+            assert_eq!(from(&mut c, [10, 0, 0, client], 1000), expected);
+        }
+    }
+
+    #[test]
+    fn lblc_caches_the_destination_and_moves_it_when_overloaded() {
+        // §2.7: A(w1), B(w1) in list order; here server 2 is A, 1 is B.
+        let mut c = setup(SchedulerName::Lblc, &[1, 1]);
+        assert_eq!(from(&mut c, [10, 0, 0, 1], 1), '2');
+        drain(&mut c);
+        assert_eq!(picks(&mut c, 3), "222");
+        // A holds 3 active, B none: A is overloaded, wlc moves the VIP to B.
+        hold(&mut c, 2, 3, ConnState::Established);
+        c.recount().unwrap();
+        assert_eq!(picks(&mut c, 2), "11");
+    }
+
+    #[test]
+    fn lblc_entries_expire_after_the_configured_time() {
+        let mut c = Controller::new(FakeDatapath::default());
+        c.set_expirations(Expirations {
+            lblc: 600,
+            lblcr: 600,
+        });
+        c.apply(&[
+            Command::AddService(spec(SchedulerName::Lblc)),
+            add_real(1, 1),
+            add_real(2, 1),
+        ])
+        .unwrap();
+        assert_eq!(picks(&mut c, 1), "2");
+        drain(&mut c);
+        // Used at 0 s; the full check at the 30th 60 s tick removes it.
+        c.datapath_mut().now_ns = 1799 * NS_PER_SEC;
+        c.recount().unwrap();
+        assert_eq!(c.datapath_mut().locality.len(), 1);
+        c.datapath_mut().now_ns = 1800 * NS_PER_SEC;
+        c.recount().unwrap();
+        assert!(c.datapath_mut().locality.is_empty());
+    }
+
+    #[test]
+    fn lblcr_adds_a_server_to_the_set_under_overload() {
+        let mut c = setup(SchedulerName::Lblcr, &[1, 1]);
+        assert_eq!(picks(&mut c, 1), "2");
+        drain(&mut c);
+        hold(&mut c, 2, 2, ConnState::Established);
+        c.recount().unwrap();
+        // {A} overloaded (2 > 1, B idle): B joins the set and serves.
+        assert_eq!(picks(&mut c, 1), "1");
+        let rt = &c.runtimes[&svc()];
+        assert_eq!(rt.localities.len(), 1);
+    }
+
+    #[test]
+    fn persistence_keeps_a_client_network_on_one_server() {
+        let mut s = spec(SchedulerName::Rr);
+        s.persistence = Some(lvs_state::model::Persistence {
+            timeout: 300,
+            netmask: Ipv4Addr::new(255, 255, 255, 0),
+        });
+        let mut c = setup_spec(s, &[1, 1, 1]);
+        let first = from(&mut c, [10, 0, 0, 1], 1000);
+        for port in 1001..1010 {
+            assert_eq!(from(&mut c, [10, 0, 0, 1], port), first);
+        }
+        // Same /24: same template; another network: the next rr pick.
+        assert_eq!(from(&mut c, [10, 0, 0, 99], 1000), first);
+        let other = from(&mut c, [10, 0, 1, 1], 1000);
+        assert_ne!(other, first);
+        // Re-armed by each connection; gone 300 s after the last one.
+        c.datapath_mut().now_ns = 299 * NS_PER_SEC;
+        assert_eq!(from(&mut c, [10, 0, 0, 1], 1), first);
+        c.datapath_mut().now_ns = 600 * NS_PER_SEC;
+        c.sweep().unwrap();
+        assert_eq!(c.datapath_mut().templates.len(), 0);
+        assert_ne!(from(&mut c, [10, 0, 0, 1], 1), first);
+    }
+
+    #[test]
+    fn a_template_outlives_its_timeout_while_connections_depend_on_it() {
+        let mut s = spec(SchedulerName::Rr);
+        s.persistence = Some(lvs_state::model::Persistence::default());
+        let mut c = setup_spec(s, &[1, 1]);
+        from(&mut c, [10, 2, 0, 0], 1000);
+        // `hold` uses client 10.2.0.0 for server 2's first connection.
+        let index = c.real_index[&(svc(), real(2, 1).server)];
+        let key = *c.datapath_mut().templates.keys().next().unwrap();
+        c.datapath_mut()
+            .templates
+            .insert(key, Template::new(index, 0));
+        hold(&mut c, 2, 1, ConnState::Established);
+        c.datapath_mut().now_ns = 400 * NS_PER_SEC;
+        for conn in c.datapath_mut().conns.values_mut() {
+            conn.last_seen_ns = 400 * NS_PER_SEC;
+        }
+        c.sweep().unwrap();
+        assert_eq!(
+            c.datapath_mut().templates[&key].expires_ns,
+            460 * NS_PER_SEC
+        );
+        c.datapath_mut().conns.clear();
+        c.datapath_mut().now_ns = 460 * NS_PER_SEC;
+        c.sweep().unwrap();
+        assert!(c.datapath_mut().templates.is_empty());
+    }
+
+    #[test]
+    fn deleting_a_server_drops_its_templates() {
+        let mut s = spec(SchedulerName::Rr);
+        s.persistence = Some(lvs_state::model::Persistence::default());
+        let mut c = setup_spec(s, &[1, 1]);
+        let first = from(&mut c, [10, 0, 0, 1], 1000);
+        let last = first as u8 - b'0';
+        c.apply(&[Command::DeleteReal {
+            service: svc(),
+            server: real(last, 1).server,
+        }])
+        .unwrap();
+        assert!(c.datapath_mut().templates.is_empty());
+        assert_ne!(from(&mut c, [10, 0, 0, 1], 1000), first);
+    }
+
+    #[test]
+    fn upper_threshold_caps_a_forecast_and_clears_at_three_quarters() {
+        // wlc, equal weights, server 1 capped at 2 connections (list order 2, 1).
+        let mut c = Controller::new(FakeDatapath::default());
+        let mut capped = real(1, 1);
+        capped.u_threshold = 2;
+        c.apply(&[
+            Command::AddService(spec(SchedulerName::Wlc)),
+            Command::AddReal {
+                service: svc(),
+                real: capped.clone(),
+            },
+            add_real(2, 1),
+        ])
+        .unwrap();
+        assert_eq!(picks(&mut c, 6), "212122");
+        // The datapath's table shows server 1 at 2: the flag is set.
+        hold(&mut c, 1, 2, ConnState::Established);
+        c.recount().unwrap();
+        let index = c.real_index[&(svc(), capped.server)];
+        assert!(c.overloaded.contains(&index));
+        // One closes: 1 * 4 < 2 * 3 clears it.
+        let gone = *c
+            .datapath_mut()
+            .conns
+            .keys()
+            .find(|k| k.src()[1] == 1)
+            .unwrap();
+        c.datapath_mut().conns.remove(&gone);
+        c.recount().unwrap();
+        assert!(!c.overloaded.contains(&index));
+    }
+
+    #[test]
+    fn low_water_refills_continue_the_wlc_sequence_exactly() {
+        // No recount in between: every refill must carry forward the picks
+        // the datapath already made from the ring.
+        let mut c = setup(SchedulerName::Wlc, &[1, 2, 3]);
+        let mut got = String::new();
+        for _ in 0..6 {
+            got += &picks(&mut c, 300);
+            drain(&mut c);
+        }
+        let mut d: Vec<Dest> = (1..=3u32)
+            .rev()
+            .map(|w| Dest {
+                id: w,
+                weight: w,
+                ..Dest::default()
+            })
+            .collect();
+        let mut wlc = SchedulerName::Wlc.instantiate(&d, Default::default());
+        let want = lvs_sched::testing::run_counting(wlc.as_mut(), &mut d, 1800)
+            .chars()
+            .map(|c| char::from(b'0' + c as u8))
+            .collect::<String>();
+        assert_eq!(got, want);
+        assert_eq!(c.refill_stats().count, 6);
+    }
+
+    /// Property: over random scripts of server changes, opens and closes,
+    /// what the datapath reads from the published form is exactly what the
+    /// scheduler run directly would pick (lblc/lblcr re-decide per count,
+    /// not per request, so for them only the eligibility rule is checked),
+    /// and a weight-0 server never gets a new connection.
+    #[test]
+    fn published_decisions_agree_with_running_the_scheduler_directly() {
+        use lvs_sched::{Request, SchedFlags};
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = |m: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % m
+        };
+        for name in SchedulerName::ALL {
+            let exact = name.form() != Form::Locality;
+            for round in 0..40 {
+                let flags = SchedFlags {
+                    sh_fallback: name == SchedulerName::Sh && next(2) == 0,
+                    sh_port: name == SchedulerName::Sh && next(2) == 0,
+                };
+                let mut s = spec(name);
+                s.flags = flags;
+                let mut c = Controller::new(FakeDatapath::default());
+                // Slow start deliberately departs from the bare scheduler.
+                let no_ramp = Command::SetServiceHealth {
+                    service: svc(),
+                    health: ServiceHealth {
+                        slow_start: Some(0),
+                        ..Default::default()
+                    },
+                };
+                c.apply(&[Command::AddService(s), no_ramp]).unwrap();
+                let mut model = name.instantiate(&[], flags);
+                // The model's ids are the servers' numbers (1..=5).
+                let mut dests: Vec<Dest> = Vec::new();
+                let mut open: Vec<(FlowKey, u32)> = Vec::new();
+                for step in 0..80 {
+                    let what = format!("{name} round {round} step {step}");
+                    match next(12) {
+                        0..=2 => {
+                            let k = 1 + next(5) as u8;
+                            let w = next(4) as u32;
+                            let old = dests.clone();
+                            let cmd = match dests.iter_mut().find(|d| d.id == k as u32) {
+                                Some(d) => {
+                                    d.weight = w;
+                                    Command::EditReal {
+                                        service: svc(),
+                                        real: real(k, w),
+                                    }
+                                }
+                                None => {
+                                    dests.insert(
+                                        0,
+                                        Dest {
+                                            id: k as u32,
+                                            weight: w,
+                                            ..Dest::default()
+                                        },
+                                    );
+                                    add_real(k, w)
+                                }
+                            };
+                            c.apply(&[cmd]).unwrap();
+                            model.update(&old, &dests);
+                        }
+                        3 if !dests.is_empty() => {
+                            let k = dests[next(dests.len() as u64) as usize].id;
+                            let old = dests.clone();
+                            dests.retain(|d| d.id != k);
+                            open.retain(|(_, s)| *s != k);
+                            c.apply(&[Command::DeleteReal {
+                                service: svc(),
+                                server: real(k as u8, 1).server,
+                            }])
+                            .unwrap();
+                            model.update(&old, &dests);
+                        }
+                        4 if !open.is_empty() => {
+                            let (key, k) = open.swap_remove(next(open.len() as u64) as usize);
+                            c.datapath_mut().conns.remove(&key);
+                            if let Some(d) = dests.iter_mut().find(|d| d.id == k) {
+                                d.active -= 1;
+                            }
+                            c.recount().unwrap();
+                        }
+                        _ => {
+                            let client = [10, 0, next(4) as u8, next(250) as u8];
+                            let port = 1024 + next(60000) as u16;
+                            let got = c
+                                .datapath_mut()
+                                .schedule_from(&service_key(&svc()), client, port)
+                                .map(|r| (r.addr()[2] - 10) as u32);
+                            let want = model
+                                .pick(
+                                    &dests,
+                                    &Request {
+                                        client: client.into(),
+                                        client_port: port,
+                                        destination: svc().vip.addr,
+                                        now: 0,
+                                    },
+                                )
+                                .map(|i| dests[i].id);
+                            if exact {
+                                assert_eq!(got, want, "{what}: {dests:?}");
+                            }
+                            let Some(k) = got else { continue };
+                            let d = dests.iter_mut().find(|d| d.id == k).expect("a live server");
+                            assert!(d.weight > 0, "{what}: weight 0 got a new connection");
+                            d.active += 1;
+                            let index = c.real_index[&(svc(), real(k as u8, 1).server)];
+                            let key = FlowKey::from_wire(
+                                client,
+                                [198, 18, 0, 10],
+                                port.to_be_bytes(),
+                                [0, 80],
+                                6,
+                            );
+                            let mut conn =
+                                Conn::new([0; 4], [0; 2], Direction::Inbound, 0, 0, index, 0);
+                            conn.state = ConnState::Established as u8;
+                            if c.datapath_mut().conns.insert(key, conn).is_none() {
+                                open.push((key, k));
+                            } else {
+                                // Same 4-tuple again: the old entry is replaced.
+                                let old = open.iter().position(|(o, _)| *o == key).unwrap();
+                                let (_, was) = open.swap_remove(old);
+                                if let Some(d) = dests.iter_mut().find(|d| d.id == was) {
+                                    d.active -= 1;
+                                }
+                                open.push((key, k));
+                            }
+                            drain(&mut c);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn rr_through_the_ring_follows_ipvs_order() {
+        let mut c = setup(SchedulerName::Rr, &[1, 1, 1]);
+        assert_eq!(picks(&mut c, 7), "3213213");
+    }
+
+    #[test]
+    fn wrr_three_two_one_splits_sixty_as_thirty_twenty_ten() {
+        let mut c = setup(SchedulerName::Wrr, &[1, 2, 3]);
+        let seq = picks(&mut c, 60);
+        assert_eq!(
+            [
+                seq.matches('3').count(),
+                seq.matches('2').count(),
+                seq.matches('1').count()
+            ],
+            [30, 20, 10],
+            "{seq}"
+        );
+    }
+
+    #[test]
+    fn republishing_continues_where_the_datapath_was() {
+        let mut c = setup(SchedulerName::Rr, &[1, 1, 1]);
+        assert_eq!(picks(&mut c, 2), "32");
+        // Quiesce server 2 (weight 0): rotation carries on after it.
+        c.apply(&[Command::EditReal {
+            service: svc(),
+            real: real(2, 0),
+        }])
+        .unwrap();
+        assert_eq!(picks(&mut c, 4), "1313");
+    }
+
+    #[test]
+    fn an_edit_that_changes_nothing_still_runs_the_wrr_hook() {
+        // As in the kernel: -e resets wrr's cursor to the list head.
+        let mut c = setup(SchedulerName::Wrr, &[1, 1, 1]);
+        assert_eq!(picks(&mut c, 1), "3");
+        c.apply(&[Command::EditReal {
+            service: svc(),
+            real: real(1, 1),
+        }])
+        .unwrap();
+        assert_eq!(picks(&mut c, 3), "321");
+    }
+
+    #[test]
+    fn capacity_counts_each_real_server_once() {
+        // Over half the table in use (520 services x 8 servers), then one
+        // more server: existing servers must not be counted twice.
+        let mut c = Controller::new(FakeDatapath::default());
+        let mut cmds = Vec::new();
+        for n in 0..520u16 {
+            let id = ServiceId {
+                protocol: Protocol::Udp,
+                vip: Endpoint {
+                    addr: Ipv4Addr::new(198, 18, 0, 10),
+                    port: 1000 + n,
+                },
+            };
+            cmds.push(Command::AddService(ServiceSpec {
+                id,
+                scheduler: SchedulerName::Rr,
+                flags: Default::default(),
+                persistence: None,
+            }));
+            for last in 1..=8 {
+                cmds.push(Command::AddReal {
+                    service: id,
+                    real: real(last, 1),
+                });
+            }
+        }
+        c.apply(&cmds).unwrap();
+        assert!(520 * 8 > c.datapath_mut().limits.reals / 2);
+        c.apply(&[
+            Command::AddService(ServiceSpec {
+                id: svc(),
+                scheduler: SchedulerName::Rr,
+                flags: Default::default(),
+                persistence: None,
+            }),
+            add_real(1, 1),
+        ])
+        .unwrap();
+        assert_eq!(c.state().services.len(), 521);
+    }
+
+    #[test]
+    fn a_bad_batch_leaves_maps_untouched() {
+        let mut c = setup(SchedulerName::Rr, &[1]);
+        let before = c.datapath_mut().services.clone();
+        let err = c.apply(&[add_real(2, 1), add_real(2, 1)]).unwrap_err();
+        assert!(err.to_string().contains("already exists"), "{err}");
+        assert_eq!(c.datapath_mut().services, before);
+        assert_eq!(c.state().services[0].reals.len(), 1);
+    }
+
+    #[test]
+    fn deleting_a_service_unpublishes_and_frees_indexes() {
+        let mut c = setup(SchedulerName::Rr, &[1, 1]);
+        c.apply(&[Command::DeleteService { service: svc() }])
+            .unwrap();
+        assert!(c.datapath_mut().services.is_empty());
+        assert!(c.real_index.is_empty());
+        assert_eq!(
+            c.service_slots.free.len(),
+            c.datapath_mut().limits.services as usize
+        );
+    }
+
+    #[test]
+    fn zeroing_subtracts_a_snapshot() {
+        let mut c = setup(SchedulerName::Rr, &[1]);
+        picks(&mut c, 3);
+        assert_eq!(c.snapshot().unwrap().services[0].reals[0].stats.conns, 3);
+        c.zero(None).unwrap();
+        assert_eq!(c.snapshot().unwrap().services[0].reals[0].stats.conns, 0);
+        picks(&mut c, 1);
+        assert_eq!(c.snapshot().unwrap().services[0].reals[0].stats.conns, 1);
+    }
+
+    /// The service's rates and each real server's, in server order.
+    fn rates(c: &Controller<FakeDatapath>) -> (Rates, Vec<Rates>) {
+        let snap = c.snapshot().unwrap();
+        let svc = &snap.services[0];
+        (svc.rates, svc.reals.iter().map(|r| r.rates).collect())
+    }
+    fn cps(n: u64) -> Rates {
+        Rates {
+            cps: n,
+            ..Rates::default()
+        }
+    }
+
+    #[test]
+    fn rate_estimators_sample_every_two_seconds_and_zero_with_the_counters() {
+        let mut c = setup(SchedulerName::Rr, &[1, 1]);
+        let service = c.runtimes[&svc()].index;
+        let first = c.real_index[&(svc(), real(1, 1).server)];
+        let traffic = |c: &mut Controller<FakeDatapath>, conns: u64, at_ms: u64| {
+            let dp = c.datapath_mut();
+            dp.now_ns = at_ms * 1_000_000;
+            let counters = Counters {
+                conns,
+                in_bytes: 1_000 * conns,
+                ..Counters::default()
+            };
+            dp.service_stats.insert(service, counters);
+            dp.real_stats.insert(first, counters);
+            c.estimate().unwrap();
+        };
+        // The first call starts the clock.
+        traffic(&mut c, 0, 10_000);
+        // 200 connections in 2 s: the first sample is a quarter of 100/s.
+        traffic(&mut c, 200, 11_000);
+        assert_eq!(rates(&c).0, Rates::default(), "sampled after 1 s");
+        traffic(&mut c, 200, 12_000);
+        let sampled = Rates {
+            cps: 25,
+            in_bps: 25_000,
+            ..Rates::default()
+        };
+        assert_eq!(rates(&c), (sampled, vec![Rates::default(), sampled]));
+        // A call half a second early still counts as the next period.
+        traffic(&mut c, 400, 13_500);
+        assert_eq!(rates(&c).0.cps, 44);
+        traffic(&mut c, 600, 14_000);
+        assert_eq!(rates(&c).0.cps, 44, "sampled 0.5 s after the last");
+
+        // -Z zeroes the rates and restarts them from the counters.
+        c.zero(None).unwrap();
+        assert_eq!(rates(&c), (Rates::default(), vec![Rates::default(); 2]));
+        traffic(&mut c, 600, 15_500);
+        assert_eq!(rates(&c).0, Rates::default());
+        traffic(&mut c, 800, 17_500);
+        assert_eq!(rates(&c), (sampled, vec![Rates::default(), sampled]));
+        // -Z of another service changes nothing here.
+        let other = ServiceId {
+            protocol: Protocol::Udp,
+            ..svc()
+        };
+        c.apply(&[Command::AddService(ServiceSpec {
+            id: other,
+            ..spec(SchedulerName::Rr)
+        })])
+        .unwrap();
+        c.zero(Some(other)).unwrap();
+        assert_eq!(rates(&c).0, sampled);
+    }
+
+    #[test]
+    fn a_reused_index_starts_a_fresh_estimator() {
+        let mut c = setup(SchedulerName::Rr, &[1]);
+        let index = c.real_index[&(svc(), real(1, 1).server)];
+        c.estimate().unwrap();
+        c.datapath_mut().real_stats.insert(
+            index,
+            Counters {
+                conns: 2_000,
+                ..Counters::default()
+            },
+        );
+        c.datapath_mut().now_ns = 2 * NS_PER_SEC;
+        c.estimate().unwrap();
+        assert_eq!(rates(&c).1, [cps(250)]);
+        // Deleted, freed by the next count (no connection names it), and
+        // added again: the index comes back with its counters reset, and
+        // no rate.
+        c.apply(&[Command::DeleteReal {
+            service: svc(),
+            server: real(1, 1).server,
+        }])
+        .unwrap();
+        c.recount().unwrap();
+        c.apply(&[add_real(1, 1)]).unwrap();
+        assert_eq!(c.real_index[&(svc(), real(1, 1).server)], index);
+        assert_eq!(rates(&c).1, [Rates::default()]);
+        c.datapath_mut().now_ns = 4 * NS_PER_SEC;
+        c.estimate().unwrap();
+        assert_eq!(rates(&c).1, [Rates::default()]);
+    }
+
+    #[test]
+    fn zeroing_reaches_a_server_health_took_out() {
+        let mut c = setup(SchedulerName::Rr, &[1, 1]);
+        set_health(&mut c, 1, checked(false));
+        picks(&mut c, 4);
+        fail(&mut c, 1, Some("timeout"));
+        assert_eq!(c.snapshot().unwrap().services[0].reals[0].stats.conns, 2);
+        c.zero(Some(svc())).unwrap();
+        assert_eq!(c.snapshot().unwrap().services[0].reals[0].stats.conns, 0);
+    }
+
+    #[test]
+    fn persistent_conns_count_each_servers_live_templates() {
+        let mut s = spec(SchedulerName::Rr);
+        s.persistence = Some(lvs_state::model::Persistence {
+            timeout: 300,
+            netmask: Ipv4Addr::new(255, 255, 255, 0),
+        });
+        let mut c = setup_spec(s.clone(), &[1, 1, 1]);
+        let shown = |c: &Controller<FakeDatapath>| -> Vec<u32> {
+            let snap = c.snapshot().unwrap();
+            snap.services[0]
+                .reals
+                .iter()
+                .map(|r| r.persistent_conns)
+                .collect()
+        };
+        assert_eq!(shown(&c), [0, 0, 0]);
+        // Four client networks over rr (newest first): 3, 2, 1, then 3 again;
+        // more connections from a network reuse its template.
+        let reached: String = (0..4)
+            .map(|net| from(&mut c, [10, 0, net, 1], 1000))
+            .collect();
+        assert_eq!(reached, "3213");
+        assert_eq!(from(&mut c, [10, 0, 0, 2], 1001), '3');
+        // Servers in IPVS order: 3, 2, 1.
+        assert_eq!(shown(&c), [2, 1, 1]);
+        // Expired templates no longer count, swept or not.
+        c.datapath_mut().now_ns = 301 * NS_PER_SEC;
+        assert_eq!(shown(&c), [0, 0, 0]);
+        // A service that is no longer persistent shows none, even before
+        // the sweep removes its templates.
+        c.datapath_mut().now_ns = 0;
+        assert_eq!(shown(&c), [2, 1, 1]);
+        c.apply(&[Command::EditService(spec(SchedulerName::Rr))])
+            .unwrap();
+        assert!(!c.datapath_mut().templates.is_empty());
+        assert_eq!(shown(&c), [0, 0, 0]);
+    }
+
+    fn checked(inhibit_on_failure: bool) -> RealHealth {
+        RealHealth {
+            checks: vec![lvs_state::health::Check::new(
+                lvs_state::health::CheckKind::Tcp,
+            )],
+            agent: None,
+            inhibit_on_failure,
+        }
+    }
+    fn set_health(c: &mut Controller<FakeDatapath>, last: u8, health: RealHealth) {
+        c.apply(&[Command::SetRealHealth {
+            service: svc(),
+            server: real(last, 1).server,
+            health: Some(health),
+        }])
+        .unwrap();
+    }
+    fn fail(c: &mut Controller<FakeDatapath>, last: u8, why: Option<&str>) {
+        c.set_check(svc(), real(last, 1).server, 0, why.map(str::to_string))
+            .unwrap();
+    }
+    fn health_state(c: &Controller<FakeDatapath>, last: u8) -> Option<String> {
+        let snap = c.snapshot().unwrap();
+        let server = real(last, 1).server;
+        snap.services[0]
+            .reals
+            .iter()
+            .find(|r| r.spec.server == server)
+            .and_then(|r| r.health.as_ref())
+            .map(|h| h.state.clone())
+    }
+
+    #[test]
+    fn a_failed_check_takes_a_server_out_and_its_recovery_brings_it_back() {
+        let mut c = setup(SchedulerName::Rr, &[1, 1, 1]);
+        set_health(&mut c, 2, checked(false));
+        assert_eq!(picks(&mut c, 6), "321321");
+        fail(&mut c, 2, Some("connect to 198.18.12.2:8080: refused"));
+        assert_eq!(picks(&mut c, 6), "313131");
+        assert_eq!(health_state(&c, 2).as_deref(), Some("down"));
+        let snap = c.snapshot().unwrap();
+        let down = &snap.services[0].reals[1];
+        assert_eq!(
+            down.health.as_ref().unwrap().reason.as_deref(),
+            Some("check 1: connect to 198.18.12.2:8080: refused")
+        );
+        // The configured weight stays visible; -S saves it unchanged.
+        assert_eq!(down.spec.weight, 1);
+        fail(&mut c, 2, None);
+        assert_eq!(health_state(&c, 2).as_deref(), Some("up"));
+        let six = picks(&mut c, 6);
+        assert_eq!(six.matches('2').count(), 2, "{six}");
+    }
+
+    #[test]
+    fn existing_connections_keep_their_server_when_it_goes_down() {
+        let mut c = setup(SchedulerName::Wlc, &[1, 1]);
+        set_health(&mut c, 1, checked(false));
+        hold(&mut c, 1, 3, ConnState::Established);
+        c.recount().unwrap();
+        let index = c.real_index[&(svc(), real(1, 1).server)];
+        fail(&mut c, 1, Some("timeout"));
+        // The index, its REALS entry and its connections stay; only new
+        // connections avoid it.
+        assert_eq!(c.real_index[&(svc(), real(1, 1).server)], index);
+        assert!(c.datapath().reals.contains_key(&index));
+        assert_eq!(c.datapath().conns.len(), 3);
+        assert_eq!(picks(&mut c, 4), "2222");
+        c.recount().unwrap();
+        let snap = c.snapshot().unwrap();
+        assert_eq!(snap.services[0].reals[1].active_conns, 3);
+    }
+
+    #[test]
+    fn inhibit_on_failure_quiesces_instead() {
+        let mut c = setup(SchedulerName::Wrr, &[2, 1]);
+        set_health(&mut c, 1, checked(true));
+        fail(&mut c, 1, Some("HTTP status 503"));
+        assert_eq!(picks(&mut c, 4), "2222");
+        assert_eq!(health_state(&c, 1).as_deref(), Some("inhibited"));
+        let snap = c.snapshot().unwrap();
+        let h = snap.services[0].reals[1].health.clone().unwrap();
+        assert_eq!(h.scheduled_weight, Some(0));
+    }
+
+    #[test]
+    fn a_checker_that_starts_down_waits_for_its_first_success() {
+        let mut c = setup(SchedulerName::Rr, &[1, 1]);
+        let mut h = checked(false);
+        h.checks[0].start = StartState::Down;
+        set_health(&mut c, 1, h);
+        assert_eq!(picks(&mut c, 3), "222");
+        assert_eq!(health_state(&c, 1).as_deref(), Some("down"));
+        fail(&mut c, 1, None);
+        let four = picks(&mut c, 4);
+        assert_eq!(four.matches('1').count(), 2, "{four}");
+    }
+
+    #[test]
+    fn the_sorry_server_stands_in_while_every_server_is_down() {
+        let mut c = setup(SchedulerName::Rr, &[1, 1]);
+        let sorry = lvs_state::health::SorryServer {
+            server: "198.18.19.2:8080".parse().unwrap(),
+            method: Method::Nat,
+        };
+        c.apply(&[Command::SetServiceHealth {
+            service: svc(),
+            health: ServiceHealth {
+                sorry: Some(sorry),
+                ..Default::default()
+            },
+        }])
+        .unwrap();
+        set_health(&mut c, 1, checked(false));
+        set_health(&mut c, 2, checked(false));
+        fail(&mut c, 1, Some("down"));
+        assert_eq!(picks(&mut c, 2), "22");
+        fail(&mut c, 2, Some("down"));
+        assert_eq!(picks(&mut c, 2), "99", "the sorry server is 198.18.19.2");
+        let snap = c.snapshot().unwrap();
+        let reals = &snap.services[0].reals;
+        assert_eq!(reals.len(), 3);
+        assert_eq!(reals[2].health.as_ref().unwrap().state, "sorry");
+        // -S saves real servers only.
+        let saved = lvs_cli::ipvsadm::format::save(&snap);
+        assert!(!saved.contains("198.18.19.2"), "{saved}");
+        fail(&mut c, 1, None);
+        assert_eq!(picks(&mut c, 2), "11");
+        assert_eq!(c.snapshot().unwrap().services[0].reals.len(), 2);
+        // A sorry server cannot also be a real server.
+        let err = c
+            .apply(&[Command::AddReal {
+                service: svc(),
+                real: RealSpec {
+                    server: sorry.server,
+                    ..real(9, 1)
+                },
+            }])
+            .unwrap_err();
+        assert!(err.to_string().contains("sorry server"), "{err}");
+    }
+
+    #[test]
+    fn an_agent_percentage_moves_the_effective_weight() {
+        let mut c = setup(SchedulerName::Wlc, &[1, 1]);
+        c.set_agent(svc(), real(1, 1).server, Some(50), None)
+            .unwrap();
+        let thirty = picks(&mut c, 30);
+        assert_eq!(thirty.matches('1').count(), 10, "{thirty}");
+        assert_eq!(thirty.matches('2').count(), 20, "{thirty}");
+        let snap = c.snapshot().unwrap();
+        let h = snap.services[0].reals[1].health.clone().unwrap();
+        assert_eq!((h.agent_percent, h.scheduled_weight), (Some(50), Some(50)));
+        assert_eq!(snap.services[0].reals[1].spec.weight, 1);
+        // drain quiesces; up restores the last percentage.
+        c.set_agent(svc(), real(1, 1).server, None, Some(AgentState::Drain))
+            .unwrap();
+        assert_eq!(picks(&mut c, 4), "2222");
+        assert_eq!(health_state(&c, 1).as_deref(), Some("drain"));
+        c.set_agent(svc(), real(1, 1).server, Some(100), Some(AgentState::Up))
+            .unwrap();
+        assert_eq!(health_state(&c, 1).as_deref(), Some("up"));
+    }
+
+    #[test]
+    fn slow_start_ramps_a_server_that_joins_a_loaded_service() {
+        const S: u64 = 1_000_000_000;
+        let mut c = setup(SchedulerName::Wlc, &[1]);
+        hold(&mut c, 1, 30, ConnState::Established);
+        c.recount().unwrap();
+        // Joining at full weight, server 2 would take the next 30 picks.
+        c.apply(&[add_real(2, 1)]).unwrap();
+        let first = picks(&mut c, 10);
+        assert!(first.matches('2').count() <= 2, "{first}");
+        assert_eq!(health_state(&c, 2).as_deref(), Some("up"));
+        c.datapath_mut().now_ns = 5 * S;
+        c.advance_ramps().unwrap();
+        let snap = c.snapshot().unwrap();
+        let h = snap.services[0].reals[0].health.clone().unwrap();
+        assert_eq!(h.slow_start_percent, Some(50));
+        assert_eq!(h.scheduled_weight, Some(50));
+        c.datapath_mut().now_ns = 10 * S;
+        c.advance_ramps().unwrap();
+        assert_eq!(health_state(&c, 2), None, "the ramp is over");
+        // With the window at 0 there is no ramp.
+        let mut c = setup(SchedulerName::Wlc, &[1]);
+        c.apply(&[Command::SetServiceHealth {
+            service: svc(),
+            health: ServiceHealth {
+                slow_start: Some(0),
+                ..Default::default()
+            },
+        }])
+        .unwrap();
+        hold(&mut c, 1, 30, ConnState::Established);
+        c.recount().unwrap();
+        c.apply(&[add_real(2, 1)]).unwrap();
+        assert_eq!(picks(&mut c, 10), "2222222222");
+    }
+
+    #[test]
+    fn a_recovered_server_ramps_and_an_idle_service_does_not() {
+        const S: u64 = 1_000_000_000;
+        let mut c = setup(SchedulerName::Wlc, &[1, 1]);
+        set_health(&mut c, 2, checked(false));
+        fail(&mut c, 2, Some("down"));
+        fail(&mut c, 2, None);
+        assert_eq!(
+            health_state(&c, 2).as_deref(),
+            Some("up"),
+            "no load, no ramp"
+        );
+        fail(&mut c, 2, Some("down"));
+        hold(&mut c, 1, 20, ConnState::Established);
+        c.recount().unwrap();
+        c.datapath_mut().now_ns = 3 * S;
+        fail(&mut c, 2, None);
+        let snap = c.snapshot().unwrap();
+        let h = snap.services[0].reals[0].health.clone().unwrap();
+        assert_eq!(h.slow_start_percent, Some(0));
+        let first = picks(&mut c, 10);
+        assert!(first.matches('2').count() <= 2, "{first}");
+    }
+
+    #[test]
+    fn synced_connections_take_the_backups_own_indexes() {
+        // The active added rs1 then rs2; the backup the other way round, and
+        // an extra service first, so every index differs.
+        let mut active = setup(SchedulerName::Rr, &[1, 1]);
+        let mut backup = Controller::new(FakeDatapath::default());
+        let other = ServiceSpec {
+            id: ServiceId {
+                protocol: Protocol::Udp,
+                vip: "198.18.0.99:53".parse().unwrap(),
+            },
+            ..spec(SchedulerName::Rr)
+        };
+        backup
+            .apply(&[
+                Command::AddService(other),
+                Command::AddService(spec(SchedulerName::Rr)),
+                add_real(2, 1),
+                add_real(1, 1),
+            ])
+            .unwrap();
+        // A NAT flow on the active, to rs1: as the datapath records it.
+        hold(&mut active, 1, 1, ConnState::Established);
+        active.datapath_mut().now_ns = 5_000_000_000;
+        let exported = active.export_connections().unwrap();
+        assert_eq!(exported.len(), 1);
+        let sc = exported[0];
+        assert_eq!(sc.real.to_string(), "198.18.11.2:8080");
+        assert_eq!(sc.idle_ms, 5_000);
+        backup.datapath_mut().now_ns = 100_000_000_000;
+        assert_eq!(backup.import_connections(&exported).unwrap(), 1);
+        let inbound = backup.datapath().conns[&sc.key()];
+        assert_eq!(
+            inbound.real_index,
+            backup.real_index[&(svc(), real(1, 1).server)]
+        );
+        assert_ne!(
+            inbound.real_index,
+            active.real_index[&(svc(), real(1, 1).server)]
+        );
+        assert_eq!(inbound.service_index, backup.runtimes[&svc()].index);
+        assert_eq!(inbound.state, ConnState::Established as u8);
+        assert_eq!(inbound.last_seen_ns, 95_000_000_000);
+        // NAT: the reply entry too, pointing back at the VIP.
+        let reply = backup.datapath().conns[&sc.key().nat_reply(&inbound)];
+        assert_eq!(reply.direction, Direction::Outbound as u8);
+        assert_eq!(reply.addr(), [198, 18, 0, 10]);
+        assert_eq!(backup.datapath().conns.len(), 2);
+        // The backup counts it: wlc after a takeover sees the real load.
+        backup.recount().unwrap();
+        // rs1 was added last, so it heads the list.
+        assert_eq!(
+            backup.snapshot().unwrap().services[1].reals[0].active_conns,
+            1
+        );
+        // A removal takes both entries; unknown services are skipped.
+        backup.forget_connections(&exported).unwrap();
+        assert!(backup.datapath().conns.is_empty());
+        let mut stray = sc;
+        stray.virtual_addr = "198.18.0.77:80".parse().unwrap();
+        assert_eq!(backup.import_connections(&[stray]).unwrap(), 0);
+    }
+
+    #[test]
+    fn synced_templates_keep_a_client_network_on_its_server() {
+        let persistent = || {
+            let mut s = spec(SchedulerName::Rr);
+            s.persistence = Some(lvs_state::model::Persistence {
+                timeout: 300,
+                netmask: [255, 255, 255, 0].into(),
+            });
+            s
+        };
+        let mut active = setup_spec(persistent(), &[1, 1, 1]);
+        let first = from(&mut active, [10, 0, 7, 1], 1000);
+        active.datapath_mut().now_ns = 100_000_000_000;
+        let exported = active.export_templates().unwrap();
+        assert_eq!(exported.len(), 1);
+        assert_eq!(exported[0].client_net.to_string(), "10.0.7.0");
+        assert_eq!(exported[0].remaining_ms, 200_000);
+        // The backup numbers its servers the other way round.
+        let mut backup = Controller::new(FakeDatapath::default());
+        backup
+            .apply(&[
+                Command::AddService(persistent()),
+                add_real(3, 1),
+                add_real(2, 1),
+                add_real(1, 1),
+            ])
+            .unwrap();
+        assert_eq!(backup.import_templates(&exported).unwrap(), 1);
+        let (_, t) = backup.datapath().templates().unwrap()[0];
+        assert_eq!(t.expires_ns, 200_000_000_000, "the time it had left");
+        // Another client of the same network reaches the same server there.
+        assert_eq!(from(&mut backup, [10, 0, 7, 99], 2000), first);
+        backup.forget_templates(&exported).unwrap();
+        assert!(backup.datapath().templates().unwrap().is_empty());
+    }
+
+    #[test]
+    fn connection_views_list_live_entries_then_templates() {
+        let mut persistent = spec(SchedulerName::Rr);
+        persistent.persistence = Some(lvs_state::model::Persistence {
+            timeout: 300,
+            netmask: [255, 255, 255, 0].into(),
+        });
+        let mut c = setup_spec(persistent, &[1, 1]);
+        from(&mut c, [10, 0, 7, 1], 1000);
+        hold(&mut c, 2, 2, ConnState::Established);
+        c.datapath_mut().now_ns = 100 * NS_PER_SEC;
+        // One established entry seen 100 s ago: 800 s of its 900 left.
+        for conn in c.datapath_mut().conns.values_mut() {
+            conn.last_seen_ns = 0;
+        }
+        let rows = c.connection_views().unwrap();
+        assert_eq!(rows.len(), 3);
+        assert_eq!(
+            (rows[0].state.as_str(), rows[0].expire_s),
+            ("ESTABLISHED", 800)
+        );
+        assert_eq!(rows[0].destination.to_string(), "198.18.12.2:8080");
+        assert_eq!(rows[0].virtual_addr.to_string(), "198.18.0.10:80");
+        let template = &rows[2];
+        assert_eq!((template.state.as_str(), template.expire_s), ("NONE", 200));
+        assert_eq!(template.source.to_string(), "10.0.7.0:0");
+        // Expired entries are not listed.
+        c.datapath_mut().now_ns = 1_000 * NS_PER_SEC;
+        assert!(c.connection_views().unwrap().is_empty());
+    }
+}

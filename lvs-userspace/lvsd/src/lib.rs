@@ -1,0 +1,22 @@
+//! lvsd: the controller. It owns the desired state (`lvs_state`), runs the
+//! schedulers (`lvs_sched`) and writes their decisions through the datapath
+//! (`lvs_datapath`).
+//!
+//! * `controller`: applies commands transactionally and writes the maps;
+//! * `conntable`: when a connection entry is dead (the sweeper's rule);
+//! * `threshold`: when `-x`/`-y` set and clear a server's OVERLOAD;
+//! * `rate`: IPVS's rate estimator (`--rate`);
+//! * `health`: checkers, the load agent, slow start;
+//! * `ha`: the router pair over UDP (formats and election in `lvs_ha`);
+//! * `daemon`: lvsd's tasks: the control socket, the datapath's notices,
+//!   the maintenance tick.
+
+#![forbid(unsafe_code)]
+
+pub mod conntable;
+pub mod controller;
+pub mod daemon;
+pub mod ha;
+pub mod health;
+pub mod rate;
+pub mod threshold;

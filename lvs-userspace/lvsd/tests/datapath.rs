@@ -1,0 +1,1456 @@
+//! Tier 2: the real XDP object through `BPF_PROG_TEST_RUN`, byte for byte.
+//!
+//! Each test runs in a private network namespace (its own thread) with veth
+//! interfaces and permanent neighbours, so `bpf_fib_lookup` resolves exactly
+//! as on a router. Maps are seeded by the real controller from a config.
+//! Expected frames come from an oracle that rewrites the same fields and
+//! recomputes every checksum from scratch.
+//!
+//! Needs root: `cargo xtask test` runs these (they are `#[ignore]`d for a
+//! plain `cargo test`).
+
+use std::{net::Ipv4Addr, process::Command};
+
+use etherparse::PacketBuilder;
+use lvs::controller::Controller;
+use lvs_common::{checksum, ConnState, Settings};
+use lvs_datapath::{KernelDatapath, Limits, TestRun};
+use lvs_state::{api::Snapshot, config};
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+const XDP_TX: u32 = 3;
+const XDP_REDIRECT: u32 = 4;
+
+const CLIENT: [u8; 4] = [198, 18, 1, 2];
+const VIP: [u8; 4] = [198, 18, 0, 10];
+const CLIENT_MAC: [u8; 6] = [2, 0, 0, 0, 1, 2];
+const DIRECTOR_CLIENT_MAC: [u8; 6] = [2, 0, 0, 0, 1, 1];
+
+/// The XDP metadata note `lvs_neigh` reads: magic, next hop, egress ifindex.
+fn neigh_note(next_hop: [u8; 4], egress: &str) -> Vec<u8> {
+    let mut note = b"LVSN".to_vec();
+    note.extend_from_slice(&next_hop);
+    note.extend_from_slice(&ifindex(egress).to_ne_bytes());
+    note
+}
+
+/// `frame` with its IPv4 TTL one lower and the header checksum redone.
+fn ttl_decremented(mut frame: Vec<u8>) -> Vec<u8> {
+    frame[22] -= 1;
+    frame[24..26].copy_from_slice(&[0, 0]);
+    let check = checksum::full(&frame[14..34], 0);
+    frame[24..26].copy_from_slice(&check.to_be_bytes());
+    frame
+}
+
+fn real_ip(i: u8) -> [u8; 4] {
+    [198, 18, 10 + i, 2]
+}
+fn real_mac(i: u8) -> [u8; 6] {
+    [2, 0, 0, 0, 0x10 + i, 2]
+}
+fn director_mac(i: u8) -> [u8; 6] {
+    [2, 0, 0, 0, 0x10 + i, 1]
+}
+fn mac_str(m: [u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+fn sh(cmd: &str) {
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .status()
+        .expect("spawn sh");
+    assert!(status.success(), "`{cmd}` failed");
+}
+
+const CONFIG: &str = r#"
+[[service]]
+protocol = "tcp"
+address = "198.18.0.10:80"
+scheduler = "rr"
+[[service.real]]
+address = "198.18.11.2:8080"
+method = "nat"
+[[service.real]]
+address = "198.18.12.2:8080"
+method = "nat"
+[[service.real]]
+address = "198.18.13.2:8080"
+method = "nat"
+
+[[service]]
+protocol = "udp"
+address = "198.18.0.10:53"
+scheduler = "rr"
+[[service.real]]
+address = "198.18.11.2:5353"
+method = "nat"
+
+# DR to a real server on the client's LAN (cli0): out the way it came.
+[[service]]
+protocol = "tcp"
+address = "198.18.0.20:80"
+scheduler = "rr"
+[[service.real]]
+address = "198.18.1.3:80"
+method = "route"
+
+# DR to a real server on another LAN (srv2).
+[[service]]
+protocol = "tcp"
+address = "198.18.0.21:80"
+scheduler = "rr"
+[[service.real]]
+address = "198.18.12.3:80"
+method = "route"
+
+# DR to a real server whose MAC the kernel has not resolved.
+[[service]]
+protocol = "tcp"
+address = "198.18.0.22:80"
+scheduler = "rr"
+[[service.real]]
+address = "198.18.13.3:80"
+method = "route"
+
+# IP-in-IP to a real server behind srv1.
+[[service]]
+protocol = "tcp"
+address = "198.18.0.23:80"
+scheduler = "rr"
+[[service.real]]
+address = "198.18.11.3:80"
+method = "tunnel"
+
+[[service]]
+protocol = "udp"
+address = "198.18.0.23:53"
+scheduler = "rr"
+[[service.real]]
+address = "198.18.11.3:53"
+method = "tunnel"
+
+# IP-in-IP to a real server whose next hop (on srv3) is not resolved.
+[[service]]
+protocol = "tcp"
+address = "198.18.0.24:80"
+scheduler = "rr"
+[[service.real]]
+address = "198.18.13.4:80"
+method = "tunnel"
+
+# Two DR servers, for expiry and rescheduling.
+[[service]]
+protocol = "tcp"
+address = "198.18.0.25:80"
+scheduler = "rr"
+[[service.real]]
+address = "198.18.1.3:80"
+method = "route"
+[[service.real]]
+address = "198.18.12.3:80"
+method = "route"
+"#;
+
+/// DR and TUN real servers the fixtures resolve (198.18.13.3 stays unresolved).
+const FORWARDED_REALS: [(&str, [u8; 4]); 3] = [
+    ("cli0", [198, 18, 1, 3]),
+    ("srv2", [198, 18, 12, 3]),
+    ("srv1", [198, 18, 11, 3]),
+];
+
+fn forwarded_mac(ip: [u8; 4]) -> [u8; 6] {
+    [2, 0, 0, 0, ip[2], ip[3]]
+}
+
+/// A router in a private namespace: `cli0` towards the client, `srvN`
+/// towards real server N. Real server 3's neighbour is left unresolved when
+/// `resolve_all` is false.
+fn router(resolve_all: bool) -> Controller<KernelDatapath> {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
+    // No IPv6: router solicitations on the new links would hit the program
+    // and move the verdict counters the tests read.
+    sh("ip link set lo up && sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1");
+    let mut links = vec![(
+        "cli0".to_string(),
+        "198.18.1.1",
+        DIRECTOR_CLIENT_MAC,
+        "198.18.1.2".to_string(),
+        CLIENT_MAC,
+    )];
+    for i in 1..=3u8 {
+        links.push((
+            format!("srv{i}"),
+            ["198.18.11.1", "198.18.12.1", "198.18.13.1"][i as usize - 1],
+            director_mac(i),
+            Ipv4Addr::from(real_ip(i)).to_string(),
+            real_mac(i),
+        ));
+    }
+    for (name, addr, mac, peer, peer_mac) in &links {
+        sh(&format!(
+            "ip link add {name} address {} type veth peer name {name}p && ip addr add {addr}/24 dev {name} && ip link set {name} up && ip link set {name}p up",
+            mac_str(*mac)
+        ));
+        if resolve_all || name != "srv3" {
+            sh(&format!(
+                "ip neigh replace {peer} lladdr {} dev {name} nud permanent",
+                mac_str(*peer_mac)
+            ));
+        }
+    }
+    for (dev, ip) in FORWARDED_REALS {
+        sh(&format!(
+            "ip neigh replace {} lladdr {} dev {dev} nud permanent",
+            Ipv4Addr::from(ip),
+            mac_str(forwarded_mac(ip))
+        ));
+    }
+    let ifaces: Vec<String> = links.iter().map(|l| l.0.clone()).collect();
+    let mut controller = Controller::new(
+        KernelDatapath::attach(&ifaces, Settings::default(), Limits::default()).expect("attach"),
+    );
+    controller
+        .apply(&config::parse(CONFIG, "fixture.toml").unwrap())
+        .expect("apply config");
+    controller
+}
+
+fn run(c: &Controller<KernelDatapath>, frame: &[u8]) -> TestRun {
+    c.datapath().test_run(frame).expect("BPF_PROG_TEST_RUN")
+}
+
+/// As if the frame arrived on interface `ingress`.
+fn run_on(c: &Controller<KernelDatapath>, ingress: &str, frame: &[u8]) -> TestRun {
+    c.datapath()
+        .test_run_from(Some(ifindex(ingress)), frame)
+        .expect("BPF_PROG_TEST_RUN")
+}
+
+fn tcp(src: ([u8; 4], u16), dst: ([u8; 4], u16), flags: &str, payload: &[u8]) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(CLIENT_MAC, DIRECTOR_CLIENT_MAC)
+        .ipv4(src.0, dst.0, 64)
+        .tcp(src.1, dst.1, 1000, 64240);
+    let b = if flags.contains('S') { b.syn() } else { b };
+    let b = if flags.contains('A') { b.ack(1) } else { b };
+    let mut v = Vec::new();
+    b.write(&mut v, payload).unwrap();
+    v
+}
+
+fn udp(src: ([u8; 4], u16), dst: ([u8; 4], u16), payload: &[u8]) -> Vec<u8> {
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, DIRECTOR_CLIENT_MAC)
+        .ipv4(src.0, dst.0, 64)
+        .udp(src.1, dst.1)
+        .write(&mut v, payload)
+        .unwrap();
+    v
+}
+
+/// Rewrite the frame the slow, obvious way: set the fields, then recompute
+/// the IPv4 and transport checksums over the whole header and segment.
+fn oracle(
+    frame: &[u8],
+    src: Option<([u8; 4], u16)>,
+    dst: Option<([u8; 4], u16)>,
+    macs: Option<([u8; 6], [u8; 6])>,
+) -> Vec<u8> {
+    let mut f = frame.to_vec();
+    let ihl = (f[14] & 0x0f) as usize * 4;
+    let l4 = 14 + ihl;
+    if let Some((smac, dmac)) = macs {
+        f[0..6].copy_from_slice(&dmac);
+        f[6..12].copy_from_slice(&smac);
+        f[22] -= 1;
+    }
+    if let Some((ip, port)) = src {
+        f[26..30].copy_from_slice(&ip);
+        f[l4..l4 + 2].copy_from_slice(&port.to_be_bytes());
+    }
+    if let Some((ip, port)) = dst {
+        f[30..34].copy_from_slice(&ip);
+        f[l4 + 2..l4 + 4].copy_from_slice(&port.to_be_bytes());
+    }
+    f[24..26].copy_from_slice(&[0, 0]);
+    let ip_check = checksum::full(&f[14..l4], 0);
+    f[24..26].copy_from_slice(&ip_check.to_be_bytes());
+    let proto = f[23];
+    let check_at = l4 + if proto == 6 { 16 } else { 6 };
+    f[check_at..check_at + 2].copy_from_slice(&[0, 0]);
+    let seg_len = f.len() - l4;
+    let mut pseudo = 0u32;
+    for w in f[26..34].chunks(2) {
+        pseudo += u16::from_be_bytes([w[0], w[1]]) as u32;
+    }
+    pseudo += proto as u32 + seg_len as u32;
+    let mut c = checksum::full(&f[l4..], pseudo);
+    if proto == 17 && c == 0 {
+        c = 0xffff;
+    }
+    f[check_at..check_at + 2].copy_from_slice(&c.to_be_bytes());
+    f
+}
+
+fn snapshot(c: &Controller<KernelDatapath>) -> Snapshot {
+    c.snapshot().unwrap()
+}
+
+fn verdict(c: &Controller<KernelDatapath>, name: &str) -> u64 {
+    snapshot(c)
+        .verdicts
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| *v)
+        .unwrap()
+}
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn nat_tcp_inbound_and_reply_are_rewritten_exactly() {
+    let c = router(true);
+    let syn = tcp((CLIENT, 40000), (VIP, 80), "S", b"");
+    let out = run(&c, &syn);
+    assert_eq!(out.action, XDP_REDIRECT);
+    // rr over list order (newest first): 198.18.13.2 was added last.
+    assert_eq!(
+        out.frame,
+        oracle(
+            &syn,
+            None,
+            Some((real_ip(3), 8080)),
+            Some((director_mac(3), real_mac(3)))
+        )
+    );
+
+    // The same flow keeps its server, with data.
+    let data = tcp((CLIENT, 40000), (VIP, 80), "A", b"GET / HTTP/1.0\r\n\r\n");
+    let out = run(&c, &data);
+    assert_eq!(out.action, XDP_REDIRECT);
+    assert_eq!(
+        out.frame,
+        oracle(
+            &data,
+            None,
+            Some((real_ip(3), 8080)),
+            Some((director_mac(3), real_mac(3)))
+        )
+    );
+
+    // The reply is SNATed back to VIP:80 and routed to the client.
+    let reply = tcp((real_ip(3), 8080), (CLIENT, 40000), "SA", b"hello");
+    let out = run(&c, &reply);
+    assert_eq!(out.action, XDP_REDIRECT);
+    assert_eq!(
+        out.frame,
+        oracle(
+            &reply,
+            Some((VIP, 80)),
+            None,
+            Some((DIRECTOR_CLIENT_MAC, CLIENT_MAC))
+        )
+    );
+
+    let snap = snapshot(&c);
+    let svc = &snap.services[0];
+    assert_eq!(
+        (svc.stats.conns, svc.stats.in_packets, svc.stats.out_packets),
+        (1, 2, 1)
+    );
+    assert_eq!(
+        svc.stats.in_bytes,
+        (syn.len() - 14 + data.len() - 14) as u64
+    );
+    assert_eq!(svc.stats.out_bytes, (reply.len() - 14) as u64);
+    let r3 = svc
+        .reals
+        .iter()
+        .find(|r| r.spec.server.addr.octets() == real_ip(3))
+        .unwrap();
+    assert_eq!(
+        (r3.stats.conns, r3.stats.in_packets, r3.stats.out_packets),
+        (1, 2, 1)
+    );
+    assert_eq!(verdict(&c, "redirect"), 3);
+}
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn nat_udp_inbound_and_reply_are_rewritten_exactly() {
+    let c = router(true);
+    let q = udp((CLIENT, 5000), (VIP, 53), b"query");
+    let out = run(&c, &q);
+    assert_eq!(out.action, XDP_REDIRECT);
+    assert_eq!(
+        out.frame,
+        oracle(
+            &q,
+            None,
+            Some((real_ip(1), 5353)),
+            Some((director_mac(1), real_mac(1)))
+        )
+    );
+    let a = udp((real_ip(1), 5353), (CLIENT, 5000), b"answer!");
+    let out = run(&c, &a);
+    assert_eq!(out.action, XDP_REDIRECT);
+    assert_eq!(
+        out.frame,
+        oracle(
+            &a,
+            Some((VIP, 53)),
+            None,
+            Some((DIRECTOR_CLIENT_MAC, CLIENT_MAC))
+        )
+    );
+}
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn a_udp_datagram_without_checksum_keeps_none() {
+    let c = router(true);
+    let mut q = udp((CLIENT, 5001), (VIP, 53), b"no checksum");
+    q[40..42].copy_from_slice(&[0, 0]);
+    let out = run(&c, &q);
+    assert_eq!(out.action, XDP_REDIRECT);
+    // Addresses, port, MACs and TTL change; the UDP checksum stays 0 (RFC 768).
+    let mut expected = oracle(
+        &q,
+        None,
+        Some((real_ip(1), 5353)),
+        Some((director_mac(1), real_mac(1))),
+    );
+    expected[40..42].copy_from_slice(&[0, 0]);
+    assert_eq!(out.frame, expected);
+}
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn new_flows_follow_the_published_rr_ring() {
+    let c = router(true);
+    let picked: Vec<[u8; 4]> = (0..6)
+        .map(|i| {
+            let out = run(&c, &tcp((CLIENT, 41000 + i), (VIP, 80), "S", b""));
+            assert_eq!(out.action, XDP_REDIRECT);
+            out.frame[30..34].try_into().unwrap()
+        })
+        .collect();
+    let order = [real_ip(3), real_ip(2), real_ip(1)];
+    assert_eq!(picked, [order, order].concat());
+}
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn traffic_not_for_a_service_passes_untouched() {
+    let c = router(true);
+    let other = tcp((CLIENT, 40000), ([198, 18, 0, 99], 80), "S", b"");
+    let wrong_port = tcp((CLIENT, 40000), (VIP, 81), "S", b"");
+    let mut arp = vec![0xff; 6];
+    arp.extend_from_slice(&CLIENT_MAC);
+    arp.extend_from_slice(&[0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 1]);
+    arp.extend_from_slice(&CLIENT_MAC);
+    arp.extend_from_slice(&CLIENT);
+    arp.extend_from_slice(&[0; 6]);
+    arp.extend_from_slice(&[198, 18, 1, 1]);
+    for frame in [&other, &wrong_port, &arp] {
+        let out = run(&c, frame);
+        assert_eq!((out.action, &out.frame), (XDP_PASS, frame));
+    }
+    assert_eq!(verdict(&c, "pass_no_service"), 2);
+    assert_eq!(verdict(&c, "pass_not_ipv4"), 1);
+    // A mid-flow segment for the VIP with no entry goes to the kernel, as in IPVS.
+    let ack = tcp((CLIENT, 40001), (VIP, 80), "A", b"x");
+    let out = run(&c, &ack);
+    assert_eq!((out.action, &out.frame), (XDP_PASS, &ack));
+    assert_eq!(verdict(&c, "pass_not_syn"), 1);
+}
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn truncated_headers_pass_uncorrupted_and_are_counted() {
+    let c = router(true);
+    let syn = tcp((CLIENT, 40000), (VIP, 80), "S", b"");
+    for cut in [14 + 10, 14 + 20 + 12] {
+        let frame = &syn[..cut];
+        let out = run(&c, frame);
+        assert_eq!(
+            (out.action, out.frame.as_slice()),
+            (XDP_PASS, frame),
+            "cut at {cut}"
+        );
+    }
+    assert_eq!(verdict(&c, "pass_malformed"), 2);
+    // Nothing was scheduled.
+    assert_eq!(snapshot(&c).services[0].stats.conns, 0);
+}
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn ipv4_options_are_forwarded_correctly() {
+    let c = router(true);
+    let plain = tcp((CLIENT, 40000), (VIP, 80), "S", b"");
+    // Insert four NOP option bytes: IHL 6, total length + 4.
+    let mut f = plain[..34].to_vec();
+    f.extend_from_slice(&[1, 1, 1, 1]);
+    f.extend_from_slice(&plain[34..]);
+    f[14] = 0x46;
+    let total = u16::from_be_bytes([f[16], f[17]]) + 4;
+    f[16..18].copy_from_slice(&total.to_be_bytes());
+    f[24..26].copy_from_slice(&[0, 0]);
+    let c0 = checksum::full(&f[14..38], 0);
+    f[24..26].copy_from_slice(&c0.to_be_bytes());
+    let out = run(&c, &f);
+    assert_eq!(out.action, XDP_REDIRECT);
+    assert_eq!(
+        out.frame,
+        oracle(
+            &f,
+            None,
+            Some((real_ip(3), 8080)),
+            Some((director_mac(3), real_mac(3)))
+        )
+    );
+}
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn an_unresolved_neighbour_hands_the_rewritten_packet_to_the_neighbour_layer() {
+    let c = router(false);
+    let syn = tcp((CLIENT, 40000), (VIP, 80), "S", b"");
+    let out = run(&c, &syn);
+    // DNATed for real server 3 and its TTL decremented, with the note
+    // lvs_neigh reads in front (not the kernel's forwarding, which drops a
+    // reply from a VIP this router holds as a martian).
+    assert_eq!(out.action, XDP_PASS);
+    assert_eq!(&out.frame[..12], neigh_note(real_ip(3), "srv3").as_slice());
+    let expected = ttl_decremented(oracle(&syn, None, Some((real_ip(3), 8080)), None));
+    assert_eq!(&out.frame[12..], expected.as_slice());
+    assert_eq!(verdict(&c, "pass_resolve_neighbour"), 1);
+}
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn an_expiring_ttl_goes_to_the_kernel_unrewritten() {
+    let c = router(true);
+    // The kernel's ICMP time-exceeded must quote what the client sent.
+    let mut syn = tcp((CLIENT, 40000), (VIP, 80), "S", b"");
+    syn[22] = 1;
+    syn[24..26].copy_from_slice(&[0, 0]);
+    let check = checksum::full(&syn[14..34], 0);
+    syn[24..26].copy_from_slice(&check.to_be_bytes());
+    let out = run(&c, &syn);
+    assert_eq!((out.action, &out.frame), (XDP_PASS, &syn));
+    assert_eq!(verdict(&c, "pass_to_kernel"), 1);
+    assert_eq!(snapshot(&c).services[0].stats.conns, 0);
+}
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn a_service_with_no_eligible_server_drops_new_flows() {
+    let mut c = router(true);
+    let cmds = lvs_cli::ipvsadm::parse_restore(
+        "-e -t 198.18.0.10:80 -r 198.18.11.2:8080 -m -w 0\n-e -t 198.18.0.10:80 -r 198.18.12.2:8080 -m -w 0\n-e -t 198.18.0.10:80 -r 198.18.13.2:8080 -m -w 0\n",
+    )
+    .unwrap();
+    c.apply(&cmds).unwrap();
+    let out = run(&c, &tcp((CLIENT, 40000), (VIP, 80), "S", b""));
+    assert_eq!(out.action, XDP_DROP);
+    assert_eq!(verdict(&c, "drop_no_destination"), 1);
+}
+
+fn ifindex(name: &str) -> u32 {
+    nix::net::if_::if_nametoindex(name).unwrap()
+}
+
+/// The frame as DR sends it: new MACs and TTL - 1, nothing else.
+fn routed(frame: &[u8], smac: [u8; 6], dmac: [u8; 6]) -> Vec<u8> {
+    oracle(frame, None, None, Some((smac, dmac)))
+}
+
+/// The frame as TUN sends it: the inner packet with TTL - 1, under an outer
+/// header built field by field as IPVS's ip_vs_tunnel_xmit does.
+fn encapsulated(frame: &[u8], src: [u8; 4], dst: [u8; 4], smac: [u8; 6], dmac: [u8; 6]) -> Vec<u8> {
+    let inner = routed(frame, smac, dmac)[14..].to_vec();
+    let total = (inner.len() + 20) as u16;
+    let mut outer = vec![0x45, inner[1]];
+    outer.extend_from_slice(&total.to_be_bytes());
+    outer.extend_from_slice(&inner[4..6]);
+    outer.extend_from_slice(&[inner[6] & 0x40, 0, inner[8], 4, 0, 0]);
+    outer.extend_from_slice(&src);
+    outer.extend_from_slice(&dst);
+    let check = checksum::full(&outer, 0);
+    outer[10..12].copy_from_slice(&check.to_be_bytes());
+    let mut f = dmac.to_vec();
+    f.extend_from_slice(&smac);
+    f.extend_from_slice(&[0x08, 0x00]);
+    f.extend_from_slice(&outer);
+    f.extend_from_slice(&inner);
+    f
+}
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn dr_on_the_ingress_lan_goes_back_out_with_xdp_tx() {
+    let c = router(true);
+    let real = [198, 18, 1, 3];
+    let syn = tcp((CLIENT, 40000), ([198, 18, 0, 20], 80), "S", b"");
+    let out = run_on(&c, "cli0", &syn);
+    assert_eq!(out.action, XDP_TX);
+    assert_eq!(
+        out.frame,
+        routed(&syn, DIRECTOR_CLIENT_MAC, forwarded_mac(real))
+    );
+    let data = tcp((CLIENT, 40000), ([198, 18, 0, 20], 80), "A", b"payload");
+    let out = run_on(&c, "cli0", &data);
+    assert_eq!(
+        (out.action, out.frame),
+        (
+            XDP_TX,
+            routed(&data, DIRECTOR_CLIENT_MAC, forwarded_mac(real))
+        )
+    );
+    assert_eq!(verdict(&c, "transmit"), 2);
+    let snap = snapshot(&c);
+    let svc = snap
+        .services
+        .iter()
+        .find(|s| s.spec.id.vip.addr.octets() == [198, 18, 0, 20])
+        .unwrap();
+    assert_eq!(
+        (svc.stats.conns, svc.stats.in_packets, svc.stats.out_packets),
+        (1, 2, 0)
+    );
+}
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn dr_to_another_lan_is_redirected() {
+    let c = router(true);
+    let real = [198, 18, 12, 3];
+    let syn = tcp((CLIENT, 40000), ([198, 18, 0, 21], 80), "S", b"");
+    let out = run(&c, &syn);
+    assert_eq!(out.action, XDP_REDIRECT);
+    assert_eq!(
+        out.frame,
+        routed(&syn, director_mac(2), forwarded_mac(real))
+    );
+    assert_eq!(verdict(&c, "redirect"), 1);
+}
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn dr_with_an_unresolved_neighbour_is_handed_to_the_neighbour_layer() {
+    let c = router(true);
+    let syn = tcp((CLIENT, 40000), ([198, 18, 0, 22], 80), "S", b"");
+    let out = run(&c, &syn);
+    assert_eq!(out.action, XDP_PASS);
+    // BPF_PROG_TEST_RUN returns the metadata in front of the frame: the
+    // note lvs_neigh reads (magic, next hop, egress ifindex).
+    assert_eq!(
+        &out.frame[..12],
+        neigh_note([198, 18, 13, 3], "srv3").as_slice()
+    );
+    // The frame itself: TTL already decremented, MACs left to the kernel.
+    let expected = ttl_decremented(oracle(&syn, None, None, None));
+    assert_eq!(&out.frame[12..], expected.as_slice());
+    assert_eq!(verdict(&c, "pass_resolve_neighbour"), 1);
+}
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn tun_tcp_and_udp_are_encapsulated_exactly() {
+    let c = router(true);
+    let real = [198, 18, 11, 3];
+    let director_srv1 = [198, 18, 11, 1];
+    let syn = tcp((CLIENT, 40000), ([198, 18, 0, 23], 80), "S", b"");
+    let out = run(&c, &syn);
+    assert_eq!(out.action, XDP_REDIRECT);
+    assert_eq!(
+        out.frame,
+        encapsulated(
+            &syn,
+            director_srv1,
+            real,
+            director_mac(1),
+            forwarded_mac(real)
+        )
+    );
+    let data = tcp(
+        (CLIENT, 40000),
+        ([198, 18, 0, 23], 80),
+        "A",
+        b"GET / HTTP/1.0\r\n\r\n",
+    );
+    let out = run(&c, &data);
+    assert_eq!(
+        out.frame,
+        encapsulated(
+            &data,
+            director_srv1,
+            real,
+            director_mac(1),
+            forwarded_mac(real)
+        )
+    );
+    let q = udp((CLIENT, 5000), ([198, 18, 0, 23], 53), b"query");
+    let out = run(&c, &q);
+    assert_eq!(out.action, XDP_REDIRECT);
+    assert_eq!(
+        out.frame,
+        encapsulated(
+            &q,
+            director_srv1,
+            real,
+            director_mac(1),
+            forwarded_mac(real)
+        )
+    );
+}
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn tun_uses_a_configured_outer_source() {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
+    sh("ip link set lo up && sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1");
+    sh(&format!("ip link add srv1 address {} type veth peer name srv1p && ip addr add 198.18.11.1/24 dev srv1 && ip link set srv1 up && ip link set srv1p up && ip neigh replace 198.18.11.3 lladdr {} dev srv1 nud permanent", mac_str(director_mac(1)), mac_str(forwarded_mac([198, 18, 11, 3]))));
+    let settings = Settings {
+        tunnel_source: [198, 18, 0, 1],
+    };
+    let mut c = Controller::new(
+        KernelDatapath::attach(&["srv1".to_string()], settings, Limits::default()).unwrap(),
+    );
+    c.apply(
+        &lvs_cli::ipvsadm::parse_restore(
+            "-A -t 198.18.0.23:80 -s rr\n-a -t 198.18.0.23:80 -r 198.18.11.3 -i\n",
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let syn = tcp((CLIENT, 40000), ([198, 18, 0, 23], 80), "S", b"");
+    let out = run_on(&c, "srv1", &syn);
+    assert_eq!(out.action, XDP_TX);
+    assert_eq!(
+        out.frame,
+        encapsulated(
+            &syn,
+            [198, 18, 0, 1],
+            [198, 18, 11, 3],
+            director_mac(1),
+            forwarded_mac([198, 18, 11, 3])
+        )
+    );
+}
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn tun_too_big_with_df_answers_icmp_fragmentation_needed() {
+    let c = router(true);
+    sh("ip link set srv1 mtu 1000");
+    let mut big = tcp(
+        (CLIENT, 40000),
+        ([198, 18, 0, 23], 80),
+        "S",
+        &[0x5a; 1000 - 40],
+    );
+    assert_eq!(big.len(), 14 + 1000);
+    big[20] |= 0x40; // DF
+    big[24..26].copy_from_slice(&[0, 0]);
+    let check = checksum::full(&big[14..34], 0);
+    big[24..26].copy_from_slice(&check.to_be_bytes());
+    let out = run(&c, &big);
+    assert_eq!(out.action, XDP_TX);
+
+    // Built by hand: from the VIP to the client, quoting the IP header and
+    // 8 bytes, naming the MTU that leaves room for the outer header.
+    let mut icmp = vec![3, 4, 0, 0, 0, 0];
+    icmp.extend_from_slice(&980u16.to_be_bytes());
+    icmp.extend_from_slice(&big[14..14 + 28]);
+    let check = checksum::full(&icmp, 0);
+    icmp[2..4].copy_from_slice(&check.to_be_bytes());
+    let mut ip = vec![0x45, 0];
+    ip.extend_from_slice(&((20 + icmp.len()) as u16).to_be_bytes());
+    ip.extend_from_slice(&[0, 0, 0, 0, 64, 1, 0, 0, 198, 18, 0, 23]);
+    ip.extend_from_slice(&CLIENT);
+    let check = checksum::full(&ip, 0);
+    ip[10..12].copy_from_slice(&check.to_be_bytes());
+    let mut expected = CLIENT_MAC.to_vec();
+    expected.extend_from_slice(&DIRECTOR_CLIENT_MAC);
+    expected.extend_from_slice(&[0x08, 0x00]);
+    expected.extend_from_slice(&ip);
+    expected.extend_from_slice(&icmp);
+    assert_eq!(out.frame, expected);
+    assert_eq!(verdict(&c, "icmp_too_big"), 1);
+
+    // Without DF, IPVS would fragment the outer packet; XDP cannot, and the
+    // kernel would drop our own outer source as a martian: dropped, counted.
+    let mut loose = big.clone();
+    loose[20] &= !0x40;
+    loose[35] ^= 1; // another client port: a new flow
+    let loose = oracle(&loose, None, None, None);
+    let out = run(&c, &loose);
+    assert_eq!(out.action, XDP_DROP);
+    assert_eq!(verdict(&c, "drop_too_big"), 1);
+}
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn input_only_states_expire_and_the_flow_is_scheduled_afresh() {
+    let mut c = router(true);
+    let vip = ([198, 18, 0, 25], 80);
+    let first = |f: &TestRun| -> [u8; 6] { f.frame[0..6].try_into().unwrap() };
+    let syn = tcp((CLIENT, 40000), vip, "S", b"");
+    let out = run(&c, &syn);
+    // Newest first: 198.18.12.3 (redirect to srv2).
+    assert_eq!(first(&out), forwarded_mac([198, 18, 12, 3]));
+    let state = |c: &Controller<KernelDatapath>| {
+        use lvs_datapath::Datapath;
+        let conns = c.datapath().connections().unwrap();
+        let (_, conn) = conns
+            .iter()
+            .find(|(k, _)| k.dst() == vip.0)
+            .copied()
+            .unwrap();
+        ConnState::from_u8(conn.state).unwrap()
+    };
+    assert_eq!(state(&c), ConnState::SynRecv);
+    run(&c, &tcp((CLIENT, 40000), vip, "A", b""));
+    assert_eq!(state(&c), ConnState::Established);
+    let mut fin = tcp((CLIENT, 40000), vip, "A", b"");
+    fin[47] |= 0x01;
+    let fin = oracle(&fin, None, None, None);
+    run(&c, &fin);
+    // INPUT-ONLY: FIN in ESTABLISHED goes to FIN_WAIT, not CLOSE_WAIT.
+    assert_eq!(state(&c), ConnState::FinWait);
+
+    // With every timeout at 0 the entry is dead: a new SYN on the same
+    // tuple is scheduled again (the next rr pick), and the sweeper frees it.
+    let defaults = lvs_common::tcp_state::DEFAULT_TIMEOUTS;
+    c.set_timeouts([0; 12]).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2));
+    let out = run(&c, &syn);
+    assert_eq!(first(&out), forwarded_mac([198, 18, 1, 3]));
+    std::thread::sleep(std::time::Duration::from_millis(2));
+    assert_eq!(c.sweep().unwrap(), 1);
+    {
+        use lvs_datapath::Datapath;
+        assert!(c
+            .datapath()
+            .connections()
+            .unwrap()
+            .iter()
+            .all(|(k, _)| k.dst() != vip.0));
+    }
+    c.set_timeouts(defaults).unwrap();
+    // A live entry survives the sweep.
+    run(&c, &syn);
+    assert_eq!(c.sweep().unwrap(), 0);
+    assert_eq!(state(&c), ConnState::SynRecv);
+}
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn decapsulation_strips_valid_ipip_and_leaves_the_rest_untouched() {
+    let mut decap = lvs_datapath::StandaloneXdp::decap().expect("load lvs_decap");
+    let inner = tcp((CLIENT, 40000), (VIP, 80), "S", b"");
+    let outer = encapsulated(
+        &inner,
+        [198, 18, 11, 1],
+        [198, 18, 11, 3],
+        director_mac(1),
+        forwarded_mac([198, 18, 11, 3]),
+    );
+    let out = decap.test_run(&outer).unwrap();
+    assert_eq!(out.action, XDP_PASS);
+    let mut expected = outer[..14].to_vec();
+    expected.extend_from_slice(&outer[34..]);
+    assert_eq!(out.frame, expected);
+
+    // Truncated inside, lying about its length, or plain TCP: untouched.
+    let truncated = outer[..34 + 12].to_vec();
+    let mut lying = outer.clone();
+    lying[17] += 4;
+    for frame in [&truncated, &lying, &inner] {
+        let out = decap.test_run(frame).unwrap();
+        assert_eq!((out.action, &out.frame), (XDP_PASS, frame));
+    }
+    assert_eq!(decap.counters().unwrap(), [1, 1, 2]);
+}
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn tun_with_an_unresolved_next_hop_is_encapsulated_then_handed_to_the_neighbour_layer() {
+    let c = router(true);
+    let real = [198, 18, 13, 4];
+    let syn = tcp((CLIENT, 40000), ([198, 18, 0, 24], 80), "S", b"");
+    let out = run(&c, &syn);
+    assert_eq!(out.action, XDP_PASS);
+    assert_eq!(&out.frame[..12], neigh_note(real, "srv3").as_slice());
+    // Encapsulated from the director's srv3 address; the Ethernet header is
+    // left as it came, for bpf_redirect_neigh to rewrite.
+    let expected = encapsulated(
+        &syn,
+        [198, 18, 13, 1],
+        real,
+        CLIENT_MAC,
+        DIRECTOR_CLIENT_MAC,
+    );
+    assert_eq!(&out.frame[12..], expected.as_slice());
+    assert_eq!(verdict(&c, "pass_resolve_neighbour"), 1);
+}
+
+/// The flow's state and its server's (ActiveConn, InActConn) after a recount.
+fn state_and_counts(
+    c: &mut Controller<KernelDatapath>,
+    vip: [u8; 4],
+    real: [u8; 4],
+) -> (ConnState, u32, u32) {
+    use lvs_datapath::Datapath;
+    c.recount().unwrap();
+    let conns = c.datapath().connections().unwrap();
+    let (_, conn) = conns
+        .iter()
+        .find(|(k, conn)| k.dst() == vip && conn.direction == 0)
+        .copied()
+        .unwrap();
+    let snap = c.snapshot().unwrap();
+    let r = snap
+        .services
+        .iter()
+        .flat_map(|s| &s.reals)
+        .find(|r| r.spec.server.addr.octets() == real && r.stats.conns > 0)
+        .unwrap();
+    (
+        ConnState::from_u8(conn.state).unwrap(),
+        r.active_conns,
+        r.inactive_conns,
+    )
+}
+
+fn with_flags(frame: Vec<u8>, flags: u8) -> Vec<u8> {
+    let mut f = frame;
+    f[47] = flags;
+    oracle(&f, None, None, None)
+}
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn nat_states_follow_both_directions_and_the_counts_follow_the_states() {
+    use ConnState::*;
+    let mut c = router(true);
+    let real = real_ip(3);
+    let inbound = |flags: u8| with_flags(tcp((CLIENT, 40000), (VIP, 80), "", b""), flags);
+    let outbound = |flags: u8| with_flags(tcp((real, 8080), (CLIENT, 40000), "", b""), flags);
+    let (syn, fin, ack, rst) = (0x02, 0x01, 0x10, 0x04);
+    let steps: [(Vec<u8>, (ConnState, u32, u32)); 7] = [
+        (inbound(syn), (SynRecv, 1, 0)),
+        (outbound(syn | ack), (SynRecv, 1, 0)),
+        (inbound(ack), (Established, 1, 0)),
+        (inbound(fin | ack), (CloseWait, 0, 1)),
+        (outbound(ack), (CloseWait, 0, 1)),
+        (outbound(fin | ack), (TimeWait, 0, 1)),
+        (inbound(rst), (Close, 0, 1)),
+    ];
+    for (i, (frame, expected)) in steps.into_iter().enumerate() {
+        run(&c, &frame);
+        assert_eq!(state_and_counts(&mut c, VIP, real), expected, "step {i}");
+    }
+}
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn dr_states_follow_the_input_only_table_and_the_counts_follow_the_states() {
+    use ConnState::*;
+    let mut c = router(true);
+    let (vip, real) = ([198, 18, 0, 21], [198, 18, 12, 3]);
+    let inbound = |flags: u8| with_flags(tcp((CLIENT, 40000), (vip, 80), "", b""), flags);
+    let (syn, fin, ack, rst) = (0x02, 0x01, 0x10, 0x04);
+    for (i, (flags, expected)) in [
+        (syn, (SynRecv, 1, 0)),
+        (ack, (Established, 1, 0)),
+        (fin | ack, (FinWait, 0, 1)),
+        (ack, (FinWait, 0, 1)),
+        (rst, (Close, 0, 1)),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        run(&c, &inbound(flags));
+        assert_eq!(state_and_counts(&mut c, vip, real), expected, "step {i}");
+    }
+}
+
+/// The scheduler forms beyond the plain ring: sh and dh buckets, an lblc
+/// locality service, a persistent port-0 service and a wlc service with
+/// weights, all NAT to the three real servers.
+const FORMS: &str = r#"
+[[service]]
+protocol = "tcp"
+address = "198.18.0.30:80"
+scheduler = "sh"
+[[service.real]]
+address = "198.18.11.2:8080"
+method = "nat"
+[[service.real]]
+address = "198.18.12.2:8080"
+method = "nat"
+[[service.real]]
+address = "198.18.13.2:8080"
+method = "nat"
+
+[[service]]
+protocol = "tcp"
+address = "198.18.0.31:80"
+scheduler = "dh"
+[[service.real]]
+address = "198.18.11.2:8080"
+method = "nat"
+[[service.real]]
+address = "198.18.12.2:8080"
+method = "nat"
+[[service.real]]
+address = "198.18.13.2:8080"
+method = "nat"
+
+[[service]]
+protocol = "tcp"
+address = "198.18.0.32:80"
+scheduler = "lblc"
+[[service.real]]
+address = "198.18.11.2:8080"
+method = "nat"
+[[service.real]]
+address = "198.18.12.2:8080"
+method = "nat"
+
+[[service]]
+protocol = "tcp"
+address = "198.18.0.33:0"
+scheduler = "rr"
+persistent = 360
+[[service.real]]
+address = "198.18.11.2:0"
+method = "nat"
+[[service.real]]
+address = "198.18.12.2:0"
+method = "nat"
+[[service.real]]
+address = "198.18.13.2:0"
+method = "nat"
+
+[[service]]
+protocol = "tcp"
+address = "198.18.0.34:80"
+scheduler = "wlc"
+[[service.real]]
+address = "198.18.11.2:8080"
+method = "nat"
+weight = 1
+[[service.real]]
+address = "198.18.12.2:8080"
+method = "nat"
+weight = 2
+[[service.real]]
+address = "198.18.13.2:8080"
+method = "nat"
+weight = 3
+"#;
+
+fn with_forms() -> Controller<KernelDatapath> {
+    let mut c = router(true);
+    c.apply(&config::parse(FORMS, "forms.toml").unwrap())
+        .expect("apply forms");
+    c
+}
+
+/// A SYN from `client` to `vip:port`, which must be DNATed exactly: the
+/// real server it went to.
+fn syn_reaches(c: &Controller<KernelDatapath>, client: ([u8; 4], u16), vip: ([u8; 4], u16)) -> u8 {
+    let frame = tcp(client, vip, "S", b"");
+    let out = run(c, &frame);
+    assert_eq!(out.action, XDP_REDIRECT, "{client:?} -> {vip:?}");
+    let i = out.frame[32] - 10;
+    let port = if vip.1 == 80 { 8080 } else { vip.1 };
+    assert_eq!(
+        out.frame,
+        oracle(
+            &frame,
+            None,
+            Some((real_ip(i), port)),
+            Some((director_mac(i), real_mac(i)))
+        ),
+        "{client:?} -> {vip:?}"
+    );
+    i
+}
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn sh_and_dh_index_the_published_buckets() {
+    let c = with_forms();
+    let sh = ([198, 18, 0, 30], 80);
+    // §2.10's buckets 39, 137 and 124 over the list 3, 2, 1 (weight 1 each).
+    for sport in [1000, 2000, 3000] {
+        assert_eq!(syn_reaches(&c, ([10, 0, 0, 1], sport), sh), 3);
+        assert_eq!(syn_reaches(&c, ([10, 0, 0, 2], sport), sh), 1);
+        assert_eq!(syn_reaches(&c, ([203, 0, 113, 7], sport), sh), 2);
+    }
+    // dh hashes the VIP: every client lands in the same bucket.
+    let dh = ([198, 18, 0, 31], 80);
+    let expected = [3, 2, 1][lvs_common::hash::dh_bucket(dh.0) as usize % 3];
+    for client in 1..=5 {
+        assert_eq!(syn_reaches(&c, ([10, 0, 0, client], 1000), dh), expected);
+    }
+}
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn lblc_reports_a_new_destination_and_follows_the_controller() {
+    use lvs_datapath::Datapath;
+    let mut c = with_forms();
+    let vip = ([198, 18, 0, 32], 80);
+    // First sight of the VIP: the ring's wlc pick (list order 2, 1).
+    assert_eq!(syn_reaches(&c, (CLIENT, 5000), vip), 2);
+    assert_eq!(c.process_events().unwrap(), 1);
+    let entries = c.datapath().localities().unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].0.addr(), vip.0);
+    for sport in 5001..5003 {
+        assert_eq!(syn_reaches(&c, (CLIENT, sport), vip), 2);
+    }
+    // Server 2 established 3 connections while server 1 has none: 3 > 1
+    // and 0 < 1/2, so it is overloaded (§2.7) and wlc moves the VIP.
+    for sport in 5000..5003 {
+        run(&c, &tcp((CLIENT, sport), vip, "A", b""));
+    }
+    c.recount().unwrap();
+    assert_eq!(syn_reaches(&c, (CLIENT, 5003), vip), 1);
+}
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn a_persistent_port_zero_service_keeps_a_client_across_ports() {
+    let c = with_forms();
+    let vip = [198, 18, 0, 33];
+    let first = syn_reaches(&c, (CLIENT, 6000), (vip, 443));
+    for (sport, port) in [(6001, 8443), (6002, 443), (6003, 22)] {
+        assert_eq!(syn_reaches(&c, (CLIENT, sport), (vip, port)), first);
+    }
+    // Another client address is another template: the next rr pick.
+    let other = syn_reaches(&c, ([198, 18, 1, 99], 6000), (vip, 443));
+    assert_ne!(other, first);
+    assert_eq!(
+        syn_reaches(&c, ([198, 18, 1, 99], 6001), (vip, 8443)),
+        other
+    );
+}
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn wlc_bursts_stay_proportional_with_and_without_refills() {
+    let mut c = with_forms();
+    let vip = ([198, 18, 0, 34], 80);
+    let burst = |c: &mut Controller<KernelDatapath>, base: u32, refill: bool| {
+        let mut got = [0u32; 4];
+        for k in 0..3000u32 {
+            let n = base + k;
+            let client = [10, 1, (n >> 8) as u8, n as u8];
+            got[syn_reaches(c, (client, 7000), vip) as usize] += 1;
+            if refill {
+                c.process_events().unwrap();
+            }
+        }
+        [got[3], got[2], got[1]]
+    };
+    // Answered at once: every refill continues the exact wlc sequence
+    // (each pick one more active connection), so the split is exactly 3:2:1.
+    let refilled = burst(&mut c, 0, true);
+    let stats = c.refill_stats();
+    assert_eq!(refilled, [1500, 1000, 500]);
+    // 3000 picks from 512-slot rings refilled at half: one signal per 256.
+    assert!(stats.count >= 10, "{stats:?}");
+    // Nobody answers: the forecast wraps, and the split stays near 3:2:1.
+    let wrapped = burst(&mut c, 3000, false);
+    let share = |n: u32| n as f64 / 3000.0;
+    assert!(
+        (share(wrapped[0]) - 0.5).abs() < 0.03
+            && (share(wrapped[1]) - 1.0 / 3.0).abs() < 0.03
+            && (share(wrapped[2]) - 1.0 / 6.0).abs() < 0.03,
+        "{wrapped:?}"
+    );
+    assert!(c.process_events().unwrap() >= 1, "low water was signalled");
+    eprintln!(
+        "burst of 3000 with refills: {refilled:?} ({} refills, mean {} us, max {} us); without: {wrapped:?}",
+        stats.count,
+        stats.total_ns / stats.count.max(1) / 1000,
+        stats.max_ns / 1000
+    );
+}
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn table_sizes_chosen_at_load_bound_what_the_controller_accepts() {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
+    let limits = Limits {
+        services: 2,
+        reals: 3,
+        connections: 1000,
+    };
+    let mut c = Controller::new(KernelDatapath::attach(&[], Settings::default(), limits).unwrap());
+    assert_eq!(snapshot(&c).conn_table_size, 1000);
+    let service = |port: u16, reals: &[&str]| {
+        let mut s = format!(
+            "[[service]]\nprotocol = \"tcp\"\naddress = \"198.18.0.10:{port}\"\nscheduler = \"rr\"\n"
+        );
+        for r in reals {
+            s += &format!("[[service.real]]\naddress = \"{r}\"\nmethod = \"nat\"\n");
+        }
+        s
+    };
+    let three = [80, 81, 82].map(|p| service(p, &[])).concat();
+    let err = c
+        .apply(&config::parse(&three, "three.toml").unwrap())
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("services") && err.to_string().contains('2'),
+        "{err}"
+    );
+    let four_reals = service(80, &["198.18.11.2:80", "198.18.12.2:80"])
+        + &service(81, &["198.18.11.2:80", "198.18.12.2:80"]);
+    let err = c
+        .apply(&config::parse(&four_reals, "four.toml").unwrap())
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("real servers") && err.to_string().contains('3'),
+        "{err}"
+    );
+    assert!(
+        snapshot(&c).services.is_empty(),
+        "a refused batch changes nothing"
+    );
+    // Within the limits, the same director takes it.
+    c.apply(&config::parse(&service(80, &["198.18.11.2:80"]), "one.toml").unwrap())
+        .unwrap();
+    assert_eq!(snapshot(&c).services.len(), 1);
+}
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn the_bench_generator_writes_its_whole_frame_every_run() {
+    use lvs_datapath::StandaloneXdp;
+    // Live-frames test_run recycles pages that others rewrote: the
+    // generator must not depend on what the page held.
+    let frame: [u8; lvs_common::BENCH_FRAME_LEN] = std::array::from_fn(|i| i as u8);
+    let mut generator = StandaloneXdp::generator(&frame).unwrap();
+    let out = generator
+        .test_run(&[0xee; lvs_common::BENCH_FRAME_LEN])
+        .unwrap();
+    assert_eq!(out.action, XDP_TX);
+    assert_eq!(out.frame, frame);
+    let out = StandaloneXdp::sink().unwrap().test_run(&frame).unwrap();
+    assert_eq!(out.action, XDP_DROP);
+}
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn the_table_listing_reads_every_entry_across_batches() {
+    use lvs_datapath::Datapath;
+    let c = router(true);
+    // DR: one entry per flow; more flows than one batch holds.
+    let flows = 10_000u32;
+    for n in 0..flows {
+        let client = [10, 2, (n >> 8) as u8, n as u8];
+        let out = run(&c, &tcp((client, 7000), ([198, 18, 0, 20], 80), "S", b""));
+        assert_eq!(out.action, XDP_REDIRECT);
+    }
+    let listed = c.datapath().connections().unwrap();
+    assert_eq!(listed.len(), flows as usize);
+    let mut clients: Vec<[u8; 4]> = listed.iter().map(|(k, _)| k.src()).collect();
+    clients.sort();
+    clients.dedup();
+    assert_eq!(clients.len(), flows as usize, "no entry listed twice");
+}
+
+/// The expiry race: the reply direction, on another CPU, stamps an entry
+/// after this packet's CPU read its clock. The entry is fresh, not idle for
+/// most of 2^64 ns; with a wrapping difference the client's next segment
+/// was passed to the kernel (`pass_not_syn`), which reset the connection.
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn an_entry_stamped_after_the_packets_clock_is_live() {
+    use lvs_datapath::Datapath;
+    let mut c = router(true);
+    let syn = tcp((CLIENT, 40000), (VIP, 80), "S", b"");
+    assert_eq!(run(&c, &syn).action, XDP_REDIRECT);
+    let key =
+        lvs_common::FlowKey::from_wire(CLIENT, VIP, 40000u16.to_be_bytes(), 80u16.to_be_bytes(), 6);
+    let mut conn = c.datapath().connection(&key).unwrap().expect("entry");
+    // Stamped 50 ms ahead of any clock this packet's CPU will read.
+    conn.last_seen_ns = c.datapath().now_ns().unwrap() + 50_000_000;
+    c.datapath_mut().set_connection(key, conn).unwrap();
+    let data = tcp((CLIENT, 40000), (VIP, 80), "A", b"data");
+    let out = run(&c, &data);
+    assert_eq!(out.action, XDP_REDIRECT);
+    assert_eq!(verdict(&c, "pass_not_syn"), 0);
+}
+
+/// DR and TUN never need the forwarding sysctl (IPVS's never do): with it
+/// off the FIB refuses every lookup, and the datapath takes the next hop
+/// lvsd resolved. NAT needs it, as IPVS's does, and says so.
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn with_forwarding_off_dr_and_tun_take_lvsds_next_hop_and_nat_is_counted() {
+    use lvs_datapath::Datapath;
+    let mut c = router(true);
+    sh("sysctl -qw net.ipv4.ip_forward=0");
+    // Before lvsd resolved a next hop: nothing to send it to.
+    let dr = tcp((CLIENT, 40000), ([198, 18, 0, 21], 80), "S", b"");
+    assert_eq!(run(&c, &dr).action, XDP_DROP);
+    assert_eq!(verdict(&c, "drop_no_route"), 1);
+
+    let real = Ipv4Addr::new(198, 18, 12, 3);
+    let hop = lvs_common::NextHop {
+        ifindex: ifindex("srv2"),
+        gateway: real.octets(),
+        source: [198, 18, 12, 1],
+    };
+    c.datapath_mut().set_next_hop(real, hop).unwrap();
+    let dr = tcp((CLIENT, 40001), ([198, 18, 0, 21], 80), "S", b"");
+    let out = run(&c, &dr);
+    assert_eq!(out.action, XDP_PASS);
+    assert_eq!(
+        &out.frame[..12],
+        neigh_note(real.octets(), "srv2").as_slice()
+    );
+    assert_eq!(
+        &out.frame[12..],
+        ttl_decremented(oracle(&dr, None, None, None)).as_slice()
+    );
+    assert_eq!(verdict(&c, "pass_resolve_neighbour"), 1);
+
+    let tun_real = Ipv4Addr::new(198, 18, 11, 3);
+    let hop = lvs_common::NextHop {
+        ifindex: ifindex("srv1"),
+        gateway: tun_real.octets(),
+        source: [198, 18, 11, 1],
+    };
+    c.datapath_mut().set_next_hop(tun_real, hop).unwrap();
+    let tun = tcp((CLIENT, 40002), ([198, 18, 0, 23], 80), "S", b"");
+    let out = run(&c, &tun);
+    assert_eq!(out.action, XDP_PASS);
+    assert_eq!(
+        &out.frame[..12],
+        neigh_note(tun_real.octets(), "srv1").as_slice()
+    );
+    // The outer header comes from lvsd's route: its source address.
+    assert_eq!(&out.frame[12 + 26..12 + 30], &[198, 18, 11, 1]);
+    assert_eq!(&out.frame[12 + 30..12 + 34], &tun_real.octets());
+
+    let nat = tcp((CLIENT, 40003), (VIP, 80), "S", b"");
+    assert_eq!(run(&c, &nat).action, XDP_DROP);
+    assert_eq!(verdict(&c, "drop_forwarding_disabled"), 1);
+}
+
+/// A real server at an address the director holds takes its connections
+/// through the local stack, as the client sent them, whatever the method.
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn a_local_real_server_gets_the_packet_unchanged() {
+    let mut c = router(true);
+    c.apply(
+        &config::parse(
+            r#"
+[[service]]
+protocol = "tcp"
+address = "198.18.0.30:80"
+scheduler = "rr"
+[[service.real]]
+address = "127.0.0.1:80"
+method = "route"
+[[service]]
+protocol = "tcp"
+address = "198.18.0.31:80"
+scheduler = "rr"
+[[service.real]]
+address = "198.18.11.1:80"
+method = "nat"
+"#,
+            "local.toml",
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    for (vip, port) in [([198, 18, 0, 30], 41000), ([198, 18, 0, 31], 41001)] {
+        let syn = tcp((CLIENT, port), (vip, 80), "S", b"");
+        let out = run(&c, &syn);
+        assert_eq!((out.action, out.frame), (XDP_PASS, syn.clone()));
+        let data = tcp((CLIENT, port), (vip, 80), "A", b"data");
+        let out = run(&c, &data);
+        assert_eq!((out.action, out.frame), (XDP_PASS, data));
+    }
+    assert_eq!(verdict(&c, "pass_local"), 4);
+    // Masquerading to another port of a local server is refused whole.
+    let err = c
+        .apply(
+            &config::parse(
+                r#"
+[[service]]
+protocol = "tcp"
+address = "198.18.0.32:80"
+scheduler = "rr"
+[[service.real]]
+address = "198.18.11.1:8080"
+method = "nat"
+"#,
+                "local.toml",
+            )
+            .unwrap(),
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("not yet supported"), "{err}");
+    assert!(c
+        .state()
+        .services
+        .iter()
+        .all(|s| s.spec.id.vip.addr != Ipv4Addr::new(198, 18, 0, 32)));
+}
+
+const TC_ACT_REDIRECT: u32 = 7;
+
+/// The tc director (veth and other virtual devices) rewrites exactly as the
+/// XDP one: NAT both ways, checksums recomputed in full by the oracle.
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn the_tc_director_rewrites_nat_exactly() {
+    let c = router(true);
+    let real = real_ip(3);
+    let syn = tcp((CLIENT, 40000), (VIP, 80), "S", b"");
+    let out = c.datapath().test_run_tc(ifindex("cli0"), &syn).unwrap();
+    assert_eq!(out.action, TC_ACT_REDIRECT);
+    assert_eq!(
+        out.frame,
+        oracle(
+            &syn,
+            None,
+            Some((real, 8080)),
+            Some((director_mac(3), real_mac(3)))
+        )
+    );
+    let reply = tcp((real, 8080), (CLIENT, 40000), "SA", b"hello");
+    let out = c.datapath().test_run_tc(ifindex("srv3"), &reply).unwrap();
+    assert_eq!(out.action, TC_ACT_REDIRECT);
+    assert_eq!(
+        out.frame,
+        oracle(
+            &reply,
+            Some((VIP, 80)),
+            None,
+            Some((DIRECTOR_CLIENT_MAC, CLIENT_MAC))
+        )
+    );
+    assert_eq!(verdict(&c, "redirect"), 2);
+}

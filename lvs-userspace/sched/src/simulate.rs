@@ -1,0 +1,349 @@
+//! `lvsadm --simulate FILE`: run any of the ten schedulers offline, with the
+//! daemon's own scheduler code, over a script of events, and print the real
+//! server picked for each new connection.
+//!
+//! One event per line, `#` starts a comment:
+//!
+//! ```text
+//! scheduler NAME [sh-fallback] [sh-port]   first, once
+//! add SERVER weight=W                      joins the front of the list, as in IPVS
+//! weight SERVER W | remove SERVER | overload SERVER on|off
+//! open ID CLIENT_IP[:PORT] [DEST_IP]       prints `ID SERVER` or `ID none`
+//! idle ID                                  the connection turns inactive (FIN_WAIT)
+//! close ID                                 the connection is gone
+//! advance SECONDS                          simulated time moves on
+//! ```
+
+use std::{collections::HashMap, net::Ipv4Addr};
+
+use crate::{Dest, Request, SchedFlags, Scheduler, SchedulerName};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("line {line}: {message}")]
+pub struct SimulateError {
+    pub line: usize,
+    pub message: String,
+}
+
+struct Connection {
+    server: u32,
+    active: bool,
+}
+
+struct Simulation {
+    sched: Box<dyn Scheduler>,
+    /// IPVS list order, newest first: (label, state).
+    servers: Vec<(String, Dest)>,
+    next_id: u32,
+    connections: HashMap<String, Connection>,
+    now: u64,
+}
+
+impl Simulation {
+    fn dests(&self) -> Vec<Dest> {
+        self.servers.iter().map(|(_, d)| *d).collect()
+    }
+
+    fn position(&self, label: &str) -> Result<usize, String> {
+        self.servers
+            .iter()
+            .position(|(l, _)| l == label)
+            .ok_or_else(|| format!("no server `{label}`"))
+    }
+
+    /// Change the list, running the scheduler's hook as IPVS does.
+    fn change(&mut self, edit: impl FnOnce(&mut Vec<(String, Dest)>)) {
+        let old = self.dests();
+        edit(&mut self.servers);
+        let new = self.dests();
+        self.sched.update(&old, &new);
+    }
+
+    fn counts(&mut self, server: u32) -> Option<&mut Dest> {
+        self.servers
+            .iter_mut()
+            .map(|(_, d)| d)
+            .find(|d| d.id == server)
+    }
+
+    fn event(&mut self, words: &[&str], out: &mut String) -> Result<(), String> {
+        match words {
+            ["add", label, weight] => {
+                let weight = weight.strip_prefix("weight=").ok_or("expected weight=W")?;
+                let weight = parse_weight(weight)?;
+                if self.position(label).is_ok() {
+                    return Err(format!("server `{label}` already exists"));
+                }
+                let id = self.next_id;
+                self.next_id += 1;
+                let label = label.to_string();
+                self.change(|list| {
+                    list.insert(
+                        0,
+                        (
+                            label,
+                            Dest {
+                                id,
+                                weight,
+                                ..Dest::default()
+                            },
+                        ),
+                    )
+                });
+            }
+            ["weight", label, weight] => {
+                let i = self.position(label)?;
+                let weight = parse_weight(weight)?;
+                self.change(|list| list[i].1.weight = weight);
+            }
+            ["remove", label] => {
+                let i = self.position(label)?;
+                self.change(|list| {
+                    list.remove(i);
+                });
+            }
+            ["overload", label, flag] => {
+                let i = self.position(label)?;
+                // OVERLOAD is a flag, not an edit: no hook runs.
+                self.servers[i].1.overloaded = match *flag {
+                    "on" => true,
+                    "off" => false,
+                    other => return Err(format!("expected on or off, not `{other}`")),
+                };
+            }
+            ["open", id, client, rest @ ..] => {
+                if self.connections.contains_key(*id) {
+                    return Err(format!("connection `{id}` is already open"));
+                }
+                let (client, client_port) = parse_client(client)?;
+                let destination = match rest {
+                    [] => Ipv4Addr::UNSPECIFIED,
+                    [dest] => dest
+                        .parse()
+                        .map_err(|_| format!("malformed address `{dest}`"))?,
+                    _ => return Err("expected: open ID CLIENT_IP[:PORT] [DEST_IP]".into()),
+                };
+                let request = Request {
+                    client,
+                    client_port,
+                    destination,
+                    now: self.now,
+                };
+                let dests = self.dests();
+                match self.sched.pick(&dests, &request) {
+                    Some(i) => {
+                        let (label, dest) = &mut self.servers[i];
+                        dest.active += 1;
+                        out.push_str(&format!("{id} {label}\n"));
+                        self.connections.insert(
+                            id.to_string(),
+                            Connection {
+                                server: dest.id,
+                                active: true,
+                            },
+                        );
+                    }
+                    None => out.push_str(&format!("{id} none\n")),
+                }
+            }
+            ["idle", id] => {
+                let conn = self
+                    .connections
+                    .get_mut(*id)
+                    .ok_or_else(|| format!("no open connection `{id}`"))?;
+                if conn.active {
+                    conn.active = false;
+                    let server = conn.server;
+                    if let Some(d) = self.counts(server) {
+                        d.active -= 1;
+                        d.inactive += 1;
+                    }
+                }
+            }
+            ["close", id] => {
+                let conn = self
+                    .connections
+                    .remove(*id)
+                    .ok_or_else(|| format!("no open connection `{id}`"))?;
+                if let Some(d) = self.counts(conn.server) {
+                    if conn.active {
+                        d.active -= 1;
+                    } else {
+                        d.inactive -= 1;
+                    }
+                }
+            }
+            ["advance", seconds] => {
+                let seconds: u64 = seconds
+                    .parse()
+                    .map_err(|_| format!("malformed seconds `{seconds}`"))?;
+                self.now += seconds;
+            }
+            ["scheduler", ..] => return Err("`scheduler` may appear only once, first".into()),
+            _ => return Err(format!("unknown event `{}`", words.join(" "))),
+        }
+        Ok(())
+    }
+}
+
+fn parse_weight(text: &str) -> Result<u32, String> {
+    text.parse::<u32>()
+        .ok()
+        .filter(|w| *w <= 65_535)
+        .ok_or_else(|| format!("weight `{text}` is not in 0..65535"))
+}
+
+fn parse_client(text: &str) -> Result<(Ipv4Addr, u16), String> {
+    let bad = || format!("malformed client `{text}` (expected IP[:PORT])");
+    match text.split_once(':') {
+        Some((addr, port)) => Ok((
+            addr.parse().map_err(|_| bad())?,
+            port.parse().map_err(|_| bad())?,
+        )),
+        None => Ok((text.parse().map_err(|_| bad())?, 0)),
+    }
+}
+
+/// Run a script; the output holds one line per `open`.
+pub fn run(script: &str) -> Result<String, SimulateError> {
+    let mut sim: Option<Simulation> = None;
+    let mut out = String::new();
+    for (n, raw) in script.lines().enumerate() {
+        let line = n + 1;
+        let err = |message: String| SimulateError { line, message };
+        let text = raw.split('#').next().unwrap_or("");
+        let words: Vec<&str> = text.split_whitespace().collect();
+        if words.is_empty() {
+            continue;
+        }
+        match &mut sim {
+            None => {
+                let ["scheduler", name, options @ ..] = words.as_slice() else {
+                    return Err(err("the script must start with `scheduler NAME`".into()));
+                };
+                let name: SchedulerName = name.parse().map_err(|e| err(format!("{e}")))?;
+                let mut flags = SchedFlags::default();
+                for option in options {
+                    match *option {
+                        "sh-fallback" => flags.sh_fallback = true,
+                        "sh-port" => flags.sh_port = true,
+                        other => return Err(err(format!("unknown scheduler flag `{other}`"))),
+                    }
+                }
+                sim = Some(Simulation {
+                    sched: name.instantiate(&[], flags),
+                    servers: Vec::new(),
+                    next_id: 0,
+                    connections: HashMap::new(),
+                    now: 0,
+                });
+            }
+            Some(sim) => sim.event(&words, &mut out).map_err(err)?,
+        }
+    }
+    if sim.is_none() {
+        return Err(SimulateError {
+            line: 0,
+            message: "empty script: it must start with `scheduler NAME`".into(),
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn picks(out: &str) -> String {
+        out.lines()
+            .map(|l| l.split_whitespace().nth(1).unwrap())
+            .map(|s| if s == "none" { "-" } else { s })
+            .collect()
+    }
+
+    /// `add` C, B, A gives IPVS list order A, B, C.
+    fn script(sched: &str, weights: &[(&str, u32)], opens: usize) -> String {
+        let mut s = format!("scheduler {sched}\n");
+        for (label, w) in weights.iter().rev() {
+            s += &format!("add {label} weight={w}\n");
+        }
+        for i in 0..opens {
+            s += &format!("open c{i} 10.0.0.{}\n", i % 250 + 1);
+        }
+        s
+    }
+
+    #[test]
+    fn reference_sequences_for_the_count_driven_schedulers() {
+        let abc = [("A", 1), ("B", 2), ("C", 3)];
+        for (sched, expected) in [
+            ("wlc", "ABCCBCABCCBC"),
+            ("sed", "CBCABCCBCABC"),
+            ("nq", "ABCCBCCBCABC"),
+        ] {
+            assert_eq!(
+                picks(&run(&script(sched, &abc, 12)).unwrap()),
+                expected,
+                "{sched}"
+            );
+        }
+        assert_eq!(
+            picks(&run(&script("lc", &[("A", 1), ("B", 1)], 4)).unwrap()),
+            "ABAB"
+        );
+    }
+
+    #[test]
+    fn rr_skips_quiescent_and_overloaded_servers() {
+        let s = "scheduler rr\nadd D weight=1\nadd C weight=1\nadd B weight=0\nadd A weight=1\noverload D on\n\
+                 open 1 10.0.0.1\nopen 2 10.0.0.2\nopen 3 10.0.0.3\nopen 4 10.0.0.4\n";
+        assert_eq!(run(s).unwrap(), "1 A\n2 C\n3 A\n4 C\n");
+    }
+
+    #[test]
+    fn closing_connections_steers_wlc() {
+        let s = "scheduler wlc\nadd B weight=1\nadd A weight=1\n\
+                 open 1 10.0.0.1\nopen 2 10.0.0.2\nopen 3 10.0.0.3\nopen 4 10.0.0.4\n\
+                 close 1\nclose 3\nidle 2\nopen 5 10.0.0.5\nopen 6 10.0.0.6\n";
+        // A: 1, 3 then both closed; B: 2 (idle), 4. A has 0 overhead, B 256+1.
+        assert_eq!(run(s).unwrap(), "1 A\n2 B\n3 A\n4 B\n5 A\n6 A\n");
+    }
+
+    #[test]
+    fn sh_keeps_a_client_and_fails_or_falls_back_on_weight_zero() {
+        let base = "add C weight=1\nadd B weight=1\nadd A weight=1\n";
+        let opens = "open 1 10.0.0.1\nopen 2 10.0.0.2\nopen 3 203.0.113.7\nopen 4 10.0.0.1\n";
+        let out = run(&format!("scheduler sh\n{base}{opens}")).unwrap();
+        assert_eq!(out, "1 A\n2 C\n3 B\n4 A\n");
+        let quiesce = "weight B 0\nopen 5 203.0.113.7\n";
+        let out = run(&format!("scheduler sh\n{base}{quiesce}")).unwrap();
+        assert_eq!(out, "5 none\n");
+        let out = run(&format!("scheduler sh sh-fallback\n{base}{quiesce}")).unwrap();
+        assert_eq!(out, "5 C\n");
+    }
+
+    #[test]
+    fn lblc_follows_the_destination() {
+        let s = "scheduler lblc\nadd B weight=1\nadd A weight=1\n\
+                 open 1 10.0.0.1 192.0.2.1\nopen 2 10.0.0.2 192.0.2.2\nopen 3 10.0.0.3 192.0.2.1\n";
+        assert_eq!(run(s).unwrap(), "1 A\n2 B\n3 A\n");
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        assert_eq!(
+            run("# comment\nadd A weight=1\n").unwrap_err(),
+            SimulateError {
+                line: 2,
+                message: "the script must start with `scheduler NAME`".into()
+            }
+        );
+        let e = run("scheduler wlc\nadd A weight=70000\n").unwrap_err();
+        assert_eq!(e.line, 2);
+        assert!(e.message.contains("not in 0..65535"));
+        let e = run("scheduler wlc\nclose nope\n").unwrap_err();
+        assert_eq!(e.to_string(), "line 2: no open connection `nope`");
+        let e = run("scheduler fastest\n").unwrap_err();
+        assert!(e.message.contains("unknown scheduler"));
+    }
+}

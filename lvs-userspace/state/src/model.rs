@@ -1,0 +1,667 @@
+//! The desired state: virtual services and their real servers, and the
+//! commands that change it. Validation lives here so that the config file,
+//! the control socket and the CLI all refuse the same things the same way.
+
+use serde::{Deserialize, Serialize};
+use std::{fmt, net::Ipv4Addr, str::FromStr};
+
+use lvs_sched::{SchedFlags, SchedulerName};
+
+use crate::health::{HealthError, RealHealth, ServiceHealth, SorryServer};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    /// From an IP protocol number.
+    pub const fn of(number: u8) -> Option<Self> {
+        match number {
+            lvs_common::IPPROTO_TCP => Some(Protocol::Tcp),
+            lvs_common::IPPROTO_UDP => Some(Protocol::Udp),
+            _ => None,
+        }
+    }
+    pub const fn number(self) -> u8 {
+        match self {
+            Protocol::Tcp => lvs_common::IPPROTO_TCP,
+            Protocol::Udp => lvs_common::IPPROTO_UDP,
+        }
+    }
+    /// As `ipvsadm -L` prints it.
+    pub const fn label(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "TCP",
+            Protocol::Udp => "UDP",
+        }
+    }
+    /// As `ipvsadm -S` writes it.
+    pub const fn flag(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "-t",
+            Protocol::Udp => "-u",
+        }
+    }
+}
+
+/// Forwarding method of a real server (`-g`, `-i`, `-m`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// Direct routing, ipvsadm's default.
+    Route,
+    Tunnel,
+    Nat,
+}
+
+impl Method {
+    /// The `Forward` column of `ipvsadm -L`.
+    pub const fn label(self) -> &'static str {
+        match self {
+            Method::Route => "Route",
+            Method::Tunnel => "Tunnel",
+            Method::Nat => "Masq",
+        }
+    }
+    pub const fn flag(self) -> &'static str {
+        match self {
+            Method::Route => "-g",
+            Method::Tunnel => "-i",
+            Method::Nat => "-m",
+        }
+    }
+    pub const fn datapath(self) -> lvs_common::Method {
+        match self {
+            Method::Route => lvs_common::Method::Route,
+            Method::Tunnel => lvs_common::Method::Tunnel,
+            Method::Nat => lvs_common::Method::Nat,
+        }
+    }
+}
+
+/// An IPv4 `addr:port` endpoint, parsed strictly.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub addr: Ipv4Addr,
+    pub port: u16,
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.addr, self.port)
+    }
+}
+
+impl Endpoint {
+    /// `host[:port]`; a missing port is `None`.
+    pub fn parse_optional_port(s: &str) -> Result<(Ipv4Addr, Option<u16>), ModelError> {
+        let bad = || ModelError::BadAddress(s.to_string());
+        let (host, port) = match s.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p.parse::<u16>().map_err(|_| bad())?)),
+            None => (s, None),
+        };
+        let addr = Ipv4Addr::from_str(host).map_err(|_| bad())?;
+        Ok((addr, port))
+    }
+}
+
+impl FromStr for Endpoint {
+    type Err = ModelError;
+    fn from_str(s: &str) -> Result<Self, ModelError> {
+        match Endpoint::parse_optional_port(s)? {
+            (addr, Some(port)) => Ok(Endpoint { addr, port }),
+            (_, None) => Err(ModelError::BadAddress(s.to_string())),
+        }
+    }
+}
+
+/// A virtual service's identity: protocol, VIP and port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ServiceId {
+    pub protocol: Protocol,
+    pub vip: Endpoint,
+}
+
+impl fmt::Display for ServiceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.protocol.label(), self.vip)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceSpec {
+    pub id: ServiceId,
+    pub scheduler: SchedulerName,
+    /// `-b`: scheduler flags (sh-fallback, sh-port).
+    #[serde(default)]
+    pub flags: SchedFlags,
+    /// `-p [timeout] -M netmask`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistence: Option<Persistence>,
+}
+
+/// A persistent service's templates: one per client network, kept
+/// `timeout` seconds after its last new connection (§4.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Persistence {
+    pub timeout: u32,
+    pub netmask: Ipv4Addr,
+}
+
+impl Persistence {
+    /// ipvsadm's `-p` without a value.
+    pub const DEFAULT_TIMEOUT: u32 = 360;
+    pub const DEFAULT_NETMASK: Ipv4Addr = Ipv4Addr::BROADCAST;
+}
+
+impl Default for Persistence {
+    fn default() -> Self {
+        Self {
+            timeout: Self::DEFAULT_TIMEOUT,
+            netmask: Self::DEFAULT_NETMASK,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RealSpec {
+    pub server: Endpoint,
+    pub method: Method,
+    pub weight: u32,
+    pub u_threshold: u32,
+    pub l_threshold: u32,
+}
+
+/// ipvsadm limits `-w` to this.
+pub const MAX_WEIGHT: u32 = 65535;
+
+/// One change to the desired state. A batch of them applies all or nothing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "op")]
+pub enum Command {
+    AddService(ServiceSpec),
+    EditService(ServiceSpec),
+    DeleteService {
+        service: ServiceId,
+    },
+    AddReal {
+        service: ServiceId,
+        real: RealSpec,
+    },
+    EditReal {
+        service: ServiceId,
+        real: RealSpec,
+    },
+    DeleteReal {
+        service: ServiceId,
+        server: Endpoint,
+    },
+    Clear,
+    /// The sorry server and slow-start window (ipvsadm's `-E` leaves them).
+    SetServiceHealth {
+        service: ServiceId,
+        health: ServiceHealth,
+    },
+    /// A real server's checkers and agent; `None` removes them, and the
+    /// server is then always in service (ipvsadm's `-e` leaves them).
+    SetRealHealth {
+        service: ServiceId,
+        server: Endpoint,
+        health: Option<RealHealth>,
+    },
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ModelError {
+    #[error("malformed address `{0}`: expected IPv4 a.b.c.d:port")]
+    BadAddress(String),
+    #[error("zero port specified for non-persistent service {0}")]
+    ZeroPort(ServiceId),
+    #[error("service {0} already exists")]
+    DuplicateService(ServiceId),
+    #[error("no such service {0}")]
+    NoSuchService(ServiceId),
+    #[error("real server {server} already exists in service {service}")]
+    DuplicateReal {
+        service: ServiceId,
+        server: Endpoint,
+    },
+    #[error("no such real server {server} in service {service}")]
+    NoSuchReal {
+        service: ServiceId,
+        server: Endpoint,
+    },
+    #[error("weight {0} out of range 0..=65535")]
+    WeightRange(u32),
+    #[error("lower threshold {lower} is above upper threshold {upper}")]
+    ThresholdOrder { lower: u32, upper: u32 },
+    #[error("real server {server} uses {} ({}), which cannot map ports: its port must be the service's port {port} (only -m, masquerading, rewrites ports)", .method.flag(), .method.label())]
+    PortMapping {
+        method: Method,
+        server: Endpoint,
+        port: u16,
+    },
+    #[error("port 0 is not a valid real server port for {0}")]
+    ZeroRealPort(ServiceId),
+    #[error("persistence timeout of {0} must be at least 1 second")]
+    PersistenceTimeout(ServiceId),
+    #[error("netmask {0} is not a contiguous mask like 255.255.255.0")]
+    BadNetmask(Ipv4Addr),
+    #[error("health of real server {server} in service {service}: {source}")]
+    Health {
+        service: ServiceId,
+        server: Endpoint,
+        source: HealthError,
+    },
+    #[error("sorry server {server} of service {service} is also one of its real servers")]
+    SorryIsReal {
+        service: ServiceId,
+        server: Endpoint,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Service {
+    pub spec: ServiceSpec,
+    /// IPVS list order: a newly added server goes to the front.
+    pub reals: Vec<RealSpec>,
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub health: ServiceHealth,
+    /// Checkers and agents of real servers that have them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<(Endpoint, RealHealth)>,
+}
+
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
+}
+
+impl Service {
+    pub fn new(spec: ServiceSpec) -> Self {
+        Self {
+            spec,
+            reals: Vec::new(),
+            health: ServiceHealth::default(),
+            checks: Vec::new(),
+        }
+    }
+
+    /// The health configuration of one real server, if it has any.
+    pub fn checks_of(&self, server: &Endpoint) -> Option<&RealHealth> {
+        self.checks
+            .iter()
+            .find(|(e, _)| e == server)
+            .map(|(_, h)| h)
+    }
+
+    /// Every server that may hold this service's connections: its real
+    /// servers and its sorry server.
+    pub fn endpoints(&self) -> impl Iterator<Item = Endpoint> + '_ {
+        self.reals
+            .iter()
+            .map(|r| r.server)
+            .chain(self.health.sorry.map(|s| s.server))
+    }
+}
+
+/// Every service, in the order they were added.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    pub services: Vec<Service>,
+}
+
+impl State {
+    pub fn service(&self, id: &ServiceId) -> Option<&Service> {
+        self.services.iter().find(|s| s.spec.id == *id)
+    }
+
+    fn service_mut(&mut self, id: &ServiceId) -> Result<&mut Service, ModelError> {
+        self.services
+            .iter_mut()
+            .find(|s| s.spec.id == *id)
+            .ok_or(ModelError::NoSuchService(*id))
+    }
+
+    /// Apply a whole batch, or nothing: on error `self` is unchanged.
+    pub fn apply_all(&mut self, commands: &[Command]) -> Result<(), ModelError> {
+        let mut next = self.clone();
+        for c in commands {
+            next.apply(c)?;
+        }
+        *self = next;
+        Ok(())
+    }
+
+    /// Services a command can change: its own, or all of them for `-C`.
+    pub fn affected(&self, command: &Command) -> Vec<ServiceId> {
+        match command {
+            Command::AddService(spec) | Command::EditService(spec) => vec![spec.id],
+            Command::DeleteService { service }
+            | Command::AddReal { service, .. }
+            | Command::EditReal { service, .. }
+            | Command::DeleteReal { service, .. }
+            | Command::SetServiceHealth { service, .. }
+            | Command::SetRealHealth { service, .. } => vec![*service],
+            Command::Clear => self.services.iter().map(|s| s.spec.id).collect(),
+        }
+    }
+
+    /// One command, in place. On error `self` may be partly changed: callers
+    /// that need all-or-nothing use `apply_all`.
+    pub fn apply(&mut self, command: &Command) -> Result<(), ModelError> {
+        match command {
+            Command::AddService(spec) => {
+                validate_service(spec)?;
+                if self.service(&spec.id).is_some() {
+                    return Err(ModelError::DuplicateService(spec.id));
+                }
+                self.services.push(Service::new(spec.clone()));
+            }
+            Command::EditService(spec) => {
+                validate_service(spec)?;
+                self.service_mut(&spec.id)?.spec = spec.clone();
+            }
+            Command::DeleteService { service } => {
+                let before = self.services.len();
+                self.services.retain(|s| s.spec.id != *service);
+                if self.services.len() == before {
+                    return Err(ModelError::NoSuchService(*service));
+                }
+            }
+            Command::AddReal { service, real } => {
+                validate_real(service, real)?;
+                let svc = self.service_mut(service)?;
+                if svc.reals.iter().any(|r| r.server == real.server) {
+                    return Err(ModelError::DuplicateReal {
+                        service: *service,
+                        server: real.server,
+                    });
+                }
+                if svc.health.sorry.is_some_and(|s| s.server == real.server) {
+                    return Err(ModelError::SorryIsReal {
+                        service: *service,
+                        server: real.server,
+                    });
+                }
+                svc.reals.insert(0, real.clone());
+            }
+            Command::EditReal { service, real } => {
+                validate_real(service, real)?;
+                let svc = self.service_mut(service)?;
+                let slot = svc
+                    .reals
+                    .iter_mut()
+                    .find(|r| r.server == real.server)
+                    .ok_or(ModelError::NoSuchReal {
+                        service: *service,
+                        server: real.server,
+                    })?;
+                *slot = real.clone();
+            }
+            Command::DeleteReal { service, server } => {
+                let svc = self.service_mut(service)?;
+                let before = svc.reals.len();
+                svc.reals.retain(|r| r.server != *server);
+                if svc.reals.len() == before {
+                    return Err(ModelError::NoSuchReal {
+                        service: *service,
+                        server: *server,
+                    });
+                }
+                svc.checks.retain(|(e, _)| e != server);
+            }
+            Command::Clear => self.services.clear(),
+            Command::SetServiceHealth { service, health } => {
+                let svc = self.service_mut(service)?;
+                if let Some(sorry) = health.sorry {
+                    if svc.reals.iter().any(|r| r.server == sorry.server) {
+                        return Err(ModelError::SorryIsReal {
+                            service: *service,
+                            server: sorry.server,
+                        });
+                    }
+                    validate_real(service, &sorry_spec(sorry))?;
+                }
+                svc.health = health.clone();
+            }
+            Command::SetRealHealth {
+                service,
+                server,
+                health,
+            } => {
+                let svc = self.service_mut(service)?;
+                if !svc.reals.iter().any(|r| r.server == *server) {
+                    return Err(ModelError::NoSuchReal {
+                        service: *service,
+                        server: *server,
+                    });
+                }
+                svc.checks.retain(|(e, _)| e != server);
+                if let Some(health) = health {
+                    health.validate().map_err(|source| ModelError::Health {
+                        service: *service,
+                        server: *server,
+                        source,
+                    })?;
+                    svc.checks.push((*server, health.clone()));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The sorry server as the scheduler sees it while it stands in.
+pub fn sorry_spec(sorry: SorryServer) -> RealSpec {
+    RealSpec {
+        server: sorry.server,
+        method: sorry.method,
+        weight: 1,
+        u_threshold: 0,
+        l_threshold: 0,
+    }
+}
+
+fn validate_service(spec: &ServiceSpec) -> Result<(), ModelError> {
+    if spec.id.vip.port == 0 && spec.persistence.is_none() {
+        return Err(ModelError::ZeroPort(spec.id));
+    }
+    if let Some(p) = spec.persistence {
+        if p.timeout == 0 {
+            return Err(ModelError::PersistenceTimeout(spec.id));
+        }
+        if !is_contiguous(p.netmask) {
+            return Err(ModelError::BadNetmask(p.netmask));
+        }
+    }
+    Ok(())
+}
+
+fn is_contiguous(mask: Ipv4Addr) -> bool {
+    let m = u32::from(mask);
+    m.leading_ones() + m.trailing_zeros() == 32
+}
+
+fn validate_real(service: &ServiceId, real: &RealSpec) -> Result<(), ModelError> {
+    if real.weight > MAX_WEIGHT {
+        return Err(ModelError::WeightRange(real.weight));
+    }
+    if real.l_threshold > real.u_threshold {
+        return Err(ModelError::ThresholdOrder {
+            lower: real.l_threshold,
+            upper: real.u_threshold,
+        });
+    }
+    if real.server.port == 0 && service.vip.port != 0 {
+        return Err(ModelError::ZeroRealPort(*service));
+    }
+    // Only NAT rewrites the port; ipvsadm forces DR and TUN servers onto the
+    // service's port, so a different one is a mistake worth naming.
+    if real.method != Method::Nat && real.server.port != service.vip.port {
+        return Err(ModelError::PortMapping {
+            method: real.method,
+            server: real.server,
+            port: service.vip.port,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn svc(port: u16) -> ServiceId {
+        ServiceId {
+            protocol: Protocol::Tcp,
+            vip: Endpoint {
+                addr: Ipv4Addr::new(198, 18, 0, 10),
+                port,
+            },
+        }
+    }
+    fn real(last: u8, weight: u32) -> RealSpec {
+        RealSpec {
+            server: Endpoint {
+                addr: Ipv4Addr::new(198, 18, 11, last),
+                port: 8080,
+            },
+            method: Method::Nat,
+            weight,
+            u_threshold: 0,
+            l_threshold: 0,
+        }
+    }
+    fn add(port: u16) -> Command {
+        Command::AddService(ServiceSpec {
+            id: svc(port),
+            scheduler: SchedulerName::Rr,
+            flags: SchedFlags::default(),
+            persistence: None,
+        })
+    }
+
+    #[test]
+    fn new_real_servers_go_to_the_front() {
+        let mut s = State::default();
+        s.apply_all(&[
+            add(80),
+            Command::AddReal {
+                service: svc(80),
+                real: real(1, 1),
+            },
+            Command::AddReal {
+                service: svc(80),
+                real: real(2, 1),
+            },
+            Command::AddReal {
+                service: svc(80),
+                real: real(3, 1),
+            },
+        ])
+        .unwrap();
+        let order: Vec<u8> = s.services[0]
+            .reals
+            .iter()
+            .map(|r| r.server.addr.octets()[3])
+            .collect();
+        assert_eq!(order, [3, 2, 1]);
+    }
+
+    #[test]
+    fn a_failing_batch_changes_nothing() {
+        let mut s = State::default();
+        s.apply_all(&[add(80)]).unwrap();
+        let before = s.clone();
+        let err = s
+            .apply_all(&[
+                Command::AddReal {
+                    service: svc(80),
+                    real: real(1, 1),
+                },
+                add(80),
+            ])
+            .unwrap_err();
+        assert_eq!(err, ModelError::DuplicateService(svc(80)));
+        assert_eq!(s, before);
+    }
+
+    #[test]
+    fn refusals() {
+        let mut s = State::default();
+        assert_eq!(
+            s.apply_all(&[Command::AddReal {
+                service: svc(80),
+                real: real(1, 1)
+            }]),
+            Err(ModelError::NoSuchService(svc(80)))
+        );
+        assert_eq!(s.apply_all(&[add(0)]), Err(ModelError::ZeroPort(svc(0))));
+        s.apply_all(&[add(80)]).unwrap();
+        assert_eq!(
+            s.apply_all(&[Command::AddReal {
+                service: svc(80),
+                real: real(1, 70000)
+            }]),
+            Err(ModelError::WeightRange(70000))
+        );
+        let mut dr = real(1, 1);
+        dr.method = Method::Route;
+        assert_eq!(
+            s.apply_all(&[Command::AddReal {
+                service: svc(80),
+                real: dr.clone()
+            }]),
+            Err(ModelError::PortMapping {
+                method: Method::Route,
+                server: dr.server,
+                port: 80
+            })
+        );
+        assert!(ModelError::PortMapping {
+            method: Method::Tunnel,
+            server: dr.server,
+            port: 80
+        }
+        .to_string()
+        .contains("uses -i (Tunnel), which cannot map ports"));
+        // On the service's own port, DR and TUN servers are welcome.
+        for method in [Method::Route, Method::Tunnel] {
+            let mut same_port = real(1, 1);
+            same_port.server.port = 80;
+            same_port.method = method;
+            let mut t = s.clone();
+            t.apply_all(&[Command::AddReal {
+                service: svc(80),
+                real: same_port,
+            }])
+            .unwrap();
+        }
+        let mut thresholds = real(1, 1);
+        thresholds.l_threshold = 10;
+        assert!(matches!(
+            s.apply_all(&[Command::AddReal {
+                service: svc(80),
+                real: thresholds
+            }]),
+            Err(ModelError::ThresholdOrder { .. })
+        ));
+    }
+
+    #[test]
+    fn endpoints_parse_strictly() {
+        assert_eq!("1.2.3.4:80".parse::<Endpoint>().unwrap().port, 80);
+        for bad in [
+            "1.2.3:80",
+            "1.2.3.4:",
+            "1.2.3.4:99999",
+            "host:80",
+            "1.2.3.4",
+        ] {
+            assert!(bad.parse::<Endpoint>().is_err(), "{bad}");
+        }
+    }
+}
