@@ -537,7 +537,8 @@ pub enum Verdict {
     PassNotSyn = 2,
     /// Fragment, or a protocol the director does not balance.
     PassUnsupported = 3,
-    /// Header shorter than it claims; left to the kernel.
+    /// Headers cut short, or an IPv4 total length that disagrees with them
+    /// or with the frame; left to the kernel (which drops it).
     PassMalformed = 4,
     /// Next hop not resolved yet (or TTL expiring): the kernel forwards it.
     PassToKernel = 5,

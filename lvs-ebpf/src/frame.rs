@@ -43,6 +43,8 @@ pub struct L4Patch {
 pub trait Frame {
     fn data(&self) -> usize;
     fn data_end(&self) -> usize;
+    /// Bytes in the whole frame, linear or not.
+    fn frame_len(&self) -> usize;
     fn ingress_ifindex(&self) -> u32;
     /// The context, as the FIB helper takes it.
     fn raw(&self) -> *mut c_void;
@@ -74,6 +76,11 @@ impl Frame for XdpContext {
     #[inline(always)]
     fn data_end(&self) -> usize {
         XdpContext::data_end(self)
+    }
+    /// The director takes no multi-buffer frames: the buffer is the frame.
+    #[inline(always)]
+    fn frame_len(&self) -> usize {
+        XdpContext::data_end(self) - XdpContext::data(self)
     }
     #[inline(always)]
     fn ingress_ifindex(&self) -> u32 {
@@ -170,6 +177,10 @@ impl Frame for TcContext {
     #[inline(always)]
     fn data_end(&self) -> usize {
         TcContext::data_end(self)
+    }
+    #[inline(always)]
+    fn frame_len(&self) -> usize {
+        TcContext::len(self) as usize
     }
     #[inline(always)]
     fn ingress_ifindex(&self) -> u32 {

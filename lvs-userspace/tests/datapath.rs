@@ -1457,3 +1457,33 @@ fn the_tc_director_rewrites_nat_exactly() {
     );
     assert_eq!(verdict(&c, "redirect"), 2);
 }
+
+/// Found by the fuzzer (tests/fuzz): a packet whose IPv4 total length runs
+/// past the frame, or stops short of its headers, is one the kernel drops;
+/// the director rewrote and forwarded it (and counted its claimed length).
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn a_total_length_that_disagrees_with_the_frame_passes_untouched() {
+    let c = router(true);
+    let syn = tcp((CLIENT, 40000), (VIP, 80), "S", b"0123456789");
+    let with_total = |total: u16| {
+        let mut f = syn.clone();
+        f[16..18].copy_from_slice(&total.to_be_bytes());
+        oracle(&f, None, None, None)
+    };
+    let cut = syn[..syn.len() - 4].to_vec();
+    for frame in [cut, with_total(20 + 19), with_total(0)] {
+        let out = run(&c, &frame);
+        assert_eq!((out.action, &out.frame), (XDP_PASS, &frame));
+        let out = c.datapath().test_run_tc(ifindex("cli0"), &frame).unwrap();
+        assert_eq!((out.action, &out.frame), (TC_ACT_UNSPEC, &frame));
+    }
+    assert_eq!(verdict(&c, "pass_malformed"), 6);
+    assert_eq!(snapshot(&c).services[0].stats.conns, 0);
+    // Ethernet padding after the packet is fine.
+    let mut padded = syn.clone();
+    padded.extend_from_slice(&[0; 6]);
+    assert_eq!(run(&c, &padded).action, XDP_REDIRECT);
+}
+
+const TC_ACT_UNSPEC: u32 = -1i32 as u32;
