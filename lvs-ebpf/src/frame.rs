@@ -51,7 +51,8 @@ pub trait Frame {
     /// The length the FIB should check against the route's MTU; 0 when
     /// the kernel must check a GSO socket buffer by its segments.
     fn fib_tot_len(&self, len: u16) -> u16;
-    /// A DF packet too big to tunnel: tell the sender the largest that fits.
+    /// A DF packet too big for the egress (DR or TUN): tell the sender the
+    /// largest that fits.
     fn too_big(&self, packet: &crate::headers::Packet, mtu: u16) -> Result<Verdict, Verdict>;
     /// Apply a transport checksum change. On a socket buffer this goes
     /// through the kernel (which knows the checksum state) and invalidates
