@@ -563,7 +563,8 @@ pub enum Verdict {
     PassNotSyn = 2,
     /// Fragment, or a protocol the director does not balance.
     PassUnsupported = 3,
-    /// Header shorter than it claims; left to the kernel.
+    /// Headers cut short, or an IPv4 total length that disagrees with them
+    /// or with the frame; left to the kernel (which drops it).
     PassMalformed = 4,
     /// Next hop not resolved yet (or TTL expiring): the kernel forwards it.
     PassToKernel = 5,
@@ -575,14 +576,16 @@ pub enum Verdict {
     DropTableFull = 8,
     /// Sent back out of the interface it came in on (DR or TUN on a one-armed director).
     Transmit = 9,
-    /// Too big to tunnel with DF set: the client got ICMP fragmentation-needed.
+    /// Too big for the egress (DR, or TUN with its outer header) with DF
+    /// set: the client got ICMP fragmentation-needed.
     IcmpTooBig = 10,
     /// DR or TUN next hop not resolved (or outside the devmap): handed to the
     /// kernel's neighbour layer through tc, not lost.
     PassResolveNeighbour = 11,
-    /// Too big to tunnel without DF: XDP cannot fragment, and the kernel would
-    /// take the director-sourced outer packet for a martian. (tc: too big
-    /// to tunnel, DF or not.)
+    /// Too big for the egress (DR, or TUN with its outer header) without DF:
+    /// XDP cannot fragment, and the kernel would deliver a DR packet to the
+    /// local VIP and take a tunnelled one, from the director's own address,
+    /// for a martian. (tc: DF or not.)
     DropTooBig = 12,
     /// NAT with forwarding off on the ingress interface
     /// (`net.ipv4.conf.IFACE.forwarding`); IPVS's NAT needs it too.

@@ -13,7 +13,8 @@ use crate::{
 /// Callers have checked `Packet::ttl_expiring`.
 #[inline(always)]
 pub fn forward<F: Frame>(frame: &F, packet: &Packet, real: [u8; 4]) -> Result<Verdict, Verdict> {
-    match forward::lookup(frame, packet, real, 0, false) {
+    let tot_len = frame.fib_tot_len(packet.ip_len() as u16);
+    match forward::lookup(frame, packet, real, tot_len, false) {
         Lookup::Ready(fib) => {
             forward::set_macs(packet, &fib);
             packet.decrement_ttl();
@@ -31,8 +32,16 @@ pub fn forward<F: Frame>(frame: &F, packet: &Packet, real: [u8; 4]) -> Result<Ve
             }
             None => Err(Verdict::DropNoRoute),
         },
-        // No MTU check was asked for; an unreachable real server is a drop, as
-        // in IPVS: the kernel would deliver the VIP packet locally instead.
-        Lookup::TooBig { .. } | Lookup::Unroutable => Err(Verdict::DropNoRoute),
+        // Larger than the egress MTU: IPVS answers ICMP fragmentation-needed
+        // when DF is set and fragments otherwise; XDP cannot fragment, and
+        // the kernel would deliver the VIP packet locally. As for TUN.
+        // SAFETY: pointer validated by Packet::parse.
+        Lookup::TooBig { mtu } if unsafe { (*packet.ip).dont_fragment() } => {
+            frame.too_big(packet, mtu)
+        }
+        Lookup::TooBig { .. } => Err(Verdict::DropTooBig),
+        // An unreachable real server is a drop, as in IPVS: the kernel
+        // would deliver the VIP packet locally instead.
+        Lookup::Unroutable => Err(Verdict::DropNoRoute),
     }
 }

@@ -43,13 +43,16 @@ pub struct L4Patch {
 pub trait Frame {
     fn data(&self) -> usize;
     fn data_end(&self) -> usize;
+    /// Bytes in the whole frame, linear or not.
+    fn frame_len(&self) -> usize;
     fn ingress_ifindex(&self) -> u32;
     /// The context, as the FIB helper takes it.
     fn raw(&self) -> *mut c_void;
     /// The length the FIB should check against the route's MTU; 0 when
     /// the kernel must check a GSO socket buffer by its segments.
     fn fib_tot_len(&self, len: u16) -> u16;
-    /// A DF packet too big to tunnel: tell the sender the largest that fits.
+    /// A DF packet too big for the egress (DR or TUN): tell the sender the
+    /// largest that fits.
     fn too_big(&self, packet: &crate::headers::Packet, mtu: u16) -> Result<Verdict, Verdict>;
     /// Apply a transport checksum change. On a socket buffer this goes
     /// through the kernel (which knows the checksum state) and invalidates
@@ -74,6 +77,11 @@ impl Frame for XdpContext {
     #[inline(always)]
     fn data_end(&self) -> usize {
         XdpContext::data_end(self)
+    }
+    /// The director takes no multi-buffer frames: the buffer is the frame.
+    #[inline(always)]
+    fn frame_len(&self) -> usize {
+        XdpContext::data_end(self) - XdpContext::data(self)
     }
     #[inline(always)]
     fn ingress_ifindex(&self) -> u32 {
@@ -170,6 +178,10 @@ impl Frame for TcContext {
     #[inline(always)]
     fn data_end(&self) -> usize {
         TcContext::data_end(self)
+    }
+    #[inline(always)]
+    fn frame_len(&self) -> usize {
+        TcContext::len(self) as usize
     }
     #[inline(always)]
     fn ingress_ifindex(&self) -> u32 {

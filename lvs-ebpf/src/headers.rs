@@ -120,6 +120,13 @@ impl Packet {
             IPPROTO_UDP => (UDP_CHECK_OFFSET, UDP_HEADER_LEN),
             _ => return Err(Verdict::PassUnsupported),
         };
+        // The total length must cover both headers and end within the
+        // frame, or the kernel drops the packet (ip_rcv): the rewrite, the
+        // counters, the MTU check and a tunnel's outer header all go by it.
+        let total = u16::from_be_bytes(ipr.total_len) as usize;
+        if total < ihl + header_len || size_of::<Ethernet>() + total > ctx.frame_len() {
+            return Err(Verdict::PassMalformed);
+        }
         // The whole fixed transport header must be present.
         ptr_at::<u8>(ctx, l4 + header_len - 1)?;
         let ports: *mut Ports = ptr_at(ctx, l4)?;

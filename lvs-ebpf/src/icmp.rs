@@ -1,6 +1,6 @@
 //! ICMP fragmentation-needed, built in place from the packet that was too big
-//! to tunnel, and sent back out of the interface it came in on. XDP only: the
-//! tc datapath drops such packets (see `Frame::too_big`).
+//! to send on (DR) or to tunnel, and sent back out of the interface it came
+//! in on. XDP only: the tc datapath drops such packets (see `Frame::too_big`).
 
 use aya_ebpf::{
     helpers::{bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
@@ -18,7 +18,7 @@ const QUOTED_PAYLOAD: usize = 8;
 /// Largest ICMP body: header plus a 60-byte IP header plus 8 bytes, in words.
 const MAX_ICMP_WORDS: usize = (ICMP_HEADER_LEN + 60 + QUOTED_PAYLOAD) / 2;
 
-/// Tell the client the largest packet (`mtu`) that can be tunnelled. The
+/// Tell the client the largest packet (`mtu`) that can be sent on. The
 /// reply comes from the VIP it was talking to and goes back to the MAC the
 /// packet came from.
 #[inline(always)]

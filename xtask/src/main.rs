@@ -41,8 +41,19 @@ enum Cmd {
         #[arg(long, default_value = "nat", value_parser = ["nat", "dr", "tun", "mixed"])]
         method: String,
     },
-    /// All three tiers: unit, datapath fixtures, end to end.
+    /// All three tiers: unit, datapath fixtures and a few seconds of
+    /// fuzzing, end to end.
     Test,
+    /// Hostile frames through the real XDP and tc directors, for longer
+    /// than `test` does (tier 2's fuzz test).
+    Fuzz {
+        /// How long the random phase runs.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Replay a run: the seed a failure (or any run) printed.
+        #[arg(long)]
+        seed: Option<u64>,
+    },
     /// rustfmt and clippy on the userspace crates and the eBPF crate.
     Lint,
     /// Side-by-side benchmarks; the report goes to target/bench/.
@@ -92,6 +103,10 @@ fn main() -> Result<()> {
             )
         }
         Cmd::Test => test(&root),
+        Cmd::Fuzz { seconds, seed } => {
+            require_root("the fuzz test")?;
+            fuzz(&root, seconds, seed)
+        }
         Cmd::Lint => lint(&root),
         Cmd::Bench { quick, only } => bench(&root, quick, only.as_deref()),
     }
@@ -128,9 +143,20 @@ fn exec(program: &Path, args: &[String]) -> std::io::Error {
 
 /// Run cargo (`toolchain` e.g. `["+nightly"]`) in `dir`; fail on failure.
 fn cargo(dir: &Path, toolchain: &[&str], args: &[&str]) -> Result<()> {
+    cargo_with_env(dir, toolchain, &[], args)
+}
+
+/// As `cargo`, with environment variables set.
+fn cargo_with_env(
+    dir: &Path,
+    toolchain: &[&str],
+    env: &[(&str, String)],
+    args: &[&str],
+) -> Result<()> {
     let status = Command::new("cargo")
         .args(toolchain)
         .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .current_dir(dir)
         .status()
         .with_context(|| format!("spawning cargo {}", args.join(" ")))?;
@@ -181,6 +207,8 @@ fn test(root: &Path) -> Result<()> {
             "--include-ignored",
         ],
     )?;
+    println!("== tier 2: hostile frames through both directors (a few seconds)");
+    fuzz(root, 5, None)?;
     println!("== tier 3: end to end in network namespaces");
     build(root, false)?;
     cargo(
@@ -201,6 +229,31 @@ fn test(root: &Path) -> Result<()> {
             "--",
             "--include-ignored",
             "--test-threads=1",
+        ],
+    )
+}
+
+/// The fuzz test (`lvs-userspace/lvsd/tests/fuzz`): its sweeps, then random
+/// frames for `seconds`, from `seed` or the clock (the test prints it).
+fn fuzz(root: &Path, seconds: u64, seed: Option<u64>) -> Result<()> {
+    let mut env = vec![("LVS_FUZZ_SECONDS", seconds.to_string())];
+    if let Some(seed) = seed {
+        env.push(("LVS_FUZZ_SEED", seed.to_string()));
+    }
+    cargo_with_env(
+        root,
+        &[],
+        &env,
+        &[
+            "test",
+            "-p",
+            "lvs-daemon",
+            "--test",
+            "fuzz",
+            "--",
+            "--include-ignored",
+            // The seed and what the run saw, in the log even when it passes.
+            "--nocapture",
         ],
     )
 }
