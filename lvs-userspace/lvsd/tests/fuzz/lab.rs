@@ -12,9 +12,9 @@
 use std::{collections::HashMap, net::Ipv4Addr, process::Command};
 
 use lvs::controller::Controller;
+use lvs_common::{Method, NextHop, Settings, IPPROTO_TCP, IPPROTO_UDP};
 use lvs_datapath::{Datapath, KernelDatapath, Limits};
 use lvs_state::config;
-use lvs_common::{Method, NextHop, Settings, IPPROTO_TCP, IPPROTO_UDP};
 
 /// One of the router's links.
 pub struct Link {

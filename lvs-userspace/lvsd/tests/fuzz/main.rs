@@ -34,11 +34,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lvs_datapath::{Datapath, KernelDatapath};
 use lvs_common::{
     tcp_state::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     Conn, Counters, Direction, FlowKey, Method, Verdict, IPPROTO_TCP,
 };
+use lvs_datapath::{Datapath, KernelDatapath};
 
 use frames::{Rng, Spec, ETH_LEN, ICMP, MUTATIONS, TCP, UDP};
 use lab::{Lab, ServiceSpec, CLIENT, LINKS, LOOPBACK};
@@ -696,7 +696,7 @@ impl Fuzzer {
                     let mut r = spec.clone();
                     (r.src, r.dst, r.sport, r.dport) = (c.addr(), key.src(), c.port(), key.sport());
                     let program = self.program();
-                    let link = lab::LINKS
+                    let link = LINKS
                         .iter()
                         .position(|l| l.addr[2] == c.addr()[2])
                         .unwrap_or(0);
