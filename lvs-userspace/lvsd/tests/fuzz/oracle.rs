@@ -189,7 +189,7 @@ fn unsupported(f: &[u8]) -> bool {
 /// Whether the program, whose clock read fell between `now_ns.0` and
 /// `now_ns.1`, found the entry live; `None` when its deadline fell in
 /// between.
-pub fn live(conn: &Conn, ctx: &Context) -> Option<bool> {
+pub fn live(conn: &Conn, ctx: &Context<'_>) -> Option<bool> {
     let timeout = ctx.timeouts.get(conn.state as usize).copied().unwrap_or(0) as u64 * NS_PER_SEC;
     // Dead once idle for longer than the timeout (`Conn::expired`).
     let deadline = conn.last_seen_ns.saturating_add(timeout);
@@ -232,7 +232,7 @@ pub struct Notes {
 /// Judge one run. `before`/`after`: the frame's flow entry around the run;
 /// `lookup` reads any other entry after the run.
 pub fn check(
-    ctx: &Context,
+    ctx: &Context<'_>,
     input: &[u8],
     obs: &Observed,
     before: Option<Conn>,
@@ -413,7 +413,7 @@ pub fn check(
 /// The entry belongs to the frame's service (a configured real server, by
 /// the configured method) and the table holds both directions of a NAT flow.
 fn check_entry(
-    ctx: &Context,
+    ctx: &Context<'_>,
     p: &Parsed,
     conn: &Conn,
     lookup: &dyn Fn(&FlowKey) -> Option<Conn>,
@@ -491,7 +491,7 @@ struct Egress {
     mtu: Option<usize>,
 }
 
-fn egress(ctx: &Context, method: Method, towards: [u8; 4]) -> Result<Egress, Verdict> {
+fn egress(ctx: &Context<'_>, method: Method, towards: [u8; 4]) -> Result<Egress, Verdict> {
     if !ctx.forwarding {
         if method == Method::Nat {
             return Err(Verdict::DropForwardingDisabled);
@@ -537,7 +537,7 @@ fn way(p: &Parsed, conn: &Conn) -> Option<(Method, [u8; 4])> {
 }
 
 /// The verdict the entry and the lab's routes call for.
-fn predict(ctx: &Context, p: &Parsed, conn: &Conn) -> Verdict {
+fn predict(ctx: &Context<'_>, p: &Parsed, conn: &Conn) -> Verdict {
     use Verdict::*;
     if p.ttl <= 1 {
         return PassToKernel;
@@ -570,7 +570,7 @@ fn predict(ctx: &Context, p: &Parsed, conn: &Conn) -> Verdict {
 /// handed to the neighbour layer, or passed rewritten (NAT that the FIB
 /// could not place).
 fn check_rewrite(
-    ctx: &Context,
+    ctx: &Context<'_>,
     input: &[u8],
     p: &Parsed,
     conn: &Conn,
