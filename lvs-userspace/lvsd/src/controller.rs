@@ -5,7 +5,7 @@
 //! order (as IPVS would, one change at a time), and every touched service
 //! publishes one fresh ring at the end.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use lvs_common::{
     bucket_base, ring_base, service_flags, tcp_state::DEFAULT_TIMEOUTS, Conn, ConnState, Counters,
@@ -22,7 +22,7 @@ use lvs_state::{
     health::{RealHealth, StartState},
     model::{
         sorry_spec, Command, Endpoint, ModelError, Protocol, RealSpec, Service, ServiceId,
-        ServiceSpec, State,
+        ServiceSpec, State, Undo,
     },
 };
 
@@ -87,6 +87,11 @@ struct Runtime {
     pending: HashMap<u32, u32>,
     /// lblc/lblcr: what `LOCALITY` holds, destination address -> real index.
     localities: HashMap<u32, u32>,
+    /// Whether the datapath may hold templates (the service was persistent)
+    /// or locality entries (it was lblc/lblcr) under this index: only then
+    /// do deletions search those tables.
+    had_templates: bool,
+    had_localities: bool,
 }
 
 /// Whether a service's ring is a forecast of count-driven picks, refilled
@@ -218,7 +223,8 @@ pub struct Controller<D> {
     state: State,
     datapath: D,
     runtimes: HashMap<ServiceId, Runtime>,
-    real_index: HashMap<(ServiceId, Endpoint), u32>,
+    /// Each service's real servers' datapath indexes.
+    real_index: HashMap<ServiceId, HashMap<Endpoint, u32>>,
     service_slots: Slots,
     real_slots: Slots,
     /// Freed real indexes that live connections still name: like IPVS's
@@ -238,6 +244,8 @@ pub struct Controller<D> {
     counts: HashMap<u32, ConnCounts>,
     /// Real indexes whose OVERLOAD flag is set.
     overloaded: BTreeSet<u32>,
+    /// Real and sorry servers configured over all services.
+    endpoints: usize,
     refills: RefillStats,
     expirations: Expirations,
     /// Health of configured real servers; absent means healthy.
@@ -321,6 +329,7 @@ impl<D: Datapath> Controller<D> {
             timeouts: DEFAULT_TIMEOUTS,
             counts: HashMap::new(),
             overloaded: BTreeSet::new(),
+            endpoints: 0,
             refills: RefillStats::default(),
             expirations: Expirations::default(),
             conditions: HashMap::new(),
@@ -368,7 +377,7 @@ impl<D: Datapath> Controller<D> {
             self.real_slots.give(i);
         }
         let mut due = BTreeSet::new();
-        for svc in &self.state.services {
+        for svc in self.state.services() {
             let id = svc.spec.id;
             let (Some(rt), Some(scheduled)) = (self.runtimes.get_mut(&id), self.scheduled.get(&id))
             else {
@@ -556,8 +565,7 @@ impl<D: Datapath> Controller<D> {
         }
         let masks: HashMap<u32, u32> = self
             .state
-            .services
-            .iter()
+            .services()
             .filter_map(|s| {
                 let p = s.spec.persistence?;
                 Some((self.runtimes.get(&s.spec.id)?.index, u32::from(p.netmask)))
@@ -604,11 +612,14 @@ impl<D: Datapath> Controller<D> {
     /// The service a flow to `vip` belongs to, as the datapath finds it:
     /// the exact port, else the VIP's port-0 service.
     fn service_for(&self, protocol: u8, vip: std::net::SocketAddrV4) -> Option<&Service> {
+        let protocol = Protocol::of(protocol)?;
         let find = |port| {
-            self.state.services.iter().find(|s| {
-                s.spec.id.protocol.number() == protocol
-                    && s.spec.id.vip.addr == *vip.ip()
-                    && s.spec.id.vip.port == port
+            self.state.service(&ServiceId {
+                protocol,
+                vip: Endpoint {
+                    addr: *vip.ip(),
+                    port,
+                },
             })
         };
         find(vip.port()).or_else(|| find(0))
@@ -634,7 +645,7 @@ impl<D: Datapath> Controller<D> {
             };
             let found = [sc.real.port(), 0].into_iter().find_map(|port| {
                 let endpoint = configured(port);
-                let index = *self.real_index.get(&(id, endpoint))?;
+                let index = self.real_index_of(&id, &endpoint)?;
                 Some((index, method_of(svc, &endpoint)?))
             });
             let (Some((real_index, method)), Some(rt)) = (found, self.runtimes.get(&id)) else {
@@ -730,12 +741,10 @@ impl<D: Datapath> Controller<D> {
         let now = self.datapath.now_ns()?;
         let services: HashMap<u32, &Service> = self
             .state
-            .services
-            .iter()
+            .services()
             .filter_map(|s| Some((self.runtimes.get(&s.spec.id)?.index, s)))
             .collect();
-        let servers: HashMap<u32, Endpoint> =
-            self.real_index.iter().map(|((_, e), i)| (*i, *e)).collect();
+        let servers: HashMap<u32, Endpoint> = self.real_indexes().map(|(_, e, i)| (i, e)).collect();
         let v4 = |e: Endpoint| std::net::SocketAddrV4::new(e.addr, e.port);
         Ok(templates
             .into_iter()
@@ -756,18 +765,25 @@ impl<D: Datapath> Controller<D> {
     }
 
     /// Where a synced template points: this router's key and real index.
-    fn template_for(&self, st: &SyncTemplate) -> Option<(TemplateKey, u32)> {
-        let svc = self.state.services.iter().find(|s| {
-            s.spec.id.protocol.number() == st.protocol
-                && std::net::SocketAddrV4::new(s.spec.id.vip.addr, s.spec.id.vip.port) == st.service
+    fn template_for(&self, st: &SyncTemplate) -> Option<(ServiceId, TemplateKey, u32)> {
+        let svc = self.state.service(&ServiceId {
+            protocol: Protocol::of(st.protocol)?,
+            vip: Endpoint {
+                addr: *st.service.ip(),
+                port: st.service.port(),
+            },
         })?;
         let rt = self.runtimes.get(&svc.spec.id)?;
         let endpoint = Endpoint {
             addr: *st.real.ip(),
             port: st.real.port(),
         };
-        let real = *self.real_index.get(&(svc.spec.id, endpoint))?;
-        Some((TemplateKey::new(rt.index, st.client_net.octets()), real))
+        let real = self.real_index_of(&svc.spec.id, &endpoint)?;
+        Some((
+            svc.spec.id,
+            TemplateKey::new(rt.index, st.client_net.octets()),
+            real,
+        ))
     }
 
     /// Write the active router's persistence templates, so a client
@@ -776,10 +792,13 @@ impl<D: Datapath> Controller<D> {
         let now = self.datapath.now_ns()?;
         let mut written = 0;
         for st in templates {
-            let Some((key, real)) = self.template_for(st) else {
+            let Some((id, key, real)) = self.template_for(st) else {
                 continue;
             };
             let expires = now + u64::from(st.remaining_ms) * 1_000_000;
+            if let Some(rt) = self.runtimes.get_mut(&id) {
+                rt.had_templates = true;
+            }
             self.datapath
                 .set_template(key, Template::new(real, expires))?;
             written += 1;
@@ -789,7 +808,7 @@ impl<D: Datapath> Controller<D> {
 
     pub fn forget_templates(&mut self, templates: &[SyncTemplate]) -> Result<(), ControlError> {
         for st in templates {
-            if let Some((key, _)) = self.template_for(st) {
+            if let Some((_, key, _)) = self.template_for(st) {
                 self.datapath.remove_template(&key)?;
             }
         }
@@ -824,57 +843,36 @@ impl<D: Datapath> Controller<D> {
     }
 
     /// Apply a batch: all of it, or (on a validation error) none of it.
+    /// First the plan: the whole batch against the state (only the services
+    /// it touches are copied, to be put back), local servers and capacity
+    /// checked. Then the writes, command by command as IPVS runs its hooks.
     pub fn apply(&mut self, commands: &[Command]) -> Result<(), ControlError> {
-        let mut target = self.state.clone();
-        target.apply_all(commands)?;
-        self.check_local_reals(commands)?;
-        // Indexes of removed objects are only freed at the end of the batch,
-        // so old and new objects count together, each once.
-        let services: BTreeSet<ServiceId> = self
-            .state
-            .services
-            .iter()
-            .chain(&target.services)
-            .map(|s| s.spec.id)
-            .collect();
-        let limits = self.datapath.limits();
-        if services.len() > limits.services as usize {
-            return Err(ControlError::Capacity {
-                what: "services",
-                max: limits.services,
-            });
-        }
-        let reals: BTreeSet<(ServiceId, Endpoint)> = self
-            .state
-            .services
-            .iter()
-            .chain(&target.services)
-            .flat_map(|s| s.endpoints().map(|e| (s.spec.id, e)))
-            .collect();
-        if reals.len() > limits.reals as usize {
-            return Err(ControlError::Capacity {
-                what: "real servers",
-                max: limits.reals,
-            });
-        }
+        let before = self.state.len();
+        let undo = self.state.apply_all(commands)?;
+        let planned = self
+            .check_local_reals(commands)
+            .and_then(|()| self.check_capacity(before, &undo));
+        self.state.rollback(undo);
+        planned?;
 
         // The batch is valid: replay it command by command, running the
         // scheduler hooks for the services each one changes, as IPVS would.
         // The scheduler sees each service through its servers' health.
         let now = self.datapath.now_ns()?;
         let mut touched = BTreeSet::new();
-        let mut step = self.state.clone();
+        let mut undo = Undo::default();
         for command in commands {
-            let before: Vec<(ServiceId, Option<Service>, BTreeSet<Endpoint>)> = step
+            let before: Vec<(ServiceId, Option<Service>, BTreeSet<Endpoint>)> = self
+                .state
                 .affected(command)
                 .into_iter()
                 .map(|id| {
-                    let svc = step.service(&id);
+                    let svc = self.state.service(&id);
                     let available = svc.map(|s| self.available(s)).unwrap_or_default();
                     (id, svc.map(|s| self.scheduled_view(s, now)), available)
                 })
                 .collect();
-            step.apply(command)?;
+            self.state.apply_logged(command, &mut undo)?;
             if let Command::SetRealHealth {
                 service,
                 server,
@@ -890,9 +888,9 @@ impl<D: Datapath> Controller<D> {
                 Command::AddReal { .. } | Command::EditReal { .. } | Command::DeleteReal { .. }
             );
             for (id, old, available) in before {
-                let new = step.service(&id).map(|svc| {
-                    self.start_ramps(svc, &available, now);
-                    self.scheduled_view(svc, now)
+                let new = self.state.service(&id).cloned().map(|svc| {
+                    self.start_ramps(&svc, &available, now);
+                    self.scheduled_view(&svc, now)
                 });
                 self.run_hooks(id, old.as_ref(), new.as_ref(), hooked, &mut touched)?;
                 match new {
@@ -901,14 +899,46 @@ impl<D: Datapath> Controller<D> {
                 };
             }
         }
-        self.state = step;
-        let state = &self.state;
-        self.conditions.retain(|(id, server), _| {
-            state
-                .service(id)
-                .is_some_and(|s| s.reals.iter().any(|r| r.server == *server))
-        });
+        for (id, old) in undo.touched() {
+            let now = self.state.service(&id);
+            // Health conditions of servers the batch removed go with them.
+            for server in old.into_iter().flat_map(Service::endpoints) {
+                if !now.is_some_and(|s| s.reals.iter().any(|r| r.server == server)) {
+                    self.conditions.remove(&(id, server));
+                }
+            }
+            self.endpoints += now.map_or(0, |s| s.endpoints().count());
+            self.endpoints -= old.map_or(0, |s| s.endpoints().count());
+        }
         self.publish_touched(&touched)?;
+        Ok(())
+    }
+
+    /// Indexes of removed objects are only freed at the end of a batch, so
+    /// old and new objects count together, each once.
+    fn check_capacity(&self, services_before: usize, undo: &Undo) -> Result<(), ControlError> {
+        let (mut services, mut reals) = (services_before, self.endpoints);
+        for (id, old) in undo.touched() {
+            let Some(new) = self.state.service(&id) else {
+                continue;
+            };
+            services += usize::from(old.is_none());
+            let had: HashSet<Endpoint> = old.into_iter().flat_map(Service::endpoints).collect();
+            reals += new.endpoints().filter(|e| !had.contains(e)).count();
+        }
+        let limits = self.datapath.limits();
+        if services > limits.services as usize {
+            return Err(ControlError::Capacity {
+                what: "services",
+                max: limits.services,
+            });
+        }
+        if reals > limits.reals as usize {
+            return Err(ControlError::Capacity {
+                what: "real servers",
+                max: limits.reals,
+            });
+        }
         Ok(())
     }
 
@@ -984,10 +1014,11 @@ impl<D: Datapath> Controller<D> {
         if condition::slow_start_window(svc.spec.scheduler, &svc.health) == 0 {
             return;
         }
+        let (indexes, counts) = (self.real_index.get(&id), &self.counts);
         let loaded = |server: &Endpoint| {
-            self.real_index
-                .get(&(id, *server))
-                .and_then(|i| self.counts.get(i))
+            indexes
+                .and_then(|m| m.get(server))
+                .and_then(|i| counts.get(i))
                 .is_some_and(|c| c.active + c.inactive > 0)
         };
         let risen: Vec<Endpoint> = self
@@ -1182,6 +1213,8 @@ impl<D: Datapath> Controller<D> {
                     counted_cursor: origin,
                     pending: HashMap::new(),
                     localities: HashMap::new(),
+                    had_templates: false,
+                    had_localities: false,
                 },
             );
         }
@@ -1252,9 +1285,8 @@ impl<D: Datapath> Controller<D> {
             .unwrap_or_default();
         let mut dests = Vec::with_capacity(svc.reals.len());
         for real in &svc.reals {
-            let key = (svc.spec.id, real.server);
-            let index = match self.real_index.get(&key) {
-                Some(&i) => i,
+            let index = match self.real_index_of(&svc.spec.id, &real.server) {
+                Some(i) => i,
                 None => {
                     let i = self.real_slots.take().ok_or(ControlError::Capacity {
                         what: "real servers",
@@ -1263,7 +1295,10 @@ impl<D: Datapath> Controller<D> {
                     self.datapath.reset_real_counters(i)?;
                     self.real_baseline.remove(&i);
                     self.real_rates.remove(&i);
-                    self.real_index.insert(key, i);
+                    self.real_index
+                        .entry(svc.spec.id)
+                        .or_default()
+                        .insert(real.server, i);
                     i
                 }
             };
@@ -1304,10 +1339,11 @@ impl<D: Datapath> Controller<D> {
                 // Deleted: unpublish, then free its indexes.
                 if let Some(rt) = self.runtimes.remove(id) {
                     self.datapath.remove_service(service_key(id))?;
-                    self.purge(rt.index)?;
+                    self.purge(&rt)?;
                     self.service_slots.give(rt.index);
                 }
-                self.release_reals(id, &[])?;
+                // `purge` removed the service's templates.
+                self.release_reals(id, &[], false)?;
                 continue;
             };
             // Servers health took out keep their indexes (and counters).
@@ -1385,7 +1421,9 @@ impl<D: Datapath> Controller<D> {
             }
             if let Some(p) = svc.spec.persistence {
                 value = value.with_persistence(p.netmask.octets(), p.timeout);
+                rt.had_templates = true;
             }
+            rt.had_localities |= form == Form::Locality;
             self.datapath.set_service(service_key(id), value)?;
             rt.half = half;
             rt.ring_len = value.ring_len;
@@ -1395,7 +1433,8 @@ impl<D: Datapath> Controller<D> {
             if !ring.exact {
                 tracing::warn!(service = %id, "scheduling period longer than {RING_SLOTS} picks; the ring approximates it");
             }
-            self.release_reals(id, &live)?;
+            let search_templates = rt.had_templates;
+            self.release_reals(id, &live, search_templates)?;
         }
         Ok(())
     }
@@ -1403,41 +1442,70 @@ impl<D: Datapath> Controller<D> {
     /// Free the real indexes of `id`'s servers not in `keep`, first
     /// removing the persistence templates that lead to them, so a reused
     /// index never inherits a client.
-    fn release_reals(&mut self, id: &ServiceId, keep: &[Endpoint]) -> Result<(), ControlError> {
-        let gone: Vec<_> = self
-            .real_index
-            .keys()
-            .filter(|(s, e)| s == id && !keep.contains(e))
-            .copied()
+    fn release_reals(
+        &mut self,
+        id: &ServiceId,
+        keep: &[Endpoint],
+        search_templates: bool,
+    ) -> Result<(), ControlError> {
+        let Some(indexes) = self.real_index.get_mut(id) else {
+            return Ok(());
+        };
+        let gone: Vec<(Endpoint, u32)> = indexes
+            .iter()
+            .filter(|(e, _)| !keep.contains(e))
+            .map(|(e, i)| (*e, *i))
             .collect();
         if gone.is_empty() {
             return Ok(());
         }
-        let freed: BTreeSet<u32> = gone.iter().map(|k| self.real_index[k]).collect();
-        for (key, template) in self.datapath.templates()? {
-            if freed.contains(&template.real_index) {
-                self.datapath.remove_template(&key)?;
+        for (e, _) in &gone {
+            indexes.remove(e);
+        }
+        if indexes.is_empty() {
+            self.real_index.remove(id);
+        }
+        if search_templates {
+            let freed: BTreeSet<u32> = gone.iter().map(|(_, i)| *i).collect();
+            for (key, template) in self.datapath.templates()? {
+                if freed.contains(&template.real_index) {
+                    self.datapath.remove_template(&key)?;
+                }
             }
         }
-        for key in gone {
-            if let Some(i) = self.real_index.remove(&key) {
-                self.overloaded.remove(&i);
-                self.draining.insert(i);
-            }
+        for (_, i) in gone {
+            self.overloaded.remove(&i);
+            self.draining.insert(i);
         }
         Ok(())
     }
 
+    /// The datapath index of one of a service's real servers.
+    fn real_index_of(&self, id: &ServiceId, server: &Endpoint) -> Option<u32> {
+        self.real_index.get(id)?.get(server).copied()
+    }
+
+    /// Every real server index: (service, server, index).
+    fn real_indexes(&self) -> impl Iterator<Item = (ServiceId, Endpoint, u32)> + '_ {
+        self.real_index
+            .iter()
+            .flat_map(|(id, m)| m.iter().map(|(e, i)| (*id, *e, *i)))
+    }
+
     /// Remove a service index's locality entries and templates.
-    fn purge(&mut self, index: u32) -> Result<(), ControlError> {
-        for (key, _) in self.datapath.localities()? {
-            if key.service_index == index {
-                self.datapath.remove_locality(&key)?;
+    fn purge(&mut self, rt: &Runtime) -> Result<(), ControlError> {
+        if rt.had_localities {
+            for (key, _) in self.datapath.localities()? {
+                if key.service_index == rt.index {
+                    self.datapath.remove_locality(&key)?;
+                }
             }
         }
-        for (key, _) in self.datapath.templates()? {
-            if key.service_index == index {
-                self.datapath.remove_template(&key)?;
+        if rt.had_templates {
+            for (key, _) in self.datapath.templates()? {
+                if key.service_index == rt.index {
+                    self.datapath.remove_template(&key)?;
+                }
             }
         }
         Ok(())
@@ -1459,10 +1527,9 @@ impl<D: Datapath> Controller<D> {
             .map(|(_, rt)| rt.index)
             .collect();
         let reals: Vec<u32> = self
-            .real_index
-            .iter()
-            .filter(|((id, _), _)| chosen(id))
-            .map(|(_, index)| *index)
+            .real_indexes()
+            .filter(|(id, _, _)| chosen(id))
+            .map(|(_, _, index)| index)
             .collect();
         for index in services {
             let c = self.datapath.service_counters(index)?;
@@ -1503,8 +1570,9 @@ impl<D: Datapath> Controller<D> {
             e.sample(self.datapath.service_counters(rt.index)?);
             service_rates.insert(rt.index, e);
         }
-        let mut real_rates = HashMap::with_capacity(self.real_index.len());
-        for &index in self.real_index.values() {
+        let mut real_rates = HashMap::with_capacity(self.real_rates.len());
+        let indexes: Vec<u32> = self.real_indexes().map(|(_, _, i)| i).collect();
+        for index in indexes {
             let mut e = self.real_rates.get(&index).copied().unwrap_or_default();
             e.sample(self.datapath.real_counters(index)?);
             real_rates.insert(index, e);
@@ -1519,8 +1587,7 @@ impl<D: Datapath> Controller<D> {
     fn persistent_conns(&self) -> Result<HashMap<u32, u32>, ControlError> {
         let persistent: BTreeSet<u32> = self
             .state
-            .services
-            .iter()
+            .services()
             .filter(|s| s.spec.persistence.is_some())
             .filter_map(|s| Some(self.runtimes.get(&s.spec.id)?.index))
             .collect();
@@ -1548,7 +1615,7 @@ impl<D: Datapath> Controller<D> {
         let templates = self.persistent_conns()?;
         let now = self.datapath.now_ns()?;
         let mut services = Vec::new();
-        for svc in &self.state.services {
+        for svc in self.state.services() {
             let rt = &self.runtimes[&svc.spec.id];
             let raw = self.datapath.service_counters(rt.index)?;
             let stats = Stats::since(raw, self.service_baseline.get(&rt.index));
@@ -1562,8 +1629,8 @@ impl<D: Datapath> Controller<D> {
             for real in svc.reals.iter().chain(&sorry) {
                 // A server health kept out from the start has no index yet.
                 let (counts, persistent_conns, stats, rates) =
-                    match self.real_index.get(&(svc.spec.id, real.server)) {
-                        Some(&index) => (
+                    match self.real_index_of(&svc.spec.id, &real.server) {
+                        Some(index) => (
                             self.counts.get(&index).copied().unwrap_or_default(),
                             templates.get(&index).copied().unwrap_or(0),
                             Stats::since(
@@ -1728,7 +1795,7 @@ mod tests {
     }
     /// `n` live connections to server `last`, as the datapath records them.
     fn hold(c: &mut Controller<FakeDatapath>, last: u8, n: u16, state: ConnState) {
-        let index = c.real_index[&(svc(), real(last, 1).server)];
+        let index = c.real_index_of(&svc(), &real(last, 1).server).unwrap();
         for k in 0..n {
             let key = FlowKey::from_wire(
                 [10, last, (k >> 8) as u8, k as u8],
@@ -1889,7 +1956,7 @@ mod tests {
         let mut c = setup_spec(s, &[1, 1]);
         from(&mut c, [10, 2, 0, 0], 1000);
         // `hold` uses client 10.2.0.0 for server 2's first connection.
-        let index = c.real_index[&(svc(), real(2, 1).server)];
+        let index = c.real_index_of(&svc(), &real(2, 1).server).unwrap();
         let key = *c.datapath_mut().templates.keys().next().unwrap();
         c.datapath_mut()
             .templates
@@ -1945,7 +2012,7 @@ mod tests {
         // The datapath's table shows server 1 at 2: the flag is set.
         hold(&mut c, 1, 2, ConnState::Established);
         c.recount().unwrap();
-        let index = c.real_index[&(svc(), capped.server)];
+        let index = c.real_index_of(&svc(), &capped.server).unwrap();
         assert!(c.overloaded.contains(&index));
         // One closes: 1 * 4 < 2 * 3 clears it.
         let gone = *c
@@ -2099,7 +2166,7 @@ mod tests {
                             let d = dests.iter_mut().find(|d| d.id == k).expect("a live server");
                             assert!(d.weight > 0, "{what}: weight 0 got a new connection");
                             d.active += 1;
-                            let index = c.real_index[&(svc(), real(k as u8, 1).server)];
+                            let index = c.real_index_of(&svc(), &real(k as u8, 1).server).unwrap();
                             let key = FlowKey::from_wire(
                                 client,
                                 [198, 18, 0, 10],
@@ -2215,7 +2282,7 @@ mod tests {
             add_real(1, 1),
         ])
         .unwrap();
-        assert_eq!(c.state().services.len(), 521);
+        assert_eq!(c.state().len(), 521);
     }
 
     #[test]
@@ -2225,7 +2292,7 @@ mod tests {
         let err = c.apply(&[add_real(2, 1), add_real(2, 1)]).unwrap_err();
         assert!(err.to_string().contains("already exists"), "{err}");
         assert_eq!(c.datapath_mut().services, before);
-        assert_eq!(c.state().services[0].reals.len(), 1);
+        assert_eq!(c.state().at(0).unwrap().reals.len(), 1);
     }
 
     #[test]
@@ -2269,7 +2336,7 @@ mod tests {
     fn rate_estimators_sample_every_two_seconds_and_zero_with_the_counters() {
         let mut c = setup(SchedulerName::Rr, &[1, 1]);
         let service = c.runtimes[&svc()].index;
-        let first = c.real_index[&(svc(), real(1, 1).server)];
+        let first = c.real_index_of(&svc(), &real(1, 1).server).unwrap();
         let traffic = |c: &mut Controller<FakeDatapath>, conns: u64, at_ms: u64| {
             let dp = c.datapath_mut();
             dp.now_ns = at_ms * 1_000_000;
@@ -2324,7 +2391,7 @@ mod tests {
     #[test]
     fn a_reused_index_starts_a_fresh_estimator() {
         let mut c = setup(SchedulerName::Rr, &[1]);
-        let index = c.real_index[&(svc(), real(1, 1).server)];
+        let index = c.real_index_of(&svc(), &real(1, 1).server).unwrap();
         c.estimate().unwrap();
         c.datapath_mut().real_stats.insert(
             index,
@@ -2346,7 +2413,7 @@ mod tests {
         .unwrap();
         c.recount().unwrap();
         c.apply(&[add_real(1, 1)]).unwrap();
-        assert_eq!(c.real_index[&(svc(), real(1, 1).server)], index);
+        assert_eq!(c.real_index_of(&svc(), &real(1, 1).server).unwrap(), index);
         assert_eq!(rates(&c).1, [Rates::default()]);
         c.datapath_mut().now_ns = 4 * NS_PER_SEC;
         c.estimate().unwrap();
@@ -2463,11 +2530,11 @@ mod tests {
         set_health(&mut c, 1, checked(false));
         hold(&mut c, 1, 3, ConnState::Established);
         c.recount().unwrap();
-        let index = c.real_index[&(svc(), real(1, 1).server)];
+        let index = c.real_index_of(&svc(), &real(1, 1).server).unwrap();
         fail(&mut c, 1, Some("timeout"));
         // The index, its REALS entry and its connections stay; only new
         // connections avoid it.
-        assert_eq!(c.real_index[&(svc(), real(1, 1).server)], index);
+        assert_eq!(c.real_index_of(&svc(), &real(1, 1).server).unwrap(), index);
         assert!(c.datapath().reals.contains_key(&index));
         assert_eq!(c.datapath().conns.len(), 3);
         assert_eq!(picks(&mut c, 4), "2222");
@@ -2661,11 +2728,11 @@ mod tests {
         let inbound = backup.datapath().conns[&sc.key()];
         assert_eq!(
             inbound.real_index,
-            backup.real_index[&(svc(), real(1, 1).server)]
+            backup.real_index_of(&svc(), &real(1, 1).server).unwrap()
         );
         assert_ne!(
             inbound.real_index,
-            active.real_index[&(svc(), real(1, 1).server)]
+            active.real_index_of(&svc(), &real(1, 1).server).unwrap()
         );
         assert_eq!(inbound.service_index, backup.runtimes[&svc()].index);
         assert_eq!(inbound.state, ConnState::Established as u8);

@@ -96,7 +96,7 @@ pub async fn start(options: Options, shutdown: impl Future) -> anyhow::Result<()
             return Err(e);
         }
     };
-    tracing::info!(socket = %options.socket.display(), services = controller.state().services.len(), "lvsd ready");
+    tracing::info!(socket = %options.socket.display(), services = controller.state().len(), "lvsd ready");
     let interfaces = controller.datapath().attachments.clone();
     let events = controller.datapath().watch_events();
     let (configured, watched) = tokio::sync::watch::channel(controller.state().clone());
@@ -252,7 +252,12 @@ pub fn handle<D: Datapath>(context: &Context<D>, request: Request) -> Response {
         Request::Apply { commands } => {
             let r = c.apply(&commands).map(|()| Response::Ok);
             if r.is_ok() {
-                tracing::info!(?commands, "applied");
+                match commands.as_slice() {
+                    few @ [_] | few @ [_, _] | few @ [_, _, _] => {
+                        tracing::info!(commands = ?few, "applied")
+                    }
+                    many => tracing::info!(commands = many.len(), "applied a batch"),
+                }
                 context.configured.send_replace(c.state().clone());
                 warn_forwarding(&context.interfaces, c.state());
             }
@@ -431,8 +436,7 @@ fn attachment_view(a: &Attachment) -> AttachmentView {
 
 fn forwarding_warnings(interfaces: &[Attachment], state: &State) -> Vec<String> {
     let nat: Vec<String> = state
-        .services
-        .iter()
+        .services()
         .filter(|s| {
             s.reals.iter().any(|r| r.method == Method::Nat)
                 || s.health.sorry.is_some_and(|x| x.method == Method::Nat)
@@ -474,8 +478,7 @@ fn warn_forwarding(interfaces: &[Attachment], state: &State) {
 /// needs their next hop's MAC.
 fn forwarded_reals(state: &State) -> BTreeSet<Ipv4Addr> {
     state
-        .services
-        .iter()
+        .services()
         .flat_map(|s| {
             s.reals
                 .iter()

@@ -1414,8 +1414,7 @@ method = "nat"
     assert!(err.to_string().contains("not yet supported"), "{err}");
     assert!(c
         .state()
-        .services
-        .iter()
+        .services()
         .all(|s| s.spec.id.vip.addr != Ipv4Addr::new(198, 18, 0, 32)));
 }
 

@@ -1012,7 +1012,7 @@ weight = 3
         assert_eq!(cmds.len(), 3);
         let mut s = State::default();
         s.apply_all(&cmds).unwrap();
-        let reals = &s.services[0].reals;
+        let reals = &s.at(0).unwrap().reals;
         assert_eq!(reals[0].server.to_string(), "198.18.12.2:80");
         assert_eq!(reals[0].weight, 3);
         assert_eq!(reals[1].weight, 1);
@@ -1089,7 +1089,7 @@ min_percent = 10
         let cmds = parse(CHECKED, "lvs.toml").unwrap();
         let mut s = State::default();
         s.apply_all(&cmds).unwrap();
-        let svc = &s.services[0];
+        let svc = &s.at(0).unwrap();
         let sorry = svc.health.sorry.unwrap();
         assert_eq!(sorry.server.to_string(), "198.18.19.2:8080");
         assert_eq!(sorry.method, Method::Nat);

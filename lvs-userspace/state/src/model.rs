@@ -2,6 +2,9 @@
 //! commands that change it. Validation lives here so that the config file,
 //! the control socket and the CLI all refuse the same things the same way.
 
+use std::collections::HashSet;
+
+use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 use std::{fmt, net::Ipv4Addr, str::FromStr};
 
@@ -307,32 +310,128 @@ impl Service {
     }
 }
 
-/// Every service, in the order they were added.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Every service, in the order they were added, found by key.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct State {
-    pub services: Vec<Service>,
+    services: IndexMap<ServiceId, Service>,
+}
+
+/// What a batch changed, in order, to put back if a later command fails:
+/// each service before the first command that touched it (with its
+/// position), and the whole table at each `-C`. It holds only what the
+/// batch touched.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Undo {
+    steps: Vec<Step>,
+    /// Services already logged since the last `-C`.
+    seen: HashSet<ServiceId>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Step {
+    Service(ServiceId, Option<(usize, Service)>),
+    Cleared(IndexMap<ServiceId, Service>),
+}
+
+impl Undo {
+    /// Each service the batch touched, as it was before the batch (`None`
+    /// for one the batch added).
+    pub fn touched(&self) -> Vec<(ServiceId, Option<&Service>)> {
+        let mut first = HashSet::new();
+        let mut out = Vec::new();
+        for step in &self.steps {
+            match step {
+                Step::Service(id, old) => {
+                    if first.insert(*id) {
+                        out.push((*id, old.as_ref().map(|(_, s)| s)));
+                    }
+                }
+                Step::Cleared(table) => {
+                    for (id, svc) in table {
+                        if first.insert(*id) {
+                            out.push((*id, Some(svc)));
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
 }
 
 impl State {
     pub fn service(&self, id: &ServiceId) -> Option<&Service> {
-        self.services.iter().find(|s| s.spec.id == *id)
+        self.services.get(id)
+    }
+
+    /// Every service, in the order they were added.
+    pub fn services(&self) -> impl ExactSizeIterator<Item = &Service> + '_ {
+        self.services.values()
+    }
+
+    /// The `i`th service in the order they were added.
+    pub fn at(&self, i: usize) -> Option<&Service> {
+        self.services.get_index(i).map(|(_, s)| s)
+    }
+
+    pub fn len(&self) -> usize {
+        self.services.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.services.is_empty()
     }
 
     fn service_mut(&mut self, id: &ServiceId) -> Result<&mut Service, ModelError> {
         self.services
-            .iter_mut()
-            .find(|s| s.spec.id == *id)
+            .get_mut(id)
             .ok_or(ModelError::NoSuchService(*id))
     }
 
-    /// Apply a whole batch, or nothing: on error `self` is unchanged.
-    pub fn apply_all(&mut self, commands: &[Command]) -> Result<(), ModelError> {
-        let mut next = self.clone();
+    /// Apply a whole batch, or nothing: on error `self` is unchanged. The
+    /// undo log it returns puts the batch back (`rollback`).
+    pub fn apply_all(&mut self, commands: &[Command]) -> Result<Undo, ModelError> {
+        let mut undo = Undo::default();
         for c in commands {
-            next.apply(c)?;
+            if let Err(e) = self.apply_logged(c, &mut undo) {
+                self.rollback(undo);
+                return Err(e);
+            }
         }
-        *self = next;
-        Ok(())
+        Ok(undo)
+    }
+
+    /// One command, recording in `undo` what it is about to change.
+    pub fn apply_logged(&mut self, command: &Command, undo: &mut Undo) -> Result<(), ModelError> {
+        if let Command::Clear = command {
+            undo.steps
+                .push(Step::Cleared(std::mem::take(&mut self.services)));
+            undo.seen.clear();
+            return Ok(());
+        }
+        for id in self.affected(command) {
+            if undo.seen.insert(id) {
+                let old = self.services.get_full(&id).map(|(i, _, s)| (i, s.clone()));
+                undo.steps.push(Step::Service(id, old));
+            }
+        }
+        self.apply(command)
+    }
+
+    /// Put back what a batch changed.
+    pub fn rollback(&mut self, undo: Undo) {
+        for step in undo.steps.into_iter().rev() {
+            match step {
+                Step::Service(id, old) => {
+                    self.services.shift_remove(&id);
+                    if let Some((i, svc)) = old {
+                        let at = i.min(self.services.len());
+                        self.services.shift_insert(at, id, svc);
+                    }
+                }
+                Step::Cleared(table) => self.services = table,
+            }
+        }
     }
 
     /// Services a command can change: its own, or all of them for `-C`.
@@ -345,7 +444,7 @@ impl State {
             | Command::DeleteReal { service, .. }
             | Command::SetServiceHealth { service, .. }
             | Command::SetRealHealth { service, .. } => vec![*service],
-            Command::Clear => self.services.iter().map(|s| s.spec.id).collect(),
+            Command::Clear => self.services.keys().copied().collect(),
         }
     }
 
@@ -358,16 +457,14 @@ impl State {
                 if self.service(&spec.id).is_some() {
                     return Err(ModelError::DuplicateService(spec.id));
                 }
-                self.services.push(Service::new(spec.clone()));
+                self.services.insert(spec.id, Service::new(spec.clone()));
             }
             Command::EditService(spec) => {
                 validate_service(spec)?;
                 self.service_mut(&spec.id)?.spec = spec.clone();
             }
             Command::DeleteService { service } => {
-                let before = self.services.len();
-                self.services.retain(|s| s.spec.id != *service);
-                if self.services.len() == before {
+                if self.services.shift_remove(service).is_none() {
                     return Err(ModelError::NoSuchService(*service));
                 }
             }
@@ -563,7 +660,9 @@ mod tests {
             },
         ])
         .unwrap();
-        let order: Vec<u8> = s.services[0]
+        let order: Vec<u8> = s
+            .at(0)
+            .unwrap()
             .reals
             .iter()
             .map(|r| r.server.addr.octets()[3])
@@ -663,5 +762,59 @@ mod tests {
         ] {
             assert!(bad.parse::<Endpoint>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_failed_batch_puts_back_exactly_what_it_touched() {
+        let mut s = State::default();
+        s.apply_all(&[add(80), add(81), add(82)]).unwrap();
+        for port in [80, 81, 82] {
+            s.apply_all(&[Command::AddReal {
+                service: svc(port),
+                real: real(port as u8 - 78, 1),
+            }])
+            .unwrap();
+        }
+        let before = s.clone();
+        let batches = [
+            vec![
+                Command::AddReal {
+                    service: svc(81),
+                    real: real(9, 3),
+                },
+                Command::DeleteService { service: svc(80) },
+                Command::Clear,
+                add(81),
+                add(83),
+                Command::Clear,
+                add(80),
+            ],
+            vec![
+                Command::DeleteService { service: svc(81) },
+                add(81),
+                Command::EditReal {
+                    service: svc(82),
+                    real: real(4, 7),
+                },
+            ],
+        ];
+        for mut batch in batches {
+            // The last command fails: nothing of the batch stays.
+            batch.push(Command::DeleteService { service: svc(99) });
+            assert_eq!(s.apply_all(&batch), Err(ModelError::NoSuchService(svc(99))));
+            assert_eq!(s, before);
+            let order: Vec<u16> = s.services().map(|x| x.spec.id.vip.port).collect();
+            assert_eq!(order, [80, 81, 82]);
+        }
+        // A batch that succeeds reports each service it touched as it was.
+        let undo = s
+            .apply_all(&[Command::DeleteService { service: svc(81) }, add(84)])
+            .unwrap();
+        let touched: Vec<(u16, bool)> = undo
+            .touched()
+            .into_iter()
+            .map(|(id, old)| (id.vip.port, old.is_some()))
+            .collect();
+        assert_eq!(touched, [(81, true), (84, false)]);
     }
 }

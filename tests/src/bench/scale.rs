@@ -116,7 +116,7 @@ fn edit(c: &mut Controller<KernelDatapath>, port: u16) -> Result<f64> {
         VIP[1],
         VIP[2],
         VIP[3],
-        c.state().services[0].reals[0].server
+        c.state().at(0).unwrap().reals[0].server
     );
     let commands: Vec<Command> = lvs_cli::ipvsadm::parse_restore(&line)?;
     let started = Instant::now();

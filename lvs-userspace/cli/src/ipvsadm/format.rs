@@ -876,8 +876,7 @@ mod tests {
         Snapshot {
             conn_table_size: 4096,
             services: state
-                .services
-                .iter()
+                .services()
                 .map(|s| ServiceView {
                     spec: s.spec.clone(),
                     stats: Stats::default(),
@@ -918,7 +917,7 @@ mod tests {
         state
             .apply_all(&super::super::parse_restore(rules).unwrap())
             .unwrap();
-        let web = &state.services[1].spec;
+        let web = &state.at(1).unwrap().spec;
         assert_eq!(
             (web.flags, web.persistence),
             (

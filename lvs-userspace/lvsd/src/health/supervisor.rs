@@ -51,7 +51,7 @@ impl<D: Datapath + Send + 'static> Supervisor<D> {
     /// ones it no longer configures (a changed checker is a new one).
     pub fn reconcile(&mut self, state: &State) {
         let mut wanted = Vec::new();
-        for svc in &state.services {
+        for svc in state.services() {
             for (server, health) in &svc.checks {
                 for (index, check) in health.checks.iter().enumerate() {
                     wanted.push((svc.spec.id, *server, Job::Check(index, check.clone())));
