@@ -31,9 +31,35 @@ pub struct FakeDatapath {
     /// Addresses `is_local` says the director holds (besides loopback).
     pub local: std::collections::BTreeSet<std::net::Ipv4Addr>,
     pub next_hops: HashMap<std::net::Ipv4Addr, lvs_common::NextHop>,
+    /// Fault injection: after this many more map writes succeed, the next
+    /// one fails (or, with `panic_on_failure`, panics mid-write).
+    pub fail_after_writes: Option<usize>,
+    pub panic_on_failure: bool,
 }
 
 impl FakeDatapath {
+    /// Count a map write against `fail_after_writes`.
+    fn write(&mut self, map: &'static str) -> Result<(), DatapathError> {
+        match self.fail_after_writes {
+            Some(0) => {
+                self.fail_after_writes = None;
+                if self.panic_on_failure {
+                    panic!("injected panic writing {map}");
+                }
+                Err(DatapathError::Record {
+                    call: "injected failure",
+                    path: map.into(),
+                    source: std::io::Error::other("fault injection"),
+                })
+            }
+            Some(n) => {
+                self.fail_after_writes = Some(n - 1);
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
     /// Play the datapath's part for one new flow to `key` from an
     /// unspecified client.
     pub fn schedule(&mut self, key: &ServiceKey) -> Option<Real> {
@@ -139,20 +165,24 @@ impl Datapath for FakeDatapath {
         self.limits
     }
     fn set_service(&mut self, key: ServiceKey, value: Service) -> Result<(), DatapathError> {
+        self.write("SERVICES")?;
         assert!(value.index < self.limits.services);
         self.services.insert(key, value);
         Ok(())
     }
     fn remove_service(&mut self, key: ServiceKey) -> Result<(), DatapathError> {
+        self.write("SERVICES")?;
         self.services.remove(&key);
         Ok(())
     }
     fn set_real(&mut self, index: u32, real: Real) -> Result<(), DatapathError> {
+        self.write("REALS")?;
         assert!(index < self.limits.reals);
         self.reals.insert(index, real);
         Ok(())
     }
     fn write_ring(&mut self, base: u32, picks: &[u32]) -> Result<(), DatapathError> {
+        self.write("RINGS")?;
         assert!(picks.len() <= RING_SLOTS as usize);
         for (i, p) in picks.iter().enumerate() {
             self.rings.insert(base + i as u32, *p);
@@ -160,6 +190,7 @@ impl Datapath for FakeDatapath {
         Ok(())
     }
     fn write_buckets(&mut self, base: u32, table: &[u32]) -> Result<(), DatapathError> {
+        self.write("BUCKETS")?;
         assert_eq!(table.len(), HASH_BUCKETS as usize);
         for (i, r) in table.iter().enumerate() {
             self.buckets.insert(base + i as u32, *r);

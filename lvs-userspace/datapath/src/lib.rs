@@ -97,8 +97,9 @@ pub enum DatapathError {
         iface: String,
         source: aya::maps::xdp::XdpMapError,
     },
-    #[error("BPF_MAP_LOOKUP_BATCH on map `{map}` failed: {source}")]
+    #[error("{call} on map `{map}` failed: {source}")]
     Batch {
+        call: &'static str,
         map: &'static str,
         source: std::io::Error,
     },

@@ -246,6 +246,8 @@ pub struct Controller<D> {
     overloaded: BTreeSet<u32>,
     /// Real and sorry servers configured over all services.
     endpoints: usize,
+    /// The batch being written, to put back if the writing fails.
+    in_flight: Option<Undo>,
     refills: RefillStats,
     expirations: Expirations,
     /// Health of configured real servers; absent means healthy.
@@ -330,6 +332,7 @@ impl<D: Datapath> Controller<D> {
             counts: HashMap::new(),
             overloaded: BTreeSet::new(),
             endpoints: 0,
+            in_flight: None,
             refills: RefillStats::default(),
             expirations: Expirations::default(),
             conditions: HashMap::new(),
@@ -842,10 +845,12 @@ impl<D: Datapath> Controller<D> {
         &mut self.datapath
     }
 
-    /// Apply a batch: all of it, or (on a validation error) none of it.
-    /// First the plan: the whole batch against the state (only the services
-    /// it touches are copied, to be put back), local servers and capacity
-    /// checked. Then the writes, command by command as IPVS runs its hooks.
+    /// Apply a batch: all of it, or none of it. First the plan: the whole
+    /// batch against the state (only the services it touches are copied, to
+    /// be put back), local servers and capacity checked. Then the writes,
+    /// command by command as IPVS runs its hooks; if one fails, the batch is
+    /// put back and every service republished (`recover`), so the maps
+    /// never stay half-written.
     pub fn apply(&mut self, commands: &[Command]) -> Result<(), ControlError> {
         let before = self.state.len();
         let undo = self.state.apply_all(commands)?;
@@ -854,13 +859,65 @@ impl<D: Datapath> Controller<D> {
             .and_then(|()| self.check_capacity(before, &undo));
         self.state.rollback(undo);
         planned?;
+        self.in_flight = Some(Undo::default());
+        match self.write(commands) {
+            Ok(()) => {
+                self.in_flight = None;
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!("writing a change failed, putting it back: {e}");
+                if let Err(again) = self.recover() {
+                    tracing::error!("republishing after the failure failed too: {again}");
+                }
+                Err(e)
+            }
+        }
+    }
 
+    /// Put back the change in flight, if a write failed or panicked in its
+    /// middle, and republish every service from the desired state, each
+    /// with a fresh scheduler (the old one may have seen half a change):
+    /// afterwards the maps match the state again.
+    pub fn recover(&mut self) -> Result<(), ControlError> {
+        if let Some(undo) = self.in_flight.take() {
+            self.state.rollback(undo);
+        }
+        self.endpoints = self.state.services().map(|s| s.endpoints().count()).sum();
+        let now = self.datapath.now_ns()?;
+        let ids: BTreeSet<ServiceId> = self
+            .runtimes
+            .keys()
+            .copied()
+            .chain(self.state.services().map(|s| s.spec.id))
+            .collect();
+        let mut touched = BTreeSet::new();
+        for id in ids {
+            let new = self.state.service(&id).map(|s| self.scheduled_view(s, now));
+            if let Some(svc) = &new {
+                let fresh = self.instantiate(&svc.spec, &[]);
+                if let Some(rt) = self.runtimes.get_mut(&id) {
+                    rt.sched = fresh;
+                    rt.dests.clear();
+                    rt.localities.clear();
+                }
+            }
+            self.run_hooks(id, None, new.as_ref(), true, &mut touched)?;
+            match new {
+                Some(svc) => self.scheduled.insert(id, svc),
+                None => self.scheduled.remove(&id),
+            };
+        }
+        self.publish_touched(&touched)
+    }
+
+    /// The writes of a planned batch.
+    fn write(&mut self, commands: &[Command]) -> Result<(), ControlError> {
         // The batch is valid: replay it command by command, running the
         // scheduler hooks for the services each one changes, as IPVS would.
         // The scheduler sees each service through its servers' health.
         let now = self.datapath.now_ns()?;
         let mut touched = BTreeSet::new();
-        let mut undo = Undo::default();
         for command in commands {
             let before: Vec<(ServiceId, Option<Service>, BTreeSet<Endpoint>)> = self
                 .state
@@ -872,7 +929,8 @@ impl<D: Datapath> Controller<D> {
                     (id, svc.map(|s| self.scheduled_view(s, now)), available)
                 })
                 .collect();
-            self.state.apply_logged(command, &mut undo)?;
+            let undo = self.in_flight.as_mut().expect("set by apply");
+            self.state.apply_logged(command, undo)?;
             if let Command::SetRealHealth {
                 service,
                 server,
@@ -899,6 +957,7 @@ impl<D: Datapath> Controller<D> {
                 };
             }
         }
+        let undo = self.in_flight.as_ref().expect("set by apply");
         for (id, old) in undo.touched() {
             let now = self.state.service(&id);
             // Health conditions of servers the batch removed go with them.
@@ -2293,6 +2352,87 @@ mod tests {
         assert!(err.to_string().contains("already exists"), "{err}");
         assert_eq!(c.datapath_mut().services, before);
         assert_eq!(c.state().at(0).unwrap().reals.len(), 1);
+    }
+
+    /// Every published pick of every service leads to one of its
+    /// configured servers, and the maps hold exactly the state's services.
+    fn maps_match_state(c: &mut Controller<FakeDatapath>) {
+        let published: BTreeSet<ServiceKey> = c.datapath_mut().services.keys().copied().collect();
+        let wanted: BTreeSet<ServiceKey> = c
+            .state()
+            .services()
+            .map(|s| service_key(&s.spec.id))
+            .collect();
+        assert_eq!(published, wanted);
+        for svc in c.state().services().cloned().collect::<Vec<_>>() {
+            let servers: BTreeSet<Endpoint> = svc.reals.iter().map(|r| r.server).collect();
+            for _ in 0..10 {
+                let real = c
+                    .datapath_mut()
+                    .schedule(&service_key(&svc.spec.id))
+                    .unwrap();
+                let at = Endpoint {
+                    addr: real.addr().into(),
+                    port: real.port(),
+                };
+                assert!(
+                    servers.contains(&at),
+                    "{at} is not a server of {}",
+                    svc.spec.id
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_failed_write_puts_the_batch_back_and_republishes() {
+        let mut c = setup(SchedulerName::Rr, &[1, 1]);
+        let before = c.state().clone();
+        let other = ServiceId {
+            protocol: Protocol::Udp,
+            ..svc()
+        };
+        let batch = [
+            Command::AddService(ServiceSpec {
+                id: other,
+                ..spec(SchedulerName::Wrr)
+            }),
+            Command::AddReal {
+                service: other,
+                real: real(5, 1),
+            },
+            add_real(3, 2),
+            Command::DeleteReal {
+                service: svc(),
+                server: real(1, 1).server,
+            },
+        ];
+        for fail_after in 0..6 {
+            c.datapath_mut().fail_after_writes = Some(fail_after);
+            let err = c.apply(&batch).unwrap_err();
+            assert!(err.to_string().contains("injected failure"), "{err}");
+            assert_eq!(c.state(), &before, "after failing write {fail_after}");
+            maps_match_state(&mut c);
+        }
+        // The same batch goes through once the maps take writes again.
+        c.apply(&batch).unwrap();
+        assert_eq!(c.state().len(), 2);
+        maps_match_state(&mut c);
+    }
+
+    #[test]
+    fn a_panic_in_the_middle_of_a_write_is_recovered() {
+        let mut c = setup(SchedulerName::Wlc, &[1, 2]);
+        let before = c.state().clone();
+        c.datapath_mut().fail_after_writes = Some(1);
+        c.datapath_mut().panic_on_failure = true;
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            c.apply(&[add_real(3, 1), add_real(4, 1)])
+        }));
+        assert!(panicked.is_err());
+        c.recover().unwrap();
+        assert_eq!(c.state(), &before);
+        maps_match_state(&mut c);
     }
 
     #[test]

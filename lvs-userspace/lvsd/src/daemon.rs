@@ -1,6 +1,7 @@
-//! `lvsd`'s event loop, mini-redis style: `run` serves the control socket
-//! until the shutdown future resolves, then returns so the caller can
-//! detach cleanly.
+//! `lvsd`'s tasks, mini-redis style: `run` serves the control socket until
+//! the shutdown future resolves, then returns so the caller can detach
+//! cleanly. The controller itself belongs to the event loop
+//! (`eventloop.rs`); every task here reaches it through a `Handle`.
 
 use std::{
     collections::BTreeSet,
@@ -17,14 +18,19 @@ use tokio::{
     net::{UnixListener, UnixStream},
 };
 
-use lvs_datapath::{netconf, Attachment, Datapath, DatapathChoice, KernelDatapath, Lifetime};
+use lvs_datapath::{netconf, Attachment, DatapathChoice, KernelDatapath, Lifetime};
 use lvs_state::{
-    api::{AttachmentView, DatapathView, HaView, IpvsTimeouts, Request, Response},
+    api::{AttachmentView, HaView, Request, Response},
     config,
     model::{Method, State},
 };
 
-use crate::{controller::Controller, ha::Ha, health::supervisor::Supervisor};
+use crate::{
+    controller::Controller,
+    eventloop::{EventLoop, Handle, Message},
+    ha::Ha,
+    health::supervisor::Supervisor,
+};
 
 /// How often expired connections are swept and neighbours reconciled. An
 /// expired entry is already dead to the datapath; the sweep frees its slot.
@@ -100,21 +106,19 @@ pub async fn start(options: Options, shutdown: impl Future) -> anyhow::Result<()
     let interfaces = controller.datapath().attachments.clone();
     let events = controller.datapath().watch_events();
     let (configured, watched) = tokio::sync::watch::channel(controller.state().clone());
-    let shared = Arc::new(Mutex::new(controller));
+    let (handle, owner) = EventLoop::new(controller, interfaces.clone(), configured).spawn();
     let (stop_ha, ha_stopped) = tokio::sync::oneshot::channel();
     let ha_status = ha.as_ref().map(Ha::status);
-    let pairing = ha.map(|ha| tokio::spawn(ha.run(shared.clone(), ha_stopped)));
+    let pairing = ha.map(|ha| tokio::spawn(ha.run(handle.clone(), ha_stopped)));
     let (stop, stopped) = tokio::sync::oneshot::channel();
-    let maintenance = tokio::spawn(maintain(shared.clone(), stopped));
+    let maintenance = tokio::spawn(maintain(handle.clone(), stopped));
     let (stop_events, events_stopped) = tokio::sync::oneshot::channel();
-    let listening = tokio::spawn(listen(shared.clone(), events, events_stopped));
+    let listening = tokio::spawn(listen(handle.clone(), events, events_stopped));
     let (stop_health, health_stopped) = tokio::sync::oneshot::channel();
-    let checking = tokio::spawn(supervise(shared.clone(), watched, health_stopped));
+    let checking = tokio::spawn(supervise(handle.clone(), watched, health_stopped));
     let context = Arc::new(Context {
-        controller: shared.clone(),
-        configured,
+        controller: handle,
         ha: ha_status,
-        interfaces,
     });
     run(context, listener, shutdown).await;
     let _ = stop_ha.send(());
@@ -126,26 +130,28 @@ pub async fn start(options: Options, shutdown: impl Future) -> anyhow::Result<()
     let _ = stop_events.send(());
     let _ = listening.await;
     let _ = stop.send(());
-    if let Ok(neighbours) = maintenance.await {
-        let _ = tokio::task::spawn_blocking(move || neighbours.forget_all()).await;
-    }
+    let neighbours = maintenance.await.unwrap_or_default();
+    // Every handle is gone now: the owner returns the controller, which
+    // detaches when dropped.
+    let controller = tokio::task::spawn_blocking(move || {
+        neighbours.forget_all();
+        owner.join()
+    })
+    .await;
     unbind(&options.socket);
-    drop(shared);
+    match controller {
+        Ok(Ok(controller)) => drop(controller),
+        _ => tracing::error!("the controller thread ended in a panic"),
+    }
     tracing::info!("detached; bye");
     Ok(())
 }
 
-pub type Shared<D> = Arc<Mutex<Controller<D>>>;
-
-/// What a control request may reach.
-pub struct Context<D> {
-    pub controller: Shared<D>,
-    /// Each applied configuration, for the health supervisor.
-    pub configured: tokio::sync::watch::Sender<State>,
+/// What a control connection may reach.
+pub struct Context {
+    pub controller: Handle,
     /// The router pair's state, when lvsd is one of a pair.
     pub ha: Option<Arc<Mutex<HaView>>>,
-    /// Which director each interface runs.
-    pub interfaces: Vec<Attachment>,
 }
 
 /// Bind the control socket: its directory root-only, the socket 0600, a
@@ -182,11 +188,7 @@ fn bind(path: &Path) -> anyhow::Result<UnixListener> {
 }
 
 /// Serve requests until `shutdown` completes.
-pub async fn run<D: Datapath + 'static>(
-    context: Arc<Context<D>>,
-    listener: UnixListener,
-    shutdown: impl Future,
-) {
+pub async fn run(context: Arc<Context>, listener: UnixListener, shutdown: impl Future) {
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -206,22 +208,20 @@ pub async fn run<D: Datapath + 'static>(
     }
 }
 
-async fn serve<D: Datapath + 'static>(
-    context: Arc<Context<D>>,
-    stream: UnixStream,
-) -> std::io::Result<()> {
+async fn serve(context: Arc<Context>, stream: UnixStream) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read).lines();
     while let Some(line) = lines.next_line().await? {
         let response = match serde_json::from_str::<Request>(&line) {
-            Ok(request) => {
-                let context = context.clone();
-                tokio::task::spawn_blocking(move || handle(&context, request))
-                    .await
-                    .unwrap_or_else(|e| Response::Error {
-                        message: format!("request handler failed: {e}"),
-                    })
-            }
+            Ok(Request::Ha) => match &context.ha {
+                Some(status) => {
+                    Response::Ha(status.lock().unwrap_or_else(|p| p.into_inner()).clone())
+                }
+                None => Response::Error {
+                    message: "lvsd is not one of a router pair (no [ha] in its config)".into(),
+                },
+            },
+            Ok(request) => context.controller.request(request).await,
             Err(e) => Response::Error {
                 message: format!("malformed request: {e}"),
             },
@@ -233,77 +233,11 @@ async fn serve<D: Datapath + 'static>(
     Ok(())
 }
 
-/// One request against the controller. An applied change goes to
-/// `configured`, so health checking follows the new configuration.
-pub fn handle<D: Datapath>(context: &Context<D>, request: Request) -> Response {
-    if let Request::Ha = request {
-        return match &context.ha {
-            Some(status) => Response::Ha(status.lock().unwrap_or_else(|p| p.into_inner()).clone()),
-            None => Response::Error {
-                message: "lvsd is not one of a router pair (no [ha] in its config)".into(),
-            },
-        };
-    }
-    let mut c = context
-        .controller
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let result = match request {
-        Request::Apply { commands } => {
-            let r = c.apply(&commands).map(|()| Response::Ok);
-            if r.is_ok() {
-                match commands.as_slice() {
-                    few @ [_] | few @ [_, _] | few @ [_, _, _] => {
-                        tracing::info!(commands = ?few, "applied")
-                    }
-                    many => tracing::info!(commands = many.len(), "applied a batch"),
-                }
-                context.configured.send_replace(c.state().clone());
-                warn_forwarding(&context.interfaces, c.state());
-            }
-            r
-        }
-        Request::Datapath => c.datapath().verdicts().map_err(Into::into).map(|verdicts| {
-            Response::Datapath(DatapathView {
-                interfaces: context.interfaces.iter().map(attachment_view).collect(),
-                verdicts: verdicts
-                    .into_iter()
-                    .map(|(v, n)| (v.name().to_string(), n))
-                    .collect(),
-                warnings: forwarding_warnings(&context.interfaces, c.state()),
-            })
-        }),
-        Request::Zero { service } => c.zero(service).map(|()| Response::Ok),
-        Request::List => c.snapshot().map(Response::Snapshot),
-        Request::SetTimeouts(set) => match set.applied_to(&c.timeouts()) {
-            Ok(next) => c.set_timeouts(next).map(|()| {
-                tracing::info!(?set, "set timeouts");
-                Response::Ok
-            }),
-            Err(e) => Ok(Response::Error {
-                message: e.to_string(),
-            }),
-        },
-        Request::Timeouts => Ok(Response::Timeouts(IpvsTimeouts::of(&c.timeouts()))),
-        Request::Connections => c
-            .connection_views()
-            .map(|rows| Response::Connections { rows }),
-        Request::Ha => unreachable!("answered above"),
-    };
-    result.unwrap_or_else(|e| Response::Error {
-        message: e.to_string(),
-    })
-}
-
-/// Once a second: sample the rate estimators (every other second), sweep
-/// expired connections, count the live ones (and refill the rings that
-/// depend on the counts), and keep the next hops of DR and TUN real
-/// servers resolved. Returns the neighbours it manages, for
-/// the caller to forget on shutdown.
-async fn maintain<D: Datapath + 'static>(
-    controller: Shared<D>,
-    mut stop: tokio::sync::oneshot::Receiver<()>,
-) -> Neighbours {
+/// Once a second: the controller's upkeep (rates, sweep, counts, slow
+/// start), then the next hops of DR and TUN real servers kept resolved;
+/// the neighbour work runs here, off the controller. Returns the
+/// neighbours it manages, for the caller to forget on shutdown.
+async fn maintain(controller: Handle, mut stop: tokio::sync::oneshot::Receiver<()>) -> Neighbours {
     let mut neighbours = Neighbours::default();
     let mut tick = tokio::time::interval(MAINTENANCE_INTERVAL);
     loop {
@@ -311,57 +245,27 @@ async fn maintain<D: Datapath + 'static>(
             _ = &mut stop => return neighbours,
             _ = tick.tick() => {}
         }
-        let shared = controller.clone();
+        let Some(wanted) = controller.call(Message::Maintain).await else {
+            return neighbours;
+        };
         let mut current = std::mem::take(&mut neighbours);
-        neighbours = tokio::task::spawn_blocking(move || {
-            let wanted = {
-                let mut c = shared.lock().unwrap_or_else(|p| p.into_inner());
-                // First, so that the sweep's and count's time does not
-                // stretch the estimator's period.
-                if let Err(e) = c.estimate() {
-                    tracing::warn!("sampling the rate estimators: {e}");
-                }
-                match c.sweep() {
-                    Ok(0) => {}
-                    Ok(n) => tracing::debug!(removed = n, "swept expired connections"),
-                    Err(e) => tracing::warn!("sweeping the connection table: {e}"),
-                }
-                match c.recount() {
-                    Ok(0) => {}
-                    Ok(n) => tracing::debug!(rings = n, "refilled count-driven rings"),
-                    Err(e) => tracing::warn!("counting connections: {e}"),
-                }
-                match c.advance_ramps() {
-                    Ok(0) => {}
-                    Ok(n) => tracing::debug!(services = n, "slow start moved on"),
-                    Err(e) => tracing::warn!("moving slow start on: {e}"),
-                }
-                forwarded_reals(c.state())
-            };
+        let (current, changes) = tokio::task::spawn_blocking(move || {
             let changes = current.reconcile(&wanted);
-            if !changes.is_empty() {
-                let mut c = shared.lock().unwrap_or_else(|p| p.into_inner());
-                for (real, hop) in changes {
-                    let written = match hop {
-                        Some(hop) => c.datapath_mut().set_next_hop(real, hop),
-                        None => c.datapath_mut().remove_next_hop(real),
-                    };
-                    if let Err(e) = written {
-                        tracing::warn!(%real, "next hop for the datapath: {e}");
-                    }
-                }
-            }
-            current
+            (current, changes)
         })
         .await
         .unwrap_or_default();
+        neighbours = current;
+        if !changes.is_empty() {
+            controller.send(Message::NextHops(changes)).await;
+        }
     }
 }
 
 /// Answer the datapath's notices as they come: a ring at low water is
 /// refilled within one wake-up, not at the next maintenance tick.
-async fn listen<D: Datapath + 'static>(
-    controller: Shared<D>,
+async fn listen(
+    controller: Handle,
     events: std::io::Result<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>>,
     mut stop: tokio::sync::oneshot::Receiver<()>,
 ) {
@@ -385,27 +289,16 @@ async fn listen<D: Datapath + 'static>(
         };
         // Cleared before draining: a notice queued meanwhile wakes us again.
         ready.clear_ready();
-        let shared = controller.clone();
-        let handled = tokio::task::spawn_blocking(move || {
-            shared
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .process_events()
-        })
-        .await;
-        match handled {
-            Ok(Ok(0)) => {}
-            Ok(Ok(n)) => tracing::debug!(services = n, "answered datapath events"),
-            Ok(Err(e)) => tracing::warn!("handling datapath events: {e}"),
-            Err(e) => tracing::warn!("event handler failed: {e}"),
+        if !controller.send(Message::DatapathEvents).await {
+            return;
         }
     }
 }
 
 /// Run the configured checkers, following each applied configuration,
 /// until `stop`.
-async fn supervise<D: Datapath + Send + 'static>(
-    controller: Shared<D>,
+async fn supervise(
+    controller: Handle,
     mut configured: tokio::sync::watch::Receiver<State>,
     mut stop: tokio::sync::oneshot::Receiver<()>,
 ) {
@@ -424,7 +317,7 @@ async fn supervise<D: Datapath + Send + 'static>(
 /// NAT needs forwarding on every interface its packets arrive on, as IPVS's
 /// does (DR and TUN do not): one line per interface where it is off, naming
 /// the sysctl and the services it breaks. Read at every apply, not once.
-fn attachment_view(a: &Attachment) -> AttachmentView {
+pub(crate) fn attachment_view(a: &Attachment) -> AttachmentView {
     AttachmentView {
         iface: a.iface.clone(),
         ifindex: a.ifindex,
@@ -434,7 +327,7 @@ fn attachment_view(a: &Attachment) -> AttachmentView {
     }
 }
 
-fn forwarding_warnings(interfaces: &[Attachment], state: &State) -> Vec<String> {
+pub(crate) fn forwarding_warnings(interfaces: &[Attachment], state: &State) -> Vec<String> {
     let nat: Vec<String> = state
         .services()
         .filter(|s| {
@@ -468,7 +361,7 @@ fn forwarding_warnings(interfaces: &[Attachment], state: &State) -> Vec<String> 
         .collect()
 }
 
-fn warn_forwarding(interfaces: &[Attachment], state: &State) {
+pub(crate) fn warn_forwarding(interfaces: &[Attachment], state: &State) {
     for warning in forwarding_warnings(interfaces, state) {
         tracing::warn!("{warning}");
     }
@@ -476,7 +369,7 @@ fn warn_forwarding(interfaces: &[Attachment], state: &State) {
 
 /// Real servers (and sorry servers) reached by DR or TUN: the datapath
 /// needs their next hop's MAC.
-fn forwarded_reals(state: &State) -> BTreeSet<Ipv4Addr> {
+pub(crate) fn forwarded_reals(state: &State) -> BTreeSet<Ipv4Addr> {
     state
         .services()
         .flat_map(|s| {
@@ -583,63 +476,4 @@ impl Neighbours {
 /// Remove the socket file on the way out.
 fn unbind(path: &Path) {
     let _ = std::fs::remove_file(path);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use lvs_datapath::fake::FakeDatapath;
-
-    #[test]
-    fn set_timeouts_reaches_the_datapath_and_reads_back() {
-        let context = Context {
-            interfaces: Vec::new(),
-            controller: Arc::new(Mutex::new(Controller::new(FakeDatapath::default()))),
-            configured: tokio::sync::watch::channel(State::default()).0,
-            ha: None,
-        };
-        let handle = |c: &Context<FakeDatapath>, r| handle(c, r);
-        let shown = |c: &Context<FakeDatapath>| match handle(c, Request::Timeouts) {
-            Response::Timeouts(t) => (t.tcp, t.tcp_fin, t.udp),
-            other => panic!("{other:?}"),
-        };
-        assert_eq!(shown(&context), (900, 120, 300));
-        let set = |tcp, tcp_fin, udp| {
-            handle(
-                &context,
-                Request::SetTimeouts(IpvsTimeouts { tcp, tcp_fin, udp }),
-            )
-        };
-        assert!(matches!(set(3600, 0, 60), Response::Ok));
-        assert_eq!(shown(&context), (3600, 120, 60));
-        let written = context.controller.lock().unwrap().datapath().timeouts;
-        assert_eq!(IpvsTimeouts::of(&written).tcp, 3600);
-        // A bad value changes nothing and names its field.
-        let Response::Error { message } = set(1, 1, u32::MAX) else {
-            panic!()
-        };
-        assert!(message.starts_with("invalid udp timeout"), "{message}");
-        assert_eq!(shown(&context), (3600, 120, 60));
-    }
-
-    #[test]
-    fn every_response_serializes() {
-        // An internally tagged newtype variant holding a list does not.
-        let context = Context {
-            interfaces: Vec::new(),
-            controller: Arc::new(Mutex::new(Controller::new(FakeDatapath::default()))),
-            configured: tokio::sync::watch::channel(State::default()).0,
-            ha: None,
-        };
-        for request in [
-            Request::List,
-            Request::Timeouts,
-            Request::Connections,
-            Request::Ha,
-        ] {
-            let response = handle(&context, request);
-            let text = serde_json::to_string(&response).unwrap();
-            serde_json::from_str::<Response>(&text).unwrap();
-        }
-    }
 }

@@ -10,7 +10,7 @@ use std::{
 
 use tokio::{net::UdpSocket, sync::mpsc, task::JoinHandle, time::MissedTickBehavior};
 
-use lvs_datapath::{netconf, Datapath};
+use lvs_datapath::netconf;
 use lvs_ha::{
     conn::{SyncConn, SyncTemplate},
     election::{Admission, Election, Freshness, Peer, Settings, Transition},
@@ -24,9 +24,7 @@ use lvs_state::{
     ha::{Floating, HaConfig},
 };
 
-use crate::controller::Controller;
-
-type Shared<D> = Arc<Mutex<Controller<D>>>;
+use crate::eventloop::{self, Handle, Imported};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HaError {
@@ -101,11 +99,7 @@ impl Ha {
         self.status.clone()
     }
 
-    pub async fn run<D: Datapath + 'static>(
-        self,
-        controller: Shared<D>,
-        mut stop: tokio::sync::oneshot::Receiver<()>,
-    ) {
+    pub async fn run(self, controller: Handle, mut stop: tokio::sync::oneshot::Receiver<()>) {
         let (tx, mut rx) = mpsc::channel(1024);
         let readers: Vec<JoinHandle<()>> = self
             .sockets
@@ -171,7 +165,7 @@ fn release(f: &Floating) -> Result<(), netconf::NetconfError> {
     Ok(())
 }
 
-struct Node<D> {
+struct Node {
     config: HaConfig,
     sockets: Vec<Arc<UdpSocket>>,
     boot: u64,
@@ -194,11 +188,11 @@ struct Node<D> {
     /// When the last sync round started, and how long reading took.
     last_round: Option<(Instant, Duration)>,
     status: Arc<Mutex<HaView>>,
-    controller: Shared<D>,
+    controller: Handle,
 }
 
-impl<D: Datapath + 'static> Node<D> {
-    fn new(ha: Ha, controller: Shared<D>) -> Self {
+impl Node {
+    fn new(ha: Ha, controller: Handle) -> Self {
         let settings = Settings {
             node: ha.config.node(),
             priority: ha.config.priority,
@@ -313,23 +307,14 @@ impl<D: Datapath + 'static> Node<D> {
     /// The active's connections and persistence templates, read under
     /// one lock.
     async fn export(&self) -> (Vec<SyncConn>, Vec<SyncTemplate>) {
-        let controller = self.controller.clone();
-        let listed = tokio::task::spawn_blocking(move || {
-            let c = controller.lock().unwrap_or_else(|p| p.into_inner());
-            Ok::<_, crate::controller::ControlError>((
-                c.export_connections()?,
-                c.export_templates()?,
-            ))
-        })
-        .await;
-        match listed {
-            Ok(Ok(both)) => both,
-            Ok(Err(e)) => {
+        match self.controller.call(eventloop::Message::HaExport).await {
+            Some(Ok(both)) => both,
+            Some(Err(e)) => {
                 tracing::warn!("HA: reading the tables for sync: {e}");
                 Default::default()
             }
-            Err(e) => {
-                tracing::warn!("HA: sync export failed: {e}");
+            None => {
+                tracing::warn!("HA: sync export failed (the controller is gone)");
                 Default::default()
             }
         }
@@ -494,20 +479,20 @@ impl<D: Datapath + 'static> Node<D> {
                 Op::TemplateRemove => expired.push(template_of(r)),
             }
         }
-        let controller = self.controller.clone();
-        let applied = tokio::task::spawn_blocking(move || {
-            let mut c = controller.lock().unwrap_or_else(|p| p.into_inner());
-            c.forget_connections(&removes)?;
-            c.forget_templates(&expired)?;
-            Ok::<_, crate::controller::ControlError>(
-                c.import_connections(&upserts)? + c.import_templates(&templates)?,
-            )
-        })
-        .await;
-        match applied {
-            Ok(Ok(n)) => self.counters.sync_records_applied += n as u64,
-            Ok(Err(e)) => tracing::warn!("HA: writing synced connections: {e}"),
-            Err(e) => tracing::warn!("HA: sync import failed: {e}"),
+        let sync = Imported {
+            upserts,
+            removes,
+            templates,
+            expired,
+        };
+        match self
+            .controller
+            .call(|reply| eventloop::Message::HaImport(sync, reply))
+            .await
+        {
+            Some(Ok(n)) => self.counters.sync_records_applied += n as u64,
+            Some(Err(e)) => tracing::warn!("HA: writing synced connections: {e}"),
+            None => tracing::warn!("HA: sync import failed (the controller is gone)"),
         }
         if message.header.last {
             self.resynced_boot = Some(message.header.boot);

@@ -8,6 +8,7 @@
 //! * `rate`: IPVS's rate estimator (`--rate`);
 //! * `health`: checkers, the load agent, slow start;
 //! * `ha`: the router pair over UDP (formats and election in `lvs_ha`);
+//! * `eventloop`: the controller's one owner, fed by messages;
 //! * `daemon`: lvsd's tasks: the control socket, the datapath's notices,
 //!   the maintenance tick.
 
@@ -16,6 +17,7 @@
 pub mod conntable;
 pub mod controller;
 pub mod daemon;
+pub mod eventloop;
 pub mod ha;
 pub mod health;
 pub mod rate;

@@ -6,14 +6,15 @@ use std::{
     net::SocketAddr,
     sync::{
         atomic::{AtomicU64, Ordering},
-        Arc, Mutex,
+        Arc,
     },
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result};
-use lvs::health::supervisor::Supervisor;
+use lvs::{eventloop::EventLoop, health::supervisor::Supervisor};
 use lvs_datapath::Limits;
+use lvs_state::api::{Request, Response};
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -144,12 +145,13 @@ fn one(kind: &str, seconds: u64) -> Result<HealthRow> {
         let (addrs, stop) = listeners(&count)?;
         let controller = testbed::director(1, Limits::default(), &config(kind, &addrs))?;
         let state = controller.state().clone();
-        let shared = Arc::new(Mutex::new(controller));
+        let configured = tokio::sync::watch::channel(state.clone()).0;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let row = rt.block_on(async {
-            let mut supervisor = Supervisor::new(shared.clone());
+        let (row, down) = rt.block_on(async {
+            let (handle, owner) = EventLoop::new(controller, Vec::new(), configured).spawn();
+            let mut supervisor = Supervisor::new(handle.clone());
             supervisor.reconcile(&state);
             // One interval to spread the first probes, then measure.
             tokio::time::sleep(Duration::from_secs(INTERVAL_S)).await;
@@ -170,18 +172,21 @@ fn one(kind: &str, seconds: u64) -> Result<HealthRow> {
                 process_core_percent: (process_cpu() - proc0).as_secs_f64() / wall * 100.0,
             };
             supervisor.stop();
-            row
-        });
+            let listed = handle.request(Request::List).await;
+            drop((supervisor, handle));
+            let _ = tokio::task::spawn_blocking(move || owner.join()).await;
+            let Response::Snapshot(snapshot) = listed else {
+                anyhow::bail!("listing the servers: {listed:?}");
+            };
+            let down = snapshot
+                .services
+                .iter()
+                .flat_map(|s| &s.reals)
+                .filter(|r| r.health.as_ref().is_some_and(|h| h.state != "up"))
+                .count();
+            anyhow::Ok((row, down))
+        })?;
         let _ = stop.send(());
-        let down = shared
-            .lock()
-            .map_err(|_| anyhow::anyhow!("controller lock poisoned"))?
-            .snapshot()?
-            .services
-            .iter()
-            .flat_map(|s| &s.reals)
-            .filter(|r| r.health.as_ref().is_some_and(|h| h.state != "up"))
-            .count();
         anyhow::ensure!(down == 0, "{down} of {SERVERS} servers were taken out: the bench would not measure steady checking");
         Ok(row)
     })

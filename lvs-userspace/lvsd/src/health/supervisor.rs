@@ -5,7 +5,6 @@
 use std::{
     collections::HashMap,
     hash::{Hash, Hasher},
-    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -16,13 +15,12 @@ use super::{
     probe::{probe, Target},
     tally::Tally,
 };
-use lvs_datapath::Datapath;
 use lvs_state::{
     health::{AgentCheck, Check, CheckKind},
     model::{Endpoint, ServiceId, State},
 };
 
-use crate::controller::Controller;
+use crate::eventloop::{Handle, Message};
 
 /// What one task does: a checker (by its place in the server's list) or
 /// the server's agent.
@@ -34,13 +32,13 @@ enum Job {
 
 type Key = (ServiceId, Endpoint, Job);
 
-pub struct Supervisor<D> {
-    controller: Arc<Mutex<Controller<D>>>,
+pub struct Supervisor {
+    controller: Handle,
     tasks: HashMap<Key, JoinHandle<()>>,
 }
 
-impl<D: Datapath + Send + 'static> Supervisor<D> {
-    pub fn new(controller: Arc<Mutex<Controller<D>>>) -> Self {
+impl Supervisor {
+    pub fn new(controller: Handle) -> Self {
         Self {
             controller,
             tasks: HashMap::new(),
@@ -92,7 +90,7 @@ impl<D: Datapath + Send + 'static> Supervisor<D> {
     }
 }
 
-impl<D> Drop for Supervisor<D> {
+impl Drop for Supervisor {
     fn drop(&mut self) {
         for task in self.tasks.values() {
             task.abort();
@@ -125,33 +123,14 @@ fn kind_name(kind: &CheckKind) -> &'static str {
     }
 }
 
-/// Hand a change to the controller off the async threads (it takes the
-/// controller lock and writes maps).
-async fn report<D: Datapath + Send + 'static>(
-    controller: &Arc<Mutex<Controller<D>>>,
-    change: impl FnOnce(&mut Controller<D>) -> Result<(), crate::controller::ControlError>
-        + Send
-        + 'static,
-) {
-    let controller = controller.clone();
-    let done = tokio::task::spawn_blocking(move || {
-        let mut c = controller.lock().unwrap_or_else(|p| p.into_inner());
-        change(&mut c)
-    })
-    .await;
-    match done {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!("applying a health change: {e}"),
-        Err(e) => tracing::warn!("health change handler failed: {e}"),
+/// Hand a transition to the controller; its owner applies it in turn.
+async fn report(controller: &Handle, change: Message) {
+    if !controller.send(change).await {
+        tracing::debug!("health change after the controller stopped");
     }
 }
 
-async fn run_check<D: Datapath + Send + 'static>(
-    controller: Arc<Mutex<Controller<D>>>,
-    target: Target,
-    index: usize,
-    check: Check,
-) {
+async fn run_check(controller: Handle, target: Target, index: usize, check: Check) {
     let interval = Duration::from_millis(check.interval_ms);
     tokio::time::sleep(spread(&target, index, interval)).await;
     let mut tally = Tally::new(check.start);
@@ -174,18 +153,20 @@ async fn run_check<D: Datapath + Send + 'static>(
             }
         }
         debug_assert_eq!(up, failure.is_none());
-        report(&controller, move |c| {
-            c.set_check(service, server, index, failure)
-        })
+        report(
+            &controller,
+            Message::Check {
+                service,
+                server,
+                index,
+                failure,
+            },
+        )
         .await;
     }
 }
 
-async fn run_agent<D: Datapath + Send + 'static>(
-    controller: Arc<Mutex<Controller<D>>>,
-    target: Target,
-    spec: AgentCheck,
-) {
+async fn run_agent(controller: Handle, target: Target, spec: AgentCheck) {
     let interval = Duration::from_millis(spec.interval_ms);
     tokio::time::sleep(spread(&target, usize::MAX, interval)).await;
     let mut tick = ticker(interval);
@@ -207,9 +188,15 @@ async fn run_agent<D: Datapath + Send + 'static>(
                 last = Some(seen);
                 tracing::info!(%service, %server, ?percent, state = ?reply.state, "agent report");
                 let state = reply.state;
-                report(&controller, move |c| {
-                    c.set_agent(service, server, percent, state)
-                })
+                report(
+                    &controller,
+                    Message::Agent {
+                        service,
+                        server,
+                        percent,
+                        state,
+                    },
+                )
                 .await;
             }
             // As in HAProxy, an agent that cannot be reached changes
