@@ -784,12 +784,12 @@ fn entries<K: aya::Pod, V: aya::Pod>(
     }
 }
 
-/// Write `values` into an array map from index `base` on, in one
+/// Write `values` at `indexes` of an array map, in order, in one
 /// `BPF_MAP_UPDATE_BATCH` (which aya does not wrap) rather than a syscall
 /// per slot: a ring is 512 slots, and a 10,000-service apply writes 10,000.
 fn update_batch<V: aya::Pod>(
     map: &MapData,
-    base: u32,
+    indexes: &[u32],
     values: &[V],
     name: &'static str,
 ) -> Result<(), DatapathError> {
@@ -808,7 +808,8 @@ fn update_batch<V: aya::Pod>(
         flags: u64,
     }
     let fd = map.fd().as_fd().as_raw_fd();
-    let keys: Vec<u32> = (base..).take(values.len()).collect();
+    assert_eq!(indexes.len(), values.len(), "one index per value");
+    let keys = indexes;
     let mut done = 0;
     while done < values.len() {
         let mut attr = BatchAttr {
@@ -887,13 +888,20 @@ impl Datapath for KernelDatapath {
             .set(index, real, 0)
             .map_err(map_err("bpf_map_update_elem", "REALS"))
     }
+    fn set_reals(&mut self, entries: &[(u32, Real)]) -> Result<(), DatapathError> {
+        use aya::maps::IterableMap;
+        let (indexes, reals): (Vec<u32>, Vec<Real>) = entries.iter().copied().unzip();
+        update_batch(self.reals.map(), &indexes, &reals, "REALS")
+    }
     fn write_ring(&mut self, base: u32, picks: &[u32]) -> Result<(), DatapathError> {
         use aya::maps::IterableMap;
-        update_batch(self.rings.map(), base, picks, "RINGS")
+        let slots: Vec<u32> = (base..).take(picks.len()).collect();
+        update_batch(self.rings.map(), &slots, picks, "RINGS")
     }
     fn write_buckets(&mut self, base: u32, table: &[u32]) -> Result<(), DatapathError> {
         use aya::maps::IterableMap;
-        update_batch(self.buckets.map(), base, table, "BUCKETS")
+        let slots: Vec<u32> = (base..).take(table.len()).collect();
+        update_batch(self.buckets.map(), &slots, table, "BUCKETS")
     }
     fn localities(&self) -> Result<Vec<(LocalityKey, LocalityEntry)>, DatapathError> {
         entries(&self.locality, "LOCALITY")

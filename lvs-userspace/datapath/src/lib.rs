@@ -124,6 +124,14 @@ pub trait Datapath: Send {
     fn set_service(&mut self, key: ServiceKey, value: Service) -> Result<(), DatapathError>;
     fn remove_service(&mut self, key: ServiceKey) -> Result<(), DatapathError>;
     fn set_real(&mut self, index: u32, real: Real) -> Result<(), DatapathError>;
+    /// Several real server entries at once, in order (a later entry for
+    /// the same index wins).
+    fn set_reals(&mut self, entries: &[(u32, Real)]) -> Result<(), DatapathError> {
+        for (index, real) in entries {
+            self.set_real(*index, *real)?;
+        }
+        Ok(())
+    }
     /// Write `picks` into consecutive ring slots from `base`.
     fn write_ring(&mut self, base: u32, picks: &[u32]) -> Result<(), DatapathError>;
     /// Write an sh/dh table into consecutive bucket slots from `base`.

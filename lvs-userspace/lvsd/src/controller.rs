@@ -202,17 +202,43 @@ struct ConnCounts {
 /// Index allocator: lowest free first.
 #[derive(Debug)]
 struct Slots {
+    /// Indexes given back, all below `fresh`.
     free: BTreeSet<u32>,
+    /// The lowest index never handed out: its map entries (counters,
+    /// cursor) are still as the kernel created them, zero.
+    fresh: u32,
+    max: u32,
+}
+
+/// An index from `Slots::take`, and whether it was used before (its
+/// counters and cursor then need resetting or reading).
+struct Slot {
+    index: u32,
+    reused: bool,
 }
 
 impl Slots {
     fn new(max: u32) -> Self {
         Self {
-            free: (0..max).collect(),
+            free: BTreeSet::new(),
+            fresh: 0,
+            max,
         }
     }
-    fn take(&mut self) -> Option<u32> {
-        self.free.pop_first()
+    fn take(&mut self) -> Option<Slot> {
+        if let Some(index) = self.free.pop_first() {
+            return Some(Slot {
+                index,
+                reused: true,
+            });
+        }
+        (self.fresh < self.max).then(|| {
+            self.fresh += 1;
+            Slot {
+                index: self.fresh - 1,
+                reused: false,
+            }
+        })
     }
     fn give(&mut self, i: u32) {
         self.free.insert(i);
@@ -248,6 +274,8 @@ pub struct Controller<D> {
     endpoints: usize,
     /// The batch being written, to put back if the writing fails.
     in_flight: Option<Undo>,
+    /// `REALS` entries to write, in one batch, before the next publication.
+    unwritten_reals: Vec<(u32, Real)>,
     refills: RefillStats,
     expirations: Expirations,
     /// Health of configured real servers; absent means healthy.
@@ -333,6 +361,7 @@ impl<D: Datapath> Controller<D> {
             overloaded: BTreeSet::new(),
             endpoints: 0,
             in_flight: None,
+            unwritten_reals: Vec::new(),
             refills: RefillStats::default(),
             expirations: Expirations::default(),
             conditions: HashMap::new(),
@@ -883,6 +912,7 @@ impl<D: Datapath> Controller<D> {
         if let Some(undo) = self.in_flight.take() {
             self.state.rollback(undo);
         }
+        self.unwritten_reals.clear();
         self.endpoints = self.state.services().map(|s| s.endpoints().count()).sum();
         let now = self.datapath.now_ns()?;
         let ids: BTreeSet<ServiceId> = self
@@ -1249,14 +1279,19 @@ impl<D: Datapath> Controller<D> {
         }
         touched.insert(id);
         if !self.runtimes.contains_key(&id) {
-            let index = self.service_slots.take().ok_or(ControlError::Capacity {
-                what: "services",
-                max: self.datapath.limits().services,
-            })?;
-            self.datapath.reset_service_counters(index)?;
+            let Slot { index, reused } =
+                self.service_slots.take().ok_or(ControlError::Capacity {
+                    what: "services",
+                    max: self.datapath.limits().services,
+                })?;
+            let origin = if reused {
+                self.datapath.reset_service_counters(index)?;
+                self.datapath.cursor(index)?
+            } else {
+                0
+            };
             self.service_baseline.remove(&index);
             self.service_rates.remove(&index);
-            let origin = self.datapath.cursor(index)?;
             self.runtimes.insert(
                 id,
                 Runtime {
@@ -1327,31 +1362,25 @@ impl<D: Datapath> Controller<D> {
         svc: &Service,
         old: Option<&Service>,
     ) -> Result<Vec<Dest>, ControlError> {
-        // Only new or changed servers are written: one command must not cost
-        // a syscall per server of the service.
-        let written: HashMap<Endpoint, Real> = old
-            .map(|o| {
-                o.reals
-                    .iter()
-                    .map(|r| {
-                        (
-                            r.server,
-                            datapath_real(r, self.datapath.is_local(r.server.addr)),
-                        )
-                    })
-                    .collect()
-            })
+        // Only new servers, or ones whose method changed, are written (the
+        // entry holds address, port and method): one command must not cost
+        // a write per server of the service.
+        let written: HashMap<Endpoint, lvs_state::model::Method> = old
+            .map(|o| o.reals.iter().map(|r| (r.server, r.method)).collect())
             .unwrap_or_default();
         let mut dests = Vec::with_capacity(svc.reals.len());
         for real in &svc.reals {
             let index = match self.real_index_of(&svc.spec.id, &real.server) {
                 Some(i) => i,
                 None => {
-                    let i = self.real_slots.take().ok_or(ControlError::Capacity {
-                        what: "real servers",
-                        max: self.datapath.limits().reals,
-                    })?;
-                    self.datapath.reset_real_counters(i)?;
+                    let Slot { index: i, reused } =
+                        self.real_slots.take().ok_or(ControlError::Capacity {
+                            what: "real servers",
+                            max: self.datapath.limits().reals,
+                        })?;
+                    if reused {
+                        self.datapath.reset_real_counters(i)?;
+                    }
                     self.real_baseline.remove(&i);
                     self.real_rates.remove(&i);
                     self.real_index
@@ -1361,9 +1390,9 @@ impl<D: Datapath> Controller<D> {
                     i
                 }
             };
-            let entry = datapath_real(real, self.datapath.is_local(real.server.addr));
-            if written.get(&real.server) != Some(&entry) {
-                self.datapath.set_real(index, entry)?;
+            if written.get(&real.server) != Some(&real.method) {
+                let entry = datapath_real(real, self.datapath.is_local(real.server.addr));
+                self.unwritten_reals.push((index, entry));
             }
             // Editing a server clears OVERLOAD when its upper threshold is
             // removed or raised (§1.1).
@@ -1388,6 +1417,11 @@ impl<D: Datapath> Controller<D> {
     /// into the idle half, then flip the service to it; unpublish deleted
     /// services.
     fn publish_touched(&mut self, touched: &BTreeSet<ServiceId>) -> Result<(), ControlError> {
+        // Real servers first: a ring published below may name them.
+        if !self.unwritten_reals.is_empty() {
+            let reals = std::mem::take(&mut self.unwritten_reals);
+            self.datapath.set_reals(&reals)?;
+        }
         let now_s = if touched.is_empty() {
             0
         } else {
@@ -2442,10 +2476,7 @@ mod tests {
             .unwrap();
         assert!(c.datapath_mut().services.is_empty());
         assert!(c.real_index.is_empty());
-        assert_eq!(
-            c.service_slots.free.len(),
-            c.datapath_mut().limits.services as usize
-        );
+        assert_eq!(c.service_slots.free.len(), c.service_slots.fresh as usize);
     }
 
     #[test]
