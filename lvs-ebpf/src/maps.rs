@@ -12,12 +12,17 @@ use lvs_common::{
     MAX_REALS, MAX_SERVICES, RING_SLOTS, TEMPLATE_TABLE_SIZE, VERDICT_COUNT,
 };
 
+/// `BPF_F_MMAPABLE`: lvsd maps the array into its memory and writes a
+/// whole ring with stores instead of a syscall per slot.
+const BPF_F_MMAPABLE: u32 = 1 << 10;
+
 #[map]
 pub static SERVICES: HashMap<ServiceKey, Service> = HashMap::with_max_entries(MAX_SERVICES, 0);
 
 /// Both halves of every service's published ring of real server indexes.
 #[map]
-pub static RINGS: Array<u32> = Array::with_max_entries(MAX_SERVICES * 2 * RING_SLOTS, 0);
+pub static RINGS: Array<u32> =
+    Array::with_max_entries(MAX_SERVICES * 2 * RING_SLOTS, BPF_F_MMAPABLE);
 
 /// Per-service pick counter, advanced atomically by every CPU.
 #[map]
@@ -26,7 +31,8 @@ pub static CURSORS: Array<u32> = Array::with_max_entries(MAX_SERVICES, 0);
 /// Both halves of every sh/dh service's bucket table of real server
 /// indexes (`NO_REAL` where nothing may be chosen).
 #[map]
-pub static BUCKETS: Array<u32> = Array::with_max_entries(MAX_SERVICES * 2 * HASH_BUCKETS, 0);
+pub static BUCKETS: Array<u32> =
+    Array::with_max_entries(MAX_SERVICES * 2 * HASH_BUCKETS, BPF_F_MMAPABLE);
 
 /// lblc/lblcr: which real server each destination address goes to.
 #[map]

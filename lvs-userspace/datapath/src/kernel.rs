@@ -22,6 +22,8 @@ use lvs_common::{
 use serde::{Deserialize, Serialize};
 use tokio::io::{unix::AsyncFd, Interest};
 
+use crate::mapped::MappedArray;
+
 use crate::{
     standalone::{attach_by_netlink, netlink},
     Datapath, DatapathError, Limits, LocalAddresses, XdpAttachMode,
@@ -357,8 +359,8 @@ pub struct KernelDatapath {
     next_hops: HashMap<MapData, u32, NextHop>,
     local: LocalAddresses,
     services: HashMap<MapData, ServiceKey, Service>,
-    rings: Array<MapData, u32>,
-    buckets: Array<MapData, u32>,
+    rings: MappedArray,
+    buckets: MappedArray,
     locality: HashMap<MapData, LocalityKey, LocalityEntry>,
     templates: HashMap<MapData, TemplateKey, Template>,
     events: RingBuf<MapData>,
@@ -386,6 +388,23 @@ macro_rules! typed {
             source,
         })?
     };
+}
+
+/// An mmapable array of the object, mapped (see `mapped.rs`).
+fn mapped(ebpf: &mut Ebpf, name: &'static str) -> Result<MappedArray, DatapathError> {
+    let data = match take(ebpf, name)? {
+        aya::maps::Map::Array(data) => data,
+        _ => return Err(DatapathError::MissingMap { map: name }),
+    };
+    let entries = data
+        .info()
+        .map_err(|source| DatapathError::Map {
+            op: "BPF_OBJ_GET_INFO_BY_FD",
+            map: name,
+            source,
+        })?
+        .max_entries();
+    MappedArray::new(data, entries, name)
 }
 
 impl KernelDatapath {
@@ -440,8 +459,8 @@ impl KernelDatapath {
         let mut egress: DevMapHash<MapData> = typed!(&mut ebpf, DevMapHash<MapData>, "EGRESS");
         let plan: Vec<(bool, String)> = ifaces.iter().map(|i| choose(i, choice)).collect();
         let services = typed!(&mut ebpf, HashMap<MapData, ServiceKey, Service>, "SERVICES");
-        let rings = typed!(&mut ebpf, Array<MapData, u32>, "RINGS");
-        let buckets = typed!(&mut ebpf, Array<MapData, u32>, "BUCKETS");
+        let rings = mapped(&mut ebpf, "RINGS")?;
+        let buckets = mapped(&mut ebpf, "BUCKETS")?;
         let locality = typed!(&mut ebpf, HashMap<MapData, LocalityKey, LocalityEntry>, "LOCALITY");
         let templates = typed!(&mut ebpf, HashMap<MapData, TemplateKey, Template>, "TEMPLATES");
         let events = typed!(&mut ebpf, RingBuf<MapData>, "EVENTS");
@@ -894,14 +913,10 @@ impl Datapath for KernelDatapath {
         update_batch(self.reals.map(), &indexes, &reals, "REALS")
     }
     fn write_ring(&mut self, base: u32, picks: &[u32]) -> Result<(), DatapathError> {
-        use aya::maps::IterableMap;
-        let slots: Vec<u32> = (base..).take(picks.len()).collect();
-        update_batch(self.rings.map(), &slots, picks, "RINGS")
+        self.rings.write(base, picks)
     }
     fn write_buckets(&mut self, base: u32, table: &[u32]) -> Result<(), DatapathError> {
-        use aya::maps::IterableMap;
-        let slots: Vec<u32> = (base..).take(table.len()).collect();
-        update_batch(self.buckets.map(), &slots, table, "BUCKETS")
+        self.buckets.write(base, table)
     }
     fn localities(&self) -> Result<Vec<(LocalityKey, LocalityEntry)>, DatapathError> {
         entries(&self.locality, "LOCALITY")

@@ -11,6 +11,7 @@
 
 mod kernel;
 mod limits;
+mod mapped;
 pub mod netconf;
 pub mod realserver;
 mod standalone;
