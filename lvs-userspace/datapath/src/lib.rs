@@ -155,6 +155,13 @@ pub trait Datapath: Send {
     /// Counters summed over CPUs.
     fn service_counters(&self, index: u32) -> Result<Counters, DatapathError>;
     fn real_counters(&self, index: u32) -> Result<Counters, DatapathError>;
+    /// The counters of indexes `0..count`, summed over CPUs, in one read.
+    fn service_counters_upto(&self, count: u32) -> Result<Vec<Counters>, DatapathError> {
+        (0..count).map(|i| self.service_counters(i)).collect()
+    }
+    fn real_counters_upto(&self, count: u32) -> Result<Vec<Counters>, DatapathError> {
+        (0..count).map(|i| self.real_counters(i)).collect()
+    }
     /// Zero the counters of a newly allocated service or real index.
     fn reset_service_counters(&mut self, index: u32) -> Result<(), DatapathError>;
     fn reset_real_counters(&mut self, index: u32) -> Result<(), DatapathError>;

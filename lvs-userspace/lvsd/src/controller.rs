@@ -1652,6 +1652,7 @@ impl<D: Datapath> Controller<D> {
             }
         }
         self.estimated_ns = Some(now);
+        let (service_counters, real_counters) = self.all_counters()?;
         let mut service_rates = HashMap::with_capacity(self.runtimes.len());
         for rt in self.runtimes.values() {
             // A new index's counters were reset: its estimator starts at 0.
@@ -1660,19 +1661,28 @@ impl<D: Datapath> Controller<D> {
                 .get(&rt.index)
                 .copied()
                 .unwrap_or_default();
-            e.sample(self.datapath.service_counters(rt.index)?);
+            e.sample(service_counters[rt.index as usize]);
             service_rates.insert(rt.index, e);
         }
         let mut real_rates = HashMap::with_capacity(self.real_rates.len());
         let indexes: Vec<u32> = self.real_indexes().map(|(_, _, i)| i).collect();
         for index in indexes {
             let mut e = self.real_rates.get(&index).copied().unwrap_or_default();
-            e.sample(self.datapath.real_counters(index)?);
+            e.sample(real_counters[index as usize]);
             real_rates.insert(index, e);
         }
         self.service_rates = service_rates;
         self.real_rates = real_rates;
         Ok(())
+    }
+
+    /// Every service's and real server's counters, by index, in two reads.
+    fn all_counters(&self) -> Result<(Vec<Counters>, Vec<Counters>), ControlError> {
+        Ok((
+            self.datapath
+                .service_counters_upto(self.service_slots.fresh)?,
+            self.datapath.real_counters_upto(self.real_slots.fresh)?,
+        ))
     }
 
     /// Live persistence templates per real index, counting only persistent
@@ -1707,10 +1717,11 @@ impl<D: Datapath> Controller<D> {
         };
         let templates = self.persistent_conns()?;
         let now = self.datapath.now_ns()?;
-        let mut services = Vec::new();
+        let (service_counters, real_counters) = self.all_counters()?;
+        let mut services = Vec::with_capacity(self.state.len());
         for svc in self.state.services() {
             let rt = &self.runtimes[&svc.spec.id];
-            let raw = self.datapath.service_counters(rt.index)?;
+            let raw = service_counters[rt.index as usize];
             let stats = Stats::since(raw, self.service_baseline.get(&rt.index));
             let scheduled = &self.scheduled[&svc.spec.id];
             let sorry = svc
@@ -1718,7 +1729,7 @@ impl<D: Datapath> Controller<D> {
                 .sorry
                 .filter(|s| scheduled.reals.iter().any(|r| r.server == s.server))
                 .map(sorry_spec);
-            let mut reals = Vec::new();
+            let mut reals = Vec::with_capacity(svc.reals.len() + 1);
             for real in svc.reals.iter().chain(&sorry) {
                 // A server health kept out from the start has no index yet.
                 let (counts, persistent_conns, stats, rates) =
@@ -1727,7 +1738,7 @@ impl<D: Datapath> Controller<D> {
                             self.counts.get(&index).copied().unwrap_or_default(),
                             templates.get(&index).copied().unwrap_or(0),
                             Stats::since(
-                                self.datapath.real_counters(index)?,
+                                real_counters[index as usize],
                                 self.real_baseline.get(&index),
                             ),
                             rates_of(&self.real_rates, index),
