@@ -1074,7 +1074,7 @@ fn summed_batch(
         flags: u64,
     }
     // Counters is 40 bytes, a multiple of 8: per-CPU values are packed.
-    const _: () = assert!(size_of::<Counters>() % 8 == 0);
+    const _: () = assert!(size_of::<Counters>().is_multiple_of(8));
     let fd = map.fd().as_fd().as_raw_fd();
     let mut keys = vec![0u32; CHUNK as usize];
     let mut values = vec![Counters::default(); CHUNK as usize * cpus];
