@@ -600,9 +600,19 @@ pub enum Verdict {
     PassTooBig = 16,
     /// For a real server that is this director: delivered to the local stack.
     PassLocal = 17,
+    /// A new connection while lvsd, a router of a pair, has stopped
+    /// refreshing its liveness stamp: no one would sync it, so the client's
+    /// retransmission is left to reach the new active router.
+    DropNoController = 18,
+    /// An ARP request for a floating address while lvsd is gone: only the
+    /// router that took the address over answers.
+    DropArpNoController = 19,
 }
 
-pub const VERDICT_COUNT: u32 = 18;
+pub const VERDICT_COUNT: u32 = 20;
+
+/// Most floating addresses of a router pair.
+pub const MAX_FLOATING: u32 = 64;
 
 impl Verdict {
     pub const ALL: [Verdict; VERDICT_COUNT as usize] = [
@@ -624,6 +634,8 @@ impl Verdict {
         Verdict::PassNoRoute,
         Verdict::PassTooBig,
         Verdict::PassLocal,
+        Verdict::DropNoController,
+        Verdict::DropArpNoController,
     ];
     pub const fn name(self) -> &'static str {
         match self {
@@ -645,6 +657,8 @@ impl Verdict {
             Verdict::PassNoRoute => "pass_no_route",
             Verdict::PassTooBig => "pass_too_big",
             Verdict::PassLocal => "pass_local",
+            Verdict::DropNoController => "drop_no_controller",
+            Verdict::DropArpNoController => "drop_arp_no_controller",
         }
     }
 }

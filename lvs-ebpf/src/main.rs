@@ -11,7 +11,8 @@
 //! to the controller), then the method: `nat` (DNAT in, SNAT out), `direct`
 //! (DR), `tunnel` (IP-in-IP) with `icmp` (too big to tunnel), or the local
 //! stack for a real server that is this director; `forward` chooses the way
-//! out. `lvs_neigh` (tc) finishes XDP frames whose next hop was unresolved.
+//! out. `liveness`: a router of a pair whose lvsd died takes no new
+//! connections and gives up ARP for the floating addresses. `lvs_neigh` (tc) finishes XDP frames whose next hop was unresolved.
 //! `lvs_decap` runs on real servers; `lvs_pass` is the no-op program, for
 //! veth peers and the bench floor; `bench` holds the bench's generator,
 //! sink and bare-redirect ceiling.
@@ -30,6 +31,7 @@ mod forward;
 mod frame;
 mod headers;
 mod icmp;
+mod liveness;
 mod maps;
 mod nat;
 mod neigh;
@@ -97,7 +99,9 @@ fn action(verdict: Verdict) -> u32 {
         | Verdict::DropTableFull
         | Verdict::DropTooBig
         | Verdict::DropForwardingDisabled
-        | Verdict::DropNoRoute => xdp_action::XDP_DROP,
+        | Verdict::DropNoRoute
+        | Verdict::DropNoController
+        | Verdict::DropArpNoController => xdp_action::XDP_DROP,
         Verdict::PassNotIpv4
         | Verdict::PassNoService
         | Verdict::PassNotSyn
@@ -125,6 +129,8 @@ fn tc_action(verdict: Verdict) -> i32 {
         | Verdict::DropTooBig
         | Verdict::DropForwardingDisabled
         | Verdict::DropNoRoute
+        | Verdict::DropNoController
+        | Verdict::DropArpNoController
         // Never built on this path (`Frame::too_big`).
         | Verdict::IcmpTooBig => TC_ACT_SHOT,
         // On to the next tc program, if any, then the stack.
@@ -142,7 +148,11 @@ fn tc_action(verdict: Verdict) -> i32 {
 
 #[inline(always)]
 fn director<F: Frame>(ctx: &F) -> Result<Verdict, Verdict> {
-    let packet = headers::Packet::parse(ctx)?;
+    let packet = match headers::Packet::parse(ctx) {
+        Ok(packet) => packet,
+        Err(Verdict::PassNotIpv4) => return liveness::not_ipv4(ctx),
+        Err(verdict) => return Err(verdict),
+    };
     let flow = packet.flow_key();
     let now = stats::now();
     if let Some(conn) = maps::CONNS.get_ptr_mut(flow) {

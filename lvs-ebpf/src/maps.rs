@@ -8,8 +8,8 @@ use aya_ebpf::{
 use lvs_common::{
     hash::HASH_BUCKETS, tcp_state::STATE_COUNT, Conn, Counters, FlowKey, LocalityEntry,
     LocalityKey, NextHop, Real, Service, ServiceKey, Settings, Template, TemplateKey,
-    CONN_TABLE_SIZE, DECAP_VERDICT_COUNT, EVENTS_BYTES, LOCALITY_TABLE_SIZE, MAX_INTERFACES,
-    MAX_REALS, MAX_SERVICES, RING_SLOTS, TEMPLATE_TABLE_SIZE, VERDICT_COUNT,
+    CONN_TABLE_SIZE, DECAP_VERDICT_COUNT, EVENTS_BYTES, LOCALITY_TABLE_SIZE, MAX_FLOATING,
+    MAX_INTERFACES, MAX_REALS, MAX_SERVICES, RING_SLOTS, TEMPLATE_TABLE_SIZE, VERDICT_COUNT,
 };
 
 /// `BPF_F_MMAPABLE`: lvsd maps the array into its memory and writes a
@@ -83,3 +83,13 @@ pub static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
 /// The real server's decapsulation program counts here, not in `VERDICTS`.
 #[map]
 pub static DECAP_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DECAP_VERDICT_COUNT, 0);
+
+/// lvsd's liveness, on a router of a pair: entry 0 is the deadline
+/// (`bpf_ktime_get_ns`) that lvsd keeps pushing forward; 0 means no pair,
+/// nothing enforced.
+#[map]
+pub static LIVENESS: Array<u64> = Array::with_max_entries(1, 0);
+
+/// The pair's floating addresses (network order, as in an ARP header).
+#[map]
+pub static FLOATING: HashMap<[u8; 4], u8> = HashMap::with_max_entries(MAX_FLOATING, 0);

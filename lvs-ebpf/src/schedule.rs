@@ -9,6 +9,7 @@ use crate::{
     conntrack,
     frame::Frame,
     headers::Packet,
+    liveness,
     maps::{CONNS, REALS, SERVICES},
     persist, publication,
     stats::{self, Way},
@@ -43,6 +44,9 @@ pub fn new_flow<F: Frame>(
     }
     if packet.ttl_expiring() {
         return Err(Verdict::PassToKernel);
+    }
+    if liveness::controller_gone(now) {
+        return Err(Verdict::DropNoController);
     }
     let real_index = if service.has(service_flags::PERSISTENT) {
         persist::choose(&service, flow, now)?

@@ -120,6 +120,10 @@ fn http_get(target: SocketAddr) -> Result<String> {
 
 /// For each step of a request.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(1);
+/// For a new connection during a failover: long enough for one SYN
+/// retransmission (1 s), which reaches the new active router when the
+/// killed router's datapath dropped the first SYN.
+const FAILOVER_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// `http_get` from `source`, one of the namespace's addresses (any port).
 fn http_get_from(source: Ipv4Addr, target: SocketAddr) -> Result<String> {
@@ -142,7 +146,10 @@ fn connections(target: SocketAddr, stop: Arc<AtomicBool>) -> Vec<Attempt> {
     let mut k = 0u32;
     while !stop.load(Ordering::Relaxed) && start.elapsed() < WORKER_LIMIT {
         let at = Instant::now();
-        let result = http_get(target).map_err(|e| format!("{e:#}"));
+        let result = TcpStream::connect_timeout(&target, FAILOVER_CONNECT_TIMEOUT)
+            .with_context(|| format!("connect {target}"))
+            .and_then(|stream| lvs_lab::http_request(stream, target, HTTP_TIMEOUT))
+            .map_err(|e| format!("{e:#}"));
         attempts.push(Attempt {
             at,
             took: at.elapsed(),
@@ -381,6 +388,26 @@ fn failover_steps(pair: &mut Pair, active: usize, backup: usize) -> Result<Strin
             ms(killed_at.elapsed())
         );
     }
+    // Only the survivor answers ARP for the VIP: the killed router's
+    // datapath, its lvsd's liveness stamp run out, drops the requests its
+    // kernel would answer. The client asks afresh each time.
+    let client_dev = "eth0";
+    for attempt in 0..5 {
+        let _ = pair
+            .client
+            .exec(&["ip", "neigh", "del", &VIP.to_string(), "dev", client_dev]);
+        let _ = pair
+            .client
+            .exec(&["ping", "-c", "1", "-W", "1", &VIP.to_string()]);
+        let answered = Pair::neighbour(&pair.client, VIP)?;
+        ensure!(
+            answered == Some(survivor_mac),
+            "ARP for the VIP, asked afresh (attempt {}), was answered by {answered:02x?}, not \
+             the survivor {new} ({survivor_mac:02x?})",
+            attempt + 1
+        );
+    }
+    println!("ARP for the VIP, asked afresh five times: only {new} answers");
     let (stream_stats, http_stats) = (
         pair.service_stats(backup, HOLD_PORT)?,
         pair.service_stats(backup, HTTP_PORT)?,
@@ -532,6 +559,15 @@ fn failover_steps(pair: &mut Pair, active: usize, backup: usize) -> Result<Strin
             format!(" ({})", failures.join("; "))
         },
         first_after_takeover.map_or("-".into(), ms),
+    );
+    // No new connection fails: one the killed router's datapath could not
+    // hand over (its lvsd is gone) is dropped there, and the client's SYN
+    // retransmission lands on the new active router.
+    ensure!(
+        failures.is_empty(),
+        "{} new connections failed after the kill:\n{}",
+        failures.len(),
+        failures.join("\n")
     );
     ensure!(
         recovery <= RECOVERY_LIMIT,

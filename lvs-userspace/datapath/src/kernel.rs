@@ -371,9 +371,27 @@ pub struct KernelDatapath {
     verdicts: PerCpuArray<MapData, u64>,
     conns: HashMap<MapData, FlowKey, Conn>,
     timeouts: Array<MapData, u32>,
+    floating: HashMap<MapData, [u8; 4], u8>,
+    /// Until handed to the task that refreshes it (`liveness`).
+    liveness: Option<Array<MapData, u64>>,
     cpus: usize,
     limits: Limits,
     pub attachments: Vec<Attachment>,
+}
+
+/// lvsd's liveness stamp for the datapath (a router of a pair): a deadline
+/// that lvsd keeps pushing forward. Once it passes, the datapath takes no
+/// new connections and lets ARP for the floating addresses go unanswered.
+pub struct Liveness(Array<MapData, u64>);
+
+impl Liveness {
+    /// Alive for `grace` from now.
+    pub fn refresh(&mut self, grace: std::time::Duration) -> Result<(), DatapathError> {
+        let deadline = monotonic_ns()? + grace.as_nanos() as u64;
+        self.0
+            .set(0, deadline, 0)
+            .map_err(map_err("bpf_map_update_elem", "LIVENESS"))
+    }
 }
 
 fn take(ebpf: &mut Ebpf, map: &'static str) -> Result<aya::maps::Map, DatapathError> {
@@ -554,6 +572,8 @@ impl KernelDatapath {
         // Taken maps must outlive the program loads that refer to them.
         drop((egress, settings_map));
         let next_hops = typed!(&mut ebpf, HashMap<MapData, u32, NextHop>, "NEXT_HOPS");
+        let floating = typed!(&mut ebpf, HashMap<MapData, [u8; 4], u8>, "FLOATING");
+        let liveness = Some(typed!(&mut ebpf, Array<MapData, u64>, "LIVENESS"));
         Ok(Self {
             ebpf,
             kept: std::mem::take(&mut kept.0),
@@ -573,10 +593,29 @@ impl KernelDatapath {
             verdicts,
             conns,
             timeouts,
+            floating,
+            liveness,
             cpus,
             limits,
             attachments,
         })
+    }
+
+    /// The liveness stamp, for the one task that refreshes it (once: later
+    /// calls get `None`). Until its first refresh nothing is enforced.
+    pub fn liveness(&mut self) -> Option<Liveness> {
+        self.liveness.take().map(Liveness)
+    }
+
+    /// The router pair's floating addresses, whose ARP requests go
+    /// unanswered once lvsd's liveness stamp runs out.
+    pub fn set_floating(&mut self, addresses: &[Ipv4Addr]) -> Result<(), DatapathError> {
+        for a in addresses {
+            self.floating
+                .insert(a.octets(), 1, 0)
+                .map_err(map_err("bpf_map_update_elem", "FLOATING"))?;
+        }
+        Ok(())
     }
 
     /// Run the director once on `frame` with `BPF_PROG_TEST_RUN`: the XDP

@@ -20,7 +20,8 @@ mod standalone;
 pub mod fake;
 
 pub use kernel::{
-    director_attached, Attachment, DatapathChoice, KernelDatapath, Lifetime, ProgramStats, TestRun,
+    director_attached, Attachment, DatapathChoice, KernelDatapath, Lifetime, Liveness,
+    ProgramStats, TestRun,
 };
 pub use limits::Limits;
 pub use standalone::{StandaloneXdp, XdpAttachMode};

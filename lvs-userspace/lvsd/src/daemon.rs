@@ -95,12 +95,30 @@ pub async fn start(options: Options, shutdown: impl Future) -> anyhow::Result<()
         let ha = ha.map(Ha::prepare).transpose()?;
         anyhow::Ok((c, ha))
     });
-    let (controller, ha) = match prepared {
+    let (mut controller, ha) = match prepared {
         Ok(c) => c,
         Err(e) => {
             unbind(&options.socket);
             return Err(e);
         }
+    };
+    // A router of a pair stamps its liveness into the datapath, so that if
+    // lvsd dies, its datapath stops taking connections nobody will sync and
+    // stops answering ARP for the floating addresses.
+    let stamping = match &ha {
+        Some(ha) => {
+            let floating: Vec<Ipv4Addr> = ha.config().addresses.iter().map(|f| f.addr).collect();
+            if let Err(e) = controller.datapath_mut().set_floating(&floating) {
+                unbind(&options.socket);
+                return Err(e.into());
+            }
+            let grace = Duration::from_millis(ha.config().dead_ms * 4 / 5);
+            controller
+                .datapath_mut()
+                .liveness()
+                .map(|l| Stamping::start(l, grace))
+        }
+        None => None,
     };
     tracing::info!(socket = %options.socket.display(), services = controller.state().len(), "lvsd ready");
     let interfaces = controller.datapath().attachments.clone();
@@ -138,6 +156,7 @@ pub async fn start(options: Options, shutdown: impl Future) -> anyhow::Result<()
         owner.join()
     })
     .await;
+    drop(stamping);
     unbind(&options.socket);
     match controller {
         Ok(Ok(controller)) => drop(controller),
@@ -145,6 +164,54 @@ pub async fn start(options: Options, shutdown: impl Future) -> anyhow::Result<()
     }
     tracing::info!("detached; bye");
     Ok(())
+}
+
+/// The thread that keeps lvsd's liveness stamp fresh: its own thread, so
+/// that a long task on the controller (a big apply) never lets it lapse.
+/// Dropping it stops the stamping (the datapath then treats lvsd as gone).
+struct Stamping {
+    stop: std::sync::mpsc::Sender<()>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Stamping {
+    fn start(mut liveness: lvs_datapath::Liveness, grace: Duration) -> Self {
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("lvsd-liveness".into())
+            .spawn(move || {
+                let mut failing = false;
+                loop {
+                    match liveness.refresh(grace) {
+                        Ok(()) => failing = false,
+                        Err(e) if !failing => {
+                            failing = true;
+                            tracing::error!("HA: refreshing the datapath's liveness stamp: {e}");
+                        }
+                        Err(_) => {}
+                    }
+                    // Four refreshes per grace period.
+                    match stopped.recv_timeout(grace / 4) {
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                        _ => return,
+                    }
+                }
+            })
+            .expect("spawning the liveness thread");
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Stamping {
+    fn drop(&mut self) {
+        let _ = self.stop.send(());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// What a control connection may reach.

@@ -94,6 +94,11 @@ impl Ha {
         })
     }
 
+    /// The configured pair: floating addresses and timing.
+    pub fn config(&self) -> &HaConfig {
+        &self.config
+    }
+
     /// What `lvsadm ha` shows, kept current by `run`.
     pub fn status(&self) -> Arc<Mutex<HaView>> {
         self.status.clone()

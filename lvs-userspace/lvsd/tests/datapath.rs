@@ -1533,3 +1533,63 @@ fn dr_too_big_for_the_egress_mtu_answers_or_is_counted() {
     let fits = tcp((CLIENT, 40001), (vip, 80), "S", &[0x5a; 1000 - 40]);
     assert_eq!(run(&c, &fits).action, XDP_REDIRECT);
 }
+
+/// An ARP request (who has `target`, tell the client) as a client sends it.
+fn arp_request(target: [u8; 4]) -> Vec<u8> {
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&[2, 0, 0, 0, 1, 2]);
+    f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0x00, 6, 4, 0, 1]);
+    f.extend_from_slice(&[2, 0, 0, 0, 1, 2]);
+    f.extend_from_slice(&CLIENT);
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&target);
+    f.resize(60, 0);
+    f
+}
+
+/// A router of a pair whose lvsd stopped stamping its liveness: established
+/// flows keep forwarding, new ones are dropped (for the client to retry on
+/// the new active), and ARP for the floating addresses goes unanswered.
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn a_datapath_whose_lvsd_died_keeps_flows_but_takes_no_new_ones() {
+    let mut c = router(true);
+    let vip = [198, 18, 0, 20];
+    c.datapath_mut()
+        .set_floating(&[Ipv4Addr::from(vip)])
+        .unwrap();
+    let mut liveness = c.datapath_mut().liveness().unwrap();
+    let syn = |port| tcp((CLIENT, port), (vip, 80), "S", b"");
+    let ack = tcp((CLIENT, 40000), (vip, 80), "A", b"payload");
+    // Alive: the pair's router works as any director.
+    liveness
+        .refresh(std::time::Duration::from_secs(60))
+        .unwrap();
+    assert_eq!(run_on(&c, "cli0", &syn(40000)).action, XDP_TX);
+    assert_eq!(run_on(&c, "cli0", &arp_request(vip)).action, XDP_PASS);
+    // Gone: the deadline has passed.
+    liveness.refresh(std::time::Duration::ZERO).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2));
+    let out = run_on(&c, "cli0", &syn(40001));
+    assert_eq!(out.action, XDP_DROP);
+    assert_eq!(verdict(&c, "drop_no_controller"), 1);
+    let out = run_on(&c, "cli0", &ack);
+    assert_eq!(
+        (out.action, out.frame),
+        (
+            XDP_TX,
+            routed(&ack, DIRECTOR_CLIENT_MAC, forwarded_mac([198, 18, 1, 3]))
+        )
+    );
+    assert_eq!(run_on(&c, "cli0", &arp_request(vip)).action, XDP_DROP);
+    assert_eq!(verdict(&c, "drop_arp_no_controller"), 1);
+    // ARP for an address that does not float is the kernel's business.
+    let other = arp_request([198, 18, 1, 1]);
+    let out = run_on(&c, "cli0", &other);
+    assert_eq!((out.action, out.frame), (XDP_PASS, other));
+    // Back: new flows again.
+    liveness
+        .refresh(std::time::Duration::from_secs(60))
+        .unwrap();
+    assert_eq!(run_on(&c, "cli0", &syn(40002)).action, XDP_TX);
+}

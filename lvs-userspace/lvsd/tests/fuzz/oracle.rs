@@ -349,7 +349,11 @@ pub fn check(
             }
             nothing_created()?;
         }
-        DropTableFull => return Err(format!("{} cannot happen in this lab", obs.verdict.name())),
+        // The lab's table never fills, and it has no router pair (no
+        // liveness stamp).
+        DropTableFull | DropNoController | DropArpNoController => {
+            return Err(format!("{} cannot happen in this lab", obs.verdict.name()))
+        }
         // The rest follow from the flow's entry and the lab's routes.
         PassLocal
         | DropTooBig

@@ -1,0 +1,65 @@
+//! A router of a pair whose lvsd has died: its datapath keeps forwarding
+//! established connections (their state was synced), but takes no new
+//! ones (nobody would sync them, and the new active would reset them) and
+//! stops answering ARP for the floating addresses, so clients move to the
+//! new active router. lvsd proves it is alive by pushing a deadline
+//! forward in `LIVENESS`.
+
+use lvs_common::Verdict;
+
+use crate::{
+    frame::Frame,
+    headers::ptr_at,
+    maps::{FLOATING, LIVENESS},
+    stats,
+};
+
+/// `ETH_P_ARP`, as it appears on the wire.
+const ETH_P_ARP: [u8; 2] = [0x08, 0x06];
+/// An ARP request (`ARPOP_REQUEST`), on the wire.
+const ARP_REQUEST: [u8; 2] = [0, 1];
+
+/// Ethernet header then the IPv4-over-Ethernet ARP payload.
+#[repr(C)]
+struct EthernetArp {
+    dst: [u8; 6],
+    src: [u8; 6],
+    ethertype: [u8; 2],
+    hardware: [u8; 2],
+    protocol: [u8; 2],
+    hardware_len: u8,
+    protocol_len: u8,
+    operation: [u8; 2],
+    sender_mac: [u8; 6],
+    sender_ip: [u8; 4],
+    target_mac: [u8; 6],
+    target_ip: [u8; 4],
+}
+
+/// Whether lvsd stopped refreshing its deadline.
+#[inline(always)]
+pub fn controller_gone(now: u64) -> bool {
+    match LIVENESS.get(0) {
+        Some(&deadline) => deadline != 0 && now > deadline,
+        None => false,
+    }
+}
+
+/// A frame that is not IPv4: an ARP request for a floating address is
+/// dropped while lvsd is gone; everything else goes on to the kernel.
+#[inline(always)]
+pub fn not_ipv4<F: Frame>(frame: &F) -> Result<Verdict, Verdict> {
+    let Ok(arp) = ptr_at::<EthernetArp>(frame, 0) else {
+        return Err(Verdict::PassNotIpv4);
+    };
+    // SAFETY: bounds checked by ptr_at.
+    let arp = unsafe { &*arp };
+    if arp.ethertype != ETH_P_ARP || arp.operation != ARP_REQUEST {
+        return Err(Verdict::PassNotIpv4);
+    }
+    // SAFETY: the value is only tested for presence.
+    if unsafe { FLOATING.get(&arp.target_ip) }.is_some() && controller_gone(stats::now()) {
+        return Err(Verdict::DropArpNoController);
+    }
+    Err(Verdict::PassNotIpv4)
+}
