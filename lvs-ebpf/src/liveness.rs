@@ -58,7 +58,7 @@ pub fn not_ipv4<F: Frame>(frame: &F) -> Result<Verdict, Verdict> {
         return Err(Verdict::PassNotIpv4);
     }
     // SAFETY: the value is only tested for presence.
-    if unsafe { FLOATING.get(&arp.target_ip) }.is_some() && controller_gone(stats::now()) {
+    if unsafe { FLOATING.get(arp.target_ip) }.is_some() && controller_gone(stats::now()) {
         return Err(Verdict::DropArpNoController);
     }
     Err(Verdict::PassNotIpv4)
