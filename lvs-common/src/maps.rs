@@ -670,7 +670,32 @@ pub struct Settings {
     /// Outer source of tunnelled packets; all zero means "the address the
     /// route towards the real server selects" (as IPVS does).
     pub tunnel_source: [u8; 4],
+    /// `Settings::SYNC_NEW_FLOWS`.
+    pub flags: u32,
 }
+
+impl Settings {
+    /// A router of a pair: each new connection goes to `NEW_FLOWS`, for
+    /// lvsd to sync at once rather than at its next round.
+    pub const SYNC_NEW_FLOWS: u32 = 1;
+
+    #[inline(always)]
+    pub const fn syncs_new_flows(&self) -> bool {
+        self.flags & Self::SYNC_NEW_FLOWS != 0
+    }
+}
+
+/// One `NEW_FLOWS` record: a connection as it was created.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NewFlow {
+    pub key: FlowKey,
+    pub conn: Conn,
+}
+
+/// Bytes of the `NEW_FLOWS` ring buffer: 21,845 records, a burst of new
+/// connections far beyond what lvsd drains between two wake-ups.
+pub const NEW_FLOWS_BYTES: u32 = 1024 * 1024;
 
 /// Metadata the director leaves in front of a DR or TUN frame whose next hop
 /// is not resolved yet; the tc program `lvs_neigh` hands it to the neighbour
@@ -720,7 +745,8 @@ pub const IPPROTO_ICMP: u8 = 1;
 pub const IPPROTO_IPIP: u8 = 4;
 
 const _: () = assert!(size_of::<ServiceKey>() == 8);
-const _: () = assert!(size_of::<Settings>() == 4);
+const _: () = assert!(size_of::<Settings>() == 8);
+const _: () = assert!(size_of::<NewFlow>() == 48);
 const _: () = assert!(size_of::<NeighMeta>() == 12);
 const _: () = assert!(size_of::<NextHop>() == 12);
 const _: () = assert!(size_of::<Service>() == 32);
@@ -756,6 +782,7 @@ mod pod {
         LocalityEntry,
         TemplateKey,
         Template,
-        NextHop
+        NextHop,
+        NewFlow
     );
 }

@@ -9,7 +9,8 @@ use lvs_common::{
     hash::HASH_BUCKETS, tcp_state::STATE_COUNT, Conn, Counters, FlowKey, LocalityEntry,
     LocalityKey, NextHop, Real, Service, ServiceKey, Settings, Template, TemplateKey,
     CONN_TABLE_SIZE, DECAP_VERDICT_COUNT, EVENTS_BYTES, LOCALITY_TABLE_SIZE, MAX_FLOATING,
-    MAX_INTERFACES, MAX_REALS, MAX_SERVICES, RING_SLOTS, TEMPLATE_TABLE_SIZE, VERDICT_COUNT,
+    MAX_INTERFACES, MAX_REALS, MAX_SERVICES, NEW_FLOWS_BYTES, RING_SLOTS, TEMPLATE_TABLE_SIZE,
+    VERDICT_COUNT,
 };
 
 /// `BPF_F_MMAPABLE`: lvsd maps the array into its memory and writes a
@@ -93,3 +94,8 @@ pub static LIVENESS: Array<u64> = Array::with_max_entries(1, 0);
 /// The pair's floating addresses (network order, as in an ARP header).
 #[map]
 pub static FLOATING: HashMap<[u8; 4], u8> = HashMap::with_max_entries(MAX_FLOATING, 0);
+
+/// Each new connection, on a router of a pair (`Settings::SYNC_NEW_FLOWS`),
+/// for lvsd to send its peer at once.
+#[map]
+pub static NEW_FLOWS: RingBuf = RingBuf::with_byte_size(NEW_FLOWS_BYTES, 0);

@@ -6,7 +6,7 @@
 use lvs_common::{service_flags, Conn, Direction, FlowKey, Method, Service, ServiceKey, Verdict};
 
 use crate::{
-    conntrack,
+    conntrack, events,
     frame::Frame,
     headers::Packet,
     liveness,
@@ -75,6 +75,7 @@ pub fn new_flow<F: Frame>(
     CONNS
         .insert(flow, inbound, 0)
         .map_err(|_| Verdict::DropTableFull)?;
+    events::new_flow(flow, &inbound);
     if method == Method::Nat as u8 {
         let reply = FlowKey::from_wire(
             real.addr(),

@@ -231,6 +231,8 @@ impl Drop for Netns {
 pub struct Held {
     /// The name the accepting server greeted with.
     pub server: String,
+    /// When it was connected.
+    pub opened: Instant,
     stream: BufReader<TcpStream>,
 }
 
@@ -244,6 +246,7 @@ impl Held {
     pub fn open(ns: &Netns, target: SocketAddr, timeout: Duration) -> Result<Self> {
         let mut held = Held {
             server: String::new(),
+            opened: Instant::now(),
             stream: BufReader::new(ns.connect(target, timeout)?),
         };
         held.server = held.line().context("reading the greeting")?;

@@ -219,6 +219,34 @@ impl Drop for Workers {
     }
 }
 
+/// How long before the kill the late stream opens, and when in the
+/// detection window (the dead time is 0.5 s) the window stream does.
+const LATE: Duration = Duration::from_millis(50);
+const WINDOW: Duration = Duration::from_millis(250);
+
+/// Open a held connection at `at` and echo one line; the server's name.
+/// Runs in the client's namespace.
+fn window_stream(at: Instant) -> Result<String> {
+    use std::io::{BufRead, BufReader, Write};
+    thread::sleep(at.saturating_duration_since(Instant::now()));
+    let target = SocketAddr::from((VIP, HOLD_PORT));
+    let stream = TcpStream::connect_timeout(&target, Duration::from_secs(5))
+        .context("connecting in the detection window")?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut greeting = String::new();
+    reader.read_line(&mut greeting)?;
+    (&stream).write_all(b"window\n")?;
+    let mut echo = String::new();
+    reader.read_line(&mut echo)?;
+    ensure!(
+        echo.trim_end() == "window",
+        "the window stream echoed `{}`",
+        echo.trim_end()
+    );
+    Ok(greeting.trim_end().to_string())
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.0} ms", d.as_secs_f64() * 1000.0)
 }
@@ -308,12 +336,26 @@ fn failover_steps(pair: &mut Pair, active: usize, backup: usize) -> Result<Strin
     println!("backup {new} applied {synced} sync records ({applied_before} before the stream)");
     // The administrator's view of it: `-L -n -c` on the backup lists the
     // stream, synced, on the server it has on the active.
+    // It is sent as it is created (SYN_RECV), then as it changes state.
     let source = format!("{CLIENT}:{}", held.local_port()?);
-    let listing = pair.lvsadm(backup, &["-L", "-n", "-c"])?;
-    let row = listing
-        .lines()
-        .find(|l| l.contains(&format!(" {source} ")))
-        .with_context(|| format!("the backup's -L -n -c does not list {source}:\n{listing}"))?;
+    let listed = |pair: &Pair| -> Result<(String, String)> {
+        let listing = pair.lvsadm(backup, &["-L", "-n", "-c"])?;
+        let row = listing
+            .lines()
+            .find(|l| l.contains(&format!(" {source} ")))
+            .map(str::to_string);
+        Ok((row.unwrap_or_default(), listing))
+    };
+    let _ = lvs_lab::wait_for(
+        "the backup to list the stream established",
+        Duration::from_secs(5),
+        || listed(pair).is_ok_and(|(row, _)| row.contains("ESTABLISHED")),
+    );
+    let (row, listing) = listed(pair)?;
+    ensure!(
+        !row.is_empty(),
+        "the backup's -L -n -c does not list {source}:\n{listing}"
+    );
     ensure!(
         row.starts_with("TCP")
             && row.contains("ESTABLISHED")
@@ -326,9 +368,27 @@ fn failover_steps(pair: &mut Pair, active: usize, backup: usize) -> Result<Strin
 
     let survivor_mac = pair.mac(backup, "lan0")?;
     let takeovers_before = pair.ha(backup)?.counters.takeovers;
+    // A stream opened 50 ms before the kill: synced as it was created, not
+    // at the next round.
+    let mut late = Held::open(
+        &pair.client,
+        SocketAddr::from((VIP, HOLD_PORT)),
+        Duration::from_secs(5),
+    )
+    .context("opening the stream just before the kill")?;
+    thread::sleep(LATE.saturating_sub(late.opened.elapsed()));
     let killed_at = Instant::now();
     pair.kill9(active)?;
-    println!("SIGKILLed lvsd on {old} (the active router)");
+    println!(
+        "SIGKILLed lvsd on {old} (the active router), {} after a stream opened",
+        ms(killed_at - late.opened)
+    );
+    // One opened in the detection window: the killed router's datapath,
+    // its lvsd's liveness stamp run out, drops the SYN; the retransmission
+    // reaches the new active.
+    let window = pair
+        .client
+        .thread(move || window_stream(killed_at + WINDOW))?;
 
     // The survivor takes over: poll its role; its last transition's age
     // dates the takeover more precisely than the poll.
@@ -419,6 +479,22 @@ fn failover_steps(pair: &mut Pair, active: usize, backup: usize) -> Result<Strin
     if let Some(wait) = settle.checked_duration_since(Instant::now()) {
         thread::sleep(wait);
     }
+
+    // Both streams opened around the kill work through the new active.
+    ensure!(
+        late.echo("late")? == "late",
+        "the stream opened {} before the kill does not echo",
+        ms(LATE)
+    );
+    let window_server = window
+        .join()
+        .map_err(|_| anyhow::anyhow!("the window stream's thread panicked"))???;
+    println!(
+        "streams opened {} before and {} after the kill: both echo through {new} (served by {} and {window_server})",
+        ms(LATE),
+        ms(WINDOW),
+        late.server
+    );
 
     // The old active, restarted, becomes the backup and gets a full resync.
     pair.start_lvsd(active)?;

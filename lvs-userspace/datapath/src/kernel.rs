@@ -16,8 +16,8 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use lvs_common::{
-    tcp_state::STATE_COUNT, Conn, Counters, Event, FlowKey, LocalityEntry, LocalityKey, NextHop,
-    Real, Service, ServiceKey, Settings, Template, TemplateKey, Verdict,
+    tcp_state::STATE_COUNT, Conn, Counters, Event, FlowKey, LocalityEntry, LocalityKey, NewFlow,
+    NextHop, Real, Service, ServiceKey, Settings, Template, TemplateKey, Verdict,
 };
 use serde::{Deserialize, Serialize};
 use tokio::io::{unix::AsyncFd, Interest};
@@ -374,9 +374,37 @@ pub struct KernelDatapath {
     floating: HashMap<MapData, [u8; 4], u8>,
     /// Until handed to the task that refreshes it (`liveness`).
     liveness: Option<Array<MapData, u64>>,
+    /// Until handed to the task that syncs them (`new_flows`).
+    new_flows: Option<RingBuf<MapData>>,
     cpus: usize,
     limits: Limits,
     pub attachments: Vec<Attachment>,
+}
+
+/// The datapath's record of each new connection (`NEW_FLOWS`).
+pub struct NewFlows(AsyncFd<RingBuf<MapData>>);
+
+impl NewFlows {
+    /// Wait for records, then take every one waiting: (inbound key, entry).
+    pub async fn next(&mut self) -> std::io::Result<Vec<(FlowKey, Conn)>> {
+        loop {
+            let mut ready = self.0.readable_mut().await?;
+            // Cleared before draining: a record queued meanwhile wakes us.
+            ready.clear_ready();
+            let ring = ready.get_inner_mut();
+            let mut flows = Vec::new();
+            while let Some(item) = ring.next() {
+                if item.len() >= size_of::<NewFlow>() {
+                    // SAFETY: the datapath writes whole `NewFlow`s; read unaligned.
+                    let flow = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<NewFlow>()) };
+                    flows.push((flow.key, flow.conn));
+                }
+            }
+            if !flows.is_empty() {
+                return Ok(flows);
+            }
+        }
+    }
 }
 
 /// lvsd's liveness stamp for the datapath (a router of a pair): a deadline
@@ -574,6 +602,7 @@ impl KernelDatapath {
         let next_hops = typed!(&mut ebpf, HashMap<MapData, u32, NextHop>, "NEXT_HOPS");
         let floating = typed!(&mut ebpf, HashMap<MapData, [u8; 4], u8>, "FLOATING");
         let liveness = Some(typed!(&mut ebpf, Array<MapData, u64>, "LIVENESS"));
+        let new_flows = Some(typed!(&mut ebpf, RingBuf<MapData>, "NEW_FLOWS"));
         Ok(Self {
             ebpf,
             kept: std::mem::take(&mut kept.0),
@@ -595,6 +624,7 @@ impl KernelDatapath {
             timeouts,
             floating,
             liveness,
+            new_flows,
             cpus,
             limits,
             attachments,
@@ -605,6 +635,18 @@ impl KernelDatapath {
     /// calls get `None`). Until its first refresh nothing is enforced.
     pub fn liveness(&mut self) -> Option<Liveness> {
         self.liveness.take().map(Liveness)
+    }
+
+    /// The new connections the datapath reports (with
+    /// `Settings::SYNC_NEW_FLOWS`), for the one task that syncs them:
+    /// registered with the calling task's tokio reactor. Once; later calls
+    /// get `None`.
+    pub fn new_flows(&mut self) -> Option<std::io::Result<NewFlows>> {
+        let ring = self.new_flows.take()?;
+        // SAFETY: the ring buffer's descriptor is owned by the AsyncFd with
+        // it, and stays open and the same for the AsyncFd's lifetime.
+        let registered = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) };
+        Some(registered.map(NewFlows).map_err(Into::into))
     }
 
     /// The router pair's floating addresses, whose ARP requests go

@@ -20,7 +20,7 @@ mod standalone;
 pub mod fake;
 
 pub use kernel::{
-    director_attached, Attachment, DatapathChoice, KernelDatapath, Lifetime, Liveness,
+    director_attached, Attachment, DatapathChoice, KernelDatapath, Lifetime, Liveness, NewFlows,
     ProgramStats, TestRun,
 };
 pub use limits::Limits;

@@ -83,6 +83,20 @@ impl Exporter {
         out
     }
 
+    /// A connection sent on its own as it was created, between rounds:
+    /// the next round sends it again only if it changed.
+    pub fn sent_now(&mut self, now_ms: u64, c: &SyncConn) {
+        self.sent.insert(
+            flow(c),
+            Sent {
+                real: c.real,
+                method: c.method,
+                state: c.state,
+                at_ms: now_ms,
+            },
+        );
+    }
+
     /// Everything, for a backup that asked for a full resync.
     pub fn full(&mut self, now_ms: u64, live: &[SyncConn]) -> Vec<SyncConn> {
         self.sent = live

@@ -32,6 +32,11 @@ use crate::{
     health::supervisor::Supervisor,
 };
 
+/// How long the datapath of a router of a pair trusts lvsd's last liveness
+/// stamp (refreshed four times as often): a connection it accepts after
+/// lvsd died, in this window, is one nobody syncs.
+const LIVENESS_GRACE: Duration = Duration::from_millis(100);
+
 /// How often expired connections are swept and neighbours reconciled. An
 /// expired entry is already dead to the datapath; the sweep frees its slot.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
@@ -65,6 +70,12 @@ pub async fn start(options: Options, shutdown: impl Future) -> anyhow::Result<()
     let prepared = (|| {
         let settings = lvs_common::Settings {
             tunnel_source: options.tunnel_source.map_or([0; 4], |a| a.octets()),
+            // A router of a pair syncs each new connection at once.
+            flags: if ha.is_some() {
+                lvs_common::Settings::SYNC_NEW_FLOWS
+            } else {
+                0
+            },
         };
         // A router of a pair leaves its datapath forwarding if it is
         // killed, so what still reaches it is not reset before the peer's
@@ -112,22 +123,35 @@ pub async fn start(options: Options, shutdown: impl Future) -> anyhow::Result<()
                 unbind(&options.socket);
                 return Err(e.into());
             }
-            let grace = Duration::from_millis(ha.config().dead_ms * 4 / 5);
             controller
                 .datapath_mut()
                 .liveness()
-                .map(|l| Stamping::start(l, grace))
+                .map(|l| Stamping::start(l, LIVENESS_GRACE))
         }
         None => None,
     };
     tracing::info!(socket = %options.socket.display(), services = controller.state().len(), "lvsd ready");
     let interfaces = controller.datapath().attachments.clone();
     let events = controller.datapath().watch_events();
+    let new_flows = match &ha {
+        Some(_) => controller.datapath_mut().new_flows(),
+        None => None,
+    };
     let (configured, watched) = tokio::sync::watch::channel(controller.state().clone());
     let (handle, owner) = EventLoop::new(controller, interfaces.clone(), configured).spawn();
     let (stop_ha, ha_stopped) = tokio::sync::oneshot::channel();
     let ha_status = ha.as_ref().map(Ha::status);
-    let pairing = ha.map(|ha| tokio::spawn(ha.run(handle.clone(), ha_stopped)));
+    let pairing = ha.map(|ha| {
+        let new_flows = match new_flows {
+            Some(Ok(reader)) => Some(reader),
+            Some(Err(e)) => {
+                tracing::warn!("HA: cannot poll the datapath's new connections (epoll_ctl: {e}); they are synced each round");
+                None
+            }
+            None => None,
+        };
+        tokio::spawn(ha.run(handle.clone(), new_flows, ha_stopped))
+    });
     let (stop, stopped) = tokio::sync::oneshot::channel();
     let maintenance = tokio::spawn(maintain(handle.clone(), stopped));
     let (stop_events, events_stopped) = tokio::sync::oneshot::channel();

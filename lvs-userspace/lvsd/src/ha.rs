@@ -10,7 +10,8 @@ use std::{
 
 use tokio::{net::UdpSocket, sync::mpsc, task::JoinHandle, time::MissedTickBehavior};
 
-use lvs_datapath::netconf;
+use lvs_common::{Conn, FlowKey};
+use lvs_datapath::{netconf, NewFlows};
 use lvs_ha::{
     conn::{SyncConn, SyncTemplate},
     election::{Admission, Election, Freshness, Peer, Settings, Transition},
@@ -104,7 +105,15 @@ impl Ha {
         self.status.clone()
     }
 
-    pub async fn run(self, controller: Handle, mut stop: tokio::sync::oneshot::Receiver<()>) {
+    /// Run the pair's protocol until `stop`. `new_flows`, the datapath's
+    /// record of each new connection, lets the active router send them at
+    /// once instead of at its next round.
+    pub async fn run(
+        self,
+        controller: Handle,
+        mut new_flows: Option<NewFlows>,
+        mut stop: tokio::sync::oneshot::Receiver<()>,
+    ) {
         let (tx, mut rx) = mpsc::channel(1024);
         let readers: Vec<JoinHandle<()>> = self
             .sockets
@@ -120,6 +129,7 @@ impl Ha {
                 _ = &mut stop => break,
                 _ = heartbeat.tick() => node.beat().await,
                 _ = sync.tick() => node.sync_round().await,
+                flows = next_flows(&mut new_flows) => node.sync_new(flows).await,
                 Some((link, datagram, from)) = rx.recv() => node.receive(link, &datagram, from).await,
             }
             node.publish_status();
@@ -137,6 +147,20 @@ impl Ha {
             }
         }
     }
+}
+
+/// The next new connections the datapath reports; never, without them.
+async fn next_flows(flows: &mut Option<NewFlows>) -> Vec<(FlowKey, Conn)> {
+    if let Some(reader) = flows {
+        match reader.next().await {
+            Ok(batch) => return batch,
+            Err(e) => {
+                tracing::warn!("HA: reading new connections from the datapath: {e}; they wait for the next round");
+                *flows = None;
+            }
+        }
+    }
+    std::future::pending().await
 }
 
 fn ticker(ms: u64) -> tokio::time::Interval {
@@ -323,6 +347,28 @@ impl Node {
                 Default::default()
             }
         }
+    }
+
+    /// Active: send connections as the datapath creates them, so that a
+    /// takeover a few milliseconds later keeps them.
+    async fn sync_new(&mut self, flows: Vec<(FlowKey, Conn)>) {
+        if self.election.role() != Role::Active || self.election.live_peer(self.now_ns()).is_none()
+        {
+            return;
+        }
+        let now_ms = self.now_ns() / 1_000_000;
+        let mut records = Vec::with_capacity(flows.len());
+        for (key, conn) in &flows {
+            // Just created: idle for no time.
+            let Some(c) = SyncConn::of(key, conn, conn.last_seen_ns) else {
+                continue;
+            };
+            if let Some(record) = conn_record(Op::Upsert, &c) {
+                self.exporter.sent_now(now_ms, &c);
+                records.push(record);
+            }
+        }
+        self.send_records(records, false).await;
     }
 
     /// Active: send what changed since the last round. A round reads the

@@ -720,6 +720,7 @@ fn tun_uses_a_configured_outer_source() {
     sh(&format!("ip link add srv1 address {} type veth peer name srv1p && ip addr add 198.18.11.1/24 dev srv1 && ip link set srv1 up && ip link set srv1p up && ip neigh replace 198.18.11.3 lladdr {} dev srv1 nud permanent", mac_str(director_mac(1)), mac_str(forwarded_mac([198, 18, 11, 3]))));
     let settings = Settings {
         tunnel_source: [198, 18, 0, 1],
+        ..Settings::default()
     };
     let mut c = Controller::new(
         KernelDatapath::attach(&["srv1".to_string()], settings, Limits::default()).unwrap(),
