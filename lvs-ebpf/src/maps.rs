@@ -27,7 +27,7 @@ pub static RINGS: Array<u32> =
 
 /// Per-service pick counter, advanced atomically by every CPU.
 #[map]
-pub static CURSORS: Array<u32> = Array::with_max_entries(MAX_SERVICES, 0);
+pub static CURSORS: Array<u32> = Array::with_max_entries(MAX_SERVICES, BPF_F_MMAPABLE);
 
 /// Both halves of every sh/dh service's bucket table of real server
 /// indexes (`NO_REAL` where nothing may be chosen).

@@ -364,7 +364,7 @@ pub struct KernelDatapath {
     locality: HashMap<MapData, LocalityKey, LocalityEntry>,
     templates: HashMap<MapData, TemplateKey, Template>,
     events: RingBuf<MapData>,
-    cursors: Array<MapData, u32>,
+    cursors: MappedArray,
     reals: Array<MapData, Real>,
     service_stats: PerCpuArray<MapData, Counters>,
     real_stats: PerCpuArray<MapData, Counters>,
@@ -510,7 +510,7 @@ impl KernelDatapath {
         let locality = typed!(&mut ebpf, HashMap<MapData, LocalityKey, LocalityEntry>, "LOCALITY");
         let templates = typed!(&mut ebpf, HashMap<MapData, TemplateKey, Template>, "TEMPLATES");
         let events = typed!(&mut ebpf, RingBuf<MapData>, "EVENTS");
-        let cursors = typed!(&mut ebpf, Array<MapData, u32>, "CURSORS");
+        let cursors = mapped(&mut ebpf, "CURSORS")?;
         let reals = typed!(&mut ebpf, Array<MapData, Real>, "REALS");
         let service_stats = typed!(&mut ebpf, PerCpuArray<MapData, Counters>, "SERVICE_STATS");
         let real_stats = typed!(&mut ebpf, PerCpuArray<MapData, Counters>, "REAL_STATS");
@@ -1036,9 +1036,10 @@ impl Datapath for KernelDatapath {
         Ok(events)
     }
     fn cursor(&self, index: u32) -> Result<u32, DatapathError> {
-        self.cursors
-            .get(&index, 0)
-            .map_err(map_err("bpf_map_lookup_elem", "CURSORS"))
+        Ok(self.cursors.read(index, 1)?[0])
+    }
+    fn cursors_upto(&self, count: u32) -> Result<Vec<u32>, DatapathError> {
+        self.cursors.read(0, count)
     }
     fn service_counters(&self, index: u32) -> Result<Counters, DatapathError> {
         sum(self

@@ -153,6 +153,10 @@ pub trait Datapath: Send {
     fn drain_events(&mut self) -> Result<Vec<Event>, DatapathError>;
     /// How many picks the datapath has claimed from service `index`, ever.
     fn cursor(&self, index: u32) -> Result<u32, DatapathError>;
+    /// The cursors of service indexes `0..count`, in one read.
+    fn cursors_upto(&self, count: u32) -> Result<Vec<u32>, DatapathError> {
+        (0..count).map(|i| self.cursor(i)).collect()
+    }
     /// Counters summed over CPUs.
     fn service_counters(&self, index: u32) -> Result<Counters, DatapathError>;
     fn real_counters(&self, index: u32) -> Result<Counters, DatapathError>;

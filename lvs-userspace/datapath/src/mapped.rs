@@ -91,6 +91,33 @@ impl MappedArray {
     }
 }
 
+impl MappedArray {
+    /// Load `first..first + count`.
+    pub(crate) fn read(&self, first: u32, count: u32) -> Result<Vec<u32>, DatapathError> {
+        if first as usize + count as usize > self.entries as usize {
+            return Err(DatapathError::Record {
+                call: "read past the end of the mapped array",
+                path: self.name.into(),
+                source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
+            });
+        }
+        Ok((first..first + count)
+            .map(|i| {
+                // SAFETY: in bounds (checked above) and 8-byte aligned, as
+                // in `write`; BPF programs update the word atomically.
+                let slot = unsafe {
+                    &*self
+                        .base
+                        .as_ptr()
+                        .add(i as usize * SLOT_BYTES)
+                        .cast::<AtomicU32>()
+                };
+                slot.load(Ordering::Relaxed)
+            })
+            .collect())
+    }
+}
+
 impl Drop for MappedArray {
     fn drop(&mut self) {
         // SAFETY: the mapping was made by `new` with this length and is not

@@ -138,6 +138,9 @@ fn fold_claimed(pending: &mut HashMap<u32, u32>, ring: &[u32], origin: u32, from
     let skip = from.wrapping_sub(origin);
     let skip = if skip > total { 0 } else { skip };
     let claimed = (total - skip) as usize;
+    if claimed == 0 {
+        return;
+    }
     let (laps, rest) = (claimed / ring.len(), claimed % ring.len());
     for (offset, real) in ring.iter().enumerate() {
         let after_skip = (offset + ring.len() - skip as usize % ring.len()) % ring.len();
@@ -379,10 +382,12 @@ impl<D: Datapath> Controller<D> {
     pub fn recount(&mut self) -> Result<usize, ControlError> {
         // Cursors first: picks claimed after this may not be in the table
         // yet, so they stay pending until the next count.
-        let mut cursors = HashMap::new();
-        for (id, rt) in &self.runtimes {
-            cursors.insert(*id, self.datapath.cursor(rt.index)?);
-        }
+        let all = self.datapath.cursors_upto(self.service_slots.fresh)?;
+        let cursors: HashMap<ServiceId, u32> = self
+            .runtimes
+            .iter()
+            .map(|(id, rt)| (*id, all[rt.index as usize]))
+            .collect();
         let now = self.datapath.now_ns()?;
         let mut counts: HashMap<u32, ConnCounts> = HashMap::new();
         for (_, conn) in self.datapath.connections()? {
