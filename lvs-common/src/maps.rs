@@ -506,6 +506,22 @@ impl Conn {
         now_ns.saturating_sub(self.last_seen_ns) > timeout_seconds as u64 * NS_PER_SEC
     }
 
+    /// The count this entry is in, as its real server's ActiveConn or
+    /// InActConn: the server's index and whether the entry is active. A NAT
+    /// reply entry is in none. Whoever adds, moves or removes an inbound
+    /// entry moves its count (the datapath, or lvsd's sweeper and sync),
+    /// so `REAL_CONNS` always equals a recount of the table.
+    pub fn counted_as(&self) -> Option<(u32, bool)> {
+        if self.direction != Direction::Inbound as u8 {
+            return None;
+        }
+        let state = crate::ConnState::from_u8(self.state & !STATE_CLAIMED);
+        Some((
+            self.real_index,
+            state.is_some_and(crate::ConnState::is_active),
+        ))
+    }
+
     /// [`Conn::expired`] with the timeout of the entry's state.
     pub fn expired_under(&self, now_ns: u64, timeouts: &Timeouts) -> bool {
         let seconds = match timeouts.get(self.state as usize) {
@@ -513,6 +529,31 @@ impl Conn {
             None => 0,
         };
         self.expired(now_ns, seconds)
+    }
+}
+
+/// Set on an expired entry's `state` by the CPU that is replacing it with
+/// a new flow, so that of two CPUs (or a CPU and the sweeper) only one
+/// takes it over. Whoever then removes the entry uncounts its state.
+pub const STATE_CLAIMED: u8 = 0x80;
+
+/// Byte offset of `Conn::state`: the low byte of an aligned 32-bit word
+/// (the rest is padding, always zero) that the datapath compares and swaps.
+pub const CONN_STATE_OFFSET: usize = core::mem::offset_of!(Conn, state);
+const _: () = assert!(CONN_STATE_OFFSET.is_multiple_of(4));
+
+/// `REAL_CONNS` value: a real server's live entries by IPVS class
+/// (ActiveConn, InActConn), kept exact by every side that changes the table.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnCounts {
+    pub active: u32,
+    pub inactive: u32,
+}
+
+impl ConnCounts {
+    pub const fn total(&self) -> u32 {
+        self.active.wrapping_add(self.inactive)
     }
 }
 
@@ -607,9 +648,12 @@ pub enum Verdict {
     /// An ARP request for a floating address while lvsd is gone: only the
     /// router that took the address over answers.
     DropArpNoController = 19,
+    /// The first packet of a flow while another CPU was creating the same
+    /// flow's entry: the client's retransmission finds that entry.
+    DropConcurrentNewFlow = 20,
 }
 
-pub const VERDICT_COUNT: u32 = 20;
+pub const VERDICT_COUNT: u32 = 21;
 
 /// Most floating addresses of a router pair.
 pub const MAX_FLOATING: u32 = 64;
@@ -636,6 +680,7 @@ impl Verdict {
         Verdict::PassLocal,
         Verdict::DropNoController,
         Verdict::DropArpNoController,
+        Verdict::DropConcurrentNewFlow,
     ];
     pub const fn name(self) -> &'static str {
         match self {
@@ -659,6 +704,7 @@ impl Verdict {
             Verdict::PassLocal => "pass_local",
             Verdict::DropNoController => "drop_no_controller",
             Verdict::DropArpNoController => "drop_arp_no_controller",
+            Verdict::DropConcurrentNewFlow => "drop_concurrent_new_flow",
         }
     }
 }
@@ -697,21 +743,50 @@ pub struct NewFlow {
 /// connections far beyond what lvsd drains between two wake-ups.
 pub const NEW_FLOWS_BYTES: u32 = 1024 * 1024;
 
-/// Metadata the director leaves in front of a DR or TUN frame whose next hop
-/// is not resolved yet; the tc program `lvs_neigh` hands it to the neighbour
-/// layer.
+/// `NEIGH_NOTES` key: the IPv4 header fields that name one packet (source,
+/// destination, identification, protocol), as the director passes it to
+/// the stack and as `lvs_neigh` finds it on tc ingress.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct NeighMeta {
-    pub magic: [u8; 4],
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct NeighKey {
+    pub src: [u8; 4],
+    pub dst: [u8; 4],
+    pub id: [u8; 2],
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+impl NeighKey {
+    /// The key of the IPv4 packet after an Ethernet header in `frame`.
+    pub fn of_frame(frame: &[u8]) -> Option<Self> {
+        let ip = frame.get(14..34)?;
+        Some(Self {
+            src: [ip[12], ip[13], ip[14], ip[15]],
+            dst: [ip[16], ip[17], ip[18], ip[19]],
+            id: [ip[4], ip[5]],
+            proto: ip[9],
+            _pad: 0,
+        })
+    }
+}
+
+/// `NEIGH_NOTES` value: where the director would have sent a packet whose
+/// next hop's MAC it does not know. XDP cannot reach the neighbour layer
+/// (and cannot count on frame metadata: some kernels refuse
+/// `bpf_xdp_adjust_meta`), so it passes the packet with this note and
+/// `lvs_neigh` hands it to `bpf_redirect_neigh`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct NeighNote {
+    pub noted_ns: u64,
     pub next_hop: [u8; 4],
     pub ifindex: u32,
 }
 
-impl NeighMeta {
-    /// Marks the metadata as ours ("LVSN").
-    pub const MAGIC: [u8; 4] = *b"LVSN";
-}
+/// A note older than this is stale: its packet never reached tc.
+pub const NEIGH_NOTE_TTL_NS: u64 = NS_PER_SEC;
+/// Notes in flight at once (a burst towards unresolved neighbours).
+pub const NEIGH_NOTES_SIZE: u32 = 4096;
 
 /// `NEXT_HOPS` value, keyed by a DR or TUN real server's address: the route
 /// lvsd resolved towards it, for when the FIB helper will not answer (it
@@ -747,7 +822,9 @@ pub const IPPROTO_IPIP: u8 = 4;
 const _: () = assert!(size_of::<ServiceKey>() == 8);
 const _: () = assert!(size_of::<Settings>() == 8);
 const _: () = assert!(size_of::<NewFlow>() == 48);
-const _: () = assert!(size_of::<NeighMeta>() == 12);
+const _: () = assert!(size_of::<ConnCounts>() == 8);
+const _: () = assert!(size_of::<NeighKey>() == 12);
+const _: () = assert!(size_of::<NeighNote>() == 16);
 const _: () = assert!(size_of::<NextHop>() == 12);
 const _: () = assert!(size_of::<Service>() == 32);
 const _: () = assert!(size_of::<LocalityKey>() == 8);
@@ -783,6 +860,9 @@ mod pod {
         TemplateKey,
         Template,
         NextHop,
-        NewFlow
+        NewFlow,
+        ConnCounts,
+        NeighKey,
+        NeighNote
     );
 }

@@ -21,9 +21,12 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use core::mem::size_of;
-use lvs_common::{checksum::Delta, NeighMeta, Verdict};
+use lvs_common::{checksum::Delta, NeighNote, Verdict};
 
-use crate::{headers::IPV4_HEADER_LEN, maps::EGRESS};
+use crate::{
+    headers::IPV4_HEADER_LEN,
+    maps::{EGRESS, NEIGH_NOTES},
+};
 
 const AF_INET: u32 = 2;
 
@@ -126,30 +129,22 @@ impl Frame for XdpContext {
             Err(_) => self.to_neighbour(next_hop, ifindex),
         }
     }
-    /// XDP cannot reach the neighbour layer: the frame carries a note in its
-    /// metadata, and `lvs_neigh` on tc ingress hands it to
-    /// `bpf_redirect_neigh`. (Passed plainly, the kernel would deliver a DR
-    /// packet to the local VIP and drop a TUN or NAT one as a martian.)
+    /// XDP cannot reach the neighbour layer: the packet goes up with a note
+    /// (`NEIGH_NOTES`, keyed by its IPv4 header), and `lvs_neigh` on tc
+    /// ingress hands it to `bpf_redirect_neigh`. (Passed plainly, the kernel
+    /// would deliver a DR packet to the local VIP and drop a TUN or NAT one
+    /// as a martian.)
     #[inline(always)]
     fn to_neighbour(&self, next_hop: [u8; 4], ifindex: u32) -> Result<Verdict, Verdict> {
-        let len = size_of::<NeighMeta>();
-        // SAFETY: plain helper call on our own context.
-        if unsafe { aya_ebpf::helpers::bpf_xdp_adjust_meta(self.ctx, -(len as i32)) } != 0 {
-            // The driver keeps no metadata: nothing can carry the packet on.
-            return Err(Verdict::DropNoRoute);
-        }
-        let meta = self.metadata();
-        if meta + len > self.metadata_end() {
-            return Err(Verdict::DropNoRoute);
-        }
-        // SAFETY: bounds checked just above.
-        unsafe {
-            *(meta as *mut NeighMeta) = NeighMeta {
-                magic: NeighMeta::MAGIC,
-                next_hop,
-                ifindex,
-            };
-        }
+        let key = crate::neigh::key(self.data(), self.data_end()).ok_or(Verdict::DropNoRoute)?;
+        let note = NeighNote {
+            noted_ns: crate::stats::now(),
+            next_hop,
+            ifindex,
+        };
+        NEIGH_NOTES
+            .insert(key, note, 0)
+            .map_err(|_| Verdict::DropNoRoute)?;
         Ok(Verdict::PassResolveNeighbour)
     }
     #[inline(always)]

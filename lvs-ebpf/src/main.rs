@@ -51,6 +51,9 @@ use lvs_common::{Conn, Direction, Method, Verdict};
 use crate::{frame::Frame, headers::HEADERS_MAX_LEN, stats::Way};
 
 #[xdp]
+// Inlined into the entry point the macro makes: as a BPF subprogram, the
+// kernel refuses its packet-resizing helpers.
+#[inline(always)]
 pub fn lvs_director(ctx: XdpContext) -> u32 {
     let verdict = match director(&ctx) {
         Ok(v) | Err(v) => v,
@@ -60,6 +63,7 @@ pub fn lvs_director(ctx: XdpContext) -> u32 {
 }
 
 #[classifier]
+#[inline(always)]
 pub fn lvs_director_tc(ctx: TcContext) -> i32 {
     // Headers may start outside the linear part of a socket buffer.
     if ctx.data() + HEADERS_MAX_LEN > ctx.data_end() {
@@ -101,7 +105,8 @@ fn action(verdict: Verdict) -> u32 {
         | Verdict::DropForwardingDisabled
         | Verdict::DropNoRoute
         | Verdict::DropNoController
-        | Verdict::DropArpNoController => xdp_action::XDP_DROP,
+        | Verdict::DropArpNoController
+        | Verdict::DropConcurrentNewFlow => xdp_action::XDP_DROP,
         Verdict::PassNotIpv4
         | Verdict::PassNoService
         | Verdict::PassNotSyn
@@ -131,6 +136,7 @@ fn tc_action(verdict: Verdict) -> i32 {
         | Verdict::DropNoRoute
         | Verdict::DropNoController
         | Verdict::DropArpNoController
+        | Verdict::DropConcurrentNewFlow
         // Never built on this path (`Frame::too_big`).
         | Verdict::IcmpTooBig => TC_ACT_SHOT,
         // On to the next tc program, if any, then the stack.
@@ -155,9 +161,9 @@ fn director<F: Frame>(ctx: &F) -> Result<Verdict, Verdict> {
     };
     let flow = packet.flow_key();
     let now = stats::now();
-    if let Some(conn) = maps::CONNS.get_ptr_mut(flow) {
+    if let Some(entry) = maps::CONNS.get_ptr_mut(flow) {
         // SAFETY: the pointer comes from a successful map lookup.
-        let conn = unsafe { &mut *conn };
+        let conn = unsafe { &mut *entry };
         if conn.direction == Direction::Outbound as u8 {
             return nat::outbound(ctx, &packet, conn, now);
         }
@@ -165,12 +171,15 @@ fn director<F: Frame>(ctx: &F) -> Result<Verdict, Verdict> {
             if packet.ttl_expiring() {
                 return Err(Verdict::PassToKernel);
             }
-            conntrack::update(conn, &packet, conntrack::input_table(conn.method), now);
+            conntrack::update(entry, &packet, conntrack::input_table(conn.method), now);
             let bytes = packet.ip_len();
             stats::count_packet(conn.service_index, conn.real_index, Way::In, bytes, false);
             return to_real_server(ctx, &packet, conn);
         }
-        // Expired: IPVS would have freed it, so the packet starts a new flow.
+        // Expired: IPVS would have freed it, so the packet starts a new
+        // flow in its place. (A NAT reply entry left behind is the
+        // sweeper's: no inbound entry leads to it any more.)
+        conntrack::free_expired(&flow, entry);
     }
     schedule::new_flow(ctx, &packet, &flow, now)
 }

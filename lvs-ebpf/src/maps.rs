@@ -6,11 +6,11 @@ use aya_ebpf::{
     maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use lvs_common::{
-    hash::HASH_BUCKETS, tcp_state::STATE_COUNT, Conn, Counters, FlowKey, LocalityEntry,
-    LocalityKey, NextHop, Real, Service, ServiceKey, Settings, Template, TemplateKey,
-    CONN_TABLE_SIZE, DECAP_VERDICT_COUNT, EVENTS_BYTES, LOCALITY_TABLE_SIZE, MAX_FLOATING,
-    MAX_INTERFACES, MAX_REALS, MAX_SERVICES, NEW_FLOWS_BYTES, RING_SLOTS, TEMPLATE_TABLE_SIZE,
-    VERDICT_COUNT,
+    hash::HASH_BUCKETS, tcp_state::STATE_COUNT, Conn, ConnCounts, Counters, FlowKey, LocalityEntry,
+    LocalityKey, NeighKey, NeighNote, NextHop, Real, Service, ServiceKey, Settings, Template,
+    TemplateKey, CONN_TABLE_SIZE, DECAP_VERDICT_COUNT, EVENTS_BYTES, LOCALITY_TABLE_SIZE,
+    MAX_FLOATING, MAX_INTERFACES, MAX_REALS, MAX_SERVICES, NEIGH_NOTES_SIZE, NEW_FLOWS_BYTES,
+    RING_SLOTS, TEMPLATE_TABLE_SIZE, VERDICT_COUNT,
 };
 
 /// `BPF_F_MMAPABLE`: lvsd maps the array into its memory and writes a
@@ -52,8 +52,18 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 #[map]
 pub static REALS: Array<Real> = Array::with_max_entries(MAX_REALS, 0);
 
+/// The connection table. A plain hash, not an LRU: an entry leaves only
+/// when it has expired (the sweeper, or a new flow reusing its key), so no
+/// live connection is evicted silently and `REAL_CONNS` stays exact. A full
+/// table refuses new flows (`drop_table_full`).
 #[map]
-pub static CONNS: LruHashMap<FlowKey, Conn> = LruHashMap::with_max_entries(CONN_TABLE_SIZE, 0);
+pub static CONNS: HashMap<FlowKey, Conn> = HashMap::with_max_entries(CONN_TABLE_SIZE, 0);
+
+/// Each real server's ActiveConn and InActConn, moved atomically by
+/// whoever adds, changes or removes an inbound entry (`Conn::counted_as`);
+/// lvsd maps it and reads the counts without walking the table.
+#[map]
+pub static REAL_CONNS: Array<ConnCounts> = Array::with_max_entries(MAX_REALS, BPF_F_MMAPABLE);
 
 /// DR and TUN real servers' next hops as lvsd resolved them, keyed by the
 /// real server's address (wire order, read as a native u32).
@@ -90,6 +100,11 @@ pub static DECAP_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DECAP_V
 /// nothing enforced.
 #[map]
 pub static LIVENESS: Array<u64> = Array::with_max_entries(1, 0);
+
+/// Packets passed to the stack for `lvs_neigh` to send on (`NeighNote`).
+#[map]
+pub static NEIGH_NOTES: LruHashMap<NeighKey, NeighNote> =
+    LruHashMap::with_max_entries(NEIGH_NOTES_SIZE, 0);
 
 /// The pair's floating addresses (network order, as in an ARP header).
 #[map]

@@ -33,10 +33,9 @@ pub fn outbound<F: Frame>(
         packet.proto,
     );
     if let Some(forward) = CONNS.get_ptr_mut(inbound) {
-        // SAFETY: the pointer comes from a successful map lookup.
-        let forward = unsafe { &mut *forward };
         // A late reply does not bring a dead connection back.
-        if !conntrack::expired(forward, now) {
+        // SAFETY: the pointer comes from a successful map lookup.
+        if !conntrack::expired(unsafe { &*forward }, now) {
             conntrack::update(forward, packet, Table::Output, now);
         }
     }

@@ -1,6 +1,6 @@
-//! `lvs_neigh`, tc ingress: finishes DR frames the director could not address
-//! because the real server's MAC was unknown (see `direct.rs`). It only acts
-//! on frames that carry the director's metadata note.
+//! `lvs_neigh`, tc ingress: finishes frames the director could not address
+//! because the next hop's MAC was unknown (see `Frame::to_neighbour`). It
+//! only acts on packets the director noted in `NEIGH_NOTES`, each once.
 
 use aya_ebpf::{
     bindings::{bpf_redir_neigh, bpf_redir_neigh__bindgen_ty_1, TC_ACT_UNSPEC},
@@ -8,21 +8,43 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use core::mem::size_of;
-use lvs_common::NeighMeta;
+use lvs_common::{NeighKey, NEIGH_NOTE_TTL_NS};
+
+use crate::{maps::NEIGH_NOTES, stats};
 
 const AF_INET: u32 = 2;
+const ETH_HEADER_LEN: usize = 14;
+const IPV4_MIN_HEADER_LEN: usize = 20;
+
+/// The note's key for the IPv4 packet behind the Ethernet header at `data`.
+#[inline(always)]
+pub fn key(data: usize, data_end: usize) -> Option<NeighKey> {
+    let ip = data + ETH_HEADER_LEN;
+    if ip + IPV4_MIN_HEADER_LEN > data_end {
+        return None;
+    }
+    // SAFETY: the header's 20 bytes are within the packet (checked above).
+    let h = unsafe { &*(ip as *const [u8; IPV4_MIN_HEADER_LEN]) };
+    Some(NeighKey {
+        src: [h[12], h[13], h[14], h[15]],
+        dst: [h[16], h[17], h[18], h[19]],
+        id: [h[4], h[5]],
+        proto: h[9],
+        _pad: 0,
+    })
+}
 
 #[inline(always)]
 pub fn finish(ctx: &TcContext) -> i32 {
-    // SAFETY: the context pointer is valid for the program run.
-    let skb = unsafe { &*ctx.skb.skb };
-    let meta = skb.data_meta as usize;
-    if meta + size_of::<NeighMeta>() > skb.data as usize {
+    let Some(key) = key(ctx.data(), ctx.data_end()) else {
         return TC_ACT_UNSPEC;
-    }
-    // SAFETY: bounds checked just above.
-    let note = unsafe { *(meta as *const NeighMeta) };
-    if note.magic != NeighMeta::MAGIC {
+    };
+    // SAFETY: the value is copied out before the entry is removed.
+    let Some(note) = (unsafe { NEIGH_NOTES.get(key) }).copied() else {
+        return TC_ACT_UNSPEC;
+    };
+    let _ = NEIGH_NOTES.remove(key);
+    if stats::now().saturating_sub(note.noted_ns) > NEIGH_NOTE_TTL_NS {
         return TC_ACT_UNSPEC;
     }
     let mut params = bpf_redir_neigh {

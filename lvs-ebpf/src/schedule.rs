@@ -31,6 +31,10 @@ fn find_service(flow: &FlowKey, proto: u8) -> Result<(Service, bool), Verdict> {
     Ok((*service, true))
 }
 
+/// `bpf_map_update_elem`'s flag, and the error that says the key is taken.
+const BPF_NOEXIST: u64 = 1;
+const EEXIST: i32 = 17;
+
 #[inline(always)]
 pub fn new_flow<F: Frame>(
     frame: &F,
@@ -38,6 +42,47 @@ pub fn new_flow<F: Frame>(
     flow: &FlowKey,
     now: u64,
 ) -> Result<Verdict, Verdict> {
+    let inbound = decide(packet, flow, now)?;
+    match CONNS.insert(flow, inbound, BPF_NOEXIST) {
+        Ok(()) => {}
+        Err(e) if e == -EEXIST => return Err(Verdict::DropConcurrentNewFlow),
+        Err(_) => return Err(Verdict::DropTableFull),
+    }
+    conntrack::count(&inbound);
+    if inbound.method == Method::Nat as u8 {
+        let outbound = Conn::new(
+            flow.dst(),
+            flow.dport().to_be_bytes(),
+            Direction::Outbound,
+            inbound.method,
+            inbound.service_index,
+            inbound.real_index,
+            now,
+        );
+        if CONNS.insert(flow.nat_reply(&inbound), outbound, 0).is_err() {
+            // No half connections: the inbound entry goes too.
+            if CONNS.remove(flow).is_ok() {
+                conntrack::uncount(&inbound);
+            }
+            return Err(Verdict::DropTableFull);
+        }
+    }
+    events::new_flow(flow, &inbound);
+
+    stats::count_packet(
+        inbound.service_index,
+        inbound.real_index,
+        Way::In,
+        packet.ip_len(),
+        true,
+    );
+    to_real_server(frame, packet, &inbound)
+}
+
+/// Everything about a new flow before it is recorded: its service, the
+/// scheduler's pick, and the entry it gets.
+#[inline(always)]
+fn decide(packet: &Packet, flow: &FlowKey, now: u64) -> Result<Conn, Verdict> {
     let (service, any_port) = find_service(flow, packet.proto)?;
     if !packet.may_schedule() {
         return Err(Verdict::PassNotSyn);
@@ -72,32 +117,5 @@ pub fn new_flow<F: Frame>(
         now,
     );
     inbound.state = conntrack::next_state(packet, conntrack::input_table(method), inbound.state);
-    CONNS
-        .insert(flow, inbound, 0)
-        .map_err(|_| Verdict::DropTableFull)?;
-    events::new_flow(flow, &inbound);
-    if method == Method::Nat as u8 {
-        let reply = FlowKey::from_wire(
-            real.addr(),
-            flow.src(),
-            port,
-            flow.sport().to_be_bytes(),
-            packet.proto,
-        );
-        let outbound = Conn::new(
-            flow.dst(),
-            flow.dport().to_be_bytes(),
-            Direction::Outbound,
-            method,
-            service.index,
-            real_index,
-            now,
-        );
-        CONNS
-            .insert(reply, outbound, 0)
-            .map_err(|_| Verdict::DropTableFull)?;
-    }
-
-    stats::count_packet(service.index, real_index, Way::In, packet.ip_len(), true);
-    to_real_server(frame, packet, &inbound)
+    Ok(inbound)
 }

@@ -6,8 +6,8 @@ use lvs_common::{
     hash::{dh_bucket, sh_bucket, HASH_BUCKETS},
     service_flags,
     tcp_state::STATE_COUNT,
-    Conn, Counters, Event, EventKind, FlowKey, Form, LocalityEntry, LocalityKey, Real, Service,
-    ServiceKey, Template, TemplateKey, Verdict, NO_REAL, RING_SLOTS,
+    Conn, ConnCounts, Counters, Event, EventKind, FlowKey, Form, LocalityEntry, LocalityKey, Real,
+    Service, ServiceKey, Template, TemplateKey, Verdict, NO_REAL, RING_SLOTS,
 };
 
 use crate::{Datapath, DatapathError, Limits};
@@ -252,13 +252,46 @@ impl Datapath for FakeDatapath {
     fn connection(&self, key: &FlowKey) -> Result<Option<Conn>, DatapathError> {
         Ok(self.conns.get(key).copied())
     }
+    fn connections_slice(
+        &self,
+        position: &mut crate::TablePosition,
+        _max: usize,
+    ) -> Result<Vec<(FlowKey, Conn)>, DatapathError> {
+        // All of it in one part: the position stays at the start.
+        *position = crate::TablePosition::default();
+        self.connections()
+    }
     fn set_connection(&mut self, key: FlowKey, conn: Conn) -> Result<(), DatapathError> {
         self.conns.insert(key, conn);
         Ok(())
     }
-    fn remove_connection(&mut self, key: &FlowKey) -> Result<(), DatapathError> {
-        self.conns.remove(key);
-        Ok(())
+    fn add_connection(&mut self, key: FlowKey, conn: Conn) -> Result<bool, DatapathError> {
+        Ok(match self.conns.entry(key) {
+            std::collections::hash_map::Entry::Occupied(_) => false,
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(conn);
+                true
+            }
+        })
+    }
+    fn take_connection(&mut self, key: &FlowKey) -> Result<Option<Conn>, DatapathError> {
+        Ok(self.conns.remove(key))
+    }
+    /// Counted from the entries, as the kernel's counts always equal.
+    fn conn_counts_upto(&self, count: u32) -> Result<Vec<ConnCounts>, DatapathError> {
+        let mut counts = vec![ConnCounts::default(); count as usize];
+        for conn in self.conns.values() {
+            if let Some((real, active)) = conn.counted_as() {
+                if let Some(c) = counts.get_mut(real as usize) {
+                    if active {
+                        c.active += 1;
+                    } else {
+                        c.inactive += 1;
+                    }
+                }
+            }
+        }
+        Ok(counts)
     }
     fn set_timeouts(&mut self, seconds: &[u32; STATE_COUNT as usize]) -> Result<(), DatapathError> {
         self.timeouts = *seconds;

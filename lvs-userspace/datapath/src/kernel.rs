@@ -16,8 +16,9 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use lvs_common::{
-    tcp_state::STATE_COUNT, Conn, Counters, Event, FlowKey, LocalityEntry, LocalityKey, NewFlow,
-    NextHop, Real, Service, ServiceKey, Settings, Template, TemplateKey, Verdict,
+    tcp_state::STATE_COUNT, Conn, ConnCounts, Counters, Event, FlowKey, LocalityEntry, LocalityKey,
+    NeighKey, NeighNote, NewFlow, NextHop, Real, Service, ServiceKey, Settings, Template,
+    TemplateKey, Verdict,
 };
 use serde::{Deserialize, Serialize};
 use tokio::io::{unix::AsyncFd, Interest};
@@ -26,7 +27,7 @@ use crate::mapped::MappedArray;
 
 use crate::{
     standalone::{attach_by_netlink, netlink},
-    Datapath, DatapathError, Limits, LocalAddresses, XdpAttachMode,
+    Datapath, DatapathError, Limits, LocalAddresses, TablePosition, XdpAttachMode,
 };
 
 /// The compiled `lvs-ebpf` object (built by this crate's build script).
@@ -370,6 +371,8 @@ pub struct KernelDatapath {
     real_stats: PerCpuArray<MapData, Counters>,
     verdicts: PerCpuArray<MapData, u64>,
     conns: HashMap<MapData, FlowKey, Conn>,
+    real_conns: MappedArray,
+    neigh_notes: HashMap<MapData, NeighKey, NeighNote>,
     timeouts: Array<MapData, u32>,
     floating: HashMap<MapData, [u8; 4], u8>,
     /// Until handed to the task that refreshes it (`liveness`).
@@ -516,6 +519,8 @@ impl KernelDatapath {
         let real_stats = typed!(&mut ebpf, PerCpuArray<MapData, Counters>, "REAL_STATS");
         let verdicts = typed!(&mut ebpf, PerCpuArray<MapData, u64>, "VERDICTS");
         let conns = typed!(&mut ebpf, HashMap<MapData, FlowKey, Conn>, "CONNS");
+        let real_conns = mapped(&mut ebpf, "REAL_CONNS")?;
+        let neigh_notes = typed!(&mut ebpf, HashMap<MapData, NeighKey, NeighNote>, "NEIGH_NOTES");
         let mut timeouts = typed!(&mut ebpf, Array<MapData, u32>, "TIMEOUTS");
         // Written before anything is attached: a zero timeout kills every entry.
         for (state, seconds) in lvs_common::tcp_state::DEFAULT_TIMEOUTS.iter().enumerate() {
@@ -621,6 +626,8 @@ impl KernelDatapath {
             real_stats,
             verdicts,
             conns,
+            real_conns,
+            neigh_notes,
             timeouts,
             floating,
             liveness,
@@ -803,18 +810,34 @@ where
 
 /// Every entry of a hash map; an entry deleted while the walk passes it
 /// is skipped, not an error.
-///
-/// Read in batches (`BPF_MAP_LOOKUP_BATCH`, which aya does not wrap): one
-/// syscall per few thousand entries instead of two per entry, because the
-/// controller walks the whole connection table every second.
 fn entries<K: aya::Pod, V: aya::Pod>(
     map: &HashMap<MapData, K, V>,
     name: &'static str,
 ) -> Result<Vec<(K, V)>, DatapathError> {
+    const CHUNK: usize = 4096;
+    let mut position = TablePosition::default();
+    let mut out = Vec::new();
+    loop {
+        out.extend(slice(map, name, &mut position, CHUNK)?);
+        if position.at_start() {
+            return Ok(out);
+        }
+    }
+}
+
+/// One `BPF_MAP_LOOKUP_BATCH` (which aya does not wrap) of up to `max`
+/// entries from `position` (a bucket index, for hash maps): one syscall
+/// per few thousand entries instead of two per entry. After the last
+/// part, `position` is back at the start.
+fn slice<K: aya::Pod, V: aya::Pod>(
+    map: &HashMap<MapData, K, V>,
+    name: &'static str,
+    position: &mut TablePosition,
+    max: usize,
+) -> Result<Vec<(K, V)>, DatapathError> {
     use aya::maps::IterableMap;
     use std::os::fd::{AsFd, AsRawFd};
     const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
-    const CHUNK: usize = 4096;
     /// `union bpf_attr`'s `batch` member.
     #[repr(C)]
     struct BatchAttr {
@@ -829,58 +852,100 @@ fn entries<K: aya::Pod, V: aya::Pod>(
     }
     let fd = map.map().fd().as_fd().as_raw_fd();
     // SAFETY: Pod types are valid for any bit pattern, zeroes included.
-    let mut keys: Vec<K> = vec![unsafe { std::mem::zeroed() }; CHUNK];
+    let mut keys: Vec<K> = vec![unsafe { std::mem::zeroed() }; max];
     // SAFETY: as for the keys.
-    let mut values: Vec<V> = vec![unsafe { std::mem::zeroed() }; CHUNK];
-    // The position token (a bucket index for hash maps), in and out.
-    let (mut position, mut next) = (0u64, 0u64);
-    let mut out = Vec::new();
-    let mut first = true;
-    loop {
-        let mut attr = BatchAttr {
-            in_batch: if first {
-                0
-            } else {
-                &position as *const u64 as u64
-            },
-            out_batch: &mut next as *mut u64 as u64,
-            keys: keys.as_mut_ptr() as u64,
-            values: values.as_mut_ptr() as u64,
-            count: CHUNK as u32,
-            map_fd: fd as u32,
-            elem_flags: 0,
-            flags: 0,
-        };
-        // SAFETY: the attribute points at live buffers of `count` keys and
-        // values of the map's own key and value types, and at the tokens.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_LOOKUP_BATCH,
-                &mut attr as *mut BatchAttr,
-                size_of::<BatchAttr>(),
-            )
-        };
-        let last = match rc {
-            0 => false,
-            _ => match std::io::Error::last_os_error() {
-                e if e.raw_os_error() == Some(libc::ENOENT) => true,
-                source => {
-                    return Err(DatapathError::Batch {
-                        call: "BPF_MAP_LOOKUP_BATCH",
-                        map: name,
-                        source,
-                    });
-                }
-            },
-        };
-        let n = attr.count as usize;
-        out.extend(keys[..n].iter().copied().zip(values[..n].iter().copied()));
-        if last {
-            return Ok(out);
-        }
-        position = next;
-        first = false;
+    let mut values: Vec<V> = vec![unsafe { std::mem::zeroed() }; max];
+    let from = position.0;
+    let mut next = 0u64;
+    let mut attr = BatchAttr {
+        in_batch: from.as_ref().map_or(0, |p| p as *const u64 as u64),
+        out_batch: &mut next as *mut u64 as u64,
+        keys: keys.as_mut_ptr() as u64,
+        values: values.as_mut_ptr() as u64,
+        count: max as u32,
+        map_fd: fd as u32,
+        elem_flags: 0,
+        flags: 0,
+    };
+    // SAFETY: the attribute points at live buffers of `count` keys and
+    // values of the map's own key and value types, and at the tokens.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_LOOKUP_BATCH,
+            &mut attr as *mut BatchAttr,
+            size_of::<BatchAttr>(),
+        )
+    };
+    let last = match rc {
+        0 => false,
+        _ => match std::io::Error::last_os_error() {
+            e if e.raw_os_error() == Some(libc::ENOENT) => true,
+            source => {
+                return Err(DatapathError::Batch {
+                    call: "BPF_MAP_LOOKUP_BATCH",
+                    map: name,
+                    source,
+                });
+            }
+        },
+    };
+    *position = TablePosition(if last { None } else { Some(next) });
+    let n = attr.count as usize;
+    Ok(keys[..n]
+        .iter()
+        .copied()
+        .zip(values[..n].iter().copied())
+        .collect())
+}
+
+/// `BPF_MAP_LOOKUP_AND_DELETE_ELEM` (which aya's hash map does not wrap):
+/// the entry as it was when it left, so that its count leaves with it.
+fn take_entry<K: aya::Pod, V: aya::Pod>(
+    map: &HashMap<MapData, K, V>,
+    key: &K,
+    name: &'static str,
+) -> Result<Option<V>, DatapathError> {
+    use aya::maps::IterableMap;
+    use std::os::fd::{AsFd, AsRawFd};
+    const BPF_MAP_LOOKUP_AND_DELETE_ELEM: libc::c_long = 21;
+    /// `union bpf_attr`'s element member.
+    #[repr(C)]
+    struct ElemAttr {
+        map_fd: u32,
+        _pad: u32,
+        key: u64,
+        value: u64,
+        flags: u64,
+    }
+    // SAFETY: Pod types are valid for any bit pattern.
+    let mut value: V = unsafe { std::mem::zeroed() };
+    let mut attr = ElemAttr {
+        map_fd: map.map().fd().as_fd().as_raw_fd() as u32,
+        _pad: 0,
+        key: key as *const K as u64,
+        value: &mut value as *mut V as u64,
+        flags: 0,
+    };
+    // SAFETY: the attribute points at a key and a value of the map's types.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_LOOKUP_AND_DELETE_ELEM,
+            &mut attr as *mut ElemAttr,
+            size_of::<ElemAttr>(),
+        )
+    };
+    match rc {
+        0 => Ok(Some(value)),
+        _ => match std::io::Error::last_os_error() {
+            e if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+            source => Err(DatapathError::Batch {
+                call: "BPF_MAP_LOOKUP_AND_DELETE_ELEM",
+                map: name,
+                source,
+            }),
+        },
     }
 }
 
@@ -967,6 +1032,23 @@ pub(super) fn map_err(
     map: &'static str,
 ) -> impl FnOnce(MapError) -> DatapathError {
     move |source| DatapathError::Map { op, map, source }
+}
+
+impl KernelDatapath {
+    /// The note the director left for `lvs_neigh` about the packet in
+    /// `frame` (as the director passed it), if any.
+    pub fn neighbour_note(&self, frame: &[u8]) -> Option<NeighNote> {
+        self.neigh_notes.get(&NeighKey::of_frame(frame)?, 0).ok()
+    }
+
+    /// Move the count an entry is in by `delta` (wrapping: `u32::MAX` is
+    /// minus one), as the datapath does for the entries it adds.
+    fn count(&self, conn: &Conn, delta: u32) -> Result<(), DatapathError> {
+        match conn.counted_as() {
+            Some((real, active)) => self.real_conns.add(real, usize::from(!active), delta),
+            None => Ok(()),
+        }
+    }
 }
 
 impl Datapath for KernelDatapath {
@@ -1083,13 +1165,56 @@ impl Datapath for KernelDatapath {
             Err(e) => Err(map_err("bpf_map_lookup_elem", "CONNS")(e)),
         }
     }
-    fn set_connection(&mut self, key: FlowKey, conn: Conn) -> Result<(), DatapathError> {
-        self.conns
-            .insert(key, conn, 0)
-            .map_err(map_err("bpf_map_update_elem", "CONNS"))
+    fn connections_slice(
+        &self,
+        position: &mut TablePosition,
+        max: usize,
+    ) -> Result<Vec<(FlowKey, Conn)>, DatapathError> {
+        slice(&self.conns, "CONNS", position, max)
     }
-    fn remove_connection(&mut self, key: &FlowKey) -> Result<(), DatapathError> {
-        remove(&mut self.conns, key, "CONNS")
+    fn set_connection(&mut self, key: FlowKey, conn: Conn) -> Result<(), DatapathError> {
+        // A packet may recreate the key between the two steps; twice is
+        // enough unless the flow is that busy on the backup.
+        for _ in 0..3 {
+            self.take_connection(&key)?;
+            if self.add_connection(key, conn)? {
+                return Ok(());
+            }
+        }
+        Err(DatapathError::Batch {
+            call: "bpf_map_update_elem (BPF_NOEXIST)",
+            map: "CONNS",
+            source: std::io::Error::from_raw_os_error(libc::EEXIST),
+        })
+    }
+    fn add_connection(&mut self, key: FlowKey, conn: Conn) -> Result<bool, DatapathError> {
+        const BPF_NOEXIST: u64 = 1;
+        match self.conns.insert(key, conn, BPF_NOEXIST) {
+            Ok(()) => {
+                self.count(&conn, 1)?;
+                Ok(true)
+            }
+            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EEXIST) => {
+                Ok(false)
+            }
+            Err(e) => Err(map_err("bpf_map_update_elem", "CONNS")(e)),
+        }
+    }
+    fn take_connection(&mut self, key: &FlowKey) -> Result<Option<Conn>, DatapathError> {
+        let taken = take_entry(&self.conns, key, "CONNS")?;
+        if let Some(conn) = &taken {
+            // Whoever removes an entry uncounts it, claimed or not.
+            self.count(conn, u32::MAX)?;
+        }
+        Ok(taken)
+    }
+    fn conn_counts_upto(&self, count: u32) -> Result<Vec<ConnCounts>, DatapathError> {
+        Ok(self
+            .real_conns
+            .read_pairs(count)?
+            .into_iter()
+            .map(|[active, inactive]| ConnCounts { active, inactive })
+            .collect())
     }
     fn set_timeouts(&mut self, seconds: &[u32; STATE_COUNT as usize]) -> Result<(), DatapathError> {
         for (state, value) in seconds.iter().enumerate() {

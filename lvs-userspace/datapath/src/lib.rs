@@ -29,8 +29,8 @@ pub use standalone::{StandaloneXdp, XdpAttachMode};
 use std::net::Ipv4Addr;
 
 use lvs_common::{
-    tcp_state::STATE_COUNT, Conn, Counters, Event, FlowKey, LocalityEntry, LocalityKey, NextHop,
-    Real, Service, ServiceKey, Template, TemplateKey, Verdict,
+    tcp_state::STATE_COUNT, Conn, ConnCounts, Counters, Event, FlowKey, LocalityEntry, LocalityKey,
+    NextHop, Real, Service, ServiceKey, Template, TemplateKey, Verdict,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -171,13 +171,32 @@ pub trait Datapath: Send {
     fn reset_service_counters(&mut self, index: u32) -> Result<(), DatapathError>;
     fn reset_real_counters(&mut self, index: u32) -> Result<(), DatapathError>;
     fn verdicts(&self) -> Result<Vec<(Verdict, u64)>, DatapathError>;
-    /// Every connection table entry (both directions of NAT flows).
+    /// Every connection table entry (both directions of NAT flows): a
+    /// walk of the whole table, for `-L -c`, a resync and tests.
     fn connections(&self) -> Result<Vec<(FlowKey, Conn)>, DatapathError>;
+    /// The next part of the table (at most about `max` entries) from
+    /// `position`, which moves on, and starts over after the last part.
+    fn connections_slice(
+        &self,
+        position: &mut TablePosition,
+        max: usize,
+    ) -> Result<Vec<(FlowKey, Conn)>, DatapathError>;
     fn connection(&self, key: &FlowKey) -> Result<Option<Conn>, DatapathError>;
-    /// Write an entry (connection sync from the peer router).
+    /// Write an entry (connection sync from the peer router), in place of
+    /// any with its key.
     fn set_connection(&mut self, key: FlowKey, conn: Conn) -> Result<(), DatapathError>;
+    /// Add an entry unless its key is taken; whether it was added.
+    fn add_connection(&mut self, key: FlowKey, conn: Conn) -> Result<bool, DatapathError>;
+    /// Remove an entry and return it as it was at that instant.
+    fn take_connection(&mut self, key: &FlowKey) -> Result<Option<Conn>, DatapathError>;
     /// Remove an entry; one already gone is not an error.
-    fn remove_connection(&mut self, key: &FlowKey) -> Result<(), DatapathError>;
+    fn remove_connection(&mut self, key: &FlowKey) -> Result<(), DatapathError> {
+        self.take_connection(key).map(drop)
+    }
+    /// ActiveConn and InActConn of real indexes `0..count`, as the datapath
+    /// keeps them: every change to the table moves them
+    /// (`Conn::counted_as`), so this reads no entry.
+    fn conn_counts_upto(&self, count: u32) -> Result<Vec<ConnCounts>, DatapathError>;
     /// Idle timeout in seconds for each `ConnState`.
     fn set_timeouts(&mut self, seconds: &[u32; STATE_COUNT as usize]) -> Result<(), DatapathError>;
     /// Now on the clock the datapath stamps entries with.
@@ -190,6 +209,17 @@ pub trait Datapath: Send {
     fn set_next_hop(&mut self, real: Ipv4Addr, hop: NextHop) -> Result<(), DatapathError>;
     /// Forget it; one already gone is not an error.
     fn remove_next_hop(&mut self, real: Ipv4Addr) -> Result<(), DatapathError>;
+}
+
+/// Where a walk of the connection table in parts has got to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TablePosition(Option<u64>);
+
+impl TablePosition {
+    /// At the start of the table: the last part was just read.
+    pub fn at_start(&self) -> bool {
+        self.0.is_none()
+    }
 }
 
 /// The director's own addresses, read at most once a second: `is_local` is

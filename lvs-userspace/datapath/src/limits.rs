@@ -57,7 +57,7 @@ impl Limits {
     }
 
     /// `(map, entries)` for every map whose size follows a limit.
-    pub fn map_sizes(self) -> [(&'static str, u32); 8] {
+    pub fn map_sizes(self) -> [(&'static str, u32); 9] {
         let Limits {
             services,
             reals,
@@ -71,6 +71,7 @@ impl Limits {
             ("SERVICE_STATS", services),
             ("REALS", reals),
             ("REAL_STATS", reals),
+            ("REAL_CONNS", reals),
             ("CONNS", connections),
         ]
     }

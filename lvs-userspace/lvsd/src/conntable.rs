@@ -2,8 +2,6 @@
 //! longer than its state's timeout; the controller's sweeper removes such
 //! entries, which no packet may ever revisit, by the same rule.
 
-use std::collections::HashMap;
-
 use lvs_common::{Conn, Direction, FlowKey, Method, Timeouts};
 
 fn is_inbound(conn: &Conn) -> bool {
@@ -35,9 +33,11 @@ pub fn is_dead(
     }
 }
 
-/// Every dead entry of a table listing.
-pub fn dead_entries(entries: &[(FlowKey, Conn)], now_ns: u64, timeouts: &Timeouts) -> Vec<FlowKey> {
-    let table: HashMap<FlowKey, Conn> = entries.iter().copied().collect();
+/// Every dead entry of a table listing (the rule over a whole table, as
+/// the tests state it; the sweeper applies `is_dead` part by part).
+#[cfg(test)]
+fn dead_entries(entries: &[(FlowKey, Conn)], now_ns: u64, timeouts: &Timeouts) -> Vec<FlowKey> {
+    let table: std::collections::HashMap<FlowKey, Conn> = entries.iter().copied().collect();
     entries
         .iter()
         .filter(|(key, conn)| is_dead(key, conn, |k| table.get(k).copied(), now_ns, timeouts))

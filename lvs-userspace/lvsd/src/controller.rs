@@ -8,13 +8,13 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use lvs_common::{
-    bucket_base, ring_base, service_flags, tcp_state::DEFAULT_TIMEOUTS, Conn, ConnState, Counters,
-    Direction, Event, EventKind, FlowKey, Form, LocalityEntry, LocalityKey, Real,
-    Service as ServiceValue, ServiceKey, Template, TemplateKey, Verdict, NO_REAL, RING_SLOTS,
+    bucket_base, ring_base, service_flags, tcp_state::DEFAULT_TIMEOUTS, Conn, ConnCounts,
+    ConnState, Counters, Direction, Event, EventKind, FlowKey, Form, LocalityEntry, LocalityKey,
+    Real, Service as ServiceValue, ServiceKey, Template, TemplateKey, Verdict, NO_REAL, RING_SLOTS,
 };
 
 use lvs_common::Timeouts;
-use lvs_datapath::{Datapath, DatapathError};
+use lvs_datapath::{Datapath, DatapathError, TablePosition};
 use lvs_ha::conn::{SyncConn, SyncTemplate};
 use lvs_sched::{publish, Dest, Scheduler, SchedulerName};
 use lvs_state::{
@@ -195,11 +195,36 @@ fn sync_localities<D: Datapath>(
     Ok(())
 }
 
-/// Active and inactive connections of one real server, from the last count.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct ConnCounts {
-    active: u32,
-    inactive: u32,
+/// The sweeper reads the connection table in parts, one per maintenance
+/// tick: a whole table (its configured size) in about this many ticks, so
+/// that a million connections cost a few percent of a core, not a walk a
+/// second.
+const SWEEP_PASS_TICKS: usize = 10;
+/// Smallest part: a small table is read whole every tick.
+const SWEEP_MIN_PART: usize = 4096;
+/// The sweeper judges entries by a clock this far behind: a packet that
+/// found an entry live just before it expired has finished moving its
+/// state (and counts) by then, since one run of the program takes
+/// microseconds, so the entry the sweeper removes is the one it counted.
+const SWEEP_GRACE_NS: u64 = 1_000_000;
+
+/// Where the sweeper's pass is, and what it learnt on the way.
+#[derive(Debug, Default)]
+struct SweepPass {
+    position: TablePosition,
+    /// When this pass and the one before began (datapath clock).
+    started_ns: u64,
+    previous_started_ns: u64,
+    /// Client networks of persistent services with a live connection, seen
+    /// so far by this pass and by the last whole one: templates they use
+    /// are kept.
+    depended: BTreeSet<(u32, u32)>,
+    previously_depended: BTreeSet<(u32, u32)>,
+    /// Connections for the backup router, once the HA task asks for them:
+    /// ones used since the sweeper last passed them, and ones removed.
+    exporting: bool,
+    used: Vec<SyncConn>,
+    removed: Vec<SyncConn>,
 }
 
 /// Index allocator: lowest free first.
@@ -269,8 +294,9 @@ pub struct Controller<D> {
     /// When the estimators last sampled (or were first asked to).
     estimated_ns: Option<u64>,
     timeouts: Timeouts,
-    /// Per real index, from the last walk of the connection table.
+    /// Per real index with connections, as the datapath last counted.
     counts: HashMap<u32, ConnCounts>,
+    sweep: SweepPass,
     /// Real indexes whose OVERLOAD flag is set.
     overloaded: BTreeSet<u32>,
     /// Real and sorry servers configured over all services.
@@ -361,6 +387,7 @@ impl<D: Datapath> Controller<D> {
             estimated_ns: None,
             timeouts: DEFAULT_TIMEOUTS,
             counts: HashMap::new(),
+            sweep: SweepPass::default(),
             overloaded: BTreeSet::new(),
             endpoints: 0,
             in_flight: None,
@@ -372,8 +399,10 @@ impl<D: Datapath> Controller<D> {
         }
     }
 
-    /// Count every live connection per real server, as IPVS's ActiveConn and
-    /// InActConn (§3.2), and set or clear OVERLOAD from the thresholds
+    /// Take each real server's ActiveConn and InActConn (§3.2) from the
+    /// datapath's counts, which every change to the table keeps exact (an
+    /// expired entry counts until the sweeper or a new packet removes it),
+    /// and set or clear OVERLOAD from the thresholds
     /// (§1.1). Then republish every service whose decisions depend on what
     /// changed: count-driven rings (lc, wlc, sed, nq and the locality
     /// fallback) whose counts moved or that are half used, and any service
@@ -389,19 +418,14 @@ impl<D: Datapath> Controller<D> {
             .map(|(id, rt)| (*id, all[rt.index as usize]))
             .collect();
         let now = self.datapath.now_ns()?;
-        let mut counts: HashMap<u32, ConnCounts> = HashMap::new();
-        for (_, conn) in self.datapath.connections()? {
-            if conn.direction != Direction::Inbound as u8 || conn.expired_under(now, &self.timeouts)
-            {
-                continue;
-            }
-            let c = counts.entry(conn.real_index).or_default();
-            if ConnState::from_u8(conn.state).is_some_and(ConnState::is_active) {
-                c.active += 1;
-            } else {
-                c.inactive += 1;
-            }
-        }
+        let counts: HashMap<u32, ConnCounts> = self
+            .datapath
+            .conn_counts_upto(self.real_slots.fresh)?
+            .into_iter()
+            .zip(0u32..)
+            .filter(|(c, _)| c.total() != 0)
+            .map(|(c, i)| (i, c))
+            .collect();
         self.counts = counts;
         let drained: Vec<u32> = self
             .draining
@@ -564,67 +588,144 @@ impl<D: Datapath> Controller<D> {
         self.timeouts
     }
 
-    /// Remove connection entries that have expired (see `conntable`);
-    /// returns how many went.
+    /// Read the next part of the connection table and remove the entries
+    /// that expired (see `conntable`); returns how many went. A whole pass
+    /// takes about `SWEEP_PASS_TICKS` calls however big the table.
     pub fn sweep(&mut self) -> Result<usize, ControlError> {
-        let listed = self.datapath.connections()?;
-        let dead = conntable::dead_entries(&listed, self.datapath.now_ns()?, &self.timeouts);
+        let part =
+            (self.datapath.limits().connections as usize / SWEEP_PASS_TICKS).max(SWEEP_MIN_PART);
+        let now = self.datapath.now_ns()?;
+        let pass = &mut self.sweep;
+        if pass.position.at_start() {
+            pass.previous_started_ns = pass.started_ns;
+            pass.started_ns = now;
+        }
+        let listed = self
+            .datapath
+            .connections_slice(&mut self.sweep.position, part)?;
+        let judged_at = now.saturating_sub(SWEEP_GRACE_NS);
+        let masks: HashMap<u32, u32> = self.persistence_masks();
+        // A reply entry idle this long is checked against its inbound entry
+        // (one lookup); a busy one is not dead, whatever its owner.
+        let longest = u64::from(self.timeouts.iter().copied().max().unwrap_or(0)) * NS_PER_SEC;
         let mut removed = 0;
-        for key in dead {
-            // A packet may have revived or replaced the entry since the listing.
-            let Some(conn) = self.datapath.connection(&key)? else {
+        for (key, conn) in listed {
+            let inbound = conn.direction == Direction::Inbound as u8;
+            let dead = if inbound {
+                conn.expired_under(judged_at, &self.timeouts)
+            } else if now.saturating_sub(conn.last_seen_ns) > longest {
+                let owner = self.datapath.connection(&key.nat_inbound(&conn))?;
+                conntable::is_dead(&key, &conn, |_| owner, judged_at, &self.timeouts)
+            } else {
+                false
+            };
+            if !dead {
+                if inbound {
+                    self.note_live(&key, &conn, &masks, now);
+                }
+                continue;
+            }
+            // A packet may have replaced the entry since the listing: the
+            // one removed is judged again, and put back if it lives.
+            let Some(taken) = self.datapath.take_connection(&key)? else {
                 continue;
             };
-            // A reply entry is judged by its inbound entry, read fresh too.
-            let owner = if conn.direction == Direction::Outbound as u8 {
-                self.datapath.connection(&key.nat_inbound(&conn))?
-            } else {
-                None
-            };
-            let now = self.datapath.now_ns()?;
-            if conntable::is_dead(&key, &conn, |_| owner, now, &self.timeouts) {
-                self.datapath.remove_connection(&key)?;
-                removed += 1;
+            if inbound && !taken.expired_under(judged_at, &self.timeouts) {
+                self.datapath.add_connection(key, taken)?;
+                continue;
+            }
+            removed += 1;
+            if inbound {
+                self.removed_inbound(&key, &taken, now)?;
             }
         }
-        self.sweep_templates(&listed)?;
+        if self.sweep.position.at_start() {
+            // A whole pass is done: what it saw is complete.
+            self.sweep.previously_depended = std::mem::take(&mut self.sweep.depended);
+        }
+        self.sweep_templates(now)?;
         Ok(removed)
+    }
+
+    /// A live inbound entry the sweeper passed.
+    fn note_live(&mut self, key: &FlowKey, conn: &Conn, masks: &HashMap<u32, u32>, now: u64) {
+        let pass = &mut self.sweep;
+        if let Some(mask) = masks.get(&conn.service_index) {
+            pass.depended
+                .insert((conn.service_index, u32::from_be_bytes(key.src()) & mask));
+        }
+        // Used since the sweeper last came by: the backup's copy is renewed.
+        if pass.exporting && conn.last_seen_ns >= pass.previous_started_ns {
+            pass.used.extend(SyncConn::of(key, conn, now));
+        }
+    }
+
+    /// An expired inbound entry the sweeper removed: its NAT reply entry
+    /// goes with it, and the backup hears of it.
+    fn removed_inbound(
+        &mut self,
+        key: &FlowKey,
+        conn: &Conn,
+        now: u64,
+    ) -> Result<(), ControlError> {
+        if conn.method == lvs_common::Method::Nat as u8 {
+            let reply = key.nat_reply(conn);
+            if let Some(r) = self.datapath.connection(&reply)? {
+                if r.direction == Direction::Outbound as u8
+                    && (r.addr(), r.port_wire()) == (key.dst(), key.dport().to_be_bytes())
+                {
+                    self.datapath.remove_connection(&reply)?;
+                }
+            }
+        }
+        if self.sweep.exporting {
+            self.sweep.removed.extend(SyncConn::of(key, conn, now));
+        }
+        Ok(())
+    }
+
+    /// Service index → client netmask of every persistent service.
+    fn persistence_masks(&self) -> HashMap<u32, u32> {
+        self.state
+            .services()
+            .filter_map(|s| {
+                let p = s.spec.persistence?;
+                Some((self.runtimes.get(&s.spec.id)?.index, u32::from(p.netmask)))
+            })
+            .collect()
+    }
+
+    /// For the HA task: the connections used since the sweeper last
+    /// passed them, and the ones it removed, since the last call. The
+    /// first call starts the collecting.
+    pub fn sync_changes(&mut self) -> (Vec<SyncConn>, Vec<SyncConn>) {
+        self.sweep.exporting = true;
+        (
+            std::mem::take(&mut self.sweep.used),
+            std::mem::take(&mut self.sweep.removed),
+        )
     }
 
     /// Persistence templates that ran out go, unless a live connection of
     /// their client network still depends on them: then they get another
     /// 60 s, as IPVS re-checks them (§4.1). Templates of services that are
     /// gone or no longer persistent go too.
-    fn sweep_templates(&mut self, listed: &[(FlowKey, Conn)]) -> Result<(), ControlError> {
+    fn sweep_templates(&mut self, now: u64) -> Result<(), ControlError> {
         let templates = self.datapath.templates()?;
         if templates.is_empty() {
             return Ok(());
         }
-        let masks: HashMap<u32, u32> = self
-            .state
-            .services()
-            .filter_map(|s| {
-                let p = s.spec.persistence?;
-                Some((self.runtimes.get(&s.spec.id)?.index, u32::from(p.netmask)))
-            })
-            .collect();
-        let now = self.datapath.now_ns()?;
-        let depended: BTreeSet<(u32, u32)> = listed
-            .iter()
-            .filter(|(_, c)| {
-                c.direction == Direction::Inbound as u8 && !c.expired_under(now, &self.timeouts)
-            })
-            .filter_map(|(k, c)| {
-                let mask = masks.get(&c.service_index)?;
-                Some((c.service_index, u32::from_be_bytes(k.src()) & mask))
-            })
-            .collect();
+        let masks = self.persistence_masks();
+        let pass = &self.sweep;
+        let depended = |key: &(u32, u32)| {
+            pass.depended.contains(key) || pass.previously_depended.contains(key)
+        };
         for (key, template) in templates {
             if !masks.contains_key(&key.service_index) {
                 self.datapath.remove_template(&key)?;
             } else if now >= template.expires_ns {
                 let net = u32::from_be_bytes(key.client_net());
-                if depended.contains(&(key.service_index, net)) {
+                if depended(&(key.service_index, net)) {
                     let extended = Template::new(template.real_index, now + TEMPLATE_RECHECK_NS);
                     self.datapath.set_template(key, extended)?;
                 } else {
@@ -2879,6 +2980,40 @@ mod tests {
         assert_eq!(h.slow_start_percent, Some(0));
         let first = picks(&mut c, 10);
         assert!(first.matches('2').count() <= 2, "{first}");
+    }
+
+    #[test]
+    fn the_sweeper_gives_the_backup_used_and_removed_connections() {
+        let mut c = setup(SchedulerName::Rr, &[1, 1]);
+        assert_eq!(c.sync_changes(), (vec![], vec![]), "collecting starts");
+        hold(&mut c, 1, 2, ConnState::Established);
+        let ports = |v: &[SyncConn]| -> Vec<u8> {
+            let mut p: Vec<u8> = v.iter().map(|c| c.client.ip().octets()[3]).collect();
+            p.sort();
+            p
+        };
+        c.datapath_mut().now_ns = 10 * NS_PER_SEC;
+        c.sweep().unwrap();
+        let (used, removed) = c.sync_changes();
+        assert_eq!((ports(&used), removed.len()), (vec![0, 1], 0));
+        // Client ...1 carries a packet; ...0 stays idle: only 1 is renewed.
+        for (key, conn) in c.datapath_mut().conns.iter_mut() {
+            if key.src()[3] == 1 {
+                conn.last_seen_ns = 15 * NS_PER_SEC;
+            }
+        }
+        c.datapath_mut().now_ns = 20 * NS_PER_SEC;
+        c.sweep().unwrap();
+        let (used, removed) = c.sync_changes();
+        assert_eq!((ports(&used), removed.len()), (vec![1], 0));
+        // ESTABLISHED times out after 900 s: 0 goes, then 1.
+        c.datapath_mut().now_ns = 905 * NS_PER_SEC;
+        assert_eq!(c.sweep().unwrap(), 1);
+        let (used, removed) = c.sync_changes();
+        assert_eq!((ports(&used), ports(&removed)), (vec![], vec![0]));
+        c.datapath_mut().now_ns = 916 * NS_PER_SEC;
+        assert_eq!(c.sweep().unwrap(), 1);
+        assert_eq!(ports(&c.sync_changes().1), vec![1]);
     }
 
     #[test]

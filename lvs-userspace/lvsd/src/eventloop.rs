@@ -46,8 +46,10 @@ pub enum Message {
         percent: Option<u32>,
         state: Option<AgentState>,
     },
-    /// HA, active: the tables to send the peer.
+    /// HA, active: the whole tables, for a backup that asked for a resync.
     HaExport(oneshot::Sender<Result<Exported, ControlError>>),
+    /// HA, active: what changed since the last call, for a sync round.
+    HaChanges(oneshot::Sender<Result<Changes, ControlError>>),
     /// HA, backup: what the peer sent. Answers how many records were written.
     HaImport(Imported, oneshot::Sender<Result<usize, ControlError>>),
     /// The once-a-second upkeep. Answers the real servers whose next hop
@@ -59,6 +61,16 @@ pub enum Message {
 
 /// The active's connections and templates.
 pub type Exported = (Vec<SyncConn>, Vec<SyncTemplate>);
+
+/// A sync round's share: the connections the sweeper found used since it
+/// last passed them and those it removed (no table walk), and every
+/// persistence template.
+#[derive(Debug, Default)]
+pub struct Changes {
+    pub used: Vec<SyncConn>,
+    pub removed: Vec<SyncConn>,
+    pub templates: Vec<SyncTemplate>,
+}
 
 /// A sync datagram's records, by what they ask.
 #[derive(Debug, Default)]
@@ -77,6 +89,7 @@ impl Message {
             Message::Check { .. } => "health check",
             Message::Agent { .. } => "agent report",
             Message::HaExport(_) => "HA export",
+            Message::HaChanges(_) => "HA changes",
             Message::HaImport(..) => "HA import",
             Message::Maintain(_) => "maintenance",
             Message::NextHops(_) => "next hops",
@@ -209,6 +222,17 @@ impl<D: Datapath> EventLoop<D> {
                     .export_connections()
                     .and_then(|conns| Ok((conns, c.export_templates()?)));
                 let _ = reply.send(both);
+            }
+            Message::HaChanges(reply) => {
+                let changes = c.export_templates().map(|templates| {
+                    let (used, removed) = c.sync_changes();
+                    Changes {
+                        used,
+                        removed,
+                        templates,
+                    }
+                });
+                let _ = reply.send(changes);
             }
             Message::HaImport(sync, reply) => {
                 let written = (|| {

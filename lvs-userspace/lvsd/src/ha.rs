@@ -15,7 +15,7 @@ use lvs_datapath::{netconf, NewFlows};
 use lvs_ha::{
     conn::{SyncConn, SyncTemplate},
     election::{Admission, Election, Freshness, Peer, Settings, Transition},
-    sync::{Exporter, TemplateExporter},
+    sync::TemplateExporter,
     wire::{
         method_from_wire, method_to_wire, Header, Kind, Message, Op, Record, Role, MAX_RECORDS,
     },
@@ -202,7 +202,6 @@ struct Node {
     epoch: Instant,
     election: Election,
     freshness: Freshness,
-    exporter: Exporter,
     templates: TemplateExporter,
     /// Backup: the active peer boot whose full resync arrived, and when it
     /// was last asked for.
@@ -236,7 +235,6 @@ impl Node {
             seq: 0,
             epoch: Instant::now(),
             freshness: Freshness::default(),
-            exporter: Exporter::default(),
             templates: TemplateExporter::default(),
             resynced_boot: None,
             asked_resync: None,
@@ -356,25 +354,21 @@ impl Node {
         {
             return;
         }
-        let now_ms = self.now_ns() / 1_000_000;
-        let mut records = Vec::with_capacity(flows.len());
-        for (key, conn) in &flows {
+        let records = flows
+            .iter()
             // Just created: idle for no time.
-            let Some(c) = SyncConn::of(key, conn, conn.last_seen_ns) else {
-                continue;
-            };
-            if let Some(record) = conn_record(Op::Upsert, &c) {
-                self.exporter.sent_now(now_ms, &c);
-                records.push(record);
-            }
-        }
+            .filter_map(|(key, conn)| SyncConn::of(key, conn, conn.last_seen_ns))
+            .filter_map(|c| conn_record(Op::Upsert, &c))
+            .collect();
         self.send_records(records, false).await;
     }
 
-    /// Active: send what changed since the last round. A round reads the
-    /// whole table, so rounds are spaced to at least four times the last
-    /// read: a big table costs at most a quarter of a core, and syncs less
-    /// often.
+    /// Active: send what changed since the last round: the connections
+    /// the sweeper found used since it last passed them (so the backup's
+    /// copies of busy ones never expire), those it removed, and the
+    /// templates that changed. New connections went as they were created.
+    /// Templates are read whole, so rounds are spaced to at least four
+    /// times the last read.
     async fn sync_round(&mut self) {
         if self.election.role() != Role::Active || self.election.live_peer(self.now_ns()).is_none()
         {
@@ -386,18 +380,33 @@ impl Node {
             }
         }
         let started = Instant::now();
-        let (conns, templates) = self.export().await;
+        let changes = match self.controller.call(eventloop::Message::HaChanges).await {
+            Some(Ok(changes)) => changes,
+            Some(Err(e)) => {
+                tracing::warn!("HA: reading the changes for sync: {e}");
+                return;
+            }
+            None => {
+                tracing::warn!("HA: sync round failed (the controller is gone)");
+                return;
+            }
+        };
         self.last_round = Some((started, started.elapsed()));
         let now_ms = self.now_ns() / 1_000_000;
-        let mut records: Vec<Record> = self
-            .exporter
-            .changes(now_ms, &conns)
+        let mut records: Vec<Record> = changes
+            .used
             .iter()
-            .filter_map(|(op, c)| conn_record(*op, c))
+            .filter_map(|c| conn_record(Op::Upsert, c))
+            .chain(
+                changes
+                    .removed
+                    .iter()
+                    .filter_map(|c| conn_record(Op::Remove, c)),
+            )
             .collect();
         records.extend(
             self.templates
-                .changes(now_ms, &templates)
+                .changes(now_ms, &changes.templates)
                 .iter()
                 .filter_map(|(op, t)| template_record(*op, t)),
         );
@@ -407,9 +416,7 @@ impl Node {
     async fn full_resync(&mut self) {
         let (conns, templates) = self.export().await;
         let now_ms = self.now_ns() / 1_000_000;
-        let mut records: Vec<Record> = self
-            .exporter
-            .full(now_ms, &conns)
+        let mut records: Vec<Record> = conns
             .iter()
             .filter_map(|c| conn_record(Op::Upsert, c))
             .collect();
@@ -560,7 +567,6 @@ impl Node {
             Role::Active => {
                 self.counters.takeovers += 1;
                 // Everything the new backup (whoever it is) should hear.
-                self.exporter = Exporter::default();
                 self.templates = TemplateExporter::default();
                 let addresses = self.config.addresses.clone();
                 let _ = tokio::task::spawn_blocking(move || {

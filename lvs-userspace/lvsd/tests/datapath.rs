@@ -27,12 +27,14 @@ const VIP: [u8; 4] = [198, 18, 0, 10];
 const CLIENT_MAC: [u8; 6] = [2, 0, 0, 0, 1, 2];
 const DIRECTOR_CLIENT_MAC: [u8; 6] = [2, 0, 0, 0, 1, 1];
 
-/// The XDP metadata note `lvs_neigh` reads: magic, next hop, egress ifindex.
-fn neigh_note(next_hop: [u8; 4], egress: &str) -> Vec<u8> {
-    let mut note = b"LVSN".to_vec();
-    note.extend_from_slice(&next_hop);
-    note.extend_from_slice(&ifindex(egress).to_ne_bytes());
-    note
+/// The note `lvs_neigh` reads for the packet the director passed:
+/// next hop and egress ifindex.
+fn noted(c: &Controller<KernelDatapath>, frame: &[u8]) -> ([u8; 4], u32) {
+    let note = c
+        .datapath()
+        .neighbour_note(frame)
+        .expect("a neighbour note for the passed packet");
+    (note.next_hop, note.ifindex)
 }
 
 /// `frame` with its IPv4 TTL one lower and the header checksum redone.
@@ -524,12 +526,12 @@ fn an_unresolved_neighbour_hands_the_rewritten_packet_to_the_neighbour_layer() {
     let syn = tcp((CLIENT, 40000), (VIP, 80), "S", b"");
     let out = run(&c, &syn);
     // DNATed for real server 3 and its TTL decremented, with the note
-    // lvs_neigh reads in front (not the kernel's forwarding, which drops a
-    // reply from a VIP this router holds as a martian).
+    // lvs_neigh reads (not the kernel's forwarding, which drops a reply
+    // from a VIP this router holds as a martian).
     assert_eq!(out.action, XDP_PASS);
-    assert_eq!(&out.frame[..12], neigh_note(real_ip(3), "srv3").as_slice());
+    assert_eq!(noted(&c, &out.frame), (real_ip(3), ifindex("srv3")));
     let expected = ttl_decremented(oracle(&syn, None, Some((real_ip(3), 8080)), None));
-    assert_eq!(&out.frame[12..], expected.as_slice());
+    assert_eq!(&out.frame[..], expected.as_slice());
     assert_eq!(verdict(&c, "pass_resolve_neighbour"), 1);
 }
 
@@ -649,15 +651,11 @@ fn dr_with_an_unresolved_neighbour_is_handed_to_the_neighbour_layer() {
     let syn = tcp((CLIENT, 40000), ([198, 18, 0, 22], 80), "S", b"");
     let out = run(&c, &syn);
     assert_eq!(out.action, XDP_PASS);
-    // BPF_PROG_TEST_RUN returns the metadata in front of the frame: the
-    // note lvs_neigh reads (magic, next hop, egress ifindex).
-    assert_eq!(
-        &out.frame[..12],
-        neigh_note([198, 18, 13, 3], "srv3").as_slice()
-    );
+    // The note lvs_neigh reads: next hop and egress.
+    assert_eq!(noted(&c, &out.frame), ([198, 18, 13, 3], ifindex("srv3")));
     // The frame itself: TTL already decremented, MACs left to the kernel.
     let expected = ttl_decremented(oracle(&syn, None, None, None));
-    assert_eq!(&out.frame[12..], expected.as_slice());
+    assert_eq!(&out.frame[..], expected.as_slice());
     assert_eq!(verdict(&c, "pass_resolve_neighbour"), 1);
 }
 
@@ -890,7 +888,7 @@ fn tun_with_an_unresolved_next_hop_is_encapsulated_then_handed_to_the_neighbour_
     let syn = tcp((CLIENT, 40000), ([198, 18, 0, 24], 80), "S", b"");
     let out = run(&c, &syn);
     assert_eq!(out.action, XDP_PASS);
-    assert_eq!(&out.frame[..12], neigh_note(real, "srv3").as_slice());
+    assert_eq!(noted(&c, &out.frame), (real, ifindex("srv3")));
     // Encapsulated from the director's srv3 address; the Ethernet header is
     // left as it came, for bpf_redirect_neigh to rewrite.
     let expected = encapsulated(
@@ -900,7 +898,7 @@ fn tun_with_an_unresolved_next_hop_is_encapsulated_then_handed_to_the_neighbour_
         CLIENT_MAC,
         DIRECTOR_CLIENT_MAC,
     );
-    assert_eq!(&out.frame[12..], expected.as_slice());
+    assert_eq!(&out.frame[..], expected.as_slice());
     assert_eq!(verdict(&c, "pass_resolve_neighbour"), 1);
 }
 
@@ -1323,12 +1321,9 @@ fn with_forwarding_off_dr_and_tun_take_lvsds_next_hop_and_nat_is_counted() {
     let dr = tcp((CLIENT, 40001), ([198, 18, 0, 21], 80), "S", b"");
     let out = run(&c, &dr);
     assert_eq!(out.action, XDP_PASS);
+    assert_eq!(noted(&c, &out.frame), (real.octets(), ifindex("srv2")));
     assert_eq!(
-        &out.frame[..12],
-        neigh_note(real.octets(), "srv2").as_slice()
-    );
-    assert_eq!(
-        &out.frame[12..],
+        &out.frame[..],
         ttl_decremented(oracle(&dr, None, None, None)).as_slice()
     );
     assert_eq!(verdict(&c, "pass_resolve_neighbour"), 1);
@@ -1343,13 +1338,10 @@ fn with_forwarding_off_dr_and_tun_take_lvsds_next_hop_and_nat_is_counted() {
     let tun = tcp((CLIENT, 40002), ([198, 18, 0, 23], 80), "S", b"");
     let out = run(&c, &tun);
     assert_eq!(out.action, XDP_PASS);
-    assert_eq!(
-        &out.frame[..12],
-        neigh_note(tun_real.octets(), "srv1").as_slice()
-    );
+    assert_eq!(noted(&c, &out.frame), (tun_real.octets(), ifindex("srv1")));
     // The outer header comes from lvsd's route: its source address.
-    assert_eq!(&out.frame[12 + 26..12 + 30], &[198, 18, 11, 1]);
-    assert_eq!(&out.frame[12 + 30..12 + 34], &tun_real.octets());
+    assert_eq!(&out.frame[26..30], &[198, 18, 11, 1]);
+    assert_eq!(&out.frame[30..34], &tun_real.octets());
 
     let nat = tcp((CLIENT, 40003), (VIP, 80), "S", b"");
     assert_eq!(run(&c, &nat).action, XDP_DROP);
@@ -1593,4 +1585,115 @@ fn a_datapath_whose_lvsd_died_keeps_flows_but_takes_no_new_ones() {
         .refresh(std::time::Duration::from_secs(60))
         .unwrap();
     assert_eq!(run_on(&c, "cli0", &syn(40002)).action, XDP_TX);
+}
+
+/// What the datapath counts per real server, against a recount of the
+/// entries in the table (expired ones included: they count until removed).
+fn counts_match_a_recount(c: &Controller<KernelDatapath>, when: &str) -> usize {
+    use lvs_common::ConnCounts;
+    use lvs_datapath::Datapath;
+    let reals = Limits::default().reals;
+    let kept = c.datapath().conn_counts_upto(reals).unwrap();
+    let mut recounted = vec![ConnCounts::default(); reals as usize];
+    let conns = c.datapath().connections().unwrap();
+    for (_, conn) in &conns {
+        if let Some((real, active)) = conn.counted_as() {
+            let count = &mut recounted[real as usize];
+            if active {
+                count.active += 1;
+            } else {
+                count.inactive += 1;
+            }
+        }
+    }
+    assert_eq!(kept, recounted, "{when}");
+    conns.len()
+}
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn the_datapaths_counts_equal_a_recount_after_a_random_mix() {
+    use lvs_datapath::Datapath;
+    let mut c = router(true);
+    let defaults = lvs_common::tcp_state::DEFAULT_TIMEOUTS;
+    // NAT (both directions move the state), DR and UDP, on a few client
+    // ports each, so that flows open, move, close, expire and come back.
+    let services: [(([u8; 4], u16), bool); 2] =
+        [((VIP, 80), true), (([198, 18, 0, 25], 80), false)];
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let (syn, fin, ack, rst) = (0x02u8, 0x01u8, 0x10u8, 0x04u8);
+    let mut most = 0;
+    for round in 0..30 {
+        for _ in 0..200 {
+            let (vip, nat) = services[next(2) as usize];
+            let port = 40000 + next(24) as u16;
+            let flags = [syn, ack, fin | ack, rst, syn | ack][next(5) as usize];
+            let udp_flow = next(8) == 0;
+            if udp_flow {
+                run(&c, &udp((CLIENT, port), (VIP, 53), b"q"));
+                continue;
+            }
+            let key = lvs_common::FlowKey::from_wire(
+                CLIENT,
+                vip.0,
+                port.to_be_bytes(),
+                vip.1.to_be_bytes(),
+                6,
+            );
+            let reply = nat && next(2) == 0;
+            match c.datapath().connection(&key).unwrap() {
+                Some(conn) if reply => {
+                    let from = (conn.addr(), u16::from_be_bytes(conn.port_wire()));
+                    run(&c, &with_flags(tcp(from, (CLIENT, port), "", b""), flags));
+                }
+                _ => {
+                    run(&c, &with_flags(tcp((CLIENT, port), vip, "", b""), flags));
+                }
+            }
+        }
+        most = most.max(counts_match_a_recount(
+            &c,
+            &format!("round {round}, after packets"),
+        ));
+        // Every third round everything expires: some flows are taken over
+        // by their next packet, the sweeper removes the rest.
+        if round % 3 == 2 {
+            c.set_timeouts([0; 12]).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(3));
+            for port in 40000..40008u16 {
+                run(&c, &tcp((CLIENT, port), (VIP, 80), "S", b""));
+                run(&c, &tcp((CLIENT, port + 8), (VIP, 80), "A", b""));
+            }
+            counts_match_a_recount(&c, &format!("round {round}, packets on expired entries"));
+            std::thread::sleep(std::time::Duration::from_millis(3));
+            c.sweep().unwrap();
+            c.set_timeouts(defaults).unwrap();
+            let left = counts_match_a_recount(&c, &format!("round {round}, after the sweep"));
+            assert_eq!(left, 0, "round {round}: every expired entry was removed");
+        }
+    }
+    assert!(
+        most > 20,
+        "the mix kept flows open ({most} entries at most)"
+    );
+    // And the controller's ActiveConn/InActConn are the datapath's.
+    for port in 40000..40010u16 {
+        run(&c, &tcp((CLIENT, port), (VIP, 80), "S", b""));
+    }
+    c.recount().unwrap();
+    let active: u32 = c
+        .snapshot()
+        .unwrap()
+        .services
+        .iter()
+        .flat_map(|s| &s.reals)
+        .map(|r| r.active_conns)
+        .sum();
+    assert_eq!(active, 10);
 }

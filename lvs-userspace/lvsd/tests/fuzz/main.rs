@@ -211,10 +211,17 @@ impl Fuzzer {
             ),
         };
         let after = key.as_ref().and_then(lookup);
+        let neighbour_note = self
+            .lab
+            .controller
+            .datapath()
+            .neighbour_note(&run.frame)
+            .map(|n| (n.next_hop, n.ifindex));
         let obs = Observed {
             action: run.action,
             verdict,
             output: run.frame,
+            neighbour_note,
         };
         let ctx = Context {
             program,

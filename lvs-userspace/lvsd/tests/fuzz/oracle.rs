@@ -63,6 +63,8 @@ pub struct Observed {
     pub action: u32,
     pub verdict: Verdict,
     pub output: Vec<u8>,
+    /// The note left for `lvs_neigh` about the output (next hop, egress).
+    pub neighbour_note: Option<([u8; 4], u32)>,
 }
 
 /// Where the frame came in, and the lab around it.
@@ -349,9 +351,9 @@ pub fn check(
             }
             nothing_created()?;
         }
-        // The lab's table never fills, and it has no router pair (no
-        // liveness stamp).
-        DropTableFull | DropNoController | DropArpNoController => {
+        // The lab's table never fills, it has no router pair (no liveness
+        // stamp), and one run at a time races no other CPU.
+        DropTableFull | DropNoController | DropArpNoController | DropConcurrentNewFlow => {
             return Err(format!("{} cannot happen in this lab", obs.verdict.name()))
         }
         // The rest follow from the flow's entry and the lab's routes.
@@ -587,19 +589,16 @@ fn check_rewrite(
         // PassNoRoute: rewritten, nothing else.
         Err(_) => return check_packet(input, p, conn, false, &obs.output, None),
     };
-    let mut frame = obs.output.as_slice();
+    let frame = obs.output.as_slice();
     if obs.verdict == PassResolveNeighbour && ctx.program == Program::Xdp {
-        // The note lvs_neigh reads, in the metadata in front of the frame.
-        let mut note = b"LVSN".to_vec();
-        note.extend_from_slice(&out.next_hop);
-        note.extend_from_slice(&out.ifindex.to_ne_bytes());
-        if !frame.starts_with(&note) {
+        // The note lvs_neigh reads, in NEIGH_NOTES.
+        let expected = Some((out.next_hop, out.ifindex));
+        if obs.neighbour_note != expected {
             return Err(format!(
-                "neighbour note {:02x?}, expected {note:02x?}",
-                &frame[..frame.len().min(12)]
+                "neighbour note {:?}, expected {expected:?}",
+                obs.neighbour_note
             ));
         }
-        frame = &frame[12..];
     }
     let macs = match obs.verdict {
         Redirect | Transmit => out.macs,
@@ -862,6 +861,7 @@ mod tests {
             action: XDP_REDIRECT,
             verdict: Verdict::Redirect,
             output,
+            neighbour_note: None,
         };
         let lookup = move |k: &FlowKey| (*k == reply).then_some(outbound);
         check(&ctx, input, &obs, None, Some(inbound), &lookup)
@@ -964,6 +964,7 @@ mod tests {
             action: TC_ACT_REDIRECT,
             verdict: Verdict::Redirect,
             output,
+            neighbour_note: None,
         };
         check(&ctx, input, &obs, None, Some(conn), &|_| None)
     }
