@@ -267,7 +267,15 @@ fn run(mut args: Vec<String>) -> Result<(), Failure> {
         Action::SetTimeouts(timeouts) => Request::SetTimeouts(*timeouts),
         Action::Timeouts => Request::Timeouts,
         Action::Connections(_) => Request::Connections,
-        Action::List(_) | Action::Save => Request::List,
+        // Stats and rates only where they are printed.
+        Action::List(options) => Request::ListPacked {
+            counters: invocation.json
+                || matches!(
+                    options.format,
+                    ipvsadm::ListFormat::Stats | ipvsadm::ListFormat::Rate
+                ),
+        },
+        Action::Save => Request::ListPacked { counters: false },
     };
     // A change lvsd refuses is ipvsadm's -1 (255); a listing it cannot
     // give, ipvsadm's exit(1).
@@ -291,7 +299,7 @@ fn run(mut args: Vec<String>) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Response::Ha(_) | Response::Datapath(_) => {
+        Response::Ha(_) | Response::Datapath(_) | Response::PackedSnapshot { .. } => {
             Err(anyhow::anyhow!("lvsd answered a different request").into())
         }
         Response::Connections { mut rows } => {
@@ -431,7 +439,8 @@ fn health(socket: &std::path::Path, args: &[String]) -> anyhow::Result<()> {
         }
         None => {
             // Options not given keep their current values.
-            let Response::Snapshot(snapshot) = api::call(socket, &Request::List)? else {
+            let request = Request::ListPacked { counters: false };
+            let Response::Snapshot(snapshot) = api::call(socket, &request)? else {
                 anyhow::bail!("lvsd did not answer the listing");
             };
             let mut health = snapshot

@@ -5,7 +5,12 @@
 //! order (as IPVS would, one change at a time), and every touched service
 //! publishes one fresh ring at the end.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashSet};
+
+/// The controller's maps are keyed by indexes and addresses it chose
+/// itself, so a fast hash is safe, and listing 100,000 servers does a
+/// handful of lookups for each.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 use lvs_common::{
     bucket_base, ring_base, service_flags, tcp_state::DEFAULT_TIMEOUTS, Conn, ConnCounts,
@@ -18,7 +23,7 @@ use lvs_datapath::{Datapath, DatapathError, TablePosition};
 use lvs_ha::conn::{SyncConn, SyncTemplate};
 use lvs_sched::{publish, Dest, Scheduler, SchedulerName};
 use lvs_state::{
-    api::{ConnView, HealthView, RealView, RefillStats, ServiceView, Snapshot, Stats},
+    api::{ConnView, HealthView, Rates, RealView, RefillStats, ServiceView, Snapshot, Stats},
     health::{RealHealth, StartState},
     model::{
         sorry_spec, Command, Endpoint, ModelError, Protocol, RealSpec, Service, ServiceId,
@@ -171,7 +176,7 @@ fn sync_localities<D: Datapath>(
         }
     }
     table.collect(now_s);
-    let mut wanted = HashMap::new();
+    let mut wanted = HashMap::default();
     for addr in table.addresses() {
         if let Some(real) = table.decide(forecast, addr, now_s) {
             wanted.insert(addr, real);
@@ -306,6 +311,8 @@ pub struct Controller<D> {
     /// `REALS` entries to write, in one batch, before the next publication.
     unwritten_reals: Vec<(u32, Real)>,
     refills: RefillStats,
+    /// The latest refill latencies, for the percentile.
+    recent_refills: std::collections::VecDeque<u64>,
     expirations: Expirations,
     /// Health of configured real servers; absent means healthy.
     conditions: HashMap<(ServiceId, Endpoint), Condition>,
@@ -375,27 +382,28 @@ impl<D: Datapath> Controller<D> {
         Self {
             state: State::default(),
             datapath,
-            runtimes: HashMap::new(),
-            real_index: HashMap::new(),
+            runtimes: HashMap::default(),
+            real_index: HashMap::default(),
             service_slots: Slots::new(limits.services),
             real_slots: Slots::new(limits.reals),
             draining: BTreeSet::new(),
-            service_baseline: HashMap::new(),
-            real_baseline: HashMap::new(),
-            service_rates: HashMap::new(),
-            real_rates: HashMap::new(),
+            service_baseline: HashMap::default(),
+            real_baseline: HashMap::default(),
+            service_rates: HashMap::default(),
+            real_rates: HashMap::default(),
             estimated_ns: None,
             timeouts: DEFAULT_TIMEOUTS,
-            counts: HashMap::new(),
+            counts: HashMap::default(),
             sweep: SweepPass::default(),
             overloaded: BTreeSet::new(),
             endpoints: 0,
             in_flight: None,
             unwritten_reals: Vec::new(),
             refills: RefillStats::default(),
+            recent_refills: std::collections::VecDeque::new(),
             expirations: Expirations::default(),
-            conditions: HashMap::new(),
-            scheduled: HashMap::new(),
+            conditions: HashMap::default(),
+            scheduled: HashMap::default(),
         }
     }
 
@@ -509,7 +517,7 @@ impl<D: Datapath> Controller<D> {
             .map(|(id, rt)| (rt.index, *id))
             .collect();
         let mut due = BTreeSet::new();
-        let mut signalled: HashMap<ServiceId, u64> = HashMap::new();
+        let mut signalled: HashMap<ServiceId, u64> = HashMap::default();
         for event in events {
             let Some(id) = by_index.get(&event.service_index) else {
                 continue;
@@ -542,7 +550,12 @@ impl<D: Datapath> Controller<D> {
         self.publish_touched(&due)?;
         let done = self.datapath.now_ns()?;
         for since in signalled.into_values() {
-            self.refills.record(done.saturating_sub(since));
+            let latency = done.saturating_sub(since);
+            self.refills.record(latency);
+            if self.recent_refills.len() == lvs_state::api::RECENT_REFILLS {
+                self.recent_refills.pop_front();
+            }
+            self.recent_refills.push_back(latency);
         }
         Ok(due.len())
     }
@@ -572,7 +585,15 @@ impl<D: Datapath> Controller<D> {
 
     /// How quickly low-water signals were answered.
     pub fn refill_stats(&self) -> RefillStats {
-        self.refills
+        let mut recent: Vec<u64> = self.recent_refills.iter().copied().collect();
+        recent.sort_unstable();
+        RefillStats {
+            p99_ns: recent
+                .get((recent.len() * 99).div_ceil(100).saturating_sub(1))
+                .copied()
+                .unwrap_or(0),
+            ..self.refills
+        }
     }
 
     /// Idle timeouts per connection state, in seconds, for the datapath and
@@ -1411,8 +1432,8 @@ impl<D: Datapath> Controller<D> {
                     ring: Vec::new(),
                     published_origin: origin,
                     counted_cursor: origin,
-                    pending: HashMap::new(),
-                    localities: HashMap::new(),
+                    pending: HashMap::default(),
+                    localities: HashMap::default(),
                     had_templates: false,
                     had_localities: false,
                 },
@@ -1759,7 +1780,8 @@ impl<D: Datapath> Controller<D> {
         }
         self.estimated_ns = Some(now);
         let (service_counters, real_counters) = self.all_counters()?;
-        let mut service_rates = HashMap::with_capacity(self.runtimes.len());
+        let mut service_rates =
+            HashMap::with_capacity_and_hasher(self.runtimes.len(), Default::default());
         for rt in self.runtimes.values() {
             // A new index's counters were reset: its estimator starts at 0.
             let mut e = self
@@ -1770,7 +1792,8 @@ impl<D: Datapath> Controller<D> {
             e.sample(service_counters[rt.index as usize]);
             service_rates.insert(rt.index, e);
         }
-        let mut real_rates = HashMap::with_capacity(self.real_rates.len());
+        let mut real_rates =
+            HashMap::with_capacity_and_hasher(self.real_rates.len(), Default::default());
         let indexes: Vec<u32> = self.real_indexes().map(|(_, _, i)| i).collect();
         for index in indexes {
             let mut e = self.real_rates.get(&index).copied().unwrap_or_default();
@@ -1800,7 +1823,7 @@ impl<D: Datapath> Controller<D> {
             .filter(|s| s.spec.persistence.is_some())
             .filter_map(|s| Some(self.runtimes.get(&s.spec.id)?.index))
             .collect();
-        let mut per_real = HashMap::new();
+        let mut per_real = HashMap::default();
         if persistent.is_empty() {
             return Ok(per_real);
         }
@@ -1815,15 +1838,29 @@ impl<D: Datapath> Controller<D> {
 
     /// Everything `lvsadm -L` shows.
     pub fn snapshot(&self) -> Result<Snapshot, ControlError> {
-        let rates_of = |estimators: &HashMap<u32, Estimator>, index| {
-            estimators
-                .get(&index)
-                .map(Estimator::rates)
-                .unwrap_or_default()
-        };
+        self.snapshot_with(true)
+    }
+
+    /// The snapshot; without `counters`, stats and rates stay zero and the
+    /// datapath's counters are not read.
+    pub fn snapshot_with(&self, counters: bool) -> Result<Snapshot, ControlError> {
         let templates = self.persistent_conns()?;
         let now = self.datapath.now_ns()?;
-        let (service_counters, real_counters) = self.all_counters()?;
+        let (service_counters, real_counters) = if counters {
+            self.all_counters()?
+        } else {
+            (
+                vec![Counters::default(); self.service_slots.fresh as usize],
+                vec![Counters::default(); self.real_slots.fresh as usize],
+            )
+        };
+        let rates_of = |estimators: &HashMap<u32, Estimator>, index| match counters {
+            true => estimators
+                .get(&index)
+                .map(Estimator::rates)
+                .unwrap_or_default(),
+            false => Rates::default(),
+        };
         let mut services = Vec::with_capacity(self.state.len());
         for svc in self.state.services() {
             let rt = &self.runtimes[&svc.spec.id];
@@ -1836,10 +1873,11 @@ impl<D: Datapath> Controller<D> {
                 .filter(|s| scheduled.reals.iter().any(|r| r.server == s.server))
                 .map(sorry_spec);
             let mut reals = Vec::with_capacity(svc.reals.len() + 1);
+            let indexes = self.real_index.get(&svc.spec.id);
             for real in svc.reals.iter().chain(&sorry) {
                 // A server health kept out from the start has no index yet.
                 let (counts, persistent_conns, stats, rates) =
-                    match self.real_index_of(&svc.spec.id, &real.server) {
+                    match indexes.and_then(|i| i.get(&real.server)).copied() {
                         Some(index) => (
                             self.counts.get(&index).copied().unwrap_or_default(),
                             templates.get(&index).copied().unwrap_or(0),
@@ -1879,7 +1917,7 @@ impl<D: Datapath> Controller<D> {
             conn_table_size: self.datapath.limits().connections,
             services,
             verdicts,
-            refills: self.refills,
+            refills: self.refill_stats(),
         })
     }
 
@@ -1931,7 +1969,6 @@ mod tests {
     use super::*;
     use lvs_datapath::fake::FakeDatapath;
     use lvs_state::{
-        api::Rates,
         health::ServiceHealth,
         model::{Method, Protocol, ServiceSpec},
     };

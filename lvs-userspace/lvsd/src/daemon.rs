@@ -312,6 +312,23 @@ async fn serve(context: Arc<Context>, stream: UnixStream) -> std::io::Result<()>
                     message: "lvsd is not one of a router pair (no [ha] in its config)".into(),
                 },
             },
+            Ok(request @ Request::ListPacked { .. }) => {
+                // Packed here, off the controller's thread.
+                match context.controller.request(request).await {
+                    Response::Snapshot(snapshot) => {
+                        let packed = lvs_state::packed::pack(&snapshot);
+                        let header = Response::PackedSnapshot {
+                            bytes: packed.len(),
+                        };
+                        let mut line = serde_json::to_vec(&header).expect("responses serialize");
+                        line.push(b'\n');
+                        write.write_all(&line).await?;
+                        write.write_all(&packed).await?;
+                        continue;
+                    }
+                    other => other,
+                }
+            }
             Ok(request) => context.controller.request(request).await,
             Err(e) => Response::Error {
                 message: format!("malformed request: {e}"),

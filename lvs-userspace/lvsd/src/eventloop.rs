@@ -324,6 +324,7 @@ impl<D: Datapath> EventLoop<D> {
             }),
             Request::Zero { service } => c.zero(service).map(|()| Response::Ok),
             Request::List => c.snapshot().map(Response::Snapshot),
+            Request::ListPacked { counters } => c.snapshot_with(counters).map(Response::Snapshot),
             Request::SetTimeouts(set) => match set.applied_to(&c.timeouts()) {
                 Ok(next) => c.set_timeouts(next).map(|()| {
                     tracing::info!(?set, "set timeouts");

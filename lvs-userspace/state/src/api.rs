@@ -1,8 +1,9 @@
 //! The control API: one JSON request per line on a root-only Unix socket,
-//! one JSON response line back. `lvsadm` is its main client.
+//! one JSON response line back (for `ListPacked`, a header line and the
+//! packed snapshot, `packed.rs`). `lvsadm` is its main client.
 
 use std::{
-    io::{BufRead, BufReader, Write},
+    io::{BufRead, BufReader, Read, Write},
     net::Ipv4Addr,
     os::unix::net::UnixStream,
     path::{Path, PathBuf},
@@ -32,6 +33,10 @@ pub enum Request {
     Zero { service: Option<ServiceId> },
     /// Everything `-L` and `-S` print.
     List,
+    /// `List`, answered in the packed form (`packed.rs`): what lvsadm asks.
+    /// Without `counters`, stats and rates are left at zero (unread): the
+    /// plain listing does not show them.
+    ListPacked { counters: bool },
     /// `--set tcp tcpfin udp`: a 0 leaves that timeout unchanged.
     SetTimeouts(IpvsTimeouts),
     /// `-L --timeout`.
@@ -49,6 +54,10 @@ pub enum Request {
 pub enum Response {
     Ok,
     Snapshot(Snapshot),
+    /// The header of a packed snapshot: `bytes` of it follow the line.
+    PackedSnapshot {
+        bytes: usize,
+    },
     Timeouts(IpvsTimeouts),
     Ha(HaView),
     /// A struct variant: the tagged encoding cannot carry a bare list.
@@ -115,7 +124,13 @@ pub struct RefillStats {
     pub count: u64,
     pub total_ns: u64,
     pub max_ns: u64,
+    /// Over the last `RECENT_REFILLS` refills.
+    #[serde(default)]
+    pub p99_ns: u64,
 }
+
+/// How many of the latest refills the percentile is taken over.
+pub const RECENT_REFILLS: usize = 1024;
 
 impl RefillStats {
     pub fn record(&mut self, latency_ns: u64) {
@@ -485,9 +500,21 @@ pub fn call(path: &Path, request: &Request) -> Result<Response, ClientError> {
     let mut line = serde_json::to_string(request)?;
     line.push('\n');
     stream.write_all(line.as_bytes()).map_err(io)?;
+    let mut reader = BufReader::new(stream);
     let mut reply = String::new();
-    BufReader::new(stream).read_line(&mut reply).map_err(io)?;
-    Ok(serde_json::from_str(&reply)?)
+    reader.read_line(&mut reply).map_err(io)?;
+    match serde_json::from_str(&reply)? {
+        Response::PackedSnapshot { bytes } => {
+            let mut packed = vec![0; bytes];
+            reader.read_exact(&mut packed).map_err(io)?;
+            let snapshot = crate::packed::unpack(&packed).map_err(|e| ClientError::Io {
+                path: path.to_path_buf(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+            })?;
+            Ok(Response::Snapshot(snapshot))
+        }
+        response => Ok(response),
+    }
 }
 
 #[cfg(test)]

@@ -16,3 +16,4 @@ pub mod config;
 pub mod ha;
 pub mod health;
 pub mod model;
+pub mod packed;

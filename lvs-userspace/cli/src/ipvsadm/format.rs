@@ -9,7 +9,7 @@ use lvs_state::{
         ConnView, HaCounters, HaView, HealthView, IpvsTimeouts, Rates, RealView, ServiceView,
         Snapshot, Stats,
     },
-    model::{Method, Persistence, Protocol, ServiceSpec},
+    model::{Endpoint, Method, Persistence, Protocol, ServiceSpec},
 };
 
 use super::{
@@ -27,16 +27,15 @@ fn header(out: &mut String, size: u32) {
 /// ipvsadm compares addresses by subtracting them into an `int`, which sorts
 /// addresses 2^31 or more apart "backwards"; that comparator is not a total
 /// order, so the natural numeric order is used here instead.
-fn sorted(
-    snapshot: &Snapshot,
+fn sorted<'a>(
+    snapshot: &'a Snapshot,
     only: Option<&lvs_state::model::ServiceId>,
     sort: bool,
-) -> Vec<(ServiceView, Vec<RealView>)> {
-    let mut services: Vec<ServiceView> = snapshot
+) -> Vec<(&'a ServiceView, Vec<&'a RealView>)> {
+    let mut services: Vec<&ServiceView> = snapshot
         .services
         .iter()
         .filter(|s| only.is_none_or(|id| s.spec.id == *id))
-        .cloned()
         .collect();
     if sort {
         services.sort_by_key(|s| {
@@ -50,7 +49,7 @@ fn sorted(
     services
         .into_iter()
         .map(|s| {
-            let mut reals = s.reals.clone();
+            let mut reals: Vec<&RealView> = s.reals.iter().collect();
             if sort {
                 reals.sort_by_key(|r| (r.spec.server.addr, r.spec.server.port));
             }
@@ -198,32 +197,44 @@ fn service_row(svc: &ServiceView, format: ListFormat, exact: bool, names: &dyn N
 /// A real server's line in `format`; its name cut to 28 bytes, as ipvsadm
 /// cuts it (port names are the service's protocol's).
 fn server_row(
+    out: &mut String,
     r: &RealView,
     protocol: Protocol,
     format: ListFormat,
     exact: bool,
     names: &dyn Names,
-) -> String {
+) {
+    if format == ListFormat::Plain {
+        // The common listing, written cell by cell: a 100,000-server
+        // listing is formatted in milliseconds, not a tenth of a second.
+        out.push_str("  -> ");
+        let start = out.len();
+        write_addrport(out, names, r.spec.server, protocol);
+        truncate_from(out, start, 28);
+        pad_from(out, start, 28);
+        out.push(' ');
+        cell(out, r.spec.method.label(), 7);
+        out.push(' ');
+        number_cell(out, r.spec.weight, 6);
+        out.push(' ');
+        number_cell(out, r.active_conns, 10);
+        out.push(' ');
+        number_cell(out, r.inactive_conns, 10);
+        if let Some(h) = &r.health {
+            out.push(' ');
+            out.push_str(&health_note(h));
+        }
+        return;
+    }
     let server = r.spec.server;
     let server = cut(addrport(names, server.addr, server.port, protocol), 28);
-    match format {
-        ListFormat::Plain => {
-            let line = format!(
-                "  -> {server:<28} {:<7} {:<6} {:<10} {:<10}",
-                r.spec.method.label(),
-                r.spec.weight,
-                r.active_conns,
-                r.inactive_conns
-            );
-            match &r.health {
-                Some(h) => format!("{line} {}", health_note(h)),
-                None => line,
-            }
-        }
-        ListFormat::Stats => format!("  -> {server:<28}{}", stats_columns(&r.stats, exact)),
+    let _ = match format {
+        ListFormat::Plain => unreachable!("written above"),
+        ListFormat::Stats => write!(out, "  -> {server:<28}{}", stats_columns(&r.stats, exact)),
         // ipvsadm prints a server's packet rates with a plain `%8llu`,
         // its byte rates with largenum.
-        ListFormat::Rate => format!(
+        ListFormat::Rate => write!(
+            out,
             "  -> {server:<28} {:>8} {:>8} {:>8}{}{}",
             r.rates.cps,
             r.rates.in_pps,
@@ -231,15 +242,91 @@ fn server_row(
             largenum(r.rates.in_bps, exact),
             largenum(r.rates.out_bps, exact)
         ),
-        ListFormat::Thresholds => format!(
+        ListFormat::Thresholds => write!(
+            out,
             "  -> {server:<28} {:<10} {:<10} {:<10} {:<10}",
             r.spec.u_threshold, r.spec.l_threshold, r.active_conns, r.inactive_conns
         ),
-        ListFormat::PersistentConn => format!(
+        ListFormat::PersistentConn => write!(
+            out,
             "  -> {server:<28} {:<9} {:<11} {:<10} {:<10}",
             r.spec.weight, r.persistent_conns, r.active_conns, r.inactive_conns
         ),
+    };
+}
+
+/// `value` left-aligned in `width` columns, as `{:<width}` writes it.
+fn cell(out: &mut String, value: &str, width: usize) {
+    let start = out.len();
+    out.push_str(value);
+    pad_from(out, start, width);
+}
+
+/// A number left-aligned in `width` columns.
+fn number_cell(out: &mut String, value: u32, width: usize) {
+    let start = out.len();
+    push_decimal(out, value);
+    pad_from(out, start, width);
+}
+
+/// `value` in decimal, without the formatter's machinery (a listing writes
+/// half a million numbers).
+fn push_decimal(out: &mut String, mut value: u32) {
+    let mut digits = [0u8; 10];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (value % 10) as u8;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
     }
+    for d in &digits[at..] {
+        out.push(char::from(*d));
+    }
+}
+
+/// Spaces after what was written since `start`, up to `width` bytes.
+fn pad_from(out: &mut String, start: usize, width: usize) {
+    const SPACES: &str = "                                                                ";
+    let written = out.len() - start;
+    if written < width {
+        out.push_str(&SPACES[..(width - written).min(SPACES.len())]);
+    }
+}
+
+/// Cut what was written since `start` to `max` bytes, as `cut` does.
+fn truncate_from(out: &mut String, start: usize, max: usize) {
+    if out.len() - start > max {
+        let mut end = start + max;
+        while !out.is_char_boundary(end) {
+            end -= 1;
+        }
+        out.truncate(end);
+    }
+}
+
+/// `addrport`, written in place (no allocation for numeric output).
+fn write_addrport(out: &mut String, names: &dyn Names, at: Endpoint, protocol: Protocol) {
+    let start = out.len();
+    match names.host(at.addr) {
+        Some(host) => out.push_str(&host),
+        None => {
+            for (i, octet) in at.addr.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                push_decimal(out, u32::from(octet));
+            }
+        }
+    }
+    out.push(':');
+    match names.service(at.port, protocol) {
+        Some(service) => out.push_str(&service),
+        None => push_decimal(out, u32::from(at.port)),
+    }
+    truncate_from(out, start, 59);
 }
 
 /// `ipvsadm -L -n` in any of its formats.
@@ -255,14 +342,17 @@ pub fn list_named(snapshot: &Snapshot, options: &ListOptions, names: &dyn Names)
         exact,
         sort,
     } = options;
-    let mut out = String::new();
+    let servers: usize = snapshot.services.iter().map(|s| s.reals.len() + 1).sum();
+    let mut out = String::with_capacity(servers * 72 + 256);
     header(&mut out, snapshot.conn_table_size);
     out.push_str(&title(*format));
     for (svc, reals) in sorted(snapshot, service.as_ref(), *sort) {
-        let _ = writeln!(out, "{}", service_row(&svc, *format, *exact, names));
+        out.push_str(&service_row(svc, *format, *exact, names));
+        out.push('\n');
         let protocol = svc.spec.id.protocol;
-        for r in &reals {
-            let _ = writeln!(out, "{}", server_row(r, protocol, *format, *exact, names));
+        for r in reals {
+            server_row(&mut out, r, protocol, *format, *exact, names);
+            out.push('\n');
         }
     }
     out
@@ -328,7 +418,7 @@ pub fn save_named(snapshot: &Snapshot, names: &dyn Names) -> String {
             let _ = write!(line, " -b {}", flags.join(","));
         }
         let _ = writeln!(out, "{line}");
-        let is_sorry = |r: &&RealView| r.health.as_ref().is_some_and(|h| h.state == "sorry");
+        let is_sorry = |r: &&&RealView| r.health.as_ref().is_some_and(|h| h.state == "sorry");
         for r in reals.iter().filter(|r| !is_sorry(r)) {
             let server = r.spec.server;
             let _ = write!(
@@ -867,7 +957,7 @@ mod tests {
             .collect();
         let saved: Vec<ServiceSpec> = sorted(&snap, None, true)
             .into_iter()
-            .map(|(s, _)| s.spec)
+            .map(|(s, _)| s.spec.clone())
             .collect();
         assert_eq!(specs, saved);
     }
