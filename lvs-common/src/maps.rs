@@ -39,20 +39,50 @@ pub const fn bucket_base(service_index: u32, half: u32) -> u32 {
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
 
-/// How a connection reaches its real server (IPVS `IP_VS_CONN_F_FWD_MASK`).
+/// How a connection reaches its real server (IPVS `IP_VS_CONN_F_FWD_MASK`):
+/// the one method enum, for the datapath, the configuration (`-g`, `-i`,
+/// `-m`; "route", "tunnel", "nat") and the API. The HA sync wire numbers
+/// it as IPVS does, by conversion (`lvs-ha`'s `wire.rs`).
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "user",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "lowercase")
+)]
 pub enum Method {
     Nat = 0,
+    Tunnel = 2,
+    /// Direct routing, ipvsadm's default.
+    Route = 3,
     /// IPVS's LOCALNODE: the real server is this director; the datapath
     /// hands the packet to the local stack. Only connection entries carry
-    /// it: a real server keeps the method it was given (and `Real::LOCAL`).
+    /// it: a real server keeps the method it was given (and `Real::LOCAL`),
+    /// so no configuration names it. (Declared last: serde numbers the
+    /// variants in order, and a skipped one must not shift the others.)
+    #[cfg_attr(feature = "user", serde(skip))]
     Local = 1,
-    Tunnel = 2,
-    Route = 3,
 }
 
 impl Method {
+    /// The `Forward` column of `ipvsadm -L` (ipvsadm's `fwd_name`).
+    pub const fn label(self) -> &'static str {
+        match self {
+            Method::Route => "Route",
+            Method::Tunnel => "Tunnel",
+            Method::Nat => "Masq",
+            Method::Local => "Local",
+        }
+    }
+    /// The `-a` switch (ipvsadm's `fwd_switch`: LOCALNODE saves as `-g`).
+    pub const fn flag(self) -> &'static str {
+        match self {
+            Method::Route | Method::Local => "-g",
+            Method::Tunnel => "-i",
+            Method::Nat => "-m",
+        }
+    }
+
     pub const fn from_u8(v: u8) -> Option<Self> {
         match v {
             0 => Some(Self::Nat),

@@ -368,7 +368,7 @@ fn service_key(id: &ServiceId) -> ServiceKey {
 /// A real server's datapath entry; `local` when the director holds its
 /// address (the datapath then hands its connections to the local stack).
 fn datapath_real(r: &RealSpec, local: bool) -> Real {
-    let real = Real::new(r.server.addr.octets(), r.server.port, r.method.datapath());
+    let real = Real::new(r.server.addr.octets(), r.server.port, r.method);
     if local {
         real.local()
     } else {
@@ -813,7 +813,7 @@ impl<D: Datapath> Controller<D> {
             if ConnState::from_u8(sc.state).is_none() {
                 continue;
             }
-            let method = method.datapath() as u8;
+            let method = method as u8;
             let seen = now.saturating_sub(u64::from(sc.idle_ms) * 1_000_000);
             let key = sc.key();
             let mut inbound = Conn::new(
@@ -916,7 +916,7 @@ impl<D: Datapath> Controller<D> {
                     client_net: key.client_net().into(),
                     service: v4(svc.spec.id.vip),
                     real: v4(real),
-                    method: method_of(svc, &real)?.datapath() as u8,
+                    method: method_of(svc, &real)? as u8,
                     remaining_ms: ((t.expires_ns - now) / 1_000_000).min(u32::MAX as u64) as u32,
                 })
             })

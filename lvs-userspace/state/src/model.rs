@@ -50,40 +50,8 @@ impl Protocol {
     }
 }
 
-/// Forwarding method of a real server (`-g`, `-i`, `-m`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Method {
-    /// Direct routing, ipvsadm's default.
-    Route,
-    Tunnel,
-    Nat,
-}
-
-impl Method {
-    /// The `Forward` column of `ipvsadm -L`.
-    pub const fn label(self) -> &'static str {
-        match self {
-            Method::Route => "Route",
-            Method::Tunnel => "Tunnel",
-            Method::Nat => "Masq",
-        }
-    }
-    pub const fn flag(self) -> &'static str {
-        match self {
-            Method::Route => "-g",
-            Method::Tunnel => "-i",
-            Method::Nat => "-m",
-        }
-    }
-    pub const fn datapath(self) -> lvs_common::Method {
-        match self {
-            Method::Route => lvs_common::Method::Route,
-            Method::Tunnel => lvs_common::Method::Tunnel,
-            Method::Nat => lvs_common::Method::Nat,
-        }
-    }
-}
+/// Forwarding method of a real server: the one enum, from lvs-common.
+pub use lvs_common::Method;
 
 /// An IPv4 `addr:port` endpoint, parsed strictly.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -610,6 +578,20 @@ fn validate_real(service: &ServiceId, real: &RealSpec) -> Result<(), ModelError>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_configuration_names_three_methods_and_never_local() {
+        for (name, method) in [
+            ("route", Method::Route),
+            ("tunnel", Method::Tunnel),
+            ("nat", Method::Nat),
+        ] {
+            let quoted = format!("\"{name}\"");
+            assert_eq!(serde_json::from_str::<Method>(&quoted).unwrap(), method);
+            assert_eq!(serde_json::to_string(&method).unwrap(), quoted);
+        }
+        assert!(serde_json::from_str::<Method>("\"local\"").is_err());
+    }
 
     fn svc(port: u16) -> ServiceId {
         ServiceId {
