@@ -773,6 +773,30 @@ pub struct NewFlow {
 /// connections far beyond what lvsd drains between two wake-ups.
 pub const NEW_FLOWS_BYTES: u32 = 1024 * 1024;
 
+/// `RELEVANT`: two bitmaps of `RELEVANT_WORDS` u32 words each, first of
+/// virtual addresses (by destination), then of NAT real servers' addresses
+/// (by source, for their replies). A packet whose destination's bit and
+/// source's bit are both clear concerns no service: the datapath passes it
+/// before touching the connection table or the clock. A set bit may be
+/// another address's (a false positive only costs the full lookup).
+pub const RELEVANT_WORDS: u32 = 1024;
+
+/// Which of `RELEVANT_WORDS * 32` bits stands for `addr`: its low 15 bits
+/// (hosts of one /17 never collide).
+#[inline(always)]
+pub const fn relevant_bit(addr: [u8; 4]) -> (u32, u32) {
+    let bit = ((addr[2] as u32 & 0x7f) << 8) | addr[3] as u32;
+    (bit / 32, 1 << (bit % 32))
+}
+
+/// The word of `RELEVANT` for `addr` in bitmap `map` (0 virtual, 1 NAT
+/// source), and the bit within it.
+#[inline(always)]
+pub const fn relevant_slot(map: u32, addr: [u8; 4]) -> (u32, u32) {
+    let (word, mask) = relevant_bit(addr);
+    (map * RELEVANT_WORDS + word, mask)
+}
+
 /// `NEIGH_NOTES` key: the IPv4 header fields that name one packet (source,
 /// destination, identification, protocol), as the director passes it to
 /// the stack and as `lvs_neigh` finds it on tc ingress.

@@ -7,8 +7,10 @@ use lvs_common::{Conn, Event, EventKind, FlowKey, NewFlow};
 
 use crate::maps::{EVENTS, NEW_FLOWS, SETTINGS};
 
+/// Stamped with the precise clock: lvsd measures refills from it.
 #[inline(always)]
-pub fn send(kind: EventKind, service_index: u32, addr: [u8; 4], real_index: u32, now: u64) {
+pub fn send(kind: EventKind, service_index: u32, addr: [u8; 4], real_index: u32) {
+    let now = crate::stats::precise_now();
     let _ = EVENTS.output(Event::new(kind, service_index, addr, real_index, now), 0);
 }
 

@@ -4,8 +4,8 @@
 //! `lvs_director` (XDP, where the driver completes XDP_TX and redirects)
 //! and `lvs_director_tc` (tc ingress, on veth and other virtual devices; see
 //! `frame`). Each has one place that turns every verdict into its action.
-//! The path, in the order a packet meets it: `headers` (parse), the
-//! connection table with `conntrack` (IPVS states and expiry), `schedule`
+//! The path, in the order a packet meets it: `headers` (parse),
+//! `relevance` (not for any service: pass at once), the connection table with `conntrack` (IPVS states and expiry), `schedule`
 //! (first packet of a flow) with `publication` (the scheduler's ring,
 //! buckets or locality entry), `persist` (templates) and `events` (notices
 //! to the controller), then the method: `nat` (DNAT in, SNAT out), `direct`
@@ -37,6 +37,7 @@ mod nat;
 mod neigh;
 mod persist;
 mod publication;
+mod relevance;
 mod schedule;
 mod stats;
 mod tunnel;
@@ -160,6 +161,9 @@ fn director<F: Frame>(ctx: &F) -> Result<Verdict, Verdict> {
         Err(verdict) => return Err(verdict),
     };
     let flow = packet.flow_key();
+    if !relevance::concerns_a_service(&flow) {
+        return Err(Verdict::PassNoService);
+    }
     let now = stats::now();
     if let Some(entry) = maps::CONNS.get_ptr_mut(flow) {
         // SAFETY: the pointer comes from a successful map lookup.

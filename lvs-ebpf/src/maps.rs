@@ -10,7 +10,7 @@ use lvs_common::{
     LocalityKey, NeighKey, NeighNote, NextHop, Real, Service, ServiceKey, Settings, Template,
     TemplateKey, CONN_TABLE_SIZE, DECAP_VERDICT_COUNT, EVENTS_BYTES, LOCALITY_TABLE_SIZE,
     MAX_FLOATING, MAX_INTERFACES, MAX_REALS, MAX_SERVICES, NEIGH_NOTES_SIZE, NEW_FLOWS_BYTES,
-    RING_SLOTS, TEMPLATE_TABLE_SIZE, VERDICT_COUNT,
+    RELEVANT_WORDS, RING_SLOTS, TEMPLATE_TABLE_SIZE, VERDICT_COUNT,
 };
 
 /// `BPF_F_MMAPABLE`: lvsd maps the array into its memory and writes a
@@ -100,6 +100,10 @@ pub static DECAP_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DECAP_V
 /// nothing enforced.
 #[map]
 pub static LIVENESS: Array<u64> = Array::with_max_entries(1, 0);
+
+/// Which addresses concern a service (`relevance.rs`); lvsd maps it.
+#[map]
+pub static RELEVANT: Array<u32> = Array::with_max_entries(2 * RELEVANT_WORDS, BPF_F_MMAPABLE);
 
 /// Packets passed to the stack for `lvs_neigh` to send on (`NeighNote`).
 #[map]

@@ -21,7 +21,7 @@ pub fn choose(service: &Service, flow: &FlowKey, now: u64) -> Result<u32, Verdic
     } else if service.form == Form::Locality as u8 {
         locality(service, flow, now)?
     } else {
-        ring(service, now)?
+        ring(service)?
     };
     if real_index == NO_REAL {
         return Err(Verdict::DropNoDestination);
@@ -31,7 +31,7 @@ pub fn choose(service: &Service, flow: &FlowKey, now: u64) -> Result<u32, Verdic
 
 /// Claim the next ring slot with one atomic add.
 #[inline(always)]
-fn ring(service: &Service, now: u64) -> Result<u32, Verdict> {
+fn ring(service: &Service) -> Result<u32, Verdict> {
     if service.ring_len == 0 {
         return Err(Verdict::DropNoDestination);
     }
@@ -45,7 +45,7 @@ fn ring(service: &Service, now: u64) -> Result<u32, Verdict> {
     let offset = ticket.wrapping_sub(service.cursor_origin) % service.ring_len;
     // Exactly one claim per pass crosses the middle of a forecast ring.
     if service.has(service_flags::SIGNAL_LOW_WATER) && offset == service.ring_len / 2 {
-        events::send(EventKind::LowWater, service.index, [0; 4], offset, now);
+        events::send(EventKind::LowWater, service.index, [0; 4], offset);
     }
     RINGS
         .get(service.ring_base + offset)
@@ -81,7 +81,7 @@ fn locality(service: &Service, flow: &FlowKey, now: u64) -> Result<u32, Verdict>
         entry.last_use_ns = now;
         return Ok(entry.real_index);
     }
-    let real_index = ring(service, now)?;
+    let real_index = ring(service)?;
     // NOEXIST: a concurrent first packet, or the controller, wrote first.
     const BPF_NOEXIST: u64 = 1;
     if LOCALITY
@@ -93,7 +93,6 @@ fn locality(service: &Service, flow: &FlowKey, now: u64) -> Result<u32, Verdict>
             service.index,
             flow.dst(),
             real_index,
-            now,
         );
     }
     Ok(real_index)

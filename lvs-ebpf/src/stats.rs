@@ -1,12 +1,22 @@
 //! Per-CPU counters: no atomics, the controller sums the CPUs.
 
-use aya_ebpf::helpers::bpf_ktime_get_ns;
+use aya_ebpf::helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns};
 use lvs_common::{Counters, DecapVerdict, Verdict};
 
 use crate::maps::{DECAP_STATS, REAL_STATS, SERVICE_STATS, VERDICTS};
 
+/// The clock entries are stamped with: the coarse one (CLOCK_MONOTONIC at
+/// the last tick), a fraction of the precise read's cost; IPVS's timeouts
+/// are in seconds.
 #[inline(always)]
 pub fn now() -> u64 {
+    // SAFETY: a plain helper call with no arguments.
+    unsafe { bpf_ktime_get_coarse_ns() }
+}
+
+/// The precise clock, for the rare notices whose latency lvsd measures.
+#[inline(always)]
+pub fn precise_now() -> u64 {
     // SAFETY: a plain helper call with no arguments.
     unsafe { bpf_ktime_get_ns() }
 }

@@ -25,6 +25,8 @@ pub struct FakeDatapath {
     pub service_stats: HashMap<u32, Counters>,
     pub real_stats: HashMap<u32, Counters>,
     pub conns: HashMap<FlowKey, Conn>,
+    /// The `RELEVANT` bitmaps as last written.
+    pub relevant: Vec<u32>,
     pub timeouts: [u32; STATE_COUNT as usize],
     pub now_ns: u64,
     pub limits: Limits,
@@ -276,6 +278,10 @@ impl Datapath for FakeDatapath {
     }
     fn take_connection(&mut self, key: &FlowKey) -> Result<Option<Conn>, DatapathError> {
         Ok(self.conns.remove(key))
+    }
+    fn set_relevant(&mut self, words: &[u32]) -> Result<(), DatapathError> {
+        self.relevant = words.to_vec();
+        Ok(())
     }
     /// Counted from the entries, as the kernel's counts always equal.
     fn conn_counts_upto(&self, count: u32) -> Result<Vec<ConnCounts>, DatapathError> {

@@ -372,6 +372,7 @@ pub struct KernelDatapath {
     verdicts: PerCpuArray<MapData, u64>,
     conns: HashMap<MapData, FlowKey, Conn>,
     real_conns: MappedArray,
+    relevant: MappedArray,
     neigh_notes: HashMap<MapData, NeighKey, NeighNote>,
     timeouts: Array<MapData, u32>,
     floating: HashMap<MapData, [u8; 4], u8>,
@@ -520,6 +521,7 @@ impl KernelDatapath {
         let verdicts = typed!(&mut ebpf, PerCpuArray<MapData, u64>, "VERDICTS");
         let conns = typed!(&mut ebpf, HashMap<MapData, FlowKey, Conn>, "CONNS");
         let real_conns = mapped(&mut ebpf, "REAL_CONNS")?;
+        let relevant = mapped(&mut ebpf, "RELEVANT")?;
         let neigh_notes = typed!(&mut ebpf, HashMap<MapData, NeighKey, NeighNote>, "NEIGH_NOTES");
         let mut timeouts = typed!(&mut ebpf, Array<MapData, u32>, "TIMEOUTS");
         // Written before anything is attached: a zero timeout kills every entry.
@@ -627,6 +629,7 @@ impl KernelDatapath {
             verdicts,
             conns,
             real_conns,
+            relevant,
             neigh_notes,
             timeouts,
             floating,
@@ -1207,6 +1210,9 @@ impl Datapath for KernelDatapath {
             self.count(conn, u32::MAX)?;
         }
         Ok(taken)
+    }
+    fn set_relevant(&mut self, words: &[u32]) -> Result<(), DatapathError> {
+        self.relevant.write(0, words)
     }
     fn conn_counts_upto(&self, count: u32) -> Result<Vec<ConnCounts>, DatapathError> {
         Ok(self

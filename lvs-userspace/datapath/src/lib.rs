@@ -193,6 +193,8 @@ pub trait Datapath: Send {
     fn remove_connection(&mut self, key: &FlowKey) -> Result<(), DatapathError> {
         self.take_connection(key).map(drop)
     }
+    /// The `RELEVANT` bitmaps (lvs-common's `relevant_slot`), whole.
+    fn set_relevant(&mut self, words: &[u32]) -> Result<(), DatapathError>;
     /// ActiveConn and InActConn of real indexes `0..count`, as the datapath
     /// keeps them: every change to the table moves them
     /// (`Conn::counted_as`), so this reads no entry.

@@ -35,6 +35,7 @@ use crate::{
     conntable,
     health::condition::{self, AgentState, Condition},
     rate::{self, Estimator},
+    relevance::Relevance,
     threshold,
 };
 
@@ -209,9 +210,10 @@ const SWEEP_PASS_TICKS: usize = 10;
 const SWEEP_MIN_PART: usize = 4096;
 /// The sweeper judges entries by a clock this far behind: a packet that
 /// found an entry live just before it expired has finished moving its
-/// state (and counts) by then, since one run of the program takes
-/// microseconds, so the entry the sweeper removes is the one it counted.
-const SWEEP_GRACE_NS: u64 = 1_000_000;
+/// state (and counts) by then, so the entry the sweeper removes is the one
+/// it counted. The datapath stamps with the coarse clock, which lags by up
+/// to a tick (10 ms at HZ=100); one run of the program takes microseconds.
+const SWEEP_GRACE_NS: u64 = 20_000_000;
 
 /// Where the sweeper's pass is, and what it learnt on the way.
 #[derive(Debug, Default)]
@@ -302,6 +304,8 @@ pub struct Controller<D> {
     /// Per real index with connections, as the datapath last counted.
     counts: HashMap<u32, ConnCounts>,
     sweep: SweepPass,
+    /// The addresses the datapath's first test lets through.
+    relevance: Relevance,
     /// Real indexes whose OVERLOAD flag is set.
     overloaded: BTreeSet<u32>,
     /// Real and sorry servers configured over all services.
@@ -395,6 +399,7 @@ impl<D: Datapath> Controller<D> {
             timeouts: DEFAULT_TIMEOUTS,
             counts: HashMap::default(),
             sweep: SweepPass::default(),
+            relevance: Relevance::default(),
             overloaded: BTreeSet::new(),
             endpoints: 0,
             in_flight: None,
@@ -445,6 +450,10 @@ impl<D: Datapath> Controller<D> {
             self.draining.remove(&i);
             self.real_slots.give(i);
         }
+        if self.draining.is_empty() {
+            self.relevance.drained();
+        }
+        self.write_relevance()?;
         let mut due = BTreeSet::new();
         for svc in self.state.services() {
             let id = svc.spec.id;
@@ -1065,7 +1074,9 @@ impl<D: Datapath> Controller<D> {
                 None => self.scheduled.remove(&id),
             };
         }
-        self.publish_touched(&touched)
+        self.relevance.rebuild(self.state.services());
+        self.publish_touched(&touched)?;
+        self.write_relevance()
     }
 
     /// The writes of a planned batch.
@@ -1125,8 +1136,20 @@ impl<D: Datapath> Controller<D> {
             }
             self.endpoints += now.map_or(0, |s| s.endpoints().count());
             self.endpoints -= old.map_or(0, |s| s.endpoints().count());
+            self.relevance.replace(old, now);
         }
         self.publish_touched(&touched)?;
+        self.write_relevance()
+    }
+
+    /// The `RELEVANT` bitmaps, if they changed.
+    fn write_relevance(&mut self) -> Result<(), ControlError> {
+        if let Some(words) = self.relevance.take_changed() {
+            if let Err(e) = self.datapath.set_relevant(words) {
+                self.relevance.mark_dirty();
+                return Err(e.into());
+            }
+        }
         Ok(())
     }
 

@@ -21,4 +21,5 @@ pub mod eventloop;
 pub mod ha;
 pub mod health;
 pub mod rate;
+pub mod relevance;
 pub mod threshold;

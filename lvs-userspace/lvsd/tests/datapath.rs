@@ -474,6 +474,47 @@ fn traffic_not_for_a_service_passes_untouched() {
 
 #[test]
 #[ignore = "needs root; run by `cargo xtask test`"]
+fn traffic_for_no_service_passes_before_the_connection_table() {
+    use lvs_common::{Conn, Direction, FlowKey, Method};
+    use lvs_datapath::Datapath;
+    let mut c = router(true);
+    // An entry for a flow to an address no service has: it is never
+    // looked at, the packet passes as not for a service.
+    let other = ([198, 18, 0, 99], 80);
+    let key = FlowKey::from_wire(CLIENT, other.0, 40000u16.to_be_bytes(), [0, 80], 6);
+    let now = c.datapath().now_ns().unwrap();
+    let conn = Conn::new(
+        real_ip(1),
+        8080u16.to_be_bytes(),
+        Direction::Inbound,
+        Method::Nat as u8,
+        0,
+        0,
+        now,
+    );
+    c.datapath_mut().set_connection(key, conn).unwrap();
+    let frame = tcp((CLIENT, 40000), other, "A", b"x");
+    let out = run(&c, &frame);
+    assert_eq!((out.action, &out.frame), (XDP_PASS, &frame));
+    assert_eq!(verdict(&c, "pass_no_service"), 1);
+    // A reply from a NAT real server is let through to its entry.
+    let syn = tcp((CLIENT, 40001), (VIP, 80), "S", b"");
+    assert_eq!(run(&c, &syn).action, XDP_REDIRECT);
+    let real = c
+        .datapath()
+        .connections()
+        .unwrap()
+        .into_iter()
+        .find(|(k, _)| k.sport() == 40001)
+        .map(|(_, conn)| conn.addr())
+        .unwrap();
+    let reply = tcp((real, 8080), (CLIENT, 40001), "SA", b"");
+    assert_eq!(run(&c, &reply).action, XDP_REDIRECT);
+    assert_eq!(verdict(&c, "pass_no_service"), 1);
+}
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
 fn truncated_headers_pass_uncorrupted_and_are_counted() {
     let c = router(true);
     let syn = tcp((CLIENT, 40000), (VIP, 80), "S", b"");
@@ -830,10 +871,10 @@ fn input_only_states_expire_and_the_flow_is_scheduled_afresh() {
     // tuple is scheduled again (the next rr pick), and the sweeper frees it.
     let defaults = lvs_common::tcp_state::DEFAULT_TIMEOUTS;
     c.set_timeouts([0; 12]).unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(2));
+    std::thread::sleep(std::time::Duration::from_millis(30));
     let out = run(&c, &syn);
     assert_eq!(first(&out), forwarded_mac([198, 18, 1, 3]));
-    std::thread::sleep(std::time::Duration::from_millis(2));
+    std::thread::sleep(std::time::Duration::from_millis(30));
     assert_eq!(c.sweep().unwrap(), 1);
     {
         use lvs_datapath::Datapath;
@@ -1562,7 +1603,7 @@ fn a_datapath_whose_lvsd_died_keeps_flows_but_takes_no_new_ones() {
     assert_eq!(run_on(&c, "cli0", &arp_request(vip)).action, XDP_PASS);
     // Gone: the deadline has passed.
     liveness.refresh(std::time::Duration::ZERO).unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(2));
+    std::thread::sleep(std::time::Duration::from_millis(30));
     let out = run_on(&c, "cli0", &syn(40001));
     assert_eq!(out.action, XDP_DROP);
     assert_eq!(verdict(&c, "drop_no_controller"), 1);
@@ -1665,13 +1706,13 @@ fn the_datapaths_counts_equal_a_recount_after_a_random_mix() {
         // by their next packet, the sweeper removes the rest.
         if round % 3 == 2 {
             c.set_timeouts([0; 12]).unwrap();
-            std::thread::sleep(std::time::Duration::from_millis(3));
+            std::thread::sleep(std::time::Duration::from_millis(30));
             for port in 40000..40008u16 {
                 run(&c, &tcp((CLIENT, port), (VIP, 80), "S", b""));
                 run(&c, &tcp((CLIENT, port + 8), (VIP, 80), "A", b""));
             }
             counts_match_a_recount(&c, &format!("round {round}, packets on expired entries"));
-            std::thread::sleep(std::time::Duration::from_millis(3));
+            std::thread::sleep(std::time::Duration::from_millis(30));
             c.sweep().unwrap();
             c.set_timeouts(defaults).unwrap();
             let left = counts_match_a_recount(&c, &format!("round {round}, after the sweep"));

@@ -34,6 +34,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+/// Longest a coarse clock read lags the precise clock.
+const COARSE_TICK_NS: u64 = 10_000_000;
+
 use lvs_common::{
     tcp_state::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
     Conn, Counters, Direction, FlowKey, Method, Verdict, IPPROTO_TCP,
@@ -228,7 +231,9 @@ impl Fuzzer {
             services: &self.lab.services,
             ifindex: self.lab.ifindex,
             ingress_ifindex,
-            now_ns: (now_before, now_after),
+            // The program reads the coarse clock: up to a tick (10 ms at
+            // HZ=100) behind the precise one read around the run.
+            now_ns: (now_before.saturating_sub(COARSE_TICK_NS), now_after),
             timeouts: self.lab.controller.timeouts(),
             forwarding: self.forwarding,
             next_hops: &self.lab.next_hops,
