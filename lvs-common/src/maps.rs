@@ -773,6 +773,27 @@ pub struct NewFlow {
 /// connections far beyond what lvsd drains between two wake-ups.
 pub const NEW_FLOWS_BYTES: u32 = 1024 * 1024;
 
+/// `EGRESS_CACHE` value, per real server index: the way to the real server
+/// as the FIB last said (egress interface, MACs, next hop, the source its
+/// route selects, its MTU), valid while `generation` equals
+/// `EGRESS_GENERATION`, which lvsd moves on whenever routes or neighbours
+/// may have changed (each second at least). Established packets skip the
+/// FIB lookup.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CachedEgress {
+    pub generation: u32,
+    /// The real server it was resolved for (an index can be reused).
+    pub addr: [u8; 4],
+    pub ifindex: u32,
+    pub mtu: u16,
+    pub _pad: [u8; 2],
+    pub smac: [u8; 6],
+    pub dmac: [u8; 6],
+    pub next_hop: [u8; 4],
+    pub source: [u8; 4],
+}
+
 /// `RELEVANT`: two bitmaps of `RELEVANT_WORDS` u32 words each, first of
 /// virtual addresses (by destination), then of NAT real servers' addresses
 /// (by source, for their replies). A packet whose destination's bit and
@@ -877,6 +898,7 @@ const _: () = assert!(size_of::<ServiceKey>() == 8);
 const _: () = assert!(size_of::<Settings>() == 8);
 const _: () = assert!(size_of::<NewFlow>() == 48);
 const _: () = assert!(size_of::<ConnCounts>() == 8);
+const _: () = assert!(size_of::<CachedEgress>() == 36);
 const _: () = assert!(size_of::<NeighKey>() == 12);
 const _: () = assert!(size_of::<NeighNote>() == 16);
 const _: () = assert!(size_of::<NextHop>() == 12);

@@ -12,17 +12,22 @@ use crate::{
 
 /// Callers have checked `Packet::ttl_expiring`.
 #[inline(always)]
-pub fn forward<F: Frame>(frame: &F, packet: &Packet, real: [u8; 4]) -> Result<Verdict, Verdict> {
+pub fn forward<F: Frame>(
+    frame: &F,
+    packet: &Packet,
+    real_index: u32,
+    real: [u8; 4],
+) -> Result<Verdict, Verdict> {
     let tot_len = frame.fib_tot_len(packet.ip_len() as u16);
-    match forward::lookup(frame, packet, real, tot_len, false) {
-        Lookup::Ready(fib) => {
-            forward::set_macs(packet, &fib);
+    match forward::towards_real(frame, packet, real_index, real, tot_len, false) {
+        Lookup::Ready(egress) => {
+            forward::set_macs(packet, &egress);
             packet.decrement_ttl();
-            frame.send(fib.ifindex, forward::next_hop(&fib))
+            frame.send(egress.ifindex, egress.next_hop)
         }
-        Lookup::NoNeighbour(fib) => {
+        Lookup::NoNeighbour(egress) => {
             packet.decrement_ttl();
-            frame.to_neighbour(forward::next_hop(&fib), fib.ifindex)
+            frame.to_neighbour(egress.next_hop, egress.ifindex)
         }
         // IPVS's DR never needs forwarding.
         Lookup::ForwardingDisabled => match forward::resolved_by_lvsd(real) {

@@ -1,8 +1,10 @@
-//! Egress: one FIB lookup, then out through the frame's own way of sending
-//! (`Frame::send`), or to the kernel's neighbour layer when the next hop's
-//! MAC is not known yet. DR and TUN never depend on the forwarding sysctl:
-//! the FIB helper refuses every lookup while it is off, so they take the
-//! next hop lvsd resolved for the real server (`NEXT_HOPS`) instead.
+//! Egress: the way to a real server from `EGRESS_CACHE` while its
+//! generation is current, else one FIB lookup (which refills it); then out
+//! through the frame's own way of sending (`Frame::send`), or to the
+//! kernel's neighbour layer when the next hop's MAC is not known yet. DR and
+//! TUN never depend on the forwarding sysctl: the FIB helper refuses every
+//! lookup while it is off, so they take the next hop lvsd resolved for the
+//! real server (`NEXT_HOPS`) instead.
 
 use aya_ebpf::{
     bindings::{
@@ -12,23 +14,54 @@ use aya_ebpf::{
     helpers::bpf_fib_lookup,
 };
 use core::mem::{size_of, MaybeUninit};
-use lvs_common::{NextHop, Verdict};
+use lvs_common::{CachedEgress, NextHop, Verdict};
 
 use crate::{
     frame::{Frame, L4Patch},
     headers::Packet,
-    maps::NEXT_HOPS,
+    maps::{EGRESS_CACHE, EGRESS_GENERATION, NEXT_HOPS},
 };
 
 const AF_INET: u8 = 2;
 
+/// The way out: interface, MACs (unless unresolved), the next hop (the
+/// gateway, or the destination when on-link) and the source address the
+/// route selects (when asked for).
+#[derive(Clone, Copy)]
+pub struct Egress {
+    pub ifindex: u32,
+    pub smac: [u8; 6],
+    pub dmac: [u8; 6],
+    pub next_hop: [u8; 4],
+    pub source: [u8; 4],
+}
+
+impl Egress {
+    #[inline(always)]
+    fn of(fib: &FibParams) -> Self {
+        // SAFETY: the IPv4 members are the ones in use for AF_INET.
+        let (next_hop, source) = unsafe {
+            (
+                fib.__bindgen_anon_4.ipv4_dst.to_ne_bytes(),
+                fib.__bindgen_anon_3.ipv4_src.to_ne_bytes(),
+            )
+        };
+        Self {
+            ifindex: fib.ifindex,
+            smac: fib.smac,
+            dmac: fib.dmac,
+            next_hop,
+            source,
+        }
+    }
+}
+
 /// What the FIB said about a destination.
 pub enum Lookup {
-    /// Next hop resolved: `params` holds the egress interface and both MACs.
-    Ready(FibParams),
-    /// Route found but the neighbour is not resolved; `params` holds the
-    /// egress interface and, when asked for, the source address.
-    NoNeighbour(FibParams),
+    /// Next hop resolved, MACs included.
+    Ready(Egress),
+    /// Route found but the neighbour is not resolved (no MACs).
+    NoNeighbour(Egress),
     /// The packet (of the length asked about) exceeds the route's MTU.
     TooBig { mtu: u16 },
     /// Forwarding is off on the ingress interface.
@@ -74,8 +107,8 @@ pub fn lookup<F: Frame>(
         )
     };
     match rc as u32 {
-        BPF_FIB_LKUP_RET_SUCCESS => Lookup::Ready(fib),
-        BPF_FIB_LKUP_RET_NO_NEIGH => Lookup::NoNeighbour(fib),
+        BPF_FIB_LKUP_RET_SUCCESS => Lookup::Ready(Egress::of(&fib)),
+        BPF_FIB_LKUP_RET_NO_NEIGH => Lookup::NoNeighbour(Egress::of(&fib)),
         // SAFETY: the helper wrote mtu_result for this return code.
         BPF_FIB_LKUP_RET_FRAG_NEEDED => Lookup::TooBig {
             mtu: unsafe { fib.__bindgen_anon_1.mtu_result },
@@ -92,52 +125,108 @@ pub fn resolved_by_lvsd(real: [u8; 4]) -> Option<NextHop> {
     unsafe { NEXT_HOPS.get(u32::from_ne_bytes(real)) }.copied()
 }
 
-/// The outer source the FIB selected, as wire bytes.
+/// The way to real server `real` (index `real_index`): from the cache while
+/// its generation is current and the packet fits its MTU, else from the
+/// FIB, whose resolved answer then refills the cache (with the route's MTU,
+/// from a second lookup that asks about the largest packet).
 #[inline(always)]
-pub fn selected_source(fib: &FibParams) -> [u8; 4] {
-    // SAFETY: ipv4_src is the member in use for AF_INET.
-    unsafe { fib.__bindgen_anon_3.ipv4_src }.to_ne_bytes()
+pub fn towards_real<F: Frame>(
+    frame: &F,
+    packet: &Packet,
+    real_index: u32,
+    real: [u8; 4],
+    tot_len: u16,
+    want_source: bool,
+) -> Lookup {
+    let generation = EGRESS_GENERATION.get(0).copied().unwrap_or(0);
+    if let Some(c) = EGRESS_CACHE.get(real_index) {
+        if c.generation == generation && generation != 0 && c.addr == real && tot_len <= c.mtu {
+            return Lookup::Ready(Egress {
+                ifindex: c.ifindex,
+                smac: c.smac,
+                dmac: c.dmac,
+                next_hop: c.next_hop,
+                source: c.source,
+            });
+        }
+    }
+    let found = lookup(frame, packet, real, tot_len, want_source);
+    if let Lookup::Ready(egress) = &found {
+        if generation != 0 {
+            let mtu = match lookup(frame, packet, real, u16::MAX, false) {
+                Lookup::TooBig { mtu } => mtu,
+                _ => u16::MAX,
+            };
+            remember(real_index, real, egress, mtu, generation);
+        }
+    }
+    found
 }
 
-/// The next hop the FIB chose: the gateway, or the destination when on-link.
 #[inline(always)]
-pub fn next_hop(fib: &FibParams) -> [u8; 4] {
-    // SAFETY: ipv4_dst is the member in use for AF_INET.
-    unsafe { fib.__bindgen_anon_4.ipv4_dst }.to_ne_bytes()
+fn remember(real_index: u32, real: [u8; 4], e: &Egress, mtu: u16, generation: u32) {
+    let Some(slot) = EGRESS_CACHE.get_ptr_mut(real_index) else {
+        return;
+    };
+    // Two CPUs may fill one slot at once; both write what the FIB said.
+    // SAFETY: an array slot, live for the program run.
+    unsafe {
+        *slot = CachedEgress {
+            generation,
+            addr: real,
+            ifindex: e.ifindex,
+            mtu,
+            _pad: [0; 2],
+            smac: e.smac,
+            dmac: e.dmac,
+            next_hop: e.next_hop,
+            source: e.source,
+        };
+    }
 }
 
 /// Address the frame to the resolved next hop.
 #[inline(always)]
-pub fn set_macs(packet: &Packet, fib: &FibParams) {
+pub fn set_macs(packet: &Packet, egress: &Egress) {
     // SAFETY: pointer validated by Packet::parse.
     let eth = unsafe { &mut *packet.eth };
-    eth.dst = fib.dmac;
-    eth.src = fib.smac;
+    eth.dst = egress.dmac;
+    eth.src = egress.smac;
 }
 
 /// NAT after the rewrite, whose transport checksum change is `patch`: the
-/// destination is the real server (inbound) or the client (outbound).
-/// Callers have checked `Packet::ttl_expiring`. NAT needs forwarding, as
-/// IPVS's does; a packet the FIB cannot place goes to the kernel rewritten,
-/// which routes it, fragments it or answers the sender.
+/// destination is the real server `real_index` (inbound, through the
+/// cache) or the client (outbound, `None`). Callers have checked
+/// `Packet::ttl_expiring`. NAT needs forwarding, as IPVS's does; a packet
+/// the FIB cannot place goes to the kernel rewritten, which routes it,
+/// fragments it or answers the sender.
 #[inline(always)]
-pub fn route<F: Frame>(frame: &F, packet: &Packet, patch: L4Patch) -> Result<Verdict, Verdict> {
+pub fn route<F: Frame>(
+    frame: &F,
+    packet: &Packet,
+    patch: L4Patch,
+    real_index: Option<u32>,
+) -> Result<Verdict, Verdict> {
     // SAFETY: pointer validated by Packet::parse.
     let dst = unsafe { (*packet.ip).dst };
     let tot_len = frame.fib_tot_len(packet.ip_len() as u16);
-    match lookup(frame, packet, dst, tot_len, false) {
-        Lookup::Ready(fib) => {
-            set_macs(packet, &fib);
+    let found = match real_index {
+        Some(index) => towards_real(frame, packet, index, dst, tot_len, false),
+        None => lookup(frame, packet, dst, tot_len, false),
+    };
+    match found {
+        Lookup::Ready(egress) => {
+            set_macs(packet, &egress);
             packet.decrement_ttl();
             frame.patch_l4(patch);
-            frame.send(fib.ifindex, next_hop(&fib))
+            frame.send(egress.ifindex, egress.next_hop)
         }
         // Not to the kernel's forwarding: it drops a reply whose source is a
         // VIP this router holds (a floating address) as a martian.
-        Lookup::NoNeighbour(fib) => {
+        Lookup::NoNeighbour(egress) => {
             packet.decrement_ttl();
             frame.patch_l4(patch);
-            frame.to_neighbour(next_hop(&fib), fib.ifindex)
+            frame.to_neighbour(egress.next_hop, egress.ifindex)
         }
         Lookup::TooBig { .. } => {
             frame.patch_l4(patch);

@@ -197,8 +197,8 @@ fn to_real_server<F: Frame>(
 ) -> Result<Verdict, Verdict> {
     match Method::from_u8(conn.method) {
         Some(Method::Nat) => nat::inbound(ctx, packet, conn),
-        Some(Method::Route) => direct::forward(ctx, packet, conn.addr()),
-        Some(Method::Tunnel) => tunnel::forward(ctx, packet, conn.addr()),
+        Some(Method::Route) => direct::forward(ctx, packet, conn.real_index, conn.addr()),
+        Some(Method::Tunnel) => tunnel::forward(ctx, packet, conn.real_index, conn.addr()),
         // This director is the real server: the stack takes the packet as
         // the client sent it (to the VIP and the service's port).
         Some(Method::Local) => Err(Verdict::PassLocal),

@@ -6,9 +6,9 @@ use aya_ebpf::{
     maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use lvs_common::{
-    hash::HASH_BUCKETS, tcp_state::STATE_COUNT, Conn, ConnCounts, Counters, FlowKey, LocalityEntry,
-    LocalityKey, NeighKey, NeighNote, NextHop, Real, Service, ServiceKey, Settings, Template,
-    TemplateKey, CONN_TABLE_SIZE, DECAP_VERDICT_COUNT, EVENTS_BYTES, LOCALITY_TABLE_SIZE,
+    hash::HASH_BUCKETS, tcp_state::STATE_COUNT, CachedEgress, Conn, ConnCounts, Counters, FlowKey,
+    LocalityEntry, LocalityKey, NeighKey, NeighNote, NextHop, Real, Service, ServiceKey, Settings,
+    Template, TemplateKey, CONN_TABLE_SIZE, DECAP_VERDICT_COUNT, EVENTS_BYTES, LOCALITY_TABLE_SIZE,
     MAX_FLOATING, MAX_INTERFACES, MAX_REALS, MAX_SERVICES, NEIGH_NOTES_SIZE, NEW_FLOWS_BYTES,
     RELEVANT_WORDS, RING_SLOTS, TEMPLATE_TABLE_SIZE, VERDICT_COUNT,
 };
@@ -100,6 +100,14 @@ pub static DECAP_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DECAP_V
 /// nothing enforced.
 #[map]
 pub static LIVENESS: Array<u64> = Array::with_max_entries(1, 0);
+
+/// The way to each real server, per real index (`CachedEgress`).
+#[map]
+pub static EGRESS_CACHE: Array<CachedEgress> = Array::with_max_entries(MAX_REALS, 0);
+
+/// Entry 0: the generation `EGRESS_CACHE` entries must carry to be used.
+#[map]
+pub static EGRESS_GENERATION: Array<u32> = Array::with_max_entries(1, 0);
 
 /// Which addresses concern a service (`relevance.rs`); lvsd maps it.
 #[map]

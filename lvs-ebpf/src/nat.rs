@@ -47,14 +47,14 @@ pub fn outbound<F: Frame>(
         false,
     );
     let patch = rewrite_source(packet, conn.addr(), conn.port_wire());
-    forward::route(frame, packet, patch)
+    forward::route(frame, packet, patch, None)
 }
 
 /// Client to real server: DNAT, then route.
 #[inline(always)]
 pub fn inbound<F: Frame>(frame: &F, packet: &Packet, conn: &Conn) -> Result<Verdict, Verdict> {
     let patch = rewrite_destination(packet, conn.addr(), conn.port_wire());
-    forward::route(frame, packet, patch)
+    forward::route(frame, packet, patch, Some(conn.real_index))
 }
 
 /// DNAT: destination address and port become the real server's. The IP

@@ -13,7 +13,12 @@ use crate::{
 
 /// Callers have checked `Packet::ttl_expiring`.
 #[inline(always)]
-pub fn forward<F: Frame>(frame: &F, packet: &Packet, real: [u8; 4]) -> Result<Verdict, Verdict> {
+pub fn forward<F: Frame>(
+    frame: &F,
+    packet: &Packet,
+    real_index: u32,
+    real: [u8; 4],
+) -> Result<Verdict, Verdict> {
     let configured = SETTINGS.get(0).map_or([0; 4], |s| s.tunnel_source);
     let auto_source = configured == [0; 4];
     let outer_len = (packet.ip_len() as u16)
@@ -26,19 +31,9 @@ pub fn forward<F: Frame>(frame: &F, packet: &Packet, real: [u8; 4]) -> Result<Ve
     // The way out: interface, next hop, the route's source, and the MACs
     // when the neighbour is resolved.
     let (ifindex, next_hop, selected, macs) =
-        match forward::lookup(frame, packet, real, tot_len, auto_source) {
-            Lookup::Ready(fib) => (
-                fib.ifindex,
-                forward::next_hop(&fib),
-                forward::selected_source(&fib),
-                Some((fib.dmac, fib.smac)),
-            ),
-            Lookup::NoNeighbour(fib) => (
-                fib.ifindex,
-                forward::next_hop(&fib),
-                forward::selected_source(&fib),
-                None,
-            ),
+        match forward::towards_real(frame, packet, real_index, real, tot_len, auto_source) {
+            Lookup::Ready(e) => (e.ifindex, e.next_hop, e.source, Some((e.dmac, e.smac))),
+            Lookup::NoNeighbour(e) => (e.ifindex, e.next_hop, e.source, None),
             Lookup::TooBig { mtu } if dont_fragment => {
                 return frame.too_big(packet, mtu.saturating_sub(IPV4_HEADER_LEN as u16));
             }

@@ -27,6 +27,8 @@ pub struct FakeDatapath {
     pub conns: HashMap<FlowKey, Conn>,
     /// The `RELEVANT` bitmaps as last written.
     pub relevant: Vec<u32>,
+    /// `EGRESS_GENERATION`.
+    pub egress_generation: u32,
     pub timeouts: [u32; STATE_COUNT as usize],
     pub now_ns: u64,
     pub limits: Limits,
@@ -278,6 +280,10 @@ impl Datapath for FakeDatapath {
     }
     fn take_connection(&mut self, key: &FlowKey) -> Result<Option<Conn>, DatapathError> {
         Ok(self.conns.remove(key))
+    }
+    fn renew_egress(&mut self) -> Result<(), DatapathError> {
+        self.egress_generation += 1;
+        Ok(())
     }
     fn set_relevant(&mut self, words: &[u32]) -> Result<(), DatapathError> {
         self.relevant = words.to_vec();

@@ -373,6 +373,7 @@ pub struct KernelDatapath {
     conns: HashMap<MapData, FlowKey, Conn>,
     real_conns: MappedArray,
     relevant: MappedArray,
+    egress_generation: Array<MapData, u32>,
     neigh_notes: HashMap<MapData, NeighKey, NeighNote>,
     timeouts: Array<MapData, u32>,
     floating: HashMap<MapData, [u8; 4], u8>,
@@ -522,6 +523,11 @@ impl KernelDatapath {
         let conns = typed!(&mut ebpf, HashMap<MapData, FlowKey, Conn>, "CONNS");
         let real_conns = mapped(&mut ebpf, "REAL_CONNS")?;
         let relevant = mapped(&mut ebpf, "RELEVANT")?;
+        let mut egress_generation = typed!(&mut ebpf, Array<MapData, u32>, "EGRESS_GENERATION");
+        // From the first packet on, the way to each real server is cached.
+        egress_generation
+            .set(0, 1, 0)
+            .map_err(map_err("bpf_map_update_elem", "EGRESS_GENERATION"))?;
         let neigh_notes = typed!(&mut ebpf, HashMap<MapData, NeighKey, NeighNote>, "NEIGH_NOTES");
         let mut timeouts = typed!(&mut ebpf, Array<MapData, u32>, "TIMEOUTS");
         // Written before anything is attached: a zero timeout kills every entry.
@@ -630,6 +636,7 @@ impl KernelDatapath {
             conns,
             real_conns,
             relevant,
+            egress_generation,
             neigh_notes,
             timeouts,
             floating,
@@ -1213,6 +1220,17 @@ impl Datapath for KernelDatapath {
     }
     fn set_relevant(&mut self, words: &[u32]) -> Result<(), DatapathError> {
         self.relevant.write(0, words)
+    }
+    fn renew_egress(&mut self) -> Result<(), DatapathError> {
+        let now = self
+            .egress_generation
+            .get(&0, 0)
+            .map_err(map_err("bpf_map_lookup_elem", "EGRESS_GENERATION"))?;
+        // Never 0, which leaves the cache unused.
+        let next = now.wrapping_add(1).max(1);
+        self.egress_generation
+            .set(0, next, 0)
+            .map_err(map_err("bpf_map_update_elem", "EGRESS_GENERATION"))
     }
     fn conn_counts_upto(&self, count: u32) -> Result<Vec<ConnCounts>, DatapathError> {
         Ok(self

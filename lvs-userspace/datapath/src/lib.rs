@@ -193,6 +193,10 @@ pub trait Datapath: Send {
     fn remove_connection(&mut self, key: &FlowKey) -> Result<(), DatapathError> {
         self.take_connection(key).map(drop)
     }
+    /// Move `EGRESS_GENERATION` on: every cached way to a real server is
+    /// looked up afresh by its next packet (routes or neighbours may have
+    /// changed).
+    fn renew_egress(&mut self) -> Result<(), DatapathError>;
     /// The `RELEVANT` bitmaps (lvs-common's `relevant_slot`), whole.
     fn set_relevant(&mut self, words: &[u32]) -> Result<(), DatapathError>;
     /// ActiveConn and InActConn of real indexes `0..count`, as the datapath

@@ -57,7 +57,7 @@ impl Limits {
     }
 
     /// `(map, entries)` for every map whose size follows a limit.
-    pub fn map_sizes(self) -> [(&'static str, u32); 9] {
+    pub fn map_sizes(self) -> [(&'static str, u32); 10] {
         let Limits {
             services,
             reals,
@@ -72,6 +72,7 @@ impl Limits {
             ("REALS", reals),
             ("REAL_STATS", reals),
             ("REAL_CONNS", reals),
+            ("EGRESS_CACHE", reals),
             ("CONNS", connections),
         ]
     }

@@ -725,6 +725,13 @@ impl<D: Datapath> Controller<D> {
             .collect()
     }
 
+    /// Routes or neighbours may have changed (each second, a next hop lvsd
+    /// resolved, an HA takeover): every cached way to a real server is
+    /// looked up again by its next packet.
+    pub fn renew_egress(&mut self) -> Result<(), ControlError> {
+        Ok(self.datapath.renew_egress()?)
+    }
+
     /// For the HA task: the connections used since the sweeper last
     /// passed them, and the ones it removed, since the last call. The
     /// first call starts the collecting.

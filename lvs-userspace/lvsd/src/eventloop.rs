@@ -57,6 +57,9 @@ pub enum Message {
     Maintain(oneshot::Sender<BTreeSet<Ipv4Addr>>),
     /// Next hops resolved (or forgotten) for the datapath.
     NextHops(Vec<(Ipv4Addr, Option<NextHop>)>),
+    /// Routes may have changed (an HA takeover or release moved addresses):
+    /// established flows look their way up again.
+    RenewEgress,
 }
 
 /// The active's connections and templates.
@@ -93,6 +96,7 @@ impl Message {
             Message::HaImport(..) => "HA import",
             Message::Maintain(_) => "maintenance",
             Message::NextHops(_) => "next hops",
+            Message::RenewEgress => "renew egress",
         }
     }
 }
@@ -257,6 +261,14 @@ impl<D: Datapath> EventLoop<D> {
                         tracing::warn!(%real, "next hop for the datapath: {e}");
                     }
                 }
+                if let Err(e) = c.renew_egress() {
+                    tracing::warn!("renewing the cached egress: {e}");
+                }
+            }
+            Message::RenewEgress => {
+                if let Err(e) = c.renew_egress() {
+                    tracing::warn!("renewing the cached egress: {e}");
+                }
             }
         }
     }
@@ -280,6 +292,11 @@ impl<D: Datapath> EventLoop<D> {
             Ok(0) => {}
             Ok(n) => tracing::debug!(rings = n, "refilled count-driven rings"),
             Err(e) => tracing::warn!("counting connections: {e}"),
+        }
+        // Routes and neighbours change without telling: what established
+        // flows cached is at most a second old.
+        if let Err(e) = c.renew_egress() {
+            tracing::warn!("renewing the cached egress: {e}");
         }
         match c.advance_ramps() {
             Ok(0) => {}
@@ -429,5 +446,22 @@ mod tests {
             let text = serde_json::to_string(&response).unwrap();
             serde_json::from_str::<Response>(&text).unwrap();
         }
+    }
+
+    #[test]
+    fn takeovers_next_hops_and_every_tick_renew_the_cached_egress() {
+        let mut context = EventLoop::new(
+            Controller::new(FakeDatapath::default()),
+            Vec::new(),
+            watch::channel(State::default()).0,
+        );
+        let generation = |c: &EventLoop<FakeDatapath>| c.controller().datapath().egress_generation;
+        context.handle(Message::RenewEgress);
+        assert_eq!(generation(&context), 1);
+        context.handle(Message::NextHops(Vec::new()));
+        assert_eq!(generation(&context), 2);
+        let (reply, _answer) = oneshot::channel();
+        context.handle(Message::Maintain(reply));
+        assert_eq!(generation(&context), 3);
     }
 }

@@ -563,6 +563,10 @@ impl Node {
 
     async fn transition(&mut self, t: Transition) {
         tracing::warn!(from = ?t.from, to = ?t.to, "HA: {}", t.reason);
+        // Floating addresses move: routes may change under established
+        // flows (and the next maintenance tick renews again, after the
+        // address work below has run).
+        self.controller.send(eventloop::Message::RenewEgress).await;
         match t.to {
             Role::Active => {
                 self.counters.takeovers += 1;

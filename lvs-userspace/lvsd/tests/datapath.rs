@@ -1738,3 +1738,75 @@ fn the_datapaths_counts_equal_a_recount_after_a_random_mix() {
         .sum();
     assert_eq!(active, 10);
 }
+
+/// The MACs an output frame was addressed with: (destination, source).
+fn macs_of(frame: &[u8]) -> ([u8; 6], [u8; 6]) {
+    (
+        frame[0..6].try_into().unwrap(),
+        frame[6..12].try_into().unwrap(),
+    )
+}
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn established_flows_take_a_new_neighbour_once_the_egress_is_renewed() {
+    let mut c = router(true);
+    let (vip, real) = (([198, 18, 0, 21], 80), [198, 18, 12, 3]);
+    let syn = tcp((CLIENT, 40000), vip, "S", b"");
+    let ack = tcp((CLIENT, 40000), vip, "A", b"x");
+    assert_eq!(macs_of(&run(&c, &syn).frame).0, forwarded_mac(real));
+    // The real server's MAC changes (a replaced NIC, a VRRP pair of real
+    // servers): established packets keep the cached way until it is renewed
+    // (each second, by lvsd's maintenance), then take the new one.
+    let moved = [2, 0, 0, 0, 0x99, 1];
+    sh(&format!(
+        "ip neigh replace {} lladdr {} dev srv2 nud permanent",
+        Ipv4Addr::from(real),
+        mac_str(moved)
+    ));
+    assert_eq!(macs_of(&run(&c, &ack).frame).0, forwarded_mac(real));
+    c.renew_egress().unwrap();
+    assert_eq!(macs_of(&run(&c, &ack).frame).0, moved);
+    assert_eq!(macs_of(&run(&c, &ack).frame).0, moved);
+}
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn established_flows_follow_a_route_change_once_the_egress_is_renewed() {
+    let mut c = router(true);
+    // NAT to real server 1 (srv1), then its route moves behind real server
+    // 2's LAN (srv2, through 198.18.12.2): the real server moved.
+    let syn = tcp((CLIENT, 40000), (VIP, 80), "S", b"");
+    let out = run(&c, &syn);
+    let first = macs_of(&out.frame);
+    let ack = tcp((CLIENT, 40000), (VIP, 80), "A", b"x");
+    let real = {
+        use lvs_datapath::Datapath;
+        c.datapath()
+            .connections()
+            .unwrap()
+            .into_iter()
+            .find(|(k, conn)| k.sport() == 40000 && conn.direction == 0)
+            .map(|(_, conn)| conn.addr())
+            .unwrap()
+    };
+    let (via, dev) = if real == real_ip(2) {
+        (real_ip(1), "srv1")
+    } else {
+        (real_ip(2), "srv2")
+    };
+    let i = if dev == "srv1" { 1 } else { 2 };
+    sh(&format!(
+        "ip route replace {}/32 via {} dev {dev}",
+        Ipv4Addr::from(real),
+        Ipv4Addr::from(via)
+    ));
+    assert_eq!(macs_of(&run(&c, &ack).frame), first, "cached until renewed");
+    c.renew_egress().unwrap();
+    assert_eq!(
+        macs_of(&run(&c, &ack).frame),
+        (real_mac(i), director_mac(i)),
+        "after the renewal, out of {dev} to {}",
+        Ipv4Addr::from(via)
+    );
+}
