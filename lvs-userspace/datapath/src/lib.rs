@@ -24,7 +24,7 @@ pub use kernel::{
     ProgramStats, TestRun,
 };
 pub use limits::Limits;
-pub use standalone::{StandaloneXdp, XdpAttachMode};
+pub use standalone::{test_run_attached, StandaloneXdp, XdpAttachMode};
 
 use std::net::Ipv4Addr;
 

@@ -208,6 +208,94 @@ impl StandaloneXdp {
     }
 }
 
+/// `BPF_PROG_TEST_RUN` of the XDP program attached to `iface` (in the
+/// calling thread's network namespace) on each of `frames` in turn: the
+/// XDP actions, in order. The program is whichever the interface holds,
+/// found through netlink (`IFLA_XDP_PROG_ID`) — for the bench, the director
+/// a running lvsd attached, so the runs read and write that lvsd's maps
+/// (a SYN puts a connection in its table). The program is looked up once
+/// per call; `frames` may be produced lazily (and paced) as it is consumed.
+///
+/// aya can run a loaded program only through an `Xdp` it loaded itself
+/// (taking one over from its id needs a type aya does not export), so the
+/// run is the raw `BPF_PROG_TEST_RUN`, with no output buffer.
+pub fn test_run_attached<I>(iface: &str, frames: I) -> Result<Vec<u32>, DatapathError>
+where
+    I: IntoIterator,
+    I::Item: AsRef<[u8]>,
+{
+    const BPF_PROG_TEST_RUN: libc::c_long = 10;
+    /// `union bpf_attr`'s `test` member, up to the context fields.
+    #[repr(C)]
+    #[derive(Default)]
+    struct TestAttr {
+        prog_fd: u32,
+        retval: u32,
+        data_size_in: u32,
+        data_size_out: u32,
+        data_in: u64,
+        data_out: u64,
+        repeat: u32,
+        duration: u32,
+        ctx_size_in: u32,
+        ctx_size_out: u32,
+        ctx_in: u64,
+        ctx_out: u64,
+        flags: u32,
+        cpu: u32,
+        batch_size: u32,
+        _pad: u32,
+    }
+    let ifindex = ifindex(iface)?;
+    let lookup = |source| DatapathError::Netlink {
+        iface: iface.to_string(),
+        call: "RTM_GETLINK IFLA_XDP",
+        source,
+    };
+    let id = netlink::xdp_program_id(ifindex)
+        .map_err(lookup)?
+        .ok_or_else(|| lookup(std::io::Error::other("no XDP program is attached")))?;
+    let info = aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .find(|p| p.id() == id)
+        .ok_or_else(|| lookup(std::io::Error::other(format!("XDP program {id} is gone"))))?;
+    let fd = info.fd().map_err(|source| DatapathError::Program {
+        program: "the attached XDP program",
+        source,
+    })?;
+    let prog_fd = fd.as_fd().as_raw_fd() as u32;
+    frames
+        .into_iter()
+        .map(|frame| {
+            let frame = frame.as_ref();
+            let mut attr = TestAttr {
+                prog_fd,
+                data_size_in: frame.len() as u32,
+                data_in: frame.as_ptr() as u64,
+                repeat: 1,
+                ..TestAttr::default()
+            };
+            // SAFETY: the attribute points at `frame`, live and of the size
+            // given, which the kernel only reads; no output buffer is given.
+            let rc = unsafe {
+                libc::syscall(
+                    libc::SYS_bpf,
+                    BPF_PROG_TEST_RUN,
+                    &mut attr as *mut TestAttr,
+                    size_of::<TestAttr>(),
+                )
+            };
+            match rc {
+                0 => Ok(attr.retval),
+                _ => Err(lookup(std::io::Error::other(format!(
+                    "BPF_PROG_TEST_RUN of XDP program {id}: {}",
+                    std::io::Error::last_os_error()
+                )))),
+            }
+        })
+        .collect()
+}
+
 fn program_mut<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp, DatapathError> {
     ebpf.program_mut(name)
         .ok_or(DatapathError::MissingProgram { program: name })?
@@ -285,6 +373,86 @@ pub(super) mod netlink {
     /// Attach `fd`, replacing whatever program is attached in `mode`.
     pub fn replace_xdp(ifindex: u32, fd: i32, mode: XdpAttachMode) -> std::io::Result<()> {
         request(ifindex, fd, mode, false)
+    }
+
+    /// The id of the XDP program attached to `ifindex`, if any: the
+    /// `IFLA_XDP_PROG_ID` of an `RTM_GETLINK`, else the first program of
+    /// the driver, generic or offload mode.
+    pub fn xdp_program_id(ifindex: u32) -> std::io::Result<Option<u32>> {
+        const RTM_GETLINK: u16 = 18;
+        const RTM_NEWLINK: u16 = 16;
+        const NLA_TYPE_MASK: u16 = 0x3fff;
+        // IFLA_XDP_PROG_ID, then the driver, generic and offload modes'.
+        const IDS: [u16; 4] = [4, 5, 6, 7];
+        let mut msg = Vec::with_capacity(32);
+        msg.extend_from_slice(&32u32.to_ne_bytes());
+        msg.extend_from_slice(&RTM_GETLINK.to_ne_bytes());
+        msg.extend_from_slice(&NLM_F_REQUEST.to_ne_bytes());
+        msg.extend_from_slice(&1u32.to_ne_bytes()); // sequence
+        msg.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel's
+
+        // ifinfomsg: family, pad, type, index, flags, change.
+        let mut body = [0u8; 16];
+        body[4..8].copy_from_slice(&(ifindex as i32).to_ne_bytes());
+        msg.extend_from_slice(&body);
+
+        let sock = socket(
+            AddressFamily::Netlink,
+            SockType::Raw,
+            SockFlag::SOCK_CLOEXEC,
+            SockProtocol::NetlinkRoute,
+        )?;
+        bind(sock.as_raw_fd(), &NetlinkAddr::new(0, 0))?;
+        send(sock.as_raw_fd(), &msg, MsgFlags::empty())?;
+        let mut reply = vec![0u8; 65_536];
+        let n = recv(sock.as_raw_fd(), &mut reply, MsgFlags::empty())?;
+        let reply = &reply[..n];
+        let u16_at = |at: usize| u16::from_ne_bytes([reply[at], reply[at + 1]]);
+        let u32_at = |at: usize| {
+            u32::from_ne_bytes([reply[at], reply[at + 1], reply[at + 2], reply[at + 3]])
+        };
+        if n < 20 {
+            return Err(std::io::Error::other("short netlink reply"));
+        }
+        match u16_at(4) {
+            RTM_NEWLINK => {}
+            NLMSG_ERROR => {
+                let errno = u32_at(16) as i32;
+                return Err(std::io::Error::from_raw_os_error(-errno));
+            }
+            other => {
+                return Err(std::io::Error::other(format!(
+                    "unexpected netlink reply type {other}"
+                )))
+            }
+        }
+        let end = (u32_at(0) as usize).min(n);
+        // The attributes (4-byte header each, 4-aligned) in `from..to`.
+        let attrs = |from: usize, to: usize| {
+            let mut at = from;
+            std::iter::from_fn(move || {
+                if at + 4 > to {
+                    return None;
+                }
+                let len = u16_at(at) as usize;
+                if len < 4 || at + len > to {
+                    return None;
+                }
+                let found = (u16_at(at + 2) & NLA_TYPE_MASK, at + 4, at + len);
+                at += len.next_multiple_of(4);
+                Some(found)
+            })
+        };
+        let Some((_, from, to)) = attrs(32, end).find(|a| a.0 == IFLA_XDP) else {
+            return Ok(None);
+        };
+        let xdp: Vec<(u16, usize, usize)> = attrs(from, to).collect();
+        Ok(IDS.iter().find_map(|id| {
+            xdp.iter()
+                .find(|a| a.0 == *id && a.2 - a.1 >= 4)
+                .map(|a| u32_at(a.1))
+                .filter(|&v| v != 0)
+        }))
     }
 
     fn request(ifindex: u32, fd: i32, mode: XdpAttachMode, exclusive: bool) -> std::io::Result<()> {

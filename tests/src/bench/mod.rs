@@ -9,7 +9,10 @@
 //! * `cps`: TCP connections per second, wrk against nginx, against plain
 //!   routing, nftables DNAT and haproxy;
 //! * `scale`: new-flow cost and publication time as pools and services
-//!   grow, the connection table's memory and its largest size;
+//!   grow, the connection table's memory and its largest size; with
+//!   `daemon`, the same on the real lvsd and lvsadm processes: a restore
+//!   and listing of 10,000 services, and a router pair's active with a
+//!   million connections (its CPU with HA sync, a listing, refills);
 //! * `health`: the controller's cost of checking 1,000 real servers a
 //!   second;
 //! * `report`: the Markdown, JSON and SVG written under `target/bench/`.
@@ -18,6 +21,7 @@
 
 pub mod cost;
 pub mod cps;
+pub mod daemon;
 pub mod health;
 pub mod rate;
 pub mod report;

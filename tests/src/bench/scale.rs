@@ -4,7 +4,9 @@
 //! director grows to 10,000 services; the connection table's memory per
 //! entry, the largest table that loads, and the packet costs once a
 //! million flows fill it. Each point runs on a fresh director in its own
-//! private namespace.
+//! private namespace. `daemon` adds the figures of the real lvsd and
+//! lvsadm processes: a 10,000-service restore and listing, and a router
+//! pair's active holding a million connections.
 
 use std::time::Instant;
 
@@ -17,6 +19,7 @@ use serde::Serialize;
 
 use super::{
     cost::{floor, percentile, service, time_calls},
+    daemon::{PairFigures, RestoreFigures},
     median,
     testbed::{self, client, tcp, XDP_REDIRECT},
     Plan,
@@ -60,6 +63,10 @@ pub struct FullTable {
     /// and one HA sync round's read of it (every live connection).
     pub recount_ms: f64,
     pub sync_export_ms: f64,
+    /// The same million connections in a real lvsd pair's active
+    /// (`controller_core_percent`, `list_ms`, `refill_p99_us`, ...).
+    #[serde(flatten)]
+    pub lvsd: PairFigures,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -73,6 +80,10 @@ pub struct ScaleReport {
     pub largest_table: u32,
     pub largest_table_stop: String,
     pub full_table: FullTable,
+    /// Real lvsd and lvsadm: `lvsadm -R` of 10,000 services and 100,000
+    /// real servers, and `lvsadm -L -n` of them.
+    #[serde(flatten)]
+    pub restore: RestoreFigures,
 }
 
 const VIP: [u8; 4] = [198, 18, 0, 10];
@@ -310,6 +321,8 @@ fn full_table(flows: u32, samples: usize) -> Result<FullTable> {
             syn_full_ns,
             recount_ms,
             sync_export_ms,
+            // Measured next, on the real programs.
+            lvsd: PairFigures::default(),
         })
     })
 }
@@ -328,7 +341,9 @@ pub fn run(plan: Plan) -> Result<ScaleReport> {
         .collect::<Result<_>>()?;
     let (conn_entry_bytes, largest_table, largest_table_stop) =
         testbed::in_private_netns(|| table_sizes(plan.quick))?;
-    let full_table = full_table(1_000_000, samples)?;
+    let mut full_table = full_table(1_000_000, samples)?;
+    full_table.lvsd = super::daemon::pair(plan, full_table.flows)?;
+    let restore = super::daemon::restore_and_list(plan)?;
     Ok(ScaleReport {
         floor_ns,
         pool,
@@ -337,5 +352,6 @@ pub fn run(plan: Plan) -> Result<ScaleReport> {
         largest_table,
         largest_table_stop,
         full_table,
+        restore,
     })
 }
