@@ -202,12 +202,15 @@ fn sync_localities<D: Datapath>(
 }
 
 /// The sweeper reads the connection table in parts, one per maintenance
-/// tick: a whole table (its configured size) in about this many ticks, so
-/// that a million connections cost a few percent of a core, not a walk a
-/// second.
-const SWEEP_PASS_TICKS: usize = 10;
+/// tick: a whole table (at its configured size) in about this many ticks,
+/// so that a million connections cost a few percent of a core, not a walk
+/// a second. (The kernel reads a hash map bucket by bucket, locking each.)
+/// A fuller table takes longer, an emptier one less.
+const SWEEP_PASS_TICKS: usize = 30;
 /// Smallest part: a small table is read whole every tick.
 const SWEEP_MIN_PART: usize = 4096;
+/// Entries read in one go, between which the owner answers other messages.
+const SWEEP_STEP: usize = 256;
 /// The sweeper judges entries by a clock this far behind: a packet that
 /// found an entry live just before it expired has finished moving its
 /// state (and counts) by then, so the entry the sweeper removes is the one
@@ -219,6 +222,11 @@ const SWEEP_GRACE_NS: u64 = 20_000_000;
 #[derive(Debug, Default)]
 struct SweepPass {
     position: TablePosition,
+    /// Entries still to read this tick.
+    budget: usize,
+    /// The template table may hold entries (a service was persistent at
+    /// the last sweep).
+    templates_left: bool,
     /// When this pass and the one before began (datapath clock).
     started_ns: u64,
     previous_started_ns: u64,
@@ -618,12 +626,38 @@ impl<D: Datapath> Controller<D> {
         self.timeouts
     }
 
-    /// Read the next part of the connection table and remove the entries
-    /// that expired (see `conntable`); returns how many went. A whole pass
-    /// takes about `SWEEP_PASS_TICKS` calls however big the table.
+    /// One tick's sweeping at once: `begin_sweep`, then every step. Returns
+    /// how many entries went.
     pub fn sweep(&mut self) -> Result<usize, ControlError> {
-        let part =
+        self.begin_sweep();
+        let mut removed = 0;
+        while self.sweep_pending() {
+            removed += self.sweep_step()?;
+        }
+        Ok(removed)
+    }
+
+    /// A maintenance tick's share of the sweeping: the next part of the
+    /// table (a whole table, at its configured size, in about
+    /// `SWEEP_PASS_TICKS` ticks), read in `sweep_step`s between which the
+    /// owner answers other messages; templates after the last step.
+    pub fn begin_sweep(&mut self) {
+        self.sweep.budget =
             (self.datapath.limits().connections as usize / SWEEP_PASS_TICKS).max(SWEEP_MIN_PART);
+    }
+
+    /// Whether this tick's sweeping is unfinished.
+    pub fn sweep_pending(&self) -> bool {
+        self.sweep.budget > 0
+    }
+
+    /// Read up to `SWEEP_STEP` entries of the connection table and remove
+    /// those that expired (see `conntable`); returns how many went. One
+    /// step takes well under a millisecond, so refills and requests wait no
+    /// longer than that behind the sweeper.
+    pub fn sweep_step(&mut self) -> Result<usize, ControlError> {
+        let step = self.sweep.budget.min(SWEEP_STEP);
+        self.sweep.budget -= step;
         let now = self.datapath.now_ns()?;
         let pass = &mut self.sweep;
         if pass.position.at_start() {
@@ -632,7 +666,11 @@ impl<D: Datapath> Controller<D> {
         }
         let listed = self
             .datapath
-            .connections_slice(&mut self.sweep.position, part)?;
+            .connections_slice(&mut self.sweep.position, step)?;
+        if self.sweep.position.at_start() {
+            // The end of the table: nothing more this tick.
+            self.sweep.budget = 0;
+        }
         let judged_at = now.saturating_sub(SWEEP_GRACE_NS);
         let masks: HashMap<u32, u32> = self.persistence_masks();
         // A reply entry idle this long is checked against its inbound entry
@@ -673,7 +711,10 @@ impl<D: Datapath> Controller<D> {
             // A whole pass is done: what it saw is complete.
             self.sweep.previously_depended = std::mem::take(&mut self.sweep.depended);
         }
-        self.sweep_templates(now)?;
+        if self.sweep.budget == 0 {
+            // The tick's part is read: templates go by what it saw.
+            self.sweep_templates(now)?;
+        }
         Ok(removed)
     }
 
@@ -748,11 +789,17 @@ impl<D: Datapath> Controller<D> {
     /// 60 s, as IPVS re-checks them (§4.1). Templates of services that are
     /// gone or no longer persistent go too.
     fn sweep_templates(&mut self, now: u64) -> Result<(), ControlError> {
+        let masks = self.persistence_masks();
+        // Reading an empty template table still walks its buckets: only
+        // while a service is persistent, and once after the last one.
+        if masks.is_empty() && !self.sweep.templates_left {
+            return Ok(());
+        }
         let templates = self.datapath.templates()?;
+        self.sweep.templates_left = !masks.is_empty();
         if templates.is_empty() {
             return Ok(());
         }
-        let masks = self.persistence_masks();
         let pass = &self.sweep;
         let depended = |key: &(u32, u32)| {
             pass.depended.contains(key) || pass.previously_depended.contains(key)
@@ -909,6 +956,10 @@ impl<D: Datapath> Controller<D> {
 
     /// Every live persistence template, by addresses, for the backup.
     pub fn export_templates(&self) -> Result<Vec<SyncTemplate>, ControlError> {
+        // No persistent service: no template to send (and none to read).
+        if !self.state.services().any(|s| s.spec.persistence.is_some()) {
+            return Ok(Vec::new());
+        }
         let templates = self.datapath.templates()?;
         if templates.is_empty() {
             return Ok(Vec::new());

@@ -170,24 +170,54 @@ impl<D: Datapath> EventLoop<D> {
     }
 
     fn run(mut self, mut inbox: mpsc::Receiver<Message>) -> Controller<D> {
-        while let Some(message) = inbox.blocking_recv() {
-            let name = message.name();
-            // The reply channel, if any, is dropped by the unwind: the
-            // sender learns that its message failed.
-            let handled = std::panic::catch_unwind(AssertUnwindSafe(|| self.handle(message)));
-            if handled.is_err() {
-                tracing::error!(
-                    message = name,
-                    "the controller panicked; putting back the change in flight and \
-                     republishing every service"
-                );
-                match self.controller.recover() {
-                    Ok(()) => tracing::info!("maps match the configuration again"),
-                    Err(e) => tracing::error!("republishing after the panic failed: {e}"),
+        loop {
+            // The sweeper's steps run while nothing else waits.
+            let message = if self.controller.sweep_pending() {
+                match inbox.try_recv() {
+                    Ok(message) => message,
+                    Err(mpsc::error::TryRecvError::Empty) => {
+                        self.guarded("sweep", |this| this.sweep_step());
+                        continue;
+                    }
+                    Err(mpsc::error::TryRecvError::Disconnected) => break,
                 }
-            }
+            } else {
+                match inbox.blocking_recv() {
+                    Some(message) => message,
+                    None => break,
+                }
+            };
+            let name = message.name();
+            self.guarded(name, |this| this.handle(message));
         }
         self.controller
+    }
+
+    /// Run `work`; after a panic, put back the change in flight and
+    /// republish.
+    fn guarded(&mut self, name: &'static str, work: impl FnOnce(&mut Self)) {
+        // The reply channel, if any, is dropped by the unwind: the sender
+        // learns that its message failed.
+        let handled = std::panic::catch_unwind(AssertUnwindSafe(|| work(self)));
+        if handled.is_err() {
+            tracing::error!(
+                message = name,
+                "the controller panicked; putting back the change in flight and \
+                 republishing every service"
+            );
+            match self.controller.recover() {
+                Ok(()) => tracing::info!("maps match the configuration again"),
+                Err(e) => tracing::error!("republishing after the panic failed: {e}"),
+            }
+        }
+    }
+
+    fn sweep_step(&mut self) {
+        match self.controller.sweep_step() {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(removed = n, "swept expired connections"),
+            Err(e) => tracing::warn!("sweeping the connection table: {e}"),
+        }
     }
 
     pub fn handle(&mut self, message: Message) {
@@ -283,11 +313,8 @@ impl<D: Datapath> EventLoop<D> {
         if let Err(e) = c.estimate() {
             tracing::warn!("sampling the rate estimators: {e}");
         }
-        match c.sweep() {
-            Ok(0) => {}
-            Ok(n) => tracing::debug!(removed = n, "swept expired connections"),
-            Err(e) => tracing::warn!("sweeping the connection table: {e}"),
-        }
+        // The tick's share of the table is read in steps between messages.
+        c.begin_sweep();
         match c.recount() {
             Ok(0) => {}
             Ok(n) => tracing::debug!(rings = n, "refilled count-driven rings"),
