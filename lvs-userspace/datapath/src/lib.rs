@@ -13,6 +13,7 @@ mod kernel;
 mod limits;
 mod mapped;
 pub mod netconf;
+pub mod process;
 pub mod realserver;
 mod standalone;
 

@@ -292,6 +292,8 @@ pub struct Controller<D> {
     state: State,
     datapath: D,
     runtimes: HashMap<ServiceId, Runtime>,
+    /// Which service a service index is (the datapath's notices name it).
+    service_at: HashMap<u32, ServiceId>,
     /// Each service's real servers' datapath indexes.
     real_index: HashMap<ServiceId, HashMap<Endpoint, u32>>,
     service_slots: Slots,
@@ -395,6 +397,7 @@ impl<D: Datapath> Controller<D> {
             state: State::default(),
             datapath,
             runtimes: HashMap::default(),
+            service_at: HashMap::default(),
             real_index: HashMap::default(),
             service_slots: Slots::new(limits.services),
             real_slots: Slots::new(limits.reals),
@@ -528,15 +531,10 @@ impl<D: Datapath> Controller<D> {
     /// water, and record (then re-decide) new locality destinations.
     /// Returns how many services were republished.
     pub fn handle_events(&mut self, events: &[Event]) -> Result<usize, ControlError> {
-        let by_index: HashMap<u32, ServiceId> = self
-            .runtimes
-            .iter()
-            .map(|(id, rt)| (rt.index, *id))
-            .collect();
         let mut due = BTreeSet::new();
         let mut signalled: HashMap<ServiceId, u64> = HashMap::default();
         for event in events {
-            let Some(id) = by_index.get(&event.service_index) else {
+            let Some(id) = self.service_at.get(&event.service_index) else {
                 continue;
             };
             let rt = self.runtimes.get_mut(id).expect("indexed above");
@@ -1500,6 +1498,7 @@ impl<D: Datapath> Controller<D> {
             };
             self.service_baseline.remove(&index);
             self.service_rates.remove(&index);
+            self.service_at.insert(index, id);
             self.runtimes.insert(
                 id,
                 Runtime {
@@ -1639,6 +1638,7 @@ impl<D: Datapath> Controller<D> {
             let Some(svc) = self.state.service(id) else {
                 // Deleted: unpublish, then free its indexes.
                 if let Some(rt) = self.runtimes.remove(id) {
+                    self.service_at.remove(&rt.index);
                     self.datapath.remove_service(service_key(id))?;
                     self.purge(&rt)?;
                     self.service_slots.give(rt.index);

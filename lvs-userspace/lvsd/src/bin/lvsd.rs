@@ -49,8 +49,18 @@ struct Args {
     datapath: lvs_datapath::DatapathChoice,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    // Before any thread starts, so that every one inherits it: refills,
+    // the liveness stamp and heartbeats must not wait behind the busy
+    // machine's other work (keepalived's `process_priority`, raised).
+    let favoured = lvs_datapath::process::favour_this_thread();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(run(favoured))
+}
+
+async fn run(favoured: std::io::Result<()>) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -58,6 +68,9 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    if let Err(e) = favoured {
+        tracing::warn!("lvsd runs at its normal priority (setpriority: {e})");
+    }
     let Args {
         interfaces,
         config,
