@@ -6,8 +6,13 @@
 //! size and is read without serde's buffering. Every view is taken apart
 //! field by field, so a new field fails to compile here until it is sent.
 
+use std::fmt;
+
 use lvs_sched::{SchedFlags, SchedulerName};
-use serde::{Deserialize, Serialize};
+use serde::{
+    de::{SeqAccess, Visitor},
+    Deserialize, Deserializer, Serialize, Serializer,
+};
 
 use crate::{
     api::{HealthView, Rates, RealView, RefillStats, ServiceView, Snapshot, Stats},
@@ -15,40 +20,86 @@ use crate::{
     model::{Persistence, RealSpec, ServiceId, ServiceSpec},
 };
 
-#[derive(Serialize, Deserialize)]
-struct PackedSnapshot {
+// The layout, written from borrowed views (`*Out`) and read straight into
+// views (`*In`): neither side copies the listing into an intermediate form.
+// The same fields in the same order on both sides (the round trip below
+// checks it).
+
+#[derive(Serialize)]
+struct SnapshotOut<'a> {
     conn_table_size: u32,
-    services: Vec<PackedService>,
+    services: ServicesOut<'a>,
+    verdicts: &'a [(String, u64)],
+    refills: RefillStats,
+}
+
+#[derive(Deserialize)]
+struct SnapshotIn {
+    conn_table_size: u32,
+    services: ServicesIn,
     verdicts: Vec<(String, u64)>,
     refills: RefillStats,
 }
 
-#[derive(Serialize, Deserialize)]
-struct PackedService {
+#[derive(Serialize)]
+struct ServiceOut<'a> {
+    id: &'a ServiceId,
+    scheduler: &'a SchedulerName,
+    flags: &'a SchedFlags,
+    persistence: &'a Option<Persistence>,
+    stats: &'a Stats,
+    rates: &'a Rates,
+    reals: RealsOut<'a>,
+    sorry: &'a Option<SorryServer>,
+    slow_start: &'a Option<u32>,
+}
+
+#[derive(Deserialize)]
+struct ServiceIn {
     id: ServiceId,
     scheduler: SchedulerName,
     flags: SchedFlags,
     persistence: Option<Persistence>,
     stats: Stats,
     rates: Rates,
-    reals: Vec<PackedReal>,
+    reals: RealsIn,
     sorry: Option<SorryServer>,
     slow_start: Option<u32>,
 }
 
-#[derive(Serialize, Deserialize)]
-struct PackedReal {
+#[derive(Serialize)]
+struct RealOut<'a> {
+    spec: &'a RealSpec,
+    active_conns: u32,
+    inactive_conns: u32,
+    persistent_conns: u32,
+    stats: &'a Stats,
+    rates: &'a Rates,
+    health: Option<HealthOut<'a>>,
+}
+
+#[derive(Deserialize)]
+struct RealIn {
     spec: RealSpec,
     active_conns: u32,
     inactive_conns: u32,
     persistent_conns: u32,
     stats: Stats,
     rates: Rates,
-    health: Option<PackedHealth>,
+    health: Option<HealthIn>,
 }
 
-#[derive(Serialize, Deserialize)]
-struct PackedHealth {
+#[derive(Serialize)]
+struct HealthOut<'a> {
+    state: &'a str,
+    reason: &'a Option<String>,
+    agent_percent: &'a Option<u32>,
+    slow_start_percent: &'a Option<u32>,
+    scheduled_weight: &'a Option<u32>,
+}
+
+#[derive(Deserialize)]
+struct HealthIn {
     state: String,
     reason: Option<String>,
     agent_percent: Option<u32>,
@@ -56,104 +107,116 @@ struct PackedHealth {
     scheduled_weight: Option<u32>,
 }
 
-impl From<&Snapshot> for PackedSnapshot {
-    fn from(s: &Snapshot) -> Self {
-        let Snapshot {
-            conn_table_size,
-            services,
-            verdicts,
-            refills,
-        } = s;
-        Self {
-            conn_table_size: *conn_table_size,
-            services: services.iter().map(PackedService::from).collect(),
-            verdicts: verdicts.clone(),
-            refills: *refills,
-        }
+struct ServicesOut<'a>(&'a [ServiceView]);
+struct RealsOut<'a>(&'a [RealView]);
+
+impl Serialize for ServicesOut<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(service_out))
     }
 }
 
-impl From<&ServiceView> for PackedService {
-    fn from(v: &ServiceView) -> Self {
-        let ServiceView {
-            spec,
-            stats,
-            rates,
-            reals,
-            health,
-        } = v;
-        let ServiceSpec {
-            id,
-            scheduler,
-            flags,
-            persistence,
-        } = spec;
-        let ServiceHealth { sorry, slow_start } = health;
-        Self {
-            id: *id,
-            scheduler: *scheduler,
-            flags: *flags,
-            persistence: *persistence,
-            stats: *stats,
-            rates: *rates,
-            reals: reals.iter().map(PackedReal::from).collect(),
-            sorry: *sorry,
-            slow_start: *slow_start,
-        }
+impl Serialize for RealsOut<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(real_out))
     }
 }
 
-impl From<&RealView> for PackedReal {
-    fn from(v: &RealView) -> Self {
-        let RealView {
-            spec,
-            active_conns,
-            inactive_conns,
-            persistent_conns,
-            stats,
-            rates,
-            health,
-        } = v;
-        Self {
-            spec: spec.clone(),
-            active_conns: *active_conns,
-            inactive_conns: *inactive_conns,
-            persistent_conns: *persistent_conns,
-            stats: *stats,
-            rates: *rates,
-            health: health.as_ref().map(|h| {
-                let HealthView {
-                    state,
-                    reason,
-                    agent_percent,
-                    slow_start_percent,
-                    scheduled_weight,
-                } = h.clone();
-                PackedHealth {
-                    state,
-                    reason,
-                    agent_percent,
-                    slow_start_percent,
-                    scheduled_weight,
+fn service_out(v: &ServiceView) -> ServiceOut<'_> {
+    let ServiceView {
+        spec,
+        stats,
+        rates,
+        reals,
+        health,
+    } = v;
+    let ServiceSpec {
+        id,
+        scheduler,
+        flags,
+        persistence,
+    } = spec;
+    let ServiceHealth { sorry, slow_start } = health;
+    ServiceOut {
+        id,
+        scheduler,
+        flags,
+        persistence,
+        stats,
+        rates,
+        reals: RealsOut(reals),
+        sorry,
+        slow_start,
+    }
+}
+
+fn real_out(v: &RealView) -> RealOut<'_> {
+    let RealView {
+        spec,
+        active_conns,
+        inactive_conns,
+        persistent_conns,
+        stats,
+        rates,
+        health,
+    } = v;
+    RealOut {
+        spec,
+        active_conns: *active_conns,
+        inactive_conns: *inactive_conns,
+        persistent_conns: *persistent_conns,
+        stats,
+        rates,
+        health: health.as_ref().map(|h| {
+            let HealthView {
+                state,
+                reason,
+                agent_percent,
+                slow_start_percent,
+                scheduled_weight,
+            } = h;
+            HealthOut {
+                state,
+                reason,
+                agent_percent,
+                slow_start_percent,
+                scheduled_weight,
+            }
+        }),
+    }
+}
+
+/// A sequence read element by element into `T`s, each converted from its
+/// packed form `P` as it arrives.
+struct Converted<P, T>(Vec<T>, std::marker::PhantomData<P>);
+
+impl<'de, P: Deserialize<'de>, T: From<P>> Deserialize<'de> for Converted<P, T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Elements<P, T>(std::marker::PhantomData<(P, T)>);
+        impl<'de, P: Deserialize<'de>, T: From<P>> Visitor<'de> for Elements<P, T> {
+            type Value = Vec<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a sequence")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 20));
+                while let Some(packed) = seq.next_element::<P>()? {
+                    out.push(T::from(packed));
                 }
-            }),
+                Ok(out)
+            }
         }
+        deserializer
+            .deserialize_seq(Elements::<P, T>(std::marker::PhantomData))
+            .map(|v| Converted(v, std::marker::PhantomData))
     }
 }
 
-impl From<PackedSnapshot> for Snapshot {
-    fn from(p: PackedSnapshot) -> Self {
-        Snapshot {
-            conn_table_size: p.conn_table_size,
-            services: p.services.into_iter().map(ServiceView::from).collect(),
-            verdicts: p.verdicts,
-            refills: p.refills,
-        }
-    }
-}
+type ServicesIn = Converted<ServiceIn, ServiceView>;
+type RealsIn = Converted<RealIn, RealView>;
 
-impl From<PackedService> for ServiceView {
-    fn from(p: PackedService) -> Self {
+impl From<ServiceIn> for ServiceView {
+    fn from(p: ServiceIn) -> Self {
         ServiceView {
             spec: ServiceSpec {
                 id: p.id,
@@ -163,7 +226,7 @@ impl From<PackedService> for ServiceView {
             },
             stats: p.stats,
             rates: p.rates,
-            reals: p.reals.into_iter().map(RealView::from).collect(),
+            reals: p.reals.0,
             health: ServiceHealth {
                 sorry: p.sorry,
                 slow_start: p.slow_start,
@@ -172,8 +235,8 @@ impl From<PackedService> for ServiceView {
     }
 }
 
-impl From<PackedReal> for RealView {
-    fn from(p: PackedReal) -> Self {
+impl From<RealIn> for RealView {
+    fn from(p: RealIn) -> Self {
         RealView {
             spec: p.spec,
             active_conns: p.active_conns,
@@ -194,15 +257,33 @@ impl From<PackedReal> for RealView {
 
 /// The snapshot in its socket form.
 pub fn pack(snapshot: &Snapshot) -> Vec<u8> {
+    let Snapshot {
+        conn_table_size,
+        services,
+        verdicts,
+        refills,
+    } = snapshot;
     // About 26 bytes a server: reserved, not grown by doubling.
-    let servers: usize = snapshot.services.iter().map(|s| s.reals.len() + 1).sum();
+    let servers: usize = services.iter().map(|s| s.reals.len() + 1).sum();
     let room = Vec::with_capacity(servers * 32 + 1024);
-    postcard::to_extend(&PackedSnapshot::from(snapshot), room).expect("snapshots serialize")
+    let out = SnapshotOut {
+        conn_table_size: *conn_table_size,
+        services: ServicesOut(services),
+        verdicts,
+        refills: *refills,
+    };
+    postcard::to_extend(&out, room).expect("snapshots serialize")
 }
 
 /// Back from the socket form.
 pub fn unpack(bytes: &[u8]) -> Result<Snapshot, postcard::Error> {
-    postcard::from_bytes::<PackedSnapshot>(bytes).map(Snapshot::from)
+    let p: SnapshotIn = postcard::from_bytes(bytes)?;
+    Ok(Snapshot {
+        conn_table_size: p.conn_table_size,
+        services: p.services.0,
+        verdicts: p.verdicts,
+        refills: p.refills,
+    })
 }
 
 #[cfg(test)]

@@ -37,14 +37,16 @@ fn sorted<'a>(
         .iter()
         .filter(|s| only.is_none_or(|id| s.spec.id == *id))
         .collect();
-    if sort {
-        services.sort_by_key(|s| {
-            (
-                s.spec.id.protocol.number(),
-                s.spec.id.vip.addr,
-                s.spec.id.vip.port,
-            )
-        });
+    let order = |s: &&ServiceView| {
+        (
+            s.spec.id.protocol.number(),
+            s.spec.id.vip.addr,
+            s.spec.id.vip.port,
+        )
+    };
+    // Configurations are often written in order already.
+    if sort && !services.is_sorted_by_key(order) {
+        services.sort_by_key(order);
     }
     services
         .into_iter()
