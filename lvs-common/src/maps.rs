@@ -746,32 +746,35 @@ pub struct Settings {
     /// Outer source of tunnelled packets; all zero means "the address the
     /// route towards the real server selects" (as IPVS does).
     pub tunnel_source: [u8; 4],
-    /// `Settings::SYNC_NEW_FLOWS`.
+    /// `Settings::SYNC_CHANGES`.
     pub flags: u32,
 }
 
 impl Settings {
-    /// A router of a pair: each new connection goes to `NEW_FLOWS`, for
-    /// lvsd to sync at once rather than at its next round.
-    pub const SYNC_NEW_FLOWS: u32 = 1;
+    /// A router of a pair: each new connection and each change of a
+    /// connection's state goes to `CONN_CHANGES`, for lvsd to sync at once
+    /// (as IPVS's sync daemon sends state changes) rather than when its
+    /// sweeper next passes it.
+    pub const SYNC_CHANGES: u32 = 1;
 
     #[inline(always)]
-    pub const fn syncs_new_flows(&self) -> bool {
-        self.flags & Self::SYNC_NEW_FLOWS != 0
+    pub const fn syncs_changes(&self) -> bool {
+        self.flags & Self::SYNC_CHANGES != 0
     }
 }
 
-/// One `NEW_FLOWS` record: a connection as it was created.
+/// One `CONN_CHANGES` record: a connection as it was created, or as a
+/// packet moved its state.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct NewFlow {
+pub struct ConnChange {
     pub key: FlowKey,
     pub conn: Conn,
 }
 
-/// Bytes of the `NEW_FLOWS` ring buffer: 21,845 records, a burst of new
-/// connections far beyond what lvsd drains between two wake-ups.
-pub const NEW_FLOWS_BYTES: u32 = 1024 * 1024;
+/// Bytes of the `CONN_CHANGES` ring buffer: 21,845 records, a burst of
+/// changes far beyond what lvsd drains between two wake-ups.
+pub const CONN_CHANGES_BYTES: u32 = 1024 * 1024;
 
 /// `EGRESS_CACHE` value, per real server index: the way to the real server
 /// as the FIB last said (egress interface, MACs, next hop, the source its
@@ -896,7 +899,7 @@ pub const IPPROTO_IPIP: u8 = 4;
 
 const _: () = assert!(size_of::<ServiceKey>() == 8);
 const _: () = assert!(size_of::<Settings>() == 8);
-const _: () = assert!(size_of::<NewFlow>() == 48);
+const _: () = assert!(size_of::<ConnChange>() == 48);
 const _: () = assert!(size_of::<ConnCounts>() == 8);
 const _: () = assert!(size_of::<CachedEgress>() == 36);
 const _: () = assert!(size_of::<NeighKey>() == 12);
@@ -936,7 +939,7 @@ mod pod {
         TemplateKey,
         Template,
         NextHop,
-        NewFlow,
+        ConnChange,
         ConnCounts,
         NeighKey,
         NeighNote

@@ -16,6 +16,7 @@ use lvs_common::{
 };
 
 use crate::{
+    events,
     headers::Packet,
     maps::{CONNS, REAL_CONNS, TIMEOUTS},
 };
@@ -99,21 +100,22 @@ pub fn uncount(conn: &Conn) {
     }
 }
 
-/// Record a packet on a live entry.
+/// Record a packet on the live inbound entry of flow `key`.
 #[inline(always)]
-pub fn update(conn: *mut Conn, packet: &Packet, table: Table, now: u64) {
+pub fn update(key: &FlowKey, conn: *mut Conn, packet: &Packet, table: Table, now: u64) {
     // SAFETY: a live map value; fields other than the state are plain.
     let entry = unsafe { &mut *conn };
     let current = entry.state;
     let next = next_state(packet, table, current);
+    entry.last_seen_ns = now;
     if next != current && current & STATE_CLAIMED == 0 && swap_state(conn, current, next) {
         let (was, is) = (is_active(current), is_active(next));
         if entry.direction == Direction::Inbound as u8 && was != is {
             add(entry.real_index, was, u32::MAX);
             add(entry.real_index, is, 1);
         }
+        events::conn_changed(key, entry);
     }
-    entry.last_seen_ns = now;
 }
 
 /// Free an expired inbound entry for a new flow with the same key. Of two

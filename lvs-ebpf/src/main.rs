@@ -175,7 +175,13 @@ fn director<F: Frame>(ctx: &F) -> Result<Verdict, Verdict> {
             if packet.ttl_expiring() {
                 return Err(Verdict::PassToKernel);
             }
-            conntrack::update(entry, &packet, conntrack::input_table(conn.method), now);
+            conntrack::update(
+                &flow,
+                entry,
+                &packet,
+                conntrack::input_table(conn.method),
+                now,
+            );
             let bytes = packet.ip_len();
             stats::count_packet(conn.service_index, conn.real_index, Way::In, bytes, false);
             return to_real_server(ctx, &packet, conn);

@@ -8,8 +8,8 @@ use aya_ebpf::{
 use lvs_common::{
     hash::HASH_BUCKETS, tcp_state::STATE_COUNT, CachedEgress, Conn, ConnCounts, Counters, FlowKey,
     LocalityEntry, LocalityKey, NeighKey, NeighNote, NextHop, Real, Service, ServiceKey, Settings,
-    Template, TemplateKey, CONN_TABLE_SIZE, DECAP_VERDICT_COUNT, EVENTS_BYTES, LOCALITY_TABLE_SIZE,
-    MAX_FLOATING, MAX_INTERFACES, MAX_REALS, MAX_SERVICES, NEIGH_NOTES_SIZE, NEW_FLOWS_BYTES,
+    Template, TemplateKey, CONN_CHANGES_BYTES, CONN_TABLE_SIZE, DECAP_VERDICT_COUNT, EVENTS_BYTES,
+    LOCALITY_TABLE_SIZE, MAX_FLOATING, MAX_INTERFACES, MAX_REALS, MAX_SERVICES, NEIGH_NOTES_SIZE,
     RELEVANT_WORDS, RING_SLOTS, TEMPLATE_TABLE_SIZE, VERDICT_COUNT,
 };
 
@@ -122,7 +122,7 @@ pub static NEIGH_NOTES: LruHashMap<NeighKey, NeighNote> =
 #[map]
 pub static FLOATING: HashMap<[u8; 4], u8> = HashMap::with_max_entries(MAX_FLOATING, 0);
 
-/// Each new connection, on a router of a pair (`Settings::SYNC_NEW_FLOWS`),
-/// for lvsd to send its peer at once.
+/// Each new connection and state change, on a router of a pair
+/// (`Settings::SYNC_CHANGES`), for lvsd to send its peer at once.
 #[map]
-pub static NEW_FLOWS: RingBuf = RingBuf::with_byte_size(NEW_FLOWS_BYTES, 0);
+pub static CONN_CHANGES: RingBuf = RingBuf::with_byte_size(CONN_CHANGES_BYTES, 0);

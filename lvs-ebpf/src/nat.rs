@@ -36,7 +36,7 @@ pub fn outbound<F: Frame>(
         // A late reply does not bring a dead connection back.
         // SAFETY: the pointer comes from a successful map lookup.
         if !conntrack::expired(unsafe { &*forward }, now) {
-            conntrack::update(forward, packet, Table::Output, now);
+            conntrack::update(&inbound, forward, packet, Table::Output, now);
         }
     }
     stats::count_packet(

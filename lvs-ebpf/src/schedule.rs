@@ -67,7 +67,7 @@ pub fn new_flow<F: Frame>(
             return Err(Verdict::DropTableFull);
         }
     }
-    events::new_flow(flow, &inbound);
+    events::conn_changed(flow, &inbound);
 
     stats::count_packet(
         inbound.service_index,

@@ -16,8 +16,8 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use lvs_common::{
-    tcp_state::STATE_COUNT, Conn, ConnCounts, Counters, Event, FlowKey, LocalityEntry, LocalityKey,
-    NeighKey, NeighNote, NewFlow, NextHop, Real, Service, ServiceKey, Settings, Template,
+    tcp_state::STATE_COUNT, Conn, ConnChange, ConnCounts, Counters, Event, FlowKey, LocalityEntry,
+    LocalityKey, NeighKey, NeighNote, NextHop, Real, Service, ServiceKey, Settings, Template,
     TemplateKey, Verdict,
 };
 use serde::{Deserialize, Serialize};
@@ -379,17 +379,17 @@ pub struct KernelDatapath {
     floating: HashMap<MapData, [u8; 4], u8>,
     /// Until handed to the task that refreshes it (`liveness`).
     liveness: Option<Array<MapData, u64>>,
-    /// Until handed to the task that syncs them (`new_flows`).
-    new_flows: Option<RingBuf<MapData>>,
+    /// Until handed to the task that syncs them (`conn_changes`).
+    conn_changes: Option<RingBuf<MapData>>,
     cpus: usize,
     limits: Limits,
     pub attachments: Vec<Attachment>,
 }
 
-/// The datapath's record of each new connection (`NEW_FLOWS`).
-pub struct NewFlows(AsyncFd<RingBuf<MapData>>);
+/// The datapath's record of each new connection (`CONN_CHANGES`).
+pub struct ConnChanges(AsyncFd<RingBuf<MapData>>);
 
-impl NewFlows {
+impl ConnChanges {
     /// Wait for records, then take every one waiting: (inbound key, entry).
     pub async fn next(&mut self) -> std::io::Result<Vec<(FlowKey, Conn)>> {
         loop {
@@ -399,9 +399,10 @@ impl NewFlows {
             let ring = ready.get_inner_mut();
             let mut flows = Vec::new();
             while let Some(item) = ring.next() {
-                if item.len() >= size_of::<NewFlow>() {
-                    // SAFETY: the datapath writes whole `NewFlow`s; read unaligned.
-                    let flow = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<NewFlow>()) };
+                if item.len() >= size_of::<ConnChange>() {
+                    // SAFETY: the datapath writes whole `ConnChange`s; read unaligned.
+                    let flow =
+                        unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<ConnChange>()) };
                     flows.push((flow.key, flow.conn));
                 }
             }
@@ -615,7 +616,7 @@ impl KernelDatapath {
         let next_hops = typed!(&mut ebpf, HashMap<MapData, u32, NextHop>, "NEXT_HOPS");
         let floating = typed!(&mut ebpf, HashMap<MapData, [u8; 4], u8>, "FLOATING");
         let liveness = Some(typed!(&mut ebpf, Array<MapData, u64>, "LIVENESS"));
-        let new_flows = Some(typed!(&mut ebpf, RingBuf<MapData>, "NEW_FLOWS"));
+        let conn_changes = Some(typed!(&mut ebpf, RingBuf<MapData>, "CONN_CHANGES"));
         Ok(Self {
             ebpf,
             kept: std::mem::take(&mut kept.0),
@@ -641,7 +642,7 @@ impl KernelDatapath {
             timeouts,
             floating,
             liveness,
-            new_flows,
+            conn_changes,
             cpus,
             limits,
             attachments,
@@ -655,15 +656,15 @@ impl KernelDatapath {
     }
 
     /// The new connections the datapath reports (with
-    /// `Settings::SYNC_NEW_FLOWS`), for the one task that syncs them:
+    /// `Settings::SYNC_CHANGES`), for the one task that syncs them:
     /// registered with the calling task's tokio reactor. Once; later calls
     /// get `None`.
-    pub fn new_flows(&mut self) -> Option<std::io::Result<NewFlows>> {
-        let ring = self.new_flows.take()?;
+    pub fn conn_changes(&mut self) -> Option<std::io::Result<ConnChanges>> {
+        let ring = self.conn_changes.take()?;
         // SAFETY: the ring buffer's descriptor is owned by the AsyncFd with
         // it, and stays open and the same for the AsyncFd's lifetime.
         let registered = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) };
-        Some(registered.map(NewFlows).map_err(Into::into))
+        Some(registered.map(ConnChanges).map_err(Into::into))
     }
 
     /// The router pair's floating addresses, whose ARP requests go

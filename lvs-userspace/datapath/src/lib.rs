@@ -21,7 +21,7 @@ mod standalone;
 pub mod fake;
 
 pub use kernel::{
-    director_attached, Attachment, DatapathChoice, KernelDatapath, Lifetime, Liveness, NewFlows,
+    director_attached, Attachment, ConnChanges, DatapathChoice, KernelDatapath, Lifetime, Liveness,
     ProgramStats, TestRun,
 };
 pub use limits::Limits;

@@ -72,7 +72,7 @@ pub async fn start(options: Options, shutdown: impl Future) -> anyhow::Result<()
             tunnel_source: options.tunnel_source.map_or([0; 4], |a| a.octets()),
             // A router of a pair syncs each new connection at once.
             flags: if ha.is_some() {
-                lvs_common::Settings::SYNC_NEW_FLOWS
+                lvs_common::Settings::SYNC_CHANGES
             } else {
                 0
             },
@@ -133,8 +133,8 @@ pub async fn start(options: Options, shutdown: impl Future) -> anyhow::Result<()
     tracing::info!(socket = %options.socket.display(), services = controller.state().len(), "lvsd ready");
     let interfaces = controller.datapath().attachments.clone();
     let events = controller.datapath().watch_events();
-    let new_flows = match &ha {
-        Some(_) => controller.datapath_mut().new_flows(),
+    let conn_changes = match &ha {
+        Some(_) => controller.datapath_mut().conn_changes(),
         None => None,
     };
     let (configured, watched) = tokio::sync::watch::channel(controller.state().clone());
@@ -142,7 +142,7 @@ pub async fn start(options: Options, shutdown: impl Future) -> anyhow::Result<()
     let (stop_ha, ha_stopped) = tokio::sync::oneshot::channel();
     let ha_status = ha.as_ref().map(Ha::status);
     let pairing = ha.map(|ha| {
-        let new_flows = match new_flows {
+        let conn_changes = match conn_changes {
             Some(Ok(reader)) => Some(reader),
             Some(Err(e)) => {
                 tracing::warn!("HA: cannot poll the datapath's new connections (epoll_ctl: {e}); they are synced each round");
@@ -150,7 +150,7 @@ pub async fn start(options: Options, shutdown: impl Future) -> anyhow::Result<()
             }
             None => None,
         };
-        tokio::spawn(ha.run(handle.clone(), new_flows, ha_stopped))
+        tokio::spawn(ha.run(handle.clone(), conn_changes, ha_stopped))
     });
     let (stop, stopped) = tokio::sync::oneshot::channel();
     let maintenance = tokio::spawn(maintain(handle.clone(), stopped));

@@ -11,7 +11,7 @@ use std::{
 use tokio::{net::UdpSocket, sync::mpsc, task::JoinHandle, time::MissedTickBehavior};
 
 use lvs_common::{Conn, FlowKey};
-use lvs_datapath::{netconf, NewFlows};
+use lvs_datapath::{netconf, ConnChanges};
 use lvs_ha::{
     conn::{SyncConn, SyncTemplate},
     election::{Admission, Election, Freshness, Peer, Settings, Transition},
@@ -105,13 +105,13 @@ impl Ha {
         self.status.clone()
     }
 
-    /// Run the pair's protocol until `stop`. `new_flows`, the datapath's
-    /// record of each new connection, lets the active router send them at
-    /// once instead of at its next round.
+    /// Run the pair's protocol until `stop`. `conn_changes`, the datapath's
+    /// record of each new connection and state change, lets the active
+    /// router send them at once.
     pub async fn run(
         self,
         controller: Handle,
-        mut new_flows: Option<NewFlows>,
+        mut conn_changes: Option<ConnChanges>,
         mut stop: tokio::sync::oneshot::Receiver<()>,
     ) {
         let (tx, mut rx) = mpsc::channel(1024);
@@ -129,7 +129,7 @@ impl Ha {
                 _ = &mut stop => break,
                 _ = heartbeat.tick() => node.beat().await,
                 _ = sync.tick() => node.sync_round().await,
-                flows = next_flows(&mut new_flows) => node.sync_new(flows).await,
+                flows = next_changes(&mut conn_changes) => node.sync_changed(flows).await,
                 Some((link, datagram, from)) = rx.recv() => node.receive(link, &datagram, from).await,
             }
             node.publish_status();
@@ -149,13 +149,13 @@ impl Ha {
     }
 }
 
-/// The next new connections the datapath reports; never, without them.
-async fn next_flows(flows: &mut Option<NewFlows>) -> Vec<(FlowKey, Conn)> {
+/// The next connection changes the datapath reports; never, without them.
+async fn next_changes(flows: &mut Option<ConnChanges>) -> Vec<(FlowKey, Conn)> {
     if let Some(reader) = flows {
         match reader.next().await {
             Ok(batch) => return batch,
             Err(e) => {
-                tracing::warn!("HA: reading new connections from the datapath: {e}; they wait for the next round");
+                tracing::warn!("HA: reading connection changes from the datapath: {e}; they wait for the sweeper");
                 *flows = None;
             }
         }
@@ -347,16 +347,17 @@ impl Node {
         }
     }
 
-    /// Active: send connections as the datapath creates them, so that a
-    /// takeover a few milliseconds later keeps them.
-    async fn sync_new(&mut self, flows: Vec<(FlowKey, Conn)>) {
+    /// Active: send connections as the datapath creates them or moves their
+    /// state, so that a takeover a few milliseconds later keeps them as
+    /// they are.
+    async fn sync_changed(&mut self, flows: Vec<(FlowKey, Conn)>) {
         if self.election.role() != Role::Active || self.election.live_peer(self.now_ns()).is_none()
         {
             return;
         }
         let records = flows
             .iter()
-            // Just created: idle for no time.
+            // Just created or moved: idle for no time.
             .filter_map(|(key, conn)| SyncConn::of(key, conn, conn.last_seen_ns))
             .filter_map(|c| conn_record(Op::Upsert, &c))
             .collect();
