@@ -15,6 +15,9 @@
 //!   million connections (its CPU with HA sync, a listing, refills);
 //! * `health`: the controller's cost of checking 1,000 real servers a
 //!   second;
+//! * `flood`: a SYN flood of twice the connection table's size from
+//!   spoofed sources against a table holding established connections:
+//!   how many of them survive, and whether new connections still get in;
 //! * `report`: the Markdown, JSON and SVG written under `target/bench/`.
 //!
 //! Nothing here runs in `cargo xtask test`, and nothing asserts a timing.
@@ -22,6 +25,7 @@
 pub mod cost;
 pub mod cps;
 pub mod daemon;
+pub mod flood;
 pub mod health;
 pub mod rate;
 pub mod report;

@@ -7,7 +7,10 @@ use std::{fmt::Write as _, path::Path, process::Command};
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use super::{cost::CostReport, health::HealthReport, ratio, scale::ScaleReport, Throughput};
+use super::{
+    cost::CostReport, flood::FloodReport, health::HealthReport, ratio, scale::ScaleReport,
+    Throughput,
+};
 
 #[derive(Debug, Serialize)]
 pub struct Machine {
@@ -28,6 +31,7 @@ pub struct Report {
     pub cps: Option<Vec<Throughput>>,
     pub scale: Option<ScaleReport>,
     pub health: Option<HealthReport>,
+    pub flood: Option<FloodReport>,
 }
 
 fn first_line(program: &str, args: &[&str]) -> String {
@@ -118,6 +122,16 @@ impl Report {
                 }
             }
         }
+        if let Some(f) = &self.flood {
+            lines.push(format!(
+                "SYN flood of {} spoofed SYNs against a table of {} entries: **{:.1}%** of {} established connections survived; **{:.1}%** of new connections got in after it",
+                f.syns,
+                f.table_size,
+                f.established_survived_percent,
+                f.established,
+                f.new_after_flood_forwarded_percent
+            ));
+        }
         lines
     }
 
@@ -168,6 +182,9 @@ impl Report {
         }
         if let Some(health) = &self.health {
             health_section(&mut s, health);
+        }
+        if let Some(flood) = &self.flood {
+            flood_section(&mut s, flood);
         }
         s
     }
@@ -271,6 +288,53 @@ fn health_section(s: &mut String, h: &HealthReport) {
         );
     }
     let _ = writeln!(s);
+}
+
+fn verdict_list(verdicts: &std::collections::BTreeMap<String, u64>) -> String {
+    if verdicts.is_empty() {
+        return "none".into();
+    }
+    let v: Vec<String> = verdicts.iter().map(|(k, n)| format!("`{k}` {n}")).collect();
+    v.join(", ")
+}
+
+fn flood_section(s: &mut String, f: &FloodReport) {
+    let pct = |n: u64, of: u64| ratio(100.0 * n as f64, of as f64);
+    let _ = writeln!(
+        s,
+        "## 6. SYN flood
+"
+    );
+    let _ = writeln!(s, "A DR service (rr, one real server) with a connection table of {} entries, on a director in a private namespace; every packet through the XDP program by `BPF_PROG_TEST_RUN`, one call each. First {} connections from distinct clients brought to ESTABLISHED (a SYN, then an ACK; {:.2} s), then {} SYNs from distinct spoofed sources (a deterministic xorshift) to the VIP. No controller runs in between, so nothing sweeps the table; a half-open (SYN_RECV) entry lives {} s before lvsd's sweeper may reclaim it.
+", f.table_size, f.established, f.establish_s, f.syns, f.half_open_timeout_s);
+    let _ = writeln!(s, "| | count | % |");
+    let _ = writeln!(s, "|---|---:|---:|");
+    let syns = u64::from(f.syns);
+    let _ = writeln!(
+        s,
+        "| flood SYNs forwarded (each a half-open entry) | {} | {:.1} |",
+        f.syns_forwarded,
+        pct(f.syns_forwarded, syns)
+    );
+    let _ = writeln!(
+        s,
+        "| flood SYNs refused, table full (`drop_table_full`) | {} | {:.1} |",
+        f.syns_refused_table_full,
+        pct(f.syns_refused_table_full, syns)
+    );
+    let _ = writeln!(
+        s,
+        "| established connections still forwarded after the flood | {} of {} | **{:.1}** |",
+        f.established_survived, f.established, f.established_survived_percent
+    );
+    let _ = writeln!(
+        s,
+        "| new connections forwarded after the flood | {} of {} | **{:.1}** |
+",
+        f.new_after_flood_forwarded, f.new_after_flood, f.new_after_flood_forwarded_percent
+    );
+    let _ = writeln!(s, "The flood took {:.2} s of program calls ({:.0} SYNs/s on one core, making the frames excluded) and left {} entries in the table. Its verdicts: {}. The established connections' ACKs: {}. The new connections' SYNs: {}.
+", f.flood_s, f.flood_syns_per_s, f.entries_after_flood, verdict_list(&f.verdicts), verdict_list(&f.established_verdicts), verdict_list(&f.new_after_flood_verdicts));
 }
 
 fn scale_section(s: &mut String, scale: &ScaleReport) {

@@ -10,7 +10,7 @@ use lvs_lab::bench::{
     Plan,
 };
 
-const SECTIONS: [&str; 5] = ["cost", "rate", "cps", "scale", "health"];
+const SECTIONS: [&str; 6] = ["cost", "rate", "cps", "scale", "health", "flood"];
 
 #[derive(Parser)]
 #[command(about = "Side-by-side benchmarks of the lvs datapath and controller")]
@@ -21,7 +21,7 @@ struct Args {
     /// Where the report goes.
     #[arg(long, default_value = "target/bench")]
     out: PathBuf,
-    /// Only these sections (cost, rate, cps, scale, health); all by default.
+    /// Only these sections (cost, rate, cps, scale, health, flood); all by default.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }
@@ -29,7 +29,7 @@ struct Args {
 fn main() -> Result<()> {
     let Args { quick, out, only } = Args::parse();
     if let Some(bad) = only.iter().find(|s| !SECTIONS.contains(&s.as_str())) {
-        bail!("unknown section `{bad}` in --only (cost, rate, cps, scale, health)");
+        bail!("unknown section `{bad}` in --only (cost, rate, cps, scale, health, flood)");
     }
     let plan = Plan { quick };
     let wanted = |s: &str| only.is_empty() || only.iter().any(|o| o == s);
@@ -56,6 +56,9 @@ fn main() -> Result<()> {
             .transpose()?,
         health: section("health", "5. health checking")
             .then(|| bench::health::run(plan))
+            .transpose()?,
+        flood: section("flood", "6. SYN flood (BPF_PROG_TEST_RUN)")
+            .then(|| bench::flood::run(plan))
             .transpose()?,
     };
     report.write(&out)?;
