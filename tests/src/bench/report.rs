@@ -32,6 +32,14 @@ pub struct Report {
     pub scale: Option<ScaleReport>,
     pub health: Option<HealthReport>,
     pub flood: Option<FloodReport>,
+    /// Sections this machine could not run, and why.
+    pub skipped: Vec<Skipped>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Skipped {
+    pub section: String,
+    pub reason: String,
 }
 
 fn first_line(program: &str, args: &[&str]) -> String {
@@ -156,6 +164,12 @@ impl Report {
             let _ = writeln!(s, "* {line}");
         }
         let _ = writeln!(s, "\n![per-path costs and throughputs](chart.svg)\n");
+        for Skipped { section, reason } in &self.skipped {
+            let _ = writeln!(
+                s,
+                "Section `{section}` could not run on this machine: {reason}.\n"
+            );
+        }
         if let Some(cost) = &self.cost {
             cost_section(&mut s, cost);
         }
@@ -379,7 +393,7 @@ fn scale_section(s: &mut String, scale: &ScaleReport) {
         "| new flow (SYN) | {:.0} | {:.0} |\n",
         t.syn_empty_ns, t.syn_full_ns
     );
-    let _ = writeln!(s, "With those {} flows, the controller's once-a-second count of the table (ActiveConn/InActConn, refills) took **{:.0} ms**, and one HA sync round's read of every live connection **{:.0} ms** (a round every 0.2 s on the active router).\n", t.flows, t.recount_ms, t.sync_export_ms);
+    let _ = writeln!(s, "With those {} flows, the controller's once-a-second count (ActiveConn/InActConn, read from the datapath's counters, no table walk) took **{:.2} ms**; a full export of every live connection, which only a backup's resync asks for (sync rounds send changes), **{:.0} ms**.\n", t.flows, t.recount_ms, t.sync_export_ms);
     let p = &t.lvsd;
     let _ = writeln!(s, "### The real programs\n");
     let _ = writeln!(s, "Release `lvsd` and `lvsadm` processes, each lvsd in a namespace of its own, timed from the outside (process start to exit for lvsadm).\n");
