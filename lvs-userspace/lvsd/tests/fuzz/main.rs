@@ -895,6 +895,9 @@ impl Fuzzer {
     /// layer (one TUN real server has none: dropped).
     fn forwarding_off(&mut self) {
         lab::sh("sysctl -qw net.ipv4.ip_forward=0");
+        // What the datapath cached of the routes is renewed, as lvsd's
+        // maintenance does within a second.
+        self.renew_egress();
         self.forwarding = false;
         // New flows to every server of every rr service, by each program.
         let services = self.lab.services.clone();
@@ -910,7 +913,15 @@ impl Fuzzer {
             self.flow_frame();
         }
         lab::sh("sysctl -qw net.ipv4.ip_forward=1");
+        self.renew_egress();
         self.forwarding = true;
+    }
+
+    fn renew_egress(&mut self) {
+        self.lab
+            .controller
+            .renew_egress()
+            .expect("renewing the cached egress");
     }
 
     /// Random frames until `deadline` or `max_frames`.
