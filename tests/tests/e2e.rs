@@ -512,9 +512,18 @@ fn balances_and_replies_come_from_the_vip(lab: &Lab) {
 /// (tc), which has the kernel resolve the next hop's MAC and queue them, so
 /// the client never retransmits a SYN (its own TCPSynRetrans stays put).
 fn survives_an_empty_neighbour_table(lab: &Lab) {
-    lab.director
-        .exec(&["ip", "neigh", "flush", "dev", "lan0"])
-        .unwrap();
+    // The datapath keeps the way to each real server (its MAC included)
+    // until lvsd renews it, each second: flush, let a renewal pass with no
+    // traffic to refill it, then flush again, so that the next packets
+    // look their way up and find no neighbour.
+    let flush = || {
+        lab.director
+            .exec(&["ip", "neigh", "flush", "dev", "lan0"])
+            .unwrap()
+    };
+    flush();
+    std::thread::sleep(Duration::from_millis(1500));
+    flush();
     let before = verdict(lab, "pass_resolve_neighbour");
     let retransmitted_before = syn_retransmissions(lab);
     let names = lab.http_gets("198.18.0.10:80", 3).unwrap();
