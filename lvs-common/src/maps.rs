@@ -835,16 +835,21 @@ pub struct NeighKey {
 }
 
 impl NeighKey {
-    /// The key of the IPv4 packet after an Ethernet header in `frame`.
-    pub fn of_frame(frame: &[u8]) -> Option<Self> {
-        let ip = frame.get(14..34)?;
-        Some(Self {
+    /// The key of the IPv4 header `ip` (its first 20 bytes).
+    #[inline(always)]
+    pub const fn of_ipv4_header(ip: &[u8; 20]) -> Self {
+        Self {
             src: [ip[12], ip[13], ip[14], ip[15]],
             dst: [ip[16], ip[17], ip[18], ip[19]],
             id: [ip[4], ip[5]],
             proto: ip[9],
             _pad: 0,
-        })
+        }
+    }
+
+    /// The key of the IPv4 packet after an Ethernet header in `frame`.
+    pub fn of_frame(frame: &[u8]) -> Option<Self> {
+        Some(Self::of_ipv4_header(frame.get(14..34)?.try_into().ok()?))
     }
 }
 

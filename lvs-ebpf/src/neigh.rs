@@ -24,14 +24,8 @@ pub fn key(data: usize, data_end: usize) -> Option<NeighKey> {
         return None;
     }
     // SAFETY: the header's 20 bytes are within the packet (checked above).
-    let h = unsafe { &*(ip as *const [u8; IPV4_MIN_HEADER_LEN]) };
-    Some(NeighKey {
-        src: [h[12], h[13], h[14], h[15]],
-        dst: [h[16], h[17], h[18], h[19]],
-        id: [h[4], h[5]],
-        proto: h[9],
-        _pad: 0,
-    })
+    let header = unsafe { &*(ip as *const [u8; IPV4_MIN_HEADER_LEN]) };
+    Some(NeighKey::of_ipv4_header(header))
 }
 
 #[inline(always)]

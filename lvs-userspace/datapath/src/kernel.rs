@@ -819,6 +819,53 @@ where
     })
 }
 
+/// `union bpf_attr`'s `batch` member.
+#[repr(C)]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
+
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
+
+/// One batch command (which aya does not wrap) on `attr`; `Ok(true)` when a
+/// lookup reached the end of the map (`ENOENT`).
+///
+/// # Safety
+/// `attr` must point at live buffers of `attr.count` keys and values of the
+/// map's own types (`count` x CPUs values for a per-CPU map), and at live
+/// position tokens.
+unsafe fn batch(
+    command: libc::c_long,
+    attr: &mut BatchAttr,
+    call: &'static str,
+    map: &'static str,
+) -> Result<bool, DatapathError> {
+    // SAFETY: as the caller promises.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            command,
+            attr as *mut BatchAttr,
+            size_of::<BatchAttr>(),
+        )
+    };
+    match rc {
+        0 => Ok(false),
+        _ => match std::io::Error::last_os_error() {
+            e if e.raw_os_error() == Some(libc::ENOENT) => Ok(true),
+            source => Err(DatapathError::Batch { call, map, source }),
+        },
+    }
+}
+
 /// Every entry of a hash map; an entry deleted while the walk passes it
 /// is skipped, not an error.
 fn entries<K: aya::Pod, V: aya::Pod>(
@@ -848,19 +895,6 @@ fn slice<K: aya::Pod, V: aya::Pod>(
 ) -> Result<Vec<(K, V)>, DatapathError> {
     use aya::maps::IterableMap;
     use std::os::fd::{AsFd, AsRawFd};
-    const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
-    /// `union bpf_attr`'s `batch` member.
-    #[repr(C)]
-    struct BatchAttr {
-        in_batch: u64,
-        out_batch: u64,
-        keys: u64,
-        values: u64,
-        count: u32,
-        map_fd: u32,
-        elem_flags: u64,
-        flags: u64,
-    }
     let fd = map.map().fd().as_fd().as_raw_fd();
     // SAFETY: Pod types are valid for any bit pattern, zeroes included.
     let mut keys: Vec<K> = vec![unsafe { std::mem::zeroed() }; max];
@@ -880,26 +914,13 @@ fn slice<K: aya::Pod, V: aya::Pod>(
     };
     // SAFETY: the attribute points at live buffers of `count` keys and
     // values of the map's own key and value types, and at the tokens.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
+    let last = unsafe {
+        batch(
             BPF_MAP_LOOKUP_BATCH,
-            &mut attr as *mut BatchAttr,
-            size_of::<BatchAttr>(),
-        )
-    };
-    let last = match rc {
-        0 => false,
-        _ => match std::io::Error::last_os_error() {
-            e if e.raw_os_error() == Some(libc::ENOENT) => true,
-            source => {
-                return Err(DatapathError::Batch {
-                    call: "BPF_MAP_LOOKUP_BATCH",
-                    map: name,
-                    source,
-                });
-            }
-        },
+            &mut attr,
+            "BPF_MAP_LOOKUP_BATCH",
+            name,
+        )?
     };
     *position = TablePosition(if last { None } else { Some(next) });
     let n = attr.count as usize;
@@ -970,19 +991,6 @@ fn update_batch<V: aya::Pod>(
     name: &'static str,
 ) -> Result<(), DatapathError> {
     use std::os::fd::{AsFd, AsRawFd};
-    const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
-    /// `union bpf_attr`'s `batch` member.
-    #[repr(C)]
-    struct BatchAttr {
-        in_batch: u64,
-        out_batch: u64,
-        keys: u64,
-        values: u64,
-        count: u32,
-        map_fd: u32,
-        elem_flags: u64,
-        flags: u64,
-    }
     let fd = map.fd().as_fd().as_raw_fd();
     assert_eq!(indexes.len(), values.len(), "one index per value");
     let keys = indexes;
@@ -1000,28 +1008,29 @@ fn update_batch<V: aya::Pod>(
         };
         // SAFETY: the attribute points at live buffers of `count` keys (the
         // array's u32 index) and values of the map's value type.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
+        let ended = unsafe {
+            batch(
                 BPF_MAP_UPDATE_BATCH,
-                &mut attr as *mut BatchAttr,
-                size_of::<BatchAttr>(),
-            )
+                &mut attr,
+                "BPF_MAP_UPDATE_BATCH",
+                name,
+            )?
         };
-        let source = match (rc, attr.count) {
-            (0, 0) => std::io::Error::other("the kernel wrote no entry"),
-            (0, written) => {
-                // The kernel reports how many it wrote; a short write goes on.
-                done += written as usize;
-                continue;
+        // The kernel reports how many it wrote; a short write goes on.
+        match (ended, attr.count) {
+            (false, written) if written > 0 => done += written as usize,
+            (ended, _) => {
+                let source = match ended {
+                    true => std::io::Error::from_raw_os_error(libc::ENOENT),
+                    false => std::io::Error::other("the kernel wrote no entry"),
+                };
+                return Err(DatapathError::Batch {
+                    call: "BPF_MAP_UPDATE_BATCH",
+                    map: name,
+                    source,
+                });
             }
-            _ => std::io::Error::last_os_error(),
-        };
-        return Err(DatapathError::Batch {
-            call: "BPF_MAP_UPDATE_BATCH",
-            map: name,
-            source,
-        });
+        }
     }
     Ok(())
 }
@@ -1291,20 +1300,7 @@ fn summed_batch(
     name: &'static str,
 ) -> Result<Vec<Counters>, DatapathError> {
     use std::os::fd::{AsFd, AsRawFd};
-    const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
     const CHUNK: u32 = 4096;
-    /// `union bpf_attr`'s `batch` member.
-    #[repr(C)]
-    struct BatchAttr {
-        in_batch: u64,
-        out_batch: u64,
-        keys: u64,
-        values: u64,
-        count: u32,
-        map_fd: u32,
-        elem_flags: u64,
-        flags: u64,
-    }
     // Counters is 40 bytes, a multiple of 8: per-CPU values are packed.
     const _: () = assert!(size_of::<Counters>().is_multiple_of(8));
     let fd = map.fd().as_fd().as_raw_fd();
@@ -1330,26 +1326,13 @@ fn summed_batch(
         };
         // SAFETY: the attribute points at live buffers for `count` keys and
         // `count` x CPUs values of the map's value type, and at the tokens.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
+        let last = unsafe {
+            batch(
                 BPF_MAP_LOOKUP_BATCH,
-                &mut attr as *mut BatchAttr,
-                size_of::<BatchAttr>(),
-            )
-        };
-        let last = match rc {
-            0 => false,
-            _ => match std::io::Error::last_os_error() {
-                e if e.raw_os_error() == Some(libc::ENOENT) => true,
-                source => {
-                    return Err(DatapathError::Batch {
-                        call: "BPF_MAP_LOOKUP_BATCH",
-                        map: name,
-                        source,
-                    })
-                }
-            },
+                &mut attr,
+                "BPF_MAP_LOOKUP_BATCH",
+                name,
+            )?
         };
         for per_cpu in values[..attr.count as usize * cpus].chunks(cpus) {
             let mut total = Counters::default();

@@ -337,7 +337,8 @@ pub(super) fn attach_by_netlink(
         })
 }
 
-/// The one netlink request aya does not expose: a legacy XDP attach.
+/// The netlink requests aya does not expose: a legacy XDP attach, and the
+/// id of the XDP program an interface holds.
 pub(super) mod netlink {
     use crate::XdpAttachMode;
     use nix::sys::socket::{
@@ -357,6 +358,38 @@ pub(super) mod netlink {
     const XDP_FLAGS_UPDATE_IF_NOEXIST: u32 = 1;
     const XDP_FLAGS_SKB_MODE: u32 = 2;
     const XDP_FLAGS_DRV_MODE: u32 = 4;
+
+    /// An `ifinfomsg` naming `ifindex`: family, pad, type, index, flags,
+    /// change.
+    fn link_body(ifindex: u32) -> Vec<u8> {
+        let mut body = vec![0u8; 16];
+        body[4..8].copy_from_slice(&(ifindex as i32).to_ne_bytes());
+        body
+    }
+
+    /// Send one request of `kind` with `body` on a fresh rtnetlink socket;
+    /// the first reply, of at most `room` bytes.
+    fn exchange(kind: u16, flags: u16, body: &[u8], room: usize) -> std::io::Result<Vec<u8>> {
+        let mut msg = Vec::with_capacity(16 + body.len());
+        msg.extend_from_slice(&((16 + body.len()) as u32).to_ne_bytes());
+        msg.extend_from_slice(&kind.to_ne_bytes());
+        msg.extend_from_slice(&flags.to_ne_bytes());
+        msg.extend_from_slice(&1u32.to_ne_bytes()); // sequence
+        msg.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel's
+        msg.extend_from_slice(body);
+        let sock = socket(
+            AddressFamily::Netlink,
+            SockType::Raw,
+            SockFlag::SOCK_CLOEXEC,
+            SockProtocol::NetlinkRoute,
+        )?;
+        bind(sock.as_raw_fd(), &NetlinkAddr::new(0, 0))?;
+        send(sock.as_raw_fd(), &msg, MsgFlags::empty())?;
+        let mut reply = vec![0u8; room];
+        let n = recv(sock.as_raw_fd(), &mut reply, MsgFlags::empty())?;
+        reply.truncate(n);
+        Ok(reply)
+    }
 
     fn attr(out: &mut Vec<u8>, kind: u16, payload: &[u8]) {
         out.extend_from_slice(&((4 + payload.len()) as u16).to_ne_bytes());
@@ -384,29 +417,8 @@ pub(super) mod netlink {
         const NLA_TYPE_MASK: u16 = 0x3fff;
         // IFLA_XDP_PROG_ID, then the driver, generic and offload modes'.
         const IDS: [u16; 4] = [4, 5, 6, 7];
-        let mut msg = Vec::with_capacity(32);
-        msg.extend_from_slice(&32u32.to_ne_bytes());
-        msg.extend_from_slice(&RTM_GETLINK.to_ne_bytes());
-        msg.extend_from_slice(&NLM_F_REQUEST.to_ne_bytes());
-        msg.extend_from_slice(&1u32.to_ne_bytes()); // sequence
-        msg.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel's
-
-        // ifinfomsg: family, pad, type, index, flags, change.
-        let mut body = [0u8; 16];
-        body[4..8].copy_from_slice(&(ifindex as i32).to_ne_bytes());
-        msg.extend_from_slice(&body);
-
-        let sock = socket(
-            AddressFamily::Netlink,
-            SockType::Raw,
-            SockFlag::SOCK_CLOEXEC,
-            SockProtocol::NetlinkRoute,
-        )?;
-        bind(sock.as_raw_fd(), &NetlinkAddr::new(0, 0))?;
-        send(sock.as_raw_fd(), &msg, MsgFlags::empty())?;
-        let mut reply = vec![0u8; 65_536];
-        let n = recv(sock.as_raw_fd(), &mut reply, MsgFlags::empty())?;
-        let reply = &reply[..n];
+        let reply = exchange(RTM_GETLINK, NLM_F_REQUEST, &link_body(ifindex), 65_536)?;
+        let (reply, n) = (&reply[..], reply.len());
         let u16_at = |at: usize| u16::from_ne_bytes([reply[at], reply[at + 1]]);
         let u32_at = |at: usize| {
             u32::from_ne_bytes([reply[at], reply[at + 1], reply[at + 2], reply[at + 3]])
@@ -466,28 +478,10 @@ pub(super) mod netlink {
         let mut xdp = Vec::new();
         attr(&mut xdp, IFLA_XDP_FD, &fd.to_ne_bytes());
         attr(&mut xdp, IFLA_XDP_FLAGS, &flags.to_ne_bytes());
-        // ifinfomsg: family, pad, type, index, flags, change.
-        let mut body = vec![0u8; 16];
-        body[4..8].copy_from_slice(&(ifindex as i32).to_ne_bytes());
+        let mut body = link_body(ifindex);
         attr(&mut body, IFLA_XDP | NLA_F_NESTED, &xdp);
-        let mut msg = Vec::with_capacity(16 + body.len());
-        msg.extend_from_slice(&((16 + body.len()) as u32).to_ne_bytes());
-        msg.extend_from_slice(&RTM_SETLINK.to_ne_bytes());
-        msg.extend_from_slice(&(NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
-        msg.extend_from_slice(&1u32.to_ne_bytes()); // sequence
-        msg.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel's
-        msg.extend_from_slice(&body);
-
-        let sock = socket(
-            AddressFamily::Netlink,
-            SockType::Raw,
-            SockFlag::SOCK_CLOEXEC,
-            SockProtocol::NetlinkRoute,
-        )?;
-        bind(sock.as_raw_fd(), &NetlinkAddr::new(0, 0))?;
-        send(sock.as_raw_fd(), &msg, MsgFlags::empty())?;
-        let mut reply = [0u8; 4096];
-        let n = recv(sock.as_raw_fd(), &mut reply, MsgFlags::empty())?;
+        let reply = exchange(RTM_SETLINK, NLM_F_REQUEST | NLM_F_ACK, &body, 4096)?;
+        let n = reply.len();
         // nlmsghdr (16 bytes) then, for NLMSG_ERROR, the negated errno.
         if n < 20 || u16::from_ne_bytes([reply[4], reply[5]]) != NLMSG_ERROR {
             return Err(std::io::Error::other("no netlink acknowledgement"));
