@@ -455,7 +455,13 @@ impl FlowKey {
     /// connection leads to `conn`'s real server: real server to client.
     #[inline(always)]
     pub const fn nat_reply(&self, conn: &Conn) -> FlowKey {
-        FlowKey::from_wire(conn.addr, self.src, conn.port, self.sport, self.proto)
+        self.nat_reply_from(conn.addr, conn.port)
+    }
+
+    /// [`FlowKey::nat_reply`] for a real server's `addr` and `port` (wire).
+    #[inline(always)]
+    pub const fn nat_reply_from(&self, addr: [u8; 4], port: [u8; 2]) -> FlowKey {
+        FlowKey::from_wire(addr, self.src, port, self.sport, self.proto)
     }
 
     /// The inbound entry that owns this NAT reply entry; `conn` is the reply
@@ -491,7 +497,10 @@ pub struct Conn {
     pub last_seen_ns: u64,
     /// `ConnState` of the flow; a NAT flow keeps it on its inbound entry.
     pub state: u8,
-    _pad: [u8; 7],
+    _pad: [u8; 3],
+    /// The `HALF_OPEN` slot (plus one) this entry took when its SYN made
+    /// it; 0 for none. It holds the slot while it is half-open.
+    pub half_open_slot: u32,
 }
 
 impl Conn {
@@ -514,7 +523,8 @@ impl Conn {
             real_index,
             last_seen_ns: now,
             state: crate::ConnState::None as u8,
-            _pad: [0; 7],
+            _pad: [0; 3],
+            half_open_slot: 0,
         }
     }
     pub const fn addr(&self) -> [u8; 4] {
@@ -763,6 +773,60 @@ impl Settings {
     }
 }
 
+/// `HALF_OPEN` value: one slot of the half-open quota, and the flow whose
+/// entry took it. A SYN that makes an entry takes the next slot in turn; if
+/// the entry that took the slot a lap earlier is still half-open, it is
+/// evicted first (the oldest half-open entry goes). So a flood of spoofed
+/// SYNs holds at most the quota's slots of the table, and never evicts an
+/// entry that completed its handshake.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HalfOpenSlot {
+    pub key: FlowKey,
+    /// Non-zero while the entry of `key` may hold this slot.
+    pub held: u32,
+    _pad: u32,
+}
+
+impl HalfOpenSlot {
+    pub const fn held_by(key: FlowKey) -> Self {
+        Self {
+            key,
+            held: 1,
+            _pad: 0,
+        }
+    }
+}
+
+/// `HALF_OPEN_TURN` value (one entry): the slot count, written at load, and
+/// the next SYN's ticket (its slot is `ticket % slots`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HalfOpenTurn {
+    pub next: u64,
+    pub slots: u32,
+    _pad: u32,
+}
+
+impl HalfOpenTurn {
+    pub const fn with_slots(slots: u32) -> Self {
+        Self {
+            next: 0,
+            slots,
+            _pad: 0,
+        }
+    }
+}
+
+/// Half-open entries a table of `connections` entries may hold: a quarter.
+pub const fn half_open_slots(connections: u32) -> u32 {
+    if connections < 4 {
+        1
+    } else {
+        connections / 4
+    }
+}
+
 /// One `CONN_CHANGES` record: a connection as it was created, or as a
 /// packet moved its state.
 #[repr(C)]
@@ -919,6 +983,8 @@ const _: () = assert!(size_of::<Event>() == 24);
 const _: () = assert!(size_of::<Real>() == 8);
 const _: () = assert!(size_of::<FlowKey>() == 16);
 const _: () = assert!(size_of::<Conn>() == 32);
+const _: () = assert!(size_of::<HalfOpenSlot>() == 24);
+const _: () = assert!(size_of::<HalfOpenTurn>() == 16);
 const _: () = assert!(size_of::<Counters>() == 40);
 const _: () = assert!(ring_base(MAX_SERVICES - 1, 1) + RING_SLOTS == MAX_SERVICES * 2 * RING_SLOTS);
 
@@ -947,6 +1013,8 @@ mod pod {
         ConnChange,
         ConnCounts,
         NeighKey,
-        NeighNote
+        NeighNote,
+        HalfOpenSlot,
+        HalfOpenTurn
     );
 }

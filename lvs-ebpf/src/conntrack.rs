@@ -7,18 +7,28 @@
 //! InActConn (`REAL_CONNS`). The state moves by compare-and-swap, so that
 //! when two CPUs move one flow at once (its two directions), exactly one
 //! move happens and the counts follow it.
+//!
+//! Entries a SYN made are held to a quota while they are half-open
+//! (`HalfOpenSlot`): the oldest gives way to the newest, so a SYN flood
+//! holds a bounded part of the table, evicts no connection that completed
+//! its handshake, and cannot lock new clients out.
 
-use core::intrinsics::{atomic_cxchg, atomic_xadd, AtomicOrdering};
+use core::{
+    intrinsics::{atomic_cxchg, atomic_xadd, AtomicOrdering},
+    ptr::addr_of_mut,
+};
 
 use lvs_common::{
     tcp_state::{tcp_next, Table},
-    Conn, ConnState, Direction, FlowKey, Method, CONN_STATE_OFFSET, IPPROTO_TCP, STATE_CLAIMED,
+    Conn, ConnState, Direction, FlowKey, HalfOpenSlot, Method, CONN_STATE_OFFSET, IPPROTO_TCP,
+    STATE_CLAIMED,
 };
 
 use crate::{
     events,
     headers::Packet,
-    maps::{CONNS, REAL_CONNS, TIMEOUTS},
+    maps::{CONNS, HALF_OPEN, HALF_OPEN_TURN, REAL_CONNS, TIMEOUTS},
+    stats,
 };
 
 /// The table for a packet from the client on a connection using `method`.
@@ -109,6 +119,11 @@ pub fn update(key: &FlowKey, conn: *mut Conn, packet: &Packet, table: Table, now
     let next = next_state(packet, table, current);
     entry.last_seen_ns = now;
     if next != current && current & STATE_CLAIMED == 0 && swap_state(conn, current, next) {
+        if entry.half_open_slot != 0 {
+            // Out of SYN_RECV (the handshake completed, or a reset).
+            release_half_open_slot(key, entry.half_open_slot - 1);
+            entry.half_open_slot = 0;
+        }
         let (was, is) = (is_active(current), is_active(next));
         if entry.direction == Direction::Inbound as u8 && was != is {
             add(entry.real_index, was, u32::MAX);
@@ -138,4 +153,96 @@ pub fn free_expired(key: &FlowKey, conn: *mut Conn) {
 pub fn expired(conn: &Conn, now: u64) -> bool {
     let timeout = TIMEOUTS.get(conn.state as u32).copied().unwrap_or(0);
     conn.expired(now, timeout)
+}
+
+/// A SYN is about to make a half-open entry: the index of the quota's slot
+/// it takes, its turn's, once the entry that took that slot a lap earlier
+/// is evicted if it is still half-open. None without a quota.
+#[inline(always)]
+pub fn take_half_open_slot() -> Option<u32> {
+    let turn = HALF_OPEN_TURN.get_ptr_mut(0)?;
+    // SAFETY: an array slot, live for the run; `next` is an aligned u64.
+    let (slots, ticket) = unsafe {
+        let slots = (*turn).slots;
+        if slots == 0 {
+            return None;
+        }
+        let ticket =
+            atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(addr_of_mut!((*turn).next), 1);
+        (slots, ticket)
+    };
+    let index = (ticket % u64::from(slots)) as u32;
+    let slot = HALF_OPEN.get_ptr_mut(index)?;
+    // SAFETY: an array slot, live for the run.
+    let (held, key) = unsafe { ((*slot).held, (*slot).key) };
+    if held != 0 {
+        evict_half_open(&key, index);
+    }
+    Some(index)
+}
+
+/// The entry of `key`, just made with `half_open_slot` = `index` + 1,
+/// holds the slot.
+#[inline(always)]
+pub fn hold_half_open_slot(index: u32, key: &FlowKey) {
+    if let Some(slot) = HALF_OPEN.get_ptr_mut(index) {
+        // SAFETY: an array slot, live for the run.
+        unsafe { *slot = HalfOpenSlot::held_by(*key) };
+    }
+}
+
+/// The entry of `key` left SYN_RECV: its slot is free, unless a later SYN
+/// already took it.
+#[inline(always)]
+fn release_half_open_slot(key: &FlowKey, index: u32) {
+    if let Some(slot) = HALF_OPEN.get_ptr_mut(index) {
+        // SAFETY: an array slot, live for the run.
+        unsafe {
+            if (*slot).key == *key {
+                (*slot).held = 0;
+            }
+        }
+    }
+}
+
+/// Evict the entry of `key` if it is still the half-open one that took
+/// slot `index`, with its NAT reply entry; claimed first, as an expired
+/// entry is, so that it is removed and uncounted once.
+#[inline(always)]
+fn evict_half_open(key: &FlowKey, index: u32) {
+    let Some(entry) = CONNS.get_ptr_mut(key) else {
+        return;
+    };
+    // SAFETY: a live map value, read before it is removed.
+    let (state, holder, nat, real_index, addr, port) = unsafe {
+        (
+            (*entry).state,
+            (*entry).half_open_slot,
+            (*entry).method == Method::Nat as u8,
+            (*entry).real_index,
+            (*entry).addr(),
+            (*entry).port_wire(),
+        )
+    };
+    if state != ConnState::SynRecv as u8
+        || holder != index + 1
+        || !swap_state(entry, state, state | STATE_CLAIMED)
+        || CONNS.remove(key).is_err()
+    {
+        return;
+    }
+    add(real_index, is_active(state), u32::MAX);
+    if nat {
+        let reply = key.nat_reply_from(addr, port);
+        // SAFETY: fields copied out before the removal.
+        let ours = unsafe { CONNS.get(reply) }.is_some_and(|r| {
+            r.direction == Direction::Outbound as u8
+                && r.addr() == key.dst()
+                && r.port_wire() == key.dport().to_be_bytes()
+        });
+        if ours {
+            let _ = CONNS.remove(reply);
+        }
+    }
+    stats::count_half_open_evicted();
 }

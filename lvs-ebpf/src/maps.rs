@@ -7,10 +7,11 @@ use aya_ebpf::{
 };
 use lvs_common::{
     hash::HASH_BUCKETS, tcp_state::STATE_COUNT, CachedEgress, Conn, ConnCounts, Counters, FlowKey,
-    LocalityEntry, LocalityKey, NeighKey, NeighNote, NextHop, Real, Service, ServiceKey, Settings,
-    Template, TemplateKey, CONN_CHANGES_BYTES, CONN_TABLE_SIZE, DECAP_VERDICT_COUNT, EVENTS_BYTES,
-    LOCALITY_TABLE_SIZE, MAX_FLOATING, MAX_INTERFACES, MAX_REALS, MAX_SERVICES, NEIGH_NOTES_SIZE,
-    RELEVANT_WORDS, RING_SLOTS, TEMPLATE_TABLE_SIZE, VERDICT_COUNT,
+    HalfOpenSlot, HalfOpenTurn, LocalityEntry, LocalityKey, NeighKey, NeighNote, NextHop, Real,
+    Service, ServiceKey, Settings, Template, TemplateKey, CONN_CHANGES_BYTES, CONN_TABLE_SIZE,
+    DECAP_VERDICT_COUNT, EVENTS_BYTES, LOCALITY_TABLE_SIZE, MAX_FLOATING, MAX_INTERFACES,
+    MAX_REALS, MAX_SERVICES, NEIGH_NOTES_SIZE, RELEVANT_WORDS, RING_SLOTS, TEMPLATE_TABLE_SIZE,
+    VERDICT_COUNT,
 };
 
 /// `BPF_F_MMAPABLE`: lvsd maps the array into its memory and writes a
@@ -58,6 +59,20 @@ pub static REALS: Array<Real> = Array::with_max_entries(MAX_REALS, 0);
 /// table refuses new flows (`drop_table_full`).
 #[map]
 pub static CONNS: HashMap<FlowKey, Conn> = HashMap::with_max_entries(CONN_TABLE_SIZE, 0);
+
+/// The half-open quota's slots (`HalfOpenSlot`); lvsd sizes it with the
+/// table (`half_open_slots`).
+#[map]
+pub static HALF_OPEN: Array<HalfOpenSlot> =
+    Array::with_max_entries(lvs_common::half_open_slots(CONN_TABLE_SIZE), 0);
+
+/// Entry 0: whose turn it is in `HALF_OPEN` (`HalfOpenTurn`).
+#[map]
+pub static HALF_OPEN_TURN: Array<HalfOpenTurn> = Array::with_max_entries(1, 0);
+
+/// Half-open entries evicted to make room for a newer SYN, per CPU.
+#[map]
+pub static HALF_OPEN_EVICTED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 /// Each real server's ActiveConn and InActConn, moved atomically by
 /// whoever adds, changes or removes an inbound entry (`Conn::counted_as`);

@@ -3,7 +3,9 @@
 //! record the connection (both directions for NAT), then hand the packet to
 //! its method's path.
 
-use lvs_common::{service_flags, Conn, Direction, FlowKey, Method, Service, ServiceKey, Verdict};
+use lvs_common::{
+    service_flags, Conn, ConnState, Direction, FlowKey, Method, Service, ServiceKey, Verdict,
+};
 
 use crate::{
     conntrack, events,
@@ -42,7 +44,15 @@ pub fn new_flow<F: Frame>(
     flow: &FlowKey,
     now: u64,
 ) -> Result<Verdict, Verdict> {
-    let inbound = decide(packet, flow, now)?;
+    let mut inbound = decide(packet, flow, now)?;
+    let half_open = if inbound.state == ConnState::SynRecv as u8 {
+        conntrack::take_half_open_slot()
+    } else {
+        None
+    };
+    if let Some(index) = half_open {
+        inbound.half_open_slot = index + 1;
+    }
     match CONNS.insert(flow, inbound, BPF_NOEXIST) {
         Ok(()) => {}
         Err(e) if e == -EEXIST => return Err(Verdict::DropConcurrentNewFlow),
@@ -66,6 +76,9 @@ pub fn new_flow<F: Frame>(
             }
             return Err(Verdict::DropTableFull);
         }
+    }
+    if let Some(index) = half_open {
+        conntrack::hold_half_open_slot(index, flow);
     }
     events::conn_changed(flow, &inbound);
 

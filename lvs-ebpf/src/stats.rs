@@ -3,7 +3,7 @@
 use aya_ebpf::helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns};
 use lvs_common::{Counters, DecapVerdict, Verdict};
 
-use crate::maps::{DECAP_STATS, REAL_STATS, SERVICE_STATS, VERDICTS};
+use crate::maps::{DECAP_STATS, HALF_OPEN_EVICTED, REAL_STATS, SERVICE_STATS, VERDICTS};
 
 /// The clock entries are stamped with: the coarse one (CLOCK_MONOTONIC at
 /// the last tick), a fraction of the precise read's cost; IPVS's timeouts
@@ -24,6 +24,15 @@ pub fn precise_now() -> u64 {
 #[inline(always)]
 pub fn count_verdict(verdict: Verdict) {
     if let Some(slot) = VERDICTS.get_ptr_mut(verdict as u32) {
+        // SAFETY: per-CPU slot from a successful lookup.
+        unsafe { *slot += 1 };
+    }
+}
+
+/// A half-open entry gave its place to a newer SYN (`conntrack`).
+#[inline(always)]
+pub fn count_half_open_evicted() {
+    if let Some(slot) = HALF_OPEN_EVICTED.get_ptr_mut(0) {
         // SAFETY: per-CPU slot from a successful lookup.
         unsafe { *slot += 1 };
     }

@@ -250,6 +250,9 @@ impl Datapath for FakeDatapath {
     fn verdicts(&self) -> Result<Vec<(Verdict, u64)>, DatapathError> {
         Ok(Verdict::ALL.iter().map(|v| (*v, 0)).collect())
     }
+    fn half_open_evicted(&self) -> Result<u64, DatapathError> {
+        Ok(0)
+    }
     fn connections(&self) -> Result<Vec<(FlowKey, Conn)>, DatapathError> {
         Ok(self.conns.iter().map(|(k, v)| (*k, *v)).collect())
     }

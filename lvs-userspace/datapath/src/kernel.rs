@@ -16,9 +16,9 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use lvs_common::{
-    tcp_state::STATE_COUNT, Conn, ConnChange, ConnCounts, Counters, Event, FlowKey, LocalityEntry,
-    LocalityKey, NeighKey, NeighNote, NextHop, Real, Service, ServiceKey, Settings, Template,
-    TemplateKey, Verdict,
+    tcp_state::STATE_COUNT, Conn, ConnChange, ConnCounts, Counters, Event, FlowKey, HalfOpenTurn,
+    LocalityEntry, LocalityKey, NeighKey, NeighNote, NextHop, Real, Service, ServiceKey, Settings,
+    Template, TemplateKey, Verdict,
 };
 use serde::{Deserialize, Serialize};
 use tokio::io::{unix::AsyncFd, Interest};
@@ -370,6 +370,7 @@ pub struct KernelDatapath {
     service_stats: PerCpuArray<MapData, Counters>,
     real_stats: PerCpuArray<MapData, Counters>,
     verdicts: PerCpuArray<MapData, u64>,
+    half_open_evicted: PerCpuArray<MapData, u64>,
     conns: HashMap<MapData, FlowKey, Conn>,
     real_conns: MappedArray,
     relevant: MappedArray,
@@ -521,6 +522,15 @@ impl KernelDatapath {
         let service_stats = typed!(&mut ebpf, PerCpuArray<MapData, Counters>, "SERVICE_STATS");
         let real_stats = typed!(&mut ebpf, PerCpuArray<MapData, Counters>, "REAL_STATS");
         let verdicts = typed!(&mut ebpf, PerCpuArray<MapData, u64>, "VERDICTS");
+        let half_open_evicted = typed!(&mut ebpf, PerCpuArray<MapData, u64>, "HALF_OPEN_EVICTED");
+        let mut half_open_turn = typed!(&mut ebpf, Array<MapData, HalfOpenTurn>, "HALF_OPEN_TURN");
+        half_open_turn
+            .set(
+                0,
+                HalfOpenTurn::with_slots(lvs_common::half_open_slots(limits.connections)),
+                0,
+            )
+            .map_err(map_err("bpf_map_update_elem", "HALF_OPEN_TURN"))?;
         let conns = typed!(&mut ebpf, HashMap<MapData, FlowKey, Conn>, "CONNS");
         let real_conns = mapped(&mut ebpf, "REAL_CONNS")?;
         let relevant = mapped(&mut ebpf, "RELEVANT")?;
@@ -634,6 +644,7 @@ impl KernelDatapath {
             service_stats,
             real_stats,
             verdicts,
+            half_open_evicted,
             conns,
             real_conns,
             relevant,
@@ -1275,6 +1286,13 @@ impl Datapath for KernelDatapath {
             &u32::from_ne_bytes(real.octets()),
             "NEXT_HOPS",
         )
+    }
+    fn half_open_evicted(&self) -> Result<u64, DatapathError> {
+        let per_cpu = self
+            .half_open_evicted
+            .get(&0, 0)
+            .map_err(map_err("bpf_map_lookup_elem", "HALF_OPEN_EVICTED"))?;
+        Ok(per_cpu.iter().sum())
     }
     fn verdicts(&self) -> Result<Vec<(Verdict, u64)>, DatapathError> {
         Verdict::ALL

@@ -172,6 +172,8 @@ pub trait Datapath: Send {
     fn reset_service_counters(&mut self, index: u32) -> Result<(), DatapathError>;
     fn reset_real_counters(&mut self, index: u32) -> Result<(), DatapathError>;
     fn verdicts(&self) -> Result<Vec<(Verdict, u64)>, DatapathError>;
+    /// Half-open entries evicted by newer SYNs (the SYN-flood defence).
+    fn half_open_evicted(&self) -> Result<u64, DatapathError>;
     /// Every connection table entry (both directions of NAT flows): a
     /// walk of the whole table, for `-L -c`, a resync and tests.
     fn connections(&self) -> Result<Vec<(FlowKey, Conn)>, DatapathError>;

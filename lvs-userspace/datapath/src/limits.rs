@@ -57,7 +57,7 @@ impl Limits {
     }
 
     /// `(map, entries)` for every map whose size follows a limit.
-    pub fn map_sizes(self) -> [(&'static str, u32); 10] {
+    pub fn map_sizes(self) -> [(&'static str, u32); 11] {
         let Limits {
             services,
             reals,
@@ -74,6 +74,7 @@ impl Limits {
             ("REAL_CONNS", reals),
             ("EGRESS_CACHE", reals),
             ("CONNS", connections),
+            ("HALF_OPEN", lvs_common::half_open_slots(connections)),
         ]
     }
 }

@@ -356,16 +356,19 @@ impl<D: Datapath> EventLoop<D> {
                 }
                 r
             }
-            Request::Datapath => c.datapath().verdicts().map_err(Into::into).map(|verdicts| {
-                Response::Datapath(DatapathView {
+            Request::Datapath => (|| {
+                let verdicts = c.datapath().verdicts()?;
+                let half_open_evicted = c.datapath().half_open_evicted()?;
+                Ok(Response::Datapath(DatapathView {
                     interfaces: self.interfaces.iter().map(attachment_view).collect(),
                     verdicts: verdicts
                         .into_iter()
                         .map(|(v, n)| (v.name().to_string(), n))
                         .collect(),
+                    half_open_evicted,
                     warnings: forwarding_warnings(&self.interfaces, c.state()),
-                })
-            }),
+                }))
+            })(),
             Request::Zero { service } => c.zero(service).map(|()| Response::Ok),
             Request::List => c.snapshot().map(Response::Snapshot),
             Request::ListPacked { counters } => c.snapshot_with(counters).map(Response::Snapshot),

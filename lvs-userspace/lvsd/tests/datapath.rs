@@ -175,6 +175,10 @@ fn forwarded_mac(ip: [u8; 4]) -> [u8; 6] {
 /// towards real server N. Real server 3's neighbour is left unresolved when
 /// `resolve_all` is false.
 fn router(resolve_all: bool) -> Controller<KernelDatapath> {
+    router_with(resolve_all, Limits::default())
+}
+
+fn router_with(resolve_all: bool, limits: Limits) -> Controller<KernelDatapath> {
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
     // No IPv6: router solicitations on the new links would hit the program
     // and move the verdict counters the tests read.
@@ -216,7 +220,7 @@ fn router(resolve_all: bool) -> Controller<KernelDatapath> {
     }
     let ifaces: Vec<String> = links.iter().map(|l| l.0.clone()).collect();
     let mut controller = Controller::new(
-        KernelDatapath::attach(&ifaces, Settings::default(), Limits::default()).expect("attach"),
+        KernelDatapath::attach(&ifaces, Settings::default(), limits).expect("attach"),
     );
     controller
         .apply(&config::parse(CONFIG, "fixture.toml").unwrap())
@@ -1809,4 +1813,96 @@ fn established_flows_follow_a_route_change_once_the_egress_is_renewed() {
         "after the renewal, out of {dev} to {}",
         Ipv4Addr::from(via)
     );
+}
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn a_syn_flood_evicts_the_oldest_half_open_entries_and_nothing_established() {
+    use lvs_common::Direction;
+    use lvs_datapath::Datapath;
+    // 64 entries: 16 may be half-open (a quarter).
+    let limits = Limits {
+        connections: 64,
+        ..Limits::default()
+    };
+    let mut c = router_with(true, limits);
+    let dr_vip = [198, 18, 0, 21];
+    let forwarded = |out: &TestRun| out.action == XDP_TX || out.action == XDP_REDIRECT;
+    let client = |port: u16| (CLIENT, port);
+    let spoofed = |n: u16| ([203, 0, (n >> 8) as u8, n as u8], 1024 + n);
+    for port in 1000..1008 {
+        assert!(forwarded(&run(
+            &c,
+            &tcp(client(port), (dr_vip, 80), "S", b"")
+        )));
+        assert!(forwarded(&run(
+            &c,
+            &tcp(client(port), (dr_vip, 80), "A", b"x")
+        )));
+    }
+    // DR flood: every SYN gets in; beyond the quota each evicts the oldest
+    // half-open entry (the established ones gave their slots back).
+    for n in 0..200 {
+        let out = run(&c, &tcp(spoofed(n), (dr_vip, 80), "S", b""));
+        assert!(forwarded(&out), "flood SYN {n}: action {}", out.action);
+    }
+    assert_eq!(c.datapath().half_open_evicted().unwrap(), 200 - 16);
+    // NAT flood: the evicted half-open NAT flows leave no reply entry.
+    for n in 200..240 {
+        let out = run(&c, &tcp(spoofed(n), (VIP, 80), "S", b""));
+        assert!(forwarded(&out), "NAT flood SYN {n}: action {}", out.action);
+    }
+    assert_eq!(c.datapath().half_open_evicted().unwrap(), 240 - 16);
+    let entries = counts_match_a_recount(&c, "after the floods");
+    let conns = c.datapath().connections().unwrap();
+    let state_of = |port: u16| {
+        conns
+            .iter()
+            .find(|(k, _)| k.src() == CLIENT && k.sport() == port && k.dst() == dr_vip)
+            .map(|(_, conn)| ConnState::from_u8(conn.state))
+    };
+    for port in 1000..1008 {
+        assert_eq!(
+            state_of(port),
+            Some(Some(ConnState::Established)),
+            "port {port}"
+        );
+    }
+    let half_open = conns
+        .iter()
+        .filter(|(_, conn)| conn.state == ConnState::SynRecv as u8)
+        .count();
+    let replies = conns
+        .iter()
+        .filter(|(_, conn)| conn.direction == Direction::Outbound as u8)
+        .count();
+    assert_eq!(half_open, 16, "the quota holds the flood");
+    assert_eq!(
+        replies, 16,
+        "the 16 youngest NAT half-open flows, each with its reply"
+    );
+    assert_eq!(entries, 8 + 16 + 16);
+    // The established connections still forward; a new client gets in and
+    // its handshake gives its slot back.
+    for port in 1000..1008 {
+        assert!(forwarded(&run(
+            &c,
+            &tcp(client(port), (dr_vip, 80), "A", b"y")
+        )));
+    }
+    assert!(forwarded(&run(
+        &c,
+        &tcp(client(2000), (dr_vip, 80), "S", b"")
+    )));
+    assert!(forwarded(&run(
+        &c,
+        &tcp(client(2000), (dr_vip, 80), "A", b"z")
+    )));
+    let promoted = c.datapath().connections().unwrap();
+    assert!(promoted.iter().any(|(k, conn)| k.sport() == 2000
+        && conn.state == ConnState::Established as u8
+        && conn.half_open_slot == 0));
+    assert_eq!(c.datapath().half_open_evicted().unwrap(), 241 - 16);
+    c.recount().unwrap();
+    counts_match_a_recount(&c, "after the promotion");
 }

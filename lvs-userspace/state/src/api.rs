@@ -77,6 +77,9 @@ pub struct DatapathView {
     pub interfaces: Vec<AttachmentView>,
     /// Every verdict counter by name, forwarded and not.
     pub verdicts: Vec<(String, u64)>,
+    /// Half-open entries evicted by newer SYNs (the SYN-flood defence).
+    #[serde(default)]
+    pub half_open_evicted: u64,
     /// What keeps configured services from working (a sysctl, ...).
     pub warnings: Vec<String>,
 }
@@ -97,6 +100,11 @@ impl DatapathView {
         for (name, count) in &self.verdicts {
             let _ = writeln!(out, "{name:<30} {count}");
         }
+        let _ = writeln!(
+            out,
+            "Half-open entries evicted by newer SYNs: {}",
+            self.half_open_evicted
+        );
         for w in &self.warnings {
             let _ = writeln!(out, "warning: {w}");
         }

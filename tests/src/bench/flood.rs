@@ -1,12 +1,14 @@
 //! Section 6: a SYN flood against a connection table holding established
 //! connections. A DR service's table of N entries (N = 65,536 quick,
-//! 1,048,576 full) first gets N/4 connections brought to ESTABLISHED (a SYN
-//! then an ACK each, from distinct clients); then 2 × N SYNs from distinct
-//! spoofed sources (a deterministic xorshift) hit the VIP. The figures: what
-//! the flood's SYNs came to (the datapath's verdict counters), how many of
-//! the established connections still forward afterwards (their entries
-//! survived), and how many of 1,000 new legitimate connections get through
-//! while the flood's half-open entries fill the table. Every packet goes
+//! 1,048,576 full) first gets 10,000 connections brought to ESTABLISHED (a
+//! SYN then an ACK each, from distinct clients); then SYNs from distinct
+//! spoofed sources (a deterministic xorshift; 2 × N quick, 5,000,000 full)
+//! hit the VIP. The figures: what the flood's SYNs came to (the datapath's
+//! verdict counters and the half-open entries they evicted), what a flood
+//! SYN costs, how many of the established connections still forward
+//! afterwards (their entries survived), and how many of 1,000 new
+//! legitimate connections get through right after the flood, while its
+//! half-open entries still hold their quota of the table. Every packet goes
 //! through the real XDP program by `BPF_PROG_TEST_RUN`, on a director in a
 //! private namespace; no controller runs in between, so nothing sweeps the
 //! table during the run.
@@ -19,11 +21,12 @@ use std::{
 use anyhow::{ensure, Context, Result};
 use lvs::controller::Controller;
 use lvs_common::tcp_state::{ConnState, DEFAULT_TIMEOUTS};
-use lvs_datapath::{KernelDatapath, Limits};
+use lvs_datapath::{Datapath, KernelDatapath, Limits};
 use serde::Serialize;
 
 use super::{
-    cost::service,
+    cost::{floor, service},
+    median,
     testbed::{self, client, tcp, XDP_REDIRECT},
     Plan,
 };
@@ -32,17 +35,25 @@ use super::{
 pub struct FloodReport {
     /// Entries the connection table holds (`Limits::connections`).
     pub table_size: u32,
-    /// Connections brought to ESTABLISHED before the flood (table / 4).
+    /// Half-open entries the table may hold (`half_open_slots`).
+    pub half_open_slots: u32,
+    /// Connections brought to ESTABLISHED before the flood.
     pub established: u32,
     /// Seconds establishing them took (two packets each).
     pub establish_s: f64,
-    /// Spoofed SYNs sent, each from a distinct source (table × 2).
+    /// Spoofed SYNs sent, each from a distinct source.
     pub syns: u32,
     /// Of those, forwarded (the `redirect` verdict), each now a half-open
     /// entry in the table.
     pub syns_forwarded: u64,
     /// Of those, refused because the table was full (`drop_table_full`).
     pub syns_refused_table_full: u64,
+    /// Half-open entries the flood's SYNs evicted (the oldest first).
+    pub half_open_evicted: u64,
+    /// Median cost of a flood SYN in the program (`BPF_PROG_TEST_RUN`'s
+    /// duration), and the no-op program's, measured alongside.
+    pub flood_syn_median_ns: f64,
+    pub floor_ns: f64,
     /// Every verdict counter the flood moved, by name.
     pub verdicts: BTreeMap<String, u64>,
     /// Wall time of the flood's `BPF_PROG_TEST_RUN` calls (making the
@@ -67,12 +78,13 @@ pub struct FloodReport {
     /// Verdicts of those SYNs.
     pub new_after_flood_verdicts: BTreeMap<String, u64>,
     /// Seconds a half-open (SYN_RECV) entry lives before lvsd's sweeper may
-    /// reclaim it: how long a flood's entries hold the table.
+    /// reclaim it, unless a newer SYN evicts it first.
     pub half_open_timeout_s: u32,
 }
 
 const VIP: [u8; 4] = [198, 18, 0, 10];
 const NEW_AFTER_FLOOD: u32 = 1_000;
+const ESTABLISHED: u32 = 10_000;
 /// Frames made at a time, outside the timed calls.
 const CHUNK: usize = 65_536;
 
@@ -149,21 +161,29 @@ fn percent(part: u64, whole: u64) -> f64 {
     }
 }
 
-/// Run `frames` through the program: `(forwarded, seconds of calls)`.
-fn inject(c: &Controller<KernelDatapath>, frames: &[Vec<u8>]) -> Result<(u32, f64)> {
+/// Run `frames` through the program: `(forwarded, seconds of calls)`, and
+/// each call's duration in the program (ns) added to `durations`.
+fn inject(
+    c: &Controller<KernelDatapath>,
+    frames: &[Vec<u8>],
+    durations: &mut Vec<f64>,
+) -> Result<(u32, f64)> {
     let mut forwarded = 0;
     let started = Instant::now();
     for frame in frames {
-        if c.datapath().test_run(frame)?.action == XDP_REDIRECT {
+        let out = c.datapath().test_run(frame)?;
+        durations.push(out.duration.as_nanos() as f64);
+        if out.action == XDP_REDIRECT {
             forwarded += 1;
         }
     }
     Ok((forwarded, started.elapsed().as_secs_f64()))
 }
 
-fn flood(table_size: u32) -> Result<FloodReport> {
-    let established = table_size / 4;
-    let syns = table_size * 2;
+fn flood(table_size: u32, syns: u32) -> Result<FloodReport> {
+    let established = ESTABLISHED;
+    let floor_ns =
+        testbed::in_private_netns(|| floor(&tcp(client(0), (VIP, 80), "S", b""), 10_000))?;
     testbed::in_private_netns(|| {
         let limits = Limits {
             connections: table_size,
@@ -189,20 +209,25 @@ fn flood(table_size: u32) -> Result<FloodReport> {
         eprintln!("   {established} connections established in a table of {table_size} entries ({establish_s:.2} s)");
 
         let before = verdicts(&c)?;
+        let evicted_before = c.datapath().half_open_evicted()?;
         let mut spoofer = Spoofer::new();
         let (mut forwarded, mut flood_s) = (0u64, 0.0);
+        let mut flood_durations = Vec::with_capacity(syns as usize);
         let mut sent = 0;
         while sent < syns {
             let count = (syns - sent).min(CHUNK as u32);
             let frames: Vec<Vec<u8>> = (0..count)
                 .map(|_| tcp(spoofer.source(), (VIP, 80), "S", b""))
                 .collect();
-            let (f, s) = inject(&c, &frames)?;
+            let (f, s) = inject(&c, &frames, &mut flood_durations)?;
             forwarded += u64::from(f);
             flood_s += s;
             sent += count;
         }
         drop(spoofer);
+        let half_open_evicted = c.datapath().half_open_evicted()? - evicted_before;
+        let flood_syn_median_ns = median(&flood_durations);
+        drop(flood_durations);
         let flood_verdicts = moved(&before, &verdicts(&c)?);
         let syns_forwarded = flood_verdicts.get("redirect").copied().unwrap_or(0);
         let syns_refused_table_full = flood_verdicts.get("drop_table_full").copied().unwrap_or(0);
@@ -224,11 +249,11 @@ fn flood(table_size: u32) -> Result<FloodReport> {
             percent(syns_forwarded, u64::from(syns)),
             percent(syns_refused_table_full, u64::from(syns))
         );
-        eprintln!("   flood verdicts: {flood_verdicts:?}; {entries_after_flood} entries in the table after it");
+        eprintln!("   flood verdicts: {flood_verdicts:?}; {half_open_evicted} half-open entries evicted; {entries_after_flood} entries in the table after it; a flood SYN {flood_syn_median_ns:.0} ns (floor {floor_ns:.0} ns)");
 
         let before = verdicts(&c)?;
         let acks: Vec<Vec<u8>> = (0..established).map(ack).collect();
-        let (established_survived, _) = inject(&c, &acks)?;
+        let (established_survived, _) = inject(&c, &acks, &mut Vec::new())?;
         drop(acks);
         let established_verdicts = moved(&before, &verdicts(&c)?);
         let established_survived_percent =
@@ -241,7 +266,7 @@ fn flood(table_size: u32) -> Result<FloodReport> {
         let fresh: Vec<Vec<u8>> = (established..established + NEW_AFTER_FLOOD)
             .map(syn)
             .collect();
-        let (new_after_flood_forwarded, _) = inject(&c, &fresh)?;
+        let (new_after_flood_forwarded, _) = inject(&c, &fresh, &mut Vec::new())?;
         let new_after_flood_verdicts = moved(&before, &verdicts(&c)?);
         let new_after_flood_forwarded_percent = percent(
             u64::from(new_after_flood_forwarded),
@@ -253,11 +278,15 @@ fn flood(table_size: u32) -> Result<FloodReport> {
 
         Ok(FloodReport {
             table_size,
+            half_open_slots: lvs_common::half_open_slots(table_size),
             established,
             establish_s,
             syns,
             syns_forwarded,
             syns_refused_table_full,
+            half_open_evicted,
+            flood_syn_median_ns,
+            floor_ns,
             verdicts: flood_verdicts,
             flood_s,
             flood_syns_per_s,
@@ -275,7 +304,11 @@ fn flood(table_size: u32) -> Result<FloodReport> {
 }
 
 pub fn run(plan: Plan) -> Result<FloodReport> {
-    flood(if plan.quick { 1 << 16 } else { 1 << 20 })
+    if plan.quick {
+        flood(1 << 16, 2 << 16)
+    } else {
+        flood(1 << 20, 5_000_000)
+    }
 }
 
 #[cfg(test)]

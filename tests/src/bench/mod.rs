@@ -15,9 +15,10 @@
 //!   million connections (its CPU with HA sync, a listing, refills);
 //! * `health`: the controller's cost of checking 1,000 real servers a
 //!   second;
-//! * `flood`: a SYN flood of twice the connection table's size from
-//!   spoofed sources against a table holding established connections:
-//!   how many of them survive, and whether new connections still get in;
+//! * `flood`: a SYN flood from spoofed sources (twice the connection
+//!   table's size quick, 5 M full) against a table holding 10,000
+//!   established connections: how many of them survive, what the
+//!   half-open quota evicted, and whether new connections still get in;
 //! * `report`: the Markdown, JSON and SVG written under `target/bench/`.
 //!
 //! Nothing here runs in `cargo xtask test`, and nothing asserts a timing.
