@@ -840,8 +840,8 @@ pub struct ConnChange {
 /// changes far beyond what lvsd drains between two wake-ups.
 pub const CONN_CHANGES_BYTES: u32 = 1024 * 1024;
 
-/// `EGRESS_CACHE` value, per real server index: the way to the real server
-/// as the FIB last said (egress interface, MACs, next hop, the source its
+/// `EGRESS_CACHE` value, per real server index (and `CLIENT_EGRESS`, per
+/// client slot): the way to the real server (or client) as the FIB last said (egress interface, MACs, next hop, the source its
 /// route selects, its MTU), valid while `generation` equals
 /// `EGRESS_GENERATION`, which lvsd moves on whenever routes or neighbours
 /// may have changed (each second at least). Established packets skip the
@@ -850,7 +850,8 @@ pub const CONN_CHANGES_BYTES: u32 = 1024 * 1024;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CachedEgress {
     pub generation: u32,
-    /// The real server it was resolved for (an index can be reused).
+    /// The address it was resolved for (a real index can be reused; a
+    /// client slot is shared).
     pub addr: [u8; 4],
     pub ifindex: u32,
     pub mtu: u16,
@@ -859,6 +860,17 @@ pub struct CachedEgress {
     pub dmac: [u8; 6],
     pub next_hop: [u8; 4],
     pub source: [u8; 4],
+}
+
+/// `CLIENT_EGRESS` slots: the way back to NAT clients, cached like the way
+/// to real servers (`CachedEgress`), in the slot their address hashes to.
+pub const CLIENT_EGRESS_BITS: u32 = 16;
+pub const CLIENT_EGRESS_SLOTS: u32 = 1 << CLIENT_EGRESS_BITS;
+
+/// The `CLIENT_EGRESS` slot of a client's address (a Fibonacci hash).
+#[inline(always)]
+pub const fn client_egress_slot(addr: [u8; 4]) -> u32 {
+    u32::from_ne_bytes(addr).wrapping_mul(0x9e37_79b1) >> (32 - CLIENT_EGRESS_BITS)
 }
 
 /// `RELEVANT`: two bitmaps of `RELEVANT_WORDS` u32 words each, first of

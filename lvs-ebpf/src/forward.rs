@@ -1,5 +1,6 @@
-//! Egress: the way to a real server from `EGRESS_CACHE` while its
-//! generation is current, else one FIB lookup (which refills it); then out
+//! Egress: the way to a real server from `EGRESS_CACHE`, or back to a NAT
+//! client from `CLIENT_EGRESS`, while its generation is current, else one
+//! FIB lookup (which refills it); then out
 //! through the frame's own way of sending (`Frame::send`), or to the
 //! kernel's neighbour layer when the next hop's MAC is not known yet. DR and
 //! TUN never depend on the forwarding sysctl: the FIB helper refuses every
@@ -12,14 +13,15 @@ use aya_ebpf::{
         BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LOOKUP_SRC,
     },
     helpers::bpf_fib_lookup,
+    maps::Array,
 };
 use core::mem::{size_of, MaybeUninit};
-use lvs_common::{CachedEgress, NextHop, Verdict};
+use lvs_common::{client_egress_slot, CachedEgress, NextHop, Verdict};
 
 use crate::{
     frame::{Frame, L4Patch},
     headers::Packet,
-    maps::{EGRESS_CACHE, EGRESS_GENERATION, NEXT_HOPS},
+    maps::{CLIENT_EGRESS, EGRESS_CACHE, EGRESS_GENERATION, NEXT_HOPS},
 };
 
 const AF_INET: u8 = 2;
@@ -125,10 +127,7 @@ pub fn resolved_by_lvsd(real: [u8; 4]) -> Option<NextHop> {
     unsafe { NEXT_HOPS.get(u32::from_ne_bytes(real)) }.copied()
 }
 
-/// The way to real server `real` (index `real_index`): from the cache while
-/// its generation is current and the packet fits its MTU, else from the
-/// FIB, whose resolved answer then refills the cache (with the route's MTU,
-/// from a second lookup that asks about the largest packet).
+/// The way to real server `real` (index `real_index`), through its cache.
 #[inline(always)]
 pub fn towards_real<F: Frame>(
     frame: &F,
@@ -138,9 +137,56 @@ pub fn towards_real<F: Frame>(
     tot_len: u16,
     want_source: bool,
 ) -> Lookup {
+    cached_way(
+        frame,
+        packet,
+        &EGRESS_CACHE,
+        real_index,
+        real,
+        tot_len,
+        want_source,
+    )
+}
+
+/// The way back to a NAT client, through its slot of `CLIENT_EGRESS` (two
+/// clients sharing a slot take turns filling it). Like the way to a real
+/// server, it is the FIB's answer for the destination alone, renewed within
+/// a second.
+#[inline(always)]
+pub fn towards_client<F: Frame>(
+    frame: &F,
+    packet: &Packet,
+    client: [u8; 4],
+    tot_len: u16,
+) -> Lookup {
+    cached_way(
+        frame,
+        packet,
+        &CLIENT_EGRESS,
+        client_egress_slot(client),
+        client,
+        tot_len,
+        false,
+    )
+}
+
+/// The way to `dst` from slot `index` of `cache` while its generation is
+/// current, it was filled for `dst` and the packet fits its MTU, else from
+/// the FIB, whose resolved answer then refills the slot (with the route's
+/// MTU, from a second lookup that asks about the largest packet).
+#[inline(always)]
+fn cached_way<F: Frame>(
+    frame: &F,
+    packet: &Packet,
+    cache: &Array<CachedEgress>,
+    index: u32,
+    dst: [u8; 4],
+    tot_len: u16,
+    want_source: bool,
+) -> Lookup {
     let generation = EGRESS_GENERATION.get(0).copied().unwrap_or(0);
-    if let Some(c) = EGRESS_CACHE.get(real_index) {
-        if c.generation == generation && generation != 0 && c.addr == real && tot_len <= c.mtu {
+    if let Some(c) = cache.get(index) {
+        if c.generation == generation && generation != 0 && c.addr == dst && tot_len <= c.mtu {
             return Lookup::Ready(Egress {
                 ifindex: c.ifindex,
                 smac: c.smac,
@@ -150,22 +196,29 @@ pub fn towards_real<F: Frame>(
             });
         }
     }
-    let found = lookup(frame, packet, real, tot_len, want_source);
+    let found = lookup(frame, packet, dst, tot_len, want_source);
     if let Lookup::Ready(egress) = &found {
         if generation != 0 {
-            let mtu = match lookup(frame, packet, real, u16::MAX, false) {
+            let mtu = match lookup(frame, packet, dst, u16::MAX, false) {
                 Lookup::TooBig { mtu } => mtu,
                 _ => u16::MAX,
             };
-            remember(real_index, real, egress, mtu, generation);
+            remember(cache, index, dst, egress, mtu, generation);
         }
     }
     found
 }
 
 #[inline(always)]
-fn remember(real_index: u32, real: [u8; 4], e: &Egress, mtu: u16, generation: u32) {
-    let Some(slot) = EGRESS_CACHE.get_ptr_mut(real_index) else {
+fn remember(
+    cache: &Array<CachedEgress>,
+    index: u32,
+    dst: [u8; 4],
+    e: &Egress,
+    mtu: u16,
+    generation: u32,
+) {
+    let Some(slot) = cache.get_ptr_mut(index) else {
         return;
     };
     // Two CPUs may fill one slot at once; both write what the FIB said.
@@ -173,7 +226,7 @@ fn remember(real_index: u32, real: [u8; 4], e: &Egress, mtu: u16, generation: u3
     unsafe {
         *slot = CachedEgress {
             generation,
-            addr: real,
+            addr: dst,
             ifindex: e.ifindex,
             mtu,
             _pad: [0; 2],
@@ -195,8 +248,8 @@ pub fn set_macs(packet: &Packet, egress: &Egress) {
 }
 
 /// NAT after the rewrite, whose transport checksum change is `patch`: the
-/// destination is the real server `real_index` (inbound, through the
-/// cache) or the client (outbound, `None`). Callers have checked
+/// destination is the real server `real_index` (inbound) or the client
+/// (outbound, `None`), each through its cache. Callers have checked
 /// `Packet::ttl_expiring`. NAT needs forwarding, as IPVS's does; a packet
 /// the FIB cannot place goes to the kernel rewritten, which routes it,
 /// fragments it or answers the sender.
@@ -212,7 +265,7 @@ pub fn route<F: Frame>(
     let tot_len = frame.fib_tot_len(packet.ip_len() as u16);
     let found = match real_index {
         Some(index) => towards_real(frame, packet, index, dst, tot_len, false),
-        None => lookup(frame, packet, dst, tot_len, false),
+        None => towards_client(frame, packet, dst, tot_len),
     };
     match found {
         Lookup::Ready(egress) => {

@@ -8,10 +8,10 @@ use aya_ebpf::{
 use lvs_common::{
     hash::HASH_BUCKETS, tcp_state::STATE_COUNT, CachedEgress, Conn, ConnCounts, Counters, FlowKey,
     HalfOpenSlot, HalfOpenTurn, LocalityEntry, LocalityKey, NeighKey, NeighNote, NextHop, Real,
-    Service, ServiceKey, Settings, Template, TemplateKey, CONN_CHANGES_BYTES, CONN_TABLE_SIZE,
-    DECAP_VERDICT_COUNT, EVENTS_BYTES, LOCALITY_TABLE_SIZE, MAX_FLOATING, MAX_INTERFACES,
-    MAX_REALS, MAX_SERVICES, NEIGH_NOTES_SIZE, RELEVANT_WORDS, RING_SLOTS, TEMPLATE_TABLE_SIZE,
-    VERDICT_COUNT,
+    Service, ServiceKey, Settings, Template, TemplateKey, CLIENT_EGRESS_SLOTS, CONN_CHANGES_BYTES,
+    CONN_TABLE_SIZE, DECAP_VERDICT_COUNT, EVENTS_BYTES, LOCALITY_TABLE_SIZE, MAX_FLOATING,
+    MAX_INTERFACES, MAX_REALS, MAX_SERVICES, NEIGH_NOTES_SIZE, RELEVANT_WORDS, RING_SLOTS,
+    TEMPLATE_TABLE_SIZE, VERDICT_COUNT,
 };
 
 /// `BPF_F_MMAPABLE`: lvsd maps the array into its memory and writes a
@@ -120,7 +120,13 @@ pub static LIVENESS: Array<u64> = Array::with_max_entries(1, 0);
 #[map]
 pub static EGRESS_CACHE: Array<CachedEgress> = Array::with_max_entries(MAX_REALS, 0);
 
-/// Entry 0: the generation `EGRESS_CACHE` entries must carry to be used.
+/// The way back to NAT clients, in the slot each address hashes to
+/// (`client_egress_slot`); valid under the same generation.
+#[map]
+pub static CLIENT_EGRESS: Array<CachedEgress> = Array::with_max_entries(CLIENT_EGRESS_SLOTS, 0);
+
+/// Entry 0: the generation `EGRESS_CACHE` and `CLIENT_EGRESS` entries must
+/// carry to be used.
 #[map]
 pub static EGRESS_GENERATION: Array<u32> = Array::with_max_entries(1, 0);
 

@@ -1906,3 +1906,27 @@ fn a_syn_flood_evicts_the_oldest_half_open_entries_and_nothing_established() {
     c.recount().unwrap();
     counts_match_a_recount(&c, "after the promotion");
 }
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn nat_replies_take_a_new_client_neighbour_once_the_egress_is_renewed() {
+    let mut c = router(true);
+    let syn = tcp((CLIENT, 40000), (VIP, 80), "S", b"");
+    let rewritten = run(&c, &syn).frame;
+    let real = [rewritten[30], rewritten[31], rewritten[32], rewritten[33]];
+    let dev = format!("srv{}", real[2] - 10);
+    let reply = tcp((real, 8080), (CLIENT, 40000), "A", b"r");
+    assert_eq!(macs_of(&run_on(&c, &dev, &reply).frame).0, CLIENT_MAC);
+    // The client's MAC changes (its router failed over): replies keep the
+    // cached way back until it is renewed, then take the new one.
+    let moved = [2, 0, 0, 0, 0x99, 2];
+    sh(&format!(
+        "ip neigh replace {} lladdr {} dev cli0 nud permanent",
+        Ipv4Addr::from(CLIENT),
+        mac_str(moved)
+    ));
+    assert_eq!(macs_of(&run_on(&c, &dev, &reply).frame).0, CLIENT_MAC);
+    c.renew_egress().unwrap();
+    assert_eq!(macs_of(&run_on(&c, &dev, &reply).frame).0, moved);
+    assert_eq!(macs_of(&run_on(&c, &dev, &reply).frame).0, moved);
+}
