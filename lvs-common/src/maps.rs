@@ -362,7 +362,7 @@ pub struct Real {
     addr: [u8; 4],
     port: [u8; 2],
     pub method: u8,
-    /// `Real::LOCAL` when the address is this director's own.
+    /// `Real::LOCAL`, `Real::ONE_ENTRY`.
     pub flags: u8,
 }
 
@@ -370,6 +370,10 @@ impl Real {
     /// The director holds this address: its connections go to the local
     /// stack, whatever the method (as IPVS decides from the route).
     pub const LOCAL: u8 = 1;
+    /// A NAT server whose service is among its `REPLY_SERVICES`: its
+    /// connections keep one entry, which its replies find through that
+    /// index, instead of an inbound and a reply entry.
+    pub const ONE_ENTRY: u8 = 2;
 
     pub const fn new(addr: [u8; 4], port: u16, method: Method) -> Self {
         Self {
@@ -385,6 +389,13 @@ impl Real {
     }
     pub const fn is_local(&self) -> bool {
         self.flags & Self::LOCAL != 0
+    }
+    pub const fn one_entry(mut self) -> Self {
+        self.flags |= Self::ONE_ENTRY;
+        self
+    }
+    pub const fn keeps_one_entry(&self) -> bool {
+        self.flags & Self::ONE_ENTRY != 0
     }
     /// The method a new connection to this server takes in the datapath.
     pub const fn conn_method(&self) -> u8 {
@@ -468,8 +479,80 @@ impl FlowKey {
     /// entry's (its address and port are the virtual service's).
     #[inline(always)]
     pub const fn nat_inbound(&self, conn: &Conn) -> FlowKey {
-        FlowKey::from_wire(self.dst, conn.addr, self.dport, conn.port, self.proto)
+        self.nat_inbound_from(conn.addr, conn.port)
     }
+
+    /// The inbound entry of the NAT connection this reply (real server to
+    /// client) belongs to, if it was made for the virtual service at
+    /// `vaddr`, `vport` (wire).
+    #[inline(always)]
+    pub const fn nat_inbound_from(&self, vaddr: [u8; 4], vport: [u8; 2]) -> FlowKey {
+        FlowKey::from_wire(self.dst, vaddr, self.dport, vport, self.proto)
+    }
+}
+
+/// `REPLY_SERVICES` key: a NAT real server as its replies carry it
+/// (source address, source port, protocol).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ReplyKey {
+    addr: [u8; 4],
+    port: [u8; 2],
+    proto: u8,
+    _pad: u8,
+}
+
+impl ReplyKey {
+    #[inline(always)]
+    pub const fn from_wire(addr: [u8; 4], port: [u8; 2], proto: u8) -> Self {
+        Self {
+            addr,
+            port,
+            proto,
+            _pad: 0,
+        }
+    }
+    /// The server a reply packet (`flow`) comes from.
+    #[inline(always)]
+    pub const fn of_reply(flow: &FlowKey) -> Self {
+        Self::from_wire(flow.src, flow.sport, flow.proto)
+    }
+}
+
+/// A virtual service's address and port (wire), in `REPLY_SERVICES`; all
+/// zero for an unused place.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct VirtualAddr {
+    pub addr: [u8; 4],
+    pub port: [u8; 2],
+    _pad: [u8; 2],
+}
+
+impl VirtualAddr {
+    pub const fn from_wire(addr: [u8; 4], port: [u8; 2]) -> Self {
+        Self {
+            addr,
+            port,
+            _pad: [0; 2],
+        }
+    }
+    pub const fn is_unused(&self) -> bool {
+        u32::from_ne_bytes(self.addr) == 0
+    }
+}
+
+/// Services one NAT server's replies may belong to, tried in turn.
+pub const REPLY_CANDIDATES: usize = 4;
+
+/// `REPLY_SERVICES` value: the virtual services whose connections to a NAT
+/// server keep one entry (`Real::ONE_ENTRY`). A reply from the server is
+/// looked up as the inbound entry each would have made, until one matches;
+/// the connections of a fifth service to the same server keep two entries.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReplyServices {
+    pub services: [VirtualAddr; REPLY_CANDIDATES],
 }
 
 /// Which way a `CONNS` entry rewrites.
@@ -995,6 +1078,8 @@ const _: () = assert!(size_of::<Event>() == 24);
 const _: () = assert!(size_of::<Real>() == 8);
 const _: () = assert!(size_of::<FlowKey>() == 16);
 const _: () = assert!(size_of::<Conn>() == 32);
+const _: () = assert!(size_of::<ReplyKey>() == 8);
+const _: () = assert!(size_of::<ReplyServices>() == 8 * REPLY_CANDIDATES);
 const _: () = assert!(size_of::<HalfOpenSlot>() == 24);
 const _: () = assert!(size_of::<HalfOpenTurn>() == 16);
 const _: () = assert!(size_of::<Counters>() == 40);
@@ -1027,6 +1112,8 @@ mod pod {
         NeighKey,
         NeighNote,
         HalfOpenSlot,
-        HalfOpenTurn
+        HalfOpenTurn,
+        ReplyKey,
+        ReplyServices
     );
 }

@@ -5,7 +5,9 @@
 //! and `lvs_director_tc` (tc ingress, on veth and other virtual devices; see
 //! `frame`). Each has one place that turns every verdict into its action.
 //! The path, in the order a packet meets it: `headers` (parse),
-//! `relevance` (not for any service: pass at once), the connection table with `conntrack` (IPVS states and expiry), `schedule`
+//! `relevance` (not for any service: pass at once), a NAT server's reply
+//! found through its services (`nat`), the connection table with
+//! `conntrack` (IPVS states and expiry), `schedule`
 //! (first packet of a flow) with `publication` (the scheduler's ring,
 //! buckets or locality entry), `persist` (templates) and `events` (notices
 //! to the controller), then the method: `nat` (DNAT in, SNAT out), `direct`
@@ -161,15 +163,23 @@ fn director<F: Frame>(ctx: &F) -> Result<Verdict, Verdict> {
         Err(verdict) => return Err(verdict),
     };
     let flow = packet.flow_key();
-    if !relevance::concerns_a_service(&flow) {
+    // Either bit may be another address's (they are hashed): a client that
+    // shares a VIP's bit still gets its replies.
+    let from_nat_server = relevance::from_nat_server(&flow);
+    if !from_nat_server && !relevance::to_virtual_address(&flow) {
         return Err(Verdict::PassNoService);
     }
     let now = stats::now();
+    if from_nat_server {
+        if let Some((key, entry)) = nat::one_entry_of(&flow) {
+            return nat::outbound(ctx, &packet, &key, entry, now);
+        }
+    }
     if let Some(entry) = maps::CONNS.get_ptr_mut(flow) {
         // SAFETY: the pointer comes from a successful map lookup.
         let conn = unsafe { &mut *entry };
         if conn.direction == Direction::Outbound as u8 {
-            return nat::outbound(ctx, &packet, conn, now);
+            return nat::reply(ctx, &packet, &flow, conn, now);
         }
         if !conntrack::expired(conn, now) {
             if packet.ttl_expiring() {

@@ -8,10 +8,10 @@ use aya_ebpf::{
 use lvs_common::{
     hash::HASH_BUCKETS, tcp_state::STATE_COUNT, CachedEgress, Conn, ConnCounts, Counters, FlowKey,
     HalfOpenSlot, HalfOpenTurn, LocalityEntry, LocalityKey, NeighKey, NeighNote, NextHop, Real,
-    Service, ServiceKey, Settings, Template, TemplateKey, CLIENT_EGRESS_SLOTS, CONN_CHANGES_BYTES,
-    CONN_TABLE_SIZE, DECAP_VERDICT_COUNT, EVENTS_BYTES, LOCALITY_TABLE_SIZE, MAX_FLOATING,
-    MAX_INTERFACES, MAX_REALS, MAX_SERVICES, NEIGH_NOTES_SIZE, RELEVANT_WORDS, RING_SLOTS,
-    TEMPLATE_TABLE_SIZE, VERDICT_COUNT,
+    ReplyKey, ReplyServices, Service, ServiceKey, Settings, Template, TemplateKey,
+    CLIENT_EGRESS_SLOTS, CONN_CHANGES_BYTES, CONN_TABLE_SIZE, DECAP_VERDICT_COUNT, EVENTS_BYTES,
+    LOCALITY_TABLE_SIZE, MAX_FLOATING, MAX_INTERFACES, MAX_REALS, MAX_SERVICES, NEIGH_NOTES_SIZE,
+    RELEVANT_WORDS, RING_SLOTS, TEMPLATE_TABLE_SIZE, VERDICT_COUNT,
 };
 
 /// `BPF_F_MMAPABLE`: lvsd maps the array into its memory and writes a
@@ -59,6 +59,12 @@ pub static REALS: Array<Real> = Array::with_max_entries(MAX_REALS, 0);
 /// table refuses new flows (`drop_table_full`).
 #[map]
 pub static CONNS: HashMap<FlowKey, Conn> = HashMap::with_max_entries(CONN_TABLE_SIZE, 0);
+
+/// The services each NAT server's replies may belong to, for connections
+/// that keep one entry (`ReplyServices`); lvsd writes it.
+#[map]
+pub static REPLY_SERVICES: HashMap<ReplyKey, ReplyServices> =
+    HashMap::with_max_entries(MAX_REALS, 0);
 
 /// The half-open quota's slots (`HalfOpenSlot`); lvsd sizes it with the
 /// table (`half_open_slots`).

@@ -1,52 +1,112 @@
 //! NAT rewrites: DNAT towards the real server, SNAT back to the VIP.
 
-use lvs_common::{checksum::Delta, tcp_state::Table, Conn, FlowKey, Verdict};
+//! NAT rewrites: DNAT towards the real server, SNAT back to the VIP.
+//!
+//! A connection to a server marked `Real::ONE_ENTRY` has only its inbound
+//! entry: a reply (`reply_flow`, real server to client) finds it as the
+//! inbound entry one of the server's `REPLY_SERVICES` would have made.
+//! Others also have a reply entry keyed by the reply's 5-tuple.
+
+use lvs_common::{
+    checksum::Delta, tcp_state::Table, Conn, Direction, FlowKey, Method, ReplyKey, Verdict,
+    REPLY_CANDIDATES,
+};
 
 use crate::{
     conntrack, forward,
     frame::{Frame, L4Patch},
     headers::Packet,
-    maps::CONNS,
+    maps::{CONNS, REPLY_SERVICES},
     stats::{self, Way},
 };
 
-/// A reply from the real server: SNAT back to the VIP. The flow's state
-/// lives on its inbound entry, which the reply moves through the OUTPUT table.
+/// The inbound entry (key and entry) of the one-entry NAT connection
+/// `reply_flow` belongs to, if any. Not inlined: its own stack frame keeps
+/// the director's within the limit.
+#[inline(never)]
+pub fn one_entry_of(reply_flow: &FlowKey) -> Option<(FlowKey, *mut Conn)> {
+    let services = REPLY_SERVICES.get_ptr(ReplyKey::of_reply(reply_flow))?;
+    for i in 0..REPLY_CANDIDATES {
+        // SAFETY: a live map value; each place is read once.
+        let service = unsafe { (*services).services[i] };
+        if service.is_unused() {
+            break;
+        }
+        let key = reply_flow.nat_inbound_from(service.addr, service.port);
+        if let Some(entry) = CONNS.get_ptr_mut(key) {
+            // SAFETY: the pointer comes from a successful map lookup.
+            let conn = unsafe { &*entry };
+            if conn.direction == Direction::Inbound as u8
+                && conn.method == Method::Nat as u8
+                && conn.addr() == reply_flow.src()
+                && conn.port() == reply_flow.sport()
+            {
+                return Some((key, entry));
+            }
+        }
+    }
+    None
+}
+
+/// A reply from the real server of the connection whose inbound entry is
+/// `inbound` (key `key`): SNAT back to the VIP. It moves the flow's state
+/// through the OUTPUT table, unless the connection has expired: a late
+/// reply does not bring it back.
 #[inline(always)]
 pub fn outbound<F: Frame>(
     frame: &F,
     packet: &Packet,
-    conn: &mut Conn,
+    key: &FlowKey,
+    inbound: *mut Conn,
     now: u64,
 ) -> Result<Verdict, Verdict> {
     if packet.ttl_expiring() {
         return Err(Verdict::PassToKernel);
     }
-    conn.last_seen_ns = now;
-    // SAFETY: pointers validated by Packet::parse.
-    let (ip, ports) = unsafe { (&*packet.ip, &*packet.ports) };
-    let inbound = FlowKey::from_wire(
-        ip.dst,
-        conn.addr(),
-        ports.dst,
-        conn.port_wire(),
-        packet.proto,
-    );
-    if let Some(forward) = CONNS.get_ptr_mut(inbound) {
-        // A late reply does not bring a dead connection back.
-        // SAFETY: the pointer comes from a successful map lookup.
-        if !conntrack::expired(unsafe { &*forward }, now) {
-            conntrack::update(&inbound, forward, packet, Table::Output, now);
-        }
+    // SAFETY: a live map value; `update` moves its state atomically.
+    let (expired, service_index, real_index) = unsafe {
+        let conn = &*inbound;
+        (
+            conntrack::expired(conn, now),
+            conn.service_index,
+            conn.real_index,
+        )
+    };
+    if !expired {
+        conntrack::update(key, inbound, packet, Table::Output, now);
+    }
+    stats::count_packet(service_index, real_index, Way::Out, packet.ip_len(), false);
+    let patch = rewrite_source(packet, key.dst(), key.dport().to_be_bytes());
+    forward::route(frame, packet, patch, None)
+}
+
+/// A reply through its own entry, `reply` (a connection with two). Its
+/// inbound entry, if still there, holds the state; without it the reply is
+/// still rewritten, until the sweeper removes its entry.
+#[inline(always)]
+pub fn reply<F: Frame>(
+    frame: &F,
+    packet: &Packet,
+    flow: &FlowKey,
+    reply: &mut Conn,
+    now: u64,
+) -> Result<Verdict, Verdict> {
+    if packet.ttl_expiring() {
+        return Err(Verdict::PassToKernel);
+    }
+    reply.last_seen_ns = now;
+    let key = flow.nat_inbound(reply);
+    if let Some(inbound) = CONNS.get_ptr_mut(key) {
+        return outbound(frame, packet, &key, inbound, now);
     }
     stats::count_packet(
-        conn.service_index,
-        conn.real_index,
+        reply.service_index,
+        reply.real_index,
         Way::Out,
         packet.ip_len(),
         false,
     );
-    let patch = rewrite_source(packet, conn.addr(), conn.port_wire());
+    let patch = rewrite_source(packet, reply.addr(), reply.port_wire());
     forward::route(frame, packet, patch, None)
 }
 

@@ -17,7 +17,14 @@ fn set(map: u32, addr: [u8; 4]) -> bool {
     RELEVANT.get(word).is_some_and(|w| w & mask != 0)
 }
 
+/// To a virtual address: a client's packet.
 #[inline(always)]
-pub fn concerns_a_service(flow: &FlowKey) -> bool {
-    set(VIRTUAL, flow.dst()) || set(NAT_SOURCE, flow.src())
+pub fn to_virtual_address(flow: &FlowKey) -> bool {
+    set(VIRTUAL, flow.dst())
+}
+
+/// From a NAT real server's address: perhaps a reply.
+#[inline(always)]
+pub fn from_nat_server(flow: &FlowKey) -> bool {
+    set(NAT_SOURCE, flow.src())
 }

@@ -44,7 +44,7 @@ pub fn new_flow<F: Frame>(
     flow: &FlowKey,
     now: u64,
 ) -> Result<Verdict, Verdict> {
-    let mut inbound = decide(packet, flow, now)?;
+    let (mut inbound, one_entry) = decide(packet, flow, now)?;
     let half_open = if inbound.state == ConnState::SynRecv as u8 {
         conntrack::take_half_open_slot()
     } else {
@@ -59,7 +59,7 @@ pub fn new_flow<F: Frame>(
         Err(_) => return Err(Verdict::DropTableFull),
     }
     conntrack::count(&inbound);
-    if inbound.method == Method::Nat as u8 {
+    if inbound.method == Method::Nat as u8 && !one_entry {
         let outbound = Conn::new(
             flow.dst(),
             flow.dport().to_be_bytes(),
@@ -93,9 +93,10 @@ pub fn new_flow<F: Frame>(
 }
 
 /// Everything about a new flow before it is recorded: its service, the
-/// scheduler's pick, and the entry it gets.
+/// scheduler's pick, the entry it gets, and whether a NAT flow's replies
+/// find it without a reply entry of their own (`Real::ONE_ENTRY`).
 #[inline(always)]
-fn decide(packet: &Packet, flow: &FlowKey, now: u64) -> Result<Conn, Verdict> {
+fn decide(packet: &Packet, flow: &FlowKey, now: u64) -> Result<(Conn, bool), Verdict> {
     let (service, any_port) = find_service(flow, packet.proto)?;
     if !packet.may_schedule() {
         return Err(Verdict::PassNotSyn);
@@ -130,5 +131,5 @@ fn decide(packet: &Packet, flow: &FlowKey, now: u64) -> Result<Conn, Verdict> {
         now,
     );
     inbound.state = conntrack::next_state(packet, conntrack::input_table(method), inbound.state);
-    Ok(inbound)
+    Ok((inbound, real.keeps_one_entry()))
 }

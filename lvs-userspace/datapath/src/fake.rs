@@ -7,7 +7,8 @@ use lvs_common::{
     service_flags,
     tcp_state::STATE_COUNT,
     Conn, ConnCounts, Counters, Event, EventKind, FlowKey, Form, LocalityEntry, LocalityKey, Real,
-    Service, ServiceKey, Template, TemplateKey, Verdict, NO_REAL, RING_SLOTS,
+    ReplyKey, ReplyServices, Service, ServiceKey, Template, TemplateKey, Verdict, NO_REAL,
+    RING_SLOTS,
 };
 
 use crate::{Datapath, DatapathError, Limits};
@@ -27,6 +28,7 @@ pub struct FakeDatapath {
     pub conns: HashMap<FlowKey, Conn>,
     /// The `RELEVANT` bitmaps as last written.
     pub relevant: Vec<u32>,
+    pub reply_services: HashMap<ReplyKey, ReplyServices>,
     /// `EGRESS_GENERATION`.
     pub egress_generation: u32,
     pub timeouts: [u32; STATE_COUNT as usize],
@@ -286,6 +288,17 @@ impl Datapath for FakeDatapath {
     }
     fn renew_egress(&mut self) -> Result<(), DatapathError> {
         self.egress_generation += 1;
+        Ok(())
+    }
+    fn set_reply_services(
+        &mut self,
+        server: ReplyKey,
+        services: Option<ReplyServices>,
+    ) -> Result<(), DatapathError> {
+        match services {
+            Some(s) => self.reply_services.insert(server, s),
+            None => self.reply_services.remove(&server),
+        };
         Ok(())
     }
     fn set_relevant(&mut self, words: &[u32]) -> Result<(), DatapathError> {

@@ -17,8 +17,8 @@ use aya::{
 };
 use lvs_common::{
     tcp_state::STATE_COUNT, Conn, ConnChange, ConnCounts, Counters, Event, FlowKey, HalfOpenTurn,
-    LocalityEntry, LocalityKey, NeighKey, NeighNote, NextHop, Real, Service, ServiceKey, Settings,
-    Template, TemplateKey, Verdict,
+    LocalityEntry, LocalityKey, NeighKey, NeighNote, NextHop, Real, ReplyKey, ReplyServices,
+    Service, ServiceKey, Settings, Template, TemplateKey, Verdict,
 };
 use serde::{Deserialize, Serialize};
 use tokio::io::{unix::AsyncFd, Interest};
@@ -358,6 +358,7 @@ pub struct KernelDatapath {
     /// dropped (detached) with the datapath, left behind by a killed lvsd.
     _tc_kept: Vec<KeptTc>,
     next_hops: HashMap<MapData, u32, NextHop>,
+    reply_services: HashMap<MapData, ReplyKey, ReplyServices>,
     local: LocalAddresses,
     services: HashMap<MapData, ServiceKey, Service>,
     rings: MappedArray,
@@ -624,6 +625,8 @@ impl KernelDatapath {
         // Taken maps must outlive the program loads that refer to them.
         drop((egress, settings_map));
         let next_hops = typed!(&mut ebpf, HashMap<MapData, u32, NextHop>, "NEXT_HOPS");
+        let reply_services =
+            typed!(&mut ebpf, HashMap<MapData, ReplyKey, ReplyServices>, "REPLY_SERVICES");
         let floating = typed!(&mut ebpf, HashMap<MapData, [u8; 4], u8>, "FLOATING");
         let liveness = Some(typed!(&mut ebpf, Array<MapData, u64>, "LIVENESS"));
         let conn_changes = Some(typed!(&mut ebpf, RingBuf<MapData>, "CONN_CHANGES"));
@@ -632,6 +635,7 @@ impl KernelDatapath {
             kept: std::mem::take(&mut kept.0),
             _tc_kept: tc_links,
             next_hops,
+            reply_services,
             local: LocalAddresses::default(),
             services,
             rings,
@@ -1072,6 +1076,11 @@ impl KernelDatapath {
         self.neigh_notes.get(&NeighKey::of_frame(frame)?, 0).ok()
     }
 
+    /// A NAT server's `REPLY_SERVICES` entry, if it has one.
+    pub fn reply_services(&self, server: &ReplyKey) -> Option<ReplyServices> {
+        self.reply_services.get(server, 0).ok()
+    }
+
     /// Move the count an entry is in by `delta` (wrapping: `u32::MAX` is
     /// minus one), as the datapath does for the entries it adds.
     fn count(&self, conn: &Conn, delta: u32) -> Result<(), DatapathError> {
@@ -1241,6 +1250,19 @@ impl Datapath for KernelDatapath {
     }
     fn set_relevant(&mut self, words: &[u32]) -> Result<(), DatapathError> {
         self.relevant.write(0, words)
+    }
+    fn set_reply_services(
+        &mut self,
+        server: ReplyKey,
+        services: Option<ReplyServices>,
+    ) -> Result<(), DatapathError> {
+        match services {
+            Some(s) => self
+                .reply_services
+                .insert(server, s, 0)
+                .map_err(map_err("bpf_map_update_elem", "REPLY_SERVICES")),
+            None => remove(&mut self.reply_services, &server, "REPLY_SERVICES"),
+        }
     }
     fn renew_egress(&mut self) -> Result<(), DatapathError> {
         let now = self

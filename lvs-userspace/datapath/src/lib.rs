@@ -31,7 +31,7 @@ use std::net::Ipv4Addr;
 
 use lvs_common::{
     tcp_state::STATE_COUNT, Conn, ConnCounts, Counters, Event, FlowKey, LocalityEntry, LocalityKey,
-    NextHop, Real, Service, ServiceKey, Template, TemplateKey, Verdict,
+    NextHop, Real, ReplyKey, ReplyServices, Service, ServiceKey, Template, TemplateKey, Verdict,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -200,6 +200,12 @@ pub trait Datapath: Send {
     /// looked up afresh by its next packet (routes or neighbours may have
     /// changed).
     fn renew_egress(&mut self) -> Result<(), DatapathError>;
+    /// A NAT server's `REPLY_SERVICES` entry; `None` removes it.
+    fn set_reply_services(
+        &mut self,
+        server: ReplyKey,
+        services: Option<ReplyServices>,
+    ) -> Result<(), DatapathError>;
     /// The `RELEVANT` bitmaps (lvs-common's `relevant_slot`), whole.
     fn set_relevant(&mut self, words: &[u32]) -> Result<(), DatapathError>;
     /// ActiveConn and InActConn of real indexes `0..count`, as the datapath

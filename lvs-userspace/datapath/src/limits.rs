@@ -57,7 +57,7 @@ impl Limits {
     }
 
     /// `(map, entries)` for every map whose size follows a limit.
-    pub fn map_sizes(self) -> [(&'static str, u32); 11] {
+    pub fn map_sizes(self) -> [(&'static str, u32); 12] {
         let Limits {
             services,
             reals,
@@ -73,6 +73,7 @@ impl Limits {
             ("REAL_STATS", reals),
             ("REAL_CONNS", reals),
             ("EGRESS_CACHE", reals),
+            ("REPLY_SERVICES", reals),
             ("CONNS", connections),
             ("HALF_OPEN", lvs_common::half_open_slots(connections)),
         ]

@@ -15,7 +15,8 @@ type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState
 use lvs_common::{
     bucket_base, ring_base, service_flags, tcp_state::DEFAULT_TIMEOUTS, Conn, ConnCounts,
     ConnState, Counters, Direction, Event, EventKind, FlowKey, Form, LocalityEntry, LocalityKey,
-    Real, Service as ServiceValue, ServiceKey, Template, TemplateKey, Verdict, NO_REAL, RING_SLOTS,
+    Real, ReplyKey, Service as ServiceValue, ServiceKey, Template, TemplateKey, Verdict,
+    VirtualAddr, NO_REAL, RING_SLOTS,
 };
 
 use lvs_common::Timeouts;
@@ -36,6 +37,7 @@ use crate::{
     health::condition::{self, AgentState, Condition},
     rate::{self, Estimator},
     relevance::Relevance,
+    replies::ReplyIndex,
     threshold,
 };
 
@@ -316,6 +318,8 @@ pub struct Controller<D> {
     sweep: SweepPass,
     /// The addresses the datapath's first test lets through.
     relevance: Relevance,
+    /// Which NAT connections keep one entry.
+    replies: ReplyIndex,
     /// Real indexes whose OVERLOAD flag is set.
     overloaded: BTreeSet<u32>,
     /// Real and sorry servers configured over all services.
@@ -411,6 +415,7 @@ impl<D: Datapath> Controller<D> {
             counts: HashMap::default(),
             sweep: SweepPass::default(),
             relevance: Relevance::default(),
+            replies: ReplyIndex::default(),
             overloaded: BTreeSet::new(),
             endpoints: 0,
             in_flight: None,
@@ -460,7 +465,9 @@ impl<D: Datapath> Controller<D> {
         for i in drained {
             self.draining.remove(&i);
             self.real_slots.give(i);
+            self.replies.release(i);
         }
+        self.write_replies()?;
         if self.draining.is_empty() {
             self.relevance.drained();
         }
@@ -737,7 +744,8 @@ impl<D: Datapath> Controller<D> {
         conn: &Conn,
         now: u64,
     ) -> Result<(), ControlError> {
-        if conn.method == lvs_common::Method::Nat as u8 {
+        // A one-entry connection has no reply entry to look for.
+        if conn.method == lvs_common::Method::Nat as u8 && !self.replies.holds(conn.real_index) {
             let reply = key.nat_reply(conn);
             if let Some(r) = self.datapath.connection(&reply)? {
                 if r.direction == Direction::Outbound as u8
@@ -888,7 +896,7 @@ impl<D: Datapath> Controller<D> {
             );
             inbound.state = sc.state;
             self.datapath.set_connection(key, inbound)?;
-            if method == lvs_common::Method::Nat as u8 {
+            if method == lvs_common::Method::Nat as u8 && !self.replies.holds(real_index) {
                 let reply = Conn::new(
                     sc.virtual_addr.ip().octets(),
                     sc.virtual_addr.port().to_be_bytes(),
@@ -1105,6 +1113,7 @@ impl<D: Datapath> Controller<D> {
             self.state.rollback(undo);
         }
         self.unwritten_reals.clear();
+        self.replies.mark_all_dirty();
         self.endpoints = self.state.services().map(|s| s.endpoints().count()).sum();
         let now = self.datapath.now_ns()?;
         let ids: BTreeSet<ServiceId> = self
@@ -1196,6 +1205,15 @@ impl<D: Datapath> Controller<D> {
         }
         self.publish_touched(&touched)?;
         self.write_relevance()
+    }
+
+    /// The `REPLY_SERVICES` entries that changed.
+    fn write_replies(&mut self) -> Result<(), ControlError> {
+        for (server, services) in self.replies.changed() {
+            self.datapath.set_reply_services(server, services)?;
+        }
+        self.replies.written();
+        Ok(())
     }
 
     /// The `RELEVANT` bitmaps, if they changed.
@@ -1598,7 +1616,28 @@ impl<D: Datapath> Controller<D> {
                 }
             };
             if written.get(&real.server) != Some(&real.method) {
-                let entry = datapath_real(real, self.datapath.is_local(real.server.addr));
+                let local = self.datapath.is_local(real.server.addr);
+                let mut entry = datapath_real(real, local);
+                // A port-0 service's server takes the client's port: its
+                // replies' source port names no service.
+                if real.method == lvs_state::model::Method::Nat
+                    && !local
+                    && real.server.port != 0
+                    && self.replies.hold(
+                        index,
+                        ReplyKey::from_wire(
+                            real.server.addr.octets(),
+                            real.server.port.to_be_bytes(),
+                            svc.spec.id.protocol.number(),
+                        ),
+                        VirtualAddr::from_wire(
+                            svc.spec.id.vip.addr.octets(),
+                            svc.spec.id.vip.port.to_be_bytes(),
+                        ),
+                    )
+                {
+                    entry = entry.one_entry();
+                }
                 self.unwritten_reals.push((index, entry));
             }
             // Editing a server clears OVERLOAD when its upper threshold is
@@ -1624,7 +1663,9 @@ impl<D: Datapath> Controller<D> {
     /// into the idle half, then flip the service to it; unpublish deleted
     /// services.
     fn publish_touched(&mut self, touched: &BTreeSet<ServiceId>) -> Result<(), ControlError> {
-        // Real servers first: a ring published below may name them.
+        // Real servers first: a ring published below may name them; and
+        // before them the reply index their one-entry flag relies on.
+        self.write_replies()?;
         if !self.unwritten_reals.is_empty() {
             let reals = std::mem::take(&mut self.unwritten_reals);
             self.datapath.set_reals(&reals)?;
@@ -3177,11 +3218,13 @@ mod tests {
         assert_eq!(inbound.service_index, backup.runtimes[&svc()].index);
         assert_eq!(inbound.state, ConnState::Established as u8);
         assert_eq!(inbound.last_seen_ns, 95_000_000_000);
-        // NAT: the reply entry too, pointing back at the VIP.
-        let reply = backup.datapath().conns[&sc.key().nat_reply(&inbound)];
-        assert_eq!(reply.direction, Direction::Outbound as u8);
-        assert_eq!(reply.addr(), [198, 18, 0, 10]);
-        assert_eq!(backup.datapath().conns.len(), 2);
+        // NAT to a server of one service: one entry, which its replies find
+        // through the server's REPLY_SERVICES, as the backup's REALS say.
+        assert!(backup.datapath().reals[&inbound.real_index].keeps_one_entry());
+        let services = backup.datapath().reply_services
+            [&ReplyKey::from_wire([198, 18, 11, 2], 8080u16.to_be_bytes(), 6)];
+        assert_eq!(services.services[0].addr, [198, 18, 0, 10]);
+        assert_eq!(backup.datapath().conns.len(), 1);
         // The backup counts it: wlc after a takeover sees the real load.
         backup.recount().unwrap();
         // rs1 was added last, so it heads the list.

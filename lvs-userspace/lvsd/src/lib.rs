@@ -4,6 +4,7 @@
 //!
 //! * `controller`: applies commands transactionally and writes the maps;
 //! * `conntable`: when a connection entry is dead (the sweeper's rule);
+//! * `replies`: which NAT connections keep one entry (`REPLY_SERVICES`);
 //! * `threshold`: when `-x`/`-y` set and clear a server's OVERLOAD;
 //! * `rate`: IPVS's rate estimator (`--rate`);
 //! * `health`: checkers, the load agent, slow start;
@@ -22,4 +23,5 @@ pub mod ha;
 pub mod health;
 pub mod rate;
 pub mod relevance;
+pub mod replies;
 pub mod threshold;

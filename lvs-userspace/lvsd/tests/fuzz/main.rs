@@ -39,7 +39,7 @@ const COARSE_TICK_NS: u64 = 10_000_000;
 
 use lvs_common::{
     tcp_state::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
-    Conn, Counters, Direction, FlowKey, Method, Verdict, IPPROTO_TCP,
+    Conn, Counters, Direction, FlowKey, Method, ReplyKey, Verdict, IPPROTO_TCP,
 };
 use lvs_datapath::{Datapath, KernelDatapath};
 
@@ -166,7 +166,12 @@ impl Fuzzer {
         let key = oracle::flow_key(input);
         let controller = &self.lab.controller;
         let lookup = |k: &FlowKey| controller.datapath().connection(k).expect("read CONNS");
-        let before = key.as_ref().and_then(lookup);
+        let reply_services = |s: &ReplyKey| controller.datapath().reply_services(s);
+        // What the program finds for the packet.
+        let entry_of = |k: &FlowKey| {
+            oracle::one_entry_reply(k, &lookup, &reply_services).or_else(|| lookup(k))
+        };
+        let before = key.as_ref().and_then(entry_of);
         let now_before = self.dp().now_ns().expect("clock");
         let result = match program {
             Program::Xdp => self
@@ -213,7 +218,7 @@ impl Fuzzer {
                 &format!("the run moved the verdict counters by {moved:?}, not exactly one verdict by one"),
             ),
         };
-        let after = key.as_ref().and_then(lookup);
+        let after = key.as_ref().and_then(entry_of);
         let neighbour_note = self
             .lab
             .controller
@@ -237,6 +242,7 @@ impl Fuzzer {
             timeouts: self.lab.controller.timeouts(),
             forwarding: self.forwarding,
             next_hops: &self.lab.next_hops,
+            reply_services: &reply_services,
         };
         match oracle::check(&ctx, input, &obs, before, after, &lookup) {
             Ok(notes) => {

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use etherparse::{checksum::Sum16BitWords, Ipv4Slice};
 use lvs_common::{
     tcp_state::{STATE_COUNT, TCP_RST, TCP_SYN},
-    Conn, Direction, FlowKey, Method, NextHop, Verdict, NS_PER_SEC,
+    Conn, Direction, FlowKey, Method, NextHop, ReplyKey, ReplyServices, Verdict, NS_PER_SEC,
 };
 
 use crate::{
@@ -83,6 +83,43 @@ pub struct Context<'a> {
     pub forwarding: bool,
     /// `NEXT_HOPS`, by real server address.
     pub next_hops: &'a HashMap<[u8; 4], NextHop>,
+    /// `REPLY_SERVICES`: the services whose connections to a NAT server
+    /// keep one entry.
+    pub reply_services: &'a dyn Fn(&ReplyKey) -> Option<ReplyServices>,
+}
+
+/// For a reply from a NAT server (`reply`, its 5-tuple), the inbound entry
+/// of the one-entry connection it belongs to, shown as the reply entry it
+/// stands for (VIP and port to rewrite to, the same indexes): what the
+/// program finds first for a packet from a NAT server.
+pub fn one_entry_reply(
+    reply: &FlowKey,
+    lookup: &dyn Fn(&FlowKey) -> Option<Conn>,
+    reply_services: &dyn Fn(&ReplyKey) -> Option<ReplyServices>,
+) -> Option<Conn> {
+    let services = reply_services(&ReplyKey::of_reply(reply))?;
+    services
+        .services
+        .iter()
+        .take_while(|s| !s.is_unused())
+        .find_map(|s| {
+            let inbound = lookup(&reply.nat_inbound_from(s.addr, s.port))?;
+            (inbound.direction == Direction::Inbound as u8
+                && inbound.method == Method::Nat as u8
+                && inbound.addr() == reply.src()
+                && inbound.port() == reply.sport())
+            .then(|| {
+                Conn::new(
+                    s.addr,
+                    s.port,
+                    Direction::Outbound,
+                    Method::Nat as u8,
+                    inbound.service_index,
+                    inbound.real_index,
+                    inbound.last_seen_ns,
+                )
+            })
+        })
 }
 
 /// The 5-tuple as the program reads it (lenient: no length checks beyond
@@ -458,8 +495,20 @@ fn check_entry(
         ));
     }
     if conn.method == Method::Nat as u8 {
-        let reply = lookup(&key(conn.addr(), p.src, conn.port(), p.sport))
-            .ok_or("a NAT flow without its reply entry")?;
+        let Some(reply) = lookup(&key(conn.addr(), p.src, conn.port(), p.sport)) else {
+            // One entry: the server's replies must find it.
+            let server = ReplyKey::from_wire(conn.addr(), conn.port_wire(), p.proto);
+            let listed = (ctx.reply_services)(&server).is_some_and(|s| {
+                s.services
+                    .iter()
+                    .any(|v| v.addr == p.dst && v.port == p.dport.to_be_bytes())
+            });
+            return if listed {
+                Ok(())
+            } else {
+                Err("a NAT flow with neither a reply entry nor its service among the server's REPLY_SERVICES".into())
+            };
+        };
         if reply.direction != Direction::Outbound as u8 {
             return Err(format!("the reply entry is not outbound: {reply:?}"));
         }
@@ -855,6 +904,7 @@ mod tests {
             timeouts: lvs_common::tcp_state::DEFAULT_TIMEOUTS,
             forwarding: true,
             next_hops: &next_hops,
+            reply_services: &|_| None,
         };
         let (inbound, outbound, reply) = nat_entries(input);
         let obs = Observed {
@@ -950,6 +1000,7 @@ mod tests {
             timeouts: lvs_common::tcp_state::DEFAULT_TIMEOUTS,
             forwarding: true,
             next_hops: &next_hops,
+            reply_services: &|_| None,
         };
         let conn = Conn::new(
             [198, 18, 11, 3],
