@@ -394,7 +394,7 @@ fn scale_section(s: &mut String, scale: &ScaleReport) {
     }
     let t = &scale.full_table;
     let _ = writeln!(s, "\nConnection table: **{:.0} bytes of kernel memory per entry** (the map's fdinfo `memlock` over its size; a NAT connection takes two entries, DR and TUN one). The largest table that loaded: **{} entries** ({}).\n", scale.conn_entry_bytes, scale.largest_table, scale.largest_table_stop);
-    let _ = writeln!(s, "Filled with {} DR flows (a table of {} entries; filling by SYNs through the program took {:.1} s):\n", t.flows, t.table_size, t.fill_s);
+    let _ = writeln!(s, "Filled with {} DR flows (a table of {} entries; filling by a SYN and an ACK each through the program took {:.1} s):\n", t.flows, t.table_size, t.fill_s);
     let _ = writeln!(s, "| | nearly empty ns | 1 M flows ns |");
     let _ = writeln!(s, "|---|---:|---:|");
     let _ = writeln!(

@@ -245,8 +245,8 @@ fn mem_available() -> Result<u64> {
         .context("no MemAvailable in /proc/meminfo")
 }
 
-/// Fill a DR service's table with `flows` flows, one SYN each, and time
-/// established and new flows before and after.
+/// Fill a DR service's table with `flows` established flows (a SYN and an
+/// ACK each), and time established and new flows before and after.
 fn full_table(flows: u32, samples: usize) -> Result<FullTable> {
     let table_size = flows * 2;
     testbed::in_private_netns(|| {
@@ -281,7 +281,7 @@ fn full_table(flows: u32, samples: usize) -> Result<FullTable> {
             Ok((median(&est), median(&new)))
         };
         let few = 1_000;
-        let frames: Vec<Vec<u8>> = (0..few).map(syn).collect();
+        let frames: Vec<Vec<u8>> = (0..few).flat_map(|n| [syn(n), ack(n)]).collect();
         time_calls(
             &c,
             "fill",
@@ -292,11 +292,13 @@ fn full_table(flows: u32, samples: usize) -> Result<FullTable> {
         let (established_empty_ns, syn_empty_ns) = measure(few, flows + 1_000_000)?;
         let started = Instant::now();
         for n in few..flows {
-            let out = c.datapath().test_run(&syn(n))?;
-            anyhow::ensure!(
-                out.action == XDP_REDIRECT,
-                "filling: flow {n} was not forwarded"
-            );
+            for frame in [syn(n), ack(n)] {
+                let out = c.datapath().test_run(&frame)?;
+                anyhow::ensure!(
+                    out.action == XDP_REDIRECT,
+                    "filling: flow {n} was not forwarded"
+                );
+            }
         }
         let fill_s = started.elapsed().as_secs_f64();
         let (established_full_ns, syn_full_ns) = measure(flows, flows + 2_000_000)?;
