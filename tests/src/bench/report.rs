@@ -228,7 +228,7 @@ impl Report {
 
 fn cost_section(s: &mut String, cost: &CostReport) {
     let _ = writeln!(s, "## 1. Per-packet program cost\n");
-    let _ = writeln!(s, "`BPF_PROG_TEST_RUN` with repeat = 1, one call per sample, so the kernel copies a fresh frame each time; {} calls per path, taken in 20 interleaved rounds. The figure is the kernel's own timing of the run, which includes its timer and set-up: the no-op program measured the same way is the floor, and the ratio is to it. SYN rows are a new flow every call (scheduling, the connection insert and, for NAT, the reply entry).\n", cost.samples);
+    let _ = writeln!(s, "`BPF_PROG_TEST_RUN` with repeat = 1, one call per sample, so the kernel copies a fresh frame each time; {} calls per path, taken in 20 interleaved rounds. The figure is the kernel's own timing of the run, which includes its timer and set-up: the no-op program measured the same way is the floor, and the ratio is to it. SYN rows are a new flow every call (scheduling and the connection insert; a NAT connection keeps one entry, except in the wlc row: its servers are in four services configured before it, so it also inserts a reply entry).\n", cost.samples);
     let _ = writeln!(
         s,
         "| path | median ns | p90 ns | × floor | above floor ns |"
@@ -393,7 +393,7 @@ fn scale_section(s: &mut String, scale: &ScaleReport) {
         );
     }
     let t = &scale.full_table;
-    let _ = writeln!(s, "\nConnection table: **{:.0} bytes of kernel memory per entry** (the map's fdinfo `memlock` over its size; a NAT connection takes two entries, DR and TUN one). The largest table that loaded: **{} entries** ({}).\n", scale.conn_entry_bytes, scale.largest_table, scale.largest_table_stop);
+    let _ = writeln!(s, "\nConnection table: **{:.0} bytes of kernel memory per entry** (the map's fdinfo `memlock` over its size; a connection takes one entry, or two for NAT to a server in more than four services). The largest table that loaded: **{} entries** ({}).\n", scale.conn_entry_bytes, scale.largest_table, scale.largest_table_stop);
     let _ = writeln!(s, "Filled with {} DR flows (a table of {} entries; filling by a SYN and an ACK each through the program took {:.1} s):\n", t.flows, t.table_size, t.fill_s);
     let _ = writeln!(s, "| | nearly empty ns | 1 M flows ns |");
     let _ = writeln!(s, "|---|---:|---:|");
