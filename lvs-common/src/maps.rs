@@ -882,7 +882,10 @@ impl HalfOpenSlot {
 }
 
 /// `HALF_OPEN_TURN` value (one entry): the slot count, written at load, and
-/// the next SYN's ticket (its slot is `ticket % slots`).
+/// the next block's ticket (its slots start at `(ticket % blocks) *
+/// HALF_OPEN_BLOCK_SLOTS`). Each CPU takes a block of slots at a time
+/// (`HalfOpenBlock`), so a SYN takes its slot without a locked instruction
+/// or a division, and the blocks still go round the quota in turn.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HalfOpenTurn {
@@ -901,12 +904,26 @@ impl HalfOpenTurn {
     }
 }
 
-/// Half-open entries a table of `connections` entries may hold: a quarter.
+/// `HALF_OPEN_BLOCK` value (per CPU): the CPU's next slot and the end of
+/// its block. Equal (as the kernel zeroes them), the CPU takes a new block.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HalfOpenBlock {
+    pub next: u32,
+    pub end: u32,
+}
+
+/// Slots a CPU takes from the quota at a time.
+pub const HALF_OPEN_BLOCK_SLOTS: u32 = 16;
+
+/// Half-open entries a table of `connections` entries may hold: a quarter,
+/// in whole blocks, and one block at least.
 pub const fn half_open_slots(connections: u32) -> u32 {
-    if connections < 4 {
-        1
+    let quarter = connections / 4 / HALF_OPEN_BLOCK_SLOTS * HALF_OPEN_BLOCK_SLOTS;
+    if quarter < HALF_OPEN_BLOCK_SLOTS {
+        HALF_OPEN_BLOCK_SLOTS
     } else {
-        connections / 4
+        quarter
     }
 }
 
@@ -1082,6 +1099,7 @@ const _: () = assert!(size_of::<ReplyKey>() == 8);
 const _: () = assert!(size_of::<ReplyServices>() == 8 * REPLY_CANDIDATES);
 const _: () = assert!(size_of::<HalfOpenSlot>() == 24);
 const _: () = assert!(size_of::<HalfOpenTurn>() == 16);
+const _: () = assert!(size_of::<HalfOpenBlock>() == 8);
 const _: () = assert!(size_of::<Counters>() == 40);
 const _: () = assert!(ring_base(MAX_SERVICES - 1, 1) + RING_SLOTS == MAX_SERVICES * 2 * RING_SLOTS);
 

@@ -9,7 +9,8 @@
 //! move happens and the counts follow it.
 //!
 //! Entries a SYN made are held to a quota while they are half-open
-//! (`HalfOpenSlot`): the oldest gives way to the newest, so a SYN flood
+//! (`HalfOpenSlot`): the oldest gives way to the newest (to within the
+//! block of slots each CPU takes at a time), so a SYN flood
 //! holds a bounded part of the table, evicts no connection that completed
 //! its handshake, and cannot lock new clients out.
 
@@ -20,14 +21,14 @@ use core::{
 
 use lvs_common::{
     tcp_state::{tcp_next, Table},
-    Conn, ConnState, Direction, FlowKey, HalfOpenSlot, Method, CONN_STATE_OFFSET, IPPROTO_TCP,
-    STATE_CLAIMED,
+    Conn, ConnState, Direction, FlowKey, HalfOpenSlot, Method, CONN_STATE_OFFSET,
+    HALF_OPEN_BLOCK_SLOTS, IPPROTO_TCP, STATE_CLAIMED,
 };
 
 use crate::{
     events,
     headers::Packet,
-    maps::{CONNS, HALF_OPEN, HALF_OPEN_TURN, REAL_CONNS, TIMEOUTS},
+    maps::{CONNS, HALF_OPEN, HALF_OPEN_BLOCK, HALF_OPEN_TURN, REAL_CONNS, TIMEOUTS},
     stats,
 };
 
@@ -156,28 +157,46 @@ pub fn expired(conn: &Conn, now: u64) -> bool {
 }
 
 /// A SYN is about to make a half-open entry: the index of the quota's slot
-/// it takes, its turn's, once the entry that took that slot a lap earlier
-/// is evicted if it is still half-open. None without a quota.
+/// it takes, once the entry that took that slot a lap earlier is evicted if
+/// it is still half-open. None without a quota.
 #[inline(always)]
 pub fn take_half_open_slot() -> Option<u32> {
-    let turn = HALF_OPEN_TURN.get_ptr_mut(0)?;
-    // SAFETY: an array slot, live for the run; `next` is an aligned u64.
-    let (slots, ticket) = unsafe {
-        let slots = (*turn).slots;
-        if slots == 0 {
-            return None;
-        }
-        let ticket =
-            atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(addr_of_mut!((*turn).next), 1);
-        (slots, ticket)
-    };
-    let index = (ticket % u64::from(slots)) as u32;
+    let index = next_half_open_slot()?;
     let slot = HALF_OPEN.get_ptr_mut(index)?;
     // SAFETY: an array slot, live for the run.
     let (held, key) = unsafe { ((*slot).held, (*slot).key) };
     if held != 0 {
         evict_half_open(&key, index);
     }
+    Some(index)
+}
+
+/// The next slot in this CPU's block, taking a new block when that is used
+/// up. (Out of line: inlined, LLVM 22 kept a value in R1 across a helper
+/// call, which the verifier refuses.)
+#[inline(never)]
+fn next_half_open_slot() -> Option<u32> {
+    let block = HALF_OPEN_BLOCK.get_ptr_mut(0)?;
+    // SAFETY: this CPU's value, which no other context touches while the
+    // program runs (packet programs do not nest on a CPU).
+    let block = unsafe { &mut *block };
+    if block.next == block.end {
+        let turn = HALF_OPEN_TURN.get_ptr_mut(0)?;
+        // SAFETY: an array slot, live for the run; `next` is an aligned u64.
+        let (blocks, ticket) = unsafe {
+            let blocks = (*turn).slots / HALF_OPEN_BLOCK_SLOTS;
+            if blocks == 0 {
+                return None;
+            }
+            let ticket =
+                atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(addr_of_mut!((*turn).next), 1);
+            (blocks, ticket)
+        };
+        block.next = (ticket % u64::from(blocks)) as u32 * HALF_OPEN_BLOCK_SLOTS;
+        block.end = block.next + HALF_OPEN_BLOCK_SLOTS;
+    }
+    let index = block.next;
+    block.next += 1;
     Some(index)
 }
 

@@ -7,8 +7,8 @@ use aya_ebpf::{
 };
 use lvs_common::{
     hash::HASH_BUCKETS, tcp_state::STATE_COUNT, CachedEgress, Conn, ConnCounts, Counters, FlowKey,
-    HalfOpenSlot, HalfOpenTurn, LocalityEntry, LocalityKey, NeighKey, NeighNote, NextHop, Real,
-    ReplyKey, ReplyServices, Service, ServiceKey, Settings, Template, TemplateKey,
+    HalfOpenBlock, HalfOpenSlot, HalfOpenTurn, LocalityEntry, LocalityKey, NeighKey, NeighNote,
+    NextHop, Real, ReplyKey, ReplyServices, Service, ServiceKey, Settings, Template, TemplateKey,
     CLIENT_EGRESS_SLOTS, CONN_CHANGES_BYTES, CONN_TABLE_SIZE, DECAP_VERDICT_COUNT, EVENTS_BYTES,
     LOCALITY_TABLE_SIZE, MAX_FLOATING, MAX_INTERFACES, MAX_REALS, MAX_SERVICES, NEIGH_NOTES_SIZE,
     RELEVANT_WORDS, RING_SLOTS, TEMPLATE_TABLE_SIZE, VERDICT_COUNT,
@@ -75,6 +75,10 @@ pub static HALF_OPEN: Array<HalfOpenSlot> =
 /// Entry 0: whose turn it is in `HALF_OPEN` (`HalfOpenTurn`).
 #[map]
 pub static HALF_OPEN_TURN: Array<HalfOpenTurn> = Array::with_max_entries(1, 0);
+
+/// Each CPU's block of `HALF_OPEN` slots (`HalfOpenBlock`).
+#[map]
+pub static HALF_OPEN_BLOCK: PerCpuArray<HalfOpenBlock> = PerCpuArray::with_max_entries(1, 0);
 
 /// Half-open entries evicted to make room for a newer SYN, per CPU.
 #[map]
