@@ -416,8 +416,9 @@ impl Real {
     }
 }
 
-/// `CONNS` key: a packet's 5-tuple as it is on the wire.
-#[repr(C)]
+/// `CONNS` key: a packet's 5-tuple as it is on the wire. Word-aligned, so
+/// that BPF copies it in words rather than bytes.
+#[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FlowKey {
     src: [u8; 4],
