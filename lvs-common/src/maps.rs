@@ -641,7 +641,8 @@ impl Conn {
     /// InActConn: the server's index and whether the entry is active. A NAT
     /// reply entry is in none. Whoever adds, moves or removes an inbound
     /// entry moves its count (the datapath, or lvsd's sweeper and sync),
-    /// so `REAL_CONNS` always equals a recount of the table.
+    /// so the sum of `REAL_CONNS`'s shares always equals a recount of the
+    /// table.
     pub fn counted_as(&self) -> Option<(u32, bool)> {
         if self.direction != Direction::Inbound as u8 {
             return None;
@@ -673,8 +674,10 @@ pub const STATE_CLAIMED: u8 = 0x80;
 pub const CONN_STATE_OFFSET: usize = core::mem::offset_of!(Conn, state);
 const _: () = assert!(CONN_STATE_OFFSET.is_multiple_of(4));
 
-/// `REAL_CONNS` value: a real server's live entries by IPVS class
-/// (ActiveConn, InActConn), kept exact by every side that changes the table.
+/// `REAL_CONNS` value (per CPU): a real server's live entries by IPVS class
+/// (ActiveConn, InActConn). Each CPU's share moves by whatever that CPU
+/// adds, changes or removes, so one share may wrap below zero; the sum over
+/// the CPUs, plus lvsd's own share, is exact.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ConnCounts {
@@ -685,6 +688,12 @@ pub struct ConnCounts {
 impl ConnCounts {
     pub const fn total(&self) -> u32 {
         self.active.wrapping_add(self.inactive)
+    }
+
+    /// Add another share (wrapping, as shares may be below zero).
+    pub fn add(&mut self, other: &ConnCounts) {
+        self.active = self.active.wrapping_add(other.active);
+        self.inactive = self.inactive.wrapping_add(other.inactive);
     }
 }
 

@@ -4,7 +4,7 @@
 //! its state's timeout is dead, whether or not the sweeper has removed it.
 //!
 //! Each inbound entry is counted in its real server's ActiveConn or
-//! InActConn (`REAL_CONNS`). The state moves by compare-and-swap, so that
+//! InActConn (`REAL_CONNS`, a share per CPU). The state moves by compare-and-swap, so that
 //! when two CPUs move one flow at once (its two directions), exactly one
 //! move happens and the counts follow it.
 //!
@@ -84,14 +84,13 @@ fn add(real_index: u32, active: bool, delta: u32) {
     let Some(counts) = REAL_CONNS.get_ptr_mut(real_index) else {
         return;
     };
-    // SAFETY: aligned u32 fields of an array slot, live for the run.
-    unsafe {
-        let field = if active {
-            core::ptr::addr_of_mut!((*counts).active)
-        } else {
-            core::ptr::addr_of_mut!((*counts).inactive)
-        };
-        atomic_xadd::<u32, u32, { AtomicOrdering::SeqCst }>(field, delta);
+    // SAFETY: this CPU's share, which no other context touches while the
+    // program runs (packet programs do not nest on a CPU).
+    let counts = unsafe { &mut *counts };
+    if active {
+        counts.active = counts.active.wrapping_add(delta);
+    } else {
+        counts.inactive = counts.inactive.wrapping_add(delta);
     }
 }
 

@@ -84,11 +84,11 @@ pub static HALF_OPEN_BLOCK: PerCpuArray<HalfOpenBlock> = PerCpuArray::with_max_e
 #[map]
 pub static HALF_OPEN_EVICTED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
-/// Each real server's ActiveConn and InActConn, moved atomically by
-/// whoever adds, changes or removes an inbound entry (`Conn::counted_as`);
-/// lvsd maps it and reads the counts without walking the table.
+/// Each real server's ActiveConn and InActConn, this CPU's share: moved
+/// by whatever this CPU adds, changes or removes (`Conn::counted_as`), with
+/// no locked instruction; lvsd sums the shares without walking the table.
 #[map]
-pub static REAL_CONNS: Array<ConnCounts> = Array::with_max_entries(MAX_REALS, BPF_F_MMAPABLE);
+pub static REAL_CONNS: PerCpuArray<ConnCounts> = PerCpuArray::with_max_entries(MAX_REALS, 0);
 
 /// DR and TUN real servers' next hops as lvsd resolved them, keyed by the
 /// real server's address (wire order, read as a native u32).

@@ -45,10 +45,6 @@ pub fn new_flow<F: Frame>(
     now: u64,
 ) -> Result<Verdict, Verdict> {
     let (mut inbound, one_entry) = decide(packet, flow, now)?;
-    // Counted before the insert: a locked add waits for every store before
-    // it, and after the insert those are the new entry's, still missing
-    // the cache. An insert that fails takes its count back.
-    conntrack::count(&inbound);
     let half_open = if inbound.state == ConnState::SynRecv as u8 {
         conntrack::take_half_open_slot()
     } else {
@@ -57,14 +53,12 @@ pub fn new_flow<F: Frame>(
     if let Some(index) = half_open {
         inbound.half_open_slot = index + 1;
     }
-    if let Err(e) = CONNS.insert(flow, inbound, BPF_NOEXIST) {
-        conntrack::uncount(&inbound);
-        return Err(if e == -EEXIST {
-            Verdict::DropConcurrentNewFlow
-        } else {
-            Verdict::DropTableFull
-        });
+    match CONNS.insert(flow, inbound, BPF_NOEXIST) {
+        Ok(()) => {}
+        Err(e) if e == -EEXIST => return Err(Verdict::DropConcurrentNewFlow),
+        Err(_) => return Err(Verdict::DropTableFull),
     }
+    conntrack::count(&inbound);
     if inbound.method == Method::Nat as u8 && !one_entry {
         let outbound = Conn::new(
             flow.dst(),

@@ -373,7 +373,10 @@ pub struct KernelDatapath {
     verdicts: PerCpuArray<MapData, u64>,
     half_open_evicted: PerCpuArray<MapData, u64>,
     conns: HashMap<MapData, FlowKey, Conn>,
-    real_conns: MappedArray,
+    real_conns: PerCpuArray<MapData, ConnCounts>,
+    /// lvsd's own share of `REAL_CONNS`: the counts of the entries it
+    /// added or removed (sync, the sweeper), by real index.
+    own_counts: Vec<ConnCounts>,
     relevant: MappedArray,
     egress_generation: Array<MapData, u32>,
     neigh_notes: HashMap<MapData, NeighKey, NeighNote>,
@@ -533,7 +536,7 @@ impl KernelDatapath {
             )
             .map_err(map_err("bpf_map_update_elem", "HALF_OPEN_TURN"))?;
         let conns = typed!(&mut ebpf, HashMap<MapData, FlowKey, Conn>, "CONNS");
-        let real_conns = mapped(&mut ebpf, "REAL_CONNS")?;
+        let real_conns = typed!(&mut ebpf, PerCpuArray<MapData, ConnCounts>, "REAL_CONNS");
         let relevant = mapped(&mut ebpf, "RELEVANT")?;
         let mut egress_generation = typed!(&mut ebpf, Array<MapData, u32>, "EGRESS_GENERATION");
         // From the first packet on, the way to each real server is cached.
@@ -651,6 +654,7 @@ impl KernelDatapath {
             half_open_evicted,
             conns,
             real_conns,
+            own_counts: Vec::new(),
             relevant,
             egress_generation,
             neigh_notes,
@@ -1082,12 +1086,23 @@ impl KernelDatapath {
     }
 
     /// Move the count an entry is in by `delta` (wrapping: `u32::MAX` is
-    /// minus one), as the datapath does for the entries it adds.
-    fn count(&self, conn: &Conn, delta: u32) -> Result<(), DatapathError> {
-        match conn.counted_as() {
-            Some((real, active)) => self.real_conns.add(real, usize::from(!active), delta),
-            None => Ok(()),
+    /// minus one) in lvsd's own share, as the datapath does in its CPU's
+    /// share for the entries it adds.
+    fn count(&mut self, conn: &Conn, delta: u32) {
+        let Some((real, active)) = conn.counted_as() else {
+            return;
+        };
+        let index = real as usize;
+        if self.own_counts.len() <= index {
+            self.own_counts.resize(index + 1, ConnCounts::default());
         }
+        let share = &mut self.own_counts[index];
+        let field = if active {
+            &mut share.active
+        } else {
+            &mut share.inactive
+        };
+        *field = field.wrapping_add(delta);
     }
 }
 
@@ -1177,11 +1192,23 @@ impl Datapath for KernelDatapath {
     }
     fn service_counters_upto(&self, count: u32) -> Result<Vec<Counters>, DatapathError> {
         use aya::maps::IterableMap;
-        summed_batch(self.service_stats.map(), count, self.cpus, "SERVICE_STATS")
+        summed_batch(
+            self.service_stats.map(),
+            count,
+            self.cpus,
+            "SERVICE_STATS",
+            Counters::add,
+        )
     }
     fn real_counters_upto(&self, count: u32) -> Result<Vec<Counters>, DatapathError> {
         use aya::maps::IterableMap;
-        summed_batch(self.real_stats.map(), count, self.cpus, "REAL_STATS")
+        summed_batch(
+            self.real_stats.map(),
+            count,
+            self.cpus,
+            "REAL_STATS",
+            Counters::add,
+        )
     }
     fn reset_service_counters(&mut self, index: u32) -> Result<(), DatapathError> {
         let zero = self.zeroed();
@@ -1231,7 +1258,7 @@ impl Datapath for KernelDatapath {
         const BPF_NOEXIST: u64 = 1;
         match self.conns.insert(key, conn, BPF_NOEXIST) {
             Ok(()) => {
-                self.count(&conn, 1)?;
+                self.count(&conn, 1);
                 Ok(true)
             }
             Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EEXIST) => {
@@ -1244,7 +1271,7 @@ impl Datapath for KernelDatapath {
         let taken = take_entry(&self.conns, key, "CONNS")?;
         if let Some(conn) = &taken {
             // Whoever removes an entry uncounts it, claimed or not.
-            self.count(conn, u32::MAX)?;
+            self.count(conn, u32::MAX);
         }
         Ok(taken)
     }
@@ -1276,12 +1303,18 @@ impl Datapath for KernelDatapath {
             .map_err(map_err("bpf_map_update_elem", "EGRESS_GENERATION"))
     }
     fn conn_counts_upto(&self, count: u32) -> Result<Vec<ConnCounts>, DatapathError> {
-        Ok(self
-            .real_conns
-            .read_pairs(count)?
-            .into_iter()
-            .map(|[active, inactive]| ConnCounts { active, inactive })
-            .collect())
+        use aya::maps::IterableMap;
+        let mut counts = summed_batch(
+            self.real_conns.map(),
+            count,
+            self.cpus,
+            "REAL_CONNS",
+            ConnCounts::add,
+        )?;
+        for (total, own) in counts.iter_mut().zip(&self.own_counts) {
+            total.add(own);
+        }
+        Ok(counts)
     }
     fn set_timeouts(&mut self, seconds: &[u32; STATE_COUNT as usize]) -> Result<(), DatapathError> {
         for (state, value) in seconds.iter().enumerate() {
@@ -1331,21 +1364,22 @@ impl Datapath for KernelDatapath {
 }
 
 /// Entries `0..count` of a per-CPU array of counters, each summed over the
-/// CPUs, in `BPF_MAP_LOOKUP_BATCH` calls rather than one syscall per index:
-/// a listing of 10,000 services reads 110,000 servers' counters.
-fn summed_batch(
+/// CPUs with `add`, in `BPF_MAP_LOOKUP_BATCH` calls rather than one syscall
+/// per index: a listing of 10,000 services reads 110,000 servers' counters.
+fn summed_batch<T: aya::Pod + Default>(
     map: &MapData,
     count: u32,
     cpus: usize,
     name: &'static str,
-) -> Result<Vec<Counters>, DatapathError> {
+    add: fn(&mut T, &T),
+) -> Result<Vec<T>, DatapathError> {
     use std::os::fd::{AsFd, AsRawFd};
     const CHUNK: u32 = 4096;
-    // Counters is 40 bytes, a multiple of 8: per-CPU values are packed.
-    const _: () = assert!(size_of::<Counters>().is_multiple_of(8));
+    // A multiple of 8 bytes: the kernel packs the per-CPU values.
+    const { assert!(size_of::<T>().is_multiple_of(8)) };
     let fd = map.fd().as_fd().as_raw_fd();
     let mut keys = vec![0u32; CHUNK as usize];
-    let mut values = vec![Counters::default(); CHUNK as usize * cpus];
+    let mut values = vec![T::default(); CHUNK as usize * cpus];
     let mut out = Vec::with_capacity(count as usize);
     // For arrays the position token is the next index.
     let (mut position, mut next) = (0u64, 0u64);
@@ -1375,9 +1409,9 @@ fn summed_batch(
             )?
         };
         for per_cpu in values[..attr.count as usize * cpus].chunks(cpus) {
-            let mut total = Counters::default();
+            let mut total = T::default();
             for c in per_cpu {
-                total.add(c);
+                add(&mut total, c);
             }
             out.push(total);
         }
@@ -1386,7 +1420,7 @@ fn summed_batch(
         }
         position = next;
     }
-    out.resize(count as usize, Counters::default());
+    out.resize(count as usize, T::default());
     Ok(out)
 }
 

@@ -118,50 +118,6 @@ impl MappedArray {
     }
 }
 
-impl MappedArray {
-    /// Load slots `0..count` as pairs of u32 (an 8-byte value such as
-    /// `ConnCounts`).
-    pub(crate) fn read_pairs(&self, count: u32) -> Result<Vec<[u32; 2]>, DatapathError> {
-        self.check(count)?;
-        Ok((0..count)
-            .map(|i| [0, 1].map(|w| self.word(i, w).load(Ordering::Relaxed)))
-            .collect())
-    }
-
-    /// Add `delta` (wrapping) to word `word` of slot `index`, atomically with
-    /// the BPF programs' own adds.
-    pub(crate) fn add(&self, index: u32, word: usize, delta: u32) -> Result<(), DatapathError> {
-        self.check(index + 1)?;
-        self.word(index, word).fetch_add(delta, Ordering::SeqCst);
-        Ok(())
-    }
-
-    fn check(&self, end: u32) -> Result<(), DatapathError> {
-        if end > self.entries {
-            return Err(DatapathError::Record {
-                call: "access past the end of the mapped array",
-                path: self.name.into(),
-                source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
-            });
-        }
-        Ok(())
-    }
-
-    fn word(&self, index: u32, word: usize) -> &AtomicU32 {
-        debug_assert!(word < SLOT_BYTES / 4);
-        // SAFETY: callers check `index` against the entries; the slot is
-        // 8-byte aligned and its words are shared with BPF programs, which
-        // update them atomically.
-        unsafe {
-            &*self
-                .base
-                .as_ptr()
-                .add(index as usize * SLOT_BYTES + word * 4)
-                .cast::<AtomicU32>()
-        }
-    }
-}
-
 impl Drop for MappedArray {
     fn drop(&mut self) {
         // SAFETY: the mapping was made by `new` with this length and is not
