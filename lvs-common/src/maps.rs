@@ -690,6 +690,18 @@ impl ConnCounts {
         self.active.wrapping_add(self.inactive)
     }
 
+    /// Move ActiveConn (`active`) or InActConn by `delta`, wrapping:
+    /// `u32::MAX` is minus one.
+    #[inline(always)]
+    pub fn move_by(&mut self, active: bool, delta: u32) {
+        let field = if active {
+            &mut self.active
+        } else {
+            &mut self.inactive
+        };
+        *field = field.wrapping_add(delta);
+    }
+
     /// Add another share (wrapping, as shares may be below zero).
     pub fn add(&mut self, other: &ConnCounts) {
         self.active = self.active.wrapping_add(other.active);

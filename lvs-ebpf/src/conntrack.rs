@@ -86,12 +86,7 @@ fn add(real_index: u32, active: bool, delta: u32) {
     };
     // SAFETY: this CPU's share, which no other context touches while the
     // program runs (packet programs do not nest on a CPU).
-    let counts = unsafe { &mut *counts };
-    if active {
-        counts.active = counts.active.wrapping_add(delta);
-    } else {
-        counts.inactive = counts.inactive.wrapping_add(delta);
-    }
+    unsafe { (*counts).move_by(active, delta) };
 }
 
 /// An inbound entry joined the table.

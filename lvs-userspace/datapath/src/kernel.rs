@@ -1096,13 +1096,7 @@ impl KernelDatapath {
         if self.own_counts.len() <= index {
             self.own_counts.resize(index + 1, ConnCounts::default());
         }
-        let share = &mut self.own_counts[index];
-        let field = if active {
-            &mut share.active
-        } else {
-            &mut share.inactive
-        };
-        *field = field.wrapping_add(delta);
+        self.own_counts[index].move_by(active, delta);
     }
 }
 

@@ -1673,9 +1673,21 @@ fn the_datapaths_counts_equal_a_recount_after_a_random_mix() {
         seed % n
     };
     let (syn, fin, ack, rst) = (0x02u8, 0x01u8, 0x10u8, 0x04u8);
+    // Each packet on the next CPU in turn: a flow opens on one and moves or
+    // closes on another, so each CPU's share of the counts wraps below zero
+    // and only their sum is right.
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut step = 0usize;
+    let mut next_cpu = move || {
+        let mut set = nix::sched::CpuSet::new();
+        set.set(step % cpus).unwrap();
+        step += 1;
+        nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).unwrap();
+    };
     let mut most = 0;
     for round in 0..30 {
         for _ in 0..200 {
+            next_cpu();
             let (vip, nat) = services[next(2) as usize];
             let port = 40000 + next(24) as u16;
             let flags = [syn, ack, fin | ack, rst, syn | ack][next(5) as usize];
