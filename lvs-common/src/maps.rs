@@ -878,10 +878,18 @@ impl Settings {
     /// (as IPVS's sync daemon sends state changes) rather than when its
     /// sweeper next passes it.
     pub const SYNC_CHANGES: u32 = 1;
+    /// ICMP errors about tracked connections go to the kernel as they came,
+    /// untranslated (`lvsd --icmp-errors kernel`): what a director without
+    /// ICMP handling does, where path-MTU discovery through NAT fails.
+    pub const ICMP_ERRORS_TO_KERNEL: u32 = 2;
 
     #[inline(always)]
     pub const fn syncs_changes(&self) -> bool {
         self.flags & Self::SYNC_CHANGES != 0
+    }
+    #[inline(always)]
+    pub const fn handles_icmp_errors(&self) -> bool {
+        self.flags & Self::ICMP_ERRORS_TO_KERNEL == 0
     }
 }
 
@@ -1103,6 +1111,49 @@ pub enum DecapVerdict {
 }
 
 pub const DECAP_VERDICT_COUNT: u32 = 3;
+
+/// What became of an ICMP error (destination unreachable, source quench,
+/// time exceeded) whose quoted packet is TCP or UDP; indexes `ICMP_ERRORS`.
+/// The packet's own fate is its `Verdict`.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IcmpCase {
+    /// From the client's side about a NAT connection: translated (outer
+    /// destination, quoted source and port, every checksum) and sent to
+    /// its real server.
+    NatToRealServer = 0,
+    /// From a NAT real server's side: translated back to the virtual
+    /// service and sent to the client.
+    NatToClient = 1,
+    /// From the client's side about a DR, TUN or local connection: sent on
+    /// unchanged (tunnelled for TUN) to the real server that owns it.
+    ToRealServer = 2,
+    /// Quotes no live connection: the kernel takes it.
+    NoConnection = 3,
+    /// Left to the kernel untranslated (`Settings::ICMP_ERRORS_TO_KERNEL`).
+    Ignored = 4,
+}
+
+pub const ICMP_CASE_COUNT: u32 = 5;
+
+impl IcmpCase {
+    pub const ALL: [IcmpCase; ICMP_CASE_COUNT as usize] = [
+        IcmpCase::NatToRealServer,
+        IcmpCase::NatToClient,
+        IcmpCase::ToRealServer,
+        IcmpCase::NoConnection,
+        IcmpCase::Ignored,
+    ];
+    pub const fn name(self) -> &'static str {
+        match self {
+            IcmpCase::NatToRealServer => "nat_to_real_server",
+            IcmpCase::NatToClient => "nat_to_client",
+            IcmpCase::ToRealServer => "to_real_server",
+            IcmpCase::NoConnection => "no_connection",
+            IcmpCase::Ignored => "ignored",
+        }
+    }
+}
 
 pub const IPPROTO_ICMP: u8 = 1;
 pub const IPPROTO_IPIP: u8 = 4;

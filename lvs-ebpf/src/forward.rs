@@ -16,7 +16,7 @@ use aya_ebpf::{
     maps::Array,
 };
 use core::mem::{size_of, MaybeUninit};
-use lvs_common::{client_egress_slot, CachedEgress, NextHop, Verdict};
+use lvs_common::{client_egress_slot, CachedEgress, NextHop, Verdict, IPPROTO_ICMP};
 
 use crate::{
     frame::{Frame, L4Patch},
@@ -88,8 +88,10 @@ pub fn lookup<F: Frame>(
     let mut fib: FibParams = unsafe { MaybeUninit::zeroed().assume_init() };
     fib.family = AF_INET;
     fib.l4_protocol = packet.proto;
-    fib.sport = u16::from_ne_bytes(ports.src);
-    fib.dport = u16::from_ne_bytes(ports.dst);
+    if packet.proto != IPPROTO_ICMP {
+        fib.sport = u16::from_ne_bytes(ports.src);
+        fib.dport = u16::from_ne_bytes(ports.dst);
+    }
     fib.__bindgen_anon_1.tot_len = tot_len;
     fib.ifindex = frame.ingress_ifindex();
     fib.__bindgen_anon_2.tos = ip.tos;

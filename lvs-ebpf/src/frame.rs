@@ -25,7 +25,7 @@ use lvs_common::{checksum::Delta, NeighNote, Verdict};
 
 use crate::{
     headers::IPV4_HEADER_LEN,
-    maps::{EGRESS, NEIGH_NOTES},
+    maps::{EGRESS, ICMP_ERROR_TC, ICMP_ERROR_XDP, NEIGH_NOTES},
 };
 
 const AF_INET: u32 = 2;
@@ -70,6 +70,9 @@ pub trait Frame {
     /// Make room for an outer IPv4 header right after the Ethernet header.
     /// Invalidates every packet pointer.
     fn push_ipv4_header(&self) -> Result<(), Verdict>;
+    /// Go on in this frame's ICMP error program (a tail call: it does not
+    /// return unless the program is missing).
+    fn to_icmp_error_program(&self);
 }
 
 impl Frame for XdpContext {
@@ -146,6 +149,11 @@ impl Frame for XdpContext {
             .insert(key, note, 0)
             .map_err(|_| Verdict::DropNoRoute)?;
         Ok(Verdict::PassResolveNeighbour)
+    }
+    #[inline(always)]
+    fn to_icmp_error_program(&self) {
+        // SAFETY: a tail call with our own context.
+        unsafe { ICMP_ERROR_XDP.tail_call(self, 0) };
     }
     #[inline(always)]
     fn push_ipv4_header(&self) -> Result<(), Verdict> {
@@ -254,6 +262,11 @@ impl Frame for TcContext {
         // SAFETY: params is a valid bpf_redir_neigh of the size passed.
         unsafe { bpf_redirect_neigh(ifindex, &mut params, size_of::<bpf_redir_neigh>() as i32, 0) };
         Ok(Verdict::PassResolveNeighbour)
+    }
+    #[inline(always)]
+    fn to_icmp_error_program(&self) {
+        // SAFETY: a tail call with our own context.
+        unsafe { ICMP_ERROR_TC.tail_call(self, 0) };
     }
     #[inline(always)]
     fn push_ipv4_header(&self) -> Result<(), Verdict> {

@@ -5,7 +5,7 @@ use core::mem::size_of;
 use lvs_common::{
     checksum::Delta,
     tcp_state::{TCP_RST, TCP_SYN},
-    FlowKey, Verdict, IPPROTO_TCP, IPPROTO_UDP,
+    FlowKey, Verdict, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
 };
 
 use crate::frame::{Frame, L4Patch};
@@ -65,15 +65,24 @@ pub const TCP_HEADER_LEN: usize = 20;
 /// reads before it decides.
 pub const HEADERS_MAX_LEN: usize = ETH_HEADER_LEN + 60 + TCP_HEADER_LEN;
 pub const UDP_HEADER_LEN: usize = 8;
+pub const ICMP_HEADER_LEN: usize = 8;
+/// What an ICMP error's handling reads: its headers, then the quoted
+/// packet's IPv4 header and as much of its TCP header as holds the checksum.
+pub const ICMP_ERROR_HEADERS_MAX_LEN: usize =
+    ETH_HEADER_LEN + 60 + ICMP_HEADER_LEN + 60 + TCP_CHECK_OFFSET + 2;
 /// Checksum offsets within the transport header.
 pub const TCP_CHECK_OFFSET: usize = 16;
 pub const UDP_CHECK_OFFSET: usize = 6;
+const ICMP_CHECK_OFFSET: usize = 2;
 const TCP_FLAGS_OFFSET: usize = 13;
 
-/// A parsed IPv4 TCP or UDP frame: pointers are valid for the program run.
+/// A parsed IPv4 TCP, UDP or ICMP frame: pointers are valid for the program
+/// run.
 pub struct Packet {
     pub eth: *mut Ethernet,
     pub ip: *mut Ipv4,
+    /// TCP and UDP: the ports. ICMP (read only by `icmp_error`, which
+    /// parses what it quotes): type, code and checksum.
     pub ports: *mut Ports,
     /// Offset of the transport checksum in the frame (bounds-checked).
     pub l4_check_offset: usize,
@@ -82,6 +91,40 @@ pub struct Packet {
     pub tcp_flags: u8,
     /// IPv4 header length in bytes (20 to 60).
     pub ip_header_len: usize,
+}
+
+/// How much of a socket buffer the director needs in its linear part: an
+/// ICMP error's quoted headers too.
+#[inline(always)]
+pub fn wanted_linear(frame: &impl Frame) -> usize {
+    let (Ok(ethertype), Ok(proto)) = (
+        ptr_at::<[u8; 2]>(frame, 12),
+        ptr_at::<u8>(frame, ETH_HEADER_LEN + 9),
+    ) else {
+        return HEADERS_MAX_LEN;
+    };
+    // SAFETY: both bounds-checked by ptr_at.
+    if unsafe { *ethertype == ETH_P_IPV4 && *proto == IPPROTO_ICMP } {
+        ICMP_ERROR_HEADERS_MAX_LEN
+    } else {
+        HEADERS_MAX_LEN
+    }
+}
+
+/// As `ptr_at`, for a pointer kept a while at a variable offset. LLVM may
+/// compute such a pointer again from the frame's start rather than keep the
+/// checked one, and the verifier does not know the new one to be in
+/// bounds; read back through a volatile load, the checked pointer is the
+/// only one LLVM has.
+#[inline(always)]
+pub fn pinned_ptr_at<T>(frame: &impl Frame, offset: usize) -> Result<*mut T, Verdict> {
+    let at = frame.data() + offset;
+    // SAFETY: a volatile read of a local.
+    let at = unsafe { core::ptr::read_volatile(&at) };
+    if at + size_of::<T>() > frame.data_end() {
+        return Err(Verdict::PassMalformed);
+    }
+    Ok(at as *mut T)
 }
 
 #[inline(always)]
@@ -118,6 +161,7 @@ impl Packet {
         let (check_offset, header_len) = match proto {
             IPPROTO_TCP => (TCP_CHECK_OFFSET, TCP_HEADER_LEN),
             IPPROTO_UDP => (UDP_CHECK_OFFSET, UDP_HEADER_LEN),
+            IPPROTO_ICMP => (ICMP_CHECK_OFFSET, ICMP_HEADER_LEN),
             _ => return Err(Verdict::PassUnsupported),
         };
         // The total length must cover both headers and end within the
@@ -148,6 +192,20 @@ impl Packet {
         })
     }
 
+    /// Offset of the transport header (an ICMP error's quote follows its
+    /// eight bytes).
+    #[inline(always)]
+    pub fn l4_offset(&self) -> usize {
+        ETH_HEADER_LEN + self.ip_header_len
+    }
+
+    /// Where the IPv4 packet ends in the frame (padding may follow).
+    #[inline(always)]
+    pub fn ip_end(&self) -> usize {
+        ETH_HEADER_LEN + self.ip_len() as usize
+    }
+
+    /// TCP or UDP; ICMP's flow key is its quote's (`icmp_error`).
     #[inline(always)]
     pub fn flow_key(&self) -> FlowKey {
         // SAFETY: pointers validated by parse.

@@ -8,9 +8,10 @@ use aya_ebpf::{
 };
 use lvs_common::{checksum, Verdict, IPPROTO_ICMP};
 
-use crate::headers::{ptr_at, Ethernet, Packet, ETH_HEADER_LEN, ETH_P_IPV4, IPV4_HEADER_LEN};
+use crate::headers::{
+    ptr_at, Ethernet, Packet, ETH_HEADER_LEN, ETH_P_IPV4, ICMP_HEADER_LEN, IPV4_HEADER_LEN,
+};
 
-const ICMP_HEADER_LEN: usize = 8;
 const ICMP_DEST_UNREACH: u8 = 3;
 const ICMP_FRAG_NEEDED: u8 = 4;
 /// Bytes of the offending packet's payload quoted after its IP header (RFC 792).
@@ -23,6 +24,10 @@ const MAX_ICMP_WORDS: usize = (ICMP_HEADER_LEN + 60 + QUOTED_PAYLOAD) / 2;
 /// packet came from.
 #[inline(always)]
 pub fn frag_needed(ctx: &XdpContext, packet: &Packet, mtu: u16) -> Result<Verdict, Verdict> {
+    // Never an ICMP error about an ICMP error (RFC 1122, 3.2.2).
+    if packet.proto == IPPROTO_ICMP {
+        return Err(Verdict::DropTooBig);
+    }
     // SAFETY: pointers validated by Packet::parse.
     let (eth, ip) = unsafe { (&*packet.eth, &*packet.ip) };
     let (client_mac, our_mac) = (eth.src, eth.dst);

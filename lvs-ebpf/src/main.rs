@@ -12,7 +12,8 @@
 //! buckets or locality entry), `persist` (templates) and `events` (notices
 //! to the controller), then the method: `nat` (DNAT in, SNAT out), `direct`
 //! (DR), `tunnel` (IP-in-IP) with `icmp` (too big to tunnel), or the local
-//! stack for a real server that is this director; `forward` chooses the way
+//! stack for a real server that is this director; `icmp_error` takes an
+//! ICMP error to the host that owns the connection it quotes; `forward` chooses the way
 //! out. `liveness`: a router of a pair whose lvsd died takes no new
 //! connections and gives up ARP for the floating addresses. `lvs_neigh` (tc) finishes XDP frames whose next hop was unresolved.
 //! `lvs_decap` runs on real servers; `lvs_pass` is the no-op program, for
@@ -33,6 +34,7 @@ mod forward;
 mod frame;
 mod headers;
 mod icmp;
+mod icmp_error;
 mod liveness;
 mod maps;
 mod nat;
@@ -49,9 +51,9 @@ use aya_ebpf::{
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
-use lvs_common::{Conn, Direction, Method, Verdict};
+use lvs_common::{Conn, Direction, Method, Verdict, IPPROTO_ICMP};
 
-use crate::{frame::Frame, headers::HEADERS_MAX_LEN, stats::Way};
+use crate::{frame::Frame, stats::Way};
 
 #[xdp]
 // Inlined into the entry point the macro makes: as a BPF subprogram, the
@@ -69,10 +71,33 @@ pub fn lvs_director(ctx: XdpContext) -> u32 {
 #[inline(always)]
 pub fn lvs_director_tc(ctx: TcContext) -> i32 {
     // Headers may start outside the linear part of a socket buffer.
-    if ctx.data() + HEADERS_MAX_LEN > ctx.data_end() {
-        let _ = ctx.pull_data(ctx.len().min(HEADERS_MAX_LEN as u32));
+    let wanted = headers::wanted_linear(&ctx);
+    if ctx.data() + wanted > ctx.data_end() {
+        let _ = ctx.pull_data(ctx.len().min(wanted as u32));
     }
     let verdict = match director(&ctx) {
+        Ok(v) | Err(v) => v,
+    };
+    stats::count_verdict(verdict);
+    tc_action(verdict)
+}
+
+/// ICMP, from the director by a tail call: errors go to the host that owns
+/// the connection they quote (`icmp_error`).
+#[xdp]
+#[inline(always)]
+pub fn lvs_icmp_error(ctx: XdpContext) -> u32 {
+    let verdict = match icmp_error::to_owner(&ctx) {
+        Ok(v) | Err(v) => v,
+    };
+    stats::count_verdict(verdict);
+    action(verdict)
+}
+
+#[classifier]
+#[inline(always)]
+pub fn lvs_icmp_error_tc(ctx: TcContext) -> i32 {
+    let verdict = match icmp_error::to_owner(&ctx) {
         Ok(v) | Err(v) => v,
     };
     stats::count_verdict(verdict);
@@ -162,6 +187,11 @@ fn director<F: Frame>(ctx: &F) -> Result<Verdict, Verdict> {
         Err(Verdict::PassNotIpv4) => return liveness::not_ipv4(ctx),
         Err(verdict) => return Err(verdict),
     };
+    if packet.proto == IPPROTO_ICMP {
+        // Only returns if the program is missing (lvsd gone).
+        ctx.to_icmp_error_program();
+        return Err(Verdict::PassUnsupported);
+    }
     let flow = packet.flow_key();
     // Either bit may be another address's (they are hashed): a client that
     // shares a VIP's bit still gets its replies.

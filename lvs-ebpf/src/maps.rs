@@ -3,15 +3,15 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use lvs_common::{
     hash::HASH_BUCKETS, tcp_state::STATE_COUNT, CachedEgress, Conn, ConnCounts, Counters, FlowKey,
     HalfOpenBlock, HalfOpenSlot, HalfOpenTurn, LocalityEntry, LocalityKey, NeighKey, NeighNote,
     NextHop, Real, ReplyKey, ReplyServices, Service, ServiceKey, Settings, Template, TemplateKey,
     CLIENT_EGRESS_SLOTS, CONN_CHANGES_BYTES, CONN_TABLE_SIZE, DECAP_VERDICT_COUNT, EVENTS_BYTES,
-    LOCALITY_TABLE_SIZE, MAX_FLOATING, MAX_INTERFACES, MAX_REALS, MAX_SERVICES, NEIGH_NOTES_SIZE,
-    RELEVANT_WORDS, RING_SLOTS, TEMPLATE_TABLE_SIZE, VERDICT_COUNT,
+    ICMP_CASE_COUNT, LOCALITY_TABLE_SIZE, MAX_FLOATING, MAX_INTERFACES, MAX_REALS, MAX_SERVICES,
+    NEIGH_NOTES_SIZE, RELEVANT_WORDS, RING_SLOTS, TEMPLATE_TABLE_SIZE, VERDICT_COUNT,
 };
 
 /// `BPF_F_MMAPABLE`: lvsd maps the array into its memory and writes a
@@ -108,6 +108,19 @@ pub static REAL_STATS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(MAX
 
 #[map]
 pub static VERDICTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(VERDICT_COUNT, 0);
+
+/// The ICMP error program the director hands ICMP to by a tail call (so
+/// that it has a stack of its own): `lvs_icmp_error`, and on tc
+/// `lvs_icmp_error_tc` (a program array holds programs of one type). lvsd
+/// fills them.
+#[map]
+pub static ICMP_ERROR_XDP: ProgramArray = ProgramArray::with_max_entries(1, 0);
+#[map]
+pub static ICMP_ERROR_TC: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
+/// ICMP errors about TCP or UDP packets, by `IcmpCase`.
+#[map]
+pub static ICMP_ERRORS: PerCpuArray<u64> = PerCpuArray::with_max_entries(ICMP_CASE_COUNT, 0);
 
 /// Seconds a connection may idle in each `ConnState`.
 #[map]

@@ -1,9 +1,11 @@
 //! Per-CPU counters: no atomics, the controller sums the CPUs.
 
 use aya_ebpf::helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns};
-use lvs_common::{Counters, DecapVerdict, Verdict};
+use lvs_common::{Counters, DecapVerdict, IcmpCase, Verdict};
 
-use crate::maps::{DECAP_STATS, HALF_OPEN_EVICTED, REAL_STATS, SERVICE_STATS, VERDICTS};
+use crate::maps::{
+    DECAP_STATS, HALF_OPEN_EVICTED, ICMP_ERRORS, REAL_STATS, SERVICE_STATS, VERDICTS,
+};
 
 /// The clock entries are stamped with: the coarse one (CLOCK_MONOTONIC at
 /// the last tick), a fraction of the precise read's cost; IPVS's timeouts
@@ -33,6 +35,14 @@ pub fn count_verdict(verdict: Verdict) {
 #[inline(always)]
 pub fn count_half_open_evicted() {
     if let Some(slot) = HALF_OPEN_EVICTED.get_ptr_mut(0) {
+        // SAFETY: per-CPU slot from a successful lookup.
+        unsafe { *slot += 1 };
+    }
+}
+
+#[inline(always)]
+pub fn count_icmp(case: IcmpCase) {
+    if let Some(slot) = ICMP_ERRORS.get_ptr_mut(case as u32) {
         // SAFETY: per-CPU slot from a successful lookup.
         unsafe { *slot += 1 };
     }

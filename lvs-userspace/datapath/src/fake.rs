@@ -6,9 +6,9 @@ use lvs_common::{
     hash::{dh_bucket, sh_bucket, HASH_BUCKETS},
     service_flags,
     tcp_state::STATE_COUNT,
-    Conn, ConnCounts, Counters, Event, EventKind, FlowKey, Form, LocalityEntry, LocalityKey, Real,
-    ReplyKey, ReplyServices, Service, ServiceKey, Template, TemplateKey, Verdict, NO_REAL,
-    RING_SLOTS,
+    Conn, ConnCounts, Counters, Event, EventKind, FlowKey, Form, IcmpCase, LocalityEntry,
+    LocalityKey, Real, ReplyKey, ReplyServices, Service, ServiceKey, Template, TemplateKey,
+    Verdict, NO_REAL, RING_SLOTS,
 };
 
 use crate::{Datapath, DatapathError, Limits};
@@ -254,6 +254,9 @@ impl Datapath for FakeDatapath {
     }
     fn half_open_evicted(&self) -> Result<u64, DatapathError> {
         Ok(0)
+    }
+    fn icmp_errors(&self) -> Result<Vec<(IcmpCase, u64)>, DatapathError> {
+        Ok(IcmpCase::ALL.iter().map(|c| (*c, 0)).collect())
     }
     fn connections(&self) -> Result<Vec<(FlowKey, Conn)>, DatapathError> {
         Ok(self.conns.iter().map(|(k, v)| (*k, *v)).collect())

@@ -5,7 +5,8 @@ use std::net::Ipv4Addr;
 
 use aya::{
     maps::{
-        xdp::DevMapHash, Array, HashMap, MapData, MapError, PerCpuArray, PerCpuValues, RingBuf,
+        xdp::DevMapHash, Array, HashMap, MapData, MapError, PerCpuArray, PerCpuValues,
+        ProgramArray, RingBuf,
     },
     programs::{
         tc::{
@@ -17,8 +18,8 @@ use aya::{
 };
 use lvs_common::{
     tcp_state::STATE_COUNT, Conn, ConnChange, ConnCounts, Counters, Event, FlowKey, HalfOpenTurn,
-    LocalityEntry, LocalityKey, NeighKey, NeighNote, NextHop, Real, ReplyKey, ReplyServices,
-    Service, ServiceKey, Settings, Template, TemplateKey, Verdict,
+    IcmpCase, LocalityEntry, LocalityKey, NeighKey, NeighNote, NextHop, Real, ReplyKey,
+    ReplyServices, Service, ServiceKey, Settings, Template, TemplateKey, Verdict,
 };
 use serde::{Deserialize, Serialize};
 use tokio::io::{unix::AsyncFd, Interest};
@@ -36,6 +37,8 @@ pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("LVS_EBPF_OBJEC
 const DIRECTOR: &str = "lvs_director";
 const DIRECTOR_TC: &str = "lvs_director_tc";
 const NEIGH: &str = "lvs_neigh";
+const ICMP_ERROR: &str = "lvs_icmp_error";
+const ICMP_ERROR_TC: &str = "lvs_icmp_error_tc";
 
 /// One `BPF_PROG_TEST_RUN` outcome.
 #[derive(Debug)]
@@ -372,6 +375,10 @@ pub struct KernelDatapath {
     real_stats: PerCpuArray<MapData, Counters>,
     verdicts: PerCpuArray<MapData, u64>,
     half_open_evicted: PerCpuArray<MapData, u64>,
+    icmp_errors: PerCpuArray<MapData, u64>,
+    /// Held so that their entries stay: the kernel empties a program
+    /// array once no process holds it.
+    _icmp_error_programs: [ProgramArray<MapData>; 2],
     conns: HashMap<MapData, FlowKey, Conn>,
     real_conns: PerCpuArray<MapData, ConnCounts>,
     /// lvsd's own share of `REAL_CONNS`: the counts of the entries it
@@ -527,6 +534,7 @@ impl KernelDatapath {
         let real_stats = typed!(&mut ebpf, PerCpuArray<MapData, Counters>, "REAL_STATS");
         let verdicts = typed!(&mut ebpf, PerCpuArray<MapData, u64>, "VERDICTS");
         let half_open_evicted = typed!(&mut ebpf, PerCpuArray<MapData, u64>, "HALF_OPEN_EVICTED");
+        let icmp_errors = typed!(&mut ebpf, PerCpuArray<MapData, u64>, "ICMP_ERRORS");
         let mut half_open_turn = typed!(&mut ebpf, Array<MapData, HalfOpenTurn>, "HALF_OPEN_TURN");
         half_open_turn
             .set(
@@ -556,10 +564,42 @@ impl KernelDatapath {
             .set(0, settings, 0)
             .map_err(map_err("bpf_map_update_elem", "SETTINGS"))?;
 
-        for program in [NEIGH, DIRECTOR_TC] {
+        for program in [NEIGH, DIRECTOR_TC, ICMP_ERROR_TC] {
             classifier(&mut ebpf, program)?
                 .load()
                 .map_err(|source| DatapathError::Program { program, source })?;
+        }
+        let icmp_error: &mut Xdp = ebpf
+            .program_mut(ICMP_ERROR)
+            .ok_or(DatapathError::MissingProgram {
+                program: ICMP_ERROR,
+            })?
+            .try_into()
+            .map_err(|source| DatapathError::Program {
+                program: ICMP_ERROR,
+                source,
+            })?;
+        icmp_error.load().map_err(|source| DatapathError::Program {
+            program: ICMP_ERROR,
+            source,
+        })?;
+        // Each director hands ICMP to its ICMP error program by a tail call.
+        let mut icmp_error_programs = [
+            typed!(&mut ebpf, ProgramArray<MapData>, "ICMP_ERROR_XDP"),
+            typed!(&mut ebpf, ProgramArray<MapData>, "ICMP_ERROR_TC"),
+        ];
+        for (array, program) in icmp_error_programs
+            .iter_mut()
+            .zip([ICMP_ERROR, ICMP_ERROR_TC])
+        {
+            let fd = ebpf
+                .program(program)
+                .ok_or(DatapathError::MissingProgram { program })?
+                .fd()
+                .map_err(|source| DatapathError::Program { program, source })?;
+            array
+                .set(0, fd, 0)
+                .map_err(map_err("bpf_map_update_elem", program))?;
         }
         let program: &mut Xdp = ebpf
             .program_mut(DIRECTOR)
@@ -652,6 +692,8 @@ impl KernelDatapath {
             real_stats,
             verdicts,
             half_open_evicted,
+            icmp_errors,
+            _icmp_error_programs: icmp_error_programs,
             conns,
             real_conns,
             own_counts: Vec::new(),
@@ -1342,6 +1384,18 @@ impl Datapath for KernelDatapath {
             .get(&0, 0)
             .map_err(map_err("bpf_map_lookup_elem", "HALF_OPEN_EVICTED"))?;
         Ok(per_cpu.iter().sum())
+    }
+    fn icmp_errors(&self) -> Result<Vec<(IcmpCase, u64)>, DatapathError> {
+        IcmpCase::ALL
+            .iter()
+            .map(|c| {
+                let per_cpu = self
+                    .icmp_errors
+                    .get(&(*c as u32), 0)
+                    .map_err(map_err("bpf_map_lookup_elem", "ICMP_ERRORS"))?;
+                Ok((*c, per_cpu.iter().sum()))
+            })
+            .collect()
     }
     fn verdicts(&self) -> Result<Vec<(Verdict, u64)>, DatapathError> {
         Verdict::ALL

@@ -30,8 +30,9 @@ pub use standalone::{test_run_attached, StandaloneXdp, XdpAttachMode};
 use std::net::Ipv4Addr;
 
 use lvs_common::{
-    tcp_state::STATE_COUNT, Conn, ConnCounts, Counters, Event, FlowKey, LocalityEntry, LocalityKey,
-    NextHop, Real, ReplyKey, ReplyServices, Service, ServiceKey, Template, TemplateKey, Verdict,
+    tcp_state::STATE_COUNT, Conn, ConnCounts, Counters, Event, FlowKey, IcmpCase, LocalityEntry,
+    LocalityKey, NextHop, Real, ReplyKey, ReplyServices, Service, ServiceKey, Template,
+    TemplateKey, Verdict,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -174,6 +175,8 @@ pub trait Datapath: Send {
     fn verdicts(&self) -> Result<Vec<(Verdict, u64)>, DatapathError>;
     /// Half-open entries evicted by newer SYNs (the SYN-flood defence).
     fn half_open_evicted(&self) -> Result<u64, DatapathError>;
+    /// ICMP errors about TCP and UDP packets, by what became of them.
+    fn icmp_errors(&self) -> Result<Vec<(IcmpCase, u64)>, DatapathError>;
     /// Every connection table entry (both directions of NAT flows): a
     /// walk of the whole table, for `-L -c`, a resync and tests.
     fn connections(&self) -> Result<Vec<(FlowKey, Conn)>, DatapathError>;

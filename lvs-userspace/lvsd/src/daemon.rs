@@ -54,6 +54,17 @@ pub struct Options {
     pub limits: lvs_datapath::Limits,
     /// Which director each interface gets.
     pub datapath: DatapathChoice,
+    pub icmp_errors: IcmpErrors,
+}
+
+/// Where ICMP errors about connections go (`lvsd --icmp-errors`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum IcmpErrors {
+    /// To the host that owns the connection, translated for NAT.
+    #[default]
+    Translate,
+    /// To the kernel, untouched.
+    Kernel,
 }
 
 /// The whole daemon: check the config, bind the socket, attach, apply,
@@ -75,6 +86,9 @@ pub async fn start(options: Options, shutdown: impl Future) -> anyhow::Result<()
                 lvs_common::Settings::SYNC_CHANGES
             } else {
                 0
+            } | match options.icmp_errors {
+                IcmpErrors::Translate => 0,
+                IcmpErrors::Kernel => lvs_common::Settings::ICMP_ERRORS_TO_KERNEL,
             },
         };
         // A router of a pair leaves its datapath forwarding if it is

@@ -359,6 +359,7 @@ impl<D: Datapath> EventLoop<D> {
             Request::Datapath => (|| {
                 let verdicts = c.datapath().verdicts()?;
                 let half_open_evicted = c.datapath().half_open_evicted()?;
+                let icmp_errors = c.datapath().icmp_errors()?;
                 Ok(Response::Datapath(DatapathView {
                     interfaces: self.interfaces.iter().map(attachment_view).collect(),
                     verdicts: verdicts
@@ -366,6 +367,10 @@ impl<D: Datapath> EventLoop<D> {
                         .map(|(v, n)| (v.name().to_string(), n))
                         .collect(),
                     half_open_evicted,
+                    icmp_errors: icmp_errors
+                        .into_iter()
+                        .map(|(case, n)| (case.name().to_string(), n))
+                        .collect(),
                     warnings: forwarding_warnings(&self.interfaces, c.state()),
                 }))
             })(),

@@ -288,6 +288,9 @@ fn oracle(
     let ip_check = checksum::full(&f[14..l4], 0);
     f[24..26].copy_from_slice(&ip_check.to_be_bytes());
     let proto = f[23];
+    if proto != 6 && proto != 17 {
+        return f;
+    }
     let check_at = l4 + if proto == 6 { 16 } else { 6 };
     f[check_at..check_at + 2].copy_from_slice(&[0, 0]);
     let seg_len = f.len() - l4;
@@ -2025,4 +2028,263 @@ fn nat_replies_find_one_entry_connections_and_a_fifth_service_keeps_two() {
     assert_eq!((half_open, replies), (16, 16));
     c.recount().unwrap();
     counts_match_a_recount(&c, "after the flood");
+}
+
+const ICMP_FRAG_NEEDED: (u8, u8, [u8; 4]) = (3, 4, [0, 0, 0x05, 0x78]); // next-hop MTU 1400
+const ICMP_PORT_UNREACHABLE: (u8, u8, [u8; 4]) = (3, 3, [0; 4]);
+/// A router on the client's LAN, between the client and the director.
+const CLIENT_SIDE_ROUTER: [u8; 4] = [198, 18, 1, 254];
+
+/// An ICMP error from `from` to `to` (Ethernet `macs`: source, destination)
+/// quoting the first `quote` bytes of the IPv4 packet in the frame
+/// `quoted`, every checksum computed in full.
+fn icmp_error(
+    (from, to): ([u8; 4], [u8; 4]),
+    (kind, code, rest): (u8, u8, [u8; 4]),
+    quoted: &[u8],
+    quote: usize,
+    (smac, dmac): ([u8; 6], [u8; 6]),
+    ttl: u8,
+) -> Vec<u8> {
+    let quoted = &quoted[14..(14 + quote).min(quoted.len())];
+    let mut icmp = vec![kind, code, 0, 0];
+    icmp.extend_from_slice(&rest);
+    icmp.extend_from_slice(quoted);
+    let check = checksum::full(&icmp, 0);
+    icmp[2..4].copy_from_slice(&check.to_be_bytes());
+    let total = (20 + icmp.len()) as u16;
+    let mut ip = vec![0x45, 0];
+    ip.extend_from_slice(&total.to_be_bytes());
+    ip.extend_from_slice(&[0, 0, 0, 0, ttl, 1, 0, 0]);
+    ip.extend_from_slice(&from);
+    ip.extend_from_slice(&to);
+    let check = checksum::full(&ip, 0);
+    ip[10..12].copy_from_slice(&check.to_be_bytes());
+    let mut f = dmac.to_vec();
+    f.extend_from_slice(&smac);
+    f.extend_from_slice(&[0x08, 0x00]);
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&icmp);
+    f
+}
+
+fn icmp_count(c: &Controller<KernelDatapath>, case: lvs_common::IcmpCase) -> u64 {
+    use lvs_datapath::Datapath;
+    c.datapath()
+        .icmp_errors()
+        .unwrap()
+        .into_iter()
+        .find(|(k, _)| *k == case)
+        .map(|(_, n)| n)
+        .unwrap()
+}
+
+/// The path-MTU black hole, both ways: a router on the client's side tells
+/// the VIP that a NAT reply was too big, and the error reaches the real
+/// server translated (outer destination, quoted source and port, and every
+/// checksum: the outer and quoted IPv4 headers', the quoted TCP checksum
+/// when the quote holds it, the ICMP checksum); an error from the real
+/// server about the client's packet goes back translated to the VIP. The
+/// oracle builds each expected error from the packet translated the slow
+/// way and sums every checksum in full. Both directors, XDP and tc.
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn icmp_errors_about_nat_connections_reach_their_owner_translated() {
+    use lvs_common::IcmpCase;
+    let c = router(true);
+    let real = real_ip(3);
+    let syn = tcp((CLIENT, 40000), (VIP, 80), "S", b"");
+    assert_eq!(run(&c, &syn).action, XDP_REDIRECT);
+    // A full-sized reply as the director sent it, and as the real server did.
+    let body = vec![0x5a; 1400];
+    let sent = tcp((VIP, 80), (CLIENT, 40000), "A", &body);
+    let as_server_sent = oracle(&sent, Some((real, 8080)), None, None);
+    // Linux quotes up to 576 bytes in all; RFC 792 asks only for 8 past
+    // the IPv4 header, which leaves out the TCP checksum.
+    for (quote, tc) in [(548, false), (28, false), (548, true)] {
+        let error = icmp_error(
+            (CLIENT_SIDE_ROUTER, VIP),
+            ICMP_FRAG_NEEDED,
+            &sent,
+            quote,
+            ([2, 0, 0, 0, 1, 254], DIRECTOR_CLIENT_MAC),
+            64,
+        );
+        let out = if tc {
+            c.datapath().test_run_tc(ifindex("cli0"), &error).unwrap()
+        } else {
+            run_on(&c, "cli0", &error)
+        };
+        let expected = icmp_error(
+            (CLIENT_SIDE_ROUTER, real),
+            ICMP_FRAG_NEEDED,
+            &as_server_sent,
+            quote,
+            (director_mac(3), real_mac(3)),
+            63,
+        );
+        assert_eq!(out.frame, expected, "quote of {quote} bytes, tc {tc}");
+        assert_eq!(out.action, if tc { TC_ACT_REDIRECT } else { XDP_REDIRECT });
+    }
+    assert_eq!(icmp_count(&c, IcmpCase::NatToRealServer), 3);
+
+    // The real server's error about the client's packet (as DNATed).
+    let dnated = oracle(
+        &tcp((CLIENT, 40000), (VIP, 80), "A", &body),
+        None,
+        Some((real, 8080)),
+        None,
+    );
+    let error = icmp_error(
+        (real, CLIENT),
+        ICMP_FRAG_NEEDED,
+        &dnated,
+        548,
+        (real_mac(3), director_mac(3)),
+        64,
+    );
+    let out = run_on(&c, "srv3", &error);
+    assert_eq!(out.action, XDP_REDIRECT);
+    let as_client_sent = tcp((CLIENT, 40000), (VIP, 80), "A", &body);
+    assert_eq!(
+        out.frame,
+        icmp_error(
+            (VIP, CLIENT),
+            ICMP_FRAG_NEEDED,
+            &as_client_sent,
+            548,
+            (DIRECTOR_CLIENT_MAC, CLIENT_MAC),
+            63,
+        )
+    );
+    assert_eq!(icmp_count(&c, IcmpCase::NatToClient), 1);
+
+    // UDP: the real server's port unreachable, with a checksum and without.
+    let q = udp((CLIENT, 5000), (VIP, 53), b"query");
+    assert_eq!(run(&c, &q).action, XDP_REDIRECT);
+    let udp_real = real_ip(1);
+    let dnated = oracle(&q, None, Some((udp_real, 5353)), None);
+    let mut no_sum = dnated.clone();
+    no_sum[40..42].copy_from_slice(&[0, 0]);
+    let mut client_no_sum = q.clone();
+    client_no_sum[40..42].copy_from_slice(&[0, 0]);
+    for (quoted, as_client) in [(&dnated, &q), (&no_sum, &client_no_sum)] {
+        let error = icmp_error(
+            (udp_real, CLIENT),
+            ICMP_PORT_UNREACHABLE,
+            quoted,
+            548,
+            (real_mac(1), director_mac(1)),
+            64,
+        );
+        let out = run_on(&c, "srv1", &error);
+        assert_eq!(
+            out.frame,
+            icmp_error(
+                (VIP, CLIENT),
+                ICMP_PORT_UNREACHABLE,
+                as_client,
+                548,
+                (DIRECTOR_CLIENT_MAC, CLIENT_MAC),
+                63,
+            )
+        );
+    }
+    assert_eq!(icmp_count(&c, IcmpCase::NatToClient), 3);
+
+    // An error about no connection passes untouched, counted.
+    let stray = tcp((VIP, 80), (CLIENT, 40001), "A", b"x");
+    let error = icmp_error(
+        (CLIENT_SIDE_ROUTER, VIP),
+        ICMP_FRAG_NEEDED,
+        &stray,
+        548,
+        ([2, 0, 0, 0, 1, 254], DIRECTOR_CLIENT_MAC),
+        64,
+    );
+    let out = run_on(&c, "cli0", &error);
+    assert_eq!((out.action, &out.frame), (XDP_PASS, &error));
+    assert_eq!(icmp_count(&c, IcmpCase::NoConnection), 1);
+    // Traffic counters: the errors counted with their connections.
+    let snap = snapshot(&c);
+    assert_eq!(
+        (
+            snap.services[0].stats.in_packets,
+            snap.services[0].stats.out_packets
+        ),
+        (1 + 3, 1)
+    );
+}
+
+/// A NAT connection with two entries (its server is in a fifth service)
+/// finds the real server's error through its reply entry.
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn an_icmp_error_finds_a_two_entry_nat_connection() {
+    let limits = Limits {
+        connections: 64,
+        ..Limits::default()
+    };
+    let c = router_with(true, limits, &five_services_to_one_server());
+    let (real, vip) = (real_ip(1), [198, 18, 0, 44]);
+    let syn = tcp((CLIENT, 41004), (vip, 80), "S", b"");
+    assert_eq!(run(&c, &syn).action, XDP_REDIRECT);
+    let dnated = oracle(&syn, None, Some((real, 8080)), None);
+    let error = icmp_error(
+        (real, CLIENT),
+        ICMP_PORT_UNREACHABLE,
+        &dnated,
+        548,
+        (real_mac(1), director_mac(1)),
+        64,
+    );
+    let out = run_on(&c, "srv1", &error);
+    assert_eq!(
+        out.frame,
+        icmp_error(
+            (vip, CLIENT),
+            ICMP_PORT_UNREACHABLE,
+            &syn,
+            548,
+            (DIRECTOR_CLIENT_MAC, CLIENT_MAC),
+            63,
+        )
+    );
+    assert_eq!(icmp_count(&c, lvs_common::IcmpCase::NatToClient), 1);
+}
+
+/// DR and TUN: the client side's error goes, unchanged, to the real server
+/// that owns the flow (whose stack holds the VIP): MACs for DR, an outer
+/// header for TUN.
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn icmp_errors_about_dr_and_tun_connections_go_to_their_real_server() {
+    let c = router(true);
+    let router_mac = [2, 0, 0, 0, 1, 254];
+    for (vip, real, egress, tunnel) in [
+        ([198, 18, 0, 21], [198, 18, 12, 3], 2, false),
+        ([198, 18, 0, 23], [198, 18, 11, 3], 1, true),
+    ] {
+        let syn = tcp((CLIENT, 40000), (vip, 80), "S", b"");
+        assert_eq!(run_on(&c, "cli0", &syn).action, XDP_REDIRECT);
+        let reply = tcp((vip, 80), (CLIENT, 40000), "A", &[7; 1400]);
+        let error = icmp_error(
+            (CLIENT_SIDE_ROUTER, vip),
+            ICMP_FRAG_NEEDED,
+            &reply,
+            548,
+            (router_mac, DIRECTOR_CLIENT_MAC),
+            64,
+        );
+        let out = run_on(&c, "cli0", &error);
+        assert_eq!(out.action, XDP_REDIRECT, "srv{egress}");
+        let smac = director_mac(egress);
+        let expected = if tunnel {
+            encapsulated(&error, [198, 18, 11, 1], real, smac, forwarded_mac(real))
+        } else {
+            routed(&error, smac, forwarded_mac(real))
+        };
+        assert_eq!(out.frame, expected, "srv{egress}");
+    }
+    assert_eq!(icmp_count(&c, lvs_common::IcmpCase::ToRealServer), 2);
 }

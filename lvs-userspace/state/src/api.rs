@@ -80,6 +80,9 @@ pub struct DatapathView {
     /// Half-open entries evicted by newer SYNs (the SYN-flood defence).
     #[serde(default)]
     pub half_open_evicted: u64,
+    /// ICMP errors about TCP and UDP packets, by what became of them.
+    #[serde(default)]
+    pub icmp_errors: Vec<(String, u64)>,
     /// What keeps configured services from working (a sysctl, ...).
     pub warnings: Vec<String>,
 }
@@ -105,6 +108,10 @@ impl DatapathView {
             "Half-open entries evicted by newer SYNs: {}",
             self.half_open_evicted
         );
+        out.push_str("ICMP error                     Packets\n");
+        for (name, count) in &self.icmp_errors {
+            let _ = writeln!(out, "{name:<30} {count}");
+        }
         for w in &self.warnings {
             let _ = writeln!(out, "warning: {w}");
         }

@@ -47,6 +47,13 @@ struct Args {
     /// where XDP would lose frames or checksums; `xdp` or `tc` force one.
     #[arg(long, value_enum, default_value_t = lvs_datapath::DatapathChoice::Auto)]
     datapath: lvs_datapath::DatapathChoice,
+    /// What happens to an ICMP error (unreachable, fragmentation needed,
+    /// time exceeded) that quotes a connection: `translate` sends it to the
+    /// host that owns the connection, as IPVS does; `kernel` leaves it to
+    /// the kernel untouched, so path-MTU discovery through NAT fails (for
+    /// comparison only).
+    #[arg(long, value_enum, default_value_t = daemon::IcmpErrors::Translate)]
+    icmp_errors: daemon::IcmpErrors,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -82,6 +89,7 @@ async fn run(favoured: std::io::Result<()>) -> anyhow::Result<()> {
         max_reals,
         conn_table_size,
         datapath,
+        icmp_errors,
     } = Args::parse();
     let mut term = signal(SignalKind::terminate())?;
     let shutdown = async move {
@@ -106,6 +114,7 @@ async fn run(favoured: std::io::Result<()>) -> anyhow::Result<()> {
                 connections: conn_table_size,
             },
             datapath,
+            icmp_errors,
         },
         shutdown,
     )

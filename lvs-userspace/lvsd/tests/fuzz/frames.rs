@@ -267,6 +267,23 @@ pub fn with_vlan_tags(f: &[u8], rng: &mut Rng, qinq: bool) -> Vec<u8> {
     out
 }
 
+/// Swap an IPv4 TCP or UDP frame's source and destination (addresses and
+/// ports); every checksum stays as it was, and as right.
+pub fn swap_ends(f: &mut [u8]) {
+    let l3 = ETH_LEN;
+    if f.len() < l3 + 20 {
+        return;
+    }
+    let ihl = (f[l3] & 0x0f) as usize * 4;
+    let (src, dst) = f[l3 + 12..l3 + 20].split_at_mut(4);
+    src.swap_with_slice(dst);
+    let l4 = l3 + ihl;
+    if f.len() >= l4 + 4 {
+        let (sport, dport) = f[l4..l4 + 4].split_at_mut(2);
+        sport.swap_with_slice(dport);
+    }
+}
+
 /// An ICMP error from `src` to `dst` quoting `quoted` (an IPv4 packet, or
 /// garbage, or a truncated header).
 pub fn icmp_error(spec: &Spec, icmp_type: u8, code: u8, rest: [u8; 4], quoted: &[u8]) -> Vec<u8> {

@@ -99,6 +99,9 @@ struct Stats {
     verdicts: BTreeMap<(&'static str, &'static str), u64>,
     stale_replies: u64,
     shared_replies: u64,
+    /// ICMP errors that went to the owner of the connection they quote,
+    /// by program.
+    icmp_errors_owned: BTreeMap<&'static str, u64>,
     per_phase: Vec<(&'static str, u64, Duration)>,
 }
 
@@ -248,7 +251,14 @@ impl Fuzzer {
             Ok(notes) => {
                 self.stats.stale_replies += notes.stale_reply as u64;
                 self.stats.shared_replies += notes.shared_reply as u64;
-                if let Some(conn) = after {
+                if notes.owner.is_some() {
+                    let name = match program {
+                        Program::Xdp => "xdp",
+                        Program::Tc => "tc",
+                    };
+                    *self.stats.icmp_errors_owned.entry(name).or_default() += 1;
+                }
+                if let Some(conn) = notes.owner.or(after) {
                     if let Err(e) = self.count(&conn, notes.counted) {
                         self.fail(
                             program,
@@ -592,13 +602,20 @@ impl Fuzzer {
     }
 
     /// An ICMP error about a flow (client to VIP, or real server to
-    /// client), quoting its header whole, cut short, or garbage.
+    /// client), quoting its header whole, cut short, or garbage. Half of
+    /// them quote the flow the other way round, as errors the director must
+    /// take to the connection's owner do: a packet from the VIP to the
+    /// client (a reply as the director sent it), or from the client to a
+    /// NAT real server (as the director DNATed it).
     fn icmp_error(&mut self) -> Vec<u8> {
-        let quoted_frame = match self.known_flow() {
+        let mut quoted_frame = match self.known_flow() {
             Some(_) if self.rng.chance(1, 2) => self.on_flow(),
             Some(_) => self.reply(),
             None => self.for_service(),
         };
+        if self.rng.chance(1, 2) {
+            frames::swap_ends(&mut quoted_frame);
+        }
         let quoted_ip = &quoted_frame[ETH_LEN..];
         let quoted = match self.rng.below(4) {
             0 => quoted_ip[..quoted_ip.len().min(28)].to_vec(),
@@ -940,7 +957,7 @@ impl Fuzzer {
 
     fn report(&self, elapsed: Duration) {
         eprintln!(
-            "fuzz: seed {} — {} frames in {:.1} s ({:.0} frames/s), {} too short for BPF_PROG_TEST_RUN, {} NAT replies through a stale reply entry, {} NAT flows whose real-server side another flow took over",
+            "fuzz: seed {} — {} frames in {:.1} s ({:.0} frames/s), {} too short for BPF_PROG_TEST_RUN, {} NAT replies through a stale reply entry, {} NAT flows whose real-server side another flow took over, ICMP errors taken to their connection's owner {:?}",
             self.seed,
             self.stats.frames,
             elapsed.as_secs_f64(),
@@ -948,6 +965,7 @@ impl Fuzzer {
             self.stats.refused,
             self.stats.stale_replies,
             self.stats.shared_replies,
+            self.stats.icmp_errors_owned,
         );
         for (phase, n, t) in &self.stats.per_phase {
             eprintln!("  {phase:<12} {n:>8} frames in {:>6.2} s", t.as_secs_f64());
@@ -1026,4 +1044,6 @@ fn hostile_frames_are_passed_dropped_or_rewritten_exactly() {
         .stats
         .verdicts
         .contains_key(&("xdp", Verdict::IcmpTooBig.name())));
+    // Both directors took ICMP errors to their connections.
+    assert_eq!(fuzzer.stats.icmp_errors_owned.len(), 2);
 }

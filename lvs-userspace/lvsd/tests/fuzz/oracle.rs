@@ -15,7 +15,7 @@ use lvs_common::{
 };
 
 use crate::{
-    frames::{ip_residual, l4_region, l4_residual, residual, ETH_LEN, TCP, UDP},
+    frames::{ip_residual, l4_region, l4_residual, residual, ETH_LEN, ICMP, TCP, UDP},
     lab::{find_service, resolved, route, Route, ServiceSpec, LINKS, MTU},
 };
 
@@ -212,6 +212,10 @@ fn malformed(f: &[u8]) -> bool {
     }
     match well_formed(f) {
         Ok(_) => false,
+        // ICMP's own header must be whole too.
+        Err(e) if e == "protocol 1" => {
+            Ipv4Slice::from_slice(&f[ETH_LEN..]).is_ok_and(|ip| ip.payload().payload.len() < 8)
+        }
         Err(e) => !(e == "a fragment" || e.starts_with("protocol")),
     }
 }
@@ -266,6 +270,9 @@ pub struct Notes {
     pub shared_reply: bool,
     /// What the counters of the frame's entry took.
     pub counted: Counted,
+    /// The connection an ICMP error went to, whose counters took it (the
+    /// error has no entry of its own).
+    pub owner: Option<Conn>,
 }
 
 /// Judge one run. `before`/`after`: the frame's flow entry around the run;
@@ -286,6 +293,9 @@ pub fn check(
             obs.verdict.name(),
             obs.action as i32
         ));
+    }
+    if let Some(error) = IcmpError::parse(input) {
+        return check_icmp_error(ctx, input, obs, &error, lookup);
     }
     let inbound_before = before.filter(|c| c.direction == Direction::Inbound as u8);
     let live_before = inbound_before.and_then(|c| live(&c, ctx));
@@ -794,6 +804,234 @@ fn check_tunnel(
         ));
     }
     Ok(())
+}
+
+/// An ICMP error the program takes to the owner of the connection it
+/// quotes (destination unreachable, source quench, time exceeded, quoting
+/// the head of a TCP or UDP packet up to its ports), in a well-formed
+/// packet.
+struct IcmpError {
+    outer: Parsed,
+    /// Where the quoted IPv4 header starts in the frame.
+    quoted_at: usize,
+    /// Where the quoted ports start.
+    ports_at: usize,
+    /// The quoted packet's 5-tuple reversed: its connection's other way.
+    reversed: FlowKey,
+}
+
+impl IcmpError {
+    fn parse(f: &[u8]) -> Option<Self> {
+        if f.len() < ETH_LEN || f[12..14] != [0x08, 0x00] {
+            return None;
+        }
+        let ip = Ipv4Slice::from_slice(&f[ETH_LEN..]).ok()?;
+        let h = ip.header();
+        if h.is_fragmenting_payload() || h.protocol().0 != ICMP {
+            return None;
+        }
+        let icmp = ip.payload().payload;
+        if icmp.len() < 8 + 20 || !matches!(icmp[0], 3 | 4 | 11) {
+            return None;
+        }
+        let quoted = &icmp[8..];
+        let qihl = (quoted[0] & 0x0f) as usize * 4;
+        let frag = u16::from_be_bytes([quoted[6], quoted[7]]);
+        if quoted[0] >> 4 != 4
+            || qihl < 20
+            || !matches!(quoted[9], TCP | UDP)
+            || frag & 0x1fff != 0
+            || quoted.len() < qihl + 4
+        {
+            return None;
+        }
+        let ihl = h.slice().len();
+        let quoted_at = ETH_LEN + ihl + 8;
+        let ports = &quoted[qihl..];
+        Some(Self {
+            outer: Parsed {
+                ihl,
+                total: h.total_len() as usize,
+                proto: ICMP,
+                src: h.source(),
+                dst: h.destination(),
+                sport: 0,
+                dport: 0,
+                tcp_flags: 0,
+                ttl: h.ttl(),
+                dont_fragment: h.dont_fragment(),
+            },
+            quoted_at,
+            ports_at: quoted_at + qihl,
+            reversed: FlowKey::from_wire(
+                quoted[16..20].try_into().unwrap(),
+                quoted[12..16].try_into().unwrap(),
+                [ports[2], ports[3]],
+                [ports[0], ports[1]],
+                quoted[9],
+            ),
+        })
+    }
+}
+
+/// An ICMP error: to the owner of the connection it quotes, translated for
+/// NAT (outer and quoted addresses, quoted port, every checksum carried as
+/// right as it came), unchanged for DR and TUN; passed when it quotes no
+/// live connection. The program looks the connection up as a reply from a
+/// NAT server first (one-entry connections), then in the table.
+fn check_icmp_error(
+    ctx: &Context<'_>,
+    input: &[u8],
+    obs: &Observed,
+    error: &IcmpError,
+    lookup: &dyn Fn(&FlowKey) -> Option<Conn>,
+) -> Result<Notes, String> {
+    use Verdict::*;
+    let unchanged = |what: &str| {
+        if obs.output != input {
+            return Err(format!(
+                "{what} but the frame changed: {}",
+                first_difference(input, &obs.output)
+            ));
+        }
+        Ok(Notes::default())
+    };
+    let owner = one_entry_reply(&error.reversed, lookup, ctx.reply_services)
+        .or_else(|| lookup(&error.reversed));
+    let Some(conn) = owner else {
+        if obs.verdict != PassNoService {
+            return Err(format!(
+                "{} for an ICMP error that quotes no connection",
+                obs.verdict.name()
+            ));
+        }
+        return unchanged("an ICMP error about no connection");
+    };
+    let outbound = conn.direction == Direction::Outbound as u8;
+    let counted = match if outbound {
+        Some(true)
+    } else {
+        live(&conn, ctx)
+    } {
+        Some(true) => Counted::Packet {
+            bytes: error.outer.total as u64,
+            new_conn: false,
+        },
+        Some(false) if obs.verdict == PassNoService => {
+            return unchanged("an ICMP error about an expired connection")
+        }
+        Some(false) => {
+            return Err(format!(
+                "{} for an ICMP error about an expired connection",
+                obs.verdict.name()
+            ))
+        }
+        None if obs.verdict == PassNoService => return unchanged("an ICMP error"),
+        None => Counted::Unsure,
+    };
+    let p = &error.outer;
+    let predicted = match predict(ctx, p, &conn) {
+        // Never an ICMP error about an ICMP error.
+        IcmpTooBig => DropTooBig,
+        v => v,
+    };
+    if predicted != obs.verdict {
+        return Err(format!(
+            "verdict {} for an ICMP error but its connection and the routes call for {} ({conn:?})",
+            obs.verdict.name(),
+            predicted.name()
+        ));
+    }
+    let notes = Notes {
+        counted,
+        owner: Some(conn),
+        ..Notes::default()
+    };
+    let (method, towards) = way(p, &conn).ok_or("unknown method")?;
+    match obs.verdict {
+        PassToKernel => return unchanged("pass_to_kernel").map(|_| Notes::default()),
+        PassLocal => return unchanged("pass_local").map(|_| notes),
+        DropTooBig | DropNoRoute | DropForwardingDisabled => return Ok(notes),
+        _ => {}
+    }
+    let out = egress(ctx, method, towards).ok();
+    if let (Some(out), PassResolveNeighbour, Program::Xdp) = (&out, obs.verdict, ctx.program) {
+        let expected = Some((out.next_hop, out.ifindex));
+        if obs.neighbour_note != expected {
+            return Err(format!(
+                "neighbour note {:?}, expected {expected:?}",
+                obs.neighbour_note
+            ));
+        }
+    }
+    let macs = match (obs.verdict, &out) {
+        (Redirect | Transmit, Some(out)) => out.macs,
+        _ => None,
+    };
+    let forwarded = !matches!(obs.verdict, PassTooBig | PassNoRoute);
+    let output = obs.output.as_slice();
+    if method == Method::Tunnel {
+        let source = out.ok_or("tunnelled without a way out")?.source;
+        check_tunnel(input, p, &conn, source, output, macs)?;
+        return Ok(notes);
+    }
+    let mut e = ethernet(input, macs);
+    e.extend_from_slice(&input[ETH_LEN..]);
+    let ip = ETH_LEN;
+    if forwarded {
+        e[ip + 8] -= 1;
+    }
+    let mut masked = vec![ip + 10];
+    let end = ETH_LEN + p.total;
+    if method == Method::Nat {
+        let (q, ports) = (error.quoted_at, error.ports_at);
+        // Inbound: to the real server (outer destination, quoted source);
+        // outbound: back from the virtual service (outer source, quoted
+        // destination).
+        let (outer_at, quoted_at, port_at) = if outbound { (12, 16, 2) } else { (16, 12, 0) };
+        e[ip + outer_at..ip + outer_at + 4].copy_from_slice(&conn.addr());
+        e[q + quoted_at..q + quoted_at + 4].copy_from_slice(&conn.addr());
+        e[ports + port_at..ports + port_at + 2].copy_from_slice(&conn.port_wire());
+        let l4_check = ports + if input[q + 9] == TCP { 16 } else { 6 };
+        masked.extend([ETH_LEN + p.ihl + 2, q + 10]);
+        if l4_check + 2 <= end {
+            masked.push(l4_check);
+        }
+        same_but_checksums(&e, output, &masked)?;
+        // Within the error's length, every checksum as right as it came:
+        // the outer and quoted IPv4 headers', the quoted transport one
+        // (over what is quoted: the change is the same), and ICMP's.
+        let (i, o) = (&input[..end], &output[..end]);
+        for (at, what) in [(ETH_LEN, "outer"), (q, "quoted")] {
+            let (a, b) = (ip_residual(i, at), ip_residual(o, at));
+            if a != b {
+                return Err(format!("{what} IPv4 checksum residual {a:?} became {b:?}"));
+            }
+        }
+        if l4_check + 2 <= end {
+            let (a, b) = (l4_residual(i, q), l4_residual(o, q));
+            let zero = |f: &[u8]| f[l4_check..l4_check + 2] == [0, 0];
+            if input[q + 9] == UDP && zero(i) != zero(o) {
+                return Err("quoted UDP checksum: none became some, or some none".into());
+            }
+            if a != b && !(input[q + 9] == UDP && zero(o)) {
+                return Err(format!(
+                    "quoted transport checksum residual {a:?} became {b:?}"
+                ));
+            }
+        }
+        let (a, b) = (l4_residual(i, ETH_LEN), l4_residual(o, ETH_LEN));
+        if a != b {
+            return Err(format!("ICMP checksum residual {a:?} became {b:?}"));
+        }
+    } else {
+        same_but_checksums(&e, output, &masked)?;
+        let (a, b) = (ip_residual(input, ETH_LEN), ip_residual(output, ETH_LEN));
+        if a != b {
+            return Err(format!("IPv4 checksum residual {a:?} became {b:?}"));
+        }
+    }
+    Ok(notes)
 }
 
 /// ICMP fragmentation-needed back to the client, from the VIP, quoting
