@@ -94,12 +94,25 @@ impl RealServer {
     /// Start an `lvs-lab http-server` on `port` (answering with this
     /// server's name) and wait, bounded, until it answers.
     pub fn start_http_server(&mut self, port: u16) -> Result<()> {
+        self.start_large_http_server(port, 0)
+    }
+
+    /// As `start_http_server`, with `body_bytes` more bytes in each answer.
+    pub fn start_large_http_server(&mut self, port: u16, body_bytes: usize) -> Result<()> {
         let lab_bin = bin("lvs-lab").display().to_string();
         let tcp = format!("0.0.0.0:{port}");
-        self.procs.push(
-            self.ns
-                .spawn(&[&lab_bin, "http-server", &tcp, &self.name], None)?,
-        );
+        let body = body_bytes.to_string();
+        self.procs.push(self.ns.spawn(
+            &[
+                &lab_bin,
+                "http-server",
+                &tcp,
+                &self.name,
+                "--body-bytes",
+                &body,
+            ],
+            None,
+        )?);
         self.wait_for_http(port)
     }
 
@@ -166,6 +179,9 @@ pub struct Lab {
     pub client: Netns,
     pub director: Netns,
     pub router: Option<Netns>,
+    /// Between the client and the router, over a narrow link
+    /// (`Lab::forwarding_narrow`).
+    pub edge: Option<Netns>,
     /// Where lvsd attaches.
     pub ifaces: Vec<String>,
     pub dir: PathBuf,
@@ -226,6 +242,7 @@ impl Lab {
             client,
             director,
             router: None,
+            edge: None,
             ifaces: vec!["cli0".to_string()],
             socket: dir.join("lvsd.sock"),
             dir,
@@ -267,6 +284,23 @@ impl Lab {
     /// rs1, rs2, ... in that order. DR and TUN servers are prepared with
     /// `lvsadm realserver setup` (TUN with XDP decapsulation on eth0).
     pub fn forwarding(tag: &str, methods: &[Method]) -> Result<Self> {
+        Self::forwarding_via(tag, methods, None)
+    }
+
+    /// The router lab with the client one hop further away: behind an edge
+    /// router whose link to the router has MTU `mtu` (a tunnel, PPPoE, ...)
+    /// while the client's own link has the default 1500, so the client's
+    /// MSS promises more than the path carries.
+    ///
+    /// ```text
+    ///  client 198.18.1.2 ── [edge] ══ mtu ══ 198.18.5.1 [router] ── ...
+    ///                     198.18.1.1  198.18.5.2
+    /// ```
+    pub fn forwarding_narrow(tag: &str, methods: &[Method], mtu: u32) -> Result<Self> {
+        Self::forwarding_via(tag, methods, Some(mtu))
+    }
+
+    fn forwarding_via(tag: &str, methods: &[Method], narrow: Option<u32>) -> Result<Self> {
         let dir = std::env::temp_dir().join(format!("lvs-lab-{tag}"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
@@ -276,6 +310,7 @@ impl Lab {
             client: Netns::new(format!("{tag}-cli"))?,
             director: Netns::new(format!("{tag}-dir"))?,
             router: Some(Netns::new(format!("{tag}-rtr"))?),
+            edge: None,
             ifaces: vec!["lan0".to_string()],
             socket: dir.join("lvsd.sock"),
             dir,
@@ -308,8 +343,29 @@ impl Lab {
             exec_in(&router, &["ip", "link", "set", port, "master", "br0", "up"]).map(drop)
         };
 
-        veth(&router, "rcli", &cli, "eth0")?;
-        endpoint(&router, "rcli", "198.18.1.1/24", None)?;
+        match narrow {
+            None => {
+                veth(&router, "rcli", &cli, "eth0")?;
+                endpoint(&router, "rcli", "198.18.1.1/24", None)?;
+            }
+            Some(mtu) => {
+                let edge = Netns::new(format!("{tag}-edge"))?;
+                let mtu = mtu.to_string();
+                veth(&router, "rcli", &edge.name, "up0")?;
+                exec_in(&router, &["ip", "link", "set", "rcli", "mtu", &mtu])?;
+                edge.exec(&["ip", "link", "set", "up0", "mtu", &mtu])?;
+                endpoint(&router, "rcli", "198.18.5.1/24", None)?;
+                endpoint(&edge.name, "up0", "198.18.5.2/24", Some("198.18.5.1"))?;
+                exec_in(
+                    &router,
+                    &["ip", "route", "add", "198.18.1.0/24", "via", "198.18.5.2"],
+                )?;
+                veth(&edge.name, "ecli", &cli, "eth0")?;
+                endpoint(&edge.name, "ecli", "198.18.1.1/24", None)?;
+                edge.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+                lab.edge = Some(edge);
+            }
+        }
         endpoint(&cli, "eth0", "198.18.1.2/24", Some("198.18.1.1"))?;
 
         veth(&router, "pdir", &dir_ns, "lan0")?;

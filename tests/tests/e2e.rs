@@ -852,3 +852,77 @@ fn lvsd_answers_low_water_while_a_burst_runs() {
         refills["max_ns"].as_u64().unwrap() / 1000
     );
 }
+
+/// `lvsadm datapath`'s count of ICMP errors for `case`.
+fn icmp_errors(lab: &Lab, case: &str) -> u64 {
+    let listing = lab.lvsadm(&["datapath"]).unwrap();
+    listing
+        .lines()
+        .find_map(|l| l.strip_prefix(case).filter(|rest| rest.starts_with(' ')))
+        .and_then(|rest| rest.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no ICMP error count {case} in\n{listing}"))
+}
+
+/// One download of `bytes` of body through the VIP with curl, bounded by
+/// `seconds`: the bytes that arrived, and whether the download completed.
+fn download(lab: &Lab, seconds: u32) -> (u64, bool) {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &lab.client.name, "curl", "-sS", "-o", "/dev/null"])
+        .args(["-w", "%{size_download}", "--max-time", &seconds.to_string()])
+        .arg("http://198.18.0.10/")
+        .output()
+        .expect("spawning curl");
+    let size = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0);
+    (size, out.status.success())
+}
+
+/// The path-MTU black hole (issue 17): a 1400-byte link between the client
+/// and the router before the director, while the client's own link, like
+/// the real servers', has 1500. The client's MSS lets the real servers send
+/// 1500-byte segments with DF set; the router in front of the narrow link
+/// tells the VIP (their source) that they are too big. The director must
+/// take that ICMP error to the real server that owns the connection,
+/// translated for NAT and as it is for DR, or the real server never learns
+/// and the download stalls. A control run with lvsd leaving ICMP errors to
+/// the kernel (`--icmp-errors kernel`) shows the stall; it runs first,
+/// because a real server that once learnt the path's MTU keeps it.
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn path_mtu_discovery_reaches_nat_and_dr_real_servers_through_the_director() {
+    const BODY: usize = 200_000;
+    let mut lab = Lab::forwarding_narrow("pmtu", &[Method::Nat, Method::Route], 1400)
+        .expect("building the lab");
+    for rs in &mut lab.reals {
+        rs.start_large_http_server(80, BODY).expect("starting a server");
+    }
+    let rules = format!(
+        "-A -t 198.18.0.10:80 -s rr\n-a -t 198.18.0.10:80 -r {}:80 -m\n-a -t 198.18.0.10:80 -r {}:80 -g\n",
+        lab.reals[0].addr, lab.reals[1].addr
+    );
+
+    lab.start_lvsd_with(None, &["--icmp-errors", "kernel"])
+        .expect("starting lvsd");
+    restore(&lab, &rules);
+    for method in ["DR", "NAT"] {
+        let (got, completed) = download(&lab, 4);
+        assert!(
+            !completed && got < BODY as u64,
+            "{method}: the download completed without the director's ICMP handling ({got} bytes): the control shows nothing"
+        );
+    }
+    assert!(icmp_errors(&lab, "ignored") > 0, "no ICMP error reached the director");
+    lab.lvsd.take().expect("running").stop();
+
+    lab.start_lvsd(None).expect("starting lvsd");
+    restore(&lab, &rules);
+    for method in ["DR", "NAT"] {
+        let (got, completed) = download(&lab, 20);
+        assert!(
+            completed && got > BODY as u64,
+            "{method}: {got} bytes, completed {completed}\n{}",
+            lab.lvsadm(&["datapath"]).unwrap_or_default()
+        );
+    }
+    assert!(icmp_errors(&lab, "to_real_server") > 0);
+    assert!(icmp_errors(&lab, "nat_to_real_server") > 0);
+}

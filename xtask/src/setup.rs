@@ -26,6 +26,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("socat", "/usr/bin/socat"),
     // taskset pins the expiry-race test's client and servers to two CPUs.
     ("util-linux", "/usr/bin/taskset"),
+    // The path-MTU test downloads with a real HTTP client.
+    ("curl", "/usr/bin/curl"),
 ];
 /// What `cargo xtask bench` compares against (their services are never
 /// started: the bench runs them inside its own namespaces).

@@ -33,8 +33,14 @@ enum Cmd {
     /// Print `yes` if an lvs director runs on IFACE (XDP, or tc ingress),
     /// else `no`: for tests that a refused or stopped lvsd left none.
     DirectorOn { iface: String },
-    /// Answer every HTTP request with `NAME client=IP:PORT`.
-    HttpServer { listen: SocketAddr, name: String },
+    /// Answer every HTTP request with `NAME client=IP:PORT`, then BODY_BYTES
+    /// more bytes of body (a large response, for path-MTU tests).
+    HttpServer {
+        listen: SocketAddr,
+        name: String,
+        #[arg(long, default_value_t = 0)]
+        body_bytes: usize,
+    },
     /// Answer every datagram with `NAME`.
     UdpServer { listen: SocketAddr, name: String },
     /// Greet every connection with `NAME`, then echo its lines until the
@@ -96,7 +102,11 @@ fn main() -> Result<()> {
             println!("{}", if on { "yes" } else { "no" });
             Ok(())
         }
-        Cmd::HttpServer { listen, name } => http_server(listen, &name),
+        Cmd::HttpServer {
+            listen,
+            name,
+            body_bytes,
+        } => http_server(listen, &name, body_bytes),
         Cmd::UdpServer { listen, name } => udp_server(listen, &name),
         Cmd::HoldServer { listen, name } => hold_server(listen, &name),
         Cmd::HttpGet {
@@ -177,31 +187,40 @@ fn forge_heartbeat(
     Ok(())
 }
 
-fn http_server(listen: SocketAddr, name: &str) -> Result<()> {
+fn http_server(listen: SocketAddr, name: &str, body_bytes: usize) -> Result<()> {
     let listener = TcpListener::bind(listen).with_context(|| format!("bind {listen}"))?;
     for stream in listener.incoming() {
-        let Ok(mut stream) = stream else { continue };
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-        let peer = stream
-            .peer_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
-        let mut request = Vec::new();
-        let mut buf = [0u8; 1024];
-        while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 16384 {
-            match stream.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => request.extend_from_slice(&buf[..n]),
-            }
-        }
-        let body = format!("{name} client={peer}\n");
-        let reply = format!(
-            "HTTP/1.0 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        let _ = stream.write_all(reply.as_bytes());
+        let Ok(stream) = stream else { continue };
+        let name = name.to_string();
+        // One thread each: a client that stalls (a path-MTU black hole)
+        // must not hold up the next.
+        std::thread::spawn(move || http_answer(stream, &name, body_bytes));
     }
     Ok(())
+}
+
+fn http_answer(mut stream: TcpStream, name: &str, body_bytes: usize) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(30)));
+    let peer = stream
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let mut request = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 16384 {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => request.extend_from_slice(&buf[..n]),
+        }
+    }
+    let mut body = format!("{name} client={peer}\n");
+    body.extend(std::iter::repeat_n('x', body_bytes));
+    let reply = format!(
+        "HTTP/1.0 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(reply.as_bytes());
 }
 
 fn udp_server(listen: SocketAddr, name: &str) -> Result<()> {
