@@ -867,12 +867,23 @@ fn icmp_errors(lab: &Lab, case: &str) -> u64 {
 /// `seconds`: the bytes that arrived, and whether the download completed.
 fn download(lab: &Lab, seconds: u32) -> (u64, bool) {
     let out = std::process::Command::new("ip")
-        .args(["netns", "exec", &lab.client.name, "curl", "-sS", "-o", "/dev/null"])
+        .args([
+            "netns",
+            "exec",
+            &lab.client.name,
+            "curl",
+            "-sS",
+            "-o",
+            "/dev/null",
+        ])
         .args(["-w", "%{size_download}", "--max-time", &seconds.to_string()])
         .arg("http://198.18.0.10/")
         .output()
         .expect("spawning curl");
-    let size = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0);
+    let size = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
     (size, out.status.success())
 }
 
@@ -893,7 +904,8 @@ fn path_mtu_discovery_reaches_nat_and_dr_real_servers_through_the_director() {
     let mut lab = Lab::forwarding_narrow("pmtu", &[Method::Nat, Method::Route], 1400)
         .expect("building the lab");
     for rs in &mut lab.reals {
-        rs.start_large_http_server(80, BODY).expect("starting a server");
+        rs.start_large_http_server(80, BODY)
+            .expect("starting a server");
     }
     let rules = format!(
         "-A -t 198.18.0.10:80 -s rr\n-a -t 198.18.0.10:80 -r {}:80 -m\n-a -t 198.18.0.10:80 -r {}:80 -g\n",
@@ -910,7 +922,10 @@ fn path_mtu_discovery_reaches_nat_and_dr_real_servers_through_the_director() {
             "{method}: the download completed without the director's ICMP handling ({got} bytes): the control shows nothing"
         );
     }
-    assert!(icmp_errors(&lab, "ignored") > 0, "no ICMP error reached the director");
+    assert!(
+        icmp_errors(&lab, "ignored") > 0,
+        "no ICMP error reached the director"
+    );
     lab.lvsd.take().expect("running").stop();
 
     lab.start_lvsd(None).expect("starting lvsd");
