@@ -297,6 +297,26 @@ fn bad_requests_change_nothing() {
             &["-a", "-t", "198.18.0.10:80", "-r", "198.18.11.2:8080", "-g"],
             "uses -g (Route), which cannot map ports",
         ),
+        // Parsed and checked, but the datapath forwards IPv4 only so far.
+        (
+            &["-A", "-t", "[2001:db8::10]:80", "-s", "rr"],
+            "virtual service [2001:db8::10]:80 is IPv6",
+        ),
+        (
+            &["-a", "-t", "198.18.0.10:80", "-r", "[2001:db8::2]:80", "-i"],
+            "real server [2001:db8::2]:80 is IPv6",
+        ),
+        (
+            &[
+                "-a",
+                "-t",
+                "198.18.0.10:80",
+                "-r",
+                "[2001:db8::2]:8080",
+                "-m",
+            ],
+            "only a tunnel (-i) may cross families",
+        ),
     ];
     for (args, message) in cases {
         let err = lab.lvsadm(args).unwrap_err().to_string();

@@ -156,7 +156,7 @@ const NAME_BUDGET: Duration = Duration::from_secs(1);
 /// address and port it shows.
 fn names_for(
     numeric: bool,
-    endpoints: impl IntoIterator<Item = (std::net::Ipv4Addr, u16, Protocol)>,
+    endpoints: impl IntoIterator<Item = (std::net::IpAddr, u16, Protocol)>,
 ) -> Box<dyn Names> {
     if numeric {
         return Box::new(Numeric);
@@ -171,7 +171,7 @@ fn names_for(
 
 fn snapshot_endpoints(
     snapshot: &Snapshot,
-) -> impl Iterator<Item = (std::net::Ipv4Addr, u16, Protocol)> + '_ {
+) -> impl Iterator<Item = (std::net::IpAddr, u16, Protocol)> + '_ {
     snapshot.services.iter().flat_map(|s| {
         let id = s.spec.id;
         std::iter::once((id.vip.addr, id.vip.port, id.protocol)).chain(
@@ -304,12 +304,12 @@ fn run(mut args: Vec<String>) -> Result<(), Failure> {
         }
         Response::Connections { mut rows } => {
             if let Action::Connections(Some(id)) = &invocation.action {
-                let vip = std::net::SocketAddrV4::new(id.vip.addr, id.vip.port);
+                let vip = std::net::SocketAddr::new(id.vip.addr, id.vip.port);
                 // A port-0 service owns every port of its VIP.
                 rows.retain(|r| {
+                    let at = std::net::SocketAddr::V4(r.virtual_addr);
                     r.protocol == id.protocol
-                        && (r.virtual_addr == vip
-                            || (id.vip.port == 0 && r.virtual_addr.ip() == vip.ip()))
+                        && (at == vip || (id.vip.port == 0 && at.ip() == vip.ip()))
                 });
             }
             if invocation.json {
@@ -319,7 +319,7 @@ fn run(mut args: Vec<String>) -> Result<(), Failure> {
                     invocation.numeric,
                     rows.iter().flat_map(|r| {
                         [r.source, r.virtual_addr, r.destination]
-                            .map(|a| (*a.ip(), a.port(), r.protocol))
+                            .map(|a| (std::net::IpAddr::V4(*a.ip()), a.port(), r.protocol))
                     }),
                 );
                 print!("{}", format::connections_named(&rows, names.as_ref()));

@@ -3,7 +3,7 @@
 //! and /proc/sys, so each error quotes the exact command or file.
 
 use std::{
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr},
     path::{Path, PathBuf},
     process::Command,
 };
@@ -287,23 +287,48 @@ pub fn link_down(dev: &str) -> Result<(), NetconfError> {
 }
 
 /// `getnameinfo(NI_NAMEREQD)`: the name the resolver has for `addr`.
-pub fn reverse_name(addr: Ipv4Addr) -> Option<String> {
-    let sin = libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: 0,
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(addr).to_be(),
-        },
-        sin_zero: [0; 8],
+pub fn reverse_name(addr: IpAddr) -> Option<String> {
+    // SAFETY: all-zero is a valid sockaddr_storage; the family's fields
+    // are filled below.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match addr {
+        IpAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: 0,
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from(a).to_be(),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for
+            // sockaddr_in.
+            unsafe { std::ptr::write(std::ptr::addr_of_mut!(storage).cast(), sin) };
+            size_of::<libc::sockaddr_in>()
+        }
+        IpAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: 0,
+                sin6_flowinfo: 0,
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.octets(),
+                },
+                sin6_scope_id: 0,
+            };
+            // SAFETY: as above, for sockaddr_in6.
+            unsafe { std::ptr::write(std::ptr::addr_of_mut!(storage).cast(), sin6) };
+            size_of::<libc::sockaddr_in6>()
+        }
     };
     let mut host = [0 as libc::c_char; 1025];
-    // SAFETY: `sin` is a valid sockaddr_in of the length given; `host` is a
-    // writable buffer of the length given, NUL-terminated by getnameinfo on
-    // success; no service buffer is asked for.
+    // SAFETY: `storage` holds a valid socket address of the length given;
+    // `host` is a writable buffer of the length given, NUL-terminated by
+    // getnameinfo on success; no service buffer is asked for.
     let rc = unsafe {
         libc::getnameinfo(
-            std::ptr::addr_of!(sin).cast::<libc::sockaddr>(),
-            size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            std::ptr::addr_of!(storage).cast::<libc::sockaddr>(),
+            len as libc::socklen_t,
             host.as_mut_ptr(),
             host.len() as libc::socklen_t,
             std::ptr::null_mut(),

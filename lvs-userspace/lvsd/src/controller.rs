@@ -5,7 +5,10 @@
 //! order (as IPVS would, one change at a time), and every touched service
 //! publishes one fresh ring at the end.
 
-use std::collections::{BTreeSet, HashSet};
+use std::{
+    collections::{BTreeSet, HashSet},
+    net::{IpAddr, Ipv4Addr},
+};
 
 /// The controller's maps are keyed by indexes and addresses it chose
 /// itself, so a fast hash is safe, and listing 100,000 servers does a
@@ -60,6 +63,14 @@ pub enum ControlError {
     Capacity { what: &'static str, max: u32 },
     #[error(transparent)]
     Datapath(#[from] DatapathError),
+    #[error(
+        "{what} {endpoint} is IPv6: the datapath forwards IPv4 only so far (IPv6 services and \
+         servers are parsed, checked and saved, but not yet forwarded)"
+    )]
+    Ipv6NotForwarded {
+        what: &'static str,
+        endpoint: Endpoint,
+    },
     #[error(
         "real server {server} of {service} is this director's own address: its connections go \
          to the local stack on the service's port {vport}, so a different port \
@@ -172,7 +183,7 @@ fn sync_localities<D: Datapath>(
         for (key, entry) in datapath.localities()? {
             if key.service_index == rt.index {
                 table.touch(
-                    u32::from_be_bytes(key.addr()),
+                    Ipv4Addr::from(key.addr()).into(),
                     entry.last_use_ns / NS_PER_SEC,
                 );
             }
@@ -182,7 +193,7 @@ fn sync_localities<D: Datapath>(
     let mut wanted = HashMap::default();
     for addr in table.addresses() {
         if let Some(real) = table.decide(forecast, addr, now_s) {
-            wanted.insert(addr, real);
+            wanted.insert(u32::from(ipv4(addr)), real);
         }
     }
     for addr in rt.localities.keys() {
@@ -192,7 +203,7 @@ fn sync_localities<D: Datapath>(
     }
     for (addr, real) in &wanted {
         if rt.localities.get(addr) != Some(real) {
-            let lastuse = table.lastuse(*addr).unwrap_or(now_s);
+            let lastuse = table.lastuse(Ipv4Addr::from(*addr).into()).unwrap_or(now_s);
             datapath.set_locality(
                 LocalityKey::new(rt.index, addr.to_be_bytes()),
                 LocalityEntry::new(*real, lastuse * NS_PER_SEC),
@@ -379,14 +390,51 @@ fn method_of(svc: &Service, endpoint: &Endpoint) -> Option<lvs_state::model::Met
             .map(|s| s.method))
 }
 
+/// An address on its way into the datapath, which carries IPv4 only so
+/// far: `Controller::apply` refuses IPv6 services and servers before
+/// anything reaches it (`check_families`).
+pub fn ipv4(addr: IpAddr) -> Ipv4Addr {
+    match addr {
+        IpAddr::V4(a) => a,
+        IpAddr::V6(a) => unreachable!("IPv6 address {a} past check_families"),
+    }
+}
+
+/// Nothing IPv6 reaches the datapath yet: a batch that adds or edits an
+/// IPv6 service, real server or sorry server is refused whole.
+fn check_families(commands: &[Command]) -> Result<(), ControlError> {
+    for command in commands {
+        let found = match command {
+            Command::AddService(spec) | Command::EditService(spec) => {
+                Some(("virtual service", spec.id.vip))
+            }
+            Command::AddReal { real, .. } | Command::EditReal { real, .. } => {
+                Some(("real server", real.server))
+            }
+            Command::SetServiceHealth { health, .. } => {
+                health.sorry.map(|s| ("sorry server", s.server))
+            }
+            _ => None,
+        };
+        if let Some((what, endpoint)) = found.filter(|(_, e)| e.is_ipv6()) {
+            return Err(ControlError::Ipv6NotForwarded { what, endpoint });
+        }
+    }
+    Ok(())
+}
+
 fn service_key(id: &ServiceId) -> ServiceKey {
-    ServiceKey::new(id.vip.addr.octets(), id.vip.port, id.protocol.number())
+    ServiceKey::new(
+        ipv4(id.vip.addr).octets(),
+        id.vip.port,
+        id.protocol.number(),
+    )
 }
 
 /// A real server's datapath entry; `local` when the director holds its
 /// address (the datapath then hands its connections to the local stack).
 fn datapath_real(r: &RealSpec, local: bool) -> Real {
-    let real = Real::new(r.server.addr.octets(), r.server.port, r.method);
+    let real = Real::new(ipv4(r.server.addr).octets(), r.server.port, r.method);
     if local {
         real.local()
     } else {
@@ -551,7 +599,11 @@ impl<D: Datapath> Controller<D> {
             } else if event.kind == EventKind::NewDestination as u32 {
                 let addr = u32::from_be_bytes(event.addr());
                 if let Some(table) = rt.sched.locality() {
-                    table.record(addr, event.real_index, event.time_ns / NS_PER_SEC);
+                    table.record(
+                        Ipv4Addr::from(addr).into(),
+                        event.real_index,
+                        event.time_ns / NS_PER_SEC,
+                    );
                     rt.localities.insert(addr, event.real_index);
                 }
             }
@@ -767,7 +819,10 @@ impl<D: Datapath> Controller<D> {
             .services()
             .filter_map(|s| {
                 let p = s.spec.persistence?;
-                Some((self.runtimes.get(&s.spec.id)?.index, u32::from(p.netmask)))
+                Some((
+                    self.runtimes.get(&s.spec.id)?.index,
+                    u32::from(p.ipv4_mask()),
+                ))
             })
             .collect()
     }
@@ -845,7 +900,7 @@ impl<D: Datapath> Controller<D> {
             self.state.service(&ServiceId {
                 protocol,
                 vip: Endpoint {
-                    addr: *vip.ip(),
+                    addr: IpAddr::V4(*vip.ip()),
                     port,
                 },
             })
@@ -868,7 +923,7 @@ impl<D: Datapath> Controller<D> {
             let id = svc.spec.id;
             // A port-0 service's servers are configured with port 0.
             let configured = |port| Endpoint {
-                addr: *sc.real.ip(),
+                addr: IpAddr::V4(*sc.real.ip()),
                 port,
             };
             let found = [sc.real.port(), 0].into_iter().find_map(|port| {
@@ -977,7 +1032,7 @@ impl<D: Datapath> Controller<D> {
             .filter_map(|s| Some((self.runtimes.get(&s.spec.id)?.index, s)))
             .collect();
         let servers: HashMap<u32, Endpoint> = self.real_indexes().map(|(_, e, i)| (i, e)).collect();
-        let v4 = |e: Endpoint| std::net::SocketAddrV4::new(e.addr, e.port);
+        let v4 = |e: Endpoint| std::net::SocketAddrV4::new(ipv4(e.addr), e.port);
         Ok(templates
             .into_iter()
             .filter(|(_, t)| t.expires_ns > now)
@@ -1001,13 +1056,13 @@ impl<D: Datapath> Controller<D> {
         let svc = self.state.service(&ServiceId {
             protocol: Protocol::of(st.protocol)?,
             vip: Endpoint {
-                addr: *st.service.ip(),
+                addr: IpAddr::V4(*st.service.ip()),
                 port: st.service.port(),
             },
         })?;
         let rt = self.runtimes.get(&svc.spec.id)?;
         let endpoint = Endpoint {
-            addr: *st.real.ip(),
+            addr: IpAddr::V4(*st.real.ip()),
             port: st.real.port(),
         };
         let real = self.real_index_of(&svc.spec.id, &endpoint)?;
@@ -1083,8 +1138,8 @@ impl<D: Datapath> Controller<D> {
     pub fn apply(&mut self, commands: &[Command]) -> Result<(), ControlError> {
         let before = self.state.len();
         let undo = self.state.apply_all(commands)?;
-        let planned = self
-            .check_local_reals(commands)
+        let planned = check_families(commands)
+            .and_then(|()| self.check_local_reals(commands))
             .and_then(|()| self.check_capacity(before, &undo));
         self.state.rollback(undo);
         planned?;
@@ -1569,7 +1624,10 @@ impl<D: Datapath> Controller<D> {
                 continue;
             };
             let vport = service.vip.port;
-            if vport != 0 && real.server.port != vport && self.datapath.is_local(real.server.addr) {
+            if vport != 0
+                && real.server.port != vport
+                && self.datapath.is_local(ipv4(real.server.addr))
+            {
                 return Err(ControlError::LocalPortMapping {
                     service: *service,
                     server: real.server,
@@ -1616,7 +1674,7 @@ impl<D: Datapath> Controller<D> {
                 }
             };
             if written.get(&real.server) != Some(&real.method) {
-                let local = self.datapath.is_local(real.server.addr);
+                let local = self.datapath.is_local(ipv4(real.server.addr));
                 let mut entry = datapath_real(real, local);
                 // A port-0 service's server takes the client's port: its
                 // replies' source port names no service.
@@ -1626,12 +1684,12 @@ impl<D: Datapath> Controller<D> {
                     && self.replies.hold(
                         index,
                         ReplyKey::from_wire(
-                            real.server.addr.octets(),
+                            ipv4(real.server.addr).octets(),
                             real.server.port.to_be_bytes(),
                             svc.spec.id.protocol.number(),
                         ),
                         VirtualAddr::from_wire(
-                            svc.spec.id.vip.addr.octets(),
+                            ipv4(svc.spec.id.vip.addr).octets(),
                             svc.spec.id.vip.port.to_be_bytes(),
                         ),
                     )
@@ -1762,7 +1820,7 @@ impl<D: Datapath> Controller<D> {
                 }
             }
             if let Some(p) = svc.spec.persistence {
-                value = value.with_persistence(p.netmask.octets(), p.timeout);
+                value = value.with_persistence(p.ipv4_mask().octets(), p.timeout);
                 rt.had_templates = true;
             }
             rt.had_localities |= form == Form::Locality;
@@ -2099,7 +2157,7 @@ mod tests {
         ServiceId {
             protocol: Protocol::Tcp,
             vip: Endpoint {
-                addr: Ipv4Addr::new(198, 18, 0, 10),
+                addr: Ipv4Addr::new(198, 18, 0, 10).into(),
                 port: 80,
             },
         }
@@ -2107,7 +2165,7 @@ mod tests {
     fn real(last: u8, weight: u32) -> RealSpec {
         RealSpec {
             server: Endpoint {
-                addr: Ipv4Addr::new(198, 18, 10 + last, 2),
+                addr: Ipv4Addr::new(198, 18, 10 + last, 2).into(),
                 port: 8080,
             },
             method: Method::Nat,
@@ -2189,6 +2247,49 @@ mod tests {
     fn drain(c: &mut Controller<FakeDatapath>) {
         let events = c.datapath_mut().drain_events().unwrap();
         c.handle_events(&events).unwrap();
+    }
+
+    /// The datapath forwards IPv4 only: a batch with an IPv6 service, real
+    /// server (a tunnel across families) or sorry server is refused whole,
+    /// before anything is written, and says why.
+    #[test]
+    fn ipv6_is_refused_before_it_reaches_the_datapath() {
+        let mut c = setup(SchedulerName::Rr, &[1]);
+        let state = c.state().clone();
+        let services = c.datapath().services.clone();
+        let v6: Endpoint = "[2001:db8::10]:80".parse().unwrap();
+        let v6_service = ServiceSpec {
+            id: ServiceId {
+                protocol: Protocol::Tcp,
+                vip: v6,
+            },
+            ..spec(SchedulerName::Rr)
+        };
+        let mut tunnel = real(5, 1);
+        tunnel.server = "[2001:db8::2]:80".parse().unwrap();
+        tunnel.method = Method::Tunnel;
+        for (batch, what) in [
+            (vec![Command::AddService(v6_service)], "virtual service"),
+            (
+                vec![
+                    add_real(4, 1),
+                    Command::AddReal {
+                        service: svc(),
+                        real: tunnel,
+                    },
+                ],
+                "real server",
+            ),
+        ] {
+            let err = c.apply(&batch).unwrap_err();
+            assert!(
+                matches!(err, ControlError::Ipv6NotForwarded { what: w, .. } if w == what),
+                "{err}"
+            );
+            assert!(err.to_string().contains("forwards IPv4 only"), "{err}");
+            assert_eq!(c.state(), &state);
+            assert_eq!(c.datapath().services, services);
+        }
     }
 
     #[test]
@@ -2298,7 +2399,7 @@ mod tests {
         let mut s = spec(SchedulerName::Rr);
         s.persistence = Some(lvs_state::model::Persistence {
             timeout: 300,
-            netmask: Ipv4Addr::new(255, 255, 255, 0),
+            prefix: 24,
         });
         let mut c = setup_spec(s, &[1, 1, 1]);
         let first = from(&mut c, [10, 0, 0, 1], 1000);
@@ -2321,7 +2422,7 @@ mod tests {
     #[test]
     fn a_template_outlives_its_timeout_while_connections_depend_on_it() {
         let mut s = spec(SchedulerName::Rr);
-        s.persistence = Some(lvs_state::model::Persistence::default());
+        s.persistence = Some(lvs_state::model::Persistence::default_for(s.id.vip.addr));
         let mut c = setup_spec(s, &[1, 1]);
         from(&mut c, [10, 2, 0, 0], 1000);
         // `hold` uses client 10.2.0.0 for server 2's first connection.
@@ -2349,7 +2450,7 @@ mod tests {
     #[test]
     fn deleting_a_server_drops_its_templates() {
         let mut s = spec(SchedulerName::Rr);
-        s.persistence = Some(lvs_state::model::Persistence::default());
+        s.persistence = Some(lvs_state::model::Persistence::default_for(s.id.vip.addr));
         let mut c = setup_spec(s, &[1, 1]);
         let first = from(&mut c, [10, 0, 0, 1], 1000);
         let last = first as u8 - b'0';
@@ -2622,7 +2723,7 @@ mod tests {
             let id = ServiceId {
                 protocol: Protocol::Udp,
                 vip: Endpoint {
-                    addr: Ipv4Addr::new(198, 18, 0, 10),
+                    addr: Ipv4Addr::new(198, 18, 0, 10).into(),
                     port: 1000 + n,
                 },
             };
@@ -2883,7 +2984,7 @@ mod tests {
         let mut s = spec(SchedulerName::Rr);
         s.persistence = Some(lvs_state::model::Persistence {
             timeout: 300,
-            netmask: Ipv4Addr::new(255, 255, 255, 0),
+            prefix: 24,
         });
         let mut c = setup_spec(s.clone(), &[1, 1, 1]);
         let shown = |c: &Controller<FakeDatapath>| -> Vec<u32> {
@@ -3246,7 +3347,7 @@ mod tests {
             let mut s = spec(SchedulerName::Rr);
             s.persistence = Some(lvs_state::model::Persistence {
                 timeout: 300,
-                netmask: [255, 255, 255, 0].into(),
+                prefix: 24,
             });
             s
         };
@@ -3281,7 +3382,7 @@ mod tests {
         let mut persistent = spec(SchedulerName::Rr);
         persistent.persistence = Some(lvs_state::model::Persistence {
             timeout: 300,
-            netmask: [255, 255, 255, 0].into(),
+            prefix: 24,
         });
         let mut c = setup_spec(persistent, &[1, 1]);
         from(&mut c, [10, 0, 7, 1], 1000);

@@ -501,7 +501,7 @@ pub(crate) fn forwarded_reals(state: &State) -> BTreeSet<Ipv4Addr> {
                 .chain(s.health.sorry.map(|x| (x.server, x.method)))
         })
         .filter(|(_, method)| *method != Method::Nat)
-        .map(|(server, _)| server.addr)
+        .map(|(server, _)| crate::controller::ipv4(server.addr))
         .collect()
 }
 

@@ -10,6 +10,8 @@ use std::collections::HashMap;
 use lvs_common::{relevant_slot, Method, RELEVANT_WORDS};
 use lvs_state::model::Service;
 
+use crate::controller::ipv4;
+
 const VIRTUAL: u32 = 0;
 const NAT_SOURCE: u32 = 1;
 
@@ -49,8 +51,8 @@ fn slots(svc: &Service) -> impl Iterator<Item = (u32, u32)> + '_ {
                 .filter(|s| s.method == Method::Nat)
                 .map(|s| s.server.addr),
         );
-    std::iter::once(relevant_slot(VIRTUAL, svc.spec.id.vip.addr.octets()))
-        .chain(nat.map(|addr| relevant_slot(NAT_SOURCE, addr.octets())))
+    std::iter::once(relevant_slot(VIRTUAL, ipv4(svc.spec.id.vip.addr).octets()))
+        .chain(nat.map(|addr| relevant_slot(NAT_SOURCE, ipv4(addr).octets())))
 }
 
 impl Relevance {

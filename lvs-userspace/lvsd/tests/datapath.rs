@@ -380,7 +380,7 @@ fn nat_tcp_inbound_and_reply_are_rewritten_exactly() {
     let r3 = svc
         .reals
         .iter()
-        .find(|r| r.spec.server.addr.octets() == real_ip(3))
+        .find(|r| r.spec.server.addr == std::net::IpAddr::from(real_ip(3)))
         .unwrap();
     assert_eq!(
         (r3.stats.conns, r3.stats.in_packets, r3.stats.out_packets),
@@ -669,7 +669,7 @@ fn dr_on_the_ingress_lan_goes_back_out_with_xdp_tx() {
     let svc = snap
         .services
         .iter()
-        .find(|s| s.spec.id.vip.addr.octets() == [198, 18, 0, 20])
+        .find(|s| s.spec.id.vip.addr == std::net::IpAddr::from([198, 18, 0, 20]))
         .unwrap();
     assert_eq!(
         (svc.stats.conns, svc.stats.in_packets, svc.stats.out_packets),
@@ -969,7 +969,7 @@ fn state_and_counts(
         .services
         .iter()
         .flat_map(|s| &s.reals)
-        .find(|r| r.spec.server.addr.octets() == real && r.stats.conns > 0)
+        .find(|r| r.spec.server.addr == std::net::IpAddr::from(real) && r.stats.conns > 0)
         .unwrap();
     (
         ConnState::from_u8(conn.state).unwrap(),

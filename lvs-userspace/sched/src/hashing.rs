@@ -37,7 +37,8 @@ impl Hashing {
         }
     }
 
-    /// The bucket a request hashes to.
+    /// The bucket a request hashes to (an IPv6 address folded as IPVS
+    /// folds it).
     pub fn bucket(&self, request: &Request) -> usize {
         match self.key {
             Key::Source => {
@@ -46,9 +47,9 @@ impl Hashing {
                 } else {
                     0
                 };
-                sh_bucket(request.client.octets(), port) as usize
+                sh_bucket(folded(request.client), port) as usize
             }
-            Key::Destination => dh_bucket(request.destination.octets()) as usize,
+            Key::Destination => dh_bucket(folded(request.destination)) as usize,
         }
     }
 
@@ -134,6 +135,14 @@ impl Scheduler for Hashing {
     }
 }
 
+/// The 32 bits of an address the bucket hashes take.
+pub fn folded(addr: std::net::IpAddr) -> [u8; 4] {
+    match addr {
+        std::net::IpAddr::V4(a) => a.octets(),
+        std::net::IpAddr::V6(a) => lvs_common::hash::fold_ipv6(a.octets()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::{testing::*, Request, SchedFlags, SchedulerName};
@@ -186,6 +195,29 @@ mod tests {
         assert_eq!(
             label(&quiesced, fallback.pick(&quiesced, &from([203, 0, 113, 7]))),
             'C'
+        );
+    }
+
+    /// An IPv6 client hashes by the XOR of its four 32-bit words, as
+    /// `ip_vs_sh_hashkey` and `ip_vs_dh_hashkey` fold it: `::a00:1` folds
+    /// to 10.0.0.1's bucket, and 2001:db8::a00:1 to 0x2a010db9's
+    /// (multiplied out here in 64 bits).
+    #[test]
+    fn ipv6_addresses_hash_by_their_folded_words() {
+        let d = dests(&[('A', 1, false), ('B', 1, false), ('C', 1, false)]);
+        let mut sh = configured(SchedulerName::Sh, &d);
+        let v6 = |text: &str| Request {
+            client: text.parse().unwrap(),
+            destination: text.parse().unwrap(),
+            ..Request::default()
+        };
+        assert_eq!(label(&d, sh.pick(&d, &v6("::a00:1"))), 'A');
+        let bucket = ((0x2a01_0db9u64 * 0x61C8_8647u64) % (1 << 32)) >> 24;
+        let sh = Hashing::sh(&d, SchedFlags::default());
+        assert_eq!(sh.bucket(&v6("2001:db8::a00:1")), bucket as usize);
+        assert_eq!(
+            Hashing::dh(&d).bucket(&v6("2001:db8::a00:1")),
+            bucket as usize
         );
     }
 

@@ -48,18 +48,18 @@ impl Dest {
 /// schedulers see it; `now` is in seconds, for lblc/lblcr's timers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Request {
-    pub client: std::net::Ipv4Addr,
+    pub client: std::net::IpAddr,
     pub client_port: u16,
-    pub destination: std::net::Ipv4Addr,
+    pub destination: std::net::IpAddr,
     pub now: u64,
 }
 
 impl Default for Request {
     fn default() -> Self {
         Self {
-            client: std::net::Ipv4Addr::UNSPECIFIED,
+            client: std::net::Ipv4Addr::UNSPECIFIED.into(),
             client_port: 0,
-            destination: std::net::Ipv4Addr::UNSPECIFIED,
+            destination: std::net::Ipv4Addr::UNSPECIFIED.into(),
             now: 0,
         }
     }

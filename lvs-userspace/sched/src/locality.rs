@@ -3,7 +3,7 @@
 //! server (lblc) or set of servers (lblcr) serves it, with wlc choosing new
 //! mappings, and a 60-second garbage-collection timer.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, net::IpAddr};
 
 use super::{least::wlc, Dest, Request, Scheduler};
 
@@ -31,7 +31,7 @@ struct Entry {
 pub struct Locality {
     replicate: bool,
     pub expiration: u64,
-    table: BTreeMap<u32, Entry>,
+    table: BTreeMap<IpAddr, Entry>,
     /// Time of the next GC tick, and the kernel's tick counter (starts at 1).
     next_tick: u64,
     counter: u64,
@@ -68,7 +68,7 @@ impl Locality {
     }
 
     /// A request for `addr` was seen at `lastuse` (by the datapath).
-    pub fn touch(&mut self, addr: u32, lastuse: u64) {
+    pub fn touch(&mut self, addr: IpAddr, lastuse: u64) {
         if let Some(e) = self.table.get_mut(&addr) {
             e.lastuse = e.lastuse.max(lastuse);
         }
@@ -76,7 +76,7 @@ impl Locality {
 
     /// The datapath sent a new destination `addr` to server `id` (its
     /// fallback ring's wlc pick), as IPVS's step 2-3 would have.
-    pub fn record(&mut self, addr: u32, id: u32, now: u64) {
+    pub fn record(&mut self, addr: IpAddr, id: u32, now: u64) {
         match self.table.get_mut(&addr) {
             Some(e) if self.replicate => {
                 if !e.servers.contains(&id) {
@@ -99,19 +99,19 @@ impl Locality {
     }
 
     /// Every destination address in the table.
-    pub fn addresses(&self) -> Vec<u32> {
+    pub fn addresses(&self) -> Vec<IpAddr> {
         self.table.keys().copied().collect()
     }
 
     /// When `addr` was last used, if it has an entry.
-    pub fn lastuse(&self, addr: u32) -> Option<u64> {
+    pub fn lastuse(&self, addr: IpAddr) -> Option<u64> {
         self.table.get(&addr).map(|e| e.lastuse)
     }
 
     /// The server a request for `addr` would go to now, applying the
     /// overload, replication and shrink rules (but not touching `lastuse`):
     /// what the controller publishes for it.
-    pub fn decide(&mut self, dests: &[Dest], addr: u32, now: u64) -> Option<u32> {
+    pub fn decide(&mut self, dests: &[Dest], addr: IpAddr, now: u64) -> Option<u32> {
         self.choose(dests, addr, now).map(|i| dests[i].id)
     }
 
@@ -128,7 +128,7 @@ impl Locality {
                 self.counter += 1;
             } else {
                 let goal = ((self.table.len() - MAX_SIZE) * 4 / 3).min(MAX_SIZE / 2);
-                let stale: Vec<u32> = self
+                let stale: Vec<IpAddr> = self
                     .table
                     .iter()
                     .filter(|(_, e)| tick >= e.lastuse + ENTRY_TIMEOUT)
@@ -192,7 +192,7 @@ impl Scheduler for Locality {
     fn pick(&mut self, dests: &[Dest], request: &Request) -> Option<usize> {
         let now = request.now;
         self.collect(now);
-        let key = u32::from(request.destination);
+        let key = request.destination;
         if let Some(entry) = self.table.get_mut(&key) {
             entry.lastuse = now;
         }
@@ -206,7 +206,7 @@ impl Scheduler for Locality {
 
 impl Locality {
     /// Selection steps 1-3 of §2.7 (lblc) and §2.8 (lblcr) for `key`.
-    fn choose(&mut self, dests: &[Dest], key: u32, now: u64) -> Option<usize> {
+    fn choose(&mut self, dests: &[Dest], key: IpAddr, now: u64) -> Option<usize> {
         let full = self.table.len() > MAX_SIZE;
         if let Some(entry) = self.table.get_mut(&key) {
             if !self.replicate {

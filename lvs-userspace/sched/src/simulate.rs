@@ -14,7 +14,10 @@
 //! advance SECONDS                          simulated time moves on
 //! ```
 
-use std::{collections::HashMap, net::Ipv4Addr};
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv4Addr},
+};
 
 use crate::{Dest, Request, SchedFlags, Scheduler, SchedulerName};
 
@@ -117,7 +120,7 @@ impl Simulation {
                 }
                 let (client, client_port) = parse_client(client)?;
                 let destination = match rest {
-                    [] => Ipv4Addr::UNSPECIFIED,
+                    [] => Ipv4Addr::UNSPECIFIED.into(),
                     [dest] => dest
                         .parse()
                         .map_err(|_| format!("malformed address `{dest}`"))?,
@@ -193,14 +196,30 @@ fn parse_weight(text: &str) -> Result<u32, String> {
         .ok_or_else(|| format!("weight `{text}` is not in 0..65535"))
 }
 
-fn parse_client(text: &str) -> Result<(Ipv4Addr, u16), String> {
-    let bad = || format!("malformed client `{text}` (expected IP[:PORT])");
+/// `IPv4[:PORT]`, `[IPv6][:PORT]` or a bare IPv6 address.
+fn parse_client(text: &str) -> Result<(IpAddr, u16), String> {
+    let bad = || format!("malformed client `{text}` (expected IP[:PORT] or [IPv6][:PORT])");
+    if let Some(rest) = text.strip_prefix('[') {
+        let (addr, after) = rest.split_once(']').ok_or_else(bad)?;
+        let addr: std::net::Ipv6Addr = addr.parse().map_err(|_| bad())?;
+        let port = match after {
+            "" => 0,
+            p => p
+                .strip_prefix(':')
+                .and_then(|p| p.parse().ok())
+                .ok_or_else(bad)?,
+        };
+        return Ok((addr.into(), port));
+    }
+    if let Ok(addr) = text.parse::<std::net::Ipv6Addr>() {
+        return Ok((addr.into(), 0));
+    }
     match text.split_once(':') {
         Some((addr, port)) => Ok((
-            addr.parse().map_err(|_| bad())?,
+            addr.parse::<Ipv4Addr>().map_err(|_| bad())?.into(),
             port.parse().map_err(|_| bad())?,
         )),
-        None => Ok((text.parse().map_err(|_| bad())?, 0)),
+        None => Ok((text.parse::<Ipv4Addr>().map_err(|_| bad())?.into(), 0)),
     }
 }
 
@@ -327,6 +346,22 @@ mod tests {
         let s = "scheduler lblc\nadd B weight=1\nadd A weight=1\n\
                  open 1 10.0.0.1 192.0.2.1\nopen 2 10.0.0.2 192.0.2.2\nopen 3 10.0.0.3 192.0.2.1\n";
         assert_eq!(run(s).unwrap(), "1 A\n2 B\n3 A\n");
+    }
+
+    /// IPv6 clients and destinations, in either form: lblc keys each
+    /// destination by its whole address, sh hashes the folded client.
+    #[test]
+    fn ipv6_clients_and_destinations() {
+        let s = "scheduler lblc\nadd B weight=1\nadd A weight=1\n\
+                 open 1 [2001:db8::1]:4000 2001:db8:f::1\nopen 2 2001:db8::2 2001:db8:f::2\n\
+                 open 3 [2001:db8::3] 2001:db8:f::1\n";
+        assert_eq!(run(s).unwrap(), "1 A\n2 B\n3 A\n");
+        let sh = "scheduler sh\nadd A weight=1\nadd B weight=1\nadd C weight=1\n\
+                  open 1 ::a00:1\nopen 2 10.0.0.1\n";
+        let out = run(sh).unwrap();
+        let picks: Vec<&str> = out.lines().map(|l| &l[2..]).collect();
+        assert_eq!(picks[0], picks[1], "{out}");
+        assert!(run("scheduler rr\nadd A weight=1\nopen 1 [2001:db8::1\n").is_err());
     }
 
     #[test]

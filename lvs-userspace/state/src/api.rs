@@ -625,7 +625,7 @@ mod tests {
                 },
                 persistence: Some(crate::model::Persistence {
                     timeout: 360,
-                    netmask: [255, 255, 255, 0].into(),
+                    prefix: 24,
                 }),
             },
             stats: Stats::default(),
@@ -636,7 +636,7 @@ mod tests {
         let json = serde_json::to_value(&view).unwrap();
         assert_eq!(
             json["persistence"],
-            serde_json::json!({"timeout": 360, "netmask": "255.255.255.0"})
+            serde_json::json!({"timeout": 360, "prefix": 24})
         );
         assert_eq!(
             json["flags"],
@@ -732,7 +732,7 @@ mod tests {
                 },
                 persistence: Some(crate::model::Persistence {
                     timeout: 360,
-                    netmask: [255, 255, 255, 0].into(),
+                    prefix: 24,
                 }),
             },
             stats,

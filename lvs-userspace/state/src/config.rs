@@ -9,7 +9,8 @@
 //! scheduler = "rr"            # default wlc, as in ipvsadm
 //! persistent = 360            # -p: seconds, `true` (360 s, a bare -p), or
 //!                             # a table { timeout = 360, netmask = "..." }
-//! netmask = "255.255.255.0"   # -M: the persistence granularity (default /32)
+//! netmask = "255.255.255.0"   # -M: the persistence granularity (default /32;
+//!                             # for an IPv6 service a prefix length, "64")
 //! sched_flags = ["sh-port"]   # -b: sh-fallback, sh-port, flag-1, flag-2
 //!
 //! sorry_server = "198.18.11.9:8080"  # takes new connections while every
@@ -33,7 +34,11 @@
 //!                             # min_percent, max_percent
 //! ```
 
-use std::{net::Ipv4Addr, ops::Range, path::Path};
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    ops::Range,
+    path::Path,
+};
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -46,8 +51,8 @@ use crate::{
         StartState,
     },
     model::{
-        Command, Endpoint, Method, ModelError, Persistence, Protocol, RealSpec, ServiceId,
-        ServiceSpec, State,
+        ipv4_prefix, max_prefix, Command, Endpoint, Method, ModelError, Persistence, Protocol,
+        RealSpec, ServiceId, ServiceSpec, State,
     },
 };
 use lvs_sched::{SchedFlags, SchedulerName};
@@ -208,7 +213,9 @@ type FieldError = (Range<usize>, &'static str, String);
 /// `persistent` and `netmask` as one `Persistence`: `-p [timeout] -M mask`.
 /// Unlike ipvsadm's `-M` alone, a netmask without persistence is refused:
 /// it would have no effect, so it is most likely a mistake.
-fn persistence(svc: &ServiceEntry) -> Result<Option<Persistence>, FieldError> {
+/// The netmask is a dotted IPv4 mask for an IPv4 service, a prefix length
+/// (`64` or `/64`) for an IPv6 one, as ipvsadm's `-M` takes them.
+fn persistence(svc: &ServiceEntry, vip: IpAddr) -> Result<Option<Persistence>, FieldError> {
     let timeout_range = format!("1..={MAX_TIMEOUT} seconds");
     let seconds = |value: &toml::Value, span: Range<usize>, field: &'static str| match value {
         toml::Value::Integer(n) => u32::try_from(*n)
@@ -228,13 +235,25 @@ fn persistence(svc: &ServiceEntry) -> Result<Option<Persistence>, FieldError> {
         )),
     };
     let mask = |text: &str, span: Range<usize>, field: &'static str| {
-        text.parse::<Ipv4Addr>().map_err(|_| {
-            (
-                span,
-                field,
-                format!("malformed netmask `{text}`: expected a dotted mask like 255.255.255.0"),
-            )
-        })
+        let prefix = match vip {
+            IpAddr::V4(_) => match text.parse::<Ipv4Addr>() {
+                Ok(mask) => {
+                    ipv4_prefix(mask).ok_or_else(|| ModelError::BadNetmask(mask).to_string())
+                }
+                Err(_) => Err(format!(
+                    "malformed netmask `{text}`: expected a dotted mask like 255.255.255.0"
+                )),
+            },
+            IpAddr::V6(_) => text
+                .trim_start_matches('/')
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= 128)
+                .ok_or_else(|| {
+                    format!("malformed netmask `{text}`: expected an IPv6 prefix length like 64")
+                }),
+        };
+        prefix.map_err(|message| (span, field, message))
     };
     let outer_mask = svc
         .netmask
@@ -303,9 +322,7 @@ fn persistence(svc: &ServiceEntry) -> Result<Option<Persistence>, FieldError> {
     }
     Ok(Some(Persistence {
         timeout,
-        netmask: inner_mask
-            .or(outer_mask)
-            .unwrap_or(Persistence::DEFAULT_NETMASK),
+        prefix: inner_mask.or(outer_mask).unwrap_or(max_prefix(vip)),
     }))
 }
 
@@ -488,7 +505,7 @@ fn agent(entry: &AgentEntry) -> Result<AgentCheck, (&'static str, String)> {
         a.addr = Some(text.parse().map_err(|_| {
             (
                 "agent.address",
-                format!("malformed address `{text}`: expected IPv4 a.b.c.d"),
+                format!("malformed address `{text}`: expected an IPv4 or IPv6 address"),
             )
         })?);
     }
@@ -734,16 +751,11 @@ pub fn parse(text: &str, path: &str) -> Result<Vec<Command>, ConfigError> {
             id,
             scheduler: svc.scheduler,
             flags: sched_flags(&svc).map_err(at)?,
-            persistence: persistence(&svc).map_err(at)?,
+            persistence: persistence(&svc, vip.addr).map_err(at)?,
         });
-        state.apply_all(std::slice::from_ref(&add)).map_err(|e| {
-            let (span, field) = match (&e, &svc.netmask, &svc.persistent) {
-                (ModelError::BadNetmask(_), Some(m), _) => (m.span(), "netmask"),
-                (ModelError::BadNetmask(_), None, Some(p)) => (p.span(), "persistent.netmask"),
-                _ => (svc.address.span(), "address"),
-            };
-            invalid(span, field, e.to_string())
-        })?;
+        state
+            .apply_all(std::slice::from_ref(&add))
+            .map_err(|e| invalid(svc.address.span(), "address", e.to_string()))?;
         commands.push(add);
         for real in svc.real {
             let (addr, port) = Endpoint::parse_optional_port(real.address.get_ref())
@@ -871,7 +883,7 @@ weight = 3
     fn persistent(timeout: u32, netmask: [u8; 4]) -> Option<Persistence> {
         Some(Persistence {
             timeout,
-            netmask: netmask.into(),
+            prefix: ipv4_prefix(netmask.into()).unwrap(),
         })
     }
 
@@ -914,6 +926,45 @@ weight = 3
         assert_eq!(
             err,
             "lvs.toml:4: field `address`: zero port specified for non-persistent service TCP 198.18.0.10:0"
+        );
+    }
+
+    /// An IPv6 service: `[v6]:port` addresses, and a netmask that is a
+    /// prefix length, as ipvsadm's `-M` takes it for IPv6.
+    #[test]
+    fn an_ipv6_service_takes_a_prefix_length() {
+        let vip = "[2001:db8::10]:80";
+        let p = |timeout, prefix| Some(Persistence { timeout, prefix });
+        for (extra, expected) in [
+            ("persistent = 60", p(60, 128)),
+            ("persistent = 60\nnetmask = \"64\"", p(60, 64)),
+            (
+                "persistent = { timeout = 60, netmask = \"/48\" }",
+                p(60, 48),
+            ),
+        ] {
+            let spec = service_with(vip, extra).unwrap_or_else(|e| panic!("{extra}: {e}"));
+            assert!(spec.id.vip.is_ipv6());
+            assert_eq!(spec.persistence, expected, "{extra}");
+        }
+        for (extra, expected) in [
+            (
+                "persistent = 60\nnetmask = \"255.255.255.0\"",
+                "lvs.toml:7: field `netmask`: malformed netmask `255.255.255.0`: expected an IPv6 prefix length like 64",
+            ),
+            (
+                "persistent = 60\nnetmask = \"129\"",
+                "lvs.toml:7: field `netmask`: malformed netmask `129`: expected an IPv6 prefix length like 64",
+            ),
+        ] {
+            let err = service_with(vip, extra).unwrap_err().to_string();
+            assert_eq!(err, expected, "{extra}");
+        }
+        let text = "[[service]]\nprotocol = \"udp\"\naddress = \"[2001:db8::10]:53\"\n[[service.real]]\naddress = \"[2001:db8:1::1]\"\nmethod = \"nat\"\n[[service.real]]\naddress = \"198.18.11.2\"\nmethod = \"route\"\n";
+        let err = parse(text, "lvs.toml").unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "lvs.toml:8: field `address`: real server 198.18.11.2:53 is not of service UDP [2001:db8::10]:53's address family: only a tunnel (-i) may cross families"
         );
     }
 

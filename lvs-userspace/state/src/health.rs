@@ -2,7 +2,7 @@
 //! server, its load agent, what a failure does, the sorry server and slow
 //! start. The same types come from the TOML config and the JSON API.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
@@ -121,7 +121,7 @@ pub struct AgentCheck {
     pub port: u16,
     /// Default: the real server's address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub addr: Option<Ipv4Addr>,
+    pub addr: Option<IpAddr>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub send: Option<String>,
     pub interval_ms: u64,

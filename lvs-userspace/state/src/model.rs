@@ -6,7 +6,11 @@ use std::collections::HashSet;
 
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
-use std::{fmt, net::Ipv4Addr, str::FromStr};
+use std::{
+    fmt,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    str::FromStr,
+};
 
 use lvs_sched::{SchedFlags, SchedulerName};
 
@@ -53,29 +57,48 @@ impl Protocol {
 /// Forwarding method of a real server: the one enum, from lvs-common.
 pub use lvs_common::Method;
 
-/// An IPv4 `addr:port` endpoint, parsed strictly.
+/// An `addr:port` endpoint, IPv4 or IPv6, parsed strictly. Written as
+/// ipvsadm writes it: `a.b.c.d:port`, `[v6]:port`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Endpoint {
-    pub addr: Ipv4Addr,
+    pub addr: IpAddr,
     pub port: u16,
 }
 
 impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.addr, self.port)
+        write!(f, "{}", std::net::SocketAddr::new(self.addr, self.port))
     }
 }
 
 impl Endpoint {
-    /// `host[:port]`; a missing port is `None`.
-    pub fn parse_optional_port(s: &str) -> Result<(Ipv4Addr, Option<u16>), ModelError> {
+    /// `a.b.c.d[:port]`, `[v6][:port]`, or a bare IPv6 address (no port);
+    /// a missing port is `None`.
+    pub fn parse_optional_port(s: &str) -> Result<(IpAddr, Option<u16>), ModelError> {
         let bad = || ModelError::BadAddress(s.to_string());
+        let port = |p: &str| p.parse::<u16>().map(Some).map_err(|_| bad());
+        if let Some(rest) = s.strip_prefix('[') {
+            let (host, after) = rest.split_once(']').ok_or_else(bad)?;
+            let addr = Ipv6Addr::from_str(host).map_err(|_| bad())?;
+            let port = match after {
+                "" => None,
+                p => port(p.strip_prefix(':').ok_or_else(bad)?)?,
+            };
+            return Ok((IpAddr::V6(addr), port));
+        }
+        if let Ok(addr) = Ipv6Addr::from_str(s) {
+            return Ok((IpAddr::V6(addr), None));
+        }
         let (host, port) = match s.rsplit_once(':') {
-            Some((h, p)) => (h, Some(p.parse::<u16>().map_err(|_| bad())?)),
+            Some((h, p)) => (h, port(p)?),
             None => (s, None),
         };
         let addr = Ipv4Addr::from_str(host).map_err(|_| bad())?;
-        Ok((addr, port))
+        Ok((IpAddr::V4(addr), port))
+    }
+
+    pub const fn is_ipv6(&self) -> bool {
+        self.addr.is_ipv6()
     }
 }
 
@@ -115,26 +138,49 @@ pub struct ServiceSpec {
 }
 
 /// A persistent service's templates: one per client network, kept
-/// `timeout` seconds after its last new connection (§4.1).
+/// `timeout` seconds after its last new connection (§4.1). The network is
+/// the client's address cut to `prefix` bits: ipvsadm's `-M` takes an IPv4
+/// mask (contiguous) or an IPv6 prefix length.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Persistence {
     pub timeout: u32,
-    pub netmask: Ipv4Addr,
+    pub prefix: u8,
 }
 
 impl Persistence {
     /// ipvsadm's `-p` without a value.
     pub const DEFAULT_TIMEOUT: u32 = 360;
-    pub const DEFAULT_NETMASK: Ipv4Addr = Ipv4Addr::BROADCAST;
-}
 
-impl Default for Persistence {
-    fn default() -> Self {
+    /// `-p` alone: a template per client address (/32, or /128 for IPv6).
+    pub const fn default_for(addr: IpAddr) -> Self {
         Self {
             timeout: Self::DEFAULT_TIMEOUT,
-            netmask: Self::DEFAULT_NETMASK,
+            prefix: max_prefix(addr),
         }
     }
+
+    /// The IPv4 mask `-M` names (for an IPv4 service).
+    pub fn ipv4_mask(&self) -> Ipv4Addr {
+        Ipv4Addr::from(
+            u32::MAX
+                .checked_shl(32 - u32::from(self.prefix.min(32)))
+                .unwrap_or(0),
+        )
+    }
+}
+
+/// Bits in an address of `addr`'s family.
+pub const fn max_prefix(addr: IpAddr) -> u8 {
+    match addr {
+        IpAddr::V4(_) => 32,
+        IpAddr::V6(_) => 128,
+    }
+}
+
+/// An IPv4 `-M` mask as a prefix length; `None` if not contiguous.
+pub fn ipv4_prefix(mask: Ipv4Addr) -> Option<u8> {
+    let m = u32::from(mask);
+    (m.leading_ones() + m.trailing_zeros() == 32).then_some(m.leading_ones() as u8)
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -187,7 +233,7 @@ pub enum Command {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ModelError {
-    #[error("malformed address `{0}`: expected IPv4 a.b.c.d:port")]
+    #[error("malformed address `{0}`: expected a.b.c.d:port or [IPv6]:port")]
     BadAddress(String),
     #[error("zero port specified for non-persistent service {0}")]
     ZeroPort(ServiceId),
@@ -221,6 +267,13 @@ pub enum ModelError {
     PersistenceTimeout(ServiceId),
     #[error("netmask {0} is not a contiguous mask like 255.255.255.0")]
     BadNetmask(Ipv4Addr),
+    #[error("persistence prefix /{prefix} is longer than {service}'s addresses")]
+    PrefixRange { service: ServiceId, prefix: u8 },
+    #[error("real server {server} is not of service {service}'s address family: only a tunnel (-i) may cross families")]
+    MixedFamilies {
+        service: ServiceId,
+        server: Endpoint,
+    },
     #[error("health of real server {server} in service {service}: {source}")]
     Health {
         service: ServiceId,
@@ -538,16 +591,14 @@ fn validate_service(spec: &ServiceSpec) -> Result<(), ModelError> {
         if p.timeout == 0 {
             return Err(ModelError::PersistenceTimeout(spec.id));
         }
-        if !is_contiguous(p.netmask) {
-            return Err(ModelError::BadNetmask(p.netmask));
+        if p.prefix > max_prefix(spec.id.vip.addr) {
+            return Err(ModelError::PrefixRange {
+                service: spec.id,
+                prefix: p.prefix,
+            });
         }
     }
     Ok(())
-}
-
-fn is_contiguous(mask: Ipv4Addr) -> bool {
-    let m = u32::from(mask);
-    m.leading_ones() + m.trailing_zeros() == 32
 }
 
 fn validate_real(service: &ServiceId, real: &RealSpec) -> Result<(), ModelError> {
@@ -558,6 +609,14 @@ fn validate_real(service: &ServiceId, real: &RealSpec) -> Result<(), ModelError>
         return Err(ModelError::ThresholdOrder {
             lower: real.l_threshold,
             upper: real.u_threshold,
+        });
+    }
+    // As IPVS: a tunnel may lead from one family to the other (IPv6 in
+    // IPv4 or the reverse); the packet itself cannot change family.
+    if real.server.is_ipv6() != service.vip.is_ipv6() && real.method != Method::Tunnel {
+        return Err(ModelError::MixedFamilies {
+            service: *service,
+            server: real.server,
         });
     }
     if real.server.port == 0 && service.vip.port != 0 {
@@ -597,7 +656,7 @@ mod tests {
         ServiceId {
             protocol: Protocol::Tcp,
             vip: Endpoint {
-                addr: Ipv4Addr::new(198, 18, 0, 10),
+                addr: Ipv4Addr::new(198, 18, 0, 10).into(),
                 port,
             },
         }
@@ -605,7 +664,7 @@ mod tests {
     fn real(last: u8, weight: u32) -> RealSpec {
         RealSpec {
             server: Endpoint {
-                addr: Ipv4Addr::new(198, 18, 11, last),
+                addr: Ipv4Addr::new(198, 18, 11, last).into(),
                 port: 8080,
             },
             method: Method::Nat,
@@ -621,6 +680,78 @@ mod tests {
             flags: SchedFlags::default(),
             persistence: None,
         })
+    }
+
+    /// ipvsadm's address forms: `a.b.c.d[:port]`, `[v6][:port]`, and a
+    /// bare IPv6 address (no port); written back the same way.
+    #[test]
+    fn endpoints_of_both_families_parse_and_print_as_ipvsadm() {
+        let v6: IpAddr = "2001:db8::10".parse().unwrap();
+        let v4: IpAddr = "198.18.0.10".parse().unwrap();
+        for (text, parsed) in [
+            ("198.18.0.10:80", Ok((v4, Some(80)))),
+            ("198.18.0.10", Ok((v4, None))),
+            ("[2001:db8::10]:80", Ok((v6, Some(80)))),
+            ("[2001:db8::10]", Ok((v6, None))),
+            ("2001:db8::10", Ok((v6, None))),
+            ("[2001:db8::10]80", Err(())),
+            ("[2001:db8::10:80", Err(())),
+            ("[198.18.0.10]:80", Err(())),
+            ("198.18.0:80", Err(())),
+            ("[2001:db8::10]:65536", Err(())),
+        ] {
+            assert_eq!(
+                Endpoint::parse_optional_port(text).map_err(|_| ()),
+                parsed,
+                "{text}"
+            );
+        }
+        let e: Endpoint = "[2001:db8::10]:80".parse().unwrap();
+        assert_eq!(e.to_string(), "[2001:db8::10]:80");
+        assert!(e.is_ipv6());
+    }
+
+    #[test]
+    fn persistence_prefixes_fit_the_family() {
+        let v6 = ServiceId {
+            protocol: Protocol::Tcp,
+            vip: "[2001:db8::10]:80".parse().unwrap(),
+        };
+        let spec = |id: ServiceId, prefix| ServiceSpec {
+            id,
+            scheduler: SchedulerName::Rr,
+            flags: SchedFlags::default(),
+            persistence: Some(Persistence {
+                timeout: 60,
+                prefix,
+            }),
+        };
+        let mut s = State::default();
+        assert!(s.apply_all(&[Command::AddService(spec(v6, 64))]).is_ok());
+        assert_eq!(
+            s.apply_all(&[Command::AddService(spec(svc(81), 33))]),
+            Err(ModelError::PrefixRange {
+                service: svc(81),
+                prefix: 33
+            })
+        );
+        assert_eq!(Persistence::default_for(v6.vip.addr).prefix, 128);
+        assert_eq!(Persistence::default_for(svc(80).vip.addr).prefix, 32);
+        let p = Persistence {
+            timeout: 1,
+            prefix: 20,
+        };
+        assert_eq!(p.ipv4_mask(), Ipv4Addr::new(255, 255, 240, 0));
+        assert_eq!(ipv4_prefix(Ipv4Addr::new(255, 255, 240, 0)), Some(20));
+        assert_eq!(ipv4_prefix(Ipv4Addr::new(255, 0, 255, 0)), None);
+        assert_eq!(
+            Persistence {
+                timeout: 1,
+                prefix: 0
+            }
+            .ipv4_mask(),
+            Ipv4Addr::UNSPECIFIED
+        );
     }
 
     #[test]
@@ -647,7 +778,10 @@ mod tests {
             .unwrap()
             .reals
             .iter()
-            .map(|r| r.server.addr.octets()[3])
+            .map(|r| match r.server.addr {
+                IpAddr::V4(a) => a.octets()[3],
+                IpAddr::V6(_) => unreachable!(),
+            })
             .collect();
         assert_eq!(order, [3, 2, 1]);
     }

@@ -345,7 +345,7 @@ mod tests {
                     },
                     persistence: Some(Persistence {
                         timeout: 300,
-                        netmask: [255, 255, 255, 0].into(),
+                        prefix: 24,
                     }),
                 },
                 stats: stats(1),

@@ -1,6 +1,6 @@
 //! ipvsadm's output formats, byte for byte (reference §7.3–§7.8).
 
-use std::fmt::Write;
+use std::{fmt::Write, net::IpAddr};
 
 use lvs_ha::wire::Role;
 use lvs_sched::{SchedFlags, SchedulerName};
@@ -9,7 +9,7 @@ use lvs_state::{
         ConnView, HaCounters, HaView, HealthView, IpvsTimeouts, Rates, RealView, ServiceView,
         Snapshot, Stats,
     },
-    model::{Endpoint, Method, Persistence, Protocol, ServiceSpec},
+    model::{max_prefix, Endpoint, Method, Persistence, Protocol, ServiceSpec},
 };
 
 use super::{
@@ -21,8 +21,8 @@ fn header(out: &mut String, size: u32) {
     let _ = writeln!(out, "IP Virtual Server version 1.2.1 (size={size})");
 }
 
-/// ipvsadm's default sort: services by protocol, address, port; servers by
-/// address, port. Without `sort`, IPVS order (servers newest first).
+/// ipvsadm's default sort: services by family (IPv4 first), protocol,
+/// address, port; servers by address, port. Without `sort`, IPVS order (servers newest first).
 ///
 /// ipvsadm compares addresses by subtracting them into an `int`, which sorts
 /// addresses 2^31 or more apart "backwards"; that comparator is not a total
@@ -39,6 +39,7 @@ fn sorted<'a>(
         .collect();
     let order = |s: &&ServiceView| {
         (
+            s.spec.id.vip.is_ipv6(),
             s.spec.id.protocol.number(),
             s.spec.id.vip.addr,
             s.spec.id.vip.port,
@@ -60,11 +61,29 @@ fn sorted<'a>(
         .collect()
 }
 
-/// `-L`'s `"%-4s %s"` of protocol and `host:port`, cut to 33 bytes.
+/// `-L`'s `"%-4s %s"` of protocol and `host:port`, cut to 33 bytes (an
+/// IPv6 one is not cut, as ipvsadm's).
 fn service_name(s: &ServiceView, names: &dyn Names) -> String {
     let id = s.spec.id;
     let vip = addrport(names, id.vip.addr, id.vip.port, id.protocol);
-    cut(format!("{:<4} {vip}", id.protocol.label()), 33)
+    let name = format!("{:<4} {vip}", id.protocol.label());
+    if id.vip.is_ipv6() {
+        name
+    } else {
+        cut(name, 33)
+    }
+}
+
+/// `-M`'s granularity as ipvsadm prints it: an IPv4 mask unless /32, an
+/// IPv6 prefix length unless /128.
+fn netmask(spec: &ServiceSpec, p: Persistence) -> Option<String> {
+    if p.prefix == max_prefix(spec.id.vip.addr) {
+        None
+    } else if spec.id.vip.is_ipv6() {
+        Some(p.prefix.to_string())
+    } else {
+        Some(p.ipv4_mask().to_string())
+    }
 }
 
 /// ipvsadm's names for a service's `-b` flags (`print_sched_flags`): sh's
@@ -88,17 +107,17 @@ pub fn sched_flag_names(spec: &ServiceSpec) -> Vec<&'static str> {
 }
 
 /// `-L`'s service line: scheduler, `(flags)`, `persistent N`, and `mask M`
-/// unless the mask is /32.
+/// unless the mask is /32 (/128).
 fn service_line(svc: &ServiceView, names: &dyn Names) -> String {
     let mut line = format!("{} {}", service_name(svc, names), svc.spec.scheduler);
     let flags = sched_flag_names(&svc.spec);
     if !flags.is_empty() {
         let _ = write!(line, " ({})", flags.join(","));
     }
-    if let Some(Persistence { timeout, netmask }) = svc.spec.persistence {
-        let _ = write!(line, " persistent {timeout}");
-        if netmask != Persistence::DEFAULT_NETMASK {
-            let _ = write!(line, " mask {netmask}");
+    if let Some(p) = svc.spec.persistence {
+        let _ = write!(line, " persistent {}", p.timeout);
+        if let Some(mask) = netmask(&svc.spec, p) {
+            let _ = write!(line, " mask {mask}");
         }
     }
     line
@@ -212,7 +231,10 @@ fn server_row(
         out.push_str("  -> ");
         let start = out.len();
         write_addrport(out, names, r.spec.server, protocol);
-        truncate_from(out, start, 28);
+        // ipvsadm cuts an IPv4 server's name, not an IPv6 one's.
+        if !r.spec.server.is_ipv6() {
+            truncate_from(out, start, 28);
+        }
         pad_from(out, start, 28);
         out.push(' ');
         cell(out, r.spec.method.label(), 7);
@@ -229,7 +251,12 @@ fn server_row(
         return;
     }
     let server = r.spec.server;
-    let server = cut(addrport(names, server.addr, server.port, protocol), 28);
+    let name = addrport(names, server.addr, server.port, protocol);
+    let server = if server.is_ipv6() {
+        name
+    } else {
+        cut(name, 28)
+    };
     let _ = match format {
         ListFormat::Plain => unreachable!("written above"),
         ListFormat::Stats => write!(out, "  -> {server:<28}{}", stats_columns(&r.stats, exact)),
@@ -309,18 +336,24 @@ fn truncate_from(out: &mut String, start: usize, max: usize) {
     }
 }
 
-/// `addrport`, written in place (no allocation for numeric output).
+/// `addrport`, written in place (no allocation for numeric IPv4 output).
 fn write_addrport(out: &mut String, names: &dyn Names, at: Endpoint, protocol: Protocol) {
     let start = out.len();
-    match names.host(at.addr) {
-        Some(host) => out.push_str(&host),
-        None => {
-            for (i, octet) in at.addr.octets().into_iter().enumerate() {
+    match (names.host(at.addr), at.addr) {
+        (Some(host), IpAddr::V4(_)) => out.push_str(&host),
+        (Some(host), IpAddr::V6(_)) => {
+            let _ = write!(out, "[{host}]");
+        }
+        (None, IpAddr::V4(a)) => {
+            for (i, octet) in a.octets().into_iter().enumerate() {
                 if i > 0 {
                     out.push('.');
                 }
                 push_decimal(out, u32::from(octet));
             }
+        }
+        (None, IpAddr::V6(a)) => {
+            let _ = write!(out, "[{a}]");
         }
     }
     out.push(':');
@@ -408,11 +441,11 @@ pub fn save_named(snapshot: &Snapshot, names: &dyn Names) -> String {
             addrport(names, id.vip.addr, id.vip.port, id.protocol)
         );
         let mut line = format!("-A {spec} -s {}", svc.spec.scheduler);
-        // ipvsadm's order: -p, -M (unless /32), then -b.
-        if let Some(Persistence { timeout, netmask }) = svc.spec.persistence {
-            let _ = write!(line, " -p {timeout}");
-            if netmask != Persistence::DEFAULT_NETMASK {
-                let _ = write!(line, " -M {netmask}");
+        // ipvsadm's order: -p, -M (unless /32 or /128), then -b.
+        if let Some(p) = svc.spec.persistence {
+            let _ = write!(line, " -p {}", p.timeout);
+            if let Some(mask) = netmask(&svc.spec, p) {
+                let _ = write!(line, " -M {mask}");
             }
         }
         let flags = sched_flag_names(&svc.spec);
@@ -512,7 +545,7 @@ pub fn connections(rows: &[ConnView]) -> String {
 /// `ipvsadm -L -c`, names from `names` (not cut: ipvsadm pads them to 18
 /// and lets longer ones push the columns).
 pub fn connections_named(rows: &[ConnView], names: &dyn Names) -> String {
-    let name = |a: &std::net::SocketAddrV4, p| addrport(names, *a.ip(), a.port(), p);
+    let name = |a: &std::net::SocketAddrV4, p| addrport(names, IpAddr::V4(*a.ip()), a.port(), p);
     let mut out = String::from(
         "IPVS connection entries\npro expire state       source             virtual            destination\n",
     );
@@ -860,7 +893,9 @@ mod tests {
         snap.services[0]
             .reals
             .insert(0, real("10.0.0.2:53", Method::Tunnel, 1, 0, 91, z));
-        snap.services[2].spec.persistence = Some(Persistence::default());
+        snap.services[2].spec.persistence = Some(Persistence::default_for(
+            std::net::Ipv4Addr::UNSPECIFIED.into(),
+        ));
         snap.services[2]
             .reals
             .insert(0, real("10.0.0.2:443", Method::Nat, 0, 2, 30, z));
@@ -895,7 +930,7 @@ mod tests {
         let line = |svc: &ServiceView| service_line(svc, &Numeric);
         svc.spec.persistence = Some(Persistence {
             timeout: 300,
-            netmask: std::net::Ipv4Addr::new(255, 255, 255, 0),
+            prefix: 24,
         });
         assert_eq!(
             line(&svc),
@@ -914,7 +949,9 @@ mod tests {
         svc.spec.flags.sh_port = false;
         assert_eq!(line(&svc), "TCP  192.168.0.100:80 sh (sh-fallback)");
         // --stats shows neither.
-        svc.spec.persistence = Some(Persistence::default());
+        svc.spec.persistence = Some(Persistence::default_for(
+            std::net::Ipv4Addr::UNSPECIFIED.into(),
+        ));
         let mut snap = snapshot();
         snap.services[1] = svc;
         let stats = list(
@@ -1019,7 +1056,7 @@ mod tests {
                 },
                 Some(Persistence {
                     timeout: 1800,
-                    netmask: std::net::Ipv4Addr::new(255, 255, 255, 0)
+                    prefix: 24
                 })
             )
         );
@@ -1030,6 +1067,94 @@ mod tests {
             .apply_all(&super::super::parse_restore(&saved).unwrap())
             .unwrap();
         assert_eq!(again, state);
+    }
+
+    /// A mixed IPv4/IPv6 configuration, as `ipvsadm -S` writes it: IPv4
+    /// services first (ipvsadm sorts by family; servers of both families in
+    /// one service, IPv4 first here too), IPv6 addresses in
+    /// brackets, an IPv6 `-M` as a prefix length, and a tunnel across
+    /// families (the one method IPVS lets cross). Restored, it saves the
+    /// same again.
+    #[test]
+    fn a_mixed_ipv4_and_ipv6_save_restores_to_the_same_save() {
+        let rules = concat!(
+            "-A -t 198.18.0.10:80 -s rr\n",
+            "-a -t 198.18.0.10:80 -r 198.18.11.2:8080 -m -w 1\n",
+            "-a -t 198.18.0.10:80 -r [2001:db8:1::2]:80 -i -w 1 --tun-type ipip\n",
+            "-A -t [2001:db8::10]:80 -s sh -p 600 -M 64 -b sh-port\n",
+            "-a -t [2001:db8::10]:80 -r [2001:db8:1::1]:8080 -m -w 2\n",
+            "-a -t [2001:db8::10]:80 -r [2001:db8:1::3]:80 -g -w 1\n",
+            "-A -u [2001:db8::10]:53 -s rr\n",
+            "-a -u [2001:db8::10]:53 -r 198.18.11.2:53 -i -w 1 --tun-type ipip\n",
+        );
+        let mut state = State::default();
+        state
+            .apply_all(&super::super::parse_restore(rules).unwrap())
+            .unwrap();
+        let v6 = &state.at(1).unwrap().spec;
+        assert!(v6.id.vip.is_ipv6());
+        assert_eq!(
+            v6.persistence,
+            Some(Persistence {
+                timeout: 600,
+                prefix: 64
+            })
+        );
+        let saved = save(&view(&state));
+        assert_eq!(saved, rules);
+        let mut again = State::default();
+        again
+            .apply_all(&super::super::parse_restore(&saved).unwrap())
+            .unwrap();
+        assert_eq!(again, state);
+        assert_eq!(save(&view(&again)), saved);
+
+        // `-L -n`: IPv6 names are not cut at 33 (service) or 28 (server)
+        // bytes, as ipvsadm cuts only IPv4 ones; mask as a prefix length.
+        let expected = concat!(
+            "IP Virtual Server version 1.2.1 (size=4096)\n",
+            "Prot LocalAddress:Port Scheduler Flags\n",
+            "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n",
+            "TCP  198.18.0.10:80 rr\n",
+            "  -> 198.18.11.2:8080             Masq    1      0          0         \n",
+            "  -> [2001:db8:1::2]:80           Tunnel  1      0          0         \n",
+            "TCP  [2001:db8::10]:80 sh (sh-port) persistent 600 mask 64\n",
+            "  -> [2001:db8:1::1]:8080         Masq    2      0          0         \n",
+            "  -> [2001:db8:1::3]:80           Route   1      0          0         \n",
+            "UDP  [2001:db8::10]:53 rr\n",
+            "  -> 198.18.11.2:53               Tunnel  1      0          0         \n",
+        );
+        assert_eq!(list(&view(&state), &ListOptions::default()), expected);
+        let long = "TCP  [2001:db8:ffff:ffff:ffff:ffff:ffff:ffff]:65535 rr";
+        let mut wide = State::default();
+        wide.apply_all(
+            &super::super::parse_restore(concat!(
+                "-A -t [2001:db8:ffff:ffff:ffff:ffff:ffff:ffff]:65535 -s rr\n",
+                "-a -t [2001:db8:ffff:ffff:ffff:ffff:ffff:ffff]:65535 -r [2001:db8:ffff:ffff:ffff:ffff:ffff:fffe]:80 -m\n",
+            ))
+            .unwrap(),
+        )
+        .unwrap();
+        let listing = list(&view(&wide), &ListOptions::default());
+        assert!(listing.contains(&format!("{long}\n")), "{listing}");
+        assert!(
+            listing.contains("  -> [2001:db8:ffff:ffff:ffff:ffff:ffff:fffe]:80 Masq    1"),
+            "{listing}"
+        );
+    }
+
+    /// Families cross only through a tunnel, as in IPVS.
+    #[test]
+    fn a_real_server_of_the_other_family_needs_a_tunnel() {
+        let mut state = State::default();
+        for (method, ok) in [("-m", false), ("-g", false), ("-i", true)] {
+            let rules = format!(
+                "-A -t [2001:db8::10]:80 -s rr\n-a -t [2001:db8::10]:80 -r 198.18.11.2:80 {method}\n"
+            );
+            let result = state.apply_all(&super::super::parse_restore(&rules).unwrap());
+            assert_eq!(result.is_ok(), ok, "{method}: {result:?}");
+            state = State::default();
+        }
     }
 
     #[test]

@@ -15,7 +15,7 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    net::Ipv4Addr,
+    net::IpAddr,
     sync::{mpsc, Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -25,7 +25,7 @@ use lvs_state::model::Protocol;
 /// Where names come from.
 pub trait Names {
     /// The host name of `addr`, if it has one.
-    fn host(&self, addr: Ipv4Addr) -> Option<String>;
+    fn host(&self, addr: IpAddr) -> Option<String>;
     /// The service name of `port` for `protocol`, if it has one.
     fn service(&self, port: u16, protocol: Protocol) -> Option<String>;
 }
@@ -35,7 +35,7 @@ pub trait Names {
 pub struct Numeric;
 
 impl Names for Numeric {
-    fn host(&self, _: Ipv4Addr) -> Option<String> {
+    fn host(&self, _: IpAddr) -> Option<String> {
         None
     }
     fn service(&self, _: u16, _: Protocol) -> Option<String> {
@@ -43,14 +43,19 @@ impl Names for Numeric {
     }
 }
 
-/// ipvsadm's `addrport_to_anyname` for IPv4: `host:service`, each falling
-/// back to its number, cut to the 59 bytes of ipvsadm's buffer.
-pub fn addrport(names: &dyn Names, addr: Ipv4Addr, port: u16, protocol: Protocol) -> String {
+/// ipvsadm's `addrport_to_anyname`: `host:service` (an IPv6 host in
+/// brackets), each falling back to its number, cut to the 59 bytes of
+/// ipvsadm's buffer.
+pub fn addrport(names: &dyn Names, addr: IpAddr, port: u16, protocol: Protocol) -> String {
     let host = names.host(addr).unwrap_or_else(|| addr.to_string());
     let service = names
         .service(port, protocol)
         .unwrap_or_else(|| port.to_string());
-    cut(format!("{host}:{service}"), 59)
+    let text = match addr {
+        IpAddr::V4(_) => format!("{host}:{service}"),
+        IpAddr::V6(_) => format!("[{host}]:{service}"),
+    };
+    cut(text, 59)
 }
 
 /// At most `max` bytes, as C's truncation of a `char` buffer (never
@@ -69,12 +74,12 @@ pub fn cut(mut s: String, max: usize) -> String {
 /// Names looked up beforehand (or given by a test).
 #[derive(Clone, Debug, Default)]
 pub struct NameTable {
-    hosts: HashMap<Ipv4Addr, String>,
+    hosts: HashMap<IpAddr, String>,
     services: HashMap<(u16, Protocol), String>,
 }
 
 impl Names for NameTable {
-    fn host(&self, addr: Ipv4Addr) -> Option<String> {
+    fn host(&self, addr: IpAddr) -> Option<String> {
         self.hosts.get(&addr).cloned()
     }
     fn service(&self, port: u16, protocol: Protocol) -> Option<String> {
@@ -86,7 +91,7 @@ impl Names for NameTable {
 const WORKERS: usize = 16;
 
 impl NameTable {
-    pub fn with_host(mut self, addr: Ipv4Addr, name: &str) -> Self {
+    pub fn with_host(mut self, addr: IpAddr, name: &str) -> Self {
         self.hosts.insert(addr, name.to_string());
         self
     }
@@ -101,7 +106,7 @@ impl NameTable {
     /// nsswitch says, as ipvsadm's `gethostbyaddr`), service names from
     /// `/etc/services`. Lookups not answered within `budget` stay numbers.
     pub fn system(
-        hosts: impl IntoIterator<Item = Ipv4Addr>,
+        hosts: impl IntoIterator<Item = IpAddr>,
         ports: impl IntoIterator<Item = (u16, Protocol)>,
         budget: Duration,
     ) -> Self {
@@ -110,7 +115,7 @@ impl NameTable {
         let services = std::fs::read_to_string("/etc/services")
             .map(|text| services_in(&text, &ports))
             .unwrap_or_default();
-        let hosts: Vec<Ipv4Addr> = hosts
+        let hosts: Vec<IpAddr> = hosts
             .into_iter()
             .collect::<HashSet<_>>()
             .into_iter()
@@ -154,7 +159,7 @@ fn services_in(text: &str, wanted: &HashSet<(u16, Protocol)>) -> HashMap<(u16, P
 
 /// Reverse-resolve every address on a few threads; what has not answered
 /// by `deadline` is left out (its threads are abandoned: lvsadm exits soon).
-fn reverse_all(hosts: Vec<Ipv4Addr>, deadline: Instant) -> HashMap<Ipv4Addr, String> {
+fn reverse_all(hosts: Vec<IpAddr>, deadline: Instant) -> HashMap<IpAddr, String> {
     let mut names = HashMap::new();
     let pending = hosts.len();
     if pending == 0 {
@@ -198,10 +203,11 @@ fn reverse_all(hosts: Vec<Ipv4Addr>, deadline: Instant) -> HashMap<Ipv4Addr, Str
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
 
     #[test]
     fn addrport_falls_back_to_numbers_and_cuts_at_59_bytes() {
-        let a = Ipv4Addr::new(192, 168, 0, 100);
+        let a = IpAddr::V4(Ipv4Addr::new(192, 168, 0, 100));
         assert_eq!(addrport(&Numeric, a, 80, Protocol::Tcp), "192.168.0.100:80");
         let names = NameTable::default()
             .with_host(a, "www.example.com")
@@ -215,6 +221,23 @@ mod tests {
         let long = "a".repeat(70);
         let names = NameTable::default().with_host(a, &long);
         assert_eq!(addrport(&names, a, 8080, Protocol::Tcp), "a".repeat(59));
+    }
+
+    /// ipvsadm writes an IPv6 host in brackets, named or not.
+    #[test]
+    fn an_ipv6_host_is_bracketed() {
+        let a = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x10));
+        assert_eq!(
+            addrport(&Numeric, a, 80, Protocol::Tcp),
+            "[2001:db8::10]:80"
+        );
+        let names = NameTable::default()
+            .with_host(a, "v6.example.com")
+            .with_service(80, Protocol::Tcp, "http");
+        assert_eq!(
+            addrport(&names, a, 80, Protocol::Tcp),
+            "[v6.example.com]:http"
+        );
     }
 
     #[test]
@@ -243,7 +266,7 @@ mod tests {
     /// well-known entries (skipped where it does not).
     #[test]
     fn the_system_knows_localhost_and_http() {
-        let lo = Ipv4Addr::LOCALHOST;
+        let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
         let names = NameTable::system(
             [lo, lo],
             [(80, Protocol::Tcp), (0, Protocol::Tcp)],
@@ -272,6 +295,6 @@ mod tests {
         let start = Instant::now();
         let names = NameTable::system([], [], Duration::from_secs(5));
         assert!(start.elapsed() < Duration::from_secs(1));
-        assert_eq!(names.host(Ipv4Addr::LOCALHOST), None);
+        assert_eq!(names.host(IpAddr::V4(Ipv4Addr::LOCALHOST)), None);
     }
 }

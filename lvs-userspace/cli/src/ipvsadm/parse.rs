@@ -1,9 +1,14 @@
 //! ipvsadm's command-line grammar (reference §7.1–7.2).
 
+use std::net::{IpAddr, Ipv4Addr};
+
 use lvs_sched::{sched_flags, FlagError, SchedFlags, SchedulerName};
 use lvs_state::{
     api::{IpvsTimeouts, TimeoutError, MAX_TIMEOUT},
-    model::{Command, Endpoint, Method, Persistence, Protocol, RealSpec, ServiceId, ServiceSpec},
+    model::{
+        ipv4_prefix, max_prefix, Command, Endpoint, Method, ModelError, Persistence, Protocol,
+        RealSpec, ServiceId, ServiceSpec,
+    },
 };
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -442,17 +447,30 @@ fn scheduler(o: &Opts) -> Result<SchedulerName, ParseError> {
     }
 }
 
-/// `-p [timeout] -M netmask`. ipvsadm checks `-M`'s syntax even without
-/// `-p` and then sends a mask that a non-persistent service never uses; it
-/// is not kept here.
-fn persistence(o: &Opts) -> Result<Option<Persistence>, ParseError> {
-    let netmask = match &o.netmask {
-        None => Persistence::DEFAULT_NETMASK,
-        Some(text) => text.parse().map_err(|_| {
-            usage(format!(
-                "illegal persistent netmask `{text}` specified (-M: a dotted mask like 255.255.255.0)"
-            ))
-        })?,
+/// `-p [timeout] -M netmask`: a dotted mask for an IPv4 service, a prefix
+/// length (1..=128) for an IPv6 one, as ipvsadm takes them. ipvsadm checks
+/// `-M`'s syntax even without `-p` and then sends a mask that a
+/// non-persistent service never uses; it is not kept here.
+fn persistence(o: &Opts, vip: IpAddr) -> Result<Option<Persistence>, ParseError> {
+    let prefix = match (&o.netmask, vip) {
+        (None, _) => max_prefix(vip),
+        (Some(text), IpAddr::V4(_)) => {
+            let mask: Ipv4Addr = text.parse().map_err(|_| {
+                usage(format!(
+                    "illegal persistent netmask `{text}` specified (-M: a dotted mask like 255.255.255.0)"
+                ))
+            })?;
+            ipv4_prefix(mask).ok_or_else(|| usage(ModelError::BadNetmask(mask).to_string()))?
+        }
+        (Some(text), IpAddr::V6(_)) => text
+            .parse::<u8>()
+            .ok()
+            .filter(|p| (1..=128).contains(p))
+            .ok_or_else(|| {
+                usage(format!(
+                    "illegal persistent netmask `{text}` specified (-M: an IPv6 prefix length 1..128)"
+                ))
+            })?,
     };
     let Some(timeout) = &o.persistent else {
         return Ok(None);
@@ -469,7 +487,7 @@ fn persistence(o: &Opts) -> Result<Option<Persistence>, ParseError> {
                 ))
             })?,
     };
-    Ok(Some(Persistence { timeout, netmask }))
+    Ok(Some(Persistence { timeout, prefix }))
 }
 
 fn real(o: &Opts, svc: &ServiceId) -> Result<RealSpec, ParseError> {
@@ -567,11 +585,12 @@ fn build(cmd: Option<Cmd>, o: Opts) -> Result<Action, ParseError> {
                 None => SchedFlags::default(),
                 Some(list) => sched_flags(scheduler, list.split(','))?,
             };
+            let id = service(&o, true)?.expect("required");
             let spec = ServiceSpec {
-                id: service(&o, true)?.expect("required"),
+                id,
                 scheduler,
                 flags,
-                persistence: persistence(&o)?,
+                persistence: persistence(&o, id.vip.addr)?,
             };
             Action::Apply(vec![if cmd == Some(Cmd::AddService) {
                 Command::AddService(spec)
@@ -687,7 +706,7 @@ mod tests {
         ServiceId {
             protocol: Protocol::Tcp,
             vip: Endpoint {
-                addr: Ipv4Addr::new(198, 18, 0, 10),
+                addr: Ipv4Addr::new(198, 18, 0, 10).into(),
                 port: 80,
             },
         }
@@ -850,7 +869,7 @@ mod tests {
     fn persistent(timeout: u32, netmask: [u8; 4]) -> Option<Persistence> {
         Some(Persistence {
             timeout,
-            netmask: netmask.into(),
+            prefix: ipv4_prefix(netmask.into()).unwrap(),
         })
     }
 

@@ -236,7 +236,7 @@ mod tests {
     }
 
     const REAL: Endpoint = Endpoint {
-        addr: Ipv4Addr::LOCALHOST,
+        addr: std::net::IpAddr::V4(Ipv4Addr::LOCALHOST),
         port: 8080,
     };
 

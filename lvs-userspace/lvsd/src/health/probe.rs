@@ -385,12 +385,12 @@ mod tests {
             service: ServiceId {
                 protocol: Protocol::Tcp,
                 vip: Endpoint {
-                    addr: Ipv4Addr::new(198, 18, 0, 10),
+                    addr: Ipv4Addr::new(198, 18, 0, 10).into(),
                     port: 80,
                 },
             },
             real: Endpoint {
-                addr: LOCALHOST,
+                addr: std::net::IpAddr::V4(LOCALHOST),
                 port,
             },
         }
@@ -482,12 +482,12 @@ mod tests {
         let port = listener.local_addr().unwrap().port();
         let mut c = check(CheckKind::Tcp, 1000);
         c.connect = Some(Endpoint {
-            addr: LOCALHOST,
+            addr: std::net::IpAddr::V4(LOCALHOST),
             port: 0,
         });
         let mut t = target(port);
         // Never contacted: the override replaces it.
-        t.real.addr = Ipv4Addr::new(198, 18, 11, 2);
+        t.real.addr = Ipv4Addr::new(198, 18, 11, 2).into();
         probe(&c, &t).await.unwrap();
     }
 
