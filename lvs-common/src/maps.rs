@@ -778,7 +778,9 @@ pub enum Verdict {
     /// Too big for the egress (DR, or TUN with its outer header) without DF:
     /// XDP cannot fragment, and the kernel would deliver a DR packet to the
     /// local VIP and take a tunnelled one, from the director's own address,
-    /// for a martian. (tc: DF or not.)
+    /// for a martian. (tc: DF or not.) A client's NAT packet with DF too
+    /// big for the real server's link: the kernel's answer would quote the
+    /// rewritten packet, which the client cannot match.
     DropTooBig = 12,
     /// NAT with forwarding off on the ingress interface
     /// (`net.ipv4.conf.IFACE.forwarding`); IPVS's NAT needs it too.
@@ -788,8 +790,10 @@ pub enum Verdict {
     DropNoRoute = 14,
     /// NAT destination without a route: the kernel answers the sender.
     PassNoRoute = 15,
-    /// NAT packet larger than the egress MTU: the kernel fragments it or
-    /// answers with ICMP.
+    /// NAT packet larger than the egress MTU: without DF, rewritten for the
+    /// kernel to fragment; a reply with DF, as the real server sent it, for
+    /// the kernel to answer the real server (IPVS checks the size before
+    /// it translates).
     PassTooBig = 16,
     /// For a real server that is this director: delivered to the local stack.
     PassLocal = 17,

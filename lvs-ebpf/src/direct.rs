@@ -18,7 +18,7 @@ pub fn forward<F: Frame>(
     real_index: u32,
     real: [u8; 4],
 ) -> Result<Verdict, Verdict> {
-    let tot_len = frame.fib_tot_len(packet.ip_len() as u16);
+    let tot_len = frame.mtu_len(packet, 0);
     match forward::towards_real(frame, packet, real_index, real, tot_len, false) {
         Lookup::Ready(egress) => {
             forward::set_macs(packet, &egress);

@@ -253,8 +253,11 @@ pub fn set_macs(packet: &Packet, egress: &Egress) {
 /// destination is the real server `real_index` (inbound) or the client
 /// (outbound, `None`), each through its cache. Callers have checked
 /// `Packet::ttl_expiring`. NAT needs forwarding, as IPVS's does; a packet
-/// the FIB cannot place goes to the kernel rewritten, which routes it,
-/// fragments it or answers the sender.
+/// the FIB cannot place goes to the kernel rewritten, which routes it or
+/// fragments it. One too big for the way with DF set is `DropTooBig`, its
+/// transport checksum not patched: the kernel's forwarding checks a
+/// packet's size before IPVS translates it, so a caller may put the
+/// packet back as it came and pass it instead (`nat::to_client`).
 #[inline(always)]
 pub fn route<F: Frame>(
     frame: &F,
@@ -264,7 +267,7 @@ pub fn route<F: Frame>(
 ) -> Result<Verdict, Verdict> {
     // SAFETY: pointer validated by Packet::parse.
     let dst = unsafe { (*packet.ip).dst };
-    let tot_len = frame.fib_tot_len(packet.ip_len() as u16);
+    let tot_len = frame.mtu_len(packet, 0);
     let found = match real_index {
         Some(index) => towards_real(frame, packet, index, dst, tot_len, false),
         None => towards_client(frame, packet, dst, tot_len),
@@ -283,6 +286,7 @@ pub fn route<F: Frame>(
             frame.patch_l4(patch);
             frame.to_neighbour(egress.next_hop, egress.ifindex)
         }
+        Lookup::TooBig { .. } if packet.dont_fragment() => Err(Verdict::DropTooBig),
         Lookup::TooBig { .. } => {
             frame.patch_l4(patch);
             Err(Verdict::PassTooBig)

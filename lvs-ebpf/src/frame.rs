@@ -51,9 +51,11 @@ pub trait Frame {
     fn ingress_ifindex(&self) -> u32;
     /// The context, as the FIB helper takes it.
     fn raw(&self) -> *mut c_void;
-    /// The length the FIB should check against the route's MTU; 0 when
-    /// the kernel must check a GSO socket buffer by its segments.
-    fn fib_tot_len(&self, len: u16) -> u16;
+    /// The length the FIB checks against the route's MTU: the packet's,
+    /// plus `overhead` (a tunnel's outer header). A GSO socket buffer is
+    /// sent as segments, so it is each segment's length (headers and
+    /// `gso_size` bytes), as the kernel's forwarding checks it.
+    fn mtu_len(&self, packet: &crate::headers::Packet, overhead: u16) -> u16;
     /// A DF packet too big for the egress (DR or TUN): tell the sender the
     /// largest that fits.
     fn too_big(&self, packet: &crate::headers::Packet, mtu: u16) -> Result<Verdict, Verdict>;
@@ -98,8 +100,8 @@ impl Frame for XdpContext {
         self.ctx as *mut c_void
     }
     #[inline(always)]
-    fn fib_tot_len(&self, len: u16) -> u16 {
-        len
+    fn mtu_len(&self, packet: &crate::headers::Packet, overhead: u16) -> u16 {
+        (packet.ip_len() as u16).saturating_add(overhead)
     }
     #[inline(always)]
     fn too_big(&self, packet: &crate::headers::Packet, mtu: u16) -> Result<Verdict, Verdict> {
@@ -196,13 +198,17 @@ impl Frame for TcContext {
         self.skb.skb as *mut c_void
     }
     #[inline(always)]
-    fn fib_tot_len(&self, len: u16) -> u16 {
+    fn mtu_len(&self, packet: &crate::headers::Packet, overhead: u16) -> u16 {
         // SAFETY: the context pointer is valid for the program run.
-        if unsafe { (*self.skb.skb).gso_size } != 0 {
-            0
+        let gso_size = unsafe { (*self.skb.skb).gso_size };
+        let len = if gso_size == 0 {
+            packet.ip_len() as u16
         } else {
-            len
-        }
+            (packet.ip_header_len as u16)
+                .saturating_add(packet.l4_header_len(self))
+                .saturating_add(gso_size as u16)
+        };
+        len.saturating_add(overhead)
     }
     /// Building an ICMP error inside a socket buffer would have to undo its
     /// offload state; it is dropped and counted instead.

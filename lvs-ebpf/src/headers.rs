@@ -192,6 +192,20 @@ impl Packet {
         })
     }
 
+    /// The transport header's length: TCP's data offset (options
+    /// included), else the fixed header.
+    #[inline(always)]
+    pub fn l4_header_len(&self, frame: &impl Frame) -> u16 {
+        if self.proto != IPPROTO_TCP {
+            return UDP_HEADER_LEN as u16;
+        }
+        match ptr_at::<u8>(frame, self.l4_offset() + 12) {
+            // SAFETY: bounds-checked by ptr_at.
+            Ok(offset) => ((unsafe { *offset } >> 4) as u16) * 4,
+            Err(_) => TCP_HEADER_LEN as u16,
+        }
+    }
+
     /// Offset of the transport header (an ICMP error's quote follows its
     /// eight bytes).
     #[inline(always)]
@@ -217,6 +231,12 @@ impl Packet {
     #[inline(always)]
     pub fn may_schedule(&self) -> bool {
         self.proto != IPPROTO_TCP || (self.tcp_flags & (TCP_SYN | TCP_RST)) == TCP_SYN
+    }
+
+    #[inline(always)]
+    pub fn dont_fragment(&self) -> bool {
+        // SAFETY: validated by parse.
+        unsafe { (*self.ip).dont_fragment() }
     }
 
     /// Forwarding would take the TTL to 0: the kernel must answer with ICMP

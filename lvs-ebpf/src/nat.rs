@@ -76,8 +76,32 @@ pub fn outbound<F: Frame>(
         conntrack::update(key, inbound, packet, Table::Output, now);
     }
     stats::count_packet(service_index, real_index, Way::Out, packet.ip_len(), false);
-    let patch = rewrite_source(packet, key.dst(), key.dport().to_be_bytes());
-    forward::route(frame, packet, patch, None)
+    to_client(frame, packet, key.dst(), key.dport().to_be_bytes())
+}
+
+/// SNAT to the virtual service (`vip`, `vport`) and on to the client. A
+/// reply too big for the way with DF set goes to the kernel as the real
+/// server sent it, whose forwarding then tells the real server (quoting
+/// what it sent), as it does before IPVS translates.
+#[inline(always)]
+fn to_client<F: Frame>(
+    frame: &F,
+    packet: &Packet,
+    vip: [u8; 4],
+    vport: [u8; 2],
+) -> Result<Verdict, Verdict> {
+    // SAFETY: pointers validated by Packet::parse.
+    let (addr, port) = unsafe { ((*packet.ip).src, (*packet.ports).src) };
+    let patch = rewrite_source(packet, vip, vport);
+    match forward::route(frame, packet, patch, None) {
+        // Too big with DF: not patched (`forward::route`), so the packet's
+        // pointers still hold on tc.
+        Err(Verdict::DropTooBig) => {
+            rewrite_source(packet, addr, port);
+            Err(Verdict::PassTooBig)
+        }
+        sent => sent,
+    }
 }
 
 /// A reply through its own entry, `reply` (a connection with two). Its
@@ -106,11 +130,12 @@ pub fn reply<F: Frame>(
         packet.ip_len(),
         false,
     );
-    let patch = rewrite_source(packet, reply.addr(), reply.port_wire());
-    forward::route(frame, packet, patch, None)
+    to_client(frame, packet, reply.addr(), reply.port_wire())
 }
 
-/// Client to real server: DNAT, then route.
+/// Client to real server: DNAT, then route. A packet too big for the way
+/// with DF set is dropped and counted (`drop_too_big`): the kernel's
+/// answer would quote the rewritten packet, which the client cannot match.
 #[inline(always)]
 pub fn inbound<F: Frame>(frame: &F, packet: &Packet, conn: &Conn) -> Result<Verdict, Verdict> {
     let patch = rewrite_destination(packet, conn.addr(), conn.port_wire());

@@ -21,13 +21,13 @@ pub fn forward<F: Frame>(
 ) -> Result<Verdict, Verdict> {
     let configured = SETTINGS.get(0).map_or([0; 4], |s| s.tunnel_source);
     let auto_source = configured == [0; 4];
-    let outer_len = (packet.ip_len() as u16)
-        .checked_add(IPV4_HEADER_LEN as u16)
-        .ok_or(Verdict::DropTooBig)?;
-    // SAFETY: pointer validated by Packet::parse.
-    let dont_fragment = unsafe { (*packet.ip).dont_fragment() };
+    // No room for the outer header in an IPv4 length.
+    if packet.ip_len() + IPV4_HEADER_LEN as u64 > u16::MAX as u64 {
+        return Err(Verdict::DropTooBig);
+    }
+    let dont_fragment = packet.dont_fragment();
 
-    let tot_len = frame.fib_tot_len(outer_len);
+    let tot_len = frame.mtu_len(packet, IPV4_HEADER_LEN as u16);
     // The way out: interface, next hop, the route's source, and the MACs
     // when the neighbour is resolved.
     let (ifindex, next_hop, selected, macs) =

@@ -961,3 +961,49 @@ fn path_mtu_discovery_reaches_nat_and_dr_real_servers_through_the_director() {
     assert!(icmp_errors(&lab, "to_real_server") > 0);
     assert!(icmp_errors(&lab, "nat_to_real_server") > 0);
 }
+
+/// The director's own link towards the clients is the narrow one (1400
+/// bytes; a tunnel or PPPoE uplink), its real servers' LAN 1500. A real
+/// server's TCP sends its replies over the veth as large GSO packets,
+/// whose segments (1500 bytes, DF) are too big for the director's
+/// egress. The director checks each GSO packet by its segments' size, as
+/// the kernel's forwarding does, and hands one too big to its kernel as
+/// the real server sent it (IPVS checks the MTU before it translates); the
+/// kernel tells the real server, which sends smaller segments. (On veth a
+/// GSO packet passed on unchecked would be segmented only past the narrow
+/// link, so the download also completes without the check, but on a NIC,
+/// or with XDP, it would not: `pass_too_big` shows the check ran.)
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn nat_replies_are_checked_by_segment_against_the_directors_egress() {
+    const BODY: usize = 200_000;
+    let mut lab = Lab::forwarding("pmtu2", &[Method::Nat]).expect("building the lab");
+    lab.director
+        .exec(&["ip", "link", "set", "lan0", "mtu", "1400"])
+        .unwrap();
+    lab.router
+        .as_ref()
+        .expect("the router lab")
+        .exec(&["ip", "link", "set", "pdir", "mtu", "1400"])
+        .unwrap();
+    lab.reals[0]
+        .start_large_http_server(80, BODY)
+        .expect("starting the server");
+    lab.start_lvsd(None).expect("starting lvsd");
+    restore(
+        &lab,
+        &format!(
+            "-A -t 198.18.0.10:80 -s rr\n-a -t 198.18.0.10:80 -r {}:80 -m\n",
+            lab.reals[0].addr
+        ),
+    );
+    for _ in 0..2 {
+        let (got, completed) = download(&lab, 20);
+        assert!(
+            completed && got > BODY as u64,
+            "{got} bytes, completed {completed}\n{}",
+            lab.lvsadm(&["datapath"]).unwrap_or_default()
+        );
+    }
+    assert!(verdict(&lab, "pass_too_big") > 0);
+}

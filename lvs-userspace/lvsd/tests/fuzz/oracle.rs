@@ -448,8 +448,10 @@ pub fn check(
                     predicted.name()
                 ));
             }
+            let outbound = conn.direction == Direction::Outbound as u8;
             match obs.verdict {
                 PassLocal => unchanged()?,
+                PassTooBig if p.dont_fragment && outbound => unchanged()?,
                 DropTooBig | DropNoRoute | DropForwardingDisabled => {}
                 IcmpTooBig => {
                     let (method, _) = way(&p, &conn).ok_or("unknown method")?;
@@ -619,6 +621,13 @@ fn predict(ctx: &Context<'_>, p: &Parsed, conn: &Conn) -> Verdict {
     };
     if out.mtu.is_some_and(|mtu| p.total + overhead(method) > mtu) {
         return match method {
+            // The kernel checks the size before IPVS translates: a reply
+            // goes to it as the server sent it, to be answered there; the
+            // kernel's answer to a client would quote the rewritten packet.
+            Method::Nat if p.dont_fragment && conn.direction == Direction::Outbound as u8 => {
+                PassTooBig
+            }
+            Method::Nat if p.dont_fragment => DropTooBig,
             Method::Nat => PassTooBig,
             _ if p.dont_fragment && ctx.program == Program::Xdp => IcmpTooBig,
             _ => DropTooBig,
@@ -931,8 +940,10 @@ fn check_icmp_error(
     };
     let p = &error.outer;
     let predicted = match predict(ctx, p, &conn) {
-        // Never an ICMP error about an ICMP error.
+        // Never an ICMP error about an ICMP error, and never one put back
+        // untranslated.
         IcmpTooBig => DropTooBig,
+        PassTooBig if p.dont_fragment => DropTooBig,
         v => v,
     };
     if predicted != obs.verdict {
