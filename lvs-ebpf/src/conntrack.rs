@@ -20,7 +20,7 @@ use core::{
 };
 
 use lvs_common::{
-    tcp_state::{tcp_next, Table},
+    tcp_state::{tcp_next, Table, TCP_SYN},
     Conn, ConnState, Direction, FlowKey, HalfOpenSlot, Method, CONN_STATE_OFFSET,
     HALF_OPEN_BLOCK_SLOTS, IPPROTO_TCP, STATE_CLAIMED,
 };
@@ -128,11 +128,12 @@ pub fn update(key: &FlowKey, conn: *mut Conn, packet: &Packet, table: Table, now
     }
 }
 
-/// Free an expired inbound entry for a new flow with the same key. Of two
-/// CPUs (or a CPU and the sweeper) that find it expired at once, the one
-/// that marks it claimed removes it, and whoever removes it uncounts it.
+/// Free an inbound entry (expired, or closed and reopened by a SYN) for a
+/// new flow with the same key. Of two CPUs (or a CPU and the sweeper) that
+/// find it so at once, the one that marks it claimed removes it, and
+/// whoever removes it uncounts it.
 #[inline(always)]
-pub fn free_expired(key: &FlowKey, conn: *mut Conn) {
+pub fn free_for_new_flow(key: &FlowKey, conn: *mut Conn) {
     // SAFETY: a live map value.
     let (state, real_index) = unsafe { ((*conn).state, (*conn).real_index) };
     if state & STATE_CLAIMED == 0
@@ -141,6 +142,16 @@ pub fn free_expired(key: &FlowKey, conn: *mut Conn) {
     {
         add(real_index, is_active(state), u32::MAX);
     }
+}
+
+/// A SYN on a closed connection (TIME_WAIT or CLOSE): IPVS, with its
+/// default `conn_reuse_mode` 1, expires such a connection and schedules
+/// the SYN afresh, unless a persistence template holds it.
+#[inline(always)]
+pub fn reopened_by(conn: &Conn, packet: &Packet) -> bool {
+    packet.proto == IPPROTO_TCP
+        && packet.tcp_flags & TCP_SYN != 0
+        && (conn.state == ConnState::TimeWait as u8 || conn.state == ConnState::Close as u8)
 }
 
 /// Idle for longer than its state allows.

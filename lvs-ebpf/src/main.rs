@@ -211,7 +211,10 @@ fn director<F: Frame>(ctx: &F) -> Result<Verdict, Verdict> {
         if conn.direction == Direction::Outbound as u8 {
             return nat::reply(ctx, &packet, &flow, conn, now);
         }
-        if !conntrack::expired(conn, now) {
+        // A SYN reopening a closed connection that no template holds
+        // starts a new one (IPVS's `conn_reuse_mode`), as an expired entry.
+        let reopened = conntrack::reopened_by(conn, &packet) && !schedule::persistent(&flow);
+        if !reopened && !conntrack::expired(conn, now) {
             if packet.ttl_expiring() {
                 return Err(Verdict::PassToKernel);
             }
@@ -226,10 +229,10 @@ fn director<F: Frame>(ctx: &F) -> Result<Verdict, Verdict> {
             stats::count_packet(conn.service_index, conn.real_index, Way::In, bytes, false);
             return to_real_server(ctx, &packet, conn);
         }
-        // Expired: IPVS would have freed it, so the packet starts a new
-        // flow in its place. (A NAT reply entry left behind is the
-        // sweeper's: no inbound entry leads to it any more.)
-        conntrack::free_expired(&flow, entry);
+        // Expired or reopened: IPVS would have freed it, so the packet
+        // starts a new flow in its place. (A NAT reply entry left behind is
+        // the sweeper's: no inbound entry leads to it any more.)
+        conntrack::free_for_new_flow(&flow, entry);
     }
     schedule::new_flow(ctx, &packet, &flow, now)
 }

@@ -33,6 +33,14 @@ fn find_service(flow: &FlowKey, proto: u8) -> Result<(Service, bool), Verdict> {
     Ok((*service, true))
 }
 
+/// Whether the service `flow` is for keeps clients with persistence
+/// templates (its connections are then theirs, as IPVS's controlled ones).
+#[inline(always)]
+pub fn persistent(flow: &FlowKey) -> bool {
+    find_service(flow, flow.proto())
+        .is_ok_and(|(service, _)| service.flags & service_flags::PERSISTENT != 0)
+}
+
 /// `bpf_map_update_elem`'s flag, and the error that says the key is taken.
 const BPF_NOEXIST: u64 = 1;
 const EEXIST: i32 = 17;

@@ -2335,3 +2335,56 @@ fn nat_too_big_for_the_egress_goes_back_as_it_was_sent() {
     assert_eq!(out.action, XDP_DROP);
     assert_eq!(verdict(&c, "drop_too_big"), 1);
 }
+
+/// IPVS's `conn_reuse_mode` (1, its default): a client's SYN on a closed
+/// connection (here CLOSE, after the client's RST) starts a new
+/// connection, scheduled afresh and counted, unless a persistence
+/// template holds the connection, which then goes on as it was.
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn a_syn_on_a_closed_connection_starts_a_new_one_unless_a_template_holds_it() {
+    use lvs_common::tcp_state::TCP_RST;
+    use lvs_datapath::Datapath;
+    let conns = |c: &Controller<KernelDatapath>, vip: [u8; 4]| {
+        snapshot(c)
+            .services
+            .iter()
+            .find(|s| s.spec.id.vip.addr == std::net::IpAddr::from(vip))
+            .unwrap()
+            .stats
+            .conns
+    };
+    // Established by the client's ACK, then closed by its RST (a RST in
+    // SYN_RECV leaves the state as it is, as in IPVS).
+    let close = |c: &Controller<KernelDatapath>, client, vip| {
+        run(c, &tcp(client, vip, "A", b""));
+        let rst = with_flags(tcp(client, vip, "A", b""), TCP_RST);
+        run(c, &rst);
+        let key = lvs_common::FlowKey::from_wire(
+            client.0,
+            vip.0,
+            client.1.to_be_bytes(),
+            vip.1.to_be_bytes(),
+            6,
+        );
+        let entry = c.datapath().connection(&key).unwrap().unwrap();
+        assert_eq!(entry.state, ConnState::Close as u8);
+    };
+    let c = router(true);
+    let client = (CLIENT, 40000);
+    let first = syn_reaches(&c, client, (VIP, 80));
+    // A SYN retransmitted on the open connection is that connection's.
+    assert_eq!(syn_reaches(&c, client, (VIP, 80)), first);
+    close(&c, client, (VIP, 80));
+    let again = syn_reaches(&c, client, (VIP, 80));
+    assert_ne!(again, first, "rr's next pick");
+    assert_eq!(conns(&c, VIP), 2);
+    counts_match_a_recount(&c, "after the reopening");
+
+    let c = with_forms();
+    let vip = [198, 18, 0, 33];
+    let first = syn_reaches(&c, client, (vip, 443));
+    close(&c, client, (vip, 443));
+    assert_eq!(syn_reaches(&c, client, (vip, 443)), first);
+    assert_eq!(conns(&c, vip), 1);
+}

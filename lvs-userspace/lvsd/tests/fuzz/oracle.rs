@@ -11,7 +11,8 @@ use std::collections::HashMap;
 use etherparse::{checksum::Sum16BitWords, Ipv4Slice};
 use lvs_common::{
     tcp_state::{STATE_COUNT, TCP_RST, TCP_SYN},
-    Conn, Direction, FlowKey, Method, NextHop, ReplyKey, ReplyServices, Verdict, NS_PER_SEC,
+    Conn, ConnState, Direction, FlowKey, Method, NextHop, ReplyKey, ReplyServices, Verdict,
+    NS_PER_SEC,
 };
 
 use crate::{
@@ -229,6 +230,20 @@ fn unsupported(f: &[u8]) -> bool {
     frag & 0x3fff != 0 || !matches!(ip[9], TCP | UDP)
 }
 
+/// A TCP SYN on an entry in TIME_WAIT or CLOSE whose service keeps no
+/// persistence templates (the frame's flow, as `flow_key` reads it).
+fn reopened_by(conn: &Conn, f: &[u8], ctx: &Context<'_>) -> bool {
+    let Some(key) = flow_key(f) else {
+        return false;
+    };
+    let syn =
+        key.proto() == TCP && f[ETH_LEN + (f[ETH_LEN] & 0x0f) as usize * 4 + 13] & TCP_SYN != 0;
+    let closed = conn.state == ConnState::TimeWait as u8 || conn.state == ConnState::Close as u8;
+    let persistent = find_service(ctx.services, key.dst(), key.dport(), key.proto())
+        .is_some_and(|s| s.persistent);
+    syn && closed && !persistent
+}
+
 /// Whether the program, whose clock read fell between `now_ns.0` and
 /// `now_ns.1`, found the entry live; `None` when its deadline fell in
 /// between.
@@ -298,7 +313,12 @@ pub fn check(
         return check_icmp_error(ctx, input, obs, &error, lookup);
     }
     let inbound_before = before.filter(|c| c.direction == Direction::Inbound as u8);
-    let live_before = inbound_before.and_then(|c| live(&c, ctx));
+    // A SYN on a closed connection no template holds starts a new one,
+    // as if the entry had expired (IPVS's conn_reuse_mode 1).
+    let reopened = inbound_before.is_some_and(|c| reopened_by(&c, input, ctx));
+    let live_before = inbound_before
+        .and_then(|c| live(&c, ctx))
+        .map(|live| live && !reopened);
     // A live entry keeps its real server, whatever the packet.
     if let (Some(b), Some(true)) = (inbound_before, live_before) {
         let a = after.ok_or("a live entry disappeared")?;
