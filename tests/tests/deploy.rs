@@ -261,3 +261,135 @@ fn nat_bulk_both_ways_on_two_cpus_keeps_every_connection() {
         .and_then(|rest| rest.split_whitespace().next()?.parse::<u64>().ok());
     assert_eq!(conns, Some(4), "{stats}");
 }
+
+/// Issue 17: what keeps an IPv6 real server from answering neighbour
+/// solicitations for a VIP on `lo`, proved on a plain veth. Linux answers a
+/// solicitation only for an address of the interface it arrived on, and
+/// solicits from an address of the outgoing interface, so `lvsadm
+/// realserver setup --vip V6` needs no sysctl (it puts the VIP on `lo`).
+/// A neighbour on the LAN that asks for the VIP gets no answer (with the
+/// VIP on `eth0` instead, the control, it does), and the real server's
+/// own traffic from the VIP never teaches the LAN where the VIP is.
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn an_ipv6_vip_on_lo_is_never_answered_for_nor_announced() {
+    use lvs_lab::{exec_in, Netns};
+    let (vip, rs_addr, lan_addr) = ("2001:db8::10", "2001:db8:1::2", "2001:db8:1::1");
+    let _ = rs_addr;
+    let lan = Netns::new("lvs-dep-nd-lan".into()).unwrap();
+    let rs = Netns::new("lvs-dep-nd-rs".into()).unwrap();
+    for ns in [&lan, &rs] {
+        // The labs turn IPv6 off; a user's host has it on.
+        ns.exec(&[
+            "sysctl",
+            "-qw",
+            "net.ipv6.conf.all.disable_ipv6=0",
+            "net.ipv6.conf.default.disable_ipv6=0",
+            "net.ipv6.conf.lo.disable_ipv6=0",
+        ])
+        .unwrap();
+    }
+    lvs_lab::run(
+        "ip",
+        &[
+            "link", "add", "eth0", "netns", &lan.name, "type", "veth", "peer", "name", "eth0",
+            "netns", &rs.name,
+        ],
+    )
+    .unwrap();
+    for (ns, addr) in [(&lan, lan_addr), (&rs, rs_addr)] {
+        let cidr = format!("{addr}/64");
+        ns.exec(&["ip", "addr", "add", &cidr, "dev", "eth0", "nodad"])
+            .unwrap();
+        ns.exec(&["ip", "link", "set", "eth0", "up"]).unwrap();
+    }
+    // Until their link-local addresses pass duplicate address detection,
+    // hosts send no solicitation at all.
+    for ns in [&lan, &rs] {
+        lvs_lab::wait_for("link-local DAD", std::time::Duration::from_secs(10), || {
+            ns.exec(&["ip", "-6", "addr", "show", "dev", "eth0", "tentative"])
+                .is_ok_and(|o| o.stdout.is_empty())
+        })
+        .unwrap();
+    }
+    // The LAN side holds the VIP on-link, so it asks for it directly.
+    lan.exec(&[
+        "ip",
+        "-6",
+        "route",
+        "add",
+        &format!("{vip}/128"),
+        "dev",
+        "eth0",
+    ])
+    .unwrap();
+    let lvsadm = bin("lvsadm").display().to_string();
+    // Its undo record lives outside the namespace: undone even on failure.
+    struct Prepared<'a>(&'a Netns, &'a str);
+    impl Drop for Prepared<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.exec(&[self.1, "realserver", "teardown"]);
+        }
+    }
+    let setup = rs
+        .exec(&[&lvsadm, "realserver", "setup", "--vip", vip])
+        .unwrap();
+    let _prepared = Prepared(&rs, &lvsadm);
+    let setup = String::from_utf8_lossy(&setup.stdout).into_owned();
+    assert!(
+        setup.contains(&format!("address {vip}/128 on lo")),
+        "{setup}"
+    );
+    assert!(!setup.contains("arp_"), "no ARP sysctl for IPv6: {setup}");
+    let answered = |lan: &Netns| {
+        let _ = lan.exec(&["ip", "-6", "neigh", "flush", "dev", "eth0"]);
+        let ping = lan.exec(&["ping", "-6", "-c", "1", "-W", "1", vip]).is_ok();
+        let neigh = lan
+            .exec(&["ip", "-6", "neigh", "show", vip, "dev", "eth0"])
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        (ping, neigh.contains("lladdr"))
+    };
+    assert_eq!(
+        answered(&lan),
+        (false, false),
+        "the VIP on lo was answered for"
+    );
+    // The real server's own traffic from the VIP: its solicitation for the
+    // LAN neighbour comes from its link-local address (`ndisc_solicit`'s
+    // choice when the packet's source is no address of the outgoing
+    // interface), so the LAN learns no entry for the VIP.
+    let _ = rs.exec(&["ping", "-6", "-c", "1", "-W", "1", "-I", vip, lan_addr]);
+    let learnt = |to: &str| {
+        lan.exec(&["ip", "-6", "neigh", "show", "to", to, "dev", "eth0"])
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap()
+    };
+    assert!(
+        !learnt(vip).contains("lladdr"),
+        "the VIP was announced: {}",
+        learnt(vip)
+    );
+    // What the LAN did learn from that solicitation: the link-local one.
+    let all = learnt("all");
+    assert!(
+        all.lines()
+            .any(|l| l.starts_with("fe80:") && l.contains("lladdr")),
+        "no solicitation seen: {all}"
+    );
+    // The control: the same address on eth0 is answered for.
+    let cidr = format!("{vip}/128");
+    exec_in(
+        &rs.name,
+        &["ip", "addr", "add", &cidr, "dev", "eth0", "nodad"],
+    )
+    .unwrap();
+    assert_eq!(answered(&lan), (true, true), "the control got no answer");
+    exec_in(&rs.name, &["ip", "addr", "del", &cidr, "dev", "eth0"]).unwrap();
+    let teardown = rs.exec(&[&lvsadm, "realserver", "teardown"]).unwrap();
+    let teardown = String::from_utf8_lossy(&teardown.stdout).into_owned();
+    assert!(
+        teardown.contains(&format!("address {vip}/128 on lo")),
+        "{teardown}"
+    );
+}

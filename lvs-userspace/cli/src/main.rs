@@ -495,9 +495,10 @@ fn health(socket: &std::path::Path, args: &[String]) -> anyhow::Result<()> {
 enum RealServer {
     /// Put the VIPs on `lo`, stop ARP replies for them, attach decapsulation.
     Setup {
-        /// A virtual service address this server answers for (repeatable).
+        /// A virtual service address, IPv4 or IPv6, this server answers for
+        /// (repeatable).
         #[arg(long = "vip", required = true)]
-        vips: Vec<std::net::Ipv4Addr>,
+        vips: Vec<std::net::IpAddr>,
         /// For TUN: `xdp:IFACE` attaches lvs_decap to IFACE; `kernel` uses
         /// the kernel's ipip module and tunl0.
         #[arg(long, value_parser = parse_decap)]

@@ -96,11 +96,13 @@ pub fn forget_neighbour(addr: Ipv4Addr, dev: &str) -> Result<(), NetconfError> {
     ip(&["neigh", "del", &addr, "dev", dev]).map(drop)
 }
 
-pub fn has_address(dev: &str, addr: Ipv4Addr) -> Result<bool, NetconfError> {
-    let out = ip(&["-j", "-4", "addr", "show", "dev", dev])?;
+pub fn has_address(dev: &str, addr: impl Into<IpAddr>) -> Result<bool, NetconfError> {
+    let addr = addr.into();
+    let family = if addr.is_ipv6() { "-6" } else { "-4" };
+    let out = ip(&["-j", family, "addr", "show", "dev", dev])?;
     let links: serde_json::Value =
         serde_json::from_str(&out).map_err(|e| NetconfError::Output {
-            command: format!("ip -j -4 addr show dev {dev}"),
+            command: format!("ip -j {family} addr show dev {dev}"),
             detail: e.to_string(),
         })?;
     let wanted = addr.to_string();
@@ -113,13 +115,20 @@ pub fn has_address(dev: &str, addr: Ipv4Addr) -> Result<bool, NetconfError> {
 }
 
 /// Put `addr/prefix` on `dev` (a VIP on a real server's `lo`, or a
-/// floating address); one already there is kept.
-pub fn add_address(dev: &str, addr: Ipv4Addr, prefix: u8) -> Result<(), NetconfError> {
+/// floating address); one already there is kept. An IPv6 address skips
+/// duplicate address detection: it is usable at once.
+pub fn add_address(dev: &str, addr: impl Into<IpAddr>, prefix: u8) -> Result<(), NetconfError> {
+    let addr = addr.into();
     let cidr = format!("{addr}/{prefix}");
-    ip(&["addr", "replace", &cidr, "dev", dev]).map(drop)
+    let mut args = vec!["addr", "replace", &cidr, "dev", dev];
+    if addr.is_ipv6() {
+        args.push("nodad");
+    }
+    ip(&args).map(drop)
 }
 
-pub fn remove_address(dev: &str, addr: Ipv4Addr, prefix: u8) -> Result<(), NetconfError> {
+pub fn remove_address(dev: &str, addr: impl Into<IpAddr>, prefix: u8) -> Result<(), NetconfError> {
+    let addr = addr.into();
     let cidr = format!("{addr}/{prefix}");
     ip(&["addr", "del", &cidr, "dev", dev]).map(drop)
 }
@@ -248,6 +257,10 @@ pub fn load_module(name: &str) -> Result<(), NetconfError> {
 /// `/proc/sys/net/ipv4/conf/<dev>/<key>`.
 pub fn ipv4_conf(dev: &str, key: &str) -> PathBuf {
     Path::new("/proc/sys/net/ipv4/conf").join(dev).join(key)
+}
+
+pub fn ipv6_conf(dev: &str, key: &str) -> PathBuf {
+    Path::new("/proc/sys/net/ipv6/conf").join(dev).join(key)
 }
 
 pub fn read_sysctl(path: &Path) -> Result<String, NetconfError> {

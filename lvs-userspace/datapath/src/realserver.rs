@@ -2,11 +2,18 @@
 //! the loopback device, the ARP sysctls that stop it answering for them, and
 //! for TUN a decapsulator (`lvs_decap` in XDP, or the kernel's `tunl0`).
 //!
+//! An IPv6 VIP needs no such sysctl: Linux answers a neighbour solicitation
+//! only for an address of the interface it arrived on (`ndisc_recv_ns`
+//! looks the target up with `ipv6_get_ifaddr(.., dev, strict)`), and
+//! solicits from an address of the outgoing interface unless the packet's
+//! own source is one (`ndisc_solicit`), so a VIP on `lo` is never answered
+//! for nor announced. It needs IPv6 on `lo`, which setup turns on if off.
+//!
 //! Every change is recorded in an undo file, so `teardown` removes exactly
 //! what `setup` added, and a setup that fails undoes its own steps first.
 
 use std::{
-    net::Ipv4Addr,
+    net::IpAddr,
     path::{Path, PathBuf},
 };
 
@@ -29,7 +36,7 @@ pub enum Decap {
 /// What `setup` is asked for.
 #[derive(Clone, Debug)]
 pub struct Plan {
-    pub vips: Vec<Ipv4Addr>,
+    pub vips: Vec<IpAddr>,
     pub decap: Option<Decap>,
 }
 
@@ -37,7 +44,7 @@ pub struct Plan {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "step", rename_all = "snake_case")]
 pub enum Step {
-    Address { dev: String, addr: Ipv4Addr },
+    Address { dev: String, addr: IpAddr },
     Sysctl { path: PathBuf, previous: String },
     XdpDecap { iface: String, mode: XdpAttachMode },
     LinkUp { dev: String },
@@ -46,7 +53,9 @@ pub enum Step {
 impl std::fmt::Display for Step {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Step::Address { dev, addr } => write!(f, "address {addr}/32 on {dev}"),
+            Step::Address { dev, addr } => {
+                write!(f, "address {addr}/{} on {dev}", host_prefix(*addr))
+            }
             Step::Sysctl { path, previous } => {
                 write!(f, "sysctl {} (was {previous})", path.display())
             }
@@ -159,14 +168,19 @@ fn take_steps(
     // The classic LVS-DR/TUN recipe: answer ARP only for addresses on the
     // receiving interface, and never announce the VIP as a source. Set
     // before the VIPs exist (and restored after they are gone), so that the
-    // server never answers ARP for a VIP.
-    for dev in ["all", "lo"] {
-        set_sysctl(&netconf::ipv4_conf(dev, "arp_ignore"), "1", taken)?;
-        set_sysctl(&netconf::ipv4_conf(dev, "arp_announce"), "2", taken)?;
+    // server never answers ARP for a VIP. IPv6 behaves so already (above).
+    if plan.vips.iter().any(IpAddr::is_ipv4) {
+        for dev in ["all", "lo"] {
+            set_sysctl(&netconf::ipv4_conf(dev, "arp_ignore"), "1", taken)?;
+            set_sysctl(&netconf::ipv4_conf(dev, "arp_announce"), "2", taken)?;
+        }
+    }
+    if plan.vips.iter().any(IpAddr::is_ipv6) {
+        set_sysctl(&netconf::ipv6_conf("lo", "disable_ipv6"), "0", taken)?;
     }
     for vip in &plan.vips {
         if !netconf::has_address("lo", *vip)? {
-            netconf::add_address("lo", *vip, 32)?;
+            netconf::add_address("lo", *vip, host_prefix(*vip))?;
             taken.push(Step::Address {
                 dev: "lo".into(),
                 addr: *vip,
@@ -226,6 +240,15 @@ fn set_sysctl(path: &Path, value: &str, taken: &mut Vec<Step>) -> Result<(), Rea
     Ok(())
 }
 
+/// A single address: /32, or /128 for IPv6.
+fn host_prefix(addr: IpAddr) -> u8 {
+    if addr.is_ipv6() {
+        128
+    } else {
+        32
+    }
+}
+
 /// Undo everything `setup` recorded in this network namespace.
 pub fn teardown() -> Result<Vec<Step>, RealServerError> {
     let path = record_path(netconf::netns_id()?);
@@ -278,7 +301,7 @@ fn undo_all(steps: &[Step]) -> Vec<String> {
 
 fn undo(step: &Step) -> Result<(), RealServerError> {
     match step {
-        Step::Address { dev, addr } => netconf::remove_address(dev, *addr, 32)?,
+        Step::Address { dev, addr } => netconf::remove_address(dev, *addr, host_prefix(*addr))?,
         Step::Sysctl { path, previous } => netconf::write_sysctl(path, previous)?,
         Step::XdpDecap { iface, mode } => StandaloneXdp::detach_persistent(iface, *mode)?,
         Step::LinkUp { dev } => netconf::link_down(dev)?,
