@@ -913,29 +913,32 @@ fn download(lab: &Lab, seconds: u32) -> (u64, bool) {
 /// 1500-byte segments with DF set; the router in front of the narrow link
 /// tells the VIP (their source) that they are too big. The director must
 /// take that ICMP error to the real server that owns the connection,
-/// translated for NAT and as it is for DR, or the real server never learns
+/// translated for NAT, as it is for DR and tunnelled for TUN, or the real server never learns
 /// and the download stalls. A control run with lvsd leaving ICMP errors to
 /// the kernel (`--icmp-errors kernel`) shows the stall; it runs first,
 /// because a real server that once learnt the path's MTU keeps it.
 #[test]
 #[ignore = "needs root; run by `cargo xtask test`"]
-fn path_mtu_discovery_reaches_nat_and_dr_real_servers_through_the_director() {
+fn path_mtu_discovery_reaches_nat_dr_and_tun_real_servers_through_the_director() {
     const BODY: usize = 200_000;
-    let mut lab = Lab::forwarding_narrow("pmtu", &[Method::Nat, Method::Route], 1400)
-        .expect("building the lab");
+    let methods = [Method::Nat, Method::Route, Method::Tunnel];
+    let mut lab = Lab::forwarding_narrow("pmtu", &methods, 1400).expect("building the lab");
     for rs in &mut lab.reals {
         rs.start_large_http_server(80, BODY)
             .expect("starting a server");
     }
-    let rules = format!(
-        "-A -t 198.18.0.10:80 -s rr\n-a -t 198.18.0.10:80 -r {}:80 -m\n-a -t 198.18.0.10:80 -r {}:80 -g\n",
-        lab.reals[0].addr, lab.reals[1].addr
-    );
+    let mut rules = String::from("-A -t 198.18.0.10:80 -s rr\n");
+    for rs in &lab.reals {
+        let flag = rs.method.flag();
+        rules += &format!("-a -t 198.18.0.10:80 -r {}:80 {flag}\n", rs.addr);
+    }
+    // rr takes the newest server first.
+    let order = ["TUN", "DR", "NAT"];
 
     lab.start_lvsd_with(None, &["--icmp-errors", "kernel"])
         .expect("starting lvsd");
     restore(&lab, &rules);
-    for method in ["DR", "NAT"] {
+    for method in order {
         let (got, completed) = download(&lab, 4);
         assert!(
             !completed && got < BODY as u64,
@@ -950,7 +953,7 @@ fn path_mtu_discovery_reaches_nat_and_dr_real_servers_through_the_director() {
 
     lab.start_lvsd(None).expect("starting lvsd");
     restore(&lab, &rules);
-    for method in ["DR", "NAT"] {
+    for method in order {
         let (got, completed) = download(&lab, 20);
         assert!(
             completed && got > BODY as u64,
@@ -958,7 +961,8 @@ fn path_mtu_discovery_reaches_nat_and_dr_real_servers_through_the_director() {
             lab.lvsadm(&["datapath"]).unwrap_or_default()
         );
     }
-    assert!(icmp_errors(&lab, "to_real_server") > 0);
+    // DR and TUN both count here; each download needed its error.
+    assert!(icmp_errors(&lab, "to_real_server") >= 2);
     assert!(icmp_errors(&lab, "nat_to_real_server") > 0);
 }
 
