@@ -883,7 +883,7 @@ fn icmp_errors(lab: &Lab, case: &str) -> u64 {
         .unwrap_or_else(|| panic!("no ICMP error count {case} in\n{listing}"))
 }
 
-/// One download of `bytes` of body through the VIP with curl, bounded by
+/// One download through the VIP with curl, bounded by
 /// `seconds`: the bytes that arrived, and whether the download completed.
 fn download(lab: &Lab, seconds: u32) -> (u64, bool) {
     let out = std::process::Command::new("ip")
