@@ -1386,29 +1386,34 @@ impl Datapath for KernelDatapath {
         Ok(per_cpu.iter().sum())
     }
     fn icmp_errors(&self) -> Result<Vec<(IcmpCase, u64)>, DatapathError> {
-        IcmpCase::ALL
-            .iter()
-            .map(|c| {
-                let per_cpu = self
-                    .icmp_errors
-                    .get(&(*c as u32), 0)
-                    .map_err(map_err("bpf_map_lookup_elem", "ICMP_ERRORS"))?;
-                Ok((*c, per_cpu.iter().sum()))
-            })
-            .collect()
+        counted(
+            &self.icmp_errors,
+            &IcmpCase::ALL,
+            |c| c as u32,
+            "ICMP_ERRORS",
+        )
     }
     fn verdicts(&self) -> Result<Vec<(Verdict, u64)>, DatapathError> {
-        Verdict::ALL
-            .iter()
-            .map(|v| {
-                let per_cpu = self
-                    .verdicts
-                    .get(&(*v as u32), 0)
-                    .map_err(map_err("bpf_map_lookup_elem", "VERDICTS"))?;
-                Ok((*v, per_cpu.iter().sum()))
-            })
-            .collect()
+        counted(&self.verdicts, &Verdict::ALL, |v| v as u32, "VERDICTS")
     }
+}
+
+/// A per-CPU array of counters read for each of `keys` (at `index(key)`),
+/// each summed over the CPUs.
+fn counted<K: Copy>(
+    map: &PerCpuArray<MapData, u64>,
+    keys: &[K],
+    index: fn(K) -> u32,
+    name: &'static str,
+) -> Result<Vec<(K, u64)>, DatapathError> {
+    keys.iter()
+        .map(|&key| {
+            let per_cpu = map
+                .get(&index(key), 0)
+                .map_err(map_err("bpf_map_lookup_elem", name))?;
+            Ok((key, per_cpu.iter().sum()))
+        })
+        .collect()
 }
 
 /// Entries `0..count` of a per-CPU array of counters, each summed over the

@@ -633,13 +633,19 @@ fn encapsulated(frame: &[u8], src: [u8; 4], dst: [u8; 4], smac: [u8; 6], dmac: [
     outer.extend_from_slice(&[inner[6] & 0x40, 0, inner[8], 4, 0, 0]);
     outer.extend_from_slice(&src);
     outer.extend_from_slice(&dst);
-    let check = checksum::full(&outer, 0);
-    outer[10..12].copy_from_slice(&check.to_be_bytes());
+    framed((smac, dmac), outer, &inner)
+}
+
+/// An Ethernet frame (`smac`, `dmac`) around the IPv4 header `header`, its
+/// checksum summed here in full, and `payload`.
+fn framed((smac, dmac): ([u8; 6], [u8; 6]), mut header: Vec<u8>, payload: &[u8]) -> Vec<u8> {
+    let check = checksum::full(&header, 0);
+    header[10..12].copy_from_slice(&check.to_be_bytes());
     let mut f = dmac.to_vec();
     f.extend_from_slice(&smac);
     f.extend_from_slice(&[0x08, 0x00]);
-    f.extend_from_slice(&outer);
-    f.extend_from_slice(&inner);
+    f.extend_from_slice(&header);
+    f.extend_from_slice(payload);
     f
 }
 
@@ -812,24 +818,17 @@ fn tun_too_big_with_df_answers_icmp_fragmentation_needed() {
     let out = run(&c, &big);
     assert_eq!(out.action, XDP_TX);
 
-    // Built by hand: from the VIP to the client, quoting the IP header and
+    // From the VIP to the client, quoting the IP header and
     // 8 bytes, naming the MTU that leaves room for the outer header.
-    let mut icmp = vec![3, 4, 0, 0, 0, 0];
-    icmp.extend_from_slice(&980u16.to_be_bytes());
-    icmp.extend_from_slice(&big[14..14 + 28]);
-    let check = checksum::full(&icmp, 0);
-    icmp[2..4].copy_from_slice(&check.to_be_bytes());
-    let mut ip = vec![0x45, 0];
-    ip.extend_from_slice(&((20 + icmp.len()) as u16).to_be_bytes());
-    ip.extend_from_slice(&[0, 0, 0, 0, 64, 1, 0, 0, 198, 18, 0, 23]);
-    ip.extend_from_slice(&CLIENT);
-    let check = checksum::full(&ip, 0);
-    ip[10..12].copy_from_slice(&check.to_be_bytes());
-    let mut expected = CLIENT_MAC.to_vec();
-    expected.extend_from_slice(&DIRECTOR_CLIENT_MAC);
-    expected.extend_from_slice(&[0x08, 0x00]);
-    expected.extend_from_slice(&ip);
-    expected.extend_from_slice(&icmp);
+    let mtu = 980u16.to_be_bytes();
+    let expected = icmp_error(
+        ([198, 18, 0, 23], CLIENT),
+        (3, 4, [0, 0, mtu[0], mtu[1]]),
+        &big,
+        28,
+        (DIRECTOR_CLIENT_MAC, CLIENT_MAC),
+        64,
+    );
     assert_eq!(out.frame, expected);
     assert_eq!(verdict(&c, "icmp_too_big"), 1);
 
@@ -1540,23 +1539,15 @@ fn dr_too_big_for_the_egress_mtu_answers_or_is_counted() {
     let big = oracle(&big, None, None, None);
     let out = run(&c, &big);
     assert_eq!(out.action, XDP_TX);
-    let mut icmp = vec![3, 4, 0, 0, 0, 0];
-    icmp.extend_from_slice(&1000u16.to_be_bytes());
-    icmp.extend_from_slice(&big[14..14 + 28]);
-    let check = checksum::full(&icmp, 0);
-    icmp[2..4].copy_from_slice(&check.to_be_bytes());
-    let mut ip = vec![0x45, 0];
-    ip.extend_from_slice(&((20 + icmp.len()) as u16).to_be_bytes());
-    ip.extend_from_slice(&[0, 0, 0, 0, 64, 1, 0, 0]);
-    ip.extend_from_slice(&vip);
-    ip.extend_from_slice(&CLIENT);
-    let check = checksum::full(&ip, 0);
-    ip[10..12].copy_from_slice(&check.to_be_bytes());
-    let mut expected = CLIENT_MAC.to_vec();
-    expected.extend_from_slice(&DIRECTOR_CLIENT_MAC);
-    expected.extend_from_slice(&[0x08, 0x00]);
-    expected.extend_from_slice(&ip);
-    expected.extend_from_slice(&icmp);
+    let mtu = 1000u16.to_be_bytes();
+    let expected = icmp_error(
+        (vip, CLIENT),
+        (3, 4, [0, 0, mtu[0], mtu[1]]),
+        &big,
+        28,
+        (DIRECTOR_CLIENT_MAC, CLIENT_MAC),
+        64,
+    );
     assert_eq!(out.frame, expected);
     assert_eq!(verdict(&c, "icmp_too_big"), 1);
 
@@ -2058,14 +2049,7 @@ fn icmp_error(
     ip.extend_from_slice(&[0, 0, 0, 0, ttl, 1, 0, 0]);
     ip.extend_from_slice(&from);
     ip.extend_from_slice(&to);
-    let check = checksum::full(&ip, 0);
-    ip[10..12].copy_from_slice(&check.to_be_bytes());
-    let mut f = dmac.to_vec();
-    f.extend_from_slice(&smac);
-    f.extend_from_slice(&[0x08, 0x00]);
-    f.extend_from_slice(&ip);
-    f.extend_from_slice(&icmp);
-    f
+    framed((smac, dmac), ip, &icmp)
 }
 
 fn icmp_count(c: &Controller<KernelDatapath>, case: lvs_common::IcmpCase) -> u64 {

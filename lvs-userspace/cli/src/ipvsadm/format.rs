@@ -1031,6 +1031,15 @@ mod tests {
         }
     }
 
+    /// The state `rules` restore into.
+    fn restored(rules: &str) -> State {
+        let mut state = State::default();
+        state
+            .apply_all(&super::super::parse_restore(rules).unwrap())
+            .unwrap();
+        state
+    }
+
     #[test]
     fn save_then_restore_reproduces_the_state() {
         let rules = concat!(
@@ -1042,10 +1051,7 @@ mod tests {
             "-A -u 198.18.0.10:53 -s wlc\n",
             "-a -u 198.18.0.10:53 -r 198.18.11.2:53 -i -w 2 --tun-type ipip\n",
         );
-        let mut state = State::default();
-        state
-            .apply_all(&super::super::parse_restore(rules).unwrap())
-            .unwrap();
+        let state = restored(rules);
         let web = &state.at(1).unwrap().spec;
         assert_eq!(
             (web.flags, web.persistence),
@@ -1062,11 +1068,7 @@ mod tests {
         );
         let saved = save(&view(&state));
         assert_eq!(saved, rules);
-        let mut again = State::default();
-        again
-            .apply_all(&super::super::parse_restore(&saved).unwrap())
-            .unwrap();
-        assert_eq!(again, state);
+        assert_eq!(restored(&saved), state);
     }
 
     /// A mixed IPv4/IPv6 configuration, as `ipvsadm -S` writes it: IPv4
@@ -1087,10 +1089,7 @@ mod tests {
             "-A -u [2001:db8::10]:53 -s rr\n",
             "-a -u [2001:db8::10]:53 -r 198.18.11.2:53 -i -w 1 --tun-type ipip\n",
         );
-        let mut state = State::default();
-        state
-            .apply_all(&super::super::parse_restore(rules).unwrap())
-            .unwrap();
+        let state = restored(rules);
         let v6 = &state.at(1).unwrap().spec;
         assert!(v6.id.vip.is_ipv6());
         assert_eq!(
@@ -1102,10 +1101,7 @@ mod tests {
         );
         let saved = save(&view(&state));
         assert_eq!(saved, rules);
-        let mut again = State::default();
-        again
-            .apply_all(&super::super::parse_restore(&saved).unwrap())
-            .unwrap();
+        let again = restored(&saved);
         assert_eq!(again, state);
         assert_eq!(save(&view(&again)), saved);
 
