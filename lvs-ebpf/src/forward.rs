@@ -267,7 +267,12 @@ pub fn route<F: Frame>(
 ) -> Result<Verdict, Verdict> {
     // SAFETY: pointer validated by Packet::parse.
     let dst = unsafe { (*packet.ip).dst };
-    let tot_len = frame.mtu_len(packet, 0);
+    // A reply's GSO segments are checked (the kernel can tell the real
+    // server); a client's packet's are not (`Frame::mtu_len`).
+    let tot_len = match real_index {
+        Some(_) => frame.mtu_len(packet, 0),
+        None => frame.segment_len(packet),
+    };
     let found = match real_index {
         Some(index) => towards_real(frame, packet, index, dst, tot_len, false),
         None => towards_client(frame, packet, dst, tot_len),

@@ -52,10 +52,15 @@ pub trait Frame {
     /// The context, as the FIB helper takes it.
     fn raw(&self) -> *mut c_void;
     /// The length the FIB checks against the route's MTU: the packet's,
-    /// plus `overhead` (a tunnel's outer header). A GSO socket buffer is
-    /// sent as segments, so it is each segment's length (headers and
-    /// `gso_size` bytes), as the kernel's forwarding checks it.
+    /// plus `overhead` (a tunnel's outer header); 0, no check, for a GSO
+    /// socket buffer. Its segments could be too big, but tc cannot answer
+    /// for DR, TUN or a client's NAT packet, and a veth carries GSO whole
+    /// (and encapsulation shrinks a tunnelled one's segments).
     fn mtu_len(&self, packet: &crate::headers::Packet, overhead: u16) -> u16;
+    /// The length of the packets that leave: a GSO socket buffer's
+    /// segments' (headers and `gso_size` bytes), as the kernel's forwarding
+    /// checks it. For a NAT reply, whose sender the kernel can answer.
+    fn segment_len(&self, packet: &crate::headers::Packet) -> u16;
     /// A DF packet too big for the egress (DR or TUN): tell the sender the
     /// largest that fits.
     fn too_big(&self, packet: &crate::headers::Packet, mtu: u16) -> Result<Verdict, Verdict>;
@@ -102,6 +107,10 @@ impl Frame for XdpContext {
     #[inline(always)]
     fn mtu_len(&self, packet: &crate::headers::Packet, overhead: u16) -> u16 {
         (packet.ip_len() as u16).saturating_add(overhead)
+    }
+    #[inline(always)]
+    fn segment_len(&self, packet: &crate::headers::Packet) -> u16 {
+        packet.ip_len() as u16
     }
     #[inline(always)]
     fn too_big(&self, packet: &crate::headers::Packet, mtu: u16) -> Result<Verdict, Verdict> {
@@ -175,6 +184,13 @@ fn wire_order(delta: Delta) -> u64 {
     u16::from_be(delta.sum() as u16) as u64
 }
 
+/// A socket buffer's GSO segment size; 0 when it is one packet.
+#[inline(always)]
+fn gso_size(ctx: &TcContext) -> u16 {
+    // SAFETY: the context pointer is valid for the program run.
+    unsafe { (*ctx.skb.skb).gso_size as u16 }
+}
+
 impl Frame for TcContext {
     #[inline(always)]
     fn data(&self) -> usize {
@@ -199,16 +215,20 @@ impl Frame for TcContext {
     }
     #[inline(always)]
     fn mtu_len(&self, packet: &crate::headers::Packet, overhead: u16) -> u16 {
-        // SAFETY: the context pointer is valid for the program run.
-        let gso_size = unsafe { (*self.skb.skb).gso_size };
-        let len = if gso_size == 0 {
-            packet.ip_len() as u16
+        if gso_size(self) == 0 {
+            (packet.ip_len() as u16).saturating_add(overhead)
         } else {
-            (packet.ip_header_len as u16)
+            0
+        }
+    }
+    #[inline(always)]
+    fn segment_len(&self, packet: &crate::headers::Packet) -> u16 {
+        match gso_size(self) {
+            0 => packet.ip_len() as u16,
+            gso_size => (packet.ip_header_len as u16)
                 .saturating_add(packet.l4_header_len(self))
-                .saturating_add(gso_size as u16)
-        };
-        len.saturating_add(overhead)
+                .saturating_add(gso_size),
+        }
     }
     /// Building an ICMP error inside a socket buffer would have to undo its
     /// offload state; it is dropped and counted instead.
