@@ -106,6 +106,8 @@ fn stream(mut held: Held, stop: Arc<AtomicBool>) -> StreamReport {
 struct Attempt {
     at: Instant,
     took: Duration,
+    /// The client's port, once connected.
+    port: Option<u16>,
     /// The answering server's name, or what went wrong.
     result: Result<String, String>,
 }
@@ -146,13 +148,18 @@ fn connections(target: SocketAddr, stop: Arc<AtomicBool>) -> Vec<Attempt> {
     let mut k = 0u32;
     while !stop.load(Ordering::Relaxed) && start.elapsed() < WORKER_LIMIT {
         let at = Instant::now();
+        let mut port = None;
         let result = TcpStream::connect_timeout(&target, FAILOVER_CONNECT_TIMEOUT)
             .with_context(|| format!("connect {target}"))
-            .and_then(|stream| lvs_lab::http_request(stream, target, HTTP_TIMEOUT))
+            .and_then(|stream| {
+                port = stream.local_addr().ok().map(|a| a.port());
+                lvs_lab::http_request(stream, target, HTTP_TIMEOUT)
+            })
             .map_err(|e| format!("{e:#}"));
         attempts.push(Attempt {
             at,
             took: at.elapsed(),
+            port,
             result,
         });
         k += 1;
@@ -672,10 +679,19 @@ fn failover_steps(pair: &mut Pair, active: usize, backup: usize) -> Result<Strin
         stream_packets > 0,
         "no packet of the stream went through the new active router {new}"
     );
-    ensure!(
-        new_conns >= through_survivor,
-        "{new} counted {new_conns} new connections, the client made {through_survivor}"
-    );
+    if new_conns < through_survivor {
+        // Which connections, and what the survivor's table holds of them.
+        let ports: Vec<String> = attempts
+            .iter()
+            .filter(|a| a.at > stats_at && a.result.is_ok())
+            .map(|a| format!("+{} :{:?}", ms(a.at - killed_at), a.port))
+            .collect();
+        bail!(
+            "{new} counted {new_conns} new connections, the client made {through_survivor} \
+             (attempts after its first reading: {ports:?})\n{}",
+            pair.lvsadm(backup, &["-L", "-n", "-c"]).unwrap_or_default()
+        );
+    }
     ensure!(
         served.len() == pair.reals.len(),
         "new connections after the kill reached only {served:?}"
