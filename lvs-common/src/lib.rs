@@ -5,6 +5,7 @@
 //! the same bytes the same way.
 #![no_std]
 
+pub mod addr;
 pub mod checksum;
 pub mod hash;
 pub mod maps;

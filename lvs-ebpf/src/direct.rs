@@ -40,10 +40,7 @@ pub fn forward<F: Frame>(
         // Larger than the egress MTU: IPVS answers ICMP fragmentation-needed
         // when DF is set and fragments otherwise; XDP cannot fragment, and
         // the kernel would deliver the VIP packet locally. As for TUN.
-        // SAFETY: pointer validated by Packet::parse.
-        Lookup::TooBig { mtu } if unsafe { (*packet.ip).dont_fragment() } => {
-            frame.too_big(packet, mtu)
-        }
+        Lookup::TooBig { mtu } if packet.dont_fragment() => frame.too_big(packet, mtu),
         Lookup::TooBig { .. } => Err(Verdict::DropTooBig),
         // An unreachable real server is a drop, as in IPVS: the kernel
         // would deliver the VIP packet locally instead.

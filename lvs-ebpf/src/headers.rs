@@ -48,6 +48,11 @@ impl Ipv4 {
     pub fn header_len(&self) -> usize {
         (self.version_ihl & 0x0f) as usize * 4
     }
+    /// Patch the header checksum for a change made to the header.
+    #[inline(always)]
+    pub fn patch_check(&mut self, change: Delta) {
+        self.check = change.apply(u16::from_be_bytes(self.check)).to_be_bytes();
+    }
 }
 
 pub const ETH_HEADER_LEN: usize = size_of::<Ethernet>();

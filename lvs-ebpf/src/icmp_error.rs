@@ -187,7 +187,7 @@ pub fn to_owner<F: Frame>(frame: &F) -> Result<Verdict, Verdict> {
             let outer = unsafe { &mut *packet.ip };
             let old = outer.dst;
             outer.dst = real;
-            patch_ip_check(outer, Delta::NONE.addr(old, real));
+            outer.patch_check(Delta::NONE.addr(old, real));
             let icmp = translate(&quote, End::Source, real, port);
             let patch = packet.l4_patch(Delta::NONE, icmp);
             forward::route(frame, packet, patch, Some(conn.real_index))
@@ -233,7 +233,7 @@ fn to_client<F: Frame>(
     let outer = unsafe { &mut *packet.ip };
     let old = outer.src;
     outer.src = vip;
-    patch_ip_check(outer, Delta::NONE.addr(old, vip));
+    outer.patch_check(Delta::NONE.addr(old, vip));
     let icmp = translate(quote, End::Destination, vip, vport);
     let patch = packet.l4_patch(Delta::NONE, icmp);
     forward::route(frame, packet, patch, None)
@@ -264,8 +264,8 @@ fn translate(quote: &Quote, end: End, addr: [u8; 4], port: [u8; 2]) -> Delta {
     let address = Delta::NONE.addr(old_addr, addr);
     let port_change = Delta::NONE.word(u16::from_be_bytes(old_port), u16::from_be_bytes(port));
     let old_ip_check = u16::from_be_bytes(ip.check);
-    let ip_check = address.apply(old_ip_check);
-    ip.check = ip_check.to_be_bytes();
+    ip.patch_check(address);
+    let ip_check = u16::from_be_bytes(ip.check);
     let mut icmp = address.and(port_change).word(old_ip_check, ip_check);
     if let Some(field) = quote.l4_check {
         // SAFETY: bounds-checked by Quote::parse.
@@ -279,9 +279,4 @@ fn translate(quote: &Quote, end: End, addr: [u8; 4], port: [u8; 2]) -> Delta {
         icmp = icmp.word(original, patched);
     }
     icmp
-}
-
-#[inline(always)]
-fn patch_ip_check(ip: &mut Ipv4, change: Delta) {
-    ip.check = change.apply(u16::from_be_bytes(ip.check)).to_be_bytes();
 }

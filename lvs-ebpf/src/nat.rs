@@ -176,7 +176,7 @@ fn patch(
     let address = Delta::NONE.addr(old_addr, addr);
     // SAFETY: pointer validated by Packet::parse.
     let ip = unsafe { &mut *packet.ip };
-    ip.check = address.apply(u16::from_be_bytes(ip.check)).to_be_bytes();
+    ip.patch_check(address);
     // The transport checksum covers the pseudo-header's addresses and the port.
     let ports = Delta::NONE.word(u16::from_be_bytes(old_port), u16::from_be_bytes(port));
     packet.l4_patch(address, ports)

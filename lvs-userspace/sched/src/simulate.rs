@@ -196,31 +196,11 @@ fn parse_weight(text: &str) -> Result<u32, String> {
         .ok_or_else(|| format!("weight `{text}` is not in 0..65535"))
 }
 
-/// `IPv4[:PORT]`, `[IPv6][:PORT]` or a bare IPv6 address.
+/// `IPv4[:PORT]`, `[IPv6][:PORT]` or a bare IPv6 address; no port is 0.
 fn parse_client(text: &str) -> Result<(IpAddr, u16), String> {
-    let bad = || format!("malformed client `{text}` (expected IP[:PORT] or [IPv6][:PORT])");
-    if let Some(rest) = text.strip_prefix('[') {
-        let (addr, after) = rest.split_once(']').ok_or_else(bad)?;
-        let addr: std::net::Ipv6Addr = addr.parse().map_err(|_| bad())?;
-        let port = match after {
-            "" => 0,
-            p => p
-                .strip_prefix(':')
-                .and_then(|p| p.parse().ok())
-                .ok_or_else(bad)?,
-        };
-        return Ok((addr.into(), port));
-    }
-    if let Ok(addr) = text.parse::<std::net::Ipv6Addr>() {
-        return Ok((addr.into(), 0));
-    }
-    match text.split_once(':') {
-        Some((addr, port)) => Ok((
-            addr.parse::<Ipv4Addr>().map_err(|_| bad())?.into(),
-            port.parse().map_err(|_| bad())?,
-        )),
-        None => Ok((text.parse::<Ipv4Addr>().map_err(|_| bad())?.into(), 0)),
-    }
+    lvs_common::addr::split_host_port(text)
+        .map(|(addr, port)| (addr, port.unwrap_or(0)))
+        .ok_or_else(|| format!("malformed client `{text}` (expected IP[:PORT] or [IPv6][:PORT])"))
 }
 
 /// Run a script; the output holds one line per `open`.

@@ -51,7 +51,7 @@ use crate::{
         StartState,
     },
     model::{
-        ipv4_prefix, max_prefix, Command, Endpoint, Method, ModelError, Persistence, Protocol,
+        max_prefix, netmask_prefix, Command, Endpoint, Method, ModelError, Persistence, Protocol,
         RealSpec, ServiceId, ServiceSpec, State,
     },
 };
@@ -235,25 +235,7 @@ fn persistence(svc: &ServiceEntry, vip: IpAddr) -> Result<Option<Persistence>, F
         )),
     };
     let mask = |text: &str, span: Range<usize>, field: &'static str| {
-        let prefix = match vip {
-            IpAddr::V4(_) => match text.parse::<Ipv4Addr>() {
-                Ok(mask) => {
-                    ipv4_prefix(mask).ok_or_else(|| ModelError::BadNetmask(mask).to_string())
-                }
-                Err(_) => Err(format!(
-                    "malformed netmask `{text}`: expected a dotted mask like 255.255.255.0"
-                )),
-            },
-            IpAddr::V6(_) => text
-                .trim_start_matches('/')
-                .parse::<u8>()
-                .ok()
-                .filter(|p| *p <= 128)
-                .ok_or_else(|| {
-                    format!("malformed netmask `{text}`: expected an IPv6 prefix length like 64")
-                }),
-        };
-        prefix.map_err(|message| (span, field, message))
+        netmask_prefix(text, vip).map_err(|e| (span, field, e.to_string()))
     };
     let outer_mask = svc
         .netmask
@@ -883,7 +865,7 @@ weight = 3
     fn persistent(timeout: u32, netmask: [u8; 4]) -> Option<Persistence> {
         Some(Persistence {
             timeout,
-            prefix: ipv4_prefix(netmask.into()).unwrap(),
+            prefix: crate::model::ipv4_prefix(netmask.into()).unwrap(),
         })
     }
 

@@ -8,7 +8,7 @@ use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 use std::{
     fmt,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    net::{IpAddr, Ipv4Addr},
     str::FromStr,
 };
 
@@ -75,26 +75,7 @@ impl Endpoint {
     /// `a.b.c.d[:port]`, `[v6][:port]`, or a bare IPv6 address (no port);
     /// a missing port is `None`.
     pub fn parse_optional_port(s: &str) -> Result<(IpAddr, Option<u16>), ModelError> {
-        let bad = || ModelError::BadAddress(s.to_string());
-        let port = |p: &str| p.parse::<u16>().map(Some).map_err(|_| bad());
-        if let Some(rest) = s.strip_prefix('[') {
-            let (host, after) = rest.split_once(']').ok_or_else(bad)?;
-            let addr = Ipv6Addr::from_str(host).map_err(|_| bad())?;
-            let port = match after {
-                "" => None,
-                p => port(p.strip_prefix(':').ok_or_else(bad)?)?,
-            };
-            return Ok((IpAddr::V6(addr), port));
-        }
-        if let Ok(addr) = Ipv6Addr::from_str(s) {
-            return Ok((IpAddr::V6(addr), None));
-        }
-        let (host, port) = match s.rsplit_once(':') {
-            Some((h, p)) => (h, port(p)?),
-            None => (s, None),
-        };
-        let addr = Ipv4Addr::from_str(host).map_err(|_| bad())?;
-        Ok((IpAddr::V4(addr), port))
+        lvs_common::addr::split_host_port(s).ok_or_else(|| ModelError::BadAddress(s.to_string()))
     }
 
     pub const fn is_ipv6(&self) -> bool {
@@ -174,6 +155,28 @@ pub const fn max_prefix(addr: IpAddr) -> u8 {
     match addr {
         IpAddr::V4(_) => 32,
         IpAddr::V6(_) => 128,
+    }
+}
+
+/// `-M`'s text for a service at `vip`, as a prefix length: a dotted,
+/// contiguous mask for IPv4; a prefix length 1..=128 (`64`, or `/64`) for
+/// IPv6, as ipvsadm takes them. The CLI and the config read it alike.
+pub fn netmask_prefix(text: &str, vip: IpAddr) -> Result<u8, ModelError> {
+    let malformed = |ipv6| ModelError::MalformedNetmask {
+        text: text.to_string(),
+        ipv6,
+    };
+    match vip {
+        IpAddr::V4(_) => {
+            let mask: Ipv4Addr = text.parse().map_err(|_| malformed(false))?;
+            ipv4_prefix(mask).ok_or(ModelError::BadNetmask(mask))
+        }
+        IpAddr::V6(_) => text
+            .trim_start_matches('/')
+            .parse::<u8>()
+            .ok()
+            .filter(|p| (1..=128).contains(p))
+            .ok_or_else(|| malformed(true)),
     }
 }
 
@@ -267,6 +270,8 @@ pub enum ModelError {
     PersistenceTimeout(ServiceId),
     #[error("netmask {0} is not a contiguous mask like 255.255.255.0")]
     BadNetmask(Ipv4Addr),
+    #[error("malformed netmask `{text}`: expected {}", if *.ipv6 { "an IPv6 prefix length like 64" } else { "a dotted mask like 255.255.255.0" })]
+    MalformedNetmask { text: String, ipv6: bool },
     #[error("persistence prefix /{prefix} is longer than {service}'s addresses")]
     PrefixRange { service: ServiceId, prefix: u8 },
     #[error("real server {server} is not of service {service}'s address family: only a tunnel (-i) may cross families")]

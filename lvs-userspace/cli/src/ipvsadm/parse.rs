@@ -1,12 +1,12 @@
 //! ipvsadm's command-line grammar (reference §7.1–7.2).
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 use lvs_sched::{sched_flags, FlagError, SchedFlags, SchedulerName};
 use lvs_state::{
     api::{IpvsTimeouts, TimeoutError, MAX_TIMEOUT},
     model::{
-        ipv4_prefix, max_prefix, Command, Endpoint, Method, ModelError, Persistence, Protocol,
+        max_prefix, netmask_prefix, Command, Endpoint, Method, ModelError, Persistence, Protocol,
         RealSpec, ServiceId, ServiceSpec,
     },
 };
@@ -452,25 +452,19 @@ fn scheduler(o: &Opts) -> Result<SchedulerName, ParseError> {
 /// `-M`'s syntax even without `-p` and then sends a mask that a
 /// non-persistent service never uses; it is not kept here.
 fn persistence(o: &Opts, vip: IpAddr) -> Result<Option<Persistence>, ParseError> {
-    let prefix = match (&o.netmask, vip) {
-        (None, _) => max_prefix(vip),
-        (Some(text), IpAddr::V4(_)) => {
-            let mask: Ipv4Addr = text.parse().map_err(|_| {
-                usage(format!(
-                    "illegal persistent netmask `{text}` specified (-M: a dotted mask like 255.255.255.0)"
-                ))
-            })?;
-            ipv4_prefix(mask).ok_or_else(|| usage(ModelError::BadNetmask(mask).to_string()))?
-        }
-        (Some(text), IpAddr::V6(_)) => text
-            .parse::<u8>()
-            .ok()
-            .filter(|p| (1..=128).contains(p))
-            .ok_or_else(|| {
-                usage(format!(
-                    "illegal persistent netmask `{text}` specified (-M: an IPv6 prefix length 1..128)"
-                ))
-            })?,
+    let prefix = match &o.netmask {
+        None => max_prefix(vip),
+        Some(text) => netmask_prefix(text, vip).map_err(|e| match e {
+            ModelError::MalformedNetmask { ipv6, .. } => usage(format!(
+                "illegal persistent netmask `{text}` specified (-M: {})",
+                if ipv6 {
+                    "an IPv6 prefix length 1..128"
+                } else {
+                    "a dotted mask like 255.255.255.0"
+                }
+            )),
+            other => usage(other.to_string()),
+        })?,
     };
     let Some(timeout) = &o.persistent else {
         return Ok(None);
@@ -869,7 +863,7 @@ mod tests {
     fn persistent(timeout: u32, netmask: [u8; 4]) -> Option<Persistence> {
         Some(Persistence {
             timeout,
-            prefix: ipv4_prefix(netmask.into()).unwrap(),
+            prefix: lvs_state::model::ipv4_prefix(netmask.into()).unwrap(),
         })
     }
 
