@@ -1,4 +1,9 @@
 //! Map keys, values and sizes: the contract between controller and datapath.
+//!
+//! Types that hold an address are generic over its family (`Addr`), IPv4
+//! by default; the IPv6 maps (`CONNS6`, ...) hold the `In6` forms.
+
+use crate::addr::{Addr, In6};
 
 /// Services the datapath can hold at once.
 pub const MAX_SERVICES: u32 = 1024;
@@ -97,15 +102,15 @@ impl Method {
 /// `SERVICES` key: protocol, virtual address and port.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ServiceKey {
-    addr: [u8; 4],
+pub struct ServiceKey<A: Addr = [u8; 4]> {
+    addr: A,
     port: [u8; 2],
     proto: u8,
     _pad: u8,
 }
 
-impl ServiceKey {
-    pub const fn new(addr: [u8; 4], port: u16, proto: u8) -> Self {
+impl<A: Addr> ServiceKey<A> {
+    pub const fn new(addr: A, port: u16, proto: u8) -> Self {
         Self {
             addr,
             port: port.to_be_bytes(),
@@ -115,7 +120,7 @@ impl ServiceKey {
     }
     /// Built straight from header bytes, with no byte-order conversion.
     #[inline(always)]
-    pub const fn from_wire(addr: [u8; 4], port: [u8; 2], proto: u8) -> Self {
+    pub const fn from_wire(addr: A, port: [u8; 2], proto: u8) -> Self {
         Self {
             addr,
             port,
@@ -123,7 +128,7 @@ impl ServiceKey {
             _pad: 0,
         }
     }
-    pub const fn addr(&self) -> [u8; 4] {
+    pub const fn addr(&self) -> A {
         self.addr
     }
     pub const fn port(&self) -> u16 {
@@ -165,7 +170,7 @@ pub mod service_flags {
 /// live.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Service {
+pub struct Service<A: Addr = [u8; 4]> {
     /// Index into the per-service arrays (counters, cursor, ring halves).
     pub index: u32,
     /// First slot of the live ring (`ring_base(index, half)`).
@@ -182,12 +187,12 @@ pub struct Service {
     /// First slot of the live bucket table (`bucket_base(index, half)`).
     pub bucket_base: u32,
     /// Persistence: client addresses are masked with this (network order).
-    persist_mask: [u8; 4],
+    persist_mask: A,
     /// Persistence: a template lives this long after its last connection.
     pub persist_timeout_s: u32,
 }
 
-impl Service {
+impl<A: Addr> Service<A> {
     /// A ring-form service with no flags; the controller fills in the rest.
     pub const fn ring(index: u32, ring_base: u32, ring_len: u32, cursor_origin: u32) -> Self {
         Self {
@@ -199,7 +204,7 @@ impl Service {
             flags: 0,
             _pad: [0; 2],
             bucket_base: 0,
-            persist_mask: [0; 4],
+            persist_mask: A::UNSPECIFIED,
             persist_timeout_s: 0,
         }
     }
@@ -208,7 +213,7 @@ impl Service {
         self.bucket_base = bucket_base;
         self
     }
-    pub const fn with_persistence(mut self, mask: [u8; 4], timeout_s: u32) -> Self {
+    pub const fn with_persistence(mut self, mask: A, timeout_s: u32) -> Self {
         self.flags |= service_flags::PERSISTENT;
         self.persist_mask = mask;
         self.persist_timeout_s = timeout_s;
@@ -217,7 +222,7 @@ impl Service {
     pub const fn has(&self, flag: u8) -> bool {
         self.flags & flag != 0
     }
-    pub const fn persist_mask(&self) -> [u8; 4] {
+    pub const fn persist_mask(&self) -> A {
         self.persist_mask
     }
 }
@@ -225,20 +230,20 @@ impl Service {
 /// `LOCALITY` key: a service and a destination address it has seen.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct LocalityKey {
+pub struct LocalityKey<A: Addr = [u8; 4]> {
     pub service_index: u32,
-    addr: [u8; 4],
+    addr: A,
 }
 
-impl LocalityKey {
+impl<A: Addr> LocalityKey<A> {
     #[inline(always)]
-    pub const fn new(service_index: u32, addr: [u8; 4]) -> Self {
+    pub const fn new(service_index: u32, addr: A) -> Self {
         Self {
             service_index,
             addr,
         }
     }
-    pub const fn addr(&self) -> [u8; 4] {
+    pub const fn addr(&self) -> A {
         self.addr
     }
 }
@@ -270,20 +275,20 @@ impl LocalityEntry {
 /// index standing for protocol, address and port).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct TemplateKey {
+pub struct TemplateKey<A: Addr = [u8; 4]> {
     pub service_index: u32,
-    client_net: [u8; 4],
+    client_net: A,
 }
 
-impl TemplateKey {
+impl<A: Addr> TemplateKey<A> {
     #[inline(always)]
-    pub const fn new(service_index: u32, client_net: [u8; 4]) -> Self {
+    pub const fn new(service_index: u32, client_net: A) -> Self {
         Self {
             service_index,
             client_net,
         }
     }
-    pub const fn client_net(&self) -> [u8; 4] {
+    pub const fn client_net(&self) -> A {
         self.client_net
     }
 }
@@ -324,21 +329,22 @@ pub enum EventKind {
 /// One `EVENTS` ring buffer record.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Event {
+pub struct Event<A: Addr = [u8; 4]> {
     pub kind: u32,
     pub service_index: u32,
-    addr: [u8; 4],
+    addr: A,
     pub real_index: u32,
+    _pad: A::Pad,
     /// `bpf_ktime_get_ns` when it happened.
     pub time_ns: u64,
 }
 
-impl Event {
+impl<A: Addr> Event<A> {
     #[inline(always)]
-    pub const fn new(
+    pub fn new(
         kind: EventKind,
         service_index: u32,
-        addr: [u8; 4],
+        addr: A,
         real_index: u32,
         time_ns: u64,
     ) -> Self {
@@ -347,10 +353,11 @@ impl Event {
             service_index,
             addr,
             real_index,
+            _pad: A::Pad::default(),
             time_ns,
         }
     }
-    pub const fn addr(&self) -> [u8; 4] {
+    pub const fn addr(&self) -> A {
         self.addr
     }
 }
@@ -358,15 +365,15 @@ impl Event {
 /// `REALS` value, indexed by the controller-assigned real server index.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub struct Real {
-    addr: [u8; 4],
+pub struct Real<A: Addr = [u8; 4]> {
+    addr: A,
     port: [u8; 2],
     pub method: u8,
     /// `Real::LOCAL`, `Real::ONE_ENTRY`.
     pub flags: u8,
 }
 
-impl Real {
+impl<A: Addr> Real<A> {
     /// The director holds this address: its connections go to the local
     /// stack, whatever the method (as IPVS decides from the route).
     pub const LOCAL: u8 = 1;
@@ -375,7 +382,7 @@ impl Real {
     /// index, instead of an inbound and a reply entry.
     pub const ONE_ENTRY: u8 = 2;
 
-    pub const fn new(addr: [u8; 4], port: u16, method: Method) -> Self {
+    pub const fn new(addr: A, port: u16, method: Method) -> Self {
         Self {
             addr,
             port: port.to_be_bytes(),
@@ -405,7 +412,7 @@ impl Real {
             self.method
         }
     }
-    pub const fn addr(&self) -> [u8; 4] {
+    pub const fn addr(&self) -> A {
         self.addr
     }
     pub const fn port_wire(&self) -> [u8; 2] {
@@ -420,9 +427,9 @@ impl Real {
 /// that BPF copies it in words rather than bytes.
 #[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct FlowKey {
-    src: [u8; 4],
-    dst: [u8; 4],
+pub struct FlowKey<A: Addr = [u8; 4]> {
+    src: A,
+    dst: A,
     sport: [u8; 2],
     dport: [u8; 2],
     proto: u8,
@@ -432,15 +439,9 @@ pub struct FlowKey {
     _pad_half: u16,
 }
 
-impl FlowKey {
+impl<A: Addr> FlowKey<A> {
     #[inline(always)]
-    pub const fn from_wire(
-        src: [u8; 4],
-        dst: [u8; 4],
-        sport: [u8; 2],
-        dport: [u8; 2],
-        proto: u8,
-    ) -> Self {
+    pub const fn from_wire(src: A, dst: A, sport: [u8; 2], dport: [u8; 2], proto: u8) -> Self {
         Self {
             src,
             dst,
@@ -451,10 +452,10 @@ impl FlowKey {
             _pad_half: 0,
         }
     }
-    pub const fn src(&self) -> [u8; 4] {
+    pub const fn src(&self) -> A {
         self.src
     }
-    pub const fn dst(&self) -> [u8; 4] {
+    pub const fn dst(&self) -> A {
         self.dst
     }
     pub const fn sport(&self) -> u16 {
@@ -470,20 +471,20 @@ impl FlowKey {
     /// The NAT reply entry that goes with this inbound entry, whose
     /// connection leads to `conn`'s real server: real server to client.
     #[inline(always)]
-    pub const fn nat_reply(&self, conn: &Conn) -> FlowKey {
+    pub const fn nat_reply(&self, conn: &Conn<A>) -> FlowKey<A> {
         self.nat_reply_from(conn.addr, conn.port)
     }
 
     /// [`FlowKey::nat_reply`] for a real server's `addr` and `port` (wire).
     #[inline(always)]
-    pub const fn nat_reply_from(&self, addr: [u8; 4], port: [u8; 2]) -> FlowKey {
+    pub const fn nat_reply_from(&self, addr: A, port: [u8; 2]) -> FlowKey<A> {
         FlowKey::from_wire(addr, self.src, port, self.sport, self.proto)
     }
 
     /// The inbound entry that owns this NAT reply entry; `conn` is the reply
     /// entry's (its address and port are the virtual service's).
     #[inline(always)]
-    pub const fn nat_inbound(&self, conn: &Conn) -> FlowKey {
+    pub const fn nat_inbound(&self, conn: &Conn<A>) -> FlowKey<A> {
         self.nat_inbound_from(conn.addr, conn.port)
     }
 
@@ -491,7 +492,7 @@ impl FlowKey {
     /// client) belongs to, if it was made for the virtual service at
     /// `vaddr`, `vport` (wire).
     #[inline(always)]
-    pub const fn nat_inbound_from(&self, vaddr: [u8; 4], vport: [u8; 2]) -> FlowKey {
+    pub const fn nat_inbound_from(&self, vaddr: A, vport: [u8; 2]) -> FlowKey<A> {
         FlowKey::from_wire(self.dst, vaddr, self.dport, vport, self.proto)
     }
 }
@@ -500,16 +501,16 @@ impl FlowKey {
 /// (source address, source port, protocol).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ReplyKey {
-    addr: [u8; 4],
+pub struct ReplyKey<A: Addr = [u8; 4]> {
+    addr: A,
     port: [u8; 2],
     proto: u8,
     _pad: u8,
 }
 
-impl ReplyKey {
+impl<A: Addr> ReplyKey<A> {
     #[inline(always)]
-    pub const fn from_wire(addr: [u8; 4], port: [u8; 2], proto: u8) -> Self {
+    pub const fn from_wire(addr: A, port: [u8; 2], proto: u8) -> Self {
         Self {
             addr,
             port,
@@ -519,7 +520,7 @@ impl ReplyKey {
     }
     /// The server a reply packet (`flow`) comes from.
     #[inline(always)]
-    pub const fn of_reply(flow: &FlowKey) -> Self {
+    pub const fn of_reply(flow: &FlowKey<A>) -> Self {
         Self::from_wire(flow.src, flow.sport, flow.proto)
     }
 }
@@ -528,22 +529,22 @@ impl ReplyKey {
 /// zero for an unused place.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct VirtualAddr {
-    pub addr: [u8; 4],
+pub struct VirtualAddr<A: Addr = [u8; 4]> {
+    pub addr: A,
     pub port: [u8; 2],
     _pad: [u8; 2],
 }
 
-impl VirtualAddr {
-    pub const fn from_wire(addr: [u8; 4], port: [u8; 2]) -> Self {
+impl<A: Addr> VirtualAddr<A> {
+    pub const fn from_wire(addr: A, port: [u8; 2]) -> Self {
         Self {
             addr,
             port,
             _pad: [0; 2],
         }
     }
-    pub const fn is_unused(&self) -> bool {
-        u32::from_ne_bytes(self.addr) == 0
+    pub fn is_unused(&self) -> bool {
+        self.addr == A::UNSPECIFIED
     }
 }
 
@@ -556,8 +557,8 @@ pub const REPLY_CANDIDATES: usize = 4;
 /// the connections of a fifth service to the same server keep two entries.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ReplyServices {
-    pub services: [VirtualAddr; REPLY_CANDIDATES],
+pub struct ReplyServices<A: Addr = [u8; 4]> {
+    pub services: [VirtualAddr<A>; REPLY_CANDIDATES],
 }
 
 /// Which way a `CONNS` entry rewrites.
@@ -574,13 +575,14 @@ pub enum Direction {
 /// or source (outbound) becomes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Conn {
-    addr: [u8; 4],
+pub struct Conn<A: Addr = [u8; 4]> {
+    addr: A,
     port: [u8; 2],
     pub direction: u8,
     pub method: u8,
     pub service_index: u32,
     pub real_index: u32,
+    _pad_addr: A::Pad,
     /// `bpf_ktime_get_ns` of the last packet, for the controller's sweeper.
     pub last_seen_ns: u64,
     /// `ConnState` of the flow; a NAT flow keeps it on its inbound entry.
@@ -593,10 +595,10 @@ pub struct Conn {
     pub half_open_slot: u32,
 }
 
-impl Conn {
+impl<A: Addr> Conn<A> {
     #[inline(always)]
-    pub const fn new(
-        addr: [u8; 4],
+    pub fn new(
+        addr: A,
         port: [u8; 2],
         direction: Direction,
         method: u8,
@@ -611,6 +613,7 @@ impl Conn {
             method,
             service_index,
             real_index,
+            _pad_addr: A::Pad::default(),
             last_seen_ns: now,
             state: crate::ConnState::None as u8,
             _pad_byte: 0,
@@ -618,7 +621,7 @@ impl Conn {
             half_open_slot: 0,
         }
     }
-    pub const fn addr(&self) -> [u8; 4] {
+    pub const fn addr(&self) -> A {
         self.addr
     }
     pub const fn port_wire(&self) -> [u8; 2] {
@@ -673,6 +676,9 @@ pub const STATE_CLAIMED: u8 = 0x80;
 /// (the rest is padding, always zero) that the datapath compares and swaps.
 pub const CONN_STATE_OFFSET: usize = core::mem::offset_of!(Conn, state);
 const _: () = assert!(CONN_STATE_OFFSET.is_multiple_of(4));
+/// The same for an IPv6 entry.
+pub const CONN6_STATE_OFFSET: usize = core::mem::offset_of!(Conn<In6>, state);
+const _: () = assert!(CONN6_STATE_OFFSET.is_multiple_of(4));
 
 /// `REAL_CONNS` value (per CPU): a real server's live entries by IPVS class
 /// (ActiveConn, InActConn). Each CPU's share moves by whatever that CPU
@@ -905,15 +911,15 @@ impl Settings {
 /// entry that completed its handshake.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct HalfOpenSlot {
-    pub key: FlowKey,
+pub struct HalfOpenSlot<A: Addr = [u8; 4]> {
+    pub key: FlowKey<A>,
     /// Non-zero while the entry of `key` may hold this slot.
     pub held: u32,
     _pad: u32,
 }
 
-impl HalfOpenSlot {
-    pub const fn held_by(key: FlowKey) -> Self {
+impl<A: Addr> HalfOpenSlot<A> {
+    pub const fn held_by(key: FlowKey<A>) -> Self {
         Self {
             key,
             held: 1,
@@ -972,9 +978,9 @@ pub const fn half_open_slots(connections: u32) -> u32 {
 /// packet moved its state.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ConnChange {
-    pub key: FlowKey,
-    pub conn: Conn,
+pub struct ConnChange<A: Addr = [u8; 4]> {
+    pub key: FlowKey<A>,
+    pub conn: Conn<A>,
 }
 
 /// Bytes of the `CONN_CHANGES` ring buffer: 21,845 records, a burst of
@@ -989,18 +995,18 @@ pub const CONN_CHANGES_BYTES: u32 = 1024 * 1024;
 /// FIB lookup.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct CachedEgress {
+pub struct CachedEgress<A: Addr = [u8; 4]> {
     pub generation: u32,
     /// The address it was resolved for (a real index can be reused; a
     /// client slot is shared).
-    pub addr: [u8; 4],
+    pub addr: A,
     pub ifindex: u32,
     pub mtu: u16,
     pub _pad: [u8; 2],
     pub smac: [u8; 6],
     pub dmac: [u8; 6],
-    pub next_hop: [u8; 4],
-    pub source: [u8; 4],
+    pub next_hop: A,
+    pub source: A,
 }
 
 /// `CLIENT_EGRESS` slots: the way back to NAT clients, cached like the way
@@ -1010,8 +1016,8 @@ pub const CLIENT_EGRESS_SLOTS: u32 = 1 << CLIENT_EGRESS_BITS;
 
 /// The `CLIENT_EGRESS` slot of a client's address (a Fibonacci hash).
 #[inline(always)]
-pub const fn client_egress_slot(addr: [u8; 4]) -> u32 {
-    u32::from_ne_bytes(addr).wrapping_mul(0x9e37_79b1) >> (32 - CLIENT_EGRESS_BITS)
+pub fn client_egress_slot<A: Addr>(addr: A) -> u32 {
+    u32::from_ne_bytes(addr.last_word()).wrapping_mul(0x9e37_79b1) >> (32 - CLIENT_EGRESS_BITS)
 }
 
 /// `RELEVANT`: two bitmaps of `RELEVANT_WORDS` u32 words each, first of
@@ -1064,9 +1070,32 @@ impl NeighKey {
         }
     }
 
-    /// The key of the IPv4 packet after an Ethernet header in `frame`.
+    /// The key of the IPv6 header `ip` (its first 40 bytes): its
+    /// addresses folded, its payload length and next header (IPv6 has no
+    /// identification; two packets of one flow alike in these share a note,
+    /// and either finds it).
+    #[inline(always)]
+    pub fn of_ipv6_header(ip: &[u8; 40]) -> Self {
+        let mut src = [0; 16];
+        let mut dst = [0; 16];
+        src.copy_from_slice(&ip[8..24]);
+        dst.copy_from_slice(&ip[24..40]);
+        Self {
+            src: crate::hash::fold_ipv6(src),
+            dst: crate::hash::fold_ipv6(dst),
+            id: [ip[4], ip[5]],
+            proto: ip[6],
+            _pad: 0,
+        }
+    }
+
+    /// The key of the IPv4 or IPv6 packet after an Ethernet header in
+    /// `frame`.
     pub fn of_frame(frame: &[u8]) -> Option<Self> {
-        Some(Self::of_ipv4_header(frame.get(14..34)?.try_into().ok()?))
+        match frame.get(12..14)? {
+            [0x86, 0xdd] => Some(Self::of_ipv6_header(frame.get(14..54)?.try_into().ok()?)),
+            _ => Some(Self::of_ipv4_header(frame.get(14..34)?.try_into().ok()?)),
+        }
     }
 }
 
@@ -1077,10 +1106,23 @@ impl NeighKey {
 /// `lvs_neigh` hands it to `bpf_redirect_neigh`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub struct NeighNote {
+pub struct NeighNote<A: Addr = [u8; 4]> {
     pub noted_ns: u64,
-    pub next_hop: [u8; 4],
     pub ifindex: u32,
+    pub next_hop: A,
+    _pad: A::Pad,
+}
+
+impl<A: Addr> NeighNote<A> {
+    #[inline(always)]
+    pub fn new(noted_ns: u64, next_hop: A, ifindex: u32) -> Self {
+        Self {
+            noted_ns,
+            ifindex,
+            next_hop,
+            _pad: A::Pad::default(),
+        }
+    }
 }
 
 /// A note older than this is stale: its packet never reached tc.
@@ -1094,12 +1136,12 @@ pub const NEIGH_NOTES_SIZE: u32 = 4096;
 /// without forwarding, as in IPVS).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub struct NextHop {
+pub struct NextHop<A: Addr = [u8; 4]> {
     pub ifindex: u32,
     /// The gateway, or the real server itself when on-link.
-    pub gateway: [u8; 4],
+    pub gateway: A,
     /// The source address the route selects (the tunnel's outer source).
-    pub source: [u8; 4],
+    pub source: A,
 }
 
 /// What the real server's decapsulation program did; indexes `DECAP_STATS`.
@@ -1185,10 +1227,27 @@ const _: () = assert!(size_of::<HalfOpenSlot>() == 24);
 const _: () = assert!(size_of::<HalfOpenTurn>() == 16);
 const _: () = assert!(size_of::<HalfOpenBlock>() == 8);
 const _: () = assert!(size_of::<Counters>() == 40);
+const _: () = assert!(size_of::<ServiceKey<In6>>() == 20);
+const _: () = assert!(size_of::<Service<In6>>() == 44);
+const _: () = assert!(size_of::<Real<In6>>() == 20);
+const _: () = assert!(size_of::<FlowKey<In6>>() == 40);
+const _: () = assert!(size_of::<Conn<In6>>() == 48);
+const _: () = assert!(size_of::<ConnChange<In6>>() == 88);
+const _: () = assert!(size_of::<HalfOpenSlot<In6>>() == 48);
+const _: () = assert!(size_of::<TemplateKey<In6>>() == 20);
+const _: () = assert!(size_of::<LocalityKey<In6>>() == 20);
+const _: () = assert!(size_of::<Event<In6>>() == 40);
+const _: () = assert!(size_of::<ReplyKey<In6>>() == 20);
+const _: () = assert!(size_of::<ReplyServices<In6>>() == 20 * REPLY_CANDIDATES);
+const _: () = assert!(size_of::<CachedEgress<In6>>() == 72);
+const _: () = assert!(size_of::<NextHop<In6>>() == 36);
+const _: () = assert!(size_of::<NeighNote<In6>>() == 32);
 const _: () = assert!(ring_base(MAX_SERVICES - 1, 1) + RING_SLOTS == MAX_SERVICES * 2 * RING_SLOTS);
 
 #[cfg(feature = "user")]
 mod pod {
+    use super::In6;
+
     macro_rules! pod {
         ($($t:ident),*) => {$(
             // SAFETY: repr(C), Copy, and no implicit padding (checked by the
@@ -1196,26 +1255,40 @@ mod pod {
             unsafe impl aya::Pod for super::$t {}
         )*};
     }
+    /// The same for the types generic over the address family (`Addr` is
+    /// sealed: the assertions cover both its forms).
+    macro_rules! pod_both {
+        ($($t:ident),*) => {$(
+            // SAFETY: as above, for each family's form.
+            unsafe impl<A: super::Addr> aya::Pod for super::$t<A> {}
+        )*};
+    }
+    // SAFETY: sixteen bytes, any value valid.
+    unsafe impl aya::Pod for In6 {}
     pod!(
+        Counters,
+        Settings,
+        LocalityEntry,
+        Template,
+        ConnCounts,
+        NeighKey,
+        HalfOpenTurn
+    );
+    pod_both!(
         ServiceKey,
         Service,
         Real,
         FlowKey,
         Conn,
-        Counters,
-        Settings,
         LocalityKey,
-        LocalityEntry,
         TemplateKey,
-        Template,
         NextHop,
         ConnChange,
-        ConnCounts,
-        NeighKey,
-        NeighNote,
         HalfOpenSlot,
-        HalfOpenTurn,
         ReplyKey,
-        ReplyServices
+        ReplyServices,
+        Event,
+        CachedEgress,
+        NeighNote
     );
 }

@@ -20,15 +20,17 @@ use core::{
 };
 
 use lvs_common::{
+    addr::Addr,
     tcp_state::{tcp_next, Table, TCP_SYN},
-    Conn, ConnState, Direction, FlowKey, HalfOpenSlot, Method, CONN_STATE_OFFSET,
-    HALF_OPEN_BLOCK_SLOTS, IPPROTO_TCP, STATE_CLAIMED,
+    Conn, ConnState, Direction, FlowKey, HalfOpenSlot, Method, HALF_OPEN_BLOCK_SLOTS, IPPROTO_TCP,
+    STATE_CLAIMED,
 };
 
 use crate::{
     events,
+    family::Family,
     headers::Packet,
-    maps::{CONNS, HALF_OPEN, HALF_OPEN_BLOCK, HALF_OPEN_TURN, REAL_CONNS, TIMEOUTS},
+    maps::{HALF_OPEN_BLOCK, HALF_OPEN_TURN, REAL_CONNS, TIMEOUTS},
     stats,
 };
 
@@ -44,7 +46,7 @@ pub fn input_table(method: u8) -> Table {
 
 /// The state after `packet`, starting from `current`.
 #[inline(always)]
-pub fn next_state(packet: &Packet, table: Table, current: u8) -> u8 {
+pub fn next_state<P: Family>(packet: &Packet<P>, table: Table, current: u8) -> u8 {
     if packet.proto == IPPROTO_TCP {
         tcp_next(table, current, packet.tcp_flags)
     } else {
@@ -54,18 +56,18 @@ pub fn next_state(packet: &Packet, table: Table, current: u8) -> u8 {
 
 /// The aligned word whose low byte is the entry's state (the rest is zero).
 #[inline(always)]
-fn state_word(conn: *mut Conn) -> *mut u32 {
+fn state_word<P: Family>(conn: *mut Conn<P::Addr>) -> *mut u32 {
     // SAFETY: in bounds of the value; alignment asserted in lvs-common.
-    unsafe { conn.cast::<u8>().add(CONN_STATE_OFFSET).cast::<u32>() }
+    unsafe { conn.cast::<u8>().add(P::CONN_STATE_OFFSET).cast::<u32>() }
 }
 
 /// Swap the state from `from` to `to` unless another CPU moved it first.
 #[inline(always)]
-fn swap_state(conn: *mut Conn, from: u8, to: u8) -> bool {
+fn swap_state<P: Family>(conn: *mut Conn<P::Addr>, from: u8, to: u8) -> bool {
     // SAFETY: an aligned word of a live map value.
     unsafe {
         atomic_cxchg::<u32, { AtomicOrdering::SeqCst }, { AtomicOrdering::SeqCst }>(
-            state_word(conn),
+            state_word::<P>(conn),
             u32::from(from),
             u32::from(to),
         )
@@ -91,7 +93,7 @@ fn add(real_index: u32, active: bool, delta: u32) {
 
 /// An inbound entry joined the table.
 #[inline(always)]
-pub fn count(conn: &Conn) {
+pub fn count<A: Addr>(conn: &Conn<A>) {
     if let Some((real, active)) = conn.counted_as() {
         add(real, active, 1);
     }
@@ -99,7 +101,7 @@ pub fn count(conn: &Conn) {
 
 /// An inbound entry left the table.
 #[inline(always)]
-pub fn uncount(conn: &Conn) {
+pub fn uncount<A: Addr>(conn: &Conn<A>) {
     if let Some((real, active)) = conn.counted_as() {
         add(real, active, u32::MAX);
     }
@@ -107,16 +109,22 @@ pub fn uncount(conn: &Conn) {
 
 /// Record a packet on the live inbound entry of flow `key`.
 #[inline(always)]
-pub fn update(key: &FlowKey, conn: *mut Conn, packet: &Packet, table: Table, now: u64) {
+pub fn update<P: Family>(
+    key: &FlowKey<P::Addr>,
+    conn: *mut Conn<P::Addr>,
+    packet: &Packet<P>,
+    table: Table,
+    now: u64,
+) {
     // SAFETY: a live map value; fields other than the state are plain.
     let entry = unsafe { &mut *conn };
     let current = entry.state;
     let next = next_state(packet, table, current);
     entry.last_seen_ns = now;
-    if next != current && current & STATE_CLAIMED == 0 && swap_state(conn, current, next) {
+    if next != current && current & STATE_CLAIMED == 0 && swap_state::<P>(conn, current, next) {
         if entry.half_open_slot != 0 {
             // Out of SYN_RECV (the handshake completed, or a reset).
-            release_half_open_slot(key, entry.half_open_slot - 1);
+            release_half_open_slot::<P>(key, entry.half_open_slot - 1);
             entry.half_open_slot = 0;
         }
         let (was, is) = (is_active(current), is_active(next));
@@ -124,7 +132,7 @@ pub fn update(key: &FlowKey, conn: *mut Conn, packet: &Packet, table: Table, now
             add(entry.real_index, was, u32::MAX);
             add(entry.real_index, is, 1);
         }
-        events::conn_changed(key, entry);
+        events::conn_changed::<P>(key, entry);
     }
 }
 
@@ -133,12 +141,12 @@ pub fn update(key: &FlowKey, conn: *mut Conn, packet: &Packet, table: Table, now
 /// find it so at once, the one that marks it claimed removes it, and
 /// whoever removes it uncounts it.
 #[inline(always)]
-pub fn free_for_new_flow(key: &FlowKey, conn: *mut Conn) {
+pub fn free_for_new_flow<P: Family>(key: &FlowKey<P::Addr>, conn: *mut Conn<P::Addr>) {
     // SAFETY: a live map value.
     let (state, real_index) = unsafe { ((*conn).state, (*conn).real_index) };
     if state & STATE_CLAIMED == 0
-        && swap_state(conn, state, state | STATE_CLAIMED)
-        && CONNS.remove(key).is_ok()
+        && swap_state::<P>(conn, state, state | STATE_CLAIMED)
+        && P::conns().remove(key).is_ok()
     {
         add(real_index, is_active(state), u32::MAX);
     }
@@ -148,7 +156,7 @@ pub fn free_for_new_flow(key: &FlowKey, conn: *mut Conn) {
 /// default `conn_reuse_mode` 1, expires such a connection and schedules
 /// the SYN afresh, unless a persistence template holds it.
 #[inline(always)]
-pub fn reopened_by(conn: &Conn, packet: &Packet) -> bool {
+pub fn reopened_by<P: Family>(conn: &Conn<P::Addr>, packet: &Packet<P>) -> bool {
     packet.proto == IPPROTO_TCP
         && packet.tcp_flags & TCP_SYN != 0
         && (conn.state == ConnState::TimeWait as u8 || conn.state == ConnState::Close as u8)
@@ -156,7 +164,7 @@ pub fn reopened_by(conn: &Conn, packet: &Packet) -> bool {
 
 /// Idle for longer than its state allows.
 #[inline(always)]
-pub fn expired(conn: &Conn, now: u64) -> bool {
+pub fn expired<A: Addr>(conn: &Conn<A>, now: u64) -> bool {
     let timeout = TIMEOUTS.get(conn.state as u32).copied().unwrap_or(0);
     conn.expired(now, timeout)
 }
@@ -165,13 +173,13 @@ pub fn expired(conn: &Conn, now: u64) -> bool {
 /// it takes, once the entry that took that slot a lap earlier is evicted if
 /// it is still half-open. None without a quota.
 #[inline(always)]
-pub fn take_half_open_slot() -> Option<u32> {
+pub fn take_half_open_slot<P: Family>() -> Option<u32> {
     let index = next_half_open_slot()?;
-    let slot = HALF_OPEN.get_ptr_mut(index)?;
+    let slot = P::half_open().get_ptr_mut(index)?;
     // SAFETY: an array slot, live for the run.
     let (held, key) = unsafe { ((*slot).held, (*slot).key) };
     if held != 0 {
-        evict_half_open(&key, index);
+        evict_half_open::<P>(&key, index);
     }
     Some(index)
 }
@@ -208,8 +216,8 @@ fn next_half_open_slot() -> Option<u32> {
 /// The entry of `key`, just made with `half_open_slot` = `index` + 1,
 /// holds the slot.
 #[inline(always)]
-pub fn hold_half_open_slot(index: u32, key: &FlowKey) {
-    if let Some(slot) = HALF_OPEN.get_ptr_mut(index) {
+pub fn hold_half_open_slot<P: Family>(index: u32, key: &FlowKey<P::Addr>) {
+    if let Some(slot) = P::half_open().get_ptr_mut(index) {
         // SAFETY: an array slot, live for the run.
         unsafe { *slot = HalfOpenSlot::held_by(*key) };
     }
@@ -218,8 +226,8 @@ pub fn hold_half_open_slot(index: u32, key: &FlowKey) {
 /// The entry of `key` left SYN_RECV: its slot is free, unless a later SYN
 /// already took it.
 #[inline(always)]
-fn release_half_open_slot(key: &FlowKey, index: u32) {
-    if let Some(slot) = HALF_OPEN.get_ptr_mut(index) {
+fn release_half_open_slot<P: Family>(key: &FlowKey<P::Addr>, index: u32) {
+    if let Some(slot) = P::half_open().get_ptr_mut(index) {
         // SAFETY: an array slot, live for the run.
         unsafe {
             if (*slot).key == *key {
@@ -233,8 +241,9 @@ fn release_half_open_slot(key: &FlowKey, index: u32) {
 /// slot `index`, with its NAT reply entry; claimed first, as an expired
 /// entry is, so that it is removed and uncounted once.
 #[inline(always)]
-fn evict_half_open(key: &FlowKey, index: u32) {
-    let Some(entry) = CONNS.get_ptr_mut(key) else {
+fn evict_half_open<P: Family>(key: &FlowKey<P::Addr>, index: u32) {
+    let conns = P::conns();
+    let Some(entry) = conns.get_ptr_mut(key) else {
         return;
     };
     // SAFETY: a live map value, read before it is removed.
@@ -250,8 +259,8 @@ fn evict_half_open(key: &FlowKey, index: u32) {
     };
     if state != ConnState::SynRecv as u8
         || holder != index + 1
-        || !swap_state(entry, state, state | STATE_CLAIMED)
-        || CONNS.remove(key).is_err()
+        || !swap_state::<P>(entry, state, state | STATE_CLAIMED)
+        || conns.remove(key).is_err()
     {
         return;
     }
@@ -259,13 +268,13 @@ fn evict_half_open(key: &FlowKey, index: u32) {
     if nat {
         let reply = key.nat_reply_from(addr, port);
         // SAFETY: fields copied out before the removal.
-        let ours = unsafe { CONNS.get(reply) }.is_some_and(|r| {
+        let ours = unsafe { conns.get(reply) }.is_some_and(|r| {
             r.direction == Direction::Outbound as u8
                 && r.addr() == key.dst()
                 && r.port_wire() == key.dport().to_be_bytes()
         });
         if ours {
-            let _ = CONNS.remove(reply);
+            let _ = conns.remove(reply);
         }
     }
     stats::count_half_open_evicted();

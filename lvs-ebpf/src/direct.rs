@@ -5,45 +5,47 @@
 use lvs_common::Verdict;
 
 use crate::{
-    forward::{self, Lookup},
+    family::Family,
+    forward::{self, Lookup, Route},
     frame::Frame,
     headers::Packet,
 };
 
-/// Callers have checked `Packet::ttl_expiring`.
+/// On the way `found` to `real` (`forward::way_to_real`). Callers have
+/// checked `Packet::ttl_expiring`.
 #[inline(always)]
-pub fn forward<F: Frame>(
+pub fn forward<F: Frame, P: Family>(
     frame: &F,
-    packet: &Packet,
-    real_index: u32,
-    real: [u8; 4],
+    packet: &Packet<P>,
+    real: P::Addr,
+    found: Lookup<P::Addr>,
 ) -> Result<Verdict, Verdict> {
-    let tot_len = frame.mtu_len(packet, 0);
-    match forward::towards_real(frame, packet, real_index, real, tot_len, false) {
-        Lookup::Ready(egress) => {
+    let egress = found.egress;
+    match found.route {
+        Route::Ready => {
             forward::set_macs(packet, &egress);
             packet.decrement_ttl();
-            frame.send(egress.ifindex, egress.next_hop)
+            frame.send::<P>(egress.ifindex, egress.next_hop)
         }
-        Lookup::NoNeighbour(egress) => {
+        Route::NoNeighbour => {
             packet.decrement_ttl();
-            frame.to_neighbour(egress.next_hop, egress.ifindex)
+            frame.to_neighbour::<P>(egress.next_hop, egress.ifindex)
         }
         // IPVS's DR never needs forwarding.
-        Lookup::ForwardingDisabled => match forward::resolved_by_lvsd(real) {
+        Route::ForwardingDisabled => match forward::resolved_by_lvsd::<P>(real) {
             Some(hop) => {
                 packet.decrement_ttl();
-                frame.to_neighbour(hop.gateway, hop.ifindex)
+                frame.to_neighbour::<P>(hop.gateway, hop.ifindex)
             }
             None => Err(Verdict::DropNoRoute),
         },
         // Larger than the egress MTU: IPVS answers ICMP fragmentation-needed
         // when DF is set and fragments otherwise; XDP cannot fragment, and
         // the kernel would deliver the VIP packet locally. As for TUN.
-        Lookup::TooBig { mtu } if packet.dont_fragment() => frame.too_big(packet, mtu),
-        Lookup::TooBig { .. } => Err(Verdict::DropTooBig),
+        Route::TooBig if packet.dont_fragment() => frame.too_big(packet, found.mtu),
+        Route::TooBig => Err(Verdict::DropTooBig),
         // An unreachable real server is a drop, as in IPVS: the kernel
         // would deliver the VIP packet locally instead.
-        Lookup::Unroutable => Err(Verdict::DropNoRoute),
+        Route::Unroutable => Err(Verdict::DropNoRoute),
     }
 }

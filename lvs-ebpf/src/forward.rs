@@ -16,38 +16,32 @@ use aya_ebpf::{
     maps::Array,
 };
 use core::mem::{size_of, MaybeUninit};
-use lvs_common::{client_egress_slot, CachedEgress, NextHop, Verdict, IPPROTO_ICMP};
+use lvs_common::{addr::Addr, client_egress_slot, CachedEgress, Method, NextHop, Verdict};
 
 use crate::{
+    decision::Decision,
+    family::{Family, IpHeader},
     frame::{Frame, L4Patch},
     headers::Packet,
-    maps::{CLIENT_EGRESS, EGRESS_CACHE, EGRESS_GENERATION, NEXT_HOPS},
+    maps::EGRESS_GENERATION,
 };
-
-const AF_INET: u8 = 2;
 
 /// The way out: interface, MACs (unless unresolved), the next hop (the
 /// gateway, or the destination when on-link) and the source address the
 /// route selects (when asked for).
 #[derive(Clone, Copy)]
-pub struct Egress {
+pub struct Egress<A: Addr> {
     pub ifindex: u32,
     pub smac: [u8; 6],
     pub dmac: [u8; 6],
-    pub next_hop: [u8; 4],
-    pub source: [u8; 4],
+    pub next_hop: A,
+    pub source: A,
 }
 
-impl Egress {
+impl<A: Addr> Egress<A> {
     #[inline(always)]
-    fn of(fib: &FibParams) -> Self {
-        // SAFETY: the IPv4 members are the ones in use for AF_INET.
-        let (next_hop, source) = unsafe {
-            (
-                fib.__bindgen_anon_4.ipv4_dst.to_ne_bytes(),
-                fib.__bindgen_anon_3.ipv4_src.to_ne_bytes(),
-            )
-        };
+    fn of<P: Family<Addr = A>>(fib: &FibParams) -> Self {
+        let (next_hop, source) = P::fib_result(fib);
         Self {
             ifindex: fib.ifindex,
             smac: fib.smac,
@@ -58,47 +52,106 @@ impl Egress {
     }
 }
 
+/// The length the FIB checks against the route's MTU (0: none) and whether
+/// it is to select the source address, in one word.
+#[derive(Clone, Copy)]
+struct Query(u32);
+
+impl Query {
+    #[inline(always)]
+    fn new(tot_len: u16, want_source: bool) -> Self {
+        Self(tot_len as u32 | (want_source as u32) << 16)
+    }
+    #[inline(always)]
+    fn tot_len(self) -> u16 {
+        self.0 as u16
+    }
+    #[inline(always)]
+    fn want_source(self) -> bool {
+        self.0 >> 16 != 0
+    }
+}
+
 /// What the FIB said about a destination.
-pub enum Lookup {
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Route {
     /// Next hop resolved, MACs included.
-    Ready(Egress),
+    Ready,
     /// Route found but the neighbour is not resolved (no MACs).
-    NoNeighbour(Egress),
+    NoNeighbour,
     /// The packet (of the length asked about) exceeds the route's MTU.
-    TooBig { mtu: u16 },
+    TooBig,
     /// Forwarding is off on the ingress interface.
     ForwardingDisabled,
     /// No usable route (unreachable, blackhole, prohibit, ...).
     Unroutable,
 }
 
+/// The FIB's answer: the `route`, with the `egress` (`Ready`,
+/// `NoNeighbour`) or the `mtu` (`TooBig`). Every field is always written
+/// (an enum's unused payload would be undefined, and LLVM may spill an
+/// undefined register, which the verifier refuses to read).
+#[derive(Clone, Copy)]
+pub struct Lookup<A: Addr> {
+    pub route: Route,
+    pub mtu: u16,
+    pub egress: Egress<A>,
+}
+
+impl<A: Addr> Lookup<A> {
+    #[inline(always)]
+    fn ready(egress: Egress<A>) -> Self {
+        Self {
+            route: Route::Ready,
+            mtu: 0,
+            egress,
+        }
+    }
+    #[inline(always)]
+    fn none() -> Self {
+        Self {
+            route: Route::Unroutable,
+            mtu: 0,
+            egress: Egress {
+                ifindex: 0,
+                smac: [0; 6],
+                dmac: [0; 6],
+                next_hop: A::UNSPECIFIED,
+                source: A::UNSPECIFIED,
+            },
+        }
+    }
+}
+
 /// Where a destination goes. `tot_len` 0 skips the MTU check; `want_source`
-/// asks the kernel for the source address the route selects.
-#[inline(always)]
-pub fn lookup<F: Frame>(
+/// asks the kernel for the source address the route selects (both in
+/// `query`: a BPF function takes five arguments). The answer is written to
+/// `found`. Out of line, so that the answer comes back in memory: inlined,
+/// the answers without an egress left its fields undefined in registers,
+/// which LLVM may spill and the verifier refuses to read. (Nor may a BPF
+/// function return a pointer to the stack, as a returned struct would.)
+#[inline(never)]
+fn lookup<F: Frame, P: Family>(
     frame: &F,
-    packet: &Packet,
-    dst: [u8; 4],
-    tot_len: u16,
-    want_source: bool,
-) -> Lookup {
+    packet: &Packet<P>,
+    dst: &P::Addr,
+    query: Query,
+    found: &mut Lookup<P::Addr>,
+) {
+    let (dst, tot_len, want_source) = (*dst, query.tot_len(), query.want_source());
     // SAFETY: pointers validated by Packet::parse.
     let (ip, ports) = unsafe { (&*packet.ip, &*packet.ports) };
     // SAFETY: every field the helper reads is set below; the rest is zeroed.
     let mut fib: FibParams = unsafe { MaybeUninit::zeroed().assume_init() };
-    fib.family = AF_INET;
+    fib.family = P::AF;
     fib.l4_protocol = packet.proto;
-    if packet.proto != IPPROTO_ICMP {
+    if packet.proto != P::ICMP {
         fib.sport = u16::from_ne_bytes(ports.src);
         fib.dport = u16::from_ne_bytes(ports.dst);
     }
     fib.__bindgen_anon_1.tot_len = tot_len;
     fib.ifindex = frame.ingress_ifindex();
-    fib.__bindgen_anon_2.tos = ip.tos;
-    if !want_source {
-        fib.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(ip.src);
-    }
-    fib.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(dst);
+    P::fib_addresses(&mut fib, ip, dst, want_source);
     let flags = if want_source { BPF_FIB_LOOKUP_SRC } else { 0 };
 
     // SAFETY: fib is a valid, writable bpf_fib_lookup of the size passed.
@@ -110,39 +163,43 @@ pub fn lookup<F: Frame>(
             flags,
         )
     };
-    match rc as u32 {
-        BPF_FIB_LKUP_RET_SUCCESS => Lookup::Ready(Egress::of(&fib)),
-        BPF_FIB_LKUP_RET_NO_NEIGH => Lookup::NoNeighbour(Egress::of(&fib)),
-        // SAFETY: the helper wrote mtu_result for this return code.
-        BPF_FIB_LKUP_RET_FRAG_NEEDED => Lookup::TooBig {
-            mtu: unsafe { fib.__bindgen_anon_1.mtu_result },
-        },
-        BPF_FIB_LKUP_RET_FWD_DISABLED => Lookup::ForwardingDisabled,
-        _ => Lookup::Unroutable,
-    }
+    let route = match rc as u32 {
+        BPF_FIB_LKUP_RET_SUCCESS => Route::Ready,
+        BPF_FIB_LKUP_RET_NO_NEIGH => Route::NoNeighbour,
+        BPF_FIB_LKUP_RET_FRAG_NEEDED => Route::TooBig,
+        BPF_FIB_LKUP_RET_FWD_DISABLED => Route::ForwardingDisabled,
+        _ => Route::Unroutable,
+    };
+    *found = Lookup {
+        route,
+        // SAFETY: a plain u16 either way (the helper writes `mtu_result`
+        // for TooBig).
+        mtu: unsafe { fib.__bindgen_anon_1.mtu_result },
+        egress: Egress::of::<P>(&fib),
+    };
 }
 
 /// The next hop lvsd resolved towards a DR or TUN real server.
 #[inline(always)]
-pub fn resolved_by_lvsd(real: [u8; 4]) -> Option<NextHop> {
+pub fn resolved_by_lvsd<P: Family>(real: P::Addr) -> Option<NextHop<P::Addr>> {
     // SAFETY: the value is copied out at once.
-    unsafe { NEXT_HOPS.get(u32::from_ne_bytes(real)) }.copied()
+    unsafe { P::next_hops().get(real) }.copied()
 }
 
 /// The way to real server `real` (index `real_index`), through its cache.
 #[inline(always)]
-pub fn towards_real<F: Frame>(
+pub fn towards_real<F: Frame, P: Family>(
     frame: &F,
-    packet: &Packet,
+    packet: &Packet<P>,
     real_index: u32,
-    real: [u8; 4],
+    real: P::Addr,
     tot_len: u16,
     want_source: bool,
-) -> Lookup {
+) -> Lookup<P::Addr> {
     cached_way(
         frame,
         packet,
-        &EGRESS_CACHE,
+        P::egress_cache(),
         real_index,
         real,
         tot_len,
@@ -155,16 +212,16 @@ pub fn towards_real<F: Frame>(
 /// server, it is the FIB's answer for the destination alone, renewed within
 /// a second.
 #[inline(always)]
-pub fn towards_client<F: Frame>(
+pub fn towards_client<F: Frame, P: Family>(
     frame: &F,
-    packet: &Packet,
-    client: [u8; 4],
+    packet: &Packet<P>,
+    client: P::Addr,
     tot_len: u16,
-) -> Lookup {
+) -> Lookup<P::Addr> {
     cached_way(
         frame,
         packet,
-        &CLIENT_EGRESS,
+        P::client_egress(),
         client_egress_slot(client),
         client,
         tot_len,
@@ -177,19 +234,19 @@ pub fn towards_client<F: Frame>(
 /// the FIB, whose resolved answer then refills the slot (with the route's
 /// MTU, from a second lookup that asks about the largest packet).
 #[inline(always)]
-fn cached_way<F: Frame>(
+fn cached_way<F: Frame, P: Family>(
     frame: &F,
-    packet: &Packet,
-    cache: &Array<CachedEgress>,
+    packet: &Packet<P>,
+    cache: &Array<CachedEgress<P::Addr>>,
     index: u32,
-    dst: [u8; 4],
+    dst: P::Addr,
     tot_len: u16,
     want_source: bool,
-) -> Lookup {
+) -> Lookup<P::Addr> {
     let generation = EGRESS_GENERATION.get(0).copied().unwrap_or(0);
     if let Some(c) = cache.get(index) {
         if c.generation == generation && generation != 0 && c.addr == dst && tot_len <= c.mtu {
-            return Lookup::Ready(Egress {
+            return Lookup::ready(Egress {
                 ifindex: c.ifindex,
                 smac: c.smac,
                 dmac: c.dmac,
@@ -198,28 +255,51 @@ fn cached_way<F: Frame>(
             });
         }
     }
-    let found = lookup(frame, packet, dst, tot_len, want_source);
-    if let Lookup::Ready(egress) = &found {
-        if generation != 0 {
-            let mtu = match lookup(frame, packet, dst, u16::MAX, false) {
-                Lookup::TooBig { mtu } => mtu,
-                _ => u16::MAX,
-            };
-            remember(cache, index, dst, egress, mtu, generation);
-        }
+    let mut found = Lookup::none();
+    lookup(
+        frame,
+        packet,
+        &dst,
+        Query::new(tot_len, want_source),
+        &mut found,
+    );
+    if found.route == Route::Ready && generation != 0 {
+        let mut largest = Lookup::none();
+        lookup(
+            frame,
+            packet,
+            &dst,
+            Query::new(u16::MAX, false),
+            &mut largest,
+        );
+        let mtu = match largest.route {
+            Route::TooBig => largest.mtu,
+            _ => u16::MAX,
+        };
+        remember(
+            cache,
+            index,
+            &dst,
+            &found.egress,
+            (mtu as u64) << 32 | generation as u64,
+        );
     }
     found
 }
 
-#[inline(always)]
-fn remember(
-    cache: &Array<CachedEgress>,
+/// Fill the cache slot: `mtu_generation` holds the MTU (high word) and the
+/// generation (five arguments at most, each a word). Out of line: inlined,
+/// LLVM 22 spilled a register the helper call had clobbered, which the
+/// verifier refuses.
+#[inline(never)]
+fn remember<A: Addr>(
+    cache: &Array<CachedEgress<A>>,
     index: u32,
-    dst: [u8; 4],
-    e: &Egress,
-    mtu: u16,
-    generation: u32,
+    dst: &A,
+    e: &Egress<A>,
+    mtu_generation: u64,
 ) {
+    let (dst, mtu, generation) = (*dst, (mtu_generation >> 32) as u16, mtu_generation as u32);
     let Some(slot) = cache.get_ptr_mut(index) else {
         return;
     };
@@ -242,62 +322,84 @@ fn remember(
 
 /// Address the frame to the resolved next hop.
 #[inline(always)]
-pub fn set_macs(packet: &Packet, egress: &Egress) {
+pub fn set_macs<P: Family>(packet: &Packet<P>, egress: &Egress<P::Addr>) {
     // SAFETY: pointer validated by Packet::parse.
     let eth = unsafe { &mut *packet.eth };
     eth.dst = egress.dmac;
     eth.src = egress.smac;
 }
 
-/// NAT after the rewrite, whose transport checksum change is `patch`: the
-/// destination is the real server `real_index` (inbound) or the client
-/// (outbound, `None`), each through its cache. Callers have checked
-/// `Packet::ttl_expiring`. NAT needs forwarding, as IPVS's does; a packet
-/// the FIB cannot place goes to the kernel rewritten, which routes it or
-/// fragments it. One too big for the way with DF set is `DropTooBig`, its
-/// transport checksum not patched: the kernel's forwarding checks a
-/// packet's size before IPVS translates it, so a caller may put the
-/// packet back as it came and pass it instead (`nat::to_client`).
+/// The way to a connection's real server, found once whatever the method
+/// (each method's path holding its own lookup would not fit the stack): the
+/// length the route's MTU must take is the packet's, with the outer header
+/// for TUN, and TUN asks for the source the route selects unless one is
+/// configured. (A client's GSO packet is not checked: `Frame::mtu_len`.)
 #[inline(always)]
-pub fn route<F: Frame>(
+pub fn way_to_real<F: Frame, P: Family>(
     frame: &F,
-    packet: &Packet,
-    patch: L4Patch,
-    real_index: Option<u32>,
-) -> Result<Verdict, Verdict> {
+    packet: &Packet<P>,
+    to: &Decision<P::Addr>,
+) -> Lookup<P::Addr> {
+    let tunnel = to.method == Method::Tunnel as u8;
+    let (overhead, want_source) = if tunnel {
+        (
+            P::TUNNEL_HEADER_LEN as u16,
+            crate::tunnel::configured_source::<P>().is_none(),
+        )
+    } else {
+        (0, false)
+    };
+    let tot_len = frame.mtu_len(packet, overhead);
+    towards_real(frame, packet, to.real_index, to.addr, tot_len, want_source)
+}
+
+/// The way back to a NAT client (`dst`): a reply's GSO segments are checked
+/// (the kernel can tell the real server).
+#[inline(always)]
+pub fn way_to_client<F: Frame, P: Family>(frame: &F, packet: &Packet<P>) -> Lookup<P::Addr> {
     // SAFETY: pointer validated by Packet::parse.
-    let dst = unsafe { (*packet.ip).dst };
-    // A reply's GSO segments are checked (the kernel can tell the real
-    // server); a client's packet's are not (`Frame::mtu_len`).
-    let tot_len = match real_index {
-        Some(_) => frame.mtu_len(packet, 0),
-        None => frame.segment_len(packet),
-    };
-    let found = match real_index {
-        Some(index) => towards_real(frame, packet, index, dst, tot_len, false),
-        None => towards_client(frame, packet, dst, tot_len),
-    };
-    match found {
-        Lookup::Ready(egress) => {
+    let dst = unsafe { (*packet.ip).dst() };
+    towards_client(frame, packet, dst, frame.segment_len(packet))
+}
+
+/// NAT after the rewrite, whose transport checksum change is `patch`, on
+/// the way `found` (`way_to_real` inbound, `way_to_client` outbound).
+/// Callers have checked `Packet::ttl_expiring`. NAT needs forwarding, as
+/// IPVS's does; a packet the FIB cannot place goes to the kernel
+/// rewritten, which routes it or fragments it. One too big for the way
+/// with DF set is `DropTooBig`, its transport checksum not patched: the
+/// kernel's forwarding checks a packet's size before IPVS translates it,
+/// so a caller may put the packet back as it came and pass it instead
+/// (`nat::to_client`).
+#[inline(always)]
+pub fn route<F: Frame, P: Family>(
+    frame: &F,
+    packet: &Packet<P>,
+    patch: L4Patch,
+    found: Lookup<P::Addr>,
+) -> Result<Verdict, Verdict> {
+    let egress = found.egress;
+    match found.route {
+        Route::Ready => {
             set_macs(packet, &egress);
             packet.decrement_ttl();
             frame.patch_l4(patch);
-            frame.send(egress.ifindex, egress.next_hop)
+            frame.send::<P>(egress.ifindex, egress.next_hop)
         }
         // Not to the kernel's forwarding: it drops a reply whose source is a
         // VIP this router holds (a floating address) as a martian.
-        Lookup::NoNeighbour(egress) => {
+        Route::NoNeighbour => {
             packet.decrement_ttl();
             frame.patch_l4(patch);
-            frame.to_neighbour(egress.next_hop, egress.ifindex)
+            frame.to_neighbour::<P>(egress.next_hop, egress.ifindex)
         }
-        Lookup::TooBig { .. } if packet.dont_fragment() => Err(Verdict::DropTooBig),
-        Lookup::TooBig { .. } => {
+        Route::TooBig if packet.dont_fragment() => Err(Verdict::DropTooBig),
+        Route::TooBig => {
             frame.patch_l4(patch);
             Err(Verdict::PassTooBig)
         }
-        Lookup::ForwardingDisabled => Err(Verdict::DropForwardingDisabled),
-        Lookup::Unroutable => {
+        Route::ForwardingDisabled => Err(Verdict::DropForwardingDisabled),
+        Route::Unroutable => {
             frame.patch_l4(patch);
             Err(Verdict::PassNoRoute)
         }

@@ -13,8 +13,8 @@
 
 use aya_ebpf::{
     bindings::{
-        bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, bpf_redir_neigh, bpf_redir_neigh__bindgen_ty_1,
-        BPF_F_ADJ_ROOM_ENCAP_L3_IPV4, BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR,
+        bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, bpf_redir_neigh, BPF_F_MARK_MANGLED_0,
+        BPF_F_PSEUDO_HDR,
     },
     cty::c_void,
     helpers::{bpf_l4_csum_replace, bpf_redirect, bpf_redirect_neigh, bpf_xdp_adjust_head},
@@ -24,11 +24,11 @@ use core::mem::size_of;
 use lvs_common::{checksum::Delta, NeighNote, Verdict};
 
 use crate::{
-    headers::IPV4_HEADER_LEN,
-    maps::{EGRESS, ICMP_ERROR_TC, ICMP_ERROR_XDP, NEIGH_NOTES},
+    decision::Stage,
+    family::Family,
+    headers::Packet,
+    maps::{DIRECTOR6_TC, DIRECTOR6_XDP, EGRESS, ICMP_ERROR_TC, ICMP_ERROR_XDP},
 };
-
-const AF_INET: u32 = 2;
 
 /// A transport checksum change not applied yet (see `checksum::Delta`).
 #[derive(Clone, Copy)]
@@ -56,30 +56,33 @@ pub trait Frame {
     /// socket buffer. Its segments could be too big, but tc cannot answer
     /// for DR, TUN or a client's NAT packet, and a veth carries GSO whole
     /// (and encapsulation shrinks a tunnelled one's segments).
-    fn mtu_len(&self, packet: &crate::headers::Packet, overhead: u16) -> u16;
+    fn mtu_len<P: Family>(&self, packet: &Packet<P>, overhead: u16) -> u16;
     /// The length of the packets that leave: a GSO socket buffer's
     /// segments' (headers and `gso_size` bytes), as the kernel's forwarding
     /// checks it. For a NAT reply, whose sender the kernel can answer.
-    fn segment_len(&self, packet: &crate::headers::Packet) -> u16;
+    fn segment_len<P: Family>(&self, packet: &Packet<P>) -> u16;
     /// A DF packet too big for the egress (DR or TUN): tell the sender the
     /// largest that fits.
-    fn too_big(&self, packet: &crate::headers::Packet, mtu: u16) -> Result<Verdict, Verdict>;
+    fn too_big<P: Family>(&self, packet: &Packet<P>, mtu: u16) -> Result<Verdict, Verdict>;
     /// Apply a transport checksum change. On a socket buffer this goes
     /// through the kernel (which knows the checksum state) and invalidates
     /// every packet pointer: call it after the last direct write.
     fn patch_l4(&self, patch: L4Patch);
     /// Send the frame (addressed already) out of `ifindex` towards
     /// `next_hop`. The last thing done to a frame.
-    fn send(&self, ifindex: u32, next_hop: [u8; 4]) -> Result<Verdict, Verdict>;
+    fn send<P: Family>(&self, ifindex: u32, next_hop: P::Addr) -> Result<Verdict, Verdict>;
     /// Give the frame to the kernel's neighbour layer to address and send
     /// to `next_hop` on `ifindex`. The last thing done to a frame.
-    fn to_neighbour(&self, next_hop: [u8; 4], ifindex: u32) -> Result<Verdict, Verdict>;
-    /// Make room for an outer IPv4 header right after the Ethernet header.
-    /// Invalidates every packet pointer.
-    fn push_ipv4_header(&self) -> Result<(), Verdict>;
+    fn to_neighbour<P: Family>(&self, next_hop: P::Addr, ifindex: u32) -> Result<Verdict, Verdict>;
+    /// Make room for a tunnel's outer header of family `P` right after the
+    /// Ethernet header. Invalidates every packet pointer.
+    fn push_outer_header<P: Family>(&self) -> Result<(), Verdict>;
     /// Go on in this frame's ICMP error program (a tail call: it does not
     /// return unless the program is missing).
     fn to_icmp_error_program(&self);
+    /// Go on in this frame's IPv6 program for `stage` (a tail call, as
+    /// above).
+    fn to_ipv6_stage(&self, stage: Stage);
 }
 
 impl Frame for XdpContext {
@@ -105,16 +108,16 @@ impl Frame for XdpContext {
         self.ctx as *mut c_void
     }
     #[inline(always)]
-    fn mtu_len(&self, packet: &crate::headers::Packet, overhead: u16) -> u16 {
+    fn mtu_len<P: Family>(&self, packet: &Packet<P>, overhead: u16) -> u16 {
         (packet.ip_len() as u16).saturating_add(overhead)
     }
     #[inline(always)]
-    fn segment_len(&self, packet: &crate::headers::Packet) -> u16 {
+    fn segment_len<P: Family>(&self, packet: &Packet<P>) -> u16 {
         packet.ip_len() as u16
     }
     #[inline(always)]
-    fn too_big(&self, packet: &crate::headers::Packet, mtu: u16) -> Result<Verdict, Verdict> {
-        crate::icmp::frag_needed(self, packet, mtu)
+    fn too_big<P: Family>(&self, packet: &Packet<P>, mtu: u16) -> Result<Verdict, Verdict> {
+        P::too_big_xdp(self, packet, mtu)
     }
     #[inline(always)]
     fn patch_l4(&self, patch: L4Patch) {
@@ -134,29 +137,25 @@ impl Frame for XdpContext {
     /// to another that takes XDP frames; anything else (an interface on the
     /// tc datapath, or not ours) through the neighbour layer.
     #[inline(always)]
-    fn send(&self, ifindex: u32, next_hop: [u8; 4]) -> Result<Verdict, Verdict> {
+    fn send<P: Family>(&self, ifindex: u32, next_hop: P::Addr) -> Result<Verdict, Verdict> {
         if ifindex == Frame::ingress_ifindex(self) {
             return Ok(Verdict::Transmit);
         }
         match EGRESS.redirect(ifindex, 0) {
             Ok(_) => Ok(Verdict::Redirect),
-            Err(_) => self.to_neighbour(next_hop, ifindex),
+            Err(_) => self.to_neighbour::<P>(next_hop, ifindex),
         }
     }
     /// XDP cannot reach the neighbour layer: the packet goes up with a note
-    /// (`NEIGH_NOTES`, keyed by its IPv4 header), and `lvs_neigh` on tc
+    /// (`NEIGH_NOTES`, keyed by its IP header), and `lvs_neigh` on tc
     /// ingress hands it to `bpf_redirect_neigh`. (Passed plainly, the kernel
     /// would deliver a DR packet to the local VIP and drop a TUN or NAT one
     /// as a martian.)
     #[inline(always)]
-    fn to_neighbour(&self, next_hop: [u8; 4], ifindex: u32) -> Result<Verdict, Verdict> {
-        let key = crate::neigh::key(self.data(), self.data_end()).ok_or(Verdict::DropNoRoute)?;
-        let note = NeighNote {
-            noted_ns: crate::stats::now(),
-            next_hop,
-            ifindex,
-        };
-        NEIGH_NOTES
+    fn to_neighbour<P: Family>(&self, next_hop: P::Addr, ifindex: u32) -> Result<Verdict, Verdict> {
+        let key = P::neigh_key(self.data(), self.data_end()).ok_or(Verdict::DropNoRoute)?;
+        let note = NeighNote::new(crate::stats::now(), next_hop, ifindex);
+        P::neigh_notes()
             .insert(key, note, 0)
             .map_err(|_| Verdict::DropNoRoute)?;
         Ok(Verdict::PassResolveNeighbour)
@@ -167,10 +166,15 @@ impl Frame for XdpContext {
         unsafe { ICMP_ERROR_XDP.tail_call(self, 0) };
     }
     #[inline(always)]
-    fn push_ipv4_header(&self) -> Result<(), Verdict> {
+    fn to_ipv6_stage(&self, stage: Stage) {
+        // SAFETY: a tail call with our own context.
+        unsafe { DIRECTOR6_XDP.tail_call(self, stage as u32) };
+    }
+    #[inline(always)]
+    fn push_outer_header<P: Family>(&self) -> Result<(), Verdict> {
         // SAFETY: plain helper call on our own context. The old Ethernet
         // header now sits inside the new room; the caller rewrites it.
-        if unsafe { bpf_xdp_adjust_head(self.ctx, -(IPV4_HEADER_LEN as i32)) } != 0 {
+        if unsafe { bpf_xdp_adjust_head(self.ctx, -(P::TUNNEL_HEADER_LEN as i32)) } != 0 {
             return Err(Verdict::DropNoRoute);
         }
         Ok(())
@@ -214,7 +218,7 @@ impl Frame for TcContext {
         self.skb.skb as *mut c_void
     }
     #[inline(always)]
-    fn mtu_len(&self, packet: &crate::headers::Packet, overhead: u16) -> u16 {
+    fn mtu_len<P: Family>(&self, packet: &Packet<P>, overhead: u16) -> u16 {
         if gso_size(self) == 0 {
             (packet.ip_len() as u16).saturating_add(overhead)
         } else {
@@ -222,7 +226,7 @@ impl Frame for TcContext {
         }
     }
     #[inline(always)]
-    fn segment_len(&self, packet: &crate::headers::Packet) -> u16 {
+    fn segment_len<P: Family>(&self, packet: &Packet<P>) -> u16 {
         match gso_size(self) {
             0 => packet.ip_len() as u16,
             gso_size => (packet.ip_header_len as u16)
@@ -233,7 +237,7 @@ impl Frame for TcContext {
     /// Building an ICMP error inside a socket buffer would have to undo its
     /// offload state; it is dropped and counted instead.
     #[inline(always)]
-    fn too_big(&self, _packet: &crate::headers::Packet, _mtu: u16) -> Result<Verdict, Verdict> {
+    fn too_big<P: Family>(&self, _packet: &Packet<P>, _mtu: u16) -> Result<Verdict, Verdict> {
         Err(Verdict::DropTooBig)
     }
     #[inline(always)]
@@ -268,7 +272,7 @@ impl Frame for TcContext {
         }
     }
     #[inline(always)]
-    fn send(&self, ifindex: u32, _next_hop: [u8; 4]) -> Result<Verdict, Verdict> {
+    fn send<P: Family>(&self, ifindex: u32, _next_hop: P::Addr) -> Result<Verdict, Verdict> {
         // SAFETY: plain helper call. Flags 0: out of `ifindex`'s egress.
         unsafe { bpf_redirect(ifindex, 0) };
         if ifindex == Frame::ingress_ifindex(self) {
@@ -278,13 +282,8 @@ impl Frame for TcContext {
         }
     }
     #[inline(always)]
-    fn to_neighbour(&self, next_hop: [u8; 4], ifindex: u32) -> Result<Verdict, Verdict> {
-        let mut params = bpf_redir_neigh {
-            nh_family: AF_INET,
-            __bindgen_anon_1: bpf_redir_neigh__bindgen_ty_1 {
-                ipv4_nh: u32::from_ne_bytes(next_hop),
-            },
-        };
+    fn to_neighbour<P: Family>(&self, next_hop: P::Addr, ifindex: u32) -> Result<Verdict, Verdict> {
+        let mut params = P::redirect_neighbour(next_hop);
         // SAFETY: params is a valid bpf_redir_neigh of the size passed.
         unsafe { bpf_redirect_neigh(ifindex, &mut params, size_of::<bpf_redir_neigh>() as i32, 0) };
         Ok(Verdict::PassResolveNeighbour)
@@ -295,14 +294,16 @@ impl Frame for TcContext {
         unsafe { ICMP_ERROR_TC.tail_call(self, 0) };
     }
     #[inline(always)]
-    fn push_ipv4_header(&self) -> Result<(), Verdict> {
+    fn to_ipv6_stage(&self, stage: Stage) {
+        // SAFETY: a tail call with our own context.
+        unsafe { DIRECTOR6_TC.tail_call(self, stage as u32) };
+    }
+    #[inline(always)]
+    fn push_outer_header<P: Family>(&self) -> Result<(), Verdict> {
         // Room after the MAC header; the kernel marks the skb as carrying
-        // an IPv4 tunnel so GSO segments it right (and shrinks gso_size).
-        self.adjust_room(
-            IPV4_HEADER_LEN as i32,
-            BPF_ADJ_ROOM_MAC,
-            BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 as u64,
-        )
-        .map_err(|_| Verdict::DropNoRoute)
+        // a tunnel of the family so GSO segments it right (and shrinks
+        // gso_size).
+        self.adjust_room(P::TUNNEL_HEADER_LEN as i32, BPF_ADJ_ROOM_MAC, P::ENCAP_FLAG)
+            .map_err(|_| Verdict::DropNoRoute)
     }
 }

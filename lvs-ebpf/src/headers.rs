@@ -1,5 +1,6 @@
 //! Header views over the frame. Fields stay in network order as byte arrays;
-//! `Packet::parse` is the only place that checks bounds.
+//! `Packet::parse` (with `parse_ipv4` or `parse_ipv6`) is the only place
+//! that checks bounds.
 
 use core::mem::size_of;
 use lvs_common::{
@@ -8,9 +9,15 @@ use lvs_common::{
     FlowKey, Verdict, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
 };
 
-use crate::frame::{Frame, L4Patch};
+use lvs_common::addr::In6;
+
+use crate::{
+    family::{Family, IpHeader, V4},
+    frame::{Frame, L4Patch},
+};
 
 pub const ETH_P_IPV4: [u8; 2] = [0x08, 0x00];
+pub const ETH_P_IPV6: [u8; 2] = [0x86, 0xdd];
 
 #[repr(C)]
 pub struct Ethernet {
@@ -55,8 +62,33 @@ impl Ipv4 {
     }
 }
 
+#[repr(C)]
+pub struct Ipv6 {
+    /// Version, traffic class and flow label.
+    pub version_class_flow: [u8; 4],
+    pub payload_len: [u8; 2],
+    pub next_header: u8,
+    pub hop_limit: u8,
+    pub src: In6,
+    pub dst: In6,
+}
+
 pub const ETH_HEADER_LEN: usize = size_of::<Ethernet>();
 pub const IPV4_HEADER_LEN: usize = size_of::<Ipv4>();
+pub const IPV6_HEADER_LEN: usize = size_of::<Ipv6>();
+
+/// IPv6 extension headers a router passes over (RFC 8200 §4.1): hop-by-hop
+/// and destination options, and a routing header with no segment left.
+const IPV6_HOP_BY_HOP: u8 = 0;
+const IPV6_ROUTING: u8 = 43;
+const IPV6_FRAGMENT: u8 = 44;
+const IPV6_DESTINATION_OPTIONS: u8 = 60;
+/// Extension headers looked through before the transport header; a packet
+/// with more is passed to the kernel (`pass_unsupported`).
+const IPV6_EXTENSION_HEADERS_MAX: usize = 3;
+/// What the director reads of an IPv6 frame before it decides: up to 64
+/// bytes of extension headers.
+pub const IPV6_HEADERS_MAX_LEN: usize = ETH_HEADER_LEN + IPV6_HEADER_LEN + 64 + TCP_HEADER_LEN;
 
 /// The first eight bytes of TCP and UDP: ports, then fields we do not touch.
 #[repr(C)]
@@ -81,11 +113,11 @@ pub const UDP_CHECK_OFFSET: usize = 6;
 const ICMP_CHECK_OFFSET: usize = 2;
 const TCP_FLAGS_OFFSET: usize = 13;
 
-/// A parsed IPv4 TCP, UDP or ICMP frame: pointers are valid for the program
-/// run.
-pub struct Packet {
+/// A parsed TCP, UDP or ICMP frame of family `P`: pointers are valid for
+/// the program run.
+pub struct Packet<P: Family = V4> {
     pub eth: *mut Ethernet,
-    pub ip: *mut Ipv4,
+    pub ip: *mut P::Ip,
     /// TCP and UDP: the ports. ICMP (read only by `icmp_error`, which
     /// parses what it quotes): type, code and checksum.
     pub ports: *mut Ports,
@@ -94,7 +126,8 @@ pub struct Packet {
     pub proto: u8,
     /// TCP flags byte (0 for UDP).
     pub tcp_flags: u8,
-    /// IPv4 header length in bytes (20 to 60).
+    /// IP header length in bytes: IPv4's 20 to 60; IPv6's 40 and its
+    /// extension headers.
     pub ip_header_len: usize,
 }
 
@@ -111,9 +144,64 @@ pub fn wanted_linear(frame: &impl Frame) -> usize {
     // SAFETY: both bounds-checked by ptr_at.
     if unsafe { *ethertype == ETH_P_IPV4 && *proto == IPPROTO_ICMP } {
         ICMP_ERROR_HEADERS_MAX_LEN
+    } else if unsafe { *ethertype == ETH_P_IPV6 } {
+        IPV6_HEADERS_MAX_LEN
     } else {
         HEADERS_MAX_LEN
     }
+}
+
+/// The IPv4 header: its pointer, length and protocol. Fragments carry no
+/// ports to look up: the kernel gets them as they are (a fragmented reply
+/// is therefore not SNATed: see README).
+#[inline(always)]
+pub fn parse_ipv4(ctx: &impl Frame) -> Result<(*mut Ipv4, usize, u8), Verdict> {
+    let ip: *mut Ipv4 = ptr_at(ctx, ETH_HEADER_LEN)?;
+    // SAFETY: bounds checked by ptr_at.
+    let ipr = unsafe { &*ip };
+    let ihl = ipr.header_len();
+    if ipr.version_ihl >> 4 != 4 || ihl < IPV4_HEADER_LEN {
+        return Err(Verdict::PassMalformed);
+    }
+    if ipr.is_fragment() {
+        return Err(Verdict::PassUnsupported);
+    }
+    Ok((ip, ihl, ipr.proto))
+}
+
+/// The IPv6 header and the extension headers a router passes over: their
+/// pointer, length and the protocol after them. A fragment, or a routing
+/// header with segments left (the packet is not for its destination yet),
+/// goes to the kernel as it is.
+#[inline(always)]
+pub fn parse_ipv6(ctx: &impl Frame) -> Result<(*mut Ipv6, usize, u8), Verdict> {
+    let ip: *mut Ipv6 = ptr_at(ctx, ETH_HEADER_LEN)?;
+    // SAFETY: bounds checked by ptr_at.
+    let ipr = unsafe { &*ip };
+    if ipr.version_class_flow[0] >> 4 != 6 {
+        return Err(Verdict::PassMalformed);
+    }
+    let mut next = ipr.next_header;
+    let mut len = IPV6_HEADER_LEN;
+    for _ in 0..IPV6_EXTENSION_HEADERS_MAX {
+        if next == IPV6_FRAGMENT {
+            return Err(Verdict::PassUnsupported);
+        }
+        if next != IPV6_HOP_BY_HOP && next != IPV6_ROUTING && next != IPV6_DESTINATION_OPTIONS {
+            break;
+        }
+        // Next header, length in 8-byte units after the first 8, and for a
+        // routing header its type and the segments left.
+        let ext: *const [u8; 4] = ptr_at(ctx, ETH_HEADER_LEN + len)?;
+        // SAFETY: bounds checked by ptr_at.
+        let ext = unsafe { *ext };
+        if next == IPV6_ROUTING && ext[3] != 0 {
+            return Err(Verdict::PassUnsupported);
+        }
+        next = ext[0];
+        len += (ext[1] as usize + 1) * 8;
+    }
+    Ok((ip, len, next))
 }
 
 /// As `ptr_at`, for a pointer kept a while at a variable offset. LLVM may
@@ -141,38 +229,28 @@ pub fn ptr_at<T>(frame: &impl Frame, offset: usize) -> Result<*mut T, Verdict> {
     Ok((start + offset) as *mut T)
 }
 
-impl Packet {
+impl<P: Family> Packet<P> {
     #[inline(always)]
     pub fn parse(ctx: &impl Frame) -> Result<Self, Verdict> {
         let eth: *mut Ethernet = ptr_at(ctx, 0).map_err(|_| Verdict::PassNotIpv4)?;
         // SAFETY: bounds checked by ptr_at.
-        if unsafe { (*eth).ethertype } != ETH_P_IPV4 {
+        if unsafe { (*eth).ethertype } != P::ETHERTYPE {
             return Err(Verdict::PassNotIpv4);
         }
-        let ip: *mut Ipv4 = ptr_at(ctx, size_of::<Ethernet>())?;
-        // SAFETY: bounds checked by ptr_at.
+        let (ip, ihl, proto) = P::parse_ip(ctx)?;
+        // SAFETY: bounds checked by parse_ip.
         let ipr = unsafe { &*ip };
-        let ihl = ipr.header_len();
-        if ipr.version_ihl >> 4 != 4 || ihl < size_of::<Ipv4>() {
-            return Err(Verdict::PassMalformed);
-        }
-        // Fragments carry no ports to look up; the kernel gets them as they
-        // are (a fragmented reply is therefore not SNATed: see README).
-        if ipr.is_fragment() {
-            return Err(Verdict::PassUnsupported);
-        }
         let l4 = size_of::<Ethernet>() + ihl;
-        let proto = ipr.proto;
         let (check_offset, header_len) = match proto {
             IPPROTO_TCP => (TCP_CHECK_OFFSET, TCP_HEADER_LEN),
             IPPROTO_UDP => (UDP_CHECK_OFFSET, UDP_HEADER_LEN),
-            IPPROTO_ICMP => (ICMP_CHECK_OFFSET, ICMP_HEADER_LEN),
+            p if p == P::ICMP => (ICMP_CHECK_OFFSET, ICMP_HEADER_LEN),
             _ => return Err(Verdict::PassUnsupported),
         };
         // The total length must cover both headers and end within the
         // frame, or the kernel drops the packet (ip_rcv): the rewrite, the
         // counters, the MTU check and a tunnel's outer header all go by it.
-        let total = u16::from_be_bytes(ipr.total_len) as usize;
+        let total = ipr.packet_len() as usize;
         if total < ihl + header_len || size_of::<Ethernet>() + total > ctx.frame_len() {
             return Err(Verdict::PassMalformed);
         }
@@ -218,7 +296,7 @@ impl Packet {
         ETH_HEADER_LEN + self.ip_header_len
     }
 
-    /// Where the IPv4 packet ends in the frame (padding may follow).
+    /// Where the IP packet ends in the frame (padding may follow).
     #[inline(always)]
     pub fn ip_end(&self) -> usize {
         ETH_HEADER_LEN + self.ip_len() as usize
@@ -226,10 +304,10 @@ impl Packet {
 
     /// TCP or UDP; ICMP's flow key is its quote's (`icmp_error`).
     #[inline(always)]
-    pub fn flow_key(&self) -> FlowKey {
+    pub fn flow_key(&self) -> FlowKey<P::Addr> {
         // SAFETY: pointers validated by parse.
         let (ip, ports) = unsafe { (&*self.ip, &*self.ports) };
-        FlowKey::from_wire(ip.src, ip.dst, ports.src, ports.dst, self.proto)
+        FlowKey::from_wire(ip.src(), ip.dst(), ports.src, ports.dst, self.proto)
     }
 
     /// IPVS schedules TCP only on SYN without RST; UDP always.
@@ -244,25 +322,21 @@ impl Packet {
         unsafe { (*self.ip).dont_fragment() }
     }
 
-    /// Forwarding would take the TTL to 0: the kernel must answer with ICMP
-    /// time-exceeded, quoting the packet as the client sent it.
+    /// Forwarding would take the TTL (hop limit) to 0: the kernel must
+    /// answer with ICMP time-exceeded, quoting the packet as the client
+    /// sent it.
     #[inline(always)]
     pub fn ttl_expiring(&self) -> bool {
         // SAFETY: validated by parse.
-        unsafe { (*self.ip).ttl <= 1 }
+        unsafe { (*self.ip).hop_limit() <= 1 }
     }
 
-    /// Decrement the TTL and patch the header checksum; callers have checked
-    /// `ttl_expiring`.
+    /// Decrement the TTL (patching IPv4's header checksum); callers have
+    /// checked `ttl_expiring`.
     #[inline(always)]
     pub fn decrement_ttl(&self) {
         // SAFETY: validated by parse.
-        let ip = unsafe { &mut *self.ip };
-        let old = u16::from_be_bytes([ip.ttl, ip.proto]);
-        ip.ttl -= 1;
-        let new = u16::from_be_bytes([ip.ttl, ip.proto]);
-        ip.check =
-            lvs_common::checksum::replace_u16(u16::from_be_bytes(ip.check), old, new).to_be_bytes();
+        unsafe { (*self.ip).decrement_hop_limit() };
     }
 
     /// A transport checksum change for this packet, to apply with
@@ -280,6 +354,6 @@ impl Packet {
     #[inline(always)]
     pub fn ip_len(&self) -> u64 {
         // SAFETY: validated by parse.
-        u16::from_be_bytes(unsafe { (*self.ip).total_len }) as u64
+        unsafe { (*self.ip).packet_len() as u64 }
     }
 }

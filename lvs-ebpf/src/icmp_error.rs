@@ -26,7 +26,11 @@ use lvs_common::{
 };
 
 use crate::{
-    conntrack, direct, forward,
+    conntrack,
+    decision::Decision,
+    direct,
+    family::V4,
+    forward,
     frame::Frame,
     headers::{
         pinned_ptr_at, Ipv4, Packet, Ports, ICMP_HEADER_LEN, IPV4_HEADER_LEN, TCP_CHECK_OFFSET,
@@ -147,7 +151,7 @@ pub fn to_owner<F: Frame>(frame: &F) -> Result<Verdict, Verdict> {
         return Err(Verdict::PassToKernel);
     }
     if from_nat_server {
-        if let Some((key, entry)) = nat::one_entry_of(&flow) {
+        if let Some((key, entry)) = nat::one_entry_of::<V4>(&flow) {
             // SAFETY: a live map value, read once.
             let conn = unsafe { &*entry };
             let at = (key.dst(), key.dport().to_be_bytes());
@@ -179,8 +183,18 @@ pub fn to_owner<F: Frame>(frame: &F) -> Result<Verdict, Verdict> {
         packet.ip_len(),
         false,
     );
-    match Method::from_u8(conn.method) {
-        Some(Method::Nat) => {
+    let method = match Method::from_u8(conn.method) {
+        // This director is the real server: its stack owns the flow.
+        Some(Method::Local) => {
+            stats::count_icmp(IcmpCase::ToRealServer);
+            return Err(Verdict::PassLocal);
+        }
+        Some(method) => method,
+        None => return Err(Verdict::DropNoDestination),
+    };
+    let found = forward::way_to_real(frame, packet, &Decision::to_real(conn));
+    match method {
+        Method::Nat => {
             stats::count_icmp(IcmpCase::NatToRealServer);
             let (real, port) = (conn.addr(), conn.port_wire());
             // SAFETY: pointer validated by Packet::parse.
@@ -190,18 +204,16 @@ pub fn to_owner<F: Frame>(frame: &F) -> Result<Verdict, Verdict> {
             outer.patch_check(Delta::NONE.addr(old, real));
             let icmp = translate(&quote, End::Source, real, port);
             let patch = packet.l4_patch(Delta::NONE, icmp);
-            forward::route(frame, packet, patch, Some(conn.real_index))
+            forward::route(frame, packet, patch, found)
         }
-        Some(method) => {
+        Method::Tunnel => {
             stats::count_icmp(IcmpCase::ToRealServer);
-            match method {
-                Method::Route => direct::forward(frame, packet, conn.real_index, conn.addr()),
-                Method::Tunnel => tunnel::forward(frame, packet, conn.real_index, conn.addr()),
-                // This director is the real server: its stack owns the flow.
-                _ => Err(Verdict::PassLocal),
-            }
+            tunnel::forward(frame, packet, conn.addr(), found)
         }
-        None => Err(Verdict::DropNoDestination),
+        _ => {
+            stats::count_icmp(IcmpCase::ToRealServer);
+            direct::forward(frame, packet, conn.addr(), found)
+        }
     }
 }
 
@@ -236,7 +248,8 @@ fn to_client<F: Frame>(
     outer.patch_check(Delta::NONE.addr(old, vip));
     let icmp = translate(quote, End::Destination, vip, vport);
     let patch = packet.l4_patch(Delta::NONE, icmp);
-    forward::route(frame, packet, patch, None)
+    let found = forward::way_to_client(frame, packet);
+    forward::route(frame, packet, patch, found)
 }
 
 /// Rewrite one end (address and port) of the quoted packet, patching its

@@ -9,7 +9,7 @@ use lvs_common::Verdict;
 
 use crate::{
     frame::Frame,
-    headers::ptr_at,
+    headers::{ptr_at, ETH_P_IPV6},
     maps::{FLOATING, LIVENESS},
     stats,
 };
@@ -45,10 +45,20 @@ pub fn controller_gone(now: u64) -> bool {
     }
 }
 
-/// A frame that is not IPv4: an ARP request for a floating address is
-/// dropped while lvsd is gone; everything else goes on to the kernel.
+/// A frame that is not IPv4: IPv6 goes on in the IPv6 director; an ARP
+/// request for a floating address is dropped while lvsd is gone;
+/// everything else goes on to the kernel.
 #[inline(always)]
 pub fn not_ipv4<F: Frame>(frame: &F) -> Result<Verdict, Verdict> {
+    let ipv6 = ptr_at::<[u8; 2]>(frame, 12).is_ok_and(|ethertype| {
+        // SAFETY: bounds-checked by ptr_at.
+        unsafe { *ethertype == ETH_P_IPV6 }
+    });
+    if ipv6 {
+        // Only returns if the program is missing (lvsd gone).
+        frame.to_ipv6_stage(crate::decision::Stage::Director);
+        return Err(Verdict::PassNotIpv4);
+    }
     let Ok(arp) = ptr_at::<EthernetArp>(frame, 0) else {
         return Err(Verdict::PassNotIpv4);
     };

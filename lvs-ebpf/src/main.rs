@@ -4,6 +4,9 @@
 //! `lvs_director` (XDP, where the driver completes XDP_TX and redirects)
 //! and `lvs_director_tc` (tc ingress, on veth and other virtual devices; see
 //! `frame`). Each has one place that turns every verdict into its action.
+//! The path is generic over the address family (`family`): an IPv6 frame
+//! goes on by a tail call in `lvs_director6` (`lvs_director6_tc`), the same
+//! path for `V6`.
 //! The path, in the order a packet meets it: `headers` (parse),
 //! `relevance` (not for any service: pass at once), a NAT server's reply
 //! found through its services (`nat`), the connection table with
@@ -28,8 +31,10 @@
 mod bench;
 mod conntrack;
 mod decap;
+mod decision;
 mod direct;
 mod events;
+mod family;
 mod forward;
 mod frame;
 mod headers;
@@ -51,16 +56,21 @@ use aya_ebpf::{
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
-use lvs_common::{Conn, Direction, Method, Verdict, IPPROTO_ICMP};
+use lvs_common::{Conn, Direction, FlowKey, Method, Verdict};
 
-use crate::{frame::Frame, stats::Way};
+use crate::{
+    decision::{Decision, Stage},
+    family::{Family, V4, V6},
+    frame::Frame,
+    stats::Way,
+};
 
 #[xdp]
 // Inlined into the entry point the macro makes: as a BPF subprogram, the
 // kernel refuses its packet-resizing helpers.
 #[inline(always)]
 pub fn lvs_director(ctx: XdpContext) -> u32 {
-    let verdict = match director(&ctx) {
+    let verdict = match director::<_, V4>(&ctx) {
         Ok(v) | Err(v) => v,
     };
     stats::count_verdict(verdict);
@@ -75,12 +85,43 @@ pub fn lvs_director_tc(ctx: TcContext) -> i32 {
     if ctx.data() + wanted > ctx.data_end() {
         let _ = ctx.pull_data(ctx.len().min(wanted as u32));
     }
-    let verdict = match director(&ctx) {
+    let verdict = match director::<_, V4>(&ctx) {
         Ok(v) | Err(v) => v,
     };
     stats::count_verdict(verdict);
     tc_action(verdict)
 }
+
+/// IPv6, from the director by a tail call, in three stages (`decision`).
+/// A stage that hands the packet on counts no verdict: the last one does.
+macro_rules! ipv6_stage {
+    ($xdp:ident, $tc:ident, $path:ident) => {
+        #[xdp]
+        #[inline(always)]
+        pub fn $xdp(ctx: XdpContext) -> u32 {
+            let verdict = match $path::<_, V6>(&ctx) {
+                Ok(v) | Err(v) => v,
+            };
+            stats::count_verdict(verdict);
+            action(verdict)
+        }
+
+        #[classifier]
+        #[inline(always)]
+        pub fn $tc(ctx: TcContext) -> i32 {
+            let verdict = match $path::<_, V6>(&ctx) {
+                Ok(v) | Err(v) => v,
+            };
+            stats::count_verdict(verdict);
+            tc_action(verdict)
+        }
+    };
+}
+ipv6_stage!(lvs_director6, lvs_director6_tc, director);
+ipv6_stage!(lvs_new_flow6, lvs_new_flow6_tc, new_flow_stage);
+ipv6_stage!(lvs_send6, lvs_send6_tc, to_real_stage);
+ipv6_stage!(lvs_reply6, lvs_reply6_tc, to_client_stage);
+ipv6_stage!(lvs_tunnel6, lvs_tunnel6_tc, tunnel_stage);
 
 /// ICMP, from the director by a tail call: errors go to the host that owns
 /// the connection they quote (`icmp_error`).
@@ -181,15 +222,18 @@ fn tc_action(verdict: Verdict) -> i32 {
 }
 
 #[inline(always)]
-fn director<F: Frame>(ctx: &F) -> Result<Verdict, Verdict> {
-    let packet = match headers::Packet::parse(ctx) {
+fn director<F: Frame, P: Family>(ctx: &F) -> Result<Verdict, Verdict> {
+    let packet = match headers::Packet::<P>::parse(ctx) {
         Ok(packet) => packet,
         Err(Verdict::PassNotIpv4) => return liveness::not_ipv4(ctx),
         Err(verdict) => return Err(verdict),
     };
-    if packet.proto == IPPROTO_ICMP {
-        // Only returns if the program is missing (lvsd gone).
-        ctx.to_icmp_error_program();
+    if packet.proto == P::ICMP {
+        // ICMPv6 (neighbour discovery, errors) is the kernel's.
+        if P::AF == V4::AF {
+            // Only returns if the program is missing (lvsd gone).
+            ctx.to_icmp_error_program();
+        }
         return Err(Verdict::PassUnsupported);
     }
     let flow = packet.flow_key();
@@ -201,58 +245,169 @@ fn director<F: Frame>(ctx: &F) -> Result<Verdict, Verdict> {
     }
     let now = stats::now();
     if from_nat_server {
-        if let Some((key, entry)) = nat::one_entry_of(&flow) {
-            return nat::outbound(ctx, &packet, &key, entry, now);
+        if let Some((key, entry)) = nat::one_entry_of::<P>(&flow) {
+            let decision = nat::outbound(&packet, &key, entry, now)?;
+            return send_decided(ctx, &packet, &decision);
         }
     }
-    if let Some(entry) = maps::CONNS.get_ptr_mut(flow) {
+    let mut live = None;
+    if let Some(entry) = P::conns().get_ptr_mut(flow) {
         // SAFETY: the pointer comes from a successful map lookup.
         let conn = unsafe { &mut *entry };
         if conn.direction == Direction::Outbound as u8 {
-            return nat::reply(ctx, &packet, &flow, conn, now);
+            let decision = nat::reply(&packet, &flow, conn, now)?;
+            return send_decided(ctx, &packet, &decision);
         }
-        // A SYN reopening a closed connection that no template holds
-        // starts a new one (IPVS's `conn_reuse_mode`), as an expired entry.
-        let reopened = conntrack::reopened_by(conn, &packet) && !schedule::persistent(&flow);
-        if !reopened && !conntrack::expired(conn, now) {
-            if packet.ttl_expiring() {
-                return Err(Verdict::PassToKernel);
-            }
-            conntrack::update(
-                &flow,
-                entry,
-                &packet,
-                conntrack::input_table(conn.method),
-                now,
-            );
-            let bytes = packet.ip_len();
-            stats::count_packet(conn.service_index, conn.real_index, Way::In, bytes, false);
-            return to_real_server(ctx, &packet, conn);
-        }
-        // Expired or reopened: IPVS would have freed it, so the packet
-        // starts a new flow in its place. (A NAT reply entry left behind is
-        // the sweeper's: no inbound entry leads to it any more.)
-        conntrack::free_for_new_flow(&flow, entry);
+        live = established(&packet, &flow, entry, now)?;
     }
-    schedule::new_flow(ctx, &packet, &flow, now)
+    let decision = match live {
+        Some(conn) => Decision::to_real(&conn),
+        None if P::STAGED => return next_stage(ctx, Stage::NewFlow),
+        None => Decision::to_real(&schedule::new_flow(&packet, &flow, now)?),
+    };
+    send_decided(ctx, &packet, &decision)
 }
 
-/// A client packet of a live connection, on its connection's method.
+/// IPv6, stage two: the first packet of a flow.
 #[inline(always)]
-fn to_real_server<F: Frame>(
+fn new_flow_stage<F: Frame, P: Family>(ctx: &F) -> Result<Verdict, Verdict> {
+    let packet = headers::Packet::<P>::parse(ctx)?;
+    let flow = packet.flow_key();
+    let conn = schedule::new_flow(&packet, &flow, stats::now())?;
+    send_decided(ctx, &packet, &Decision::to_real(&conn))
+}
+
+/// IPv6, the last stage: on to the real server by NAT or DR as the stage
+/// before decided.
+#[inline(always)]
+fn to_real_stage<F: Frame, P: Family>(ctx: &F) -> Result<Verdict, Verdict> {
+    let packet = headers::Packet::<P>::parse(ctx)?;
+    let decision = P::kept().ok_or(Verdict::PassUnsupported)?;
+    by_nat_or_route(ctx, &packet, &decision)
+}
+
+/// IPv6, the last stage for TUN.
+#[inline(always)]
+fn tunnel_stage<F: Frame, P: Family>(ctx: &F) -> Result<Verdict, Verdict> {
+    let packet = headers::Packet::<P>::parse(ctx)?;
+    let decision = P::kept().ok_or(Verdict::PassUnsupported)?;
+    through_tunnel(ctx, &packet, &decision)
+}
+
+/// IPv6, the last stage for a NAT reply: back to its client.
+#[inline(always)]
+fn to_client_stage<F: Frame, P: Family>(ctx: &F) -> Result<Verdict, Verdict> {
+    let packet = headers::Packet::<P>::parse(ctx)?;
+    let decision = P::kept().ok_or(Verdict::PassUnsupported)?;
+    nat::to_client(ctx, &packet, decision.addr, decision.port)
+}
+
+/// Send now, or keep the decision for the stage that sends.
+#[inline(always)]
+fn send_decided<F: Frame, P: Family>(
     ctx: &F,
-    packet: &headers::Packet,
-    conn: &Conn,
+    packet: &headers::Packet<P>,
+    decision: &Decision<P::Addr>,
 ) -> Result<Verdict, Verdict> {
-    match Method::from_u8(conn.method) {
-        Some(Method::Nat) => nat::inbound(ctx, packet, conn),
-        Some(Method::Route) => direct::forward(ctx, packet, conn.real_index, conn.addr()),
-        Some(Method::Tunnel) => tunnel::forward(ctx, packet, conn.real_index, conn.addr()),
+    if P::STAGED {
+        P::keep(decision);
+        return next_stage(ctx, Stage::sending(decision));
+    }
+    if decision.to_client != 0 {
+        return nat::to_client(ctx, packet, decision.addr, decision.port);
+    }
+    to_real_server(ctx, packet, decision)
+}
+
+/// Go on in the IPv6 program for `stage`; back here only if lvsd's
+/// program array is gone, and then the kernel takes the packet.
+#[inline(always)]
+fn next_stage<F: Frame>(ctx: &F, stage: Stage) -> Result<Verdict, Verdict> {
+    ctx.to_ipv6_stage(stage);
+    Err(Verdict::PassUnsupported)
+}
+
+/// A client's packet on its flow's inbound entry: the entry, updated by
+/// it, while it lives; none if it has expired or the packet reopens it
+/// (it is then freed for a new flow).
+#[inline(always)]
+fn established<P: Family>(
+    packet: &headers::Packet<P>,
+    flow: &FlowKey<P::Addr>,
+    entry: *mut Conn<P::Addr>,
+    now: u64,
+) -> Result<Option<Conn<P::Addr>>, Verdict> {
+    // SAFETY: a live map value.
+    let conn = unsafe { &*entry };
+    // A SYN reopening a closed connection that no template holds
+    // starts a new one (IPVS's `conn_reuse_mode`), as an expired entry.
+    let reopened = conntrack::reopened_by(conn, packet) && !schedule::persistent::<P>(flow);
+    if !reopened && !conntrack::expired(conn, now) {
+        if packet.ttl_expiring() {
+            return Err(Verdict::PassToKernel);
+        }
+        conntrack::update(
+            flow,
+            entry,
+            packet,
+            conntrack::input_table(conn.method),
+            now,
+        );
+        let bytes = packet.ip_len();
+        stats::count_packet(conn.service_index, conn.real_index, Way::In, bytes, false);
+        return Ok(Some(*conn));
+    }
+    // Expired or reopened: IPVS would have freed it, so the packet
+    // starts a new flow in its place. (A NAT reply entry left behind is
+    // the sweeper's: no inbound entry leads to it any more.)
+    conntrack::free_for_new_flow::<P>(flow, entry);
+    Ok(None)
+}
+
+/// A client's packet on to its real server, on the connection's method.
+#[inline(always)]
+fn to_real_server<F: Frame, P: Family>(
+    ctx: &F,
+    packet: &headers::Packet<P>,
+    to: &Decision<P::Addr>,
+) -> Result<Verdict, Verdict> {
+    if to.method == Method::Tunnel as u8 {
+        return through_tunnel(ctx, packet, to);
+    }
+    by_nat_or_route(ctx, packet, to)
+}
+
+/// NAT or DR (or the local stack, for a real server that is this director).
+#[inline(always)]
+fn by_nat_or_route<F: Frame, P: Family>(
+    ctx: &F,
+    packet: &headers::Packet<P>,
+    to: &Decision<P::Addr>,
+) -> Result<Verdict, Verdict> {
+    match Method::from_u8(to.method) {
+        Some(Method::Nat) => {
+            let found = forward::way_to_real(ctx, packet, to);
+            nat::inbound(ctx, packet, to, found)
+        }
+        Some(Method::Route) => {
+            let found = forward::way_to_real(ctx, packet, to);
+            direct::forward(ctx, packet, to.addr, found)
+        }
         // This director is the real server: the stack takes the packet as
         // the client sent it (to the VIP and the service's port).
         Some(Method::Local) => Err(Verdict::PassLocal),
-        None => Err(Verdict::DropNoDestination),
+        _ => Err(Verdict::DropNoDestination),
     }
+}
+
+#[inline(always)]
+fn through_tunnel<F: Frame, P: Family>(
+    ctx: &F,
+    packet: &headers::Packet<P>,
+    to: &Decision<P::Addr>,
+) -> Result<Verdict, Verdict> {
+    let found = forward::way_to_real(ctx, packet, to);
+    tunnel::forward(ctx, packet, to.addr, found)
 }
 
 #[cfg(not(test))]

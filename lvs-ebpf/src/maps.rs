@@ -18,6 +18,10 @@ use lvs_common::{
 /// whole ring with stores instead of a syscall per slot.
 const BPF_F_MMAPABLE: u32 = 1 << 10;
 
+use lvs_common::addr::In6;
+
+use crate::decision::Decision;
+
 #[map]
 pub static SERVICES: HashMap<ServiceKey, Service> = HashMap::with_max_entries(MAX_SERVICES, 0);
 
@@ -91,9 +95,9 @@ pub static HALF_OPEN_EVICTED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1
 pub static REAL_CONNS: PerCpuArray<ConnCounts> = PerCpuArray::with_max_entries(MAX_REALS, 0);
 
 /// DR and TUN real servers' next hops as lvsd resolved them, keyed by the
-/// real server's address (wire order, read as a native u32).
+/// real server's address.
 #[map]
-pub static NEXT_HOPS: HashMap<u32, NextHop> = HashMap::with_max_entries(MAX_REALS, 0);
+pub static NEXT_HOPS: HashMap<[u8; 4], NextHop> = HashMap::with_max_entries(MAX_REALS, 0);
 
 /// Interfaces on the XDP datapath, keyed by ifindex: the only ones an XDP
 /// frame may be redirected to.
@@ -170,3 +174,79 @@ pub static FLOATING: HashMap<[u8; 4], u8> = HashMap::with_max_entries(MAX_FLOATI
 /// (`Settings::SYNC_CHANGES`), for lvsd to send its peer at once.
 #[map]
 pub static CONN_CHANGES: RingBuf = RingBuf::with_byte_size(CONN_CHANGES_BYTES, 0);
+
+// The IPv6 forms of the maps keyed by address, and the IPv6 director (see
+// `family`). Everything indexed by service or real server (rings, buckets,
+// counters, `REAL_CONNS`, the half-open quota's turn) is shared.
+
+/// The IPv6 path's programs by `decision::Stage` (`lvs_director6`,
+/// `lvs_new_flow6`, `lvs_send6`, `lvs_reply6`, `lvs_tunnel6`, and on tc
+/// their `_tc` forms), which the director and each other tail-call; lvsd
+/// fills them.
+#[map]
+pub static DIRECTOR6_XDP: ProgramArray = ProgramArray::with_max_entries(5, 0);
+#[map]
+pub static DIRECTOR6_TC: ProgramArray = ProgramArray::with_max_entries(5, 0);
+
+/// This CPU's IPv6 decision, from the program that decided to the one that
+/// sends (`decision`).
+#[map]
+pub static DECIDED6: PerCpuArray<Decision<In6>> = PerCpuArray::with_max_entries(1, 0);
+
+#[map]
+pub static SERVICES6: HashMap<ServiceKey<In6>, Service<In6>> =
+    HashMap::with_max_entries(MAX_SERVICES, 0);
+
+/// IPv6 real servers, by the same index as `REALS` (a real server is in
+/// one or the other).
+#[map]
+pub static REALS6: Array<Real<In6>> = Array::with_max_entries(MAX_REALS, 0);
+
+/// `BPF_F_NO_PREALLOC`: the IPv6 table takes memory as it fills, not all
+/// of it at load beside the IPv4 one.
+const BPF_F_NO_PREALLOC: u32 = 1;
+
+#[map]
+pub static CONNS6: HashMap<FlowKey<In6>, Conn<In6>> =
+    HashMap::with_max_entries(CONN_TABLE_SIZE, BPF_F_NO_PREALLOC);
+
+#[map]
+pub static TEMPLATES6: LruHashMap<TemplateKey<In6>, Template> =
+    LruHashMap::with_max_entries(TEMPLATE_TABLE_SIZE, 0);
+
+#[map]
+pub static LOCALITY6: LruHashMap<LocalityKey<In6>, LocalityEntry> =
+    LruHashMap::with_max_entries(LOCALITY_TABLE_SIZE, 0);
+
+#[map]
+pub static REPLY_SERVICES6: HashMap<ReplyKey<In6>, ReplyServices<In6>> =
+    HashMap::with_max_entries(MAX_REALS, 0);
+
+/// The half-open quota's slots for IPv6 entries: the same slot indexes as
+/// `HALF_OPEN` (one turn for both), so each family holds at most a quota.
+#[map]
+pub static HALF_OPEN6: Array<HalfOpenSlot<In6>> =
+    Array::with_max_entries(lvs_common::half_open_slots(CONN_TABLE_SIZE), 0);
+
+#[map]
+pub static NEXT_HOPS6: HashMap<In6, NextHop<In6>> = HashMap::with_max_entries(MAX_REALS, 0);
+
+#[map]
+pub static EGRESS_CACHE6: Array<CachedEgress<In6>> = Array::with_max_entries(MAX_REALS, 0);
+
+#[map]
+pub static CLIENT_EGRESS6: Array<CachedEgress<In6>> =
+    Array::with_max_entries(CLIENT_EGRESS_SLOTS, 0);
+
+/// As `EVENTS`, with IPv6 addresses (`Event<In6>`).
+#[map]
+pub static EVENTS6: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+
+/// As `CONN_CHANGES`, for IPv6 connections (`ConnChange<In6>`).
+#[map]
+pub static CONN_CHANGES6: RingBuf = RingBuf::with_byte_size(CONN_CHANGES_BYTES, 0);
+
+/// As `NEIGH_NOTES`, for IPv6 packets (`NeighKey::of_ipv6_header`).
+#[map]
+pub static NEIGH_NOTES6: LruHashMap<NeighKey, NeighNote<In6>> =
+    LruHashMap::with_max_entries(NEIGH_NOTES_SIZE, 0);

@@ -4,24 +4,30 @@
 
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 use lvs_common::{
+    addr::Addr,
     hash::{dh_bucket, sh_bucket},
     service_flags, EventKind, FlowKey, Form, LocalityEntry, LocalityKey, Service, Verdict, NO_REAL,
 };
 
 use crate::{
     events,
-    maps::{BUCKETS, CURSORS, LOCALITY, RINGS},
+    family::Family,
+    maps::{BUCKETS, CURSORS, RINGS},
 };
 
 /// The real server index the service's publication names for `flow`.
 #[inline(always)]
-pub fn choose(service: &Service, flow: &FlowKey, now: u64) -> Result<u32, Verdict> {
+pub fn choose<P: Family>(
+    service: &Service<P::Addr>,
+    flow: &FlowKey<P::Addr>,
+    now: u64,
+) -> Result<u32, Verdict> {
     let real_index = if service.form == Form::Buckets as u8 {
         bucket(service, flow)?
     } else if service.form == Form::Locality as u8 {
-        locality(service, flow, now)?
+        locality::<P>(service, flow, now)?
     } else {
-        ring(service)?
+        ring::<P>(service)?
     };
     if real_index == NO_REAL {
         return Err(Verdict::DropNoDestination);
@@ -31,7 +37,7 @@ pub fn choose(service: &Service, flow: &FlowKey, now: u64) -> Result<u32, Verdic
 
 /// Claim the next ring slot with one atomic add.
 #[inline(always)]
-fn ring(service: &Service) -> Result<u32, Verdict> {
+fn ring<P: Family>(service: &Service<P::Addr>) -> Result<u32, Verdict> {
     if service.ring_len == 0 {
         return Err(Verdict::DropNoDestination);
     }
@@ -45,7 +51,12 @@ fn ring(service: &Service) -> Result<u32, Verdict> {
     let offset = ticket.wrapping_sub(service.cursor_origin) % service.ring_len;
     // Exactly one claim per pass crosses the middle of a forecast ring.
     if service.has(service_flags::SIGNAL_LOW_WATER) && offset == service.ring_len / 2 {
-        events::send(EventKind::LowWater, service.index, [0; 4], offset);
+        events::send::<P>(
+            EventKind::LowWater,
+            service.index,
+            P::Addr::UNSPECIFIED,
+            offset,
+        );
     }
     RINGS
         .get(service.ring_base + offset)
@@ -55,13 +66,13 @@ fn ring(service: &Service) -> Result<u32, Verdict> {
 
 /// sh (source address, with the port for sh-port) or dh (destination).
 #[inline(always)]
-fn bucket(service: &Service, flow: &FlowKey) -> Result<u32, Verdict> {
+fn bucket<A: Addr>(service: &Service<A>, flow: &FlowKey<A>) -> Result<u32, Verdict> {
     let b = if service.has(service_flags::HASH_DESTINATION) {
-        dh_bucket(flow.dst())
+        dh_bucket(flow.dst().folded())
     } else if service.has(service_flags::HASH_PORT) {
-        sh_bucket(flow.src(), flow.sport())
+        sh_bucket(flow.src().folded(), flow.sport())
     } else {
-        sh_bucket(flow.src(), 0)
+        sh_bucket(flow.src().folded(), 0)
     };
     BUCKETS
         .get(service.bucket_base + b)
@@ -72,23 +83,28 @@ fn bucket(service: &Service, flow: &FlowKey) -> Result<u32, Verdict> {
 /// lblc/lblcr: the controller's choice for this destination; a new one
 /// takes the ring's (wlc) pick, as IPVS does, and is reported.
 #[inline(always)]
-fn locality(service: &Service, flow: &FlowKey, now: u64) -> Result<u32, Verdict> {
+fn locality<P: Family>(
+    service: &Service<P::Addr>,
+    flow: &FlowKey<P::Addr>,
+    now: u64,
+) -> Result<u32, Verdict> {
     let key = LocalityKey::new(service.index, flow.dst());
-    if let Some(entry) = LOCALITY.get_ptr_mut(key) {
+    let locality = P::locality();
+    if let Some(entry) = locality.get_ptr_mut(key) {
         // SAFETY: the pointer comes from a successful map lookup; a racing
         // writer can only store another whole u64 timestamp.
         let entry = unsafe { &mut *entry };
         entry.last_use_ns = now;
         return Ok(entry.real_index);
     }
-    let real_index = ring(service)?;
+    let real_index = ring::<P>(service)?;
     // NOEXIST: a concurrent first packet, or the controller, wrote first.
     const BPF_NOEXIST: u64 = 1;
-    if LOCALITY
+    if locality
         .insert(key, LocalityEntry::new(real_index, now), BPF_NOEXIST)
         .is_ok()
     {
-        events::send(
+        events::send::<P>(
             EventKind::NewDestination,
             service.index,
             flow.dst(),

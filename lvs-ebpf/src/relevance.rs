@@ -4,7 +4,7 @@
 //! packet outside both passes untouched, with no connection lookup and no
 //! clock read.
 
-use lvs_common::{relevant_slot, FlowKey};
+use lvs_common::{addr::Addr, relevant_slot, FlowKey};
 
 use crate::maps::RELEVANT;
 
@@ -12,19 +12,19 @@ const VIRTUAL: u32 = 0;
 const NAT_SOURCE: u32 = 1;
 
 #[inline(always)]
-fn set(map: u32, addr: [u8; 4]) -> bool {
-    let (word, mask) = relevant_slot(map, addr);
+fn set<A: Addr>(map: u32, addr: A) -> bool {
+    let (word, mask) = relevant_slot(map, addr.last_word());
     RELEVANT.get(word).is_some_and(|w| w & mask != 0)
 }
 
 /// To a virtual address: a client's packet.
 #[inline(always)]
-pub fn to_virtual_address(flow: &FlowKey) -> bool {
+pub fn to_virtual_address<A: Addr>(flow: &FlowKey<A>) -> bool {
     set(VIRTUAL, flow.dst())
 }
 
 /// From a NAT real server's address: perhaps a reply.
 #[inline(always)]
-pub fn from_nat_server(flow: &FlowKey) -> bool {
+pub fn from_nat_server<A: Addr>(flow: &FlowKey<A>) -> bool {
     set(NAT_SOURCE, flow.src())
 }

@@ -9,35 +9,36 @@ use lvs_common::{
 
 use crate::{
     conntrack, events,
-    frame::Frame,
+    family::Family,
     headers::Packet,
-    liveness,
-    maps::{CONNS, REALS, SERVICES},
-    persist, publication,
+    liveness, persist, publication,
     stats::{self, Way},
-    to_real_server,
 };
 
 /// The exact `<proto, vaddr, vport>` service, else the VIP's port-0
 /// (persistent, any port) service, as IPVS looks them up. The flag says
 /// whether the port-0 one matched.
 #[inline(always)]
-fn find_service(flow: &FlowKey, proto: u8) -> Result<(Service, bool), Verdict> {
+fn find_service<P: Family>(
+    flow: &FlowKey<P::Addr>,
+    proto: u8,
+) -> Result<(Service<P::Addr>, bool), Verdict> {
+    let services = P::services();
     let exact = ServiceKey::from_wire(flow.dst(), flow.dport().to_be_bytes(), proto);
     // SAFETY (both): the value is copied out before any map update.
-    if let Some(service) = unsafe { SERVICES.get(exact) } {
+    if let Some(service) = unsafe { services.get(exact) } {
         return Ok((*service, false));
     }
     let any_port = ServiceKey::from_wire(flow.dst(), [0; 2], proto);
-    let service = unsafe { SERVICES.get(any_port) }.ok_or(Verdict::PassNoService)?;
+    let service = unsafe { services.get(any_port) }.ok_or(Verdict::PassNoService)?;
     Ok((*service, true))
 }
 
 /// Whether the service `flow` is for keeps clients with persistence
 /// templates (its connections are then theirs, as IPVS's controlled ones).
 #[inline(always)]
-pub fn persistent(flow: &FlowKey) -> bool {
-    find_service(flow, flow.proto())
+pub fn persistent<P: Family>(flow: &FlowKey<P::Addr>) -> bool {
+    find_service::<P>(flow, flow.proto())
         .is_ok_and(|(service, _)| service.flags & service_flags::PERSISTENT != 0)
 }
 
@@ -45,23 +46,25 @@ pub fn persistent(flow: &FlowKey) -> bool {
 const BPF_NOEXIST: u64 = 1;
 const EEXIST: i32 = 17;
 
+/// The new flow's inbound entry, recorded (with its NAT reply entry) and
+/// counted; the caller sends the packet on.
 #[inline(always)]
-pub fn new_flow<F: Frame>(
-    frame: &F,
-    packet: &Packet,
-    flow: &FlowKey,
+pub fn new_flow<P: Family>(
+    packet: &Packet<P>,
+    flow: &FlowKey<P::Addr>,
     now: u64,
-) -> Result<Verdict, Verdict> {
+) -> Result<Conn<P::Addr>, Verdict> {
     let (mut inbound, one_entry) = decide(packet, flow, now)?;
     let half_open = if inbound.state == ConnState::SynRecv as u8 {
-        conntrack::take_half_open_slot()
+        conntrack::take_half_open_slot::<P>()
     } else {
         None
     };
     if let Some(index) = half_open {
         inbound.half_open_slot = index + 1;
     }
-    match CONNS.insert(flow, inbound, BPF_NOEXIST) {
+    let conns = P::conns();
+    match conns.insert(flow, inbound, BPF_NOEXIST) {
         Ok(()) => {}
         Err(e) if e == -EEXIST => return Err(Verdict::DropConcurrentNewFlow),
         Err(_) => return Err(Verdict::DropTableFull),
@@ -77,18 +80,18 @@ pub fn new_flow<F: Frame>(
             inbound.real_index,
             now,
         );
-        if CONNS.insert(flow.nat_reply(&inbound), outbound, 0).is_err() {
+        if conns.insert(flow.nat_reply(&inbound), outbound, 0).is_err() {
             // No half connections: the inbound entry goes too.
-            if CONNS.remove(flow).is_ok() {
+            if conns.remove(flow).is_ok() {
                 conntrack::uncount(&inbound);
             }
             return Err(Verdict::DropTableFull);
         }
     }
     if let Some(index) = half_open {
-        conntrack::hold_half_open_slot(index, flow);
+        conntrack::hold_half_open_slot::<P>(index, flow);
     }
-    events::conn_changed(flow, &inbound);
+    events::conn_changed::<P>(flow, &inbound);
 
     stats::count_packet(
         inbound.service_index,
@@ -97,15 +100,19 @@ pub fn new_flow<F: Frame>(
         packet.ip_len(),
         true,
     );
-    to_real_server(frame, packet, &inbound)
+    Ok(inbound)
 }
 
 /// Everything about a new flow before it is recorded: its service, the
 /// scheduler's pick, the entry it gets, and whether a NAT flow's replies
 /// find it without a reply entry of their own (`Real::ONE_ENTRY`).
 #[inline(always)]
-fn decide(packet: &Packet, flow: &FlowKey, now: u64) -> Result<(Conn, bool), Verdict> {
-    let (service, any_port) = find_service(flow, packet.proto)?;
+fn decide<P: Family>(
+    packet: &Packet<P>,
+    flow: &FlowKey<P::Addr>,
+    now: u64,
+) -> Result<(Conn<P::Addr>, bool), Verdict> {
+    let (service, any_port) = find_service::<P>(flow, packet.proto)?;
     if !packet.may_schedule() {
         return Err(Verdict::PassNotSyn);
     }
@@ -116,11 +123,13 @@ fn decide(packet: &Packet, flow: &FlowKey, now: u64) -> Result<(Conn, bool), Ver
         return Err(Verdict::DropNoController);
     }
     let real_index = if service.has(service_flags::PERSISTENT) {
-        persist::choose(&service, flow, now)?
+        persist::choose::<P>(&service, flow, now)?
     } else {
-        publication::choose(&service, flow, now)?
+        publication::choose::<P>(&service, flow, now)?
     };
-    let real = *REALS.get(real_index).ok_or(Verdict::DropNoDestination)?;
+    let real = *P::reals()
+        .get(real_index)
+        .ok_or(Verdict::DropNoDestination)?;
     // A port-0 service keeps the port the client asked for (§4.1 step 5).
     let port = if any_port {
         flow.dport().to_be_bytes()

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 
 use lvs_common::{
+    addr::{Addr, In6},
     hash::{dh_bucket, sh_bucket, HASH_BUCKETS},
     service_flags,
     tcp_state::STATE_COUNT,
@@ -11,7 +12,7 @@ use lvs_common::{
     Verdict, NO_REAL, RING_SLOTS,
 };
 
-use crate::{Datapath, DatapathError, Limits};
+use crate::{ConnEntries, Datapath, DatapathError, Family, Limits};
 
 #[derive(Debug, Default)]
 pub struct FakeDatapath {
@@ -26,6 +27,9 @@ pub struct FakeDatapath {
     pub service_stats: HashMap<u32, Counters>,
     pub real_stats: HashMap<u32, Counters>,
     pub conns: HashMap<FlowKey, Conn>,
+    pub services6: HashMap<ServiceKey<In6>, Service<In6>>,
+    pub reals6: HashMap<u32, Real<In6>>,
+    pub conns6: HashMap<FlowKey<In6>, Conn<In6>>,
     /// The `RELEVANT` bitmaps as last written.
     pub relevant: Vec<u32>,
     pub reply_services: HashMap<ReplyKey, ReplyServices>,
@@ -170,21 +174,25 @@ impl Datapath for FakeDatapath {
     fn limits(&self) -> Limits {
         self.limits
     }
-    fn set_service(&mut self, key: ServiceKey, value: Service) -> Result<(), DatapathError> {
-        self.write("SERVICES")?;
+    fn set_service<A: Family>(
+        &mut self,
+        key: ServiceKey<A>,
+        value: Service<A>,
+    ) -> Result<(), DatapathError> {
+        self.write(A::map_name("SERVICES", "SERVICES6"))?;
         assert!(value.index < self.limits.services);
-        self.services.insert(key, value);
+        A::fake_services(self).insert(key, value);
         Ok(())
     }
-    fn remove_service(&mut self, key: ServiceKey) -> Result<(), DatapathError> {
-        self.write("SERVICES")?;
-        self.services.remove(&key);
+    fn remove_service<A: Family>(&mut self, key: ServiceKey<A>) -> Result<(), DatapathError> {
+        self.write(A::map_name("SERVICES", "SERVICES6"))?;
+        A::fake_services(self).remove(&key);
         Ok(())
     }
-    fn set_real(&mut self, index: u32, real: Real) -> Result<(), DatapathError> {
-        self.write("REALS")?;
+    fn set_real<A: Family>(&mut self, index: u32, real: Real<A>) -> Result<(), DatapathError> {
+        self.write(A::map_name("REALS", "REALS6"))?;
         assert!(index < self.limits.reals);
-        self.reals.insert(index, real);
+        A::fake_reals(self).insert(index, real);
         Ok(())
     }
     fn write_ring(&mut self, base: u32, picks: &[u32]) -> Result<(), DatapathError> {
@@ -258,27 +266,35 @@ impl Datapath for FakeDatapath {
     fn icmp_errors(&self) -> Result<Vec<(IcmpCase, u64)>, DatapathError> {
         Ok(IcmpCase::ALL.iter().map(|c| (*c, 0)).collect())
     }
-    fn connections(&self) -> Result<Vec<(FlowKey, Conn)>, DatapathError> {
-        Ok(self.conns.iter().map(|(k, v)| (*k, *v)).collect())
+    fn connections<A: Family>(&self) -> Result<ConnEntries<A>, DatapathError> {
+        Ok(A::fake_conns(self).iter().map(|(k, v)| (*k, *v)).collect())
     }
-    fn connection(&self, key: &FlowKey) -> Result<Option<Conn>, DatapathError> {
-        Ok(self.conns.get(key).copied())
+    fn connection<A: Family>(&self, key: &FlowKey<A>) -> Result<Option<Conn<A>>, DatapathError> {
+        Ok(A::fake_conns(self).get(key).copied())
     }
-    fn connections_slice(
+    fn connections_slice<A: Family>(
         &self,
         position: &mut crate::TablePosition,
         _max: usize,
-    ) -> Result<Vec<(FlowKey, Conn)>, DatapathError> {
+    ) -> Result<ConnEntries<A>, DatapathError> {
         // All of it in one part: the position stays at the start.
         *position = crate::TablePosition::default();
         self.connections()
     }
-    fn set_connection(&mut self, key: FlowKey, conn: Conn) -> Result<(), DatapathError> {
-        self.conns.insert(key, conn);
+    fn set_connection<A: Family>(
+        &mut self,
+        key: FlowKey<A>,
+        conn: Conn<A>,
+    ) -> Result<(), DatapathError> {
+        A::fake_conns_mut(self).insert(key, conn);
         Ok(())
     }
-    fn add_connection(&mut self, key: FlowKey, conn: Conn) -> Result<bool, DatapathError> {
-        Ok(match self.conns.entry(key) {
+    fn add_connection<A: Family>(
+        &mut self,
+        key: FlowKey<A>,
+        conn: Conn<A>,
+    ) -> Result<bool, DatapathError> {
+        Ok(match A::fake_conns_mut(self).entry(key) {
             std::collections::hash_map::Entry::Occupied(_) => false,
             std::collections::hash_map::Entry::Vacant(v) => {
                 v.insert(conn);
@@ -286,8 +302,11 @@ impl Datapath for FakeDatapath {
             }
         })
     }
-    fn take_connection(&mut self, key: &FlowKey) -> Result<Option<Conn>, DatapathError> {
-        Ok(self.conns.remove(key))
+    fn take_connection<A: Family>(
+        &mut self,
+        key: &FlowKey<A>,
+    ) -> Result<Option<Conn<A>>, DatapathError> {
+        Ok(A::fake_conns_mut(self).remove(key))
     }
     fn renew_egress(&mut self) -> Result<(), DatapathError> {
         self.egress_generation += 1;
@@ -345,5 +364,43 @@ impl Datapath for FakeDatapath {
     fn remove_next_hop(&mut self, real: std::net::Ipv4Addr) -> Result<(), DatapathError> {
         self.next_hops.remove(&real);
         Ok(())
+    }
+}
+
+/// Which of the fake's tables are a family's (see `Family`).
+pub trait FakeFamily: Addr {
+    fn fake_services(d: &mut FakeDatapath) -> &mut HashMap<ServiceKey<Self>, Service<Self>>;
+    fn fake_reals(d: &mut FakeDatapath) -> &mut HashMap<u32, Real<Self>>;
+    fn fake_conns(d: &FakeDatapath) -> &HashMap<FlowKey<Self>, Conn<Self>>;
+    fn fake_conns_mut(d: &mut FakeDatapath) -> &mut HashMap<FlowKey<Self>, Conn<Self>>;
+}
+
+impl FakeFamily for [u8; 4] {
+    fn fake_services(d: &mut FakeDatapath) -> &mut HashMap<ServiceKey, Service> {
+        &mut d.services
+    }
+    fn fake_reals(d: &mut FakeDatapath) -> &mut HashMap<u32, Real> {
+        &mut d.reals
+    }
+    fn fake_conns(d: &FakeDatapath) -> &HashMap<FlowKey, Conn> {
+        &d.conns
+    }
+    fn fake_conns_mut(d: &mut FakeDatapath) -> &mut HashMap<FlowKey, Conn> {
+        &mut d.conns
+    }
+}
+
+impl FakeFamily for In6 {
+    fn fake_services(d: &mut FakeDatapath) -> &mut HashMap<ServiceKey<In6>, Service<In6>> {
+        &mut d.services6
+    }
+    fn fake_reals(d: &mut FakeDatapath) -> &mut HashMap<u32, Real<In6>> {
+        &mut d.reals6
+    }
+    fn fake_conns(d: &FakeDatapath) -> &HashMap<FlowKey<In6>, Conn<In6>> {
+        &d.conns6
+    }
+    fn fake_conns_mut(d: &mut FakeDatapath) -> &mut HashMap<FlowKey<In6>, Conn<In6>> {
+        &mut d.conns6
     }
 }

@@ -17,9 +17,11 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use lvs_common::{
-    tcp_state::STATE_COUNT, Conn, ConnChange, ConnCounts, Counters, Event, FlowKey, HalfOpenTurn,
-    IcmpCase, LocalityEntry, LocalityKey, NeighKey, NeighNote, NextHop, Real, ReplyKey,
-    ReplyServices, Service, ServiceKey, Settings, Template, TemplateKey, Verdict,
+    addr::{Addr, In6},
+    tcp_state::STATE_COUNT,
+    Conn, ConnChange, ConnCounts, Counters, Event, FlowKey, HalfOpenTurn, IcmpCase, LocalityEntry,
+    LocalityKey, NeighKey, NeighNote, NextHop, Real, ReplyKey, ReplyServices, Service, ServiceKey,
+    Settings, Template, TemplateKey, Verdict,
 };
 use serde::{Deserialize, Serialize};
 use tokio::io::{unix::AsyncFd, Interest};
@@ -27,8 +29,9 @@ use tokio::io::{unix::AsyncFd, Interest};
 use crate::mapped::MappedArray;
 
 use crate::{
+    family::Family,
     standalone::{attach_by_netlink, netlink},
-    Datapath, DatapathError, Limits, LocalAddresses, TablePosition, XdpAttachMode,
+    ConnEntries, Datapath, DatapathError, Limits, LocalAddresses, TablePosition, XdpAttachMode,
 };
 
 /// The compiled `lvs-ebpf` object (built by this crate's build script).
@@ -37,8 +40,62 @@ pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("LVS_EBPF_OBJEC
 const DIRECTOR: &str = "lvs_director";
 const DIRECTOR_TC: &str = "lvs_director_tc";
 const NEIGH: &str = "lvs_neigh";
-const ICMP_ERROR: &str = "lvs_icmp_error";
-const ICMP_ERROR_TC: &str = "lvs_icmp_error_tc";
+
+/// The programs the directors tail-call, each in its program array's slot
+/// (`(array, slot, program, xdp)`; one array holds programs of one type):
+/// ICMP errors, and the IPv6 path's stages (lvs-ebpf's `decision::Stage`).
+const TAIL_CALLED: [(&str, u32, &str, bool); 12] = [
+    ("ICMP_ERROR_XDP", 0, "lvs_icmp_error", true),
+    ("ICMP_ERROR_TC", 0, "lvs_icmp_error_tc", false),
+    ("DIRECTOR6_XDP", 0, "lvs_director6", true),
+    ("DIRECTOR6_XDP", 1, "lvs_new_flow6", true),
+    ("DIRECTOR6_XDP", 2, "lvs_send6", true),
+    ("DIRECTOR6_XDP", 3, "lvs_reply6", true),
+    ("DIRECTOR6_XDP", 4, "lvs_tunnel6", true),
+    ("DIRECTOR6_TC", 0, "lvs_director6_tc", false),
+    ("DIRECTOR6_TC", 1, "lvs_new_flow6_tc", false),
+    ("DIRECTOR6_TC", 2, "lvs_send6_tc", false),
+    ("DIRECTOR6_TC", 3, "lvs_reply6_tc", false),
+    ("DIRECTOR6_TC", 4, "lvs_tunnel6_tc", false),
+];
+
+/// Which of the datapath's maps are a family's (see `Family`).
+pub trait KernelFamily: Addr {
+    fn services(d: &mut KernelDatapath) -> &mut HashMap<MapData, ServiceKey<Self>, Service<Self>>;
+    fn reals(d: &mut KernelDatapath) -> &mut Array<MapData, Real<Self>>;
+    fn conns(d: &KernelDatapath) -> &HashMap<MapData, FlowKey<Self>, Conn<Self>>;
+    fn conns_mut(d: &mut KernelDatapath) -> &mut HashMap<MapData, FlowKey<Self>, Conn<Self>>;
+}
+
+impl KernelFamily for [u8; 4] {
+    fn services(d: &mut KernelDatapath) -> &mut HashMap<MapData, ServiceKey, Service> {
+        &mut d.services
+    }
+    fn reals(d: &mut KernelDatapath) -> &mut Array<MapData, Real> {
+        &mut d.reals
+    }
+    fn conns(d: &KernelDatapath) -> &HashMap<MapData, FlowKey, Conn> {
+        &d.conns
+    }
+    fn conns_mut(d: &mut KernelDatapath) -> &mut HashMap<MapData, FlowKey, Conn> {
+        &mut d.conns
+    }
+}
+
+impl KernelFamily for In6 {
+    fn services(d: &mut KernelDatapath) -> &mut HashMap<MapData, ServiceKey<In6>, Service<In6>> {
+        &mut d.services6
+    }
+    fn reals(d: &mut KernelDatapath) -> &mut Array<MapData, Real<In6>> {
+        &mut d.reals6
+    }
+    fn conns(d: &KernelDatapath) -> &HashMap<MapData, FlowKey<In6>, Conn<In6>> {
+        &d.conns6
+    }
+    fn conns_mut(d: &mut KernelDatapath) -> &mut HashMap<MapData, FlowKey<In6>, Conn<In6>> {
+        &mut d.conns6
+    }
+}
 
 /// One `BPF_PROG_TEST_RUN` outcome.
 #[derive(Debug)]
@@ -360,10 +417,11 @@ pub struct KernelDatapath {
     /// tc attachments taken out of aya's keeping (`Lifetime::Kernel`):
     /// dropped (detached) with the datapath, left behind by a killed lvsd.
     _tc_kept: Vec<KeptTc>,
-    next_hops: HashMap<MapData, u32, NextHop>,
+    next_hops: HashMap<MapData, [u8; 4], NextHop>,
     reply_services: HashMap<MapData, ReplyKey, ReplyServices>,
     local: LocalAddresses,
     services: HashMap<MapData, ServiceKey, Service>,
+    services6: HashMap<MapData, ServiceKey<In6>, Service<In6>>,
     rings: MappedArray,
     buckets: MappedArray,
     locality: HashMap<MapData, LocalityKey, LocalityEntry>,
@@ -371,6 +429,7 @@ pub struct KernelDatapath {
     events: RingBuf<MapData>,
     cursors: MappedArray,
     reals: Array<MapData, Real>,
+    reals6: Array<MapData, Real<In6>>,
     service_stats: PerCpuArray<MapData, Counters>,
     real_stats: PerCpuArray<MapData, Counters>,
     verdicts: PerCpuArray<MapData, u64>,
@@ -378,8 +437,11 @@ pub struct KernelDatapath {
     icmp_errors: PerCpuArray<MapData, u64>,
     /// Held so that their entries stay: the kernel empties a program
     /// array once no process holds it.
-    _icmp_error_programs: [ProgramArray<MapData>; 2],
+    /// The program arrays of `TAIL_CALLED`, kept: the kernel empties one
+    /// when the last reference from user space goes.
+    _tail_called: Vec<ProgramArray<MapData>>,
     conns: HashMap<MapData, FlowKey, Conn>,
+    conns6: HashMap<MapData, FlowKey<In6>, Conn<In6>>,
     real_conns: PerCpuArray<MapData, ConnCounts>,
     /// lvsd's own share of `REAL_CONNS`: the counts of the entries it
     /// added or removed (sync, the sweeper), by real index.
@@ -445,13 +507,49 @@ fn take(ebpf: &mut Ebpf, map: &'static str) -> Result<aya::maps::Map, DatapathEr
 }
 
 macro_rules! typed {
-    ($ebpf:expr, $ty:ty, $name:literal) => {
+    ($ebpf:expr, $ty:ty, $name:expr) => {
         <$ty>::try_from(take($ebpf, $name)?).map_err(|source| DatapathError::Map {
             op: "open",
             map: $name,
             source,
         })?
     };
+}
+
+/// Load the programs the directors tail-call and put each in its slot.
+fn tail_called(ebpf: &mut Ebpf) -> Result<Vec<ProgramArray<MapData>>, DatapathError> {
+    for (_, _, program, xdp) in TAIL_CALLED {
+        if xdp {
+            let loaded: &mut Xdp = ebpf
+                .program_mut(program)
+                .ok_or(DatapathError::MissingProgram { program })?
+                .try_into()
+                .map_err(|source| DatapathError::Program { program, source })?;
+            loaded.load()
+        } else {
+            classifier(ebpf, program)?.load()
+        }
+        .map_err(|source| DatapathError::Program { program, source })?;
+    }
+    let mut arrays: Vec<(&str, ProgramArray<MapData>)> = Vec::new();
+    for (name, slot, program, _) in TAIL_CALLED {
+        if !arrays.iter().any(|(taken, _)| *taken == name) {
+            arrays.push((name, typed!(ebpf, ProgramArray<MapData>, name)));
+        }
+        let array = arrays
+            .iter_mut()
+            .find_map(|(taken, array)| (*taken == name).then_some(array))
+            .expect("taken above");
+        let fd = ebpf
+            .program(program)
+            .ok_or(DatapathError::MissingProgram { program })?
+            .fd()
+            .map_err(|source| DatapathError::Program { program, source })?;
+        array
+            .set(slot, fd, 0)
+            .map_err(map_err("bpf_map_update_elem", name))?;
+    }
+    Ok(arrays.into_iter().map(|(_, array)| array).collect())
 }
 
 /// An mmapable array of the object, mapped (see `mapped.rs`).
@@ -523,6 +621,8 @@ impl KernelDatapath {
         let mut egress: DevMapHash<MapData> = typed!(&mut ebpf, DevMapHash<MapData>, "EGRESS");
         let plan: Vec<(bool, String)> = ifaces.iter().map(|i| choose(i, choice)).collect();
         let services = typed!(&mut ebpf, HashMap<MapData, ServiceKey, Service>, "SERVICES");
+        let services6 =
+            typed!(&mut ebpf, HashMap<MapData, ServiceKey<In6>, Service<In6>>, "SERVICES6");
         let rings = mapped(&mut ebpf, "RINGS")?;
         let buckets = mapped(&mut ebpf, "BUCKETS")?;
         let locality = typed!(&mut ebpf, HashMap<MapData, LocalityKey, LocalityEntry>, "LOCALITY");
@@ -530,6 +630,7 @@ impl KernelDatapath {
         let events = typed!(&mut ebpf, RingBuf<MapData>, "EVENTS");
         let cursors = mapped(&mut ebpf, "CURSORS")?;
         let reals = typed!(&mut ebpf, Array<MapData, Real>, "REALS");
+        let reals6 = typed!(&mut ebpf, Array<MapData, Real<In6>>, "REALS6");
         let service_stats = typed!(&mut ebpf, PerCpuArray<MapData, Counters>, "SERVICE_STATS");
         let real_stats = typed!(&mut ebpf, PerCpuArray<MapData, Counters>, "REAL_STATS");
         let verdicts = typed!(&mut ebpf, PerCpuArray<MapData, u64>, "VERDICTS");
@@ -544,6 +645,7 @@ impl KernelDatapath {
             )
             .map_err(map_err("bpf_map_update_elem", "HALF_OPEN_TURN"))?;
         let conns = typed!(&mut ebpf, HashMap<MapData, FlowKey, Conn>, "CONNS");
+        let conns6 = typed!(&mut ebpf, HashMap<MapData, FlowKey<In6>, Conn<In6>>, "CONNS6");
         let real_conns = typed!(&mut ebpf, PerCpuArray<MapData, ConnCounts>, "REAL_CONNS");
         let relevant = mapped(&mut ebpf, "RELEVANT")?;
         let mut egress_generation = typed!(&mut ebpf, Array<MapData, u32>, "EGRESS_GENERATION");
@@ -564,43 +666,12 @@ impl KernelDatapath {
             .set(0, settings, 0)
             .map_err(map_err("bpf_map_update_elem", "SETTINGS"))?;
 
-        for program in [NEIGH, DIRECTOR_TC, ICMP_ERROR_TC] {
+        for program in [NEIGH, DIRECTOR_TC] {
             classifier(&mut ebpf, program)?
                 .load()
                 .map_err(|source| DatapathError::Program { program, source })?;
         }
-        let icmp_error: &mut Xdp = ebpf
-            .program_mut(ICMP_ERROR)
-            .ok_or(DatapathError::MissingProgram {
-                program: ICMP_ERROR,
-            })?
-            .try_into()
-            .map_err(|source| DatapathError::Program {
-                program: ICMP_ERROR,
-                source,
-            })?;
-        icmp_error.load().map_err(|source| DatapathError::Program {
-            program: ICMP_ERROR,
-            source,
-        })?;
-        // Each director hands ICMP to its ICMP error program by a tail call.
-        let mut icmp_error_programs = [
-            typed!(&mut ebpf, ProgramArray<MapData>, "ICMP_ERROR_XDP"),
-            typed!(&mut ebpf, ProgramArray<MapData>, "ICMP_ERROR_TC"),
-        ];
-        for (array, program) in icmp_error_programs
-            .iter_mut()
-            .zip([ICMP_ERROR, ICMP_ERROR_TC])
-        {
-            let fd = ebpf
-                .program(program)
-                .ok_or(DatapathError::MissingProgram { program })?
-                .fd()
-                .map_err(|source| DatapathError::Program { program, source })?;
-            array
-                .set(0, fd, 0)
-                .map_err(map_err("bpf_map_update_elem", program))?;
-        }
+        let tail_called = tail_called(&mut ebpf)?;
         let program: &mut Xdp = ebpf
             .program_mut(DIRECTOR)
             .ok_or(DatapathError::MissingProgram { program: DIRECTOR })?
@@ -667,7 +738,7 @@ impl KernelDatapath {
         }
         // Taken maps must outlive the program loads that refer to them.
         drop((egress, settings_map));
-        let next_hops = typed!(&mut ebpf, HashMap<MapData, u32, NextHop>, "NEXT_HOPS");
+        let next_hops = typed!(&mut ebpf, HashMap<MapData, [u8; 4], NextHop>, "NEXT_HOPS");
         let reply_services =
             typed!(&mut ebpf, HashMap<MapData, ReplyKey, ReplyServices>, "REPLY_SERVICES");
         let floating = typed!(&mut ebpf, HashMap<MapData, [u8; 4], u8>, "FLOATING");
@@ -681,6 +752,7 @@ impl KernelDatapath {
             reply_services,
             local: LocalAddresses::default(),
             services,
+            services6,
             rings,
             buckets,
             locality,
@@ -688,13 +760,15 @@ impl KernelDatapath {
             events,
             cursors,
             reals,
+            reals6,
             service_stats,
             real_stats,
             verdicts,
             half_open_evicted,
             icmp_errors,
-            _icmp_error_programs: icmp_error_programs,
+            _tail_called: tail_called,
             conns,
+            conns6,
             real_conns,
             own_counts: Vec::new(),
             relevant,
@@ -804,10 +878,12 @@ impl KernelDatapath {
             .ok_or_else(|| fdinfo(std::io::Error::other(format!("no memlock line in {path}"))))
     }
 
-    /// What the verifier made of the director and the tc program.
+    /// What the verifier made of the directors, the programs they
+    /// tail-call and the tc program.
     pub fn program_stats(&self) -> Result<Vec<ProgramStats>, DatapathError> {
         [DIRECTOR, DIRECTOR_TC, NEIGH]
             .into_iter()
+            .chain(TAIL_CALLED.iter().map(|(_, _, program, _)| *program))
             .map(|name| {
                 let program = self
                     .ebpf
@@ -1130,7 +1206,7 @@ impl KernelDatapath {
     /// Move the count an entry is in by `delta` (wrapping: `u32::MAX` is
     /// minus one) in lvsd's own share, as the datapath does in its CPU's
     /// share for the entries it adds.
-    fn count(&mut self, conn: &Conn, delta: u32) {
+    fn count<A: Addr>(&mut self, conn: &Conn<A>, delta: u32) {
         let Some((real, active)) = conn.counted_as() else {
             return;
         };
@@ -1146,25 +1222,33 @@ impl Datapath for KernelDatapath {
     fn limits(&self) -> Limits {
         self.limits
     }
-    fn set_service(&mut self, key: ServiceKey, value: Service) -> Result<(), DatapathError> {
-        self.services
-            .insert(key, value, 0)
-            .map_err(map_err("bpf_map_update_elem", "SERVICES"))
+    fn set_service<A: Family>(
+        &mut self,
+        key: ServiceKey<A>,
+        value: Service<A>,
+    ) -> Result<(), DatapathError> {
+        A::services(self).insert(key, value, 0).map_err(map_err(
+            "bpf_map_update_elem",
+            A::map_name("SERVICES", "SERVICES6"),
+        ))
     }
-    fn remove_service(&mut self, key: ServiceKey) -> Result<(), DatapathError> {
-        self.services
-            .remove(&key)
-            .map_err(map_err("bpf_map_delete_elem", "SERVICES"))
+    fn remove_service<A: Family>(&mut self, key: ServiceKey<A>) -> Result<(), DatapathError> {
+        A::services(self).remove(&key).map_err(map_err(
+            "bpf_map_delete_elem",
+            A::map_name("SERVICES", "SERVICES6"),
+        ))
     }
-    fn set_real(&mut self, index: u32, real: Real) -> Result<(), DatapathError> {
-        self.reals
-            .set(index, real, 0)
-            .map_err(map_err("bpf_map_update_elem", "REALS"))
+    fn set_real<A: Family>(&mut self, index: u32, real: Real<A>) -> Result<(), DatapathError> {
+        A::reals(self).set(index, real, 0).map_err(map_err(
+            "bpf_map_update_elem",
+            A::map_name("REALS", "REALS6"),
+        ))
     }
-    fn set_reals(&mut self, entries: &[(u32, Real)]) -> Result<(), DatapathError> {
+    fn set_reals<A: Family>(&mut self, entries: &[(u32, Real<A>)]) -> Result<(), DatapathError> {
         use aya::maps::IterableMap;
-        let (indexes, reals): (Vec<u32>, Vec<Real>) = entries.iter().copied().unzip();
-        update_batch(self.reals.map(), &indexes, &reals, "REALS")
+        let (indexes, reals): (Vec<u32>, Vec<Real<A>>) = entries.iter().copied().unzip();
+        let name = A::map_name("REALS", "REALS6");
+        update_batch(A::reals(self).map(), &indexes, &reals, name)
     }
     fn write_ring(&mut self, base: u32, picks: &[u32]) -> Result<(), DatapathError> {
         self.rings.write(base, picks)
@@ -1258,24 +1342,36 @@ impl Datapath for KernelDatapath {
             .set(index, zero, 0)
             .map_err(map_err("bpf_map_update_elem", "REAL_STATS"))
     }
-    fn connections(&self) -> Result<Vec<(FlowKey, Conn)>, DatapathError> {
-        entries(&self.conns, "CONNS")
+    fn connections<A: Family>(&self) -> Result<ConnEntries<A>, DatapathError> {
+        entries(A::conns(self), A::map_name("CONNS", "CONNS6"))
     }
-    fn connection(&self, key: &FlowKey) -> Result<Option<Conn>, DatapathError> {
-        match self.conns.get(key, 0) {
+    fn connection<A: Family>(&self, key: &FlowKey<A>) -> Result<Option<Conn<A>>, DatapathError> {
+        match A::conns(self).get(key, 0) {
             Ok(conn) => Ok(Some(conn)),
             Err(MapError::KeyNotFound) => Ok(None),
-            Err(e) => Err(map_err("bpf_map_lookup_elem", "CONNS")(e)),
+            Err(e) => Err(map_err(
+                "bpf_map_lookup_elem",
+                A::map_name("CONNS", "CONNS6"),
+            )(e)),
         }
     }
-    fn connections_slice(
+    fn connections_slice<A: Family>(
         &self,
         position: &mut TablePosition,
         max: usize,
-    ) -> Result<Vec<(FlowKey, Conn)>, DatapathError> {
-        slice(&self.conns, "CONNS", position, max)
+    ) -> Result<ConnEntries<A>, DatapathError> {
+        slice(
+            A::conns(self),
+            A::map_name("CONNS", "CONNS6"),
+            position,
+            max,
+        )
     }
-    fn set_connection(&mut self, key: FlowKey, conn: Conn) -> Result<(), DatapathError> {
+    fn set_connection<A: Family>(
+        &mut self,
+        key: FlowKey<A>,
+        conn: Conn<A>,
+    ) -> Result<(), DatapathError> {
         // A packet may recreate the key between the two steps; twice is
         // enough unless the flow is that busy on the backup.
         for _ in 0..3 {
@@ -1286,13 +1382,17 @@ impl Datapath for KernelDatapath {
         }
         Err(DatapathError::Batch {
             call: "bpf_map_update_elem (BPF_NOEXIST)",
-            map: "CONNS",
+            map: A::map_name("CONNS", "CONNS6"),
             source: std::io::Error::from_raw_os_error(libc::EEXIST),
         })
     }
-    fn add_connection(&mut self, key: FlowKey, conn: Conn) -> Result<bool, DatapathError> {
+    fn add_connection<A: Family>(
+        &mut self,
+        key: FlowKey<A>,
+        conn: Conn<A>,
+    ) -> Result<bool, DatapathError> {
         const BPF_NOEXIST: u64 = 1;
-        match self.conns.insert(key, conn, BPF_NOEXIST) {
+        match A::conns_mut(self).insert(key, conn, BPF_NOEXIST) {
             Ok(()) => {
                 self.count(&conn, 1);
                 Ok(true)
@@ -1300,11 +1400,17 @@ impl Datapath for KernelDatapath {
             Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EEXIST) => {
                 Ok(false)
             }
-            Err(e) => Err(map_err("bpf_map_update_elem", "CONNS")(e)),
+            Err(e) => Err(map_err(
+                "bpf_map_update_elem",
+                A::map_name("CONNS", "CONNS6"),
+            )(e)),
         }
     }
-    fn take_connection(&mut self, key: &FlowKey) -> Result<Option<Conn>, DatapathError> {
-        let taken = take_entry(&self.conns, key, "CONNS")?;
+    fn take_connection<A: Family>(
+        &mut self,
+        key: &FlowKey<A>,
+    ) -> Result<Option<Conn<A>>, DatapathError> {
+        let taken = take_entry(A::conns(self), key, A::map_name("CONNS", "CONNS6"))?;
         if let Some(conn) = &taken {
             // Whoever removes an entry uncounts it, claimed or not.
             self.count(conn, u32::MAX);
@@ -1368,15 +1474,11 @@ impl Datapath for KernelDatapath {
     }
     fn set_next_hop(&mut self, real: Ipv4Addr, hop: NextHop) -> Result<(), DatapathError> {
         self.next_hops
-            .insert(u32::from_ne_bytes(real.octets()), hop, 0)
+            .insert(real.octets(), hop, 0)
             .map_err(map_err("bpf_map_update_elem", "NEXT_HOPS"))
     }
     fn remove_next_hop(&mut self, real: Ipv4Addr) -> Result<(), DatapathError> {
-        remove(
-            &mut self.next_hops,
-            &u32::from_ne_bytes(real.octets()),
-            "NEXT_HOPS",
-        )
+        remove(&mut self.next_hops, &real.octets(), "NEXT_HOPS")
     }
     fn half_open_evicted(&self) -> Result<u64, DatapathError> {
         let per_cpu = self

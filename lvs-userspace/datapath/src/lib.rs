@@ -9,6 +9,7 @@
 //! * `netconf`: addresses, neighbours, routes, sysctls, gratuitous ARP;
 //! * `realserver`: preparing a real server for DR and TUN.
 
+mod family;
 mod kernel;
 mod limits;
 mod mapped;
@@ -20,6 +21,7 @@ mod standalone;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
 
+pub use family::Family;
 pub use kernel::{
     director_attached, Attachment, ConnChanges, DatapathChoice, KernelDatapath, Lifetime, Liveness,
     ProgramStats, TestRun,
@@ -121,16 +123,25 @@ pub enum DatapathError {
     },
 }
 
+/// Entries of a family's connection table, with their keys.
+pub type ConnEntries<A> = Vec<(FlowKey<A>, Conn<A>)>;
+
 /// The map operations the controller needs.
 pub trait Datapath: Send {
     /// The table sizes the maps were created with.
     fn limits(&self) -> Limits;
-    fn set_service(&mut self, key: ServiceKey, value: Service) -> Result<(), DatapathError>;
-    fn remove_service(&mut self, key: ServiceKey) -> Result<(), DatapathError>;
-    fn set_real(&mut self, index: u32, real: Real) -> Result<(), DatapathError>;
+    fn set_service<A: Family>(
+        &mut self,
+        key: ServiceKey<A>,
+        value: Service<A>,
+    ) -> Result<(), DatapathError>;
+    fn remove_service<A: Family>(&mut self, key: ServiceKey<A>) -> Result<(), DatapathError>;
+    /// A real server's entry, in its family's array (the indexes are one
+    /// space: an index is in one family's array at a time).
+    fn set_real<A: Family>(&mut self, index: u32, real: Real<A>) -> Result<(), DatapathError>;
     /// Several real server entries at once, in order (a later entry for
     /// the same index wins).
-    fn set_reals(&mut self, entries: &[(u32, Real)]) -> Result<(), DatapathError> {
+    fn set_reals<A: Family>(&mut self, entries: &[(u32, Real<A>)]) -> Result<(), DatapathError> {
         for (index, real) in entries {
             self.set_real(*index, *real)?;
         }
@@ -177,26 +188,38 @@ pub trait Datapath: Send {
     fn half_open_evicted(&self) -> Result<u64, DatapathError>;
     /// ICMP errors about TCP and UDP packets, by what became of them.
     fn icmp_errors(&self) -> Result<Vec<(IcmpCase, u64)>, DatapathError>;
-    /// Every connection table entry (both directions of NAT flows): a
-    /// walk of the whole table, for `-L -c`, a resync and tests.
-    fn connections(&self) -> Result<Vec<(FlowKey, Conn)>, DatapathError>;
+    /// Every entry of a family's connection table (both directions of
+    /// NAT flows): a walk of the whole table, for `-L -c`, a resync and
+    /// tests.
+    fn connections<A: Family>(&self) -> Result<ConnEntries<A>, DatapathError>;
     /// The next part of the table (at most about `max` entries) from
     /// `position`, which moves on, and starts over after the last part.
-    fn connections_slice(
+    fn connections_slice<A: Family>(
         &self,
         position: &mut TablePosition,
         max: usize,
-    ) -> Result<Vec<(FlowKey, Conn)>, DatapathError>;
-    fn connection(&self, key: &FlowKey) -> Result<Option<Conn>, DatapathError>;
+    ) -> Result<ConnEntries<A>, DatapathError>;
+    fn connection<A: Family>(&self, key: &FlowKey<A>) -> Result<Option<Conn<A>>, DatapathError>;
     /// Write an entry (connection sync from the peer router), in place of
     /// any with its key.
-    fn set_connection(&mut self, key: FlowKey, conn: Conn) -> Result<(), DatapathError>;
+    fn set_connection<A: Family>(
+        &mut self,
+        key: FlowKey<A>,
+        conn: Conn<A>,
+    ) -> Result<(), DatapathError>;
     /// Add an entry unless its key is taken; whether it was added.
-    fn add_connection(&mut self, key: FlowKey, conn: Conn) -> Result<bool, DatapathError>;
+    fn add_connection<A: Family>(
+        &mut self,
+        key: FlowKey<A>,
+        conn: Conn<A>,
+    ) -> Result<bool, DatapathError>;
     /// Remove an entry and return it as it was at that instant.
-    fn take_connection(&mut self, key: &FlowKey) -> Result<Option<Conn>, DatapathError>;
+    fn take_connection<A: Family>(
+        &mut self,
+        key: &FlowKey<A>,
+    ) -> Result<Option<Conn<A>>, DatapathError>;
     /// Remove an entry; one already gone is not an error.
-    fn remove_connection(&mut self, key: &FlowKey) -> Result<(), DatapathError> {
+    fn remove_connection<A: Family>(&mut self, key: &FlowKey<A>) -> Result<(), DatapathError> {
         self.take_connection(key).map(drop)
     }
     /// Move `EGRESS_GENERATION` on: every cached way to a real server is

@@ -56,8 +56,10 @@ impl Limits {
         Ok(self)
     }
 
-    /// `(map, entries)` for every map whose size follows a limit.
-    pub fn map_sizes(self) -> [(&'static str, u32); 12] {
+    /// `(map, entries)` for every map whose size follows a limit. The IPv6
+    /// maps take the IPv4 ones' sizes (IPVS's table holds both families);
+    /// `CONNS6` takes memory only as it fills.
+    pub fn map_sizes(self) -> [(&'static str, u32); 18] {
         let Limits {
             services,
             reals,
@@ -76,6 +78,13 @@ impl Limits {
             ("REPLY_SERVICES", reals),
             ("CONNS", connections),
             ("HALF_OPEN", lvs_common::half_open_slots(connections)),
+            ("SERVICES6", services),
+            ("REALS6", reals),
+            ("EGRESS_CACHE6", reals),
+            ("REPLY_SERVICES6", reals),
+            ("CONNS6", connections),
+            // The same slots as HALF_OPEN's: one turn runs through both.
+            ("HALF_OPEN6", lvs_common::half_open_slots(connections)),
         ]
     }
 }

@@ -509,7 +509,7 @@ fn traffic_for_no_service_passes_before_the_connection_table() {
     assert_eq!(run(&c, &syn).action, XDP_REDIRECT);
     let real = c
         .datapath()
-        .connections()
+        .connections::<[u8; 4]>()
         .unwrap()
         .into_iter()
         .find(|(k, _)| k.sport() == 40001)
@@ -855,7 +855,7 @@ fn input_only_states_expire_and_the_flow_is_scheduled_afresh() {
     assert_eq!(first(&out), forwarded_mac([198, 18, 12, 3]));
     let state = |c: &Controller<KernelDatapath>| {
         use lvs_datapath::Datapath;
-        let conns = c.datapath().connections().unwrap();
+        let conns = c.datapath().connections::<[u8; 4]>().unwrap();
         let (_, conn) = conns
             .iter()
             .find(|(k, _)| k.dst() == vip.0)
@@ -886,7 +886,7 @@ fn input_only_states_expire_and_the_flow_is_scheduled_afresh() {
         use lvs_datapath::Datapath;
         assert!(c
             .datapath()
-            .connections()
+            .connections::<[u8; 4]>()
             .unwrap()
             .iter()
             .all(|(k, _)| k.dst() != vip.0));
@@ -957,7 +957,7 @@ fn state_and_counts(
 ) -> (ConnState, u32, u32) {
     use lvs_datapath::Datapath;
     c.recount().unwrap();
-    let conns = c.datapath().connections().unwrap();
+    let conns = c.datapath().connections::<[u8; 4]>().unwrap();
     let (_, conn) = conns
         .iter()
         .find(|(k, conn)| k.dst() == vip && conn.direction == 0)
@@ -1313,7 +1313,7 @@ fn the_table_listing_reads_every_entry_across_batches() {
         let out = run(&c, &tcp((client, 7000), ([198, 18, 0, 20], 80), "S", b""));
         assert_eq!(out.action, XDP_REDIRECT);
     }
-    let listed = c.datapath().connections().unwrap();
+    let listed = c.datapath().connections::<[u8; 4]>().unwrap();
     assert_eq!(listed.len(), flows as usize);
     let mut clients: Vec<[u8; 4]> = listed.iter().map(|(k, _)| k.src()).collect();
     clients.sort();
@@ -1634,7 +1634,7 @@ fn counts_match_a_recount(c: &Controller<KernelDatapath>, when: &str) -> usize {
     let reals = Limits::default().reals;
     let kept = c.datapath().conn_counts_upto(reals).unwrap();
     let mut recounted = vec![ConnCounts::default(); reals as usize];
-    let conns = c.datapath().connections().unwrap();
+    let conns = c.datapath().connections::<[u8; 4]>().unwrap();
     for (_, conn) in &conns {
         if let Some((real, active)) = conn.counted_as() {
             let count = &mut recounted[real as usize];
@@ -1793,7 +1793,7 @@ fn established_flows_follow_a_route_change_once_the_egress_is_renewed() {
     let real = {
         use lvs_datapath::Datapath;
         c.datapath()
-            .connections()
+            .connections::<[u8; 4]>()
             .unwrap()
             .into_iter()
             .find(|(k, conn)| k.sport() == 40000 && conn.direction == 0)
@@ -1860,7 +1860,7 @@ fn a_syn_flood_evicts_the_oldest_half_open_entries_and_nothing_established() {
     }
     assert_eq!(c.datapath().half_open_evicted().unwrap(), 240 - 16);
     let entries = counts_match_a_recount(&c, "after the floods");
-    let conns = c.datapath().connections().unwrap();
+    let conns = c.datapath().connections::<[u8; 4]>().unwrap();
     let state_of = |port: u16| {
         conns
             .iter()
@@ -1901,7 +1901,7 @@ fn a_syn_flood_evicts_the_oldest_half_open_entries_and_nothing_established() {
         &c,
         &tcp(client(2000), (dr_vip, 80), "A", b"z")
     )));
-    let promoted = c.datapath().connections().unwrap();
+    let promoted = c.datapath().connections::<[u8; 4]>().unwrap();
     assert!(promoted.iter().any(|(k, conn)| k.sport() == 2000
         && conn.state == ConnState::Established as u8
         && conn.half_open_slot == 0));
@@ -1975,7 +1975,7 @@ fn nat_replies_find_one_entry_connections_and_a_fifth_service_keeps_two() {
         );
         let entries = c
             .datapath()
-            .connections()
+            .connections::<[u8; 4]>()
             .unwrap()
             .into_iter()
             .filter(|(k, conn)| {
@@ -2007,7 +2007,7 @@ fn nat_replies_find_one_entry_connections_and_a_fifth_service_keeps_two() {
             XDP_REDIRECT
         );
     }
-    let conns = c.datapath().connections().unwrap();
+    let conns = c.datapath().connections::<[u8; 4]>().unwrap();
     let half_open = conns
         .iter()
         .filter(|(_, conn)| conn.state == ConnState::SynRecv as u8)

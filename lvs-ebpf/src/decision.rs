@@ -1,0 +1,81 @@
+//! The seam between deciding where a packet goes (its connection, or the
+//! scheduler's pick for a new flow) and sending it there. An IPv4 packet
+//! crosses it within one program. An IPv6 one's keys and entries are too
+//! large for one program's 512-byte stack, so its path runs in stages
+//! (`Stage`), programs joined by tail calls: the decision waits in this CPU's
+//! `DECIDED6` slot for the program that sends.
+
+use lvs_common::{addr::Addr, Conn, Method};
+
+/// Where to send a packet.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Decision<A: Addr> {
+    /// To a real server: its address and port (a NAT packet's new
+    /// destination). Back to a NAT client: the virtual service's (the
+    /// reply's new source).
+    pub addr: A,
+    pub port: [u8; 2],
+    /// `Method` of the connection (to a real server).
+    pub method: u8,
+    /// Non-zero: a NAT reply, back to the client.
+    pub to_client: u8,
+    pub real_index: u32,
+}
+
+impl<A: Addr> Decision<A> {
+    /// To the real server of connection `conn` (its inbound entry).
+    #[inline(always)]
+    pub fn to_real(conn: &Conn<A>) -> Self {
+        Self {
+            addr: conn.addr(),
+            port: conn.port_wire(),
+            method: conn.method,
+            to_client: 0,
+            real_index: conn.real_index,
+        }
+    }
+
+    /// A NAT reply, back to the client from the virtual service at `vip`,
+    /// `vport` (wire).
+    #[inline(always)]
+    pub fn to_client(vip: A, vport: [u8; 2]) -> Self {
+        Self {
+            addr: vip,
+            port: vport,
+            method: Method::Nat as u8,
+            to_client: 1,
+            real_index: 0,
+        }
+    }
+}
+
+/// The IPv6 path's programs, by their slot in `DIRECTOR6_XDP` and
+/// `DIRECTOR6_TC`.
+#[derive(Clone, Copy)]
+pub enum Stage {
+    /// `lvs_director6`: parse, and decide for a live connection or reply.
+    Director = 0,
+    /// `lvs_new_flow6`: the first packet of a flow.
+    NewFlow = 1,
+    /// `lvs_send6`: on to the real server by NAT or DR, as decided.
+    ToReal = 2,
+    /// `lvs_reply6`: a NAT reply back to its client, as decided.
+    ToClient = 3,
+    /// `lvs_tunnel6`: on to the real server through a tunnel, as decided.
+    Tunnel = 4,
+}
+
+impl Stage {
+    /// The stage that sends as `decision` says.
+    #[inline(always)]
+    pub fn sending<A: Addr>(decision: &Decision<A>) -> Self {
+        if decision.to_client != 0 {
+            Stage::ToClient
+        } else if decision.method == Method::Tunnel as u8 {
+            Stage::Tunnel
+        } else {
+            Stage::ToReal
+        }
+    }
+}

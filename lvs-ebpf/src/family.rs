@@ -1,0 +1,473 @@
+//! What differs between IPv4 and IPv6 on the packet's path: the IP header,
+//! the FIB's and the neighbour layer's address fields, the outer header of
+//! a tunnel, and the maps keyed by address. The path itself is written once,
+//! generic over `Family`; the director runs it for `V4` and, by a tail call
+//! on an IPv6 frame, for `V6` (`lvs_director6`), each program with a stack
+//! of its own.
+
+use aya_ebpf::{
+    bindings::{
+        bpf_fib_lookup as FibParams, bpf_redir_neigh, bpf_redir_neigh__bindgen_ty_1,
+        BPF_F_ADJ_ROOM_ENCAP_L3_IPV4, BPF_F_ADJ_ROOM_ENCAP_L3_IPV6,
+    },
+    maps::{Array, HashMap, LruHashMap, RingBuf},
+    programs::XdpContext,
+};
+use lvs_common::{
+    addr::{Addr, In6},
+    checksum::Delta,
+    CachedEgress, Conn, FlowKey, HalfOpenSlot, LocalityEntry, LocalityKey, NeighKey, NeighNote,
+    NextHop, Real, ReplyKey, ReplyServices, Service, ServiceKey, Template, TemplateKey, Verdict,
+    IPPROTO_ICMP,
+};
+
+use crate::{
+    decision::Decision,
+    frame::Frame,
+    headers::{Ipv4, Ipv6, Packet, ETH_HEADER_LEN, IPV4_HEADER_LEN, IPV6_HEADER_LEN},
+    maps,
+};
+
+/// The IP header's fields the path reads and writes, in either family.
+pub trait IpHeader<A: Addr> {
+    fn src(&self) -> A;
+    fn dst(&self) -> A;
+    fn set_src(&mut self, addr: A);
+    fn set_dst(&mut self, addr: A);
+    /// TTL or hop limit.
+    fn hop_limit(&self) -> u8;
+    /// Take one from the TTL (patching IPv4's header checksum).
+    fn decrement_hop_limit(&mut self);
+    /// Patch the header checksum for a change to the header (IPv6 has none).
+    fn patch_check(&mut self, change: Delta);
+    /// May not be fragmented on the way: DF, or IPv6, which routers never
+    /// fragment.
+    fn dont_fragment(&self) -> bool;
+    /// The whole packet's length, headers included, as the header says.
+    fn packet_len(&self) -> u16;
+}
+
+pub trait Family: Sized + 'static {
+    type Addr: Addr;
+    type Ip: IpHeader<Self::Addr>;
+    const ETHERTYPE: [u8; 2];
+    /// The ICMP of this family (its errors and, for IPv6, neighbour
+    /// discovery): never balanced.
+    const ICMP: u8;
+    /// `AF_INET` or `AF_INET6`, for the FIB and the neighbour layer.
+    const AF: u8;
+    /// The outer header a tunnel pushes: its length, and the flag that
+    /// tells the kernel what a socket buffer then carries.
+    const TUNNEL_HEADER_LEN: usize;
+    const ENCAP_FLAG: u64;
+
+    /// Find the IP header after the Ethernet header: its pointer, the
+    /// length of its headers (IPv6's extension headers included) and the
+    /// protocol they lead to.
+    fn parse_ip(frame: &impl Frame) -> Result<(*mut Self::Ip, usize, u8), Verdict>;
+    /// The `NEIGH_NOTES` key of the packet after the Ethernet header at
+    /// `data`.
+    fn neigh_key(data: usize, data_end: usize) -> Option<NeighKey>;
+    /// `bpf_redirect_neigh`'s next hop.
+    fn redirect_neighbour(next_hop: Self::Addr) -> bpf_redir_neigh;
+    /// XDP: a DF packet too big for the egress; the sender is told.
+    fn too_big_xdp(ctx: &XdpContext, packet: &Packet<Self>, mtu: u16) -> Result<Verdict, Verdict>;
+    /// Fill the FIB lookup's addresses: the source (unless the route is to
+    /// select it) and the destination; and TOS or flow label.
+    fn fib_addresses(fib: &mut FibParams, ip: &Self::Ip, dst: Self::Addr, want_source: bool);
+    /// The next hop and the selected source the FIB returned.
+    fn fib_result(fib: &FibParams) -> (Self::Addr, Self::Addr);
+    /// The outer header of a tunnel from `source` to `real` around `inner`
+    /// (whose hop limit is already decremented).
+    fn tunnel_header(inner: &Self::Ip, source: Self::Addr, real: Self::Addr) -> Self::Ip;
+
+    fn services() -> &'static HashMap<ServiceKey<Self::Addr>, Service<Self::Addr>>;
+    fn conns() -> &'static HashMap<FlowKey<Self::Addr>, Conn<Self::Addr>>;
+    fn reals() -> &'static Array<Real<Self::Addr>>;
+    fn templates() -> &'static LruHashMap<TemplateKey<Self::Addr>, Template>;
+    fn locality() -> &'static LruHashMap<LocalityKey<Self::Addr>, LocalityEntry>;
+    fn reply_services() -> &'static HashMap<ReplyKey<Self::Addr>, ReplyServices<Self::Addr>>;
+    fn half_open() -> &'static Array<HalfOpenSlot<Self::Addr>>;
+    fn next_hops() -> &'static HashMap<Self::Addr, NextHop<Self::Addr>>;
+    fn egress_cache() -> &'static Array<CachedEgress<Self::Addr>>;
+    fn client_egress() -> &'static Array<CachedEgress<Self::Addr>>;
+    fn events() -> &'static RingBuf;
+    fn conn_changes() -> &'static RingBuf;
+    fn neigh_notes() -> &'static LruHashMap<NeighKey, NeighNote<Self::Addr>>;
+    /// Byte offset of `Conn::state` (the word the datapath swaps).
+    const CONN_STATE_OFFSET: usize;
+    /// The path runs in stages, joined by tail calls (`decision`).
+    const STAGED: bool;
+    /// Keep a decision for the next stage, on this CPU.
+    fn keep(decision: &Decision<Self::Addr>);
+    /// The decision the previous stage kept.
+    fn kept() -> Option<Decision<Self::Addr>>;
+}
+
+pub struct V4;
+pub struct V6;
+
+impl IpHeader<[u8; 4]> for Ipv4 {
+    #[inline(always)]
+    fn src(&self) -> [u8; 4] {
+        self.src
+    }
+    #[inline(always)]
+    fn dst(&self) -> [u8; 4] {
+        self.dst
+    }
+    #[inline(always)]
+    fn set_src(&mut self, addr: [u8; 4]) {
+        self.src = addr;
+    }
+    #[inline(always)]
+    fn set_dst(&mut self, addr: [u8; 4]) {
+        self.dst = addr;
+    }
+    #[inline(always)]
+    fn hop_limit(&self) -> u8 {
+        self.ttl
+    }
+    #[inline(always)]
+    fn decrement_hop_limit(&mut self) {
+        let old = u16::from_be_bytes([self.ttl, self.proto]);
+        self.ttl -= 1;
+        let new = u16::from_be_bytes([self.ttl, self.proto]);
+        self.patch_check(Delta::NONE.word(old, new));
+    }
+    #[inline(always)]
+    fn patch_check(&mut self, change: Delta) {
+        Ipv4::patch_check(self, change);
+    }
+    #[inline(always)]
+    fn dont_fragment(&self) -> bool {
+        Ipv4::dont_fragment(self)
+    }
+    #[inline(always)]
+    fn packet_len(&self) -> u16 {
+        u16::from_be_bytes(self.total_len)
+    }
+}
+
+impl IpHeader<In6> for Ipv6 {
+    #[inline(always)]
+    fn src(&self) -> In6 {
+        self.src
+    }
+    #[inline(always)]
+    fn dst(&self) -> In6 {
+        self.dst
+    }
+    #[inline(always)]
+    fn set_src(&mut self, addr: In6) {
+        self.src = addr;
+    }
+    #[inline(always)]
+    fn set_dst(&mut self, addr: In6) {
+        self.dst = addr;
+    }
+    #[inline(always)]
+    fn hop_limit(&self) -> u8 {
+        self.hop_limit
+    }
+    #[inline(always)]
+    fn decrement_hop_limit(&mut self) {
+        self.hop_limit -= 1;
+    }
+    #[inline(always)]
+    fn patch_check(&mut self, _change: Delta) {}
+    #[inline(always)]
+    fn dont_fragment(&self) -> bool {
+        true
+    }
+    #[inline(always)]
+    fn packet_len(&self) -> u16 {
+        u16::from_be_bytes(self.payload_len).saturating_add(crate::headers::IPV6_HEADER_LEN as u16)
+    }
+}
+
+impl Family for V4 {
+    type Addr = [u8; 4];
+    type Ip = Ipv4;
+    const ETHERTYPE: [u8; 2] = crate::headers::ETH_P_IPV4;
+    const ICMP: u8 = IPPROTO_ICMP;
+    const AF: u8 = 2;
+    const TUNNEL_HEADER_LEN: usize = IPV4_HEADER_LEN;
+    const ENCAP_FLAG: u64 = BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 as u64;
+    const CONN_STATE_OFFSET: usize = lvs_common::CONN_STATE_OFFSET;
+    const STAGED: bool = false;
+
+    /// One program decides and sends: nothing to keep.
+    #[inline(always)]
+    fn keep(_decision: &Decision<[u8; 4]>) {}
+    #[inline(always)]
+    fn kept() -> Option<Decision<[u8; 4]>> {
+        None
+    }
+
+    #[inline(always)]
+    fn parse_ip(frame: &impl Frame) -> Result<(*mut Ipv4, usize, u8), Verdict> {
+        crate::headers::parse_ipv4(frame)
+    }
+    #[inline(always)]
+    fn neigh_key(data: usize, data_end: usize) -> Option<NeighKey> {
+        let ip = data + ETH_HEADER_LEN;
+        if ip + IPV4_HEADER_LEN > data_end {
+            return None;
+        }
+        // SAFETY: the header's 20 bytes are within the packet (checked above).
+        Some(NeighKey::of_ipv4_header(unsafe {
+            &*(ip as *const [u8; IPV4_HEADER_LEN])
+        }))
+    }
+    #[inline(always)]
+    fn redirect_neighbour(next_hop: [u8; 4]) -> bpf_redir_neigh {
+        bpf_redir_neigh {
+            nh_family: 2,
+            __bindgen_anon_1: bpf_redir_neigh__bindgen_ty_1 {
+                ipv4_nh: u32::from_ne_bytes(next_hop),
+            },
+        }
+    }
+    #[inline(always)]
+    fn too_big_xdp(ctx: &XdpContext, packet: &Packet<V4>, mtu: u16) -> Result<Verdict, Verdict> {
+        crate::icmp::frag_needed(ctx, packet, mtu)
+    }
+    #[inline(always)]
+    fn fib_addresses(fib: &mut FibParams, ip: &Ipv4, dst: [u8; 4], want_source: bool) {
+        fib.__bindgen_anon_2.tos = ip.tos;
+        if !want_source {
+            fib.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(ip.src);
+        }
+        fib.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(dst);
+    }
+    #[inline(always)]
+    fn fib_result(fib: &FibParams) -> ([u8; 4], [u8; 4]) {
+        // SAFETY: the IPv4 members are the ones in use for AF_INET.
+        unsafe {
+            (
+                fib.__bindgen_anon_4.ipv4_dst.to_ne_bytes(),
+                fib.__bindgen_anon_3.ipv4_src.to_ne_bytes(),
+            )
+        }
+    }
+    /// IPVS's `ip_vs_tunnel_xmit`: TOS and DF copied from the inner header,
+    /// TTL the inner one's, protocol 4.
+    #[inline(always)]
+    fn tunnel_header(inner: &Ipv4, source: [u8; 4], real: [u8; 4]) -> Ipv4 {
+        let mut header = Ipv4 {
+            version_ihl: 0x45,
+            tos: inner.tos,
+            total_len: (u16::from_be_bytes(inner.total_len) + IPV4_HEADER_LEN as u16).to_be_bytes(),
+            id: inner.id,
+            frag: [inner.frag[0] & 0x40, 0],
+            ttl: inner.ttl,
+            proto: lvs_common::IPPROTO_IPIP,
+            check: [0; 2],
+            src: source,
+            dst: real,
+        };
+        // SAFETY: the header's 20 bytes, all initialised.
+        let bytes = unsafe { &*(&header as *const Ipv4 as *const [u8; IPV4_HEADER_LEN]) };
+        header.check = lvs_common::checksum::full(bytes, 0).to_be_bytes();
+        header
+    }
+
+    #[inline(always)]
+    fn services() -> &'static HashMap<ServiceKey, Service> {
+        &maps::SERVICES
+    }
+    #[inline(always)]
+    fn conns() -> &'static HashMap<FlowKey, Conn> {
+        &maps::CONNS
+    }
+    #[inline(always)]
+    fn reals() -> &'static Array<Real> {
+        &maps::REALS
+    }
+    #[inline(always)]
+    fn templates() -> &'static LruHashMap<TemplateKey, Template> {
+        &maps::TEMPLATES
+    }
+    #[inline(always)]
+    fn locality() -> &'static LruHashMap<LocalityKey, LocalityEntry> {
+        &maps::LOCALITY
+    }
+    #[inline(always)]
+    fn reply_services() -> &'static HashMap<ReplyKey, ReplyServices> {
+        &maps::REPLY_SERVICES
+    }
+    #[inline(always)]
+    fn half_open() -> &'static Array<HalfOpenSlot> {
+        &maps::HALF_OPEN
+    }
+    #[inline(always)]
+    fn next_hops() -> &'static HashMap<[u8; 4], NextHop> {
+        &maps::NEXT_HOPS
+    }
+    #[inline(always)]
+    fn egress_cache() -> &'static Array<CachedEgress> {
+        &maps::EGRESS_CACHE
+    }
+    #[inline(always)]
+    fn client_egress() -> &'static Array<CachedEgress> {
+        &maps::CLIENT_EGRESS
+    }
+    #[inline(always)]
+    fn events() -> &'static RingBuf {
+        &maps::EVENTS
+    }
+    #[inline(always)]
+    fn conn_changes() -> &'static RingBuf {
+        &maps::CONN_CHANGES
+    }
+    #[inline(always)]
+    fn neigh_notes() -> &'static LruHashMap<NeighKey, NeighNote> {
+        &maps::NEIGH_NOTES
+    }
+}
+
+/// Next header of ICMPv6; of an IPv6 packet inside an IPv6 tunnel.
+pub const IPPROTO_ICMPV6: u8 = 58;
+const IPPROTO_IPV6: u8 = 41;
+
+impl Family for V6 {
+    type Addr = In6;
+    type Ip = Ipv6;
+    const ETHERTYPE: [u8; 2] = crate::headers::ETH_P_IPV6;
+    const ICMP: u8 = IPPROTO_ICMPV6;
+    const AF: u8 = 10;
+    const TUNNEL_HEADER_LEN: usize = IPV6_HEADER_LEN;
+    const ENCAP_FLAG: u64 = BPF_F_ADJ_ROOM_ENCAP_L3_IPV6 as u64;
+    const CONN_STATE_OFFSET: usize = lvs_common::CONN6_STATE_OFFSET;
+    const STAGED: bool = true;
+
+    #[inline(always)]
+    fn keep(decision: &Decision<In6>) {
+        if let Some(slot) = maps::DECIDED6.get_ptr_mut(0) {
+            // SAFETY: this CPU's slot; the next stage runs on this CPU
+            // before any other packet does.
+            unsafe { *slot = *decision };
+        }
+    }
+    #[inline(always)]
+    fn kept() -> Option<Decision<In6>> {
+        maps::DECIDED6.get(0).copied()
+    }
+
+    #[inline(always)]
+    fn parse_ip(frame: &impl Frame) -> Result<(*mut Ipv6, usize, u8), Verdict> {
+        crate::headers::parse_ipv6(frame)
+    }
+    #[inline(always)]
+    fn neigh_key(data: usize, data_end: usize) -> Option<NeighKey> {
+        let ip = data + ETH_HEADER_LEN;
+        if ip + IPV6_HEADER_LEN > data_end {
+            return None;
+        }
+        // SAFETY: the header's 40 bytes are within the packet (checked above).
+        Some(NeighKey::of_ipv6_header(unsafe {
+            &*(ip as *const [u8; IPV6_HEADER_LEN])
+        }))
+    }
+    #[inline(always)]
+    fn redirect_neighbour(next_hop: In6) -> bpf_redir_neigh {
+        bpf_redir_neigh {
+            nh_family: 10,
+            __bindgen_anon_1: bpf_redir_neigh__bindgen_ty_1 {
+                ipv6_nh: next_hop.words(),
+            },
+        }
+    }
+    /// Not built yet (ICMPv6 packet too big): dropped and counted.
+    #[inline(always)]
+    fn too_big_xdp(_ctx: &XdpContext, _packet: &Packet<V6>, _mtu: u16) -> Result<Verdict, Verdict> {
+        Err(Verdict::DropTooBig)
+    }
+    #[inline(always)]
+    fn fib_addresses(fib: &mut FibParams, ip: &Ipv6, dst: In6, want_source: bool) {
+        // The flow label (with the traffic class, as the helper takes it).
+        fib.__bindgen_anon_2.flowinfo = u32::from_ne_bytes(ip.version_class_flow) & 0xffff_ff0f;
+        if !want_source {
+            fib.__bindgen_anon_3.ipv6_src = ip.src.words();
+        }
+        fib.__bindgen_anon_4.ipv6_dst = dst.words();
+    }
+    #[inline(always)]
+    fn fib_result(fib: &FibParams) -> (In6, In6) {
+        // SAFETY: the IPv6 members are the ones in use for AF_INET6.
+        unsafe {
+            (
+                In6::from_words(fib.__bindgen_anon_4.ipv6_dst),
+                In6::from_words(fib.__bindgen_anon_3.ipv6_src),
+            )
+        }
+    }
+    /// As `ip6_tnl_xmit`: traffic class and flow label copied from the inner
+    /// header, hop limit the inner one's, next header 41.
+    #[inline(always)]
+    fn tunnel_header(inner: &Ipv6, source: In6, real: In6) -> Ipv6 {
+        Ipv6 {
+            version_class_flow: inner.version_class_flow,
+            payload_len: (u16::from_be_bytes(inner.payload_len) + IPV6_HEADER_LEN as u16)
+                .to_be_bytes(),
+            next_header: IPPROTO_IPV6,
+            hop_limit: inner.hop_limit,
+            src: source,
+            dst: real,
+        }
+    }
+
+    #[inline(always)]
+    fn services() -> &'static HashMap<ServiceKey<In6>, Service<In6>> {
+        &maps::SERVICES6
+    }
+    #[inline(always)]
+    fn conns() -> &'static HashMap<FlowKey<In6>, Conn<In6>> {
+        &maps::CONNS6
+    }
+    #[inline(always)]
+    fn reals() -> &'static Array<Real<In6>> {
+        &maps::REALS6
+    }
+    #[inline(always)]
+    fn templates() -> &'static LruHashMap<TemplateKey<In6>, Template> {
+        &maps::TEMPLATES6
+    }
+    #[inline(always)]
+    fn locality() -> &'static LruHashMap<LocalityKey<In6>, LocalityEntry> {
+        &maps::LOCALITY6
+    }
+    #[inline(always)]
+    fn reply_services() -> &'static HashMap<ReplyKey<In6>, ReplyServices<In6>> {
+        &maps::REPLY_SERVICES6
+    }
+    #[inline(always)]
+    fn half_open() -> &'static Array<HalfOpenSlot<In6>> {
+        &maps::HALF_OPEN6
+    }
+    #[inline(always)]
+    fn next_hops() -> &'static HashMap<In6, NextHop<In6>> {
+        &maps::NEXT_HOPS6
+    }
+    #[inline(always)]
+    fn egress_cache() -> &'static Array<CachedEgress<In6>> {
+        &maps::EGRESS_CACHE6
+    }
+    #[inline(always)]
+    fn client_egress() -> &'static Array<CachedEgress<In6>> {
+        &maps::CLIENT_EGRESS6
+    }
+    #[inline(always)]
+    fn events() -> &'static RingBuf {
+        &maps::EVENTS6
+    }
+    #[inline(always)]
+    fn conn_changes() -> &'static RingBuf {
+        &maps::CONN_CHANGES6
+    }
+    #[inline(always)]
+    fn neigh_notes() -> &'static LruHashMap<NeighKey, NeighNote<In6>> {
+        &maps::NEIGH_NOTES6
+    }
+}
