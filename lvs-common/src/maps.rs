@@ -225,6 +225,22 @@ impl<A: Addr> Service<A> {
     pub const fn persist_mask(&self) -> A {
         self.persist_mask
     }
+    /// The same entry in family `B`'s map, without persistence (its mask
+    /// is of `A`'s family).
+    pub fn in_family<B: Addr>(&self) -> Service<B> {
+        Service {
+            index: self.index,
+            ring_base: self.ring_base,
+            ring_len: self.ring_len,
+            cursor_origin: self.cursor_origin,
+            form: self.form,
+            flags: self.flags & !service_flags::PERSISTENT,
+            _pad: [0; 2],
+            bucket_base: self.bucket_base,
+            persist_mask: B::UNSPECIFIED,
+            persist_timeout_s: 0,
+        }
+    }
 }
 
 /// `LOCALITY` key: a service and a destination address it has seen.

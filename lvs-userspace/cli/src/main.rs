@@ -307,7 +307,7 @@ fn run(mut args: Vec<String>) -> Result<(), Failure> {
                 let vip = std::net::SocketAddr::new(id.vip.addr, id.vip.port);
                 // A port-0 service owns every port of its VIP.
                 rows.retain(|r| {
-                    let at = std::net::SocketAddr::V4(r.virtual_addr);
+                    let at = r.virtual_addr;
                     r.protocol == id.protocol
                         && (at == vip || (id.vip.port == 0 && at.ip() == vip.ip()))
                 });
@@ -319,7 +319,7 @@ fn run(mut args: Vec<String>) -> Result<(), Failure> {
                     invocation.numeric,
                     rows.iter().flat_map(|r| {
                         [r.source, r.virtual_addr, r.destination]
-                            .map(|a| (std::net::IpAddr::V4(*a.ip()), a.port(), r.protocol))
+                            .map(|a| (a.ip(), a.port(), r.protocol))
                     }),
                 );
                 print!("{}", format::connections_named(&rows, names.as_ref()));

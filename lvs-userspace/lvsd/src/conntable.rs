@@ -2,19 +2,19 @@
 //! longer than its state's timeout; the controller's sweeper removes such
 //! entries, which no packet may ever revisit, by the same rule.
 
-use lvs_common::{Conn, Direction, FlowKey, Method, Timeouts};
+use lvs_common::{addr::Addr, Conn, Direction, FlowKey, Method, Timeouts};
 
-fn is_inbound(conn: &Conn) -> bool {
+fn is_inbound<A: Addr>(conn: &Conn<A>) -> bool {
     conn.direction == Direction::Inbound as u8
 }
 
 /// Whether `key` is dead given a view of the table: an inbound entry when it
 /// has expired, a reply entry when its inbound entry is dead, gone, or now
 /// leads to another real server.
-pub fn is_dead(
-    key: &FlowKey,
-    conn: &Conn,
-    lookup: impl Fn(&FlowKey) -> Option<Conn>,
+pub fn is_dead<A: Addr>(
+    key: &FlowKey<A>,
+    conn: &Conn<A>,
+    lookup: impl Fn(&FlowKey<A>) -> Option<Conn<A>>,
     now_ns: u64,
     timeouts: &Timeouts,
 ) -> bool {

@@ -16,14 +16,14 @@ use std::{
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 use lvs_common::{
-    bucket_base, ring_base, service_flags, tcp_state::DEFAULT_TIMEOUTS, Conn, ConnCounts,
-    ConnState, Counters, Direction, Event, EventKind, FlowKey, Form, LocalityEntry, LocalityKey,
-    Real, ReplyKey, Service as ServiceValue, ServiceKey, Template, TemplateKey, Verdict,
-    VirtualAddr, NO_REAL, RING_SLOTS,
+    addr::In6, bucket_base, ring_base, service_flags, tcp_state::DEFAULT_TIMEOUTS, Conn,
+    ConnCounts, ConnState, Counters, Direction, Event, EventKind, FlowKey, Form, LocalityEntry,
+    LocalityKey, Real, ReplyKey, Service as ServiceValue, ServiceKey, Template, TemplateKey,
+    Verdict, VirtualAddr, NO_REAL, RING_SLOTS,
 };
 
 use lvs_common::Timeouts;
-use lvs_datapath::{Datapath, DatapathError, TablePosition};
+use lvs_datapath::{ConnEntries, Datapath, DatapathError, Family, TablePosition};
 use lvs_ha::conn::{SyncConn, SyncTemplate};
 use lvs_sched::{publish, Dest, Scheduler, SchedulerName};
 use lvs_state::{
@@ -63,11 +63,17 @@ pub enum ControlError {
     Capacity { what: &'static str, max: u32 },
     #[error(transparent)]
     Datapath(#[from] DatapathError),
+    #[error("IPv6 service {service}: {feature} is not supported for IPv6 yet")]
+    Ipv6Unsupported {
+        service: ServiceId,
+        feature: &'static str,
+    },
     #[error(
-        "{what} {endpoint} is IPv6: the datapath forwards IPv4 only so far (IPv6 services and \
-         servers are parsed, checked and saved, but not yet forwarded)"
+        "{what} {endpoint} of {service} is of the other address family: the datapath forwards \
+         each family to its own"
     )]
-    Ipv6NotForwarded {
+    MixedFamilies {
+        service: ServiceId,
         what: &'static str,
         endpoint: Endpoint,
     },
@@ -231,10 +237,20 @@ const SWEEP_STEP: usize = 256;
 /// to a tick (10 ms at HZ=100); one run of the program takes microseconds.
 const SWEEP_GRACE_NS: u64 = 20_000_000;
 
+/// What the sweeper made of a part of a table: how many entries went, the
+/// live inbound entries and the inbound entries removed.
+struct SweptPart<A: Family> {
+    removed: usize,
+    live: ConnEntries<A>,
+    gone: ConnEntries<A>,
+}
+
 /// Where the sweeper's pass is, and what it learnt on the way.
 #[derive(Debug, Default)]
 struct SweepPass {
     position: TablePosition,
+    /// Where the IPv6 table's walk is (a part of it each step).
+    position6: TablePosition,
     /// Entries still to read this tick.
     budget: usize,
     /// The template table may hold entries (a service was persistent at
@@ -339,6 +355,7 @@ pub struct Controller<D> {
     in_flight: Option<Undo>,
     /// `REALS` entries to write, in one batch, before the next publication.
     unwritten_reals: Vec<(u32, Real)>,
+    unwritten_reals6: Vec<(u32, Real<In6>)>,
     refills: RefillStats,
     /// The latest refill latencies, for the percentile.
     recent_refills: std::collections::VecDeque<u64>,
@@ -390,51 +407,104 @@ fn method_of(svc: &Service, endpoint: &Endpoint) -> Option<lvs_state::model::Met
             .map(|s| s.method))
 }
 
-/// An address on its way into the datapath, which carries IPv4 only so
-/// far: `Controller::apply` refuses IPv6 services and servers before
-/// anything reaches it (`check_families`).
+/// An IPv4 address on its way into an IPv4-only part (HA sync, local
+/// addresses, one-entry NAT replies, persistence and locality upkeep):
+/// `check_families` keeps IPv6 services out of those.
 pub fn ipv4(addr: IpAddr) -> Ipv4Addr {
     match addr {
         IpAddr::V4(a) => a,
-        IpAddr::V6(a) => unreachable!("IPv6 address {a} past check_families"),
+        IpAddr::V6(a) => unreachable!("IPv6 address {a} in an IPv4-only part"),
     }
 }
 
-/// Nothing IPv6 reaches the datapath yet: a batch that adds or edits an
-/// IPv6 service, real server or sorry server is refused whole.
+/// What the datapath does not do for IPv6 yet is refused whole, before
+/// anything reaches it: persistence and the locality schedulers for an
+/// IPv6 service; a real or sorry server of the other family than its
+/// service's (IPVS allows that for tunnels).
 fn check_families(commands: &[Command]) -> Result<(), ControlError> {
     for command in commands {
-        let found = match command {
-            Command::AddService(spec) | Command::EditService(spec) => {
-                Some(("virtual service", spec.id.vip))
+        match command {
+            Command::AddService(spec) | Command::EditService(spec) if spec.id.vip.is_ipv6() => {
+                let feature = if spec.persistence.is_some() {
+                    Some("persistence (-p)")
+                } else if matches!(spec.scheduler, SchedulerName::Lblc | SchedulerName::Lblcr) {
+                    Some("the lblc and lblcr schedulers")
+                } else {
+                    None
+                };
+                if let Some(feature) = feature {
+                    return Err(ControlError::Ipv6Unsupported {
+                        service: spec.id,
+                        feature,
+                    });
+                }
             }
-            Command::AddReal { real, .. } | Command::EditReal { real, .. } => {
-                Some(("real server", real.server))
+            Command::AddReal { service, real } | Command::EditReal { service, real }
+                if service.vip.is_ipv6() != real.server.is_ipv6() =>
+            {
+                return Err(ControlError::MixedFamilies {
+                    service: *service,
+                    what: "real server",
+                    endpoint: real.server,
+                });
             }
-            Command::SetServiceHealth { health, .. } => {
-                health.sorry.map(|s| ("sorry server", s.server))
+            Command::SetServiceHealth { service, health } => {
+                if let Some(sorry) = health
+                    .sorry
+                    .filter(|s| s.server.is_ipv6() != service.vip.is_ipv6())
+                {
+                    return Err(ControlError::MixedFamilies {
+                        service: *service,
+                        what: "sorry server",
+                        endpoint: sorry.server,
+                    });
+                }
             }
-            _ => None,
-        };
-        if let Some((what, endpoint)) = found.filter(|(_, e)| e.is_ipv6()) {
-            return Err(ControlError::Ipv6NotForwarded { what, endpoint });
+            _ => {}
         }
     }
     Ok(())
 }
 
+#[cfg(test)]
 fn service_key(id: &ServiceId) -> ServiceKey {
-    ServiceKey::new(
-        ipv4(id.vip.addr).octets(),
-        id.vip.port,
-        id.protocol.number(),
-    )
+    family_key(id, ipv4(id.vip.addr).octets())
+}
+
+/// A service's key in its family's map.
+fn family_key<A: Family>(id: &ServiceId, vip: A) -> ServiceKey<A> {
+    ServiceKey::new(vip, id.vip.port, id.protocol.number())
+}
+
+/// Publish (`Some`) or unpublish a service's entry in its family's map.
+fn write_service<D: Datapath>(
+    datapath: &mut D,
+    id: &ServiceId,
+    value: Option<ServiceValue>,
+) -> Result<(), DatapathError> {
+    match id.vip.addr {
+        IpAddr::V4(vip) => {
+            let key = family_key(id, vip.octets());
+            match value {
+                Some(value) => datapath.set_service(key, value),
+                None => datapath.remove_service(key),
+            }
+        }
+        IpAddr::V6(vip) => {
+            let key = family_key(id, In6::from(vip));
+            match value {
+                // No IPv6 persistence yet (`check_families`): no mask.
+                Some(value) => datapath.set_service(key, value.in_family()),
+                None => datapath.remove_service(key),
+            }
+        }
+    }
 }
 
 /// A real server's datapath entry; `local` when the director holds its
 /// address (the datapath then hands its connections to the local stack).
-fn datapath_real(r: &RealSpec, local: bool) -> Real {
-    let real = Real::new(ipv4(r.server.addr).octets(), r.server.port, r.method);
+fn datapath_real<A: Family>(r: &RealSpec, addr: A, local: bool) -> Real<A> {
+    let real = Real::new(addr, r.server.port, r.method);
     if local {
         real.local()
     } else {
@@ -468,6 +538,7 @@ impl<D: Datapath> Controller<D> {
             endpoints: 0,
             in_flight: None,
             unwritten_reals: Vec::new(),
+            unwritten_reals6: Vec::new(),
             refills: RefillStats::default(),
             recent_refills: std::collections::VecDeque::new(),
             expirations: Expirations::default(),
@@ -728,42 +799,20 @@ impl<D: Datapath> Controller<D> {
             // The end of the table: nothing more this tick.
             self.sweep.budget = 0;
         }
-        let judged_at = now.saturating_sub(SWEEP_GRACE_NS);
         let masks: HashMap<u32, u32> = self.persistence_masks();
-        // A reply entry idle this long is checked against its inbound entry
-        // (one lookup); a busy one is not dead, whatever its owner.
-        let longest = u64::from(self.timeouts.iter().copied().max().unwrap_or(0)) * NS_PER_SEC;
-        let mut removed = 0;
-        for (key, conn) in listed {
-            let inbound = conn.direction == Direction::Inbound as u8;
-            let dead = if inbound {
-                conn.expired_under(judged_at, &self.timeouts)
-            } else if now.saturating_sub(conn.last_seen_ns) > longest {
-                let owner = self.datapath.connection(&key.nat_inbound(&conn))?;
-                conntable::is_dead(&key, &conn, |_| owner, judged_at, &self.timeouts)
-            } else {
-                false
-            };
-            if !dead {
-                if inbound {
-                    self.note_live(&key, &conn, &masks, now);
-                }
-                continue;
-            }
-            // A packet may have replaced the entry since the listing: the
-            // one removed is judged again, and put back if it lives.
-            let Some(taken) = self.datapath.take_connection(&key)? else {
-                continue;
-            };
-            if inbound && !taken.expired_under(judged_at, &self.timeouts) {
-                self.datapath.add_connection(key, taken)?;
-                continue;
-            }
-            removed += 1;
-            if inbound {
-                self.removed_inbound(&key, &taken, now)?;
+        let part = self.sweep_part(listed, now)?;
+        for (key, conn) in &part.live {
+            self.note_live(key, conn, &masks, now);
+        }
+        if self.sweep.exporting {
+            for (key, conn) in &part.gone {
+                self.sweep.removed.extend(SyncConn::of(key, conn, now));
             }
         }
+        let listed6 = self
+            .datapath
+            .connections_slice::<In6>(&mut self.sweep.position6, step)?;
+        let removed = part.removed + self.sweep_part(listed6, now)?.removed;
         if self.sweep.position.at_start() {
             // A whole pass is done: what it saw is complete.
             self.sweep.previously_depended = std::mem::take(&mut self.sweep.depended);
@@ -788,13 +837,62 @@ impl<D: Datapath> Controller<D> {
         }
     }
 
-    /// An expired inbound entry the sweeper removed: its NAT reply entry
-    /// goes with it, and the backup hears of it.
-    fn removed_inbound(
+    /// Judge a part of a family's table by the expiry rule (`conntable`)
+    /// and remove what died, an inbound entry with its NAT reply entry.
+    fn sweep_part<A: Family>(
         &mut self,
-        key: &FlowKey,
-        conn: &Conn,
+        listed: ConnEntries<A>,
         now: u64,
+    ) -> Result<SweptPart<A>, ControlError> {
+        let judged_at = now.saturating_sub(SWEEP_GRACE_NS);
+        // A reply entry idle this long is checked against its inbound entry
+        // (one lookup); a busy one is not dead, whatever its owner.
+        let longest = u64::from(self.timeouts.iter().copied().max().unwrap_or(0)) * NS_PER_SEC;
+        let mut part = SweptPart {
+            removed: 0,
+            live: Vec::new(),
+            gone: Vec::new(),
+        };
+        for (key, conn) in listed {
+            let inbound = conn.direction == Direction::Inbound as u8;
+            let dead = if inbound {
+                conn.expired_under(judged_at, &self.timeouts)
+            } else if now.saturating_sub(conn.last_seen_ns) > longest {
+                let owner = self.datapath.connection(&key.nat_inbound(&conn))?;
+                conntable::is_dead(&key, &conn, |_| owner, judged_at, &self.timeouts)
+            } else {
+                false
+            };
+            if !dead {
+                if inbound {
+                    part.live.push((key, conn));
+                }
+                continue;
+            }
+            // A packet may have replaced the entry since the listing: the
+            // one removed is judged again, and put back if it lives.
+            let Some(taken) = self.datapath.take_connection(&key)? else {
+                continue;
+            };
+            if inbound && !taken.expired_under(judged_at, &self.timeouts) {
+                self.datapath.add_connection(key, taken)?;
+                continue;
+            }
+            part.removed += 1;
+            if inbound {
+                self.remove_reply_entry(&key, &taken)?;
+                part.gone.push((key, taken));
+            }
+        }
+        Ok(part)
+    }
+
+    /// An expired inbound entry the sweeper removed: its NAT reply entry
+    /// goes with it.
+    fn remove_reply_entry<A: Family>(
+        &mut self,
+        key: &FlowKey<A>,
+        conn: &Conn<A>,
     ) -> Result<(), ControlError> {
         // A one-entry connection has no reply entry to look for.
         if conn.method == lvs_common::Method::Nat as u8 && !self.replies.holds(conn.real_index) {
@@ -806,9 +904,6 @@ impl<D: Datapath> Controller<D> {
                     self.datapath.remove_connection(&reply)?;
                 }
             }
-        }
-        if self.sweep.exporting {
-            self.sweep.removed.extend(SyncConn::of(key, conn, now));
         }
         Ok(())
     }
@@ -972,10 +1067,35 @@ impl<D: Datapath> Controller<D> {
     /// What `-L -c` lists: every live inbound connection entry with the
     /// time its state's timeout leaves it, then every live template.
     pub fn connection_views(&self) -> Result<Vec<ConnView>, ControlError> {
-        let listed = self.datapath.connections()?;
         let now = self.datapath.now_ns()?;
-        let v4 = |a: [u8; 4], p: u16| std::net::SocketAddrV4::new(a.into(), p);
-        let mut rows: Vec<ConnView> = listed
+        let mut rows = self.live_connections::<[u8; 4]>(now)?;
+        rows.extend(self.live_connections::<In6>(now)?);
+        rows.sort_by_key(|r| (r.virtual_addr, r.source));
+        let mut templates: Vec<ConnView> = self
+            .export_templates()?
+            .into_iter()
+            .filter_map(|t| {
+                Some(ConnView {
+                    protocol: Protocol::of(t.protocol)?,
+                    expire_s: u64::from(t.remaining_ms) / 1000,
+                    state: ConnState::None.name().to_string(),
+                    source: std::net::SocketAddrV4::new(t.client_net, 0).into(),
+                    virtual_addr: t.service.into(),
+                    destination: t.real.into(),
+                })
+            })
+            .collect();
+        templates.sort_by_key(|r| (r.virtual_addr, r.source));
+        rows.extend(templates);
+        Ok(rows)
+    }
+
+    /// A family's live inbound connection entries, as `-L -c` lists them.
+    fn live_connections<A: Family>(&self, now: u64) -> Result<Vec<ConnView>, ControlError> {
+        let at = |a: A, p: u16| std::net::SocketAddr::new(a.ip(), p);
+        Ok(self
+            .datapath
+            .connections::<A>()?
             .iter()
             .filter(|(_, c)| {
                 c.direction == Direction::Inbound as u8 && !c.expired_under(now, &self.timeouts)
@@ -989,30 +1109,12 @@ impl<D: Datapath> Controller<D> {
                     protocol,
                     expire_s: timeout.saturating_sub(idle) / NS_PER_SEC,
                     state: state.name().to_string(),
-                    source: v4(k.src(), k.sport()),
-                    virtual_addr: v4(k.dst(), k.dport()),
-                    destination: v4(c.addr(), c.port()),
+                    source: at(k.src(), k.sport()),
+                    virtual_addr: at(k.dst(), k.dport()),
+                    destination: at(c.addr(), c.port()),
                 })
             })
-            .collect();
-        rows.sort_by_key(|r| (r.virtual_addr, r.source));
-        let mut templates: Vec<ConnView> = self
-            .export_templates()?
-            .into_iter()
-            .filter_map(|t| {
-                Some(ConnView {
-                    protocol: Protocol::of(t.protocol)?,
-                    expire_s: u64::from(t.remaining_ms) / 1000,
-                    state: ConnState::None.name().to_string(),
-                    source: std::net::SocketAddrV4::new(t.client_net, 0),
-                    virtual_addr: t.service,
-                    destination: t.real,
-                })
-            })
-            .collect();
-        templates.sort_by_key(|r| (r.virtual_addr, r.source));
-        rows.extend(templates);
-        Ok(rows)
+            .collect())
     }
 
     /// Every live persistence template, by addresses, for the backup.
@@ -1168,6 +1270,7 @@ impl<D: Datapath> Controller<D> {
             self.state.rollback(undo);
         }
         self.unwritten_reals.clear();
+        self.unwritten_reals6.clear();
         self.replies.mark_all_dirty();
         self.endpoints = self.state.services().map(|s| s.endpoints().count()).sum();
         let now = self.datapath.now_ns()?;
@@ -1624,10 +1727,11 @@ impl<D: Datapath> Controller<D> {
                 continue;
             };
             let vport = service.vip.port;
-            if vport != 0
-                && real.server.port != vport
-                && self.datapath.is_local(ipv4(real.server.addr))
-            {
+            let local = match real.server.addr {
+                IpAddr::V4(addr) => self.datapath.is_local(addr),
+                IpAddr::V6(_) => false,
+            };
+            if vport != 0 && real.server.port != vport && local {
                 return Err(ControlError::LocalPortMapping {
                     service: *service,
                     server: real.server,
@@ -1674,29 +1778,39 @@ impl<D: Datapath> Controller<D> {
                 }
             };
             if written.get(&real.server) != Some(&real.method) {
-                let local = self.datapath.is_local(ipv4(real.server.addr));
-                let mut entry = datapath_real(real, local);
-                // A port-0 service's server takes the client's port: its
-                // replies' source port names no service.
-                if real.method == lvs_state::model::Method::Nat
-                    && !local
-                    && real.server.port != 0
-                    && self.replies.hold(
-                        index,
-                        ReplyKey::from_wire(
-                            ipv4(real.server.addr).octets(),
-                            real.server.port.to_be_bytes(),
-                            svc.spec.id.protocol.number(),
-                        ),
-                        VirtualAddr::from_wire(
-                            ipv4(svc.spec.id.vip.addr).octets(),
-                            svc.spec.id.vip.port.to_be_bytes(),
-                        ),
-                    )
-                {
-                    entry = entry.one_entry();
+                match real.server.addr {
+                    // An IPv6 server is never this director (IPVS's
+                    // LOCALNODE is IPv4 here), nor keeps one-entry NAT
+                    // connections.
+                    IpAddr::V6(addr) => self
+                        .unwritten_reals6
+                        .push((index, datapath_real(real, In6::from(addr), false))),
+                    IpAddr::V4(addr) => {
+                        let local = self.datapath.is_local(addr);
+                        let mut entry = datapath_real(real, addr.octets(), local);
+                        // A port-0 service's server takes the client's
+                        // port: its replies' source port names no service.
+                        if real.method == lvs_state::model::Method::Nat
+                            && !local
+                            && real.server.port != 0
+                            && self.replies.hold(
+                                index,
+                                ReplyKey::from_wire(
+                                    addr.octets(),
+                                    real.server.port.to_be_bytes(),
+                                    svc.spec.id.protocol.number(),
+                                ),
+                                VirtualAddr::from_wire(
+                                    ipv4(svc.spec.id.vip.addr).octets(),
+                                    svc.spec.id.vip.port.to_be_bytes(),
+                                ),
+                            )
+                        {
+                            entry = entry.one_entry();
+                        }
+                        self.unwritten_reals.push((index, entry));
+                    }
                 }
-                self.unwritten_reals.push((index, entry));
             }
             // Editing a server clears OVERLOAD when its upper threshold is
             // removed or raised (§1.1).
@@ -1728,6 +1842,10 @@ impl<D: Datapath> Controller<D> {
             let reals = std::mem::take(&mut self.unwritten_reals);
             self.datapath.set_reals(&reals)?;
         }
+        if !self.unwritten_reals6.is_empty() {
+            let reals = std::mem::take(&mut self.unwritten_reals6);
+            self.datapath.set_reals(&reals)?;
+        }
         let now_s = if touched.is_empty() {
             0
         } else {
@@ -1738,7 +1856,7 @@ impl<D: Datapath> Controller<D> {
                 // Deleted: unpublish, then free its indexes.
                 if let Some(rt) = self.runtimes.remove(id) {
                     self.service_at.remove(&rt.index);
-                    self.datapath.remove_service(service_key(id))?;
+                    write_service(&mut self.datapath, id, None)?;
                     self.purge(&rt)?;
                     self.service_slots.give(rt.index);
                 }
@@ -1824,7 +1942,7 @@ impl<D: Datapath> Controller<D> {
                 rt.had_templates = true;
             }
             rt.had_localities |= form == Form::Locality;
-            self.datapath.set_service(service_key(id), value)?;
+            write_service(&mut self.datapath, id, Some(value))?;
             rt.half = half;
             rt.ring_len = value.ring_len;
             rt.ring = ring.picks;
@@ -2253,43 +2371,79 @@ mod tests {
     /// server (a tunnel across families) or sorry server is refused whole,
     /// before anything is written, and says why.
     #[test]
-    fn ipv6_is_refused_before_it_reaches_the_datapath() {
+    fn ipv6_services_are_published_and_what_ipv6_lacks_is_refused_whole() {
         let mut c = setup(SchedulerName::Rr, &[1]);
-        let state = c.state().clone();
-        let services = c.datapath().services.clone();
         let v6: Endpoint = "[2001:db8::10]:80".parse().unwrap();
+        let v6_id = ServiceId {
+            protocol: Protocol::Tcp,
+            vip: v6,
+        };
         let v6_service = ServiceSpec {
-            id: ServiceId {
-                protocol: Protocol::Tcp,
-                vip: v6,
-            },
+            id: v6_id,
             ..spec(SchedulerName::Rr)
         };
-        let mut tunnel = real(5, 1);
-        tunnel.server = "[2001:db8::2]:80".parse().unwrap();
-        tunnel.method = Method::Tunnel;
-        for (batch, what) in [
-            (vec![Command::AddService(v6_service)], "virtual service"),
-            (
-                vec![
-                    add_real(4, 1),
-                    Command::AddReal {
-                        service: svc(),
-                        real: tunnel,
-                    },
-                ],
-                "real server",
+        let mut v6_real = real(5, 1);
+        v6_real.server = "[2001:db8::2]:8080".parse().unwrap();
+        c.apply(&[
+            Command::AddService(v6_service.clone()),
+            Command::AddReal {
+                service: v6_id,
+                real: v6_real.clone(),
+            },
+        ])
+        .unwrap();
+        let key = ServiceKey::<In6>::new(
+            "2001:db8::10".parse::<std::net::Ipv6Addr>().unwrap().into(),
+            80,
+            6,
+        );
+        let published = c.datapath().services6[&key];
+        assert!(published.ring_len > 0);
+        let index = c.datapath().rings[&published.ring_base];
+        let entry = c.datapath().reals6[&index];
+        assert_eq!(
+            (std::net::Ipv6Addr::from(entry.addr()), entry.port()),
+            ("2001:db8::2".parse().unwrap(), 8080)
+        );
+
+        let state = c.state().clone();
+        let services = c.datapath().services6.clone();
+        let persistent = ServiceSpec {
+            persistence: Some(lvs_state::model::Persistence::default_for(v6.addr)),
+            ..v6_service
+        };
+        let err = c.apply(&[Command::EditService(persistent)]).unwrap_err();
+        assert!(
+            matches!(err, ControlError::Ipv6Unsupported { service, .. } if service == v6_id),
+            "{err}"
+        );
+        assert!(err.to_string().contains("persistence"), "{err}");
+        // The model takes another family's server for a tunnel only (as
+        // IPVS); the datapath does not tunnel across families yet.
+        let mut other = real(6, 1);
+        other.server = "[2001:db8::3]:80".parse().unwrap();
+        other.method = Method::Tunnel;
+        let err = c
+            .apply(&[
+                add_real(4, 1),
+                Command::AddReal {
+                    service: svc(),
+                    real: other,
+                },
+            ])
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ControlError::MixedFamilies {
+                    what: "real server",
+                    ..
+                }
             ),
-        ] {
-            let err = c.apply(&batch).unwrap_err();
-            assert!(
-                matches!(err, ControlError::Ipv6NotForwarded { what: w, .. } if w == what),
-                "{err}"
-            );
-            assert!(err.to_string().contains("forwards IPv4 only"), "{err}");
-            assert_eq!(c.state(), &state);
-            assert_eq!(c.datapath().services, services);
-        }
+            "{err}"
+        );
+        assert_eq!(c.state(), &state);
+        assert_eq!(c.datapath().services6, services);
     }
 
     #[test]

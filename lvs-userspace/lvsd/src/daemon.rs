@@ -501,7 +501,12 @@ pub(crate) fn forwarded_reals(state: &State) -> BTreeSet<Ipv4Addr> {
                 .chain(s.health.sorry.map(|x| (x.server, x.method)))
         })
         .filter(|(_, method)| *method != Method::Nat)
-        .map(|(server, _)| crate::controller::ipv4(server.addr))
+        // IPv6 servers' next hops are the FIB's alone so far (DR and TUN to
+        // them need forwarding on).
+        .filter_map(|(server, _)| match server.addr {
+            std::net::IpAddr::V4(addr) => Some(addr),
+            std::net::IpAddr::V6(_) => None,
+        })
         .collect()
 }
 

@@ -5,12 +5,13 @@
 //! removed servers may still be draining, since their packets must keep
 //! reaching the connection table.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, net::IpAddr};
 
-use lvs_common::{relevant_slot, Method, RELEVANT_WORDS};
+use lvs_common::{
+    addr::{Addr, In6},
+    relevant_slot, Method, RELEVANT_WORDS,
+};
 use lvs_state::model::Service;
-
-use crate::controller::ipv4;
 
 const VIRTUAL: u32 = 0;
 const NAT_SOURCE: u32 = 1;
@@ -51,8 +52,17 @@ fn slots(svc: &Service) -> impl Iterator<Item = (u32, u32)> + '_ {
                 .filter(|s| s.method == Method::Nat)
                 .map(|s| s.server.addr),
         );
-    std::iter::once(relevant_slot(VIRTUAL, ipv4(svc.spec.id.vip.addr).octets()))
-        .chain(nat.map(|addr| relevant_slot(NAT_SOURCE, ipv4(addr).octets())))
+    std::iter::once(relevant_slot(VIRTUAL, hashed(svc.spec.id.vip.addr)))
+        .chain(nat.map(|addr| relevant_slot(NAT_SOURCE, hashed(addr))))
+}
+
+/// The part of an address the bitmaps hash, as the datapath takes it
+/// (`Addr::last_word`).
+fn hashed(addr: IpAddr) -> [u8; 4] {
+    match addr {
+        IpAddr::V4(a) => a.octets(),
+        IpAddr::V6(a) => In6::from(a).last_word(),
+    }
 }
 
 impl Relevance {

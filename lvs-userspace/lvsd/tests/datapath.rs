@@ -2372,3 +2372,306 @@ fn a_syn_on_a_closed_connection_starts_a_new_one_unless_a_template_holds_it() {
     assert_eq!(syn_reaches(&c, client, (vip, 443)), first);
     assert_eq!(conns(&c, vip), 1);
 }
+
+// IPv6: NAT66, DR and IPv6-in-IPv6 through the IPv6 director's stages,
+// byte for byte against an oracle that recomputes every checksum.
+
+const CONFIG6: &str = r#"
+[[service]]
+protocol = "tcp"
+address = "[2001:db8::10]:80"
+scheduler = "rr"
+[[service.real]]
+address = "[2001:db8:11::2]:8080"
+method = "nat"
+
+[[service]]
+protocol = "udp"
+address = "[2001:db8::10]:53"
+scheduler = "rr"
+[[service.real]]
+address = "[2001:db8:11::2]:5353"
+method = "nat"
+
+[[service]]
+protocol = "tcp"
+address = "[2001:db8::20]:80"
+scheduler = "rr"
+[[service.real]]
+address = "[2001:db8:12::3]:80"
+method = "route"
+
+[[service]]
+protocol = "tcp"
+address = "[2001:db8::23]:80"
+scheduler = "rr"
+[[service.real]]
+address = "[2001:db8:11::3]:80"
+method = "tunnel"
+"#;
+
+fn v6(text: &str) -> [u8; 16] {
+    text.parse::<std::net::Ipv6Addr>().unwrap().octets()
+}
+
+fn mac6(addr: [u8; 16]) -> [u8; 6] {
+    [2, 6, 0, 0, addr[5], addr[15]]
+}
+
+/// The router of `router`, in IPv6: `cli0` towards the client, `srv1` and
+/// `srv2` towards real servers, every neighbour resolved. The peers' ends
+/// take no IPv6 (their router solicitations would reach the director).
+fn router6() -> Controller<KernelDatapath> {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
+    sh("ip link set lo up && sysctl -qw net.ipv6.conf.all.forwarding=1");
+    let links = [
+        (
+            "cli0",
+            "2001:db8:1::1",
+            DIRECTOR_CLIENT_MAC,
+            vec!["2001:db8:1::2"],
+        ),
+        (
+            "srv1",
+            "2001:db8:11::1",
+            director_mac(1),
+            vec!["2001:db8:11::2", "2001:db8:11::3"],
+        ),
+        (
+            "srv2",
+            "2001:db8:12::1",
+            director_mac(2),
+            vec!["2001:db8:12::3"],
+        ),
+    ];
+    for (name, addr, mac, neighbours) in &links {
+        sh(&format!(
+            "ip link add {name} address {} type veth peer name {name}p && sysctl -qw net.ipv6.conf.{name}p.disable_ipv6=1 && ip addr add {addr}/64 dev {name} nodad && ip link set {name} up && ip link set {name}p up",
+            mac_str(*mac)
+        ));
+        for n in neighbours {
+            let lladdr = if *n == "2001:db8:1::2" {
+                CLIENT_MAC
+            } else {
+                mac6(v6(n))
+            };
+            sh(&format!(
+                "ip -6 neigh replace {n} lladdr {} dev {name} nud permanent",
+                mac_str(lladdr)
+            ));
+        }
+    }
+    let ifaces: Vec<String> = links.iter().map(|l| l.0.to_string()).collect();
+    let mut controller = Controller::new(
+        KernelDatapath::attach(&ifaces, Settings::default(), Limits::default()).expect("attach"),
+    );
+    controller
+        .apply(&config::parse(CONFIG6, "fixture6.toml").unwrap())
+        .expect("apply config");
+    controller
+}
+
+fn tcp6(src: ([u8; 16], u16), dst: ([u8; 16], u16), flags: &str, payload: &[u8]) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(CLIENT_MAC, DIRECTOR_CLIENT_MAC)
+        .ipv6(src.0, dst.0, 64)
+        .tcp(src.1, dst.1, 1000, 64240);
+    let b = if flags.contains('S') { b.syn() } else { b };
+    let b = if flags.contains('A') { b.ack(1) } else { b };
+    let mut v = Vec::new();
+    b.write(&mut v, payload).unwrap();
+    v
+}
+
+fn udp6(src: ([u8; 16], u16), dst: ([u8; 16], u16), payload: &[u8]) -> Vec<u8> {
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, DIRECTOR_CLIENT_MAC)
+        .ipv6(src.0, dst.0, 64)
+        .udp(src.1, dst.1)
+        .write(&mut v, payload)
+        .unwrap();
+    v
+}
+
+/// `oracle` for IPv6: set the fields, take one from the hop limit when
+/// routed, and recompute the transport checksum over the IPv6
+/// pseudo-header and the whole segment.
+fn oracle6(
+    frame: &[u8],
+    src: Option<([u8; 16], u16)>,
+    dst: Option<([u8; 16], u16)>,
+    macs: Option<([u8; 6], [u8; 6])>,
+) -> Vec<u8> {
+    let mut f = frame.to_vec();
+    let l4 = 14 + 40;
+    if let Some((smac, dmac)) = macs {
+        f[0..6].copy_from_slice(&dmac);
+        f[6..12].copy_from_slice(&smac);
+        f[21] -= 1;
+    }
+    if let Some((ip, port)) = src {
+        f[22..38].copy_from_slice(&ip);
+        f[l4..l4 + 2].copy_from_slice(&port.to_be_bytes());
+    }
+    if let Some((ip, port)) = dst {
+        f[38..54].copy_from_slice(&ip);
+        f[l4 + 2..l4 + 4].copy_from_slice(&port.to_be_bytes());
+    }
+    let proto = f[20];
+    let check_at = l4 + if proto == 6 { 16 } else { 6 };
+    f[check_at..check_at + 2].copy_from_slice(&[0, 0]);
+    let seg_len = f.len() - l4;
+    let mut pseudo = 0u32;
+    for w in f[22..54].chunks(2) {
+        pseudo += u16::from_be_bytes([w[0], w[1]]) as u32;
+    }
+    pseudo += proto as u32 + seg_len as u32;
+    let mut c = checksum::full(&f[l4..], pseudo);
+    if proto == 17 && c == 0 {
+        c = 0xffff;
+    }
+    f[check_at..check_at + 2].copy_from_slice(&c.to_be_bytes());
+    f
+}
+
+/// The frame as IPv6 TUN sends it: the inner packet with its hop limit
+/// taken down, under an outer header with the inner traffic class and flow
+/// label, next header 41 and the inner (decremented) hop limit.
+fn encapsulated6(
+    frame: &[u8],
+    src: [u8; 16],
+    dst: [u8; 16],
+    smac: [u8; 6],
+    dmac: [u8; 6],
+) -> Vec<u8> {
+    let inner = oracle6(frame, None, None, Some((smac, dmac)))[14..].to_vec();
+    let mut f = dmac.to_vec();
+    f.extend_from_slice(&smac);
+    f.extend_from_slice(&[0x86, 0xdd]);
+    f.extend_from_slice(&inner[0..4]);
+    f.extend_from_slice(&(inner.len() as u16).to_be_bytes());
+    f.extend_from_slice(&[41, inner[7]]);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&inner);
+    f
+}
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn ipv6_nat_is_rewritten_exactly_both_ways_on_xdp_and_tc() {
+    let c = router6();
+    let (client, vip, real) = (
+        v6("2001:db8:1::2"),
+        v6("2001:db8::10"),
+        v6("2001:db8:11::2"),
+    );
+    let to_real = Some((director_mac(1), mac6(real)));
+    let to_client = Some((DIRECTOR_CLIENT_MAC, CLIENT_MAC));
+
+    let syn = tcp6((client, 40000), (vip, 80), "S", b"");
+    let out = run(&c, &syn);
+    assert_eq!(out.action, XDP_REDIRECT);
+    assert_eq!(out.frame, oracle6(&syn, None, Some((real, 8080)), to_real));
+    let data = tcp6((client, 40000), (vip, 80), "A", b"GET / HTTP/1.0\r\n\r\n");
+    let out = c.datapath().test_run_tc(ifindex("cli0"), &data).unwrap();
+    assert_eq!(out.action, TC_ACT_REDIRECT);
+    assert_eq!(out.frame, oracle6(&data, None, Some((real, 8080)), to_real));
+
+    let reply = tcp6((real, 8080), (client, 40000), "SA", b"hello");
+    let out = run_on(&c, "srv1", &reply);
+    assert_eq!(out.action, XDP_REDIRECT);
+    assert_eq!(out.frame, oracle6(&reply, Some((vip, 80)), None, to_client));
+    let out = c.datapath().test_run_tc(ifindex("srv1"), &reply).unwrap();
+    assert_eq!(out.action, TC_ACT_REDIRECT);
+    assert_eq!(out.frame, oracle6(&reply, Some((vip, 80)), None, to_client));
+
+    let query = udp6((client, 5000), (vip, 53), b"query");
+    let out = run(&c, &query);
+    assert_eq!(out.action, XDP_REDIRECT);
+    assert_eq!(
+        out.frame,
+        oracle6(&query, None, Some((real, 5353)), to_real)
+    );
+    let answer = udp6((real, 5353), (client, 5000), b"answer");
+    let out = run_on(&c, "srv1", &answer);
+    assert_eq!(
+        out.frame,
+        oracle6(&answer, Some((vip, 53)), None, to_client)
+    );
+
+    let snap = snapshot(&c);
+    let tcp_service = snap
+        .services
+        .iter()
+        .find(|s| s.spec.id.vip.addr.is_ipv6() && s.spec.id.vip.port == 80)
+        .unwrap();
+    assert_eq!(
+        (
+            tcp_service.stats.conns,
+            tcp_service.stats.in_packets,
+            tcp_service.stats.out_packets
+        ),
+        (1, 2, 2)
+    );
+    // The connection is listed (`-L -c`) with its IPv6 addresses.
+    let rows = c.connection_views().unwrap();
+    assert!(rows.iter().any(|r| r.source
+        == std::net::SocketAddr::new(std::net::Ipv6Addr::from(client).into(), 40000)
+        && r.destination
+            == std::net::SocketAddr::new(std::net::Ipv6Addr::from(real).into(), 8080)));
+}
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn ipv6_dr_and_tun_are_forwarded_exactly() {
+    let c = router6();
+    let client = v6("2001:db8:1::2");
+    let dr_real = v6("2001:db8:12::3");
+    let syn = tcp6((client, 40000), (v6("2001:db8::20"), 80), "S", b"");
+    let out = run(&c, &syn);
+    assert_eq!(out.action, XDP_REDIRECT);
+    assert_eq!(
+        out.frame,
+        oracle6(&syn, None, None, Some((director_mac(2), mac6(dr_real))))
+    );
+
+    let tun_real = v6("2001:db8:11::3");
+    let director_srv1 = v6("2001:db8:11::1");
+    for frame in [
+        tcp6((client, 40001), (v6("2001:db8::23"), 80), "S", b""),
+        tcp6(
+            (client, 40001),
+            (v6("2001:db8::23"), 80),
+            "A",
+            b"GET / HTTP/1.0\r\n\r\n",
+        ),
+    ] {
+        let expected = encapsulated6(
+            &frame,
+            director_srv1,
+            tun_real,
+            director_mac(1),
+            mac6(tun_real),
+        );
+        let out = run(&c, &frame);
+        assert_eq!(out.action, XDP_REDIRECT);
+        assert_eq!(out.frame, expected);
+        let out = c.datapath().test_run_tc(ifindex("cli0"), &frame).unwrap();
+        assert_eq!(out.action, TC_ACT_REDIRECT);
+        assert_eq!(out.frame, expected);
+    }
+    // A fragment, and ICMPv6 (neighbour discovery among it), are the
+    // kernel's, untouched.
+    let mut fragment = syn.clone();
+    fragment[20] = 44;
+    let mut echo = Vec::new();
+    PacketBuilder::ethernet2(CLIENT_MAC, DIRECTOR_CLIENT_MAC)
+        .ipv6(client, v6("2001:db8::20"), 64)
+        .icmpv6_echo_request(1, 1)
+        .write(&mut echo, b"ping")
+        .unwrap();
+    for frame in [fragment, echo] {
+        let out = run(&c, &frame);
+        assert_eq!((out.action, &out.frame), (XDP_PASS, &frame));
+    }
+}

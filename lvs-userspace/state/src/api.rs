@@ -164,9 +164,9 @@ pub struct ConnView {
     /// connection) renews it.
     pub expire_s: u64,
     pub state: String,
-    pub source: std::net::SocketAddrV4,
-    pub virtual_addr: std::net::SocketAddrV4,
-    pub destination: std::net::SocketAddrV4,
+    pub source: std::net::SocketAddr,
+    pub virtual_addr: std::net::SocketAddr,
+    pub destination: std::net::SocketAddr,
 }
 
 /// One router of the pair, as `lvsadm ha` shows it.

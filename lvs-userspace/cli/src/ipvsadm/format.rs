@@ -545,7 +545,7 @@ pub fn connections(rows: &[ConnView]) -> String {
 /// `ipvsadm -L -c`, names from `names` (not cut: ipvsadm pads them to 18
 /// and lets longer ones push the columns).
 pub fn connections_named(rows: &[ConnView], names: &dyn Names) -> String {
-    let name = |a: &std::net::SocketAddrV4, p| addrport(names, IpAddr::V4(*a.ip()), a.port(), p);
+    let name = |a: &std::net::SocketAddr, p| addrport(names, a.ip(), a.port(), p);
     let mut out = String::from(
         "IPVS connection entries\npro expire state       source             virtual            destination\n",
     );
