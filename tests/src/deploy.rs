@@ -91,7 +91,7 @@ pub fn selftest_lab(tag: &str, method: Method) -> Result<Lab> {
         lvsd: None,
         reals: vec![RealServer {
             ns: ns2,
-            addr: rip,
+            addr: rip.into(),
             name: "rs1".into(),
             method,
             procs: Vec::new(),
@@ -338,7 +338,7 @@ pub fn one_lan_dr(tag: &str, reals: u8) -> Result<Lab> {
         ns.exec(&["ip", "addr", "add", &format!("{addr}/24"), "dev", "eth0"])?;
         let mut rs = RealServer {
             ns,
-            addr,
+            addr: addr.into(),
             name: format!("rs{i}"),
             method: Method::Route,
             procs: Vec::new(),

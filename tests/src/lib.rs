@@ -24,7 +24,7 @@ pub mod deploy;
 pub mod pair;
 pub mod topology;
 pub use pair::Pair;
-pub use topology::{Lab, Method, RealServer, VIP};
+pub use topology::{Lab, Method, RealServer, VIP, VIP6};
 
 /// One HTTP/1.0 GET on `stream` (connected to `target`), each step
 /// bounded by `timeout`: the name the lab's HTTP server answered with.
@@ -98,6 +98,19 @@ impl Netns {
             "net.ipv6.conf.default.disable_ipv6=1",
         ])?;
         Ok(ns)
+    }
+
+    /// Give the namespace IPv6 back (`new` takes it away), for its
+    /// loopback and the links made after this.
+    pub fn enable_ipv6(&self) -> Result<()> {
+        self.exec(&[
+            "sysctl",
+            "-qw",
+            "net.ipv6.conf.all.disable_ipv6=0",
+            "net.ipv6.conf.default.disable_ipv6=0",
+            "net.ipv6.conf.lo.disable_ipv6=0",
+        ])
+        .map(drop)
     }
 
     /// Run a command inside the namespace to completion.

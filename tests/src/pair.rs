@@ -207,7 +207,7 @@ impl Pair {
             }
             let mut rs = RealServer {
                 ns,
-                addr,
+                addr: addr.into(),
                 name: format!("rs{i}"),
                 method,
                 procs: Vec::new(),

@@ -23,9 +23,13 @@
 //!  The router sends VIP 198.18.0.10 to the director; DR and TUN reals
 //!  reply through the router, NAT reals through the director.
 //! ```
+//!
+//! `Lab::forwarding6` is the same lab in IPv6: 2001:db8:1::/64 for the
+//! client, 2001:db8:2::/64 the LAN, 2001:db8:3N::/64 and 2001:db8:4N::/64
+//! the TUN and NAT links, VIP 2001:db8::10.
 
 use std::{
-    net::{Ipv4Addr, SocketAddr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     path::{Path, PathBuf},
     process::Command,
     time::Duration,
@@ -36,6 +40,7 @@ use anyhow::{bail, Context, Result};
 use crate::{bin, exec_in, wait_for, Held, Netns, Proc};
 
 pub const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);
+pub const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x10);
 pub const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 2);
 
 /// How the director reaches a real server (ipvsadm's `-m`, `-g`, `-i`).
@@ -58,7 +63,7 @@ impl Method {
 
 pub struct RealServer {
     pub ns: Netns,
-    pub addr: Ipv4Addr,
+    pub addr: IpAddr,
     /// The name its servers answer with.
     pub name: String,
     pub method: Method,
@@ -69,10 +74,24 @@ pub struct RealServer {
 
 impl RealServer {
     /// DR and TUN servers must answer UDP from the VIP itself.
-    fn udp_bind(&self) -> Ipv4Addr {
-        match self.method {
-            Method::Nat => Ipv4Addr::UNSPECIFIED,
-            Method::Route | Method::Tunnel => VIP,
+    /// `addr:port` for this server's family (IPv6 in brackets).
+    pub fn at(&self, port: u16) -> String {
+        SocketAddr::new(self.addr, port).to_string()
+    }
+
+    /// The unspecified address of this server's family, with `port`.
+    fn any(&self, port: u16) -> String {
+        match self.addr {
+            IpAddr::V4(_) => format!("0.0.0.0:{port}"),
+            IpAddr::V6(_) => format!("[::]:{port}"),
+        }
+    }
+
+    fn udp_bind(&self, port: u16) -> String {
+        match (self.method, self.addr) {
+            (Method::Nat, _) => self.any(port),
+            (Method::Route | Method::Tunnel, IpAddr::V4(_)) => format!("{VIP}:{port}"),
+            (Method::Route | Method::Tunnel, IpAddr::V6(_)) => format!("[{VIP6}]:{port}"),
         }
     }
 
@@ -100,7 +119,7 @@ impl RealServer {
     /// As `start_http_server`, with `body_bytes` more bytes in each answer.
     pub fn start_large_http_server(&mut self, port: u16, body_bytes: usize) -> Result<()> {
         let lab_bin = bin("lvs-lab").display().to_string();
-        let tcp = format!("0.0.0.0:{port}");
+        let tcp = self.any(port);
         let body = body_bytes.to_string();
         self.procs.push(self.ns.spawn(
             &[
@@ -120,7 +139,7 @@ impl RealServer {
     /// name, then echoes lines); `wait_for_hold` says when it answers.
     fn spawn_hold_server(&mut self, port: u16) -> Result<()> {
         let lab_bin = bin("lvs-lab").display().to_string();
-        let listen = format!("0.0.0.0:{port}");
+        let listen = self.any(port);
         self.procs.push(
             self.ns
                 .spawn(&[&lab_bin, "hold-server", &listen, &self.name], None)?,
@@ -150,7 +169,7 @@ impl RealServer {
     /// request made inside its own namespace.
     fn wait_for_http(&self, port: u16) -> Result<()> {
         let lab_bin = bin("lvs-lab").display().to_string();
-        let probe = format!("{}:{port}", self.addr);
+        let probe = self.at(port);
         wait_for(
             &format!("{}'s HTTP server", self.name),
             Duration::from_secs(10),
@@ -267,7 +286,7 @@ impl Lab {
             )?;
             lab.reals.push(RealServer {
                 ns,
-                addr: Ipv4Addr::new(198, 18, 10 + i as u8, 2),
+                addr: Ipv4Addr::new(198, 18, 10 + i as u8, 2).into(),
                 name: format!("rs{i}"),
                 method: Method::Nat,
                 procs: Vec::new(),
@@ -404,13 +423,119 @@ impl Lab {
             };
             let mut rs = RealServer {
                 ns,
-                addr,
+                addr: addr.into(),
                 name: format!("rs{i}"),
                 method: *method,
                 procs: Vec::new(),
                 prepared: false,
             };
             let vip = VIP.to_string();
+            match method {
+                Method::Nat => {}
+                Method::Route => {
+                    rs.realserver(&["setup", "--vip", &vip])?;
+                    rs.prepared = true;
+                }
+                Method::Tunnel => {
+                    rs.realserver(&["setup", "--vip", &vip, "--decap", "xdp:eth0"])?;
+                    rs.prepared = true;
+                }
+            }
+            lab.reals.push(rs);
+        }
+        Ok(lab)
+    }
+
+    /// `forwarding` in IPv6 (see the module's comment), DAD off so that
+    /// addresses are usable at once; forwarding on in the router and the
+    /// director (NAT66 needs it, as NAT does). DR servers are prepared with
+    /// `lvsadm realserver setup --vip`; TUN servers, with the decapsulation
+    /// program too.
+    pub fn forwarding6(tag: &str, methods: &[Method]) -> Result<Self> {
+        let dir = std::env::temp_dir().join(format!("lvs-lab-{tag}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let mut lab = Lab {
+            lvsd: None,
+            reals: Vec::new(),
+            client: Netns::new(format!("{tag}-cli"))?,
+            director: Netns::new(format!("{tag}-dir"))?,
+            router: Some(Netns::new(format!("{tag}-rtr"))?),
+            edge: None,
+            ifaces: vec!["lan0".to_string()],
+            socket: dir.join("lvsd.sock"),
+            dir,
+        };
+        for ns in [&lab.client, &lab.director, lab.router.as_ref().expect("just set")] {
+            ns.enable_ipv6()?;
+        }
+        let router = lab.router.as_ref().expect("just set").name.clone();
+        let (cli, dir_ns) = (lab.client.name.clone(), lab.director.name.clone());
+        let endpoint6 = |ns: &str, dev: &str, addr: &str, gateway: Option<&str>| -> Result<()> {
+            exec_in(ns, &["ip", "addr", "add", addr, "dev", dev, "nodad"])?;
+            exec_in(ns, &["ip", "link", "set", dev, "up"])?;
+            if let Some(gw) = gateway {
+                exec_in(ns, &["ip", "-6", "route", "add", "default", "via", gw])?;
+            }
+            Ok(())
+        };
+        for ns in [&router, &dir_ns] {
+            exec_in(ns, &["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"])?;
+        }
+        exec_in(&router, &["ip", "link", "add", "br0", "type", "bridge"])?;
+        endpoint6(&router, "br0", "2001:db8:2::1/64", None)?;
+        let bridge_port = |port: &str| -> Result<()> {
+            exec_in(&router, &["ip", "link", "set", port, "master", "br0", "up"]).map(drop)
+        };
+        veth(&router, "rcli", &cli, "eth0")?;
+        endpoint6(&router, "rcli", "2001:db8:1::1/64", None)?;
+        endpoint6(&cli, "eth0", "2001:db8:1::2/64", Some("2001:db8:1::1"))?;
+        veth(&router, "pdir", &dir_ns, "lan0")?;
+        bridge_port("pdir")?;
+        endpoint6(&dir_ns, "lan0", "2001:db8:2::2/64", Some("2001:db8:2::1"))?;
+        let vip = format!("{VIP6}/128");
+        exec_in(
+            &router,
+            &["ip", "-6", "route", "add", &vip, "via", "2001:db8:2::2"],
+        )?;
+
+        for (i, method) in (1u16..).zip(methods) {
+            let ns = Netns::new(format!("{tag}-rs{i}"))?;
+            ns.enable_ipv6()?;
+            let addr: Ipv6Addr = match method {
+                Method::Route => {
+                    let port = format!("p{i}");
+                    veth(&router, &port, &ns.name, "eth0")?;
+                    bridge_port(&port)?;
+                    let addr = format!("2001:db8:2::{:x}", 0x10 + i);
+                    endpoint6(&ns.name, "eth0", &format!("{addr}/64"), Some("2001:db8:2::1"))?;
+                    addr.parse()?
+                }
+                Method::Tunnel => {
+                    let (dev, net) = (format!("tun{i}"), format!("2001:db8:{:x}::", 0x30 + i));
+                    veth(&router, &dev, &ns.name, "eth0")?;
+                    endpoint6(&router, &dev, &format!("{net}1/64"), None)?;
+                    endpoint6(&ns.name, "eth0", &format!("{net}2/64"), Some(&format!("{net}1")))?;
+                    format!("{net}2").parse()?
+                }
+                Method::Nat => {
+                    let (dev, net) = (format!("nat{i}"), format!("2001:db8:{:x}::", 0x40 + i));
+                    veth(&dir_ns, &dev, &ns.name, "eth0")?;
+                    endpoint6(&dir_ns, &dev, &format!("{net}1/64"), None)?;
+                    endpoint6(&ns.name, "eth0", &format!("{net}2/64"), Some(&format!("{net}1")))?;
+                    lab.ifaces.push(dev);
+                    format!("{net}2").parse()?
+                }
+            };
+            let mut rs = RealServer {
+                ns,
+                addr: addr.into(),
+                name: format!("rs{i}"),
+                method: *method,
+                procs: Vec::new(),
+                prepared: false,
+            };
+            let vip = VIP6.to_string();
             match method {
                 Method::Nat => {}
                 Method::Route => {
@@ -519,8 +644,8 @@ impl Lab {
     pub fn start_servers(&mut self, tcp_port: u16, udp_port: u16) -> Result<()> {
         let lab_bin = bin("lvs-lab").display().to_string();
         for rs in &mut self.reals {
-            let tcp = format!("0.0.0.0:{tcp_port}");
-            let udp = format!("{}:{udp_port}", rs.udp_bind());
+            let tcp = rs.any(tcp_port);
+            let udp = rs.udp_bind(udp_port);
             rs.procs.push(
                 rs.ns
                     .spawn(&[&lab_bin, "http-server", &tcp, &rs.name], None)?,

@@ -280,14 +280,7 @@ fn an_ipv6_vip_on_lo_is_never_answered_for_nor_announced() {
     let rs = Netns::new("lvs-dep-nd-rs".into()).unwrap();
     for ns in [&lan, &rs] {
         // The labs turn IPv6 off; a user's host has it on.
-        ns.exec(&[
-            "sysctl",
-            "-qw",
-            "net.ipv6.conf.all.disable_ipv6=0",
-            "net.ipv6.conf.default.disable_ipv6=0",
-            "net.ipv6.conf.lo.disable_ipv6=0",
-        ])
-        .unwrap();
+        ns.enable_ipv6().unwrap();
     }
     lvs_lab::run(
         "ip",

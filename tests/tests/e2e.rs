@@ -3,7 +3,7 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
-use lvs_lab::{wait_for, Held, Lab, Method};
+use lvs_lab::{wait_for, Held, Lab, Method, VIP6};
 
 fn counts(names: &[String]) -> BTreeMap<String, usize> {
     let mut m = BTreeMap::new();
@@ -1010,4 +1010,77 @@ fn nat_replies_are_checked_by_segment_against_the_directors_egress() {
         );
     }
     assert!(verdict(&lab, "pass_too_big") > 0);
+}
+
+/// The router lab in IPv6 with lvsd running, TCP [VIP6]:80 and UDP
+/// [VIP6]:53 (rr), each real server on its own method.
+fn forwarding_lab6(tag: &str, methods: &[Method]) -> Lab {
+    let mut lab = Lab::forwarding6(tag, methods).expect("building the lab");
+    lab.start_servers(80, 53).expect("starting real servers");
+    lab.start_lvsd(None).expect("starting lvsd");
+    let mut rules = format!("-A -t [{VIP6}]:80 -s rr\n-A -u [{VIP6}]:53 -s rr\n");
+    for rs in &lab.reals {
+        let flag = rs.method.flag();
+        rules += &format!("-a -t [{VIP6}]:80 -r {} {flag}\n", rs.at(80));
+        rules += &format!("-a -u [{VIP6}]:53 -r {} {flag}\n", rs.at(53));
+    }
+    restore(&lab, &rules);
+    lab
+}
+
+/// `balances_and_replies_come_from_the_vip` in IPv6: 30 connections
+/// 10/10/10 in rr's order, UDP answered from the VIP, the director seeing
+/// replies only from NAT servers.
+fn balances_in_ipv6(lab: &Lab) {
+    let vip = format!("[{VIP6}]");
+    let names = lab.http_gets(&format!("{vip}:80"), 30).unwrap_or_else(|e| {
+        panic!(
+            "{e:#}\n{}\n{}",
+            lab.lvsd_log(),
+            lab.lvsadm(&["-L", "-n", "--stats", "--json"])
+                .unwrap_or_default()
+        )
+    });
+    assert_eq!(
+        counts(&names),
+        expect(&[("rs1", 10), ("rs2", 10), ("rs3", 10)]),
+        "{names:?}"
+    );
+    assert_eq!(&names[..3], ["rs3", "rs2", "rs1"]);
+    let mut udp = Vec::new();
+    for _ in 0..3 {
+        let (name, from) = lab.udp_query(&format!("{vip}:53")).unwrap();
+        assert_eq!(from, format!("{vip}:53"), "{name} answered from {from}");
+        udp.push(name);
+    }
+    assert_eq!(udp, ["rs3", "rs2", "rs1"]);
+    let stats = lab.lvsadm(&["-L", "-n", "--stats"]).unwrap();
+    for rs in &lab.reals {
+        let tcp = stats_line(&stats, &format!("  -> {}", rs.at(80)));
+        assert_eq!(tcp[0], 10, "{stats}");
+        match rs.method {
+            Method::Nat => assert!(tcp[2] > 0, "NAT replies pass the director: {stats}"),
+            Method::Route | Method::Tunnel => assert_eq!(tcp[2], 0, "{stats}"),
+        }
+    }
+    // `-L -c` lists IPv6 connections as ipvsadm does.
+    let listed = lab.lvsadm(&["-L", "-n", "-c"]).unwrap();
+    assert!(
+        listed.contains(&format!("{vip}:80")),
+        "no IPv6 connection listed:\n{listed}"
+    );
+}
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn ipv6_nat_balances_30_connections_10_10_10() {
+    let lab = forwarding_lab6("e2e6nat", &[Method::Nat, Method::Nat, Method::Nat]);
+    balances_in_ipv6(&lab);
+}
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn ipv6_dr_on_one_lan_balances_30_connections_10_10_10() {
+    let lab = forwarding_lab6("e2e6dr", &[Method::Route, Method::Route, Method::Route]);
+    balances_in_ipv6(&lab);
 }

@@ -463,7 +463,13 @@ fn numbers(text: &str) -> Result<Vec<u64>> {
 }
 
 fn real_addrs(lab: &Lab) -> Vec<Ipv4Addr> {
-    lab.reals.iter().map(|rs| rs.addr).collect()
+    lab.reals
+        .iter()
+        .filter_map(|rs| match rs.addr {
+            std::net::IpAddr::V4(addr) => Some(addr),
+            std::net::IpAddr::V6(_) => None,
+        })
+        .collect()
 }
 
 #[cfg(test)]
