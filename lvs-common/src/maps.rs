@@ -1164,11 +1164,13 @@ pub struct NextHop<A: Addr = [u8; 4]> {
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DecapVerdict {
-    /// IPIP stripped; the inner packet goes up the stack.
+    /// The outer header (IPv4-in-IPv4, IPv6-in-IPv6) stripped; the inner
+    /// packet goes up the stack.
     Decapsulated = 0,
-    /// Not IPv4-in-IPv4: untouched.
+    /// Not IPv4-in-IPv4 nor IPv6-in-IPv6: untouched.
     PassNotIpip = 1,
-    /// Claims to be IPIP but is truncated or not IPv4 inside: untouched.
+    /// Claims to be a tunnel but is truncated or not of its family inside:
+    /// untouched.
     PassMalformed = 2,
 }
 

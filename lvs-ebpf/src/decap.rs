@@ -1,18 +1,29 @@
-//! `lvs_decap`, for real servers without an `ipip` device: strip the outer
-//! header of an IPv4-in-IPv4 packet so the stack sees the client's packet to
-//! the VIP. Like the kernel's fallback `tunl0`, it takes tunnelled packets
-//! from any sender; everything else passes untouched.
+//! `lvs_decap`, for real servers without an `ipip` (`ip6tnl`) device: strip
+//! the outer header of an IPv4-in-IPv4 or IPv6-in-IPv6 packet so the stack
+//! sees the client's packet to the VIP. Like the kernel's fallback `tunl0`
+//! (`ip6tnl0`), it takes tunnelled packets from any sender; everything else
+//! passes untouched.
 
 use aya_ebpf::{helpers::bpf_xdp_adjust_head, programs::XdpContext};
 use lvs_common::{DecapVerdict, IPPROTO_IPIP};
 
-use crate::headers::{ptr_at, Ethernet, Ipv4, ETH_HEADER_LEN, ETH_P_IPV4, IPV4_HEADER_LEN};
+use crate::headers::{
+    ptr_at, Ethernet, Ipv4, Ipv6, ETH_HEADER_LEN, ETH_P_IPV4, ETH_P_IPV6, IPV4_HEADER_LEN,
+    IPV6_HEADER_LEN,
+};
+
+/// Next header of IPv6 inside IPv6.
+const IPPROTO_IPV6: u8 = 41;
 
 #[inline(always)]
 pub fn decapsulate(ctx: &XdpContext) -> DecapVerdict {
     let Ok(eth) = ptr_at::<Ethernet>(ctx, 0) else {
         return DecapVerdict::PassNotIpip;
     };
+    // SAFETY: bounds-checked by ptr_at.
+    if unsafe { (*eth).ethertype } == ETH_P_IPV6 {
+        return decapsulate6(ctx);
+    }
     let Ok(outer) = ptr_at::<Ipv4>(ctx, ETH_HEADER_LEN) else {
         return DecapVerdict::PassNotIpip;
     };
@@ -53,6 +64,51 @@ pub fn decapsulate(ctx: &XdpContext) -> DecapVerdict {
             dst,
             src,
             ethertype: ETH_P_IPV4,
+        }
+    };
+    DecapVerdict::Decapsulated
+}
+
+/// IPv6 in IPv6, as the director's TUN builds it: no extension header in
+/// the outer packet (one with any goes to the kernel's `ip6tnl`, if set
+/// up).
+#[inline(always)]
+fn decapsulate6(ctx: &XdpContext) -> DecapVerdict {
+    let (Ok(eth), Ok(outer)) = (
+        ptr_at::<Ethernet>(ctx, 0),
+        ptr_at::<Ipv6>(ctx, ETH_HEADER_LEN),
+    ) else {
+        return DecapVerdict::PassNotIpip;
+    };
+    // SAFETY: bounds-checked by ptr_at.
+    let (eth, outer) = unsafe { (&*eth, &*outer) };
+    if outer.version_class_flow[0] >> 4 != 6 || outer.next_header != IPPROTO_IPV6 {
+        return DecapVerdict::PassNotIpip;
+    }
+    let Ok(inner) = ptr_at::<Ipv6>(ctx, ETH_HEADER_LEN + IPV6_HEADER_LEN) else {
+        return DecapVerdict::PassMalformed;
+    };
+    // SAFETY: bounds-checked by ptr_at.
+    let inner = unsafe { &*inner };
+    let outer_payload = u16::from_be_bytes(outer.payload_len) as usize;
+    let inner_payload = u16::from_be_bytes(inner.payload_len) as usize;
+    if inner.version_class_flow[0] >> 4 != 6 || inner_payload + IPV6_HEADER_LEN != outer_payload {
+        return DecapVerdict::PassMalformed;
+    }
+    let (dst, src) = (eth.dst, eth.src);
+    // SAFETY: plain helper call on our own context.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, IPV6_HEADER_LEN as i32) } != 0 {
+        return DecapVerdict::PassMalformed;
+    }
+    let Ok(eth) = ptr_at::<Ethernet>(ctx, 0) else {
+        return DecapVerdict::PassMalformed;
+    };
+    // SAFETY: bounds-checked by ptr_at.
+    unsafe {
+        *eth = Ethernet {
+            dst,
+            src,
+            ethertype: ETH_P_IPV6,
         }
     };
     DecapVerdict::Decapsulated

@@ -466,7 +466,11 @@ impl Lab {
             socket: dir.join("lvsd.sock"),
             dir,
         };
-        for ns in [&lab.client, &lab.director, lab.router.as_ref().expect("just set")] {
+        for ns in [
+            &lab.client,
+            &lab.director,
+            lab.router.as_ref().expect("just set"),
+        ] {
             ns.enable_ipv6()?;
         }
         let router = lab.router.as_ref().expect("just set").name.clone();
@@ -508,21 +512,36 @@ impl Lab {
                     veth(&router, &port, &ns.name, "eth0")?;
                     bridge_port(&port)?;
                     let addr = format!("2001:db8:2::{:x}", 0x10 + i);
-                    endpoint6(&ns.name, "eth0", &format!("{addr}/64"), Some("2001:db8:2::1"))?;
+                    endpoint6(
+                        &ns.name,
+                        "eth0",
+                        &format!("{addr}/64"),
+                        Some("2001:db8:2::1"),
+                    )?;
                     addr.parse()?
                 }
                 Method::Tunnel => {
                     let (dev, net) = (format!("tun{i}"), format!("2001:db8:{:x}::", 0x30 + i));
                     veth(&router, &dev, &ns.name, "eth0")?;
                     endpoint6(&router, &dev, &format!("{net}1/64"), None)?;
-                    endpoint6(&ns.name, "eth0", &format!("{net}2/64"), Some(&format!("{net}1")))?;
+                    endpoint6(
+                        &ns.name,
+                        "eth0",
+                        &format!("{net}2/64"),
+                        Some(&format!("{net}1")),
+                    )?;
                     format!("{net}2").parse()?
                 }
                 Method::Nat => {
                     let (dev, net) = (format!("nat{i}"), format!("2001:db8:{:x}::", 0x40 + i));
                     veth(&dir_ns, &dev, &ns.name, "eth0")?;
                     endpoint6(&dir_ns, &dev, &format!("{net}1/64"), None)?;
-                    endpoint6(&ns.name, "eth0", &format!("{net}2/64"), Some(&format!("{net}1")))?;
+                    endpoint6(
+                        &ns.name,
+                        "eth0",
+                        &format!("{net}2/64"),
+                        Some(&format!("{net}1")),
+                    )?;
                     lab.ifaces.push(dev);
                     format!("{net}2").parse()?
                 }

@@ -1084,3 +1084,10 @@ fn ipv6_dr_on_one_lan_balances_30_connections_10_10_10() {
     let lab = forwarding_lab6("e2e6dr", &[Method::Route, Method::Route, Method::Route]);
     balances_in_ipv6(&lab);
 }
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn ipv6_tun_with_our_decapsulation_balances_30_connections_10_10_10() {
+    let lab = forwarding_lab6("e2e6tun", &[Method::Tunnel, Method::Tunnel, Method::Tunnel]);
+    balances_in_ipv6(&lab);
+}

@@ -2675,3 +2675,37 @@ fn ipv6_dr_and_tun_are_forwarded_exactly() {
         assert_eq!((out.action, &out.frame), (XDP_PASS, &frame));
     }
 }
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn decapsulation_strips_valid_ipv6_in_ipv6_and_leaves_the_rest_untouched() {
+    let mut decap = lvs_datapath::StandaloneXdp::decap().expect("load lvs_decap");
+    let (client, vip, real) = (
+        v6("2001:db8:1::2"),
+        v6("2001:db8::23"),
+        v6("2001:db8:11::3"),
+    );
+    let inner = tcp6((client, 40000), (vip, 80), "S", b"");
+    let outer = encapsulated6(
+        &inner,
+        v6("2001:db8:11::1"),
+        real,
+        director_mac(1),
+        mac6(real),
+    );
+    let out = decap.test_run(&outer).unwrap();
+    assert_eq!(out.action, XDP_PASS);
+    let mut expected = outer[..14].to_vec();
+    expected.extend_from_slice(&outer[54..]);
+    assert_eq!(out.frame, expected);
+
+    // Truncated inside, lying about its length, or plain TCP: untouched.
+    let truncated = outer[..54 + 20].to_vec();
+    let mut lying = outer.clone();
+    lying[19] += 8;
+    for frame in [&truncated, &lying, &inner] {
+        let out = decap.test_run(frame).unwrap();
+        assert_eq!((out.action, &out.frame), (XDP_PASS, frame));
+    }
+    assert_eq!(decap.counters().unwrap(), [1, 1, 2]);
+}

@@ -265,7 +265,11 @@ fn http_get(target: SocketAddr, timeout: Duration) -> Result<String> {
 }
 
 fn udp_query(target: SocketAddr, timeout: Duration) -> Result<()> {
-    let any = if target.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" };
+    let any = if target.is_ipv6() {
+        "[::]:0"
+    } else {
+        "0.0.0.0:0"
+    };
     let socket = UdpSocket::bind(any)?;
     socket.set_read_timeout(Some(timeout))?;
     socket.send_to(b"who?", target)?;
