@@ -21,6 +21,8 @@ pub struct Decision<A: Addr> {
     /// Non-zero: a NAT reply, back to the client.
     pub to_client: u8,
     pub real_index: u32,
+    /// A packet too big for the way out: the route's MTU, for `TooBig`.
+    pub mtu: u16,
 }
 
 impl<A: Addr> Decision<A> {
@@ -33,6 +35,7 @@ impl<A: Addr> Decision<A> {
             method: conn.method,
             to_client: 0,
             real_index: conn.real_index,
+            mtu: 0,
         }
     }
 
@@ -46,6 +49,7 @@ impl<A: Addr> Decision<A> {
             method: Method::Nat as u8,
             to_client: 1,
             real_index: 0,
+            mtu: 0,
         }
     }
 }
@@ -64,6 +68,9 @@ pub enum Stage {
     ToClient = 3,
     /// `lvs_tunnel6`: on to the real server through a tunnel, as decided.
     Tunnel = 4,
+    /// `lvs_too_big6` (XDP only): a DR or TUN packet too big for the way
+    /// out; the sender is told (`icmp::packet_too_big`).
+    TooBig = 5,
 }
 
 impl Stage {

@@ -379,9 +379,15 @@ impl Family for V6 {
             },
         }
     }
-    /// Not built yet (ICMPv6 packet too big): dropped and counted.
+    /// In a stage of its own (`Stage::TooBig`): building the answer here
+    /// would not fit the sending stage's stack.
     #[inline(always)]
-    fn too_big_xdp(_ctx: &XdpContext, _packet: &Packet<V6>, _mtu: u16) -> Result<Verdict, Verdict> {
+    fn too_big_xdp(ctx: &XdpContext, _packet: &Packet<V6>, mtu: u16) -> Result<Verdict, Verdict> {
+        if let Some(slot) = maps::DECIDED6.get_ptr_mut(0) {
+            // SAFETY: this CPU's slot, as in `keep`.
+            unsafe { (*slot).mtu = mtu };
+        }
+        ctx.to_ipv6_stage(crate::decision::Stage::TooBig);
         Err(Verdict::DropTooBig)
     }
     #[inline(always)]

@@ -38,20 +38,6 @@ pub struct Egress<A: Addr> {
     pub source: A,
 }
 
-impl<A: Addr> Egress<A> {
-    #[inline(always)]
-    fn of<P: Family<Addr = A>>(fib: &FibParams) -> Self {
-        let (next_hop, source) = P::fib_result(fib);
-        Self {
-            ifindex: fib.ifindex,
-            smac: fib.smac,
-            dmac: fib.dmac,
-            next_hop,
-            source,
-        }
-    }
-}
-
 /// The length the FIB checks against the route's MTU (0: none) and whether
 /// it is to select the source address, in one word.
 #[derive(Clone, Copy)]
@@ -170,13 +156,19 @@ fn lookup<F: Frame, P: Family>(
         BPF_FIB_LKUP_RET_FWD_DISABLED => Route::ForwardingDisabled,
         _ => Route::Unroutable,
     };
-    *found = Lookup {
-        route,
-        // SAFETY: a plain u16 either way (the helper writes `mtu_result`
-        // for TooBig).
-        mtu: unsafe { fib.__bindgen_anon_1.mtu_result },
-        egress: Egress::of::<P>(&fib),
-    };
+    // Field by field, straight from the parameter block: a whole answer
+    // built first would take the stack of a function whose callers have
+    // little left.
+    let (next_hop, source) = P::fib_result(&fib);
+    found.route = route;
+    // SAFETY: a plain u16 either way (the helper writes `mtu_result` for
+    // TooBig).
+    found.mtu = unsafe { fib.__bindgen_anon_1.mtu_result };
+    found.egress.ifindex = fib.ifindex;
+    found.egress.smac = fib.smac;
+    found.egress.dmac = fib.dmac;
+    found.egress.next_hop = next_hop;
+    found.egress.source = source;
 }
 
 /// The next hop lvsd resolved towards a DR or TUN real server.

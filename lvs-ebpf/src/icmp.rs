@@ -1,15 +1,20 @@
-//! ICMP fragmentation-needed, built in place from the packet that was too big
-//! to send on (DR) or to tunnel, and sent back out of the interface it came
-//! in on. XDP only: the tc datapath drops such packets (see `Frame::too_big`).
+//! ICMP fragmentation-needed (ICMPv6 Packet Too Big), built in place from the
+//! packet that was too big to send on (DR) or to tunnel, and sent back out
+//! of the interface it came in on. XDP only: the tc datapath drops such
+//! packets (see `Frame::too_big`).
 
 use aya_ebpf::{
     helpers::{bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
     programs::XdpContext,
 };
-use lvs_common::{checksum, Verdict, IPPROTO_ICMP};
+use lvs_common::{addr::In6, checksum, Verdict, IPPROTO_ICMP};
 
-use crate::headers::{
-    ptr_at, Ethernet, Packet, ETH_HEADER_LEN, ETH_P_IPV4, ICMP_HEADER_LEN, IPV4_HEADER_LEN,
+use crate::{
+    family::{IPPROTO_ICMPV6, V6},
+    headers::{
+        ptr_at, Ethernet, Ipv6, Packet, ETH_HEADER_LEN, ETH_P_IPV4, ETH_P_IPV6, ICMP_HEADER_LEN,
+        IPV4_HEADER_LEN, IPV6_HEADER_LEN,
+    },
 };
 
 const ICMP_DEST_UNREACH: u8 = 3;
@@ -98,7 +103,7 @@ pub fn frag_needed(ctx: &XdpContext, packet: &Packet, mtu: u16) -> Result<Verdic
             mtu[1],
         ];
     }
-    let check = icmp_checksum(ctx, ETH_HEADER_LEN + IPV4_HEADER_LEN, icmp_len / 2);
+    let check = icmp_checksum(ctx, ETH_HEADER_LEN + IPV4_HEADER_LEN, icmp_len / 2, 0);
     let check = check.to_be_bytes();
     // SAFETY: bounds-checked above.
     unsafe {
@@ -108,10 +113,11 @@ pub fn frag_needed(ctx: &XdpContext, packet: &Packet, mtu: u16) -> Result<Verdic
     Ok(Verdict::IcmpTooBig)
 }
 
-/// One's-complement sum over `words` 16-bit words from `offset`.
+/// The checksum of `words` 16-bit words from `offset`, with `initial`
+/// (a pseudo-header's sum) added.
 #[inline(always)]
-fn icmp_checksum(ctx: &XdpContext, offset: usize, words: usize) -> u16 {
-    let mut sum: u32 = 0;
+fn icmp_checksum(ctx: &XdpContext, offset: usize, words: usize, initial: u32) -> u16 {
+    let mut sum: u32 = initial;
     for i in 0..MAX_ICMP_WORDS {
         if i >= words {
             break;
@@ -123,4 +129,97 @@ fn icmp_checksum(ctx: &XdpContext, offset: usize, words: usize) -> u16 {
         sum += u16::from_be_bytes(unsafe { *word }) as u32;
     }
     !checksum::fold(sum)
+}
+
+/// The sum of an IPv6 address's eight 16-bit words.
+#[inline(always)]
+fn address_sum(addr: In6) -> u32 {
+    let [w0, w1, w2, w3] = addr.words();
+    half_sum(w0) + half_sum(w1) + half_sum(w2) + half_sum(w3)
+}
+
+/// The sum of a word's two 16-bit halves, as they lie in memory.
+#[inline(always)]
+fn half_sum(word: u32) -> u32 {
+    let [a, b, c, d] = word.to_ne_bytes();
+    u32::from(u16::from_be_bytes([a, b])) + u32::from(u16::from_be_bytes([c, d]))
+}
+
+/// ICMPv6 Packet Too Big (RFC 4443 §3.2).
+const ICMPV6_PACKET_TOO_BIG: u8 = 2;
+/// What an IPv6 Packet Too Big quotes: the packet's header and eight bytes
+/// after it (the ports, and TCP's sequence number), as the IPv4 message
+/// does; enough for the sender to find its connection.
+const QUOTED6: usize = IPV6_HEADER_LEN + QUOTED_PAYLOAD;
+
+/// `frag_needed` for IPv6: tell the client the largest packet (`mtu`) that
+/// can be sent on, from the VIP, back to the MAC the packet came from. A
+/// packet with extension headers is dropped and counted instead (the
+/// quote would not reach its ports).
+#[inline(always)]
+pub fn packet_too_big(ctx: &XdpContext, packet: &Packet<V6>, mtu: u16) -> Result<Verdict, Verdict> {
+    if packet.ip_header_len != IPV6_HEADER_LEN {
+        return Err(Verdict::DropTooBig);
+    }
+    // SAFETY: pointers validated by Packet::parse.
+    let (eth, ip) = unsafe { (&*packet.eth, &*packet.ip) };
+    let (client_mac, our_mac) = (eth.src, eth.dst);
+    let (client, vip) = (ip.src, ip.dst);
+
+    let prefix = (IPV6_HEADER_LEN + ICMP_HEADER_LEN) as i32;
+    // SAFETY: plain helper calls on our own context.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -prefix) } != 0 {
+        return Err(Verdict::DropTooBig);
+    }
+    let icmp_len = ICMP_HEADER_LEN + QUOTED6;
+    let frame_len = ETH_HEADER_LEN + IPV6_HEADER_LEN + icmp_len;
+    let trim = frame_len as i32 - (ctx.data_end() - ctx.data()) as i32;
+    // SAFETY: as above; trim is never positive (the frame held the quote).
+    if trim < 0 && unsafe { bpf_xdp_adjust_tail(ctx.ctx, trim) } != 0 {
+        return Err(Verdict::DropTooBig);
+    }
+
+    let eth: *mut Ethernet = ptr_at(ctx, 0)?;
+    let ip: *mut Ipv6 = ptr_at(ctx, ETH_HEADER_LEN)?;
+    let icmp: *mut [u8; ICMP_HEADER_LEN] = ptr_at(ctx, ETH_HEADER_LEN + IPV6_HEADER_LEN)?;
+    // The quote must be there in full for the checksum below.
+    ptr_at::<[u8; QUOTED6]>(ctx, ETH_HEADER_LEN + IPV6_HEADER_LEN + ICMP_HEADER_LEN)?;
+    let mtu = u32::from(mtu).to_be_bytes();
+    // SAFETY: all three bounds-checked by ptr_at.
+    unsafe {
+        *eth = Ethernet {
+            dst: client_mac,
+            src: our_mac,
+            ethertype: ETH_P_IPV6,
+        };
+        *ip = Ipv6 {
+            version_class_flow: [0x60, 0, 0, 0],
+            payload_len: (icmp_len as u16).to_be_bytes(),
+            next_header: IPPROTO_ICMPV6,
+            hop_limit: 64,
+            src: vip,
+            dst: client,
+        };
+        *icmp = [
+            ICMPV6_PACKET_TOO_BIG,
+            0,
+            0,
+            0,
+            mtu[0],
+            mtu[1],
+            mtu[2],
+            mtu[3],
+        ];
+    }
+    // The pseudo-header: both addresses, the length, the next header.
+    let pseudo =
+        icmp_len as u32 + u32::from(IPPROTO_ICMPV6) + address_sum(vip) + address_sum(client);
+    let check =
+        icmp_checksum(ctx, ETH_HEADER_LEN + IPV6_HEADER_LEN, icmp_len / 2, pseudo).to_be_bytes();
+    // SAFETY: bounds-checked above.
+    unsafe {
+        (*icmp)[2] = check[0];
+        (*icmp)[3] = check[1];
+    }
+    Ok(Verdict::IcmpTooBig)
 }

@@ -123,6 +123,24 @@ ipv6_stage!(lvs_send6, lvs_send6_tc, to_real_stage);
 ipv6_stage!(lvs_reply6, lvs_reply6_tc, to_client_stage);
 ipv6_stage!(lvs_tunnel6, lvs_tunnel6_tc, tunnel_stage);
 
+/// IPv6, a DR or TUN packet too big for the way out (XDP only).
+#[xdp]
+#[inline(always)]
+pub fn lvs_too_big6(ctx: XdpContext) -> u32 {
+    let verdict = match too_big_stage(&ctx) {
+        Ok(v) | Err(v) => v,
+    };
+    stats::count_verdict(verdict);
+    action(verdict)
+}
+
+#[inline(always)]
+fn too_big_stage(ctx: &XdpContext) -> Result<Verdict, Verdict> {
+    let packet = headers::Packet::<V6>::parse(ctx)?;
+    let decision = V6::kept().ok_or(Verdict::DropTooBig)?;
+    icmp::packet_too_big(ctx, &packet, decision.mtu)
+}
+
 /// ICMP, from the director by a tail call: errors go to the host that owns
 /// the connection they quote (`icmp_error`).
 #[xdp]

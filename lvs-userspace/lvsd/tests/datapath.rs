@@ -2709,3 +2709,47 @@ fn decapsulation_strips_valid_ipv6_in_ipv6_and_leaves_the_rest_untouched() {
     }
     assert_eq!(decap.counters().unwrap(), [1, 1, 2]);
 }
+
+/// IPv6 DR and TUN packets too big for the way out: XDP answers ICMPv6
+/// Packet Too Big from the VIP, quoting the packet's header and eight
+/// bytes; tc drops and counts them.
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn ipv6_too_big_for_dr_and_tun_answers_packet_too_big() {
+    let c = router6();
+    sh("ip link set srv2 mtu 1280 && ip link set srv1 mtu 1300");
+    let client = v6("2001:db8:1::2");
+    for (vip, mtu) in [
+        (v6("2001:db8::20"), 1280u32),
+        (v6("2001:db8::23"), 1300 - 40),
+    ] {
+        let syn = tcp6((client, 40000), (vip, 80), "S", b"");
+        assert_eq!(run(&c, &syn).action, XDP_REDIRECT);
+        let big = tcp6((client, 40000), (vip, 80), "A", &[0x5a; 1300]);
+        let out = run(&c, &big);
+        assert_eq!(out.action, XDP_TX);
+        let mut icmp = vec![2, 0, 0, 0];
+        icmp.extend_from_slice(&mtu.to_be_bytes());
+        icmp.extend_from_slice(&big[14..14 + 48]);
+        let mut pseudo = 0u32;
+        for w in vip.chunks(2).chain(client.chunks(2)) {
+            pseudo += u16::from_be_bytes([w[0], w[1]]) as u32;
+        }
+        pseudo += icmp.len() as u32 + 58;
+        let check = checksum::full(&icmp, pseudo);
+        icmp[2..4].copy_from_slice(&check.to_be_bytes());
+        let mut expected = CLIENT_MAC.to_vec();
+        expected.extend_from_slice(&DIRECTOR_CLIENT_MAC);
+        expected.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
+        expected.extend_from_slice(&(icmp.len() as u16).to_be_bytes());
+        expected.extend_from_slice(&[58, 64]);
+        expected.extend_from_slice(&vip);
+        expected.extend_from_slice(&client);
+        expected.extend_from_slice(&icmp);
+        assert_eq!(out.frame, expected);
+        let out = c.datapath().test_run_tc(ifindex("cli0"), &big).unwrap();
+        assert_eq!(out.action, 2, "TC_ACT_SHOT");
+    }
+    assert_eq!(verdict(&c, "icmp_too_big"), 2);
+    assert_eq!(verdict(&c, "drop_too_big"), 2);
+}

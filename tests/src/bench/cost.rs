@@ -10,8 +10,10 @@ use lvs::controller::Controller;
 use lvs_datapath::{KernelDatapath, Limits, ProgramStats, StandaloneXdp, TestRun};
 use serde::Serialize;
 
+use std::net::Ipv6Addr;
+
 use super::{
-    testbed::{self, client, tcp, CLIENT, XDP_PASS, XDP_REDIRECT},
+    testbed::{self, client, tcp, tcp6, CLIENT, CLIENT6, XDP_PASS, XDP_REDIRECT},
     Plan,
 };
 
@@ -41,6 +43,9 @@ const VIP_SH: [u8; 4] = [198, 18, 0, 30];
 const VIP_LBLC: [u8; 4] = [198, 18, 0, 32];
 const VIP_PERSIST: [u8; 4] = [198, 18, 0, 33];
 const VIP_WLC: [u8; 4] = [198, 18, 0, 34];
+const VIP6_NAT: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x10);
+const VIP6_DR: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x20);
+const VIP6_TUN: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x23);
 /// Payload that makes the established TCP frames 64 bytes long.
 const PAYLOAD: &[u8] = b"0123456789";
 
@@ -62,9 +67,29 @@ fn nat_reals() -> Vec<(String, &'static str)> {
         .collect()
 }
 
+/// An IPv6 `[[service]]` on port 80 of `vip`.
+fn service6(vip: Ipv6Addr, reals: &[(&str, &str)]) -> String {
+    let mut s =
+        format!("[[service]]\nprotocol = \"tcp\"\naddress = \"[{vip}]:80\"\nscheduler = \"rr\"\n");
+    for (addr, method) in reals {
+        s += &format!("[[service.real]]\naddress = \"{addr}\"\nmethod = \"{method}\"\n");
+    }
+    s
+}
+
 fn config() -> String {
     let nat = nat_reals();
     [
+        service6(
+            VIP6_NAT,
+            &[
+                ("[2001:db8:11::2]:8080", "nat"),
+                ("[2001:db8:12::2]:8080", "nat"),
+                ("[2001:db8:13::2]:8080", "nat"),
+            ],
+        ),
+        service6(VIP6_DR, &[("[2001:db8:12::3]:80", "route")]),
+        service6(VIP6_TUN, &[("[2001:db8:11::3]:80", "tunnel")]),
         service(VIP_NAT, "rr", "", &nat),
         service(VIP_DR, "rr", "", &[("198.18.12.3:80".into(), "route")]),
         service(VIP_TUN, "rr", "", &[("198.18.11.3:80".into(), "tunnel")]),
@@ -132,6 +157,39 @@ fn establish(
     Ok((ack, syn))
 }
 
+/// `establish` in IPv6.
+fn establish6(
+    c: &Controller<KernelDatapath>,
+    vip: Ipv6Addr,
+    sport: u16,
+) -> Result<(Vec<u8>, TestRun)> {
+    let syn = run(c, None, &tcp6((CLIENT6, sport), (vip, 80), "S", b""))?;
+    if syn.action != XDP_REDIRECT {
+        bail!(
+            "the SYN to {vip} was not forwarded (XDP action {})",
+            syn.action
+        );
+    }
+    let ack = tcp6((CLIENT6, sport), (vip, 80), "A", PAYLOAD);
+    run(c, None, &ack)?;
+    Ok((ack, syn))
+}
+
+/// New IPv6 flows to `vip`, from client ports `first` on (one address
+/// per 60,000 ports).
+fn syns6(vip: Ipv6Addr, first: u32, count: usize) -> Frames {
+    Frames::Fresh(
+        (first..first + count as u32)
+            .map(|n| {
+                let (host, port) = client(n);
+                let mut src = CLIENT6.octets();
+                src[12..].copy_from_slice(&host);
+                tcp6((src.into(), port), (vip, 80), "S", b"")
+            })
+            .collect(),
+    )
+}
+
 fn syns(vip: [u8; 4], first: u32, count: usize) -> Frames {
     Frames::Fresh(
         (first..first + count as u32)
@@ -160,6 +218,19 @@ fn cases(c: &Controller<KernelDatapath>, samples: usize) -> Result<Vec<Case>> {
     let nat_out = tcp((real, 8080), (CLIENT, 40_000), "A", PAYLOAD);
     let (dr, _) = establish(c, VIP_DR, 40_001)?;
     let (tun, _) = establish(c, VIP_TUN, 40_002)?;
+    // The same in IPv6.
+    let (nat6_in, syn6) = establish6(c, VIP6_NAT, 40_000)?;
+    let real6: [u8; 16] = syn6.frame[38..54].try_into()?;
+    let real6 = Ipv6Addr::from(real6);
+    let link6 = ifindex(&format!("srv{}", real6.segments()[2] - 0x10))?;
+    run(
+        c,
+        Some(link6),
+        &tcp6((real6, 8080), (CLIENT6, 40_000), "SA", b""),
+    )?;
+    let nat6_out = tcp6((real6, 8080), (CLIENT6, 40_000), "A", PAYLOAD);
+    let (dr6, _) = establish6(c, VIP6_DR, 40_001)?;
+    let (tun6, _) = establish6(c, VIP6_TUN, 40_002)?;
     let batch = samples as u32;
     Ok(vec![
         case(
@@ -216,6 +287,37 @@ fn cases(c: &Controller<KernelDatapath>, samples: usize) -> Result<Vec<Case>> {
             "SYN, lblc locality",
             None,
             syns(VIP_LBLC, 5 * batch, samples),
+            XDP_REDIRECT,
+        ),
+        case(
+            "IPv6 NAT inbound, established",
+            None,
+            Frames::Same(nat6_in),
+            XDP_REDIRECT,
+        ),
+        case(
+            "IPv6 NAT outbound, established",
+            Some(link6),
+            Frames::Same(nat6_out),
+            XDP_REDIRECT,
+        ),
+        case(
+            "IPv6 NAT SYN, new flow (rr ring)",
+            None,
+            syns6(VIP6_NAT, 6 * batch, samples),
+            XDP_REDIRECT,
+        ),
+        case("IPv6 DR established", None, Frames::Same(dr6), XDP_REDIRECT),
+        case(
+            "IPv6 DR SYN, new flow",
+            None,
+            syns6(VIP6_DR, 7 * batch, samples),
+            XDP_REDIRECT,
+        ),
+        case(
+            "IPv6 TUN established",
+            None,
+            Frames::Same(tun6),
             XDP_REDIRECT,
         ),
         // One client address, a new port each time: the template hits.
@@ -288,7 +390,7 @@ pub fn run_section(plan: Plan) -> Result<CostReport> {
             connections: 1 << 20,
             ..Limits::default()
         };
-        let c = testbed::director(3, limits, &config())?;
+        let c = testbed::dual_stack_director(3, limits, &config())?;
         let mut cases = cases(&c, samples)?;
         let mut noop = StandaloneXdp::pass()?;
         let floor_frame = match &cases[0].frames {

@@ -119,6 +119,17 @@ impl Report {
                     ));
                 }
             }
+            for path in ["NAT inbound, established", "NAT SYN, new flow (rr ring)"] {
+                let v6 = format!("IPv6 {path}");
+                if let (Some(p4), Some(p6)) = (cost_of(cost, path), cost_of(cost, &v6)) {
+                    lines.push(format!(
+                        "{v6} / IPv4: **{:.2}** ({:.0} ns against {:.0} ns)",
+                        p6.median_ns / p4.median_ns,
+                        p6.median_ns,
+                        p4.median_ns
+                    ));
+                }
+            }
         }
         for (what, rows) in [
             ("Forwarding rate", &self.rate),

@@ -62,8 +62,45 @@ fn mac(m: [u8; 6]) -> String {
 /// `links` real-server links, every neighbour permanent. Then the
 /// director attached to all of them and `config` applied.
 pub fn director(links: u8, limits: Limits, config: &str) -> Result<Controller<KernelDatapath>> {
+    make_links(links)?;
+    attach(links, limits, config)
+}
+
+/// `director`, with IPv6 on the same links too: 2001:db8:1::1/64 on
+/// `cli0` (client 2001:db8:1::2), 2001:db8:1N::1/64 on `srvN` (hosts
+/// 2001:db8:1N::2 and on), every neighbour permanent, forwarding on.
+pub fn dual_stack_director(
+    links: u8,
+    limits: Limits,
+    config: &str,
+) -> Result<Controller<KernelDatapath>> {
+    make_links(links)?;
+    sh(&format!(
+        "sysctl -qw net.ipv6.conf.all.forwarding=1 net.ipv6.conf.cli0.disable_ipv6=0 && ip addr add 2001:db8:1::1/64 dev cli0 nodad && ip -6 neigh replace {CLIENT6} lladdr {} dev cli0 nud permanent",
+        mac(CLIENT_MAC)
+    ))?;
+    for i in 1..=links {
+        let dev = format!("srv{i}");
+        sh(&format!(
+            "sysctl -qw net.ipv6.conf.{dev}.disable_ipv6=0 && ip addr add 2001:db8:{:x}::1/64 dev {dev} nodad",
+            0x10 + u16::from(i)
+        ))?;
+        for host in 2..2 + HOSTS_PER_LINK {
+            sh(&format!(
+                "ip -6 neigh replace 2001:db8:{:x}::{host:x} lladdr {} dev {dev} nud permanent",
+                0x10 + u16::from(i),
+                mac([2, 6, 0, 0, 10 + i, host])
+            ))?;
+        }
+    }
+    attach(links, limits, config)
+}
+
+/// The client of the IPv6 links.
+pub const CLIENT6: std::net::Ipv6Addr = std::net::Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 2);
+
+fn make_links(links: u8) -> Result<()> {
     sh("ip link set lo up && sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1")?;
-    let mut ifaces = vec!["cli0".to_string()];
     sh(&format!(
         "ip link add cli0 address {} type veth peer name cli0p && ip addr add 198.18.1.1/24 dev cli0 && ip link set cli0 up && ip link set cli0p up && ip neigh replace 198.18.1.2 lladdr {} dev cli0 nud permanent",
         mac(DIRECTOR_MAC),
@@ -82,8 +119,14 @@ pub fn director(links: u8, limits: Limits, config: &str) -> Result<Controller<Ke
                 mac([2, 0, 0, 0, 10 + i, host])
             ))?;
         }
-        ifaces.push(dev);
     }
+    Ok(())
+}
+
+fn attach(links: u8, limits: Limits, config: &str) -> Result<Controller<KernelDatapath>> {
+    let ifaces: Vec<String> = std::iter::once("cli0".to_string())
+        .chain((1..=links).map(|i| format!("srv{i}")))
+        .collect();
     let datapath =
         KernelDatapath::attach(&ifaces, Settings::default(), limits).context("attaching")?;
     let mut controller = Controller::new(datapath);
@@ -97,6 +140,23 @@ pub fn director(links: u8, limits: Limits, config: &str) -> Result<Controller<Ke
 pub fn tcp(src: ([u8; 4], u16), dst: ([u8; 4], u16), flags: &str, payload: &[u8]) -> Vec<u8> {
     let b = PacketBuilder::ethernet2(CLIENT_MAC, DIRECTOR_MAC)
         .ipv4(src.0, dst.0, 64)
+        .tcp(src.1, dst.1, 1000, 64240);
+    let b = if flags.contains('S') { b.syn() } else { b };
+    let b = if flags.contains('A') { b.ack(1) } else { b };
+    let mut v = Vec::new();
+    b.write(&mut v, payload).expect("writing to a Vec");
+    v
+}
+
+/// `tcp` in IPv6.
+pub fn tcp6(
+    src: (std::net::Ipv6Addr, u16),
+    dst: (std::net::Ipv6Addr, u16),
+    flags: &str,
+    payload: &[u8],
+) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(CLIENT_MAC, DIRECTOR_MAC)
+        .ipv6(src.0.octets(), dst.0.octets(), 64)
         .tcp(src.1, dst.1, 1000, 64240);
     let b = if flags.contains('S') { b.syn() } else { b };
     let b = if flags.contains('A') { b.ack(1) } else { b };
