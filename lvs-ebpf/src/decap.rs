@@ -50,23 +50,7 @@ pub fn decapsulate(ctx: &XdpContext) -> DecapVerdict {
     {
         return DecapVerdict::PassMalformed;
     }
-    let (dst, src) = (eth.dst, eth.src);
-    // SAFETY: plain helper call on our own context.
-    if unsafe { bpf_xdp_adjust_head(ctx.ctx, outer_len as i32) } != 0 {
-        return DecapVerdict::PassMalformed;
-    }
-    let Ok(eth) = ptr_at::<Ethernet>(ctx, 0) else {
-        return DecapVerdict::PassMalformed;
-    };
-    // SAFETY: bounds-checked by ptr_at.
-    unsafe {
-        *eth = Ethernet {
-            dst,
-            src,
-            ethertype: ETH_P_IPV4,
-        }
-    };
-    DecapVerdict::Decapsulated
+    strip(ctx, eth, outer_len, ETH_P_IPV4)
 }
 
 /// IPv6 in IPv6, as the director's TUN builds it: no extension header in
@@ -95,9 +79,16 @@ fn decapsulate6(ctx: &XdpContext) -> DecapVerdict {
     if inner.version_class_flow[0] >> 4 != 6 || inner_payload + IPV6_HEADER_LEN != outer_payload {
         return DecapVerdict::PassMalformed;
     }
+    strip(ctx, eth, IPV6_HEADER_LEN, ETH_P_IPV6)
+}
+
+/// Remove the `outer_len` bytes of outer header after the Ethernet header
+/// `eth`, which then moves up, carrying `ethertype`.
+#[inline(always)]
+fn strip(ctx: &XdpContext, eth: &Ethernet, outer_len: usize, ethertype: [u8; 2]) -> DecapVerdict {
     let (dst, src) = (eth.dst, eth.src);
     // SAFETY: plain helper call on our own context.
-    if unsafe { bpf_xdp_adjust_head(ctx.ctx, IPV6_HEADER_LEN as i32) } != 0 {
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, outer_len as i32) } != 0 {
         return DecapVerdict::PassMalformed;
     }
     let Ok(eth) = ptr_at::<Ethernet>(ctx, 0) else {
@@ -108,7 +99,7 @@ fn decapsulate6(ctx: &XdpContext) -> DecapVerdict {
         *eth = Ethernet {
             dst,
             src,
-            ethertype: ETH_P_IPV6,
+            ethertype,
         }
     };
     DecapVerdict::Decapsulated

@@ -483,7 +483,13 @@ fn stats_line(stats: &str, prefix: &str) -> Vec<u64> {
 /// the scheduler says, every reply from the VIP, and the director seeing
 /// replies only from NAT servers.
 fn balances_and_replies_come_from_the_vip(lab: &Lab) {
-    let names = lab.http_gets("198.18.0.10:80", 30).unwrap_or_else(|e| {
+    balances_and_replies_come_from(lab, "198.18.0.10");
+}
+
+/// `balances_and_replies_come_from_the_vip` for the VIP `vip` (IPv6 in
+/// brackets); `-L -c` lists the connections.
+fn balances_and_replies_come_from(lab: &Lab, vip: &str) {
+    let names = lab.http_gets(&format!("{vip}:80"), 30).unwrap_or_else(|e| {
         panic!(
             "{e:#}\n{}\n{}",
             lab.lvsd_log(),
@@ -502,15 +508,15 @@ fn balances_and_replies_come_from_the_vip(lab: &Lab) {
 
     let mut udp = Vec::new();
     for _ in 0..3 {
-        let (name, from) = lab.udp_query("198.18.0.10:53").unwrap();
-        assert_eq!(from, "198.18.0.10:53", "{name} answered from {from}");
+        let (name, from) = lab.udp_query(&format!("{vip}:53")).unwrap();
+        assert_eq!(from, format!("{vip}:53"), "{name} answered from {from}");
         udp.push(name);
     }
     assert_eq!(udp, ["rs3", "rs2", "rs1"]);
 
     let stats = lab.lvsadm(&["-L", "-n", "--stats"]).unwrap();
     for rs in &lab.reals {
-        let tcp = stats_line(&stats, &format!("  -> {}:80", rs.addr));
+        let tcp = stats_line(&stats, &format!("  -> {}", rs.at(80)));
         assert_eq!(tcp[0], 10, "{stats}");
         assert!(tcp[1] >= 10 * 3, "client packets counted: {stats}");
         match rs.method {
@@ -525,6 +531,12 @@ fn balances_and_replies_come_from_the_vip(lab: &Lab) {
             }
         }
     }
+    // `-L -c` lists the connections, as ipvsadm does.
+    let listed = lab.lvsadm(&["-L", "-n", "-c"]).unwrap();
+    assert!(
+        listed.contains(&format!("{vip}:80")),
+        "no connection listed:\n{listed}"
+    );
 }
 
 /// With the director's neighbour table emptied, the next connections still
@@ -1028,68 +1040,25 @@ fn forwarding_lab6(tag: &str, methods: &[Method]) -> Lab {
     lab
 }
 
-/// `balances_and_replies_come_from_the_vip` in IPv6: 30 connections
-/// 10/10/10 in rr's order, UDP answered from the VIP, the director seeing
-/// replies only from NAT servers.
-fn balances_in_ipv6(lab: &Lab) {
-    let vip = format!("[{VIP6}]");
-    let names = lab.http_gets(&format!("{vip}:80"), 30).unwrap_or_else(|e| {
-        panic!(
-            "{e:#}\n{}\n{}",
-            lab.lvsd_log(),
-            lab.lvsadm(&["-L", "-n", "--stats", "--json"])
-                .unwrap_or_default()
-        )
-    });
-    assert_eq!(
-        counts(&names),
-        expect(&[("rs1", 10), ("rs2", 10), ("rs3", 10)]),
-        "{names:?}"
-    );
-    assert_eq!(&names[..3], ["rs3", "rs2", "rs1"]);
-    let mut udp = Vec::new();
-    for _ in 0..3 {
-        let (name, from) = lab.udp_query(&format!("{vip}:53")).unwrap();
-        assert_eq!(from, format!("{vip}:53"), "{name} answered from {from}");
-        udp.push(name);
-    }
-    assert_eq!(udp, ["rs3", "rs2", "rs1"]);
-    let stats = lab.lvsadm(&["-L", "-n", "--stats"]).unwrap();
-    for rs in &lab.reals {
-        let tcp = stats_line(&stats, &format!("  -> {}", rs.at(80)));
-        assert_eq!(tcp[0], 10, "{stats}");
-        match rs.method {
-            Method::Nat => assert!(tcp[2] > 0, "NAT replies pass the director: {stats}"),
-            Method::Route | Method::Tunnel => assert_eq!(tcp[2], 0, "{stats}"),
-        }
-    }
-    // `-L -c` lists IPv6 connections as ipvsadm does.
-    let listed = lab.lvsadm(&["-L", "-n", "-c"]).unwrap();
-    assert!(
-        listed.contains(&format!("{vip}:80")),
-        "no IPv6 connection listed:\n{listed}"
-    );
-}
-
 #[test]
 #[ignore = "needs root; run by `cargo xtask test`"]
 fn ipv6_nat_balances_30_connections_10_10_10() {
     let lab = forwarding_lab6("e2e6nat", &[Method::Nat, Method::Nat, Method::Nat]);
-    balances_in_ipv6(&lab);
+    balances_and_replies_come_from(&lab, &format!("[{VIP6}]"));
 }
 
 #[test]
 #[ignore = "needs root; run by `cargo xtask test`"]
 fn ipv6_dr_on_one_lan_balances_30_connections_10_10_10() {
     let lab = forwarding_lab6("e2e6dr", &[Method::Route, Method::Route, Method::Route]);
-    balances_in_ipv6(&lab);
+    balances_and_replies_come_from(&lab, &format!("[{VIP6}]"));
 }
 
 #[test]
 #[ignore = "needs root; run by `cargo xtask test`"]
 fn ipv6_tun_with_our_decapsulation_balances_30_connections_10_10_10() {
     let lab = forwarding_lab6("e2e6tun", &[Method::Tunnel, Method::Tunnel, Method::Tunnel]);
-    balances_in_ipv6(&lab);
+    balances_and_replies_come_from(&lab, &format!("[{VIP6}]"));
 }
 
 /// ipvsadm's `-S` of a configuration mixing IPv4 and IPv6 services, fed
