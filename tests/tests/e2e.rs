@@ -1086,3 +1086,24 @@ fn a_mixed_ipv4_and_ipv6_save_restores_to_the_same_save() {
     restore(&lab, &saved);
     assert_eq!(lab.lvsadm(&["-S", "-n"]).unwrap(), saved);
 }
+
+/// As for IPv4, DR and TUN need no forwarding on the director: with
+/// `net.ipv6.conf.all.forwarding` at its default (0) the FIB helper refuses
+/// every lookup, and the datapath takes the next hops lvsd resolved.
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn ipv6_dr_and_tun_need_no_forwarding_on_the_director() {
+    let lab = forwarding_lab6("e2e6fwd", &[Method::Route, Method::Tunnel, Method::Route]);
+    // lvsd resolves the servers' next hops on its next maintenance tick.
+    wait_for(
+        "lvsd to resolve three next hops",
+        Duration::from_secs(5),
+        || lab.lvsd_log().matches("keeping next hop resolved").count() >= 3,
+    )
+    .unwrap();
+    lab.director
+        .exec(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=0"])
+        .unwrap();
+    balances_and_replies_come_from(&lab, &format!("[{VIP6}]"));
+    assert_eq!(verdict(&lab, "drop_no_route"), 0, "{}", lab.lvsd_log());
+}

@@ -40,7 +40,7 @@ pub struct FakeDatapath {
     pub limits: Limits,
     /// Addresses `is_local` says the director holds (besides loopback).
     pub local: std::collections::BTreeSet<std::net::Ipv4Addr>,
-    pub next_hops: HashMap<std::net::Ipv4Addr, lvs_common::NextHop>,
+    pub next_hops: HashMap<std::net::IpAddr, crate::ResolvedHop>,
     /// Fault injection: after this many more map writes succeed, the next
     /// one fails (or, with `panic_on_failure`, panics mid-write).
     pub fail_after_writes: Option<usize>,
@@ -355,13 +355,13 @@ impl Datapath for FakeDatapath {
     }
     fn set_next_hop(
         &mut self,
-        real: std::net::Ipv4Addr,
-        hop: lvs_common::NextHop,
+        real: std::net::IpAddr,
+        hop: crate::ResolvedHop,
     ) -> Result<(), DatapathError> {
         self.next_hops.insert(real, hop);
         Ok(())
     }
-    fn remove_next_hop(&mut self, real: std::net::Ipv4Addr) -> Result<(), DatapathError> {
+    fn remove_next_hop(&mut self, real: std::net::IpAddr) -> Result<(), DatapathError> {
         self.next_hops.remove(&real);
         Ok(())
     }

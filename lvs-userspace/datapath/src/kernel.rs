@@ -1,7 +1,7 @@
 //! The real datapath: the embedded XDP object, attached to interfaces, and
 //! its maps. Each error names the map or interface and the failing call.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use aya::{
     maps::{
@@ -31,7 +31,8 @@ use crate::mapped::MappedArray;
 use crate::{
     family::Family,
     standalone::{attach_by_netlink, netlink},
-    ConnEntries, Datapath, DatapathError, Limits, LocalAddresses, TablePosition, XdpAttachMode,
+    ConnEntries, Datapath, DatapathError, Limits, LocalAddresses, ResolvedHop, TablePosition,
+    XdpAttachMode,
 };
 
 /// The compiled `lvs-ebpf` object (built by this crate's build script).
@@ -419,6 +420,7 @@ pub struct KernelDatapath {
     /// dropped (detached) with the datapath, left behind by a killed lvsd.
     _tc_kept: Vec<KeptTc>,
     next_hops: HashMap<MapData, [u8; 4], NextHop>,
+    next_hops6: HashMap<MapData, In6, NextHop<In6>>,
     reply_services: HashMap<MapData, ReplyKey, ReplyServices>,
     local: LocalAddresses,
     services: HashMap<MapData, ServiceKey, Service>,
@@ -740,6 +742,7 @@ impl KernelDatapath {
         // Taken maps must outlive the program loads that refer to them.
         drop((egress, settings_map));
         let next_hops = typed!(&mut ebpf, HashMap<MapData, [u8; 4], NextHop>, "NEXT_HOPS");
+        let next_hops6 = typed!(&mut ebpf, HashMap<MapData, In6, NextHop<In6>>, "NEXT_HOPS6");
         let reply_services =
             typed!(&mut ebpf, HashMap<MapData, ReplyKey, ReplyServices>, "REPLY_SERVICES");
         let floating = typed!(&mut ebpf, HashMap<MapData, [u8; 4], u8>, "FLOATING");
@@ -750,6 +753,7 @@ impl KernelDatapath {
             kept: std::mem::take(&mut kept.0),
             _tc_kept: tc_links,
             next_hops,
+            next_hops6,
             reply_services,
             local: LocalAddresses::default(),
             services,
@@ -1473,13 +1477,32 @@ impl Datapath for KernelDatapath {
     fn is_local(&self, addr: Ipv4Addr) -> bool {
         self.local.contains(addr)
     }
-    fn set_next_hop(&mut self, real: Ipv4Addr, hop: NextHop) -> Result<(), DatapathError> {
-        self.next_hops
-            .insert(real.octets(), hop, 0)
-            .map_err(map_err("bpf_map_update_elem", "NEXT_HOPS"))
+    fn set_next_hop(&mut self, real: IpAddr, hop: ResolvedHop) -> Result<(), DatapathError> {
+        let refused = |map| DatapathError::Batch {
+            call: "a next hop of another family",
+            map,
+            source: std::io::Error::from_raw_os_error(libc::EAFNOSUPPORT),
+        };
+        match real {
+            IpAddr::V4(real) => {
+                let hop = hop.entry().ok_or(refused("NEXT_HOPS"))?;
+                self.next_hops
+                    .insert(real.octets(), hop, 0)
+                    .map_err(map_err("bpf_map_update_elem", "NEXT_HOPS"))
+            }
+            IpAddr::V6(real) => {
+                let hop = hop.entry().ok_or(refused("NEXT_HOPS6"))?;
+                self.next_hops6
+                    .insert(In6::from(real), hop, 0)
+                    .map_err(map_err("bpf_map_update_elem", "NEXT_HOPS6"))
+            }
+        }
     }
-    fn remove_next_hop(&mut self, real: Ipv4Addr) -> Result<(), DatapathError> {
-        remove(&mut self.next_hops, &real.octets(), "NEXT_HOPS")
+    fn remove_next_hop(&mut self, real: IpAddr) -> Result<(), DatapathError> {
+        match real {
+            IpAddr::V4(real) => remove(&mut self.next_hops, &real.octets(), "NEXT_HOPS"),
+            IpAddr::V6(real) => remove(&mut self.next_hops6, &In6::from(real), "NEXT_HOPS6"),
+        }
     }
     fn half_open_evicted(&self) -> Result<u64, DatapathError> {
         let per_cpu = self

@@ -29,7 +29,7 @@ pub use kernel::{
 pub use limits::Limits;
 pub use standalone::{test_run_attached, StandaloneXdp, XdpAttachMode};
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use lvs_common::{
     tcp_state::STATE_COUNT, Conn, ConnCounts, Counters, Event, FlowKey, IcmpCase, LocalityEntry,
@@ -246,10 +246,32 @@ pub trait Datapath: Send {
     /// interface in its network namespace): a real server there is local.
     fn is_local(&self, addr: Ipv4Addr) -> bool;
     /// The next hop lvsd resolved towards a DR or TUN real server, for the
-    /// datapath to use while the FIB refuses (forwarding off).
-    fn set_next_hop(&mut self, real: Ipv4Addr, hop: NextHop) -> Result<(), DatapathError>;
+    /// datapath to use while the FIB refuses (forwarding off), in the map
+    /// of the server's family.
+    fn set_next_hop(&mut self, real: IpAddr, hop: ResolvedHop) -> Result<(), DatapathError>;
     /// Forget it; one already gone is not an error.
-    fn remove_next_hop(&mut self, real: Ipv4Addr) -> Result<(), DatapathError>;
+    fn remove_next_hop(&mut self, real: IpAddr) -> Result<(), DatapathError>;
+}
+
+/// A route lvsd resolved towards a real server: the interface, the gateway
+/// (or the server itself, on-link) and the source the route selects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResolvedHop {
+    pub ifindex: u32,
+    pub gateway: IpAddr,
+    pub source: Option<IpAddr>,
+}
+
+impl ResolvedHop {
+    /// As `NEXT_HOPS` (or `NEXT_HOPS6`) holds it; `None` if the gateway is
+    /// of another family than `A` (no such route is forwarded).
+    pub fn entry<A: Family>(&self) -> Option<NextHop<A>> {
+        Some(NextHop {
+            ifindex: self.ifindex,
+            gateway: A::of(self.gateway)?,
+            source: self.source.and_then(A::of).unwrap_or(A::UNSPECIFIED),
+        })
+    }
 }
 
 /// Where a walk of the connection table in parts has got to.

@@ -54,16 +54,25 @@ fn ip(args: &[&str]) -> Result<String, NetconfError> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Route {
     /// The gateway, or the address itself when it is on-link.
-    pub next_hop: Ipv4Addr,
+    pub next_hop: IpAddr,
     pub dev: String,
     /// The source address the route selects.
-    pub source: Option<Ipv4Addr>,
+    pub source: Option<IpAddr>,
+}
+
+/// `ip`'s flag for `addr`'s family.
+fn family(addr: IpAddr) -> &'static str {
+    if addr.is_ipv6() {
+        "-6"
+    } else {
+        "-4"
+    }
 }
 
 /// Where the kernel sends packets for `addr` (`ip route get`).
-pub fn route_to(addr: Ipv4Addr) -> Result<Route, NetconfError> {
+pub fn route_to(addr: IpAddr) -> Result<Route, NetconfError> {
     let target = addr.to_string();
-    let args = ["-j", "-4", "route", "get", target.as_str()];
+    let args = ["-j", family(addr), "route", "get", target.as_str()];
     let out = ip(&args)?;
     let bad = |detail: &str| NetconfError::Output {
         command: format!("ip {}", args.join(" ")),
@@ -86,12 +95,12 @@ pub fn route_to(addr: Ipv4Addr) -> Result<Route, NetconfError> {
 
 /// Ask the kernel to resolve `addr` now and keep it resolved (a "managed"
 /// neighbour, Linux 5.16+), so the XDP FIB lookup finds its MAC.
-pub fn manage_neighbour(addr: Ipv4Addr, dev: &str) -> Result<(), NetconfError> {
+pub fn manage_neighbour(addr: IpAddr, dev: &str) -> Result<(), NetconfError> {
     let addr = addr.to_string();
     ip(&["neigh", "replace", &addr, "dev", dev, "managed"]).map(drop)
 }
 
-pub fn forget_neighbour(addr: Ipv4Addr, dev: &str) -> Result<(), NetconfError> {
+pub fn forget_neighbour(addr: IpAddr, dev: &str) -> Result<(), NetconfError> {
     let addr = addr.to_string();
     ip(&["neigh", "del", &addr, "dev", dev]).map(drop)
 }
@@ -229,9 +238,17 @@ pub fn link_is_up(dev: &str) -> Result<bool, NetconfError> {
 
 /// Whether the kernel holds a static (permanent or noarp) entry for `addr`:
 /// one an operator set, which lvsd must neither replace nor delete.
-pub fn static_neighbour(addr: Ipv4Addr, dev: &str) -> Result<bool, NetconfError> {
+pub fn static_neighbour(addr: IpAddr, dev: &str) -> Result<bool, NetconfError> {
     let target = addr.to_string();
-    let args = ["-j", "-4", "neigh", "show", target.as_str(), "dev", dev];
+    let args = [
+        "-j",
+        family(addr),
+        "neigh",
+        "show",
+        target.as_str(),
+        "dev",
+        dev,
+    ];
     let out = ip(&args)?;
     let entries: serde_json::Value =
         serde_json::from_str(&out).map_err(|e| NetconfError::Output {

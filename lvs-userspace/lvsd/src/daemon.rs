@@ -6,19 +6,18 @@
 use std::{
     collections::BTreeSet,
     future::Future,
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr},
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
     time::Duration,
 };
 
-use lvs_common::NextHop;
 use tokio::{
     io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
     net::{UnixListener, UnixStream},
 };
 
-use lvs_datapath::{netconf, Attachment, DatapathChoice, KernelDatapath, Lifetime};
+use lvs_datapath::{netconf, Attachment, DatapathChoice, KernelDatapath, Lifetime, ResolvedHop};
 use lvs_state::{
     api::{AttachmentView, HaView, Request, Response},
     config,
@@ -491,7 +490,7 @@ pub(crate) fn warn_forwarding(interfaces: &[Attachment], state: &State) {
 
 /// Real servers (and sorry servers) reached by DR or TUN: the datapath
 /// needs their next hop's MAC.
-pub(crate) fn forwarded_reals(state: &State) -> BTreeSet<Ipv4Addr> {
+pub(crate) fn forwarded_reals(state: &State) -> BTreeSet<IpAddr> {
     state
         .services()
         .flat_map(|s| {
@@ -501,12 +500,7 @@ pub(crate) fn forwarded_reals(state: &State) -> BTreeSet<Ipv4Addr> {
                 .chain(s.health.sorry.map(|x| (x.server, x.method)))
         })
         .filter(|(_, method)| *method != Method::Nat)
-        // IPv6 servers' next hops are the FIB's alone so far (DR and TUN to
-        // them need forwarding on).
-        .filter_map(|(server, _)| match server.addr {
-            std::net::IpAddr::V4(addr) => Some(addr),
-            std::net::IpAddr::V6(_) => None,
-        })
+        .map(|(server, _)| server.addr)
         .collect()
 }
 
@@ -517,16 +511,16 @@ pub(crate) fn forwarded_reals(state: &State) -> BTreeSet<Ipv4Addr> {
 struct Neighbours {
     /// Real server -> (next hop, interface), or `None` when an operator's
     /// static entry already resolves it (not ours to change or delete).
-    managed: std::collections::BTreeMap<Ipv4Addr, Option<(Ipv4Addr, String)>>,
+    managed: std::collections::BTreeMap<IpAddr, Option<(IpAddr, String)>>,
     /// Reported once, retried every pass.
-    failing: BTreeSet<Ipv4Addr>,
+    failing: BTreeSet<IpAddr>,
 }
 
 impl Neighbours {
     /// Resolve what is new, release what is gone. Returns the changes for
     /// the datapath's `NEXT_HOPS` (which DR and TUN use while forwarding
     /// is off): a real server's next hop, or `None` to forget it.
-    fn reconcile(&mut self, wanted: &BTreeSet<Ipv4Addr>) -> Vec<(Ipv4Addr, Option<NextHop>)> {
+    fn reconcile(&mut self, wanted: &BTreeSet<IpAddr>) -> Vec<(IpAddr, Option<ResolvedHop>)> {
         let mut changes = Vec::new();
         for real in wanted {
             if self.managed.contains_key(real) {
@@ -534,10 +528,10 @@ impl Neighbours {
             }
             let result = netconf::route_to(*real).and_then(|route| {
                 let ifindex = nix::net::if_::if_nametoindex(route.dev.as_str()).unwrap_or(0);
-                let hop = NextHop {
+                let hop = ResolvedHop {
                     ifindex,
-                    gateway: route.next_hop.octets(),
-                    source: route.source.map_or([0; 4], |a| a.octets()),
+                    gateway: route.next_hop,
+                    source: route.source,
                 };
                 // An operator's static entry is always resolved: leave it be.
                 if netconf::static_neighbour(route.next_hop, &route.dev)? {
@@ -563,7 +557,7 @@ impl Neighbours {
             }
         }
         self.failing.retain(|real| wanted.contains(real));
-        let gone: Vec<Ipv4Addr> = self
+        let gone: Vec<IpAddr> = self
             .managed
             .keys()
             .filter(|real| !wanted.contains(real))
@@ -579,7 +573,7 @@ impl Neighbours {
     }
 
     /// Forget a next hop no remaining real server uses.
-    fn release(&self, (hop, dev): (Ipv4Addr, String)) {
+    fn release(&self, (hop, dev): (IpAddr, String)) {
         if self
             .managed
             .values()

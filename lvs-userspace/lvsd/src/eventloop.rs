@@ -6,9 +6,8 @@
 //! logged, and followed by `Controller::recover` (the batch in flight put
 //! back, every service republished) before the next message.
 
-use std::{collections::BTreeSet, net::Ipv4Addr, panic::AssertUnwindSafe};
+use std::{collections::BTreeSet, panic::AssertUnwindSafe};
 
-use lvs_common::NextHop;
 use lvs_datapath::{Attachment, Datapath};
 use lvs_ha::conn::{SyncConn, SyncTemplate};
 use lvs_state::{
@@ -54,9 +53,9 @@ pub enum Message {
     HaImport(Imported, oneshot::Sender<Result<usize, ControlError>>),
     /// The once-a-second upkeep. Answers the real servers whose next hop
     /// lvsd keeps resolved.
-    Maintain(oneshot::Sender<BTreeSet<Ipv4Addr>>),
+    Maintain(oneshot::Sender<BTreeSet<std::net::IpAddr>>),
     /// Next hops resolved (or forgotten) for the datapath.
-    NextHops(Vec<(Ipv4Addr, Option<NextHop>)>),
+    NextHops(Vec<(std::net::IpAddr, Option<lvs_datapath::ResolvedHop>)>),
     /// Routes may have changed (an HA takeover or release moved addresses):
     /// established flows look their way up again.
     RenewEgress,

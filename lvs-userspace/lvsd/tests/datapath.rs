@@ -1359,12 +1359,12 @@ fn with_forwarding_off_dr_and_tun_take_lvsds_next_hop_and_nat_is_counted() {
     assert_eq!(verdict(&c, "drop_no_route"), 1);
 
     let real = Ipv4Addr::new(198, 18, 12, 3);
-    let hop = lvs_common::NextHop {
+    let hop = lvs_datapath::ResolvedHop {
         ifindex: ifindex("srv2"),
-        gateway: real.octets(),
-        source: [198, 18, 12, 1],
+        gateway: real.into(),
+        source: Some(Ipv4Addr::new(198, 18, 12, 1).into()),
     };
-    c.datapath_mut().set_next_hop(real, hop).unwrap();
+    c.datapath_mut().set_next_hop(real.into(), hop).unwrap();
     let dr = tcp((CLIENT, 40001), ([198, 18, 0, 21], 80), "S", b"");
     let out = run(&c, &dr);
     assert_eq!(out.action, XDP_PASS);
@@ -1376,12 +1376,12 @@ fn with_forwarding_off_dr_and_tun_take_lvsds_next_hop_and_nat_is_counted() {
     assert_eq!(verdict(&c, "pass_resolve_neighbour"), 1);
 
     let tun_real = Ipv4Addr::new(198, 18, 11, 3);
-    let hop = lvs_common::NextHop {
+    let hop = lvs_datapath::ResolvedHop {
         ifindex: ifindex("srv1"),
-        gateway: tun_real.octets(),
-        source: [198, 18, 11, 1],
+        gateway: tun_real.into(),
+        source: Some(Ipv4Addr::new(198, 18, 11, 1).into()),
     };
-    c.datapath_mut().set_next_hop(tun_real, hop).unwrap();
+    c.datapath_mut().set_next_hop(tun_real.into(), hop).unwrap();
     let tun = tcp((CLIENT, 40002), ([198, 18, 0, 23], 80), "S", b"");
     let out = run(&c, &tun);
     assert_eq!(out.action, XDP_PASS);

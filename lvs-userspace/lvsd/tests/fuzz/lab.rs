@@ -410,9 +410,14 @@ impl Lab {
                 gateway: next_hop,
                 source: LINKS[link].addr,
             };
+            let resolved = lvs_datapath::ResolvedHop {
+                ifindex: hop.ifindex,
+                gateway: Ipv4Addr::from(hop.gateway).into(),
+                source: Some(Ipv4Addr::from(hop.source).into()),
+            };
             controller
                 .datapath_mut()
-                .set_next_hop(Ipv4Addr::from(real), hop)
+                .set_next_hop(Ipv4Addr::from(real).into(), resolved)
                 .expect("NEXT_HOPS");
             next_hops.insert(real, hop);
         }
