@@ -94,6 +94,8 @@ pub trait Family: Sized + 'static {
     fn events() -> &'static RingBuf;
     fn conn_changes() -> &'static RingBuf;
     fn neigh_notes() -> &'static LruHashMap<NeighKey, NeighNote<Self::Addr>>;
+    /// An IPv4 address as this family's (none for IPv6).
+    fn ipv4(addr: [u8; 4]) -> Option<Self::Addr>;
     /// Byte offset of `Conn::state` (the word the datapath swaps).
     const CONN_STATE_OFFSET: usize;
     /// The path runs in stages, joined by tail calls (`decision`).
@@ -196,6 +198,11 @@ impl Family for V4 {
     const ENCAP_FLAG: u64 = BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 as u64;
     const CONN_STATE_OFFSET: usize = lvs_common::CONN_STATE_OFFSET;
     const STAGED: bool = false;
+
+    #[inline(always)]
+    fn ipv4(addr: [u8; 4]) -> Option<[u8; 4]> {
+        Some(addr)
+    }
 
     /// One program decides and sends: nothing to keep.
     #[inline(always)]
@@ -341,6 +348,11 @@ impl Family for V6 {
     const ENCAP_FLAG: u64 = BPF_F_ADJ_ROOM_ENCAP_L3_IPV6 as u64;
     const CONN_STATE_OFFSET: usize = lvs_common::CONN6_STATE_OFFSET;
     const STAGED: bool = true;
+
+    #[inline(always)]
+    fn ipv4(_addr: [u8; 4]) -> Option<In6> {
+        None
+    }
 
     #[inline(always)]
     fn keep(decision: &Decision<In6>) {

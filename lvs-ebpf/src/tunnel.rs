@@ -4,7 +4,7 @@
 //! IPv6 (next header 41) with the inner traffic class and flow label. The
 //! outer TTL is the inner one's after its decrement.
 
-use lvs_common::{addr::Addr, Verdict};
+use lvs_common::Verdict;
 
 use crate::{
     family::Family,
@@ -19,14 +19,10 @@ use crate::{
 #[inline(always)]
 pub fn configured_source<P: Family>() -> Option<P::Addr> {
     let configured = SETTINGS.get(0).map_or([0; 4], |s| s.tunnel_source);
-    if configured == [0; 4] || P::TUNNEL_HEADER_LEN != 20 {
+    if configured == [0; 4] {
         return None;
     }
-    // IPv4: the family's address is these four bytes.
-    let mut source = P::Addr::UNSPECIFIED;
-    // SAFETY: P::Addr is [u8; 4] here (an IPv4 tunnel header is 20 bytes).
-    unsafe { *(&mut source as *mut P::Addr as *mut [u8; 4]) = configured };
-    Some(source)
+    P::ipv4(configured)
 }
 
 /// On the way `found` to `real` (`forward::way_to_real`, which asked for
