@@ -71,6 +71,12 @@ pub enum Stage {
     /// `lvs_too_big6` (XDP only): a DR or TUN packet too big for the way
     /// out; the sender is told (`icmp::packet_too_big`).
     TooBig = 5,
+    /// `lvs_icmp_error6`: ICMPv6; an error goes to the host that owns the
+    /// connection it quotes (`icmp_error`).
+    IcmpError = 6,
+    /// `lvs_icmp_translate6`: an ICMPv6 error about a NAT connection,
+    /// translated and sent as the stage before decided.
+    IcmpTranslate = 7,
 }
 
 impl Stage {

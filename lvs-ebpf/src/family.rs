@@ -24,7 +24,9 @@ use lvs_common::{
 use crate::{
     decision::Decision,
     frame::Frame,
-    headers::{Ipv4, Ipv6, Packet, ETH_HEADER_LEN, IPV4_HEADER_LEN, IPV6_HEADER_LEN},
+    headers::{
+        pinned_ptr_at, Ipv4, Ipv6, Packet, ETH_HEADER_LEN, IPV4_HEADER_LEN, IPV6_HEADER_LEN,
+    },
     maps,
 };
 
@@ -40,6 +42,9 @@ pub trait IpHeader<A: Addr> {
     fn decrement_hop_limit(&mut self);
     /// Patch the header checksum for a change to the header (IPv6 has none).
     fn patch_check(&mut self, change: Delta);
+    /// `patch_check`, returning the checksum field's own change: what a
+    /// checksum over the header (ICMP's, over its quote) sees.
+    fn patch_check_seen(&mut self, change: Delta) -> Delta;
     /// May not be fragmented on the way: DF, or IPv6, which routers never
     /// fragment.
     fn dont_fragment(&self) -> bool;
@@ -54,6 +59,12 @@ pub trait Family: Sized + 'static {
     /// The ICMP of this family (its errors and, for IPv6, neighbour
     /// discovery): never balanced.
     const ICMP: u8;
+    /// The ICMP errors IPVS takes to a connection's owner: destination
+    /// unreachable, time exceeded, and ICMP's source quench or ICMPv6's
+    /// packet too big.
+    const ICMP_ERRORS: [u8; 3];
+    /// ICMPv6's checksum covers the IPv6 pseudo-header; ICMP's does not.
+    const ICMP_PSEUDO_HEADER: bool;
     /// `AF_INET` or `AF_INET6`, for the FIB and the neighbour layer.
     const AF: u8;
     /// The outer header a tunnel pushes: its length, and the flag that
@@ -65,6 +76,15 @@ pub trait Family: Sized + 'static {
     /// length of its headers (IPv6's extension headers included) and the
     /// protocol they lead to.
     fn parse_ip(frame: &impl Frame) -> Result<(*mut Self::Ip, usize, u8), Verdict>;
+    /// The IP header an ICMP error quotes, at `at` in the frame, the quote
+    /// ending at `end`: its pointer, length and protocol. Only a quote of a
+    /// packet the director could have sent is the director's (a first
+    /// fragment; no IPv6 extension headers), else `PassUnsupported`.
+    fn parse_quote(
+        frame: &impl Frame,
+        at: usize,
+        end: usize,
+    ) -> Result<(*mut Self::Ip, usize, u8), Verdict>;
     /// The `NEIGH_NOTES` key of the packet after the Ethernet header at
     /// `data`.
     fn neigh_key(data: usize, data_end: usize) -> Option<NeighKey>;
@@ -142,6 +162,12 @@ impl IpHeader<[u8; 4]> for Ipv4 {
         Ipv4::patch_check(self, change);
     }
     #[inline(always)]
+    fn patch_check_seen(&mut self, change: Delta) -> Delta {
+        let old = u16::from_be_bytes(self.check);
+        Ipv4::patch_check(self, change);
+        Delta::NONE.word(old, u16::from_be_bytes(self.check))
+    }
+    #[inline(always)]
     fn dont_fragment(&self) -> bool {
         Ipv4::dont_fragment(self)
     }
@@ -179,6 +205,10 @@ impl IpHeader<In6> for Ipv6 {
     #[inline(always)]
     fn patch_check(&mut self, _change: Delta) {}
     #[inline(always)]
+    fn patch_check_seen(&mut self, _change: Delta) -> Delta {
+        Delta::NONE
+    }
+    #[inline(always)]
     fn dont_fragment(&self) -> bool {
         true
     }
@@ -193,6 +223,8 @@ impl Family for V4 {
     type Ip = Ipv4;
     const ETHERTYPE: [u8; 2] = crate::headers::ETH_P_IPV4;
     const ICMP: u8 = IPPROTO_ICMP;
+    const ICMP_ERRORS: [u8; 3] = [3, 4, 11];
+    const ICMP_PSEUDO_HEADER: bool = false;
     const AF: u8 = 2;
     const TUNNEL_HEADER_LEN: usize = IPV4_HEADER_LEN;
     const ENCAP_FLAG: u64 = BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 as u64;
@@ -215,6 +247,28 @@ impl Family for V4 {
     #[inline(always)]
     fn parse_ip(frame: &impl Frame) -> Result<(*mut Ipv4, usize, u8), Verdict> {
         crate::headers::parse_ipv4(frame)
+    }
+    #[inline(always)]
+    fn parse_quote(
+        frame: &impl Frame,
+        at: usize,
+        end: usize,
+    ) -> Result<(*mut Ipv4, usize, u8), Verdict> {
+        if at + IPV4_HEADER_LEN > end {
+            return Err(Verdict::PassUnsupported);
+        }
+        let ip: *mut Ipv4 = pinned_ptr_at(frame, at).map_err(|_| Verdict::PassUnsupported)?;
+        // SAFETY: bounds-checked by pinned_ptr_at.
+        let ipr = unsafe { &*ip };
+        let ihl = ipr.header_len();
+        if ipr.version_ihl >> 4 != 4 || ihl < IPV4_HEADER_LEN {
+            return Err(Verdict::PassUnsupported);
+        }
+        // Only a first fragment carries the ports.
+        if (ipr.frag[0] & 0x1f) != 0 || ipr.frag[1] != 0 {
+            return Err(Verdict::PassUnsupported);
+        }
+        Ok((ip, ihl, ipr.proto))
     }
     #[inline(always)]
     fn neigh_key(data: usize, data_end: usize) -> Option<NeighKey> {
@@ -343,6 +397,8 @@ impl Family for V6 {
     type Ip = Ipv6;
     const ETHERTYPE: [u8; 2] = crate::headers::ETH_P_IPV6;
     const ICMP: u8 = IPPROTO_ICMPV6;
+    const ICMP_ERRORS: [u8; 3] = [1, 2, 3];
+    const ICMP_PSEUDO_HEADER: bool = true;
     const AF: u8 = 10;
     const TUNNEL_HEADER_LEN: usize = IPV6_HEADER_LEN;
     const ENCAP_FLAG: u64 = BPF_F_ADJ_ROOM_ENCAP_L3_IPV6 as u64;
@@ -370,6 +426,26 @@ impl Family for V6 {
     #[inline(always)]
     fn parse_ip(frame: &impl Frame) -> Result<(*mut Ipv6, usize, u8), Verdict> {
         crate::headers::parse_ipv6(frame)
+    }
+    /// The director sends no extension headers of its own, and a quote
+    /// with a fragment header is not a first fragment's but for its
+    /// offset: both pass.
+    #[inline(always)]
+    fn parse_quote(
+        frame: &impl Frame,
+        at: usize,
+        end: usize,
+    ) -> Result<(*mut Ipv6, usize, u8), Verdict> {
+        if at + IPV6_HEADER_LEN > end {
+            return Err(Verdict::PassUnsupported);
+        }
+        let ip: *mut Ipv6 = pinned_ptr_at(frame, at).map_err(|_| Verdict::PassUnsupported)?;
+        // SAFETY: bounds-checked by pinned_ptr_at.
+        let ipr = unsafe { &*ip };
+        if ipr.version_class_flow[0] >> 4 != 6 {
+            return Err(Verdict::PassUnsupported);
+        }
+        Ok((ip, IPV6_HEADER_LEN, ipr.next_header))
     }
     #[inline(always)]
     fn neigh_key(data: usize, data_end: usize) -> Option<NeighKey> {

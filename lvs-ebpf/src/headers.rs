@@ -107,6 +107,15 @@ pub const ICMP_HEADER_LEN: usize = 8;
 /// packet's IPv4 header and as much of its TCP header as holds the checksum.
 pub const ICMP_ERROR_HEADERS_MAX_LEN: usize =
     ETH_HEADER_LEN + 60 + ICMP_HEADER_LEN + 60 + TCP_CHECK_OFFSET + 2;
+/// The same for ICMPv6: the IPv6 header with up to 64 bytes of extension
+/// headers, then the quoted IPv6 header and TCP header.
+pub const ICMP6_ERROR_HEADERS_MAX_LEN: usize = ETH_HEADER_LEN
+    + IPV6_HEADER_LEN
+    + 64
+    + ICMP_HEADER_LEN
+    + IPV6_HEADER_LEN
+    + TCP_CHECK_OFFSET
+    + 2;
 /// Checksum offsets within the transport header.
 pub const TCP_CHECK_OFFSET: usize = 16;
 pub const UDP_CHECK_OFFSET: usize = 6;
@@ -145,7 +154,15 @@ pub fn wanted_linear(frame: &impl Frame) -> usize {
     if unsafe { *ethertype == ETH_P_IPV4 && *proto == IPPROTO_ICMP } {
         ICMP_ERROR_HEADERS_MAX_LEN
     } else if unsafe { *ethertype == ETH_P_IPV6 } {
-        IPV6_HEADERS_MAX_LEN
+        // An ICMPv6 error (its next header, at byte 6 of the IPv6 header,
+        // straight after it: extension headers in front are rare).
+        match ptr_at::<u8>(frame, ETH_HEADER_LEN + 6) {
+            // SAFETY: bounds-checked by ptr_at.
+            Ok(next) if unsafe { *next } == crate::family::IPPROTO_ICMPV6 => {
+                ICMP6_ERROR_HEADERS_MAX_LEN
+            }
+            _ => IPV6_HEADERS_MAX_LEN,
+        }
     } else {
         HEADERS_MAX_LEN
     }

@@ -16,84 +16,66 @@
 //!
 //! Every checksum stays right: the outer and quoted IPv4 headers', the
 //! quoted transport checksum when the quote holds it, and the ICMP
-//! checksum over all of them, each patched for what changed. An error that
-//! quotes no live connection passes to the kernel. Each case is counted in
-//! `ICMP_ERRORS`.
+//! checksum over all of them (ICMPv6's over the outer pseudo-header too),
+//! each patched for what changed. An error that quotes no live connection
+//! passes to the kernel. Each case is counted in `ICMP_ERRORS`. Both
+//! families: IPv4 in `lvs_icmp_error`, IPv6 in `lvs_icmp_error6` (a stage
+//! of the IPv6 path, `decision::Stage::IcmpError`).
 
 use lvs_common::{
+    addr::Addr,
     checksum::{self, Delta},
     Conn, Direction, FlowKey, IcmpCase, Method, Verdict, IPPROTO_TCP, IPPROTO_UDP,
 };
 
 use crate::{
     conntrack,
-    decision::Decision,
+    decision::{Decision, Stage},
     direct,
-    family::V4,
+    family::{Family, IpHeader},
     forward,
     frame::Frame,
-    headers::{
-        pinned_ptr_at, Ipv4, Packet, Ports, ICMP_HEADER_LEN, IPV4_HEADER_LEN, TCP_CHECK_OFFSET,
-        UDP_CHECK_OFFSET,
-    },
-    maps::{CONNS, SETTINGS},
+    headers::{pinned_ptr_at, Packet, Ports, ICMP_HEADER_LEN, TCP_CHECK_OFFSET, UDP_CHECK_OFFSET},
+    maps::SETTINGS,
     nat, relevance,
     stats::{self, Way},
     tunnel,
 };
 
-const ICMP_DEST_UNREACH: u8 = 3;
-const ICMP_SOURCE_QUENCH: u8 = 4;
-const ICMP_TIME_EXCEEDED: u8 = 11;
-
-/// The packet an ICMP error quotes: its IPv4 header, its ports, and its
+/// The packet an ICMP error quotes: its IP header, its ports, and its
 /// transport checksum when the quote reaches that far.
-struct Quote {
-    ip: *mut Ipv4,
+struct Quote<P: Family> {
+    ip: *mut P::Ip,
     ports: *mut Ports,
-    l4_check: Option<*mut [u8; 2]>,
+    /// Null when the quote stops short of it (an `Option` would take twice
+    /// the stack).
+    l4_check: *mut [u8; 2],
     udp: bool,
 }
 
-impl Quote {
+impl<P: Family> Quote<P> {
     /// The quote of an ICMP error (`packet` is ICMP), if it is one the
     /// director may own: an error IPVS handles, quoting the head of a TCP
     /// or UDP packet. Anything else (another ICMP message, a quote cut
     /// before the ports) is not the director's: `PassUnsupported`.
     #[inline(always)]
-    fn parse<F: Frame>(frame: &F, packet: &Packet) -> Result<Self, Verdict> {
+    fn parse<F: Frame>(frame: &F, packet: &Packet<P>) -> Result<Self, Verdict> {
         // SAFETY: validated by Packet::parse (for ICMP: type, code, checksum).
         let kind = unsafe { (*packet.ports).src[0] };
-        if !matches!(
-            kind,
-            ICMP_DEST_UNREACH | ICMP_SOURCE_QUENCH | ICMP_TIME_EXCEEDED
-        ) {
+        if !P::ICMP_ERRORS.contains(&kind) {
             return Err(Verdict::PassUnsupported);
         }
-        // What the error's IPv4 length covers is the quote; beyond it is
-        // the frame's padding.
+        // What the error's IP length covers is the quote; beyond it is the
+        // frame's padding.
         let end = packet.ip_end();
         let ip_at = packet.l4_offset() + ICMP_HEADER_LEN;
-        if ip_at + IPV4_HEADER_LEN > end {
-            return Err(Verdict::PassUnsupported);
-        }
-        let ip: *mut Ipv4 = pinned_ptr_at(frame, ip_at).map_err(|_| Verdict::PassUnsupported)?;
-        // SAFETY: bounds-checked by pinned_ptr_at.
-        let ipr = unsafe { &*ip };
-        let ihl = ipr.header_len();
-        if ipr.version_ihl >> 4 != 4 || ihl < IPV4_HEADER_LEN {
-            return Err(Verdict::PassUnsupported);
-        }
-        let udp = match ipr.proto {
+        let (ip, header_len, proto) = P::parse_quote(frame, ip_at, end)?;
+        let udp = match proto {
             IPPROTO_TCP => false,
             IPPROTO_UDP => true,
             _ => return Err(Verdict::PassUnsupported),
         };
-        // Only a first fragment carries the ports.
-        if (ipr.frag[0] & 0x1f) != 0 || ipr.frag[1] != 0 {
-            return Err(Verdict::PassUnsupported);
-        }
-        let ports_at = ip_at + ihl;
+        let ports_at = ip_at + header_len;
         if ports_at + 4 > end {
             return Err(Verdict::PassUnsupported);
         }
@@ -106,9 +88,9 @@ impl Quote {
                 TCP_CHECK_OFFSET
             };
         let l4_check = if check_at + 2 <= end {
-            pinned_ptr_at::<[u8; 2]>(frame, check_at).ok()
+            pinned_ptr_at::<[u8; 2]>(frame, check_at).unwrap_or(core::ptr::null_mut())
         } else {
-            None
+            core::ptr::null_mut()
         };
         Ok(Self {
             ip,
@@ -121,10 +103,11 @@ impl Quote {
     /// The quoted 5-tuple reversed: the flow of the connection's packets
     /// that travel the other way.
     #[inline(always)]
-    fn reversed(&self) -> FlowKey {
+    fn reversed(&self) -> FlowKey<P::Addr> {
         // SAFETY: pointers validated by parse.
         let (ip, ports) = unsafe { (&*self.ip, &*self.ports) };
-        FlowKey::from_wire(ip.dst, ip.src, ports.dst, ports.src, ip.proto)
+        let proto = if self.udp { IPPROTO_UDP } else { IPPROTO_TCP };
+        FlowKey::from_wire(ip.dst(), ip.src(), ports.dst, ports.src, proto)
     }
 }
 
@@ -136,11 +119,39 @@ enum End {
 }
 
 /// An ICMP packet: an error goes to the host that owns the connection it
-/// quotes.
+/// quotes. IPv6 sends in the stage the decision names (its stack would not
+/// hold both).
 #[inline(always)]
-pub fn to_owner<F: Frame>(frame: &F) -> Result<Verdict, Verdict> {
-    let packet = &Packet::parse(frame)?;
+pub fn to_owner<F: Frame, P: Family>(frame: &F) -> Result<Verdict, Verdict> {
+    let packet = &Packet::<P>::parse(frame)?;
     let quote = Quote::parse(frame, packet)?;
+    let to = owner(packet, &quote)?;
+    if P::STAGED {
+        P::keep(&to);
+        let stage = match Method::from_u8(to.method) {
+            Some(Method::Nat) => Stage::IcmpTranslate,
+            _ => Stage::sending(&to),
+        };
+        frame.to_ipv6_stage(stage);
+        return Err(Verdict::PassUnsupported);
+    }
+    send(frame, packet, &quote, &to)
+}
+
+/// IPv6: an error about a NAT connection, as `to_owner` decided,
+/// translated and sent.
+#[inline(always)]
+pub fn translated<F: Frame, P: Family>(frame: &F) -> Result<Verdict, Verdict> {
+    let packet = &Packet::<P>::parse(frame)?;
+    let quote = Quote::parse(frame, packet)?;
+    let to = P::kept().ok_or(Verdict::PassUnsupported)?;
+    nat_translated(frame, packet, &quote, &to)
+}
+
+/// Where the error goes, counted: a NAT connection's client (from the
+/// virtual service) or the real server of the connection (on its method).
+#[inline(always)]
+fn owner<P: Family>(packet: &Packet<P>, quote: &Quote<P>) -> Result<Decision<P::Addr>, Verdict> {
     let flow = quote.reversed();
     let from_nat_server = relevance::from_nat_server(&flow);
     if !from_nat_server && !relevance::to_virtual_address(&flow) {
@@ -151,23 +162,23 @@ pub fn to_owner<F: Frame>(frame: &F) -> Result<Verdict, Verdict> {
         return Err(Verdict::PassToKernel);
     }
     if from_nat_server {
-        if let Some((key, entry)) = nat::one_entry_of::<V4>(&flow) {
+        if let Some((key, entry)) = nat::one_entry_of::<P>(&flow) {
             // SAFETY: a live map value, read once.
             let conn = unsafe { &*entry };
-            let at = (key.dst(), key.dport().to_be_bytes());
-            return to_client(frame, packet, &quote, at, conn);
+            to_client(packet, conn)?;
+            return Ok(Decision::to_client(key.dst(), key.dport().to_be_bytes()));
         }
     }
-    let Some(entry) = CONNS.get_ptr(flow) else {
+    let Some(entry) = P::conns().get_ptr(flow) else {
         stats::count_icmp(IcmpCase::NoConnection);
         return Err(Verdict::PassNoService);
     };
     // SAFETY: the pointer comes from a successful map lookup.
     let conn = unsafe { &*entry };
     if conn.direction == Direction::Outbound as u8 {
+        to_client(packet, conn)?;
         // A reply entry holds the virtual service's address and port.
-        let at = (conn.addr(), conn.port_wire());
-        return to_client(frame, packet, &quote, at, conn);
+        return Ok(Decision::to_client(conn.addr(), conn.port_wire()));
     }
     if conntrack::expired(conn, stats::now()) {
         stats::count_icmp(IcmpCase::NoConnection);
@@ -183,52 +194,19 @@ pub fn to_owner<F: Frame>(frame: &F) -> Result<Verdict, Verdict> {
         packet.ip_len(),
         false,
     );
-    let method = match Method::from_u8(conn.method) {
-        // This director is the real server: its stack owns the flow.
-        Some(Method::Local) => {
-            stats::count_icmp(IcmpCase::ToRealServer);
-            return Err(Verdict::PassLocal);
-        }
-        Some(method) => method,
-        None => return Err(Verdict::DropNoDestination),
-    };
-    let found = forward::way_to_real(frame, packet, &Decision::to_real(conn));
-    match method {
-        Method::Nat => {
-            stats::count_icmp(IcmpCase::NatToRealServer);
-            let (real, port) = (conn.addr(), conn.port_wire());
-            // SAFETY: pointer validated by Packet::parse.
-            let outer = unsafe { &mut *packet.ip };
-            let old = outer.dst;
-            outer.dst = real;
-            outer.patch_check(Delta::NONE.addr(old, real));
-            let icmp = translate(&quote, End::Source, real, port);
-            let patch = packet.l4_patch(Delta::NONE, icmp);
-            forward::route(frame, packet, patch, found)
-        }
-        Method::Tunnel => {
-            stats::count_icmp(IcmpCase::ToRealServer);
-            tunnel::forward(frame, packet, conn.addr(), found)
-        }
-        _ => {
-            stats::count_icmp(IcmpCase::ToRealServer);
-            direct::forward(frame, packet, conn.addr(), found)
-        }
-    }
+    stats::count_icmp(if conn.method == Method::Nat as u8 {
+        IcmpCase::NatToRealServer
+    } else {
+        IcmpCase::ToRealServer
+    });
+    Ok(Decision::to_real(conn))
 }
 
 /// A NAT real server's error, about the client's packet as the director
-/// DNATed it, back to the client from the virtual service at `at` (address
-/// and port, wire), as IPVS does: the outer source too becomes the VIP.
-/// `conn` is the entry the quote led to; its indexes count the packet.
+/// DNATed it, goes back to the client, counted with the connection of
+/// `conn`, the entry the quote led to.
 #[inline(always)]
-fn to_client<F: Frame>(
-    frame: &F,
-    packet: &Packet,
-    quote: &Quote,
-    at: ([u8; 4], [u8; 2]),
-    conn: &Conn,
-) -> Result<Verdict, Verdict> {
+fn to_client<P: Family>(packet: &Packet<P>, conn: &Conn<P::Addr>) -> Result<(), Verdict> {
     if packet.ttl_expiring() {
         return Err(Verdict::PassToKernel);
     }
@@ -240,52 +218,155 @@ fn to_client<F: Frame>(
         packet.ip_len(),
         false,
     );
-    let (vip, vport) = at;
+    Ok(())
+}
+
+/// Send the error as decided: NAT's translated (`nat_translated`), DR's
+/// and TUN's as it came.
+#[inline(always)]
+fn send<F: Frame, P: Family>(
+    frame: &F,
+    packet: &Packet<P>,
+    quote: &Quote<P>,
+    to: &Decision<P::Addr>,
+) -> Result<Verdict, Verdict> {
+    match Method::from_u8(to.method) {
+        Some(Method::Nat) => nat_translated(frame, packet, quote, to),
+        Some(Method::Tunnel) => {
+            let found = forward::way_to_real(frame, packet, to);
+            tunnel::forward(frame, packet, to.addr, found)
+        }
+        Some(Method::Route) => {
+            let found = forward::way_to_real(frame, packet, to);
+            direct::forward(frame, packet, to.addr, found)
+        }
+        // This director is the real server: its stack owns the flow.
+        Some(Method::Local) => Err(Verdict::PassLocal),
+        None => Err(Verdict::DropNoDestination),
+    }
+}
+
+/// A NAT connection's error, translated as IPVS does: towards the real
+/// server, the outer destination and the quote's source become the real
+/// server's; back to the client, the outer source and the quote's
+/// destination become the virtual service's.
+#[inline(always)]
+fn nat_translated<F: Frame, P: Family>(
+    frame: &F,
+    packet: &Packet<P>,
+    quote: &Quote<P>,
+    to: &Decision<P::Addr>,
+) -> Result<Verdict, Verdict> {
+    let (found, end) = if to.to_client != 0 {
+        (forward::way_to_client(frame, packet), End::Destination)
+    } else {
+        (forward::way_to_real(frame, packet, to), End::Source)
+    };
     // SAFETY: pointer validated by Packet::parse.
     let outer = unsafe { &mut *packet.ip };
-    let old = outer.src;
-    outer.src = vip;
-    outer.patch_check(Delta::NONE.addr(old, vip));
-    let icmp = translate(quote, End::Destination, vip, vport);
-    let patch = packet.l4_patch(Delta::NONE, icmp);
-    let found = forward::way_to_client(frame, packet);
+    // The outer header's other end: the quote's source is its destination.
+    let old = match end {
+        End::Source => outer.dst(),
+        End::Destination => outer.src(),
+    };
+    match end {
+        End::Source => outer.set_dst(to.addr),
+        End::Destination => outer.set_src(to.addr),
+    }
+    let change = old.delta(&to.addr);
+    outer.patch_check(change);
+    let rewrite = Rewrite::new(end, to.port, quote.udp);
+    let icmp = translate::<P>(quote.ip, quote.ports, quote.l4_check, &to.addr, rewrite);
+    let patch = packet.l4_patch(pseudo_header::<P>(change), icmp);
     forward::route(frame, packet, patch, found)
 }
 
-/// Rewrite one end (address and port) of the quoted packet, patching its
-/// IPv4 checksum and its transport checksum (if quoted; a UDP checksum of
-/// zero stays zero). Returns the ICMP checksum's change: every quoted word
-/// that changed, checksums included.
+/// The ICMP checksum's share of a change to the outer header's addresses:
+/// ICMPv6 sums the pseudo-header, ICMP does not.
 #[inline(always)]
-fn translate(quote: &Quote, end: End, addr: [u8; 4], port: [u8; 2]) -> Delta {
+fn pseudo_header<P: Family>(change: Delta) -> Delta {
+    if P::ICMP_PSEUDO_HEADER {
+        change
+    } else {
+        Delta::NONE
+    }
+}
+
+/// What `translate` writes besides the address, in one word (a BPF
+/// function takes five arguments, each a word): the port, which end, and
+/// whether the quote is UDP.
+#[derive(Clone, Copy)]
+struct Rewrite(u32);
+
+impl Rewrite {
+    #[inline(always)]
+    fn new(end: End, port: [u8; 2], udp: bool) -> Self {
+        let end = match end {
+            End::Source => 0,
+            End::Destination => 1,
+        };
+        Self(u16::from_be_bytes(port) as u32 | end << 16 | (udp as u32) << 17)
+    }
+    #[inline(always)]
+    fn end(self) -> End {
+        if self.0 >> 16 & 1 == 0 {
+            End::Source
+        } else {
+            End::Destination
+        }
+    }
+    #[inline(always)]
+    fn port(self) -> [u8; 2] {
+        (self.0 as u16).to_be_bytes()
+    }
+    #[inline(always)]
+    fn udp(self) -> bool {
+        self.0 >> 17 != 0
+    }
+}
+
+/// Rewrite one end (address and port) of the quoted packet (`quote`'s
+/// pointers), patching its IPv4 checksum and its transport checksum (if
+/// quoted; a UDP checksum of zero stays zero). Returns the ICMP checksum's
+/// change: every quoted word that changed, checksums included. Out of
+/// line, its frame apart from the FIB lookup's: IPv6's stack would not
+/// hold both. (Given the quote's fields one by one: LLVM stored a quote
+/// passed whole in pieces the verifier refuses for packet pointers.)
+#[inline(never)]
+fn translate<P: Family>(
+    ip: *mut P::Ip,
+    ports: *mut Ports,
+    l4_check: *mut [u8; 2],
+    addr: &P::Addr,
+    rewrite: Rewrite,
+) -> Delta {
+    let (addr, port) = (*addr, rewrite.port());
     // SAFETY: pointers validated by Quote::parse.
-    let (ip, ports) = unsafe { (&mut *quote.ip, &mut *quote.ports) };
-    let (old_addr, old_port) = match end {
+    let (ip, ports) = unsafe { (&mut *ip, &mut *ports) };
+    let (old_addr, old_port) = match rewrite.end() {
         End::Source => {
-            let old = (ip.src, ports.src);
-            ip.src = addr;
+            let old = (ip.src(), ports.src);
+            ip.set_src(addr);
             ports.src = port;
             old
         }
         End::Destination => {
-            let old = (ip.dst, ports.dst);
-            ip.dst = addr;
+            let old = (ip.dst(), ports.dst);
+            ip.set_dst(addr);
             ports.dst = port;
             old
         }
     };
-    let address = Delta::NONE.addr(old_addr, addr);
+    let address = old_addr.delta(&addr);
     let port_change = Delta::NONE.word(u16::from_be_bytes(old_port), u16::from_be_bytes(port));
-    let old_ip_check = u16::from_be_bytes(ip.check);
-    ip.patch_check(address);
-    let ip_check = u16::from_be_bytes(ip.check);
-    let mut icmp = address.and(port_change).word(old_ip_check, ip_check);
-    if let Some(field) = quote.l4_check {
+    let header_check = ip.patch_check_seen(address);
+    let mut icmp = address.and(port_change).and(header_check);
+    if !l4_check.is_null() {
         // SAFETY: bounds-checked by Quote::parse.
-        let field = unsafe { &mut *field };
+        let field = unsafe { &mut *l4_check };
         let original = u16::from_be_bytes(*field);
         let mut patched = address.and(port_change).apply(original);
-        if quote.udp {
+        if rewrite.udp() {
             patched = checksum::udp_fixup(original, patched);
         }
         *field = patched.to_be_bytes();

@@ -122,6 +122,12 @@ ipv6_stage!(lvs_new_flow6, lvs_new_flow6_tc, new_flow_stage);
 ipv6_stage!(lvs_send6, lvs_send6_tc, to_real_stage);
 ipv6_stage!(lvs_reply6, lvs_reply6_tc, to_client_stage);
 ipv6_stage!(lvs_tunnel6, lvs_tunnel6_tc, tunnel_stage);
+ipv6_stage!(lvs_icmp_error6, lvs_icmp_error6_tc, icmp_error_stage);
+ipv6_stage!(
+    lvs_icmp_translate6,
+    lvs_icmp_translate6_tc,
+    icmp_translate_stage
+);
 
 /// IPv6, a DR or TUN packet too big for the way out (XDP only).
 #[xdp]
@@ -146,7 +152,7 @@ fn too_big_stage(ctx: &XdpContext) -> Result<Verdict, Verdict> {
 #[xdp]
 #[inline(always)]
 pub fn lvs_icmp_error(ctx: XdpContext) -> u32 {
-    let verdict = match icmp_error::to_owner(&ctx) {
+    let verdict = match icmp_error::to_owner::<_, V4>(&ctx) {
         Ok(v) | Err(v) => v,
     };
     stats::count_verdict(verdict);
@@ -156,7 +162,7 @@ pub fn lvs_icmp_error(ctx: XdpContext) -> u32 {
 #[classifier]
 #[inline(always)]
 pub fn lvs_icmp_error_tc(ctx: TcContext) -> i32 {
-    let verdict = match icmp_error::to_owner(&ctx) {
+    let verdict = match icmp_error::to_owner::<_, V4>(&ctx) {
         Ok(v) | Err(v) => v,
     };
     stats::count_verdict(verdict);
@@ -247,11 +253,12 @@ fn director<F: Frame, P: Family>(ctx: &F) -> Result<Verdict, Verdict> {
         Err(verdict) => return Err(verdict),
     };
     if packet.proto == P::ICMP {
-        // ICMPv6 (neighbour discovery, errors) is the kernel's.
-        if P::AF == V4::AF {
-            // Only returns if the program is missing (lvsd gone).
-            ctx.to_icmp_error_program();
+        // To the ICMP error program; back here only if it is missing (lvsd
+        // gone), and then the kernel takes the packet.
+        if P::STAGED {
+            return next_stage(ctx, Stage::IcmpError);
         }
+        ctx.to_icmp_error_program();
         return Err(Verdict::PassUnsupported);
     }
     let flow = packet.flow_key();
@@ -284,6 +291,19 @@ fn director<F: Frame, P: Family>(ctx: &F) -> Result<Verdict, Verdict> {
         None => Decision::to_real(&schedule::new_flow(&packet, &flow, now)?),
     };
     send_decided(ctx, &packet, &decision)
+}
+
+/// IPv6: an ICMPv6 packet; errors go to the host that owns the connection
+/// they quote (`icmp_error`).
+#[inline(always)]
+fn icmp_error_stage<F: Frame, P: Family>(ctx: &F) -> Result<Verdict, Verdict> {
+    icmp_error::to_owner::<F, P>(ctx)
+}
+
+/// IPv6: an ICMPv6 error about a NAT connection, translated and sent.
+#[inline(always)]
+fn icmp_translate_stage<F: Frame, P: Family>(ctx: &F) -> Result<Verdict, Verdict> {
+    icmp_error::translated::<F, P>(ctx)
 }
 
 /// IPv6, stage two: the first packet of a flow.
