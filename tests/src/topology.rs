@@ -25,8 +25,9 @@
 //! ```
 //!
 //! `Lab::forwarding6` is the same lab in IPv6: 2001:db8:1::/64 for the
-//! client, 2001:db8:2::/64 the LAN, 2001:db8:3N::/64 and 2001:db8:4N::/64
-//! the TUN and NAT links, VIP 2001:db8::10.
+//! client, 2001:db8:2::/64 the LAN (DR real N at 2001:db8:2::1N),
+//! 2001:db8:3N::/64 and 2001:db8:4N::/64 the TUN and NAT links, VIP
+//! 2001:db8::10.
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
@@ -235,14 +236,106 @@ fn veth(a_ns: &str, a_dev: &str, b_ns: &str, b_dev: &str) -> Result<()> {
     .map(drop)
 }
 
-/// Address and raise an interface; with a gateway, route everything there.
-fn endpoint(ns: &str, dev: &str, addr: &str, gateway: Option<&str>) -> Result<()> {
-    exec_in(ns, &["ip", "addr", "add", addr, "dev", dev])?;
-    exec_in(ns, &["ip", "link", "set", dev, "up"])?;
-    if let Some(gw) = gateway {
-        exec_in(ns, &["ip", "route", "add", "default", "via", gw])?;
+/// The router lab's address plan in either family: network `n` is
+/// 198.18.n.0/24 or 2001:db8:n::/64, host `h` on it 198.18.n.h or
+/// 2001:db8:n::h (the same digits, read as hex).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    fn host(self, n: u16, h: u16) -> IpAddr {
+        match self {
+            Family::V4 => Ipv4Addr::new(198, 18, n as u8, h as u8).into(),
+            Family::V6 => {
+                let hex = |d: u16| u16::from_str_radix(&d.to_string(), 16).expect("digits");
+                Ipv6Addr::new(0x2001, 0xdb8, hex(n), 0, 0, 0, 0, hex(h)).into()
+            }
+        }
     }
-    Ok(())
+    fn bits(self) -> u8 {
+        match self {
+            Family::V4 => 32,
+            Family::V6 => 128,
+        }
+    }
+    fn prefix(self) -> u8 {
+        match self {
+            Family::V4 => 24,
+            Family::V6 => 64,
+        }
+    }
+    fn network(self, n: u16) -> String {
+        format!("{}/{}", self.host(n, 0), self.prefix())
+    }
+    fn vip(self) -> IpAddr {
+        match self {
+            Family::V4 => VIP.into(),
+            Family::V6 => VIP6.into(),
+        }
+    }
+    /// `ip`'s family option for routes.
+    fn ip(self) -> &'static str {
+        match self {
+            Family::V4 => "-4",
+            Family::V6 => "-6",
+        }
+    }
+    /// IPv6 is off in a new namespace of this machine's test runner.
+    fn prepare(self, ns: &str) -> Result<()> {
+        match self {
+            Family::V4 => Ok(()),
+            Family::V6 => exec_in(
+                ns,
+                &[
+                    "sysctl",
+                    "-qw",
+                    "net.ipv6.conf.all.disable_ipv6=0",
+                    "net.ipv6.conf.default.disable_ipv6=0",
+                    "net.ipv6.conf.lo.disable_ipv6=0",
+                ],
+            )
+            .map(drop),
+        }
+    }
+    /// Forwarding on.
+    fn enable_forwarding(self, ns: &str) -> Result<()> {
+        self.prepare(ns)?;
+        let setting = match self {
+            Family::V4 => "net.ipv4.ip_forward=1",
+            Family::V6 => "net.ipv6.conf.all.forwarding=1",
+        };
+        exec_in(ns, &["sysctl", "-qw", setting]).map(drop)
+    }
+    /// Address `dev` in `ns` as host `h` of network `n`, bring it up, and
+    /// route by default through `gateway`; returns the address.
+    fn endpoint(
+        self,
+        ns: &str,
+        dev: &str,
+        n: u16,
+        h: u16,
+        gateway: Option<IpAddr>,
+    ) -> Result<IpAddr> {
+        let addr = self.host(n, h);
+        let cidr = format!("{addr}/{}", self.prefix());
+        let mut argv = vec!["ip", "addr", "add", &cidr, "dev", dev];
+        if self == Family::V6 {
+            argv.push("nodad");
+        }
+        exec_in(ns, &argv)?;
+        exec_in(ns, &["ip", "link", "set", dev, "up"])?;
+        if let Some(gw) = gateway {
+            let gw = gw.to_string();
+            exec_in(
+                ns,
+                &["ip", self.ip(), "route", "add", "default", "via", &gw],
+            )?;
+        }
+        Ok(addr)
+    }
 }
 
 impl Lab {
@@ -303,7 +396,12 @@ impl Lab {
     /// rs1, rs2, ... in that order. DR and TUN servers are prepared with
     /// `lvsadm realserver setup` (TUN with XDP decapsulation on eth0).
     pub fn forwarding(tag: &str, methods: &[Method]) -> Result<Self> {
-        Self::forwarding_via(tag, methods, None)
+        Self::router_lab(tag, methods, None, Family::V4)
+    }
+
+    /// `forwarding` in IPv6 (see the module's comment).
+    pub fn forwarding6(tag: &str, methods: &[Method]) -> Result<Self> {
+        Self::router_lab(tag, methods, None, Family::V6)
     }
 
     /// The router lab with the client one hop further away: behind an edge
@@ -315,11 +413,20 @@ impl Lab {
     ///  client 198.18.1.2 ── [edge] ══ mtu ══ 198.18.5.1 [router] ── ...
     ///                     198.18.1.1  198.18.5.2
     /// ```
-    pub fn forwarding_narrow(tag: &str, methods: &[Method], mtu: u32) -> Result<Self> {
-        Self::forwarding_via(tag, methods, Some(mtu))
+    pub fn forwarding_narrow(tag: &str, methods: &[Method], mtu: u32, v6: bool) -> Result<Self> {
+        let family = if v6 { Family::V6 } else { Family::V4 };
+        Self::router_lab(tag, methods, Some(mtu), family)
     }
 
-    fn forwarding_via(tag: &str, methods: &[Method], narrow: Option<u32>) -> Result<Self> {
+    /// Every interface as `ip` makes it; forwarding on in the routers and
+    /// the director (NAT needs it, as IPVS's does). IPv6 addresses without
+    /// DAD, usable at once.
+    fn router_lab(
+        tag: &str,
+        methods: &[Method],
+        narrow: Option<u32>,
+        family: Family,
+    ) -> Result<Self> {
         let dir = std::env::temp_dir().join(format!("lvs-lab-{tag}"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
@@ -336,28 +443,21 @@ impl Lab {
         };
         let router = lab.router.as_ref().expect("just set").name.clone();
         let (cli, dir_ns) = (lab.client.name.clone(), lab.director.name.clone());
-        let vip = format!("{VIP}/32");
-        for (ns, settings) in [
-            (
-                &router,
-                &[
-                    "net.ipv4.ip_forward=1",
-                    "net.ipv4.conf.all.rp_filter=0",
-                    "net.ipv4.conf.default.rp_filter=0",
-                ][..],
-            ),
-            (&dir_ns, &["net.ipv4.ip_forward=1"][..]),
-        ] {
-            let mut argv = vec!["sysctl", "-qw"];
-            argv.extend_from_slice(settings);
-            exec_in(ns, &argv)?;
-        }
-        exec_in(&router, &["ip", "link", "add", "br0", "type", "bridge"])?;
+        family.enable_forwarding(&router)?;
+        family.enable_forwarding(&dir_ns)?;
+        family.prepare(&cli)?;
+        // The router's replies take other ways than their requests.
         exec_in(
             &router,
-            &["ip", "addr", "add", "198.18.2.1/24", "dev", "br0"],
+            &[
+                "sysctl",
+                "-qw",
+                "net.ipv4.conf.all.rp_filter=0",
+                "net.ipv4.conf.default.rp_filter=0",
+            ],
         )?;
-        exec_in(&router, &["ip", "link", "set", "br0", "up"])?;
+        exec_in(&router, &["ip", "link", "add", "br0", "type", "bridge"])?;
+        family.endpoint(&router, "br0", 2, 1, None)?;
         let bridge_port = |port: &str| -> Result<()> {
             exec_in(&router, &["ip", "link", "set", port, "master", "br0", "up"]).map(drop)
         };
@@ -365,196 +465,81 @@ impl Lab {
         match narrow {
             None => {
                 veth(&router, "rcli", &cli, "eth0")?;
-                endpoint(&router, "rcli", "198.18.1.1/24", None)?;
+                family.endpoint(&router, "rcli", 1, 1, None)?;
             }
             Some(mtu) => {
                 let edge = Netns::new(format!("{tag}-edge"))?;
+                family.enable_forwarding(&edge.name)?;
                 let mtu = mtu.to_string();
                 veth(&router, "rcli", &edge.name, "up0")?;
                 exec_in(&router, &["ip", "link", "set", "rcli", "mtu", &mtu])?;
                 edge.exec(&["ip", "link", "set", "up0", "mtu", &mtu])?;
-                endpoint(&router, "rcli", "198.18.5.1/24", None)?;
-                endpoint(&edge.name, "up0", "198.18.5.2/24", Some("198.18.5.1"))?;
+                family.endpoint(&router, "rcli", 5, 1, None)?;
+                family.endpoint(&edge.name, "up0", 5, 2, Some(family.host(5, 1)))?;
+                let client_net = family.network(1);
+                let via = family.host(5, 2).to_string();
                 exec_in(
                     &router,
-                    &["ip", "route", "add", "198.18.1.0/24", "via", "198.18.5.2"],
+                    &["ip", family.ip(), "route", "add", &client_net, "via", &via],
                 )?;
                 veth(&edge.name, "ecli", &cli, "eth0")?;
-                endpoint(&edge.name, "ecli", "198.18.1.1/24", None)?;
-                edge.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+                family.endpoint(&edge.name, "ecli", 1, 1, None)?;
                 lab.edge = Some(edge);
             }
         }
-        endpoint(&cli, "eth0", "198.18.1.2/24", Some("198.18.1.1"))?;
+        family.endpoint(&cli, "eth0", 1, 2, Some(family.host(1, 1)))?;
 
         veth(&router, "pdir", &dir_ns, "lan0")?;
         bridge_port("pdir")?;
-        endpoint(&dir_ns, "lan0", "198.18.2.2/24", Some("198.18.2.1"))?;
-        exec_in(&router, &["ip", "route", "add", &vip, "via", "198.18.2.2"])?;
+        family.endpoint(&dir_ns, "lan0", 2, 2, Some(family.host(2, 1)))?;
+        let vip = family.vip();
+        let (vip_route, director) = (format!("{vip}/{}", family.bits()), family.host(2, 2));
+        exec_in(
+            &router,
+            &[
+                "ip",
+                family.ip(),
+                "route",
+                "add",
+                &vip_route,
+                "via",
+                &director.to_string(),
+            ],
+        )?;
 
-        for (i, method) in (1u8..).zip(methods) {
+        for (i, method) in (1u16..).zip(methods) {
             let ns = Netns::new(format!("{tag}-rs{i}"))?;
+            family.prepare(&ns.name)?;
             let addr = match method {
                 Method::Route => {
                     let port = format!("p{i}");
                     veth(&router, &port, &ns.name, "eth0")?;
                     bridge_port(&port)?;
-                    let addr = Ipv4Addr::new(198, 18, 2, 10 + i);
-                    endpoint(&ns.name, "eth0", &format!("{addr}/24"), Some("198.18.2.1"))?;
-                    addr
+                    family.endpoint(&ns.name, "eth0", 2, 10 + i, Some(family.host(2, 1)))?
                 }
                 Method::Tunnel => {
-                    let (dev, gw) = (format!("tun{i}"), format!("198.18.{}.1", 30 + i));
+                    let dev = format!("tun{i}");
                     veth(&router, &dev, &ns.name, "eth0")?;
-                    endpoint(&router, &dev, &format!("{gw}/24"), None)?;
-                    let addr = Ipv4Addr::new(198, 18, 30 + i, 2);
-                    endpoint(&ns.name, "eth0", &format!("{addr}/24"), Some(&gw))?;
-                    addr
+                    let gateway = family.endpoint(&router, &dev, 30 + i, 1, None)?;
+                    family.endpoint(&ns.name, "eth0", 30 + i, 2, Some(gateway))?
                 }
                 Method::Nat => {
-                    let (dev, gw) = (format!("nat{i}"), format!("198.18.{}.1", 40 + i));
+                    let dev = format!("nat{i}");
                     veth(&dir_ns, &dev, &ns.name, "eth0")?;
-                    endpoint(&dir_ns, &dev, &format!("{gw}/24"), None)?;
-                    let addr = Ipv4Addr::new(198, 18, 40 + i, 2);
-                    endpoint(&ns.name, "eth0", &format!("{addr}/24"), Some(&gw))?;
+                    let gateway = family.endpoint(&dir_ns, &dev, 40 + i, 1, None)?;
                     lab.ifaces.push(dev);
-                    addr
+                    family.endpoint(&ns.name, "eth0", 40 + i, 2, Some(gateway))?
                 }
             };
             let mut rs = RealServer {
                 ns,
-                addr: addr.into(),
+                addr,
                 name: format!("rs{i}"),
                 method: *method,
                 procs: Vec::new(),
                 prepared: false,
             };
-            let vip = VIP.to_string();
-            match method {
-                Method::Nat => {}
-                Method::Route => {
-                    rs.realserver(&["setup", "--vip", &vip])?;
-                    rs.prepared = true;
-                }
-                Method::Tunnel => {
-                    rs.realserver(&["setup", "--vip", &vip, "--decap", "xdp:eth0"])?;
-                    rs.prepared = true;
-                }
-            }
-            lab.reals.push(rs);
-        }
-        Ok(lab)
-    }
-
-    /// `forwarding` in IPv6 (see the module's comment), DAD off so that
-    /// addresses are usable at once; forwarding on in the router and the
-    /// director (NAT66 needs it, as NAT does). DR servers are prepared with
-    /// `lvsadm realserver setup --vip`; TUN servers, with the decapsulation
-    /// program too.
-    pub fn forwarding6(tag: &str, methods: &[Method]) -> Result<Self> {
-        let dir = std::env::temp_dir().join(format!("lvs-lab-{tag}"));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir)?;
-        let mut lab = Lab {
-            lvsd: None,
-            reals: Vec::new(),
-            client: Netns::new(format!("{tag}-cli"))?,
-            director: Netns::new(format!("{tag}-dir"))?,
-            router: Some(Netns::new(format!("{tag}-rtr"))?),
-            edge: None,
-            ifaces: vec!["lan0".to_string()],
-            socket: dir.join("lvsd.sock"),
-            dir,
-        };
-        for ns in [
-            &lab.client,
-            &lab.director,
-            lab.router.as_ref().expect("just set"),
-        ] {
-            ns.enable_ipv6()?;
-        }
-        let router = lab.router.as_ref().expect("just set").name.clone();
-        let (cli, dir_ns) = (lab.client.name.clone(), lab.director.name.clone());
-        let endpoint6 = |ns: &str, dev: &str, addr: &str, gateway: Option<&str>| -> Result<()> {
-            exec_in(ns, &["ip", "addr", "add", addr, "dev", dev, "nodad"])?;
-            exec_in(ns, &["ip", "link", "set", dev, "up"])?;
-            if let Some(gw) = gateway {
-                exec_in(ns, &["ip", "-6", "route", "add", "default", "via", gw])?;
-            }
-            Ok(())
-        };
-        for ns in [&router, &dir_ns] {
-            exec_in(ns, &["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"])?;
-        }
-        exec_in(&router, &["ip", "link", "add", "br0", "type", "bridge"])?;
-        endpoint6(&router, "br0", "2001:db8:2::1/64", None)?;
-        let bridge_port = |port: &str| -> Result<()> {
-            exec_in(&router, &["ip", "link", "set", port, "master", "br0", "up"]).map(drop)
-        };
-        veth(&router, "rcli", &cli, "eth0")?;
-        endpoint6(&router, "rcli", "2001:db8:1::1/64", None)?;
-        endpoint6(&cli, "eth0", "2001:db8:1::2/64", Some("2001:db8:1::1"))?;
-        veth(&router, "pdir", &dir_ns, "lan0")?;
-        bridge_port("pdir")?;
-        endpoint6(&dir_ns, "lan0", "2001:db8:2::2/64", Some("2001:db8:2::1"))?;
-        let vip = format!("{VIP6}/128");
-        exec_in(
-            &router,
-            &["ip", "-6", "route", "add", &vip, "via", "2001:db8:2::2"],
-        )?;
-
-        for (i, method) in (1u16..).zip(methods) {
-            let ns = Netns::new(format!("{tag}-rs{i}"))?;
-            ns.enable_ipv6()?;
-            let addr: Ipv6Addr = match method {
-                Method::Route => {
-                    let port = format!("p{i}");
-                    veth(&router, &port, &ns.name, "eth0")?;
-                    bridge_port(&port)?;
-                    let addr = format!("2001:db8:2::{:x}", 0x10 + i);
-                    endpoint6(
-                        &ns.name,
-                        "eth0",
-                        &format!("{addr}/64"),
-                        Some("2001:db8:2::1"),
-                    )?;
-                    addr.parse()?
-                }
-                Method::Tunnel => {
-                    let (dev, net) = (format!("tun{i}"), format!("2001:db8:{:x}::", 0x30 + i));
-                    veth(&router, &dev, &ns.name, "eth0")?;
-                    endpoint6(&router, &dev, &format!("{net}1/64"), None)?;
-                    endpoint6(
-                        &ns.name,
-                        "eth0",
-                        &format!("{net}2/64"),
-                        Some(&format!("{net}1")),
-                    )?;
-                    format!("{net}2").parse()?
-                }
-                Method::Nat => {
-                    let (dev, net) = (format!("nat{i}"), format!("2001:db8:{:x}::", 0x40 + i));
-                    veth(&dir_ns, &dev, &ns.name, "eth0")?;
-                    endpoint6(&dir_ns, &dev, &format!("{net}1/64"), None)?;
-                    endpoint6(
-                        &ns.name,
-                        "eth0",
-                        &format!("{net}2/64"),
-                        Some(&format!("{net}1")),
-                    )?;
-                    lab.ifaces.push(dev);
-                    format!("{net}2").parse()?
-                }
-            };
-            let mut rs = RealServer {
-                ns,
-                addr: addr.into(),
-                name: format!("rs{i}"),
-                method: *method,
-                procs: Vec::new(),
-                prepared: false,
-            };
-            let vip = VIP6.to_string();
+            let vip = vip.to_string();
             match method {
                 Method::Nat => {}
                 Method::Route => {
