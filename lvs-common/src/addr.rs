@@ -45,6 +45,9 @@ pub trait Addr: Copy + Eq + core::fmt::Debug + core::hash::Hash + sealed::Sealed
     fn masked(&self, mask: &Self) -> Self;
     /// The checksum change (pseudo-header) when `self` becomes `new`.
     fn delta(&self, new: &Self) -> crate::checksum::Delta;
+    /// `addr`, if it is of this family.
+    fn of(addr: IpAddr) -> Option<Self>;
+    fn ip(self) -> IpAddr;
 }
 
 mod sealed {
@@ -76,6 +79,15 @@ impl Addr for [u8; 4] {
     #[inline(always)]
     fn delta(&self, new: &Self) -> crate::checksum::Delta {
         crate::checksum::Delta::NONE.addr(*self, *new)
+    }
+    fn of(addr: IpAddr) -> Option<Self> {
+        match addr {
+            IpAddr::V4(a) => Some(a.octets()),
+            IpAddr::V6(_) => None,
+        }
+    }
+    fn ip(self) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::from(self))
     }
 }
 
@@ -141,5 +153,14 @@ impl Addr for In6 {
             i += 1;
         }
         delta
+    }
+    fn of(addr: IpAddr) -> Option<Self> {
+        match addr {
+            IpAddr::V6(a) => Some(a.into()),
+            IpAddr::V4(_) => None,
+        }
+    }
+    fn ip(self) -> IpAddr {
+        IpAddr::V6(self.into())
     }
 }

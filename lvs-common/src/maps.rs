@@ -823,8 +823,9 @@ pub enum Verdict {
     /// refreshing its liveness stamp: no one would sync it, so the client's
     /// retransmission is left to reach the new active router.
     DropNoController = 18,
-    /// An ARP request for a floating address while lvsd is gone: only the
-    /// router that took the address over answers.
+    /// An ARP request (IPv6: a neighbour solicitation) for a floating
+    /// address while lvsd is gone: only the router that took the address
+    /// over answers.
     DropArpNoController = 19,
     /// The first packet of a flow while another CPU was creating the same
     /// flow's entry: the client's retransmission finds that entry.

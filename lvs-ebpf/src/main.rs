@@ -294,9 +294,11 @@ fn director<F: Frame, P: Family>(ctx: &F) -> Result<Verdict, Verdict> {
 }
 
 /// IPv6: an ICMPv6 packet; errors go to the host that owns the connection
-/// they quote (`icmp_error`).
+/// they quote (`icmp_error`), and a neighbour solicitation for a floating
+/// address goes unanswered while lvsd is gone (`liveness`).
 #[inline(always)]
 fn icmp_error_stage<F: Frame, P: Family>(ctx: &F) -> Result<Verdict, Verdict> {
+    liveness::neighbour_solicitation(ctx)?;
     icmp_error::to_owner::<F, P>(ctx)
 }
 

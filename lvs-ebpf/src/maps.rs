@@ -166,9 +166,12 @@ pub static RELEVANT: Array<u32> = Array::with_max_entries(2 * RELEVANT_WORDS, BP
 pub static NEIGH_NOTES: LruHashMap<NeighKey, NeighNote> =
     LruHashMap::with_max_entries(NEIGH_NOTES_SIZE, 0);
 
-/// The pair's floating addresses (network order, as in an ARP header).
+/// The pair's floating addresses (network order, as in an ARP header), and
+/// the IPv6 ones (as in a neighbour solicitation).
 #[map]
 pub static FLOATING: HashMap<[u8; 4], u8> = HashMap::with_max_entries(MAX_FLOATING, 0);
+#[map]
+pub static FLOATING6: HashMap<In6, u8> = HashMap::with_max_entries(MAX_FLOATING, 0);
 
 /// Each new connection and state change, on a router of a pair
 /// (`Settings::SYNC_CHANGES`), for lvsd to send its peer at once.

@@ -17,13 +17,19 @@
 //!
 //! Both directors run `lvsd -i lan0 -i priv0` with the same services and an
 //! `[ha]` section: heartbeats on both bridges, the VIP (and for NAT the real
-//! servers' gateway 198.18.20.1) floating. Each lvsd run logs to its own
+//! servers' gateway 198.18.20.1) floating.
+//!
+//! `Pair::new6` is the same lab with an IPv6 client, VIP and real servers:
+//! 2001:db8:1::/64 on pub (client ::2, directors ::3 and ::4, DR servers
+//! ::1N), 2001:db8:20::/64 on priv (directors ::3, ::4, NAT servers ::1N
+//! by the floating gateway 2001:db8:20::1), VIP 2001:db8::10. Heartbeats and
+//! sync still travel over the directors' IPv4 links. Each lvsd run logs to its own
 //! file in the lab's directory; `Pair::logs` shows them all. A test can add
 //! further HTTP services (`Pair::add_service`, e.g. a persistent one) before
 //! anything starts.
 
 use std::{
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     path::{Path, PathBuf},
     process::Command,
     time::Duration,
@@ -35,7 +41,7 @@ use lvs_state::api::{HaView, Snapshot, Stats};
 
 use crate::{
     bin, exec_in, run,
-    topology::{Method, RealServer, VIP},
+    topology::{Method, RealServer, VIP, VIP6},
     wait_for, Netns, Proc,
 };
 
@@ -43,6 +49,8 @@ pub const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 2);
 pub const OUTSIDER: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 66);
 /// The NAT real servers' default gateway, floating on the private side.
 pub const GATEWAY: Ipv4Addr = Ipv4Addr::new(198, 18, 20, 1);
+pub const CLIENT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 2);
+pub const GATEWAY6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x20, 0, 0, 0, 0, 1);
 /// The pair's shared HMAC key.
 pub const KEY: &str = "a shared secret for the smoke test";
 /// The HA port (IPVS's sync daemon port, lvsd's default).
@@ -98,6 +106,16 @@ pub struct Pair {
     tag: String,
     /// Ids of the real servers' namespaces (their realserver records).
     real_ids: Vec<u64>,
+    /// The client, VIP and real servers are IPv6 (`new6`).
+    pub ipv6: bool,
+}
+
+/// Director `i`'s addresses on the public and private LANs in IPv6.
+fn lan6(i: u8) -> IpAddr {
+    Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 2 + u16::from(i)).into()
+}
+fn private6(i: u8) -> IpAddr {
+    Ipv6Addr::new(0x2001, 0xdb8, 0x20, 0, 0, 0, 0, 2 + u16::from(i)).into()
 }
 
 /// The nsfs inode of namespace `name`: what `netconf::netns_id` reads
@@ -128,12 +146,24 @@ impl Pair {
     /// configs; nothing runs yet. `reals` real servers of `method` (NAT on
     /// the private bridge, DR on the public one). `tag` keeps labs apart.
     pub fn new(tag: &str, method: Method, reals: usize) -> Result<Pair> {
+        Self::build(tag, method, reals, false)
+    }
+
+    /// `new` with an IPv6 client, VIP and real servers (see the module's
+    /// comment).
+    pub fn new6(tag: &str, method: Method, reals: usize) -> Result<Pair> {
+        Self::build(tag, method, reals, true)
+    }
+
+    fn build(tag: &str, method: Method, reals: usize, ipv6: bool) -> Result<Pair> {
         if method == Method::Tunnel {
             bail!("the pair lab has NAT and DR real servers only");
         }
         let dir = std::env::temp_dir().join(format!("lvs-pair-{tag}"));
+        let bpffs = dir.join("bpffs");
+        let _ = run("umount", &[&bpffs.display().to_string()]);
         let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir)?;
+        std::fs::create_dir_all(&bpffs)?;
         let switch = Netns::new(format!("{tag}-sw"))?;
         let client = Netns::new(format!("{tag}-cli"))?;
         let mut pair = Pair {
@@ -147,6 +177,7 @@ impl Pair {
             services: Vec::new(),
             tag: tag.to_string(),
             real_ids: Vec::new(),
+            ipv6,
         };
         let sw = pair.switch.name.clone();
         for bridge in ["pub", "priv"] {
@@ -154,19 +185,32 @@ impl Pair {
             exec_in(&sw, &["ip", "link", "set", bridge, "up"])?;
         }
 
+        // IPv6 on before any interface comes: one made while it is off
+        // keeps no route to its prefix.
+        let prepare = |ns: &Netns| if ipv6 { ns.enable_ipv6() } else { Ok(()) };
+        prepare(&pair.client)?;
         let cli = pair.client.name.clone();
         plug(&sw, "pub", "cli", &cli, "eth0")?;
-        exec_in(&cli, &["ip", "addr", "add", "198.18.1.2/24", "dev", "eth0"])?;
-        // The VIP is on-link: the client ARPs for it, and the gratuitous
-        // ARPs of a takeover move it.
+        // The VIP is on-link: the client ARPs (solicits) for it, and the
+        // gratuitous ARPs (advertisements) of a takeover move it.
+        pair.host(&cli, "eth0", pair.client_addr(), 24)?;
+        let vip = pair.vip();
         exec_in(
             &cli,
-            &["ip", "route", "add", &format!("{VIP}/32"), "dev", "eth0"],
+            &[
+                "ip",
+                "route",
+                "add",
+                &format!("{vip}/{}", pair.bits()),
+                "dev",
+                "eth0",
+            ],
         )?;
 
         for i in 1..=2u8 {
             let name = format!("d{i}");
             let ns = Netns::new(format!("{tag}-{name}"))?;
+            prepare(&ns)?;
             let (lan, private) = (
                 Ipv4Addr::new(198, 18, 1, 2 + i),
                 Ipv4Addr::new(198, 18, 20, 2 + i),
@@ -179,6 +223,12 @@ impl Pair {
                 ns.exec(&["ip", "addr", "add", &format!("{addr}/24"), "dev", dev])?;
             }
             ns.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+            if ipv6 {
+                // NAT66 needs forwarding, as NAT does.
+                pair.host(&ns.name, "lan0", lan6(i), 64)?;
+                pair.host(&ns.name, "priv0", private6(i), 64)?;
+                ns.exec(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"])?;
+            }
             let netns_id = netns_id(&ns.name)?;
             pair.directors.push(Director {
                 socket: pair.dir.join(format!("{name}.sock")),
@@ -195,19 +245,27 @@ impl Pair {
 
         for i in 1..=reals as u8 {
             let ns = Netns::new(format!("{tag}-rs{i}"))?;
+            prepare(&ns)?;
             pair.real_ids.push(netns_id(&ns.name)?);
-            let (bridge, addr) = match method {
-                Method::Nat => ("priv", Ipv4Addr::new(198, 18, 20, 10 + i)),
-                _ => ("pub", Ipv4Addr::new(198, 18, 1, 10 + i)),
+            // 198.18.20.1N or 2001:db8:20::1N; 198.18.1.1N or 2001:db8:1::1N.
+            let (bridge, net4, net6) = match method {
+                Method::Nat => ("priv", 20, 0x20),
+                _ => ("pub", 1, 1),
+            };
+            let addr: IpAddr = if ipv6 {
+                Ipv6Addr::new(0x2001, 0xdb8, net6, 0, 0, 0, 0, 0x10 + u16::from(i)).into()
+            } else {
+                Ipv4Addr::new(198, 18, net4, 10 + i).into()
             };
             plug(&sw, bridge, &format!("rs{i}"), &ns.name, "eth0")?;
-            ns.exec(&["ip", "addr", "add", &format!("{addr}/24"), "dev", "eth0"])?;
+            pair.host(&ns.name, "eth0", addr, 24)?;
             if method == Method::Nat {
-                ns.exec(&["ip", "route", "add", "default", "via", &GATEWAY.to_string()])?;
+                let gateway = pair.gateway().to_string();
+                ns.exec(&["ip", "route", "add", "default", "via", &gateway])?;
             }
             let mut rs = RealServer {
                 ns,
-                addr: addr.into(),
+                addr,
                 name: format!("rs{i}"),
                 method,
                 procs: Vec::new(),
@@ -215,14 +273,71 @@ impl Pair {
             };
             if method == Method::Route {
                 // DR replies come from the VIP straight to the client.
-                rs.realserver(&["setup", "--vip", &VIP.to_string()])?;
+                rs.realserver(&["setup", "--vip", &pair.vip().to_string()])?;
                 rs.prepared = true;
             }
             pair.reals.push(rs);
         }
 
+        // The directors' bpffs, as systemd mounts one on a host: `ip netns
+        // exec` hides the host's /sys/fs/bpf.
+        run(
+            "mount",
+            &["-t", "bpf", "bpf", &pair.bpffs().display().to_string()],
+        )?;
         pair.write_configs()?;
         Ok(pair)
+    }
+
+    /// Where the directors' lvsds pin what outlives them (`lvsd --bpffs`).
+    fn bpffs(&self) -> PathBuf {
+        self.dir.join("bpffs")
+    }
+
+    /// The VIP, the client's address and the NAT servers' gateway, in the
+    /// lab's family.
+    pub fn vip(&self) -> IpAddr {
+        if self.ipv6 {
+            VIP6.into()
+        } else {
+            VIP.into()
+        }
+    }
+    pub fn client_addr(&self) -> IpAddr {
+        if self.ipv6 {
+            CLIENT6.into()
+        } else {
+            CLIENT.into()
+        }
+    }
+    pub fn gateway(&self) -> IpAddr {
+        if self.ipv6 {
+            GATEWAY6.into()
+        } else {
+            GATEWAY.into()
+        }
+    }
+    fn bits(&self) -> u8 {
+        if self.ipv6 {
+            128
+        } else {
+            32
+        }
+    }
+
+    /// Address `dev` in `ns` (IPv4 /`prefix4`, IPv6 /64 without duplicate
+    /// address detection) and bring it up.
+    fn host(&self, ns: &str, dev: &str, addr: IpAddr, prefix4: u8) -> Result<()> {
+        let cidr = match addr {
+            IpAddr::V4(_) => format!("{addr}/{prefix4}"),
+            IpAddr::V6(_) => format!("{addr}/64"),
+        };
+        let mut argv = vec!["ip", "addr", "add", &cidr, "dev", dev];
+        if addr.is_ipv6() {
+            argv.push("nodad");
+        }
+        exec_in(ns, &argv)?;
+        exec_in(ns, &["ip", "link", "set", dev, "up"]).map(drop)
     }
 
     fn write_configs(&self) -> Result<()> {
@@ -263,10 +378,10 @@ impl Pair {
     }
 
     /// The floating addresses and their interfaces.
-    pub fn floating(&self) -> Vec<(Ipv4Addr, u8, &'static str)> {
-        let mut f = vec![(VIP, 32, "lan0")];
+    pub fn floating(&self) -> Vec<(IpAddr, u8, &'static str)> {
+        let mut f = vec![(self.vip(), self.bits(), "lan0")];
         if self.method == Method::Nat {
-            f.push((GATEWAY, 24, "priv0"));
+            f.push((self.gateway(), if self.ipv6 { 64 } else { 24 }, "priv0"));
         }
         f
     }
@@ -287,8 +402,9 @@ impl Pair {
             .iter()
             .map(|s| (s.port, s.port, s.scheduler.as_str(), s.persistent));
         for (port, real_port, scheduler, persistent) in base.into_iter().chain(added) {
+            let vip = SocketAddr::new(self.vip(), port);
             toml += &format!(
-                "[[service]]\nprotocol = \"tcp\"\naddress = \"{VIP}:{port}\"\nscheduler = \"{scheduler}\"\n"
+                "[[service]]\nprotocol = \"tcp\"\naddress = \"{vip}\"\nscheduler = \"{scheduler}\"\n"
             );
             if let Some(seconds) = persistent {
                 toml += &format!("persistent = {seconds}\n");
@@ -296,8 +412,8 @@ impl Pair {
             toml += "\n";
             for rs in &self.reals {
                 toml += &format!(
-                    "[[service.real]]\naddress = \"{}:{real_port}\"\nmethod = \"{method}\"\n\n",
-                    rs.addr
+                    "[[service.real]]\naddress = \"{}\"\nmethod = \"{method}\"\n\n",
+                    SocketAddr::new(rs.addr, real_port)
                 );
             }
         }
@@ -357,6 +473,7 @@ impl Pair {
         }
         self.directors[d].runs += 1;
         let log = self.log_path(d, self.directors[d].runs);
+        let bpffs = self.bpffs().display().to_string();
         let dir = &mut self.directors[d];
         let _ = std::fs::remove_file(&dir.socket);
         let lvsd = bin("lvsd").display().to_string();
@@ -374,6 +491,8 @@ impl Pair {
             &config,
             "--socket",
             &socket,
+            "--bpffs",
+            &bpffs,
         ];
         dir.lvsd = Some(dir.ns.spawn(&argv, Some(&log))?);
         Ok(())
@@ -467,7 +586,7 @@ impl Pair {
         found.context("no roles found")
     }
 
-    /// The counters of director `d`'s service on `VIP:port`.
+    /// The counters of director `d`'s service on the VIP's `port`.
     pub fn service_stats(&self, d: usize, port: u16) -> Result<Stats> {
         let json = self.lvsadm(d, &["-L", "-n", "--json"])?;
         let snapshot: Snapshot = serde_json::from_str(&json)
@@ -475,16 +594,17 @@ impl Pair {
         snapshot
             .services
             .iter()
-            .find(|s| s.spec.id.vip.addr == VIP && s.spec.id.vip.port == port)
+            .find(|s| s.spec.id.vip.addr == self.vip() && s.spec.id.vip.port == port)
             .map(|s| s.stats)
-            .with_context(|| format!("no service {VIP}:{port} on {}", self.directors[d].name))
+            .with_context(|| {
+                let vip = SocketAddr::new(self.vip(), port);
+                format!("no service {vip} on {}", self.directors[d].name)
+            })
     }
 
-    /// The IPv4 addresses configured in director `d`'s namespace.
-    pub fn addresses(&self, d: usize) -> Result<Vec<Ipv4Addr>> {
-        let out = self.directors[d]
-            .ns
-            .exec(&["ip", "-j", "-4", "addr", "show"])?;
+    /// The addresses configured in director `d`'s namespace.
+    pub fn addresses(&self, d: usize) -> Result<Vec<IpAddr>> {
+        let out = self.directors[d].ns.exec(&["ip", "-j", "addr", "show"])?;
         let json: serde_json::Value = serde_json::from_slice(&out.stdout)?;
         Ok(json
             .as_array()
@@ -496,7 +616,7 @@ impl Pair {
     }
 
     /// The floating addresses director `d` holds now.
-    pub fn floating_held(&self, d: usize) -> Result<Vec<Ipv4Addr>> {
+    pub fn floating_held(&self, d: usize) -> Result<Vec<IpAddr>> {
         let have = self.addresses(d)?;
         Ok(self
             .floating()
@@ -534,8 +654,8 @@ impl Pair {
 
     /// The MAC address namespace `ns` has for `addr` in its neighbour
     /// table, if any.
-    pub fn neighbour(ns: &Netns, addr: Ipv4Addr) -> Result<Option<[u8; 6]>> {
-        let out = ns.exec(&["ip", "-j", "-4", "neigh", "show", &addr.to_string()])?;
+    pub fn neighbour(ns: &Netns, addr: IpAddr) -> Result<Option<[u8; 6]>> {
+        let out = ns.exec(&["ip", "-j", "neigh", "show", &addr.to_string()])?;
         let json: serde_json::Value = serde_json::from_slice(&out.stdout)?;
         Ok(json
             .as_array()
@@ -648,6 +768,8 @@ impl Drop for Pair {
                 }
             }
         }
+        // And the program arrays a killed lvsd left pinned, with the bpffs.
+        let _ = run("umount", &[&self.bpffs().display().to_string()]);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

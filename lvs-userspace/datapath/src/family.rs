@@ -3,17 +3,13 @@
 //! (`[u8; 4]` for IPv4, `In6` for IPv6); each implementation finds a
 //! family's maps through its sealed part of the trait.
 
-use std::net::{IpAddr, Ipv4Addr};
-
 use lvs_common::addr::{Addr, In6};
 
-/// An address family of the maps: its address type.
+/// An address family of the maps: its address type (`Addr::of` and
+/// `Addr::ip` convert it).
 pub trait Family: Addr + aya::Pod + crate::kernel::KernelFamily + FakeSupport {
     /// The family's map of the IPv4 map `ipv4` (its name, for errors).
     fn map_name(ipv4: &'static str, ipv6: &'static str) -> &'static str;
-    /// `addr`, if it is of this family.
-    fn of(addr: IpAddr) -> Option<Self>;
-    fn ip(self) -> IpAddr;
 }
 
 #[cfg(any(test, feature = "fake"))]
@@ -29,28 +25,10 @@ impl Family for [u8; 4] {
     fn map_name(ipv4: &'static str, _ipv6: &'static str) -> &'static str {
         ipv4
     }
-    fn of(addr: IpAddr) -> Option<Self> {
-        match addr {
-            IpAddr::V4(a) => Some(a.octets()),
-            IpAddr::V6(_) => None,
-        }
-    }
-    fn ip(self) -> IpAddr {
-        IpAddr::V4(Ipv4Addr::from(self))
-    }
 }
 
 impl Family for In6 {
     fn map_name(_ipv4: &'static str, ipv6: &'static str) -> &'static str {
         ipv6
-    }
-    fn of(addr: IpAddr) -> Option<Self> {
-        match addr {
-            IpAddr::V6(a) => Some(a.into()),
-            IpAddr::V4(_) => None,
-        }
-    }
-    fn ip(self) -> IpAddr {
-        IpAddr::V6(self.into())
     }
 }

@@ -1,7 +1,9 @@
 //! The real datapath: the embedded XDP object, attached to interfaces, and
 //! its maps. Each error names the map or interface and the failing call.
 
+use std::marker::PhantomData;
 use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
 
 use aya::{
     maps::{
@@ -171,9 +173,7 @@ fn choose(iface: &str, choice: DatapathChoice) -> (bool, String) {
         DatapathChoice::Xdp => (true, "--datapath xdp".into()),
         DatapathChoice::Tc => (false, "--datapath tc".into()),
         DatapathChoice::Auto => {
-            let device = std::path::Path::new("/sys/class/net")
-                .join(iface)
-                .join("device");
+            let device = Path::new("/sys/class/net").join(iface).join("device");
             if device.exists() {
                 (true, "a NIC driver: native XDP".into())
             } else {
@@ -203,17 +203,17 @@ pub enum Lifetime {
 /// Where an lvsd that attached for `Lifetime::Kernel` records its pid, per
 /// network namespace and interface, so the next one can tell a leftover
 /// from a live owner.
-fn owner_record(ifindex: u32) -> Result<std::path::PathBuf, DatapathError> {
+fn owner_record(ifindex: u32) -> Result<PathBuf, DatapathError> {
     let netns = crate::netconf::netns_id().map_err(|e| DatapathError::Record {
         call: "stat /proc/self/ns/net",
         path: "/proc/self/ns/net".into(),
         source: std::io::Error::other(e.to_string()),
     })?;
-    Ok(std::path::Path::new("/run/lvs").join(format!("director-{netns}-{ifindex}.pid")))
+    Ok(Path::new("/run/lvs").join(format!("director-{netns}-{ifindex}.pid")))
 }
 
 /// The pid recorded for `ifindex`, if that process still runs.
-fn live_owner(path: &std::path::Path) -> Option<i32> {
+fn live_owner(path: &Path) -> Option<i32> {
     let pid: i32 = std::fs::read_to_string(path).ok()?.trim().parse().ok()?;
     let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
     (alive && pid != std::process::id() as i32).then_some(pid)
@@ -399,7 +399,7 @@ pub fn director_attached(iface: &str) -> Result<bool, DatapathError> {
     Ok(xdp || tc_director_on(iface))
 }
 
-fn write_owner_record(record: &std::path::Path) -> Result<(), DatapathError> {
+fn write_owner_record(record: &Path) -> Result<(), DatapathError> {
     let write = || -> std::io::Result<()> {
         use std::os::unix::fs::DirBuilderExt;
         std::fs::DirBuilder::new()
@@ -444,9 +444,7 @@ pub struct KernelDatapath {
     icmp_errors: PerCpuArray<MapData, u64>,
     /// Held so that their entries stay: the kernel empties a program
     /// array once no process holds it.
-    /// The program arrays of `TAIL_CALLED`, kept: the kernel empties one
-    /// when the last reference from user space goes.
-    _tail_called: Vec<ProgramArray<MapData>>,
+    _tail_called: TailCalled,
     conns: HashMap<MapData, FlowKey, Conn>,
     conns6: HashMap<MapData, FlowKey<In6>, Conn<In6>>,
     real_conns: PerCpuArray<MapData, ConnCounts>,
@@ -458,21 +456,24 @@ pub struct KernelDatapath {
     neigh_notes: HashMap<MapData, NeighKey, NeighNote>,
     timeouts: Array<MapData, u32>,
     floating: HashMap<MapData, [u8; 4], u8>,
+    floating6: HashMap<MapData, In6, u8>,
     /// Until handed to the task that refreshes it (`liveness`).
     liveness: Option<Array<MapData, u64>>,
     /// Until handed to the task that syncs them (`conn_changes`).
     conn_changes: Option<RingBuf<MapData>>,
+    conn_changes6: Option<RingBuf<MapData>>,
     cpus: usize,
     limits: Limits,
     pub attachments: Vec<Attachment>,
 }
 
-/// The datapath's record of each new connection (`CONN_CHANGES`).
-pub struct ConnChanges(AsyncFd<RingBuf<MapData>>);
+/// The datapath's record of each new connection of family `A`
+/// (`CONN_CHANGES`, `CONN_CHANGES6`).
+pub struct ConnChanges<A: Family = [u8; 4]>(AsyncFd<RingBuf<MapData>>, PhantomData<A>);
 
-impl ConnChanges {
+impl<A: Family> ConnChanges<A> {
     /// Wait for records, then take every one waiting: (inbound key, entry).
-    pub async fn next(&mut self) -> std::io::Result<Vec<(FlowKey, Conn)>> {
+    pub async fn next(&mut self) -> std::io::Result<ConnEntries<A>> {
         loop {
             let mut ready = self.0.readable_mut().await?;
             // Cleared before draining: a record queued meanwhile wakes us.
@@ -480,10 +481,10 @@ impl ConnChanges {
             let ring = ready.get_inner_mut();
             let mut flows = Vec::new();
             while let Some(item) = ring.next() {
-                if item.len() >= size_of::<ConnChange>() {
+                if item.len() >= size_of::<ConnChange<A>>() {
                     // SAFETY: the datapath writes whole `ConnChange`s; read unaligned.
                     let flow =
-                        unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<ConnChange>()) };
+                        unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<ConnChange<A>>()) };
                     flows.push((flow.key, flow.conn));
                 }
             }
@@ -523,8 +524,9 @@ macro_rules! typed {
     };
 }
 
-/// Load the programs the directors tail-call and put each in its slot.
-fn tail_called(ebpf: &mut Ebpf) -> Result<Vec<ProgramArray<MapData>>, DatapathError> {
+/// Load the programs the directors tail-call and put each in its slot,
+/// pinning the arrays under the bpffs `pins` if given.
+fn tail_called(ebpf: &mut Ebpf, pins: Option<&Path>) -> Result<TailCalled, DatapathError> {
     for (_, _, program, xdp) in TAIL_CALLED {
         if xdp {
             let loaded: &mut Xdp = ebpf
@@ -538,12 +540,30 @@ fn tail_called(ebpf: &mut Ebpf) -> Result<Vec<ProgramArray<MapData>>, DatapathEr
         }
         .map_err(|source| DatapathError::Program { program, source })?;
     }
-    let mut arrays: Vec<(&str, ProgramArray<MapData>)> = Vec::new();
+    let mut kept = TailCalled {
+        arrays: Vec::new(),
+        pinned: match pins.map(|bpffs| (is_bpffs(bpffs), bpffs)) {
+            Some((Ok(()), bpffs)) => Some(pin_dir(bpffs)?),
+            Some((Err(e), _)) => {
+                tracing::warn!("{e}: {UNPINNED}");
+                None
+            }
+            None => None,
+        },
+    };
     for (name, slot, program, _) in TAIL_CALLED {
-        if !arrays.iter().any(|(taken, _)| *taken == name) {
-            arrays.push((name, typed!(ebpf, ProgramArray<MapData>, name)));
+        if !kept.arrays.iter().any(|(taken, _)| *taken == name) {
+            let map = take(ebpf, name)?;
+            kept.pin(name, &map);
+            let array = ProgramArray::try_from(map).map_err(|source| DatapathError::Map {
+                op: "open",
+                map: name,
+                source,
+            })?;
+            kept.arrays.push((name, array));
         }
-        let array = arrays
+        let array = kept
+            .arrays
             .iter_mut()
             .find_map(|(taken, array)| (*taken == name).then_some(array))
             .expect("taken above");
@@ -556,7 +576,113 @@ fn tail_called(ebpf: &mut Ebpf) -> Result<Vec<ProgramArray<MapData>>, DatapathEr
             .set(slot, fd, 0)
             .map_err(map_err("bpf_map_update_elem", name))?;
     }
-    Ok(arrays.into_iter().map(|(_, array)| array).collect())
+    Ok(kept)
+}
+
+/// The program arrays of `TAIL_CALLED`, kept: the kernel empties one when
+/// the last reference from user space goes, and the IPv6 path and ICMP
+/// errors would stop. lvsd holds them; a datapath that outlives lvsd
+/// (`Lifetime::Kernel`) also pins them in bpffs, in a directory of this
+/// lvsd's own (`pin_dir`), unpinned on a clean exit. The next lvsd removes
+/// what a killed one left, once it has replaced its datapath.
+/// (`ip netns exec` mounts a fresh /sys, without the host's bpffs: lvsd run
+/// that way needs `--bpffs` pointing at a bpffs mounted elsewhere.)
+struct TailCalled {
+    arrays: Vec<(&'static str, ProgramArray<MapData>)>,
+    pinned: Option<PathBuf>,
+}
+
+impl TailCalled {
+    /// Pin `map` as `name`; if that fails, nothing stays pinned (a warning
+    /// says what it costs).
+    fn pin(&mut self, name: &str, map: &aya::maps::Map) {
+        let Some(dir) = &self.pinned else {
+            return;
+        };
+        let pinned = std::fs::create_dir_all(dir)
+            .map_err(|e| e.to_string())
+            .and_then(|()| map.pin(dir.join(name)).map_err(|e| e.to_string()));
+        if let Err(e) = pinned {
+            tracing::warn!(dir = %dir.display(), "pinning {name}: {e}: {UNPINNED}");
+            unpin(dir);
+            self.pinned = None;
+        }
+    }
+}
+
+impl Drop for TailCalled {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.pinned {
+            unpin(dir);
+        }
+    }
+}
+
+const UNPINNED: &str = "if lvsd dies, its datapath stops forwarding IPv6 and ICMP errors \
+     (see lvsd --bpffs)";
+
+/// Whether `path` is a bpffs mount.
+fn is_bpffs(path: &Path) -> Result<(), String> {
+    const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+    let fs =
+        nix::sys::statfs::statfs(path).map_err(|e| format!("statfs {}: {e}", path.display()))?;
+    if fs.filesystem_type().0 as i64 != BPF_FS_MAGIC {
+        return Err(format!(
+            "{} is not a bpffs (mount -t bpf bpf {})",
+            path.display(),
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
+/// This lvsd's pins under the bpffs `bpffs`:
+/// `<bpffs>/lvs/director-<netns>-<pid>`.
+fn pin_dir(bpffs: &Path) -> Result<PathBuf, DatapathError> {
+    let netns = crate::netconf::netns_id().map_err(|e| DatapathError::Record {
+        call: "stat /proc/self/ns/net",
+        path: "/proc/self/ns/net".into(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    Ok(bpffs
+        .join("lvs")
+        .join(format!("director-{netns}-{}", std::process::id())))
+}
+
+fn unpin(dir: &Path) {
+    for (name, ..) in TAIL_CALLED {
+        let _ = std::fs::remove_file(dir.join(name));
+    }
+    let _ = std::fs::remove_dir(dir);
+}
+
+/// Remove the pins of lvsds of this namespace that are gone, beside
+/// `own` (this lvsd's): their datapath was just replaced.
+fn unpin_the_dead(own: &Path) {
+    let (Some(root), Some(name)) = (own.parent(), own.file_name()) else {
+        return;
+    };
+    let name = name.to_string_lossy();
+    let Some((prefix, _)) = name.rsplit_once('-') else {
+        return;
+    };
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(&format!("{prefix}-"))
+            .and_then(|pid| pid.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
+        if !alive {
+            tracing::info!(dir = %entry.path().display(), "removing what a killed lvsd pinned");
+            unpin(&entry.path());
+        }
+    }
 }
 
 /// An mmapable array of the object, mapped (see `mapped.rs`).
@@ -592,18 +718,21 @@ impl KernelDatapath {
             limits,
             Lifetime::Lvsd,
             DatapathChoice::Xdp,
+            None,
         )
     }
 
     /// As `attach`, choosing how long the director stays attached and which
     /// director each interface gets: XDP (with `lvs_neigh` beside it) or the
-    /// same director on tc ingress (`lvs_director_tc`).
+    /// same director on tc ingress (`lvs_director_tc`). A director that
+    /// outlives lvsd pins its program arrays under the bpffs `pins`.
     pub fn attach_for(
         ifaces: &[String],
         settings: Settings,
         limits: Limits,
         lifetime: Lifetime,
         choice: DatapathChoice,
+        pins: Option<&Path>,
     ) -> Result<Self, DatapathError> {
         let limits = limits.check()?;
         let ifindexes = ifaces
@@ -678,7 +807,11 @@ impl KernelDatapath {
                 .load()
                 .map_err(|source| DatapathError::Program { program, source })?;
         }
-        let tail_called = tail_called(&mut ebpf)?;
+        let pins = match (lifetime, pins) {
+            (Lifetime::Kernel, Some(bpffs)) => Some(bpffs),
+            _ => None,
+        };
+        let tail_called = tail_called(&mut ebpf, pins)?;
         let program: &mut Xdp = ebpf
             .program_mut(DIRECTOR)
             .ok_or(DatapathError::MissingProgram { program: DIRECTOR })?
@@ -743,6 +876,9 @@ impl KernelDatapath {
                 reason,
             });
         }
+        if let Some(own) = &tail_called.pinned {
+            unpin_the_dead(own);
+        }
         // Taken maps must outlive the program loads that refer to them.
         drop((egress, settings_map));
         let next_hops = typed!(&mut ebpf, HashMap<MapData, [u8; 4], NextHop>, "NEXT_HOPS");
@@ -750,8 +886,10 @@ impl KernelDatapath {
         let reply_services =
             typed!(&mut ebpf, HashMap<MapData, ReplyKey, ReplyServices>, "REPLY_SERVICES");
         let floating = typed!(&mut ebpf, HashMap<MapData, [u8; 4], u8>, "FLOATING");
+        let floating6 = typed!(&mut ebpf, HashMap<MapData, In6, u8>, "FLOATING6");
         let liveness = Some(typed!(&mut ebpf, Array<MapData, u64>, "LIVENESS"));
         let conn_changes = Some(typed!(&mut ebpf, RingBuf<MapData>, "CONN_CHANGES"));
+        let conn_changes6 = Some(typed!(&mut ebpf, RingBuf<MapData>, "CONN_CHANGES6"));
         Ok(Self {
             ebpf,
             kept: std::mem::take(&mut kept.0),
@@ -785,8 +923,10 @@ impl KernelDatapath {
             neigh_notes,
             timeouts,
             floating,
+            floating6,
             liveness,
             conn_changes,
+            conn_changes6,
             cpus,
             limits,
             attachments,
@@ -800,24 +940,37 @@ impl KernelDatapath {
     }
 
     /// The new connections the datapath reports (with
-    /// `Settings::SYNC_CHANGES`), for the one task that syncs them:
-    /// registered with the calling task's tokio reactor. Once; later calls
-    /// get `None`.
-    pub fn conn_changes(&mut self) -> Option<std::io::Result<ConnChanges>> {
-        let ring = self.conn_changes.take()?;
-        // SAFETY: the ring buffer's descriptor is owned by the AsyncFd with
+    /// `Settings::SYNC_CHANGES`), IPv4's and IPv6's, for the one task that
+    /// syncs them: registered with the calling task's tokio reactor. Once;
+    /// later calls get `None`.
+    pub fn conn_changes(&mut self) -> Option<std::io::Result<(ConnChanges, ConnChanges<In6>)>> {
+        let (ring, ring6) = (self.conn_changes.take()?, self.conn_changes6.take()?);
+        // SAFETY: each ring buffer's descriptor is owned by the AsyncFd with
         // it, and stays open and the same for the AsyncFd's lifetime.
-        let registered = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) };
-        Some(registered.map(ConnChanges).map_err(Into::into))
+        let register = |ring| unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) };
+        Some((|| {
+            Ok((
+                ConnChanges(register(ring)?, PhantomData),
+                ConnChanges(register(ring6)?, PhantomData),
+            ))
+        })())
     }
 
-    /// The router pair's floating addresses, whose ARP requests go
-    /// unanswered once lvsd's liveness stamp runs out.
-    pub fn set_floating(&mut self, addresses: &[Ipv4Addr]) -> Result<(), DatapathError> {
+    /// The router pair's floating addresses, whose ARP requests (IPv6:
+    /// neighbour solicitations) go unanswered once lvsd's liveness stamp
+    /// runs out.
+    pub fn set_floating(&mut self, addresses: &[IpAddr]) -> Result<(), DatapathError> {
         for a in addresses {
-            self.floating
-                .insert(a.octets(), 1, 0)
-                .map_err(map_err("bpf_map_update_elem", "FLOATING"))?;
+            match a {
+                IpAddr::V4(a) => self
+                    .floating
+                    .insert(a.octets(), 1, 0)
+                    .map_err(map_err("bpf_map_update_elem", "FLOATING"))?,
+                IpAddr::V6(a) => self
+                    .floating6
+                    .insert(In6::from(*a), 1, 0)
+                    .map_err(map_err("bpf_map_update_elem", "FLOATING6"))?,
+            }
         }
         Ok(())
     }

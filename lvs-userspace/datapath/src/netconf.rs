@@ -3,7 +3,7 @@
 //! and /proc/sys, so each error quotes the exact command or file.
 
 use std::{
-    net::{IpAddr, Ipv4Addr},
+    net::IpAddr,
     path::{Path, PathBuf},
     process::Command,
 };
@@ -142,12 +142,14 @@ pub fn remove_address(dev: &str, addr: impl Into<IpAddr>, prefix: u8) -> Result<
     ip(&["addr", "del", &cidr, "dev", dev]).map(drop)
 }
 
-/// Broadcast a gratuitous ARP request for each `(dev, addr)`, announcing
-/// `addr` at `dev`'s MAC, so neighbours (clients, routers, real servers)
-/// move their entries to this router. All go out from one socket, back to
-/// back: a NAT client and its real servers must switch together, or a reply
-/// slips to the old router in between.
-pub fn send_gratuitous_arps(announcements: &[(&str, Ipv4Addr)]) -> Result<(), NetconfError> {
+/// Announce each `(dev, addr)` at `dev`'s MAC, so neighbours (clients,
+/// routers, real servers) move their entries to this router: a broadcast
+/// gratuitous ARP request for IPv4, an unsolicited Neighbor Advertisement
+/// to all nodes for IPv6 (its Router flag set when `dev` forwards IPv6).
+/// All go out from one socket, back to back: a NAT client and its real
+/// servers must switch together, or a reply slips to the old router in
+/// between.
+pub fn announce_addresses(announcements: &[(&str, IpAddr)]) -> Result<(), NetconfError> {
     let failed = |call, dev: &str, source| NetconfError::Packet {
         call,
         dev: dev.to_string(),
@@ -157,11 +159,15 @@ pub fn send_gratuitous_arps(announcements: &[(&str, Ipv4Addr)]) -> Result<(), Ne
     for &(dev, addr) in announcements {
         let ifindex = nix::net::if_::if_nametoindex(dev)
             .map_err(|e| failed("if_nametoindex", dev, e.into()))?;
-        frames.push((
-            dev,
-            ifindex,
-            lvs_ha::arp::gratuitous(mac_of(dev)?, addr, false),
-        ));
+        let mac = mac_of(dev)?;
+        let frame = match addr {
+            IpAddr::V4(addr) => lvs_ha::arp::gratuitous(mac, addr, false).to_vec(),
+            IpAddr::V6(addr) => {
+                let router = read_sysctl(&ipv6_conf(dev, "forwarding"))? == "1";
+                lvs_ha::ndp::unsolicited(mac, addr, router).to_vec()
+            }
+        };
+        frames.push((dev, ifindex, frame));
     }
     // Protocol 0: this socket only sends, so it queues nothing it receives.
     // SAFETY: plain socket(2); the descriptor is owned right below.
@@ -177,14 +183,14 @@ pub fn send_gratuitous_arps(announcements: &[(&str, Ipv4Addr)]) -> Result<(), Ne
     // SAFETY: fd was just returned by socket(2) and is not used elsewhere.
     let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
     for (dev, ifindex, frame) in frames {
-        const ETH_P_ARP: u16 = 0x0806;
+        // The frame's own ethertype and destination MAC.
         // SAFETY: sockaddr_ll is plain old data; zero is a valid start.
         let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         to.sll_family = libc::AF_PACKET as u16;
-        to.sll_protocol = ETH_P_ARP.to_be();
+        to.sll_protocol = u16::from_ne_bytes([frame[12], frame[13]]);
         to.sll_ifindex = ifindex as i32;
         to.sll_halen = 6;
-        to.sll_addr[..6].copy_from_slice(&[0xff; 6]);
+        to.sll_addr[..6].copy_from_slice(&frame[..6]);
         // SAFETY: the frame and the address outlive the call; lengths match.
         let sent = unsafe {
             libc::sendto(

@@ -1,20 +1,21 @@
 //! Connections and persistence templates as the router pair exchanges them:
 //! by addresses, since service and real server indexes are each router's own.
 
-use std::net::SocketAddrV4;
+use std::net::{SocketAddr, SocketAddrV4};
 
-use lvs_common::{Conn, Direction, FlowKey};
+use lvs_common::{addr::Addr, Conn, Direction, FlowKey};
 
 /// A connection as the router pair exchanges it: by addresses, since the
-/// service and real server indexes are each router's own.
+/// service and real server indexes are each router's own. Its three
+/// addresses are of one family.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct SyncConn {
     pub protocol: u8,
-    pub client: SocketAddrV4,
+    pub client: SocketAddr,
     /// The address and port the client asked for.
-    pub virtual_addr: SocketAddrV4,
+    pub virtual_addr: SocketAddr,
     /// Where the datapath sends it (for NAT, after port mapping).
-    pub real: SocketAddrV4,
+    pub real: SocketAddr,
     pub method: u8,
     pub state: u8,
     /// Time since its last packet.
@@ -22,29 +23,30 @@ pub struct SyncConn {
 }
 
 impl SyncConn {
-    /// The inbound flow's key.
-    pub fn key(&self) -> FlowKey {
-        FlowKey::from_wire(
-            self.client.ip().octets(),
-            self.virtual_addr.ip().octets(),
+    /// The inbound flow's key in family `A`'s table, if it is of that
+    /// family.
+    pub fn key<A: Addr>(&self) -> Option<FlowKey<A>> {
+        Some(FlowKey::from_wire(
+            A::of(self.client.ip())?,
+            A::of(self.virtual_addr.ip())?,
             self.client.port().to_be_bytes(),
             self.virtual_addr.port().to_be_bytes(),
             self.protocol,
-        )
+        ))
     }
 
     /// Read an inbound entry (`None` for a NAT reply entry).
-    pub fn of(key: &FlowKey, conn: &Conn, now_ns: u64) -> Option<Self> {
+    pub fn of<A: Addr>(key: &FlowKey<A>, conn: &Conn<A>, now_ns: u64) -> Option<Self> {
         if conn.direction != Direction::Inbound as u8 {
             return None;
         }
-        let v4 = |a: [u8; 4], p: u16| SocketAddrV4::new(a.into(), p);
+        let at = |a: A, p: u16| SocketAddr::new(a.ip(), p);
         let idle_ms = now_ns.saturating_sub(conn.last_seen_ns) / 1_000_000;
         Some(Self {
             protocol: key.proto(),
-            client: v4(key.src(), key.sport()),
-            virtual_addr: v4(key.dst(), key.dport()),
-            real: v4(conn.addr(), conn.port()),
+            client: at(key.src(), key.sport()),
+            virtual_addr: at(key.dst(), key.dport()),
+            real: at(conn.addr(), conn.port()),
             method: conn.method,
             state: conn.state,
             idle_ms: idle_ms.min(u32::MAX as u64) as u32,

@@ -802,17 +802,15 @@ impl<D: Datapath> Controller<D> {
         let masks: HashMap<u32, u32> = self.persistence_masks();
         let part = self.sweep_part(listed, now)?;
         for (key, conn) in &part.live {
-            self.note_live(key, conn, &masks, now);
+            self.note_depended(key, conn, &masks);
         }
-        if self.sweep.exporting {
-            for (key, conn) in &part.gone {
-                self.sweep.removed.extend(SyncConn::of(key, conn, now));
-            }
-        }
+        self.note_for_sync(&part, now);
         let listed6 = self
             .datapath
             .connections_slice::<In6>(&mut self.sweep.position6, step)?;
-        let removed = part.removed + self.sweep_part(listed6, now)?.removed;
+        let part6 = self.sweep_part(listed6, now)?;
+        self.note_for_sync(&part6, now);
+        let removed = part.removed + part6.removed;
         if self.sweep.position.at_start() {
             // A whole pass is done: what it saw is complete.
             self.sweep.previously_depended = std::mem::take(&mut self.sweep.depended);
@@ -824,17 +822,36 @@ impl<D: Datapath> Controller<D> {
         Ok(removed)
     }
 
-    /// A live inbound entry the sweeper passed.
-    fn note_live(&mut self, key: &FlowKey, conn: &Conn, masks: &HashMap<u32, u32>, now: u64) {
-        let pass = &mut self.sweep;
+    /// A live inbound entry the sweeper passed: the template of its client
+    /// network, if any, still has a connection depending on it.
+    fn note_depended(&mut self, key: &FlowKey, conn: &Conn, masks: &HashMap<u32, u32>) {
         if let Some(mask) = masks.get(&conn.service_index) {
-            pass.depended
+            self.sweep
+                .depended
                 .insert((conn.service_index, u32::from_be_bytes(key.src()) & mask));
         }
-        // Used since the sweeper last came by: the backup's copy is renewed.
-        if pass.exporting && conn.last_seen_ns >= pass.previous_started_ns {
-            pass.used.extend(SyncConn::of(key, conn, now));
+    }
+
+    /// While the HA task collects: the part's connections used since the
+    /// sweeper last came by (the backup's copies are renewed) and the
+    /// ones it removed.
+    fn note_for_sync<A: Family>(&mut self, part: &SweptPart<A>, now: u64) {
+        let pass = &mut self.sweep;
+        if !pass.exporting {
+            return;
         }
+        let since = pass.previous_started_ns;
+        pass.used.extend(
+            part.live
+                .iter()
+                .filter(|(_, conn)| conn.last_seen_ns >= since)
+                .filter_map(|(key, conn)| SyncConn::of(key, conn, now)),
+        );
+        pass.removed.extend(
+            part.gone
+                .iter()
+                .filter_map(|(key, conn)| SyncConn::of(key, conn, now)),
+        );
     }
 
     /// Judge a part of a family's table by the expiry rule (`conntable`)
@@ -978,8 +995,14 @@ impl<D: Datapath> Controller<D> {
 
     /// Every live inbound connection, by addresses, for the backup router.
     pub fn export_connections(&self) -> Result<Vec<SyncConn>, ControlError> {
-        let listed = self.datapath.connections()?;
         let now = self.datapath.now_ns()?;
+        let mut conns = self.exported::<[u8; 4]>(now)?;
+        conns.extend(self.exported::<In6>(now)?);
+        Ok(conns)
+    }
+
+    fn exported<A: Family>(&self, now: u64) -> Result<Vec<SyncConn>, ControlError> {
+        let listed = self.datapath.connections::<A>()?;
         Ok(listed
             .iter()
             .filter(|(_, c)| !c.expired_under(now, &self.timeouts))
@@ -989,13 +1012,13 @@ impl<D: Datapath> Controller<D> {
 
     /// The service a flow to `vip` belongs to, as the datapath finds it:
     /// the exact port, else the VIP's port-0 service.
-    fn service_for(&self, protocol: u8, vip: std::net::SocketAddrV4) -> Option<&Service> {
+    fn service_for(&self, protocol: u8, vip: std::net::SocketAddr) -> Option<&Service> {
         let protocol = Protocol::of(protocol)?;
         let find = |port| {
             self.state.service(&ServiceId {
                 protocol,
                 vip: Endpoint {
-                    addr: IpAddr::V4(*vip.ip()),
+                    addr: vip.ip(),
                     port,
                 },
             })
@@ -1012,56 +1035,76 @@ impl<D: Datapath> Controller<D> {
         let now = self.datapath.now_ns()?;
         let mut written = 0;
         for sc in conns {
-            let Some(svc) = self.service_for(sc.protocol, sc.virtual_addr) else {
-                continue;
+            let imported = if sc.real.is_ipv4() {
+                self.import_connection::<[u8; 4]>(sc, now)?
+            } else {
+                self.import_connection::<In6>(sc, now)?
             };
-            let id = svc.spec.id;
-            // A port-0 service's servers are configured with port 0.
-            let configured = |port| Endpoint {
-                addr: IpAddr::V4(*sc.real.ip()),
-                port,
-            };
-            let found = [sc.real.port(), 0].into_iter().find_map(|port| {
-                let endpoint = configured(port);
-                let index = self.real_index_of(&id, &endpoint)?;
-                Some((index, method_of(svc, &endpoint)?))
-            });
-            let (Some((real_index, method)), Some(rt)) = (found, self.runtimes.get(&id)) else {
-                continue;
-            };
-            if ConnState::from_u8(sc.state).is_none() {
-                continue;
-            }
-            let method = method as u8;
-            let seen = now.saturating_sub(u64::from(sc.idle_ms) * 1_000_000);
-            let key = sc.key();
-            let mut inbound = Conn::new(
-                sc.real.ip().octets(),
-                sc.real.port().to_be_bytes(),
-                Direction::Inbound,
+            written += usize::from(imported);
+        }
+        Ok(written)
+    }
+
+    /// One connection into family `A`'s table; false if skipped.
+    fn import_connection<A: Family>(
+        &mut self,
+        sc: &SyncConn,
+        now: u64,
+    ) -> Result<bool, ControlError> {
+        let (Some(key), Some(real), Some(vip)) = (
+            sc.key::<A>(),
+            A::of(sc.real.ip()),
+            A::of(sc.virtual_addr.ip()),
+        ) else {
+            return Ok(false);
+        };
+        let Some(svc) = self.service_for(sc.protocol, sc.virtual_addr) else {
+            return Ok(false);
+        };
+        let id = svc.spec.id;
+        // A port-0 service's servers are configured with port 0.
+        let configured = |port| Endpoint {
+            addr: sc.real.ip(),
+            port,
+        };
+        let found = [sc.real.port(), 0].into_iter().find_map(|port| {
+            let endpoint = configured(port);
+            let index = self.real_index_of(&id, &endpoint)?;
+            Some((index, method_of(svc, &endpoint)?))
+        });
+        let (Some((real_index, method)), Some(rt)) = (found, self.runtimes.get(&id)) else {
+            return Ok(false);
+        };
+        if ConnState::from_u8(sc.state).is_none() {
+            return Ok(false);
+        }
+        let method = method as u8;
+        let seen = now.saturating_sub(u64::from(sc.idle_ms) * 1_000_000);
+        let mut inbound = Conn::new(
+            real,
+            sc.real.port().to_be_bytes(),
+            Direction::Inbound,
+            method,
+            rt.index,
+            real_index,
+            seen,
+        );
+        inbound.state = sc.state;
+        self.datapath.set_connection(key, inbound)?;
+        if method == lvs_common::Method::Nat as u8 && !self.replies.holds(real_index) {
+            let reply = Conn::new(
+                vip,
+                sc.virtual_addr.port().to_be_bytes(),
+                Direction::Outbound,
                 method,
                 rt.index,
                 real_index,
                 seen,
             );
-            inbound.state = sc.state;
-            self.datapath.set_connection(key, inbound)?;
-            if method == lvs_common::Method::Nat as u8 && !self.replies.holds(real_index) {
-                let reply = Conn::new(
-                    sc.virtual_addr.ip().octets(),
-                    sc.virtual_addr.port().to_be_bytes(),
-                    Direction::Outbound,
-                    method,
-                    rt.index,
-                    real_index,
-                    seen,
-                );
-                self.datapath
-                    .set_connection(key.nat_reply(&inbound), reply)?;
-            }
-            written += 1;
+            self.datapath
+                .set_connection(key.nat_reply(&inbound), reply)?;
         }
-        Ok(written)
+        Ok(true)
     }
 
     /// What `-L -c` lists: every live inbound connection entry with the
@@ -1208,13 +1251,24 @@ impl<D: Datapath> Controller<D> {
     /// of a NAT flow).
     pub fn forget_connections(&mut self, conns: &[SyncConn]) -> Result<(), ControlError> {
         for sc in conns {
-            let key = sc.key();
-            if let Some(conn) = self.datapath.connection(&key)? {
-                if conn.method == lvs_common::Method::Nat as u8 {
-                    self.datapath.remove_connection(&key.nat_reply(&conn))?;
-                }
-                self.datapath.remove_connection(&key)?;
+            if sc.real.is_ipv4() {
+                self.forget_connection::<[u8; 4]>(sc)?;
+            } else {
+                self.forget_connection::<In6>(sc)?;
             }
+        }
+        Ok(())
+    }
+
+    fn forget_connection<A: Family>(&mut self, sc: &SyncConn) -> Result<(), ControlError> {
+        let Some(key) = sc.key::<A>() else {
+            return Ok(());
+        };
+        if let Some(conn) = self.datapath.connection(&key)? {
+            if conn.method == lvs_common::Method::Nat as u8 {
+                self.datapath.remove_connection(&key.nat_reply(&conn))?;
+            }
+            self.datapath.remove_connection(&key)?;
         }
         Ok(())
     }
@@ -3402,7 +3456,11 @@ mod tests {
         assert_eq!(c.sync_changes(), (vec![], vec![]), "collecting starts");
         hold(&mut c, 1, 2, ConnState::Established);
         let ports = |v: &[SyncConn]| -> Vec<u8> {
-            let mut p: Vec<u8> = v.iter().map(|c| c.client.ip().octets()[3]).collect();
+            let last = |c: &SyncConn| match c.client.ip() {
+                IpAddr::V4(a) => a.octets()[3],
+                IpAddr::V6(a) => a.octets()[15],
+            };
+            let mut p: Vec<u8> = v.iter().map(last).collect();
             p.sort();
             p
         };
@@ -3461,7 +3519,7 @@ mod tests {
         assert_eq!(sc.idle_ms, 5_000);
         backup.datapath_mut().now_ns = 100_000_000_000;
         assert_eq!(backup.import_connections(&exported).unwrap(), 1);
-        let inbound = backup.datapath().conns[&sc.key()];
+        let inbound = backup.datapath().conns[&sc.key().unwrap()];
         assert_eq!(
             inbound.real_index,
             backup.real_index_of(&svc(), &real(1, 1).server).unwrap()

@@ -54,6 +54,8 @@ pub struct Options {
     /// Which director each interface gets.
     pub datapath: DatapathChoice,
     pub icmp_errors: IcmpErrors,
+    /// The bpffs where a router of a pair pins what must outlive it.
+    pub bpffs: PathBuf,
 }
 
 /// Where ICMP errors about connections go (`lvsd --icmp-errors`).
@@ -104,6 +106,7 @@ pub async fn start(options: Options, shutdown: impl Future) -> anyhow::Result<()
             options.limits,
             lifetime,
             options.datapath,
+            Some(&options.bpffs),
         )?;
         let mut controller = Controller::new(datapath);
         controller.set_expirations(options.expirations);
@@ -128,10 +131,11 @@ pub async fn start(options: Options, shutdown: impl Future) -> anyhow::Result<()
     };
     // A router of a pair stamps its liveness into the datapath, so that if
     // lvsd dies, its datapath stops taking connections nobody will sync and
-    // stops answering ARP for the floating addresses.
+    // stops answering ARP (and IPv6 neighbour solicitations) for the
+    // floating addresses.
     let stamping = match &ha {
         Some(ha) => {
-            let floating: Vec<Ipv4Addr> = ha.config().addresses.iter().map(|f| f.addr).collect();
+            let floating: Vec<IpAddr> = ha.config().addresses.iter().map(|f| f.addr).collect();
             if let Err(e) = controller.datapath_mut().set_floating(&floating) {
                 unbind(&options.socket);
                 return Err(e.into());

@@ -10,14 +10,14 @@ use std::{
 
 use tokio::{net::UdpSocket, sync::mpsc, task::JoinHandle, time::MissedTickBehavior};
 
-use lvs_common::{Conn, FlowKey};
-use lvs_datapath::{netconf, ConnChanges};
+use lvs_common::addr::{Addr, In6};
+use lvs_datapath::{netconf, ConnChanges, ConnEntries};
 use lvs_ha::{
     conn::{SyncConn, SyncTemplate},
     election::{Admission, Election, Freshness, Peer, Settings, Transition},
     sync::TemplateExporter,
     wire::{
-        method_from_wire, method_to_wire, Header, Kind, Message, Op, Record, Role, MAX_RECORDS,
+        max_records, method_from_wire, method_to_wire, Header, Kind, Message, Op, Record, Role,
     },
 };
 use lvs_state::{
@@ -111,7 +111,7 @@ impl Ha {
     pub async fn run(
         self,
         controller: Handle,
-        mut conn_changes: Option<ConnChanges>,
+        mut conn_changes: Option<(ConnChanges, ConnChanges<In6>)>,
         mut stop: tokio::sync::oneshot::Receiver<()>,
     ) {
         let (tx, mut rx) = mpsc::channel(1024);
@@ -149,10 +149,22 @@ impl Ha {
     }
 }
 
-/// The next connection changes the datapath reports; never, without them.
-async fn next_changes(flows: &mut Option<ConnChanges>) -> Vec<(FlowKey, Conn)> {
-    if let Some(reader) = flows {
-        match reader.next().await {
+/// The next connection changes the datapath reports, of either family, as
+/// the pair names them; never, without them.
+async fn next_changes(flows: &mut Option<(ConnChanges, ConnChanges<In6>)>) -> Vec<SyncConn> {
+    /// Just created or moved: idle for no time.
+    fn named<A: Addr>(batch: ConnEntries<A>) -> Vec<SyncConn> {
+        batch
+            .iter()
+            .filter_map(|(key, conn)| SyncConn::of(key, conn, conn.last_seen_ns))
+            .collect()
+    }
+    if let Some((v4, v6)) = flows {
+        let batch = tokio::select! {
+            batch = v4.next() => batch.map(named),
+            batch = v6.next() => batch.map(named),
+        };
+        match batch {
             Ok(batch) => return batch,
             Err(e) => {
                 tracing::warn!("HA: reading connection changes from the datapath: {e}; they wait for the sweeper");
@@ -263,6 +275,7 @@ impl Node {
             seq: self.seq,
             full: false,
             last: false,
+            ipv6: false,
         }
     }
 
@@ -350,16 +363,14 @@ impl Node {
     /// Active: send connections as the datapath creates them or moves their
     /// state, so that a takeover a few milliseconds later keeps them as
     /// they are.
-    async fn sync_changed(&mut self, flows: Vec<(FlowKey, Conn)>) {
+    async fn sync_changed(&mut self, flows: Vec<SyncConn>) {
         if self.election.role() != Role::Active || self.election.live_peer(self.now_ns()).is_none()
         {
             return;
         }
         let records = flows
             .iter()
-            // Just created or moved: idle for no time.
-            .filter_map(|(key, conn)| SyncConn::of(key, conn, conn.last_seen_ns))
-            .filter_map(|c| conn_record(Op::Upsert, &c))
+            .filter_map(|c| conn_record(Op::Upsert, c))
             .collect();
         self.send_records(records, false).await;
     }
@@ -436,15 +447,21 @@ impl Node {
         );
     }
 
+    /// Send `records` in as few datagrams as hold them, IPv4 and IPv6
+    /// records apart (a message carries one family). A full resync ends
+    /// with a LAST batch, even an empty one.
     async fn send_records(&mut self, records: Vec<Record>, full: bool) {
         if records.is_empty() && !full {
             return;
         }
-        let batches: Vec<&[Record]> = if records.is_empty() {
-            vec![&[]]
-        } else {
-            records.chunks(MAX_RECORDS).collect()
-        };
+        let (v6, v4): (Vec<Record>, Vec<Record>) = records.into_iter().partition(Record::ipv6);
+        let mut batches: Vec<&[Record]> = v4
+            .chunks(max_records(false))
+            .chain(v6.chunks(max_records(true)))
+            .collect();
+        if batches.is_empty() {
+            batches.push(&[]);
+        }
         let count = batches.len();
         for (i, batch) in batches.into_iter().enumerate() {
             let mut header = self.header(Kind::Sync);
@@ -531,11 +548,14 @@ impl Node {
         let (mut upserts, mut removes) = (Vec::new(), Vec::new());
         let (mut templates, mut expired) = (Vec::new(), Vec::new());
         for r in &message.records {
-            match r.op {
-                Op::Upsert => upserts.push(conn_of(r)),
-                Op::Remove => removes.push(conn_of(r)),
-                Op::TemplateUpsert => templates.push(template_of(r)),
-                Op::TemplateRemove => expired.push(template_of(r)),
+            match (r.op, template_of(r)) {
+                (Op::Upsert, _) => upserts.push(conn_of(r)),
+                (Op::Remove, _) => removes.push(conn_of(r)),
+                (Op::TemplateUpsert, Some(t)) => templates.push(t),
+                (Op::TemplateRemove, Some(t)) => expired.push(t),
+                (_, None) => {
+                    tracing::debug!(record = ?r, "HA: skipped an IPv6 template (no IPv6 persistence)")
+                }
             }
         }
         let sync = Imported {
@@ -641,18 +661,19 @@ impl Node {
     }
 }
 
-/// Gratuitous ARPs for every taken address, `repeat` rounds apart.
+/// Gratuitous ARPs (IPv6: unsolicited Neighbor Advertisements) for every
+/// taken address, `repeat` rounds apart.
 async fn announce(addresses: Vec<Floating>, repeat: u32, spacing_ms: u64) {
     for round in 0..repeat {
         if round > 0 {
             tokio::time::sleep(Duration::from_millis(spacing_ms)).await;
         }
-        let all: Vec<(&str, std::net::Ipv4Addr)> = addresses
+        let all: Vec<(&str, std::net::IpAddr)> = addresses
             .iter()
             .map(|f| (f.iface.as_str(), f.addr))
             .collect();
-        if let Err(e) = netconf::send_gratuitous_arps(&all) {
-            tracing::warn!("HA: gratuitous ARPs: {e}");
+        if let Err(e) = netconf::announce_addresses(&all) {
+            tracing::warn!("HA: announcing the floating addresses: {e}");
         }
     }
 }
@@ -667,6 +688,8 @@ fn datapath_method(wire: u8) -> u8 {
     method_from_wire(wire).map_or(u8::MAX, |m| m as u8)
 }
 
+/// IPv4 only for now: `None` for an IPv6 connection (and, as for a local
+/// real server, it is not sent).
 fn conn_record(op: Op, c: &SyncConn) -> Option<Record> {
     let SyncConn {
         protocol,
@@ -727,20 +750,26 @@ fn template_record(op: Op, t: &SyncTemplate) -> Option<Record> {
         protocol,
         method: wire_method(method)?,
         state: 0,
-        client: SocketAddrV4::new(client_net, 0),
-        virtual_addr: service,
-        real,
+        client: SocketAddr::V4(SocketAddrV4::new(client_net, 0)),
+        virtual_addr: SocketAddr::V4(service),
+        real: SocketAddr::V4(real),
         idle_ms: remaining_ms,
     })
 }
 
-fn template_of(r: &Record) -> SyncTemplate {
-    SyncTemplate {
+/// IPv4 only, as persistence (`None` for an IPv6 record).
+fn template_of(r: &Record) -> Option<SyncTemplate> {
+    let (SocketAddr::V4(client), SocketAddr::V4(service), SocketAddr::V4(real)) =
+        (r.client, r.virtual_addr, r.real)
+    else {
+        return None;
+    };
+    Some(SyncTemplate {
         protocol: r.protocol,
-        client_net: *r.client.ip(),
-        service: r.virtual_addr,
-        real: r.real,
+        client_net: *client.ip(),
+        service,
+        real,
         method: datapath_method(r.method),
         remaining_ms: r.idle_ms,
-    }
+    })
 }

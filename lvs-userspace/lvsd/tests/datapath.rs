@@ -1588,7 +1588,7 @@ fn a_datapath_whose_lvsd_died_keeps_flows_but_takes_no_new_ones() {
     let mut c = router(true);
     let vip = [198, 18, 0, 20];
     c.datapath_mut()
-        .set_floating(&[Ipv4Addr::from(vip)])
+        .set_floating(&[Ipv4Addr::from(vip).into()])
         .unwrap();
     let mut liveness = c.datapath_mut().liveness().unwrap();
     let syn = |port| tcp((CLIENT, port), (vip, 80), "S", b"");
@@ -2937,4 +2937,81 @@ fn icmpv6_errors_reach_their_owner_translated() {
         assert_eq!((out.action, &out.frame), (XDP_PASS, &frame));
     }
     assert_eq!(icmp_count(&c, IcmpCase::NoConnection), 1);
+}
+
+/// A neighbour solicitation for `target` as the client sends it: to the
+/// target's solicited-node multicast address, with its link-layer address.
+fn neighbour_solicitation(client: [u8; 16], target: [u8; 16]) -> Vec<u8> {
+    let mut group = v6("ff02::1:ff00:0");
+    group[13..].copy_from_slice(&target[13..]);
+    let mut icmp = vec![135, 0, 0, 0, 0, 0, 0, 0];
+    icmp.extend_from_slice(&target);
+    icmp.extend_from_slice(&[1, 1]);
+    icmp.extend_from_slice(&CLIENT_MAC);
+    let mut pseudo = 0u32;
+    for w in client.chunks(2).chain(group.chunks(2)) {
+        pseudo += u16::from_be_bytes([w[0], w[1]]) as u32;
+    }
+    pseudo += icmp.len() as u32 + 58;
+    let check = checksum::full(&icmp, pseudo);
+    icmp[2..4].copy_from_slice(&check.to_be_bytes());
+    let mut f = vec![0x33, 0x33, 0xff, target[13], target[14], target[15]];
+    f.extend_from_slice(&CLIENT_MAC);
+    f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
+    f.extend_from_slice(&(icmp.len() as u16).to_be_bytes());
+    f.extend_from_slice(&[58, 255]);
+    f.extend_from_slice(&client);
+    f.extend_from_slice(&group);
+    f.extend_from_slice(&icmp);
+    f
+}
+
+/// `a_datapath_whose_lvsd_died_keeps_flows_but_takes_no_new_ones` in IPv6:
+/// established flows forward, new ones drop, and neighbour solicitations
+/// for a floating IPv6 address go unanswered (the kernel would answer them
+/// while the peer announces the address).
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn an_ipv6_datapath_whose_lvsd_died_keeps_flows_and_leaves_the_floating_address() {
+    let mut c = router6();
+    let (client, vip, real) = (
+        v6("2001:db8:1::2"),
+        v6("2001:db8::20"),
+        v6("2001:db8:12::3"),
+    );
+    c.datapath_mut()
+        .set_floating(&[std::net::Ipv6Addr::from(vip).into()])
+        .unwrap();
+    let mut liveness = c.datapath_mut().liveness().unwrap();
+    let syn = |port| tcp6((client, port), (vip, 80), "S", b"");
+    let ack = tcp6((client, 40000), (vip, 80), "A", b"payload");
+    let solicitation = neighbour_solicitation(client, vip);
+    liveness
+        .refresh(std::time::Duration::from_secs(60))
+        .unwrap();
+    assert_eq!(run(&c, &syn(40000)).action, XDP_REDIRECT);
+    assert_eq!(run(&c, &solicitation).action, XDP_PASS);
+    liveness.refresh(std::time::Duration::ZERO).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(30));
+    assert_eq!(run(&c, &syn(40001)).action, XDP_DROP);
+    assert_eq!(verdict(&c, "drop_no_controller"), 1);
+    let out = run(&c, &ack);
+    assert_eq!(
+        (out.action, out.frame),
+        (
+            XDP_REDIRECT,
+            oracle6(&ack, None, None, Some((director_mac(2), mac6(real))))
+        )
+    );
+    let out = run(&c, &solicitation);
+    assert_eq!(out.action, XDP_DROP);
+    assert_eq!(verdict(&c, "drop_arp_no_controller"), 1);
+    // For an address that does not float: the kernel's.
+    let other = neighbour_solicitation(client, v6("2001:db8:1::1"));
+    let out = run(&c, &other);
+    assert_eq!((out.action, out.frame), (XDP_PASS, other));
+    liveness
+        .refresh(std::time::Duration::from_secs(60))
+        .unwrap();
+    assert_eq!(run(&c, &syn(40002)).action, XDP_REDIRECT);
 }

@@ -650,25 +650,34 @@ pub fn parse_ha(text: &str, path: &str) -> Result<Option<HaConfig>, ConfigError>
     let mut addresses = Vec::new();
     for a in &ha.address {
         let AddressEntry { address, iface } = a.get_ref();
-        let (addr, prefix) = match address.split_once('/') {
-            Some((addr, prefix)) => (
-                addr,
-                prefix
-                    .parse::<u8>()
-                    .ok()
-                    .filter(|p| *p <= 32)
-                    .ok_or_else(|| {
-                        invalid(
-                            a.span(),
-                            "ha.address.address",
-                            format!("bad prefix length in `{address}`"),
-                        )
-                    })?,
-            ),
-            None => (address.as_str(), 32),
+        let (text, prefix) = match address.split_once('/') {
+            Some((addr, prefix)) => (addr, Some(prefix)),
+            None => (address.as_str(), None),
+        };
+        let addr: IpAddr = text.parse().map_err(|_| {
+            invalid(
+                a.span(),
+                "ha.address.address",
+                format!("`{text}` is not an IPv4 or IPv6 address"),
+            )
+        })?;
+        let bits = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => bits,
+            Some(prefix) => prefix
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= bits)
+                .ok_or_else(|| {
+                    invalid(
+                        a.span(),
+                        "ha.address.address",
+                        format!("bad prefix length in `{address}` (0 to {bits})"),
+                    )
+                })?,
         };
         addresses.push(ha_spec::Floating {
-            addr: v4(addr, a.span(), "ha.address.address")?,
+            addr,
             prefix,
             iface: iface.clone(),
         });
@@ -1273,6 +1282,14 @@ iface = "lan0"
 [[ha.address]]
 address = "198.18.20.1/24"
 iface = "priv0"
+
+[[ha.address]]
+address = "2001:db8::10"
+iface = "lan0"
+
+[[ha.address]]
+address = "2001:db8:41::1/64"
+iface = "priv0"
 "#;
 
     #[test]
@@ -1289,7 +1306,12 @@ iface = "priv0"
         let floating: Vec<String> = ha.addresses.iter().map(|f| f.to_string()).collect();
         assert_eq!(
             floating,
-            ["198.18.0.10/32 dev lan0", "198.18.20.1/24 dev priv0"]
+            [
+                "198.18.0.10/32 dev lan0",
+                "198.18.20.1/24 dev priv0",
+                "2001:db8::10/128 dev lan0",
+                "2001:db8:41::1/64 dev priv0"
+            ]
         );
         // The services part of the same file still parses alone.
         assert!(parse(&format!("{GOOD}{PAIR}"), "lvs.toml").is_ok());
@@ -1321,7 +1343,17 @@ iface = "priv0"
             (
                 "address = \"198.18.20.1/24\"",
                 "address = \"198.18.20.1/33\"",
-                "lvs.toml:22: field `ha.address.address`: bad prefix length in `198.18.20.1/33`",
+                "lvs.toml:22: field `ha.address.address`: bad prefix length in `198.18.20.1/33` (0 to 32)",
+            ),
+            (
+                "address = \"2001:db8:41::1/64\"",
+                "address = \"2001:db8:41::1/129\"",
+                "lvs.toml:30: field `ha.address.address`: bad prefix length in `2001:db8:41::1/129` (0 to 128)",
+            ),
+            (
+                "address = \"2001:db8::10\"",
+                "address = \"2001:db8::1O\"",
+                "lvs.toml:26: field `ha.address.address`: `2001:db8::1O` is not an IPv4 or IPv6 address",
             ),
         ] {
             let text = PAIR.replace(from, to);

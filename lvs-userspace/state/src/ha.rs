@@ -1,7 +1,7 @@
 //! What an operator configures for the router pair: the links heartbeats
 //! and sync travel, the floating addresses, and the timing.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 /// IPVS's sync daemon port.
 pub const DEFAULT_PORT: u16 = 8848;
@@ -44,7 +44,7 @@ pub struct Link {
 /// private-side gateway of NAT real servers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Floating {
-    pub addr: Ipv4Addr,
+    pub addr: IpAddr,
     pub prefix: u8,
     pub iface: String,
 }

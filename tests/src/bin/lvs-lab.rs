@@ -174,6 +174,7 @@ fn forge_heartbeat(
                 seq,
                 full: false,
                 last: false,
+                ipv6: false,
             },
             records: Vec::new(),
         }

@@ -54,6 +54,12 @@ struct Args {
     /// comparison only).
     #[arg(long, value_enum, default_value_t = daemon::IcmpErrors::Translate)]
     icmp_errors: daemon::IcmpErrors,
+    /// A bpffs mount: a router of a pair pins its program arrays there, so
+    /// that its datapath keeps forwarding IPv6 and ICMP errors if lvsd is
+    /// killed. `ip netns exec` hides the host's /sys/fs/bpf: give lvsd run
+    /// that way a bpffs mounted elsewhere.
+    #[arg(long, value_name = "DIR", default_value = "/sys/fs/bpf")]
+    bpffs: PathBuf,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -90,6 +96,7 @@ async fn run(favoured: std::io::Result<()>) -> anyhow::Result<()> {
         conn_table_size,
         datapath,
         icmp_errors,
+        bpffs,
     } = Args::parse();
     let mut term = signal(SignalKind::terminate())?;
     let shutdown = async move {
@@ -115,6 +122,7 @@ async fn run(favoured: std::io::Result<()>) -> anyhow::Result<()> {
             },
             datapath,
             icmp_errors,
+            bpffs,
         },
         shutdown,
     )
