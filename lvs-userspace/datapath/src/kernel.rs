@@ -945,15 +945,18 @@ impl KernelDatapath {
     /// later calls get `None`.
     pub fn conn_changes(&mut self) -> Option<std::io::Result<(ConnChanges, ConnChanges<In6>)>> {
         let (ring, ring6) = (self.conn_changes.take()?, self.conn_changes6.take()?);
-        // SAFETY: each ring buffer's descriptor is owned by the AsyncFd with
-        // it, and stays open and the same for the AsyncFd's lifetime.
-        let register = |ring| unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) };
-        Some((|| {
+        let register = |ring| -> std::io::Result<AsyncFd<RingBuf<MapData>>> {
+            // SAFETY: the ring buffer's descriptor is owned by the AsyncFd
+            // with it, and stays open and the same for the AsyncFd's
+            // lifetime.
+            unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }.map_err(Into::into)
+        };
+        Some(register(ring).and_then(|v4| {
             Ok((
-                ConnChanges(register(ring)?, PhantomData),
+                ConnChanges(v4, PhantomData),
                 ConnChanges(register(ring6)?, PhantomData),
             ))
-        })())
+        }))
     }
 
     /// The router pair's floating addresses, whose ARP requests (IPv6:
