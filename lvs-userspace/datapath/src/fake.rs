@@ -30,6 +30,7 @@ pub struct FakeDatapath {
     pub services6: HashMap<ServiceKey<In6>, Service<In6>>,
     pub reals6: HashMap<u32, Real<In6>>,
     pub conns6: HashMap<FlowKey<In6>, Conn<In6>>,
+    pub templates6: HashMap<TemplateKey<In6>, Template>,
     /// The `RELEVANT` bitmaps as last written.
     pub relevant: Vec<u32>,
     pub reply_services: HashMap<ReplyKey, ReplyServices>,
@@ -226,15 +227,22 @@ impl Datapath for FakeDatapath {
         self.locality.remove(key);
         Ok(())
     }
-    fn templates(&self) -> Result<Vec<(TemplateKey, Template)>, DatapathError> {
-        Ok(self.templates.iter().map(|(k, v)| (*k, *v)).collect())
+    fn templates<A: Family>(&self) -> Result<Vec<(TemplateKey<A>, Template)>, DatapathError> {
+        Ok(A::fake_templates(self)
+            .iter()
+            .map(|(k, v)| (*k, *v))
+            .collect())
     }
-    fn set_template(&mut self, key: TemplateKey, template: Template) -> Result<(), DatapathError> {
-        self.templates.insert(key, template);
+    fn set_template<A: Family>(
+        &mut self,
+        key: TemplateKey<A>,
+        template: Template,
+    ) -> Result<(), DatapathError> {
+        A::fake_templates_mut(self).insert(key, template);
         Ok(())
     }
-    fn remove_template(&mut self, key: &TemplateKey) -> Result<(), DatapathError> {
-        self.templates.remove(key);
+    fn remove_template<A: Family>(&mut self, key: &TemplateKey<A>) -> Result<(), DatapathError> {
+        A::fake_templates_mut(self).remove(key);
         Ok(())
     }
     fn drain_events(&mut self) -> Result<Vec<Event>, DatapathError> {
@@ -373,6 +381,8 @@ pub trait FakeFamily: Addr {
     fn fake_reals(d: &mut FakeDatapath) -> &mut HashMap<u32, Real<Self>>;
     fn fake_conns(d: &FakeDatapath) -> &HashMap<FlowKey<Self>, Conn<Self>>;
     fn fake_conns_mut(d: &mut FakeDatapath) -> &mut HashMap<FlowKey<Self>, Conn<Self>>;
+    fn fake_templates(d: &FakeDatapath) -> &HashMap<TemplateKey<Self>, Template>;
+    fn fake_templates_mut(d: &mut FakeDatapath) -> &mut HashMap<TemplateKey<Self>, Template>;
 }
 
 impl FakeFamily for [u8; 4] {
@@ -388,6 +398,12 @@ impl FakeFamily for [u8; 4] {
     fn fake_conns_mut(d: &mut FakeDatapath) -> &mut HashMap<FlowKey, Conn> {
         &mut d.conns
     }
+    fn fake_templates(d: &FakeDatapath) -> &HashMap<TemplateKey, Template> {
+        &d.templates
+    }
+    fn fake_templates_mut(d: &mut FakeDatapath) -> &mut HashMap<TemplateKey, Template> {
+        &mut d.templates
+    }
 }
 
 impl FakeFamily for In6 {
@@ -402,5 +418,11 @@ impl FakeFamily for In6 {
     }
     fn fake_conns_mut(d: &mut FakeDatapath) -> &mut HashMap<FlowKey<In6>, Conn<In6>> {
         &mut d.conns6
+    }
+    fn fake_templates(d: &FakeDatapath) -> &HashMap<TemplateKey<In6>, Template> {
+        &d.templates6
+    }
+    fn fake_templates_mut(d: &mut FakeDatapath) -> &mut HashMap<TemplateKey<In6>, Template> {
+        &mut d.templates6
     }
 }

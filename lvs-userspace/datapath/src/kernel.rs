@@ -73,6 +73,8 @@ pub trait KernelFamily: Addr {
     fn reals(d: &mut KernelDatapath) -> &mut Array<MapData, Real<Self>>;
     fn conns(d: &KernelDatapath) -> &HashMap<MapData, FlowKey<Self>, Conn<Self>>;
     fn conns_mut(d: &mut KernelDatapath) -> &mut HashMap<MapData, FlowKey<Self>, Conn<Self>>;
+    fn templates(d: &KernelDatapath) -> &HashMap<MapData, TemplateKey<Self>, Template>;
+    fn templates_mut(d: &mut KernelDatapath) -> &mut HashMap<MapData, TemplateKey<Self>, Template>;
 }
 
 impl KernelFamily for [u8; 4] {
@@ -88,6 +90,12 @@ impl KernelFamily for [u8; 4] {
     fn conns_mut(d: &mut KernelDatapath) -> &mut HashMap<MapData, FlowKey, Conn> {
         &mut d.conns
     }
+    fn templates(d: &KernelDatapath) -> &HashMap<MapData, TemplateKey, Template> {
+        &d.templates
+    }
+    fn templates_mut(d: &mut KernelDatapath) -> &mut HashMap<MapData, TemplateKey, Template> {
+        &mut d.templates
+    }
 }
 
 impl KernelFamily for In6 {
@@ -102,6 +110,12 @@ impl KernelFamily for In6 {
     }
     fn conns_mut(d: &mut KernelDatapath) -> &mut HashMap<MapData, FlowKey<In6>, Conn<In6>> {
         &mut d.conns6
+    }
+    fn templates(d: &KernelDatapath) -> &HashMap<MapData, TemplateKey<In6>, Template> {
+        &d.templates6
+    }
+    fn templates_mut(d: &mut KernelDatapath) -> &mut HashMap<MapData, TemplateKey<In6>, Template> {
+        &mut d.templates6
     }
 }
 
@@ -433,6 +447,7 @@ pub struct KernelDatapath {
     buckets: MappedArray,
     locality: HashMap<MapData, LocalityKey, LocalityEntry>,
     templates: HashMap<MapData, TemplateKey, Template>,
+    templates6: HashMap<MapData, TemplateKey<In6>, Template>,
     events: RingBuf<MapData>,
     cursors: MappedArray,
     reals: Array<MapData, Real>,
@@ -763,6 +778,8 @@ impl KernelDatapath {
         let buckets = mapped(&mut ebpf, "BUCKETS")?;
         let locality = typed!(&mut ebpf, HashMap<MapData, LocalityKey, LocalityEntry>, "LOCALITY");
         let templates = typed!(&mut ebpf, HashMap<MapData, TemplateKey, Template>, "TEMPLATES");
+        let templates6 =
+            typed!(&mut ebpf, HashMap<MapData, TemplateKey<In6>, Template>, "TEMPLATES6");
         let events = typed!(&mut ebpf, RingBuf<MapData>, "EVENTS");
         let cursors = mapped(&mut ebpf, "CURSORS")?;
         let reals = typed!(&mut ebpf, Array<MapData, Real>, "REALS");
@@ -904,6 +921,7 @@ impl KernelDatapath {
             buckets,
             locality,
             templates,
+            templates6,
             events,
             cursors,
             reals,
@@ -1436,16 +1454,22 @@ impl Datapath for KernelDatapath {
     fn remove_locality(&mut self, key: &LocalityKey) -> Result<(), DatapathError> {
         remove(&mut self.locality, key, "LOCALITY")
     }
-    fn templates(&self) -> Result<Vec<(TemplateKey, Template)>, DatapathError> {
-        entries(&self.templates, "TEMPLATES")
+    fn templates<A: Family>(&self) -> Result<Vec<(TemplateKey<A>, Template)>, DatapathError> {
+        entries(A::templates(self), A::map_name("TEMPLATES", "TEMPLATES6"))
     }
-    fn set_template(&mut self, key: TemplateKey, template: Template) -> Result<(), DatapathError> {
-        self.templates
+    fn set_template<A: Family>(
+        &mut self,
+        key: TemplateKey<A>,
+        template: Template,
+    ) -> Result<(), DatapathError> {
+        let name = A::map_name("TEMPLATES", "TEMPLATES6");
+        A::templates_mut(self)
             .insert(key, template, 0)
-            .map_err(map_err("bpf_map_update_elem", "TEMPLATES"))
+            .map_err(map_err("bpf_map_update_elem", name))
     }
-    fn remove_template(&mut self, key: &TemplateKey) -> Result<(), DatapathError> {
-        remove(&mut self.templates, key, "TEMPLATES")
+    fn remove_template<A: Family>(&mut self, key: &TemplateKey<A>) -> Result<(), DatapathError> {
+        let name = A::map_name("TEMPLATES", "TEMPLATES6");
+        remove(A::templates_mut(self), key, name)
     }
     fn drain_events(&mut self) -> Result<Vec<Event>, DatapathError> {
         let mut events = Vec::new();

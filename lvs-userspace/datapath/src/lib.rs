@@ -157,11 +157,15 @@ pub trait Datapath: Send {
         -> Result<(), DatapathError>;
     /// Remove an entry; one already gone is not an error.
     fn remove_locality(&mut self, key: &LocalityKey) -> Result<(), DatapathError>;
-    /// Every persistence template.
-    fn templates(&self) -> Result<Vec<(TemplateKey, Template)>, DatapathError>;
-    fn set_template(&mut self, key: TemplateKey, template: Template) -> Result<(), DatapathError>;
+    /// Every persistence template of family `A`.
+    fn templates<A: Family>(&self) -> Result<Vec<(TemplateKey<A>, Template)>, DatapathError>;
+    fn set_template<A: Family>(
+        &mut self,
+        key: TemplateKey<A>,
+        template: Template,
+    ) -> Result<(), DatapathError>;
     /// Remove a template; one already gone is not an error.
-    fn remove_template(&mut self, key: &TemplateKey) -> Result<(), DatapathError>;
+    fn remove_template<A: Family>(&mut self, key: &TemplateKey<A>) -> Result<(), DatapathError>;
     /// The notices the datapath queued since the last call.
     fn drain_events(&mut self) -> Result<Vec<Event>, DatapathError>;
     /// How many picks the datapath has claimed from service `index`, ever.

@@ -1,7 +1,7 @@
 //! Connections and persistence templates as the router pair exchanges them:
 //! by addresses, since service and real server indexes are each router's own.
 
-use std::net::{SocketAddr, SocketAddrV4};
+use std::net::SocketAddr;
 
 use lvs_common::{addr::Addr, Conn, Direction, FlowKey};
 
@@ -59,11 +59,11 @@ impl SyncConn {
 pub struct SyncTemplate {
     pub protocol: u8,
     /// The client address masked with the service's netmask.
-    pub client_net: std::net::Ipv4Addr,
+    pub client_net: std::net::IpAddr,
     /// The service's address and port (port 0 for a port-0 service).
-    pub service: SocketAddrV4,
+    pub service: SocketAddr,
     /// The real server, as configured.
-    pub real: SocketAddrV4,
+    pub real: SocketAddr,
     pub method: u8,
     /// Time left before it expires.
     pub remaining_ms: u32,

@@ -3,7 +3,10 @@
 //! go as the datapath creates them, and as lvsd's sweeper finds them used
 //! or removes them.)
 
-use std::{collections::HashMap, net::SocketAddrV4};
+use std::{
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
+};
 
 use super::wire::Op;
 use crate::conn::SyncTemplate;
@@ -11,7 +14,7 @@ use crate::conn::SyncTemplate;
 /// A template re-armed by this much or more is sent again.
 pub const REFRESH_MS: u64 = 5_000;
 
-type TemplateId = (u8, std::net::Ipv4Addr, SocketAddrV4);
+type TemplateId = (u8, IpAddr, SocketAddr);
 
 fn template_id(t: &SyncTemplate) -> TemplateId {
     (t.protocol, t.client_net, t.service)
@@ -67,8 +70,8 @@ mod tests {
         SyncTemplate {
             protocol: 6,
             client_net: [10, 0, net, 0].into(),
-            service: SocketAddrV4::new([198, 18, 0, 10].into(), 0),
-            real: SocketAddrV4::new([198, 18, 11, real].into(), 0),
+            service: SocketAddr::from(([198, 18, 0, 10], 0)),
+            real: SocketAddr::from(([198, 18, 11, real], 0)),
             method: 0,
             remaining_ms,
         }
@@ -79,7 +82,10 @@ mod tests {
         let mut e = TemplateExporter::default();
         let ops = |c: &[(Op, SyncTemplate)]| -> Vec<(Op, u8)> {
             c.iter()
-                .map(|(op, t)| (*op, t.client_net.octets()[2]))
+                .map(|(op, t)| match t.client_net {
+                    IpAddr::V4(net) => (*op, net.octets()[2]),
+                    IpAddr::V6(_) => unreachable!("IPv4 templates only here"),
+                })
                 .collect()
         };
         let first = e.changes(0, &[template(1, 2, 300_000), template(2, 2, 300_000)]);

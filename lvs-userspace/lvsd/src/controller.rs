@@ -30,8 +30,8 @@ use lvs_state::{
     api::{ConnView, HealthView, Rates, RealView, RefillStats, ServiceView, Snapshot, Stats},
     health::{RealHealth, StartState},
     model::{
-        sorry_spec, Command, Endpoint, ModelError, Protocol, RealSpec, Service, ServiceId,
-        ServiceSpec, State, Undo,
+        sorry_spec, Command, Endpoint, ModelError, Persistence, Protocol, RealSpec, Service,
+        ServiceId, ServiceSpec, State, Undo,
     },
 };
 
@@ -262,8 +262,8 @@ struct SweepPass {
     /// Client networks of persistent services with a live connection, seen
     /// so far by this pass and by the last whole one: templates they use
     /// are kept.
-    depended: BTreeSet<(u32, u32)>,
-    previously_depended: BTreeSet<(u32, u32)>,
+    depended: BTreeSet<(u32, IpAddr)>,
+    previously_depended: BTreeSet<(u32, IpAddr)>,
     /// Connections for the backup router, once the HA task asks for them:
     /// ones used since the sweeper last passed them, and ones removed.
     exporting: bool,
@@ -425,13 +425,12 @@ fn check_families(commands: &[Command]) -> Result<(), ControlError> {
     for command in commands {
         match command {
             Command::AddService(spec) | Command::EditService(spec) if spec.id.vip.is_ipv6() => {
-                let feature = if spec.persistence.is_some() {
-                    Some("persistence (-p)")
-                } else if matches!(spec.scheduler, SchedulerName::Lblc | SchedulerName::Lblcr) {
-                    Some("the lblc and lblcr schedulers")
-                } else {
-                    None
-                };
+                let feature =
+                    if matches!(spec.scheduler, SchedulerName::Lblc | SchedulerName::Lblcr) {
+                        Some("the lblc and lblcr schedulers")
+                    } else {
+                        None
+                    };
                 if let Some(feature) = feature {
                     return Err(ControlError::Ipv6Unsupported {
                         service: spec.id,
@@ -480,25 +479,29 @@ fn family_key<A: Family>(id: &ServiceId, vip: A) -> ServiceKey<A> {
 fn write_service<D: Datapath>(
     datapath: &mut D,
     id: &ServiceId,
-    value: Option<ServiceValue>,
+    value: Option<(ServiceValue, Option<Persistence>)>,
 ) -> Result<(), DatapathError> {
     match id.vip.addr {
-        IpAddr::V4(vip) => {
-            let key = family_key(id, vip.octets());
-            match value {
-                Some(value) => datapath.set_service(key, value),
-                None => datapath.remove_service(key),
-            }
-        }
-        IpAddr::V6(vip) => {
-            let key = family_key(id, In6::from(vip));
-            match value {
-                // No IPv6 persistence yet (`check_families`): no mask.
-                Some(value) => datapath.set_service(key, value.in_family()),
-                None => datapath.remove_service(key),
-            }
-        }
+        IpAddr::V4(vip) => write_family(datapath, family_key(id, vip.octets()), value),
+        IpAddr::V6(vip) => write_family(datapath, family_key(id, In6::from(vip)), value),
     }
+}
+
+/// `write_service` in the service's family, with its persistence mask.
+fn write_family<D: Datapath, A: Family>(
+    datapath: &mut D,
+    key: ServiceKey<A>,
+    value: Option<(ServiceValue, Option<Persistence>)>,
+) -> Result<(), DatapathError> {
+    let Some((value, persistence)) = value else {
+        return datapath.remove_service(key);
+    };
+    let mut value = value.in_family::<A>();
+    if let Some(p) = persistence {
+        let mask = A::of(p.mask(key.addr().ip())).unwrap_or(A::UNSPECIFIED);
+        value = value.with_persistence(mask, p.timeout);
+    }
+    datapath.set_service(key, value)
 }
 
 /// A real server's datapath entry; `local` when the director holds its
@@ -794,21 +797,20 @@ impl<D: Datapath> Controller<D> {
         }
         let listed = self
             .datapath
-            .connections_slice(&mut self.sweep.position, step)?;
+            .connections_slice::<[u8; 4]>(&mut self.sweep.position, step)?;
         if self.sweep.position.at_start() {
             // The end of the table: nothing more this tick.
             self.sweep.budget = 0;
         }
-        let masks: HashMap<u32, u32> = self.persistence_masks();
+        let masks = self.persistence_masks();
         let part = self.sweep_part(listed, now)?;
-        for (key, conn) in &part.live {
-            self.note_depended(key, conn, &masks);
-        }
+        self.note_depended(&part, &masks);
         self.note_for_sync(&part, now);
         let listed6 = self
             .datapath
             .connections_slice::<In6>(&mut self.sweep.position6, step)?;
         let part6 = self.sweep_part(listed6, now)?;
+        self.note_depended(&part6, &masks);
         self.note_for_sync(&part6, now);
         let removed = part.removed + part6.removed;
         if self.sweep.position.at_start() {
@@ -822,13 +824,14 @@ impl<D: Datapath> Controller<D> {
         Ok(removed)
     }
 
-    /// A live inbound entry the sweeper passed: the template of its client
-    /// network, if any, still has a connection depending on it.
-    fn note_depended(&mut self, key: &FlowKey, conn: &Conn, masks: &HashMap<u32, u32>) {
-        if let Some(mask) = masks.get(&conn.service_index) {
-            self.sweep
-                .depended
-                .insert((conn.service_index, u32::from_be_bytes(key.src()) & mask));
+    /// The live inbound entries the sweeper passed: the templates of their
+    /// client networks, if any, still have a connection depending on them.
+    fn note_depended<A: Family>(&mut self, part: &SweptPart<A>, masks: &HashMap<u32, IpAddr>) {
+        for (key, conn) in &part.live {
+            if let Some(mask) = masks.get(&conn.service_index).and_then(|m| A::of(*m)) {
+                let net = key.src().masked(&mask).ip();
+                self.sweep.depended.insert((conn.service_index, net));
+            }
         }
     }
 
@@ -925,15 +928,16 @@ impl<D: Datapath> Controller<D> {
         Ok(())
     }
 
-    /// Service index → client netmask of every persistent service.
-    fn persistence_masks(&self) -> HashMap<u32, u32> {
+    /// Service index → client netmask of every persistent service (of the
+    /// service's family).
+    fn persistence_masks(&self) -> HashMap<u32, IpAddr> {
         self.state
             .services()
             .filter_map(|s| {
                 let p = s.spec.persistence?;
                 Some((
                     self.runtimes.get(&s.spec.id)?.index,
-                    u32::from(p.ipv4_mask()),
+                    p.mask(s.spec.id.vip.addr),
                 ))
             })
             .collect()
@@ -968,21 +972,29 @@ impl<D: Datapath> Controller<D> {
         if masks.is_empty() && !self.sweep.templates_left {
             return Ok(());
         }
-        let templates = self.datapath.templates()?;
         self.sweep.templates_left = !masks.is_empty();
+        self.sweep_templates_of::<[u8; 4]>(now, &masks)?;
+        self.sweep_templates_of::<In6>(now, &masks)
+    }
+
+    fn sweep_templates_of<A: Family>(
+        &mut self,
+        now: u64,
+        masks: &HashMap<u32, IpAddr>,
+    ) -> Result<(), ControlError> {
+        let templates = self.datapath.templates::<A>()?;
         if templates.is_empty() {
             return Ok(());
         }
         let pass = &self.sweep;
-        let depended = |key: &(u32, u32)| {
+        let depended = |key: &(u32, IpAddr)| {
             pass.depended.contains(key) || pass.previously_depended.contains(key)
         };
         for (key, template) in templates {
             if !masks.contains_key(&key.service_index) {
                 self.datapath.remove_template(&key)?;
             } else if now >= template.expires_ns {
-                let net = u32::from_be_bytes(key.client_net());
-                if depended(&(key.service_index, net)) {
+                if depended(&(key.service_index, key.client_net().ip())) {
                     let extended = Template::new(template.real_index, now + TEMPLATE_RECHECK_NS);
                     self.datapath.set_template(key, extended)?;
                 } else {
@@ -1122,9 +1134,9 @@ impl<D: Datapath> Controller<D> {
                     protocol: Protocol::of(t.protocol)?,
                     expire_s: u64::from(t.remaining_ms) / 1000,
                     state: ConnState::None.name().to_string(),
-                    source: std::net::SocketAddrV4::new(t.client_net, 0).into(),
-                    virtual_addr: t.service.into(),
-                    destination: t.real.into(),
+                    source: std::net::SocketAddr::new(t.client_net, 0),
+                    virtual_addr: t.service,
+                    destination: t.real,
                 })
             })
             .collect();
@@ -1166,7 +1178,13 @@ impl<D: Datapath> Controller<D> {
         if !self.state.services().any(|s| s.spec.persistence.is_some()) {
             return Ok(Vec::new());
         }
-        let templates = self.datapath.templates()?;
+        let mut templates = self.exported_templates::<[u8; 4]>()?;
+        templates.extend(self.exported_templates::<In6>()?);
+        Ok(templates)
+    }
+
+    fn exported_templates<A: Family>(&self) -> Result<Vec<SyncTemplate>, ControlError> {
+        let templates = self.datapath.templates::<A>()?;
         if templates.is_empty() {
             return Ok(Vec::new());
         }
@@ -1177,7 +1195,7 @@ impl<D: Datapath> Controller<D> {
             .filter_map(|s| Some((self.runtimes.get(&s.spec.id)?.index, s)))
             .collect();
         let servers: HashMap<u32, Endpoint> = self.real_indexes().map(|(_, e, i)| (i, e)).collect();
-        let v4 = |e: Endpoint| std::net::SocketAddrV4::new(ipv4(e.addr), e.port);
+        let at = |e: Endpoint| std::net::SocketAddr::new(e.addr, e.port);
         Ok(templates
             .into_iter()
             .filter(|(_, t)| t.expires_ns > now)
@@ -1186,9 +1204,9 @@ impl<D: Datapath> Controller<D> {
                 let real = *servers.get(&t.real_index)?;
                 Some(SyncTemplate {
                     protocol: svc.spec.id.protocol.number(),
-                    client_net: key.client_net().into(),
-                    service: v4(svc.spec.id.vip),
-                    real: v4(real),
+                    client_net: key.client_net().ip(),
+                    service: at(svc.spec.id.vip),
+                    real: at(real),
                     method: method_of(svc, &real)? as u8,
                     remaining_ms: ((t.expires_ns - now) / 1_000_000).min(u32::MAX as u64) as u32,
                 })
@@ -1196,26 +1214,23 @@ impl<D: Datapath> Controller<D> {
             .collect())
     }
 
-    /// Where a synced template points: this router's key and real index.
-    fn template_for(&self, st: &SyncTemplate) -> Option<(ServiceId, TemplateKey, u32)> {
+    /// Where a synced template points: this router's service, its index
+    /// and the real server's index.
+    fn template_for(&self, st: &SyncTemplate) -> Option<(ServiceId, u32, u32)> {
         let svc = self.state.service(&ServiceId {
             protocol: Protocol::of(st.protocol)?,
             vip: Endpoint {
-                addr: IpAddr::V4(*st.service.ip()),
+                addr: st.service.ip(),
                 port: st.service.port(),
             },
         })?;
         let rt = self.runtimes.get(&svc.spec.id)?;
         let endpoint = Endpoint {
-            addr: IpAddr::V4(*st.real.ip()),
+            addr: st.real.ip(),
             port: st.real.port(),
         };
         let real = self.real_index_of(&svc.spec.id, &endpoint)?;
-        Some((
-            svc.spec.id,
-            TemplateKey::new(rt.index, st.client_net.octets()),
-            real,
-        ))
+        Some((svc.spec.id, rt.index, real))
     }
 
     /// Write the active router's persistence templates, so a client
@@ -1224,15 +1239,22 @@ impl<D: Datapath> Controller<D> {
         let now = self.datapath.now_ns()?;
         let mut written = 0;
         for st in templates {
-            let Some((id, key, real)) = self.template_for(st) else {
+            let Some((id, index, real)) = self.template_for(st) else {
                 continue;
             };
             let expires = now + u64::from(st.remaining_ms) * 1_000_000;
             if let Some(rt) = self.runtimes.get_mut(&id) {
                 rt.had_templates = true;
             }
-            self.datapath
-                .set_template(key, Template::new(real, expires))?;
+            let template = Template::new(real, expires);
+            match st.client_net {
+                IpAddr::V4(net) => self
+                    .datapath
+                    .set_template(TemplateKey::new(index, net.octets()), template)?,
+                IpAddr::V6(net) => self
+                    .datapath
+                    .set_template(TemplateKey::new(index, In6::from(net)), template)?,
+            }
             written += 1;
         }
         Ok(written)
@@ -1240,8 +1262,15 @@ impl<D: Datapath> Controller<D> {
 
     pub fn forget_templates(&mut self, templates: &[SyncTemplate]) -> Result<(), ControlError> {
         for st in templates {
-            if let Some((_, key, _)) = self.template_for(st) {
-                self.datapath.remove_template(&key)?;
+            if let Some((_, index, _)) = self.template_for(st) {
+                match st.client_net {
+                    IpAddr::V4(net) => self
+                        .datapath
+                        .remove_template(&TemplateKey::new(index, net.octets()))?,
+                    IpAddr::V6(net) => self
+                        .datapath
+                        .remove_template(&TemplateKey::new(index, In6::from(net)))?,
+                }
             }
         }
         Ok(())
@@ -1991,12 +2020,9 @@ impl<D: Datapath> Controller<D> {
                     sync_localities(&mut self.datapath, rt, &forecast, now_s)?;
                 }
             }
-            if let Some(p) = svc.spec.persistence {
-                value = value.with_persistence(p.ipv4_mask().octets(), p.timeout);
-                rt.had_templates = true;
-            }
+            rt.had_templates |= svc.spec.persistence.is_some();
             rt.had_localities |= form == Form::Locality;
-            write_service(&mut self.datapath, id, Some(value))?;
+            write_service(&mut self.datapath, id, Some((value, svc.spec.persistence)))?;
             rt.half = half;
             rt.ring_len = value.ring_len;
             rt.ring = ring.picks;
@@ -2039,11 +2065,9 @@ impl<D: Datapath> Controller<D> {
         }
         if search_templates {
             let freed: BTreeSet<u32> = gone.iter().map(|(_, i)| *i).collect();
-            for (key, template) in self.datapath.templates()? {
-                if freed.contains(&template.real_index) {
-                    self.datapath.remove_template(&key)?;
-                }
-            }
+            let leads_to_freed = |_: &u32, t: &Template| freed.contains(&t.real_index);
+            self.remove_templates::<[u8; 4]>(leads_to_freed)?;
+            self.remove_templates::<In6>(leads_to_freed)?;
         }
         for (_, i) in gone {
             self.overloaded.remove(&i);
@@ -2074,10 +2098,22 @@ impl<D: Datapath> Controller<D> {
             }
         }
         if rt.had_templates {
-            for (key, _) in self.datapath.templates()? {
-                if key.service_index == rt.index {
-                    self.datapath.remove_template(&key)?;
-                }
+            let of_service = |service: &u32, _: &Template| *service == rt.index;
+            self.remove_templates::<[u8; 4]>(of_service)?;
+            self.remove_templates::<In6>(of_service)?;
+        }
+        Ok(())
+    }
+
+    /// Remove family `A`'s templates `which` picks (by service index and
+    /// template).
+    fn remove_templates<A: Family>(
+        &mut self,
+        which: impl Fn(&u32, &Template) -> bool,
+    ) -> Result<(), ControlError> {
+        for (key, template) in self.datapath.templates::<A>()? {
+            if which(&key.service_index, &template) {
+                self.datapath.remove_template(&key)?;
             }
         }
         Ok(())
@@ -2180,10 +2216,16 @@ impl<D: Datapath> Controller<D> {
             return Ok(per_real);
         }
         let now = self.datapath.now_ns()?;
-        for (key, template) in self.datapath.templates()? {
-            if persistent.contains(&key.service_index) && template.expires_ns > now {
+        let mut count = |service: u32, template: Template| {
+            if persistent.contains(&service) && template.expires_ns > now {
                 *per_real.entry(template.real_index).or_default() += 1;
             }
+        };
+        for (key, template) in self.datapath.templates::<[u8; 4]>()? {
+            count(key.service_index, template);
+        }
+        for (key, template) in self.datapath.templates::<In6>()? {
+            count(key.service_index, template);
         }
         Ok(per_real)
     }
@@ -2460,18 +2502,37 @@ mod tests {
             ("2001:db8::2".parse().unwrap(), 8080)
         );
 
+        // Persistence with a /64 netmask (`-M 64`): the datapath masks
+        // clients with the IPv6 mask of 64 bits.
+        let persistent = ServiceSpec {
+            persistence: Some(Persistence {
+                timeout: 300,
+                prefix: 64,
+            }),
+            ..v6_service.clone()
+        };
+        c.apply(&[Command::EditService(persistent)]).unwrap();
+        let published = c.datapath().services6[&key];
+        assert!(published.has(service_flags::PERSISTENT));
+        assert_eq!(
+            (
+                std::net::Ipv6Addr::from(published.persist_mask()),
+                published.persist_timeout_s
+            ),
+            ("ffff:ffff:ffff:ffff::".parse().unwrap(), 300)
+        );
         let state = c.state().clone();
         let services = c.datapath().services6.clone();
-        let persistent = ServiceSpec {
-            persistence: Some(lvs_state::model::Persistence::default_for(v6.addr)),
+        let lblc = ServiceSpec {
+            scheduler: SchedulerName::Lblc,
             ..v6_service
         };
-        let err = c.apply(&[Command::EditService(persistent)]).unwrap_err();
+        let err = c.apply(&[Command::EditService(lblc)]).unwrap_err();
         assert!(
             matches!(err, ControlError::Ipv6Unsupported { service, .. } if service == v6_id),
             "{err}"
         );
-        assert!(err.to_string().contains("persistence"), "{err}");
+        assert!(err.to_string().contains("lblc"), "{err}");
         // The model takes another family's server for a tunnel only (as
         // IPVS); the datapath does not tunnel across families yet.
         let mut other = real(6, 1);
@@ -2605,7 +2666,7 @@ mod tests {
     #[test]
     fn persistence_keeps_a_client_network_on_one_server() {
         let mut s = spec(SchedulerName::Rr);
-        s.persistence = Some(lvs_state::model::Persistence {
+        s.persistence = Some(Persistence {
             timeout: 300,
             prefix: 24,
         });
@@ -2630,7 +2691,7 @@ mod tests {
     #[test]
     fn a_template_outlives_its_timeout_while_connections_depend_on_it() {
         let mut s = spec(SchedulerName::Rr);
-        s.persistence = Some(lvs_state::model::Persistence::default_for(s.id.vip.addr));
+        s.persistence = Some(Persistence::default_for(s.id.vip.addr));
         let mut c = setup_spec(s, &[1, 1]);
         from(&mut c, [10, 2, 0, 0], 1000);
         // `hold` uses client 10.2.0.0 for server 2's first connection.
@@ -2658,7 +2719,7 @@ mod tests {
     #[test]
     fn deleting_a_server_drops_its_templates() {
         let mut s = spec(SchedulerName::Rr);
-        s.persistence = Some(lvs_state::model::Persistence::default_for(s.id.vip.addr));
+        s.persistence = Some(Persistence::default_for(s.id.vip.addr));
         let mut c = setup_spec(s, &[1, 1]);
         let first = from(&mut c, [10, 0, 0, 1], 1000);
         let last = first as u8 - b'0';
@@ -3190,7 +3251,7 @@ mod tests {
     #[test]
     fn persistent_conns_count_each_servers_live_templates() {
         let mut s = spec(SchedulerName::Rr);
-        s.persistence = Some(lvs_state::model::Persistence {
+        s.persistence = Some(Persistence {
             timeout: 300,
             prefix: 24,
         });
@@ -3557,7 +3618,7 @@ mod tests {
     fn synced_templates_keep_a_client_network_on_its_server() {
         let persistent = || {
             let mut s = spec(SchedulerName::Rr);
-            s.persistence = Some(lvs_state::model::Persistence {
+            s.persistence = Some(Persistence {
                 timeout: 300,
                 prefix: 24,
             });
@@ -3581,18 +3642,18 @@ mod tests {
             ])
             .unwrap();
         assert_eq!(backup.import_templates(&exported).unwrap(), 1);
-        let (_, t) = backup.datapath().templates().unwrap()[0];
+        let (_, t) = backup.datapath().templates::<[u8; 4]>().unwrap()[0];
         assert_eq!(t.expires_ns, 200_000_000_000, "the time it had left");
         // Another client of the same network reaches the same server there.
         assert_eq!(from(&mut backup, [10, 0, 7, 99], 2000), first);
         backup.forget_templates(&exported).unwrap();
-        assert!(backup.datapath().templates().unwrap().is_empty());
+        assert!(backup.datapath().templates::<[u8; 4]>().unwrap().is_empty());
     }
 
     #[test]
     fn connection_views_list_live_entries_then_templates() {
         let mut persistent = spec(SchedulerName::Rr);
-        persistent.persistence = Some(lvs_state::model::Persistence {
+        persistent.persistence = Some(Persistence {
             timeout: 300,
             prefix: 24,
         });

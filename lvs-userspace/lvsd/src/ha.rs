@@ -548,14 +548,11 @@ impl Node {
         let (mut upserts, mut removes) = (Vec::new(), Vec::new());
         let (mut templates, mut expired) = (Vec::new(), Vec::new());
         for r in &message.records {
-            match (r.op, template_of(r)) {
-                (Op::Upsert, _) => upserts.push(conn_of(r)),
-                (Op::Remove, _) => removes.push(conn_of(r)),
-                (Op::TemplateUpsert, Some(t)) => templates.push(t),
-                (Op::TemplateRemove, Some(t)) => expired.push(t),
-                (_, None) => {
-                    tracing::debug!(record = ?r, "HA: skipped an IPv6 template (no IPv6 persistence)")
-                }
+            match r.op {
+                Op::Upsert => upserts.push(conn_of(r)),
+                Op::Remove => removes.push(conn_of(r)),
+                Op::TemplateUpsert => templates.push(template_of(r)),
+                Op::TemplateRemove => expired.push(template_of(r)),
             }
         }
         let sync = Imported {
@@ -750,26 +747,20 @@ fn template_record(op: Op, t: &SyncTemplate) -> Option<Record> {
         protocol,
         method: wire_method(method)?,
         state: 0,
-        client: SocketAddr::V4(SocketAddrV4::new(client_net, 0)),
-        virtual_addr: SocketAddr::V4(service),
-        real: SocketAddr::V4(real),
+        client: SocketAddr::new(client_net, 0),
+        virtual_addr: service,
+        real,
         idle_ms: remaining_ms,
     })
 }
 
-/// IPv4 only, as persistence (`None` for an IPv6 record).
-fn template_of(r: &Record) -> Option<SyncTemplate> {
-    let (SocketAddr::V4(client), SocketAddr::V4(service), SocketAddr::V4(real)) =
-        (r.client, r.virtual_addr, r.real)
-    else {
-        return None;
-    };
-    Some(SyncTemplate {
+fn template_of(r: &Record) -> SyncTemplate {
+    SyncTemplate {
         protocol: r.protocol,
-        client_net: *client.ip(),
-        service,
-        real,
+        client_net: r.client.ip(),
+        service: r.virtual_addr,
+        real: r.real,
         method: datapath_method(r.method),
         remaining_ms: r.idle_ms,
-    })
+    }
 }

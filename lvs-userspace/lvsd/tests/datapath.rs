@@ -3015,3 +3015,58 @@ fn an_ipv6_datapath_whose_lvsd_died_keeps_flows_and_leaves_the_floating_address(
         .unwrap();
     assert_eq!(run(&c, &syn(40002)).action, XDP_REDIRECT);
 }
+
+const PERSISTENT6: &str = r#"
+[[service]]
+protocol = "tcp"
+address = "[2001:db8::30]:80"
+scheduler = "rr"
+persistent = 300
+netmask = "64"
+[[service.real]]
+address = "[2001:db8:11::2]:80"
+method = "route"
+[[service.real]]
+address = "[2001:db8:12::3]:80"
+method = "route"
+"#;
+
+/// An IPv6 persistent service with `-M 64`: every client of one /64 keeps
+/// the server its first connection got, whatever its address and port; a
+/// client of another /64 is scheduled afresh (rr: the other server). The
+/// template is listed by its client network.
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn ipv6_persistence_keeps_a_clients_64_on_its_server() {
+    let mut c = router6();
+    c.apply(&config::parse(PERSISTENT6, "persistent6.toml").unwrap())
+        .unwrap();
+    let vip = v6("2001:db8::30");
+    let server_of = |c: &Controller<KernelDatapath>, client: &str, port: u16| {
+        let out = run(c, &tcp6((v6(client), port), (vip, 80), "S", b""));
+        assert_eq!(out.action, XDP_REDIRECT, "{client}");
+        [v6("2001:db8:11::2"), v6("2001:db8:12::3")]
+            .into_iter()
+            .find(|real| out.frame[0..6] == mac6(*real))
+            .unwrap_or_else(|| panic!("{client}: sent to no server"))
+    };
+    let first = server_of(&c, "2001:db8:1::2", 40000);
+    for (client, port) in [
+        ("2001:db8:1::2", 40001),
+        ("2001:db8:1::99", 40000),
+        ("2001:db8:1:0:ffff::1", 50000),
+    ] {
+        assert_eq!(server_of(&c, client, port), first, "{client}:{port}");
+    }
+    let other = server_of(&c, "2001:db8:7::5", 40000);
+    assert_ne!(other, first, "another /64 is scheduled afresh");
+    assert_eq!(server_of(&c, "2001:db8:7::6", 40000), other);
+    let rows = c.connection_views().unwrap();
+    for net in ["2001:db8:1::", "2001:db8:7::"] {
+        let source = std::net::SocketAddr::new(net.parse().unwrap(), 0);
+        assert!(
+            rows.iter().any(|r| r.source == source && r.state == "NONE"),
+            "no template for {net}/64 in {rows:?}"
+        );
+    }
+}

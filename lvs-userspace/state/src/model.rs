@@ -8,7 +8,7 @@ use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 use std::{
     fmt,
-    net::{IpAddr, Ipv4Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     str::FromStr,
 };
 
@@ -137,6 +137,20 @@ impl Persistence {
         Self {
             timeout: Self::DEFAULT_TIMEOUT,
             prefix: max_prefix(addr),
+        }
+    }
+
+    /// The client netmask of a service at `vip`: its family's mask of
+    /// `prefix` bits.
+    pub fn mask(&self, vip: IpAddr) -> IpAddr {
+        match vip {
+            IpAddr::V4(_) => self.ipv4_mask().into(),
+            IpAddr::V6(_) => Ipv6Addr::from(
+                u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix.min(128)))
+                    .unwrap_or(0),
+            )
+            .into(),
         }
     }
 
