@@ -299,8 +299,8 @@ fn bad_requests_change_nothing() {
         ),
         // What the IPv6 datapath does not do yet.
         (
-            &["-A", "-t", "[2001:db8::10]:80", "-s", "rr", "-p"],
-            "persistence (-p) is not supported for IPv6 yet",
+            &["-A", "-t", "[2001:db8::10]:80", "-s", "lblc"],
+            "lblc/lblcr scheduling is not supported for IPv6 yet",
         ),
         (
             &["-a", "-t", "198.18.0.10:80", "-r", "[2001:db8::2]:80", "-i"],
@@ -1064,6 +1064,19 @@ fn forwarding_lab6(tag: &str, methods: &[Method]) -> Lab {
 fn ipv6_nat_balances_30_connections_10_10_10() {
     let lab = forwarding_lab6("e2e6nat", &[Method::Nat, Method::Nat, Method::Nat]);
     balances_and_replies_come_from(&lab, &format!("[{VIP6}]"));
+    // NAT66 needs IPv6 forwarding where its packets arrive: with it off on
+    // lan0, lvsd says so, naming the sysctl (and IPv4's is not named: no
+    // IPv4 NAT service).
+    lab.director
+        .exec(&["sysctl", "-qw", "net.ipv6.conf.lan0.forwarding=0"])
+        .unwrap();
+    let listing = lab.lvsadm(&["datapath"]).unwrap();
+    assert!(
+        listing
+            .contains("warning: net.ipv6.conf.lan0.forwarding is 0: NAT packets arriving on lan0")
+            && !listing.contains("net.ipv4.conf"),
+        "{listing}"
+    );
 }
 
 #[test]

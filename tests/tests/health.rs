@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lvs_lab::{wait_for, Held, Lab};
+use lvs_lab::{wait_for, Held, Lab, Method, RealServer, VIP6};
 use serde_json::Value;
 
 const RS1: &str = "198.18.11.2";
@@ -583,4 +583,54 @@ fn wlc_ramps_a_recovered_server_instead_of_flooding_it() {
         ],
     );
     assert_eq!(after["rs3"], first + second + third);
+}
+
+/// Health checks reach IPv6 real servers: a TCP check of each NAT66
+/// server's `[addr]:80` takes a stopped one out of scheduling (new
+/// requests through the IPv6 VIP reach only the others) and puts it back
+/// once it answers again.
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn an_ipv6_real_server_leaves_and_returns_with_its_checks() {
+    let mut lab = Lab::forwarding6("lvs-hc6", &[Method::Nat, Method::Nat, Method::Nat])
+        .expect("building the lab");
+    lab.start_servers(80, 53).expect("starting the servers");
+    let mut toml =
+        format!("[[service]]\nprotocol = \"tcp\"\naddress = \"[{VIP6}]:80\"\nscheduler = \"rr\"\n");
+    for rs in &lab.reals {
+        toml += &format!(
+            "\n[[service.real]]\naddress = \"{at}\"\nmethod = \"nat\"\n\n\
+             [[service.real.check]]\ntype = \"tcp\"\nconnect = \"{at}\"\n\
+             interval = 0.5\ntimeout = 0.5\nrise = 1\nfall = 1\n",
+            at = rs.at(80)
+        );
+    }
+    start_lvsd_with(&mut lab, &toml);
+    // `--json` names a server by its address and port.
+    let key = |rs: &RealServer| format!("{}:80", rs.addr);
+    for rs in &lab.reals {
+        wait_for_state(&lab, &key(rs), "up", Instant::now(), Duration::from_secs(5));
+    }
+    let vip = format!("[{VIP6}]:80");
+    let gets = |lab: &Lab, count| {
+        let names = lab
+            .http_gets(&vip, count)
+            .unwrap_or_else(|e| panic!("{e:#}{}", context(lab)));
+        assert_eq!(names.len(), count, "{names:?}");
+        counts(names.iter().map(String::as_str))
+    };
+    assert_eq!(gets(&lab, 3), expect(&[("rs1", 1), ("rs2", 1), ("rs3", 1)]));
+
+    let rs2 = key(&lab.reals[1]);
+    assert!(lab.reals[1].stop_http_server(), "rs2 was not serving");
+    wait_for_state(&lab, &rs2, "down", Instant::now(), Duration::from_secs(5));
+    assert_eq!(
+        gets(&lab, 4),
+        expect(&[("rs1", 2), ("rs3", 2)]),
+        "while rs2 is down{}",
+        context(&lab)
+    );
+    lab.reals[1].start_http_server(80).expect("restarting rs2");
+    wait_for_state(&lab, &rs2, "up", Instant::now(), Duration::from_secs(5));
+    assert_eq!(gets(&lab, 3), expect(&[("rs1", 1), ("rs2", 1), ("rs3", 1)]));
 }

@@ -427,7 +427,7 @@ fn check_families(commands: &[Command]) -> Result<(), ControlError> {
             Command::AddService(spec) | Command::EditService(spec) if spec.id.vip.is_ipv6() => {
                 let feature =
                     if matches!(spec.scheduler, SchedulerName::Lblc | SchedulerName::Lblcr) {
-                        Some("the lblc and lblcr schedulers")
+                        Some("lblc/lblcr scheduling")
                     } else {
                         None
                     };

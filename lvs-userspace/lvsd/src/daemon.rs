@@ -439,9 +439,6 @@ async fn supervise(
     supervisor.stop();
 }
 
-/// NAT needs forwarding on every interface its packets arrive on, as IPVS's
-/// does (DR and TUN do not): one line per interface where it is off, naming
-/// the sysctl and the services it breaks. Read at every apply, not once.
 pub(crate) fn attachment_view(a: &Attachment) -> AttachmentView {
     AttachmentView {
         iface: a.iface.clone(),
@@ -452,38 +449,52 @@ pub(crate) fn attachment_view(a: &Attachment) -> AttachmentView {
     }
 }
 
+/// NAT needs forwarding on every interface its packets arrive on, as IPVS's
+/// does (DR and TUN do not), in the service's family: one line per
+/// interface where it is off, naming the sysctl and the services it
+/// breaks. Read at every apply, not once.
 pub(crate) fn forwarding_warnings(interfaces: &[Attachment], state: &State) -> Vec<String> {
-    let nat: Vec<String> = state
-        .services()
-        .filter(|s| {
-            s.reals.iter().any(|r| r.method == Method::Nat)
-                || s.health.sorry.is_some_and(|x| x.method == Method::Nat)
-        })
-        .map(|s| s.spec.id.to_string())
-        .collect();
-    if nat.is_empty() {
-        return Vec::new();
+    let mut warnings = Vec::new();
+    for ipv6 in [false, true] {
+        let nat: Vec<String> = state
+            .services()
+            .filter(|s| s.spec.id.vip.addr.is_ipv6() == ipv6)
+            .filter(|s| {
+                s.reals.iter().any(|r| r.method == Method::Nat)
+                    || s.health.sorry.is_some_and(|x| x.method == Method::Nat)
+            })
+            .map(|s| s.spec.id.to_string())
+            .collect();
+        if nat.is_empty() {
+            continue;
+        }
+        let named = if nat.len() > 3 {
+            format!("{} and {} more", nat[..3].join(", "), nat.len() - 3)
+        } else {
+            nat.join(", ")
+        };
+        let (family, all) = if ipv6 {
+            ("ipv6", "net.ipv6.conf.all.forwarding=1")
+        } else {
+            ("ipv4", "net.ipv4.ip_forward=1")
+        };
+        for a in interfaces {
+            let sysctl = if ipv6 {
+                netconf::ipv6_conf(&a.iface, "forwarding")
+            } else {
+                netconf::ipv4_conf(&a.iface, "forwarding")
+            };
+            if netconf::read_sysctl(&sysctl).is_ok_and(|v| v.trim() == "0") {
+                warnings.push(format!(
+                    "net.{family}.conf.{iface}.forwarding is 0: NAT packets arriving on {iface} are \
+                     dropped (drop_forwarding_disabled) for {named}; sysctl -w \
+                     net.{family}.conf.{iface}.forwarding=1 (or {all} for every interface)",
+                    iface = a.iface
+                ));
+            }
+        }
     }
-    let named = if nat.len() > 3 {
-        format!("{} and {} more", nat[..3].join(", "), nat.len() - 3)
-    } else {
-        nat.join(", ")
-    };
-    interfaces
-        .iter()
-        .filter(|a| {
-            let sysctl = netconf::ipv4_conf(&a.iface, "forwarding");
-            netconf::read_sysctl(&sysctl).is_ok_and(|v| v.trim() == "0")
-        })
-        .map(|a| {
-            format!(
-                "net.ipv4.conf.{iface}.forwarding is 0: NAT packets arriving on {iface} are dropped \
-                 (drop_forwarding_disabled) for {named}; sysctl -w net.ipv4.conf.{iface}.forwarding=1 \
-                 (or net.ipv4.ip_forward=1 for every interface)",
-                iface = a.iface
-            )
-        })
-        .collect()
+    warnings
 }
 
 pub(crate) fn warn_forwarding(interfaces: &[Attachment], state: &State) {
