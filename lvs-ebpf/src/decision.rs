@@ -39,6 +39,28 @@ impl<A: Addr> Decision<A> {
         }
     }
 
+    /// Through a tunnel to `addr` (a real server of the other family than
+    /// the packet's), at `real_index`.
+    #[inline(always)]
+    pub fn tunnel_to(addr: A, port: [u8; 2], real_index: u32) -> Self {
+        Self {
+            addr,
+            port,
+            method: Method::Tunnel as u8,
+            to_client: 0,
+            real_index,
+            mtu: 0,
+        }
+    }
+
+    /// A tunnel to a real server of the other family: the connection (and
+    /// the real server's entry in the packet's family) holds no address,
+    /// the other family's `REALS` entry at the same index does.
+    #[inline(always)]
+    pub fn crosses_families(&self) -> bool {
+        self.method == Method::Tunnel as u8 && self.addr == A::UNSPECIFIED
+    }
+
     /// A NAT reply, back to the client from the virtual service at `vip`,
     /// `vport` (wire).
     #[inline(always)]
@@ -77,6 +99,9 @@ pub enum Stage {
     /// `lvs_icmp_translate6`: an ICMPv6 error about a NAT connection,
     /// translated and sent as the stage before decided.
     IcmpTranslate = 7,
+    /// `lvs_tunnel46`: an IPv4 packet on to a real server through an IPv6
+    /// tunnel (`tunnel::across`).
+    TunnelAcross = 8,
 }
 
 impl Stage {

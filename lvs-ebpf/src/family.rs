@@ -50,11 +50,19 @@ pub trait IpHeader<A: Addr> {
     fn dont_fragment(&self) -> bool;
     /// The whole packet's length, headers included, as the header says.
     fn packet_len(&self) -> u16;
+    /// TOS or traffic class.
+    fn class(&self) -> u8;
+    /// The identification a tunnel's IPv4 header copies (IPv6 has none).
+    fn id(&self) -> [u8; 2];
 }
 
 pub trait Family: Sized + 'static {
     type Addr: Addr;
     type Ip: IpHeader<Self::Addr>;
+    /// The other family: a tunnel may cross to it, as IPVS's does.
+    type Other: Family;
+    /// The protocol number of this family's packet inside a tunnel.
+    const TUNNELLED: u8;
     const ETHERTYPE: [u8; 2];
     /// The ICMP of this family (its errors and, for IPv6, neighbour
     /// discovery): never balanced.
@@ -92,14 +100,21 @@ pub trait Family: Sized + 'static {
     fn redirect_neighbour(next_hop: Self::Addr) -> bpf_redir_neigh;
     /// XDP: a DF packet too big for the egress; the sender is told.
     fn too_big_xdp(ctx: &XdpContext, packet: &Packet<Self>, mtu: u16) -> Result<Verdict, Verdict>;
-    /// Fill the FIB lookup's addresses: the source (unless the route is to
-    /// select it) and the destination; and TOS or flow label.
-    fn fib_addresses(fib: &mut FibParams, ip: &Self::Ip, dst: Self::Addr, want_source: bool);
+    /// Fill the FIB lookup's addresses for a packet of family `I` (this
+    /// one, or the inner packet of a tunnel across families) to `dst`: the
+    /// source (the packet's, unless the route is to select it) and the
+    /// destination; and TOS or flow label.
+    fn fib_addresses<I: Family>(
+        fib: &mut FibParams,
+        ip: &I::Ip,
+        dst: Self::Addr,
+        want_source: bool,
+    );
     /// The next hop and the selected source the FIB returned.
     fn fib_result(fib: &FibParams) -> (Self::Addr, Self::Addr);
-    /// The outer header of a tunnel from `source` to `real` around `inner`
-    /// (whose hop limit is already decremented).
-    fn tunnel_header(inner: &Self::Ip, source: Self::Addr, real: Self::Addr) -> Self::Ip;
+    /// The outer header of a tunnel from `source` to `real` around `inner`,
+    /// a packet of family `I` (whose hop limit is already decremented).
+    fn tunnel_header<I: Family>(inner: &I::Ip, source: Self::Addr, real: Self::Addr) -> Self::Ip;
 
     fn services() -> &'static HashMap<ServiceKey<Self::Addr>, Service<Self::Addr>>;
     fn conns() -> &'static HashMap<FlowKey<Self::Addr>, Conn<Self::Addr>>;
@@ -175,6 +190,14 @@ impl IpHeader<[u8; 4]> for Ipv4 {
     fn packet_len(&self) -> u16 {
         u16::from_be_bytes(self.total_len)
     }
+    #[inline(always)]
+    fn class(&self) -> u8 {
+        self.tos
+    }
+    #[inline(always)]
+    fn id(&self) -> [u8; 2] {
+        self.id
+    }
 }
 
 impl IpHeader<In6> for Ipv6 {
@@ -216,11 +239,21 @@ impl IpHeader<In6> for Ipv6 {
     fn packet_len(&self) -> u16 {
         u16::from_be_bytes(self.payload_len).saturating_add(crate::headers::IPV6_HEADER_LEN as u16)
     }
+    #[inline(always)]
+    fn class(&self) -> u8 {
+        self.version_class_flow[0] << 4 | self.version_class_flow[1] >> 4
+    }
+    #[inline(always)]
+    fn id(&self) -> [u8; 2] {
+        [0; 2]
+    }
 }
 
 impl Family for V4 {
     type Addr = [u8; 4];
     type Ip = Ipv4;
+    type Other = V6;
+    const TUNNELLED: u8 = lvs_common::IPPROTO_IPIP;
     const ETHERTYPE: [u8; 2] = crate::headers::ETH_P_IPV4;
     const ICMP: u8 = IPPROTO_ICMP;
     const ICMP_ERRORS: [u8; 3] = [3, 4, 11];
@@ -295,10 +328,10 @@ impl Family for V4 {
         crate::icmp::frag_needed(ctx, packet, mtu)
     }
     #[inline(always)]
-    fn fib_addresses(fib: &mut FibParams, ip: &Ipv4, dst: [u8; 4], want_source: bool) {
-        fib.__bindgen_anon_2.tos = ip.tos;
-        if !want_source {
-            fib.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(ip.src);
+    fn fib_addresses<I: Family>(fib: &mut FibParams, ip: &I::Ip, dst: [u8; 4], want_source: bool) {
+        fib.__bindgen_anon_2.tos = ip.class();
+        if let Some(src) = same_family::<I::Addr, [u8; 4]>(ip.src()).filter(|_| !want_source) {
+            fib.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(src);
         }
         fib.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(dst);
     }
@@ -312,18 +345,19 @@ impl Family for V4 {
             )
         }
     }
-    /// IPVS's `ip_vs_tunnel_xmit`: TOS and DF copied from the inner header,
-    /// TTL the inner one's, protocol 4.
+    /// IPVS's `ip_vs_tunnel_xmit`: TOS, identification and DF copied from
+    /// the inner header (DF always for IPv6 inside, which routers never
+    /// fragment), TTL the inner one's, protocol 4 (41 for IPv6 inside).
     #[inline(always)]
-    fn tunnel_header(inner: &Ipv4, source: [u8; 4], real: [u8; 4]) -> Ipv4 {
+    fn tunnel_header<I: Family>(inner: &I::Ip, source: [u8; 4], real: [u8; 4]) -> Ipv4 {
         let mut header = Ipv4 {
             version_ihl: 0x45,
-            tos: inner.tos,
-            total_len: (u16::from_be_bytes(inner.total_len) + IPV4_HEADER_LEN as u16).to_be_bytes(),
-            id: inner.id,
-            frag: [inner.frag[0] & 0x40, 0],
-            ttl: inner.ttl,
-            proto: lvs_common::IPPROTO_IPIP,
+            tos: inner.class(),
+            total_len: (inner.packet_len() + IPV4_HEADER_LEN as u16).to_be_bytes(),
+            id: inner.id(),
+            frag: [if inner.dont_fragment() { 0x40 } else { 0 }, 0],
+            ttl: inner.hop_limit(),
+            proto: I::TUNNELLED,
             check: [0; 2],
             src: source,
             dst: real,
@@ -388,6 +422,38 @@ impl Family for V4 {
     }
 }
 
+/// `a` as the address type `B`, if it is of the same family. (`Addr` is
+/// sealed: two address types of one size are the same type.)
+#[inline(always)]
+fn same_family<A: Addr, B: Addr>(a: A) -> Option<B> {
+    if core::mem::size_of::<A>() != core::mem::size_of::<B>() {
+        return None;
+    }
+    // SAFETY: the same type (see above), copied.
+    Some(unsafe { core::mem::transmute_copy::<A, B>(&a) })
+}
+
+/// IPv6's first word for a packet of family `I`: its own, or version 6
+/// with an IPv4 packet's TOS as the traffic class.
+#[inline(always)]
+fn class_flow<I: Family>(ip: &I::Ip) -> [u8; 4] {
+    if let Some(ip) = same_family_header::<I>(ip) {
+        return ip.version_class_flow;
+    }
+    let class = ip.class();
+    [0x60 | class >> 4, class << 4, 0, 0]
+}
+
+/// The header as IPv6's, if `I` is IPv6.
+#[inline(always)]
+fn same_family_header<I: Family>(ip: &I::Ip) -> Option<&Ipv6> {
+    if I::AF != V6::AF {
+        return None;
+    }
+    // SAFETY: `I` is `V6` (the one family with AF_INET6): `I::Ip` is `Ipv6`.
+    Some(unsafe { &*(ip as *const I::Ip as *const Ipv6) })
+}
+
 /// Next header of ICMPv6; of an IPv6 packet inside an IPv6 tunnel.
 pub const IPPROTO_ICMPV6: u8 = 58;
 const IPPROTO_IPV6: u8 = 41;
@@ -395,6 +461,8 @@ const IPPROTO_IPV6: u8 = 41;
 impl Family for V6 {
     type Addr = In6;
     type Ip = Ipv6;
+    type Other = V4;
+    const TUNNELLED: u8 = IPPROTO_IPV6;
     const ETHERTYPE: [u8; 2] = crate::headers::ETH_P_IPV6;
     const ICMP: u8 = IPPROTO_ICMPV6;
     const ICMP_ERRORS: [u8; 3] = [1, 2, 3];
@@ -479,11 +547,11 @@ impl Family for V6 {
         Err(Verdict::DropTooBig)
     }
     #[inline(always)]
-    fn fib_addresses(fib: &mut FibParams, ip: &Ipv6, dst: In6, want_source: bool) {
+    fn fib_addresses<I: Family>(fib: &mut FibParams, ip: &I::Ip, dst: In6, want_source: bool) {
         // The flow label (with the traffic class, as the helper takes it).
-        fib.__bindgen_anon_2.flowinfo = u32::from_ne_bytes(ip.version_class_flow) & 0xffff_ff0f;
-        if !want_source {
-            fib.__bindgen_anon_3.ipv6_src = ip.src.words();
+        fib.__bindgen_anon_2.flowinfo = u32::from_ne_bytes(class_flow::<I>(ip)) & 0xffff_ff0f;
+        if let Some(src) = same_family::<I::Addr, In6>(ip.src()).filter(|_| !want_source) {
+            fib.__bindgen_anon_3.ipv6_src = src.words();
         }
         fib.__bindgen_anon_4.ipv6_dst = dst.words();
     }
@@ -498,15 +566,15 @@ impl Family for V6 {
         }
     }
     /// As `ip6_tnl_xmit`: traffic class and flow label copied from the inner
-    /// header, hop limit the inner one's, next header 41.
+    /// header (an IPv4 one's TOS as the class), hop limit the inner one's,
+    /// next header 41 (4 for IPv4 inside).
     #[inline(always)]
-    fn tunnel_header(inner: &Ipv6, source: In6, real: In6) -> Ipv6 {
+    fn tunnel_header<I: Family>(inner: &I::Ip, source: In6, real: In6) -> Ipv6 {
         Ipv6 {
-            version_class_flow: inner.version_class_flow,
-            payload_len: (u16::from_be_bytes(inner.payload_len) + IPV6_HEADER_LEN as u16)
-                .to_be_bytes(),
-            next_header: IPPROTO_IPV6,
-            hop_limit: inner.hop_limit,
+            version_class_flow: class_flow::<I>(inner),
+            payload_len: inner.packet_len().to_be_bytes(),
+            next_header: I::TUNNELLED,
+            hop_limit: inner.hop_limit(),
             src: source,
             dst: real,
         }

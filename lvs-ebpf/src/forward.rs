@@ -116,20 +116,23 @@ impl<A: Addr> Lookup<A> {
 /// the answers without an egress left its fields undefined in registers,
 /// which LLVM may spill and the verifier refuses to read. (Nor may a BPF
 /// function return a pointer to the stack, as a returned struct would.)
+///
+/// The route is `O`'s, the packet's family or, for a tunnel across
+/// families, the other.
 #[inline(never)]
-fn lookup<F: Frame, P: Family>(
+fn lookup<F: Frame, P: Family, O: Family>(
     frame: &F,
     packet: &Packet<P>,
-    dst: &P::Addr,
+    dst: &O::Addr,
     query: Query,
-    found: &mut Lookup<P::Addr>,
+    found: &mut Lookup<O::Addr>,
 ) {
     let (dst, tot_len, want_source) = (*dst, query.tot_len(), query.want_source());
     // SAFETY: pointers validated by Packet::parse.
     let (ip, ports) = unsafe { (&*packet.ip, &*packet.ports) };
     // SAFETY: every field the helper reads is set below; the rest is zeroed.
     let mut fib: FibParams = unsafe { MaybeUninit::zeroed().assume_init() };
-    fib.family = P::AF;
+    fib.family = O::AF;
     fib.l4_protocol = packet.proto;
     if packet.proto != P::ICMP {
         fib.sport = u16::from_ne_bytes(ports.src);
@@ -137,7 +140,7 @@ fn lookup<F: Frame, P: Family>(
     }
     fib.__bindgen_anon_1.tot_len = tot_len;
     fib.ifindex = frame.ingress_ifindex();
-    P::fib_addresses(&mut fib, ip, dst, want_source);
+    O::fib_addresses::<P>(&mut fib, ip, dst, want_source);
     let flags = if want_source { BPF_FIB_LOOKUP_SRC } else { 0 };
 
     // SAFETY: fib is a valid, writable bpf_fib_lookup of the size passed.
@@ -159,7 +162,7 @@ fn lookup<F: Frame, P: Family>(
     // Field by field, straight from the parameter block: a whole answer
     // built first would take the stack of a function whose callers have
     // little left.
-    let (next_hop, source) = P::fib_result(&fib);
+    let (next_hop, source) = O::fib_result(&fib);
     found.route = route;
     // SAFETY: a plain u16 either way (the helper writes `mtu_result` for
     // TooBig).
@@ -173,30 +176,9 @@ fn lookup<F: Frame, P: Family>(
 
 /// The next hop lvsd resolved towards a DR or TUN real server.
 #[inline(always)]
-pub fn resolved_by_lvsd<P: Family>(real: P::Addr) -> Option<NextHop<P::Addr>> {
+pub fn resolved_by_lvsd<O: Family>(real: O::Addr) -> Option<NextHop<O::Addr>> {
     // SAFETY: the value is copied out at once.
-    unsafe { P::next_hops().get(real) }.copied()
-}
-
-/// The way to real server `real` (index `real_index`), through its cache.
-#[inline(always)]
-pub fn towards_real<F: Frame, P: Family>(
-    frame: &F,
-    packet: &Packet<P>,
-    real_index: u32,
-    real: P::Addr,
-    tot_len: u16,
-    want_source: bool,
-) -> Lookup<P::Addr> {
-    cached_way(
-        frame,
-        packet,
-        P::egress_cache(),
-        real_index,
-        real,
-        tot_len,
-        want_source,
-    )
+    unsafe { O::next_hops().get(real) }.copied()
 }
 
 /// The way back to a NAT client, through its slot of `CLIENT_EGRESS` (two
@@ -210,7 +192,7 @@ pub fn towards_client<F: Frame, P: Family>(
     client: P::Addr,
     tot_len: u16,
 ) -> Lookup<P::Addr> {
-    cached_way(
+    cached_way::<F, P, P>(
         frame,
         packet,
         P::client_egress(),
@@ -226,15 +208,15 @@ pub fn towards_client<F: Frame, P: Family>(
 /// the FIB, whose resolved answer then refills the slot (with the route's
 /// MTU, from a second lookup that asks about the largest packet).
 #[inline(always)]
-fn cached_way<F: Frame, P: Family>(
+fn cached_way<F: Frame, P: Family, O: Family>(
     frame: &F,
     packet: &Packet<P>,
-    cache: &Array<CachedEgress<P::Addr>>,
+    cache: &Array<CachedEgress<O::Addr>>,
     index: u32,
-    dst: P::Addr,
+    dst: O::Addr,
     tot_len: u16,
     want_source: bool,
-) -> Lookup<P::Addr> {
+) -> Lookup<O::Addr> {
     let generation = EGRESS_GENERATION.get(0).copied().unwrap_or(0);
     if let Some(c) = cache.get(index) {
         if c.generation == generation && generation != 0 && c.addr == dst && tot_len <= c.mtu {
@@ -248,7 +230,7 @@ fn cached_way<F: Frame, P: Family>(
         }
     }
     let mut found = Lookup::none();
-    lookup(
+    lookup::<F, P, O>(
         frame,
         packet,
         &dst,
@@ -257,7 +239,7 @@ fn cached_way<F: Frame, P: Family>(
     );
     if found.route == Route::Ready && generation != 0 {
         let mut largest = Lookup::none();
-        lookup(
+        lookup::<F, P, O>(
             frame,
             packet,
             &dst,
@@ -332,17 +314,37 @@ pub fn way_to_real<F: Frame, P: Family>(
     packet: &Packet<P>,
     to: &Decision<P::Addr>,
 ) -> Lookup<P::Addr> {
+    way_to::<F, P, P>(frame, packet, to)
+}
+
+/// `way_to_real` for a packet of family `P` to a real server of family
+/// `O` (`P`, or the other family for a tunnel across families), through
+/// `O`'s cache at the real server's index.
+#[inline(always)]
+pub fn way_to<F: Frame, P: Family, O: Family>(
+    frame: &F,
+    packet: &Packet<P>,
+    to: &Decision<O::Addr>,
+) -> Lookup<O::Addr> {
     let tunnel = to.method == Method::Tunnel as u8;
     let (overhead, want_source) = if tunnel {
         (
-            P::TUNNEL_HEADER_LEN as u16,
-            crate::tunnel::configured_source::<P>().is_none(),
+            O::TUNNEL_HEADER_LEN as u16,
+            crate::tunnel::configured_source::<O>().is_none(),
         )
     } else {
         (0, false)
     };
     let tot_len = frame.mtu_len(packet, overhead);
-    towards_real(frame, packet, to.real_index, to.addr, tot_len, want_source)
+    cached_way::<F, P, O>(
+        frame,
+        packet,
+        O::egress_cache(),
+        to.real_index,
+        to.addr,
+        tot_len,
+        want_source,
+    )
 }
 
 /// The way back to a NAT client (`dst`): a reply's GSO segments are checked

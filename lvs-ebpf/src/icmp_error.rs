@@ -232,9 +232,10 @@ fn send<F: Frame, P: Family>(
 ) -> Result<Verdict, Verdict> {
     match Method::from_u8(to.method) {
         Some(Method::Nat) => nat_translated(frame, packet, quote, to),
+        Some(Method::Tunnel) if to.crosses_families() => tunnel::across::<_, P>(frame, to),
         Some(Method::Tunnel) => {
             let found = forward::way_to_real(frame, packet, to);
-            tunnel::forward(frame, packet, to.addr, found)
+            tunnel::forward::<_, P, P>(frame, packet, to.addr, found)
         }
         Some(Method::Route) => {
             let found = forward::way_to_real(frame, packet, to);

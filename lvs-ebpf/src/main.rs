@@ -128,6 +128,7 @@ ipv6_stage!(
     lvs_icmp_translate6_tc,
     icmp_translate_stage
 );
+ipv6_stage!(lvs_tunnel46, lvs_tunnel46_tc, across_stage);
 
 /// IPv6, a DR or TUN packet too big for the way out (XDP only).
 #[xdp]
@@ -308,6 +309,16 @@ fn icmp_translate_stage<F: Frame, P: Family>(ctx: &F) -> Result<Verdict, Verdict
     icmp_error::translated::<F, P>(ctx)
 }
 
+/// A packet of the other family (IPv4) on through a tunnel of this one
+/// (IPv6) to the real server the stage before found (`tunnel::across`).
+#[inline(always)]
+fn across_stage<F: Frame, O: Family>(ctx: &F) -> Result<Verdict, Verdict> {
+    let packet = headers::Packet::<O::Other>::parse(ctx)?;
+    let to = O::kept().ok_or(Verdict::PassUnsupported)?;
+    let found = forward::way_to::<F, O::Other, O>(ctx, &packet, &to);
+    tunnel::forward::<F, O::Other, O>(ctx, &packet, to.addr, found)
+}
+
 /// IPv6, stage two: the first packet of a flow.
 #[inline(always)]
 fn new_flow_stage<F: Frame, P: Family>(ctx: &F) -> Result<Verdict, Verdict> {
@@ -349,6 +360,9 @@ fn send_decided<F: Frame, P: Family>(
     packet: &headers::Packet<P>,
     decision: &Decision<P::Addr>,
 ) -> Result<Verdict, Verdict> {
+    if decision.crosses_families() {
+        return tunnel::across::<_, P>(ctx, decision);
+    }
     if P::STAGED {
         P::keep(decision);
         return next_stage(ctx, Stage::sending(decision));
@@ -447,7 +461,7 @@ fn through_tunnel<F: Frame, P: Family>(
     to: &Decision<P::Addr>,
 ) -> Result<Verdict, Verdict> {
     let found = forward::way_to_real(ctx, packet, to);
-    tunnel::forward(ctx, packet, to.addr, found)
+    tunnel::forward::<_, P, P>(ctx, packet, to.addr, found)
 }
 
 #[cfg(not(test))]

@@ -1,18 +1,43 @@
-//! IP-in-IP (`-i`): push an outer header of the packet's family from the
-//! director to the real server: IPv4 (protocol 4) as IPVS's
-//! `ip_vs_tunnel_xmit` builds it, TOS and DF copied from the inner header;
-//! IPv6 (next header 41) with the inner traffic class and flow label. The
+//! IP-in-IP (`-i`): push an outer header from the director to the real
+//! server, of the real server's family (`O`), which IPVS lets differ from
+//! the packet's (`P`): IPv4 as IPVS's `ip_vs_tunnel_xmit` builds it, TOS
+//! and DF copied from the inner header; IPv6 with the inner traffic class
+//! and flow label. The protocol says what is inside (4 IPv4, 41 IPv6); the
 //! outer TTL is the inner one's after its decrement.
 
 use lvs_common::Verdict;
 
 use crate::{
+    decision::{Decision, Stage},
     family::Family,
     forward::{self, Lookup, Route},
     frame::Frame,
     headers::{ptr_at, Ethernet, Packet, ETH_HEADER_LEN},
     maps::SETTINGS,
 };
+
+/// A packet of family `P` on to a real server of the other family: its
+/// address is the other family's `REALS` entry at the real server's index;
+/// the IPv6 stage `lvs_tunnel46` pushes the outer header. (IPv6 inside
+/// IPv4, which needs a stage of the IPv4 path, is not built: lvsd refuses
+/// it.)
+#[inline(always)]
+pub fn across<F: Frame, P: Family>(frame: &F, to: &Decision<P::Addr>) -> Result<Verdict, Verdict> {
+    if !<P::Other as Family>::STAGED {
+        return Err(Verdict::DropNoDestination);
+    }
+    let real = <P::Other as Family>::reals()
+        .get(to.real_index)
+        .ok_or(Verdict::DropNoDestination)?;
+    <P::Other as Family>::keep(&Decision::tunnel_to(
+        real.addr(),
+        real.port_wire(),
+        to.real_index,
+    ));
+    frame.to_ipv6_stage(Stage::TunnelAcross);
+    // Back here only if lvsd's program array is gone.
+    Err(Verdict::PassUnsupported)
+}
 
 /// The configured outer source (IPv4 only); none means the address the
 /// route towards the real server selects, as IPVS does.
@@ -25,18 +50,18 @@ pub fn configured_source<P: Family>() -> Option<P::Addr> {
     P::ipv4(configured)
 }
 
-/// On the way `found` to `real` (`forward::way_to_real`, which asked for
-/// the route's source unless one is configured). Callers have checked
+/// On the way `found` to `real` (`forward::way_to`, which asked for the
+/// route's source unless one is configured). Callers have checked
 /// `Packet::ttl_expiring`.
 #[inline(always)]
-pub fn forward<F: Frame, P: Family>(
+pub fn forward<F: Frame, P: Family, O: Family>(
     frame: &F,
     packet: &Packet<P>,
-    real: P::Addr,
-    found: Lookup<P::Addr>,
+    real: O::Addr,
+    found: Lookup<O::Addr>,
 ) -> Result<Verdict, Verdict> {
     // No room for the outer header in an IP length.
-    if packet.ip_len() + P::TUNNEL_HEADER_LEN as u64 > u16::MAX as u64 {
+    if packet.ip_len() + O::TUNNEL_HEADER_LEN as u64 > u16::MAX as u64 {
         return Err(Verdict::DropTooBig);
     }
     let dont_fragment = packet.dont_fragment();
@@ -47,34 +72,34 @@ pub fn forward<F: Frame, P: Family>(
         Route::Ready => (e.ifindex, e.next_hop, e.source, Some((e.dmac, e.smac))),
         Route::NoNeighbour => (e.ifindex, e.next_hop, e.source, None),
         Route::TooBig if dont_fragment => {
-            let mtu = found.mtu.saturating_sub(P::TUNNEL_HEADER_LEN as u16);
+            let mtu = found.mtu.saturating_sub(O::TUNNEL_HEADER_LEN as u16);
             return frame.too_big(packet, mtu);
         }
         // IPVS would fragment the outer packet; XDP cannot (see Verdict).
         Route::TooBig => return Err(Verdict::DropTooBig),
         // IPVS's TUN never needs forwarding.
-        Route::ForwardingDisabled => match forward::resolved_by_lvsd::<P>(real) {
+        Route::ForwardingDisabled => match forward::resolved_by_lvsd::<O>(real) {
             Some(hop) => (hop.ifindex, hop.gateway, hop.source, None),
             None => return Err(Verdict::DropNoRoute),
         },
         Route::Unroutable => return Err(Verdict::DropNoRoute),
     };
-    let source = configured_source::<P>().unwrap_or(selected);
-    encapsulate(frame, packet, source, real, macs)?;
+    let source = configured_source::<O>().unwrap_or(selected);
+    encapsulate::<F, P, O>(frame, packet, source, real, macs)?;
     match macs {
-        Some(_) => frame.send::<P>(ifindex, next_hop),
-        None => frame.to_neighbour::<P>(next_hop, ifindex),
+        Some(_) => frame.send::<O>(ifindex, next_hop),
+        None => frame.to_neighbour::<O>(next_hop, ifindex),
     }
 }
 
 /// Push the outer header. With the next hop's `macs` the frame is addressed
 /// to it; without them the neighbour layer will address it.
 #[inline(always)]
-fn encapsulate<F: Frame, P: Family>(
+fn encapsulate<F: Frame, P: Family, O: Family>(
     frame: &F,
     packet: &Packet<P>,
-    source: P::Addr,
-    real: P::Addr,
+    source: O::Addr,
+    real: O::Addr,
     macs: Option<([u8; 6], [u8; 6])>,
 ) -> Result<(), Verdict> {
     packet.decrement_ttl();
@@ -84,19 +109,19 @@ fn encapsulate<F: Frame, P: Family>(
     if let Some(next_hop) = macs {
         (dst_mac, src_mac) = next_hop;
     }
-    let header = P::tunnel_header(inner, source, real);
+    let header = O::tunnel_header::<P>(inner, source, real);
 
-    frame.push_outer_header::<P>()?;
+    frame.push_outer_header::<O>()?;
     let eth: *mut Ethernet = ptr_at(frame, 0)?;
     // SAFETY: bounds-checked by ptr_at.
     unsafe {
         *eth = Ethernet {
             dst: dst_mac,
             src: src_mac,
-            ethertype: P::ETHERTYPE,
+            ethertype: O::ETHERTYPE,
         };
     }
-    let outer: *mut P::Ip = ptr_at(frame, ETH_HEADER_LEN)?;
+    let outer: *mut O::Ip = ptr_at(frame, ETH_HEADER_LEN)?;
     // SAFETY: bounds-checked by ptr_at.
     unsafe { *outer = header };
     Ok(())

@@ -1139,3 +1139,129 @@ fn ipv6_dr_and_tun_need_no_forwarding_on_the_director() {
     balances_and_replies_come_from(&lab, &format!("[{VIP6}]"));
     assert_eq!(verdict(&lab, "drop_no_route"), 0, "{}", lab.lvsd_log());
 }
+
+/// An IPv4 service with an IPv6 tunnel endpoint, as IPVS allows: in the
+/// router lab, rs1 is reached by IPv4-in-IPv4, rs2 by IPv4-in-IPv6 (its link
+/// to the router, and the director's, given IPv6 too; the director's IPv6
+/// forwarding left off). `lvs_decap` on each real server takes the client's
+/// IPv4 packet out; both answer from the VIP straight to the client, rr
+/// alternating between them.
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn an_ipv4_service_balances_over_ipv4_and_ipv6_tunnels() {
+    let mut lab =
+        Lab::forwarding("e2e-4in6", &[Method::Tunnel, Method::Tunnel]).expect("building the lab");
+    let router = lab.router.as_ref().expect("the router lab");
+    for ns in [router, &lab.director, &lab.reals[1].ns] {
+        ns.enable_ipv6().unwrap();
+    }
+    let ip = |ns: &lvs_lab::Netns, args: &[&str]| {
+        ns.exec(args)
+            .unwrap_or_else(|e| panic!("{}: {e:#}", ns.name));
+    };
+    ip(router, &["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
+    ip(
+        router,
+        &[
+            "ip",
+            "addr",
+            "add",
+            "2001:db8:2::1/64",
+            "dev",
+            "br0",
+            "nodad",
+        ],
+    );
+    ip(
+        router,
+        &[
+            "ip",
+            "addr",
+            "add",
+            "2001:db8:32::1/64",
+            "dev",
+            "tun2",
+            "nodad",
+        ],
+    );
+    ip(
+        &lab.director,
+        &[
+            "ip",
+            "addr",
+            "add",
+            "2001:db8:2::2/64",
+            "dev",
+            "lan0",
+            "nodad",
+        ],
+    );
+    ip(
+        &lab.director,
+        &[
+            "ip",
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            "2001:db8:2::1",
+        ],
+    );
+    let rs2 = &lab.reals[1].ns;
+    ip(
+        rs2,
+        &[
+            "ip",
+            "addr",
+            "add",
+            "2001:db8:32::2/64",
+            "dev",
+            "eth0",
+            "nodad",
+        ],
+    );
+    ip(
+        rs2,
+        &[
+            "ip",
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            "2001:db8:32::1",
+        ],
+    );
+    lab.start_servers(80, 53).expect("starting real servers");
+    lab.start_lvsd(None).expect("starting lvsd");
+    restore(
+        &lab,
+        &format!(
+            "-A -t 198.18.0.10:80 -s rr\n\
+             -a -t 198.18.0.10:80 -r {}:80 -i\n\
+             -a -t 198.18.0.10:80 -r [2001:db8:32::2]:80 -i\n",
+            lab.reals[0].addr
+        ),
+    );
+    let names = lab.http_gets("198.18.0.10:80", 20).unwrap_or_else(|e| {
+        panic!(
+            "{e:#}\n{}\n{}",
+            lab.lvsd_log(),
+            lab.lvsadm(&["datapath"]).unwrap_or_default()
+        )
+    });
+    assert_eq!(
+        counts(&names),
+        expect(&[("rs1", 10), ("rs2", 10)]),
+        "{names:?}"
+    );
+    // The IPv6 server is listed as such, with its connections.
+    let listed = lab.lvsadm(&["-L", "-n", "-c"]).unwrap();
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.contains("198.18.0.10:80") && l.contains("[2001:db8:32::2]:80")),
+        "{listed}"
+    );
+}

@@ -69,8 +69,8 @@ pub enum ControlError {
         feature: &'static str,
     },
     #[error(
-        "{what} {endpoint} of {service} is of the other address family: the datapath forwards \
-         each family to its own"
+        "{what} {endpoint} of {service} is of the other address family: only an IPv4 \
+         service's tunnel (-i) reaches a server of the other family yet"
     )]
     MixedFamilies {
         service: ServiceId,
@@ -438,8 +438,10 @@ fn check_families(commands: &[Command]) -> Result<(), ControlError> {
                     });
                 }
             }
+            // An IPv4 service tunnels to an IPv6 server (`tunnel::across`);
+            // IPv6 inside IPv4 is not built.
             Command::AddReal { service, real } | Command::EditReal { service, real }
-                if service.vip.is_ipv6() != real.server.is_ipv6() =>
+                if service.vip.is_ipv6() && !real.server.is_ipv6() =>
             {
                 return Err(ControlError::MixedFamilies {
                     service: *service,
@@ -1148,6 +1150,12 @@ impl<D: Datapath> Controller<D> {
     /// A family's live inbound connection entries, as `-L -c` lists them.
     fn live_connections<A: Family>(&self, now: u64) -> Result<Vec<ConnView>, ControlError> {
         let at = |a: A, p: u16| std::net::SocketAddr::new(a.ip(), p);
+        // A tunnel across families names its server by its index.
+        let servers: HashMap<u32, Endpoint> = self.real_indexes().map(|(_, e, i)| (i, e)).collect();
+        let destination = |c: &Conn<A>| match servers.get(&c.real_index) {
+            Some(e) if c.addr() == A::UNSPECIFIED => std::net::SocketAddr::new(e.addr, c.port()),
+            _ => at(c.addr(), c.port()),
+        };
         Ok(self
             .datapath
             .connections::<A>()?
@@ -1166,7 +1174,7 @@ impl<D: Datapath> Controller<D> {
                     state: state.name().to_string(),
                     source: at(k.src(), k.sport()),
                     virtual_addr: at(k.dst(), k.dport()),
-                    destination: at(c.addr(), c.port()),
+                    destination: destination(c),
                 })
             })
             .collect())
@@ -1865,9 +1873,17 @@ impl<D: Datapath> Controller<D> {
                     // An IPv6 server is never this director (IPVS's
                     // LOCALNODE is IPv4 here), nor keeps one-entry NAT
                     // connections.
-                    IpAddr::V6(addr) => self
-                        .unwritten_reals6
-                        .push((index, datapath_real(real, In6::from(addr), false))),
+                    IpAddr::V6(addr) => {
+                        self.unwritten_reals6
+                            .push((index, datapath_real(real, In6::from(addr), false)));
+                        // The tunnel of an IPv4 service: its IPv4 entry
+                        // holds no address, so the IPv4 path takes the
+                        // IPv6 one (`Decision::crosses_families`).
+                        if svc.spec.id.vip.addr.is_ipv4() {
+                            self.unwritten_reals
+                                .push((index, datapath_real(real, [0; 4], false)));
+                        }
+                    }
                     IpAddr::V4(addr) => {
                         let local = self.datapath.is_local(addr);
                         let mut entry = datapath_real(real, addr.octets(), local);
@@ -2533,17 +2549,38 @@ mod tests {
             "{err}"
         );
         assert!(err.to_string().contains("lblc"), "{err}");
-        // The model takes another family's server for a tunnel only (as
-        // IPVS); the datapath does not tunnel across families yet.
+        assert_eq!(c.state(), &state);
+        assert_eq!(c.datapath().services6, services);
+        // An IPv4 service's tunnel to an IPv6 server: its IPv6 entry holds
+        // the address, its IPv4 entry (the one the IPv4 path reads) none.
         let mut other = real(6, 1);
         other.server = "[2001:db8::3]:80".parse().unwrap();
         other.method = Method::Tunnel;
+        let server = other.server;
+        c.apply(&[Command::AddReal {
+            service: svc(),
+            real: other,
+        }])
+        .unwrap();
+        let index = c.real_index_of(&svc(), &server).unwrap();
+        assert_eq!(
+            std::net::Ipv6Addr::from(c.datapath().reals6[&index].addr()),
+            "2001:db8::3".parse::<std::net::Ipv6Addr>().unwrap()
+        );
+        assert_eq!(c.datapath().reals[&index].addr(), [0; 4]);
+        assert_eq!(c.datapath().reals[&index].method, Method::Tunnel as u8);
+        // IPv6 inside IPv4 is not built: refused whole.
+        let state = c.state().clone();
+        let services = c.datapath().services6.clone();
+        let mut v4_tunnel = real(7, 1);
+        v4_tunnel.method = Method::Tunnel;
+        v4_tunnel.server.port = 80;
         let err = c
             .apply(&[
                 add_real(4, 1),
                 Command::AddReal {
-                    service: svc(),
-                    real: other,
+                    service: v6_id,
+                    real: v4_tunnel,
                 },
             ])
             .unwrap_err();

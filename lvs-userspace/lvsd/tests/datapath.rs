@@ -3070,3 +3070,101 @@ fn ipv6_persistence_keeps_a_clients_64_on_its_server() {
         );
     }
 }
+
+const ACROSS: &str = r#"
+[[service]]
+protocol = "tcp"
+address = "198.18.0.50:80"
+scheduler = "rr"
+[[service.real]]
+address = "[2001:db8:11::3]:80"
+method = "tunnel"
+"#;
+
+/// An IPv4 service with an IPv6 tunnel endpoint, as IPVS allows: the IPv4
+/// packet goes inside an IPv6 header (next header 4, the inner TOS as the
+/// traffic class, the inner TTL after its decrement as the hop limit) from
+/// the source the IPv6 route selects, on XDP and tc; `lvs_decap` on the
+/// real server takes the IPv4 packet out. `-L -c` names the IPv6 server.
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn an_ipv4_service_tunnels_to_an_ipv6_real_server() {
+    let mut c = router6();
+    c.apply(&config::parse(ACROSS, "across.toml").unwrap())
+        .unwrap();
+    let (vip, real) = ([198, 18, 0, 50], v6("2001:db8:11::3"));
+    let mut expected = Vec::new();
+    for (port, flags) in [(40000, "S"), (40000, "A")] {
+        let mut frame = tcp((CLIENT, port), (vip, 80), flags, b"GET / HTTP/1.0\r\n\r\n");
+        frame[15] = 0xb8; // TOS: DSCP EF
+        let checksum = checksum::full(
+            &{
+                let mut h = frame[14..34].to_vec();
+                h[10..12].copy_from_slice(&[0, 0]);
+                h
+            },
+            0,
+        );
+        frame[24..26].copy_from_slice(&checksum.to_be_bytes());
+        let inner = oracle(&frame, None, None, Some((director_mac(1), mac6(real))))[14..].to_vec();
+        let mut f = mac6(real).to_vec();
+        f.extend_from_slice(&director_mac(1));
+        f.extend_from_slice(&[0x86, 0xdd, 0x6b, 0x80, 0, 0]);
+        f.extend_from_slice(&(inner.len() as u16).to_be_bytes());
+        f.extend_from_slice(&[4, inner[8]]);
+        f.extend_from_slice(&v6("2001:db8:11::1"));
+        f.extend_from_slice(&real);
+        f.extend_from_slice(&inner);
+        let out = run(&c, &frame);
+        assert_eq!(
+            (out.action, &out.frame),
+            (XDP_REDIRECT, &f),
+            "{flags} on XDP"
+        );
+        let out = c.datapath().test_run_tc(ifindex("cli0"), &frame).unwrap();
+        assert_eq!(
+            (out.action, &out.frame),
+            (TC_ACT_REDIRECT, &f),
+            "{flags} on tc"
+        );
+        expected = f;
+    }
+    let rows = c.connection_views().unwrap();
+    assert!(
+        rows.iter().any(|r| r.destination
+            == std::net::SocketAddr::new(std::net::Ipv6Addr::from(real).into(), 80)),
+        "{rows:?}"
+    );
+
+    // On the real server: the IPv4 packet, under the same Ethernet header
+    // with IPv4's ethertype.
+    let mut decap = lvs_datapath::StandaloneXdp::decap().expect("load lvs_decap");
+    let out = decap.test_run(&expected).unwrap();
+    let mut stripped = expected[..12].to_vec();
+    stripped.extend_from_slice(&[0x08, 0x00]);
+    stripped.extend_from_slice(&expected[54..]);
+    assert_eq!((out.action, &out.frame), (XDP_PASS, &stripped));
+    // An IPv6 packet inside IPv4 (protocol 41) comes out as IPv6.
+    let inner6 = tcp6(
+        (v6("2001:db8:1::2"), 40000),
+        (v6("2001:db8::23"), 80),
+        "S",
+        b"",
+    );
+    let mut outer4 = inner6[..12].to_vec();
+    let total = (20 + inner6.len() - 14) as u16;
+    let mut ip = vec![0x45, 0];
+    ip.extend_from_slice(&total.to_be_bytes());
+    ip.extend_from_slice(&[0, 0, 0x40, 0, 64, 41, 0, 0, 198, 18, 11, 1, 198, 18, 11, 3]);
+    let check = checksum::full(&ip, 0);
+    ip[10..12].copy_from_slice(&check.to_be_bytes());
+    outer4.extend_from_slice(&[0x08, 0x00]);
+    outer4.extend_from_slice(&ip);
+    outer4.extend_from_slice(&inner6[14..]);
+    let out = decap.test_run(&outer4).unwrap();
+    let mut stripped6 = inner6[..12].to_vec();
+    stripped6.extend_from_slice(&[0x86, 0xdd]);
+    stripped6.extend_from_slice(&inner6[14..]);
+    assert_eq!((out.action, &out.frame), (XDP_PASS, &stripped6));
+    assert_eq!(decap.counters().unwrap()[0], 2);
+}
