@@ -101,7 +101,9 @@ pub enum Stage {
     IcmpTranslate = 7,
     /// `lvs_tunnel46`: an IPv4 packet on to a real server through an IPv6
     /// tunnel (`tunnel::across`).
-    TunnelAcross = 8,
+    TunnelAcross46 = 8,
+    /// `lvs_tunnel64`: an IPv6 packet through an IPv4 tunnel.
+    TunnelAcross64 = 9,
 }
 
 impl Stage {

@@ -127,6 +127,9 @@ pub fn to_owner<F: Frame, P: Family>(frame: &F) -> Result<Verdict, Verdict> {
     let quote = Quote::parse(frame, packet)?;
     let to = owner(packet, &quote)?;
     if P::STAGED {
+        if to.crosses_families() {
+            return tunnel::across::<_, P>(frame, &to);
+        }
         P::keep(&to);
         let stage = match Method::from_u8(to.method) {
             Some(Method::Nat) => Stage::IcmpTranslate,

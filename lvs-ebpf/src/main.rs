@@ -92,14 +92,18 @@ pub fn lvs_director_tc(ctx: TcContext) -> i32 {
     tc_action(verdict)
 }
 
-/// IPv6, from the director by a tail call, in three stages (`decision`).
+/// The IPv6 path's stages (`decision`), programs the director tail-calls
+/// (and the stage that tunnels an IPv4 packet in IPv6: its path for `V4`).
 /// A stage that hands the packet on counts no verdict: the last one does.
 macro_rules! ipv6_stage {
     ($xdp:ident, $tc:ident, $path:ident) => {
+        ipv6_stage!($xdp, $tc, $path, V6);
+    };
+    ($xdp:ident, $tc:ident, $path:ident, $family:ident) => {
         #[xdp]
         #[inline(always)]
         pub fn $xdp(ctx: XdpContext) -> u32 {
-            let verdict = match $path::<_, V6>(&ctx) {
+            let verdict = match $path::<_, $family>(&ctx) {
                 Ok(v) | Err(v) => v,
             };
             stats::count_verdict(verdict);
@@ -109,7 +113,7 @@ macro_rules! ipv6_stage {
         #[classifier]
         #[inline(always)]
         pub fn $tc(ctx: TcContext) -> i32 {
-            let verdict = match $path::<_, V6>(&ctx) {
+            let verdict = match $path::<_, $family>(&ctx) {
                 Ok(v) | Err(v) => v,
             };
             stats::count_verdict(verdict);
@@ -128,7 +132,8 @@ ipv6_stage!(
     lvs_icmp_translate6_tc,
     icmp_translate_stage
 );
-ipv6_stage!(lvs_tunnel46, lvs_tunnel46_tc, across_stage);
+ipv6_stage!(lvs_tunnel46, lvs_tunnel46_tc, across_stage, V4);
+ipv6_stage!(lvs_tunnel64, lvs_tunnel64_tc, across_stage, V6);
 
 /// IPv6, a DR or TUN packet too big for the way out (XDP only).
 #[xdp]
@@ -309,14 +314,19 @@ fn icmp_translate_stage<F: Frame, P: Family>(ctx: &F) -> Result<Verdict, Verdict
     icmp_error::translated::<F, P>(ctx)
 }
 
-/// A packet of the other family (IPv4) on through a tunnel of this one
-/// (IPv6) to the real server the stage before found (`tunnel::across`).
+/// A packet of family `P` on through a tunnel of the other family to its
+/// real server (`tunnel::across`), whose address is the other family's
+/// `REALS` entry at the index the stage before kept.
 #[inline(always)]
-fn across_stage<F: Frame, O: Family>(ctx: &F) -> Result<Verdict, Verdict> {
-    let packet = headers::Packet::<O::Other>::parse(ctx)?;
-    let to = O::kept().ok_or(Verdict::PassUnsupported)?;
-    let found = forward::way_to::<F, O::Other, O>(ctx, &packet, &to);
-    tunnel::forward::<F, O::Other, O>(ctx, &packet, to.addr, found)
+fn across_stage<F: Frame, P: Family>(ctx: &F) -> Result<Verdict, Verdict> {
+    let packet = headers::Packet::<P>::parse(ctx)?;
+    let kept = V6::kept().ok_or(Verdict::PassUnsupported)?;
+    let real = <P::Other as Family>::reals()
+        .get(kept.real_index)
+        .ok_or(Verdict::DropNoDestination)?;
+    let to = Decision::tunnel_to(real.addr(), real.port_wire(), kept.real_index);
+    let found = forward::way_to::<F, P, P::Other>(ctx, &packet, &to);
+    tunnel::forward::<F, P, P::Other>(ctx, &packet, to.addr, found)
 }
 
 /// IPv6, stage two: the first packet of a flow.

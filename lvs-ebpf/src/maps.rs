@@ -184,13 +184,13 @@ pub static CONN_CHANGES: RingBuf = RingBuf::with_byte_size(CONN_CHANGES_BYTES, 0
 
 /// The IPv6 path's programs by `decision::Stage` (`lvs_director6`,
 /// `lvs_new_flow6`, `lvs_send6`, `lvs_reply6`, `lvs_tunnel6`, on XDP
-/// `lvs_too_big6`, `lvs_icmp_error6`, `lvs_icmp_translate6`, `lvs_tunnel46`, and on tc their `_tc` forms; tc has
+/// `lvs_too_big6`, `lvs_icmp_error6`, `lvs_icmp_translate6`, `lvs_tunnel46`, `lvs_tunnel64`, and on tc their `_tc` forms; tc has
 /// no `TooBig`), which the director and
 /// each other tail-call; lvsd fills them.
 #[map]
-pub static DIRECTOR6_XDP: ProgramArray = ProgramArray::with_max_entries(9, 0);
+pub static DIRECTOR6_XDP: ProgramArray = ProgramArray::with_max_entries(10, 0);
 #[map]
-pub static DIRECTOR6_TC: ProgramArray = ProgramArray::with_max_entries(9, 0);
+pub static DIRECTOR6_TC: ProgramArray = ProgramArray::with_max_entries(10, 0);
 
 /// This CPU's IPv6 decision, from the program that decided to the one that
 /// sends (`decision`).

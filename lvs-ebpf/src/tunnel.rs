@@ -5,36 +5,36 @@
 //! and flow label. The protocol says what is inside (4 IPv4, 41 IPv6); the
 //! outer TTL is the inner one's after its decrement.
 
-use lvs_common::Verdict;
+use lvs_common::{
+    addr::{Addr, In6},
+    Verdict,
+};
 
 use crate::{
     decision::{Decision, Stage},
-    family::Family,
+    family::{Family, V6},
     forward::{self, Lookup, Route},
     frame::Frame,
     headers::{ptr_at, Ethernet, Packet, ETH_HEADER_LEN},
     maps::SETTINGS,
 };
 
-/// A packet of family `P` on to a real server of the other family: its
-/// address is the other family's `REALS` entry at the real server's index;
-/// the IPv6 stage `lvs_tunnel46` pushes the outer header. (IPv6 inside
-/// IPv4, which needs a stage of the IPv4 path, is not built: lvsd refuses
-/// it.)
+/// A packet of family `P` on to a real server of the other family, in a
+/// stage of its own (`lvs_tunnel46`, `lvs_tunnel64`): the real server's
+/// index waits in `DECIDED6`, where the stages keep their decisions; the
+/// stage reads the server's address from the other family's `REALS`.
 #[inline(always)]
 pub fn across<F: Frame, P: Family>(frame: &F, to: &Decision<P::Addr>) -> Result<Verdict, Verdict> {
-    if !<P::Other as Family>::STAGED {
-        return Err(Verdict::DropNoDestination);
-    }
-    let real = <P::Other as Family>::reals()
-        .get(to.real_index)
-        .ok_or(Verdict::DropNoDestination)?;
-    <P::Other as Family>::keep(&Decision::tunnel_to(
-        real.addr(),
-        real.port_wire(),
+    V6::keep(&Decision::tunnel_to(
+        In6::UNSPECIFIED,
+        to.port,
         to.real_index,
     ));
-    frame.to_ipv6_stage(Stage::TunnelAcross);
+    frame.to_ipv6_stage(if P::STAGED {
+        Stage::TunnelAcross64
+    } else {
+        Stage::TunnelAcross46
+    });
     // Back here only if lvsd's program array is gone.
     Err(Verdict::PassUnsupported)
 }

@@ -47,7 +47,7 @@ const NEIGH: &str = "lvs_neigh";
 /// The programs the directors tail-call, each in its program array's slot
 /// (`(array, slot, program, xdp)`; one array holds programs of one type):
 /// ICMP errors, and the IPv6 path's stages (lvs-ebpf's `decision::Stage`).
-const TAIL_CALLED: [(&str, u32, &str, bool); 19] = [
+const TAIL_CALLED: [(&str, u32, &str, bool); 21] = [
     ("ICMP_ERROR_XDP", 0, "lvs_icmp_error", true),
     ("ICMP_ERROR_TC", 0, "lvs_icmp_error_tc", false),
     ("DIRECTOR6_XDP", 0, "lvs_director6", true),
@@ -59,6 +59,7 @@ const TAIL_CALLED: [(&str, u32, &str, bool); 19] = [
     ("DIRECTOR6_XDP", 6, "lvs_icmp_error6", true),
     ("DIRECTOR6_XDP", 7, "lvs_icmp_translate6", true),
     ("DIRECTOR6_XDP", 8, "lvs_tunnel46", true),
+    ("DIRECTOR6_XDP", 9, "lvs_tunnel64", true),
     ("DIRECTOR6_TC", 0, "lvs_director6_tc", false),
     ("DIRECTOR6_TC", 1, "lvs_new_flow6_tc", false),
     ("DIRECTOR6_TC", 2, "lvs_send6_tc", false),
@@ -67,6 +68,7 @@ const TAIL_CALLED: [(&str, u32, &str, bool); 19] = [
     ("DIRECTOR6_TC", 6, "lvs_icmp_error6_tc", false),
     ("DIRECTOR6_TC", 7, "lvs_icmp_translate6_tc", false),
     ("DIRECTOR6_TC", 8, "lvs_tunnel46_tc", false),
+    ("DIRECTOR6_TC", 9, "lvs_tunnel64_tc", false),
 ];
 
 /// Which of the datapath's maps are a family's (see `Family`).

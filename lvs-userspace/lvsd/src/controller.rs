@@ -69,8 +69,8 @@ pub enum ControlError {
         feature: &'static str,
     },
     #[error(
-        "{what} {endpoint} of {service} is of the other address family: only an IPv4 \
-         service's tunnel (-i) reaches a server of the other family yet"
+        "{what} {endpoint} of {service} is of the other address family: a sorry server \
+         must be of its service's"
     )]
     MixedFamilies {
         service: ServiceId,
@@ -418,9 +418,10 @@ pub fn ipv4(addr: IpAddr) -> Ipv4Addr {
 }
 
 /// What the datapath does not do for IPv6 yet is refused whole, before
-/// anything reaches it: persistence and the locality schedulers for an
-/// IPv6 service; a real or sorry server of the other family than its
-/// service's (IPVS allows that for tunnels).
+/// anything reaches it: the locality schedulers for an IPv6 service; a
+/// sorry server of the other family than its service's. (A real server of
+/// the other family is reached through a tunnel, as IPVS allows and the
+/// model checks.)
 fn check_families(commands: &[Command]) -> Result<(), ControlError> {
     for command in commands {
         match command {
@@ -438,17 +439,7 @@ fn check_families(commands: &[Command]) -> Result<(), ControlError> {
                     });
                 }
             }
-            // An IPv4 service tunnels to an IPv6 server (`tunnel::across`);
-            // IPv6 inside IPv4 is not built.
-            Command::AddReal { service, real } | Command::EditReal { service, real }
-                if service.vip.is_ipv6() && !real.server.is_ipv6() =>
-            {
-                return Err(ControlError::MixedFamilies {
-                    service: *service,
-                    what: "real server",
-                    endpoint: real.server,
-                });
-            }
+
             Command::SetServiceHealth { service, health } => {
                 if let Some(sorry) = health
                     .sorry
@@ -1884,6 +1875,13 @@ impl<D: Datapath> Controller<D> {
                                 .push((index, datapath_real(real, [0; 4], false)));
                         }
                     }
+                    // The tunnel of an IPv6 service, as above.
+                    IpAddr::V4(addr) if svc.spec.id.vip.addr.is_ipv6() => {
+                        self.unwritten_reals
+                            .push((index, datapath_real(real, addr.octets(), false)));
+                        self.unwritten_reals6
+                            .push((index, datapath_real(real, In6::default(), false)));
+                    }
                     IpAddr::V4(addr) => {
                         let local = self.datapath.is_local(addr);
                         let mut entry = datapath_real(real, addr.octets(), local);
@@ -2569,33 +2567,19 @@ mod tests {
         );
         assert_eq!(c.datapath().reals[&index].addr(), [0; 4]);
         assert_eq!(c.datapath().reals[&index].method, Method::Tunnel as u8);
-        // IPv6 inside IPv4 is not built: refused whole.
-        let state = c.state().clone();
-        let services = c.datapath().services6.clone();
+        // And the other way: an IPv6 service's tunnel to an IPv4 server.
         let mut v4_tunnel = real(7, 1);
         v4_tunnel.method = Method::Tunnel;
         v4_tunnel.server.port = 80;
-        let err = c
-            .apply(&[
-                add_real(4, 1),
-                Command::AddReal {
-                    service: v6_id,
-                    real: v4_tunnel,
-                },
-            ])
-            .unwrap_err();
-        assert!(
-            matches!(
-                err,
-                ControlError::MixedFamilies {
-                    what: "real server",
-                    ..
-                }
-            ),
-            "{err}"
-        );
-        assert_eq!(c.state(), &state);
-        assert_eq!(c.datapath().services6, services);
+        let server = v4_tunnel.server;
+        c.apply(&[Command::AddReal {
+            service: v6_id,
+            real: v4_tunnel,
+        }])
+        .unwrap();
+        let index = c.real_index_of(&v6_id, &server).unwrap();
+        assert_eq!(c.datapath().reals[&index].addr(), [198, 18, 17, 2]);
+        assert_eq!(c.datapath().reals6[&index].addr(), In6::default());
     }
 
     #[test]

@@ -3079,16 +3079,26 @@ scheduler = "rr"
 [[service.real]]
 address = "[2001:db8:11::3]:80"
 method = "tunnel"
+
+[[service]]
+protocol = "tcp"
+address = "[2001:db8::50]:80"
+scheduler = "rr"
+[[service.real]]
+address = "198.18.11.3:80"
+method = "tunnel"
 "#;
 
-/// An IPv4 service with an IPv6 tunnel endpoint, as IPVS allows: the IPv4
-/// packet goes inside an IPv6 header (next header 4, the inner TOS as the
-/// traffic class, the inner TTL after its decrement as the hop limit) from
-/// the source the IPv6 route selects, on XDP and tc; `lvs_decap` on the
-/// real server takes the IPv4 packet out. `-L -c` names the IPv6 server.
+/// Tunnels across families, as IPVS allows: an IPv4 service's IPv6 server
+/// gets the IPv4 packet inside an IPv6 header (next header 4, the inner TOS
+/// as the traffic class, the inner TTL after its decrement as the hop
+/// limit) from the source the IPv6 route selects, and an IPv6 service's
+/// IPv4 server the IPv6 packet inside IPv4 (protocol 41), on XDP and tc;
+/// `lvs_decap` on the real server takes either out. `-L -c` names the IPv6
+/// server.
 #[test]
 #[ignore = "needs root; run by `cargo xtask test`"]
-fn an_ipv4_service_tunnels_to_an_ipv6_real_server() {
+fn tunnels_cross_families_both_ways() {
     let mut c = router6();
     c.apply(&config::parse(ACROSS, "across.toml").unwrap())
         .unwrap();
@@ -3134,6 +3144,37 @@ fn an_ipv4_service_tunnels_to_an_ipv6_real_server() {
         rows.iter().any(|r| r.destination
             == std::net::SocketAddr::new(std::net::Ipv6Addr::from(real).into(), 80)),
         "{rows:?}"
+    );
+
+    // The other way: an IPv6 service's IPv4 server, by IPv6 inside IPv4
+    // (protocol 41, DF, the traffic class as TOS).
+    sh("sysctl -qw net.ipv4.ip_forward=1 && ip addr add 198.18.11.1/24 dev srv1 && ip neigh replace 198.18.11.3 lladdr 02:04:00:00:11:03 dev srv1 nud permanent");
+    let frame = tcp6(
+        (v6("2001:db8:1::2"), 40000),
+        (v6("2001:db8::50"), 80),
+        "S",
+        b"",
+    );
+    let inner = oracle6(&frame, None, None, Some((director_mac(1), [0; 6])))[14..].to_vec();
+    let mut ip = vec![0x45, 0];
+    ip.extend_from_slice(&((20 + inner.len()) as u16).to_be_bytes());
+    ip.extend_from_slice(&[
+        0, 0, 0x40, 0, inner[7], 41, 0, 0, 198, 18, 11, 1, 198, 18, 11, 3,
+    ]);
+    let check = checksum::full(&ip, 0);
+    ip[10..12].copy_from_slice(&check.to_be_bytes());
+    let mut f = vec![2, 4, 0, 0, 0x11, 3];
+    f.extend_from_slice(&director_mac(1));
+    f.extend_from_slice(&[0x08, 0x00]);
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&inner);
+    let out = run(&c, &frame);
+    assert_eq!((out.action, &out.frame), (XDP_REDIRECT, &f), "6in4 on XDP");
+    let out = c.datapath().test_run_tc(ifindex("cli0"), &frame).unwrap();
+    assert_eq!(
+        (out.action, &out.frame),
+        (TC_ACT_REDIRECT, &f),
+        "6in4 on tc"
     );
 
     // On the real server: the IPv4 packet, under the same Ethernet header
