@@ -297,15 +297,6 @@ fn bad_requests_change_nothing() {
             &["-a", "-t", "198.18.0.10:80", "-r", "198.18.11.2:8080", "-g"],
             "uses -g (Route), which cannot map ports",
         ),
-        // What the IPv6 datapath does not do yet.
-        (
-            &["-A", "-t", "[2001:db8::10]:80", "-s", "lblc"],
-            "lblc/lblcr scheduling is not supported for IPv6 yet",
-        ),
-        (
-            &["-a", "-t", "198.18.0.10:80", "-r", "[2001:db8::2]:80", "-i"],
-            "is of the other address family",
-        ),
         (
             &[
                 "-a",

@@ -12,7 +12,7 @@ use lvs_common::{
     Verdict, NO_REAL, RING_SLOTS,
 };
 
-use crate::{ConnEntries, Datapath, DatapathError, Family, Limits};
+use crate::{ConnEntries, Datapath, DatapathError, Family, Limits, Notice};
 
 #[derive(Debug, Default)]
 pub struct FakeDatapath {
@@ -31,6 +31,7 @@ pub struct FakeDatapath {
     pub reals6: HashMap<u32, Real<In6>>,
     pub conns6: HashMap<FlowKey<In6>, Conn<In6>>,
     pub templates6: HashMap<TemplateKey<In6>, Template>,
+    pub locality6: HashMap<LocalityKey<In6>, LocalityEntry>,
     /// The `RELEVANT` bitmaps as last written.
     pub relevant: Vec<u32>,
     pub reply_services: HashMap<ReplyKey, ReplyServices>,
@@ -212,19 +213,22 @@ impl Datapath for FakeDatapath {
         }
         Ok(())
     }
-    fn localities(&self) -> Result<Vec<(LocalityKey, LocalityEntry)>, DatapathError> {
-        Ok(self.locality.iter().map(|(k, v)| (*k, *v)).collect())
+    fn localities<A: Family>(&self) -> Result<Vec<(LocalityKey<A>, LocalityEntry)>, DatapathError> {
+        Ok(A::fake_locality(self)
+            .iter()
+            .map(|(k, v)| (*k, *v))
+            .collect())
     }
-    fn set_locality(
+    fn set_locality<A: Family>(
         &mut self,
-        key: LocalityKey,
+        key: LocalityKey<A>,
         entry: LocalityEntry,
     ) -> Result<(), DatapathError> {
-        self.locality.insert(key, entry);
+        A::fake_locality_mut(self).insert(key, entry);
         Ok(())
     }
-    fn remove_locality(&mut self, key: &LocalityKey) -> Result<(), DatapathError> {
-        self.locality.remove(key);
+    fn remove_locality<A: Family>(&mut self, key: &LocalityKey<A>) -> Result<(), DatapathError> {
+        A::fake_locality_mut(self).remove(key);
         Ok(())
     }
     fn templates<A: Family>(&self) -> Result<Vec<(TemplateKey<A>, Template)>, DatapathError> {
@@ -245,8 +249,11 @@ impl Datapath for FakeDatapath {
         A::fake_templates_mut(self).remove(key);
         Ok(())
     }
-    fn drain_events(&mut self) -> Result<Vec<Event>, DatapathError> {
-        Ok(std::mem::take(&mut self.events))
+    fn drain_events(&mut self) -> Result<Vec<Notice>, DatapathError> {
+        Ok(std::mem::take(&mut self.events)
+            .into_iter()
+            .map(Notice::from)
+            .collect())
     }
     fn cursor(&self, index: u32) -> Result<u32, DatapathError> {
         Ok(self.cursors.get(&index).copied().unwrap_or(0))
@@ -383,6 +390,8 @@ pub trait FakeFamily: Addr {
     fn fake_conns_mut(d: &mut FakeDatapath) -> &mut HashMap<FlowKey<Self>, Conn<Self>>;
     fn fake_templates(d: &FakeDatapath) -> &HashMap<TemplateKey<Self>, Template>;
     fn fake_templates_mut(d: &mut FakeDatapath) -> &mut HashMap<TemplateKey<Self>, Template>;
+    fn fake_locality(d: &FakeDatapath) -> &HashMap<LocalityKey<Self>, LocalityEntry>;
+    fn fake_locality_mut(d: &mut FakeDatapath) -> &mut HashMap<LocalityKey<Self>, LocalityEntry>;
 }
 
 impl FakeFamily for [u8; 4] {
@@ -404,6 +413,12 @@ impl FakeFamily for [u8; 4] {
     fn fake_templates_mut(d: &mut FakeDatapath) -> &mut HashMap<TemplateKey, Template> {
         &mut d.templates
     }
+    fn fake_locality(d: &FakeDatapath) -> &HashMap<LocalityKey, LocalityEntry> {
+        &d.locality
+    }
+    fn fake_locality_mut(d: &mut FakeDatapath) -> &mut HashMap<LocalityKey, LocalityEntry> {
+        &mut d.locality
+    }
 }
 
 impl FakeFamily for In6 {
@@ -424,5 +439,11 @@ impl FakeFamily for In6 {
     }
     fn fake_templates_mut(d: &mut FakeDatapath) -> &mut HashMap<TemplateKey<In6>, Template> {
         &mut d.templates6
+    }
+    fn fake_locality(d: &FakeDatapath) -> &HashMap<LocalityKey<In6>, LocalityEntry> {
+        &d.locality6
+    }
+    fn fake_locality_mut(d: &mut FakeDatapath) -> &mut HashMap<LocalityKey<In6>, LocalityEntry> {
+        &mut d.locality6
     }
 }

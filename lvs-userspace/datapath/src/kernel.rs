@@ -33,8 +33,8 @@ use crate::mapped::MappedArray;
 use crate::{
     family::Family,
     standalone::{attach_by_netlink, netlink},
-    ConnEntries, Datapath, DatapathError, Limits, LocalAddresses, ResolvedHop, TablePosition,
-    XdpAttachMode,
+    ConnEntries, Datapath, DatapathError, Limits, LocalAddresses, Notice, ResolvedHop,
+    TablePosition, XdpAttachMode,
 };
 
 /// The compiled `lvs-ebpf` object (built by this crate's build script).
@@ -78,6 +78,10 @@ pub trait KernelFamily: Addr {
     fn conns(d: &KernelDatapath) -> &HashMap<MapData, FlowKey<Self>, Conn<Self>>;
     fn conns_mut(d: &mut KernelDatapath) -> &mut HashMap<MapData, FlowKey<Self>, Conn<Self>>;
     fn templates(d: &KernelDatapath) -> &HashMap<MapData, TemplateKey<Self>, Template>;
+    fn locality(d: &KernelDatapath) -> &HashMap<MapData, LocalityKey<Self>, LocalityEntry>;
+    fn locality_mut(
+        d: &mut KernelDatapath,
+    ) -> &mut HashMap<MapData, LocalityKey<Self>, LocalityEntry>;
     fn templates_mut(d: &mut KernelDatapath) -> &mut HashMap<MapData, TemplateKey<Self>, Template>;
 }
 
@@ -96,6 +100,12 @@ impl KernelFamily for [u8; 4] {
     }
     fn templates(d: &KernelDatapath) -> &HashMap<MapData, TemplateKey, Template> {
         &d.templates
+    }
+    fn locality(d: &KernelDatapath) -> &HashMap<MapData, LocalityKey, LocalityEntry> {
+        &d.locality
+    }
+    fn locality_mut(d: &mut KernelDatapath) -> &mut HashMap<MapData, LocalityKey, LocalityEntry> {
+        &mut d.locality
     }
     fn templates_mut(d: &mut KernelDatapath) -> &mut HashMap<MapData, TemplateKey, Template> {
         &mut d.templates
@@ -117,6 +127,14 @@ impl KernelFamily for In6 {
     }
     fn templates(d: &KernelDatapath) -> &HashMap<MapData, TemplateKey<In6>, Template> {
         &d.templates6
+    }
+    fn locality(d: &KernelDatapath) -> &HashMap<MapData, LocalityKey<In6>, LocalityEntry> {
+        &d.locality6
+    }
+    fn locality_mut(
+        d: &mut KernelDatapath,
+    ) -> &mut HashMap<MapData, LocalityKey<In6>, LocalityEntry> {
+        &mut d.locality6
     }
     fn templates_mut(d: &mut KernelDatapath) -> &mut HashMap<MapData, TemplateKey<In6>, Template> {
         &mut d.templates6
@@ -450,9 +468,11 @@ pub struct KernelDatapath {
     rings: MappedArray,
     buckets: MappedArray,
     locality: HashMap<MapData, LocalityKey, LocalityEntry>,
+    locality6: HashMap<MapData, LocalityKey<In6>, LocalityEntry>,
     templates: HashMap<MapData, TemplateKey, Template>,
     templates6: HashMap<MapData, TemplateKey<In6>, Template>,
     events: RingBuf<MapData>,
+    events6: RingBuf<MapData>,
     cursors: MappedArray,
     reals: Array<MapData, Real>,
     reals6: Array<MapData, Real<In6>>,
@@ -484,6 +504,19 @@ pub struct KernelDatapath {
     cpus: usize,
     limits: Limits,
     pub attachments: Vec<Attachment>,
+}
+
+/// Every notice waiting in a family's `EVENTS` ring.
+fn drained<A: Family>(ring: &mut RingBuf<MapData>) -> Vec<Notice> {
+    let mut events = Vec::new();
+    while let Some(item) = ring.next() {
+        if item.len() >= size_of::<Event<A>>() {
+            // SAFETY: the datapath writes whole `Event`s; read unaligned.
+            let event = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<Event<A>>()) };
+            events.push(event.into());
+        }
+    }
+    events
 }
 
 /// The datapath's record of each new connection of family `A`
@@ -781,10 +814,13 @@ impl KernelDatapath {
         let rings = mapped(&mut ebpf, "RINGS")?;
         let buckets = mapped(&mut ebpf, "BUCKETS")?;
         let locality = typed!(&mut ebpf, HashMap<MapData, LocalityKey, LocalityEntry>, "LOCALITY");
+        let locality6 =
+            typed!(&mut ebpf, HashMap<MapData, LocalityKey<In6>, LocalityEntry>, "LOCALITY6");
         let templates = typed!(&mut ebpf, HashMap<MapData, TemplateKey, Template>, "TEMPLATES");
         let templates6 =
             typed!(&mut ebpf, HashMap<MapData, TemplateKey<In6>, Template>, "TEMPLATES6");
         let events = typed!(&mut ebpf, RingBuf<MapData>, "EVENTS");
+        let events6 = typed!(&mut ebpf, RingBuf<MapData>, "EVENTS6");
         let cursors = mapped(&mut ebpf, "CURSORS")?;
         let reals = typed!(&mut ebpf, Array<MapData, Real>, "REALS");
         let reals6 = typed!(&mut ebpf, Array<MapData, Real<In6>>, "REALS6");
@@ -924,9 +960,11 @@ impl KernelDatapath {
             rings,
             buckets,
             locality,
+            locality6,
             templates,
             templates6,
             events,
+            events6,
             cursors,
             reals,
             reals6,
@@ -1081,14 +1119,20 @@ impl KernelDatapath {
             .collect()
     }
 
-    /// The `EVENTS` ring buffer, registered with the tokio reactor of the
-    /// calling task: readable when notices wait, for the daemon's event loop.
-    pub fn watch_events(&self) -> std::io::Result<AsyncFd<std::os::fd::OwnedFd>> {
+    /// The `EVENTS` and `EVENTS6` ring buffers, registered with the tokio
+    /// reactor of the calling task: readable when notices wait, for the
+    /// daemon's event loop.
+    pub fn watch_events(&self) -> std::io::Result<[AsyncFd<std::os::fd::OwnedFd>; 2]> {
         use std::os::fd::AsFd;
-        let events = self.events.as_fd().try_clone_to_owned()?;
-        // SAFETY: the descriptor is a fresh dup that the AsyncFd owns; it
-        // stays open, and refers to the same ring buffer, for its lifetime.
-        unsafe { AsyncFd::register_with_interest(events, Interest::READABLE) }.map_err(Into::into)
+        let watch = |ring: &RingBuf<MapData>| -> std::io::Result<AsyncFd<std::os::fd::OwnedFd>> {
+            let events = ring.as_fd().try_clone_to_owned()?;
+            // SAFETY: the descriptor is a fresh dup that the AsyncFd owns; it
+            // stays open, and refers to the same ring buffer, for its
+            // lifetime.
+            unsafe { AsyncFd::register_with_interest(events, Interest::READABLE) }
+                .map_err(Into::into)
+        };
+        Ok([watch(&self.events)?, watch(&self.events6)?])
     }
 
     fn zeroed<T: aya::Pod + Default>(&self) -> PerCpuValues<T> {
@@ -1443,20 +1487,22 @@ impl Datapath for KernelDatapath {
     fn write_buckets(&mut self, base: u32, table: &[u32]) -> Result<(), DatapathError> {
         self.buckets.write(base, table)
     }
-    fn localities(&self) -> Result<Vec<(LocalityKey, LocalityEntry)>, DatapathError> {
-        entries(&self.locality, "LOCALITY")
+    fn localities<A: Family>(&self) -> Result<Vec<(LocalityKey<A>, LocalityEntry)>, DatapathError> {
+        entries(A::locality(self), A::map_name("LOCALITY", "LOCALITY6"))
     }
-    fn set_locality(
+    fn set_locality<A: Family>(
         &mut self,
-        key: LocalityKey,
+        key: LocalityKey<A>,
         entry: LocalityEntry,
     ) -> Result<(), DatapathError> {
-        self.locality
+        let name = A::map_name("LOCALITY", "LOCALITY6");
+        A::locality_mut(self)
             .insert(key, entry, 0)
-            .map_err(map_err("bpf_map_update_elem", "LOCALITY"))
+            .map_err(map_err("bpf_map_update_elem", name))
     }
-    fn remove_locality(&mut self, key: &LocalityKey) -> Result<(), DatapathError> {
-        remove(&mut self.locality, key, "LOCALITY")
+    fn remove_locality<A: Family>(&mut self, key: &LocalityKey<A>) -> Result<(), DatapathError> {
+        let name = A::map_name("LOCALITY", "LOCALITY6");
+        remove(A::locality_mut(self), key, name)
     }
     fn templates<A: Family>(&self) -> Result<Vec<(TemplateKey<A>, Template)>, DatapathError> {
         entries(A::templates(self), A::map_name("TEMPLATES", "TEMPLATES6"))
@@ -1475,14 +1521,9 @@ impl Datapath for KernelDatapath {
         let name = A::map_name("TEMPLATES", "TEMPLATES6");
         remove(A::templates_mut(self), key, name)
     }
-    fn drain_events(&mut self) -> Result<Vec<Event>, DatapathError> {
-        let mut events = Vec::new();
-        while let Some(item) = self.events.next() {
-            if item.len() >= size_of::<Event>() {
-                // SAFETY: the datapath writes whole `Event`s; read unaligned.
-                events.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<Event>()) });
-            }
-        }
+    fn drain_events(&mut self) -> Result<Vec<Notice>, DatapathError> {
+        let mut events = drained::<[u8; 4]>(&mut self.events);
+        events.extend(drained::<In6>(&mut self.events6));
         Ok(events)
     }
     fn cursor(&self, index: u32) -> Result<u32, DatapathError> {

@@ -126,6 +126,30 @@ pub enum DatapathError {
 /// Entries of a family's connection table, with their keys.
 pub type ConnEntries<A> = Vec<(FlowKey<A>, Conn<A>)>;
 
+/// A datapath notice (`EVENTS`, `EVENTS6`), its address of either family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Notice {
+    /// `EventKind`.
+    pub kind: u32,
+    pub service_index: u32,
+    pub addr: IpAddr,
+    pub real_index: u32,
+    /// `bpf_ktime_get_ns` when it happened.
+    pub time_ns: u64,
+}
+
+impl<A: lvs_common::addr::Addr> From<Event<A>> for Notice {
+    fn from(event: Event<A>) -> Self {
+        Self {
+            kind: event.kind,
+            service_index: event.service_index,
+            addr: event.addr().ip(),
+            real_index: event.real_index,
+            time_ns: event.time_ns,
+        }
+    }
+}
+
 /// The map operations the controller needs.
 pub trait Datapath: Send {
     /// The table sizes the maps were created with.
@@ -151,12 +175,15 @@ pub trait Datapath: Send {
     fn write_ring(&mut self, base: u32, picks: &[u32]) -> Result<(), DatapathError>;
     /// Write an sh/dh table into consecutive bucket slots from `base`.
     fn write_buckets(&mut self, base: u32, table: &[u32]) -> Result<(), DatapathError>;
-    /// Every lblc/lblcr destination entry.
-    fn localities(&self) -> Result<Vec<(LocalityKey, LocalityEntry)>, DatapathError>;
-    fn set_locality(&mut self, key: LocalityKey, entry: LocalityEntry)
-        -> Result<(), DatapathError>;
+    /// Every lblc/lblcr destination entry of family `A`.
+    fn localities<A: Family>(&self) -> Result<Vec<(LocalityKey<A>, LocalityEntry)>, DatapathError>;
+    fn set_locality<A: Family>(
+        &mut self,
+        key: LocalityKey<A>,
+        entry: LocalityEntry,
+    ) -> Result<(), DatapathError>;
     /// Remove an entry; one already gone is not an error.
-    fn remove_locality(&mut self, key: &LocalityKey) -> Result<(), DatapathError>;
+    fn remove_locality<A: Family>(&mut self, key: &LocalityKey<A>) -> Result<(), DatapathError>;
     /// Every persistence template of family `A`.
     fn templates<A: Family>(&self) -> Result<Vec<(TemplateKey<A>, Template)>, DatapathError>;
     fn set_template<A: Family>(
@@ -166,8 +193,9 @@ pub trait Datapath: Send {
     ) -> Result<(), DatapathError>;
     /// Remove a template; one already gone is not an error.
     fn remove_template<A: Family>(&mut self, key: &TemplateKey<A>) -> Result<(), DatapathError>;
-    /// The notices the datapath queued since the last call.
-    fn drain_events(&mut self) -> Result<Vec<Event>, DatapathError>;
+    /// The notices the datapath queued since the last call, both
+    /// families'.
+    fn drain_events(&mut self) -> Result<Vec<Notice>, DatapathError>;
     /// How many picks the datapath has claimed from service `index`, ever.
     fn cursor(&self, index: u32) -> Result<u32, DatapathError>;
     /// The cursors of service indexes `0..count`, in one read.

@@ -17,13 +17,13 @@ type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState
 
 use lvs_common::{
     addr::In6, bucket_base, ring_base, service_flags, tcp_state::DEFAULT_TIMEOUTS, Conn,
-    ConnCounts, ConnState, Counters, Direction, Event, EventKind, FlowKey, Form, LocalityEntry,
+    ConnCounts, ConnState, Counters, Direction, EventKind, FlowKey, Form, LocalityEntry,
     LocalityKey, Real, ReplyKey, Service as ServiceValue, ServiceKey, Template, TemplateKey,
     Verdict, VirtualAddr, NO_REAL, RING_SLOTS,
 };
 
 use lvs_common::Timeouts;
-use lvs_datapath::{ConnEntries, Datapath, DatapathError, Family, TablePosition};
+use lvs_datapath::{ConnEntries, Datapath, DatapathError, Family, Notice, TablePosition};
 use lvs_ha::conn::{SyncConn, SyncTemplate};
 use lvs_sched::{publish, Dest, Scheduler, SchedulerName};
 use lvs_state::{
@@ -63,20 +63,11 @@ pub enum ControlError {
     Capacity { what: &'static str, max: u32 },
     #[error(transparent)]
     Datapath(#[from] DatapathError),
-    #[error("IPv6 service {service}: {feature} is not supported for IPv6 yet")]
-    Ipv6Unsupported {
-        service: ServiceId,
-        feature: &'static str,
-    },
     #[error(
-        "{what} {endpoint} of {service} is of the other address family: a sorry server \
+        "sorry server {sorry} of {service} is of the other address family: a sorry server \
          must be of its service's"
     )]
-    MixedFamilies {
-        service: ServiceId,
-        what: &'static str,
-        endpoint: Endpoint,
-    },
+    SorryFamily { service: ServiceId, sorry: Endpoint },
     #[error(
         "real server {server} of {service} is this director's own address: its connections go \
          to the local stack on the service's port {vport}, so a different port \
@@ -111,7 +102,7 @@ struct Runtime {
     counted_cursor: u32,
     pending: HashMap<u32, u32>,
     /// lblc/lblcr: what `LOCALITY` holds, destination address -> real index.
-    localities: HashMap<u32, u32>,
+    localities: HashMap<IpAddr, u32>,
     /// Whether the datapath may hold templates (the service was persistent)
     /// or locality entries (it was lblc/lblcr) under this index: only then
     /// do deletions search those tables.
@@ -177,8 +168,9 @@ fn fold_claimed(pending: &mut HashMap<u32, u32>, ring: &[u32], origin: u32, from
 }
 
 /// lblc/lblcr: expire idle destinations, re-decide each one against the
-/// forecast counts (overload, replication, shrink), and write what changed.
-fn sync_localities<D: Datapath>(
+/// forecast counts (overload, replication, shrink), and write what changed
+/// into family `A`'s table (the service's).
+fn sync_localities<D: Datapath, A: Family>(
     datapath: &mut D,
     rt: &mut Runtime,
     forecast: &[Dest],
@@ -186,12 +178,9 @@ fn sync_localities<D: Datapath>(
 ) -> Result<(), DatapathError> {
     let table = rt.sched.locality().expect("lblc and lblcr keep a table");
     if table.needs_lastuse(now_s) {
-        for (key, entry) in datapath.localities()? {
+        for (key, entry) in datapath.localities::<A>()? {
             if key.service_index == rt.index {
-                table.touch(
-                    Ipv4Addr::from(key.addr()).into(),
-                    entry.last_use_ns / NS_PER_SEC,
-                );
+                table.touch(key.addr().ip(), entry.last_use_ns / NS_PER_SEC);
             }
         }
     }
@@ -199,25 +188,41 @@ fn sync_localities<D: Datapath>(
     let mut wanted = HashMap::default();
     for addr in table.addresses() {
         if let Some(real) = table.decide(forecast, addr, now_s) {
-            wanted.insert(u32::from(ipv4(addr)), real);
+            wanted.insert(addr, real);
         }
     }
     for addr in rt.localities.keys() {
         if !wanted.contains_key(addr) {
-            datapath.remove_locality(&LocalityKey::new(rt.index, addr.to_be_bytes()))?;
+            remove_locality(datapath, rt.index, *addr)?;
         }
     }
     for (addr, real) in &wanted {
         if rt.localities.get(addr) != Some(real) {
-            let lastuse = table.lastuse(Ipv4Addr::from(*addr).into()).unwrap_or(now_s);
+            let Some(at) = A::of(*addr) else {
+                continue;
+            };
+            let lastuse = table.lastuse(*addr).unwrap_or(now_s);
             datapath.set_locality(
-                LocalityKey::new(rt.index, addr.to_be_bytes()),
+                LocalityKey::new(rt.index, at),
                 LocalityEntry::new(*real, lastuse * NS_PER_SEC),
             )?;
         }
     }
     rt.localities = wanted;
     Ok(())
+}
+
+/// Remove service `index`'s locality entry for `addr`, in its family's
+/// table.
+fn remove_locality<D: Datapath>(
+    datapath: &mut D,
+    index: u32,
+    addr: IpAddr,
+) -> Result<(), DatapathError> {
+    match addr {
+        IpAddr::V4(a) => datapath.remove_locality(&LocalityKey::new(index, a.octets())),
+        IpAddr::V6(a) => datapath.remove_locality(&LocalityKey::new(index, In6::from(a))),
+    }
 }
 
 /// The sweeper reads the connection table in parts, one per maintenance
@@ -417,42 +422,22 @@ pub fn ipv4(addr: IpAddr) -> Ipv4Addr {
     }
 }
 
-/// What the datapath does not do for IPv6 yet is refused whole, before
-/// anything reaches it: the locality schedulers for an IPv6 service; a
-/// sorry server of the other family than its service's. (A real server of
-/// the other family is reached through a tunnel, as IPVS allows and the
-/// model checks.)
+/// What the datapath does not do is refused whole, before anything reaches
+/// it: a sorry server of the other family than its service's. (A real
+/// server of the other family is reached through a tunnel, as IPVS allows
+/// and the model checks.)
 fn check_families(commands: &[Command]) -> Result<(), ControlError> {
     for command in commands {
-        match command {
-            Command::AddService(spec) | Command::EditService(spec) if spec.id.vip.is_ipv6() => {
-                let feature =
-                    if matches!(spec.scheduler, SchedulerName::Lblc | SchedulerName::Lblcr) {
-                        Some("lblc/lblcr scheduling")
-                    } else {
-                        None
-                    };
-                if let Some(feature) = feature {
-                    return Err(ControlError::Ipv6Unsupported {
-                        service: spec.id,
-                        feature,
-                    });
-                }
+        if let Command::SetServiceHealth { service, health } = command {
+            if let Some(sorry) = health
+                .sorry
+                .filter(|s| s.server.is_ipv6() != service.vip.is_ipv6())
+            {
+                return Err(ControlError::SorryFamily {
+                    service: *service,
+                    sorry: sorry.server,
+                });
             }
-
-            Command::SetServiceHealth { service, health } => {
-                if let Some(sorry) = health
-                    .sorry
-                    .filter(|s| s.server.is_ipv6() != service.vip.is_ipv6())
-                {
-                    return Err(ControlError::MixedFamilies {
-                        service: *service,
-                        what: "sorry server",
-                        endpoint: sorry.server,
-                    });
-                }
-            }
-            _ => {}
         }
     }
     Ok(())
@@ -652,7 +637,7 @@ impl<D: Datapath> Controller<D> {
     /// Act on the datapath's notices: refill the rings that reached low
     /// water, and record (then re-decide) new locality destinations.
     /// Returns how many services were republished.
-    pub fn handle_events(&mut self, events: &[Event]) -> Result<usize, ControlError> {
+    pub fn handle_events(&mut self, events: &[Notice]) -> Result<usize, ControlError> {
         let mut due = BTreeSet::new();
         let mut signalled: HashMap<ServiceId, u64> = HashMap::default();
         for event in events {
@@ -664,14 +649,9 @@ impl<D: Datapath> Controller<D> {
                 let t = signalled.entry(*id).or_insert(event.time_ns);
                 *t = (*t).min(event.time_ns);
             } else if event.kind == EventKind::NewDestination as u32 {
-                let addr = u32::from_be_bytes(event.addr());
                 if let Some(table) = rt.sched.locality() {
-                    table.record(
-                        Ipv4Addr::from(addr).into(),
-                        event.real_index,
-                        event.time_ns / NS_PER_SEC,
-                    );
-                    rt.localities.insert(addr, event.real_index);
+                    table.record(event.addr, event.real_index, event.time_ns / NS_PER_SEC);
+                    rt.localities.insert(event.addr, event.real_index);
                 }
             }
             due.insert(*id);
@@ -1788,8 +1768,7 @@ impl<D: Datapath> Controller<D> {
             // A new scheduler starts with no destinations of its own.
             let stale = std::mem::take(&mut rt.localities);
             for addr in stale.into_keys() {
-                self.datapath
-                    .remove_locality(&LocalityKey::new(rt.index, addr.to_be_bytes()))?;
+                remove_locality(&mut self.datapath, rt.index, addr)?;
             }
         } else if !same_servers(&rt.dests, &dests) || hooked {
             rt.sched.update(&rt.dests, &dests);
@@ -2031,7 +2010,14 @@ impl<D: Datapath> Controller<D> {
                 }
                 Form::Locality => {
                     value = value.with_form(Form::Locality, 0);
-                    sync_localities(&mut self.datapath, rt, &forecast, now_s)?;
+                    match id.vip.addr {
+                        IpAddr::V4(_) => {
+                            sync_localities::<_, [u8; 4]>(&mut self.datapath, rt, &forecast, now_s)?
+                        }
+                        IpAddr::V6(_) => {
+                            sync_localities::<_, In6>(&mut self.datapath, rt, &forecast, now_s)?
+                        }
+                    }
                 }
             }
             rt.had_templates |= svc.spec.persistence.is_some();
@@ -2105,16 +2091,23 @@ impl<D: Datapath> Controller<D> {
     /// Remove a service index's locality entries and templates.
     fn purge(&mut self, rt: &Runtime) -> Result<(), ControlError> {
         if rt.had_localities {
-            for (key, _) in self.datapath.localities()? {
-                if key.service_index == rt.index {
-                    self.datapath.remove_locality(&key)?;
-                }
-            }
+            self.remove_localities::<[u8; 4]>(rt.index)?;
+            self.remove_localities::<In6>(rt.index)?;
         }
         if rt.had_templates {
             let of_service = |service: &u32, _: &Template| *service == rt.index;
             self.remove_templates::<[u8; 4]>(of_service)?;
             self.remove_templates::<In6>(of_service)?;
+        }
+        Ok(())
+    }
+
+    /// Remove service `index`'s locality entries in family `A`'s table.
+    fn remove_localities<A: Family>(&mut self, index: u32) -> Result<(), ControlError> {
+        for (key, _) in self.datapath.localities::<A>()? {
+            if key.service_index == index {
+                self.datapath.remove_locality(&key)?;
+            }
         }
         Ok(())
     }
@@ -2477,11 +2470,11 @@ mod tests {
         c.handle_events(&events).unwrap();
     }
 
-    /// The datapath forwards IPv4 only: a batch with an IPv6 service, real
-    /// server (a tunnel across families) or sorry server is refused whole,
-    /// before anything is written, and says why.
+    /// IPv6 services are published in the IPv6 tables, with persistence
+    /// (an IPv6 netmask) and the locality form; a tunnel crosses families
+    /// both ways, the server's address in its own family's entry.
     #[test]
-    fn ipv6_services_are_published_and_what_ipv6_lacks_is_refused_whole() {
+    fn ipv6_services_are_published_with_every_feature_and_tunnels_cross_families() {
         let mut c = setup(SchedulerName::Rr, &[1]);
         let v6: Endpoint = "[2001:db8::10]:80".parse().unwrap();
         let v6_id = ServiceId {
@@ -2535,20 +2528,13 @@ mod tests {
             ),
             ("ffff:ffff:ffff:ffff::".parse().unwrap(), 300)
         );
-        let state = c.state().clone();
-        let services = c.datapath().services6.clone();
+        // lblc: published in the locality form.
         let lblc = ServiceSpec {
             scheduler: SchedulerName::Lblc,
             ..v6_service
         };
-        let err = c.apply(&[Command::EditService(lblc)]).unwrap_err();
-        assert!(
-            matches!(err, ControlError::Ipv6Unsupported { service, .. } if service == v6_id),
-            "{err}"
-        );
-        assert!(err.to_string().contains("lblc"), "{err}");
-        assert_eq!(c.state(), &state);
-        assert_eq!(c.datapath().services6, services);
+        c.apply(&[Command::EditService(lblc)]).unwrap();
+        assert_eq!(c.datapath().services6[&key].form, Form::Locality as u8);
         // An IPv4 service's tunnel to an IPv6 server: its IPv6 entry holds
         // the address, its IPv4 entry (the one the IPv4 path reads) none.
         let mut other = real(6, 1);

@@ -387,33 +387,36 @@ async fn maintain(controller: Handle, mut stop: tokio::sync::oneshot::Receiver<(
     }
 }
 
-/// Answer the datapath's notices as they come: a ring at low water is
-/// refilled within one wake-up, not at the next maintenance tick.
+/// Answer the datapath's notices (`EVENTS`, `EVENTS6`) as they come: a ring
+/// at low water is refilled within one wake-up, not at the next maintenance
+/// tick.
 async fn listen(
     controller: Handle,
-    events: std::io::Result<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>>,
+    events: std::io::Result<[tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>; 2]>,
     mut stop: tokio::sync::oneshot::Receiver<()>,
 ) {
-    let events = match events {
-        Ok(fd) => fd,
+    let [events, events6] = match events {
+        Ok(fds) => fds,
         Err(e) => {
-            tracing::warn!("cannot poll the EVENTS ring buffer (epoll_ctl: {e}); refills wait for the 1 s maintenance");
+            tracing::warn!("cannot poll the EVENTS ring buffers (epoll_ctl: {e}); refills wait for the 1 s maintenance");
             return;
         }
     };
     loop {
-        let mut ready = tokio::select! {
+        let ready = tokio::select! {
             _ = &mut stop => return,
-            ready = events.readable() => match ready {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::warn!("polling the EVENTS ring buffer: {e}");
-                    return;
-                }
-            },
+            ready = events.readable() => ready,
+            ready = events6.readable() => ready,
         };
-        // Cleared before draining: a notice queued meanwhile wakes us again.
-        ready.clear_ready();
+        match ready {
+            // Cleared before draining: a notice queued meanwhile wakes us
+            // again.
+            Ok(mut ready) => ready.clear_ready(),
+            Err(e) => {
+                tracing::warn!("polling the EVENTS ring buffers: {e}");
+                return;
+            }
+        }
         if !controller.send(Message::DatapathEvents).await {
             return;
         }

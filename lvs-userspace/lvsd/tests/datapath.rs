@@ -1162,7 +1162,7 @@ fn lblc_reports_a_new_destination_and_follows_the_controller() {
     // First sight of the VIP: the ring's wlc pick (list order 2, 1).
     assert_eq!(syn_reaches(&c, (CLIENT, 5000), vip), 2);
     assert_eq!(c.process_events().unwrap(), 1);
-    let entries = c.datapath().localities().unwrap();
+    let entries = c.datapath().localities::<[u8; 4]>().unwrap();
     assert_eq!(entries.len(), 1);
     assert_eq!(entries[0].0.addr(), vip.0);
     for sport in 5001..5003 {
@@ -3208,4 +3208,47 @@ fn tunnels_cross_families_both_ways() {
     stripped6.extend_from_slice(&inner6[14..]);
     assert_eq!((out.action, &out.frame), (XDP_PASS, &stripped6));
     assert_eq!(decap.counters().unwrap()[0], 2);
+}
+
+const LBLC6: &str = r#"
+[[service]]
+protocol = "tcp"
+address = "[2001:db8::60]:80"
+scheduler = "lblc"
+[[service.real]]
+address = "[2001:db8:11::2]:80"
+method = "route"
+[[service.real]]
+address = "[2001:db8:12::3]:80"
+method = "route"
+"#;
+
+/// lblc for an IPv6 service: the first packet to the VIP takes the ring's
+/// pick and reports the new destination through `EVENTS6`; lvsd records it
+/// in `LOCALITY6`, and every client's next flow to that address goes to the
+/// same server.
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn ipv6_lblc_reports_a_new_destination_and_keeps_it() {
+    use lvs_datapath::Datapath;
+    let mut c = router6();
+    c.apply(&config::parse(LBLC6, "lblc6.toml").unwrap())
+        .unwrap();
+    let vip = v6("2001:db8::60");
+    let server_of = |c: &Controller<KernelDatapath>, client: &str, port: u16| {
+        let out = run(c, &tcp6((v6(client), port), (vip, 80), "S", b""));
+        assert_eq!(out.action, XDP_REDIRECT, "{client}");
+        [v6("2001:db8:11::2"), v6("2001:db8:12::3")]
+            .into_iter()
+            .find(|real| out.frame[0..6] == mac6(*real))
+            .unwrap_or_else(|| panic!("{client}: sent to no server"))
+    };
+    let first = server_of(&c, "2001:db8:1::2", 5000);
+    assert_eq!(c.process_events().unwrap(), 1);
+    let entries = c.datapath().localities::<lvs_common::addr::In6>().unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].0.addr().0, vip);
+    for (client, port) in [("2001:db8:1::2", 5001), ("2001:db8:1::7", 5000)] {
+        assert_eq!(server_of(&c, client, port), first, "{client}:{port}");
+    }
 }
