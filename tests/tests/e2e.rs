@@ -1150,79 +1150,39 @@ fn an_ipv4_service_balances_over_ipv4_and_ipv6_tunnels() {
         ns.exec(args)
             .unwrap_or_else(|e| panic!("{}: {e:#}", ns.name));
     };
+    // `dev` gets `addr` (a /64, without duplicate address detection); a
+    // host routes through `gateway`.
+    let host = |ns: &lvs_lab::Netns, dev: &str, addr: &str, gateway: Option<&str>| {
+        ip(
+            ns,
+            &[
+                "ip",
+                "addr",
+                "add",
+                &format!("{addr}/64"),
+                "dev",
+                dev,
+                "nodad",
+            ],
+        );
+        if let Some(gw) = gateway {
+            ip(ns, &["ip", "-6", "route", "add", "default", "via", gw]);
+        }
+    };
     ip(router, &["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
-    ip(
-        router,
-        &[
-            "ip",
-            "addr",
-            "add",
-            "2001:db8:2::1/64",
-            "dev",
-            "br0",
-            "nodad",
-        ],
-    );
-    ip(
-        router,
-        &[
-            "ip",
-            "addr",
-            "add",
-            "2001:db8:32::1/64",
-            "dev",
-            "tun2",
-            "nodad",
-        ],
-    );
-    ip(
+    host(router, "br0", "2001:db8:2::1", None);
+    host(router, "tun2", "2001:db8:32::1", None);
+    host(
         &lab.director,
-        &[
-            "ip",
-            "addr",
-            "add",
-            "2001:db8:2::2/64",
-            "dev",
-            "lan0",
-            "nodad",
-        ],
+        "lan0",
+        "2001:db8:2::2",
+        Some("2001:db8:2::1"),
     );
-    ip(
-        &lab.director,
-        &[
-            "ip",
-            "-6",
-            "route",
-            "add",
-            "default",
-            "via",
-            "2001:db8:2::1",
-        ],
-    );
-    let rs2 = &lab.reals[1].ns;
-    ip(
-        rs2,
-        &[
-            "ip",
-            "addr",
-            "add",
-            "2001:db8:32::2/64",
-            "dev",
-            "eth0",
-            "nodad",
-        ],
-    );
-    ip(
-        rs2,
-        &[
-            "ip",
-            "-6",
-            "route",
-            "add",
-            "default",
-            "via",
-            "2001:db8:32::1",
-        ],
+    host(
+        &lab.reals[1].ns,
+        "eth0",
+        "2001:db8:32::2",
+        Some("2001:db8:32::1"),
     );
     lab.start_servers(80, 53).expect("starting real servers");
     lab.start_lvsd(None).expect("starting lvsd");

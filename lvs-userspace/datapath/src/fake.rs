@@ -41,7 +41,7 @@ pub struct FakeDatapath {
     pub now_ns: u64,
     pub limits: Limits,
     /// Addresses `is_local` says the director holds (besides loopback).
-    pub local: std::collections::BTreeSet<std::net::Ipv4Addr>,
+    pub local: std::collections::BTreeSet<std::net::IpAddr>,
     pub next_hops: HashMap<std::net::IpAddr, crate::ResolvedHop>,
     /// Fault injection: after this many more map writes succeed, the next
     /// one fails (or, with `panic_on_failure`, panics mid-write).
@@ -365,7 +365,7 @@ impl Datapath for FakeDatapath {
     fn now_ns(&self) -> Result<u64, DatapathError> {
         Ok(self.now_ns)
     }
-    fn is_local(&self, addr: std::net::Ipv4Addr) -> bool {
+    fn is_local(&self, addr: std::net::IpAddr) -> bool {
         addr.is_loopback() || self.local.contains(&addr)
     }
     fn set_next_hop(

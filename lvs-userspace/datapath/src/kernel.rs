@@ -2,7 +2,7 @@
 //! its maps. Each error names the map or interface and the failing call.
 
 use std::marker::PhantomData;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use aya::{
@@ -1703,7 +1703,7 @@ impl Datapath for KernelDatapath {
     fn now_ns(&self) -> Result<u64, DatapathError> {
         monotonic_ns()
     }
-    fn is_local(&self, addr: Ipv4Addr) -> bool {
+    fn is_local(&self, addr: IpAddr) -> bool {
         self.local.contains(addr)
     }
     fn set_next_hop(&mut self, real: IpAddr, hop: ResolvedHop) -> Result<(), DatapathError> {

@@ -29,7 +29,7 @@ pub use kernel::{
 pub use limits::Limits;
 pub use standalone::{test_run_attached, StandaloneXdp, XdpAttachMode};
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 use lvs_common::{
     tcp_state::STATE_COUNT, Conn, ConnCounts, Counters, Event, FlowKey, IcmpCase, LocalityEntry,
@@ -276,7 +276,7 @@ pub trait Datapath: Send {
     fn now_ns(&self) -> Result<u64, DatapathError>;
     /// Whether `addr` is this director's own (loopback, or held by an
     /// interface in its network namespace): a real server there is local.
-    fn is_local(&self, addr: Ipv4Addr) -> bool;
+    fn is_local(&self, addr: IpAddr) -> bool;
     /// The next hop lvsd resolved towards a DR or TUN real server, for the
     /// datapath to use while the FIB refuses (forwarding off), in the map
     /// of the server's family.
@@ -325,11 +325,11 @@ pub struct LocalAddresses(std::sync::Mutex<AddressCache>);
 #[derive(Default)]
 pub struct AddressCache {
     read_at: Option<std::time::Instant>,
-    addresses: std::collections::BTreeSet<Ipv4Addr>,
+    addresses: std::collections::BTreeSet<IpAddr>,
 }
 
 impl LocalAddresses {
-    pub fn contains(&self, addr: Ipv4Addr) -> bool {
+    pub fn contains(&self, addr: IpAddr) -> bool {
         if addr.is_loopback() {
             return true;
         }
@@ -339,7 +339,7 @@ impl LocalAddresses {
 }
 
 impl AddressCache {
-    fn contains(&mut self, addr: Ipv4Addr) -> bool {
+    fn contains(&mut self, addr: IpAddr) -> bool {
         let stale = self
             .read_at
             .is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(1));
@@ -348,7 +348,14 @@ impl AddressCache {
             match nix::ifaddrs::getifaddrs() {
                 Ok(list) => {
                     self.addresses = list
-                        .filter_map(|ifa| ifa.address?.as_sockaddr_in().map(|a| a.ip()))
+                        .filter_map(|ifa| {
+                            let address = ifa.address?;
+                            match (address.as_sockaddr_in(), address.as_sockaddr_in6()) {
+                                (Some(v4), _) => Some(IpAddr::V4(v4.ip())),
+                                (_, Some(v6)) => Some(IpAddr::V6(v6.ip())),
+                                _ => None,
+                            }
+                        })
                         .collect();
                 }
                 Err(e) => tracing::warn!("getifaddrs: {e} (local real servers not recognised)"),

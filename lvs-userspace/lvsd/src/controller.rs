@@ -1788,10 +1788,7 @@ impl<D: Datapath> Controller<D> {
                 continue;
             };
             let vport = service.vip.port;
-            let local = match real.server.addr {
-                IpAddr::V4(addr) => self.datapath.is_local(addr),
-                IpAddr::V6(_) => false,
-            };
+            let local = self.datapath.is_local(real.server.addr);
             if vport != 0 && real.server.port != vport && local {
                 return Err(ControlError::LocalPortMapping {
                     service: *service,
@@ -1840,12 +1837,11 @@ impl<D: Datapath> Controller<D> {
             };
             if written.get(&real.server) != Some(&real.method) {
                 match real.server.addr {
-                    // An IPv6 server is never this director (IPVS's
-                    // LOCALNODE is IPv4 here), nor keeps one-entry NAT
-                    // connections.
+                    // An IPv6 server keeps no one-entry NAT connections.
                     IpAddr::V6(addr) => {
+                        let local = self.datapath.is_local(addr.into());
                         self.unwritten_reals6
-                            .push((index, datapath_real(real, In6::from(addr), false)));
+                            .push((index, datapath_real(real, In6::from(addr), local)));
                         // The tunnel of an IPv4 service: its IPv4 entry
                         // holds no address, so the IPv4 path takes the
                         // IPv6 one (`Decision::crosses_families`).
@@ -1862,7 +1858,7 @@ impl<D: Datapath> Controller<D> {
                             .push((index, datapath_real(real, In6::default(), false)));
                     }
                     IpAddr::V4(addr) => {
-                        let local = self.datapath.is_local(addr);
+                        let local = self.datapath.is_local(addr.into());
                         let mut entry = datapath_real(real, addr.octets(), local);
                         // A port-0 service's server takes the client's
                         // port: its replies' source port names no service.

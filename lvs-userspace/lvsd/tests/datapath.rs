@@ -3016,6 +3016,20 @@ fn an_ipv6_datapath_whose_lvsd_died_keeps_flows_and_leaves_the_floating_address(
     assert_eq!(run(&c, &syn(40002)).action, XDP_REDIRECT);
 }
 
+/// Which of `TWO_DR6`'s servers a SYN from `client` to `vip`:80 went to.
+fn dr6_server_of(
+    c: &Controller<KernelDatapath>,
+    client: ([u8; 16], u16),
+    vip: [u8; 16],
+) -> [u8; 16] {
+    let out = run(c, &tcp6(client, (vip, 80), "S", b""));
+    assert_eq!(out.action, XDP_REDIRECT, "{client:?}");
+    [v6("2001:db8:11::2"), v6("2001:db8:12::3")]
+        .into_iter()
+        .find(|real| out.frame[0..6] == mac6(*real))
+        .unwrap_or_else(|| panic!("{client:?}: sent to no server"))
+}
+
 const PERSISTENT6: &str = r#"
 [[service]]
 protocol = "tcp"
@@ -3043,12 +3057,7 @@ fn ipv6_persistence_keeps_a_clients_64_on_its_server() {
         .unwrap();
     let vip = v6("2001:db8::30");
     let server_of = |c: &Controller<KernelDatapath>, client: &str, port: u16| {
-        let out = run(c, &tcp6((v6(client), port), (vip, 80), "S", b""));
-        assert_eq!(out.action, XDP_REDIRECT, "{client}");
-        [v6("2001:db8:11::2"), v6("2001:db8:12::3")]
-            .into_iter()
-            .find(|real| out.frame[0..6] == mac6(*real))
-            .unwrap_or_else(|| panic!("{client}: sent to no server"))
+        dr6_server_of(c, (v6(client), port), vip)
     };
     let first = server_of(&c, "2001:db8:1::2", 40000);
     for (client, port) in [
@@ -3236,12 +3245,7 @@ fn ipv6_lblc_reports_a_new_destination_and_keeps_it() {
         .unwrap();
     let vip = v6("2001:db8::60");
     let server_of = |c: &Controller<KernelDatapath>, client: &str, port: u16| {
-        let out = run(c, &tcp6((v6(client), port), (vip, 80), "S", b""));
-        assert_eq!(out.action, XDP_REDIRECT, "{client}");
-        [v6("2001:db8:11::2"), v6("2001:db8:12::3")]
-            .into_iter()
-            .find(|real| out.frame[0..6] == mac6(*real))
-            .unwrap_or_else(|| panic!("{client}: sent to no server"))
+        dr6_server_of(c, (v6(client), port), vip)
     };
     let first = server_of(&c, "2001:db8:1::2", 5000);
     assert_eq!(c.process_events().unwrap(), 1);
@@ -3251,4 +3255,45 @@ fn ipv6_lblc_reports_a_new_destination_and_keeps_it() {
     for (client, port) in [("2001:db8:1::2", 5001), ("2001:db8:1::7", 5000)] {
         assert_eq!(server_of(&c, client, port), first, "{client}:{port}");
     }
+}
+
+/// IPv6 LOCALNODE: a real server at one of the director's own IPv6
+/// addresses (or `::1`) gets the client's packet unchanged through the
+/// local stack, as IPVS's LOCALNODE does.
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn an_ipv6_local_real_server_gets_the_packet_unchanged() {
+    let mut c = router6();
+    c.apply(
+        &config::parse(
+            r#"
+[[service]]
+protocol = "tcp"
+address = "[2001:db8::70]:80"
+scheduler = "rr"
+[[service.real]]
+address = "[::1]:80"
+method = "route"
+[[service]]
+protocol = "tcp"
+address = "[2001:db8::71]:80"
+scheduler = "rr"
+[[service.real]]
+address = "[2001:db8:11::1]:80"
+method = "nat"
+"#,
+            "local6.toml",
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let client = v6("2001:db8:1::2");
+    for (vip, port) in [(v6("2001:db8::70"), 41000), (v6("2001:db8::71"), 41001)] {
+        for flags in ["S", "A"] {
+            let frame = tcp6((client, port), (vip, 80), flags, b"");
+            let out = run(&c, &frame);
+            assert_eq!((out.action, out.frame), (XDP_PASS, frame));
+        }
+    }
+    assert_eq!(verdict(&c, "pass_local"), 4);
 }
