@@ -1,6 +1,7 @@
 //! The seam between deciding where a packet goes (its connection, or the
 //! scheduler's pick for a new flow) and sending it there. An IPv4 packet
-//! crosses it within one program. An IPv6 one's keys and entries are too
+//! crosses it within one program (but for a tunnel across families,
+//! `lvs_tunnel46`). An IPv6 one's keys and entries are too
 //! large for one program's 512-byte stack, so its path runs in stages
 //! (`Stage`), programs joined by tail calls: the decision waits in this CPU's
 //! `DECIDED6` slot for the program that sends.

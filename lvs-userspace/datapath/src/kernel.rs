@@ -670,7 +670,8 @@ impl Drop for TailCalled {
     }
 }
 
-const UNPINNED: &str = "if lvsd dies, its datapath stops forwarding IPv6 and ICMP errors \
+const UNPINNED: &str = "if lvsd dies, its datapath stops forwarding IPv6 and ICMP errors, \
+     and its kernel goes on answering neighbour solicitations for the floating IPv6 addresses \
      (see lvsd --bpffs)";
 
 /// Whether `path` is a bpffs mount.
@@ -729,8 +730,9 @@ fn unpin_the_dead(own: &Path) {
         else {
             continue;
         };
-        let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
-        if !alive {
+        let gone = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
+            == Err(nix::errno::Errno::ESRCH);
+        if gone {
             tracing::info!(dir = %entry.path().display(), "removing what a killed lvsd pinned");
             unpin(&entry.path());
         }

@@ -163,7 +163,8 @@ pub fn announce_addresses(announcements: &[(&str, IpAddr)]) -> Result<(), Netcon
         let frame = match addr {
             IpAddr::V4(addr) => lvs_ha::arp::gratuitous(mac, addr, false).to_vec(),
             IpAddr::V6(addr) => {
-                let router = read_sysctl(&ipv6_conf(dev, "forwarding"))? == "1";
+                // Unreadable: announced as a host, rather than not at all.
+                let router = read_sysctl(&ipv6_conf(dev, "forwarding")).is_ok_and(|v| v == "1");
                 lvs_ha::ndp::unsolicited(mac, addr, router).to_vec()
             }
         };

@@ -35,9 +35,11 @@ impl SyncConn {
         ))
     }
 
-    /// Read an inbound entry (`None` for a NAT reply entry).
+    /// Read an inbound entry (`None` for a NAT reply entry, and for a
+    /// tunnel across families, whose entry names its server only by index:
+    /// not synced).
     pub fn of<A: Addr>(key: &FlowKey<A>, conn: &Conn<A>, now_ns: u64) -> Option<Self> {
-        if conn.direction != Direction::Inbound as u8 {
+        if conn.direction != Direction::Inbound as u8 || conn.addr() == A::UNSPECIFIED {
             return None;
         }
         let at = |a: A, p: u16| SocketAddr::new(a.ip(), p);

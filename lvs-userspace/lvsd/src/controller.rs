@@ -649,6 +649,11 @@ impl<D: Datapath> Controller<D> {
                 let t = signalled.entry(*id).or_insert(event.time_ns);
                 *t = (*t).min(event.time_ns);
             } else if event.kind == EventKind::NewDestination as u32 {
+                // A notice left from a service that had this index before,
+                // of the other family, is not this one's.
+                if event.addr.is_ipv6() != id.vip.addr.is_ipv6() {
+                    continue;
+                }
                 if let Some(table) = rt.sched.locality() {
                     table.record(event.addr, event.real_index, event.time_ns / NS_PER_SEC);
                     rt.localities.insert(event.addr, event.real_index);
@@ -1181,6 +1186,11 @@ impl<D: Datapath> Controller<D> {
             .filter_map(|(key, t)| {
                 let svc = services.get(&key.service_index)?;
                 let real = *servers.get(&t.real_index)?;
+                // A template for a server across families, as its
+                // connections, is not synced (a record is of one family).
+                if real.addr.is_ipv6() != svc.spec.id.vip.addr.is_ipv6() {
+                    return None;
+                }
                 Some(SyncTemplate {
                     protocol: svc.spec.id.protocol.number(),
                     client_net: key.client_net().ip(),

@@ -281,7 +281,13 @@ impl Node {
 
     /// The same datagram on every link; the peer drops the copies.
     async fn send(&mut self, message: &Message) -> bool {
-        let datagram = message.emit(&self.config.key);
+        let datagram = match message.try_emit(&self.config.key) {
+            Ok(datagram) => datagram,
+            Err(e) => {
+                tracing::error!("HA: not sending a {} message: {e}", message.header.kind);
+                return false;
+            }
+        };
         let mut delivered = false;
         for (link, socket) in self.config.links.iter().zip(&self.sockets) {
             match socket
@@ -685,8 +691,8 @@ fn datapath_method(wire: u8) -> u8 {
     method_from_wire(wire).map_or(u8::MAX, |m| m as u8)
 }
 
-/// IPv4 only for now: `None` for an IPv6 connection (and, as for a local
-/// real server, it is not sent).
+/// `None` for a method the wire does not carry (a local real server's
+/// connection is not sent).
 fn conn_record(op: Op, c: &SyncConn) -> Option<Record> {
     let SyncConn {
         protocol,

@@ -288,6 +288,8 @@ pub enum ModelError {
     MalformedNetmask { text: String, ipv6: bool },
     #[error("persistence prefix /{prefix} is longer than {service}'s addresses")]
     PrefixRange { service: ServiceId, prefix: u8 },
+    #[error("real server {0} is not a unicast address")]
+    NotUnicast(Endpoint),
     #[error("real server {server} is not of service {service}'s address family: only a tunnel (-i) may cross families")]
     MixedFamilies {
         service: ServiceId,
@@ -630,6 +632,11 @@ fn validate_real(service: &ServiceId, real: &RealSpec) -> Result<(), ModelError>
             upper: real.u_threshold,
         });
     }
+    // As IPVS, a destination is a unicast address (the datapath reads an
+    // unspecified one as a tunnel to the other family's entry).
+    if real.server.addr.is_unspecified() || real.server.addr.is_multicast() {
+        return Err(ModelError::NotUnicast(real.server));
+    }
     // As IPVS: a tunnel may lead from one family to the other (IPv6 in
     // IPv4 or the reverse); the packet itself cannot change family.
     if real.server.is_ipv6() != service.vip.is_ipv6() && real.method != Method::Tunnel {
@@ -883,6 +890,22 @@ mod tests {
             }]),
             Err(ModelError::ThresholdOrder { .. })
         ));
+        // No destination that is not a unicast address.
+        for addr in ["0.0.0.0", "224.0.0.1", "::", "ff02::1"] {
+            let mut odd = real(1, 1);
+            odd.server.addr = addr.parse().unwrap();
+            odd.method = Method::Tunnel;
+            assert!(
+                matches!(
+                    s.apply_all(&[Command::AddReal {
+                        service: svc(80),
+                        real: odd
+                    }]),
+                    Err(ModelError::NotUnicast(_))
+                ),
+                "{addr}"
+            );
+        }
     }
 
     #[test]
