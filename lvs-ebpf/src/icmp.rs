@@ -24,6 +24,25 @@ const QUOTED_PAYLOAD: usize = 8;
 /// Largest ICMP body: header plus a 60-byte IP header plus 8 bytes, in words.
 const MAX_ICMP_WORDS: usize = (ICMP_HEADER_LEN + 60 + QUOTED_PAYLOAD) / 2;
 
+/// Make the frame an answer's shape: room in front for a new IP header of
+/// `ip_len` bytes and the ICMP header, and cut after `icmp_len` bytes of
+/// ICMP (header and quote), the quote being the packet's own head.
+#[inline(always)]
+fn reshape(ctx: &XdpContext, ip_len: usize, icmp_len: usize) -> Result<(), Verdict> {
+    let prefix = (ip_len + ICMP_HEADER_LEN) as i32;
+    // SAFETY: plain helper calls on our own context.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -prefix) } != 0 {
+        return Err(Verdict::DropTooBig);
+    }
+    let frame_len = ETH_HEADER_LEN + ip_len + icmp_len;
+    let trim = frame_len as i32 - (ctx.data_end() - ctx.data()) as i32;
+    // SAFETY: as above; trim is never positive (the frame held the quote).
+    if trim < 0 && unsafe { bpf_xdp_adjust_tail(ctx.ctx, trim) } != 0 {
+        return Err(Verdict::DropTooBig);
+    }
+    Ok(())
+}
+
 /// Tell the client the largest packet (`mtu`) that can be sent on. The
 /// reply comes from the VIP it was talking to and goes back to the MAC the
 /// packet came from.
@@ -41,18 +60,8 @@ pub fn frag_needed(ctx: &XdpContext, packet: &Packet, mtu: u16) -> Result<Verdic
 
     // Room for a new IP and ICMP header in front of the original IP header,
     // which then sits exactly where the quote belongs.
-    let prefix = (IPV4_HEADER_LEN + ICMP_HEADER_LEN) as i32;
-    // SAFETY: plain helper calls on our own context.
-    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -prefix) } != 0 {
-        return Err(Verdict::DropTooBig);
-    }
     let icmp_len = ICMP_HEADER_LEN + quoted;
-    let frame_len = ETH_HEADER_LEN + IPV4_HEADER_LEN + icmp_len;
-    let trim = frame_len as i32 - (ctx.data_end() - ctx.data()) as i32;
-    // SAFETY: as above; trim is never positive (the frame held the quote).
-    if trim < 0 && unsafe { bpf_xdp_adjust_tail(ctx.ctx, trim) } != 0 {
-        return Err(Verdict::DropTooBig);
-    }
+    reshape(ctx, IPV4_HEADER_LEN, icmp_len)?;
 
     let eth: *mut Ethernet = ptr_at(ctx, 0)?;
     let ip: *mut [u8; IPV4_HEADER_LEN] = ptr_at(ctx, ETH_HEADER_LEN)?;
@@ -166,18 +175,8 @@ pub fn packet_too_big(ctx: &XdpContext, packet: &Packet<V6>, mtu: u16) -> Result
     let (client_mac, our_mac) = (eth.src, eth.dst);
     let (client, vip) = (ip.src, ip.dst);
 
-    let prefix = (IPV6_HEADER_LEN + ICMP_HEADER_LEN) as i32;
-    // SAFETY: plain helper calls on our own context.
-    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -prefix) } != 0 {
-        return Err(Verdict::DropTooBig);
-    }
     let icmp_len = ICMP_HEADER_LEN + QUOTED6;
-    let frame_len = ETH_HEADER_LEN + IPV6_HEADER_LEN + icmp_len;
-    let trim = frame_len as i32 - (ctx.data_end() - ctx.data()) as i32;
-    // SAFETY: as above; trim is never positive (the frame held the quote).
-    if trim < 0 && unsafe { bpf_xdp_adjust_tail(ctx.ctx, trim) } != 0 {
-        return Err(Verdict::DropTooBig);
-    }
+    reshape(ctx, IPV6_HEADER_LEN, icmp_len)?;
 
     let eth: *mut Ethernet = ptr_at(ctx, 0)?;
     let ip: *mut Ipv6 = ptr_at(ctx, ETH_HEADER_LEN)?;

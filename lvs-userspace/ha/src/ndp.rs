@@ -100,21 +100,18 @@ pub fn unsolicited(mac: [u8; 6], addr: Ipv6Addr, router: bool) -> [u8; FRAME_LEN
 }
 
 /// The ICMPv6 checksum of `message` (its checksum field zero or not: it is
-/// left out) from `source` to `destination`.
+/// left out) from `source` to `destination`: over the IPv6 pseudo-header
+/// and the message.
 fn checksum(source: Ipv6Addr, destination: Ipv6Addr, message: &[u8]) -> u16 {
-    let words = |bytes: &[u8]| -> u32 {
-        bytes
-            .chunks(2)
-            .map(|w| u32::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)])))
-            .sum()
-    };
-    let mut sum = words(&source.octets()) + words(&destination.octets());
-    sum += message.len() as u32 + u32::from(ICMPV6);
-    sum += words(&message[..2]) + words(&message[4..]);
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
+    let mut summed = Vec::with_capacity(40 + message.len());
+    summed.extend_from_slice(&source.octets());
+    summed.extend_from_slice(&destination.octets());
+    summed.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    summed.extend_from_slice(&[0, 0, 0, ICMPV6]);
+    summed.extend_from_slice(&message[..2]);
+    summed.extend_from_slice(&[0, 0]);
+    summed.extend_from_slice(&message[4..]);
+    lvs_common::checksum::full(&summed, 0)
 }
 
 /// The advertisement in an Ethernet frame with its target link-layer

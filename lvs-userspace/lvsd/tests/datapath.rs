@@ -3016,7 +3016,7 @@ fn an_ipv6_datapath_whose_lvsd_died_keeps_flows_and_leaves_the_floating_address(
     assert_eq!(run(&c, &syn(40002)).action, XDP_REDIRECT);
 }
 
-/// Which of `TWO_DR6`'s servers a SYN from `client` to `vip`:80 went to.
+/// Which of `two_dr6`'s servers a SYN from `client` to `vip`:80 went to.
 fn dr6_server_of(
     c: &Controller<KernelDatapath>,
     client: ([u8; 16], u16),
@@ -3030,20 +3030,15 @@ fn dr6_server_of(
         .unwrap_or_else(|| panic!("{client:?}: sent to no server"))
 }
 
-const PERSISTENT6: &str = r#"
-[[service]]
-protocol = "tcp"
-address = "[2001:db8::30]:80"
-scheduler = "rr"
-persistent = 300
-netmask = "64"
-[[service.real]]
-address = "[2001:db8:11::2]:80"
-method = "route"
-[[service.real]]
-address = "[2001:db8:12::3]:80"
-method = "route"
-"#;
+/// A TCP service `[vip]:80` with `options` (scheduler and more) over the
+/// two DR servers `dr6_server_of` tells apart.
+fn two_dr6(vip: &str, options: &str) -> String {
+    format!(
+        "[[service]]\nprotocol = \"tcp\"\naddress = \"[{vip}]:80\"\n{options}\n\
+         [[service.real]]\naddress = \"[2001:db8:11::2]:80\"\nmethod = \"route\"\n\
+         [[service.real]]\naddress = \"[2001:db8:12::3]:80\"\nmethod = \"route\"\n"
+    )
+}
 
 /// An IPv6 persistent service with `-M 64`: every client of one /64 keeps
 /// the server its first connection got, whatever its address and port; a
@@ -3053,7 +3048,11 @@ method = "route"
 #[ignore = "needs root; run by `cargo xtask test`"]
 fn ipv6_persistence_keeps_a_clients_64_on_its_server() {
     let mut c = router6();
-    c.apply(&config::parse(PERSISTENT6, "persistent6.toml").unwrap())
+    let persistent = two_dr6(
+        "2001:db8::30",
+        "scheduler = \"rr\"\npersistent = 300\nnetmask = \"64\"",
+    );
+    c.apply(&config::parse(&persistent, "persistent6.toml").unwrap())
         .unwrap();
     let vip = v6("2001:db8::30");
     let server_of = |c: &Controller<KernelDatapath>, client: &str, port: u16| {
@@ -3219,19 +3218,6 @@ fn tunnels_cross_families_both_ways() {
     assert_eq!(decap.counters().unwrap()[0], 2);
 }
 
-const LBLC6: &str = r#"
-[[service]]
-protocol = "tcp"
-address = "[2001:db8::60]:80"
-scheduler = "lblc"
-[[service.real]]
-address = "[2001:db8:11::2]:80"
-method = "route"
-[[service.real]]
-address = "[2001:db8:12::3]:80"
-method = "route"
-"#;
-
 /// lblc for an IPv6 service: the first packet to the VIP takes the ring's
 /// pick and reports the new destination through `EVENTS6`; lvsd records it
 /// in `LOCALITY6`, and every client's next flow to that address goes to the
@@ -3241,7 +3227,8 @@ method = "route"
 fn ipv6_lblc_reports_a_new_destination_and_keeps_it() {
     use lvs_datapath::Datapath;
     let mut c = router6();
-    c.apply(&config::parse(LBLC6, "lblc6.toml").unwrap())
+    let lblc = two_dr6("2001:db8::60", "scheduler = \"lblc\"");
+    c.apply(&config::parse(&lblc, "lblc6.toml").unwrap())
         .unwrap();
     let vip = v6("2001:db8::60");
     let server_of = |c: &Controller<KernelDatapath>, client: &str, port: u16| {
