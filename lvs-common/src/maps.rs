@@ -24,6 +24,9 @@ pub const TEMPLATE_TABLE_SIZE: u32 = 65_536;
 pub const EVENTS_BYTES: u32 = 64 * 1024;
 /// A ring or bucket slot, or a locality entry, that names no real server.
 pub const NO_REAL: u32 = u32::MAX;
+/// An mh slot whose server is unusable, in a table with `mh-fallback`:
+/// probe on as the kernel does (`ip_vs_mh_get_fallback`).
+pub const MH_PROBE: u32 = u32::MAX - 1;
 /// The bench generator's frame: the 64-byte frames of forwarding tests.
 pub const BENCH_FRAME_LEN: usize = 64;
 
@@ -39,6 +42,13 @@ pub const fn ring_base(service_index: u32, half: u32) -> u32 {
 #[inline(always)]
 pub const fn bucket_base(service_index: u32, half: u32) -> u32 {
     (service_index * 2 + half) * crate::hash::HASH_BUCKETS
+}
+
+/// Index of the first slot of `half` (0 or 1) of mh table `table` (an mh
+/// service's slot in `MAGLEV`, which holds `hash::MH_TABLE_SIZE`-slot tables).
+#[inline(always)]
+pub const fn maglev_base(table: u32, half: u32) -> u32 {
+    (table * 2 + half) * crate::hash::MH_TABLE_SIZE
 }
 
 pub const IPPROTO_TCP: u8 = 6;
@@ -151,13 +161,16 @@ pub enum Form {
     /// Look the destination address up in `LOCALITY`; the ring serves
     /// addresses not seen yet (lblc, lblcr).
     Locality = 2,
+    /// Index a `hash::MH_TABLE_SIZE`-slot table in `MAGLEV` by the
+    /// source's mh hash (mh).
+    Maglev = 3,
 }
 
 /// `Service::flags` bits.
 pub mod service_flags {
     /// Buckets: hash the destination address (dh), not the source (sh).
     pub const HASH_DESTINATION: u8 = 1;
-    /// Buckets: hash the source port too (sh-port).
+    /// Buckets, Maglev: hash the source port too (sh-port, mh-port).
     pub const HASH_PORT: u8 = 2;
     /// Persistent (`-p`): clients stick through `TEMPLATES`.
     pub const PERSISTENT: u8 = 4;
@@ -165,6 +178,10 @@ pub mod service_flags {
     /// of it has been claimed.
     pub const SIGNAL_LOW_WATER: u8 = 8;
 }
+
+/// mh tables `MAGLEV` holds by default (`lvsd --max-mh-services`): each
+/// takes two halves of `hash::MH_TABLE_SIZE` slots, 32 KiB.
+pub const MAX_MH_SERVICES: u32 = 64;
 
 /// `SERVICES` value: where the service's counters and published decisions
 /// live.
@@ -184,7 +201,8 @@ pub struct Service<A: Addr = [u8; 4]> {
     /// `service_flags` bits.
     pub flags: u8,
     _pad: [u8; 2],
-    /// First slot of the live bucket table (`bucket_base(index, half)`).
+    /// First slot of the live bucket table (`bucket_base(index, half)`),
+    /// or of the live mh table (`maglev_base(table, half)`).
     pub bucket_base: u32,
     /// Persistence: client addresses are masked with this (network order).
     persist_mask: A,

@@ -6,12 +6,14 @@ use aya_ebpf::{
     maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use lvs_common::{
-    hash::HASH_BUCKETS, tcp_state::STATE_COUNT, CachedEgress, Conn, ConnCounts, Counters, FlowKey,
-    HalfOpenBlock, HalfOpenSlot, HalfOpenTurn, LocalityEntry, LocalityKey, NeighKey, NeighNote,
-    NextHop, Real, ReplyKey, ReplyServices, Service, ServiceKey, Settings, Template, TemplateKey,
-    CLIENT_EGRESS_SLOTS, CONN_CHANGES_BYTES, CONN_TABLE_SIZE, DECAP_VERDICT_COUNT, EVENTS_BYTES,
-    ICMP_CASE_COUNT, LOCALITY_TABLE_SIZE, MAX_FLOATING, MAX_INTERFACES, MAX_REALS, MAX_SERVICES,
-    NEIGH_NOTES_SIZE, RELEVANT_WORDS, RING_SLOTS, TEMPLATE_TABLE_SIZE, VERDICT_COUNT,
+    hash::{HASH_BUCKETS, MH_TABLE_SIZE},
+    tcp_state::STATE_COUNT,
+    CachedEgress, Conn, ConnCounts, Counters, FlowKey, HalfOpenBlock, HalfOpenSlot, HalfOpenTurn,
+    LocalityEntry, LocalityKey, NeighKey, NeighNote, NextHop, Real, ReplyKey, ReplyServices,
+    Service, ServiceKey, Settings, Template, TemplateKey, CLIENT_EGRESS_SLOTS, CONN_CHANGES_BYTES,
+    CONN_TABLE_SIZE, DECAP_VERDICT_COUNT, EVENTS_BYTES, ICMP_CASE_COUNT, LOCALITY_TABLE_SIZE,
+    MAX_FLOATING, MAX_INTERFACES, MAX_MH_SERVICES, MAX_REALS, MAX_SERVICES, NEIGH_NOTES_SIZE,
+    RELEVANT_WORDS, RING_SLOTS, TEMPLATE_TABLE_SIZE, VERDICT_COUNT,
 };
 
 /// `BPF_F_MMAPABLE`: lvsd maps the array into its memory and writes a
@@ -39,6 +41,12 @@ pub static CURSORS: Array<u32> = Array::with_max_entries(MAX_SERVICES, BPF_F_MMA
 #[map]
 pub static BUCKETS: Array<u32> =
     Array::with_max_entries(MAX_SERVICES * 2 * HASH_BUCKETS, BPF_F_MMAPABLE);
+
+/// Both halves of every mh service's table of real server indexes
+/// (`NO_REAL` where nothing may be chosen, `MH_PROBE` to probe on).
+#[map]
+pub static MAGLEV: Array<u32> =
+    Array::with_max_entries(MAX_MH_SERVICES * 2 * MH_TABLE_SIZE, BPF_F_MMAPABLE);
 
 /// lblc/lblcr: which real server each destination address goes to.
 #[map]

@@ -1,18 +1,21 @@
 //! The scheduler's published decision for a new flow, in the service's
-//! form: the next ring slot, a hash bucket, or a locality entry. No
-//! algorithm runs here; the controller wrote every answer beforehand.
+//! form: the next ring slot, a hash bucket, an mh slot, or a locality
+//! entry. No algorithm runs here; the controller wrote every answer
+//! beforehand, except mh-fallback's probe past an unusable server's slot,
+//! which depends on the client's hash and not on the slot alone.
 
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 use lvs_common::{
     addr::Addr,
-    hash::{dh_bucket, sh_bucket},
-    service_flags, EventKind, FlowKey, Form, LocalityEntry, LocalityKey, Service, Verdict, NO_REAL,
+    hash::{dh_bucket, mh_key, mh_slot, sh_bucket, MH_TABLE_SIZE},
+    service_flags, EventKind, FlowKey, Form, LocalityEntry, LocalityKey, Service, Verdict,
+    MH_PROBE, NO_REAL,
 };
 
 use crate::{
     events,
     family::Family,
-    maps::{BUCKETS, CURSORS, RINGS},
+    maps::{BUCKETS, CURSORS, MAGLEV, RINGS},
 };
 
 /// The real server index the service's publication names for `flow`.
@@ -24,6 +27,8 @@ pub fn choose<P: Family>(
 ) -> Result<u32, Verdict> {
     let real_index = if service.form == Form::Buckets as u8 {
         bucket(service, flow)?
+    } else if service.form == Form::Maglev as u8 {
+        maglev(service, flow)?
     } else if service.form == Form::Locality as u8 {
         locality::<P>(service, flow, now)?
     } else {
@@ -78,6 +83,74 @@ fn bucket<A: Addr>(service: &Service<A>, flow: &FlowKey<A>) -> Result<u32, Verdi
         .get(service.bucket_base + b)
         .copied()
         .ok_or(Verdict::DropNoDestination)
+}
+
+/// mh: the slot of the source's hash (with its port for mh-port); with
+/// mh-fallback, a slot of an unusable server sends the probe on.
+#[inline(always)]
+fn maglev<A: Addr>(service: &Service<A>, flow: &FlowKey<A>) -> Result<u32, Verdict> {
+    let port = if service.has(service_flags::HASH_PORT) {
+        flow.sport()
+    } else {
+        0
+    };
+    let key = mh_key(flow.src().folded(), port);
+    let slot = mh_slot(key, 0);
+    let real = MAGLEV
+        .get(service.bucket_base + slot)
+        .copied()
+        .ok_or(Verdict::DropNoDestination)?;
+    if real != MH_PROBE {
+        return Ok(real);
+    }
+    Ok(probe(service.bucket_base, key, slot))
+}
+
+/// What `ip_vs_mh_get_fallback` finds: rehash with offsets from the
+/// slot on until a usable server's slot. The controller publishes probe
+/// marks only while some slot is usable, so the walk is as long as the
+/// kernel's (about one slot in the share of usable ones).
+#[inline(never)]
+fn probe(base: u32, key: u32, slot: u32) -> u32 {
+    let mut walk = Probe {
+        base,
+        key,
+        slot,
+        found: NO_REAL,
+    };
+    // SAFETY: the callback gets `walk` back as its context, on this stack.
+    unsafe {
+        aya_ebpf::helpers::bpf_loop(
+            MH_TABLE_SIZE,
+            probe_step as *mut core::ffi::c_void,
+            &mut walk as *mut Probe as *mut core::ffi::c_void,
+            0,
+        );
+    }
+    walk.found
+}
+
+#[repr(C)]
+struct Probe {
+    base: u32,
+    key: u32,
+    slot: u32,
+    found: u32,
+}
+
+/// One probe: 1 stops the loop.
+extern "C" fn probe_step(offset: u64, walk: *mut core::ffi::c_void) -> i64 {
+    // SAFETY: `probe` passes its own `Probe`.
+    let walk = unsafe { &mut *(walk as *mut Probe) };
+    let at = mh_slot(walk.key, (offset as u32 + walk.slot) % MH_TABLE_SIZE);
+    match MAGLEV.get(walk.base + at).copied() {
+        Some(MH_PROBE) => 0,
+        Some(real) => {
+            walk.found = real;
+            1
+        }
+        None => 1,
+    }
 }
 
 /// lblc/lblcr: the controller's choice for this destination; a new one

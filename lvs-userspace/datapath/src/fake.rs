@@ -4,12 +4,12 @@ use std::collections::HashMap;
 
 use lvs_common::{
     addr::{Addr, In6},
-    hash::{dh_bucket, sh_bucket, HASH_BUCKETS},
+    hash::{dh_bucket, mh_key, mh_slot, sh_bucket, HASH_BUCKETS, MH_TABLE_SIZE},
     service_flags,
     tcp_state::STATE_COUNT,
     Conn, ConnCounts, Counters, Event, EventKind, FlowKey, Form, IcmpCase, LocalityEntry,
     LocalityKey, Real, ReplyKey, ReplyServices, Service, ServiceKey, Template, TemplateKey,
-    Verdict, NO_REAL, RING_SLOTS,
+    Verdict, MH_PROBE, NO_REAL, RING_SLOTS,
 };
 
 use crate::{ConnEntries, Datapath, DatapathError, Family, Limits, Notice};
@@ -20,6 +20,8 @@ pub struct FakeDatapath {
     pub reals: HashMap<u32, Real>,
     pub rings: HashMap<u32, u32>,
     pub buckets: HashMap<u32, u32>,
+    /// `MAGLEV`'s slots as last written.
+    pub maglev: HashMap<u32, u32>,
     pub locality: HashMap<LocalityKey, LocalityEntry>,
     pub templates: HashMap<TemplateKey, Template>,
     pub events: Vec<Event>,
@@ -127,6 +129,27 @@ impl FakeDatapath {
                 sh_bucket(client, 0)
             };
             self.buckets[&(svc.bucket_base + b)]
+        } else if svc.form == Form::Maglev as u8 {
+            let port = if svc.has(service_flags::HASH_PORT) {
+                client_port
+            } else {
+                0
+            };
+            let key = mh_key(client, port);
+            let slot = mh_slot(key, 0);
+            let at = |slot: u32| self.maglev[&(svc.bucket_base + slot)];
+            // mh-fallback's probe, as the datapath runs it.
+            let mut real = at(slot);
+            let mut offset = 0;
+            while real == MH_PROBE && offset < MH_TABLE_SIZE {
+                real = at(mh_slot(key, (offset + slot) % MH_TABLE_SIZE));
+                offset += 1;
+            }
+            if real == MH_PROBE {
+                NO_REAL
+            } else {
+                real
+            }
         } else if svc.form == Form::Locality as u8 {
             let lkey = LocalityKey::new(svc.index, key.addr());
             if let Some(e) = self.locality.get_mut(&lkey) {
@@ -210,6 +233,15 @@ impl Datapath for FakeDatapath {
         assert_eq!(table.len(), HASH_BUCKETS as usize);
         for (i, r) in table.iter().enumerate() {
             self.buckets.insert(base + i as u32, *r);
+        }
+        Ok(())
+    }
+    fn write_maglev(&mut self, base: u32, table: &[u32]) -> Result<(), DatapathError> {
+        self.write("MAGLEV")?;
+        assert_eq!(table.len(), MH_TABLE_SIZE as usize);
+        assert!(base + MH_TABLE_SIZE <= self.limits.mh_services * 2 * MH_TABLE_SIZE);
+        for (i, r) in table.iter().enumerate() {
+            self.maglev.insert(base + i as u32, *r);
         }
         Ok(())
     }

@@ -467,6 +467,7 @@ pub struct KernelDatapath {
     services6: HashMap<MapData, ServiceKey<In6>, Service<In6>>,
     rings: MappedArray,
     buckets: MappedArray,
+    maglev: MappedArray,
     locality: HashMap<MapData, LocalityKey, LocalityEntry>,
     locality6: HashMap<MapData, LocalityKey<In6>, LocalityEntry>,
     templates: HashMap<MapData, TemplateKey, Template>,
@@ -815,6 +816,7 @@ impl KernelDatapath {
             typed!(&mut ebpf, HashMap<MapData, ServiceKey<In6>, Service<In6>>, "SERVICES6");
         let rings = mapped(&mut ebpf, "RINGS")?;
         let buckets = mapped(&mut ebpf, "BUCKETS")?;
+        let maglev = mapped(&mut ebpf, "MAGLEV")?;
         let locality = typed!(&mut ebpf, HashMap<MapData, LocalityKey, LocalityEntry>, "LOCALITY");
         let locality6 =
             typed!(&mut ebpf, HashMap<MapData, LocalityKey<In6>, LocalityEntry>, "LOCALITY6");
@@ -961,6 +963,7 @@ impl KernelDatapath {
             services6,
             rings,
             buckets,
+            maglev,
             locality,
             locality6,
             templates,
@@ -1488,6 +1491,9 @@ impl Datapath for KernelDatapath {
     }
     fn write_buckets(&mut self, base: u32, table: &[u32]) -> Result<(), DatapathError> {
         self.buckets.write(base, table)
+    }
+    fn write_maglev(&mut self, base: u32, table: &[u32]) -> Result<(), DatapathError> {
+        self.maglev.write(base, table)
     }
     fn localities<A: Family>(&self) -> Result<Vec<(LocalityKey<A>, LocalityEntry)>, DatapathError> {
         entries(A::locality(self), A::map_name("LOCALITY", "LOCALITY6"))

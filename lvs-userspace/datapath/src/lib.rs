@@ -175,6 +175,8 @@ pub trait Datapath: Send {
     fn write_ring(&mut self, base: u32, picks: &[u32]) -> Result<(), DatapathError>;
     /// Write an sh/dh table into consecutive bucket slots from `base`.
     fn write_buckets(&mut self, base: u32, table: &[u32]) -> Result<(), DatapathError>;
+    /// Write an mh table into consecutive `MAGLEV` slots from `base`.
+    fn write_maglev(&mut self, base: u32, table: &[u32]) -> Result<(), DatapathError>;
     /// Every lblc/lblcr destination entry of family `A`.
     fn localities<A: Family>(&self) -> Result<Vec<(LocalityKey<A>, LocalityEntry)>, DatapathError>;
     fn set_locality<A: Family>(

@@ -1,7 +1,9 @@
 //! Table sizes, chosen when the XDP object is loaded (as IPVS's
 //! `conn_tab_bits`): the object's compiled sizes are only the defaults.
 
-use lvs_common::{CONN_TABLE_SIZE, MAX_REALS, MAX_SERVICES, RING_SLOTS};
+use lvs_common::{
+    hash::MH_TABLE_SIZE, CONN_TABLE_SIZE, MAX_MH_SERVICES, MAX_REALS, MAX_SERVICES, RING_SLOTS,
+};
 
 /// How many services, real servers and connection-table entries the maps
 /// hold.
@@ -10,6 +12,8 @@ pub struct Limits {
     pub services: u32,
     pub reals: u32,
     pub connections: u32,
+    /// Services that may use mh at once (each holds a table in `MAGLEV`).
+    pub mh_services: u32,
 }
 
 impl Default for Limits {
@@ -18,6 +22,7 @@ impl Default for Limits {
             services: MAX_SERVICES,
             reals: MAX_REALS,
             connections: CONN_TABLE_SIZE,
+            mh_services: MAX_MH_SERVICES,
         }
     }
 }
@@ -36,6 +41,8 @@ pub const MAX_SERVICES_LIMIT: u32 = u32::MAX / (2 * RING_SLOTS);
 pub const MAX_REALS_LIMIT: u32 = 1 << 24;
 /// The kernel caps a hash map's entries well below this anyway.
 pub const MAX_CONNECTIONS_LIMIT: u32 = 1 << 30;
+/// Each mh service owns two table halves in one array.
+pub const MAX_MH_SERVICES_LIMIT: u32 = u32::MAX / (2 * MH_TABLE_SIZE);
 
 impl Limits {
     pub fn check(self) -> Result<Self, LimitsError> {
@@ -43,11 +50,13 @@ impl Limits {
             services,
             reals,
             connections,
+            mh_services,
         } = self;
         for (field, value, max) in [
             ("max-services", services, MAX_SERVICES_LIMIT),
             ("max-reals", reals, MAX_REALS_LIMIT),
             ("conn-table-size", connections, MAX_CONNECTIONS_LIMIT),
+            ("max-mh-services", mh_services, MAX_MH_SERVICES_LIMIT),
         ] {
             if value == 0 || value > max {
                 return Err(LimitsError { field, value, max });
@@ -59,17 +68,19 @@ impl Limits {
     /// `(map, entries)` for every map whose size follows a limit. The IPv6
     /// maps take the IPv4 ones' sizes (IPVS's table holds both families);
     /// `CONNS6` takes memory only as it fills.
-    pub fn map_sizes(self) -> [(&'static str, u32); 18] {
+    pub fn map_sizes(self) -> [(&'static str, u32); 19] {
         let Limits {
             services,
             reals,
             connections,
+            mh_services,
         } = self;
         [
             ("SERVICES", services),
             ("RINGS", services * 2 * RING_SLOTS),
             ("CURSORS", services),
             ("BUCKETS", services * 2 * lvs_common::hash::HASH_BUCKETS),
+            ("MAGLEV", mh_services * 2 * MH_TABLE_SIZE),
             ("SERVICE_STATS", services),
             ("REALS", reals),
             ("REAL_STATS", reals),

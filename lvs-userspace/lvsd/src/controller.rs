@@ -16,10 +16,10 @@ use std::{
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 use lvs_common::{
-    addr::In6, bucket_base, ring_base, service_flags, tcp_state::DEFAULT_TIMEOUTS, Conn,
-    ConnCounts, ConnState, Counters, Direction, EventKind, FlowKey, Form, LocalityEntry,
+    addr::In6, bucket_base, maglev_base, ring_base, service_flags, tcp_state::DEFAULT_TIMEOUTS,
+    Conn, ConnCounts, ConnState, Counters, Direction, EventKind, FlowKey, Form, LocalityEntry,
     LocalityKey, Real, ReplyKey, Service as ServiceValue, ServiceKey, Template, TemplateKey,
-    Verdict, VirtualAddr, NO_REAL, RING_SLOTS,
+    Verdict, VirtualAddr, MH_PROBE, NO_REAL, RING_SLOTS,
 };
 
 use lvs_common::Timeouts;
@@ -108,6 +108,8 @@ struct Runtime {
     /// do deletions search those tables.
     had_templates: bool,
     had_localities: bool,
+    /// mh: the service's table in `MAGLEV`.
+    maglev: Option<u32>,
 }
 
 /// Whether a service's ring is a forecast of count-driven picks, refilled
@@ -332,6 +334,7 @@ pub struct Controller<D> {
     real_index: HashMap<ServiceId, HashMap<Endpoint, u32>>,
     service_slots: Slots,
     real_slots: Slots,
+    maglev_slots: Slots,
     /// Freed real indexes that live connections still name: like IPVS's
     /// trash, they are reused only once the count finds none, so old flows
     /// never count (or pick) as a new server's.
@@ -504,6 +507,7 @@ impl<D: Datapath> Controller<D> {
             real_index: HashMap::default(),
             service_slots: Slots::new(limits.services),
             real_slots: Slots::new(limits.reals),
+            maglev_slots: Slots::new(limits.mh_services),
             draining: BTreeSet::new(),
             service_baseline: HashMap::default(),
             real_baseline: HashMap::default(),
@@ -1461,11 +1465,18 @@ impl<D: Datapath> Controller<D> {
     /// old and new objects count together, each once.
     fn check_capacity(&self, services_before: usize, undo: &Undo) -> Result<(), ControlError> {
         let (mut services, mut reals) = (services_before, self.endpoints);
+        let mut mh = self
+            .runtimes
+            .values()
+            .filter(|rt| rt.maglev.is_some())
+            .count();
         for (id, old) in undo.touched() {
             let Some(new) = self.state.service(&id) else {
                 continue;
             };
             services += usize::from(old.is_none());
+            let holds_table = self.runtimes.get(&id).is_some_and(|rt| rt.maglev.is_some());
+            mh += usize::from(new.spec.scheduler == SchedulerName::Mh && !holds_table);
             let had: HashSet<Endpoint> = old.into_iter().flat_map(Service::endpoints).collect();
             reals += new.endpoints().filter(|e| !had.contains(e)).count();
         }
@@ -1480,6 +1491,12 @@ impl<D: Datapath> Controller<D> {
             return Err(ControlError::Capacity {
                 what: "real servers",
                 max: limits.reals,
+            });
+        }
+        if mh > limits.mh_services as usize {
+            return Err(ControlError::Capacity {
+                what: "mh services",
+                max: limits.mh_services,
             });
         }
         Ok(())
@@ -1764,8 +1781,17 @@ impl<D: Datapath> Controller<D> {
                     localities: HashMap::default(),
                     had_templates: false,
                     had_localities: false,
+                    maglev: None,
                 },
             );
+        }
+        let rt = self.runtimes.get_mut(&id).expect("runtime created above");
+        if svc.spec.scheduler == SchedulerName::Mh && rt.maglev.is_none() {
+            let slot = self.maglev_slots.take().ok_or(ControlError::Capacity {
+                what: "mh services",
+                max: self.datapath.limits().mh_services,
+            })?;
+            rt.maglev = Some(slot.index);
         }
         let dests = self.dests_for(svc, old)?;
         let fresh = self.instantiate(&svc.spec, &dests);
@@ -1903,6 +1929,8 @@ impl<D: Datapath> Controller<D> {
             let counts = self.counts.get(&index).copied().unwrap_or_default();
             dests.push(Dest {
                 id: index,
+                addr: real.server.addr,
+                port: real.server.port,
                 weight: real.weight,
                 overloaded: self.overloaded.contains(&index),
                 active: counts.active,
@@ -1941,6 +1969,9 @@ impl<D: Datapath> Controller<D> {
                     write_service(&mut self.datapath, id, None)?;
                     self.purge(&rt)?;
                     self.service_slots.give(rt.index);
+                    if let Some(slot) = rt.maglev {
+                        self.maglev_slots.give(slot);
+                    }
                 }
                 // `purge` removed the service's templates.
                 self.release_reals(id, &[], false)?;
@@ -1984,7 +2015,7 @@ impl<D: Datapath> Controller<D> {
                     &forecast,
                     RING_SLOTS as usize,
                 ),
-                (Form::Buckets, _) => publish::Ring {
+                (Form::Buckets | Form::Maglev, _) => publish::Ring {
                     picks: Vec::new(),
                     exact: true,
                 },
@@ -2010,7 +2041,29 @@ impl<D: Datapath> Controller<D> {
                     value = value.with_form(Form::Buckets, buckets);
                     if svc.spec.scheduler == SchedulerName::Dh {
                         value.flags |= service_flags::HASH_DESTINATION;
-                    } else if svc.spec.flags.sh_port {
+                    } else if svc.spec.flags.port {
+                        value.flags |= service_flags::HASH_PORT;
+                    }
+                }
+                Form::Maglev => {
+                    let resolved = rt.sched.buckets(&rt.dests).expect("mh has a table");
+                    // With mh-fallback, an unusable server's slot says
+                    // "probe on", unless no slot is usable (the kernel's
+                    // probe would find none).
+                    let probe = svc.spec.flags.fallback && resolved.iter().any(Option::is_some);
+                    let table: Vec<u32> = resolved
+                        .iter()
+                        .map(|b| match b {
+                            Some(i) => rt.dests[*i].id,
+                            None if probe => MH_PROBE,
+                            None => NO_REAL,
+                        })
+                        .collect();
+                    let slot = rt.maglev.expect("an mh service holds a table");
+                    let base = maglev_base(slot, half);
+                    self.datapath.write_maglev(base, &table)?;
+                    value = value.with_form(Form::Maglev, base);
+                    if svc.spec.flags.port {
                         value.flags |= service_flags::HASH_PORT;
                     }
                 }
@@ -2029,6 +2082,11 @@ impl<D: Datapath> Controller<D> {
             rt.had_templates |= svc.spec.persistence.is_some();
             rt.had_localities |= form == Form::Locality;
             write_service(&mut self.datapath, id, Some((value, svc.spec.persistence)))?;
+            if form != Form::Maglev {
+                if let Some(slot) = rt.maglev.take() {
+                    self.maglev_slots.give(slot);
+                }
+            }
             rt.half = half;
             rt.ring_len = value.ring_len;
             rt.ring = ring.picks;
@@ -2597,13 +2655,14 @@ mod tests {
     #[test]
     fn sh_fallback_and_sh_port_reach_the_datapath() {
         let mut s = spec(SchedulerName::Sh);
-        s.flags.sh_fallback = true;
+        s.flags.fallback = true;
         let mut c = setup_spec(s.clone(), &[1, 0, 1]);
         // 203.0.113.7's bucket holds the quiesced server 2; the probe finds 1.
         assert_eq!(from(&mut c, [203, 0, 113, 7], 1000), '1');
         s.flags = lvs_sched::SchedFlags {
-            sh_fallback: false,
-            sh_port: true,
+            fallback: false,
+            port: true,
+            ipvs_order: false,
         };
         c.apply(&[Command::EditService(s)]).unwrap();
         c.apply(&[Command::EditReal {
@@ -2614,6 +2673,90 @@ mod tests {
         // 10.0.0.1:1234 hashes to bucket 128 (§2.10): 128 % 3 = 2 -> server 1.
         assert_eq!(from(&mut c, [10, 0, 0, 1], 1234), '1');
         assert_eq!(from(&mut c, [10, 0, 0, 1], 0), '3');
+    }
+
+    /// mh: a quiesced server's clients fail without mh-fallback and move
+    /// with it (the datapath probes past its slots); never onto it.
+    #[test]
+    fn mh_fallback_reaches_the_datapath() {
+        let clients = |c: &mut Controller<FakeDatapath>| -> String {
+            (0..200u8).map(|i| from(c, [10, 1, i, 7], 0)).collect()
+        };
+        let mut s = spec(SchedulerName::Mh);
+        let mut c = setup_spec(s.clone(), &[1, 1, 1]);
+        // Edited to 0, server 2 keeps its slots (its last weight).
+        c.apply(&[Command::EditReal {
+            service: svc(),
+            real: real(2, 0),
+        }])
+        .unwrap();
+        let plain = clients(&mut c);
+        s.flags.fallback = true;
+        c.apply(&[Command::EditService(s)]).unwrap();
+        let probed = clients(&mut c);
+        assert!(plain.contains('-') && !plain.contains('2'), "{plain}");
+        assert!(!probed.contains('-') && !probed.contains('2'), "{probed}");
+        // Clients of the usable servers stay where they were.
+        for (p, q) in plain.chars().zip(probed.chars()) {
+            assert!(p == '-' || p == q);
+        }
+        // No server usable: every slot says none, no probing.
+        for k in [1, 3] {
+            c.apply(&[Command::EditReal {
+                service: svc(),
+                real: real(k, 0),
+            }])
+            .unwrap();
+        }
+        let base = c.datapath().services[&service_key(&svc())].bucket_base;
+        let live = base..base + lvs_common::hash::MH_TABLE_SIZE;
+        assert!(live.map(|i| c.datapath().maglev[&i]).all(|r| r == NO_REAL));
+        assert_eq!(clients(&mut c), "-".repeat(200));
+    }
+
+    /// Each mh service holds a table of `MAGLEV`; a service beyond
+    /// `--max-mh-services` is refused whole, and a service leaving mh
+    /// gives its table back.
+    #[test]
+    fn mh_tables_are_counted_and_given_back() {
+        let mut datapath = FakeDatapath::default();
+        datapath.limits.mh_services = 1;
+        let mut c = Controller::new(datapath);
+        let other = ServiceId {
+            vip: Endpoint {
+                addr: Ipv4Addr::new(198, 18, 0, 11).into(),
+                port: 80,
+            },
+            ..svc()
+        };
+        let second = ServiceSpec {
+            id: other,
+            ..spec(SchedulerName::Mh)
+        };
+        c.apply(&[Command::AddService(spec(SchedulerName::Mh)), add_real(1, 1)])
+            .unwrap();
+        let err = c.apply(&[Command::AddService(second.clone())]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "too many mh services (the datapath holds 1)"
+        );
+        assert!(c.state().service(&other).is_none());
+        c.apply(&[Command::EditService(spec(SchedulerName::Rr))])
+            .unwrap();
+        c.apply(&[
+            Command::AddService(second),
+            Command::AddReal {
+                service: other,
+                real: real(2, 1),
+            },
+        ])
+        .unwrap();
+        assert_eq!(
+            c.datapath_mut()
+                .schedule_from(&service_key(&other), [10, 0, 0, 1], 0)
+                .map(|r| r.addr()[2]),
+            Some(12)
+        );
     }
 
     #[test]
@@ -2823,9 +2966,11 @@ mod tests {
         for name in SchedulerName::ALL {
             let exact = name.form() != Form::Locality;
             for round in 0..40 {
+                let hashing = matches!(name, SchedulerName::Sh | SchedulerName::Mh);
                 let flags = SchedFlags {
-                    sh_fallback: name == SchedulerName::Sh && next(2) == 0,
-                    sh_port: name == SchedulerName::Sh && next(2) == 0,
+                    fallback: hashing && next(2) == 0,
+                    port: hashing && next(2) == 0,
+                    ipvs_order: name == SchedulerName::Mh && next(2) == 0,
                 };
                 let mut s = spec(name);
                 s.flags = flags;
@@ -2859,10 +3004,13 @@ mod tests {
                                     }
                                 }
                                 None => {
+                                    let server = real(k, w).server;
                                     dests.insert(
                                         0,
                                         Dest {
                                             id: k as u32,
+                                            addr: server.addr,
+                                            port: server.port,
                                             weight: w,
                                             ..Dest::default()
                                         },

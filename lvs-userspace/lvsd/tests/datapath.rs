@@ -1153,6 +1153,133 @@ fn sh_and_dh_index_the_published_buckets() {
     }
 }
 
+/// An mh service over the three NAT servers, with the given `-b` flags.
+fn mh_router(flags: &str) -> Controller<KernelDatapath> {
+    let config = format!(
+        "[[service]]\nprotocol = \"tcp\"\naddress = \"198.18.0.40:80\"\nscheduler = \"mh\"\nsched_flags = [{flags}]\n{}",
+        (1..=3)
+            .map(|i| format!(
+                "[[service.real]]\naddress = \"198.18.1{i}.2:8080\"\nmethod = \"nat\"\nweight = {i}\n"
+            ))
+            .collect::<String>()
+    );
+    router_with(true, Limits::default(), &config)
+}
+
+/// The servers as lvs-sched sees them, ids 1..3, weight 0 for `quiesced`.
+fn mh_dests(quiesced: Option<u8>) -> Vec<lvs_sched::Dest> {
+    (1..=3u8)
+        .map(|i| lvs_sched::Dest {
+            id: i as u32,
+            addr: Ipv4Addr::from(real_ip(i)).into(),
+            port: 8080,
+            weight: if quiesced == Some(i) { 0 } else { i as u32 },
+            ..lvs_sched::Dest::default()
+        })
+        .collect()
+}
+
+/// mh in the datapath: each client's SYN goes where the scheduler run
+/// directly sends it (the source's hash, with its port for mh-port); a
+/// quiesced server's clients are dropped, or with mh-fallback probed on
+/// to the server the kernel's probe finds (a bounded loop in the datapath).
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn mh_indexes_its_table_and_probes_past_an_unusable_server() {
+    use lvs_sched::{Request, SchedFlags, SchedulerName};
+    let vip = ([198, 18, 0, 40], 80);
+    for (flags, sched) in [
+        ("", SchedFlags::default()),
+        (
+            "\"mh-port\", \"mh-fallback\"",
+            SchedFlags {
+                port: true,
+                fallback: true,
+                ipvs_order: false,
+            },
+        ),
+    ] {
+        let mut c = mh_router(flags);
+        let mut model = SchedulerName::Mh.instantiate(&mh_dests(None), sched);
+        let clients: Vec<([u8; 4], u16)> = (0..60u16)
+            .map(|n| ([10, 0, (n / 7) as u8, (n * 37 % 251) as u8], 1024 + n * 13))
+            .collect();
+        let want = |model: &mut Box<dyn lvs_sched::Scheduler>,
+                    dests: &[lvs_sched::Dest],
+                    client: ([u8; 4], u16)| {
+            model
+                .pick(
+                    dests,
+                    &Request {
+                        client: Ipv4Addr::from(client.0).into(),
+                        client_port: client.1,
+                        ..Request::default()
+                    },
+                )
+                .map(|i| dests[i].id as u8)
+        };
+        let mut seen = [0; 4];
+        for &client in &clients {
+            let i = syn_reaches(&c, client, vip);
+            assert_eq!(
+                Some(i),
+                want(&mut model, &mh_dests(None), client),
+                "{client:?}"
+            );
+            seen[i as usize] += 1;
+        }
+        assert!(seen[1] > 0 && seen[2] > 0 && seen[3] > 0, "{seen:?}");
+        // Server 2 quiesced: it keeps its slots; its clients fail or move.
+        use lvs_state::model::{Command, Endpoint, Method, Protocol, RealSpec, ServiceId};
+        let service = ServiceId {
+            protocol: Protocol::Tcp,
+            vip: Endpoint {
+                addr: Ipv4Addr::from(vip.0).into(),
+                port: vip.1,
+            },
+        };
+        let real = RealSpec {
+            server: Endpoint {
+                addr: Ipv4Addr::from(real_ip(2)).into(),
+                port: 8080,
+            },
+            method: Method::Nat,
+            weight: 0,
+            u_threshold: 0,
+            l_threshold: 0,
+        };
+        c.apply(&[Command::EditReal { service, real }]).unwrap();
+        let old = mh_dests(None);
+        let quiesced = mh_dests(Some(2));
+        model.update(&old, &quiesced);
+        let (mut dropped, mut moved) = (0, 0);
+        for (n, &client) in clients.iter().enumerate() {
+            // A new source port: the first SYN's entry still stands.
+            let client = (client.0, client.1 + 7);
+            let expected = want(&mut model, &quiesced, client);
+            let frame = tcp(client, vip, "S", b"");
+            match expected {
+                Some(i) => {
+                    assert_ne!(i, 2);
+                    assert_eq!(syn_reaches(&c, client, vip), i, "{n}: {client:?}");
+                    moved += 1;
+                }
+                None => {
+                    assert_eq!(run(&c, &frame).action, XDP_DROP, "{client:?}");
+                    dropped += 1;
+                }
+            }
+        }
+        if sched.fallback {
+            assert_eq!(dropped, 0);
+        } else {
+            assert!(dropped > 0, "some clients hash to server 2's slots");
+            assert_eq!(verdict(&c, "drop_no_destination"), dropped);
+        }
+        assert!(moved > 0);
+    }
+}
+
 #[test]
 #[ignore = "needs root; run by `cargo xtask test`"]
 fn lblc_reports_a_new_destination_and_follows_the_controller() {
@@ -1245,6 +1372,7 @@ fn table_sizes_chosen_at_load_bound_what_the_controller_accepts() {
         services: 2,
         reals: 3,
         connections: 1000,
+        mh_services: 1,
     };
     let mut c = Controller::new(KernelDatapath::attach(&[], Settings::default(), limits).unwrap());
     assert_eq!(snapshot(&c).conn_table_size, 1000);

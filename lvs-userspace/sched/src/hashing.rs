@@ -42,7 +42,7 @@ impl Hashing {
     pub fn bucket(&self, request: &Request) -> usize {
         match self.key {
             Key::Source => {
-                let port = if self.flags.sh_port {
+                let port = if self.flags.port {
                     request.client_port
                 } else {
                     0
@@ -63,7 +63,7 @@ impl Hashing {
         if let Some(i) = usable(bucket) {
             return Some(i);
         }
-        if self.key == Key::Destination || !self.flags.sh_fallback {
+        if self.key == Key::Destination || !self.flags.fallback {
             return None;
         }
         // The kernel probes (2h + offset) mod 256, stopping at an empty bucket.
@@ -188,8 +188,9 @@ mod tests {
             '-'
         );
         let flags = SchedFlags {
-            sh_fallback: true,
-            sh_port: false,
+            fallback: true,
+            port: false,
+            ipvs_order: false,
         };
         let mut fallback = SchedulerName::Sh.instantiate(&quiesced, flags);
         assert_eq!(
@@ -225,8 +226,9 @@ mod tests {
     fn sh_port_hashes_the_source_port() {
         let d = dests(&[('A', 1, false), ('B', 1, false), ('C', 1, false)]);
         let flags = SchedFlags {
-            sh_fallback: false,
-            sh_port: true,
+            fallback: false,
+            port: true,
+            ipvs_order: false,
         };
         let sh = Hashing::sh(&d, flags);
         let request = Request {

@@ -198,7 +198,7 @@ mod tests {
                     overloaded: next(5) == 0,
                     active: next(4) as u32,
                     inactive: next(600) as u32,
-                    u_threshold: 0,
+                    ..Dest::default()
                 })
                 .collect();
             let eligible: Vec<usize> = (0..n).filter(|&i| d[i].eligible()).collect();

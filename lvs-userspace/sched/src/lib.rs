@@ -9,6 +9,7 @@
 mod hashing;
 mod least;
 pub mod locality;
+mod maglev;
 pub mod publish;
 mod rr;
 pub mod simulate;
@@ -18,10 +19,13 @@ use serde::{Deserialize, Serialize};
 use std::{fmt, str::FromStr};
 
 /// What a scheduler needs to know about one real server.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Dest {
     /// Stable identity (the datapath's real index), so state survives edits.
     pub id: u32,
+    /// The server's address and port: what mh hashes, and its order.
+    pub addr: std::net::IpAddr,
+    pub port: u16,
     pub weight: u32,
     pub overloaded: bool,
     /// Connections in an active state (ActiveConn).
@@ -30,6 +34,21 @@ pub struct Dest {
     pub inactive: u32,
     /// `-x`: the total at which a new connection sets OVERLOAD (0: none).
     pub u_threshold: u32,
+}
+
+impl Default for Dest {
+    fn default() -> Self {
+        Self {
+            id: 0,
+            addr: std::net::Ipv4Addr::UNSPECIFIED.into(),
+            port: 0,
+            weight: 0,
+            overloaded: false,
+            active: 0,
+            inactive: 0,
+            u_threshold: 0,
+        }
+    }
 }
 
 impl Dest {
@@ -65,15 +84,24 @@ impl Default for Request {
     }
 }
 
-/// Service flags that change how sh hashes and fails (`-b`).
+/// Service flags that change how sh and mh hash and fail (`-b`): the
+/// kernel's `IP_VS_SVC_F_SCHED1..3`, which each scheduler names its own way.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SchedFlags {
-    /// `sh-fallback`: probe other buckets when the hashed server is unusable.
+    /// `sh-fallback`, `mh-fallback` (`flag-1`): look further when the
+    /// hashed server is unusable.
     #[serde(default)]
-    pub sh_fallback: bool,
-    /// `sh-port`: hash the source port too.
+    pub fallback: bool,
+    /// `sh-port`, `mh-port` (`flag-2`): hash the source port too.
     #[serde(default)]
-    pub sh_port: bool,
+    pub port: bool,
+    /// `mh-ipvs-order` (`flag-3`, which the kernel's mh ignores): fill the
+    /// mh table in the order servers were added, as the kernel does, for a
+    /// fleet that mixes kernel IPVS directors in; by default servers take
+    /// their turns in address order, so every director builds the same
+    /// table from the same servers.
+    #[serde(default)]
+    pub ipvs_order: bool,
 }
 
 pub trait Scheduler: SchedulerState + Send + fmt::Debug {
@@ -121,7 +149,7 @@ impl Clone for Box<dyn Scheduler> {
     }
 }
 
-/// The ten IPVS scheduler names `-s` accepts.
+/// The IPVS scheduler names `-s` accepts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub enum SchedulerName {
@@ -135,10 +163,11 @@ pub enum SchedulerName {
     Sh,
     Sed,
     Nq,
+    Mh,
 }
 
 impl SchedulerName {
-    pub const ALL: [SchedulerName; 10] = [
+    pub const ALL: [SchedulerName; 11] = [
         Self::Rr,
         Self::Wrr,
         Self::Lc,
@@ -149,6 +178,7 @@ impl SchedulerName {
         Self::Sh,
         Self::Sed,
         Self::Nq,
+        Self::Mh,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -163,6 +193,7 @@ impl SchedulerName {
             Self::Sh => "sh",
             Self::Sed => "sed",
             Self::Nq => "nq",
+            Self::Mh => "mh",
         }
     }
 
@@ -179,6 +210,7 @@ impl SchedulerName {
                 lvs_common::Form::Ring
             }
             Self::Sh | Self::Dh => lvs_common::Form::Buckets,
+            Self::Mh => lvs_common::Form::Maglev,
             Self::Lblc | Self::Lblcr => lvs_common::Form::Locality,
         }
     }
@@ -194,6 +226,7 @@ impl SchedulerName {
             Self::Nq => Box::new(least::Least::nq()),
             Self::Sh => Box::new(hashing::Hashing::sh(dests, flags)),
             Self::Dh => Box::new(hashing::Hashing::dh(dests)),
+            Self::Mh => Box::new(maglev::Maglev::new(dests, flags)),
             Self::Lblc => Box::new(locality::Locality::lblc()),
             Self::Lblcr => Box::new(locality::Locality::lblcr()),
         }
@@ -207,7 +240,9 @@ impl fmt::Display for SchedulerName {
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("unknown scheduler `{0}` (expected one of rr, wrr, lc, wlc, lblc, lblcr, dh, sh, sed, nq)")]
+#[error(
+    "unknown scheduler `{0}` (expected one of rr, wrr, lc, wlc, lblc, lblcr, dh, sh, sed, nq, mh)"
+)]
 pub struct UnknownScheduler(pub String);
 
 impl FromStr for SchedulerName {
@@ -245,55 +280,56 @@ fn after(cursor: Option<u32>, dests: &[Dest]) -> usize {
 /// representation here.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FlagError {
-    #[error("invalid scheduler flag `{0}` (expected sh-fallback, sh-port, flag-1 or flag-2)")]
+    #[error("invalid scheduler flag `{0}` (expected sh-fallback, sh-port, mh-fallback, mh-port, mh-ipvs-order, flag-1, flag-2 or flag-3)")]
     Unknown(String),
     #[error("incompatible scheduler flag `{flag}`: only the {needs} scheduler takes it")]
     Incompatible { flag: String, needs: &'static str },
-    #[error("scheduler flag `{0}` is not yet supported (no scheduler here reads it)")]
-    NotYetSupported(String),
 }
 
-/// ipvsadm's `-b` list, in its order of checks. `flag-1` and `flag-2` are
-/// the raw bits sh reads as sh-fallback and sh-port (`IP_VS_SVC_F_SCHED1/2`),
-/// so they are stored as those and accepted with any scheduler, as ipvsadm
-/// does; the named flags need their scheduler. Empty items are skipped, as
-/// `strtok` skips them.
+/// ipvsadm's `-b` list, in its order of checks. `flag-1..3` are the raw
+/// bits sh and mh read under their own names (`IP_VS_SVC_F_SCHED1..3`), so
+/// they are stored as those and accepted with any scheduler, as ipvsadm
+/// does; the named flags need their scheduler (`mh-ipvs-order` is ours,
+/// `flag-3` under mh). Empty items are skipped, as `strtok` skips them.
 pub fn sched_flags<'a>(
     scheduler: SchedulerName,
     names: impl IntoIterator<Item = &'a str>,
 ) -> Result<SchedFlags, FlagError> {
     let mut flags = SchedFlags::default();
     for name in names.into_iter().filter(|n| !n.is_empty()) {
-        let needs_sh = || {
-            if scheduler == SchedulerName::Sh {
+        let needs = |wanted: SchedulerName| {
+            if scheduler == wanted {
                 Ok(())
             } else {
                 Err(FlagError::Incompatible {
                     flag: name.to_string(),
-                    needs: "sh",
+                    needs: wanted.as_str(),
                 })
             }
         };
         match name {
-            "flag-1" => flags.sh_fallback = true,
-            "flag-2" => flags.sh_port = true,
-            // IP_VS_SVC_F_SCHED3: no kernel scheduler reads it, and the model
-            // has no bit to keep it in.
-            "flag-3" => return Err(FlagError::NotYetSupported(name.to_string())),
-            "sh-fallback" => {
-                needs_sh()?;
-                flags.sh_fallback = true;
+            "flag-1" => flags.fallback = true,
+            "flag-2" => flags.port = true,
+            "flag-3" => flags.ipvs_order = true,
+            "sh-fallback" | "mh-fallback" => {
+                needs(if name == "sh-fallback" {
+                    SchedulerName::Sh
+                } else {
+                    SchedulerName::Mh
+                })?;
+                flags.fallback = true;
             }
-            "sh-port" => {
-                needs_sh()?;
-                flags.sh_port = true;
+            "sh-port" | "mh-port" => {
+                needs(if name == "sh-port" {
+                    SchedulerName::Sh
+                } else {
+                    SchedulerName::Mh
+                })?;
+                flags.port = true;
             }
-            // There is no mh scheduler here, so these never fit.
-            "mh-fallback" | "mh-port" => {
-                return Err(FlagError::Incompatible {
-                    flag: name.to_string(),
-                    needs: "mh",
-                })
+            "mh-ipvs-order" => {
+                needs(SchedulerName::Mh)?;
+                flags.ipvs_order = true;
             }
             other => return Err(FlagError::Unknown(other.to_string())),
         }
@@ -307,11 +343,13 @@ pub mod testing {
     use super::*;
 
     /// Build a list from `(label, weight, overloaded)` in IPVS order; ids are
-    /// the label's letter.
+    /// the label's letter, addresses 10.0.0.<letter>:80.
     pub fn dests(spec: &[(char, u32, bool)]) -> Vec<Dest> {
         spec.iter()
             .map(|&(c, weight, overloaded)| Dest {
                 id: c as u32,
+                addr: std::net::Ipv4Addr::new(10, 0, 0, c as u8).into(),
+                port: 80,
                 weight,
                 overloaded,
                 ..Dest::default()

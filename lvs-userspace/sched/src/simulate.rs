@@ -1,12 +1,13 @@
-//! `lvsadm --simulate FILE`: run any of the ten schedulers offline, with the
+//! `lvsadm --simulate FILE`: run any of the schedulers offline, with the
 //! daemon's own scheduler code, over a script of events, and print the real
 //! server picked for each new connection.
 //!
 //! One event per line, `#` starts a comment:
 //!
 //! ```text
-//! scheduler NAME [sh-fallback] [sh-port]   first, once
+//! scheduler NAME [FLAG]...                 first, once; flags as `-b`'s
 //! add SERVER weight=W                      joins the front of the list, as in IPVS
+//!                                          (mh hashes SERVER as IP[:PORT])
 //! weight SERVER W | remove SERVER | overload SERVER on|off
 //! open ID CLIENT_IP[:PORT] [DEST_IP]       prints `ID SERVER` or `ID none`
 //! idle ID                                  the connection turns inactive (FIN_WAIT)
@@ -19,7 +20,7 @@ use std::{
     net::{IpAddr, Ipv4Addr},
 };
 
-use crate::{Dest, Request, SchedFlags, Scheduler, SchedulerName};
+use crate::{Dest, Request, Scheduler, SchedulerName};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("line {line}: {message}")]
@@ -34,6 +35,7 @@ struct Connection {
 }
 
 struct Simulation {
+    name: SchedulerName,
     sched: Box<dyn Scheduler>,
     /// IPVS list order, newest first: (label, state).
     servers: Vec<(String, Dest)>,
@@ -79,6 +81,16 @@ impl Simulation {
                 }
                 let id = self.next_id;
                 self.next_id += 1;
+                // The server's address matters to mh only.
+                let (addr, port) = match lvs_common::addr::split_host_port(label) {
+                    Some((addr, port)) => (addr, port.unwrap_or(0)),
+                    None if self.name == SchedulerName::Mh => {
+                        return Err(format!(
+                            "mh hashes the server's address: name it IP[:PORT], not `{label}`"
+                        ))
+                    }
+                    None => (Ipv4Addr::UNSPECIFIED.into(), 0),
+                };
                 let label = label.to_string();
                 self.change(|list| {
                     list.insert(
@@ -87,6 +99,8 @@ impl Simulation {
                             label,
                             Dest {
                                 id,
+                                addr,
+                                port,
                                 weight,
                                 ..Dest::default()
                             },
@@ -221,15 +235,10 @@ pub fn run(script: &str) -> Result<String, SimulateError> {
                     return Err(err("the script must start with `scheduler NAME`".into()));
                 };
                 let name: SchedulerName = name.parse().map_err(|e| err(format!("{e}")))?;
-                let mut flags = SchedFlags::default();
-                for option in options {
-                    match *option {
-                        "sh-fallback" => flags.sh_fallback = true,
-                        "sh-port" => flags.sh_port = true,
-                        other => return Err(err(format!("unknown scheduler flag `{other}`"))),
-                    }
-                }
+                let flags = crate::sched_flags(name, options.iter().copied())
+                    .map_err(|e| err(e.to_string()))?;
                 sim = Some(Simulation {
+                    name,
                     sched: name.instantiate(&[], flags),
                     servers: Vec::new(),
                     next_id: 0,
@@ -319,6 +328,37 @@ mod tests {
         assert_eq!(out, "5 none\n");
         let out = run(&format!("scheduler sh sh-fallback\n{base}{quiesce}")).unwrap();
         assert_eq!(out, "5 C\n");
+    }
+
+    /// mh hashes each server's address: the order of `add`s makes no
+    /// difference, unless mh-ipvs-order asks for the kernel's.
+    #[test]
+    fn mh_picks_by_address_whatever_the_order_of_adds() {
+        let opens: String = (1..=400)
+            .map(|i| format!("open {i} 10.{}.{}.1\n", i / 200, i % 200))
+            .collect();
+        let abc = "add 192.168.10.1:80 weight=1\nadd 192.168.10.2:80 weight=1\nadd 192.168.10.3:80 weight=1\n";
+        let cba = "add 192.168.10.3:80 weight=1\nadd 192.168.10.2:80 weight=1\nadd 192.168.10.1:80 weight=1\n";
+        let one = run(&format!("scheduler mh\n{abc}{opens}")).unwrap();
+        assert_eq!(one, run(&format!("scheduler mh\n{cba}{opens}")).unwrap());
+        for server in ["192.168.10.1:80", "192.168.10.2:80", "192.168.10.3:80"] {
+            assert!(one.contains(server), "{one}");
+        }
+        let kernel =
+            |adds: &str| run(&format!("scheduler mh mh-ipvs-order\n{adds}{opens}")).unwrap();
+        assert_ne!(kernel(abc), kernel(cba));
+        // Quiesced without mh-fallback, its clients fail; with it they move.
+        let quiesce = "weight 192.168.10.2:80 0\n";
+        let none = run(&format!("scheduler mh\n{abc}{quiesce}{opens}")).unwrap();
+        let moved = run(&format!("scheduler mh mh-fallback\n{abc}{quiesce}{opens}")).unwrap();
+        assert!(none.contains(" none") && !moved.contains(" none") && !moved.contains(".2:80"));
+        let e = run("scheduler mh\nadd web1 weight=1\n").unwrap_err();
+        assert_eq!(e.line, 2);
+        assert!(e.message.contains("IP[:PORT]"), "{e}");
+        assert!(run("scheduler rr mh-port\n")
+            .unwrap_err()
+            .message
+            .contains("only the mh scheduler"));
     }
 
     #[test]

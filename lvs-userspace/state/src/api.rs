@@ -620,8 +620,9 @@ mod tests {
                 },
                 scheduler: lvs_sched::SchedulerName::Rr,
                 flags: lvs_sched::SchedFlags {
-                    sh_fallback: true,
-                    sh_port: false,
+                    fallback: true,
+                    port: false,
+                    ipvs_order: false,
                 },
                 persistence: Some(crate::model::Persistence {
                     timeout: 360,
@@ -640,7 +641,7 @@ mod tests {
         );
         assert_eq!(
             json["flags"],
-            serde_json::json!({"sh_fallback": true, "sh_port": false})
+            serde_json::json!({"fallback": true, "port": false})
         );
         assert_eq!(serde_json::from_value::<ServiceView>(json).unwrap(), view);
     }
@@ -727,8 +728,9 @@ mod tests {
                 },
                 scheduler: lvs_sched::SchedulerName::Sh,
                 flags: lvs_sched::SchedFlags {
-                    sh_fallback: true,
-                    sh_port: true,
+                    fallback: true,
+                    port: true,
+                    ipvs_order: false,
                 },
                 persistence: Some(crate::model::Persistence {
                     timeout: 360,

@@ -11,7 +11,7 @@
 //!                             # a table { timeout = 360, netmask = "..." }
 //! netmask = "255.255.255.0"   # -M: the persistence granularity (default /32;
 //!                             # for an IPv6 service a prefix length, "64")
-//! sched_flags = ["sh-port"]   # -b: sh-fallback, sh-port, flag-1, flag-2
+//! sched_flags = ["sh-port"]   # -b: sh-/mh-fallback, sh-/mh-port, mh-ipvs-order, flag-1..3
 //!
 //! sorry_server = "198.18.11.9:8080"  # takes new connections while every
 //! sorry_method = "nat"        # real server is down (method default route)
@@ -966,8 +966,9 @@ weight = 3
         assert_eq!(
             spec.flags,
             SchedFlags {
-                sh_fallback: true,
-                sh_port: true
+                fallback: true,
+                port: true,
+                ipvs_order: false,
             }
         );
         assert_eq!(
@@ -1032,7 +1033,7 @@ weight = 3
             ),
             (
                 "sched_flags = [\"flag-1\", \"fast\"]",
-                "lvs.toml:6: field `sched_flags`: invalid scheduler flag `fast` (expected sh-fallback, sh-port, flag-1 or flag-2)",
+                "lvs.toml:6: field `sched_flags`: invalid scheduler flag `fast` (expected sh-fallback, sh-port, mh-fallback, mh-port, mh-ipvs-order, flag-1, flag-2 or flag-3)",
             ),
         ] {
             let err = service_with(vip, extra).unwrap_err().to_string();

@@ -340,8 +340,9 @@ mod tests {
                     },
                     scheduler: SchedulerName::Sh,
                     flags: SchedFlags {
-                        sh_fallback: true,
-                        sh_port: false,
+                        fallback: true,
+                        port: false,
+                        ipvs_order: false,
                     },
                     persistence: Some(Persistence {
                         timeout: 300,

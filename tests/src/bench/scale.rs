@@ -94,6 +94,7 @@ fn big() -> Limits {
         services: 16_384,
         reals: 131_072,
         connections: 1 << 20,
+        ..Limits::default()
     }
 }
 

@@ -87,19 +87,21 @@ fn netmask(spec: &ServiceSpec, p: Persistence) -> Option<String> {
 }
 
 /// ipvsadm's names for a service's `-b` flags (`print_sched_flags`): sh's
-/// own names under sh, the raw bits `flag-1`, `flag-2` under any other
-/// scheduler.
+/// and mh's own names under them (`flag-3` under mh is our mh-ipvs-order,
+/// printed as ipvsadm prints it so that `-S` restores anywhere), the raw
+/// bits `flag-1..3` under any other scheduler.
 pub fn sched_flag_names(spec: &ServiceSpec) -> Vec<&'static str> {
     let SchedFlags {
-        sh_fallback,
-        sh_port,
+        fallback,
+        port,
+        ipvs_order,
     } = spec.flags;
-    let names = if spec.scheduler == SchedulerName::Sh {
-        ["sh-fallback", "sh-port"]
-    } else {
-        ["flag-1", "flag-2"]
+    let names = match spec.scheduler {
+        SchedulerName::Sh => ["sh-fallback", "sh-port", "flag-3"],
+        SchedulerName::Mh => ["mh-fallback", "mh-port", "flag-3"],
+        _ => ["flag-1", "flag-2", "flag-3"],
     };
-    [sh_fallback, sh_port]
+    [fallback, port, ipvs_order]
         .into_iter()
         .zip(names)
         .filter_map(|(on, name)| on.then_some(name))
@@ -887,8 +889,9 @@ mod tests {
         let z = Stats::default();
         snap.services[0].spec.scheduler = SchedulerName::Sh;
         snap.services[0].spec.flags = SchedFlags {
-            sh_fallback: true,
-            sh_port: true,
+            fallback: true,
+            port: true,
+            ipvs_order: false,
         };
         snap.services[0]
             .reals
@@ -937,16 +940,16 @@ mod tests {
             "TCP  192.168.0.100:80 wlc persistent 300 mask 255.255.255.0"
         );
         // Other schedulers show the raw bits, before persistence.
-        svc.spec.flags.sh_port = true;
+        svc.spec.flags.port = true;
         assert_eq!(
             line(&svc),
             "TCP  192.168.0.100:80 wlc (flag-2) persistent 300 mask 255.255.255.0"
         );
-        svc.spec.flags.sh_fallback = true;
+        svc.spec.flags.fallback = true;
         svc.spec.persistence = None;
         assert_eq!(line(&svc), "TCP  192.168.0.100:80 wlc (flag-1,flag-2)");
         svc.spec.scheduler = SchedulerName::Sh;
-        svc.spec.flags.sh_port = false;
+        svc.spec.flags.port = false;
         assert_eq!(line(&svc), "TCP  192.168.0.100:80 sh (sh-fallback)");
         // --stats shows neither.
         svc.spec.persistence = Some(Persistence::default_for(
@@ -1057,8 +1060,9 @@ mod tests {
             (web.flags, web.persistence),
             (
                 SchedFlags {
-                    sh_fallback: true,
-                    sh_port: true
+                    fallback: true,
+                    port: true,
+                    ipvs_order: false,
                 },
                 Some(Persistence {
                     timeout: 1800,

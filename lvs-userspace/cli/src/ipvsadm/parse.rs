@@ -947,8 +947,9 @@ mod tests {
     fn sched_flags_follow_ipvsadm() {
         let flags = |line: &str| service_spec(line).map(|s| s.flags);
         let both = SchedFlags {
-            sh_fallback: true,
-            sh_port: true,
+            fallback: true,
+            port: true,
+            ipvs_order: false,
         };
         assert_eq!(
             flags("-A -u 198.18.0.10:53 -s sh -b sh-fallback,sh-port"),
@@ -958,8 +959,9 @@ mod tests {
         assert_eq!(
             flags("-A -u 198.18.0.10:53 --sched-flags sh-port -s sh"),
             Ok(SchedFlags {
-                sh_fallback: false,
-                sh_port: true
+                fallback: false,
+                port: true,
+                ipvs_order: false,
             })
         );
         // flag-1/flag-2 are the raw bits sh-fallback/sh-port, for any scheduler.
@@ -970,8 +972,9 @@ mod tests {
         assert_eq!(
             flags("-A -t 198.18.0.10:80 -s rr -b flag-1"),
             Ok(SchedFlags {
-                sh_fallback: true,
-                sh_port: false
+                fallback: true,
+                port: false,
+                ipvs_order: false,
             })
         );
         // strtok skips empty items.
@@ -1007,12 +1010,15 @@ mod tests {
                 },
             ),
             (
-                "-A -t 198.18.0.10:80 -s sh -b sh-fallback,sh-prot",
-                FlagError::Unknown("sh-prot".into()),
+                "-A -t 198.18.0.10:80 -s mh -b sh-port",
+                FlagError::Incompatible {
+                    flag: "sh-port".into(),
+                    needs: "sh",
+                },
             ),
             (
-                "-A -t 198.18.0.10:80 -s sh -b flag-3",
-                FlagError::NotYetSupported("flag-3".into()),
+                "-A -t 198.18.0.10:80 -s sh -b sh-fallback,sh-prot",
+                FlagError::Unknown("sh-prot".into()),
             ),
         ] {
             assert_eq!(
@@ -1023,7 +1029,7 @@ mod tests {
         }
         assert_eq!(
             p("-A -t 198.18.0.10:80 -s sh -b fast").unwrap_err().to_string(),
-            "-b/--sched-flags: invalid scheduler flag `fast` (expected sh-fallback, sh-port, flag-1 or flag-2)"
+            "-b/--sched-flags: invalid scheduler flag `fast` (expected sh-fallback, sh-port, mh-fallback, mh-port, mh-ipvs-order, flag-1, flag-2 or flag-3)"
         );
         assert_eq!(
             p("-A -t 198.18.0.10:80 -s rr -b sh-port").unwrap_err().to_string(),
@@ -1053,8 +1059,9 @@ mod tests {
             (spec.flags, spec.persistence),
             (
                 SchedFlags {
-                    sh_fallback: false,
-                    sh_port: true
+                    fallback: false,
+                    port: true,
+                    ipvs_order: false,
                 },
                 persistent(30, [255, 255, 255, 0])
             )
@@ -1196,7 +1203,7 @@ mod tests {
         };
         assert_eq!(a.persistence, persistent(360, [255; 4]));
         assert_eq!(b.persistence, persistent(300, [255, 255, 255, 0]));
-        assert!(b.flags.sh_fallback && b.flags.sh_port);
+        assert!(b.flags.fallback && b.flags.port);
         let err = parse_restore("-A -t 198.18.0.10:80 -s rr -b sh-port\n").unwrap_err();
         assert!(
             err.to_string()

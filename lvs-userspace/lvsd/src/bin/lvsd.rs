@@ -42,6 +42,9 @@ struct Args {
     /// least recently used entry makes room when it is full.
     #[arg(long, value_name = "N", default_value_t = lvs_common::CONN_TABLE_SIZE)]
     conn_table_size: u32,
+    /// Most services using the mh scheduler at once (each table takes 32 KiB).
+    #[arg(long, value_name = "N", default_value_t = lvs_common::MAX_MH_SERVICES)]
+    max_mh_services: u32,
     /// Which director each interface gets: `auto` runs native XDP on NIC
     /// drivers and the tc director on virtual devices (veth, bridge, ...),
     /// where XDP would lose frames or checksums; `xdp` or `tc` force one.
@@ -94,6 +97,7 @@ async fn run(favoured: std::io::Result<()>) -> anyhow::Result<()> {
         max_services,
         max_reals,
         conn_table_size,
+        max_mh_services,
         datapath,
         icmp_errors,
         bpffs,
@@ -119,6 +123,7 @@ async fn run(favoured: std::io::Result<()>) -> anyhow::Result<()> {
                 services: max_services,
                 reals: max_reals,
                 connections: conn_table_size,
+                mh_services: max_mh_services,
             },
             datapath,
             icmp_errors,
