@@ -927,10 +927,19 @@ impl Settings {
     /// untranslated (`lvsd --icmp-errors kernel`): what a director without
     /// ICMP handling does, where path-MTU discovery through NAT fails.
     pub const ICMP_ERRORS_TO_KERNEL: u32 = 2;
+    /// IPVS's `sloppy_tcp` (`lvsd --sloppy-tcp`): a TCP segment with no
+    /// connection entry is scheduled whatever its flags (but RST), not only
+    /// a SYN, so a flow that ECMP moves from another director carries on
+    /// (with sh, dh or mh, on the server the other director chose).
+    pub const SLOPPY_TCP: u32 = 4;
 
     #[inline(always)]
     pub const fn syncs_changes(&self) -> bool {
         self.flags & Self::SYNC_CHANGES != 0
+    }
+    #[inline(always)]
+    pub const fn sloppy_tcp(&self) -> bool {
+        self.flags & Self::SLOPPY_TCP != 0
     }
     #[inline(always)]
     pub const fn handles_icmp_errors(&self) -> bool {

@@ -327,10 +327,12 @@ impl<P: Family> Packet<P> {
         FlowKey::from_wire(ip.src(), ip.dst(), ports.src, ports.dst, self.proto)
     }
 
-    /// IPVS schedules TCP only on SYN without RST; UDP always.
+    /// IPVS schedules TCP only on SYN without RST (any segment but RST
+    /// when `sloppy`); UDP always.
     #[inline(always)]
-    pub fn may_schedule(&self) -> bool {
-        self.proto != IPPROTO_TCP || (self.tcp_flags & (TCP_SYN | TCP_RST)) == TCP_SYN
+    pub fn may_schedule(&self, sloppy: bool) -> bool {
+        self.proto != IPPROTO_TCP
+            || self.tcp_flags & TCP_RST == 0 && (sloppy || self.tcp_flags & TCP_SYN != 0)
     }
 
     #[inline(always)]

@@ -11,7 +11,9 @@ use crate::{
     conntrack, events,
     family::Family,
     headers::Packet,
-    liveness, persist, publication,
+    liveness,
+    maps::SETTINGS,
+    persist, publication,
     stats::{self, Way},
 };
 
@@ -113,7 +115,8 @@ fn decide<P: Family>(
     now: u64,
 ) -> Result<(Conn<P::Addr>, bool), Verdict> {
     let (service, any_port) = find_service::<P>(flow, packet.proto)?;
-    if !packet.may_schedule() {
+    let sloppy = SETTINGS.get(0).is_some_and(|s| s.sloppy_tcp());
+    if !packet.may_schedule(sloppy) {
         return Err(Verdict::PassNotSyn);
     }
     if packet.ttl_expiring() {

@@ -42,6 +42,7 @@ pub struct FakeDatapath {
     pub timeouts: [u32; STATE_COUNT as usize],
     pub now_ns: u64,
     pub limits: Limits,
+    pub settings: lvs_common::Settings,
     /// Addresses `is_local` says the director holds (besides loopback).
     pub local: std::collections::BTreeSet<std::net::IpAddr>,
     pub next_hops: HashMap<std::net::IpAddr, crate::ResolvedHop>,
@@ -198,6 +199,9 @@ impl FakeDatapath {
 impl Datapath for FakeDatapath {
     fn limits(&self) -> Limits {
         self.limits
+    }
+    fn settings(&self) -> lvs_common::Settings {
+        self.settings
     }
     fn set_service<A: Family>(
         &mut self,

@@ -504,6 +504,7 @@ pub struct KernelDatapath {
     conn_changes6: Option<RingBuf<MapData>>,
     cpus: usize,
     limits: Limits,
+    settings: Settings,
     pub attachments: Vec<Attachment>,
 }
 
@@ -994,6 +995,7 @@ impl KernelDatapath {
             conn_changes6,
             cpus,
             limits,
+            settings,
             attachments,
         })
     }
@@ -1457,6 +1459,9 @@ impl KernelDatapath {
 impl Datapath for KernelDatapath {
     fn limits(&self) -> Limits {
         self.limits
+    }
+    fn settings(&self) -> Settings {
+        self.settings
     }
     fn set_service<A: Family>(
         &mut self,

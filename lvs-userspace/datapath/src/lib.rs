@@ -154,6 +154,8 @@ impl<A: lvs_common::addr::Addr> From<Event<A>> for Notice {
 pub trait Datapath: Send {
     /// The table sizes the maps were created with.
     fn limits(&self) -> Limits;
+    /// The settings the datapath was loaded with.
+    fn settings(&self) -> lvs_common::Settings;
     fn set_service<A: Family>(
         &mut self,
         key: ServiceKey<A>,

@@ -54,6 +54,9 @@ pub struct Options {
     /// Which director each interface gets.
     pub datapath: DatapathChoice,
     pub icmp_errors: IcmpErrors,
+    /// IPVS's `sloppy_tcp`: schedule a TCP segment with no connection entry
+    /// whatever its flags (a flow ECMP moved from another director).
+    pub sloppy_tcp: bool,
     /// The bpffs where a router of a pair pins what must outlive it.
     pub bpffs: PathBuf,
 }
@@ -90,6 +93,10 @@ pub async fn start(options: Options, shutdown: impl Future) -> anyhow::Result<()
             } | match options.icmp_errors {
                 IcmpErrors::Translate => 0,
                 IcmpErrors::Kernel => lvs_common::Settings::ICMP_ERRORS_TO_KERNEL,
+            } | if options.sloppy_tcp {
+                lvs_common::Settings::SLOPPY_TCP
+            } else {
+                0
             },
         };
         // A router of a pair leaves its datapath forwarding if it is

@@ -371,6 +371,7 @@ impl<D: Datapath> EventLoop<D> {
                         .map(|(case, n)| (case.name().to_string(), n))
                         .collect(),
                     warnings: forwarding_warnings(&self.interfaces, c.state()),
+                    sloppy_tcp: c.datapath().settings().sloppy_tcp(),
                 }))
             })(),
             Request::Zero { service } => c.zero(service).map(|()| Response::Ok),

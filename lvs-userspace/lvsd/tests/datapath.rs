@@ -179,6 +179,15 @@ fn router(resolve_all: bool) -> Controller<KernelDatapath> {
 }
 
 fn router_with(resolve_all: bool, limits: Limits, config: &str) -> Controller<KernelDatapath> {
+    router_with_settings(resolve_all, limits, config, Settings::default())
+}
+
+fn router_with_settings(
+    resolve_all: bool,
+    limits: Limits,
+    config: &str,
+    settings: Settings,
+) -> Controller<KernelDatapath> {
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
     // No IPv6: router solicitations on the new links would hit the program
     // and move the verdict counters the tests read.
@@ -219,9 +228,8 @@ fn router_with(resolve_all: bool, limits: Limits, config: &str) -> Controller<Ke
         ));
     }
     let ifaces: Vec<String> = links.iter().map(|l| l.0.clone()).collect();
-    let mut controller = Controller::new(
-        KernelDatapath::attach(&ifaces, Settings::default(), limits).expect("attach"),
-    );
+    let mut controller =
+        Controller::new(KernelDatapath::attach(&ifaces, settings, limits).expect("attach"));
     controller
         .apply(&config::parse(config, "fixture.toml").unwrap())
         .expect("apply config");
@@ -245,6 +253,7 @@ fn tcp(src: ([u8; 4], u16), dst: ([u8; 4], u16), flags: &str, payload: &[u8]) ->
         .tcp(src.1, dst.1, 1000, 64240);
     let b = if flags.contains('S') { b.syn() } else { b };
     let b = if flags.contains('A') { b.ack(1) } else { b };
+    let b = if flags.contains('R') { b.rst() } else { b };
     let mut v = Vec::new();
     b.write(&mut v, payload).unwrap();
     v
@@ -1155,15 +1164,18 @@ fn sh_and_dh_index_the_published_buckets() {
 
 /// An mh service over the three NAT servers, with the given `-b` flags.
 fn mh_router(flags: &str) -> Controller<KernelDatapath> {
-    let config = format!(
+    router_with(true, Limits::default(), &mh_config(flags))
+}
+
+fn mh_config(flags: &str) -> String {
+    format!(
         "[[service]]\nprotocol = \"tcp\"\naddress = \"198.18.0.40:80\"\nscheduler = \"mh\"\nsched_flags = [{flags}]\n{}",
         (1..=3)
             .map(|i| format!(
                 "[[service.real]]\naddress = \"198.18.1{i}.2:8080\"\nmethod = \"nat\"\nweight = {i}\n"
             ))
             .collect::<String>()
-    );
-    router_with(true, Limits::default(), &config)
+    )
 }
 
 /// The servers as lvs-sched sees them, ids 1..3, weight 0 for `quiesced`.
@@ -1278,6 +1290,61 @@ fn mh_indexes_its_table_and_probes_past_an_unusable_server() {
         }
         assert!(moved > 0);
     }
+}
+
+/// IPVS's sloppy_tcp: a mid-flow segment with no entry (a flow ECMP moved
+/// here from another director) is scheduled, to the server mh gives its
+/// client, and its entry starts ESTABLISHED; without it the segment goes
+/// to the kernel, as does a RST either way.
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn sloppy_tcp_schedules_a_mid_flow_segment() {
+    use lvs_sched::{Request, SchedFlags, SchedulerName};
+    let vip = ([198, 18, 0, 40], 80);
+    let client = ([10, 0, 3, 33], 40_000);
+    let strict = mh_router("");
+    let ack = tcp(client, vip, "A", b"mid-flow");
+    let out = run(&strict, &ack);
+    assert_eq!(out.action, XDP_PASS);
+    assert_eq!(out.frame, ack);
+    assert_eq!(verdict(&strict, "pass_not_syn"), 1);
+    drop(strict);
+
+    let sloppy = Settings {
+        flags: Settings::SLOPPY_TCP,
+        ..Settings::default()
+    };
+    let c = router_with_settings(true, Limits::default(), &mh_config(""), sloppy);
+    let mut model = SchedulerName::Mh.instantiate(&mh_dests(None), SchedFlags::default());
+    let dests = mh_dests(None);
+    let want = model
+        .pick(
+            &dests,
+            &Request {
+                client: Ipv4Addr::from(client.0).into(),
+                ..Request::default()
+            },
+        )
+        .map(|i| dests[i].id as u8)
+        .unwrap();
+    let out = run(&c, &ack);
+    assert_eq!(out.action, XDP_REDIRECT);
+    assert_eq!(
+        out.frame,
+        oracle(
+            &ack,
+            None,
+            Some((real_ip(want), 8080)),
+            Some((director_mac(want), real_mac(want)))
+        )
+    );
+    let rows = c.connection_views().unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].state, "ESTABLISHED");
+    // A reset never starts a connection.
+    let rst = tcp(([10, 0, 3, 34], 40_001), vip, "R", b"");
+    assert_eq!(run(&c, &rst).action, XDP_PASS);
+    assert_eq!(verdict(&c, "pass_not_syn"), 1);
 }
 
 #[test]

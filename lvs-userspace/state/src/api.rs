@@ -85,6 +85,9 @@ pub struct DatapathView {
     pub icmp_errors: Vec<(String, u64)>,
     /// What keeps configured services from working (a sysctl, ...).
     pub warnings: Vec<String>,
+    /// `lvsd --sloppy-tcp`: any TCP segment without an entry is scheduled.
+    #[serde(default)]
+    pub sloppy_tcp: bool,
 }
 
 impl DatapathView {
@@ -92,6 +95,7 @@ impl DatapathView {
     pub fn render(&self) -> String {
         use std::fmt::Write;
         let mut out = String::from("Interface        Datapath Mode     Why\n");
+        let sloppy = if self.sloppy_tcp { "on" } else { "off" };
         for a in &self.interfaces {
             let _ = writeln!(
                 out,
@@ -112,6 +116,10 @@ impl DatapathView {
         for (name, count) in &self.icmp_errors {
             let _ = writeln!(out, "{name:<30} {count}");
         }
+        let _ = writeln!(
+            out,
+            "Sloppy TCP (mid-flow segments start connections): {sloppy}"
+        );
         for w in &self.warnings {
             let _ = writeln!(out, "warning: {w}");
         }

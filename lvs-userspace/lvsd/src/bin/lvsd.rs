@@ -57,6 +57,14 @@ struct Args {
     /// comparison only).
     #[arg(long, value_enum, default_value_t = daemon::IcmpErrors::Translate)]
     icmp_errors: daemon::IcmpErrors,
+    /// Schedule a TCP segment that has no connection entry whatever its
+    /// flags (but RST), as IPVS's `net.ipv4.vs.sloppy_tcp=1`: a director of
+    /// a fleet then carries on a flow that ECMP moved to it from another
+    /// (with sh, dh or mh, to the same real server). Off: only a SYN starts
+    /// a connection, and the kernel answers other segments for a VIP it
+    /// holds with a reset.
+    #[arg(long)]
+    sloppy_tcp: bool,
     /// A bpffs mount: a router of a pair pins its program arrays there, so
     /// that its datapath keeps forwarding IPv6 and ICMP errors if lvsd is
     /// killed. `ip netns exec` hides the host's /sys/fs/bpf: give lvsd run
@@ -100,6 +108,7 @@ async fn run(favoured: std::io::Result<()>) -> anyhow::Result<()> {
         max_mh_services,
         datapath,
         icmp_errors,
+        sloppy_tcp,
         bpffs,
     } = Args::parse();
     let mut term = signal(SignalKind::terminate())?;
@@ -127,6 +136,7 @@ async fn run(favoured: std::io::Result<()>) -> anyhow::Result<()> {
             },
             datapath,
             icmp_errors,
+            sloppy_tcp,
             bpffs,
         },
         shutdown,
