@@ -20,6 +20,8 @@ pub struct FakeDatapath {
     pub reals: HashMap<u32, Real>,
     pub rings: HashMap<u32, u32>,
     pub buckets: HashMap<u32, u32>,
+    /// What `announce` was last given.
+    pub announced: std::collections::BTreeSet<std::net::IpAddr>,
     /// `MAGLEV`'s slots as last written.
     pub maglev: HashMap<u32, u32>,
     pub locality: HashMap<LocalityKey, LocalityEntry>,
@@ -238,6 +240,14 @@ impl Datapath for FakeDatapath {
         for (i, r) in table.iter().enumerate() {
             self.buckets.insert(base + i as u32, *r);
         }
+        Ok(())
+    }
+    fn announce(
+        &mut self,
+        vips: &std::collections::BTreeSet<std::net::IpAddr>,
+    ) -> Result<(), DatapathError> {
+        self.write("announcement device")?;
+        self.announced = vips.clone();
         Ok(())
     }
     fn write_maglev(&mut self, base: u32, table: &[u32]) -> Result<(), DatapathError> {

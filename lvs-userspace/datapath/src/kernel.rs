@@ -505,6 +505,8 @@ pub struct KernelDatapath {
     cpus: usize,
     limits: Limits,
     settings: Settings,
+    /// `lvsd --announce`: the device holding the VIPs to announce.
+    announcer: Option<crate::announce::Announcer>,
     pub attachments: Vec<Attachment>,
 }
 
@@ -996,6 +998,7 @@ impl KernelDatapath {
             cpus,
             limits,
             settings,
+            announcer: None,
             attachments,
         })
     }
@@ -1430,6 +1433,18 @@ pub(super) fn map_err(
 }
 
 impl KernelDatapath {
+    /// Create the announcement device `iface` (`lvsd --announce`): from
+    /// now on `announce` holds the servable VIPs on it.
+    pub fn announce_on(&mut self, iface: &str) -> Result<(), DatapathError> {
+        self.announcer = Some(crate::announce::Announcer::open(iface)?);
+        Ok(())
+    }
+
+    /// Withdraw every announced VIP at once (a clean stop).
+    pub fn withdraw_announcements(&mut self) -> Result<(), DatapathError> {
+        self.announcer.as_mut().map_or(Ok(()), |a| a.withdraw())
+    }
+
     /// The note the director left for `lvs_neigh` about the packet in
     /// `frame` (as the director passed it), if any.
     pub fn neighbour_note(&self, frame: &[u8]) -> Option<NeighNote> {
@@ -1496,6 +1511,12 @@ impl Datapath for KernelDatapath {
     }
     fn write_buckets(&mut self, base: u32, table: &[u32]) -> Result<(), DatapathError> {
         self.buckets.write(base, table)
+    }
+    fn announce(&mut self, vips: &std::collections::BTreeSet<IpAddr>) -> Result<(), DatapathError> {
+        match &mut self.announcer {
+            Some(a) => a.hold(vips),
+            None => Ok(()),
+        }
     }
     fn write_maglev(&mut self, base: u32, table: &[u32]) -> Result<(), DatapathError> {
         self.maglev.write(base, table)

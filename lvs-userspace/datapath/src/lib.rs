@@ -9,6 +9,7 @@
 //! * `netconf`: addresses, neighbours, routes, sysctls, gratuitous ARP;
 //! * `realserver`: preparing a real server for DR and TUN.
 
+mod announce;
 mod family;
 mod kernel;
 mod limits;
@@ -177,6 +178,9 @@ pub trait Datapath: Send {
     fn write_ring(&mut self, base: u32, picks: &[u32]) -> Result<(), DatapathError>;
     /// Write an sh/dh table into consecutive bucket slots from `base`.
     fn write_buckets(&mut self, base: u32, table: &[u32]) -> Result<(), DatapathError>;
+    /// Hold exactly `vips` on the announcement device (`lvsd --announce`),
+    /// for a routing daemon to announce; without one, nothing.
+    fn announce(&mut self, vips: &std::collections::BTreeSet<IpAddr>) -> Result<(), DatapathError>;
     /// Write an mh table into consecutive `MAGLEV` slots from `base`.
     fn write_maglev(&mut self, base: u32, table: &[u32]) -> Result<(), DatapathError>;
     /// Every lblc/lblcr destination entry of family `A`.

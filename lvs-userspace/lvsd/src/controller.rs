@@ -372,8 +372,23 @@ pub struct Controller<D> {
     conditions: HashMap<(ServiceId, Endpoint), Condition>,
     /// Each service as last given to its scheduler: servers that health
     /// took out are missing, weights are effective, and the sorry server
-    /// stands in when every real server is down.
+    /// stands in while the service has lost its quorum.
     scheduled: HashMap<ServiceId, Service>,
+    /// Whether each service has its quorum (keepalived's `quorum_state`).
+    quorum_up: HashMap<ServiceId, bool>,
+    /// Quorum changes not yet taken by `take_quorum_changes`.
+    quorum_changes: Vec<QuorumChange>,
+    /// The VIPs last given to `Datapath::announce`.
+    announced: BTreeSet<IpAddr>,
+}
+
+/// A service that gained or lost its quorum, and the command its
+/// configuration runs then (`quorum_up` or `quorum_down`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QuorumChange {
+    pub service: ServiceId,
+    pub up: bool,
+    pub command: Option<String>,
 }
 
 /// `lblc_expiration` and `lblcr_expiration`, in seconds (§2.7–2.8).
@@ -529,6 +544,9 @@ impl<D: Datapath> Controller<D> {
             expirations: Expirations::default(),
             conditions: HashMap::default(),
             scheduled: HashMap::default(),
+            quorum_up: HashMap::default(),
+            quorum_changes: Vec::new(),
+            announced: BTreeSet::new(),
         }
     }
 
@@ -1358,7 +1376,7 @@ impl<D: Datapath> Controller<D> {
             .collect();
         let mut touched = BTreeSet::new();
         for id in ids {
-            let new = self.state.service(&id).map(|s| self.scheduled_view(s, now));
+            let new = self.state.service(&id).cloned().map(|s| self.view(&s, now));
             if let Some(svc) = &new {
                 let fresh = self.instantiate(&svc.spec, &[]);
                 if let Some(rt) = self.runtimes.get_mut(&id) {
@@ -1415,7 +1433,7 @@ impl<D: Datapath> Controller<D> {
             for (id, old, available) in before {
                 let new = self.state.service(&id).cloned().map(|svc| {
                     self.start_ramps(&svc, &available, now);
-                    self.scheduled_view(&svc, now)
+                    self.view(&svc, now)
                 });
                 self.run_hooks(id, old.as_ref(), new.as_ref(), hooked, &mut touched)?;
                 match new {
@@ -1524,11 +1542,9 @@ impl<D: Datapath> Controller<D> {
             1
         };
         let mut reals = Vec::with_capacity(svc.reals.len());
-        let mut any_alive = false;
         for real in &svc.reals {
             let c = condition(&real.server);
             let alive = c.is_none_or(Condition::alive);
-            any_alive |= alive;
             let weight = if alive {
                 let percent = c.map_or(100, Condition::percent);
                 condition::effective_weight(real.weight, percent, ramp(c), scale)
@@ -1545,13 +1561,82 @@ impl<D: Datapath> Controller<D> {
                 ..real.clone()
             });
         }
-        if let (false, Some(sorry)) = (any_alive, svc.health.sorry) {
+        let up = self.quorum_up.get(&id).copied().unwrap_or(true);
+        if let (false, Some(sorry)) = (up, svc.health.sorry) {
             reals = vec![sorry_spec(sorry)];
         }
         Service {
             reals,
             ..svc.clone()
         }
+    }
+
+    /// The service as its scheduler sees it from now on: its quorum moved
+    /// first, for the sorry server.
+    fn view(&mut self, svc: &Service, now_ns: u64) -> Service {
+        self.update_quorum(svc);
+        self.scheduled_view(svc, now_ns)
+    }
+
+    /// keepalived's `update_quorum_state`, run whenever a server's health
+    /// or the configuration changes: the live weight is the configured
+    /// weight of the real servers health has not taken out. A service is
+    /// first judged once it has real servers (keepalived ignores one
+    /// without), and that first state is no change.
+    fn update_quorum(&mut self, svc: &Service) {
+        let id = svc.spec.id;
+        let live = |r: &&RealSpec| {
+            self.conditions
+                .get(&(id, r.server))
+                .is_none_or(Condition::alive)
+        };
+        let weight = |r: &RealSpec| u64::from(r.weight);
+        if svc.reals.is_empty() {
+            return;
+        }
+        let total: u64 = svc.reals.iter().map(weight).sum();
+        let live: u64 = svc.reals.iter().filter(live).map(weight).sum();
+        let judged = self.quorum_up.get(&id).copied();
+        let was = judged.unwrap_or(true);
+        let up = svc.health.quorum_holds(was, live, total);
+        self.quorum_up.insert(id, up);
+        if judged.is_some() && up != was {
+            tracing::info!(service = %id, live, "{} quorum", if up { "gained" } else { "lost" });
+            self.quorum_changes.push(QuorumChange {
+                service: id,
+                up,
+                command: if up {
+                    svc.health.quorum_up.clone()
+                } else {
+                    svc.health.quorum_down.clone()
+                },
+            });
+        }
+    }
+
+    /// Quorum changes since the last call, oldest first (for their commands).
+    pub fn take_quorum_changes(&mut self) -> Vec<QuorumChange> {
+        std::mem::take(&mut self.quorum_changes)
+    }
+
+    /// Whether `id` has real servers and its quorum.
+    pub fn quorum(&self, id: &ServiceId) -> bool {
+        self.quorum_up.get(id) == Some(&true)
+    }
+
+    /// Announce the VIPs of services with their quorum, if that changed.
+    fn announce(&mut self) -> Result<(), ControlError> {
+        let vips: BTreeSet<IpAddr> = self
+            .state
+            .services()
+            .filter(|s| self.quorum(&s.spec.id))
+            .map(|s| s.spec.id.vip.addr)
+            .collect();
+        if vips != self.announced {
+            self.datapath.announce(&vips)?;
+            self.announced = vips;
+        }
+        Ok(())
     }
 
     /// Real servers that take new connections by health and weight alone.
@@ -1717,10 +1802,10 @@ impl<D: Datapath> Controller<D> {
         let now = self.datapath.now_ns()?;
         let mut touched = BTreeSet::new();
         for id in ids {
-            let Some(svc) = self.state.service(&id) else {
+            let Some(svc) = self.state.service(&id).cloned() else {
                 continue;
             };
-            let new = self.scheduled_view(svc, now);
+            let new = self.view(&svc, now);
             let old = self.scheduled.get(&id).cloned();
             if old.as_ref() == Some(&new) {
                 continue;
@@ -1969,6 +2054,7 @@ impl<D: Datapath> Controller<D> {
                     write_service(&mut self.datapath, id, None)?;
                     self.purge(&rt)?;
                     self.service_slots.give(rt.index);
+                    self.quorum_up.remove(id);
                     if let Some(slot) = rt.maglev {
                         self.maglev_slots.give(slot);
                     }
@@ -2098,7 +2184,7 @@ impl<D: Datapath> Controller<D> {
             let search_templates = rt.had_templates;
             self.release_reals(id, &live, search_templates)?;
         }
-        Ok(())
+        self.announce()
     }
 
     /// Free the real indexes of `id`'s servers not in `keep`, first
@@ -3519,6 +3605,63 @@ mod tests {
         c.recount().unwrap();
         let snap = c.snapshot().unwrap();
         assert_eq!(snap.services[0].reals[1].active_conns, 3);
+    }
+
+    /// keepalived's quorum 3 with hysteresis 1 over five servers: lost
+    /// below 2 live (the sorry server stands in, the VIP is withdrawn, the
+    /// quorum_down command is due), and back only at 4, not at 2 or 3.
+    #[test]
+    fn quorum_with_hysteresis_moves_the_sorry_server_and_the_announcement() {
+        let mut c = setup(SchedulerName::Rr, &[1, 1, 1, 1, 1]);
+        let vip: BTreeSet<IpAddr> = [svc().vip.addr].into();
+        assert_eq!(c.datapath().announced, vip);
+        c.apply(&[Command::SetServiceHealth {
+            service: svc(),
+            health: ServiceHealth {
+                sorry: Some(lvs_state::health::SorryServer {
+                    server: real(9, 1).server,
+                    method: Method::Nat,
+                }),
+                quorum: Some(3),
+                hysteresis: Some(1),
+                quorum_up: Some("echo up".into()),
+                quorum_down: Some("echo down".into()),
+                slow_start: Some(0),
+            },
+        }])
+        .unwrap();
+        for k in 1..=5 {
+            set_health(&mut c, k, checked(false));
+        }
+        let mut trace = String::new();
+        let mut step = |c: &mut Controller<FakeDatapath>, k: u8, up: bool| {
+            fail(c, k, (!up).then_some("refused"));
+            let sorry = picks(c, 1) == "9";
+            let announced = !c.datapath().announced.is_empty();
+            assert_eq!(sorry, !announced);
+            trace.push(if announced { 'U' } else { 'D' });
+        };
+        for k in 1..=4 {
+            step(&mut c, k, false);
+        }
+        for k in 1..=4 {
+            step(&mut c, k, true);
+        }
+        assert_eq!(trace, "UUUDDDUU");
+        let changes = c.take_quorum_changes();
+        let commands: Vec<_> = changes
+            .iter()
+            .map(|q| (q.up, q.command.as_deref()))
+            .collect();
+        assert_eq!(
+            commands,
+            [(false, Some("echo down")), (true, Some("echo up"))]
+        );
+        assert!(c.take_quorum_changes().is_empty());
+        // Deleting the service withdraws its VIP.
+        c.apply(&[Command::DeleteService { service: svc() }])
+            .unwrap();
+        assert!(c.datapath().announced.is_empty());
     }
 
     #[test]

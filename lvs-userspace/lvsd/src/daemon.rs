@@ -57,6 +57,12 @@ pub struct Options {
     /// IPVS's `sloppy_tcp`: schedule a TCP segment with no connection entry
     /// whatever its flags (a flow ECMP moved from another director).
     pub sloppy_tcp: bool,
+    /// Route health injection: the TUN device that holds each VIP with
+    /// its quorum, for the routing daemon to announce.
+    pub announce: Option<String>,
+    /// On a clean stop with `announce`: how long the datapath keeps
+    /// forwarding after the VIPs are withdrawn, while routers converge.
+    pub announce_drain: Duration,
     /// The bpffs where a router of a pair pins what must outlive it.
     pub bpffs: PathBuf,
 }
@@ -102,7 +108,9 @@ pub async fn start(options: Options, shutdown: impl Future) -> anyhow::Result<()
         // A router of a pair leaves its datapath forwarding if it is
         // killed, so what still reaches it is not reset before the peer's
         // gratuitous ARPs move the traffic.
-        let lifetime = if ha.is_some() {
+        // So does a director of a fleet: until its routes are withdrawn,
+        // routers still send it flows of other directors' real servers.
+        let lifetime = if ha.is_some() || options.announce.is_some() {
             Lifetime::Kernel
         } else {
             Lifetime::Lvsd
@@ -115,6 +123,10 @@ pub async fn start(options: Options, shutdown: impl Future) -> anyhow::Result<()
             options.datapath,
             Some(&options.bpffs),
         )?;
+        let mut datapath = datapath;
+        if let Some(iface) = &options.announce {
+            datapath.announce_on(iface)?;
+        }
         let mut controller = Controller::new(datapath);
         controller.set_expirations(options.expirations);
         controller
@@ -207,7 +219,17 @@ pub async fn start(options: Options, shutdown: impl Future) -> anyhow::Result<()
     drop(stamping);
     unbind(&options.socket);
     match controller {
-        Ok(Ok(controller)) => drop(controller),
+        Ok(Ok(mut controller)) => {
+            // Withdraw first, then keep forwarding while routers move the
+            // flows to other directors.
+            if options.announce.is_some() {
+                match controller.datapath_mut().withdraw_announcements() {
+                    Ok(()) => tokio::time::sleep(options.announce_drain).await,
+                    Err(e) => tracing::error!("withdrawing the announced VIPs: {e}"),
+                }
+            }
+            drop(controller)
+        }
         _ => tracing::error!("the controller thread ended in a panic"),
     }
     tracing::info!("detached; bye");

@@ -188,6 +188,9 @@ impl<D: Datapath> EventLoop<D> {
             };
             let name = message.name();
             self.guarded(name, |this| this.handle(message));
+            for change in self.controller.take_quorum_changes() {
+                run_quorum_command(change);
+            }
         }
         self.controller
     }
@@ -428,6 +431,39 @@ fn adds_nat(commands: &[Command]) -> bool {
         }
         _ => false,
     })
+}
+
+/// keepalived's `quorum_up`/`quorum_down`: the service's command, by
+/// `/bin/sh -c`, waited for on a thread of its own (the controller never
+/// waits for a script).
+fn run_quorum_command(change: crate::controller::QuorumChange) {
+    let Some(command) = change.command else {
+        return;
+    };
+    let what = if change.up {
+        "quorum_up"
+    } else {
+        "quorum_down"
+    };
+    let service = change.service;
+    let spawned = std::thread::Builder::new()
+        .name("lvsd-quorum".into())
+        .spawn(move || {
+            match std::process::Command::new("/bin/sh")
+                .arg("-c")
+                .arg(&command)
+                .status()
+            {
+                Ok(status) if status.success() => {}
+                Ok(status) => {
+                    tracing::warn!(service = %service, "{what} `{command}` exited with {status}")
+                }
+                Err(e) => tracing::warn!(service = %service, "{what} `{command}`: {e}"),
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("spawning a thread for {what}: {e}");
+    }
 }
 
 #[cfg(test)]

@@ -649,7 +649,7 @@ mod tests {
         );
         assert_eq!(
             json["flags"],
-            serde_json::json!({"fallback": true, "port": false})
+            serde_json::json!({"fallback": true, "port": false, "ipvs_order": false})
         );
         assert_eq!(serde_json::from_value::<ServiceView>(json).unwrap(), view);
     }
@@ -754,6 +754,8 @@ mod tests {
                     method: crate::model::Method::Route,
                 }),
                 slow_start: Some(30),
+                quorum: Some(2),
+                ..ServiceHealth::default()
             },
         };
         let text = serde_json::to_string(&view).unwrap();

@@ -16,6 +16,10 @@
 //! sorry_server = "198.18.11.9:8080"  # takes new connections while every
 //! sorry_method = "nat"        # real server is down (method default route)
 //! slow_start = 10             # seconds; default 10 for wlc, sed, nq; 0 is off
+//! quorum = 2                  # keepalived's: the least live weight for the
+//! hysteresis = 1              # service to be up (default 1); below it the
+//! quorum_up = "logger up"     # sorry server stands in and the VIP is not
+//! quorum_down = "logger down" # announced (`lvsd --announce`)
 //!
 //! [[service.real]]
 //! address = "198.18.11.2:8080"
@@ -116,6 +120,10 @@ struct ServiceEntry {
     sorry_server: Option<Spanned<String>>,
     sorry_method: Option<Method>,
     slow_start: Option<u32>,
+    quorum: Option<u32>,
+    hysteresis: Option<u32>,
+    quorum_up: Option<String>,
+    quorum_down: Option<String>,
     #[serde(default)]
     real: Vec<RealEntry>,
 }
@@ -820,6 +828,10 @@ pub fn parse(text: &str, path: &str) -> Result<Vec<Command>, ConfigError> {
         let health = ServiceHealth {
             sorry,
             slow_start: svc.slow_start,
+            quorum: svc.quorum,
+            hysteresis: svc.hysteresis,
+            quorum_up: svc.quorum_up.clone(),
+            quorum_down: svc.quorum_down.clone(),
         };
         if health != ServiceHealth::default() {
             let set = Command::SetServiceHealth {

@@ -135,6 +135,21 @@ impl ServiceHealth {
     pub fn is_default(&self) -> bool {
         *self == Self::default()
     }
+
+    /// keepalived's `update_quorum_state`: whether the service is up when
+    /// its live real servers weigh `live` of the `total` configured, given
+    /// whether it was. As keepalived, a quorum above the total is lowered
+    /// to it, and the hysteresis to quorum - 1; a service with no live
+    /// weight is down.
+    pub fn quorum_holds(&self, was_up: bool, live: u64, total: u64) -> bool {
+        let quorum = u64::from(self.quorum.unwrap_or(1)).min(total).max(1);
+        let hysteresis = u64::from(self.hysteresis.unwrap_or(0)).min(quorum - 1);
+        if was_up {
+            live > 0 && live >= quorum - hysteresis
+        } else {
+            live >= quorum + hysteresis
+        }
+    }
 }
 
 impl AgentCheck {
@@ -144,8 +159,9 @@ impl AgentCheck {
     pub const MAX_PERCENT: u32 = 256;
 }
 
-/// A service's health settings: what takes new connections when every
-/// real server is down, and how fast a server returning to service ramps.
+/// A service's health settings: when it is up (keepalived's quorum), what
+/// takes new connections when it is not, and how fast a server returning
+/// to service ramps.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceHealth {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -154,6 +170,21 @@ pub struct ServiceHealth {
     /// (`DEFAULT_SLOW_START_S` for wlc, sed and nq, else off); 0 is off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slow_start: Option<u32>,
+    /// keepalived's `quorum`: the least total weight of live real servers
+    /// with which the service is up (`None`: 1). While it is down the sorry
+    /// server stands in and its VIP is not announced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quorum: Option<u32>,
+    /// keepalived's `hysteresis`: the service goes down below quorum minus
+    /// this, and comes back up at quorum plus this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hysteresis: Option<u32>,
+    /// keepalived's `quorum_up` and `quorum_down`: commands run (by
+    /// `/bin/sh -c`) when the service comes up or goes down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quorum_up: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quorum_down: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -301,6 +332,43 @@ fn positive(field: &'static str, value: u64) -> Result<(), HealthError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// keepalived's rules: quorum 4, hysteresis 1 over five servers of
+    /// weight 1: down below 3, up again from 5; defaults: down at none.
+    #[test]
+    fn quorum_follows_keepalived_with_its_hysteresis() {
+        let health = ServiceHealth {
+            quorum: Some(4),
+            hysteresis: Some(1),
+            ..ServiceHealth::default()
+        };
+        let mut up = true;
+        let mut trace = String::new();
+        for live in [5, 4, 3, 2, 3, 4, 5, 4, 3, 2] {
+            up = health.quorum_holds(up, live, 5);
+            trace.push(if up { 'U' } else { 'D' });
+        }
+        assert_eq!(trace, "UUUDDDUUUD");
+        let plain = ServiceHealth::default();
+        assert!(plain.quorum_holds(true, 1, 3) && !plain.quorum_holds(true, 0, 3));
+        assert!(plain.quorum_holds(false, 1, 3));
+        // Above the total weight, the quorum is the total (3); the
+        // hysteresis at most quorum - 1 (2): up until none is live, and, as
+        // in keepalived, never up again (3 + 2 is more than the total).
+        let high = ServiceHealth {
+            quorum: Some(10),
+            hysteresis: Some(50),
+            ..ServiceHealth::default()
+        };
+        assert!(high.quorum_holds(true, 1, 3));
+        assert!(!high.quorum_holds(true, 0, 3));
+        assert!(!high.quorum_holds(false, 3, 3));
+        let no_hysteresis = ServiceHealth {
+            quorum: Some(10),
+            ..ServiceHealth::default()
+        };
+        assert!(no_hysteresis.quorum_holds(false, 3, 3));
+    }
 
     #[test]
     fn defaults_follow_keepalived() {

@@ -136,7 +136,10 @@ fn service_out(v: &ServiceView) -> ServiceOut<'_> {
         flags,
         persistence,
     } = spec;
-    let ServiceHealth { sorry, slow_start } = health;
+    // `-L` shows neither the quorum nor its commands.
+    let ServiceHealth {
+        sorry, slow_start, ..
+    } = health;
     ServiceOut {
         id,
         scheduler,
@@ -230,6 +233,7 @@ impl From<ServiceIn> for ServiceView {
             health: ServiceHealth {
                 sorry: p.sorry,
                 slow_start: p.slow_start,
+                ..ServiceHealth::default()
             },
         }
     }
@@ -370,6 +374,7 @@ mod tests {
                         method: Method::Nat,
                     }),
                     slow_start: Some(30),
+                    ..ServiceHealth::default()
                 },
             }],
             verdicts: vec![("redirect".into(), 5)],

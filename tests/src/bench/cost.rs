@@ -43,6 +43,7 @@ const VIP_SH: [u8; 4] = [198, 18, 0, 30];
 const VIP_LBLC: [u8; 4] = [198, 18, 0, 32];
 const VIP_PERSIST: [u8; 4] = [198, 18, 0, 33];
 const VIP_WLC: [u8; 4] = [198, 18, 0, 34];
+const VIP_MH: [u8; 4] = [198, 18, 0, 35];
 const VIP6_NAT: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x10);
 const VIP6_DR: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x20);
 const VIP6_TUN: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x23);
@@ -97,6 +98,16 @@ fn config() -> String {
         service(VIP_LBLC, "lblc", "", &nat),
         service(VIP_PERSIST, "rr", "persistent = 300", &nat),
         service(VIP_WLC, "wlc", "", &nat),
+        // Servers of its own (another port), so that its connections keep
+        // one entry, as sh's do: the row compares the lookups.
+        service(
+            VIP_MH,
+            "mh",
+            "",
+            &(1..=3)
+                .map(|i| (format!("198.18.1{i}.2:8081"), "nat"))
+                .collect::<Vec<_>>(),
+        ),
     ]
     .concat()
 }
@@ -287,6 +298,12 @@ fn cases(c: &Controller<KernelDatapath>, samples: usize) -> Result<Vec<Case>> {
             "SYN, lblc locality",
             None,
             syns(VIP_LBLC, 5 * batch, samples),
+            XDP_REDIRECT,
+        ),
+        case(
+            "SYN, mh table",
+            None,
+            syns(VIP_MH, 8 * batch, samples),
             XDP_REDIRECT,
         ),
         case(

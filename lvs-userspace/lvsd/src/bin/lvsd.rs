@@ -65,6 +65,17 @@ struct Args {
     /// holds with a reset.
     #[arg(long)]
     sloppy_tcp: bool,
+    /// Route health injection: create the TUN device IFACE and hold on it,
+    /// as a /32 or /128, each VIP that has a service with its quorum, for
+    /// the routing daemon to announce (BIRD: `protocol direct { interface
+    /// "IFACE"; }`). The device, and so the routes, go with lvsd, however
+    /// it stops.
+    #[arg(long, value_name = "IFACE")]
+    announce: Option<String>,
+    /// With --announce, on a clean stop: seconds the datapath keeps
+    /// forwarding after the VIPs are withdrawn, while routers converge.
+    #[arg(long, value_name = "SECONDS", default_value_t = 2)]
+    announce_drain: u64,
     /// A bpffs mount: a router of a pair pins its program arrays there, so
     /// that its datapath keeps forwarding IPv6 and ICMP errors if lvsd is
     /// killed. `ip netns exec` hides the host's /sys/fs/bpf: give lvsd run
@@ -109,6 +120,8 @@ async fn run(favoured: std::io::Result<()>) -> anyhow::Result<()> {
         datapath,
         icmp_errors,
         sloppy_tcp,
+        announce,
+        announce_drain,
         bpffs,
     } = Args::parse();
     let mut term = signal(SignalKind::terminate())?;
@@ -137,6 +150,8 @@ async fn run(favoured: std::io::Result<()>) -> anyhow::Result<()> {
             datapath,
             icmp_errors,
             sloppy_tcp,
+            announce,
+            announce_drain: std::time::Duration::from_secs(announce_drain),
             bpffs,
         },
         shutdown,
