@@ -1592,6 +1592,8 @@ impl<D: Datapath> Controller<D> {
         };
         let weight = |r: &RealSpec| u64::from(r.weight);
         if svc.reals.is_empty() {
+            // Nothing to serve with: not announced, judged afresh later.
+            self.quorum_up.remove(&id);
             return;
         }
         let total: u64 = svc.reals.iter().map(weight).sum();
