@@ -816,7 +816,7 @@ mod tests {
 
     #[test]
     fn refusals_are_clear() {
-        assert_eq!(p("-A -t 198.18.0.10:80 -s fastest").unwrap_err().to_string(), "unknown scheduler `fastest` (expected one of rr, wrr, lc, wlc, lblc, lblcr, dh, sh, sed, nq)");
+        assert_eq!(p("-A -t 198.18.0.10:80 -s fastest").unwrap_err().to_string(), "unknown scheduler `fastest` (expected one of rr, wrr, lc, wlc, lblc, lblcr, dh, sh, sed, nq, mh)");
         assert!(p("-A -t 198.18.0:80")
             .unwrap_err()
             .to_string()
