@@ -21,6 +21,7 @@ pub mod bench;
 pub mod bulk;
 pub mod demo;
 pub mod deploy;
+pub mod fleet;
 pub mod pair;
 pub mod topology;
 pub use pair::Pair;

@@ -226,6 +226,8 @@ fn test(root: &Path) -> Result<()> {
             "ha",
             "--test",
             "deploy",
+            "--test",
+            "fleet",
             "--",
             "--include-ignored",
             "--test-threads=1",

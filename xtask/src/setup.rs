@@ -28,6 +28,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("util-linux", "/usr/bin/taskset"),
     // The path-MTU test downloads with a real HTTP client.
     ("curl", "/usr/bin/curl"),
+    // The fleet's router and directors speak BGP and BFD with BIRD.
+    ("bird2", "/usr/sbin/bird"),
 ];
 /// What `cargo xtask bench` compares against (their services are never
 /// started: the bench runs them inside its own namespaces).

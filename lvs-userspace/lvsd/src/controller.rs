@@ -1627,18 +1627,22 @@ impl<D: Datapath> Controller<D> {
     }
 
     /// Announce the VIPs of services with their quorum, if that changed.
-    fn announce(&mut self) -> Result<(), ControlError> {
+    /// A failure does not undo the batch that moved them (the maps are
+    /// right): it is logged, and the next publication tries again.
+    fn announce(&mut self) {
         let vips: BTreeSet<IpAddr> = self
             .state
             .services()
             .filter(|s| self.quorum(&s.spec.id))
             .map(|s| s.spec.id.vip.addr)
             .collect();
-        if vips != self.announced {
-            self.datapath.announce(&vips)?;
-            self.announced = vips;
+        if vips == self.announced {
+            return;
         }
-        Ok(())
+        match self.datapath.announce(&vips) {
+            Ok(()) => self.announced = vips,
+            Err(e) => tracing::error!("announcing the VIPs {vips:?}: {e}"),
+        }
     }
 
     /// Real servers that take new connections by health and weight alone.
@@ -2186,7 +2190,8 @@ impl<D: Datapath> Controller<D> {
             let search_templates = rt.had_templates;
             self.release_reals(id, &live, search_templates)?;
         }
-        self.announce()
+        self.announce();
+        Ok(())
     }
 
     /// Free the real indexes of `id`'s servers not in `keep`, first
