@@ -206,3 +206,56 @@ fn without_sloppy_tcp_every_moved_connection_breaks() -> Result<()> {
     assert!(between > 0);
     Ok(())
 }
+
+/// keepalived's quorum over three servers of weight 2 (quorum 4,
+/// hysteresis 1): one server down leaves it; two down withdraw the VIP
+/// from every director within a check interval (and BGP's update); one
+/// back does not announce it again (below quorum + hysteresis), both do.
+#[test]
+#[ignore = "needs root and bird2; run by `cargo xtask test`"]
+fn losing_the_quorum_withdraws_the_vip_and_the_hysteresis_holds_it() -> Result<()> {
+    let mut fleet = Fleet::new("flq", 3, 3, Multipath::HashThreshold)?;
+    fleet.configure(
+        "quorum = 4\nhysteresis = 1\n",
+        // fall = 1: down at the first failure (keepalived's retry 0).
+        "weight = 2\n[[service.real.check]]\ntype = \"tcp\"\ninterval = 0.5\ntimeout = 0.3\nfall = 1\n",
+    )?;
+    fleet.start_servers()?;
+    fleet.start_lvsds()?;
+    fleet.start_birds()?;
+    let all = [0, 1, 2];
+    fleet.wait_for_next_hops(&all, Duration::from_secs(30))?;
+    let steady = |fleet: &Fleet, want: &[usize], what: &str| -> Result<()> {
+        // Six check intervals: long enough for a wrong move to show.
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let mut want: Vec<_> = want.iter().map(|&d| fleet.directors[d].addr).collect();
+        want.sort();
+        while Instant::now() < deadline {
+            let hops = fleet.next_hops()?;
+            assert_eq!(hops, want, "{what}\n{}", fleet.status());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
+    };
+
+    fleet.serve(0, false)?;
+    steady(&fleet, &all, "one server down (live 4 of quorum 4)")?;
+    let t = Instant::now();
+    fleet.serve(1, false)?;
+    fleet.wait_for_next_hops(&[], Duration::from_secs(5))?;
+    let lost = t.elapsed();
+    fleet.serve(1, true)?;
+    steady(&fleet, &[], "one server back (live 4, below 4 + 1)")?;
+    let t = Instant::now();
+    fleet.serve(0, true)?;
+    fleet.wait_for_next_hops(&all, Duration::from_secs(5))?;
+    let regained = t.elapsed();
+    eprintln!(
+        "quorum lost: the VIP withdrawn from every director {lost:?} after the second server \
+         stopped (check interval 500 ms); held withdrawn with one server back; announced \
+         {regained:?} after the second returned"
+    );
+    // One interval, and a margin for BIRD and the router.
+    assert!(lost < Duration::from_millis(500 + 300), "{lost:?}");
+    Ok(())
+}
