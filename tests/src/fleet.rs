@@ -44,8 +44,123 @@ pub const ANNOUNCE: &str = "lvs-vips";
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Multipath {
     /// The kernel's default for a multipath route (hash-threshold): the
-    /// hash space cut into one range per next hop.
+    /// hash space cut into one range per next hop, so removing one moves
+    /// flows between the others too.
     HashThreshold,
+    /// A resilient nexthop group (`ip nexthop ... type resilient`):
+    /// removing a next hop moves only its own flows. BIRD 2 installs
+    /// multipath routes, not nexthop objects, so BIRD's route goes to
+    /// kernel table 100 and the lab mirrors it into the group, as a router
+    /// with resilient hashing would hold it.
+    Resilient,
+}
+
+/// BIRD's table when the lab mirrors its route into a resilient group.
+const BIRD_TABLE: &str = "100";
+/// The resilient group's id.
+const GROUP: &str = "100";
+
+/// Mirrors BIRD's next hops for the VIP into the resilient group, every
+/// 10 ms, until dropped.
+struct Mirror {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Mirror {
+    fn start(router: String) -> Self {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut last: Vec<Ipv4Addr> = Vec::new();
+            while !stopping.load(Ordering::Relaxed) {
+                if let Ok(hops) = route_hops(&router, &["table", BIRD_TABLE]) {
+                    if hops != last && Self::install(&router, &hops).is_ok() {
+                        last = hops;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        });
+        Mirror {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// The group holds `hops` (members keep their buckets), and the VIP's
+    /// route uses it; no hops, no route.
+    fn install(router: &str, hops: &[Ipv4Addr]) -> Result<()> {
+        let vip = format!("{VIP}/32");
+        if hops.is_empty() {
+            let _ = exec_in(router, &["ip", "route", "del", &vip]);
+            return Ok(());
+        }
+        let mut members = Vec::new();
+        for hop in hops {
+            let id = hop.octets()[3].to_string();
+            let gw = hop.to_string();
+            exec_in(
+                router,
+                &[
+                    "ip", "nexthop", "replace", "id", &id, "via", &gw, "dev", "br0",
+                ],
+            )?;
+            members.push(id);
+        }
+        let group = members.join("/");
+        exec_in(
+            router,
+            &[
+                "ip",
+                "nexthop",
+                "replace",
+                "id",
+                GROUP,
+                "group",
+                &group,
+                "type",
+                "resilient",
+                "buckets",
+                "128",
+            ],
+        )?;
+        exec_in(router, &["ip", "route", "replace", &vip, "nhid", GROUP]).map(drop)
+    }
+}
+
+impl Drop for Mirror {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The gateways of the VIP's route (in the table `table` names; none:
+/// the main table); `ip` lists a nexthop group's members as the route's.
+fn route_hops(router: &str, table: &[&str]) -> Result<Vec<Ipv4Addr>> {
+    let vip = format!("{VIP}/32");
+    let mut args = vec!["ip", "-j", "route", "show"];
+    args.extend_from_slice(table);
+    args.push(&vip);
+    let out = exec_in(router, &args)?;
+    let routes: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let mut hops = Vec::new();
+    for route in routes.as_array().into_iter().flatten() {
+        if let Some(gw) = route["gateway"].as_str() {
+            hops.push(gw.parse()?);
+        }
+        for hop in route["nexthops"].as_array().into_iter().flatten() {
+            if let Some(gw) = hop["gateway"].as_str() {
+                hops.push(gw.parse()?);
+            }
+        }
+    }
+    hops.sort();
+    Ok(hops)
 }
 
 pub struct FleetDirector {
@@ -65,6 +180,9 @@ pub struct FleetDirector {
 pub struct Fleet {
     /// `lvsd --sloppy-tcp` on every director (from its next start).
     pub sloppy: bool,
+    /// Stopped before the router's BIRD and namespace go.
+    mirror: Option<Mirror>,
+    multipath: Multipath,
     pub directors: Vec<FleetDirector>,
     pub reals: Vec<RealServer>,
     router_bird: Option<Proc>,
@@ -97,6 +215,8 @@ impl Fleet {
         let client = Netns::new(format!("{tag}-cli"))?;
         let mut fleet = Fleet {
             sloppy: true,
+            mirror: None,
+            multipath,
             directors: Vec::new(),
             reals: Vec::new(),
             router_bird: None,
@@ -137,9 +257,6 @@ impl Fleet {
                 "net.ipv4.fib_multipath_hash_fields=0x0037",
             ],
         )?;
-        match multipath {
-            Multipath::HashThreshold => {}
-        }
 
         for i in 1..=directors as u8 {
             let name = format!("d{i}");
@@ -169,10 +286,14 @@ impl Fleet {
                 runs: 0,
             });
         }
-        std::fs::write(
-            fleet.dir.join("router-bird.conf"),
-            bird_config(ROUTER_EXAMPLE),
-        )?;
+        let mut router_conf = bird_config(ROUTER_EXAMPLE);
+        if multipath == Multipath::Resilient {
+            router_conf = router_conf.replace(
+                "merge paths on;",
+                &format!("merge paths on;\n    kernel table {BIRD_TABLE};"),
+            );
+        }
+        std::fs::write(fleet.dir.join("router-bird.conf"), router_conf)?;
 
         for i in 1..=reals as u8 {
             let ns = Netns::new(format!("{tag}-rs{i}"))?;
@@ -256,6 +377,9 @@ impl Fleet {
             &ctl,
             &self.dir.join("router-bird.log"),
         )?);
+        if self.multipath == Multipath::Resilient {
+            self.mirror = Some(Mirror::start(self.router.name.clone()));
+        }
         for d in 0..self.directors.len() {
             self.start_bird(d)?;
         }
@@ -376,25 +500,9 @@ impl Fleet {
         Ok(())
     }
 
-    /// The router's next hops for the VIP, as the kernel holds them.
+    /// The router's next hops for the VIP, as its kernel forwards by them.
     pub fn next_hops(&self) -> Result<Vec<Ipv4Addr>> {
-        let out = self
-            .router
-            .exec(&["ip", "-j", "route", "show", &format!("{VIP}/32")])?;
-        let routes: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-        let mut hops = Vec::new();
-        for route in routes.as_array().into_iter().flatten() {
-            if let Some(gw) = route["gateway"].as_str() {
-                hops.push(gw.parse()?);
-            }
-            for hop in route["nexthops"].as_array().into_iter().flatten() {
-                if let Some(gw) = hop["gateway"].as_str() {
-                    hops.push(gw.parse()?);
-                }
-            }
-        }
-        hops.sort();
-        Ok(hops)
+        route_hops(&self.router.name, &[])
     }
 
     /// Wait (bounded) until the router's next hops are exactly those of
@@ -513,6 +621,7 @@ impl Drop for Fleet {
         // The daemons first (a frozen one is thawed, so it can exit), the
         // real servers' preparation, the bpffs; the fields then drop the
         // processes and the namespaces.
+        self.mirror = None;
         for d in 0..self.directors.len() {
             let _ = self.freeze(d, false);
             if let Some(mut lvsd) = self.directors[d].lvsd.take() {

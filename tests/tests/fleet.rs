@@ -62,8 +62,8 @@ fn spread(fleet: &Fleet, held: &[Held], directors: &[usize]) -> Result<Vec<HashS
         .collect()
 }
 
-fn running(tag: &str) -> Result<Fleet> {
-    let mut fleet = Fleet::new(tag, 3, 3, Multipath::HashThreshold)?;
+fn running(tag: &str, multipath: Multipath) -> Result<Fleet> {
+    let mut fleet = Fleet::new(tag, 3, 3, multipath)?;
     fleet.start_servers()?;
     fleet.start_lvsds()?;
     fleet.start_birds()?;
@@ -73,21 +73,32 @@ fn running(tag: &str) -> Result<Fleet> {
 
 /// The router spreads 1,000 connections over three directors (each 20% to
 /// 46%); a director's lvsd killed, its route is withdrawn at once and the
-/// router moves its connections (and some of the others) to the two left,
-/// which carry every one of them on to the same real server.
+/// router moves its connections to the two left (hash-threshold also moves
+/// some between those two), which carry every one of them on to the same
+/// real server; the director back, it takes flows again, none broken.
 #[test]
 #[ignore = "needs root and bird2; run by `cargo xtask test`"]
-fn connections_spread_over_the_directors_and_survive_a_killed_one() -> Result<()> {
-    let mut fleet = running("flk")?;
+fn connections_spread_and_survive_a_killed_director_hash_threshold() -> Result<()> {
+    killed_and_back("flk", Multipath::HashThreshold)
+}
+
+/// As above, with a resilient nexthop group: only the killed director's
+/// connections move, and none moves back to it.
+#[test]
+#[ignore = "needs root and bird2; run by `cargo xtask test`"]
+fn connections_spread_and_survive_a_killed_director_resilient() -> Result<()> {
+    killed_and_back("flr", Multipath::Resilient)
+}
+
+fn killed_and_back(tag: &str, multipath: Multipath) -> Result<()> {
+    let mut fleet = running(tag, multipath)?;
     let started = Instant::now();
     let mut held = open_all(&fleet)?;
     let opened = started.elapsed();
     let failed = echo_all(&mut held, 1);
     assert!(failed.is_empty(), "{failed:?}");
-    let counts: Vec<usize> = spread(&fleet, &held, &[0, 1, 2])?
-        .iter()
-        .map(HashSet::len)
-        .collect();
+    let before = spread(&fleet, &held, &[0, 1, 2])?;
+    let counts: Vec<usize> = before.iter().map(HashSet::len).collect();
     eprintln!("{CONNECTIONS} connections opened in {opened:?}, per director {counts:?}");
     assert_eq!(counts.iter().sum::<usize>(), CONNECTIONS, "{counts:?}");
     for &n in &counts {
@@ -102,14 +113,23 @@ fn connections_spread_over_the_directors_and_survive_a_killed_one() -> Result<()
     let failed = echo_all(&mut held, 2);
     let after = spread(&fleet, &held, &[1, 2])?;
     let covered: HashSet<u16> = after[0].union(&after[1]).copied().collect();
+    // Survivors' connections that moved to the other survivor.
+    let between =
+        after[1].intersection(&before[1]).count() + after[0].intersection(&before[2]).count();
     eprintln!(
-        "d1's lvsd killed: withdrawn after {withdrawn:?}; d2 and d3 now hold {} and {} \
-         ({} of the connections), {} broken",
+        "{multipath:?}: d1's lvsd killed: withdrawn after {withdrawn:?}; d2 and d3 now hold {} \
+         and {} ({} of the connections; {between} of the {} on d2 and d3 moved between them), \
+         {} broken",
         after[0].len(),
         after[1].len(),
         covered.len(),
+        before[1].len() + before[2].len(),
         failed.len()
     );
+    match multipath {
+        Multipath::Resilient => assert_eq!(between, 0),
+        Multipath::HashThreshold => assert!(between > 0),
+    }
     assert!(failed.is_empty(), "{failed:?}\n{}", fleet.status());
     // d1's connections moved: the two left carry them all.
     assert_eq!(covered.len(), CONNECTIONS);
@@ -124,7 +144,12 @@ fn connections_spread_over_the_directors_and_survive_a_killed_one() -> Result<()
         failed.len()
     );
     assert!(failed.is_empty(), "{failed:?}\n{}", fleet.status());
-    assert!(on_d1 > 0);
+    // Hash-threshold gives d1 its range back, and its flows with it; a
+    // resilient group gives a returning next hop only buckets that went
+    // idle, so the held connections stay where they are.
+    if multipath == Multipath::HashThreshold {
+        assert!(on_d1 > 0);
+    }
     Ok(())
 }
 
@@ -134,8 +159,19 @@ fn connections_spread_over_the_directors_and_survive_a_killed_one() -> Result<()
 /// directors take flows again.
 #[test]
 #[ignore = "needs root and bird2; run by `cargo xtask test`"]
-fn stopped_frozen_and_returning_directors_break_no_connection() -> Result<()> {
-    let mut fleet = running("fls")?;
+fn stopped_frozen_and_returning_directors_break_no_connection_hash_threshold() -> Result<()> {
+    stopped_frozen_and_back("fls", Multipath::HashThreshold)
+}
+
+/// As above, with a resilient nexthop group.
+#[test]
+#[ignore = "needs root and bird2; run by `cargo xtask test`"]
+fn stopped_frozen_and_returning_directors_break_no_connection_resilient() -> Result<()> {
+    stopped_frozen_and_back("flt", Multipath::Resilient)
+}
+
+fn stopped_frozen_and_back(tag: &str, multipath: Multipath) -> Result<()> {
+    let mut fleet = running(tag, multipath)?;
     let mut held = open_all(&fleet)?;
     let mut round = 0;
     let mut check = |fleet: &Fleet, held: &mut [Held], what: &str| {
@@ -161,7 +197,7 @@ fn stopped_frozen_and_returning_directors_break_no_connection() -> Result<()> {
     check(&fleet, &mut held, "d1 and d2 back");
     let after = spread(&fleet, &held, &[0, 1, 2])?;
     eprintln!(
-        "d1's lvsd stopped: its route withdrawn {withdrawn:?} after SIGTERM, lvsd gone after \
+        "{multipath:?}: d1's lvsd stopped: its route withdrawn {withdrawn:?} after SIGTERM, lvsd gone after \
          {stopped:?} (drain included); d2 frozen: withdrawn after {frozen:?} (BFD); both back \
          after {back:?}, holding {} and {} of the connections again; none broken",
         after[0].len(),
