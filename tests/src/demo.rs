@@ -139,3 +139,81 @@ fn demo(requests: usize, methods: Option<[Method; 3]>) -> Result<()> {
 fn indent(text: &str) -> String {
     text.lines().map(|l| format!("   {l}\n")).collect()
 }
+
+/// `cargo xtask demo --fleet`: three directors behind a BIRD router's
+/// ECMP, connections spread over them, one director leaving and coming
+/// back with no connection broken.
+pub fn run_fleet(connections: usize) -> Result<()> {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic.
+        unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
+    }
+    let result = fleet_demo(connections);
+    println!("\n== cleaning up: every namespace and process of the lab is removed");
+    result
+}
+
+fn fleet_demo(connections: usize) -> Result<()> {
+    use crate::fleet::{echo_all, Fleet, Multipath};
+    step("building the fleet lab: client ── router (BIRD) ── LAN with three directors (lvsd and BIRD each) and three DR real servers (network namespaces lvsfleet-*)")?;
+    let mut fleet = Fleet::new("lvsfleet", 3, 3, Multipath::HashThreshold)?;
+    for d in &fleet.directors {
+        println!("   {} {}", d.name, d.addr);
+    }
+    step("starting the real servers, lvsd (--sloppy-tcp --announce lvs-vips, mh) and BIRD on every director, and the router's BIRD")?;
+    fleet.start_servers()?;
+    fleet.start_lvsds()?;
+    fleet.start_birds()?;
+    fleet.wait_for_next_hops(&[0, 1, 2], Duration::from_secs(30))?;
+    step("the router learned the VIP from each director over BGP: one multipath route")?;
+    print!("{}", indent(&route(&fleet)?));
+    step(&format!(
+        "{connections} long-lived connections from the client to 198.18.0.10:7000"
+    ))?;
+    let timeout = Duration::from_secs(10);
+    let mut held = fleet.open(connections, timeout)?;
+    let show = |fleet: &Fleet, held: &[crate::Held], live: &[usize]| -> Result<()> {
+        let spread = fleet.spread(held, live)?;
+        for (d, ports) in live.iter().zip(&spread) {
+            println!(
+                "   {} holds {} connections",
+                fleet.directors[*d].name,
+                ports.len()
+            );
+        }
+        Ok(())
+    };
+    show(&fleet, &held, &[0, 1, 2])?;
+    let mut by_server = std::collections::BTreeMap::<&str, usize>::new();
+    for h in &held {
+        *by_server.entry(h.server.as_str()).or_default() += 1;
+    }
+    println!("   real servers (mh): {by_server:?}");
+    step("d2's lvsd killed (SIGKILL): its announcement device, and so its route, go with it")?;
+    fleet.kill9(1)?;
+    let withdrawn = fleet.wait_for_next_hops(&[0, 2], Duration::from_secs(10))?;
+    println!("   route withdrawn after {withdrawn:?}");
+    print!("{}", indent(&route(&fleet)?));
+    check_interrupt()?;
+    let failed = echo_all(&mut held, 1);
+    println!(
+        "   every connection echoes a line: {} of {connections} broken (the moved ones are scheduled by sloppy TCP to the same mh server)",
+        failed.len()
+    );
+    show(&fleet, &held, &[0, 2])?;
+    step("d2's lvsd started again: it announces the VIP, the router takes it back")?;
+    fleet.start_lvsd(1)?;
+    fleet.wait_for_next_hops(&[0, 1, 2], Duration::from_secs(30))?;
+    print!("{}", indent(&route(&fleet)?));
+    let failed = echo_all(&mut held, 2);
+    println!("   {} of {connections} broken", failed.len());
+    show(&fleet, &held, &[0, 1, 2])?;
+    Ok(())
+}
+
+fn route(fleet: &crate::fleet::Fleet) -> Result<String> {
+    let out = fleet
+        .router
+        .exec(&["ip", "route", "show", "198.18.0.10/32"])?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}

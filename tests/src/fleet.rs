@@ -16,9 +16,10 @@
 //! reuse the hash the client's TCP socket stamped on the packet, which a
 //! veth carries across and TCP re-rolls on a retransmission timeout. Every
 //! director runs the same service: the hold port of every real server by
-//! `mh`, a TCP check on each.
+//! `mh` with `mh-port`, the servers listed in another order on each.
 
 use std::{
+    collections::HashSet,
     net::{IpAddr, Ipv4Addr, SocketAddr},
     path::PathBuf,
     process::Command,
@@ -30,8 +31,24 @@ use anyhow::{bail, Context, Result};
 use crate::{
     bin, exec_in, run,
     topology::{Method, RealServer, VIP},
-    wait_for, Netns, Proc,
+    wait_for, Held, Netns, Proc,
 };
+
+/// One round of a counter pattern on every connection: the indexes of
+/// those that did not echo their line back, with why.
+pub fn echo_all(held: &mut [Held], round: u32) -> Vec<(usize, String)> {
+    held.iter_mut()
+        .enumerate()
+        .filter_map(|(i, h)| {
+            let line = format!("{i}:{round}");
+            match h.echo(&line) {
+                Ok(back) if back == line => None,
+                Ok(back) => Some((i, format!("echoed `{back}`"))),
+                Err(e) => Some((i, format!("{e:#}"))),
+            }
+        })
+        .collect()
+}
 
 pub const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 2);
 pub const ROUTER: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 1);
@@ -326,20 +343,27 @@ impl Fleet {
     }
 
     /// Write every director's config (read at lvsd's next start): the same
-    /// service everywhere, mh over every real server, with `service` lines
-    /// added to the service and `real` lines to each real server.
+    /// service everywhere, mh with mh-port (so that one client's
+    /// connections spread over the servers, and every one of them shows
+    /// whether the directors' tables agree) over every real server, listed
+    /// in a different order on each director, with `service` lines added to
+    /// the service and `real` lines to each real server.
     pub fn configure(&self, service: &str, real: &str) -> Result<()> {
-        let mut s = format!(
-            "[[service]]\nprotocol = \"tcp\"\naddress = \"{VIP}:{PORT}\"\nscheduler = \"mh\"\n{service}\n"
+        let s = format!(
+            "[[service]]\nprotocol = \"tcp\"\naddress = \"{VIP}:{PORT}\"\nscheduler = \"mh\"\nsched_flags = [\"mh-port\"]\n{service}\n"
         );
-        for rs in &self.reals {
-            s += &format!(
-                "[[service.real]]\naddress = \"{}\"\nmethod = \"route\"\n{real}\n",
-                rs.at(PORT)
-            );
-        }
-        for d in &self.directors {
-            std::fs::write(&d.config, &s)?;
+        // Each director lists the servers in another order: mh builds one
+        // table from them all the same.
+        for (d, director) in self.directors.iter().enumerate() {
+            let mut config = s.clone();
+            for r in 0..self.reals.len() {
+                let rs = &self.reals[(r + d) % self.reals.len()];
+                config += &format!(
+                    "[[service.real]]\naddress = \"{}\"\nmethod = \"route\"\n{real}\n",
+                    rs.at(PORT)
+                );
+            }
+            std::fs::write(&director.config, config)?;
         }
         Ok(())
     }
@@ -553,6 +577,33 @@ impl Fleet {
             .filter_map(|source| source.strip_prefix(&client))
             .filter_map(|port| port.parse().ok())
             .collect())
+    }
+
+    /// Open `count` connections from the client, each greeted by its real
+    /// server; reads and writes time out after `timeout`.
+    pub fn open(&self, count: usize, timeout: Duration) -> Result<Vec<Held>> {
+        (0..count)
+            .map(|i| {
+                Held::open(&self.client, self.target(), timeout)
+                    .with_context(|| format!("opening connection {i}"))
+            })
+            .collect()
+    }
+
+    /// The client ports of `held` that each of `directors` has in its
+    /// connection table.
+    pub fn spread(&self, held: &[Held], directors: &[usize]) -> Result<Vec<HashSet<u16>>> {
+        let ours: HashSet<u16> = held.iter().map(Held::local_port).collect::<Result<_>>()?;
+        directors
+            .iter()
+            .map(|&d| {
+                Ok(self
+                    .connections(d)?
+                    .into_iter()
+                    .filter(|p| ours.contains(p))
+                    .collect())
+            })
+            .collect()
     }
 
     /// Where the VIP's service is: `VIP:PORT`.

@@ -9,9 +9,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use lvs_lab::{
-    fleet::{Fleet, Multipath},
+    fleet::{echo_all, Fleet, Multipath},
     Held,
 };
 
@@ -20,46 +20,12 @@ const CONNECTIONS: usize = 1000;
 /// the router converged.
 const ECHO_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Open the connections from the client, each greeted by its real server.
 fn open_all(fleet: &Fleet) -> Result<Vec<Held>> {
-    (0..CONNECTIONS)
-        .map(|i| {
-            Held::open(&fleet.client, fleet.target(), ECHO_TIMEOUT)
-                .with_context(|| format!("opening connection {i}"))
-        })
-        .collect()
+    fleet.open(CONNECTIONS, ECHO_TIMEOUT)
 }
 
-/// One round of the counter pattern on every connection: the indexes of
-/// the ones that did not echo it back, with why.
-fn echo_all(held: &mut [Held], round: u32) -> Vec<(usize, String)> {
-    held.iter_mut()
-        .enumerate()
-        .filter_map(|(i, h)| {
-            let line = format!("{i}:{round}");
-            match h.echo(&line) {
-                Ok(back) if back == line => None,
-                Ok(back) => Some((i, format!("echoed `{back}`"))),
-                Err(e) => Some((i, format!("{e:#}"))),
-            }
-        })
-        .collect()
-}
-
-/// The client ports of `held` that each of `directors` has in its
-/// connection table.
 fn spread(fleet: &Fleet, held: &[Held], directors: &[usize]) -> Result<Vec<HashSet<u16>>> {
-    let ours: HashSet<u16> = held.iter().map(Held::local_port).collect::<Result<_>>()?;
-    directors
-        .iter()
-        .map(|&d| {
-            Ok(fleet
-                .connections(d)?
-                .into_iter()
-                .filter(|p| ours.contains(p))
-                .collect())
-        })
-        .collect()
+    fleet.spread(held, directors)
 }
 
 fn running(tag: &str, multipath: Multipath) -> Result<Fleet> {
@@ -99,7 +65,17 @@ fn killed_and_back(tag: &str, multipath: Multipath) -> Result<()> {
     assert!(failed.is_empty(), "{failed:?}");
     let before = spread(&fleet, &held, &[0, 1, 2])?;
     let counts: Vec<usize> = before.iter().map(HashSet::len).collect();
-    eprintln!("{CONNECTIONS} connections opened in {opened:?}, per director {counts:?}");
+    let mut servers = std::collections::BTreeMap::<&str, usize>::new();
+    for h in &held {
+        *servers.entry(h.server.as_str()).or_default() += 1;
+    }
+    eprintln!(
+        "{CONNECTIONS} connections opened in {opened:?}, per director {counts:?}, per real \
+         server {servers:?}"
+    );
+    // mh-port spreads them over every server: each one a test that the
+    // directors' tables agree.
+    assert_eq!(servers.len(), 3, "{servers:?}");
     assert_eq!(counts.iter().sum::<usize>(), CONNECTIONS, "{counts:?}");
     for &n in &counts {
         assert!(

@@ -40,6 +40,10 @@ enum Cmd {
         /// mixed (one of each in one service).
         #[arg(long, default_value = "nat", value_parser = ["nat", "dr", "tun", "mixed"])]
         method: String,
+        /// A fleet instead: three directors behind a router's ECMP, BGP
+        /// through BIRD, one director leaving and coming back.
+        #[arg(long)]
+        fleet: bool,
     },
     /// All three tiers: unit, datapath fixtures and a few seconds of
     /// fuzzing, end to end.
@@ -80,27 +84,27 @@ fn main() -> Result<()> {
             let err = exec(&lvsd, &args);
             bail!("exec {}: {err}", lvsd.display())
         }
-        Cmd::Demo { method } => {
+        Cmd::Demo { method, fleet } => {
             require_root("the demo")?;
             build(&root, false)?;
             // Ctrl-C reaches the lab too; it cleans up and exits, we wait.
             ignore_interrupts();
-            cargo(
-                &root,
-                &[],
-                &[
-                    "run",
-                    "--quiet",
-                    "-p",
-                    "lvs-tests",
-                    "--bin",
-                    "lvs-lab",
-                    "--",
-                    "demo",
-                    "--method",
-                    &method,
-                ],
-            )
+            let mut args = vec![
+                "run",
+                "--quiet",
+                "-p",
+                "lvs-tests",
+                "--bin",
+                "lvs-lab",
+                "--",
+                "demo",
+                "--method",
+                &method,
+            ];
+            if fleet {
+                args.push("--fleet");
+            }
+            cargo(&root, &[], &args)
         }
         Cmd::Test => test(&root),
         Cmd::Fuzz { seconds, seed } => {

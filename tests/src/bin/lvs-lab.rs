@@ -26,6 +26,9 @@ enum Cmd {
         /// Forwarding method: nat, dr, tun, or mixed (one of each).
         #[arg(long, default_value = "nat")]
         method: String,
+        /// The fleet instead: three directors behind a BIRD router.
+        #[arg(long)]
+        fleet: bool,
     },
     /// Attach the no-op XDP program to a veth, so that it receives frames
     /// its peer sends with XDP_TX (a bridge port facing the director).
@@ -92,7 +95,10 @@ enum Cmd {
 
 fn main() -> Result<()> {
     match Args::parse().command {
-        Cmd::Demo { requests, method } => lvs_lab::demo::run(requests, &method),
+        Cmd::Demo { fleet: true, .. } => lvs_lab::demo::run_fleet(300),
+        Cmd::Demo {
+            requests, method, ..
+        } => lvs_lab::demo::run(requests, &method),
         Cmd::XdpPass { iface } => {
             lvs_datapath::StandaloneXdp::pass()?.attach_persistent(&iface)?;
             Ok(())
