@@ -1621,6 +1621,16 @@ impl<D: Datapath> Controller<D> {
         std::mem::take(&mut self.quorum_changes)
     }
 
+    /// keepalived's `omega`: the `quorum_down` commands due when lvsd
+    /// stops, for services with `omega` that have their quorum.
+    pub fn omega_commands(&self) -> Vec<String> {
+        self.state
+            .services()
+            .filter(|s| s.health.omega && self.quorum(&s.spec.id))
+            .filter_map(|s| s.health.quorum_down.clone())
+            .collect()
+    }
+
     /// Whether `id` has real servers and its quorum.
     pub fn quorum(&self, id: &ServiceId) -> bool {
         self.quorum_up.get(id) == Some(&true)
@@ -3634,6 +3644,7 @@ mod tests {
                 quorum_up: Some("echo up".into()),
                 quorum_down: Some("echo down".into()),
                 slow_start: Some(0),
+                omega: true,
             },
         }])
         .unwrap();
@@ -3665,6 +3676,12 @@ mod tests {
             [(false, Some("echo down")), (true, Some("echo up"))]
         );
         assert!(c.take_quorum_changes().is_empty());
+        // omega: quorum_down is due at a stop while the quorum holds.
+        assert_eq!(c.omega_commands(), ["echo down"]);
+        for k in 1..=4 {
+            fail(&mut c, k, Some("refused"));
+        }
+        assert!(c.omega_commands().is_empty());
         // Deleting the service withdraws its VIP.
         c.apply(&[Command::DeleteService { service: svc() }])
             .unwrap();

@@ -220,6 +220,16 @@ pub async fn start(options: Options, shutdown: impl Future) -> anyhow::Result<()
     unbind(&options.socket);
     match controller {
         Ok(Ok(mut controller)) => {
+            // keepalived's omega: started, not waited for.
+            for command in controller.omega_commands() {
+                if let Err(e) = std::process::Command::new("/bin/sh")
+                    .arg("-c")
+                    .arg(&command)
+                    .spawn()
+                {
+                    tracing::warn!("omega: quorum_down `{command}`: {e}");
+                }
+            }
             // Withdraw first, then keep forwarding while routers move the
             // flows to other directors.
             if options.announce.is_some() {

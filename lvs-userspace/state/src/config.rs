@@ -20,6 +20,8 @@
 //! hysteresis = 1              # service to be up (default 1); below it the
 //! quorum_up = "logger up"     # sorry server stands in and the VIP is not
 //! quorum_down = "logger down" # announced (`lvsd --announce`)
+//! alpha = true                # every check starts down (default up)
+//! omega = true                # quorum_down also runs when lvsd stops
 //!
 //! [[service.real]]
 //! address = "198.18.11.2:8080"
@@ -124,6 +126,12 @@ struct ServiceEntry {
     hysteresis: Option<u32>,
     quorum_up: Option<String>,
     quorum_down: Option<String>,
+    /// keepalived's `alpha`: every check of the service starts down.
+    #[serde(default)]
+    alpha: bool,
+    /// keepalived's `omega`: `quorum_down` runs when lvsd stops.
+    #[serde(default)]
+    omega: bool,
     #[serde(default)]
     real: Vec<RealEntry>,
 }
@@ -363,7 +371,9 @@ fn status_ranges(values: &[toml::Value]) -> Result<Vec<(u16, u16)>, String> {
 
 /// A `[[service.real.check]]` table as a `Check`; keys that do not belong
 /// to its `type` are refused rather than ignored.
-fn check(entry: &CheckEntry, real: Endpoint) -> Result<Check, (&'static str, String)> {
+/// `alpha`: the service's (keepalived's virtual server `alpha`), the
+/// default `start` of its checks.
+fn check(entry: &CheckEntry, real: Endpoint, alpha: bool) -> Result<Check, (&'static str, String)> {
     let CheckEntry {
         kind,
         connect,
@@ -475,7 +485,7 @@ fn check(entry: &CheckEntry, real: Endpoint) -> Result<Check, (&'static str, Str
         .map_err(|e| ("check.timeout", e))?;
     c.rise = rise.unwrap_or(c.rise);
     c.fall = fall.unwrap_or(c.fall);
-    c.start = start.unwrap_or(c.start);
+    c.start = start.unwrap_or(if alpha { StartState::Down } else { c.start });
     c.validate().map_err(|e| ("check", e.to_string()))?;
     Ok(c)
 }
@@ -536,7 +546,7 @@ fn words_to_table<T: serde::de::DeserializeOwned>(words: &str) -> Result<T, Stri
 /// `lvsadm health --check 'type=http path=/health interval=1'`.
 pub fn check_from_words(words: &str, real: Endpoint) -> Result<Check, String> {
     let entry: CheckEntry = words_to_table(words)?;
-    check(&entry, real).map_err(|(field, message)| format!("`{field}`: {message}"))
+    check(&entry, real, false).map_err(|(field, message)| format!("`{field}`: {message}"))
 }
 
 /// `lvsadm health --agent 'port=9999 interval=2'`.
@@ -793,7 +803,7 @@ pub fn parse(text: &str, path: &str) -> Result<Vec<Command>, ConfigError> {
                 ..RealHealth::default()
             };
             for entry in &real.check {
-                let c = check(entry.get_ref(), server)
+                let c = check(entry.get_ref(), server, svc.alpha)
                     .map_err(|(field, message)| invalid(entry.span(), field, message))?;
                 health.checks.push(c);
             }
@@ -832,6 +842,7 @@ pub fn parse(text: &str, path: &str) -> Result<Vec<Command>, ConfigError> {
             hysteresis: svc.hysteresis,
             quorum_up: svc.quorum_up.clone(),
             quorum_down: svc.quorum_down.clone(),
+            omega: svc.omega,
         };
         if health != ServiceHealth::default() {
             let set = Command::SetServiceHealth {
@@ -1177,6 +1188,34 @@ min_percent = 10
                 agent.max_percent
             ),
             (9999, 1000, 10, 100)
+        );
+        assert_eq!(http.start, StartState::Up);
+    }
+
+    /// keepalived's virtual-server keys: quorum, hysteresis, the commands,
+    /// omega, and alpha (every check starts down unless it says).
+    #[test]
+    fn quorum_alpha_and_omega_are_read() {
+        let text = CHECKED.replace(
+            "slow_start = 30",
+            "slow_start = 30\nquorum = 2\nhysteresis = 1\nquorum_up = \"echo up\"\n\
+             quorum_down = \"echo down\"\nalpha = true\nomega = true",
+        );
+        let text = text.replace("fall = 3", "fall = 3\nstart = \"up\"");
+        let mut s = State::default();
+        s.apply_all(&parse(&text, "lvs.toml").unwrap()).unwrap();
+        let svc = &s.at(0).unwrap();
+        let h = &svc.health;
+        assert_eq!((h.quorum, h.hysteresis, h.omega), (Some(2), Some(1), true));
+        assert_eq!(
+            (h.quorum_up.as_deref(), h.quorum_down.as_deref()),
+            (Some("echo up"), Some("echo down"))
+        );
+        let checks = &svc.checks_of(&svc.reals[0].server).unwrap().checks;
+        // The check that says `start` keeps it; the other starts down.
+        assert_eq!(
+            (checks[0].start, checks[1].start),
+            (StartState::Up, StartState::Down)
         );
     }
 

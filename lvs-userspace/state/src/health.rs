@@ -185,6 +185,10 @@ pub struct ServiceHealth {
     pub quorum_up: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quorum_down: Option<String>,
+    /// keepalived's `omega`: `quorum_down` also runs when lvsd stops (for
+    /// a service that has its quorum then).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub omega: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
