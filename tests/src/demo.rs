@@ -155,7 +155,7 @@ pub fn run_fleet(connections: usize) -> Result<()> {
 
 fn fleet_demo(connections: usize) -> Result<()> {
     use crate::fleet::{echo_all, Fleet, Multipath};
-    step("building the fleet lab: client ── router (BIRD) ── LAN with three directors (lvsd and BIRD each) and three DR real servers (network namespaces lvsfleet-*)")?;
+    step("building the fleet lab: client ── router (BIRD) ── LAN with three directors (lvsd and BIRD each) and three real servers (two DR, one TUN) (network namespaces lvsfleet-*)")?;
     let mut fleet = Fleet::new("lvsfleet", 3, 3, Multipath::HashThreshold)?;
     for d in &fleet.directors {
         println!("   {} {}", d.name, d.addr);

@@ -8,7 +8,8 @@
 //!                              BIRD: BGP and BFD to every director, one
 //!                              multipath route to the VIP)
 //!    ├── dN eth0 198.18.1.1N  lvsd --sloppy-tcp --announce lvs-vips; BIRD
-//!    └── rsN eth0 198.18.1.2N DR: the VIP on lo, default via 198.18.1.1
+//!    └── rsN eth0 198.18.1.2N the VIP on lo, default via 198.18.1.1: DR,
+//!                             and the last one TUN (`lvs_decap` on eth0)
 //! ```
 //!
 //! The router hashes the 5-tuple as a hardware router does
@@ -321,17 +322,29 @@ impl Fleet {
                 &["ip", "link", "set", &format!("rs{i}-lan"), "master", "br0"],
             )?;
             ns.exec(&["ip", "addr", "add", &format!("{addr}/24"), "dev", "eth0"])?;
-            // DR: replies from the VIP go straight back through the router.
+            // Replies from the VIP go straight back through the router.
             ns.exec(&["ip", "route", "add", "default", "via", &ROUTER.to_string()])?;
+            // The last server is reached by IP-in-IP, the others by DR.
+            let method = if i == reals as u8 && reals > 1 {
+                Method::Tunnel
+            } else {
+                Method::Route
+            };
             let mut rs = RealServer {
                 ns,
                 addr: addr.into(),
                 name: format!("rs{i}"),
-                method: Method::Route,
+                method,
                 procs: Vec::new(),
                 prepared: false,
             };
-            rs.realserver(&["setup", "--vip", &VIP.to_string()])?;
+            let vip = VIP.to_string();
+            match method {
+                Method::Tunnel => {
+                    rs.realserver(&["setup", "--vip", &vip, "--decap", "xdp:eth0"])?
+                }
+                _ => rs.realserver(&["setup", "--vip", &vip])?,
+            };
             rs.prepared = true;
             fleet.reals.push(rs);
         }
@@ -358,8 +371,12 @@ impl Fleet {
             let mut config = s.clone();
             for r in 0..self.reals.len() {
                 let rs = &self.reals[(r + d) % self.reals.len()];
+                let method = match rs.method {
+                    Method::Tunnel => "tunnel",
+                    _ => "route",
+                };
                 config += &format!(
-                    "[[service.real]]\naddress = \"{}\"\nmethod = \"route\"\n{real}\n",
+                    "[[service.real]]\naddress = \"{}\"\nmethod = \"{method}\"\n{real}\n",
                     rs.at(PORT)
                 );
             }
@@ -565,6 +582,20 @@ impl Fleet {
             );
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// The packets director `d` forwarded for the service (`--stats`).
+    pub fn in_packets(&self, d: usize) -> Result<u64> {
+        let listing = self.lvsadm(d, &["-L", "-n", "--stats", "--exact"])?;
+        let line = listing
+            .lines()
+            .find(|l| l.starts_with("TCP"))
+            .context("no service in the listing")?;
+        line.split_whitespace()
+            .nth(3)
+            .context("no InPkts column")?
+            .parse()
+            .context("InPkts")
     }
 
     /// The client ports of the connections director `d` holds.

@@ -13,7 +13,8 @@ use std::{
 
 use crate::{netconf, DatapathError};
 
-/// `TUNSETIFF`, `_IOW('T', 202, int)` (the asm-generic ioctl encoding).
+/// `TUNSETIFF`, `_IOW('T', 202, int)` in the asm-generic ioctl encoding
+/// (x86, arm, riscv; not powerpc, mips or sparc).
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
 
 pub struct Announcer {
@@ -33,6 +34,13 @@ impl Announcer {
             call,
             source,
         };
+        let name = iface.as_bytes();
+        if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains(&b'/') {
+            return Err(fail(
+                "creating the announcement device",
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, "not an interface name"),
+            ));
+        }
         if netconf::link_exists(iface) {
             return Err(fail(
                 "creating the announcement device",
@@ -40,13 +48,6 @@ impl Announcer {
                     std::io::ErrorKind::AlreadyExists,
                     "an interface of that name exists; lvsd creates its own",
                 ),
-            ));
-        }
-        let name = iface.as_bytes();
-        if name.is_empty() || name.len() >= libc::IFNAMSIZ {
-            return Err(fail(
-                "creating the announcement device",
-                std::io::Error::new(std::io::ErrorKind::InvalidInput, "not an interface name"),
             ));
         }
         // SAFETY: a plain open(2); the descriptor is owned just below.
@@ -61,7 +62,9 @@ impl Announcer {
         for (dst, src) in request.ifr_name.iter_mut().zip(name) {
             *dst = *src as libc::c_char;
         }
-        request.ifr_ifru.ifru_flags = (libc::IFF_TUN | libc::IFF_NO_PI) as libc::c_short;
+        // IFF_TUN_EXCL: never attach to a device made meanwhile by another.
+        request.ifr_ifru.ifru_flags =
+            (libc::IFF_TUN | libc::IFF_NO_PI | libc::IFF_TUN_EXCL) as libc::c_short;
         // SAFETY: TUNSETIFF reads (and writes back) one ifreq.
         let done = unsafe {
             libc::ioctl(
@@ -81,23 +84,33 @@ impl Announcer {
         })
     }
 
-    /// Hold exactly `vips` (each as a /32 or /128).
+    /// Hold exactly `vips` (each as a /32 or /128). What is held is
+    /// tracked address by address, so a failure part way leaves nothing
+    /// forgotten: the next call finishes the job.
     pub fn hold(&mut self, vips: &BTreeSet<IpAddr>) -> Result<(), DatapathError> {
         let host = |addr: &IpAddr| if addr.is_ipv4() { 32 } else { 128 };
+        let iface = self.iface.clone();
         let fail = |call: &'static str, e: netconf::NetconfError| DatapathError::Netlink {
-            iface: self.iface.clone(),
+            iface: iface.clone(),
             call,
             source: std::io::Error::other(e),
         };
-        for addr in vips.difference(&self.held) {
-            netconf::add_address(&self.iface, *addr, host(addr))
+        let adding: Vec<IpAddr> = vips.difference(&self.held).copied().collect();
+        for addr in adding {
+            netconf::add_address(&self.iface, addr, host(&addr))
                 .map_err(|e| fail("ip addr replace", e))?;
+            self.held.insert(addr);
         }
-        for addr in self.held.difference(vips) {
-            netconf::remove_address(&self.iface, *addr, host(addr))
-                .map_err(|e| fail("ip addr del", e))?;
+        let removing: Vec<IpAddr> = self.held.difference(vips).copied().collect();
+        for addr in removing {
+            // Already gone (removed by hand) is as good as removed.
+            if let Err(e) = netconf::remove_address(&self.iface, addr, host(&addr)) {
+                if netconf::has_address(&self.iface, addr).unwrap_or(true) {
+                    return Err(fail("ip addr del", e));
+                }
+            }
+            self.held.remove(&addr);
         }
-        self.held = vips.clone();
         Ok(())
     }
 

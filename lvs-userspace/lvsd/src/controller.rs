@@ -374,10 +374,17 @@ pub struct Controller<D> {
     /// took out are missing, weights are effective, and the sorry server
     /// stands in while the service has lost its quorum.
     scheduled: HashMap<ServiceId, Service>,
+    /// mh's `last_weight` of each server in its service's scheduled view:
+    /// the weight it joined the view with, or its latest non-zero one. Kept
+    /// here so that a rebuilt scheduler (new flags, a recovery) builds the
+    /// same table.
+    last_weights: HashMap<(ServiceId, Endpoint), u32>,
     /// Whether each service has its quorum (keepalived's `quorum_state`).
     quorum_up: HashMap<ServiceId, bool>,
     /// Quorum changes not yet taken by `take_quorum_changes`.
     quorum_changes: Vec<QuorumChange>,
+    /// Both as they were before the batch in flight.
+    quorum_before: Option<(HashMap<ServiceId, bool>, usize)>,
     /// The VIPs last given to `Datapath::announce`.
     announced: BTreeSet<IpAddr>,
 }
@@ -544,8 +551,10 @@ impl<D: Datapath> Controller<D> {
             expirations: Expirations::default(),
             conditions: HashMap::default(),
             scheduled: HashMap::default(),
+            last_weights: HashMap::default(),
             quorum_up: HashMap::default(),
             quorum_changes: Vec::new(),
+            quorum_before: None,
             announced: BTreeSet::new(),
         }
     }
@@ -1340,9 +1349,11 @@ impl<D: Datapath> Controller<D> {
         self.state.rollback(undo);
         planned?;
         self.in_flight = Some(Undo::default());
+        self.quorum_before = Some((self.quorum_up.clone(), self.quorum_changes.len()));
         match self.write(commands) {
             Ok(()) => {
                 self.in_flight = None;
+                self.quorum_before = None;
                 Ok(())
             }
             Err(e) => {
@@ -1362,6 +1373,11 @@ impl<D: Datapath> Controller<D> {
     pub fn recover(&mut self) -> Result<(), ControlError> {
         if let Some(undo) = self.in_flight.take() {
             self.state.rollback(undo);
+        }
+        // Nor did the batch move a quorum or owe a command.
+        if let Some((quorum_up, changes)) = self.quorum_before.take() {
+            self.quorum_up = quorum_up;
+            self.quorum_changes.truncate(changes);
         }
         self.unwritten_reals.clear();
         self.unwritten_reals6.clear();
@@ -1433,13 +1449,32 @@ impl<D: Datapath> Controller<D> {
             for (id, old, available) in before {
                 let new = self.state.service(&id).cloned().map(|svc| {
                     self.start_ramps(&svc, &available, now);
-                    self.view(&svc, now)
+                    self.scheduled_view(&svc, now)
                 });
                 self.run_hooks(id, old.as_ref(), new.as_ref(), hooked, &mut touched)?;
                 match new {
                     Some(svc) => self.scheduled.insert(id, svc),
                     None => self.scheduled.remove(&id),
                 };
+            }
+        }
+        // The quorum is judged on the batch's outcome, not on the steps to
+        // it; a move puts the sorry server in or out.
+        let undo = self.in_flight.as_ref().expect("set by apply");
+        let judged: Vec<ServiceId> = undo.touched().into_iter().map(|(id, _)| id).collect();
+        for id in judged {
+            let Some(svc) = self.state.service(&id).cloned() else {
+                continue;
+            };
+            let was = self.quorum(&id);
+            self.update_quorum(&svc);
+            if self.quorum(&id) != was {
+                let new = self.scheduled_view(&svc, now);
+                let old = self.scheduled.get(&id).cloned();
+                if old.as_ref() != Some(&new) {
+                    self.run_hooks(id, old.as_ref(), Some(&new), false, &mut touched)?;
+                    self.scheduled.insert(id, new);
+                }
             }
         }
         let undo = self.in_flight.as_ref().expect("set by apply");
@@ -1523,7 +1558,7 @@ impl<D: Datapath> Controller<D> {
     /// The service as its scheduler sees it now: real servers that health
     /// took out are left out (or kept at weight 0 with
     /// `inhibit_on_failure`), weights follow the agent and slow start, and
-    /// the sorry server stands in when no real server is alive.
+    /// the sorry server stands in while the service's quorum is lost.
     fn scheduled_view(&self, svc: &Service, now_ns: u64) -> Service {
         let id = svc.spec.id;
         let window = condition::slow_start_window(svc.spec.scheduler, &svc.health);
@@ -1561,7 +1596,9 @@ impl<D: Datapath> Controller<D> {
                 ..real.clone()
             });
         }
-        let up = self.quorum_up.get(&id).copied().unwrap_or(true);
+        // A service without real servers is down (keepalived puts the sorry
+        // server in); one not judged yet is up.
+        let up = !svc.reals.is_empty() && self.quorum_up.get(&id).copied().unwrap_or(true);
         if let (false, Some(sorry)) = (up, svc.health.sorry) {
             reals = vec![sorry_spec(sorry)];
         }
@@ -1598,8 +1635,10 @@ impl<D: Datapath> Controller<D> {
         }
         let total: u64 = svc.reals.iter().map(weight).sum();
         let live: u64 = svc.reals.iter().filter(live).map(weight).sum();
+        // The first judgement is keepalived's `set_quorum_states`: up only
+        // at quorum + hysteresis.
         let judged = self.quorum_up.get(&id).copied();
-        let was = judged.unwrap_or(true);
+        let was = judged.unwrap_or(false);
         let up = svc.health.quorum_holds(was, live, total);
         self.quorum_up.insert(id, up);
         if judged.is_some() && up != was {
@@ -1638,8 +1677,9 @@ impl<D: Datapath> Controller<D> {
 
     /// Announce the VIPs of services with their quorum, if that changed.
     /// A failure does not undo the batch that moved them (the maps are
-    /// right): it is logged, and the next publication tries again.
-    fn announce(&mut self) {
+    /// right): it is logged, and the next publication or maintenance tick
+    /// tries again.
+    pub fn announce(&mut self) {
         let vips: BTreeSet<IpAddr> = self
             .state
             .services()
@@ -2028,7 +2068,16 @@ impl<D: Datapath> Controller<D> {
                 self.overloaded.remove(&index);
             }
             let counts = self.counts.get(&index).copied().unwrap_or_default();
+            let last = self
+                .last_weights
+                .entry((svc.spec.id, real.server))
+                .or_insert(real.weight);
+            if real.weight != 0 {
+                *last = real.weight;
+            }
+            let last_weight = Some(*last);
             dests.push(Dest {
+                last_weight,
                 id: index,
                 addr: real.server.addr,
                 port: real.server.port,
@@ -2039,6 +2088,12 @@ impl<D: Datapath> Controller<D> {
                 u_threshold: real.u_threshold,
             });
         }
+        // A server that left the view joins it afresh (keepalived deletes
+        // and re-adds it: the kernel takes its weight then).
+        let id = svc.spec.id;
+        self.last_weights.retain(|(service, server), _| {
+            *service != id || svc.reals.iter().any(|r| r.server == *server)
+        });
         Ok(dests)
     }
 
@@ -2067,6 +2122,7 @@ impl<D: Datapath> Controller<D> {
                 // Deleted: unpublish, then free its indexes.
                 if let Some(rt) = self.runtimes.remove(id) {
                     self.service_at.remove(&rt.index);
+                    self.last_weights.retain(|(service, _), _| service != id);
                     write_service(&mut self.datapath, id, None)?;
                     self.purge(&rt)?;
                     self.service_slots.give(rt.index);
@@ -2797,6 +2853,11 @@ mod tests {
         s.flags.fallback = true;
         c.apply(&[Command::EditService(s)]).unwrap();
         let probed = clients(&mut c);
+        // The flags' edit rebuilt the scheduler: server 2 kept its slots
+        // (its last weight), which now say "probe on".
+        let base = c.datapath().services[&service_key(&svc())].bucket_base;
+        let live = base..base + lvs_common::hash::MH_TABLE_SIZE;
+        assert!(live.clone().any(|i| c.datapath().maglev[&i] == MH_PROBE));
         assert!(plain.contains('-') && !plain.contains('2'), "{plain}");
         assert!(!probed.contains('-') && !probed.contains('2'), "{probed}");
         // Clients of the usable servers stay where they were.
@@ -3686,6 +3747,46 @@ mod tests {
         c.apply(&[Command::DeleteService { service: svc() }])
             .unwrap();
         assert!(c.datapath().announced.is_empty());
+    }
+
+    /// The quorum is judged on a batch's outcome: a batch that raises the
+    /// quorum above the live weight and lowers it again moves nothing; one
+    /// that raises it but fails to write leaves the quorum, the sorry
+    /// server, the announcement and the commands as they were.
+    #[test]
+    fn the_quorum_follows_a_batchs_outcome_and_a_failed_batch_moves_nothing() {
+        let mut c = setup(SchedulerName::Rr, &[1, 1, 1]);
+        for k in 1..=3 {
+            set_health(&mut c, k, checked(false));
+        }
+        fail(&mut c, 1, Some("refused"));
+        let quorum = |q: u32| Command::SetServiceHealth {
+            service: svc(),
+            health: ServiceHealth {
+                sorry: Some(lvs_state::health::SorryServer {
+                    server: real(9, 1).server,
+                    method: Method::Nat,
+                }),
+                quorum: Some(q),
+                quorum_down: Some("echo down".into()),
+                ..ServiceHealth::default()
+            },
+        };
+        c.apply(&[quorum(3), quorum(1)]).unwrap();
+        assert!(c.quorum(&svc()));
+        assert!(c.take_quorum_changes().is_empty());
+        c.datapath_mut().fail_after_writes = Some(0);
+        assert!(c.apply(&[quorum(3)]).is_err());
+        assert!(c.quorum(&svc()));
+        assert!(c.take_quorum_changes().is_empty());
+        assert!(!c.datapath().announced.is_empty());
+        assert_ne!(picks(&mut c, 1), "9");
+        // Written, it loses the quorum (2 live of 3).
+        c.apply(&[quorum(3)]).unwrap();
+        assert!(!c.quorum(&svc()));
+        assert_eq!(c.take_quorum_changes().len(), 1);
+        assert!(c.datapath().announced.is_empty());
+        assert_eq!(picks(&mut c, 1), "9");
     }
 
     #[test]

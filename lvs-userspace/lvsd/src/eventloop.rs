@@ -332,6 +332,8 @@ impl<D: Datapath> EventLoop<D> {
             Ok(n) => tracing::debug!(services = n, "slow start moved on"),
             Err(e) => tracing::warn!("moving slow start on: {e}"),
         }
+        // An announcement that failed is tried again.
+        c.announce();
     }
 
     /// One control request. An applied change that concerns health checks

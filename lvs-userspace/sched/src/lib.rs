@@ -34,6 +34,10 @@ pub struct Dest {
     pub inactive: u32,
     /// `-x`: the total at which a new connection sets OVERLOAD (0: none).
     pub u_threshold: u32,
+    /// The kernel's `last_weight` (mh), when whoever lists the servers
+    /// keeps it: the weight the server was added with, or its latest
+    /// non-zero one. `None`: the scheduler follows it through its updates.
+    pub last_weight: Option<u32>,
 }
 
 impl Default for Dest {
@@ -47,6 +51,7 @@ impl Default for Dest {
             active: 0,
             inactive: 0,
             u_threshold: 0,
+            last_weight: None,
         }
     }
 }
@@ -90,10 +95,10 @@ impl Default for Request {
 pub struct SchedFlags {
     /// `sh-fallback`, `mh-fallback` (`flag-1`): look further when the
     /// hashed server is unusable.
-    #[serde(default)]
+    #[serde(default, alias = "sh_fallback")]
     pub fallback: bool,
     /// `sh-port`, `mh-port` (`flag-2`): hash the source port too.
-    #[serde(default)]
+    #[serde(default, alias = "sh_port")]
     pub port: bool,
     /// `mh-ipvs-order` (`flag-3`, which the kernel's mh ignores): fill the
     /// mh table in the order servers were added, as the kernel does, for a

@@ -132,8 +132,14 @@ impl Scheduler for Maglev {
             .retain(|id, _| new.iter().any(|d| d.id == *id));
         for d in new {
             let added = !old.iter().any(|o| o.id == d.id);
-            if added || d.weight != 0 {
-                self.last_weight.insert(d.id, d.weight);
+            match d.last_weight {
+                Some(last) => {
+                    self.last_weight.insert(d.id, last);
+                }
+                None if added || d.weight != 0 => {
+                    self.last_weight.insert(d.id, d.weight);
+                }
+                None => {}
             }
         }
         self.populate(new);

@@ -13,8 +13,8 @@
 //!                             # for an IPv6 service a prefix length, "64")
 //! sched_flags = ["sh-port"]   # -b: sh-/mh-fallback, sh-/mh-port, mh-ipvs-order, flag-1..3
 //!
-//! sorry_server = "198.18.11.9:8080"  # takes new connections while every
-//! sorry_method = "nat"        # real server is down (method default route)
+//! sorry_server = "198.18.11.9:8080"  # takes new connections while the
+//! sorry_method = "nat"        # quorum is lost (method default route)
 //! slow_start = 10             # seconds; default 10 for wlc, sed, nq; 0 is off
 //! quorum = 2                  # keepalived's: the least live weight for the
 //! hysteresis = 1              # service to be up (default 1); below it the

@@ -52,6 +52,11 @@ struct ServiceOut<'a> {
     reals: RealsOut<'a>,
     sorry: &'a Option<SorryServer>,
     slow_start: &'a Option<u32>,
+    quorum: &'a Option<u32>,
+    hysteresis: &'a Option<u32>,
+    quorum_up: &'a Option<String>,
+    quorum_down: &'a Option<String>,
+    omega: bool,
 }
 
 #[derive(Deserialize)]
@@ -65,6 +70,11 @@ struct ServiceIn {
     reals: RealsIn,
     sorry: Option<SorryServer>,
     slow_start: Option<u32>,
+    quorum: Option<u32>,
+    hysteresis: Option<u32>,
+    quorum_up: Option<String>,
+    quorum_down: Option<String>,
+    omega: bool,
 }
 
 #[derive(Serialize)]
@@ -136,9 +146,14 @@ fn service_out(v: &ServiceView) -> ServiceOut<'_> {
         flags,
         persistence,
     } = spec;
-    // `-L` shows neither the quorum nor its commands.
     let ServiceHealth {
-        sorry, slow_start, ..
+        sorry,
+        slow_start,
+        quorum,
+        hysteresis,
+        quorum_up,
+        quorum_down,
+        omega,
     } = health;
     ServiceOut {
         id,
@@ -150,6 +165,11 @@ fn service_out(v: &ServiceView) -> ServiceOut<'_> {
         reals: RealsOut(reals),
         sorry,
         slow_start,
+        quorum,
+        hysteresis,
+        quorum_up,
+        quorum_down,
+        omega: *omega,
     }
 }
 
@@ -233,7 +253,11 @@ impl From<ServiceIn> for ServiceView {
             health: ServiceHealth {
                 sorry: p.sorry,
                 slow_start: p.slow_start,
-                ..ServiceHealth::default()
+                quorum: p.quorum,
+                hysteresis: p.hysteresis,
+                quorum_up: p.quorum_up,
+                quorum_down: p.quorum_down,
+                omega: p.omega,
             },
         }
     }
@@ -374,7 +398,11 @@ mod tests {
                         method: Method::Nat,
                     }),
                     slow_start: Some(30),
-                    ..ServiceHealth::default()
+                    quorum: Some(2),
+                    hysteresis: Some(1),
+                    quorum_up: Some("echo up".into()),
+                    quorum_down: None,
+                    omega: true,
                 },
             }],
             verdicts: vec![("redirect".into(), 5)],
