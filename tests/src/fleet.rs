@@ -23,14 +23,13 @@ use std::{
     collections::HashSet,
     net::{IpAddr, Ipv4Addr, SocketAddr},
     path::PathBuf,
-    process::Command,
     time::{Duration, Instant},
 };
 
 use anyhow::{bail, Context, Result};
 
 use crate::{
-    bin, exec_in, run,
+    bin, exec_in, lvsadm_at, remove_records, run,
     topology::{Method, RealServer, VIP},
     wait_for, Held, Netns, Proc,
 };
@@ -224,11 +223,8 @@ impl Fleet {
         if directors > 3 {
             bail!("the router's example configuration has three directors");
         }
-        let dir = std::env::temp_dir().join(format!("lvs-fleet-{tag}"));
+        let dir = crate::fresh_lab_dir(&format!("lvs-fleet-{tag}"))?;
         let bpffs = dir.join("bpffs");
-        let _ = run("umount", &[&bpffs.display().to_string()]);
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&bpffs)?;
         let router = Netns::new(format!("{tag}-rt"))?;
         let client = Netns::new(format!("{tag}-cli"))?;
         let mut fleet = Fleet {
@@ -568,20 +564,7 @@ impl Fleet {
 
     /// `lvsadm ARGS` against director `d`'s lvsd.
     pub fn lvsadm(&self, d: usize, args: &[&str]) -> Result<String> {
-        let out = Command::new(bin("lvsadm"))
-            .args(["--socket", &self.directors[d].socket.display().to_string()])
-            .args(args)
-            .output()
-            .context("spawning lvsadm")?;
-        if !out.status.success() {
-            bail!(
-                "lvsadm {} on {}: {}",
-                args.join(" "),
-                self.directors[d].name,
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        lvsadm_at(&self.directors[d].socket, args)
     }
 
     /// The packets director `d` forwarded for the service (`--stats`).
@@ -714,19 +697,8 @@ impl Drop for Fleet {
             let _ = rs.realserver(&["teardown"]);
         }
         // The owner records of lvsds killed here.
-        let ours: Vec<String> = self
-            .directors
-            .iter()
-            .map(|d| format!("director-{}-", d.netns_id))
-            .collect();
-        if let Ok(entries) = std::fs::read_dir("/run/lvs") {
-            for entry in entries.flatten() {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                if name.ends_with(".pid") && ours.iter().any(|p| name.starts_with(p.as_str())) {
-                    let _ = std::fs::remove_file(entry.path());
-                }
-            }
-        }
+        let ids: Vec<u64> = self.directors.iter().map(|d| d.netns_id).collect();
+        remove_records(&ids, &[]);
         let _ = run("umount", &[&self.dir.join("bpffs").display().to_string()]);
         let _ = std::fs::remove_dir_all(&self.dir);
     }

@@ -343,6 +343,60 @@ impl Drop for Proc {
     }
 }
 
+/// A lab's directory under the temporary directory, emptied of what a
+/// killed run left (its bpffs unmounted), with an empty `bpffs` in it for
+/// the lab to mount: `ip netns exec` hides the host's /sys/fs/bpf.
+pub fn fresh_lab_dir(name: &str) -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(name);
+    let bpffs = dir.join("bpffs");
+    let _ = run("umount", &[&bpffs.display().to_string()]);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&bpffs)?;
+    Ok(dir)
+}
+
+/// `lvsadm ARGS` against the lvsd listening on `socket`: its stdout, or
+/// its stderr as the error.
+pub fn lvsadm_at(socket: &Path, args: &[&str]) -> Result<String> {
+    let out = Command::new(bin("lvsadm"))
+        .arg("--socket")
+        .arg(socket)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .context("spawning lvsadm")?;
+    if !out.status.success() {
+        bail!(
+            "`lvsadm {}` against {} failed ({}): {}",
+            args.join(" "),
+            socket.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Remove the owner records (`/run/lvs/director-<netns>-<pid>.pid`) that
+/// lvsds killed in the namespaces `netns_ids` left, and the files in
+/// `also` there (e.g. a real server's preparation record).
+pub fn remove_records(netns_ids: &[u64], also: &[String]) {
+    let ours: Vec<String> = netns_ids
+        .iter()
+        .map(|id| format!("director-{id}-"))
+        .collect();
+    let Ok(entries) = std::fs::read_dir("/run/lvs") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let owner = name.ends_with(".pid") && ours.iter().any(|p| name.starts_with(p.as_str()));
+        if owner || also.contains(&name) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
 /// Poll `check` every 50 ms until it holds or `limit` passes.
 pub fn wait_for(what: &str, limit: Duration, mut check: impl FnMut() -> bool) -> Result<()> {
     let deadline = Instant::now() + limit;

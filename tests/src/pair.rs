@@ -31,7 +31,6 @@
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     path::{Path, PathBuf},
-    process::Command,
     time::Duration,
 };
 
@@ -159,11 +158,7 @@ impl Pair {
         if method == Method::Tunnel {
             bail!("the pair lab has NAT and DR real servers only");
         }
-        let dir = std::env::temp_dir().join(format!("lvs-pair-{tag}"));
-        let bpffs = dir.join("bpffs");
-        let _ = run("umount", &[&bpffs.display().to_string()]);
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&bpffs)?;
+        let dir = crate::fresh_lab_dir(&format!("lvs-pair-{tag}"))?;
         let switch = Netns::new(format!("{tag}-sw"))?;
         let client = Netns::new(format!("{tag}-cli"))?;
         let mut pair = Pair {
@@ -534,20 +529,7 @@ impl Pair {
 
     /// Run `lvsadm` against director `d`'s lvsd; stdout on success.
     pub fn lvsadm(&self, d: usize, args: &[&str]) -> Result<String> {
-        let out = Command::new(bin("lvsadm"))
-            .args(["--socket", &self.directors[d].socket.display().to_string()])
-            .args(args)
-            .output()
-            .context("spawning lvsadm")?;
-        if !out.status.success() {
-            bail!(
-                "lvsadm {} on {} failed: {}",
-                args.join(" "),
-                self.directors[d].name,
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        crate::lvsadm_at(&self.directors[d].socket, args)
     }
 
     /// `lvsadm ha --json` of director `d`.
@@ -746,28 +728,13 @@ impl Drop for Pair {
         for rs in self.reals.iter().filter(|rs| rs.prepared) {
             let _ = rs.realserver(&["teardown"]);
         }
-        let directors: Vec<String> = self
-            .directors
-            .iter()
-            .map(|d| format!("director-{}-", d.netns_id))
-            .collect();
+        let directors: Vec<u64> = self.directors.iter().map(|d| d.netns_id).collect();
         let reals: Vec<String> = self
             .real_ids
             .iter()
             .map(|id| format!("realserver-{id}.json"))
             .collect();
-        if let Ok(entries) = std::fs::read_dir("/run/lvs") {
-            for entry in entries.flatten() {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                let ours = directors
-                    .iter()
-                    .any(|p| name.starts_with(p.as_str()) && name.ends_with(".pid"))
-                    || reals.contains(&name);
-                if ours {
-                    let _ = std::fs::remove_file(entry.path());
-                }
-            }
-        }
+        crate::remove_records(&directors, &reals);
         // And the program arrays a killed lvsd left pinned, with the bpffs.
         let _ = run("umount", &[&self.bpffs().display().to_string()]);
         let _ = std::fs::remove_dir_all(&self.dir);

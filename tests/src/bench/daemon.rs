@@ -126,19 +126,7 @@ impl Drop for Bed {
             d.proc.stop();
         }
         // A clean exit removes lvsd's owner records; a killed one leaves them.
-        let ours: Vec<String> = self
-            .netns_ids
-            .iter()
-            .map(|id| format!("director-{id}-"))
-            .collect();
-        if let Ok(entries) = std::fs::read_dir("/run/lvs") {
-            for entry in entries.flatten() {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                if name.ends_with(".pid") && ours.iter().any(|p| name.starts_with(p.as_str())) {
-                    let _ = std::fs::remove_file(entry.path());
-                }
-            }
-        }
+        crate::remove_records(&self.netns_ids, &[]);
     }
 }
 
@@ -201,7 +189,7 @@ impl Bed {
             Duration::from_secs(30),
             || {
                 let d = &mut self.daemons[d];
-                d.socket.exists() && lvsadm(&d.socket, &["-L", "-n"]).is_ok()
+                d.socket.exists() && crate::lvsadm_at(&d.socket, &["-L", "-n"]).is_ok()
                     || !d.proc.is_running()
             },
         );
@@ -234,26 +222,6 @@ impl Bed {
     fn check<T>(&self, result: Result<T>) -> Result<T> {
         result.map_err(|e| anyhow::anyhow!("{e:#}{}", self.logs()))
     }
-}
-
-/// Run lvsadm against `socket`; its stdout.
-fn lvsadm(socket: &Path, args: &[&str]) -> Result<String> {
-    let out = Command::new(bin("lvsadm"))
-        .arg("--socket")
-        .arg(socket)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .context("spawning lvsadm")?;
-    if !out.status.success() {
-        bail!(
-            "`lvsadm {}` failed ({}): {}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// `lvsadm -R` of `text`, timed from spawn to exit (parsing included).
@@ -418,7 +386,7 @@ fn clock_ticks() -> f64 {
 }
 
 fn ha(socket: &Path) -> Result<HaView> {
-    let json = lvsadm(socket, &["ha", "--json"])?;
+    let json = crate::lvsadm_at(socket, &["ha", "--json"])?;
     serde_json::from_str(&json).with_context(|| format!("parsing `lvsadm ha --json`: {json}"))
 }
 
@@ -440,7 +408,7 @@ fn wait_for_roles(bed: &Bed, limit: Duration) -> Result<(usize, usize)> {
     });
     if let Err(e) = settled {
         let roles: Vec<String> = (0..2)
-            .map(|d| match lvsadm(bed.socket(d), &["ha"]) {
+            .map(|d| match crate::lvsadm_at(bed.socket(d), &["ha"]) {
                 Ok(text) => text,
                 Err(e) => format!("{e:#}"),
             })
@@ -464,7 +432,7 @@ fn still_active(bed: &Bed, active: usize, when: &str) -> Result<()> {
 
 /// ActiveConn summed over the real servers of service `vip:80`.
 fn active_conns(socket: &Path, vip: [u8; 4]) -> Result<u64> {
-    let json = lvsadm(socket, &["-L", "-n", "--json"])?;
+    let json = crate::lvsadm_at(socket, &["-L", "-n", "--json"])?;
     let snapshot: Snapshot =
         serde_json::from_str(&json).context("parsing `lvsadm -L -n --json`")?;
     Ok(snapshot
@@ -486,7 +454,7 @@ struct Refills {
 }
 
 fn refills(socket: &Path) -> Result<Refills> {
-    let json = lvsadm(socket, &["-L", "-n", "--json"])?;
+    let json = crate::lvsadm_at(socket, &["-L", "-n", "--json"])?;
     let snapshot: serde_json::Value =
         serde_json::from_str(&json).context("parsing `lvsadm -L -n --json`")?;
     let refills = &snapshot["refills"];
