@@ -951,6 +951,18 @@ mod tests {
         svc.spec.scheduler = SchedulerName::Sh;
         svc.spec.flags.port = false;
         assert_eq!(line(&svc), "TCP  192.168.0.100:80 sh (sh-fallback)");
+        // mh names the same bits its own way; our mh-ipvs-order is flag-3,
+        // as ipvsadm prints it, so that -S restores anywhere.
+        svc.spec.scheduler = SchedulerName::Mh;
+        svc.spec.flags.port = true;
+        svc.spec.flags.ipvs_order = true;
+        assert_eq!(
+            line(&svc),
+            "TCP  192.168.0.100:80 mh (mh-fallback,mh-port,flag-3)"
+        );
+        svc.spec.flags.ipvs_order = false;
+        svc.spec.scheduler = SchedulerName::Sh;
+        svc.spec.flags.port = false;
         // --stats shows neither.
         svc.spec.persistence = Some(Persistence::default_for(
             std::net::Ipv4Addr::UNSPECIFIED.into(),

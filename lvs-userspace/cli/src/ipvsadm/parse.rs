@@ -986,6 +986,20 @@ mod tests {
             flags("-A -t 198.18.0.10:80 -s sh"),
             Ok(SchedFlags::default())
         );
+        // mh's names for the same bits, and our mh-ipvs-order for flag-3.
+        let mh = SchedFlags {
+            fallback: true,
+            port: true,
+            ipvs_order: true,
+        };
+        assert_eq!(
+            flags("-A -t 198.18.0.10:80 -s mh -b mh-fallback,mh-port,mh-ipvs-order"),
+            Ok(mh)
+        );
+        assert_eq!(
+            flags("-A -t 198.18.0.10:80 -s mh -b flag-1,flag-2,flag-3"),
+            Ok(mh)
+        );
         for (line, expected) in [
             (
                 "-A -t 198.18.0.10:80 -s rr -b sh-port",
