@@ -20,14 +20,6 @@ const CONNECTIONS: usize = 1000;
 /// the router converged.
 const ECHO_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn open_all(fleet: &Fleet) -> Result<Vec<Held>> {
-    fleet.open(CONNECTIONS, ECHO_TIMEOUT)
-}
-
-fn spread(fleet: &Fleet, held: &[Held], directors: &[usize]) -> Result<Vec<HashSet<u16>>> {
-    fleet.spread(held, directors)
-}
-
 fn running(tag: &str, multipath: Multipath) -> Result<Fleet> {
     let mut fleet = Fleet::new(tag, 3, 3, multipath)?;
     fleet.start_servers()?;
@@ -59,11 +51,11 @@ fn connections_spread_and_survive_a_killed_director_resilient() -> Result<()> {
 fn killed_and_back(tag: &str, multipath: Multipath) -> Result<()> {
     let mut fleet = running(tag, multipath)?;
     let started = Instant::now();
-    let mut held = open_all(&fleet)?;
+    let mut held = fleet.open(CONNECTIONS, ECHO_TIMEOUT)?;
     let opened = started.elapsed();
     let failed = echo_all(&mut held, 1);
     assert!(failed.is_empty(), "{failed:?}");
-    let before = spread(&fleet, &held, &[0, 1, 2])?;
+    let before = fleet.spread(&held, &[0, 1, 2])?;
     let counts: Vec<usize> = before.iter().map(HashSet::len).collect();
     let mut servers = std::collections::BTreeMap::<&str, usize>::new();
     for h in &held {
@@ -87,7 +79,7 @@ fn killed_and_back(tag: &str, multipath: Multipath) -> Result<()> {
     fleet.kill9(0)?;
     let withdrawn = fleet.wait_for_next_hops(&[1, 2], Duration::from_secs(10))?;
     let failed = echo_all(&mut held, 2);
-    let after = spread(&fleet, &held, &[1, 2])?;
+    let after = fleet.spread(&held, &[1, 2])?;
     let covered: HashSet<u16> = after[0].union(&after[1]).copied().collect();
     // Survivors' connections that moved to the other survivor.
     let between =
@@ -114,7 +106,7 @@ fn killed_and_back(tag: &str, multipath: Multipath) -> Result<()> {
     fleet.start_lvsd(0)?;
     let back = fleet.wait_for_next_hops(&[0, 1, 2], Duration::from_secs(30))?;
     let failed = echo_all(&mut held, 3);
-    let on_d1 = spread(&fleet, &held, &[0])?[0].len();
+    let on_d1 = fleet.spread(&held, &[0])?[0].len();
     eprintln!(
         "d1 back: announced after {back:?}, carries {on_d1} connections again, {} broken",
         failed.len()
@@ -148,7 +140,7 @@ fn stopped_frozen_and_returning_directors_break_no_connection_resilient() -> Res
 
 fn stopped_frozen_and_back(tag: &str, multipath: Multipath) -> Result<()> {
     let mut fleet = running(tag, multipath)?;
-    let mut held = open_all(&fleet)?;
+    let mut held = fleet.open(CONNECTIONS, ECHO_TIMEOUT)?;
     let mut round = 0;
     let mut check = |fleet: &Fleet, held: &mut [Held], what: &str| {
         round += 1;
@@ -164,7 +156,7 @@ fn stopped_frozen_and_back(tag: &str, multipath: Multipath) -> Result<()> {
     fleet.freeze(1, true)?;
     let frozen = fleet.wait_for_next_hops(&[2], Duration::from_secs(10))?;
     check(&fleet, &mut held, "d2 frozen");
-    let on_d3 = spread(&fleet, &held, &[2])?[0].len();
+    let on_d3 = fleet.spread(&held, &[2])?[0].len();
     assert_eq!(on_d3, CONNECTIONS);
 
     fleet.freeze(1, false)?;
@@ -179,7 +171,7 @@ fn stopped_frozen_and_back(tag: &str, multipath: Multipath) -> Result<()> {
         .zip(&before)
         .map(|(a, b)| a - b)
         .collect();
-    let after = spread(&fleet, &held, &[0, 1, 2])?;
+    let after = fleet.spread(&held, &[0, 1, 2])?;
     eprintln!(
         "{multipath:?}: d1's lvsd stopped: its route withdrawn {withdrawn:?} after SIGTERM, lvsd gone after \
          {stopped:?} (drain included); d2 frozen: withdrawn after {frozen:?} (BFD); both back \
@@ -209,9 +201,9 @@ fn without_sloppy_tcp_every_moved_connection_breaks() -> Result<()> {
     fleet.start_lvsds()?;
     fleet.start_birds()?;
     fleet.wait_for_next_hops(&[0, 1, 2], Duration::from_secs(30))?;
-    let mut held = open_all(&fleet)?;
+    let mut held = fleet.open(CONNECTIONS, ECHO_TIMEOUT)?;
     assert!(echo_all(&mut held, 1).is_empty());
-    let before = spread(&fleet, &held, &[0, 1, 2])?;
+    let before = fleet.spread(&held, &[0, 1, 2])?;
     fleet.kill9(0)?;
     fleet.wait_for_next_hops(&[1, 2], Duration::from_secs(10))?;
     let failed: HashSet<u16> = echo_all(&mut held, 2)

@@ -169,7 +169,19 @@ impl Scheduler for Maglev {
     /// probes on from a slot that resolves to none when the service has
     /// `mh-fallback` and the table names a server.
     fn buckets(&self, dests: &[Dest]) -> Option<Vec<Option<usize>>> {
-        Some((0..MH_TABLE_SIZE).map(|s| self.usable(s, dests)).collect())
+        // Each server looked up once, not once per slot.
+        let usable: BTreeMap<u32, usize> = dests
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| d.eligible())
+            .map(|(i, d)| (d.id, i))
+            .collect();
+        Some(
+            self.table
+                .iter()
+                .map(|id| id.and_then(|id| usable.get(&id).copied()))
+                .collect(),
+        )
     }
 }
 
