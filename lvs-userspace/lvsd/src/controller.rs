@@ -37,7 +37,7 @@ use lvs_state::{
 
 use crate::{
     conntable,
-    health::condition::{self, AgentState, Condition},
+    health::condition::{self, AgentState, Condition, Shift},
     rate::{self, Estimator},
     relevance::Relevance,
     replies::ReplyIndex,
@@ -1557,8 +1557,9 @@ impl<D: Datapath> Controller<D> {
 
     /// The service as its scheduler sees it now: real servers that health
     /// took out are left out (or kept at weight 0 with
-    /// `inhibit_on_failure`), weights follow the agent and slow start, and
-    /// the sorry server stands in while the service's quorum is lost.
+    /// `inhibit_on_failure`), weights are what checkers set (dynamic exec,
+    /// file) scaled by the agent and slow start, and the sorry server
+    /// stands in while the service's quorum is lost.
     fn scheduled_view(&self, svc: &Service, now_ns: u64) -> Service {
         let id = svc.spec.id;
         let window = condition::slow_start_window(svc.spec.scheduler, &svc.health);
@@ -1582,7 +1583,8 @@ impl<D: Datapath> Controller<D> {
             let alive = c.is_none_or(Condition::alive);
             let weight = if alive {
                 let percent = c.map_or(100, Condition::percent);
-                condition::effective_weight(real.weight, percent, ramp(c), scale)
+                let moved = c.map_or(real.weight, |c| c.weight(real.weight));
+                condition::effective_weight(moved, percent, ramp(c), scale)
             } else if svc
                 .checks_of(&real.server)
                 .is_some_and(|h| h.inhibit_on_failure)
@@ -1616,25 +1618,29 @@ impl<D: Datapath> Controller<D> {
     }
 
     /// keepalived's `update_quorum_state`, run whenever a server's health
-    /// or the configuration changes: the live weight is the configured
-    /// weight of the real servers health has not taken out. A service is
-    /// first judged once it has real servers (keepalived ignores one
-    /// without), and that first state is no change.
+    /// or the configuration changes: the live weight is the weight (as
+    /// checkers set it, like keepalived's effective weight) of the real
+    /// servers health has not taken out; the quorum is held to the total
+    /// configured weight. A service is first judged once it has real
+    /// servers (keepalived ignores one without), and that first state is
+    /// no change.
     fn update_quorum(&mut self, svc: &Service) {
         let id = svc.spec.id;
-        let live = |r: &&RealSpec| {
-            self.conditions
-                .get(&(id, r.server))
-                .is_none_or(Condition::alive)
-        };
-        let weight = |r: &RealSpec| u64::from(r.weight);
         if svc.reals.is_empty() {
             // Nothing to serve with: not announced, judged afresh later.
             self.quorum_up.remove(&id);
             return;
         }
-        let total: u64 = svc.reals.iter().map(weight).sum();
-        let live: u64 = svc.reals.iter().filter(live).map(weight).sum();
+        let total: u64 = svc.reals.iter().map(|r| u64::from(r.weight)).sum();
+        let live: u64 = svc
+            .reals
+            .iter()
+            .filter_map(|r| match self.conditions.get(&(id, r.server)) {
+                None => Some(r.weight),
+                Some(c) => c.alive().then(|| c.weight(r.weight)),
+            })
+            .map(u64::from)
+            .sum();
         // The first judgement is keepalived's `set_quorum_states`: up only
         // at quorum + hysteresis.
         let judged = self.quorum_up.get(&id).copied();
@@ -1699,9 +1705,9 @@ impl<D: Datapath> Controller<D> {
     fn available(&self, svc: &Service) -> BTreeSet<Endpoint> {
         svc.reals
             .iter()
-            .filter(|r| {
-                let c = self.conditions.get(&(svc.spec.id, r.server));
-                r.weight > 0 && c.is_none_or(|c| c.alive() && c.percent() > 0)
+            .filter(|r| match self.conditions.get(&(svc.spec.id, r.server)) {
+                None => r.weight > 0,
+                Some(c) => c.weight(r.weight) > 0 && c.alive() && c.percent() > 0,
             })
             .map(|r| r.server)
             .collect()
@@ -1769,22 +1775,26 @@ impl<D: Datapath> Controller<D> {
     }
 
     /// A checker's verdict changed: `failure` says why it is down, `None`
-    /// that it is up. Reports for servers no longer configured are stale
-    /// and ignored. Republishes the service if its scheduling changed.
+    /// that it is up, and `shift` how, up, it moves the server's weight.
+    /// Reports for servers no longer configured are stale and ignored.
+    /// Republishes the service if its scheduling changed.
     pub fn set_check(
         &mut self,
         id: ServiceId,
         server: Endpoint,
         check: usize,
         failure: Option<String>,
+        shift: Option<Shift>,
     ) -> Result<(), ControlError> {
-        self.update_condition(id, server, |c| match failure {
-            Some(why) => {
-                c.failing.insert(check, why);
-            }
-            None => {
-                c.failing.remove(&check);
-            }
+        self.update_condition(id, server, |c| {
+            match failure {
+                Some(why) => c.failing.insert(check, why),
+                None => c.failing.remove(&check),
+            };
+            match shift {
+                Some(shift) => c.shifts.insert(check, shift),
+                None => c.shifts.remove(&check),
+            };
         })
     }
 
@@ -2581,6 +2591,7 @@ impl<D: Datapath> Controller<D> {
             reason: c.reason(),
             agent_percent: c.agent_percent,
             slow_start_percent,
+            dynamic_weight: c.dynamic_weight(real.weight),
             scheduled_weight: in_view.map(|r| r.weight),
         })
     }
@@ -3630,8 +3641,14 @@ mod tests {
         .unwrap();
     }
     fn fail(c: &mut Controller<FakeDatapath>, last: u8, why: Option<&str>) {
-        c.set_check(svc(), real(last, 1).server, 0, why.map(str::to_string))
-            .unwrap();
+        c.set_check(
+            svc(),
+            real(last, 1).server,
+            0,
+            why.map(str::to_string),
+            None,
+        )
+        .unwrap();
     }
     fn health_state(c: &Controller<FakeDatapath>, last: u8) -> Option<String> {
         let snap = c.snapshot().unwrap();
@@ -3856,6 +3873,80 @@ mod tests {
             }])
             .unwrap_err();
         assert!(err.to_string().contains("sorry server"), "{err}");
+    }
+
+    /// keepalived's misc_dynamic and FILE_CHECK weights: what checkers set
+    /// is what the scheduler weighs (and what the quorum counts), the
+    /// agent's percentage applying on top.
+    #[test]
+    fn a_dynamic_weight_changes_what_the_scheduler_sees() {
+        use lvs_state::health::{Check, CheckKind, FileCheck};
+        let mut c = setup(SchedulerName::Wrr, &[1, 1]);
+        c.apply(&[Command::SetServiceHealth {
+            service: svc(),
+            health: ServiceHealth {
+                quorum: Some(2),
+                ..ServiceHealth::default()
+            },
+        }])
+        .unwrap();
+        let dynamic = Check::new(CheckKind::Exec {
+            program: "/usr/local/bin/weigh".into(),
+            args: vec![],
+            dynamic: true,
+        });
+        let mut file = Check::new(CheckKind::File(FileCheck {
+            path: "/run/lvs/weight".into(),
+            weight: 1,
+            reverse: false,
+        }));
+        file.start = StartState::Up;
+        set_health(
+            &mut c,
+            1,
+            RealHealth {
+                checks: vec![dynamic, file],
+                agent: None,
+                inhibit_on_failure: false,
+            },
+        );
+        let server = real(1, 1).server;
+        let shown = |c: &Controller<FakeDatapath>| {
+            let snap = c.snapshot().unwrap();
+            let one = snap.services[0]
+                .reals
+                .iter()
+                .find(|r| r.spec.server == server);
+            let h = one.and_then(|r| r.health.clone()).unwrap();
+            (h.state, h.dynamic_weight, h.scheduled_weight)
+        };
+        // Exit 5: the weight becomes 3.
+        c.set_check(svc(), server, 0, None, Some(Shift::To(3)))
+            .unwrap();
+        let eight = picks(&mut c, 8);
+        assert_eq!(eight.matches('1').count(), 6, "{eight}");
+        assert_eq!(shown(&c), ("up".into(), Some(3), Some(3)));
+        // The file adds -3: weight 0, in the table but quiesced, and the
+        // quorum of 2 is lost (only server 2's weight 1 is live).
+        c.set_check(svc(), server, 1, None, Some(Shift::Add(-3)))
+            .unwrap();
+        assert_eq!(picks(&mut c, 4), "2222");
+        assert_eq!(shown(&c), ("up".into(), Some(0), Some(0)));
+        assert!(!c.quorum(&svc()));
+        // The agent's half of weight 4 (both checkers moving it).
+        c.set_check(svc(), server, 1, None, Some(Shift::Add(1)))
+            .unwrap();
+        c.set_agent(svc(), server, Some(50), None).unwrap();
+        assert_eq!(shown(&c), ("up".into(), Some(4), Some(200)));
+        assert!(c.quorum(&svc()));
+        // A checker down drops what it added; the weight is configured
+        // again once no checker moves it.
+        c.set_check(svc(), server, 0, Some("exit 1".into()), None)
+            .unwrap();
+        assert_eq!(shown(&c).0, "down");
+        c.set_check(svc(), server, 0, None, None).unwrap();
+        c.set_check(svc(), server, 1, None, None).unwrap();
+        assert_eq!(shown(&c), ("up".into(), None, Some(50)));
     }
 
     #[test]

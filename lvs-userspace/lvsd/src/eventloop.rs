@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::{
     controller::{ControlError, Controller},
     daemon::{attachment_view, forwarded_reals, forwarding_warnings, warn_forwarding},
-    health::condition::AgentState,
+    health::condition::{AgentState, Shift},
 };
 
 /// How many messages may wait; senders wait beyond that.
@@ -31,12 +31,14 @@ pub enum Message {
     Request(Request, oneshot::Sender<Response>),
     /// The datapath's ring buffer holds notices (low water, destinations).
     DatapathEvents,
-    /// A checker of a real server went up (`failure: None`) or down.
+    /// A checker of a real server went up (`failure: None`) or down, or,
+    /// up, moved the server's weight (`shift`).
     Check {
         service: ServiceId,
         server: Endpoint,
         index: usize,
         failure: Option<String>,
+        shift: Option<Shift>,
     },
     /// A load agent's new report.
     Agent {
@@ -107,6 +109,13 @@ pub struct Handle {
 }
 
 impl Handle {
+    /// A handle whose messages a test reads itself.
+    #[cfg(test)]
+    pub(crate) fn for_test() -> (Handle, mpsc::Receiver<Message>) {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        (Handle { tx }, rx)
+    }
+
     /// Send without waiting for an answer; false once the owner is gone.
     pub async fn send(&self, message: Message) -> bool {
         self.tx.send(message).await.is_ok()
@@ -238,8 +247,9 @@ impl<D: Datapath> EventLoop<D> {
                 server,
                 index,
                 failure,
+                shift,
             } => {
-                if let Err(e) = c.set_check(service, server, index, failure) {
+                if let Err(e) = c.set_check(service, server, index, failure, shift) {
                     tracing::warn!("applying a health change: {e}");
                 }
             }

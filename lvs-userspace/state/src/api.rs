@@ -459,6 +459,12 @@ pub struct HealthView {
     /// How far slow start has gone, while it lasts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slow_start_percent: Option<u32>,
+    /// The weight checks set, while an `exec` (dynamic) or `file` check
+    /// moves it: keepalived's effective weight, the configured one plus
+    /// their adjustments, within 0..=2147483647. The agent's percentage and
+    /// slow start then apply to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dynamic_weight: Option<u32>,
     /// The weight the scheduler is given (scaled by 100 while an agent or
     /// slow start adjusts a wrr/wlc/sed/nq service); `None` when out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -725,6 +731,7 @@ mod tests {
                 reason: Some("check 1: refused".into()),
                 agent_percent: Some(50),
                 slow_start_percent: Some(30),
+                dynamic_weight: Some(5),
                 scheduled_weight: Some(150),
             }),
         };

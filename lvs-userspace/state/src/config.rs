@@ -30,10 +30,22 @@
 //! inhibit_on_failure = false  # on failure: weight 0 instead of out
 //!
 //! [[service.real.check]]      # alive while every check is up
-//! type = "http"               # tcp | send_expect | http | exec
-//! path = "/health"            # http: path, status, body, digest, host
-//! interval = 1.0              # seconds (default 60), timeout (default 5),
-//! fall = 2                    # rise (1), fall (2; exec 1), start ("up")
+//! type = "http"               # tcp | send_expect | http | smtp | dns | udp
+//!                             # | ping | file | exec (keepalived's checkers)
+//! path = "/health"            # http: path, status, body, digest, host,
+//!                             # body_regex, version ("1.0", "1.0C", "1.1"),
+//!                             # tls (SSL_GET; any certificate), sni
+//! interval = 1.0              # seconds from the end of one attempt to the
+//! fall = 2                    # next (default 60), timeout (5), rise (1),
+//!                             # fall (2; exec 1, dns 4), start ("up"),
+//!                             # retry_interval (after a failure while up:
+//!                             # 1; http 3; dns the interval), connect, bind
+//!                             # (the probe's source address)
+//! # smtp: helo; dns: query_type (SOA), name ("."); udp: payload (hex),
+//! # require_reply (true, or hex with x wildcards), min_reply_length (0),
+//! # max_reply_length (255); ping; exec: program, args, dynamic (exit
+//! # 2..255 sets the weight to status - 2); file: path, weight (1), reverse,
+//! # dynamic (no timing keys: read whenever it changes)
 //!
 //! [service.real.agent]        # load feedback (see health::agent)
 //! port = 9999                 # address, send, interval, timeout,
@@ -53,8 +65,9 @@ use crate::{
     api::MAX_TIMEOUT,
     ha::{self as ha_spec, HaConfig},
     health::{
-        AgentCheck, Check, CheckKind, Expect, HttpCheck, RealHealth, ServiceHealth, SorryServer,
-        StartState,
+        self, AgentCheck, Check, CheckKind, DnsType, Expect, FileCheck, HttpCheck, HttpVersion,
+        RealHealth, ServiceHealth, SorryServer, StartState, UdpCheck, DEFAULT_DNS_NAME,
+        DEFAULT_MAX_REPLY_LENGTH, DEFAULT_MIN_REPLY_LENGTH, DEFAULT_SMTP_HELO,
     },
     model::{
         max_prefix, netmask_prefix, Command, Endpoint, Method, ModelError, Persistence, Protocol,
@@ -177,6 +190,24 @@ struct CheckEntry {
     host: Option<String>,
     program: Option<String>,
     args: Option<Vec<String>>,
+    retry_interval: Option<f64>,
+    bind: Option<String>,
+    tls: Option<bool>,
+    sni: Option<String>,
+    /// A string, or a number as `lvsadm` words give `version=1.1`.
+    version: Option<toml::Value>,
+    body_regex: Option<String>,
+    helo: Option<String>,
+    query_type: Option<String>,
+    name: Option<String>,
+    payload: Option<String>,
+    /// `true`, or the hex a reply must match.
+    require_reply: Option<toml::Value>,
+    min_reply_length: Option<u16>,
+    max_reply_length: Option<u16>,
+    weight: Option<i64>,
+    reverse: Option<bool>,
+    dynamic: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -369,6 +400,33 @@ fn status_ranges(values: &[toml::Value]) -> Result<Vec<(u16, u16)>, String> {
         .collect()
 }
 
+/// `retry_interval`: like `millis`, but 0 (retry at once) is allowed, as
+/// keepalived's `delay_before_retry 0`.
+fn retry_millis(seconds: Option<f64>) -> Result<Option<u64>, String> {
+    match seconds {
+        None => Ok(None),
+        Some(s) if s.is_finite() && s >= 0.0 && s <= f64::from(MAX_TIMEOUT) => {
+            Ok(Some((s * 1000.0).round() as u64))
+        }
+        Some(s) => Err(format!(
+            "retry_interval {s} out of range: expected seconds from 0 to {MAX_TIMEOUT}"
+        )),
+    }
+}
+
+/// `version`: keepalived's `http_protocol`.
+fn http_version(value: &toml::Value) -> Result<HttpVersion, String> {
+    let text = match value {
+        toml::Value::String(text) => text.clone(),
+        // `version = 1.1` unquoted, as `lvsadm` words also read it.
+        toml::Value::Float(f) => format!("{f:?}"),
+        other => other.to_string(),
+    };
+    HttpVersion::from_name(&text).ok_or_else(|| {
+        format!("unknown HTTP version {value}: expected \"1.0\", \"1.0C\" or \"1.1\"")
+    })
+}
+
 /// A `[[service.real.check]]` table as a `Check`; keys that do not belong
 /// to its `type` are refused rather than ignored.
 /// `alpha`: the service's (keepalived's virtual server `alpha`), the
@@ -392,9 +450,26 @@ fn check(entry: &CheckEntry, real: Endpoint, alpha: bool) -> Result<Check, (&'st
         host,
         program,
         args,
+        retry_interval,
+        bind,
+        tls,
+        sni,
+        version,
+        body_regex,
+        helo,
+        query_type,
+        name,
+        payload,
+        require_reply,
+        min_reply_length,
+        max_reply_length,
+        weight,
+        reverse,
+        dynamic,
     } = entry;
     let stray = |allowed: &[&str]| -> Result<(), (&'static str, String)> {
         let given = [
+            ("bind", bind.is_some()),
             ("send", send.is_some()),
             ("expect", expect.is_some()),
             ("expect_regex", expect_regex.is_some()),
@@ -403,6 +478,20 @@ fn check(entry: &CheckEntry, real: Endpoint, alpha: bool) -> Result<Check, (&'st
             ("body", body.is_some()),
             ("digest", digest.is_some()),
             ("host", host.is_some()),
+            ("tls", tls.is_some()),
+            ("sni", sni.is_some()),
+            ("version", version.is_some()),
+            ("body_regex", body_regex.is_some()),
+            ("helo", helo.is_some()),
+            ("query_type", query_type.is_some()),
+            ("name", name.is_some()),
+            ("payload", payload.is_some()),
+            ("require_reply", require_reply.is_some()),
+            ("min_reply_length", min_reply_length.is_some()),
+            ("max_reply_length", max_reply_length.is_some()),
+            ("weight", weight.is_some()),
+            ("reverse", reverse.is_some()),
+            ("dynamic", dynamic.is_some()),
             ("program", program.is_some()),
             ("args", args.is_some()),
         ];
@@ -419,11 +508,11 @@ fn check(entry: &CheckEntry, real: Endpoint, alpha: bool) -> Result<Check, (&'st
     };
     let kind = match kind.as_str() {
         "tcp" => {
-            stray(&[])?;
+            stray(&["bind"])?;
             CheckKind::Tcp
         }
         "send_expect" => {
-            stray(&["send", "expect", "expect_regex"])?;
+            stray(&["bind", "send", "expect", "expect_regex"])?;
             let expect = match (expect, expect_regex) {
                 (Some(text), None) => Expect::Substring(text.clone()),
                 (None, Some(pattern)) => Expect::Regex(pattern.clone()),
@@ -441,7 +530,18 @@ fn check(entry: &CheckEntry, real: Endpoint, alpha: bool) -> Result<Check, (&'st
             }
         }
         "http" => {
-            stray(&["path", "status", "body", "digest", "host"])?;
+            stray(&[
+                "bind",
+                "path",
+                "status",
+                "body",
+                "digest",
+                "host",
+                "tls",
+                "sni",
+                "version",
+                "body_regex",
+            ])?;
             let status = match status {
                 Some(values) => status_ranges(values).map_err(|e| ("check.status", e))?,
                 None => vec![HttpCheck::DEFAULT_STATUS],
@@ -452,21 +552,105 @@ fn check(entry: &CheckEntry, real: Endpoint, alpha: bool) -> Result<Check, (&'st
                 body: body.clone(),
                 digest: digest.clone(),
                 host: host.clone(),
+                tls: tls.unwrap_or(false),
+                sni: sni.clone(),
+                version: match version {
+                    Some(v) => http_version(v).map_err(|e| ("check.version", e))?,
+                    None => HttpVersion::default(),
+                },
+                body_regex: body_regex.clone(),
             })
         }
+        "smtp" => {
+            stray(&["bind", "helo"])?;
+            CheckKind::Smtp {
+                helo: helo.clone().unwrap_or_else(|| DEFAULT_SMTP_HELO.into()),
+            }
+        }
+        "dns" => {
+            stray(&["bind", "query_type", "name"])?;
+            let query_type = match query_type {
+                Some(text) => DnsType::from_name(text).ok_or_else(|| {
+                    (
+                        "check.query_type",
+                        format!(
+                            "unknown DNS query type `{text}`: expected {}",
+                            DnsType::names()
+                        ),
+                    )
+                })?,
+                None => DnsType::DEFAULT,
+            };
+            CheckKind::Dns {
+                query_type,
+                name: name.clone().unwrap_or_else(|| DEFAULT_DNS_NAME.into()),
+            }
+        }
+        "udp" => {
+            stray(&[
+                "bind",
+                "payload",
+                "require_reply",
+                "min_reply_length",
+                "max_reply_length",
+            ])?;
+            let (require_reply, reply) = match require_reply {
+                None | Some(toml::Value::Boolean(false)) => (false, None),
+                Some(toml::Value::Boolean(true)) => (true, None),
+                Some(toml::Value::String(hex)) => (true, Some(hex.clone())),
+                Some(other) => {
+                    return Err((
+                        "check.require_reply",
+                        format!("expected true or the hex a reply must match, found {other}"),
+                    ))
+                }
+            };
+            // keepalived looks at a reply's length only when it matches the
+            // reply against a pattern: without one, the bounds would be
+            // silently ignored.
+            if reply.is_none() {
+                for (key, set) in [
+                    ("min_reply_length", min_reply_length.is_some()),
+                    ("max_reply_length", max_reply_length.is_some()),
+                ] {
+                    if set {
+                        return Err((
+                            "check.require_reply",
+                            format!("`{key}` applies only with require_reply = \"<hex>\" (keepalived checks the length of a reply it matches)"),
+                        ));
+                    }
+                }
+            }
+            CheckKind::Udp(UdpCheck {
+                payload: payload.clone(),
+                require_reply,
+                reply,
+                min_reply_length: min_reply_length.unwrap_or(DEFAULT_MIN_REPLY_LENGTH),
+                max_reply_length: max_reply_length.unwrap_or(DEFAULT_MAX_REPLY_LENGTH),
+            })
+        }
+        "ping" => {
+            stray(&["bind"])?;
+            CheckKind::Ping
+        }
+        "file" => {
+            stray(&["path", "weight", "reverse", "dynamic"])?;
+            file_check(entry)?
+        }
         "exec" => {
-            stray(&["program", "args"])?;
+            stray(&["program", "args", "dynamic"])?;
             CheckKind::Exec {
                 program: program
                     .clone()
                     .ok_or(("check.program", "an exec check needs `program`".to_string()))?,
                 args: args.clone().unwrap_or_default(),
+                dynamic: dynamic.unwrap_or(false),
             }
         }
         other => {
             return Err((
                 "check.type",
-                format!("unknown check type `{other}`: expected tcp, send_expect, http or exec"),
+                format!("unknown check type `{other}`: expected tcp, send_expect, http, smtp, dns, udp, ping, file or exec"),
             ))
         }
     };
@@ -479,15 +663,84 @@ fn check(entry: &CheckEntry, real: Endpoint, alpha: bool) -> Result<Check, (&'st
             port: port.unwrap_or(real.port),
         });
     }
+    if let Some(text) = bind {
+        let addr: IpAddr = text.parse().map_err(|_| {
+            (
+                "check.bind",
+                format!("malformed address `{text}`: expected an IPv4 or IPv6 address"),
+            )
+        })?;
+        let probed = c.connect.map_or(real.addr, |e| e.addr);
+        health::same_family(addr, probed).map_err(|e| ("check.bind", e.to_string()))?;
+        c.bind = Some(addr);
+    }
     c.interval_ms =
         millis(*interval, "interval", c.interval_ms).map_err(|e| ("check.interval", e))?;
-    c.timeout_ms = millis(*timeout, "timeout", c.timeout_ms.min(c.interval_ms))
-        .map_err(|e| ("check.timeout", e))?;
+    c.timeout_ms = millis(*timeout, "timeout", c.timeout_ms).map_err(|e| ("check.timeout", e))?;
+    c.retry_interval_ms = retry_millis(*retry_interval).map_err(|e| ("check.retry_interval", e))?;
     c.rise = rise.unwrap_or(c.rise);
     c.fall = fall.unwrap_or(c.fall);
     c.start = start.unwrap_or(if alpha { StartState::Down } else { c.start });
     c.validate().map_err(|e| ("check", e.to_string()))?;
     Ok(c)
+}
+
+/// A file check's keys. keepalived's FILE_CHECK takes none of the timing
+/// or connection keys: the file is read whenever it changes, and its value
+/// decides at once. `dynamic` is the manual's word for a non-zero weight
+/// (keepalived's code adds value × weight whenever the weight is not 0):
+/// `dynamic = false` makes the default weight 0, and a contradiction
+/// between the two is refused.
+fn file_check(entry: &CheckEntry) -> Result<CheckKind, (&'static str, String)> {
+    let general = [
+        ("connect", entry.connect.is_some()),
+        ("bind", entry.bind.is_some()),
+        ("interval", entry.interval.is_some()),
+        ("timeout", entry.timeout.is_some()),
+        ("retry_interval", entry.retry_interval.is_some()),
+        ("rise", entry.rise.is_some()),
+        ("fall", entry.fall.is_some()),
+        ("start", entry.start.is_some()),
+    ];
+    if let Some((key, _)) = general.iter().find(|(_, set)| *set) {
+        return Err((
+            "check.type",
+            format!(
+                "`{key}` does not apply to a `file` check: the file is read whenever it changes"
+            ),
+        ));
+    }
+    let path = entry
+        .path
+        .clone()
+        .ok_or(("check.path", "a file check needs `path`".to_string()))?;
+    let default = match entry.dynamic {
+        Some(false) => 0,
+        _ => i64::from(FileCheck::DEFAULT_WEIGHT),
+    };
+    let weight = entry.weight.unwrap_or(default);
+    let weight = i32::try_from(weight)
+        .ok()
+        .filter(|w| *w != i32::MIN)
+        .ok_or((
+            "check.weight",
+            format!("weight {weight} out of range -2147483647..=2147483647"),
+        ))?;
+    match (entry.dynamic, weight) {
+        (Some(true), 0) => Err((
+            "check.dynamic",
+            "a dynamic file check needs a non-zero weight (with weight 0 the value only says up, 0, or down)".into(),
+        )),
+        (Some(false), w) if w != 0 => Err((
+            "check.dynamic",
+            format!("with weight {w} the value moves the server's weight: that is `dynamic`; for an up/down file use weight 0"),
+        )),
+        _ => Ok(CheckKind::File(FileCheck {
+            path,
+            weight,
+            reverse: entry.reverse.unwrap_or(false),
+        })),
+    }
 }
 
 fn agent(entry: &AgentEntry) -> Result<AgentCheck, (&'static str, String)> {
@@ -1225,7 +1478,7 @@ min_percent = 10
             (
                 "type = \"http\"",
                 "type = \"ftp\"",
-                "lvs.toml:15: field `check.type`: unknown check type `ftp`: expected tcp, send_expect, http or exec",
+                "lvs.toml:15: field `check.type`: unknown check type `ftp`: expected tcp, send_expect, http, smtp, dns, udp, ping, file or exec",
             ),
             (
                 "path = \"/health\"",
@@ -1244,8 +1497,23 @@ min_percent = 10
             ),
             (
                 "timeout = 0.25",
-                "timeout = 2",
-                "lvs.toml:15: field `check`: timeout of 2000 ms is not below the interval of 500 ms",
+                "retry_interval = -1",
+                "lvs.toml:15: field `check.retry_interval`: retry_interval -1 out of range: expected seconds from 0 to 2678400",
+            ),
+            (
+                "path = \"/health\"",
+                "path = \"/health\"\nversion = \"2\"",
+                "lvs.toml:15: field `check.version`: unknown HTTP version \"2\": expected \"1.0\", \"1.0C\" or \"1.1\"",
+            ),
+            (
+                "path = \"/health\"",
+                "path = \"/health\"\nbind = \"::1\"",
+                "lvs.toml:15: field `check.bind`: bind address ::1 and the address probed, 198.18.11.2, are of different families",
+            ),
+            (
+                "path = \"/health\"",
+                "path = \"/health\"\nhelo = \"lb\"",
+                "lvs.toml:15: field `check.type`: `helo` does not apply to a `http` check",
             ),
             (
                 "min_percent = 10",
@@ -1301,12 +1569,276 @@ min_percent = 10
             ("type=http interval", "`interval`: expected key=value"),
             (
                 "type=ftp",
-                "`check.type`: unknown check type `ftp`: expected tcp, send_expect, http or exec",
+                "`check.type`: unknown check type `ftp`: expected tcp, send_expect, http, smtp, dns, udp, ping, file or exec",
             ),
             ("type=tcp retries=2", "unknown field `retries`"),
+            (
+                "type=exec program=/bin/true bind=127.0.0.1",
+                "`check.type`: `bind` does not apply to a `exec` check",
+            ),
         ] {
             let err = check_from_words(words, real).unwrap_err();
             assert!(err.starts_with(expected), "{words}: {err}");
+        }
+    }
+
+    /// One check table on a real server at 198.18.11.2:8080 (the table
+    /// starts on line 7).
+    fn one_check(keys: &str) -> Result<Check, ConfigError> {
+        let text = format!(
+            "[[service]]\nprotocol = \"tcp\"\naddress = \"198.18.0.10:80\"\n[[service.real]]\naddress = \"198.18.11.2:8080\"\nmethod = \"nat\"\n[[service.real.check]]\n{keys}\n"
+        );
+        let mut s = State::default();
+        s.apply_all(&parse(&text, "lvs.toml")?).unwrap();
+        let svc = s.at(0).unwrap();
+        let health = svc.checks_of(&svc.reals[0].server).unwrap();
+        Ok(health.checks[0].clone())
+    }
+
+    #[test]
+    fn keepalived_timing_keys_are_read() {
+        let c = one_check("type = \"tcp\"\ninterval = 1\ntimeout = 3\nretry_interval = 0.25\nbind = \"198.18.1.3\"").unwrap();
+        // A timeout above the interval is keepalived's right too.
+        assert_eq!((c.interval_ms, c.timeout_ms), (1000, 3000));
+        assert_eq!(c.retry_interval_ms, Some(250));
+        assert_eq!(c.bind, Some("198.18.1.3".parse().unwrap()));
+        let c = one_check("type = \"tcp\"\nretry_interval = 0").unwrap();
+        assert_eq!(c.retry_interval_ms(), 0);
+        let c = one_check("type = \"dns\"\ninterval = 7").unwrap();
+        assert_eq!(
+            (c.fall, c.retry_interval_ms(), c.timeout_ms),
+            (4, 7000, 5000)
+        );
+        let c = one_check("type = \"ping\"\nconnect = \"2001:db8::1\"\nbind = \"2001:db8::2\"")
+            .unwrap();
+        assert_eq!(c.kind, CheckKind::Ping);
+        assert_eq!(c.connect.unwrap().to_string(), "[2001:db8::1]:8080");
+    }
+
+    #[test]
+    fn http_gains_tls_sni_version_and_body_regex() {
+        let c = one_check("type = \"http\"\ntls = true\nsni = \"www.example.com\"\nversion = \"1.0C\"\nbody_regex = \"^OK\"").unwrap();
+        let CheckKind::Http(h) = &c.kind else {
+            panic!()
+        };
+        assert!(h.tls);
+        assert_eq!(h.sni.as_deref(), Some("www.example.com"));
+        assert_eq!(h.version, HttpVersion::Http10Close);
+        assert_eq!(h.body_regex.as_deref(), Some("^OK"));
+        assert_eq!(h.path, "/");
+        // keepalived's retry default for HTTP_GET and SSL_GET.
+        assert_eq!(c.retry_interval_ms(), 3000);
+        let c = one_check("type = \"http\"\nversion = 1.1").unwrap();
+        let CheckKind::Http(h) = &c.kind else {
+            panic!()
+        };
+        assert_eq!((h.version, h.tls), (HttpVersion::Http11, false));
+        for (keys, expected) in [
+            (
+                "type = \"http\"\nsni = \"www.example.com\"",
+                "lvs.toml:7: field `check`: SNI `www.example.com` needs `tls = true`",
+            ),
+            (
+                "type = \"http\"\ntls = true\nsni = \"198.18.11.2\"",
+                "lvs.toml:7: field `check`: SNI `198.18.11.2` is not a DNS name",
+            ),
+            (
+                "type = \"http\"\nbody_regex = \"(\"",
+                "lvs.toml:7: field `check`: invalid regular expression `(`",
+            ),
+            (
+                "type = \"tcp\"\ntls = true",
+                "lvs.toml:7: field `check.type`: `tls` does not apply to a `tcp` check",
+            ),
+        ] {
+            let err = one_check(keys).unwrap_err().to_string();
+            assert!(err.starts_with(expected), "{keys}: {err}");
+        }
+    }
+
+    #[test]
+    fn smtp_dns_udp_and_ping_checks_are_read() {
+        let c = one_check("type = \"smtp\"").unwrap();
+        assert_eq!(
+            c.kind,
+            CheckKind::Smtp {
+                helo: "smtpchecker.keepalived.org".into()
+            }
+        );
+        let c =
+            one_check("type = \"smtp\"\nhelo = \"lb1.example.com\"\nconnect = \"198.18.11.2:25\"")
+                .unwrap();
+        assert_eq!(
+            c.kind,
+            CheckKind::Smtp {
+                helo: "lb1.example.com".into()
+            }
+        );
+        let c = one_check("type = \"dns\"").unwrap();
+        assert_eq!(
+            c.kind,
+            CheckKind::Dns {
+                query_type: DnsType::Soa,
+                name: ".".into()
+            }
+        );
+        let c = one_check("type = \"dns\"\nquery_type = \"aaaa\"\nname = \"example.com\"").unwrap();
+        assert_eq!(
+            c.kind,
+            CheckKind::Dns {
+                query_type: DnsType::Aaaa,
+                name: "example.com".into()
+            }
+        );
+        let c = one_check("type = \"udp\"").unwrap();
+        assert_eq!(
+            c.kind,
+            CheckKind::Udp(UdpCheck {
+                payload: None,
+                require_reply: false,
+                reply: None,
+                min_reply_length: 0,
+                max_reply_length: 255,
+            })
+        );
+        let c = one_check("type = \"udp\"\npayload = \"0a 0b\"\nrequire_reply = true").unwrap();
+        let CheckKind::Udp(u) = &c.kind else { panic!() };
+        assert_eq!(
+            (u.payload.as_deref(), u.require_reply, u.reply.as_deref()),
+            (Some("0a 0b"), true, None)
+        );
+        let c = one_check(
+            "type = \"udp\"\nrequire_reply = \"0a xx\"\nmin_reply_length = 2\nmax_reply_length = 8",
+        )
+        .unwrap();
+        let CheckKind::Udp(u) = &c.kind else { panic!() };
+        assert_eq!(
+            (
+                u.require_reply,
+                u.reply.as_deref(),
+                u.min_reply_length,
+                u.max_reply_length
+            ),
+            (true, Some("0a xx"), 2, 8)
+        );
+        for (keys, expected) in [
+            (
+                "type = \"dns\"\nquery_type = \"PTR\"",
+                "lvs.toml:7: field `check.query_type`: unknown DNS query type `PTR`: expected A, NS, CNAME, SOA, MX, TXT, AAAA, RRSIG, DNSKEY",
+            ),
+            (
+                "type = \"dns\"\nname = \"a..b\"",
+                "lvs.toml:7: field `check`: DNS name `a..b`: it has an empty label",
+            ),
+            (
+                "type = \"udp\"\npayload = \"zz\"",
+                "lvs.toml:7: field `check`: payload `zz` is not a hex string: unexpected 'z'",
+            ),
+            (
+                "type = \"udp\"\nrequire_reply = 5",
+                "lvs.toml:7: field `check.require_reply`: expected true or the hex a reply must match, found 5",
+            ),
+            (
+                "type = \"udp\"\nrequire_reply = true\nmax_reply_length = 8",
+                "lvs.toml:7: field `check.require_reply`: `max_reply_length` applies only with require_reply = \"<hex>\"",
+            ),
+            (
+                "type = \"udp\"\nrequire_reply = \"01\"\nmin_reply_length = 9\nmax_reply_length = 8",
+                "lvs.toml:7: field `check`: min_reply_length 9 is above max_reply_length 8",
+            ),
+            (
+                "type = \"ping\"\nname = \"x\"",
+                "lvs.toml:7: field `check.type`: `name` does not apply to a `ping` check",
+            ),
+            (
+                "type = \"smtp\"\npayload = \"01\"",
+                "lvs.toml:7: field `check.type`: `payload` does not apply to a `smtp` check",
+            ),
+        ] {
+            let err = one_check(keys).unwrap_err().to_string();
+            assert!(err.starts_with(expected), "{keys}: {err}");
+        }
+    }
+
+    #[test]
+    fn file_and_dynamic_exec_checks_are_read() {
+        let c = one_check("type = \"file\"\npath = \"/run/lvs/weight\"").unwrap();
+        assert_eq!(
+            c.kind,
+            CheckKind::File(FileCheck {
+                path: "/run/lvs/weight".into(),
+                weight: 1,
+                reverse: false
+            })
+        );
+        // Known at once: it starts down only until it is read.
+        assert_eq!((c.start, c.rise, c.fall), (StartState::Down, 1, 1));
+        let c = one_check(
+            "type = \"file\"\npath = \"/run/w\"\nweight = -20\nreverse = true\ndynamic = true",
+        )
+        .unwrap();
+        assert_eq!(
+            c.kind,
+            CheckKind::File(FileCheck {
+                path: "/run/w".into(),
+                weight: -20,
+                reverse: true
+            })
+        );
+        let c = one_check("type = \"file\"\npath = \"/run/w\"\ndynamic = false").unwrap();
+        assert_eq!(
+            c.kind,
+            CheckKind::File(FileCheck {
+                path: "/run/w".into(),
+                weight: 0,
+                reverse: false
+            })
+        );
+        let c = one_check("type = \"exec\"\nprogram = \"/bin/true\"\ndynamic = true").unwrap();
+        assert_eq!(
+            c.kind,
+            CheckKind::Exec {
+                program: "/bin/true".into(),
+                args: vec![],
+                dynamic: true
+            }
+        );
+        for (keys, expected) in [
+            (
+                "type = \"file\"",
+                "lvs.toml:7: field `check.path`: a file check needs `path`",
+            ),
+            (
+                "type = \"file\"\npath = \"/run/w\"\ninterval = 1",
+                "lvs.toml:7: field `check.type`: `interval` does not apply to a `file` check: the file is read whenever it changes",
+            ),
+            (
+                "type = \"file\"\npath = \"/run/w\"\nbind = \"127.0.0.1\"",
+                "lvs.toml:7: field `check.type`: `bind` does not apply to a `file` check",
+            ),
+            (
+                "type = \"file\"\npath = \"/run/w\"\nweight = 2147483648",
+                "lvs.toml:7: field `check.weight`: weight 2147483648 out of range -2147483647..=2147483647",
+            ),
+            (
+                "type = \"file\"\npath = \"/run/w\"\nweight = 0\ndynamic = true",
+                "lvs.toml:7: field `check.dynamic`: a dynamic file check needs a non-zero weight",
+            ),
+            (
+                "type = \"file\"\npath = \"/run/w\"\nweight = 3\ndynamic = false",
+                "lvs.toml:7: field `check.dynamic`: with weight 3 the value moves the server's weight",
+            ),
+            (
+                "type = \"tcp\"\nweight = 3",
+                "lvs.toml:7: field `check.type`: `weight` does not apply to a `tcp` check",
+            ),
+            (
+                "type = \"http\"\ndynamic = true",
+                "lvs.toml:7: field `check.type`: `dynamic` does not apply to a `http` check",
+            ),
+        ] {
+            let err = one_check(keys).unwrap_err().to_string();
+            assert!(err.starts_with(expected), "{keys}: {err}");
         }
     }
 

@@ -105,6 +105,7 @@ struct HealthOut<'a> {
     reason: &'a Option<String>,
     agent_percent: &'a Option<u32>,
     slow_start_percent: &'a Option<u32>,
+    dynamic_weight: &'a Option<u32>,
     scheduled_weight: &'a Option<u32>,
 }
 
@@ -114,6 +115,7 @@ struct HealthIn {
     reason: Option<String>,
     agent_percent: Option<u32>,
     slow_start_percent: Option<u32>,
+    dynamic_weight: Option<u32>,
     scheduled_weight: Option<u32>,
 }
 
@@ -196,6 +198,7 @@ fn real_out(v: &RealView) -> RealOut<'_> {
                 reason,
                 agent_percent,
                 slow_start_percent,
+                dynamic_weight,
                 scheduled_weight,
             } = h;
             HealthOut {
@@ -203,6 +206,7 @@ fn real_out(v: &RealView) -> RealOut<'_> {
                 reason,
                 agent_percent,
                 slow_start_percent,
+                dynamic_weight,
                 scheduled_weight,
             }
         }),
@@ -277,6 +281,7 @@ impl From<RealIn> for RealView {
                 reason: h.reason,
                 agent_percent: h.agent_percent,
                 slow_start_percent: h.slow_start_percent,
+                dynamic_weight: h.dynamic_weight,
                 scheduled_weight: h.scheduled_weight,
             }),
         }
@@ -388,6 +393,7 @@ mod tests {
                             reason: Some("tcp: refused".into()),
                             agent_percent: Some(50),
                             slow_start_percent: None,
+                            dynamic_weight: Some(7),
                             scheduled_weight: Some(150),
                         }),
                     ),

@@ -404,9 +404,13 @@ fn health_note(h: &HealthView) -> String {
         reason,
         agent_percent,
         slow_start_percent,
+        dynamic_weight,
         scheduled_weight: _,
     } = h;
     let mut note = state.clone();
+    if let Some(w) = dynamic_weight {
+        let _ = write!(note, " weight {w}");
+    }
     if let Some(p) = agent_percent {
         let _ = write!(note, " agent {p}%");
     }
@@ -824,6 +828,7 @@ mod tests {
             reason: Some("tcp: connection refused".into()),
             agent_percent: None,
             slow_start_percent: None,
+            dynamic_weight: None,
             scheduled_weight: None,
         });
         let shown = |format| {
@@ -845,6 +850,17 @@ mod tests {
             let out = shown(format);
             assert!(!out.contains("down"), "{format:?}: {out}");
         }
+        // A weight that checks set shows beside the configured column.
+        snap.services[1].reals[0].health = Some(HealthView {
+            state: "up".into(),
+            reason: None,
+            agent_percent: Some(50),
+            slow_start_percent: None,
+            dynamic_weight: Some(5),
+            scheduled_weight: Some(250),
+        });
+        let plain = list(&snap, &ListOptions::default());
+        assert!(plain.contains(" up weight 5 agent 50%\n"), "{plain}");
     }
 
     #[test]

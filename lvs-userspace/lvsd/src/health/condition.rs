@@ -18,12 +18,38 @@ pub enum AgentState {
     Down,
 }
 
+/// How an up checker moves its real server's weight (keepalived's
+/// `cur_weight`, which its `update_svr_wgt` adds to the configured one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shift {
+    /// A file check: value × weight.
+    Add(i64),
+    /// A dynamic exec check: the weight becomes this (status - 2), that
+    /// is, it adds this minus the configured weight.
+    To(u32),
+}
+
+impl Shift {
+    /// What it adds to `configured`.
+    pub fn adjustment(self, configured: u32) -> i64 {
+        match self {
+            Shift::Add(n) => n,
+            Shift::To(weight) => i64::from(weight) - i64::from(configured),
+        }
+    }
+}
+
+/// keepalived's largest IPVS weight (`IPVS_WEIGHT_LIMIT`, INT32_MAX).
+pub const MAX_SHIFTED_WEIGHT: u32 = i32::MAX as u32;
+
 /// What the controller knows of one real server's health now.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Condition {
     /// Checkers that are down, by their position in the server's list,
     /// with the failure that took each down.
     pub failing: BTreeMap<usize, String>,
+    /// Up checkers that move the weight (dynamic exec, file), by position.
+    pub shifts: BTreeMap<usize, Shift>,
     /// The agent's last weight, in percent of the configured weight,
     /// already clamped to the agent's bounds.
     pub agent_percent: Option<u32>,
@@ -48,6 +74,19 @@ impl Condition {
             Some(AgentState::Drain) => Some("agent reports drain".into()),
             Some(AgentState::Up) | None => None,
         }
+    }
+
+    /// keepalived's effective weight: the configured one plus every
+    /// checker's adjustment, clamped as its `real_weight` clamps, to
+    /// 0..=INT32_MAX. The agent and slow start then scale this.
+    pub fn weight(&self, configured: u32) -> u32 {
+        let moved: i64 = self.shifts.values().map(|s| s.adjustment(configured)).sum();
+        (i64::from(configured) + moved).clamp(0, i64::from(MAX_SHIFTED_WEIGHT)) as u32
+    }
+
+    /// The weight checks set, while some checker moves it.
+    pub fn dynamic_weight(&self, configured: u32) -> Option<u32> {
+        (!self.shifts.is_empty()).then(|| self.weight(configured))
     }
 
     /// Percent of the configured weight the agent leaves (drain is 0).
@@ -159,6 +198,26 @@ mod tests {
         assert_eq!(slow_start_window(SchedulerName::Wrr, &set), 30);
         // A weight that only says yes or no cannot ramp.
         assert_eq!(slow_start_window(SchedulerName::Rr, &set), 0);
+    }
+
+    /// keepalived's arithmetic: the configured weight plus each checker's
+    /// `cur_weight`; a dynamic MISC_CHECK's is status - 2 - configured, so
+    /// alone it sets the weight; the sum is clamped to 0..=INT32_MAX.
+    #[test]
+    fn shifts_add_to_the_configured_weight_as_keepalived_adds_them() {
+        let mut c = Condition::default();
+        assert_eq!((c.weight(3), c.dynamic_weight(3)), (3, None));
+        c.shifts.insert(0, Shift::To(10));
+        assert_eq!((c.weight(3), c.dynamic_weight(3)), (10, Some(10)));
+        c.shifts.insert(1, Shift::Add(-4));
+        assert_eq!(c.weight(3), 6);
+        c.shifts.insert(1, Shift::Add(-40));
+        assert_eq!(c.weight(3), 0);
+        c.shifts.insert(1, Shift::Add(i64::from(i32::MAX)));
+        assert_eq!(c.weight(3), MAX_SHIFTED_WEIGHT);
+        c.shifts.remove(&0);
+        c.shifts.insert(1, Shift::Add(2));
+        assert_eq!(c.weight(3), 5);
     }
 
     #[test]

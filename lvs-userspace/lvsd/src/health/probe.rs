@@ -1,23 +1,30 @@
 //! One attempt of a checker, bounded by its timeout. Whether a run of
 //! results takes a server up or down is decided elsewhere; this module only
 //! says whether one attempt succeeded and, if not, what went wrong in a line
-//! an operator can act on.
+//! an operator can act on. Each follows keepalived's checker of the same
+//! kind byte for byte (keepalived/check/check_*.c).
 //!
-//! * `tcp`: a connect within the timeout (keepalived's TCP_CHECK).
+//! * `tcp`: a connect within the timeout (TCP_CHECK).
 //! * `send_expect`: connect, write `send` as it is configured (in TOML, a
 //!   basic string's escapes such as `"PING\r\n"` are how to get CRLF), then
 //!   read until the reply contains the substring or matches the regex. The
 //!   reply is read as lossy UTF-8, up to 64 KiB.
-//! * `http`: keepalived's HTTP_GET request, byte for byte, with HTTP/1.0 so
-//!   that the server closes the connection and sends no chunked body (which
-//!   is therefore not decoded). The response is read to EOF, up to 1 MiB.
-//! * `exec`: keepalived's MISC_CHECK: a program in its own process group,
-//!   told who is being checked in its environment; on timeout the group gets
-//!   SIGTERM, then SIGKILL 2 s later.
+//! * `http`: HTTP_GET's request, byte for byte, in the `version` asked (so
+//!   that the server closes the connection; a chunked body is therefore not
+//!   decoded), over TLS with `tls` (SSL_GET, see `tls`). The response is
+//!   read to EOF, up to 1 MiB.
+//! * `smtp`, `dns`, `udp`, `ping`: see their modules.
+//! * `exec`: MISC_CHECK: a program in its own process group, told who is
+//!   being checked in its environment; on timeout the group gets SIGTERM,
+//!   then SIGKILL 2 s later. With `dynamic`, exit 2 to 255 is success and
+//!   sets the weight to the status minus 2 (`Shift::To`).
+//!
+//! `bind` sets the source address of the socket of every kind but `exec`.
 
 use std::{
     future::Future,
     io,
+    net::{IpAddr, SocketAddr},
     os::unix::process::ExitStatusExt,
     process::{ExitStatus, Stdio},
     time::Duration,
@@ -30,13 +37,14 @@ use nix::{
 };
 use regex::Regex;
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+    net::{TcpSocket, TcpStream},
     process::{Child, Command},
     time::timeout,
 };
 
-use lvs_state::health::{Check, CheckKind, Expect, HttpCheck};
+use super::{condition::Shift, dns, ping, smtp, tls, udp};
+use lvs_state::health::{Check, CheckKind, Expect, HttpCheck, HttpVersion};
 use lvs_state::model::{Endpoint, Protocol, ServiceId};
 
 /// A send/expect reply is read no further than this.
@@ -59,6 +67,53 @@ pub struct Target {
 pub enum ProbeFailure {
     #[error("connect to {addr}: {source}")]
     Connect { addr: Endpoint, source: io::Error },
+    #[error("binding the probe of {addr} to {bind}: {source}")]
+    Bind {
+        addr: Endpoint,
+        bind: IpAddr,
+        source: io::Error,
+    },
+    #[error("TLS handshake with {addr}: {source}")]
+    Tls { addr: Endpoint, source: io::Error },
+    #[error("body from {addr} does not match regex {pattern:?}")]
+    BodyMismatch { addr: Endpoint, pattern: String },
+    #[error("SMTP {after} from {addr} is not {expected}; got {got}")]
+    SmtpReply {
+        addr: Endpoint,
+        after: &'static str,
+        expected: u16,
+        got: String,
+    },
+    #[error("{addr} closed the connection before the SMTP {awaited}")]
+    SmtpClosed {
+        addr: Endpoint,
+        awaited: &'static str,
+    },
+    #[error("DNS answer from {addr} has rcode {rcode} ({}), expected 0 (NOERROR)", dns::rcode_name(*rcode))]
+    DnsRcode { addr: Endpoint, rcode: u8 },
+    #[error("ICMP {what} for {addr}")]
+    Unreachable { addr: Endpoint, what: String },
+    #[error("no reply from {addr} within {timeout_ms} ms (require_reply)")]
+    NoReply { addr: Endpoint, timeout_ms: u64 },
+    #[error("reply from {addr} {reason}; got {got}")]
+    UdpReply {
+        addr: Endpoint,
+        reason: String,
+        got: String,
+    },
+    #[error("opening a raw {protocol} socket (ping checks need CAP_NET_RAW): {source}")]
+    RawSocket {
+        protocol: &'static str,
+        source: io::Error,
+    },
+    #[error("ping {addr}: {source}")]
+    Ping { addr: IpAddr, source: io::Error },
+    #[error("no echo reply from {addr} within {timeout_ms} ms")]
+    NoEcho { addr: IpAddr, timeout_ms: u64 },
+    /// Validation refuses what this says; a check that skipped it lands
+    /// here.
+    #[error("{0}")]
+    Invalid(String),
     #[error("send to {addr}: {source}")]
     Send { addr: Endpoint, source: io::Error },
     #[error("read from {addr}: {source}")]
@@ -114,8 +169,10 @@ pub enum ProbeFailure {
     },
 }
 
-/// One attempt of `check` against `target`.
-pub async fn probe(check: &Check, target: &Target) -> Result<(), ProbeFailure> {
+/// One attempt of `check` against `target`: on success, how the checker
+/// moves the server's weight, if it does (a dynamic exec). A file check is
+/// no attempt: `supervisor` watches its file.
+pub async fn probe(check: &Check, target: &Target) -> Result<Option<Shift>, ProbeFailure> {
     let addr = match check.connect {
         Some(Endpoint { addr, port: 0 }) => Endpoint {
             addr,
@@ -125,15 +182,29 @@ pub async fn probe(check: &Check, target: &Target) -> Result<(), ProbeFailure> {
         None => target.real,
     };
     let ms = check.timeout_ms;
-    match &check.kind {
-        CheckKind::Tcp => within(addr, ms, connect(addr)).await.map(drop),
+    let bind = check.bind;
+    let done = match &check.kind {
+        CheckKind::Tcp => within(addr, ms, connect(addr, bind)).await.map(drop),
         CheckKind::SendExpect { send, expect } => {
-            within(addr, ms, send_expect(addr, send, expect)).await
+            within(addr, ms, send_expect(addr, bind, send, expect)).await
         }
-        CheckKind::Http(http) => within(addr, ms, http_get(addr, http)).await,
+        CheckKind::Http(http) => within(addr, ms, http_get(addr, bind, http)).await,
+        CheckKind::Smtp { helo } => within(addr, ms, smtp::check(addr, bind, helo)).await,
+        CheckKind::Dns { query_type, name } => {
+            within(addr, ms, dns::check(addr, bind, *query_type, name)).await
+        }
+        // Silence is success unless a reply is required: UDP keeps time.
+        CheckKind::Udp(spec) => udp::check(addr, bind, spec, ms).await,
+        CheckKind::Ping => ping::check(addr.addr, bind, ms).await,
         // A program is not simply dropped on timeout: it is signalled.
-        CheckKind::Exec { program, args } => exec(program, args, target, ms).await,
-    }
+        CheckKind::Exec {
+            program,
+            args,
+            dynamic,
+        } => return exec(program, args, *dynamic, target, ms).await,
+        CheckKind::File(_) => unreachable!("file checks are watched, not probed"),
+    };
+    done.map(|()| None)
 }
 
 async fn within<T>(
@@ -146,20 +217,46 @@ async fn within<T>(
         .unwrap_or(Err(ProbeFailure::Timeout { addr, timeout_ms }))
 }
 
-async fn connect(addr: Endpoint) -> Result<TcpStream, ProbeFailure> {
-    TcpStream::connect((addr.addr, addr.port))
+/// A TCP connection to `addr`, from `bind` if given (keepalived's
+/// `tcp_bind_connect`).
+pub(super) async fn connect(
+    addr: Endpoint,
+    bind: Option<IpAddr>,
+) -> Result<TcpStream, ProbeFailure> {
+    let connect_failed = |source| ProbeFailure::Connect { addr, source };
+    let socket = match addr.addr {
+        IpAddr::V4(_) => TcpSocket::new_v4(),
+        IpAddr::V6(_) => TcpSocket::new_v6(),
+    }
+    .map_err(connect_failed)?;
+    if let Some(bind) = bind {
+        socket
+            .bind(SocketAddr::new(bind, 0))
+            .map_err(|source| ProbeFailure::Bind { addr, bind, source })?;
+    }
+    socket
+        .connect(SocketAddr::new(addr.addr, addr.port))
         .await
-        .map_err(|source| ProbeFailure::Connect { addr, source })
+        .map_err(connect_failed)
 }
 
-async fn send(stream: &mut TcpStream, addr: Endpoint, bytes: &[u8]) -> Result<(), ProbeFailure> {
+pub(super) async fn send(
+    stream: &mut (impl AsyncWrite + Unpin),
+    addr: Endpoint,
+    bytes: &[u8],
+) -> Result<(), ProbeFailure> {
     stream
         .write_all(bytes)
         .await
         .map_err(|source| ProbeFailure::Send { addr, source })
 }
 
-async fn send_expect(addr: Endpoint, payload: &str, expect: &Expect) -> Result<(), ProbeFailure> {
+async fn send_expect(
+    addr: Endpoint,
+    bind: Option<IpAddr>,
+    payload: &str,
+    expect: &Expect,
+) -> Result<(), ProbeFailure> {
     // A substring is an escaped regex: one matching loop serves both.
     let pattern = match expect {
         Expect::Substring(needle) => regex::escape(needle),
@@ -169,7 +266,7 @@ async fn send_expect(addr: Endpoint, payload: &str, expect: &Expect) -> Result<(
         pattern,
         message: e.to_string(),
     })?;
-    let mut stream = connect(addr).await?;
+    let mut stream = connect(addr, bind).await?;
     send(&mut stream, addr, payload.as_bytes()).await?;
     let mut reply = Vec::new();
     let mut chunk = [0; 4096];
@@ -202,27 +299,70 @@ async fn send_expect(addr: Endpoint, payload: &str, expect: &Expect) -> Result<(
     }
 }
 
-async fn http_get(addr: Endpoint, http: &HttpCheck) -> Result<(), ProbeFailure> {
+/// keepalived's request template: HTTP/1.0, or 1.1, with `Connection:
+/// close` for 1.0C and 1.1; the Host is the connect address and port
+/// (`[v6]:port`) unless configured.
+fn http_request(addr: Endpoint, http: &HttpCheck) -> String {
     let host = http.host.clone().unwrap_or_else(|| addr.to_string());
-    let request = format!(
-        "GET {} HTTP/1.0\r\nUser-Agent: KeepAliveClient\r\nHost: {host}\r\n\r\n",
+    let (minor, close) = match http.version {
+        HttpVersion::Http10 => (0, ""),
+        HttpVersion::Http10Close => (0, "Connection: close\r\n"),
+        HttpVersion::Http11 => (1, "Connection: close\r\n"),
+    };
+    format!(
+        "GET {} HTTP/1.{minor}\r\nUser-Agent: KeepAliveClient\r\n{close}Host: {host}\r\n\r\n",
         http.path
-    );
-    let mut stream = connect(addr).await?;
-    send(&mut stream, addr, request.as_bytes()).await?;
+    )
+}
+
+async fn http_get(
+    addr: Endpoint,
+    bind: Option<IpAddr>,
+    http: &HttpCheck,
+) -> Result<(), ProbeFailure> {
+    let request = http_request(addr, http);
+    let stream = connect(addr, bind).await?;
+    let response = if http.tls {
+        let mut stream = tls::handshake(stream, addr, http.sni.as_deref()).await?;
+        exchange(&mut stream, addr, &request, true).await?
+    } else {
+        let mut stream = stream;
+        exchange(&mut stream, addr, &request, false).await?
+    };
+    judge(addr, http, &response)
+}
+
+/// Send the request and read the response to EOF. Over TLS a close
+/// without close_notify ends the response too: keepalived (SSL_read's
+/// SSL_ERROR_SYSCALL) judges what came.
+async fn exchange(
+    stream: &mut (impl AsyncRead + AsyncWrite + Unpin),
+    addr: Endpoint,
+    request: &str,
+    tls: bool,
+) -> Result<Vec<u8>, ProbeFailure> {
+    send(stream, addr, request.as_bytes()).await?;
     let mut response = Vec::new();
-    (&mut stream)
+    let read = stream
         .take(MAX_RESPONSE as u64 + 1)
         .read_to_end(&mut response)
-        .await
-        .map_err(|source| ProbeFailure::Read { addr, source })?;
+        .await;
+    match read {
+        Err(e) if tls && e.kind() == io::ErrorKind::UnexpectedEof => {}
+        Err(source) => return Err(ProbeFailure::Read { addr, source }),
+        Ok(_) => {}
+    }
     if response.len() > MAX_RESPONSE {
         return Err(ProbeFailure::TooLarge { addr });
     }
+    Ok(response)
+}
+
+fn judge(addr: Endpoint, http: &HttpCheck, response: &[u8]) -> Result<(), ProbeFailure> {
     let mut headers = [httparse::EMPTY_HEADER; 64];
     let mut head = httparse::Response::new(&mut headers);
     let malformed = |reason: String| ProbeFailure::Malformed { addr, reason };
-    let body = match head.parse(&response) {
+    let body = match head.parse(response) {
         Ok(httparse::Status::Complete(len)) => &response[len..],
         Ok(httparse::Status::Partial) => return Err(malformed("it ends inside its head".into())),
         Err(e) => return Err(malformed(e.to_string())),
@@ -258,7 +398,28 @@ async fn http_get(addr: Endpoint, http: &HttpCheck) -> Result<(), ProbeFailure> 
             });
         }
     }
+    if let Some(pattern) = &http.body_regex {
+        let regex = regex::bytes::Regex::new(pattern).map_err(|e| ProbeFailure::Regex {
+            pattern: pattern.clone(),
+            message: e.to_string(),
+        })?;
+        if !regex.is_match(body) {
+            return Err(ProbeFailure::BodyMismatch {
+                addr,
+                pattern: pattern.clone(),
+            });
+        }
+    }
     Ok(())
+}
+
+/// A fresh random number, for a DNS id or an echo identifier (the
+/// standard library's hasher keys are random per process and per hasher).
+pub(super) fn random_u16() -> u16 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish() as u16
 }
 
 /// `200-299, 404` as an operator would write it.
@@ -278,7 +439,7 @@ fn ranges(accepted: &[(u16, u16)]) -> String {
 
 /// The start of a reply, quoted and escaped so that a failure stays on one
 /// line.
-fn excerpt(reply: &str) -> String {
+pub(super) fn excerpt(reply: &str) -> String {
     let start: String = reply.chars().take(EXCERPT_CHARS).collect();
     match reply.chars().nth(EXCERPT_CHARS) {
         Some(_) => format!("{start:?}..."),
@@ -289,9 +450,10 @@ fn excerpt(reply: &str) -> String {
 async fn exec(
     program: &str,
     args: &[String],
+    dynamic: bool,
     target: &Target,
     timeout_ms: u64,
-) -> Result<(), ProbeFailure> {
+) -> Result<Option<Shift>, ProbeFailure> {
     let protocol = match target.service.protocol {
         Protocol::Tcp => "tcp",
         Protocol::Udp => "udp",
@@ -330,7 +492,9 @@ async fn exec(
         }
     };
     match status.code() {
-        Some(0) => Ok(()),
+        Some(0) => Ok(None),
+        // misc_dynamic: the weight becomes the status minus 2.
+        Some(code @ 2..=255) if dynamic => Ok(Some(Shift::To(code as u32 - 2))),
         Some(code) => Err(ProbeFailure::Exit {
             program: program.to_string(),
             code,
@@ -371,7 +535,7 @@ fn signal_name(status: ExitStatus) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::{net::Ipv4Addr, time::Instant};
 
     use tokio::{net::TcpListener, task::JoinHandle};
@@ -380,7 +544,7 @@ mod tests {
 
     const LOCALHOST: Ipv4Addr = Ipv4Addr::LOCALHOST;
 
-    fn target(port: u16) -> Target {
+    pub(crate) fn target(port: u16) -> Target {
         Target {
             service: ServiceId {
                 protocol: Protocol::Tcp,
@@ -390,7 +554,7 @@ mod tests {
                 },
             },
             real: Endpoint {
-                addr: std::net::IpAddr::V4(LOCALHOST),
+                addr: IpAddr::V4(LOCALHOST),
                 port,
             },
         }
@@ -434,11 +598,8 @@ mod tests {
 
     fn http(path: &str) -> HttpCheck {
         HttpCheck {
-            path: path.into(),
             status: vec![],
-            body: None,
-            digest: None,
-            host: None,
+            ..HttpCheck::new(path)
         }
     }
 
@@ -482,7 +643,7 @@ mod tests {
         let port = listener.local_addr().unwrap().port();
         let mut c = check(CheckKind::Tcp, 1000);
         c.connect = Some(Endpoint {
-            addr: std::net::IpAddr::V4(LOCALHOST),
+            addr: IpAddr::V4(LOCALHOST),
             port: 0,
         });
         let mut t = target(port);
@@ -651,6 +812,239 @@ mod tests {
         CheckKind::Exec {
             program: program.into(),
             args: args.iter().map(|a| a.to_string()).collect(),
+            dynamic: false,
+        }
+    }
+
+    /// keepalived's misc_dynamic: 0 up as configured, 1 down, 2..=255 up
+    /// with the weight set to the status minus 2.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_dynamic_exec_sets_the_weight() {
+        let dynamic = |code: i32| CheckKind::Exec {
+            program: "/bin/sh".into(),
+            args: vec!["-c".into(), format!("exit {code}")],
+            dynamic: true,
+        };
+        let run = |code| probe_at(check(dynamic(code), 5000), 8080);
+        assert_eq!(run(0).await.unwrap(), None);
+        assert_eq!(run(2).await.unwrap(), Some(Shift::To(0)));
+        assert_eq!(run(12).await.unwrap(), Some(Shift::To(10)));
+        assert_eq!(run(255).await.unwrap(), Some(Shift::To(253)));
+        assert_eq!(
+            run(1).await.unwrap_err().to_string(),
+            "/bin/sh exited with status 1"
+        );
+        // Without misc_dynamic, any status but 0 fails.
+        let err = probe(
+            &check(exec("/bin/sh", &["-c", "exit 12"]), 5000),
+            &target(8080),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.to_string(), "/bin/sh exited with status 12");
+    }
+
+    async fn probe_at(check: Check, port: u16) -> Result<Option<Shift>, ProbeFailure> {
+        probe(&check, &target(port)).await
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn http_versions_send_keepalived_s_request_lines() {
+        for (version, head) in [
+            (
+                HttpVersion::Http10,
+                "GET /v HTTP/1.0\r\nUser-Agent: KeepAliveClient\r\n",
+            ),
+            (
+                HttpVersion::Http10Close,
+                "GET /v HTTP/1.0\r\nUser-Agent: KeepAliveClient\r\nConnection: close\r\n",
+            ),
+            (
+                HttpVersion::Http11,
+                "GET /v HTTP/1.1\r\nUser-Agent: KeepAliveClient\r\nConnection: close\r\n",
+            ),
+        ] {
+            let (port, server) = serve(b"\r\n\r\n", ok_response("OK\n")).await;
+            let mut h = http("/v");
+            h.version = version;
+            probe(&check(CheckKind::Http(h), 1000), &target(port))
+                .await
+                .unwrap();
+            let request = String::from_utf8(server.await.unwrap()).unwrap();
+            assert_eq!(request, format!("{head}Host: 127.0.0.1:{port}\r\n\r\n"));
+        }
+        // An IPv6 address is bracketed in the Host header.
+        let request = http_request("[::1]:8080".parse().unwrap(), &http("/"));
+        assert!(request.ends_with("Host: [::1]:8080\r\n\r\n"), "{request:?}");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn http_body_must_match_the_regex() {
+        let mut h = http("/");
+        h.body_regex = Some(r"^status: (ok|degraded)$".into());
+        let (port, _server) = serve(b"\r\n\r\n", ok_response("status: ok")).await;
+        probe(&check(CheckKind::Http(h.clone()), 1000), &target(port))
+            .await
+            .unwrap();
+        let (port, _server) = serve(b"\r\n\r\n", ok_response("status: down")).await;
+        let err = probe(&check(CheckKind::Http(h), 1000), &target(port))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("body from 127.0.0.1:{port} does not match regex \"^status: (ok|degraded)$\"")
+        );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn bind_sets_the_source_of_a_connection() {
+        let listener = TcpListener::bind((LOCALHOST, 0)).await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut c = check(CheckKind::Tcp, 1000);
+        c.bind = Some(Ipv4Addr::new(127, 0, 0, 3).into());
+        probe(&c, &target(port)).await.unwrap();
+        let (_, peer) = listener.accept().await.unwrap();
+        assert_eq!(peer.ip(), Ipv4Addr::new(127, 0, 0, 3));
+        c.bind = Some(Ipv4Addr::new(192, 0, 2, 1).into());
+        let err = probe(&c, &target(port)).await.unwrap_err();
+        assert!(
+            matches!(&err, ProbeFailure::Bind { source, .. } if source.kind() == io::ErrorKind::AddrNotAvailable),
+            "{err}"
+        );
+    }
+
+    mod ssl_get {
+        use std::sync::Arc;
+
+        use rustls::{
+            pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer},
+            ServerConfig,
+        };
+        use tokio_rustls::TlsAcceptor;
+
+        use super::*;
+
+        /// What the TLS server saw: the SNI and the request.
+        type Seen = (Option<String>, String);
+
+        /// A TLS server for one request with a certificate made for the
+        /// test (self-signed, for a name the check never asks for). It
+        /// answers `reply`, then closes with close_notify if `notify`.
+        async fn tls_server(reply: Vec<u8>, notify: bool) -> (u16, JoinHandle<Seen>) {
+            let certified = rcgen::generate_simple_self_signed(vec!["server.test".into()]).unwrap();
+            let key =
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(certified.key_pair.serialize_der()));
+            #[allow(deprecated)]
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let config = ServerConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(vec![certified.cert.der().clone()], key)
+                .unwrap();
+            let acceptor = TlsAcceptor::from(Arc::new(config));
+            let listener = TcpListener::bind((LOCALHOST, 0)).await.unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let task = tokio::spawn(async move {
+                let (tcp, _) = listener.accept().await.unwrap();
+                let mut tls = acceptor.accept(tcp).await.unwrap();
+                let sni = tls.get_ref().1.server_name().map(String::from);
+                let mut request = Vec::new();
+                let mut chunk = [0; 1024];
+                while !request.ends_with(b"\r\n\r\n") {
+                    let n = tls.read(&mut chunk).await.unwrap();
+                    assert_ne!(n, 0, "the request ends");
+                    request.extend_from_slice(&chunk[..n]);
+                }
+                tls.write_all(&reply).await.unwrap();
+                if notify {
+                    tls.shutdown().await.unwrap();
+                } else {
+                    tls.flush().await.unwrap();
+                }
+                (sni, String::from_utf8(request).unwrap())
+            });
+            (port, task)
+        }
+
+        fn ssl_get(sni: Option<&str>) -> HttpCheck {
+            HttpCheck {
+                tls: true,
+                sni: sni.map(String::from),
+                ..http("/health")
+            }
+        }
+
+        #[tokio::test(flavor = "current_thread")]
+        async fn any_certificate_and_no_sni_by_default() {
+            let (port, server) = tls_server(ok_response("OK\n"), true).await;
+            probe(&check(CheckKind::Http(ssl_get(None)), 2000), &target(port))
+                .await
+                .unwrap();
+            let (sni, request) = server.await.unwrap();
+            assert_eq!(sni, None);
+            assert_eq!(
+                request,
+                format!("GET /health HTTP/1.0\r\nUser-Agent: KeepAliveClient\r\nHost: 127.0.0.1:{port}\r\n\r\n")
+            );
+        }
+
+        #[tokio::test(flavor = "current_thread")]
+        async fn the_configured_sni_is_sent() {
+            let (port, server) = tls_server(ok_response("OK\n"), true).await;
+            let mut h = ssl_get(Some("www.example.com"));
+            h.version = HttpVersion::Http11;
+            h.host = Some("www.example.com".into());
+            probe(&check(CheckKind::Http(h), 2000), &target(port))
+                .await
+                .unwrap();
+            let (sni, request) = server.await.unwrap();
+            assert_eq!(sni.as_deref(), Some("www.example.com"));
+            assert!(
+                request.starts_with("GET /health HTTP/1.1\r\n"),
+                "{request:?}"
+            );
+        }
+
+        /// keepalived judges what came when the server closes without
+        /// close_notify; the status and body still decide.
+        #[tokio::test(flavor = "current_thread")]
+        async fn a_close_without_notify_ends_the_response() {
+            let (port, _server) = tls_server(ok_response("OK\n"), false).await;
+            let mut h = ssl_get(None);
+            h.body_regex = Some("^OK".into());
+            probe(&check(CheckKind::Http(h.clone()), 2000), &target(port))
+                .await
+                .unwrap();
+            let reply = b"HTTP/1.0 503 Unavailable\r\n\r\n".to_vec();
+            let (port, _server) = tls_server(reply, false).await;
+            let err = probe(&check(CheckKind::Http(h), 2000), &target(port))
+                .await
+                .unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!("HTTP status 503 from 127.0.0.1:{port}, expected 200-299")
+            );
+        }
+
+        #[tokio::test(flavor = "current_thread")]
+        async fn a_plain_server_fails_the_handshake() {
+            // It answers the ClientHello with plain HTTP.
+            let listener = TcpListener::bind((LOCALHOST, 0)).await.unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let _server = tokio::spawn(async move {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                stream.write_all(&ok_response("OK\n")).await.unwrap();
+                let _ = stream.read(&mut [0; 1024]).await;
+            });
+            let err = probe(&check(CheckKind::Http(ssl_get(None)), 2000), &target(port))
+                .await
+                .unwrap_err();
+            assert!(
+                err.to_string()
+                    .starts_with(&format!("TLS handshake with 127.0.0.1:{port}: ")),
+                "{err}"
+            );
         }
     }
 

@@ -1,22 +1,36 @@
 //! Runs the configured checkers and agents as tokio tasks, one per checker,
 //! and reports their transitions to the controller. `reconcile` starts the
 //! tasks a new configuration asks for and stops those it no longer has.
+//!
+//! A checker's attempts never overlap, and are paced as keepalived paces
+//! them (check_*.c's epilogues): the next attempt comes `interval` after
+//! the previous one ended, or `retry_interval` after a failure that did
+//! not take the checker down yet. HTTP_GET waits the longer of the two
+//! while down; SMTP_CHECK retries in every round, up or down; MISC_CHECK
+//! counts from the start of the previous run. A file check has no
+//! attempts: its file is read whenever it changes.
 
 use std::{
     collections::HashMap,
     hash::{Hash, Hasher},
+    path::Path,
     time::Duration,
 };
 
-use tokio::{task::JoinHandle, time::MissedTickBehavior};
+use tokio::{
+    task::JoinHandle,
+    time::{Instant, MissedTickBehavior},
+};
 
 use super::{
     agent,
+    condition::Shift,
+    file::{self, Watch},
     probe::{probe, Target},
     tally::Tally,
 };
 use lvs_state::{
-    health::{AgentCheck, Check, CheckKind},
+    health::{AgentCheck, Check, CheckKind, FileCheck},
     model::{Endpoint, ServiceId, State},
 };
 
@@ -109,18 +123,9 @@ fn spread(target: &Target, salt: usize, interval: Duration) -> Duration {
 
 fn ticker(interval: Duration) -> tokio::time::Interval {
     let mut tick = tokio::time::interval(interval);
-    // A slow probe delays the next one; it never triggers a burst.
+    // A slow agent delays the next query; it never triggers a burst.
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     tick
-}
-
-fn kind_name(kind: &CheckKind) -> &'static str {
-    match kind {
-        CheckKind::Tcp => "tcp",
-        CheckKind::SendExpect { .. } => "send_expect",
-        CheckKind::Http(_) => "http",
-        CheckKind::Exec { .. } => "exec",
-    }
 }
 
 /// Hand a transition to the controller; its owner applies it in turn.
@@ -130,40 +135,163 @@ async fn report(controller: &Handle, change: Message) {
     }
 }
 
+/// How long after an attempt the next one comes, given whether it
+/// succeeded, whether the checker is up after it, and how many attempts
+/// in a row have failed.
+fn next_delay(check: &Check, success: bool, up: bool, failures: u32) -> Duration {
+    let interval = check.interval_ms;
+    let retry = check.retry_interval_ms();
+    let ms = match &check.kind {
+        _ if success => interval,
+        // A round of 1 + retry attempts, whatever the state.
+        CheckKind::Smtp { .. } if !failures.is_multiple_of(check.fall) => retry,
+        CheckKind::Smtp { .. } => interval,
+        CheckKind::Http(_) if !up => retry.max(interval),
+        _ if up => retry,
+        _ => interval,
+    };
+    Duration::from_millis(ms)
+}
+
 async fn run_check(controller: Handle, target: Target, index: usize, check: Check) {
+    if let CheckKind::File(spec) = &check.kind {
+        return watch_file(controller, target, index, &check, spec).await;
+    }
     let interval = Duration::from_millis(check.interval_ms);
     tokio::time::sleep(spread(&target, index, interval)).await;
-    let mut tally = Tally::new(check.start);
-    let mut tick = ticker(interval);
+    let mut tally = match check.kind {
+        CheckKind::Smtp { .. } => Tally::retrying_from_start(check.start),
+        _ => Tally::new(check.start),
+    };
+    let (service, server) = (target.service, target.real);
+    let kind = check.kind.name();
+    // What the controller was last told this checker adds to the weight.
+    let mut shift = None;
+    let mut failures = 0;
     loop {
-        tick.tick().await;
+        let started = Instant::now();
         let result = probe(&check, &target).await;
-        let Some(up) = tally.record(result.is_ok(), check.rise, check.fall) else {
-            continue;
+        let changed = tally.record(result.is_ok(), check.rise, check.fall);
+        failures = if result.is_ok() { 0 } else { failures + 1 };
+        let delay = next_delay(&check, result.is_ok(), tally.is_up(), failures);
+        // A program's round is counted from its start.
+        let next = match check.kind {
+            CheckKind::Exec { .. } => started + delay,
+            _ => Instant::now() + delay,
         };
-        let failure = result.err().map(|e| e.to_string());
-        let (service, server) = (target.service, target.real);
-        let kind = kind_name(&check.kind);
-        match &failure {
-            None => {
-                tracing::info!(%service, %server, check = index + 1, kind, rise = check.rise, "check up: back in scheduling once every check is up")
+        // An up checker keeps what it adds while it retries.
+        let new_shift = match (&result, tally.is_up()) {
+            (Ok(moved), true) => *moved,
+            (Err(_), true) => shift,
+            (_, false) => None,
+        };
+        if changed.is_some() || new_shift != shift {
+            // Only a failure takes a checker down.
+            let failure = match result {
+                Err(e) if !tally.is_up() => Some(e.to_string()),
+                _ => None,
+            };
+            match (&failure, changed) {
+                (Some(why), _) => {
+                    tracing::warn!(%service, %server, check = index + 1, kind, fall = check.fall, "check down, out of scheduling: {why}")
+                }
+                (None, Some(_)) => {
+                    tracing::info!(%service, %server, check = index + 1, kind, rise = check.rise, ?new_shift, "check up: back in scheduling once every check is up")
+                }
+                (None, None) => {
+                    tracing::info!(%service, %server, check = index + 1, kind, ?new_shift, "check moves the weight")
+                }
             }
-            Some(why) => {
-                tracing::warn!(%service, %server, check = index + 1, kind, fall = check.fall, "check down, out of scheduling: {why}")
-            }
+            report(
+                &controller,
+                Message::Check {
+                    service,
+                    server,
+                    index,
+                    failure,
+                    shift: new_shift,
+                },
+            )
+            .await;
+            shift = new_shift;
         }
-        debug_assert_eq!(up, failure.is_none());
-        report(
-            &controller,
-            Message::Check {
-                service,
-                server,
-                index,
-                failure,
-            },
-        )
-        .await;
+        tokio::time::sleep_until(next).await;
     }
+}
+
+/// A file check: read the file now and whenever it changes, and report
+/// each new verdict. While its directory cannot be watched, the check is
+/// down and tries again every `interval`.
+async fn watch_file(
+    controller: Handle,
+    target: Target,
+    index: usize,
+    check: &Check,
+    spec: &FileCheck,
+) {
+    let (service, server) = (target.service, target.real);
+    let path = Path::new(&spec.path);
+    let mut last = None;
+    // keepalived's last_status starts at 0.
+    let mut value = 0;
+    loop {
+        let verdict = match Watch::new(path) {
+            Ok(mut watch) => loop {
+                match file::read_value(path) {
+                    Some(read) => value = read,
+                    None => {
+                        tracing::warn!(%service, %server, check = index + 1, "{}: a number out of range -2147483648..=2147483648 is ignored", spec.path)
+                    }
+                }
+                let verdict = file::verdict(value, spec);
+                if last.as_ref() != Some(&verdict) {
+                    send_verdict(&controller, &target, index, verdict.clone()).await;
+                    last = Some(verdict);
+                }
+                if let Err(e) = watch.changed().await {
+                    break Err(format!("watching {}: {e}", spec.path));
+                }
+            },
+            Err(e) => Err(format!("watching {}: {e}", spec.path)),
+        };
+        if last.as_ref() != Some(&verdict) {
+            send_verdict(&controller, &target, index, verdict.clone()).await;
+            last = Some(verdict);
+        }
+        tokio::time::sleep(Duration::from_millis(check.interval_ms)).await;
+    }
+}
+
+async fn send_verdict(
+    controller: &Handle,
+    target: &Target,
+    index: usize,
+    verdict: Result<Option<Shift>, String>,
+) {
+    let (service, server) = (target.service, target.real);
+    match &verdict {
+        Ok(shift) => {
+            tracing::info!(%service, %server, check = index + 1, kind = "file", ?shift, "check up")
+        }
+        Err(why) => {
+            tracing::warn!(%service, %server, check = index + 1, kind = "file", "check down, out of scheduling: {why}")
+        }
+    }
+    let (failure, shift) = match verdict {
+        Ok(shift) => (None, shift),
+        Err(why) => (Some(why), None),
+    };
+    report(
+        controller,
+        Message::Check {
+            service,
+            server,
+            index,
+            failure,
+            shift,
+        },
+    )
+    .await;
 }
 
 async fn run_agent(controller: Handle, target: Target, spec: AgentCheck) {
@@ -208,5 +336,132 @@ async fn run_agent(controller: Handle, target: Target, spec: AgentCheck) {
                 failing = true;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use tokio::{
+        net::TcpListener,
+        sync::mpsc,
+        time::{timeout, Instant},
+    };
+
+    use super::*;
+    use crate::health::probe::tests::target;
+    use lvs_state::health::{HttpCheck, StartState};
+
+    fn timed(kind: CheckKind) -> Check {
+        Check {
+            interval_ms: 10_000,
+            retry_interval_ms: Some(1_000),
+            fall: 3,
+            ..Check::new(kind)
+        }
+    }
+
+    /// keepalived's epilogues: a failure of an up checker is retried after
+    /// delay_before_retry; a down checker waits delay_loop (HTTP_GET the
+    /// longer of the two); SMTP_CHECK retries in every round.
+    #[test]
+    fn the_next_attempt_comes_as_keepalived_schedules_it() {
+        let s = Duration::from_secs;
+        let tcp = timed(CheckKind::Tcp);
+        assert_eq!(next_delay(&tcp, true, true, 0), s(10));
+        assert_eq!(next_delay(&tcp, false, true, 1), s(1));
+        assert_eq!(next_delay(&tcp, false, false, 3), s(10));
+        let mut http = timed(CheckKind::Http(HttpCheck::new("/")));
+        assert_eq!(next_delay(&http, false, true, 1), s(1));
+        http.retry_interval_ms = Some(30_000);
+        assert_eq!(next_delay(&http, false, false, 3), s(30));
+        let smtp = timed(CheckKind::Smtp { helo: "lb".into() });
+        let down: Vec<Duration> = (1..=6)
+            .map(|n| next_delay(&smtp, false, false, n))
+            .collect();
+        assert_eq!(down, [s(1), s(1), s(10), s(1), s(1), s(10)]);
+    }
+
+    /// The Check messages a task sends: (failure, shift).
+    async fn next_report(
+        inbox: &mut mpsc::Receiver<Message>,
+        within: Duration,
+    ) -> (Option<String>, Option<Shift>) {
+        match timeout(within, inbox.recv()).await {
+            Ok(Some(Message::Check { failure, shift, .. })) => (failure, shift),
+            Ok(_) => panic!("not a check report"),
+            Err(_) => panic!("no report within {within:?}"),
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_failure_of_an_up_checker_is_retried_after_retry_interval() {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let check = Check {
+            interval_ms: 1_000,
+            retry_interval_ms: Some(50),
+            timeout_ms: 500,
+            fall: 3,
+            start: StartState::Down,
+            ..Check::new(CheckKind::Tcp)
+        };
+        let (controller, mut inbox) = Handle::for_test();
+        let task = tokio::spawn(run_check(controller, target(port), 0, check));
+        assert_eq!(
+            next_report(&mut inbox, Duration::from_secs(3)).await,
+            (None, None)
+        );
+        drop(listener);
+        let closed = Instant::now();
+        let (failure, shift) = next_report(&mut inbox, Duration::from_secs(3)).await;
+        assert!(failure
+            .unwrap()
+            .starts_with(&format!("connect to 127.0.0.1:{port}: ")));
+        assert_eq!(shift, None);
+        // At most an interval to the first failure, then two retries 50 ms
+        // apart; three intervals without retry_interval.
+        let took = closed.elapsed();
+        assert!(took < Duration::from_millis(1_800), "{took:?}");
+        task.abort();
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_file_check_reports_each_new_verdict() {
+        let dir = std::env::temp_dir().join(format!("lvs-supervised-file-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("weight");
+        std::fs::write(&path, "2\n").unwrap();
+        let check = Check::new(CheckKind::File(FileCheck {
+            path: path.display().to_string(),
+            weight: 10,
+            reverse: false,
+        }));
+        let (controller, mut inbox) = Handle::for_test();
+        let task = tokio::spawn(run_check(controller, target(80), 1, check));
+        let soon = Duration::from_secs(5);
+        assert_eq!(
+            next_report(&mut inbox, soon).await,
+            (None, Some(Shift::Add(20)))
+        );
+        std::fs::write(&path, "-1\n").unwrap();
+        assert_eq!(
+            next_report(&mut inbox, soon).await,
+            (None, Some(Shift::Add(-10)))
+        );
+        // Past the lowest int: keepalived's FAULT, down.
+        std::fs::write(&path, "-300000000\n").unwrap();
+        let (failure, shift) = next_report(&mut inbox, soon).await;
+        assert!(failure.unwrap().contains("keepalived's FAULT"));
+        assert_eq!(shift, None);
+        // A file that is gone reads as 0.
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(
+            next_report(&mut inbox, soon).await,
+            (None, Some(Shift::Add(0)))
+        );
+        task.abort();
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

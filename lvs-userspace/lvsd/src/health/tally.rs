@@ -25,6 +25,15 @@ impl Tally {
         }
     }
 
+    /// A checker whose first failure is retried like any other: keepalived's
+    /// SMTP_CHECK resets its retry count at every round, the first too.
+    pub fn retrying_from_start(start: StartState) -> Self {
+        Self {
+            proven: true,
+            ..Self::new(start)
+        }
+    }
+
     pub fn is_up(&self) -> bool {
         self.up
     }
@@ -92,6 +101,13 @@ mod tests {
         assert_eq!(run(StartState::Up, 1, 2, "-"), "D");
         // Back up on one success, then proven: fall applies.
         assert_eq!(run(StartState::Up, 1, 2, "-+-"), "DUU");
+    }
+
+    #[test]
+    fn smtp_retries_its_first_failure() {
+        let mut t = Tally::retrying_from_start(StartState::Up);
+        assert_eq!(t.record(false, 1, 2), None);
+        assert_eq!(t.record(false, 1, 2), Some(false));
     }
 
     #[test]
