@@ -36,7 +36,7 @@ pub const DEFAULT_AGENT_INTERVAL_MS: u64 = 2_000;
 pub const DEFAULT_SLOW_START_S: u32 = 10;
 
 /// A real server's health configuration.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct RealHealth {
     /// The server is alive only while every checker is up (keepalived).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -30,7 +30,7 @@ use super::{
     tally::Tally,
 };
 use lvs_state::{
-    health::{AgentCheck, Check, CheckKind, FileCheck},
+    health::{AgentCheck, Check, CheckKind, FileCheck, RealHealth},
     model::{Endpoint, ServiceId, State},
 };
 
@@ -44,7 +44,17 @@ enum Job {
     Agent(AgentCheck),
 }
 
-type Key = (ServiceId, Endpoint, Job);
+/// A task is known by its server, a fingerprint of the server's whole
+/// health configuration and its job: when a server's configuration changes
+/// the controller forgets what its checkers reported (`reset_condition`),
+/// so every task of that server starts afresh and reports again.
+type Key = (ServiceId, Endpoint, u64, Job);
+
+fn fingerprint(health: &RealHealth) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    health.hash(&mut h);
+    h.finish()
+}
 
 pub struct Supervisor {
     controller: Handle,
@@ -60,16 +70,19 @@ impl Supervisor {
     }
 
     /// Start the tasks `state` configures and not running yet; stop the
-    /// ones it no longer configures (a changed checker is a new one).
+    /// ones it no longer configures (a server whose health configuration
+    /// changed has new ones).
     pub fn reconcile(&mut self, state: &State) {
         let mut wanted = Vec::new();
         for svc in state.services() {
             for (server, health) in &svc.checks {
+                let config = fingerprint(health);
                 for (index, check) in health.checks.iter().enumerate() {
-                    wanted.push((svc.spec.id, *server, Job::Check(index, check.clone())));
+                    let job = Job::Check(index, check.clone());
+                    wanted.push((svc.spec.id, *server, config, job));
                 }
                 if let Some(a) = &health.agent {
-                    wanted.push((svc.spec.id, *server, Job::Agent(a.clone())));
+                    wanted.push((svc.spec.id, *server, config, Job::Agent(a.clone())));
                 }
             }
         }
@@ -84,7 +97,7 @@ impl Supervisor {
             if self.tasks.contains_key(&key) {
                 continue;
             }
-            let (service, real, job) = key.clone();
+            let (service, real, _, job) = key.clone();
             let target = Target { service, real };
             let controller = self.controller.clone();
             let task = match job {
@@ -425,6 +438,44 @@ mod tests {
         let took = closed.elapsed();
         assert!(took < Duration::from_millis(1_800), "{took:?}");
         task.abort();
+    }
+
+    /// A server whose health configuration changes has its condition
+    /// reset by the controller, so even its unchanged checkers start over
+    /// and report again; another server's keep running.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_changed_server_restarts_all_its_tasks() {
+        let state = |extra: &str| {
+            let text = format!(
+                "[[service]]\nprotocol = \"tcp\"\naddress = \"198.18.0.10:80\"\n\
+                 [[service.real]]\naddress = \"198.18.11.2\"\n\
+                 [[service.real.check]]\ntype = \"tcp\"\n{extra}\n\
+                 [[service.real]]\naddress = \"198.18.11.3\"\n\
+                 [[service.real.check]]\ntype = \"tcp\"\n"
+            );
+            let mut state = State::default();
+            state
+                .apply_all(&lvs_state::config::parse(&text, "lvs.toml").unwrap())
+                .unwrap();
+            state
+        };
+        let (controller, _inbox) = Handle::for_test();
+        let mut supervisor = Supervisor::new(controller);
+        let first_check = |s: &Supervisor, last: u8| {
+            let tasks = s.tasks.iter().filter(|((_, server, _, job), _)| {
+                server.addr == Ipv4Addr::new(198, 18, 11, last) && matches!(job, Job::Check(0, _))
+            });
+            let ids: Vec<tokio::task::Id> = tasks.map(|(_, task)| task.id()).collect();
+            assert_eq!(ids.len(), 1);
+            ids[0]
+        };
+        supervisor.reconcile(&state(""));
+        let (changed, kept) = (first_check(&supervisor, 2), first_check(&supervisor, 3));
+        supervisor.reconcile(&state("[[service.real.check]]\ntype = \"ping\""));
+        assert_eq!(supervisor.tasks.len(), 3);
+        assert_ne!(first_check(&supervisor, 2), changed);
+        assert_eq!(first_check(&supervisor, 3), kept);
+        supervisor.stop();
     }
 
     #[tokio::test(flavor = "current_thread")]
