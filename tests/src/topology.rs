@@ -598,8 +598,24 @@ impl Lab {
 
     /// As `start_lvsd`, with more of lvsd's flags (`--datapath xdp`).
     pub fn start_lvsd_with(&mut self, config: Option<&Path>, extra: &[&str]) -> Result<()> {
+        self.start_lvsd_env(config, extra, &[])
+    }
+
+    /// As `start_lvsd_with`, with variables in lvsd's environment
+    /// (`NOTIFY_SOCKET`, as systemd sets it).
+    pub fn start_lvsd_env(
+        &mut self,
+        config: Option<&Path>,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<()> {
         let lvsd = bin("lvsd");
-        let mut args: Vec<String> = vec![lvsd.display().to_string()];
+        let mut args: Vec<String> = Vec::new();
+        if !env.is_empty() {
+            args.push("env".into());
+            args.extend(env.iter().map(|(k, v)| format!("{k}={v}")));
+        }
+        args.push(lvsd.display().to_string());
         args.extend(extra.iter().map(|a| a.to_string()));
         for iface in &self.ifaces {
             args.extend(["-i".into(), iface.clone()]);
@@ -613,8 +629,9 @@ impl Lab {
             .director
             .spawn(&argv, Some(&self.dir.join("lvsd.log")))?;
         let socket = self.socket.clone();
+        // An lvsd that refused its configuration is not waited for.
         let ready = wait_for("lvsd's control socket", Duration::from_secs(20), || {
-            socket.exists() && self.lvsadm(&["-L", "-n"]).is_ok()
+            (socket.exists() && self.lvsadm(&["-L", "-n"]).is_ok()) || !proc.is_running()
         });
         if ready.is_err() || !proc.is_running() {
             bail!("lvsd did not start:\n{}", self.lvsd_log());

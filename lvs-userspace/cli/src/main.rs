@@ -10,6 +10,7 @@ use lvs_cli::ipvsadm::{
 use lvs_datapath::realserver;
 use lvs_state::{
     api::{self, ClientError, Request, Response, Snapshot, DEFAULT_SOCKET},
+    config,
     model::Protocol,
 };
 
@@ -35,6 +36,8 @@ const USAGE: &str = "lvsadm: ipvsadm-compatible administration of lvsd
                 [--sorry-method nat|route|tunnel] [--slow-start SECONDS]
   lvsadm ha [--json]         (the router pair: role, peer, last transition, counters)
   lvsadm --simulate FILE|-   (run a scheduler offline; see README)
+  lvsadm reload             (lvsd reads its configuration file again, applies what changed)
+  lvsadm keepalived-import FILE  (keepalived.conf as lvsd's TOML, on standard output)
 Extra: --json (machine-readable output), --socket PATH (or LVSADM_SOCKET).";
 
 /// Exit codes, as ipvsadm 1.31's (ipvsadm.c: `fail(2, ...)`, `exit(1)` in
@@ -186,6 +189,14 @@ fn run(mut args: Vec<String>) -> Result<(), Failure> {
     if args.first().is_some_and(|a| a == "realserver") {
         return Ok(realserver(&args[1..])?);
     }
+    if args.first().is_some_and(|a| a == "keepalived-import") {
+        let [_, file] = args.as_slice() else {
+            return Err(with_code(exit::USAGE)(anyhow::anyhow!(
+                "usage: lvsadm keepalived-import FILE"
+            )));
+        };
+        return keepalived_import(std::path::Path::new(file));
+    }
     if args.first().is_some_and(|a| a == "--simulate") {
         let [_, file] = args.as_slice() else {
             return Err(with_code(exit::USAGE)(anyhow::anyhow!(
@@ -223,6 +234,9 @@ fn run(mut args: Vec<String>) -> Result<(), Failure> {
             Response::Ha(view) => Some((pretty(view), format::ha(view))),
             _ => None,
         });
+    }
+    if args.first().is_some_and(|a| a == "reload") {
+        return reload(&socket, &args[1..]);
     }
     if args.first().is_some_and(|a| a == "datapath") {
         return show(
@@ -299,7 +313,10 @@ fn run(mut args: Vec<String>) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Response::Ha(_) | Response::Datapath(_) | Response::PackedSnapshot { .. } => {
+        Response::Ha(_)
+        | Response::Datapath(_)
+        | Response::PackedSnapshot { .. }
+        | Response::Reloaded { .. } => {
             Err(anyhow::anyhow!("lvsd answered a different request").into())
         }
         Response::Connections { mut rows } => {
@@ -418,13 +435,13 @@ fn health(socket: &std::path::Path, args: &[String]) -> anyhow::Result<()> {
                         checks: h
                             .checks
                             .iter()
-                            .map(|w| lvs_state::config::check_from_words(w, server))
+                            .map(|w| config::check_from_words(w, server))
                             .collect::<Result<_, _>>()
                             .map_err(|e| anyhow::anyhow!("--check: {e}"))?,
                         agent: h
                             .agent
                             .as_deref()
-                            .map(lvs_state::config::agent_from_words)
+                            .map(config::agent_from_words)
                             .transpose()
                             .map_err(|e| anyhow::anyhow!("--agent: {e}"))?,
                         inhibit_on_failure: h.inhibit_on_failure,
@@ -486,6 +503,63 @@ fn health(socket: &std::path::Path, args: &[String]) -> anyhow::Result<()> {
         Response::Ok => Ok(()),
         Response::Error { message } => anyhow::bail!("{message}"),
         other => anyhow::bail!("unexpected answer from lvsd: {other:?}"),
+    }
+}
+
+/// `lvsadm reload`: lvsd reads its configuration file again and applies
+/// what changed (as SIGHUP does); each change is printed, what the file has
+/// that lvsd ignores goes to standard error. A refused reload exits 255,
+/// as a refused change does.
+fn reload(socket: &std::path::Path, args: &[String]) -> Result<(), Failure> {
+    if !args.is_empty() {
+        return Err(with_code(exit::USAGE)(anyhow::anyhow!(
+            "usage: lvsadm reload"
+        )));
+    }
+    match call(socket, &Request::Reload, exit::REFUSED)? {
+        Response::Reloaded { changes, warnings } => {
+            for w in &warnings {
+                eprintln!("lvsadm: warning: {w}");
+            }
+            if changes.is_empty() {
+                println!("nothing to change: lvsd runs what the file says");
+            }
+            for c in &changes {
+                println!("{c}");
+            }
+            Ok(())
+        }
+        Response::Error { message } => Err(with_code(exit::REFUSED)(anyhow::anyhow!("{message}"))),
+        other => Err(anyhow::anyhow!("unexpected answer from lvsd: {other:?}").into()),
+    }
+}
+
+/// `lvsadm keepalived-import FILE`: the TOML lvsd would run from
+/// keepalived.conf, on standard output; what it ignores and what it cannot
+/// honour, with file and line, on standard error (and exit 1 for the latter).
+fn keepalived_import(path: &std::path::Path) -> Result<(), Failure> {
+    let import = lvs_state::keepalived::import(path);
+    print!("{}", import.toml);
+    for warning in &import.warnings {
+        eprintln!("lvsadm: warning: {warning}");
+    }
+    let mut errors: Vec<String> = import.errors.iter().map(ToString::to_string).collect();
+    if errors.is_empty() {
+        // The rules our TOML enforces (a real server given twice, a
+        // netmask that does not fit, ...), named at keepalived's line.
+        if let Err(e) = config::Source::Keepalived(path.into()).load() {
+            errors.push(e.to_string());
+        }
+    }
+    for error in &errors {
+        eprintln!("lvsadm: error: {error}");
+    }
+    match errors.len() {
+        0 => Ok(()),
+        n => Err(with_code(exit::LISTING)(anyhow::anyhow!(
+            "{} cannot be imported whole ({n} error(s) above); the TOML leaves out the blocks that hold them",
+            path.display()
+        ))),
     }
 }
 

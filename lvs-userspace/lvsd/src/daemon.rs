@@ -21,6 +21,7 @@ use lvs_datapath::{netconf, Attachment, DatapathChoice, KernelDatapath, Lifetime
 use lvs_state::{
     api::{AttachmentView, HaView, Request, Response},
     config,
+    ha::HaConfig,
     model::{Method, State},
 };
 
@@ -43,7 +44,7 @@ const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
 /// What `lvsd` is asked to do.
 pub struct Options {
     pub interfaces: Vec<String>,
-    pub config: Option<PathBuf>,
+    pub config: Option<config::Source>,
     pub socket: PathBuf,
     /// Outer source address for IP-in-IP; `None` lets the route choose.
     pub tunnel_source: Option<Ipv4Addr>,
@@ -84,9 +85,19 @@ pub async fn start(options: Options, shutdown: impl Future) -> anyhow::Result<()
     use anyhow::Context as _;
     // Everything that can be checked before touching the kernel is checked first.
     let (commands, ha) = match &options.config {
-        Some(path) => (config::load(path)?, config::load_ha(path)?),
+        Some(source) => {
+            let loaded = source.load()?;
+            for warning in &loaded.warnings {
+                tracing::warn!("{warning}");
+            }
+            (loaded.commands, loaded.ha)
+        }
         None => (Vec::new(), None),
     };
+    let reloadable = options.config.clone().map(|source| Reloadable {
+        source,
+        ha: ha.clone(),
+    });
     let listener = bind(&options.socket)?;
     let prepared = (|| {
         let settings = lvs_common::Settings {
@@ -197,8 +208,13 @@ pub async fn start(options: Options, shutdown: impl Future) -> anyhow::Result<()
     let context = Arc::new(Context {
         controller: handle,
         ha: ha_status,
+        reload: reloadable,
     });
+    let hangups = tokio::spawn(reload_on_hangup(context.clone()));
+    notify(&[sd_notify::NotifyState::Ready]);
     run(context, listener, shutdown).await;
+    notify(&[sd_notify::NotifyState::Stopping]);
+    hangups.abort();
     let _ = stop_ha.send(());
     if let Some(pairing) = pairing {
         let _ = pairing.await;
@@ -299,6 +315,95 @@ pub struct Context {
     pub controller: Handle,
     /// The router pair's state, when lvsd is one of a pair.
     pub ha: Option<Arc<Mutex<HaView>>>,
+    /// The configuration file, when lvsd was started with one.
+    pub reload: Option<Reloadable>,
+}
+
+/// What a reload reads again, and what it may not change.
+pub struct Reloadable {
+    pub source: config::Source,
+    /// The router pair as lvsd started: a reload that changes it is
+    /// refused (its links, addresses and datapath settings are set up at
+    /// start).
+    pub ha: Option<HaConfig>,
+}
+
+/// Tell systemd (`Type=notify`), if it started us; nothing otherwise.
+fn notify(state: &[sd_notify::NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(false, state) {
+        tracing::warn!("telling systemd {state:?}: {e}");
+    }
+}
+
+/// Read the configuration file again and apply what changed, as one
+/// transaction; a file with an error, or one that changes what a reload
+/// cannot, changes nothing.
+pub async fn reload(context: &Context) -> Response {
+    let Some(reloadable) = &context.reload else {
+        return Response::Error {
+            message: "lvsd runs without a configuration file (--config or --keepalived-conf): there is nothing to reload".into(),
+        };
+    };
+    let mut reloading = vec![sd_notify::NotifyState::Reloading];
+    reloading.extend(sd_notify::NotifyState::monotonic_usec_now().ok());
+    notify(&reloading);
+    let source = reloadable.source.clone();
+    let path = source.path().display().to_string();
+    let loaded = tokio::task::spawn_blocking(move || source.load()).await;
+    let refused = |message: String| Response::Error {
+        message: format!("{message}\nnothing changed"),
+    };
+    let response = match loaded {
+        Err(e) => refused(format!("reading {path}: {e}")),
+        Ok(Err(e)) => refused(e.to_string()),
+        Ok(Ok(loaded)) if loaded.ha != reloadable.ha => refused(format!(
+            "{path}: the router pair's settings ([ha], or keepalived's vrrp_instance) changed, and a reload does not change them: restart lvsd to apply them"
+        )),
+        Ok(Ok(loaded)) => {
+            let desired = loaded.commands;
+            match context
+                .controller
+                .call(|reply| Message::Reload(desired, reply))
+                .await
+            {
+                None => refused("the controller stopped".into()),
+                Some(Err(e)) => refused(format!("{path}: {e}")),
+                Some(Ok(changes)) => Response::Reloaded {
+                    changes: changes.iter().map(ToString::to_string).collect(),
+                    warnings: loaded.warnings,
+                },
+            }
+        }
+    };
+    notify(&[sd_notify::NotifyState::Ready]);
+    response
+}
+
+/// SIGHUP reloads, as it does keepalived; the outcome goes to the log.
+async fn reload_on_hangup(context: Arc<Context>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("SIGHUP will not reload: installing its handler: {e}");
+            return;
+        }
+    };
+    while hangups.recv().await.is_some() {
+        match reload(&context).await {
+            Response::Reloaded { changes, warnings } => {
+                for w in &warnings {
+                    tracing::warn!("{w}");
+                }
+                for c in &changes {
+                    tracing::info!("reload: {c}");
+                }
+                tracing::info!(changes = changes.len(), "reloaded");
+            }
+            Response::Error { message } => tracing::error!("reload refused: {message}"),
+            other => tracing::error!("reload: unexpected answer {other:?}"),
+        }
+    }
 }
 
 /// Bind the control socket: its directory root-only, the socket 0600, a
@@ -368,6 +473,7 @@ async fn serve(context: Arc<Context>, stream: UnixStream) -> std::io::Result<()>
                     message: "lvsd is not one of a router pair (no [ha] in its config)".into(),
                 },
             },
+            Ok(Request::Reload) => reload(&context).await,
             Ok(request @ Request::ListPacked { .. }) => {
                 // Packed here, off the controller's thread.
                 match context.controller.request(request).await {

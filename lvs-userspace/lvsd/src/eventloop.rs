@@ -61,6 +61,10 @@ pub enum Message {
     /// Routes may have changed (an HA takeover or release moved addresses):
     /// established flows look their way up again.
     RenewEgress,
+    /// A reload: the commands that build the configuration file's state.
+    /// The owner applies only what differs from its own, as one
+    /// transaction; answers the commands it applied.
+    Reload(Vec<Command>, oneshot::Sender<Result<Vec<Command>, String>>),
 }
 
 /// The active's connections and templates.
@@ -98,6 +102,7 @@ impl Message {
             Message::Maintain(_) => "maintenance",
             Message::NextHops(_) => "next hops",
             Message::RenewEgress => "renew egress",
+            Message::Reload(..) => "reload",
         }
     }
 }
@@ -312,6 +317,29 @@ impl<D: Datapath> EventLoop<D> {
                     tracing::warn!("renewing the cached egress: {e}");
                 }
             }
+            Message::Reload(desired, reply) => {
+                let _ = reply.send(self.reload(&desired));
+            }
+        }
+    }
+
+    /// The difference between the running state and `desired`, applied as
+    /// one `Apply` (so checkers hear of it as of any change).
+    fn reload(&mut self, desired: &[Command]) -> Result<Vec<Command>, String> {
+        let mut wanted = State::default();
+        wanted.apply_all(desired).map_err(|e| e.to_string())?;
+        let changes = self.controller.state().changes_to(&wanted);
+        if changes.is_empty() {
+            return Ok(changes);
+        }
+        match self.request(Request::Apply {
+            commands: changes.clone(),
+        }) {
+            Response::Ok => Ok(changes),
+            Response::Error { message } => Err(message),
+            other => Err(format!(
+                "unexpected answer to the reload's batch: {other:?}"
+            )),
         }
     }
 
@@ -407,6 +435,10 @@ impl<D: Datapath> EventLoop<D> {
                 .map(|rows| Response::Connections { rows }),
             Request::Ha => Ok(Response::Error {
                 message: "lvsd is not one of a router pair (no [ha] in its config)".into(),
+            }),
+            // The daemon reads the file, off this thread, and sends `Reload`.
+            Request::Reload => Ok(Response::Error {
+                message: "a reload is answered by the daemon, not the controller".into(),
             }),
         };
         result.unwrap_or_else(|e| Response::Error {

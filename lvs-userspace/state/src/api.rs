@@ -47,6 +47,9 @@ pub enum Request {
     Connections,
     /// `lvsadm datapath`: each interface's director and every verdict count.
     Datapath,
+    /// `lvsadm reload` (and SIGHUP): read the configuration file again and
+    /// apply what changed, as one transaction.
+    Reload,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -65,6 +68,12 @@ pub enum Response {
         rows: Vec<ConnView>,
     },
     Datapath(DatapathView),
+    /// A reload applied: each change made, as a line (none when the file
+    /// is what runs), and what the file has that was ignored.
+    Reloaded {
+        changes: Vec<String>,
+        warnings: Vec<String>,
+    },
     Error {
         message: String,
     },

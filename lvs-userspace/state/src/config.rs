@@ -55,7 +55,7 @@
 use std::{
     net::{IpAddr, Ipv4Addr},
     ops::Range,
-    path::Path,
+    path::{Path, PathBuf},
 };
 
 use serde::Deserialize;
@@ -248,6 +248,83 @@ pub enum ConfigError {
         field: &'static str,
         message: String,
     },
+    /// What keepalived.conf has that lvs cannot honour, every statement.
+    #[error("{}", errors.join("\n"))]
+    Keepalived { errors: Vec<String> },
+}
+
+/// Where lvsd's configuration comes from: our TOML, or keepalived's file
+/// (translated to our TOML, then read as any).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    Toml(PathBuf),
+    Keepalived(PathBuf),
+}
+
+/// A configuration read whole: the commands that build its services (one
+/// transaction), the router pair if it has one, and what was ignored.
+#[derive(Debug)]
+pub struct Loaded {
+    pub commands: Vec<Command>,
+    pub ha: Option<HaConfig>,
+    pub warnings: Vec<String>,
+}
+
+impl Source {
+    pub fn path(&self) -> &Path {
+        match self {
+            Self::Toml(path) | Self::Keepalived(path) => path,
+        }
+    }
+
+    pub fn load(&self) -> Result<Loaded, ConfigError> {
+        let path = self.path();
+        let name = path.display().to_string();
+        match self {
+            Self::Toml(_) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: name.clone(),
+                    source,
+                })?;
+                Ok(Loaded {
+                    commands: parse(&text, &name)?,
+                    ha: parse_ha(&text, &name)?,
+                    warnings: Vec::new(),
+                })
+            }
+            Self::Keepalived(_) => {
+                let import = crate::keepalived::import(path);
+                if !import.errors.is_empty() {
+                    return Err(ConfigError::Keepalived {
+                        errors: import.errors.iter().map(ToString::to_string).collect(),
+                    });
+                }
+                // A rule our TOML enforces names the keepalived statement
+                // the value came from.
+                let at_origin = |e: ConfigError| match e {
+                    ConfigError::Invalid {
+                        line,
+                        field,
+                        message,
+                        ..
+                    } => match import.origin(line) {
+                        Some(at) => ConfigError::Keepalived {
+                            errors: vec![format!("{at}: {message} (lvs's `{field}`)")],
+                        },
+                        None => ConfigError::Keepalived {
+                            errors: vec![format!("{name}: {message} (lvs's `{field}`)")],
+                        },
+                    },
+                    other => other,
+                };
+                Ok(Loaded {
+                    commands: parse(&import.toml, &name).map_err(at_origin)?,
+                    ha: parse_ha(&import.toml, &name).map_err(at_origin)?,
+                    warnings: import.warnings.iter().map(ToString::to_string).collect(),
+                })
+            }
+        }
+    }
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -809,14 +886,6 @@ pub fn agent_from_words(words: &str) -> Result<AgentCheck, String> {
 }
 
 /// The `[ha]` table of a config file, if it has one.
-pub fn load_ha(path: &Path) -> Result<Option<HaConfig>, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.display().to_string(),
-        source,
-    })?;
-    parse_ha(&text, &path.display().to_string())
-}
-
 pub fn parse_ha(text: &str, path: &str) -> Result<Option<HaConfig>, ConfigError> {
     let file: File = toml::from_str(text).map_err(|e| ConfigError::Parse {
         path: path.to_string(),
@@ -976,15 +1045,7 @@ pub fn parse_ha(text: &str, path: &str) -> Result<Option<HaConfig>, ConfigError>
     }))
 }
 
-/// Read and check a config file; the result applies as one transaction.
-pub fn load(path: &Path) -> Result<Vec<Command>, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.display().to_string(),
-        source,
-    })?;
-    parse(&text, &path.display().to_string())
-}
-
+/// Check a config file's services; the result applies as one transaction.
 pub fn parse(text: &str, path: &str) -> Result<Vec<Command>, ConfigError> {
     let file: File = toml::from_str(text).map_err(|e| ConfigError::Parse {
         path: path.to_string(),

@@ -6,6 +6,7 @@
 //!   sorry server and slow start;
 //! * `ha`: what is configured for the router pair;
 //! * `config`: the TOML file, with file, line and field in every error;
+//! * `keepalived`: keepalived.conf, translated to that TOML;
 //! * `api`: lvsd's control socket: requests, the views lvsadm prints, and
 //!   the client.
 
@@ -15,5 +16,6 @@ pub mod api;
 pub mod config;
 pub mod ha;
 pub mod health;
+pub mod keepalived;
 pub mod model;
 pub mod packed;

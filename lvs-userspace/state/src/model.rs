@@ -248,6 +248,64 @@ pub enum Command {
     },
 }
 
+/// One line of what a change does, as a reload reports it.
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let method = |m: Method| match m {
+            Method::Nat => "nat",
+            Method::Route => "route",
+            Method::Tunnel => "tunnel",
+            Method::Local => "local",
+        };
+        match self {
+            Command::AddService(spec) => {
+                write!(f, "added service {} ({})", spec.id, spec.scheduler.as_str())
+            }
+            Command::EditService(spec) => write!(
+                f,
+                "changed service {} ({})",
+                spec.id,
+                spec.scheduler.as_str()
+            ),
+            Command::DeleteService { service } => {
+                write!(f, "removed service {service}; its connections drain")
+            }
+            Command::AddReal { service, real } => write!(
+                f,
+                "added real server {} to {service} ({}, weight {})",
+                real.server,
+                method(real.method),
+                real.weight
+            ),
+            Command::EditReal { service, real } => write!(
+                f,
+                "changed real server {} of {service} ({}, weight {})",
+                real.server,
+                method(real.method),
+                real.weight
+            ),
+            Command::DeleteReal { service, server } => {
+                write!(
+                    f,
+                    "removed real server {server} from {service}; its connections drain"
+                )
+            }
+            Command::Clear => write!(f, "removed every service"),
+            Command::SetServiceHealth { service, .. } => {
+                write!(
+                    f,
+                    "changed the sorry server, quorum or slow start of {service}"
+                )
+            }
+            Command::SetRealHealth {
+                service, server, ..
+            } => {
+                write!(f, "changed the checks of real server {server} of {service}")
+            }
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ModelError {
     #[error("malformed address `{0}`: expected a.b.c.d:port or [IPv6]:port")]
@@ -593,6 +651,95 @@ impl State {
     }
 }
 
+impl State {
+    /// The commands that turn this state into `desired`, touching only
+    /// what differs (a reload): removals first (so a server can become the
+    /// sorry server, or the sorry server a server), then edits and
+    /// additions. Health settings are set only where they changed, so
+    /// checkers that did not change keep their state.
+    pub fn changes_to(&self, desired: &State) -> Vec<Command> {
+        let mut removals = Vec::new();
+        let mut changes = Vec::new();
+        for svc in self.services() {
+            if desired.service(&svc.spec.id).is_none() {
+                removals.push(Command::DeleteService {
+                    service: svc.spec.id,
+                });
+            }
+        }
+        for want in desired.services() {
+            let id = want.spec.id;
+            let Some(have) = self.service(&id) else {
+                changes.push(Command::AddService(want.spec.clone()));
+                if want.health != ServiceHealth::default() {
+                    changes.push(Command::SetServiceHealth {
+                        service: id,
+                        health: want.health.clone(),
+                    });
+                }
+                // Added in reverse, each to the front: IPVS's list order
+                // comes out as the desired state's.
+                for real in want.reals.iter().rev() {
+                    changes.push(Command::AddReal {
+                        service: id,
+                        real: real.clone(),
+                    });
+                }
+                for (server, health) in &want.checks {
+                    changes.push(Command::SetRealHealth {
+                        service: id,
+                        server: *server,
+                        health: Some(health.clone()),
+                    });
+                }
+                continue;
+            };
+            if have.spec != want.spec {
+                changes.push(Command::EditService(want.spec.clone()));
+            }
+            for real in &have.reals {
+                if !want.reals.iter().any(|r| r.server == real.server) {
+                    removals.push(Command::DeleteReal {
+                        service: id,
+                        server: real.server,
+                    });
+                }
+            }
+            if have.health != want.health {
+                changes.push(Command::SetServiceHealth {
+                    service: id,
+                    health: want.health.clone(),
+                });
+            }
+            for real in want.reals.iter().rev() {
+                match have.reals.iter().find(|r| r.server == real.server) {
+                    None => changes.push(Command::AddReal {
+                        service: id,
+                        real: real.clone(),
+                    }),
+                    Some(old) if old != real => changes.push(Command::EditReal {
+                        service: id,
+                        real: real.clone(),
+                    }),
+                    Some(_) => {}
+                }
+            }
+            for real in &want.reals {
+                let (old, new) = (have.checks_of(&real.server), want.checks_of(&real.server));
+                if old != new {
+                    changes.push(Command::SetRealHealth {
+                        service: id,
+                        server: real.server,
+                        health: new.cloned(),
+                    });
+                }
+            }
+        }
+        removals.extend(changes);
+        removals
+    }
+}
+
 /// The sorry server as the scheduler sees it while it stands in.
 pub fn sorry_spec(sorry: SorryServer) -> RealSpec {
     RealSpec {
@@ -699,6 +846,192 @@ mod tests {
             l_threshold: 0,
         }
     }
+    /// A random configuration: services on ports 80..84 with random
+    /// schedulers, servers (weights, methods), checks and sorry servers.
+    fn random_state(seed: &mut u64) -> State {
+        use crate::health::{Check, CheckKind};
+        let mut next = |n: u64| {
+            *seed ^= *seed << 13;
+            *seed ^= *seed >> 7;
+            *seed ^= *seed << 17;
+            *seed % n
+        };
+        let mut state = State::default();
+        for port in 80..84 {
+            if next(4) == 0 {
+                continue;
+            }
+            let mut spec = match add(port) {
+                Command::AddService(spec) => spec,
+                _ => unreachable!(),
+            };
+            spec.scheduler = [SchedulerName::Rr, SchedulerName::Wlc][next(2) as usize];
+            let mut commands = vec![Command::AddService(spec)];
+            for last in 1..6 {
+                if next(2) == 0 {
+                    continue;
+                }
+                let mut r = real(last, next(3) as u32);
+                r.method = [Method::Nat, Method::Route][next(2) as usize];
+                r.server.port = if r.method == Method::Route {
+                    port
+                } else {
+                    8080
+                };
+                commands.push(Command::AddReal {
+                    service: svc(port),
+                    real: r.clone(),
+                });
+                if next(2) == 0 {
+                    let mut check = Check::new(CheckKind::Tcp);
+                    check.interval_ms = 1000 * (1 + next(2));
+                    commands.push(Command::SetRealHealth {
+                        service: svc(port),
+                        server: r.server,
+                        health: Some(RealHealth {
+                            checks: vec![check],
+                            ..RealHealth::default()
+                        }),
+                    });
+                }
+            }
+            if next(3) == 0 {
+                commands.push(Command::SetServiceHealth {
+                    service: svc(port),
+                    health: ServiceHealth {
+                        sorry: Some(SorryServer {
+                            server: real(9, 1).server,
+                            method: Method::Nat,
+                        }),
+                        ..ServiceHealth::default()
+                    },
+                });
+            }
+            state.apply_all(&commands).unwrap();
+        }
+        state
+    }
+
+    /// Services by key, servers and checks by address: what two states
+    /// must agree on whatever order they were built in.
+    fn normalized(state: &State) -> Vec<Service> {
+        let mut services: Vec<Service> = state.services().cloned().collect();
+        services.sort_by_key(|s| s.spec.id);
+        for s in &mut services {
+            s.reals.sort_by_key(|r| r.server);
+            s.checks.sort_by_key(|(e, _)| *e);
+        }
+        services
+    }
+
+    #[test]
+    fn a_reload_s_changes_turn_any_state_into_any_other_and_touch_nothing_else() {
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        for _ in 0..500 {
+            let from = random_state(&mut seed);
+            let to = random_state(&mut seed);
+            let changes = from.changes_to(&to);
+            let mut reloaded = from.clone();
+            reloaded
+                .apply_all(&changes)
+                .unwrap_or_else(|e| panic!("{e}: {changes:#?}"));
+            assert_eq!(normalized(&reloaded), normalized(&to), "{changes:#?}");
+            assert!(to.changes_to(&to).is_empty());
+            // Only what differs is touched.
+            for c in &changes {
+                match c {
+                    Command::EditReal { service, real } => {
+                        let old = from
+                            .service(service)
+                            .unwrap()
+                            .reals
+                            .iter()
+                            .find(|r| r.server == real.server);
+                        assert_ne!(old, Some(real), "{c:?}");
+                    }
+                    Command::SetRealHealth {
+                        service,
+                        server,
+                        health,
+                    } => {
+                        let old = from.service(service).and_then(|s| s.checks_of(server));
+                        assert_ne!(old, health.as_ref(), "{c:?}");
+                    }
+                    Command::EditService(spec) => {
+                        assert_ne!(&from.service(&spec.id).unwrap().spec, spec, "{c:?}");
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_server_can_become_the_sorry_server_and_back_in_one_reload() {
+        let with = |as_real: bool| {
+            let mut commands = vec![
+                add(80),
+                Command::AddReal {
+                    service: svc(80),
+                    real: real(1, 1),
+                },
+            ];
+            let nine = real(9, 1);
+            let sorry = SorryServer {
+                server: nine.server,
+                method: Method::Nat,
+            };
+            if as_real {
+                commands.push(Command::AddReal {
+                    service: svc(80),
+                    real: nine,
+                });
+            } else {
+                commands.push(Command::SetServiceHealth {
+                    service: svc(80),
+                    health: ServiceHealth {
+                        sorry: Some(sorry),
+                        ..ServiceHealth::default()
+                    },
+                });
+            }
+            let mut state = State::default();
+            state.apply_all(&commands).unwrap();
+            state
+        };
+        for (a, b) in [(with(true), with(false)), (with(false), with(true))] {
+            let mut s = a.clone();
+            s.apply_all(&a.changes_to(&b)).unwrap();
+            assert_eq!(normalized(&s), normalized(&b));
+        }
+    }
+
+    #[test]
+    fn each_change_reads_as_a_line() {
+        let lines: Vec<String> = [
+            add(80),
+            Command::AddReal {
+                service: svc(80),
+                real: real(2, 3),
+            },
+            Command::DeleteReal {
+                service: svc(80),
+                server: real(2, 3).server,
+            },
+        ]
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+        assert_eq!(
+            lines,
+            [
+                "added service TCP 198.18.0.10:80 (rr)",
+                "added real server 198.18.11.2:8080 to TCP 198.18.0.10:80 (nat, weight 3)",
+                "removed real server 198.18.11.2:8080 from TCP 198.18.0.10:80; its connections drain",
+            ]
+        );
+    }
+
     fn add(port: u16) -> Command {
         Command::AddService(ServiceSpec {
             id: svc(port),

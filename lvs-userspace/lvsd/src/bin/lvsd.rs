@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use lvs::daemon;
-use lvs_state::api::DEFAULT_SOCKET;
+use lvs_state::{api::DEFAULT_SOCKET, config::Source};
 use tokio::signal::unix::{signal, SignalKind};
 
 #[derive(Parser)]
@@ -15,8 +15,12 @@ struct Args {
     #[arg(short = 'i', long = "interface", required = true)]
     interfaces: Vec<String>,
     /// TOML file of virtual services and real servers.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "keepalived_conf")]
     config: Option<PathBuf>,
+    /// keepalived.conf instead: its virtual_server blocks, checkers and
+    /// vrrp_instance (see `lvsadm keepalived-import`).
+    #[arg(long, value_name = "FILE")]
+    keepalived_conf: Option<PathBuf>,
     /// Control socket path.
     #[arg(long, default_value = DEFAULT_SOCKET)]
     socket: PathBuf,
@@ -109,6 +113,7 @@ async fn run(favoured: std::io::Result<()>) -> anyhow::Result<()> {
     let Args {
         interfaces,
         config,
+        keepalived_conf,
         socket,
         tunnel_source,
         lblc_expiration,
@@ -134,7 +139,9 @@ async fn run(favoured: std::io::Result<()>) -> anyhow::Result<()> {
     daemon::start(
         daemon::Options {
             interfaces,
-            config,
+            config: config
+                .map(Source::Toml)
+                .or(keepalived_conf.map(Source::Keepalived)),
             socket,
             tunnel_source,
             expirations: lvs::controller::Expirations {

@@ -1,0 +1,261 @@
+//! Tier 3: lvsd's life as a service: a reload (`lvsadm reload`, SIGHUP)
+//! while connections stream, and systemd's readiness protocol. Needs root;
+//! `cargo xtask test` runs these (`--include-ignored`).
+
+use std::{
+    collections::BTreeMap,
+    os::unix::net::UnixDatagram,
+    process::Command,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use lvs_lab::{bin, wait_for, Held, Lab};
+
+const VIP: &str = "198.18.0.10:7000";
+/// Long-lived connections streaming through the reloads.
+const STREAMS: usize = 200;
+
+fn context(lab: &Lab) -> String {
+    format!(
+        "\n-L -n:\n{}\nlvsd log:\n{}",
+        lab.lvsadm(&["-L", "-n"])
+            .unwrap_or_else(|e| format!("{e:#}")),
+        lab.lvsd_log()
+    )
+}
+
+/// wrr over the named servers (`(index, weight)`); each is checked on its
+/// HTTP port every 0.3 s, and down after two failures.
+fn config(lab: &Lab, servers: &[(usize, u32)]) -> String {
+    let mut toml =
+        format!("[[service]]\nprotocol = \"tcp\"\naddress = \"{VIP}\"\nscheduler = \"wrr\"\n");
+    for (i, weight) in servers {
+        let addr = &lab.reals[*i].addr;
+        toml += &format!(
+            "\n[[service.real]]\naddress = \"{addr}:7000\"\nmethod = \"nat\"\nweight = {weight}\n\n\
+             [[service.real.check]]\ntype = \"http\"\nconnect = \"{addr}:8080\"\n\
+             interval = 0.3\ntimeout = 0.2\nfall = 2\n"
+        );
+    }
+    toml
+}
+
+/// `lvsadm reload`: (success, standard output, standard error).
+fn reload(lab: &Lab) -> (bool, String, String) {
+    let out = Command::new(bin("lvsadm"))
+        .args(["--socket", &lab.socket.display().to_string(), "reload"])
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The health state `-L -n` shows at the end of `server`'s line, if listed.
+fn state(lab: &Lab, server: &str) -> Option<String> {
+    let listing = lab.lvsadm(&["-L", "-n"]).ok()?;
+    let prefix = format!("  -> {server} ");
+    let line = listing.lines().find(|l| l.starts_with(&prefix))?;
+    line.split_whitespace().nth(6).map(str::to_string)
+}
+
+fn open(lab: &Lab, held: &mut Vec<Held>, count: usize) -> BTreeMap<String, usize> {
+    let mut names = BTreeMap::new();
+    for _ in 0..count {
+        let conn = lab
+            .hold(VIP)
+            .unwrap_or_else(|e| panic!("{e:#}{}", context(lab)));
+        *names.entry(conn.server.clone()).or_default() += 1;
+        held.push(conn);
+    }
+    names
+}
+
+/// Every held connection carries a line both ways; the ones that did not.
+fn stream(held: &mut [Held], round: &str) -> Vec<String> {
+    let mut broken = Vec::new();
+    for (i, conn) in held.iter_mut().enumerate() {
+        let line = format!("{round} {i}");
+        match conn.echo(&line) {
+            Ok(echo) if echo == line => {}
+            Ok(other) => broken.push(format!("{i} ({}): echoed {other:?}", conn.server)),
+            Err(e) => broken.push(format!("{i} ({}): {e:#}", conn.server)),
+        }
+    }
+    broken
+}
+
+fn expect(pairs: &[(&str, usize)]) -> BTreeMap<String, usize> {
+    pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+}
+
+/// The notices lvsd sent to its `NOTIFY_SOCKET` so far.
+fn notices(socket: &UnixDatagram) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 512];
+    while let Ok(n) = socket.recv(&mut buf) {
+        out.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    out
+}
+
+fn wait_for_notice(socket: &UnixDatagram, seen: &mut Vec<String>, want: &str) {
+    wait_for(&format!("lvsd's {want}"), Duration::from_secs(10), || {
+        seen.extend(notices(socket));
+        seen.iter().any(|n| n.lines().any(|l| l == want))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}: {seen:?}"));
+}
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn a_reload_changes_weights_removes_and_adds_servers_without_losing_a_connection() {
+    let mut lab = Lab::new("lvs-reload", 4).expect("building the lab");
+    lab.start_servers(8080, 5353)
+        .expect("starting HTTP servers");
+    lab.start_hold_servers(7000).expect("starting hold servers");
+    let path = lab.dir.join("lvs.toml");
+    std::fs::write(&path, config(&lab, &[(0, 1), (1, 1), (2, 1)])).unwrap();
+    let notify_path = lab.dir.join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    notify.set_nonblocking(true).unwrap();
+    let notify_arg = notify_path.display().to_string();
+    lab.start_lvsd_env(Some(&path), &[], &[("NOTIFY_SOCKET", &notify_arg)])
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let mut seen = Vec::new();
+    wait_for_notice(&notify, &mut seen, "READY=1");
+    let [rs1, rs2, rs3, rs4] = [0, 1, 2, 3].map(|i| format!("{}:7000", lab.reals[i].addr));
+    for rs in [&rs1, &rs2, &rs3] {
+        wait_for("the checks' first results", Duration::from_secs(5), || {
+            state(&lab, rs).as_deref() == Some("up")
+        })
+        .unwrap_or_else(|e| panic!("{e:#}{}", context(&lab)));
+    }
+
+    let mut held = Vec::new();
+    let spread = open(&lab, &mut held, STREAMS - 2);
+    assert_eq!(spread, expect(&[("rs1", 66), ("rs2", 66), ("rs3", 66)]));
+    assert!(stream(&mut held, "before").is_empty());
+
+    // rs1's checker fails and takes it out before the reload, which leaves
+    // rs1's settings as they are: its checker must stay down, not start
+    // over (up, then two failures) as a restarted checker would.
+    assert!(lab.reals[0].stop_http_server());
+    wait_for("rs1 down", Duration::from_secs(5), || {
+        state(&lab, &rs1).as_deref() == Some("down")
+    })
+    .unwrap_or_else(|e| panic!("{e:#}{}", context(&lab)));
+    let more = open(&lab, &mut held, 2);
+    assert_eq!(more, expect(&[("rs2", 1), ("rs3", 1)]));
+
+    // The 200 connections stream, round after round, through the reload.
+    let streaming = Arc::new(AtomicBool::new(true));
+    let streamer = {
+        let streaming = streaming.clone();
+        let mut held = std::mem::take(&mut held);
+        std::thread::spawn(move || {
+            let (mut rounds, mut broken) = (0, Vec::new());
+            while streaming.load(Ordering::Relaxed) || rounds < 2 {
+                broken.extend(stream(&mut held, &format!("round {rounds}")));
+                rounds += 1;
+            }
+            (held, rounds, broken)
+        })
+    };
+
+    // rs2's weight 1 → 3, rs3 removed, rs4 added.
+    std::fs::write(&path, config(&lab, &[(0, 1), (1, 3), (3, 1)])).unwrap();
+    let (ok, out, err) = reload(&lab);
+    assert!(ok, "{out}{err}{}", context(&lab));
+    let service = "TCP 198.18.0.10:7000";
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            format!("removed real server {rs3} from {service}; its connections drain"),
+            format!("changed real server {rs2} of {service} (nat, weight 3)"),
+            format!("added real server {rs4} to {service} (nat, weight 1)"),
+            format!("changed the checks of real server {rs4} of {service}"),
+        ],
+        "{err}"
+    );
+    let reloaded = Instant::now();
+    while reloaded.elapsed() < Duration::from_millis(1500) {
+        assert_eq!(
+            state(&lab, &rs1).as_deref(),
+            Some("down"),
+            "rs1's unchanged checker started over{}",
+            context(&lab)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    wait_for("rs4's check", Duration::from_secs(5), || {
+        state(&lab, &rs4).as_deref() == Some("up")
+    })
+    .unwrap_or_else(|e| panic!("{e:#}{}", context(&lab)));
+    assert_eq!(state(&lab, &rs3), None, "{}", context(&lab));
+
+    // New connections follow the new weights: 3 to rs2 for each to rs4.
+    let mut fresh = Vec::new();
+    assert_eq!(
+        open(&lab, &mut fresh, 40),
+        expect(&[("rs2", 30), ("rs4", 10)])
+    );
+    // Every stream, rs3's included, carried on through the reload.
+    streaming.store(false, Ordering::Relaxed);
+    let (held, rounds, broken) = streamer.join().expect("the streaming thread");
+    println!("{STREAMS} connections streamed {rounds} rounds through the reload");
+    assert!(
+        broken.is_empty(),
+        "{} broken: {broken:#?}{}",
+        broken.len(),
+        context(&lab)
+    );
+    // The removed server's connections finish as their clients close them.
+    let (on_rs3, rest): (Vec<Held>, Vec<Held>) = held.into_iter().partition(|h| h.server == "rs3");
+    assert_eq!(on_rs3.len(), 67);
+    drop(on_rs3);
+    let mut held = rest;
+
+    // A file with an error changes nothing and says where.
+    let good = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, good.replace("weight = 3", "weight = -3")).unwrap();
+    let before = lab.lvsadm(&["-S", "-n"]).unwrap();
+    let (ok, out, err) = reload(&lab);
+    assert!(!ok, "{out}");
+    assert!(
+        err.contains(&path.display().to_string()) && err.contains("nothing changed"),
+        "{err}"
+    );
+    assert_eq!(lab.lvsadm(&["-S", "-n"]).unwrap(), before);
+
+    // SIGHUP does the same as `lvsadm reload`, and tells systemd.
+    std::fs::write(&path, good.replace("weight = 3", "weight = 2")).unwrap();
+    let pid = lab.lvsd.as_ref().and_then(|p| p.pid()).expect("lvsd's pid");
+    seen.clear();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    wait_for("rs2 at weight 2", Duration::from_secs(5), || {
+        lab.lvsadm(&["-L", "-n"]).is_ok_and(|l| {
+            l.lines().any(|l| {
+                l.starts_with(&format!("  -> {rs2} ")) && l.split_whitespace().nth(3) == Some("2")
+            })
+        })
+    })
+    .unwrap_or_else(|e| panic!("{e:#}{}", context(&lab)));
+    wait_for_notice(&notify, &mut seen, "READY=1");
+    assert!(
+        seen.iter().any(|n| n.lines().any(|l| l == "RELOADING=1")),
+        "{seen:?}"
+    );
+    let broken = stream(&mut held, "after SIGHUP");
+    assert!(broken.is_empty(), "{broken:#?}");
+}
