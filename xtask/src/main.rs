@@ -60,6 +60,13 @@ enum Cmd {
     },
     /// rustfmt and clippy on the userspace crates and the eBPF crate.
     Lint,
+    /// Build (release) and install lvsd, lvsadm, the systemd unit and an
+    /// example configuration; an existing configuration is kept.
+    Install {
+        /// Install under this directory instead of / (for packaging).
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
+    },
     /// Side-by-side benchmarks; the report goes to target/bench/.
     Bench {
         /// A short run (a few minutes).
@@ -78,6 +85,7 @@ fn main() -> Result<()> {
     match args.command {
         Cmd::Setup => Ok(()),
         Cmd::Build { release } => build(&root, release),
+        Cmd::Install { root: dest } => install(&root, &dest),
         Cmd::Run { args } => {
             build(&root, true)?;
             let lvsd = root.join("target/release/lvsd");
@@ -174,6 +182,72 @@ fn cargo_with_env(
     Ok(())
 }
 
+/// Where `install` puts each file, from the workspace, with its mode; a
+/// file marked `keep` is not replaced if it exists (the site's own).
+const INSTALLED: [(&str, &str, u32, bool); 5] = [
+    ("target/release/lvsd", "usr/local/sbin/lvsd", 0o755, false),
+    (
+        "target/release/lvsadm",
+        "usr/local/sbin/lvsadm",
+        0o755,
+        false,
+    ),
+    (
+        "docs/systemd/lvsd.service",
+        "etc/systemd/system/lvsd.service",
+        0o644,
+        false,
+    ),
+    ("docs/systemd/lvsd.default", "etc/default/lvsd", 0o644, true),
+    ("docs/systemd/lvs.toml", "etc/lvs/lvs.toml", 0o644, true),
+];
+
+fn install(root: &Path, dest: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    cargo(
+        root,
+        &[],
+        &[
+            "build",
+            "--release",
+            "-p",
+            "lvs-daemon",
+            "-p",
+            "lvs-cli",
+            "--bins",
+        ],
+    )?;
+    for (from, to, mode, keep) in INSTALLED {
+        let target = dest.join(to);
+        if keep && target.exists() {
+            println!("kept      {} (yours)", target.display());
+            continue;
+        }
+        let dir = target.parent().expect("installed paths have a directory");
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        // Beside it, then renamed: a running lvsd's binary is replaced,
+        // not written into.
+        let staged = dir.join(format!(
+            ".{}.new",
+            target.file_name().unwrap_or_default().to_string_lossy()
+        ));
+        std::fs::copy(root.join(from), &staged)
+            .with_context(|| format!("copying {from} to {}", staged.display()))?;
+        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(mode))?;
+        std::fs::rename(&staged, &target)
+            .with_context(|| format!("installing {}", target.display()))?;
+        println!("installed {}", target.display());
+    }
+    if dest == Path::new("/") && Path::new("/run/systemd/system").exists() {
+        let status = Command::new("systemctl").arg("daemon-reload").status()?;
+        if !status.success() {
+            bail!("`systemctl daemon-reload` failed ({status})");
+        }
+        println!("Next: set the interfaces and the configuration in /etc/default/lvsd, then `systemctl enable --now lvsd`; `systemctl reload lvsd` applies a changed configuration.");
+    }
+    Ok(())
+}
+
 fn build(root: &Path, release: bool) -> Result<()> {
     let mut args = vec!["build", "--workspace", "--bins"];
     if release {
@@ -194,6 +268,10 @@ fn test(root: &Path) -> Result<()> {
             "--bins",
             "--test",
             "ipvsadm",
+            "--test",
+            "keepalived_samples",
+            "--test",
+            "examples",
         ],
     )?;
     require_root("the datapath and end-to-end tiers")?;
@@ -232,6 +310,10 @@ fn test(root: &Path) -> Result<()> {
             "deploy",
             "--test",
             "fleet",
+            "--test",
+            "keepalived",
+            "--test",
+            "lifecycle",
             "--",
             "--include-ignored",
             "--test-threads=1",
