@@ -107,6 +107,8 @@ pub struct Pair {
     real_ids: Vec<u64>,
     /// The client, VIP and real servers are IPv6 (`new6`).
     pub ipv6: bool,
+    /// The routers run from keepalived.confs (`use_keepalived_conf`).
+    keepalived: bool,
 }
 
 /// Director `i`'s addresses on the public and private LANs in IPv6.
@@ -173,6 +175,7 @@ impl Pair {
             tag: tag.to_string(),
             real_ids: Vec::new(),
             ipv6,
+            keepalived: false,
         };
         let sw = pair.switch.name.clone();
         for bridge in ["pub", "priv"] {
@@ -337,9 +340,71 @@ impl Pair {
 
     fn write_configs(&self) -> Result<()> {
         for d in 0..2 {
-            std::fs::write(&self.directors[d].config, self.config(d))?;
+            let text = if self.keepalived {
+                self.keepalived_conf(d)
+            } else {
+                self.config(d)
+            };
+            std::fs::write(&self.directors[d].config, text)?;
         }
         Ok(())
+    }
+
+    /// Run both routers from keepalived.confs (`keepalived_conf`) instead
+    /// of our TOML: the same services and pair, as a keepalived site
+    /// writes them.
+    pub fn use_keepalived_conf(&mut self) -> Result<()> {
+        self.keepalived = true;
+        for dir in &mut self.directors {
+            dir.config = dir.config.with_extension("keepalived.conf");
+        }
+        self.write_configs()
+    }
+
+    /// Director `d`'s keepalived.conf: `config(d)`'s services, and a
+    /// unicast vrrp_instance on lan0 with both floating addresses. Adverts
+    /// every 100 ms as our heartbeats; `nopreempt` (with `state BACKUP`, as
+    /// keepalived wants it) as our `[ha]`'s default.
+    pub fn keepalived_conf(&self, d: usize) -> String {
+        let (me, peer) = (&self.directors[d], &self.directors[1 - d]);
+        let kind = match self.method {
+            Method::Nat => "NAT",
+            _ => "DR",
+        };
+        let mut conf = format!(
+            "vrrp_instance VI_LVS {{\n    state BACKUP\n    nopreempt\n    interface lan0\n    \
+             virtual_router_id 51\n    priority 100\n    advert_int 0.1\n    unicast_src_ip {}\n    \
+             unicast_peer {{\n        {}\n    }}\n    authentication {{\n        auth_type PASS\n        \
+             auth_pass \"{KEY}\"\n    }}\n    virtual_ipaddress {{\n",
+            me.lan, peer.lan
+        );
+        for (addr, prefix, iface) in self.floating() {
+            conf += &format!("        {addr}/{prefix} dev {iface}\n");
+        }
+        conf += "    }\n}\n";
+        let base = [(HOLD_PORT, HOLD_PORT), (HTTP_PORT, self.real_http_port())]
+            .map(|(port, real_port)| (port, real_port, "rr", None));
+        let added = self
+            .services
+            .iter()
+            .map(|s| (s.port, s.port, s.scheduler.as_str(), s.persistent));
+        for (port, real_port, scheduler, persistent) in base.into_iter().chain(added) {
+            conf += &format!(
+                "\nvirtual_server {} {port} {{\n    lb_algo {scheduler}\n    lb_kind {kind}\n    protocol TCP\n",
+                self.vip()
+            );
+            if let Some(seconds) = persistent {
+                conf += &format!("    persistence_timeout {seconds}\n");
+            }
+            for rs in &self.reals {
+                conf += &format!(
+                    "    real_server {} {real_port} {{\n        weight 1\n    }}\n",
+                    rs.addr
+                );
+            }
+            conf += "}\n";
+        }
+        conf
     }
 
     /// Add `service` to both routers' configs; `start_servers` then runs
@@ -482,7 +547,11 @@ impl Pair {
             "lan0",
             "-i",
             "priv0",
-            "--config",
+            if self.keepalived {
+                "--keepalived-conf"
+            } else {
+                "--config"
+            },
             &config,
             "--socket",
             &socket,

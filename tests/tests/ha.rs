@@ -305,6 +305,24 @@ fn start_pair(
     (pair, active, backup)
 }
 
+/// The NAT failover of `nat_failover_keeps_the_stream_and_new_connections_resume`,
+/// both routers run from keepalived.confs with a unicast vrrp_instance.
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn a_keepalived_vrrp_pair_fails_over_as_an_ha_pair_does() {
+    let tag = "hakeep";
+    let mut pair = Pair::new(tag, Method::Nat, 2).unwrap_or_else(|e| panic!("building: {e:#}"));
+    pair.use_keepalived_conf()
+        .unwrap_or_else(|e| panic!("writing keepalived.conf: {e:#}"));
+    let (mut pair, active, backup) = start_pair(pair, tag, 2, &[]);
+    let view = pair.ha(active).unwrap_or_else(|e| panic!("{e:#}"));
+    println!("{tag}: the pair from keepalived.conf: {view:?}");
+    match failover_steps(&mut pair, active, backup) {
+        Ok(summary) => println!("{tag} passed: {summary}"),
+        Err(e) => panic!("{tag}: {e:#}\n{}", pair.report()),
+    }
+}
+
 fn failover(tag: &str, method: Method, ipv6: bool) {
     let test_start = Instant::now();
     let (mut pair, active, backup) = if ipv6 {
