@@ -103,6 +103,7 @@ pub fn selftest_lab(tag: &str, method: Method) -> Result<Lab> {
         edge: None,
         ifaces: vec!["veth10".into(), "veth12".into()],
         socket: dir.join("lvsd.sock"),
+        bpffs: None,
         dir,
     };
 
@@ -310,6 +311,7 @@ pub fn one_lan_dr(tag: &str, reals: u8) -> Result<Lab> {
         edge: None,
         ifaces: vec!["lan0".into()],
         socket: dir.join("lvsd.sock"),
+        bpffs: None,
         dir,
     };
     let sw = lab.router.as_ref().expect("just set").name.clone();

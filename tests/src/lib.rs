@@ -377,20 +377,27 @@ pub fn lvsadm_at(socket: &Path, args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Remove the owner records (`/run/lvs/director-<netns>-<pid>.pid`) that
-/// lvsds killed in the namespaces `netns_ids` left, and the files in
+/// Remove the owner records (`/run/lvs/director-<netns>-<pid>.pid`) and
+/// handover records (`handover-director-<netns>-<pid>.json`) that lvsds
+/// killed or stopped in the namespaces `netns_ids` left, and the files in
 /// `also` there (e.g. a real server's preparation record).
 pub fn remove_records(netns_ids: &[u64], also: &[String]) {
     let ours: Vec<String> = netns_ids
         .iter()
-        .map(|id| format!("director-{id}-"))
+        .flat_map(|id| {
+            [
+                format!("director-{id}-"),
+                format!("handover-director-{id}-"),
+            ]
+        })
         .collect();
     let Ok(entries) = std::fs::read_dir("/run/lvs") else {
         return;
     };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let owner = name.ends_with(".pid") && ours.iter().any(|p| name.starts_with(p.as_str()));
+        let owner = (name.ends_with(".pid") || name.ends_with(".json"))
+            && ours.iter().any(|p| name.starts_with(p.as_str()));
         if owner || also.contains(&name) {
             let _ = std::fs::remove_file(entry.path());
         }

@@ -206,19 +206,28 @@ pub struct Lab {
     pub ifaces: Vec<String>,
     pub dir: PathBuf,
     pub socket: PathBuf,
+    /// A bpffs of the lab's, for lvsd's `--bpffs` (`mount_bpffs`).
+    pub bpffs: Option<PathBuf>,
 }
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        // lvsd first (it detaches and removes its socket), then the real
-        // servers' preparation (its undo record lives outside the
-        // namespace), then the files; the fields then drop the servers and
-        // the namespaces.
+        // lvsd first (it detaches, or hands its datapath over, and removes
+        // its socket), then the real servers' preparation (its undo record
+        // lives outside the namespace), then what a handed-over datapath
+        // left (its pins with the lab's bpffs, its records), then the
+        // files; the fields then drop the servers and the namespaces.
         if let Some(mut lvsd) = self.lvsd.take() {
             lvsd.stop();
         }
         for rs in self.reals.iter().filter(|rs| rs.prepared) {
             let _ = rs.realserver(&["teardown"]);
+        }
+        if let Some(bpffs) = &self.bpffs {
+            let _ = crate::run("umount", &[&bpffs.display().to_string()]);
+        }
+        if let Ok(id) = crate::pair::netns_id(&self.director.name) {
+            crate::remove_records(&[id], &[]);
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
@@ -358,6 +367,7 @@ impl Lab {
             ifaces: vec!["cli0".to_string()],
             socket: dir.join("lvsd.sock"),
             dir,
+            bpffs: None,
         };
 
         lab.link(
@@ -440,6 +450,7 @@ impl Lab {
             ifaces: vec!["lan0".to_string()],
             socket: dir.join("lvsd.sock"),
             dir,
+            bpffs: None,
         };
         let router = lab.router.as_ref().expect("just set").name.clone();
         let (cli, dir_ns) = (lab.client.name.clone(), lab.director.name.clone());
@@ -589,6 +600,17 @@ impl Lab {
         exec_in(peer_ns, &["ip", "addr", "add", peer_addr, "dev", "eth0"])?;
         exec_in(peer_ns, &["ip", "link", "set", "eth0", "up"])?;
         exec_in(peer_ns, &["ip", "route", "add", "default", "via", gateway]).map(drop)
+    }
+
+    /// Mount a bpffs of the lab's (`ip netns exec` hides the host's), for
+    /// lvsd's `--bpffs`: its datapath then outlives it, for the next lvsd
+    /// to take over. Unmounted when the lab drops.
+    pub fn mount_bpffs(&mut self) -> Result<PathBuf> {
+        let bpffs = self.dir.join("bpffs");
+        std::fs::create_dir_all(&bpffs)?;
+        crate::run("mount", &["-t", "bpf", "bpf", &bpffs.display().to_string()])?;
+        self.bpffs = Some(bpffs.clone());
+        Ok(bpffs)
     }
 
     /// Start `lvsd` on every director interface, optionally with a config.

@@ -259,3 +259,143 @@ fn a_reload_changes_weights_removes_and_adds_servers_without_losing_a_connection
     let broken = stream(&mut held, "after SIGHUP");
     assert!(broken.is_empty(), "{broken:#?}");
 }
+
+/// `-L -n --stats --exact`'s service line: Conns, InPkts, OutPkts.
+fn service_stats(lab: &Lab) -> [u64; 3] {
+    let listing = lab.lvsadm(&["-L", "-n", "--stats", "--exact"]).unwrap();
+    let line = listing
+        .lines()
+        .find(|l| l.starts_with("TCP  198.18.0.10:7000"))
+        .unwrap_or_else(|| panic!("{listing}"));
+    let numbers: Vec<u64> = line
+        .split_whitespace()
+        .skip(2)
+        .take(3)
+        .map(|n| n.parse().unwrap())
+        .collect();
+    [numbers[0], numbers[1], numbers[2]]
+}
+
+/// `-L -n`'s ActiveConn, summed over the servers.
+fn active(lab: &Lab) -> u64 {
+    lab.lvsadm(&["-L", "-n"])
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with("  -> ") && !l.contains("RemoteAddress"))
+        .filter_map(|l| l.split_whitespace().nth(4)?.parse::<u64>().ok())
+        .sum()
+}
+
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn a_restart_takes_over_the_datapath_without_losing_a_connection() {
+    let mut lab = Lab::new("lvs-restart", 3).expect("building the lab");
+    lab.start_servers(8080, 5353)
+        .expect("starting HTTP servers");
+    lab.start_hold_servers(7000).expect("starting hold servers");
+    let bpffs = lab.mount_bpffs().unwrap().display().to_string();
+    let path = lab.dir.join("lvs.toml");
+    let mut toml =
+        format!("[[service]]\nprotocol = \"tcp\"\naddress = \"{VIP}\"\nscheduler = \"rr\"\n");
+    for rs in &lab.reals {
+        toml += &format!(
+            "\n[[service.real]]\naddress = \"{}:7000\"\nmethod = \"nat\"\n",
+            rs.addr
+        );
+    }
+    std::fs::write(&path, toml).unwrap();
+    let flags = ["--bpffs", bpffs.as_str()];
+    lab.start_lvsd_with(Some(&path), &flags)
+        .unwrap_or_else(|e| panic!("{e:#}"));
+
+    let mut held = Vec::new();
+    open(&lab, &mut held, STREAMS);
+    assert!(stream(&mut held, "first").is_empty());
+    let streaming = Arc::new(AtomicBool::new(true));
+    let streamer = {
+        let streaming = streaming.clone();
+        std::thread::spawn(move || {
+            let (mut rounds, mut broken) = (0, Vec::new());
+            while streaming.load(Ordering::Relaxed) || rounds < 2 {
+                broken.extend(stream(&mut held, &format!("round {rounds}")));
+                rounds += 1;
+            }
+            (held, rounds, broken)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let before = service_stats(&lab);
+    assert_eq!(before[0], STREAMS as u64, "{}", context(&lab));
+    wait_for("ActiveConn counted", Duration::from_secs(5), || {
+        active(&lab) == STREAMS as u64
+    })
+    .unwrap_or_else(|e| panic!("{e:#}{}", context(&lab)));
+
+    // Stopped: the datapath goes on forwarding the streams alone.
+    let log_before = lab.lvsd_log();
+    lab.lvsd.take().expect("lvsd runs").stop();
+    std::thread::sleep(Duration::from_millis(800));
+    // Started again: it takes the tables over, then the interfaces.
+    lab.start_lvsd_with(Some(&path), &flags)
+        .unwrap_or_else(|e| panic!("{e:#}\n{log_before}"));
+    let log = lab.lvsd_log();
+    assert!(
+        log.contains("took over the tables of the lvsd before this one")
+            && log.contains("conns=200"),
+        "{log}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    streaming.store(false, Ordering::Relaxed);
+    let (mut held, rounds, broken) = streamer.join().expect("the streaming thread");
+    println!("{STREAMS} connections streamed {rounds} rounds through the stop and the start");
+    assert!(
+        broken.is_empty(),
+        "{} broken: {broken:#?}{}",
+        broken.len(),
+        context(&lab)
+    );
+
+    // The counters go on from where they were; the counts are carried.
+    let after = service_stats(&lab);
+    println!("service counters before the stop {before:?}, after the start {after:?}");
+    assert!(
+        after[0] == before[0] && after[1] > before[1] && after[2] > before[2],
+        "{before:?} {after:?}"
+    );
+    wait_for("ActiveConn recounted", Duration::from_secs(5), || {
+        active(&lab) == STREAMS as u64
+    })
+    .unwrap_or_else(|e| panic!("{e:#}{}", context(&lab)));
+    let mut fresh = Vec::new();
+    assert_eq!(open(&lab, &mut fresh, 30).len(), 3, "{}", context(&lab));
+    assert!(stream(&mut held, "last").is_empty());
+    drop((held, fresh));
+
+    // `lvsd --clean` removes what a stop leaves.
+    lab.lvsd.take().expect("lvsd runs").stop();
+    let lvsd = bin("lvsd").display().to_string();
+    let out = lab
+        .director
+        .exec(&[&lvsd, "--clean", "--bpffs", &bpffs])
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("detached the director from"),
+        "{text}"
+    );
+    for iface in &lab.ifaces {
+        let filters = lab
+            .director
+            .exec(&["tc", "filter", "show", "dev", iface, "ingress"])
+            .unwrap();
+        assert!(
+            filters.stdout.is_empty(),
+            "{iface}: {}",
+            String::from_utf8_lossy(&filters.stdout)
+        );
+    }
+    let pins: Vec<_> = std::fs::read_dir(std::path::Path::new(&bpffs).join("lvs"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(pins.is_empty(), "{pins:?}");
+}

@@ -318,6 +318,18 @@ impl Datapath for FakeDatapath {
         self.real_stats.remove(&index);
         Ok(())
     }
+    fn seed_service_counters(
+        &mut self,
+        index: u32,
+        counters: Counters,
+    ) -> Result<(), DatapathError> {
+        self.service_stats.insert(index, counters);
+        Ok(())
+    }
+    fn seed_real_counters(&mut self, index: u32, counters: Counters) -> Result<(), DatapathError> {
+        self.real_stats.insert(index, counters);
+        Ok(())
+    }
     fn verdicts(&self) -> Result<Vec<(Verdict, u64)>, DatapathError> {
         Ok(Verdict::ALL.iter().map(|v| (*v, 0)).collect())
     }

@@ -301,15 +301,15 @@ fn attach_xdp(
     ifindex: u32,
     lifetime: Lifetime,
     choice: DatapathChoice,
-    kept: &mut KeptGuard,
+    kept: &mut Vec<(u32, XdpAttachMode)>,
 ) -> Result<Option<&'static str>, DatapathError> {
     if lifetime == Lifetime::Kernel {
         let mode = attach_kept(program, iface, ifindex)?;
-        kept.0.push((ifindex, mode));
+        kept.push((ifindex, mode));
         return Ok(match mode {
             XdpAttachMode::Native => Some("native"),
             XdpAttachMode::Generic if choice == DatapathChoice::Auto => {
-                detach_kept(&mut vec![kept.0.pop().expect("pushed above")]);
+                detach_kept(&mut vec![kept.pop().expect("pushed above")]);
                 None
             }
             XdpAttachMode::Generic => Some("generic"),
@@ -435,6 +435,91 @@ pub fn director_attached(iface: &str) -> Result<bool, DatapathError> {
     Ok(xdp || tc_director_on(iface))
 }
 
+/// `lvsd --clean`: remove what lvsds of this network namespace left
+/// forwarding (a clean stop hands the datapath over; a killed lvsd leaves
+/// it): the director on each interface they recorded, their pins and
+/// records. Refused while an lvsd runs here. Returns what it removed, a
+/// line each.
+pub fn clean(bpffs: &Path) -> Result<Vec<String>, DatapathError> {
+    let netns = crate::netconf::netns_id().map_err(|e| DatapathError::Record {
+        call: "stat /proc/self/ns/net",
+        path: "/proc/self/ns/net".into(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    let run = Path::new("/run/lvs");
+    let ours = |name: &str, prefix: &str, suffix: &str| -> Option<String> {
+        name.strip_prefix(&format!("{prefix}-{netns}-"))?
+            .strip_suffix(suffix)
+            .map(str::to_string)
+    };
+    let listed = |dir: &Path| -> Vec<String> {
+        std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let records: Vec<(PathBuf, u32)> = listed(run)
+        .into_iter()
+        .filter_map(|name| {
+            let ifindex = ours(&name, "director", ".pid")?.parse().ok()?;
+            Some((run.join(name), ifindex))
+        })
+        .collect();
+    for (record, ifindex) in &records {
+        if let Some(pid) = live_owner(record) {
+            return Err(DatapathError::InUse {
+                iface: nix::net::if_::if_indextoname(*ifindex)
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_else(|_| ifindex.to_string()),
+                pid,
+                record: record.display().to_string(),
+            });
+        }
+    }
+    let mut done = Vec::new();
+    for (record, ifindex) in records {
+        if let Ok(name) = nix::net::if_::if_indextoname(ifindex) {
+            let iface = name.to_string_lossy().into_owned();
+            let xdp = [XdpAttachMode::Native, XdpAttachMode::Generic]
+                .into_iter()
+                .any(|mode| netlink::set_xdp(ifindex, -1, mode).is_ok());
+            let tc = qdisc_detach_program(&iface, TcAttachType::Ingress, DIRECTOR_TC).is_ok();
+            if xdp || tc {
+                done.push(format!("detached the director from {iface}"));
+            }
+        }
+        let _ = std::fs::remove_file(&record);
+    }
+    let root = bpffs.join("lvs");
+    for name in listed(&root) {
+        let Some(pid) = name
+            .strip_prefix(&format!("director-{netns}-"))
+            .and_then(|pid| pid.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
+            == Err(nix::errno::Errno::ESRCH)
+        {
+            unpin(&root.join(&name));
+            done.push(format!(
+                "removed the tables pinned in {}",
+                root.join(name).display()
+            ));
+        }
+    }
+    for name in listed(run) {
+        if ours(&name, "handover-director", ".json").is_some() {
+            let _ = std::fs::remove_file(run.join(&name));
+        }
+    }
+    Ok(done)
+}
+
 fn write_owner_record(record: &Path) -> Result<(), DatapathError> {
     let write = || -> std::io::Result<()> {
         use std::os::unix::fs::DirBuilderExt;
@@ -451,6 +536,15 @@ fn write_owner_record(record: &Path) -> Result<(), DatapathError> {
     })
 }
 
+/// An interface `load_for` planned and `attach_interfaces` attaches.
+struct Pending {
+    iface: String,
+    ifindex: u32,
+    /// XDP, or the tc director.
+    xdp: bool,
+    reason: String,
+}
+
 pub struct KernelDatapath {
     /// Owns the program and its links: dropping it detaches everywhere.
     ebpf: Ebpf,
@@ -459,6 +553,12 @@ pub struct KernelDatapath {
     /// tc attachments taken out of aya's keeping (`Lifetime::Kernel`):
     /// dropped (detached) with the datapath, left behind by a killed lvsd.
     _tc_kept: Vec<KeptTc>,
+    /// `EGRESS`: the XDP interfaces a frame may leave by.
+    egress: DevMapHash<MapData>,
+    /// Interfaces loaded for but not attached yet (`attach_interfaces`).
+    pending: Vec<Pending>,
+    lifetime: Lifetime,
+    choice: DatapathChoice,
     next_hops: HashMap<MapData, [u8; 4], NextHop>,
     next_hops6: HashMap<MapData, In6, NextHop<In6>>,
     reply_services: HashMap<MapData, ReplyKey, ReplyServices>,
@@ -581,8 +681,8 @@ macro_rules! typed {
 }
 
 /// Load the programs the directors tail-call and put each in its slot,
-/// pinning the arrays under the bpffs `pins` if given.
-fn tail_called(ebpf: &mut Ebpf, pins: Option<&Path>) -> Result<TailCalled, DatapathError> {
+/// pinning the arrays beside the maps `kept` pinned.
+fn tail_called(ebpf: &mut Ebpf, mut kept: TailCalled) -> Result<TailCalled, DatapathError> {
     for (_, _, program, xdp) in TAIL_CALLED {
         if xdp {
             let loaded: &mut Xdp = ebpf
@@ -596,17 +696,6 @@ fn tail_called(ebpf: &mut Ebpf, pins: Option<&Path>) -> Result<TailCalled, Datap
         }
         .map_err(|source| DatapathError::Program { program, source })?;
     }
-    let mut kept = TailCalled {
-        arrays: Vec::new(),
-        pinned: match pins.map(|bpffs| (is_bpffs(bpffs), bpffs)) {
-            Some((Ok(()), bpffs)) => Some(pin_dir(bpffs)?),
-            Some((Err(e), _)) => {
-                tracing::warn!("{e}: {UNPINNED}");
-                None
-            }
-            None => None,
-        },
-    };
     for (name, slot, program, _) in TAIL_CALLED {
         if !kept.arrays.iter().any(|(taken, _)| *taken == name) {
             let map = take(ebpf, name)?;
@@ -649,6 +738,22 @@ struct TailCalled {
 }
 
 impl TailCalled {
+    /// Nothing held yet; pins go under the bpffs `pins`, if given (and a
+    /// bpffs).
+    fn pinned_under(pins: Option<&Path>) -> Result<Self, DatapathError> {
+        Ok(Self {
+            arrays: Vec::new(),
+            pinned: match pins.map(|bpffs| (is_bpffs(bpffs), bpffs)) {
+                Some((Ok(()), bpffs)) => Some(pin_dir(bpffs)?),
+                Some((Err(e), _)) => {
+                    tracing::warn!("{e}: {UNPINNED}");
+                    None
+                }
+                None => None,
+            },
+        })
+    }
+
     /// Pin `map` as `name`; if that fails, nothing stays pinned (a warning
     /// says what it costs).
     fn pin(&mut self, name: &str, map: &aya::maps::Map) {
@@ -679,7 +784,7 @@ const UNPINNED: &str = "if lvsd dies, its datapath stops forwarding IPv6 and ICM
      (see lvsd --bpffs)";
 
 /// Whether `path` is a bpffs mount.
-fn is_bpffs(path: &Path) -> Result<(), String> {
+pub fn is_bpffs(path: &Path) -> Result<(), String> {
     const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
     let fs =
         nix::sys::statfs::statfs(path).map_err(|e| format!("statfs {}: {e}", path.display()))?;
@@ -710,37 +815,54 @@ fn unpin(dir: &Path) {
     for (name, ..) in TAIL_CALLED {
         let _ = std::fs::remove_file(dir.join(name));
     }
+    for name in HANDED_OVER {
+        let _ = std::fs::remove_file(dir.join(name));
+    }
     let _ = std::fs::remove_dir(dir);
 }
 
-/// Remove the pins of lvsds of this namespace that are gone, beside
-/// `own` (this lvsd's): their datapath was just replaced.
-fn unpin_the_dead(own: &Path) {
+/// The maps a datapath that outlives lvsd pins beside its program arrays,
+/// for the next lvsd to take its connections, templates and counters
+/// from (`Previous`).
+const HANDED_OVER: [&str; 10] = [
+    "CONNS",
+    "CONNS6",
+    "TEMPLATES",
+    "TEMPLATES6",
+    "SERVICES",
+    "SERVICES6",
+    "REALS",
+    "REALS6",
+    "SERVICE_STATS",
+    "REAL_STATS",
+];
+
+/// The pin directories of lvsds of this namespace that are gone, beside
+/// `own` (this lvsd's).
+fn dead_pin_dirs(own: &Path) -> Vec<PathBuf> {
     let (Some(root), Some(name)) = (own.parent(), own.file_name()) else {
-        return;
+        return Vec::new();
     };
     let name = name.to_string_lossy();
     let Some((prefix, _)) = name.rsplit_once('-') else {
-        return;
+        return Vec::new();
     };
     let Ok(entries) = std::fs::read_dir(root) else {
-        return;
+        return Vec::new();
     };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name
-            .strip_prefix(&format!("{prefix}-"))
-            .and_then(|pid| pid.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let gone = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
-            == Err(nix::errno::Errno::ESRCH);
-        if gone {
-            tracing::info!(dir = %entry.path().display(), "removing what a killed lvsd pinned");
-            unpin(&entry.path());
-        }
-    }
+    entries
+        .flatten()
+        .filter(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            name.strip_prefix(&format!("{prefix}-"))
+                .and_then(|pid| pid.parse::<i32>().ok())
+                .is_some_and(|pid| {
+                    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
+                        == Err(nix::errno::Errno::ESRCH)
+                })
+        })
+        .map(|entry| entry.path())
+        .collect()
 }
 
 /// An mmapable array of the object, mapped (see `mapped.rs`).
@@ -792,6 +914,23 @@ impl KernelDatapath {
         choice: DatapathChoice,
         pins: Option<&Path>,
     ) -> Result<Self, DatapathError> {
+        let mut datapath = Self::load_for(ifaces, settings, limits, lifetime, choice, pins)?;
+        datapath.attach_interfaces()?;
+        datapath.forget_the_dead();
+        Ok(datapath)
+    }
+
+    /// The first half of `attach_for`: the object loaded, its maps ready
+    /// to be written, nothing attached yet (a restarting lvsd fills the
+    /// maps with what the previous one left before it takes over).
+    pub fn load_for(
+        ifaces: &[String],
+        settings: Settings,
+        limits: Limits,
+        lifetime: Lifetime,
+        choice: DatapathChoice,
+        pins: Option<&Path>,
+    ) -> Result<Self, DatapathError> {
         let limits = limits.check()?;
         let ifindexes = ifaces
             .iter()
@@ -812,7 +951,18 @@ impl KernelDatapath {
             loader.map_max_entries(map, entries);
         }
         let mut ebpf = loader.load(EBPF_OBJECT)?;
-        let mut egress: DevMapHash<MapData> = typed!(&mut ebpf, DevMapHash<MapData>, "EGRESS");
+        let pins = match (lifetime, pins) {
+            (Lifetime::Kernel, Some(bpffs)) => Some(bpffs),
+            _ => None,
+        };
+        let mut kept_maps = TailCalled::pinned_under(pins)?;
+        for name in HANDED_OVER {
+            let map = ebpf
+                .map(name)
+                .ok_or(DatapathError::MissingMap { map: name })?;
+            kept_maps.pin(name, map);
+        }
+        let egress: DevMapHash<MapData> = typed!(&mut ebpf, DevMapHash<MapData>, "EGRESS");
         let plan: Vec<(bool, String)> = ifaces.iter().map(|i| choose(i, choice)).collect();
         let services = typed!(&mut ebpf, HashMap<MapData, ServiceKey, Service>, "SERVICES");
         let services6 =
@@ -871,11 +1021,7 @@ impl KernelDatapath {
                 .load()
                 .map_err(|source| DatapathError::Program { program, source })?;
         }
-        let pins = match (lifetime, pins) {
-            (Lifetime::Kernel, Some(bpffs)) => Some(bpffs),
-            _ => None,
-        };
-        let tail_called = tail_called(&mut ebpf, pins)?;
+        let tail_called = tail_called(&mut ebpf, kept_maps)?;
         let program: &mut Xdp = ebpf
             .program_mut(DIRECTOR)
             .ok_or(DatapathError::MissingProgram { program: DIRECTOR })?
@@ -889,62 +1035,19 @@ impl KernelDatapath {
             source,
         })?;
 
-        let mut attachments = Vec::new();
-        let mut kept = KeptGuard(Vec::new());
-        let mut tc_links = Vec::new();
-        for ((iface, &ifindex), (mut xdp, mut reason)) in ifaces.iter().zip(&ifindexes).zip(plan) {
-            let mut mode = String::new();
-            if xdp {
-                let program: &mut Xdp = ebpf
-                    .program_mut(DIRECTOR)
-                    .expect("loaded above")
-                    .try_into()
-                    .expect("an XDP program");
-                match attach_xdp(program, iface, ifindex, lifetime, choice, &mut kept)? {
-                    Some(m) => mode = m.into(),
-                    None => {
-                        xdp = false;
-                        reason = "no native XDP in its driver".into();
-                    }
-                }
-            }
-            if xdp {
-                egress.insert(ifindex, ifindex, None, 0).map_err(|source| {
-                    DatapathError::Egress {
-                        iface: iface.clone(),
-                        source,
-                    }
-                })?;
-                // Frames XDP could not address go on through lvs_neigh.
-                classifier(&mut ebpf, NEIGH)?
-                    .attach(iface, TcAttachType::Ingress)
-                    .map_err(|source| DatapathError::TcAttach {
-                        program: NEIGH,
-                        iface: iface.clone(),
-                        source,
-                    })?;
-            } else {
-                let (link, how) = attach_tc(&mut ebpf, iface, ifindex, lifetime)?;
-                mode = how.into();
-                if let Some(link) = link {
-                    tc_links.push(link);
-                }
-            }
-            let datapath = if xdp { "xdp" } else { "tc" };
-            tracing::info!(%iface, datapath, %mode, "director attached: {reason}");
-            attachments.push(Attachment {
+        let pending = ifaces
+            .iter()
+            .zip(&ifindexes)
+            .zip(plan)
+            .map(|((iface, &ifindex), (xdp, reason))| Pending {
                 iface: iface.clone(),
                 ifindex,
-                datapath: datapath.into(),
-                mode,
+                xdp,
                 reason,
-            });
-        }
-        if let Some(own) = &tail_called.pinned {
-            unpin_the_dead(own);
-        }
+            })
+            .collect();
         // Taken maps must outlive the program loads that refer to them.
-        drop((egress, settings_map));
+        drop(settings_map);
         let next_hops = typed!(&mut ebpf, HashMap<MapData, [u8; 4], NextHop>, "NEXT_HOPS");
         let next_hops6 = typed!(&mut ebpf, HashMap<MapData, In6, NextHop<In6>>, "NEXT_HOPS6");
         let reply_services =
@@ -956,8 +1059,12 @@ impl KernelDatapath {
         let conn_changes6 = Some(typed!(&mut ebpf, RingBuf<MapData>, "CONN_CHANGES6"));
         Ok(Self {
             ebpf,
-            kept: std::mem::take(&mut kept.0),
-            _tc_kept: tc_links,
+            kept: Vec::new(),
+            _tc_kept: Vec::new(),
+            egress,
+            pending,
+            lifetime,
+            choice,
             next_hops,
             next_hops6,
             reply_services,
@@ -999,8 +1106,126 @@ impl KernelDatapath {
             limits,
             settings,
             announcer: None,
-            attachments,
+            attachments: Vec::new(),
         })
+    }
+
+    /// The second half of `attach_for`: the director on every interface
+    /// (replacing what an lvsd that is gone left there). An error leaves
+    /// attached what was, for the datapath's drop to detach.
+    pub fn attach_interfaces(&mut self) -> Result<(), DatapathError> {
+        let (lifetime, choice) = (self.lifetime, self.choice);
+        for Pending {
+            iface,
+            ifindex,
+            mut xdp,
+            mut reason,
+        } in std::mem::take(&mut self.pending)
+        {
+            let iface = &iface;
+            let ebpf = &mut self.ebpf;
+            let mut mode = String::new();
+            if xdp {
+                let program: &mut Xdp = ebpf
+                    .program_mut(DIRECTOR)
+                    .expect("loaded above")
+                    .try_into()
+                    .expect("an XDP program");
+                match attach_xdp(program, iface, ifindex, lifetime, choice, &mut self.kept)? {
+                    Some(m) => mode = m.into(),
+                    None => {
+                        xdp = false;
+                        reason = "no native XDP in its driver".into();
+                    }
+                }
+            }
+            if xdp {
+                self.egress
+                    .insert(ifindex, ifindex, None, 0)
+                    .map_err(|source| DatapathError::Egress {
+                        iface: iface.clone(),
+                        source,
+                    })?;
+                // Frames XDP could not address go on through lvs_neigh.
+                classifier(ebpf, NEIGH)?
+                    .attach(iface, TcAttachType::Ingress)
+                    .map_err(|source| DatapathError::TcAttach {
+                        program: NEIGH,
+                        iface: iface.clone(),
+                        source,
+                    })?;
+            } else {
+                let (link, how) = attach_tc(ebpf, iface, ifindex, lifetime)?;
+                mode = how.into();
+                if let Some(link) = link {
+                    self._tc_kept.push(link);
+                }
+            }
+            let datapath = if xdp { "xdp" } else { "tc" };
+            tracing::info!(%iface, datapath, %mode, "director attached: {reason}");
+            self.attachments.push(Attachment {
+                iface: iface.clone(),
+                ifindex,
+                datapath: datapath.into(),
+                mode,
+                reason,
+            });
+        }
+        Ok(())
+    }
+
+    /// Remove what lvsds of this namespace that are gone left pinned:
+    /// their datapath was replaced by this one.
+    pub fn forget_the_dead(&self) {
+        if let Some(own) = &self._tail_called.pinned {
+            for dir in dead_pin_dirs(own) {
+                tracing::info!(dir = %dir.display(), "removing what an lvsd that is gone pinned");
+                unpin(&dir);
+            }
+        }
+    }
+
+    /// The tables the last lvsd of this namespace that is gone left pinned
+    /// (after a clean stop, or killed), if its datapath outlived it; read
+    /// them before `attach_interfaces` replaces that datapath.
+    ///
+    /// Tables that cannot be read (another layout) are an error: the
+    /// caller must not replace a datapath whose connections it cannot
+    /// carry.
+    pub fn previous(&self) -> Result<Option<crate::previous::Previous>, DatapathError> {
+        let Some(own) = self._tail_called.pinned.as_ref() else {
+            return Ok(None);
+        };
+        // The newest: the one whose datapath is attached now.
+        let newest = dead_pin_dirs(own)
+            .into_iter()
+            .max_by_key(|d| std::fs::metadata(d).and_then(|m| m.modified()).ok());
+        match newest {
+            // An lvsd from before the tables were pinned left only its
+            // program arrays: nothing to carry.
+            Some(dir) if dir.join("CONNS").exists() => {
+                crate::previous::Previous::open(&dir).map(Some)
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Where this datapath's tables are pinned, if they are.
+    pub fn pin_dir(&self) -> Option<&Path> {
+        self._tail_called.pinned.as_deref()
+    }
+
+    /// Whether this datapath can outlive lvsd and be taken over by the
+    /// next: attached by netlink, its tables and program arrays pinned.
+    pub fn can_hand_over(&self) -> bool {
+        self.lifetime == Lifetime::Kernel && self._tail_called.pinned.is_some()
+    }
+
+    /// Leave the datapath forwarding when lvsd exits (as IPVS outlives
+    /// ipvsadm): attachments, pins and owner records stay, for the next
+    /// lvsd to take over (`previous`) or `lvsd --clean` to remove.
+    pub fn hand_over(self) {
+        std::mem::forget(self);
     }
 
     /// The liveness stamp, for the one task that refreshes it (once: later
@@ -1148,6 +1373,13 @@ impl KernelDatapath {
     fn zeroed<T: aya::Pod + Default>(&self) -> PerCpuValues<T> {
         PerCpuValues::try_from(vec![T::default(); self.cpus]).expect("one value per CPU")
     }
+
+    /// `counters` on the first CPU, zero on the others: the sum is it.
+    fn seeded(&self, counters: Counters) -> PerCpuValues<Counters> {
+        let mut values = vec![Counters::default(); self.cpus];
+        values[0] = counters;
+        PerCpuValues::try_from(values).expect("one value per CPU")
+    }
 }
 
 /// `BPF_PROG_TEST_RUN` of an XDP program. The output starts at the frame's
@@ -1246,7 +1478,7 @@ unsafe fn batch(
 
 /// Every entry of a hash map; an entry deleted while the walk passes it
 /// is skipped, not an error.
-fn entries<K: aya::Pod, V: aya::Pod>(
+pub(crate) fn entries<K: aya::Pod, V: aya::Pod>(
     map: &HashMap<MapData, K, V>,
     name: &'static str,
 ) -> Result<Vec<(K, V)>, DatapathError> {
@@ -1425,7 +1657,7 @@ fn remove<K: aya::Pod, V: aya::Pod>(
     }
 }
 
-pub(super) fn map_err(
+pub(crate) fn map_err(
     op: &'static str,
     map: &'static str,
 ) -> impl FnOnce(MapError) -> DatapathError {
@@ -1608,6 +1840,22 @@ impl Datapath for KernelDatapath {
         let zero = self.zeroed();
         self.real_stats
             .set(index, zero, 0)
+            .map_err(map_err("bpf_map_update_elem", "REAL_STATS"))
+    }
+    fn seed_service_counters(
+        &mut self,
+        index: u32,
+        counters: Counters,
+    ) -> Result<(), DatapathError> {
+        let seeded = self.seeded(counters);
+        self.service_stats
+            .set(index, seeded, 0)
+            .map_err(map_err("bpf_map_update_elem", "SERVICE_STATS"))
+    }
+    fn seed_real_counters(&mut self, index: u32, counters: Counters) -> Result<(), DatapathError> {
+        let seeded = self.seeded(counters);
+        self.real_stats
+            .set(index, seeded, 0)
             .map_err(map_err("bpf_map_update_elem", "REAL_STATS"))
     }
     fn connections<A: Family>(&self) -> Result<ConnEntries<A>, DatapathError> {
@@ -1866,7 +2114,7 @@ fn summed_batch<T: aya::Pod + Default>(
     Ok(out)
 }
 
-fn sum(per_cpu: PerCpuValues<Counters>) -> Result<Counters, DatapathError> {
+pub(crate) fn sum(per_cpu: PerCpuValues<Counters>) -> Result<Counters, DatapathError> {
     let mut total = Counters::default();
     for c in per_cpu.iter() {
         total.add(c);
@@ -1881,10 +2129,6 @@ pub(super) fn monotonic_ns() -> Result<u64, DatapathError> {
     Ok(now.tv_sec() as u64 * 1_000_000_000 + now.tv_nsec() as u64)
 }
 
-/// Netlink attachments made so far; detached unless handed over (an attach
-/// that fails half way leaves nothing behind).
-struct KeptGuard(Vec<(u32, XdpAttachMode)>);
-
 fn detach_kept(kept: &mut Vec<(u32, XdpAttachMode)>) {
     for (ifindex, mode) in kept.drain(..) {
         if let Err(e) = netlink::set_xdp(ifindex, -1, mode) {
@@ -1893,12 +2137,6 @@ fn detach_kept(kept: &mut Vec<(u32, XdpAttachMode)>) {
         if let Ok(record) = owner_record(ifindex) {
             let _ = std::fs::remove_file(record);
         }
-    }
-}
-
-impl Drop for KeptGuard {
-    fn drop(&mut self) {
-        detach_kept(&mut self.0);
     }
 }
 

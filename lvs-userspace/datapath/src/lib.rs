@@ -15,6 +15,7 @@ mod kernel;
 mod limits;
 mod mapped;
 pub mod netconf;
+pub mod previous;
 pub mod process;
 pub mod realserver;
 mod standalone;
@@ -24,8 +25,8 @@ pub mod fake;
 
 pub use family::Family;
 pub use kernel::{
-    director_attached, Attachment, ConnChanges, DatapathChoice, KernelDatapath, Lifetime, Liveness,
-    ProgramStats, TestRun,
+    clean, director_attached, is_bpffs, Attachment, ConnChanges, DatapathChoice, KernelDatapath,
+    Lifetime, Liveness, ProgramStats, TestRun,
 };
 pub use limits::Limits;
 pub use standalone::{test_run_attached, StandaloneXdp, XdpAttachMode};
@@ -223,6 +224,14 @@ pub trait Datapath: Send {
     /// Zero the counters of a newly allocated service or real index.
     fn reset_service_counters(&mut self, index: u32) -> Result<(), DatapathError>;
     fn reset_real_counters(&mut self, index: u32) -> Result<(), DatapathError>;
+    /// Start a newly allocated index's counters at `counters`: what the
+    /// lvsd before this one counted for the same service or server.
+    fn seed_service_counters(
+        &mut self,
+        index: u32,
+        counters: Counters,
+    ) -> Result<(), DatapathError>;
+    fn seed_real_counters(&mut self, index: u32, counters: Counters) -> Result<(), DatapathError>;
     fn verdicts(&self) -> Result<Vec<(Verdict, u64)>, DatapathError>;
     /// Half-open entries evicted by newer SYNs (the SYN-flood defence).
     fn half_open_evicted(&self) -> Result<u64, DatapathError>;

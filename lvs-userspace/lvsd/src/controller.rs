@@ -1334,6 +1334,11 @@ impl<D: Datapath> Controller<D> {
         &mut self.datapath
     }
 
+    /// The datapath, for a stopping lvsd to leave forwarding.
+    pub fn into_datapath(self) -> D {
+        self.datapath
+    }
+
     /// Apply a batch: all of it, or none of it. First the plan: the whole
     /// batch against the state (only the services it touches are copied, to
     /// be put back), local servers and capacity checked. Then the writes,
@@ -2357,6 +2362,66 @@ impl<D: Datapath> Controller<D> {
             }
         }
         Ok(())
+    }
+
+    /// Take over what the lvsd before this one left (see
+    /// `lvs_datapath::previous`): its counters, so that `-L --stats` goes
+    /// on from them, its persistence templates and its connections, each
+    /// by address to this lvsd's indexes (as a backup router imports its
+    /// peer's). What this configuration no longer has is left out. Returns
+    /// how many connections were carried.
+    pub fn adopt(
+        &mut self,
+        conns: &[SyncConn],
+        templates: &[SyncTemplate],
+        services: &[(ServiceId, Counters)],
+        reals: &[(ServiceId, Endpoint, Counters)],
+    ) -> Result<usize, ControlError> {
+        for (id, counters) in services {
+            if let Some(index) = self.runtimes.get(id).map(|rt| rt.index) {
+                self.datapath.seed_service_counters(index, *counters)?;
+                self.service_rates
+                    .insert(index, Estimator::starting_at(*counters));
+            }
+        }
+        for (id, server, counters) in reals {
+            if let Some(index) = self.real_index_of(id, server) {
+                self.datapath.seed_real_counters(index, *counters)?;
+                self.real_rates
+                    .insert(index, Estimator::starting_at(*counters));
+            }
+        }
+        self.import_templates(templates)?;
+        self.import_connections(conns)
+    }
+
+    /// The connections of `conns` this table does not hold: those the
+    /// previous datapath made after `adopt` read it, before this one
+    /// replaced it. Returns how many.
+    pub fn adopt_missing(&mut self, conns: &[SyncConn]) -> Result<usize, ControlError> {
+        let mut missing = Vec::new();
+        for sc in conns {
+            let held = match (sc.key::<[u8; 4]>(), sc.key::<In6>()) {
+                (Some(key), _) => self.datapath.connection(&key)?.is_some(),
+                (_, Some(key)) => self.datapath.connection(&key)?.is_some(),
+                _ => true,
+            };
+            if !held {
+                missing.push(*sc);
+            }
+        }
+        self.import_connections(&missing)
+    }
+
+    /// Each service's datapath index, for the next lvsd to find its
+    /// counters by (`adopt`).
+    pub fn service_indexes(&self) -> Vec<(ServiceId, u32)> {
+        self.runtimes.iter().map(|(id, rt)| (*id, rt.index)).collect()
+    }
+
+    /// Each real server's datapath index, likewise.
+    pub fn real_server_indexes(&self) -> Vec<(ServiceId, Endpoint, u32)> {
+        self.real_indexes().collect()
     }
 
     /// `-Z`: zero one service's counters and rates (and its servers'), or

@@ -29,6 +29,7 @@ use crate::{
     controller::Controller,
     eventloop::{EventLoop, Handle, Message},
     ha::Ha,
+    handover,
     health::supervisor::Supervisor,
 };
 
@@ -116,17 +117,23 @@ pub async fn start(options: Options, shutdown: impl Future) -> anyhow::Result<()
                 0
             },
         };
-        // A router of a pair leaves its datapath forwarding if it is
-        // killed, so what still reaches it is not reset before the peer's
-        // gratuitous ARPs move the traffic.
-        // So does a director of a fleet: until its routes are withdrawn,
-        // routers still send it flows of other directors' real servers.
-        let lifetime = if ha.is_some() || options.announce.is_some() {
+        // The datapath outlives lvsd (attached by netlink) where its tables
+        // can be pinned, for the next lvsd to take over without losing a
+        // connection. A router of a pair also when killed, so what still
+        // reaches it is not reset before the peer's gratuitous ARPs move
+        // the traffic; so does a director of a fleet: until its routes are
+        // withdrawn, routers still send it flows of other directors' real
+        // servers.
+        let pinnable = lvs_datapath::is_bpffs(&options.bpffs);
+        if let Err(e) = &pinnable {
+            tracing::info!("{e}: lvsd's datapath stops with it, and a restart starts with an empty connection table");
+        }
+        let lifetime = if pinnable.is_ok() || ha.is_some() || options.announce.is_some() {
             Lifetime::Kernel
         } else {
             Lifetime::Lvsd
         };
-        let datapath = KernelDatapath::attach_for(
+        let mut datapath = KernelDatapath::load_for(
             &options.interfaces,
             settings,
             options.limits,
@@ -134,7 +141,9 @@ pub async fn start(options: Options, shutdown: impl Future) -> anyhow::Result<()
             options.datapath,
             Some(&options.bpffs),
         )?;
-        let mut datapath = datapath;
+        // What an lvsd before this one left forwarding, read before ours
+        // replaces it.
+        let previous = datapath.previous()?;
         if let Some(iface) = &options.announce {
             datapath.announce_on(iface)?;
         }
@@ -143,6 +152,40 @@ pub async fn start(options: Options, shutdown: impl Future) -> anyhow::Result<()
         controller
             .apply(&commands)
             .context("applying the configuration")?;
+        if let Some(previous) = &previous {
+            let now = lvs_datapath::Datapath::now_ns(controller.datapath())?;
+            let carried = handover::read(previous, now)?;
+            let conns = controller
+                .adopt(
+                    &carried.conns,
+                    &carried.templates,
+                    &carried.services,
+                    &carried.reals,
+                )
+                .context("carrying over the previous datapath's tables")?;
+            tracing::info!(
+                dir = %previous.dir().display(),
+                conns,
+                templates = carried.templates.len(),
+                "took over the tables of the lvsd before this one"
+            );
+        }
+        controller.datapath_mut().attach_interfaces()?;
+        if let Some(previous) = &previous {
+            // What the old datapath made between the read and its
+            // replacement.
+            let now = lvs_datapath::Datapath::now_ns(controller.datapath())?;
+            let late = controller
+                .adopt_missing(&previous.connections(now)?)
+                .context("carrying over the previous datapath's last connections")?;
+            tracing::info!(
+                conns = late,
+                "took over the connections made while it was replaced"
+            );
+            handover::remove_record(previous);
+        }
+        drop(previous);
+        controller.datapath().forget_the_dead();
         warn_forwarding(&controller.datapath().attachments, controller.state());
         anyhow::Ok(controller)
     })();
@@ -254,11 +297,21 @@ pub async fn start(options: Options, shutdown: impl Future) -> anyhow::Result<()
                     Err(e) => tracing::error!("withdrawing the announced VIPs: {e}"),
                 }
             }
-            drop(controller)
+            if controller.datapath().can_hand_over() {
+                match handover::hand_over(controller) {
+                    Ok(()) => tracing::info!(
+                        "the datapath goes on forwarding; the next lvsd takes it over \
+                         (`lvsd --clean` removes it)"
+                    ),
+                    Err(e) => tracing::error!("writing the handover record: {e}; the next lvsd carries the connections, not the counters"),
+                }
+            } else {
+                drop(controller)
+            }
         }
         _ => tracing::error!("the controller thread ended in a panic"),
     }
-    tracing::info!("detached; bye");
+    tracing::info!("bye");
     Ok(())
 }
 

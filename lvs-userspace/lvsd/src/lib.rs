@@ -20,6 +20,7 @@ pub mod controller;
 pub mod daemon;
 pub mod eventloop;
 pub mod ha;
+pub mod handover;
 pub mod health;
 pub mod rate;
 pub mod relevance;

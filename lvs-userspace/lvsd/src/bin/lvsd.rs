@@ -12,8 +12,15 @@ use tokio::signal::unix::{signal, SignalKind};
 #[command(version, about = "Linux Virtual Server director on XDP")]
 struct Args {
     /// Interface to attach the director to (repeat for several).
-    #[arg(short = 'i', long = "interface", required = true)]
+    #[arg(short = 'i', long = "interface", required_unless_present = "clean")]
     interfaces: Vec<String>,
+    /// Remove what stopped lvsds of this network namespace left forwarding
+    /// (their director on each interface, the tables pinned under
+    /// --bpffs, their records), then exit. A clean stop leaves the
+    /// datapath forwarding for the next lvsd to take over; this is how to
+    /// remove it instead.
+    #[arg(long)]
+    clean: bool,
     /// TOML file of virtual services and real servers.
     #[arg(long, conflicts_with = "keepalived_conf")]
     config: Option<PathBuf>,
@@ -112,6 +119,7 @@ async fn run(favoured: std::io::Result<()>) -> anyhow::Result<()> {
     }
     let Args {
         interfaces,
+        clean,
         config,
         keepalived_conf,
         socket,
@@ -129,6 +137,18 @@ async fn run(favoured: std::io::Result<()>) -> anyhow::Result<()> {
         announce_drain,
         bpffs,
     } = Args::parse();
+    if clean {
+        let removed = lvs_datapath::clean(&bpffs)?;
+        if removed.is_empty() {
+            println!(
+                "nothing to remove: no stopped lvsd left a datapath in this network namespace"
+            );
+        }
+        for line in removed {
+            println!("{line}");
+        }
+        return Ok(());
+    }
     let mut term = signal(SignalKind::terminate())?;
     let shutdown = async move {
         tokio::select! {
