@@ -338,6 +338,20 @@ fn a_restart_takes_over_the_datapath_without_losing_a_connection() {
     // Started again: it takes the tables over, then the interfaces.
     lab.start_lvsd_with(Some(&path), &flags)
         .unwrap_or_else(|e| panic!("{e:#}\n{log_before}"));
+    // One director per interface: the old one was removed once the new
+    // one was in.
+    for iface in &lab.ifaces {
+        let out = lab
+            .director
+            .exec(&["tc", "filter", "show", "dev", iface, "ingress"])
+            .unwrap();
+        let filters = String::from_utf8_lossy(&out.stdout);
+        let directors = filters
+            .lines()
+            .filter(|l| l.contains("lvs_director_tc"))
+            .count();
+        assert_eq!(directors, 1, "{iface}: {filters}");
+    }
     let log = lab.lvsd_log();
     assert!(
         log.contains("took over the tables of the lvsd before this one")

@@ -380,26 +380,72 @@ fn attach_tc(
             record: record.display().to_string(),
         });
     }
-    if record.exists() {
-        // A dead lvsd's director: ours replaces it.
-        let _ = qdisc_detach_program(iface, TcAttachType::Ingress, DIRECTOR_TC);
-    }
+    // A director an lvsd that is gone left: ours goes in first, at a
+    // lower priority number (so it runs first), then that one is removed:
+    // no packet meets no director.
+    let leftover = if record.exists() {
+        director_tc_prefs(iface)
+    } else {
+        Vec::new()
+    };
+    let priority = leftover
+        .iter()
+        .min()
+        .map_or(0, |p| p.saturating_sub(1).max(1));
     // Already there is fine.
     let _ = qdisc_add_clsact(iface);
     let id = program
         .attach_with_options(
             iface,
             TcAttachType::Ingress,
-            TcAttachOptions::Netlink(NlOptions::default()),
+            TcAttachOptions::Netlink(NlOptions {
+                priority,
+                ..NlOptions::default()
+            }),
         )
         .map_err(tc_err)?;
     let link = program.take_link(id).map_err(tc_err)?;
+    for pref in leftover {
+        let removed = std::process::Command::new("tc")
+            .args([
+                "filter",
+                "del",
+                "dev",
+                iface,
+                "ingress",
+                "pref",
+                &pref.to_string(),
+            ])
+            .status();
+        if !removed.is_ok_and(|s| s.success()) {
+            tracing::warn!(%iface, pref, "removing the tc director an earlier lvsd left: `tc filter del` failed");
+        }
+    }
     let kept = KeptTc {
         link: Some(link),
         ifindex,
     };
     write_owner_record(&record)?;
     Ok((Some(kept), "netlink"))
+}
+
+/// The priorities of the netlink tc filters running the director on
+/// `iface`'s ingress (`tc -j filter show`).
+fn director_tc_prefs(iface: &str) -> Vec<u16> {
+    let Ok(out) = std::process::Command::new("tc")
+        .args(["-j", "filter", "show", "dev", iface, "ingress"])
+        .output()
+    else {
+        return Vec::new();
+    };
+    let filters: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let mut prefs: Vec<u16> = filters
+        .iter()
+        .filter(|f| f["options"]["bpf_name"].as_str() == Some(DIRECTOR_TC))
+        .filter_map(|f| u16::try_from(f["pref"].as_u64()?).ok())
+        .collect();
+    prefs.dedup();
+    prefs
 }
 
 /// Whether an lvs tc director runs on `iface`'s ingress already (tcx):

@@ -2416,7 +2416,10 @@ impl<D: Datapath> Controller<D> {
     /// Each service's datapath index, for the next lvsd to find its
     /// counters by (`adopt`).
     pub fn service_indexes(&self) -> Vec<(ServiceId, u32)> {
-        self.runtimes.iter().map(|(id, rt)| (*id, rt.index)).collect()
+        self.runtimes
+            .iter()
+            .map(|(id, rt)| (*id, rt.index))
+            .collect()
     }
 
     /// Each real server's datapath index, likewise.
