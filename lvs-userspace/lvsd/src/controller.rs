@@ -1435,6 +1435,16 @@ impl<D: Datapath> Controller<D> {
                     (id, svc.map(|s| self.scheduled_view(s, now)), available)
                 })
                 .collect();
+            let old_health = match command {
+                Command::SetRealHealth {
+                    service, server, ..
+                } => self
+                    .state
+                    .service(service)
+                    .and_then(|s| s.checks_of(server))
+                    .cloned(),
+                _ => None,
+            };
             let undo = self.in_flight.as_mut().expect("set by apply");
             self.state.apply_logged(command, undo)?;
             if let Command::SetRealHealth {
@@ -1443,7 +1453,7 @@ impl<D: Datapath> Controller<D> {
                 health,
             } = command
             {
-                self.reset_condition(*service, *server, health.as_ref());
+                self.reset_condition(*service, *server, old_health.as_ref(), health.as_ref());
             }
             // IPVS runs the scheduler's update hook on every -a/-e/-d, even
             // one that changes nothing the scheduler reads (wrr resets then).
@@ -1752,31 +1762,72 @@ impl<D: Datapath> Controller<D> {
         }
     }
 
-    /// A server's checkers were (re)configured: its checkers start in their
-    /// start state, and the agent has said nothing yet.
-    fn reset_condition(&mut self, id: ServiceId, server: Endpoint, health: Option<&RealHealth>) {
-        let ramp_since_ns = self
-            .conditions
-            .remove(&(id, server))
-            .and_then(|c| c.ramp_since_ns);
-        let failing = health
-            .map(|h| {
-                h.checks
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, c)| c.start == StartState::Down)
-                    .map(|(i, _)| (i, "not checked yet".to_string()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        self.conditions.insert(
-            (id, server),
-            Condition {
-                failing,
-                ramp_since_ns,
-                ..Condition::default()
-            },
-        );
+    /// A server's checkers were (re)configured (`old` before, `new` now).
+    /// A checker that did not change (the same check at the same place)
+    /// keeps what it reported, as its task keeps running (a reload with
+    /// other changes must not put a dead server back in service); a new
+    /// or changed one starts in its start state; the agent's word stays
+    /// while the agent is the same.
+    fn reset_condition(
+        &mut self,
+        id: ServiceId,
+        server: Endpoint,
+        old: Option<&RealHealth>,
+        new: Option<&RealHealth>,
+    ) {
+        let before = self.conditions.remove(&(id, server)).unwrap_or_default();
+        let mut condition = Condition {
+            ramp_since_ns: before.ramp_since_ns,
+            ..Condition::default()
+        };
+        let Some(new) = new else {
+            self.conditions.insert((id, server), condition);
+            return;
+        };
+        for (i, check) in new.checks.iter().enumerate() {
+            let unchanged = old.and_then(|o| o.checks.get(i)) == Some(check);
+            if unchanged {
+                if let Some(why) = before.failing.get(&i) {
+                    condition.failing.insert(i, why.clone());
+                }
+                if let Some(shift) = before.shifts.get(&i) {
+                    condition.shifts.insert(i, *shift);
+                }
+            } else if check.start == StartState::Down {
+                condition.failing.insert(i, "not checked yet".to_string());
+            }
+        }
+        if new.agent.is_some() && old.and_then(|o| o.agent.as_ref()) == new.agent.as_ref() {
+            condition.agent_percent = before.agent_percent;
+            condition.agent_state = before.agent_state;
+        }
+        self.conditions.insert((id, server), condition);
+    }
+
+    /// Whether `server` has a load agent (a removed agent's task may report
+    /// once more before it is stopped).
+    pub fn has_agent(&self, id: ServiceId, server: Endpoint) -> bool {
+        self.state
+            .service(&id)
+            .and_then(|s| s.checks_of(&server))
+            .is_some_and(|h| h.agent.is_some())
+    }
+
+    /// Whether a checker's report comes from the checker configured at its
+    /// place now, not from one a reload replaced (its task may report once
+    /// more before it is stopped).
+    pub fn is_current_checker(
+        &self,
+        id: ServiceId,
+        server: Endpoint,
+        index: usize,
+        fingerprint: u64,
+    ) -> bool {
+        self.state
+            .service(&id)
+            .and_then(|s| s.checks_of(&server))
+            .and_then(|h| h.checks.get(index))
+            .is_some_and(|c| c.fingerprint() == fingerprint)
     }
 
     /// A checker's verdict changed: `failure` says why it is down, `None`
@@ -3639,6 +3690,48 @@ mod tests {
         c.datapath_mut().now_ns = 4 * NS_PER_SEC;
         c.estimate().unwrap();
         assert_eq!(rates(&c).1, [Rates::default()]);
+    }
+
+    /// A reload that changes something else of a down server's health
+    /// keeps its unchanged checker's verdict; a changed checker starts
+    /// afresh, and a report of the checker it replaced is not taken.
+    #[test]
+    fn reconfiguring_a_down_server_keeps_its_unchanged_checkers_verdict() {
+        let mut c = setup(SchedulerName::Rr, &[1, 1]);
+        set_health(&mut c, 1, checked(false));
+        fail(&mut c, 1, Some("timeout"));
+        let state = |c: &Controller<FakeDatapath>| {
+            let snap = c.snapshot().unwrap();
+            let r = snap.services[0]
+                .reals
+                .iter()
+                .find(|r| r.spec.server == real(1, 1).server)
+                .unwrap()
+                .clone();
+            r.health.unwrap().state
+        };
+        assert_eq!(state(&c), "down");
+        let mut more = checked(true);
+        more.checks.push(lvs_state::health::Check::new(
+            lvs_state::health::CheckKind::Ping,
+        ));
+        set_health(&mut c, 1, more.clone());
+        // Still failing: now kept in at weight 0 (inhibit_on_failure), not back up.
+        assert_eq!(
+            state(&c),
+            "inhibited",
+            "the unchanged checker's verdict stays"
+        );
+        assert_eq!(picks(&mut c, 4), "2222");
+        // The first checker replaced (another interval): a new verdict.
+        let old = more.checks[0].fingerprint();
+        more.checks[0].interval_ms = 2_000;
+        set_health(&mut c, 1, more.clone());
+        assert_eq!(state(&c), "up");
+        let server = real(1, 1).server;
+        assert!(!c.is_current_checker(svc(), server, 0, old));
+        assert!(c.is_current_checker(svc(), server, 0, more.checks[0].fingerprint()));
+        assert!(!c.is_current_checker(svc(), server, 2, old));
     }
 
     #[test]

@@ -84,6 +84,10 @@ pub enum IcmpErrors {
 /// fails before serving leaves nothing attached and no socket behind.
 pub async fn start(options: Options, shutdown: impl Future) -> anyhow::Result<()> {
     use anyhow::Context as _;
+    // SIGHUP's handler first: its default action would end lvsd (a reload
+    // asked for while it starts is done once it serves).
+    let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("installing SIGHUP's handler")?;
     // Everything that can be checked before touching the kernel is checked first.
     let (commands, ha) = match &options.config {
         Some(source) => {
@@ -253,7 +257,7 @@ pub async fn start(options: Options, shutdown: impl Future) -> anyhow::Result<()
         ha: ha_status,
         reload: reloadable,
     });
-    let hangups = tokio::spawn(reload_on_hangup(context.clone()));
+    let hangups = tokio::spawn(reload_on_hangup(context.clone(), hangups));
     notify(&[sd_notify::NotifyState::Ready]);
     run(context, listener, shutdown).await;
     notify(&[sd_notify::NotifyState::Stopping]);
@@ -433,15 +437,7 @@ pub async fn reload(context: &Context) -> Response {
 }
 
 /// SIGHUP reloads, as it does keepalived; the outcome goes to the log.
-async fn reload_on_hangup(context: Arc<Context>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut hangups = match signal(SignalKind::hangup()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!("SIGHUP will not reload: installing its handler: {e}");
-            return;
-        }
-    };
+async fn reload_on_hangup(context: Arc<Context>, mut hangups: tokio::signal::unix::Signal) {
     while hangups.recv().await.is_some() {
         match reload(&context).await {
             Response::Reloaded { changes, warnings } => {

@@ -37,6 +37,8 @@ pub enum Message {
         service: ServiceId,
         server: Endpoint,
         index: usize,
+        /// `Check::fingerprint` of the checker that reports.
+        fingerprint: u64,
         failure: Option<String>,
         shift: Option<Shift>,
     },
@@ -251,10 +253,13 @@ impl<D: Datapath> EventLoop<D> {
                 service,
                 server,
                 index,
+                fingerprint,
                 failure,
                 shift,
             } => {
-                if let Err(e) = c.set_check(service, server, index, failure, shift) {
+                if !c.is_current_checker(service, server, index, fingerprint) {
+                    tracing::debug!(%service, %server, check = index + 1, "a replaced checker's report, ignored");
+                } else if let Err(e) = c.set_check(service, server, index, failure, shift) {
                     tracing::warn!("applying a health change: {e}");
                 }
             }
@@ -264,7 +269,9 @@ impl<D: Datapath> EventLoop<D> {
                 percent,
                 state,
             } => {
-                if let Err(e) = c.set_agent(service, server, percent, state) {
+                if !c.has_agent(service, server) {
+                    tracing::debug!(%service, %server, "a removed agent's report, ignored");
+                } else if let Err(e) = c.set_agent(service, server, percent, state) {
                     tracing::warn!("applying an agent report: {e}");
                 }
             }

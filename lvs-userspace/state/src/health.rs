@@ -491,6 +491,15 @@ impl Check {
 
     /// A timeout longer than the interval is allowed, as in keepalived:
     /// attempts never overlap, the next one waits for the previous to end.
+    /// Which checker a report comes from: a report of a checker since
+    /// replaced (a reload) is not taken for its successor's.
+    pub fn fingerprint(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.hash(&mut h);
+        h.finish()
+    }
+
     pub fn validate(&self) -> Result<(), HealthError> {
         positive("interval", self.interval_ms)?;
         positive("timeout", self.timeout_ms)?;

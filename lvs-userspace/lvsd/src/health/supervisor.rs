@@ -30,7 +30,7 @@ use super::{
     tally::Tally,
 };
 use lvs_state::{
-    health::{AgentCheck, Check, CheckKind, FileCheck, RealHealth},
+    health::{AgentCheck, Check, CheckKind, FileCheck},
     model::{Endpoint, ServiceId, State},
 };
 
@@ -44,17 +44,11 @@ enum Job {
     Agent(AgentCheck),
 }
 
-/// A task is known by its server, a fingerprint of the server's whole
-/// health configuration and its job: when a server's configuration changes
-/// the controller forgets what its checkers reported (`reset_condition`),
-/// so every task of that server starts afresh and reports again.
-type Key = (ServiceId, Endpoint, u64, Job);
-
-fn fingerprint(health: &RealHealth) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    health.hash(&mut h);
-    h.finish()
-}
+/// A task is known by its server and its job: a checker that did not
+/// change (the same check at the same place) keeps running, and the
+/// controller keeps what it reported (`reset_condition`); a changed one is
+/// a new task.
+type Key = (ServiceId, Endpoint, Job);
 
 pub struct Supervisor {
     controller: Handle,
@@ -70,19 +64,16 @@ impl Supervisor {
     }
 
     /// Start the tasks `state` configures and not running yet; stop the
-    /// ones it no longer configures (a server whose health configuration
-    /// changed has new ones).
+    /// ones it no longer configures (a changed checker is a new one).
     pub fn reconcile(&mut self, state: &State) {
         let mut wanted = Vec::new();
         for svc in state.services() {
             for (server, health) in &svc.checks {
-                let config = fingerprint(health);
                 for (index, check) in health.checks.iter().enumerate() {
-                    let job = Job::Check(index, check.clone());
-                    wanted.push((svc.spec.id, *server, config, job));
+                    wanted.push((svc.spec.id, *server, Job::Check(index, check.clone())));
                 }
                 if let Some(a) = &health.agent {
-                    wanted.push((svc.spec.id, *server, config, Job::Agent(a.clone())));
+                    wanted.push((svc.spec.id, *server, Job::Agent(a.clone())));
                 }
             }
         }
@@ -97,7 +88,7 @@ impl Supervisor {
             if self.tasks.contains_key(&key) {
                 continue;
             }
-            let (service, real, _, job) = key.clone();
+            let (service, real, job) = key.clone();
             let target = Target { service, real };
             let controller = self.controller.clone();
             let task = match job {
@@ -221,6 +212,7 @@ async fn run_check(controller: Handle, target: Target, index: usize, check: Chec
                     service,
                     server,
                     index,
+                    fingerprint: check.fingerprint(),
                     failure,
                     shift: new_shift,
                 },
@@ -258,7 +250,13 @@ async fn watch_file(
                 }
                 let verdict = file::verdict(value, spec);
                 if last.as_ref() != Some(&verdict) {
-                    send_verdict(&controller, &target, index, verdict.clone()).await;
+                    send_verdict(
+                        &controller,
+                        &target,
+                        (index, check.fingerprint()),
+                        verdict.clone(),
+                    )
+                    .await;
                     last = Some(verdict);
                 }
                 if let Err(e) = watch.changed().await {
@@ -268,7 +266,13 @@ async fn watch_file(
             Err(e) => Err(format!("watching {}: {e}", spec.path)),
         };
         if last.as_ref() != Some(&verdict) {
-            send_verdict(&controller, &target, index, verdict.clone()).await;
+            send_verdict(
+                &controller,
+                &target,
+                (index, check.fingerprint()),
+                verdict.clone(),
+            )
+            .await;
             last = Some(verdict);
         }
         tokio::time::sleep(Duration::from_millis(check.interval_ms)).await;
@@ -278,7 +282,7 @@ async fn watch_file(
 async fn send_verdict(
     controller: &Handle,
     target: &Target,
-    index: usize,
+    (index, fingerprint): (usize, u64),
     verdict: Result<Option<Shift>, String>,
 ) {
     let (service, server) = (target.service, target.real);
@@ -300,6 +304,7 @@ async fn send_verdict(
             service,
             server,
             index,
+            fingerprint,
             failure,
             shift,
         },
@@ -440,16 +445,15 @@ mod tests {
         task.abort();
     }
 
-    /// A server whose health configuration changes has its condition
-    /// reset by the controller, so even its unchanged checkers start over
-    /// and report again; another server's keep running.
+    /// A reload that adds a checker to a server keeps its unchanged
+    /// checker's task (and so what it knows), and another server's.
     #[tokio::test(flavor = "current_thread")]
-    async fn a_changed_server_restarts_all_its_tasks() {
-        let state = |extra: &str| {
+    async fn an_unchanged_checker_keeps_its_task() {
+        let state = |first: &str, extra: &str| {
             let text = format!(
                 "[[service]]\nprotocol = \"tcp\"\naddress = \"198.18.0.10:80\"\n\
                  [[service.real]]\naddress = \"198.18.11.2\"\n\
-                 [[service.real.check]]\ntype = \"tcp\"\n{extra}\n\
+                 [[service.real.check]]\ntype = \"tcp\"\n{first}\n{extra}\n\
                  [[service.real]]\naddress = \"198.18.11.3\"\n\
                  [[service.real.check]]\ntype = \"tcp\"\n"
             );
@@ -462,19 +466,24 @@ mod tests {
         let (controller, _inbox) = Handle::for_test();
         let mut supervisor = Supervisor::new(controller);
         let first_check = |s: &Supervisor, last: u8| {
-            let tasks = s.tasks.iter().filter(|((_, server, _, job), _)| {
+            let tasks = s.tasks.iter().filter(|((_, server, job), _)| {
                 server.addr == Ipv4Addr::new(198, 18, 11, last) && matches!(job, Job::Check(0, _))
             });
             let ids: Vec<tokio::task::Id> = tasks.map(|(_, task)| task.id()).collect();
             assert_eq!(ids.len(), 1);
             ids[0]
         };
-        supervisor.reconcile(&state(""));
-        let (changed, kept) = (first_check(&supervisor, 2), first_check(&supervisor, 3));
-        supervisor.reconcile(&state("[[service.real.check]]\ntype = \"ping\""));
+        supervisor.reconcile(&state("", ""));
+        let (same, other) = (first_check(&supervisor, 2), first_check(&supervisor, 3));
+        supervisor.reconcile(&state("", "[[service.real.check]]\ntype = \"ping\""));
         assert_eq!(supervisor.tasks.len(), 3);
-        assert_ne!(first_check(&supervisor, 2), changed);
-        assert_eq!(first_check(&supervisor, 3), kept);
+        assert_eq!(first_check(&supervisor, 2), same);
+        assert_eq!(first_check(&supervisor, 3), other);
+        // A changed checker is a new task.
+        supervisor.reconcile(&state("interval = 2", ""));
+        assert_eq!(supervisor.tasks.len(), 2);
+        assert_ne!(first_check(&supervisor, 2), same);
+        assert_eq!(first_check(&supervisor, 3), other);
         supervisor.stop();
     }
 
