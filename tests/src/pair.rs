@@ -363,8 +363,9 @@ impl Pair {
 
     /// Director `d`'s keepalived.conf: `config(d)`'s services, and a
     /// unicast vrrp_instance on lan0 with both floating addresses. Adverts
-    /// every 100 ms as our heartbeats; `nopreempt` (with `state BACKUP`, as
-    /// keepalived wants it) as our `[ha]`'s default.
+    /// every 100 ms as our heartbeats (VRRP version 3: version 2 advertises
+    /// in whole seconds); `nopreempt` (with `state BACKUP`, as keepalived
+    /// wants it) as our `[ha]`'s default.
     pub fn keepalived_conf(&self, d: usize) -> String {
         let (me, peer) = (&self.directors[d], &self.directors[1 - d]);
         let kind = match self.method {
@@ -372,7 +373,7 @@ impl Pair {
             _ => "DR",
         };
         let mut conf = format!(
-            "vrrp_instance VI_LVS {{\n    state BACKUP\n    nopreempt\n    interface lan0\n    \
+            "vrrp_instance VI_LVS {{\n    state BACKUP\n    nopreempt\n    version 3\n    interface lan0\n    \
              virtual_router_id 51\n    priority 100\n    advert_int 0.1\n    unicast_src_ip {}\n    \
              unicast_peer {{\n        {}\n    }}\n    authentication {{\n        auth_type PASS\n        \
              auth_pass \"{KEY}\"\n    }}\n    virtual_ipaddress {{\n",

@@ -314,6 +314,22 @@ fn a_keepalived_vrrp_pair_fails_over_as_an_ha_pair_does() {
     let mut pair = Pair::new(tag, Method::Nat, 2).unwrap_or_else(|e| panic!("building: {e:#}"));
     pair.use_keepalived_conf()
         .unwrap_or_else(|e| panic!("writing keepalived.conf: {e:#}"));
+    // The pair it makes: keepalived's timing (three adverts and the
+    // version 3 skew: 300 + 156 × 100 / 256 ms), no preemption.
+    let loaded = lvs_state::config::Source::Keepalived(pair.directors[0].config.clone())
+        .load()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let ha = loaded.ha.expect("an [ha] from the vrrp_instance");
+    assert_eq!(
+        (
+            ha.priority,
+            ha.preempt,
+            ha.interval_ms,
+            ha.dead_ms,
+            ha.links.len()
+        ),
+        (100, false, 100, 361, 1)
+    );
     let (mut pair, active, backup) = start_pair(pair, tag, 2, &[]);
     let view = pair.ha(active).unwrap_or_else(|e| panic!("{e:#}"));
     println!("{tag}: the pair from keepalived.conf: {view:?}");

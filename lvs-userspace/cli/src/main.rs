@@ -557,7 +557,7 @@ fn keepalived_import(path: &std::path::Path) -> Result<(), Failure> {
     match errors.len() {
         0 => Ok(()),
         n => Err(with_code(exit::LISTING)(anyhow::anyhow!(
-            "{} cannot be imported whole ({n} error(s) above); the TOML leaves out the blocks that hold them",
+            "{} cannot be imported whole ({n} error(s) above), and lvsd refuses it; the TOML printed leaves out the blocks the import itself could not convert",
             path.display()
         ))),
     }

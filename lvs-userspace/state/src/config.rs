@@ -315,6 +315,26 @@ impl Source {
                             errors: vec![format!("{name}: {message} (lvs's `{field}`)")],
                         },
                     },
+                    // A value of the wrong type: the TOML names its line.
+                    ConfigError::Parse { message, .. } => {
+                        let line = message
+                            .split("at line ")
+                            .nth(1)
+                            .and_then(|rest| rest.split(',').next())
+                            .and_then(|n| n.trim().parse::<usize>().ok());
+                        let at = line
+                            .and_then(|l| import.origin(l))
+                            .map_or(name.clone(), |at| at.to_string());
+                        let first = message
+                            .lines()
+                            .last()
+                            .unwrap_or_default()
+                            .trim()
+                            .to_string();
+                        ConfigError::Keepalived {
+                            errors: vec![format!("{at}: {first}")],
+                        }
+                    }
                     other => other,
                 };
                 Ok(Loaded {

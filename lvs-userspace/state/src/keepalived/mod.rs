@@ -116,6 +116,11 @@ struct Inherited {
     inhibit_on_failure: Option<bool>,
     virtualhost: Option<String>,
     method: Option<&'static str>,
+    /// The virtual server's own `delay_loop` (MISC_CHECK's timeout default)
+    /// and `virtualhost` (SSL_GET's SNI, which a real server's does not
+    /// set).
+    vs_delay_loop: Option<f64>,
+    vs_virtualhost: Option<String>,
 }
 
 /// keepalived's `delay_loop` default.
@@ -147,6 +152,8 @@ struct TrackFile {
 struct Ha {
     name: String,
     at: At,
+    /// VRRP's version: how the skew of the dead interval is computed.
+    version: u8,
     priority: u32,
     preempt: bool,
     advert: f64,
@@ -162,6 +169,8 @@ struct Translator {
     warnings: Vec<Diagnostic>,
     errors: Vec<Diagnostic>,
     groups: HashMap<String, Vec<GroupMember>>,
+    /// global_defs' `vrrp_version` (keepalived's default is 2).
+    vrrp_version: Option<u8>,
     track_files: HashMap<String, TrackFile>,
     ha: Option<Ha>,
 }
@@ -305,6 +314,19 @@ impl Translator {
             match stmt.keyword() {
                 "virtual_server_group" => self.group(stmt),
                 "track_file" | "vrrp_track_file" => self.track_file(stmt),
+                "global_defs" => {
+                    for s in stmt.block.iter().flatten() {
+                        if s.keyword() == "vrrp_version" {
+                            match number::<u8>(s, "2 or 3") {
+                                Ok(v @ (2 | 3)) => self.vrrp_version = Some(v),
+                                Ok(v) => {
+                                    self.error(&s.at, format!("`vrrp_version` is 2 or 3, not {v}"))
+                                }
+                                Err(e) => self.error(&s.at, e),
+                            }
+                        }
+                    }
+                }
                 _ => {}
             }
         }
@@ -349,6 +371,12 @@ impl Translator {
                     &s.at,
                     "`lvs_sync_daemon` ignored: an lvs pair always syncs its connections, over the links of its vrrp_instance",
                 ),
+                "script_user" | "enable_script_security" => self.error(
+                    &s.at,
+                    format!("`{}` is not supported: lvsd runs MISC_CHECK programs and quorum scripts as itself (root); wrap them (`runuser -u USER -- PROGRAM`)", s.keyword()),
+                ),
+                // Read in the first pass.
+                "vrrp_version" => {}
                 _ => self.ignored(s),
             }
         }
@@ -551,6 +579,15 @@ impl Translator {
                 self.error(&s.at, e);
             }
         }
+        inherited.vs_delay_loop = inherited.delay_loop;
+        inherited.vs_virtualhost = inherited.virtualhost.clone();
+        // keepalived makes a port-0 service, and one with a granularity,
+        // persistent (360 s) when it is not already.
+        let has = |key| service.fields.iter().any(|(k, _, _)| *k == key);
+        if !has("persistent") && (members.iter().any(|m| m.port == 0) || has("netmask")) {
+            service.set("persistent", DEFAULT_PERSISTENCE.to_string(), &stmt.at);
+            self.warn(&stmt.at, format!("no `persistence_timeout`: keepalived makes this service persistent ({DEFAULT_PERSISTENCE} s), as IPVS needs for a port-0 service or a granularity"));
+        }
         service.set("protocol", string(protocol), &stmt.at);
         if !flags.is_empty() {
             let list: Vec<String> = flags.iter().map(|(f, _)| string(f)).collect();
@@ -612,7 +649,14 @@ impl Translator {
         Some(match s.keyword() {
             "delay_loop" => timer(s).map(|t| inherited.delay_loop = Some(t)),
             "connect_timeout" => timer(s).map(|t| inherited.connect_timeout = Some(t)),
-            "retry" => number(s, "a count").map(|r| inherited.retry = Some(r)),
+            "retry" => number::<u32>(s, "a count").and_then(|r| {
+                if r < 1_000 {
+                    inherited.retry = Some(r);
+                    Ok(())
+                } else {
+                    Err(format!("`retry {r}`: at most 999 (a server down after that many failures is never down)"))
+                }
+            }),
             "delay_before_retry" => timer(s).map(|t| inherited.delay_before_retry = Some(t)),
             "alpha" => boolean(s).map(|b| inherited.alpha = Some(b)),
             "inhibit_on_failure" => boolean(s).map(|b| inherited.inhibit_on_failure = Some(b)),
@@ -720,6 +764,7 @@ impl Translator {
         let mut reply_lengths: Vec<(&'static str, u32, At)> = Vec::new();
         let mut fast_recovery = false;
         let mut enable_sni = false;
+        let mut checker_vhost: Option<String> = None;
         let mut sni_name: Option<(String, At)> = None;
         let type_name = match kind {
             "TCP_CHECK" => "tcp",
@@ -763,6 +808,14 @@ impl Translator {
                     Err(e) => Err(e),
                 },
                 ("HTTP_GET" | "SSL_GET", "fast_recovery") => boolean(s).map(|b| fast_recovery = b),
+                ("HTTP_GET" | "SSL_GET", "virtualhost") => one_arg(s).map(|h| {
+                    inherited.virtualhost = Some(h.to_string());
+                    checker_vhost = Some(h.to_string());
+                }),
+                (_, "virtualhost" | "inhibit_on_failure") => {
+                    self.unknown(s, kind);
+                    Ok(())
+                }
                 ("SSL_GET", "enable_sni") => boolean(s).map(|b| enable_sni = b),
                 ("SSL_GET", "sni_name") => one_arg(s).map(|n| sni_name = Some((n.to_string(), s.at.clone()))),
                 ("SMTP_CHECK", "helo_name") => one_arg(s).map(|n| base.set("helo", string(n), &s.at)),
@@ -793,7 +846,9 @@ impl Translator {
                     }
                     Ok(())
                 }),
-                ("MISC_CHECK", "misc_timeout") => number(s, "a number of seconds").map(|t| misc_timeout = Some(t)),
+                // 0 is keepalived's "unset".
+                ("MISC_CHECK", "misc_timeout") => number::<u32>(s, "a number of seconds")
+                    .map(|t| misc_timeout = Some(t).filter(|t| *t > 0)),
                 ("MISC_CHECK", "misc_dynamic") => boolean(s).map(|b| {
                     if b {
                         base.set("dynamic", "true".into(), &s.at);
@@ -870,7 +925,11 @@ impl Translator {
             _ => 1.0,
         });
         let timeout = match kind {
-            "MISC_CHECK" => misc_timeout.map_or(delay_loop, f64::from),
+            // keepalived: the virtual server's delay_loop.
+            "MISC_CHECK" => misc_timeout.map_or(
+                inherited.vs_delay_loop.unwrap_or(DEFAULT_DELAY_LOOP),
+                f64::from,
+            ),
             _ => inherited.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
         };
         base.set("interval", seconds(delay_loop), &stmt.at);
@@ -904,19 +963,33 @@ impl Translator {
         if matches!(kind, "HTTP_GET" | "SSL_GET") && !fast_recovery {
             base.set("rise", "2".into(), &stmt.at);
         }
-        // SNI: `sni_name`, or with `enable_sni` the virtual host.
-        match (sni_name, enable_sni, &inherited.virtualhost) {
-            (Some((name, at)), _, _) => base.set("sni", string(&name), &at),
-            (None, true, Some(host)) => base.set("sni", string(host), &stmt.at),
-            _ => {}
-        }
+        // SNI only with `enable_sni`: `sni_name`, else the url's virtual
+        // host, the checker's, the virtual server's (not the real
+        // server's), as keepalived's check_ssl.c chooses (in `url`).
+        let sni = match (enable_sni, sni_name) {
+            (false, Some((_, at))) => {
+                self.warn(
+                    &at,
+                    "`sni_name` ignored without `enable_sni`, as keepalived ignores it",
+                );
+                None
+            }
+            (false, None) => None,
+            (true, Some((name, at))) => {
+                base.set("sni", string(&name), &at);
+                Some(Some(name))
+            }
+            (true, None) => Some(checker_vhost.or_else(|| inherited.vs_virtualhost.clone())),
+        };
         match kind {
             "HTTP_GET" | "SSL_GET" => {
                 if urls.is_empty() {
                     self.error(&stmt.at, format!("{kind} needs at least one `url` block"));
                 }
                 urls.iter()
-                    .filter_map(|u| self.url(u, &base, inherited.virtualhost.as_deref()))
+                    .filter_map(|u| {
+                        self.url(u, &base, inherited.virtualhost.as_deref(), sni.as_ref())
+                    })
                     .collect()
             }
             "SMTP_CHECK" if !hosts.is_empty() => hosts
@@ -929,13 +1002,23 @@ impl Translator {
 
     /// One HTTP_GET/SSL_GET `url` block as a check of its own: keepalived
     /// needs every url to pass, as lvs needs every check to.
-    fn url(&mut self, stmt: &Stmt, base: &Table, virtualhost: Option<&str>) -> Option<Table> {
+    /// `sni`: with `enable_sni`, the SNI the checker gives (its
+    /// `sni_name`, or a virtual host), which the url's own virtual host
+    /// replaces unless it is `sni_name`.
+    fn url(
+        &mut self,
+        stmt: &Stmt,
+        base: &Table,
+        virtualhost: Option<&str>,
+        sni: Option<&Option<String>>,
+    ) -> Option<Table> {
         let mut t = Table {
             header: base.header,
             at: stmt.at.clone(),
             fields: base.fields.clone(),
         };
         let mut host = virtualhost.map(str::to_string);
+        let mut url_vhost: Option<String> = None;
         let mut ok = true;
         for s in stmt.block.iter().flatten() {
             let result = match s.keyword() {
@@ -954,7 +1037,10 @@ impl Translator {
                     Ok(())
                 }
                 "status_code" => Err("`status_code` needs codes or ranges".into()),
-                "virtualhost" => one_arg(s).map(|h| host = Some(h.to_string())),
+                "virtualhost" => one_arg(s).map(|h| {
+                    host = Some(h.to_string());
+                    url_vhost = Some(h.to_string());
+                }),
                 "regex" => one_arg(s).map(|r| t.set("body_regex", string(r), &s.at)),
                 "regex_no_match" | "regex_options" | "regex_stack" | "regex_min_offset"
                 | "regex_max_offset" => Err(format!(
@@ -977,6 +1063,16 @@ impl Translator {
         }
         if let Some(h) = host {
             t.set("host", string(&h), &stmt.at);
+        }
+        let named = base.fields.iter().any(|(k, _, _)| *k == "sni");
+        if let Some(chosen) = sni {
+            if let Some(name) = if named {
+                None
+            } else {
+                url_vhost.or_else(|| chosen.clone())
+            } {
+                t.set("sni", string(&name), &stmt.at);
+            }
         }
         ok.then_some(t)
     }
@@ -1033,7 +1129,10 @@ impl Translator {
         let name = stmt.args().first().cloned().unwrap_or_default();
         let errors_before = self.errors.len();
         let mut interface: Option<String> = None;
-        let mut priority = DEFAULT_PRIORITY;
+        let mut priority: Option<u32> = None;
+        let mut master = false;
+        let mut version = self.vrrp_version;
+        let mut nopreempt_at: Option<At> = None;
         let mut preempt = true;
         let mut advert = DEFAULT_ADVERT_INT;
         let mut key: Option<String> = None;
@@ -1045,7 +1144,11 @@ impl Translator {
             let k = s.keyword();
             let result: Result<(), String> = match k {
                 "state" => match one_arg(s) {
-                    Ok("MASTER" | "BACKUP") => Ok(()),
+                    Ok("MASTER") => {
+                        master = true;
+                        Ok(())
+                    }
+                    Ok("BACKUP") => Ok(()),
                     Ok(other) => Err(format!("`state` is MASTER or BACKUP, not `{other}`")),
                     Err(e) => Err(e),
                 },
@@ -1053,7 +1156,7 @@ impl Translator {
                 "virtual_router_id" => number::<u8>(s, "a router id (1 to 255)").map(drop),
                 "priority" => number::<u32>(s, "a priority").and_then(|p| {
                     if (1..=255).contains(&p) {
-                        priority = p;
+                        priority = Some(p);
                         Ok(())
                     } else {
                         Err(format!("`priority` is 1 to 255, not {p}"))
@@ -1062,8 +1165,17 @@ impl Translator {
                 "advert_int" => timer(s).map(|t| advert = t),
                 "nopreempt" => {
                     preempt = false;
+                    nopreempt_at = Some(s.at.clone());
                     Ok(())
                 }
+                "version" => match number::<u8>(s, "2 or 3") {
+                    Ok(v @ (2 | 3)) => {
+                        version = Some(v);
+                        Ok(())
+                    }
+                    Ok(v) => Err(format!("`version` is 2 or 3, not {v}")),
+                    Err(e) => Err(e),
+                },
                 "preempt" => {
                     preempt = true;
                     Ok(())
@@ -1131,7 +1243,7 @@ impl Translator {
                 )),
                 "smtp_alert" | "garp_master_delay" | "garp_master_refresh"
                 | "garp_master_refresh_repeat" | "garp_lower_prio_delay"
-                | "garp_lower_prio_repeat" | "version" | "accept" | "no_accept"
+                | "garp_lower_prio_repeat" | "accept" | "no_accept"
                 | "dont_track_primary" | "skip_check_adv_addr" | "strict_mode" | "debug"
                 | "native_ipv6" | "check_unicast_src" | "lower_prio_no_advert"
                 | "higher_prio_send_advert" | "kernel_rx_buf_size" => {
@@ -1150,6 +1262,22 @@ impl Translator {
         let Some(interface) = interface else {
             return self.error(&stmt.at, format!("vrrp_instance {name} has no `interface`"));
         };
+        // keepalived: a MASTER without a priority owns its addresses (255),
+        // and the owner, or a MASTER, preempts whatever `nopreempt` says.
+        let priority = priority.unwrap_or(if master { 255 } else { DEFAULT_PRIORITY });
+        if let Some(at) = nopreempt_at.filter(|_| master || priority == 255) {
+            preempt = true;
+            self.warn(&at, "`nopreempt` ignored with `state MASTER` or priority 255, as keepalived ignores it (use `state BACKUP`)");
+        }
+        // IPv6 addresses need VRRP version 3; version 2 (keepalived's
+        // default) advertises in whole seconds.
+        let v6 = vips.iter().any(|v| v.keyword().contains(':'));
+        let version = if v6 { 3 } else { version.unwrap_or(2) };
+        if version == 2 && advert.fract() != 0.0 {
+            let rounded = advert.round().max(1.0);
+            self.warn(&stmt.at, format!("advert_int {advert} is {rounded} s under VRRP version 2, as keepalived rounds it; `version 3` keeps fractions"));
+            advert = rounded;
+        }
         let (Some(local), [(peer, _)]) = (local, peers.as_slice()) else {
             return self.error(
                 &stmt.at,
@@ -1199,6 +1327,7 @@ impl Translator {
                 self.ha = Some(Ha {
                     name,
                     at: stmt.at.clone(),
+                    version,
                     priority,
                     preempt,
                     advert,
@@ -1256,8 +1385,10 @@ impl Translator {
         if let Some(ha) = self.ha.take() {
             let at = Some(ha.at.clone());
             // keepalived's Master_Down_Interval: three adverts and a skew
-            // that makes the higher priority take over first.
-            let skew = (256.0 - f64::from(ha.priority)) * ha.advert / 256.0;
+            // that makes the higher priority take over first: in units of
+            // the advert under version 3, of a second under version 2.
+            let unit = if ha.version == 3 { ha.advert } else { 1.0 };
+            let skew = (256.0 - f64::from(ha.priority)) * unit / 256.0;
             let dead = 3.0 * ha.advert + skew;
             lines.push((String::new(), None));
             lines.push((format!("# {}: vrrp_instance {}", ha.at, ha.name), None));

@@ -1,8 +1,9 @@
 //! keepalived.conf's syntax, as `keepalived.conf(5)` and keepalived's
 //! `lib/parser.c` read it: a statement is the words of one line (a `\` at
 //! the end continues it), `{` ... `}` hold a block of statements, `!` and
-//! `#` start a comment, `"` and `'` quote (the quotes go, the whitespace
-//! inside stays, with the shell's escapes). `include PATTERN` splices in the
+//! `#` start a comment, `"` quotes (the quotes go, the whitespace inside
+//! stays; escapes are read as the shell's, as keepalived reads them in the
+//! keywords that take them). `include PATTERN` splices in the
 //! files a glob matches, a relative pattern read from the including file's
 //! directory (keepalived changes into it).
 
@@ -130,7 +131,9 @@ fn tokenize(text: &str, file: &Arc<Path>) -> Result<Vec<(Token, usize)>, SyntaxE
                 flush(&mut word, &mut tokens, line);
                 tokens.push((if c == '{' { Token::Open } else { Token::Close }, line));
             }
-            '"' | '\'' => {
+            // keepalived's tokenizer quotes with `"` only (an apostrophe is
+            // a character like any other).
+            '"' => {
                 let quote = c;
                 let w = word.get_or_insert_with(String::new);
                 loop {
@@ -385,13 +388,13 @@ mod tests {
 
     #[test]
     fn blocks_comments_quotes_and_lines() {
-        let text = "! comment\nvirtual_server 10.0.0.1 80 {  # trailing\n  lb_algo rr\n  real_server 10.0.1.1 80\n  {\n    weight 2 ! set\n    MISC_CHECK { misc_path \"/bin/check 'a b'\" }\n  }\n}\nquorum_up '/bin/echo  up' \\\n  more\n";
+        let text = "! comment\nvirtual_server 10.0.0.1 80 {  # trailing\n  lb_algo rr\n  real_server 10.0.1.1 80\n  {\n    weight 2 ! set\n    MISC_CHECK { misc_path \"/bin/check 'a b'\" }\n  }\n}\nquorum_up \"/bin/echo  up\" \\\n  more O'Brien\n";
         let stmts = parse(text).unwrap();
         assert_eq!(
             words(&stmts),
             [
                 vec!["virtual_server", "10.0.0.1", "80"],
-                vec!["quorum_up", "/bin/echo  up", "more"]
+                vec!["quorum_up", "/bin/echo  up", "more", "O'Brien"]
             ]
         );
         assert_eq!(stmts[0].at.line, 2);

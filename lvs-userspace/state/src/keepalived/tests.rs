@@ -317,3 +317,123 @@ fn errors_our_rules_find_name_the_keepalived_line() {
     assert!(loaded.ha.is_none());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+fn vrrp(body: &str) -> String {
+    format!("vrrp_instance VI {{\n interface eth0\n unicast_src_ip 10.1.0.1\n unicast_peer {{\n  10.1.0.2\n }}\n authentication {{\n  auth_pass a-long-enough-secret\n }}\n virtual_ipaddress {{\n  198.18.0.10\n }}\n{body}}}\n")
+}
+
+/// keepalived's VRRP defaults: a MASTER without a priority owns the
+/// addresses (255) and preempts whatever `nopreempt` says; version 2
+/// advertises in whole seconds and skews by (256 - priority)/256 s,
+/// version 3 by that share of an advert.
+#[test]
+fn vrrp_priority_preemption_and_timing_follow_keepalived() {
+    let ha = |text: &str| {
+        let i = import_text(text);
+        assert!(i.errors.is_empty(), "{:?}", i.errors);
+        (
+            config::parse_ha(&i.toml, "k.toml").unwrap().unwrap(),
+            i.warnings,
+        )
+    };
+    let (h, warnings) = ha(&vrrp(" state MASTER\n nopreempt\n"));
+    assert_eq!((h.priority, h.preempt), (255, true));
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.message.contains("`nopreempt` ignored")),
+        "{warnings:?}"
+    );
+    let (h, _) = ha(&vrrp(" state BACKUP\n nopreempt\n"));
+    assert_eq!((h.priority, h.preempt), (100, false));
+    // Version 2 (the default): 0.3 s rounds to 1 s; dead = 3 + 156/256 s.
+    let (h, warnings) = ha(&vrrp(" advert_int 0.3\n"));
+    assert_eq!((h.interval_ms, h.dead_ms), (1000, 3609));
+    assert!(
+        warnings.iter().any(|w| w.message.contains("version 2")),
+        "{warnings:?}"
+    );
+    let (h, _) = ha(&format!(
+        "global_defs {{\n vrrp_version 3\n}}\n{}",
+        vrrp(" advert_int 0.1\n priority 200\n")
+    ));
+    assert_eq!((h.interval_ms, h.dead_ms), (100, 322));
+}
+
+#[test]
+fn keepalived_makes_port_0_and_granular_services_persistent() {
+    let i = import_text("virtual_server 10.0.0.1 {\n lb_kind DR\n real_server 10.0.1.1 {\n }\n}\nvirtual_server 10.0.0.2 80 {\n persistence_granularity 255.255.255.0\n real_server 10.0.1.1 80 {\n }\n}\n");
+    assert!(i.errors.is_empty(), "{:?}", i.errors);
+    assert_eq!(
+        value(&i.toml, "[[service]]", 0, "persistent").as_deref(),
+        Some("360")
+    );
+    assert_eq!(
+        value(&i.toml, "[[service]]", 1, "persistent").as_deref(),
+        Some("360")
+    );
+    assert_eq!(i.warnings.len(), 2, "{:?}", i.warnings);
+    config::parse(&i.toml, "k.toml").unwrap();
+}
+
+#[test]
+fn sni_is_sent_only_with_enable_sni_and_never_from_the_real_server() {
+    let get = |checker: &str, url: &str| {
+        let i = import_text(&format!(
+            "virtual_server 10.0.0.1 443 {{\n virtualhost vs.example\n real_server 10.0.1.1 443 {{\n  virtualhost rs.example\n  SSL_GET {{\n{checker}   url {{\n    path /\n{url}   }}\n  }}\n }}\n}}\n"
+        ));
+        assert!(i.errors.is_empty(), "{:?}", i.errors);
+        (
+            value(&i.toml, "[[service.real.check]]", 0, "sni"),
+            value(&i.toml, "[[service.real.check]]", 0, "host"),
+        )
+    };
+    assert_eq!(get("", ""), (None, Some("\"rs.example\"".into())));
+    assert_eq!(
+        get("   enable_sni\n", "").0.as_deref(),
+        Some("\"vs.example\"")
+    );
+    assert_eq!(
+        get("   enable_sni\n   virtualhost c.example\n", "")
+            .0
+            .as_deref(),
+        Some("\"c.example\"")
+    );
+    assert_eq!(
+        get("   enable_sni\n", "    virtualhost u.example\n")
+            .0
+            .as_deref(),
+        Some("\"u.example\"")
+    );
+    assert_eq!(
+        get(
+            "   enable_sni\n   sni_name n.example\n",
+            "    virtualhost u.example\n"
+        )
+        .0
+        .as_deref(),
+        Some("\"n.example\"")
+    );
+    assert_eq!(get("   sni_name n.example\n", "").0, None);
+}
+
+#[test]
+fn values_our_toml_refuses_are_named_at_the_keepalived_line() {
+    let i = import_text(
+        "virtual_server 10.0.0.1 80 {\n retry 4294967295\n real_server 10.0.1.1 80 {\n }\n}\n",
+    );
+    assert_eq!(i.errors.len(), 1);
+    assert_eq!(i.errors[0].at.line, 2);
+    let i = import_text("global_defs {\n script_user nobody\n}\n");
+    assert_eq!(i.errors.len(), 1);
+    let dir = std::env::temp_dir().join(format!("lvs-kparse-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("keepalived.conf");
+    std::fs::write(&path, "virtual_server 10.0.0.1 53 {\n protocol UDP\n real_server 10.0.1.1 53 {\n  UDP_CHECK {\n   require_reply 00\n   min_reply_length 70000\n  }\n }\n}\n").unwrap();
+    let e = Source::Keepalived(path.clone())
+        .load()
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with(&format!("{}:6: ", path.display())), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
