@@ -404,6 +404,11 @@ pub fn remove_records(netns_ids: &[u64], also: &[String]) {
     }
 }
 
+/// `[("rs1", 2), ...]` as the map of names to counts the labs' spreads are.
+pub fn by_name(pairs: &[(&str, usize)]) -> std::collections::BTreeMap<String, usize> {
+    pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+}
+
 /// Poll `check` every 50 ms until it holds or `limit` passes.
 pub fn wait_for(what: &str, limit: Duration, mut check: impl FnMut() -> bool) -> Result<()> {
     let deadline = Instant::now() + limit;

@@ -30,6 +30,7 @@
 //! 2001:db8::10.
 
 use std::{
+    collections::BTreeMap,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     path::{Path, PathBuf},
     process::Command,
@@ -600,6 +601,44 @@ impl Lab {
         exec_in(peer_ns, &["ip", "addr", "add", peer_addr, "dev", "eth0"])?;
         exec_in(peer_ns, &["ip", "link", "set", "eth0", "up"])?;
         exec_in(peer_ns, &["ip", "route", "add", "default", "via", gateway]).map(drop)
+    }
+
+    /// What a failing assertion should show: the listing and lvsd's log.
+    pub fn context(&self) -> String {
+        format!(
+            "\n-L -n:\n{}\nlvsd log:\n{}",
+            self.lvsadm(&["-L", "-n"])
+                .unwrap_or_else(|e| format!("{e:#}")),
+            self.lvsd_log()
+        )
+    }
+
+    /// The health state `-L -n` shows at the end of `server`'s line
+    /// (`addr:port`), if it is listed with one.
+    pub fn health_state(&self, server: &str) -> Option<String> {
+        let listing = self.lvsadm(&["-L", "-n"]).ok()?;
+        let prefix = format!("  -> {server} ");
+        let line = listing.lines().find(|l| l.starts_with(&prefix))?;
+        line.split_whitespace().nth(6).map(str::to_string)
+    }
+
+    /// `count` more connections to `target`, one at a time, kept in
+    /// `held`; how many each server took.
+    pub fn hold_counted(
+        &self,
+        target: &str,
+        held: &mut Vec<Held>,
+        count: usize,
+    ) -> BTreeMap<String, usize> {
+        let mut names = BTreeMap::new();
+        for _ in 0..count {
+            let conn = self
+                .hold(target)
+                .unwrap_or_else(|e| panic!("{e:#}{}", self.context()));
+            *names.entry(conn.server.clone()).or_default() += 1;
+            held.push(conn);
+        }
+        names
     }
 
     /// Mount a bpffs of the lab's (`ip netns exec` hides the host's), for

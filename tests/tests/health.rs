@@ -171,7 +171,8 @@ fn a_stopped_http_server_leaves_scheduling_and_returns_after_rise_checks() {
         toml += &format!(
             "\n[[service.real]]\naddress = \"{addr}:7000\"\nmethod = \"nat\"\n\n\
              [[service.real.check]]\ntype = \"http\"\nconnect = \"{addr}:8080\"\npath = \"/\"\n\
-             interval = {INTERVAL:.1}\ntimeout = 0.5\nrise = {RISE}\nfall = {FALL}\nstart = \"down\"\n",
+             interval = {INTERVAL:.1}\ntimeout = 0.5\nrise = {RISE}\nfall = {FALL}\nstart = \"down\"\n\
+             retry_interval = {INTERVAL:.1}\n",
             addr = rs.addr
         );
     }
@@ -204,8 +205,10 @@ fn a_stopped_http_server_leaves_scheduling_and_returns_after_rise_checks() {
         "rs2's HTTP server was not running"
     );
     let left = wait_for_state(&lab, &rs2, "down", stopped, Duration::from_secs(10));
-    // `fall` failures, the first up to one interval after the stop; and
-    // not at the first failure, which comes at most one interval late.
+    // `fall` failures, the first up to one interval after the stop, the
+    // others `retry_interval` (here the interval; http's default is
+    // keepalived's 3 s) apart; and not at the first failure, which comes
+    // at most one interval late.
     let (least, most) = (
         Duration::from_secs_f64(f64::from(FALL - 1) * INTERVAL - 0.5),
         Duration::from_secs_f64(f64::from(FALL) * INTERVAL + INTERVAL),

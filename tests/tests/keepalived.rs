@@ -3,12 +3,11 @@
 //! these (`--include-ignored`).
 
 use std::{
-    collections::BTreeMap,
     process::Command,
     time::{Duration, Instant},
 };
 
-use lvs_lab::{bin, wait_for, Held, Lab};
+use lvs_lab::{bin, by_name, wait_for, Lab};
 
 const VIP: &str = "198.18.0.10:7000";
 
@@ -66,46 +65,13 @@ virtual_server 198.18.0.10 7000 {{
     )
 }
 
-fn context(lab: &Lab) -> String {
-    format!(
-        "\n-L -n:\n{}\nlvsd log:\n{}",
-        lab.lvsadm(&["-L", "-n"])
-            .unwrap_or_else(|e| format!("{e:#}")),
-        lab.lvsd_log()
-    )
-}
-
-/// The health state `-L -n` shows at the end of `server`'s line.
-fn state(lab: &Lab, server: &str) -> Option<String> {
-    let listing = lab.lvsadm(&["-L", "-n"]).ok()?;
-    let prefix = format!("  -> {server} ");
-    let line = listing.lines().find(|l| l.starts_with(&prefix))?;
-    line.split_whitespace().nth(6).map(str::to_string)
-}
-
 fn wait_for_state(lab: &Lab, server: &str, want: &str) -> Duration {
     let since = Instant::now();
     wait_for(&format!("{server} {want}"), Duration::from_secs(10), || {
-        state(lab, server).as_deref() == Some(want)
+        lab.health_state(server).as_deref() == Some(want)
     })
-    .unwrap_or_else(|e| panic!("{e:#}{}", context(lab)));
+    .unwrap_or_else(|e| panic!("{e:#}{}", lab.context()));
     since.elapsed()
-}
-
-fn hold(lab: &Lab, held: &mut Vec<Held>, count: usize) -> BTreeMap<String, usize> {
-    let mut names = BTreeMap::new();
-    for _ in 0..count {
-        let conn = lab
-            .hold(VIP)
-            .unwrap_or_else(|e| panic!("{e:#}{}", context(lab)));
-        *names.entry(conn.server.clone()).or_default() += 1;
-        held.push(conn);
-    }
-    names
-}
-
-fn expect(pairs: &[(&str, usize)]) -> BTreeMap<String, usize> {
-    pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
 }
 
 #[test]
@@ -160,10 +126,10 @@ fn lvsd_runs_from_a_keepalived_conf_and_its_checkers_take_servers_out_and_back()
 
     let mut held = Vec::new();
     assert_eq!(
-        hold(&lab, &mut held, 3),
-        expect(&[("rs1", 1), ("rs2", 1), ("rs3", 1)]),
+        lab.hold_counted(VIP, &mut held, 3),
+        by_name(&[("rs1", 1), ("rs2", 1), ("rs3", 1)]),
         "{}",
-        context(&lab)
+        lab.context()
     );
 
     // rs2's port closes (TCP_CHECK) and rs3's marker appears (MISC_CHECK).
@@ -177,10 +143,10 @@ fn lvsd_runs_from_a_keepalived_conf_and_its_checkers_take_servers_out_and_back()
     println!("rs2 down after {:?}", wait_for_state(&lab, &rs2, "down"));
     println!("rs3 down after {:?}", wait_for_state(&lab, &rs3, "down"));
     assert_eq!(
-        hold(&lab, &mut held, 4),
-        expect(&[("rs1", 4)]),
+        lab.hold_counted(VIP, &mut held, 4),
+        by_name(&[("rs1", 4)]),
         "while rs2 and rs3 are down{}",
-        context(&lab)
+        lab.context()
     );
 
     lab.reals[1]
@@ -189,12 +155,12 @@ fn lvsd_runs_from_a_keepalived_conf_and_its_checkers_take_servers_out_and_back()
     std::fs::remove_file(&marker).unwrap();
     wait_for_state(&lab, &rs2, "up");
     wait_for_state(&lab, &rs3, "up");
-    let spread = hold(&lab, &mut held, 6);
+    let spread = lab.hold_counted(VIP, &mut held, 6);
     assert_eq!(
         spread.len(),
         3,
         "after both returned: {spread:?}{}",
-        context(&lab)
+        lab.context()
     );
 
     // Every connection, the ones to servers that left included, still

@@ -3,7 +3,6 @@
 //! `cargo xtask test` runs these (`--include-ignored`).
 
 use std::{
-    collections::BTreeMap,
     os::unix::net::UnixDatagram,
     process::Command,
     sync::{
@@ -13,20 +12,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lvs_lab::{bin, wait_for, Held, Lab};
+use lvs_lab::{bin, by_name, wait_for, Held, Lab};
 
 const VIP: &str = "198.18.0.10:7000";
 /// Long-lived connections streaming through the reloads.
 const STREAMS: usize = 200;
-
-fn context(lab: &Lab) -> String {
-    format!(
-        "\n-L -n:\n{}\nlvsd log:\n{}",
-        lab.lvsadm(&["-L", "-n"])
-            .unwrap_or_else(|e| format!("{e:#}")),
-        lab.lvsd_log()
-    )
-}
 
 /// wrr over the named servers (`(index, weight)`); each is checked on its
 /// HTTP port every 0.3 s, and down after two failures.
@@ -57,26 +47,6 @@ fn reload(lab: &Lab) -> (bool, String, String) {
     )
 }
 
-/// The health state `-L -n` shows at the end of `server`'s line, if listed.
-fn state(lab: &Lab, server: &str) -> Option<String> {
-    let listing = lab.lvsadm(&["-L", "-n"]).ok()?;
-    let prefix = format!("  -> {server} ");
-    let line = listing.lines().find(|l| l.starts_with(&prefix))?;
-    line.split_whitespace().nth(6).map(str::to_string)
-}
-
-fn open(lab: &Lab, held: &mut Vec<Held>, count: usize) -> BTreeMap<String, usize> {
-    let mut names = BTreeMap::new();
-    for _ in 0..count {
-        let conn = lab
-            .hold(VIP)
-            .unwrap_or_else(|e| panic!("{e:#}{}", context(lab)));
-        *names.entry(conn.server.clone()).or_default() += 1;
-        held.push(conn);
-    }
-    names
-}
-
 /// Every held connection carries a line both ways; the ones that did not.
 fn stream(held: &mut [Held], round: &str) -> Vec<String> {
     let mut broken = Vec::new();
@@ -89,10 +59,6 @@ fn stream(held: &mut [Held], round: &str) -> Vec<String> {
         }
     }
     broken
-}
-
-fn expect(pairs: &[(&str, usize)]) -> BTreeMap<String, usize> {
-    pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
 }
 
 /// The notices lvsd sent to its `NOTIFY_SOCKET` so far.
@@ -133,14 +99,14 @@ fn a_reload_changes_weights_removes_and_adds_servers_without_losing_a_connection
     let [rs1, rs2, rs3, rs4] = [0, 1, 2, 3].map(|i| format!("{}:7000", lab.reals[i].addr));
     for rs in [&rs1, &rs2, &rs3] {
         wait_for("the checks' first results", Duration::from_secs(5), || {
-            state(&lab, rs).as_deref() == Some("up")
+            lab.health_state(rs).as_deref() == Some("up")
         })
-        .unwrap_or_else(|e| panic!("{e:#}{}", context(&lab)));
+        .unwrap_or_else(|e| panic!("{e:#}{}", lab.context()));
     }
 
     let mut held = Vec::new();
-    let spread = open(&lab, &mut held, STREAMS - 2);
-    assert_eq!(spread, expect(&[("rs1", 66), ("rs2", 66), ("rs3", 66)]));
+    let spread = lab.hold_counted(VIP, &mut held, STREAMS - 2);
+    assert_eq!(spread, by_name(&[("rs1", 66), ("rs2", 66), ("rs3", 66)]));
     assert!(stream(&mut held, "before").is_empty());
 
     // rs1's checker fails and takes it out before the reload, which leaves
@@ -148,11 +114,11 @@ fn a_reload_changes_weights_removes_and_adds_servers_without_losing_a_connection
     // over (up, then two failures) as a restarted checker would.
     assert!(lab.reals[0].stop_http_server());
     wait_for("rs1 down", Duration::from_secs(5), || {
-        state(&lab, &rs1).as_deref() == Some("down")
+        lab.health_state(&rs1).as_deref() == Some("down")
     })
-    .unwrap_or_else(|e| panic!("{e:#}{}", context(&lab)));
-    let more = open(&lab, &mut held, 2);
-    assert_eq!(more, expect(&[("rs2", 1), ("rs3", 1)]));
+    .unwrap_or_else(|e| panic!("{e:#}{}", lab.context()));
+    let more = lab.hold_counted(VIP, &mut held, 2);
+    assert_eq!(more, by_name(&[("rs2", 1), ("rs3", 1)]));
 
     // The 200 connections stream, round after round, through the reload.
     let streaming = Arc::new(AtomicBool::new(true));
@@ -172,7 +138,7 @@ fn a_reload_changes_weights_removes_and_adds_servers_without_losing_a_connection
     // rs2's weight 1 → 3, rs3 removed, rs4 added.
     std::fs::write(&path, config(&lab, &[(0, 1), (1, 3), (3, 1)])).unwrap();
     let (ok, out, err) = reload(&lab);
-    assert!(ok, "{out}{err}{}", context(&lab));
+    assert!(ok, "{out}{err}{}", lab.context());
     let service = "TCP 198.18.0.10:7000";
     assert_eq!(
         out.lines().collect::<Vec<_>>(),
@@ -187,24 +153,24 @@ fn a_reload_changes_weights_removes_and_adds_servers_without_losing_a_connection
     let reloaded = Instant::now();
     while reloaded.elapsed() < Duration::from_millis(1500) {
         assert_eq!(
-            state(&lab, &rs1).as_deref(),
+            lab.health_state(&rs1).as_deref(),
             Some("down"),
             "rs1's unchanged checker started over{}",
-            context(&lab)
+            lab.context()
         );
         std::thread::sleep(Duration::from_millis(50));
     }
     wait_for("rs4's check", Duration::from_secs(5), || {
-        state(&lab, &rs4).as_deref() == Some("up")
+        lab.health_state(&rs4).as_deref() == Some("up")
     })
-    .unwrap_or_else(|e| panic!("{e:#}{}", context(&lab)));
-    assert_eq!(state(&lab, &rs3), None, "{}", context(&lab));
+    .unwrap_or_else(|e| panic!("{e:#}{}", lab.context()));
+    assert_eq!(lab.health_state(&rs3), None, "{}", lab.context());
 
     // New connections follow the new weights: 3 to rs2 for each to rs4.
     let mut fresh = Vec::new();
     assert_eq!(
-        open(&lab, &mut fresh, 40),
-        expect(&[("rs2", 30), ("rs4", 10)])
+        lab.hold_counted(VIP, &mut fresh, 40),
+        by_name(&[("rs2", 30), ("rs4", 10)])
     );
     // Every stream, rs3's included, carried on through the reload.
     streaming.store(false, Ordering::Relaxed);
@@ -214,7 +180,7 @@ fn a_reload_changes_weights_removes_and_adds_servers_without_losing_a_connection
         broken.is_empty(),
         "{} broken: {broken:#?}{}",
         broken.len(),
-        context(&lab)
+        lab.context()
     );
     // The removed server's connections finish as their clients close them.
     let (on_rs3, rest): (Vec<Held>, Vec<Held>) = held.into_iter().partition(|h| h.server == "rs3");
@@ -250,7 +216,7 @@ fn a_reload_changes_weights_removes_and_adds_servers_without_losing_a_connection
             })
         })
     })
-    .unwrap_or_else(|e| panic!("{e:#}{}", context(&lab)));
+    .unwrap_or_else(|e| panic!("{e:#}{}", lab.context()));
     wait_for_notice(&notify, &mut seen, "READY=1");
     assert!(
         seen.iter().any(|n| n.lines().any(|l| l == "RELOADING=1")),
@@ -309,7 +275,7 @@ fn a_restart_takes_over_the_datapath_without_losing_a_connection() {
         .unwrap_or_else(|e| panic!("{e:#}"));
 
     let mut held = Vec::new();
-    open(&lab, &mut held, STREAMS);
+    lab.hold_counted(VIP, &mut held, STREAMS);
     assert!(stream(&mut held, "first").is_empty());
     let streaming = Arc::new(AtomicBool::new(true));
     let streamer = {
@@ -325,11 +291,11 @@ fn a_restart_takes_over_the_datapath_without_losing_a_connection() {
     };
     std::thread::sleep(Duration::from_millis(300));
     let before = service_stats(&lab);
-    assert_eq!(before[0], STREAMS as u64, "{}", context(&lab));
+    assert_eq!(before[0], STREAMS as u64, "{}", lab.context());
     wait_for("ActiveConn counted", Duration::from_secs(5), || {
         active(&lab) == STREAMS as u64
     })
-    .unwrap_or_else(|e| panic!("{e:#}{}", context(&lab)));
+    .unwrap_or_else(|e| panic!("{e:#}{}", lab.context()));
 
     // Stopped: the datapath goes on forwarding the streams alone.
     let log_before = lab.lvsd_log();
@@ -366,7 +332,7 @@ fn a_restart_takes_over_the_datapath_without_losing_a_connection() {
         broken.is_empty(),
         "{} broken: {broken:#?}{}",
         broken.len(),
-        context(&lab)
+        lab.context()
     );
 
     // The counters go on from where they were; the counts are carried.
@@ -379,9 +345,14 @@ fn a_restart_takes_over_the_datapath_without_losing_a_connection() {
     wait_for("ActiveConn recounted", Duration::from_secs(5), || {
         active(&lab) == STREAMS as u64
     })
-    .unwrap_or_else(|e| panic!("{e:#}{}", context(&lab)));
+    .unwrap_or_else(|e| panic!("{e:#}{}", lab.context()));
     let mut fresh = Vec::new();
-    assert_eq!(open(&lab, &mut fresh, 30).len(), 3, "{}", context(&lab));
+    assert_eq!(
+        lab.hold_counted(VIP, &mut fresh, 30).len(),
+        3,
+        "{}",
+        lab.context()
+    );
     assert!(stream(&mut held, "last").is_empty());
     drop((held, fresh));
 
