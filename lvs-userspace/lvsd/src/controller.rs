@@ -339,6 +339,9 @@ pub struct Controller<D> {
     /// trash, they are reused only once the count finds none, so old flows
     /// never count (or pick) as a new server's.
     draining: BTreeSet<u32>,
+    /// When each draining index was freed (datapath clock), for
+    /// `Expirations::drain`.
+    draining_since: HashMap<u32, u64>,
     /// `-Z` subtracts these snapshots, as the kernel does.
     service_baseline: HashMap<u32, Counters>,
     real_baseline: HashMap<u32, Counters>,
@@ -403,6 +406,9 @@ pub struct QuorumChange {
 pub struct Expirations {
     pub lblc: u64,
     pub lblcr: u64,
+    /// Seconds a removed real server's connections may go on (`None`:
+    /// until they end, IPVS's default); then the sweeper removes them.
+    pub drain: Option<u64>,
 }
 
 impl Default for Expirations {
@@ -410,6 +416,7 @@ impl Default for Expirations {
         Self {
             lblc: lvs_sched::locality::DEFAULT_EXPIRATION,
             lblcr: lvs_sched::locality::DEFAULT_EXPIRATION,
+            drain: None,
         }
     }
 }
@@ -531,6 +538,7 @@ impl<D: Datapath> Controller<D> {
             real_slots: Slots::new(limits.reals),
             maglev_slots: Slots::new(limits.mh_services),
             draining: BTreeSet::new(),
+            draining_since: HashMap::default(),
             service_baseline: HashMap::default(),
             real_baseline: HashMap::default(),
             service_rates: HashMap::default(),
@@ -595,6 +603,7 @@ impl<D: Datapath> Controller<D> {
             .collect();
         for i in drained {
             self.draining.remove(&i);
+            self.draining_since.remove(&i);
             self.real_slots.give(i);
             self.replies.release(i);
         }
@@ -882,10 +891,23 @@ impl<D: Datapath> Controller<D> {
             live: Vec::new(),
             gone: Vec::new(),
         };
+        // Removed servers whose drain ran out (`Expirations::drain`).
+        let overdue: HashSet<u32> = match self.expirations.drain {
+            Some(s) => self
+                .draining_since
+                .iter()
+                .filter(|(_, since)| now.saturating_sub(**since) >= s * NS_PER_SEC)
+                .map(|(i, _)| *i)
+                .collect(),
+            None => HashSet::new(),
+        };
+        let ended = |conn: &Conn<A>, timeouts: &Timeouts| {
+            conn.expired_under(judged_at, timeouts) || overdue.contains(&conn.real_index)
+        };
         for (key, conn) in listed {
             let inbound = conn.direction == Direction::Inbound as u8;
             let dead = if inbound {
-                conn.expired_under(judged_at, &self.timeouts)
+                ended(&conn, &self.timeouts)
             } else if now.saturating_sub(conn.last_seen_ns) > longest {
                 let owner = self.datapath.connection(&key.nat_inbound(&conn))?;
                 conntable::is_dead(&key, &conn, |_| owner, judged_at, &self.timeouts)
@@ -903,7 +925,7 @@ impl<D: Datapath> Controller<D> {
             let Some(taken) = self.datapath.take_connection(&key)? else {
                 continue;
             };
-            if inbound && !taken.expired_under(judged_at, &self.timeouts) {
+            if inbound && !ended(&taken, &self.timeouts) {
                 self.datapath.add_connection(key, taken)?;
                 continue;
             }
@@ -2358,9 +2380,11 @@ impl<D: Datapath> Controller<D> {
             self.remove_templates::<[u8; 4]>(leads_to_freed)?;
             self.remove_templates::<In6>(leads_to_freed)?;
         }
+        let now = self.datapath.now_ns()?;
         for (_, i) in gone {
             self.overloaded.remove(&i);
             self.draining.insert(i);
+            self.draining_since.insert(i, now);
         }
         Ok(())
     }
@@ -3076,12 +3100,41 @@ mod tests {
         assert_eq!(picks(&mut c, 2), "11");
     }
 
+    /// A removed server's connections go on until they end, or, with a
+    /// drain limit, until it runs out; others are never touched by it.
+    #[test]
+    fn a_drain_limit_ends_a_removed_servers_connections() {
+        for limit in [None, Some(5)] {
+            let mut c = setup(SchedulerName::Rr, &[1, 1]);
+            c.set_expirations(Expirations {
+                drain: limit,
+                ..Expirations::default()
+            });
+            hold(&mut c, 1, 3, ConnState::Established);
+            hold(&mut c, 2, 2, ConnState::Established);
+            c.apply(&[Command::DeleteReal {
+                service: svc(),
+                server: real(1, 1).server,
+            }])
+            .unwrap();
+            let left =
+                |c: &Controller<FakeDatapath>| c.datapath().connections::<[u8; 4]>().unwrap().len();
+            c.datapath_mut().now_ns += 4 * NS_PER_SEC;
+            c.sweep().unwrap();
+            assert_eq!(left(&c), 5, "{limit:?}");
+            c.datapath_mut().now_ns += 2 * NS_PER_SEC;
+            c.sweep().unwrap();
+            assert_eq!(left(&c), if limit.is_some() { 2 } else { 5 }, "{limit:?}");
+        }
+    }
+
     #[test]
     fn lblc_entries_expire_after_the_configured_time() {
         let mut c = Controller::new(FakeDatapath::default());
         c.set_expirations(Expirations {
             lblc: 600,
             lblcr: 600,
+            drain: None,
         });
         c.apply(&[
             Command::AddService(spec(SchedulerName::Lblc)),

@@ -43,6 +43,12 @@ struct Args {
     /// unchanged before its busiest member is dropped.
     #[arg(long, value_name = "SECONDS", default_value_t = 86_400)]
     lblcr_expiration: u64,
+    /// How long a removed real server's open connections go on (a reload,
+    /// `lvsadm -d`); then they are removed, and their next packets are
+    /// the kernel's. 0 (the default): until they end, as IPVS's
+    /// `expire_nodest_conn=0`.
+    #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+    drain_limit: u64,
     /// Most virtual services the maps hold.
     #[arg(long, value_name = "N", default_value_t = lvs_common::MAX_SERVICES)]
     max_services: u32,
@@ -126,6 +132,7 @@ async fn run(favoured: std::io::Result<()>) -> anyhow::Result<()> {
         tunnel_source,
         lblc_expiration,
         lblcr_expiration,
+        drain_limit,
         max_services,
         max_reals,
         conn_table_size,
@@ -167,6 +174,7 @@ async fn run(favoured: std::io::Result<()>) -> anyhow::Result<()> {
             expirations: lvs::controller::Expirations {
                 lblc: lblc_expiration,
                 lblcr: lblcr_expiration,
+                drain: (drain_limit > 0).then_some(drain_limit),
             },
             limits: lvs_datapath::Limits {
                 services: max_services,
