@@ -121,7 +121,7 @@ fn private6(i: u8) -> IpAddr {
 
 /// The nsfs inode of namespace `name`: what `netconf::netns_id` reads
 /// from inside it.
-pub(crate) fn netns_id(name: &str) -> Result<u64> {
+pub fn netns_id(name: &str) -> Result<u64> {
     use std::os::unix::fs::MetadataExt;
     let path = Path::new("/run/netns").join(name);
     Ok(std::fs::metadata(&path)

@@ -354,10 +354,33 @@ fn a_restart_takes_over_the_datapath_without_losing_a_connection() {
         lab.context()
     );
     assert!(stream(&mut held, "last").is_empty());
-    drop((held, fresh));
+    drop(fresh);
+
+    // Tables of another map layout are refused, and left forwarding.
+    lab.lvsd.take().expect("lvsd runs").stop();
+    let netns = lvs_lab::pair::netns_id(&lab.director.name).unwrap();
+    let record = std::fs::read_dir("/run/lvs")
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            name.starts_with(&format!("handover-director-{netns}-")) && name.ends_with(".json")
+        })
+        .expect("the stopped lvsd's handover record");
+    let text = std::fs::read_to_string(&record).unwrap();
+    std::fs::write(&record, text.replacen("\"layout\":1", "\"layout\":0", 1)).unwrap();
+    let refused = lab
+        .start_lvsd_with(Some(&path), &flags)
+        .expect_err("started over tables it cannot read");
+    assert!(
+        format!("{refused:#}").contains("has map layout 0; this lvsd reads layout 1"),
+        "{refused:#}"
+    );
+    assert!(stream(&mut held, "after the refusal").is_empty());
+    drop(held);
 
     // `lvsd --clean` removes what a stop leaves.
-    lab.lvsd.take().expect("lvsd runs").stop();
     let lvsd = bin("lvsd").display().to_string();
     let out = lab
         .director
