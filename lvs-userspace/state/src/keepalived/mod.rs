@@ -992,10 +992,33 @@ impl Translator {
                     })
                     .collect()
             }
-            "SMTP_CHECK" if !hosts.is_empty() => hosts
-                .iter()
-                .filter_map(|h| self.smtp_host(h, &base, server))
-                .collect(),
+            "SMTP_CHECK" if !hosts.is_empty() => {
+                // keepalived (check_smtp.c): each host is a checker of its
+                // own, with the server's timeout; the block's own checker
+                // stays too when it sets connection options itself.
+                let own = connect_ip.is_some()
+                    || connect_port.is_some()
+                    || base.fields.iter().any(|(k, _, _)| *k == "bind")
+                    || inherited.connect_timeout != rs.connect_timeout;
+                let mut host_base = Table {
+                    header: base.header,
+                    at: base.at.clone(),
+                    fields: base.fields.clone(),
+                };
+                host_base
+                    .fields
+                    .retain(|(k, _, _)| !matches!(*k, "connect" | "bind"));
+                let server_timeout = rs.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+                host_base.set("timeout", seconds(server_timeout), &stmt.at);
+                let mut tables: Vec<Table> = hosts
+                    .iter()
+                    .filter_map(|h| self.smtp_host(h, &host_base, server))
+                    .collect();
+                if own {
+                    tables.insert(0, base);
+                }
+                tables
+            }
             _ => vec![base],
         }
     }
