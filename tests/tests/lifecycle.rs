@@ -407,3 +407,59 @@ fn a_restart_takes_over_the_datapath_without_losing_a_connection() {
         .unwrap_or_default();
     assert!(pins.is_empty(), "{pins:?}");
 }
+
+/// `--drain-limit`: a removed server's connections go on for the limit,
+/// then are cut; the other server's are untouched.
+#[test]
+#[ignore = "needs root; run by `cargo xtask test`"]
+fn a_drain_limit_cuts_a_removed_servers_connections_when_it_runs_out() {
+    let mut lab = Lab::new("lvs-drain", 2).expect("building the lab");
+    lab.start_hold_servers(7000).expect("starting hold servers");
+    let path = lab.dir.join("lvs.toml");
+    let mut toml =
+        format!("[[service]]\nprotocol = \"tcp\"\naddress = \"{VIP}\"\nscheduler = \"rr\"\n");
+    for rs in &lab.reals {
+        toml += &format!(
+            "\n[[service.real]]\naddress = \"{}:7000\"\nmethod = \"nat\"\n",
+            rs.addr
+        );
+    }
+    std::fs::write(&path, toml).unwrap();
+    lab.start_lvsd_with(Some(&path), &["--drain-limit", "2"])
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let mut held = Vec::new();
+    assert_eq!(
+        lab.hold_counted(VIP, &mut held, 4),
+        by_name(&[("rs1", 2), ("rs2", 2)])
+    );
+    let rs2 = format!("{}:7000", lab.reals[1].addr);
+    lab.lvsadm(&["-d", "-t", VIP, "-r", &rs2]).unwrap();
+    let removed = Instant::now();
+    // Within the limit, rs2's connections carry on.
+    assert!(
+        stream(&mut held, "within the limit").is_empty(),
+        "{}",
+        lab.context()
+    );
+    assert!(removed.elapsed() < Duration::from_secs(2));
+    // After it (and a sweep), they are cut; rs1's are not.
+    std::thread::sleep(Duration::from_secs(2).saturating_sub(removed.elapsed()));
+    let rs2_addr = lab.reals[1].addr.to_string();
+    wait_for("rs2's entries removed", Duration::from_secs(10), || {
+        lab.lvsadm(&["-L", "-c", "-n"])
+            .is_ok_and(|table| !table.contains(&rs2_addr))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}{}", lab.context()));
+    let cut = removed.elapsed();
+    println!("rs2's connections removed {cut:?} after the server");
+    assert!(cut >= Duration::from_secs(2), "{cut:?}");
+    for h in held.iter_mut().filter(|h| h.server == "rs2") {
+        assert!(
+            h.echo("cut?").is_err(),
+            "a connection of rs2 outlived the limit"
+        );
+    }
+    for h in held.iter_mut().filter(|h| h.server == "rs1") {
+        assert_eq!(h.echo("still").unwrap(), "still");
+    }
+}
