@@ -383,13 +383,7 @@ impl Pair {
             conf += &format!("        {addr}/{prefix} dev {iface}\n");
         }
         conf += "    }\n}\n";
-        let base = [(HOLD_PORT, HOLD_PORT), (HTTP_PORT, self.real_http_port())]
-            .map(|(port, real_port)| (port, real_port, "rr", None));
-        let added = self
-            .services
-            .iter()
-            .map(|s| (s.port, s.port, s.scheduler.as_str(), s.persistent));
-        for (port, real_port, scheduler, persistent) in base.into_iter().chain(added) {
+        for (port, real_port, scheduler, persistent) in self.service_list() {
             conf += &format!(
                 "\nvirtual_server {} {port} {{\n    lb_algo {scheduler}\n    lb_kind {kind}\n    protocol TCP\n",
                 self.vip()
@@ -447,6 +441,18 @@ impl Pair {
         f
     }
 
+    /// Every service of the pair: (port, real servers' port, scheduler,
+    /// persistence), the hold and HTTP services first.
+    fn service_list(&self) -> Vec<(u16, u16, &str, Option<u32>)> {
+        let base = [(HOLD_PORT, HOLD_PORT), (HTTP_PORT, self.real_http_port())]
+            .map(|(port, real_port)| (port, real_port, "rr", None));
+        let added = self
+            .services
+            .iter()
+            .map(|s| (s.port, s.port, s.scheduler.as_str(), s.persistent));
+        base.into_iter().chain(added).collect()
+    }
+
     /// Director `d`'s lvsd config: the services, and `[ha]` with both
     /// bridges as links.
     pub fn config(&self, d: usize) -> String {
@@ -456,13 +462,7 @@ impl Pair {
             _ => "route",
         };
         let mut toml = String::new();
-        let base = [(HOLD_PORT, HOLD_PORT), (HTTP_PORT, self.real_http_port())]
-            .map(|(port, real_port)| (port, real_port, "rr", None));
-        let added = self
-            .services
-            .iter()
-            .map(|s| (s.port, s.port, s.scheduler.as_str(), s.persistent));
-        for (port, real_port, scheduler, persistent) in base.into_iter().chain(added) {
+        for (port, real_port, scheduler, persistent) in self.service_list() {
             let vip = SocketAddr::new(self.vip(), port);
             toml += &format!(
                 "[[service]]\nprotocol = \"tcp\"\naddress = \"{vip}\"\nscheduler = \"{scheduler}\"\n"

@@ -34,6 +34,21 @@ fn config(lab: &Lab, servers: &[(usize, u32)]) -> String {
     toml
 }
 
+/// rr over every server of the lab, unchecked, written to its lvs.toml.
+fn rr_config(lab: &Lab) -> std::path::PathBuf {
+    let mut toml =
+        format!("[[service]]\nprotocol = \"tcp\"\naddress = \"{VIP}\"\nscheduler = \"rr\"\n");
+    for rs in &lab.reals {
+        toml += &format!(
+            "\n[[service.real]]\naddress = \"{}:7000\"\nmethod = \"nat\"\n",
+            rs.addr
+        );
+    }
+    let path = lab.dir.join("lvs.toml");
+    std::fs::write(&path, toml).unwrap();
+    path
+}
+
 /// `lvsadm reload`: (success, standard output, standard error).
 fn reload(lab: &Lab) -> (bool, String, String) {
     let out = Command::new(bin("lvsadm"))
@@ -260,16 +275,7 @@ fn a_restart_takes_over_the_datapath_without_losing_a_connection() {
         .expect("starting HTTP servers");
     lab.start_hold_servers(7000).expect("starting hold servers");
     let bpffs = lab.mount_bpffs().unwrap().display().to_string();
-    let path = lab.dir.join("lvs.toml");
-    let mut toml =
-        format!("[[service]]\nprotocol = \"tcp\"\naddress = \"{VIP}\"\nscheduler = \"rr\"\n");
-    for rs in &lab.reals {
-        toml += &format!(
-            "\n[[service.real]]\naddress = \"{}:7000\"\nmethod = \"nat\"\n",
-            rs.addr
-        );
-    }
-    std::fs::write(&path, toml).unwrap();
+    let path = rr_config(&lab);
     let flags = ["--bpffs", bpffs.as_str()];
     lab.start_lvsd_with(Some(&path), &flags)
         .unwrap_or_else(|e| panic!("{e:#}"));
@@ -415,16 +421,7 @@ fn a_restart_takes_over_the_datapath_without_losing_a_connection() {
 fn a_drain_limit_cuts_a_removed_servers_connections_when_it_runs_out() {
     let mut lab = Lab::new("lvs-drain", 2).expect("building the lab");
     lab.start_hold_servers(7000).expect("starting hold servers");
-    let path = lab.dir.join("lvs.toml");
-    let mut toml =
-        format!("[[service]]\nprotocol = \"tcp\"\naddress = \"{VIP}\"\nscheduler = \"rr\"\n");
-    for rs in &lab.reals {
-        toml += &format!(
-            "\n[[service.real]]\naddress = \"{}:7000\"\nmethod = \"nat\"\n",
-            rs.addr
-        );
-    }
-    std::fs::write(&path, toml).unwrap();
+    let path = rr_config(&lab);
     lab.start_lvsd_with(Some(&path), &["--drain-limit", "2"])
         .unwrap_or_else(|e| panic!("{e:#}"));
     let mut held = Vec::new();

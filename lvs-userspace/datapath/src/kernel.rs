@@ -481,6 +481,17 @@ pub fn director_attached(iface: &str) -> Result<bool, DatapathError> {
     Ok(xdp || tc_director_on(iface))
 }
 
+/// Where a stopping lvsd records, beside the tables pinned in `pins`,
+/// what the next one needs to take them over:
+/// `/run/lvs/handover-<pin directory's name>.json`.
+pub fn handover_record(pins: &Path) -> PathBuf {
+    let name = pins
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Path::new("/run/lvs").join(format!("handover-{name}.json"))
+}
+
 /// `lvsd --clean`: remove what lvsds of this network namespace left
 /// forwarding (a clean stop hands the datapath over; a killed lvsd leaves
 /// it): the director on each interface they recorded, their pins and
@@ -540,28 +551,10 @@ pub fn clean(bpffs: &Path) -> Result<Vec<String>, DatapathError> {
         }
         let _ = std::fs::remove_file(&record);
     }
-    let root = bpffs.join("lvs");
-    for name in listed(&root) {
-        let Some(pid) = name
-            .strip_prefix(&format!("director-{netns}-"))
-            .and_then(|pid| pid.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        if nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
-            == Err(nix::errno::Errno::ESRCH)
-        {
-            unpin(&root.join(&name));
-            done.push(format!(
-                "removed the tables pinned in {}",
-                root.join(name).display()
-            ));
-        }
-    }
-    for name in listed(run) {
-        if ours(&name, "handover-director", ".json").is_some() {
-            let _ = std::fs::remove_file(run.join(&name));
-        }
+    for dir in dead_pin_dirs_under(&bpffs.join("lvs"), &format!("director-{netns}")) {
+        unpin(&dir);
+        let _ = std::fs::remove_file(handover_record(&dir));
+        done.push(format!("removed the tables pinned in {}", dir.display()));
     }
     Ok(done)
 }
@@ -893,6 +886,11 @@ fn dead_pin_dirs(own: &Path) -> Vec<PathBuf> {
     let Some((prefix, _)) = name.rsplit_once('-') else {
         return Vec::new();
     };
+    dead_pin_dirs_under(root, prefix)
+}
+
+/// The directories `<prefix>-<pid>` under `root` whose lvsd is gone.
+fn dead_pin_dirs_under(root: &Path, prefix: &str) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(root) else {
         return Vec::new();
     };

@@ -25,8 +25,8 @@ pub mod fake;
 
 pub use family::Family;
 pub use kernel::{
-    clean, director_attached, is_bpffs, Attachment, ConnChanges, DatapathChoice, KernelDatapath,
-    Lifetime, Liveness, ProgramStats, TestRun,
+    clean, director_attached, handover_record, is_bpffs, Attachment, ConnChanges, DatapathChoice,
+    KernelDatapath, Lifetime, Liveness, ProgramStats, TestRun,
 };
 pub use limits::Limits;
 pub use standalone::{test_run_attached, StandaloneXdp, XdpAttachMode};

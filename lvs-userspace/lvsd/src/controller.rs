@@ -6,7 +6,7 @@
 //! publishes one fresh ring at the end.
 
 use std::{
-    collections::{BTreeSet, HashSet},
+    collections::{BTreeMap, BTreeSet, HashSet},
     net::{IpAddr, Ipv4Addr},
 };
 
@@ -335,13 +335,11 @@ pub struct Controller<D> {
     service_slots: Slots,
     real_slots: Slots,
     maglev_slots: Slots,
-    /// Freed real indexes that live connections still name: like IPVS's
+    /// Freed real indexes that live connections still name, with when each
+    /// was freed (datapath clock, for `Expirations::drain`): like IPVS's
     /// trash, they are reused only once the count finds none, so old flows
     /// never count (or pick) as a new server's.
-    draining: BTreeSet<u32>,
-    /// When each draining index was freed (datapath clock), for
-    /// `Expirations::drain`.
-    draining_since: HashMap<u32, u64>,
+    draining: BTreeMap<u32, u64>,
     /// `-Z` subtracts these snapshots, as the kernel does.
     service_baseline: HashMap<u32, Counters>,
     real_baseline: HashMap<u32, Counters>,
@@ -537,8 +535,7 @@ impl<D: Datapath> Controller<D> {
             service_slots: Slots::new(limits.services),
             real_slots: Slots::new(limits.reals),
             maglev_slots: Slots::new(limits.mh_services),
-            draining: BTreeSet::new(),
-            draining_since: HashMap::default(),
+            draining: BTreeMap::new(),
             service_baseline: HashMap::default(),
             real_baseline: HashMap::default(),
             service_rates: HashMap::default(),
@@ -597,13 +594,12 @@ impl<D: Datapath> Controller<D> {
         self.counts = counts;
         let drained: Vec<u32> = self
             .draining
-            .iter()
+            .keys()
             .filter(|i| !self.counts.contains_key(i))
             .copied()
             .collect();
         for i in drained {
             self.draining.remove(&i);
-            self.draining_since.remove(&i);
             self.real_slots.give(i);
             self.replies.release(i);
         }
@@ -894,7 +890,7 @@ impl<D: Datapath> Controller<D> {
         // Removed servers whose drain ran out (`Expirations::drain`).
         let overdue: HashSet<u32> = match self.expirations.drain {
             Some(s) => self
-                .draining_since
+                .draining
                 .iter()
                 .filter(|(_, since)| now.saturating_sub(**since) >= s * NS_PER_SEC)
                 .map(|(i, _)| *i)
@@ -2383,8 +2379,7 @@ impl<D: Datapath> Controller<D> {
         let now = self.datapath.now_ns()?;
         for (_, i) in gone {
             self.overloaded.remove(&i);
-            self.draining.insert(i);
-            self.draining_since.insert(i, now);
+            self.draining.insert(i, now);
         }
         Ok(())
     }

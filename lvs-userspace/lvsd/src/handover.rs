@@ -8,8 +8,6 @@
 //! each interface, carries what the old one made meanwhile, and removes
 //! the old pins. Tables of another layout are refused, never dropped.
 
-use std::path::{Path, PathBuf};
-
 use lvs_common::Counters;
 use lvs_datapath::{previous::Previous, KernelDatapath};
 use lvs_ha::conn::{SyncConn, SyncTemplate};
@@ -31,15 +29,6 @@ pub struct Record {
     pub reals: Vec<(ServiceId, Endpoint, u32)>,
 }
 
-/// `/run/lvs/handover-<pin directory's name>.json`.
-fn record_path(pins: &Path) -> PathBuf {
-    let name = pins
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    Path::new("/run/lvs").join(format!("handover-{name}.json"))
-}
-
 /// At a clean stop: the record, then the datapath left forwarding.
 pub fn hand_over(controller: Controller<KernelDatapath>) -> std::io::Result<()> {
     let record = Record {
@@ -49,7 +38,7 @@ pub fn hand_over(controller: Controller<KernelDatapath>) -> std::io::Result<()> 
     };
     let datapath = controller.into_datapath();
     if let Some(pins) = datapath.pin_dir() {
-        let path = record_path(pins);
+        let path = lvs_datapath::handover_record(pins);
         std::fs::create_dir_all("/run/lvs")?;
         std::fs::write(
             &path,
@@ -85,7 +74,7 @@ pub enum HandoverError {
 /// Read the previous datapath's record and tables. Its counters are found
 /// by the record's indexes (a killed lvsd wrote none: they start over).
 pub fn read(previous: &Previous, now_ns: u64) -> Result<Carried, HandoverError> {
-    let path = record_path(previous.dir());
+    let path = lvs_datapath::handover_record(previous.dir());
     let record: Option<Record> = match std::fs::read(&path) {
         Ok(bytes) => Some(
             serde_json::from_slice(&bytes).map_err(|e| HandoverError::Record {
@@ -132,5 +121,5 @@ pub fn read(previous: &Previous, now_ns: u64) -> Result<Carried, HandoverError> 
 
 /// Forget the record of a datapath that was just replaced.
 pub fn remove_record(previous: &Previous) {
-    let _ = std::fs::remove_file(record_path(previous.dir()));
+    let _ = std::fs::remove_file(lvs_datapath::handover_record(previous.dir()));
 }

@@ -240,7 +240,12 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     #[error("{path}: {message}")]
-    Parse { path: String, message: String },
+    Parse {
+        path: String,
+        message: String,
+        /// Where in the text, if the parser says.
+        line: Option<usize>,
+    },
     #[error("{path}:{line}: field `{field}`: {message}")]
     Invalid {
         path: String,
@@ -316,12 +321,7 @@ impl Source {
                         },
                     },
                     // A value of the wrong type: the TOML names its line.
-                    ConfigError::Parse { message, .. } => {
-                        let line = message
-                            .split("at line ")
-                            .nth(1)
-                            .and_then(|rest| rest.split(',').next())
-                            .and_then(|n| n.trim().parse::<usize>().ok());
+                    ConfigError::Parse { message, line, .. } => {
                         let at = line
                             .and_then(|l| import.origin(l))
                             .map_or(name.clone(), |at| at.to_string());
@@ -910,6 +910,7 @@ pub fn parse_ha(text: &str, path: &str) -> Result<Option<HaConfig>, ConfigError>
     let file: File = toml::from_str(text).map_err(|e| ConfigError::Parse {
         path: path.to_string(),
         message: e.to_string().trim_end().to_string(),
+        line: e.span().map(|span| line_of(text, span.start)),
     })?;
     let Some(spanned) = file.ha else {
         return Ok(None);
@@ -1070,6 +1071,7 @@ pub fn parse(text: &str, path: &str) -> Result<Vec<Command>, ConfigError> {
     let file: File = toml::from_str(text).map_err(|e| ConfigError::Parse {
         path: path.to_string(),
         message: e.to_string().trim_end().to_string(),
+        line: e.span().map(|span| line_of(text, span.start)),
     })?;
     let invalid = |span: Range<usize>, field, message: String| ConfigError::Invalid {
         path: path.to_string(),

@@ -249,42 +249,44 @@ async fn watch_file(
                     }
                 }
                 let verdict = file::verdict(value, spec);
-                if last.as_ref() != Some(&verdict) {
-                    send_verdict(
-                        &controller,
-                        &target,
-                        (index, check.fingerprint()),
-                        verdict.clone(),
-                    )
-                    .await;
-                    last = Some(verdict);
-                }
+                send_verdict(
+                    &controller,
+                    &target,
+                    (index, check.fingerprint()),
+                    &mut last,
+                    verdict,
+                )
+                .await;
                 if let Err(e) = watch.changed().await {
                     break Err(format!("watching {}: {e}", spec.path));
                 }
             },
             Err(e) => Err(format!("watching {}: {e}", spec.path)),
         };
-        if last.as_ref() != Some(&verdict) {
-            send_verdict(
-                &controller,
-                &target,
-                (index, check.fingerprint()),
-                verdict.clone(),
-            )
-            .await;
-            last = Some(verdict);
-        }
+        send_verdict(
+            &controller,
+            &target,
+            (index, check.fingerprint()),
+            &mut last,
+            verdict,
+        )
+        .await;
         tokio::time::sleep(Duration::from_millis(check.interval_ms)).await;
     }
 }
 
+/// Report `verdict` if it differs from the `last` one reported.
 async fn send_verdict(
     controller: &Handle,
     target: &Target,
     (index, fingerprint): (usize, u64),
+    last: &mut Option<Result<Option<Shift>, String>>,
     verdict: Result<Option<Shift>, String>,
 ) {
+    if last.as_ref() == Some(&verdict) {
+        return;
+    }
+    *last = Some(verdict.clone());
     let (service, server) = (target.service, target.real);
     match &verdict {
         Ok(shift) => {

@@ -563,17 +563,7 @@ impl Translator {
                     self.warn(&s.at, "`ip_family` applies to fwmark services only; ignored");
                     Ok(())
                 }
-                keyword if tunes_keepalived(keyword) => {
-                    self.ignored(s);
-                    Ok(())
-                }
-                _ => match self.inherit(s, &mut inherited) {
-                    Some(r) => r,
-                    None => {
-                        self.unknown(s, "virtual_server");
-                        Ok(())
-                    }
-                },
+                _ => self.common(s, &mut inherited, "virtual_server"),
             };
             if let Err(e) = result {
                 self.error(&s.at, e);
@@ -643,10 +633,11 @@ impl Translator {
         }
     }
 
-    /// A keyword every level takes (virtual server, real server,
-    /// checker): `None` if `stmt` is not one.
-    fn inherit(&mut self, s: &Stmt, inherited: &mut Inherited) -> Option<Result<(), String>> {
-        Some(match s.keyword() {
+    /// A keyword every level takes (virtual server, real server, checker)
+    /// into `inherited`; else one that only tunes keepalived (a warning), or
+    /// an unknown one in block `inside`.
+    fn common(&mut self, s: &Stmt, inherited: &mut Inherited, inside: &str) -> Result<(), String> {
+        match s.keyword() {
             "delay_loop" => timer(s).map(|t| inherited.delay_loop = Some(t)),
             "connect_timeout" => timer(s).map(|t| inherited.connect_timeout = Some(t)),
             "retry" => number::<u32>(s, "a count").and_then(|r| {
@@ -661,8 +652,15 @@ impl Translator {
             "alpha" => boolean(s).map(|b| inherited.alpha = Some(b)),
             "inhibit_on_failure" => boolean(s).map(|b| inherited.inhibit_on_failure = Some(b)),
             "virtualhost" => one_arg(s).map(|h| inherited.virtualhost = Some(h.to_string())),
-            _ => return None,
-        })
+            keyword if tunes_keepalived(keyword) => {
+                self.ignored(s);
+                Ok(())
+            }
+            _ => {
+                self.unknown(s, inside);
+                Ok(())
+            }
+        }
     }
 
     /// One `real_server` block for one member of the virtual server: its
@@ -716,17 +714,7 @@ impl Translator {
                     Ok(())
                 }
                 "BFD_CHECK" => Err("`BFD_CHECK` is not supported: use a TCP_CHECK or PING_CHECK".into()),
-                keyword if tunes_keepalived(keyword) => {
-                    self.ignored(s);
-                    Ok(())
-                }
-                _ => match self.inherit(s, &mut inherited) {
-                    Some(r) => r,
-                    None => {
-                        self.unknown(s, "real_server");
-                        Ok(())
-                    }
-                },
+                _ => self.common(s, &mut inherited, "real_server"),
             };
             if let Err(e) = result {
                 self.error(&s.at, e);
@@ -883,13 +871,7 @@ impl Translator {
                     self.unknown(s, kind);
                     Ok(())
                 }
-                _ => match self.inherit(s, &mut inherited) {
-                    Some(r) => r,
-                    None => {
-                        self.unknown(s, kind);
-                        Ok(())
-                    }
-                },
+                _ => self.common(s, &mut inherited, kind),
             };
             if let Err(e) = result {
                 self.error(&s.at, e);
